@@ -1,0 +1,302 @@
+//! The seed's rule for one connector: decide, snapshot, check, upload.
+//!
+//! 1. Read the ids from the live database (one small query) and settle the key.
+//! 2. One HEAD of the canonical key. Missing, or older than `max_age`, or `force`:
+//!    go on. Otherwise stop here: `skipped (fresh)`, no snapshot taken.
+//! 3. Snapshot (online backup API, one pass), `integrity_check`, sha256. A snapshot that
+//!    fails its check is never uploaded: the canonical object and every version stay.
+//! 4. Unless the snapshot is byte-identical to the last version, write a new immutable
+//!    version (zstd) and its manifest. Only then replace the canonical object (a plain
+//!    SQLite file, atomically) and `latest.json`. An unchanged database still refreshes
+//!    the canonical object, so the seed's 24-hour clock sees a fresh backup.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::bucket::{Bucket, Encoding, WriteMode};
+use crate::db;
+use crate::error::{Error, Result};
+use crate::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
+use crate::layout::{ConnectorKey, KeyKind, VersionId};
+use crate::lock::ConnectorLock;
+use crate::manifest::{self, Manifest};
+use crate::progress::Progress;
+use crate::snapshot;
+
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub db: PathBuf,
+    pub org: OrgSlug,
+    /// Checked against the database when given.
+    pub datahub: Option<DatahubId>,
+    pub connector: Option<ConnectorId>,
+    pub max_age: Duration,
+    pub force: bool,
+    /// Where the snapshot is written; the system temp dir when `None`.
+    pub tmp_dir: Option<PathBuf>,
+    pub zstd_level: i32,
+    /// How long to wait for another backup of the same connector to finish.
+    pub lock_wait: Duration,
+}
+
+impl BackupOptions {
+    pub fn new(db: impl Into<PathBuf>, org: OrgSlug) -> Self {
+        BackupOptions {
+            db: db.into(),
+            org,
+            datahub: None,
+            connector: None,
+            max_age: DEFAULT_MAX_AGE,
+            force: false,
+            tmp_dir: None,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            lock_wait: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Uploaded,
+    Skipped,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupReport {
+    pub decision: Decision,
+    /// Why, in words: "no backup at the key", "backup is 25h old, older than --max-age 24h", …
+    pub reason: String,
+    pub key: String,
+    pub org: OrgSlug,
+    pub datahub: DatahubId,
+    pub connector: ConnectorId,
+    /// Age of the backup that was at the key before this run, if any.
+    pub previous_age_seconds: Option<f64>,
+    /// Size and sha256 of the uploaded plain file.
+    pub bytes: Option<u64>,
+    pub sha256: Option<String>,
+    /// The kept version the canonical object now equals.
+    pub version: Option<VersionId>,
+    /// True if and only if this run wrote a new version (false: the database was
+    /// byte-identical to the last version, only the canonical object was refreshed).
+    pub new_version: bool,
+    pub stored_bytes: Option<u64>,
+    pub check: Option<&'static str>,
+    pub seconds: f64,
+}
+
+/// Runs the seed's rule for one connector database.
+pub async fn run(bucket: &Bucket, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    let started = Instant::now();
+    let db_path = opts.db.as_path();
+    let file = db_file_name(db_path)?;
+    db::check_is_sqlite(db_path)?;
+    let live = {
+        let conn = db::open_read_only(db_path)?;
+        db::read_info(&conn, db_path)?
+    };
+    check_given_id(opts.datahub, live.datahub, "--datahub", "Integrations.id", db_path)?;
+    check_given_id(opts.connector, live.connector, "--connector", "Integrations.sources[0].id", db_path)?;
+    let ck = ConnectorKey::new(opts.org.clone(), live.datahub, live.connector);
+    let key = ck.canonical(&file);
+
+    // Never two backups of one connector at once (agent vs. a connector's start-up).
+    let _lock = ConnectorLock::acquire(db_path, opts.lock_wait).await?;
+
+    let now = chrono::Utc::now();
+    let previous = bucket.head(&key).await?;
+    let previous_age = previous.as_ref().map(|p| (now - p.last_modified).to_std().unwrap_or_default());
+    let reason = match (previous_age, opts.force) {
+        (_, true) => "--force".to_string(),
+        (None, false) => "no backup at the key".to_string(),
+        (Some(age), false) if age >= opts.max_age => {
+            format!("backup is {} old, older than --max-age {}", fmt_age(age), fmt_age(opts.max_age))
+        }
+        (Some(age), false) => {
+            return Ok(BackupReport {
+                decision: Decision::Skipped,
+                reason: format!("backup is {} old, younger than --max-age {}", fmt_age(age), fmt_age(opts.max_age)),
+                key: key.to_string(),
+                org: opts.org.clone(),
+                datahub: live.datahub,
+                connector: live.connector,
+                previous_age_seconds: Some(age.as_secs_f64()),
+                bytes: None,
+                sha256: None,
+                version: None,
+                new_version: false,
+                stored_bytes: None,
+                check: None,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    };
+
+    let tmp_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let snap = {
+        let (db_path, tmp_dir) = (db_path.to_path_buf(), tmp_dir.clone());
+        tokio::task::spawn_blocking(move || snapshot::take(&db_path, &tmp_dir))
+            .await
+            .map_err(|e| Error::check(format!("snapshot task failed: {e}"), "report this as a bug"))??
+    };
+    if snap.info.datahub != live.datahub || snap.info.connector != live.connector {
+        return Err(Error::check(
+            format!("{}: the ids in the database changed while the backup ran", db_path.display()),
+            "run the backup again",
+        ));
+    }
+
+    let latest = read_latest(bucket, &ck).await;
+    let unchanged = match &latest {
+        Some(m) if m.sha256 == snap.sha256 => bucket.head(&ck.version_data(&m.version)).await?.is_some(),
+        _ => false,
+    };
+    let uploaded_at = chrono::Utc::now();
+    let manifest = if unchanged {
+        let mut m = latest.expect("unchanged implies a latest manifest");
+        m.uploaded_at = uploaded_at;
+        m
+    } else {
+        let version = VersionId::new(snap.taken_at, &snap.sha256);
+        let stored =
+            bucket.put_file(&ck.version_data(&version), &snap.file, Encoding::Zstd(opts.zstd_level), progress).await?;
+        ensure_same(&stored.sha256, &snap.sha256, &snap.file)?;
+        let m = Manifest {
+            format: manifest::FORMAT,
+            org: opts.org.clone(),
+            datahub: live.datahub,
+            connector: live.connector,
+            db_file: file.to_string(),
+            name: snap.info.name.clone(),
+            source_type: snap.info.source_type.clone(),
+            version: version.clone(),
+            sha256: snap.sha256.clone(),
+            size: snap.size,
+            stored_size: stored.stored_bytes,
+            page_size: snap.page_size,
+            page_count: snap.page_count,
+            journal_mode: snap.source_journal_mode.clone(),
+            rows: snap.rows.clone(),
+            check: snap.check.to_string(),
+            snapshot_at: snap.taken_at,
+            uploaded_at,
+            tool: manifest::tool(),
+            host: manifest::host_name(),
+        };
+        bucket.put_bytes(&ck.version_manifest(&version), m.to_json(), WriteMode::Create).await?;
+        m
+    };
+
+    let sent = bucket.put_file(&key, &snap.file, Encoding::Plain, progress).await?;
+    ensure_same(&sent.sha256, &snap.sha256, &snap.file)?;
+    bucket.put_bytes(&ck.latest_manifest(), manifest.to_json(), WriteMode::Overwrite).await?;
+    write_label(bucket, &ck, &manifest.source_type, &manifest.name).await?;
+
+    Ok(BackupReport {
+        decision: Decision::Uploaded,
+        reason,
+        key: key.to_string(),
+        org: opts.org.clone(),
+        datahub: live.datahub,
+        connector: live.connector,
+        previous_age_seconds: previous_age.map(|a| a.as_secs_f64()),
+        bytes: Some(snap.size),
+        sha256: Some(snap.sha256.clone()),
+        version: Some(manifest.version.clone()),
+        new_version: !unchanged,
+        stored_bytes: Some(manifest.stored_size),
+        check: Some(snap.check),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The manifest of the canonical object, if there is a readable one. A damaged one is
+/// treated as absent: the next upload writes a new version and a new manifest.
+pub async fn read_latest(bucket: &Bucket, ck: &ConnectorKey) -> Option<Manifest> {
+    let key = ck.latest_manifest();
+    match bucket.get_bytes(&key).await {
+        Ok(bytes) => match Manifest::from_json(&bytes, key.as_ref()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!("{e}; writing a new version");
+                None
+            }
+        },
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            tracing::warn!("{e}; writing a new version");
+            None
+        }
+    }
+}
+
+/// Keeps exactly one label marker per connector, for `status`.
+async fn write_label(bucket: &Bucket, ck: &ConnectorKey, source_type: &str, name: &str) -> Result<()> {
+    let label = ck.label(source_type, name);
+    let existing = bucket.list(&ck.labels_dir()).await?;
+    if !existing.iter().any(|o| o.key == label) {
+        bucket.put_bytes(&label, Vec::new(), WriteMode::Overwrite).await?;
+    }
+    for old in existing.iter().filter(|o| o.key != label) {
+        if matches!(crate::layout::parse_key(&old.key), Some((_, KeyKind::Label { .. }))) {
+            bucket.delete(&old.key).await?;
+        }
+    }
+    Ok(())
+}
+
+fn ensure_same(uploaded: &str, expected: &str, file: &Path) -> Result<()> {
+    if uploaded == expected {
+        Ok(())
+    } else {
+        Err(Error::check(
+            format!("{}: the snapshot changed while it was uploaded (sha256 {uploaded} != {expected})", file.display()),
+            "something else wrote to hubvault's temp file; run the backup again",
+        ))
+    }
+}
+
+fn check_given_id<T: PartialEq + std::fmt::Display>(
+    given: Option<T>,
+    stored: T,
+    flag: &str,
+    column: &str,
+    db: &Path,
+) -> Result<()> {
+    match given {
+        Some(g) if g != stored => Err(Error::usage(
+            format!("{flag} {g} disagrees with the database {}, whose {column} is {stored}", db.display()),
+            format!("leave out {flag} (it defaults to the database's id), or pass the database of that connector"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The database's file name, which ends the canonical key.
+pub fn db_file_name(db: &Path) -> Result<DbFileName> {
+    let name = db.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        Error::usage(format!("--db {}: no file name", db.display()), "pass the path of the connector's sqlite.db")
+    })?;
+    DbFileName::parse(name)
+}
+
+/// `25h`, `23h 59m`, `12s`: coarse, for humans.
+pub fn fmt_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..172800 => {
+            if s % 3600 / 60 == 0 { format!("{}h", s / 3600) } else { format!("{}h {}m", s / 3600, s % 3600 / 60) }
+        }
+        _ => {
+            if s % 86400 / 3600 == 0 { format!("{}d", s / 86400) } else { format!("{}d {}h", s / 86400, s % 86400 / 3600) }
+        }
+    }
+}

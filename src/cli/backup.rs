@@ -1,0 +1,70 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use hubvault::Result;
+use hubvault::backup::{self, BackupOptions, Decision};
+use hubvault::ids::{ConnectorId, DatahubId};
+
+use super::{Global, output};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The connector's database, e.g. /var/datahub/<connectorId>/sqlite.db.
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// Datahub id; defaults to Integrations.id in the database (a different one is an error).
+    #[arg(long, value_name = "ID")]
+    datahub: Option<String>,
+    /// Connector id; defaults to Integrations.sources[0].id in the database.
+    #[arg(long, value_name = "ID")]
+    connector: Option<String>,
+    /// Upload when the backup at the key is older than this.
+    #[arg(long, default_value = "24h", value_parser = super::parse_duration, value_name = "AGE")]
+    max_age: Duration,
+    /// Upload whatever the age of the backup.
+    #[arg(long)]
+    force: bool,
+    /// Where the snapshot is written before upload (default: TMPDIR).
+    #[arg(long, value_name = "DIR", env = "HUBVAULT_TMP_DIR")]
+    tmp_dir: Option<PathBuf>,
+}
+
+pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
+    // Every flag is checked before anything is touched.
+    let datahub = a.datahub.as_deref().map(DatahubId::parse).transpose()?;
+    let connector = a.connector.as_deref().map(ConnectorId::parse).transpose()?;
+    let org = g.org()?;
+    let bucket = g.bucket()?;
+    let mut opts = BackupOptions::new(a.db, org);
+    opts.datahub = datahub;
+    opts.connector = connector;
+    opts.max_age = a.max_age;
+    opts.force = a.force;
+    opts.tmp_dir = a.tmp_dir;
+    let report = backup::run(&bucket, &opts, &output::Bar::new(g.json)).await?;
+    if g.json {
+        output::print_json(&report);
+    } else {
+        match report.decision {
+            Decision::Skipped => println!("skipped (fresh): {}\n  {}", report.reason, report.key),
+            Decision::Uploaded => {
+                println!(
+                    "uploaded: {}\n  {} ({}, sha256 {})",
+                    report.reason,
+                    report.key,
+                    output::human_bytes(report.bytes.unwrap_or(0)),
+                    report.sha256.as_deref().unwrap_or("")
+                );
+                let v = report.version.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                if report.new_version {
+                    println!("  new version {v} ({} compressed)", output::human_bytes(report.stored_bytes.unwrap_or(0)));
+                } else {
+                    println!("  unchanged since version {v}: no new version, backup refreshed");
+                }
+                println!("  took {:.2}s", report.seconds);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

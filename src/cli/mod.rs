@@ -1,0 +1,111 @@
+//! Command-line wiring: one file per subcommand. Parses flags (clap), sets up logging,
+//! runs the library on a tokio runtime, prints human text or one JSON document, and maps
+//! errors to exit codes (0 ok, 1 failed, 2 bad command line or configuration, 3 stale or
+//! broken backups found).
+
+mod backup;
+mod demo;
+mod inspect;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hubvault::bucket::Bucket;
+use hubvault::ids::OrgSlug;
+use hubvault::{Error, Result};
+
+#[derive(Parser, Debug)]
+#[command(name = "hubvault", version, about = "Backs up and restores the SQLite state of data-hub connectors")]
+#[command(propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The backup bucket: s3://bucket[/prefix] or file:///abs/dir.
+    #[arg(long, global = true, env = "HUBVAULT_BUCKET", value_name = "URL")]
+    pub bucket: Option<String>,
+    /// The organisation slug, first part of every key.
+    #[arg(long, global = true, env = "HUBVAULT_ORG", value_name = "SLUG")]
+    pub org: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HUBVAULT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The seed's rule for one connector: upload when the backup is missing or older
+    /// than --max-age, else skip with one HEAD request.
+    Backup(backup::Args),
+    /// Ids, name, type, row counts and schema of a database (a local file or a backup).
+    Inspect(inspect::Args),
+    /// The whole story on a local-directory bucket: four connectors, backups, skips.
+    Demo(demo::Args),
+}
+
+impl Global {
+    pub fn bucket(&self) -> Result<Bucket> {
+        let url = self.bucket.as_deref().ok_or_else(|| {
+            Error::usage(
+                "no bucket given",
+                "pass --bucket s3://bucket-name or --bucket file:///abs/dir (or set HUBVAULT_BUCKET)",
+            )
+        })?;
+        Bucket::open(url)
+    }
+
+    pub fn org(&self) -> Result<OrgSlug> {
+        let org = self
+            .org
+            .as_deref()
+            .ok_or_else(|| Error::usage("no org given", "pass --org SLUG (or set HUBVAULT_ORG)"))?;
+        OrgSlug::parse(org)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let g = cli.global.clone();
+    let result: Result<ExitCode> = runtime.block_on(async move {
+        match cli.command {
+            Command::Backup(a) => backup::run(a, &g).await,
+            Command::Inspect(a) => inspect::run(a, &g).await,
+            Command::Demo(a) => demo::run(a, &g).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => output::report_error(&e, cli.global.json),
+    }
+}
+
+/// `24h`, `90m`, `1d`: a humantime duration for a flag.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 24h, 90m, 7d)"))
+}

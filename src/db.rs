@@ -1,0 +1,272 @@
+//! Reading a connector database: its ids, its source, its tables.
+//!
+//! Only what the seed states is relied on: `Integrations(id, sources)` with one row whose
+//! `sources` is a JSON array of source objects, and `Events`. Every other table is
+//! treated as unknown and only counted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ids::{ConnectorId, DatahubId};
+
+/// Past this size a snapshot is checked with `PRAGMA quick_check` (page structure,
+/// records, NOT NULL/CHECK constraints) instead of `integrity_check` (which also
+/// cross-checks every index against its table and grows superlinearly): see
+/// docs/DESIGN.md. Override with `HUBVAULT_FULL_CHECK_MAX_BYTES`.
+pub const FULL_CHECK_MAX_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The identity of a connector as its database states it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectorInfo {
+    pub datahub: DatahubId,
+    pub connector: ConnectorId,
+    /// `sources[0].name`
+    pub name: String,
+    /// `sources[0].type`, else `sources[0].config.sourceType`, else `Integrations.type`.
+    pub source_type: String,
+}
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Fails unless `path` is a regular file that starts with SQLite's header.
+pub fn check_is_sqlite(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Error::usage(
+                format!("{}: no such file", path.display()),
+                "check the path given with --db (connector databases live at <hub-root>/<connectorId>/sqlite.db)",
+            );
+        }
+        Error::Database {
+            path: path.into(),
+            message: format!("cannot read the database: {e}"),
+            hint: "check the path given with --db (connector databases live at <hub-root>/<connectorId>/sqlite.db)".into(),
+            source: None,
+        }
+    })?;
+    if !meta.is_file() {
+        return Err(Error::db(path, "is not a regular file", "pass the path of the connector's sqlite.db"));
+    }
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| Error::io(path, "cannot read the database", e))?;
+    if n < 16 || &head != SQLITE_MAGIC {
+        return Err(Error::db(
+            path,
+            if n == 0 { "is empty, not a SQLite database".to_string() } else { "is not a SQLite database (no SQLite header)".to_string() },
+            "pass the connector's sqlite.db; if this is it, it is damaged: restore it with `hubvault restore`",
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a database read-only. The caller has checked that it is SQLite.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
+    Ok(conn)
+}
+
+/// Opens a database for writing (a file we own: a snapshot, a download, a remap copy).
+pub fn open_read_write(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
+    Ok(conn)
+}
+
+pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?1", [name], |_| Ok(()))
+        .optional()
+        .map(|o| o.is_some())
+}
+
+/// Reads the datahub id (`Integrations.id`) and connector id (`sources[0].id`).
+pub fn read_info(conn: &Connection, path: &Path) -> Result<ConnectorInfo> {
+    let not_connector = |what: String| {
+        Error::db(path, what, "this does not look like a connector database; check --db (expected <hub-root>/<connectorId>/sqlite.db)")
+    };
+    let q = |e| Error::sqlite(path, "cannot read Integrations", e);
+    if !table_exists(conn, "Integrations").map_err(q)? {
+        return Err(not_connector("has no Integrations table".into()));
+    }
+    let has_type = conn
+        .prepare("SELECT 1 FROM pragma_table_info('Integrations') WHERE name='type'")
+        .and_then(|mut s| s.exists([]))
+        .map_err(q)?;
+    let sql = if has_type {
+        "SELECT CAST(id AS TEXT), CAST(sources AS TEXT), CAST(type AS TEXT) FROM Integrations LIMIT 2"
+    } else {
+        "SELECT CAST(id AS TEXT), CAST(sources AS TEXT), NULL FROM Integrations LIMIT 2"
+    };
+    let rows: Vec<(Option<String>, Option<String>, Option<String>)> = conn
+        .prepare(sql)
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+        .map_err(q)?;
+    let (id, sources, itype) = match rows.as_slice() {
+        [] => return Err(not_connector("has no row in Integrations, so no datahub id".into())),
+        [one] => one.clone(),
+        _ => {
+            return Err(Error::db(
+                path,
+                "holds more than one Integrations row; a connector database holds exactly one",
+                "pass --datahub and --connector is not enough here: check that --db is one connector's database",
+            ));
+        }
+    };
+    let id = id.ok_or_else(|| not_connector("Integrations.id is NULL".into()))?;
+    let datahub = DatahubId::parse(&id)
+        .map_err(|_| Error::db(path, format!("Integrations.id {id:?} is not a datahub id (UUID)"), "check --db"))?;
+    let sources = sources.ok_or_else(|| not_connector("Integrations.sources is NULL".into()))?;
+    let parsed: serde_json::Value = serde_json::from_str(&sources)
+        .map_err(|e| not_connector(format!("Integrations.sources is not JSON: {e}")))?;
+    let first = parsed
+        .as_array()
+        .ok_or_else(|| not_connector("Integrations.sources is not a JSON array".into()))?
+        .first()
+        .ok_or_else(|| not_connector("Integrations.sources is empty: the database has no source (connector)".into()))?;
+    let cid = first
+        .get("id")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| not_connector("Integrations.sources[0] has no string \"id\"".into()))?;
+    let connector = ConnectorId::parse(cid)
+        .map_err(|_| Error::db(path, format!("Integrations.sources[0].id {cid:?} is not a connector id (UUID)"), "check --db"))?;
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    let name = text(first.get("name")).unwrap_or_default();
+    let source_type = text(first.get("type"))
+        .or_else(|| text(first.get("config").and_then(|c| c.get("sourceType"))))
+        .or(itype)
+        .unwrap_or_default();
+    Ok(ConnectorInfo { datahub, connector, name, source_type })
+}
+
+/// Row count of every table (internal `sqlite_*` tables left out), by name.
+pub fn table_counts(conn: &Connection, path: &Path) -> Result<BTreeMap<String, u64>> {
+    let q = |e| Error::sqlite(path, "cannot count rows", e);
+    let names: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(q)?;
+    let mut out = BTreeMap::new();
+    for name in names {
+        let sql = format!("SELECT count(*) FROM {}", quote_ident(&name));
+        // Virtual tables whose module is missing cannot be read: count them as unknown.
+        match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+            Ok(n) => {
+                out.insert(name, n as u64);
+            }
+            Err(e) if e.to_string().contains("no such module") => {}
+            Err(e) => return Err(q(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// `"name"` with embedded quotes doubled: safe for any table or column name.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Runs `integrity_check` (or `quick_check` past [`FULL_CHECK_MAX_BYTES`]) and
+/// `foreign_key_check`. Returns which check ran.
+pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {
+    let limit = std::env::var("HUBVAULT_FULL_CHECK_MAX_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FULL_CHECK_MAX_BYTES);
+    let pragma = if size <= limit { "integrity_check" } else { "quick_check" };
+    let bad = |detail: String| {
+        Error::db(
+            path,
+            format!("fails PRAGMA {pragma}: {detail}"),
+            "the database is damaged; it was not uploaded and the last good backup is kept. Restore it with `hubvault restore`",
+        )
+    };
+    let lines: Vec<String> = conn
+        .prepare(&format!("PRAGMA {pragma}(20)"))
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .map_err(|e| bad(e.to_string()))?;
+    if lines != ["ok"] {
+        return Err(bad(lines.join("; ")));
+    }
+    let fk: Vec<String> = conn
+        .prepare("PRAGMA foreign_key_check")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok(format!("{} row {:?} -> {}", r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, String>(2)?)))?
+                .collect()
+        })
+        .map_err(|e| bad(e.to_string()))?;
+    if !fk.is_empty() {
+        return Err(Error::db(
+            path,
+            format!("fails PRAGMA foreign_key_check ({} rows), first: {}", fk.len(), fk[0]),
+            "a row points at a parent that does not exist; the database was not used",
+        ));
+    }
+    Ok(pragma)
+}
+
+/// Page size, page count and journal mode.
+pub fn page_info(conn: &Connection, path: &Path) -> Result<(u64, u64, String)> {
+    let q = |e| Error::sqlite(path, "cannot read pragmas", e);
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(q)?;
+    let page_count: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(q)?;
+    let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(q)?;
+    Ok((page_size as u64, page_count as u64, journal.to_ascii_lowercase()))
+}
+
+/// What `hubvault inspect` shows of a database.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inspection {
+    pub path: String,
+    pub size: u64,
+    pub datahub: DatahubId,
+    pub connector: ConnectorId,
+    pub name: String,
+    pub source_type: String,
+    pub page_size: u64,
+    pub page_count: u64,
+    pub journal_mode: String,
+    pub tables: BTreeMap<String, u64>,
+    /// `CREATE` statements of tables, indexes, views and triggers, in schema order.
+    pub schema: Vec<String>,
+}
+
+pub fn inspect(path: &Path) -> Result<Inspection> {
+    check_is_sqlite(path)?;
+    let conn = open_read_only(path)?;
+    let info = read_info(&conn, path)?;
+    let tables = table_counts(&conn, path)?;
+    let (page_size, page_count, journal_mode) = page_info(&conn, path)?;
+    let schema: Vec<String> = conn
+        .prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| Error::sqlite(path, "cannot read the schema", e))?;
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Ok(Inspection {
+        path: path.display().to_string(),
+        size,
+        datahub: info.datahub,
+        connector: info.connector,
+        name: info.name,
+        source_type: info.source_type,
+        page_size,
+        page_count,
+        journal_mode,
+        tables,
+        schema,
+    })
+}

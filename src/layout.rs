@@ -1,0 +1,307 @@
+//! The bucket's key layout and its inverse.
+//!
+//! The seed fixes the canonical key of a connector's backup:
+//!
+//! ```text
+//! {orgSlug}/datahub/{datahubId}/connector/{connectorId}/{sqlFileName}
+//! ```
+//!
+//! a plain SQLite file that the seed's manual restore downloads and opens. Everything
+//! hubvault adds lives beside it, under `…/connector/{connectorId}/hubvault/`, which that
+//! manual procedure never looks at:
+//!
+//! ```text
+//! hubvault/latest.json                        manifest of the object now at the canonical key
+//! hubvault/versions/{versionId}.db.zst        immutable, zstd-compressed history
+//! hubvault/versions/{versionId}.json          its manifest
+//! hubvault/drills/{stamp}-{ok|failed}.json    restore drill results (`hubvault verify`)
+//! hubvault/label/{type}/{name}                empty marker: lets `status` show the source's
+//!                                             name and type from one LIST, without a GET
+//! ```
+//!
+//! A version id is `{UTC stamp}-{first 12 hex digits of sha256}`, e.g.
+//! `20261124T070102.123Z-ab12cd34ef56`: it sorts by time as a string.
+
+use object_store::path::{Path, PathPart};
+
+use crate::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
+
+/// The folder beside the canonical object that holds everything hubvault adds.
+pub const HUBVAULT_DIR: &str = "hubvault";
+
+/// Identifies one connector's backups in the bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectorKey {
+    pub org: OrgSlug,
+    pub datahub: DatahubId,
+    pub connector: ConnectorId,
+}
+
+impl ConnectorKey {
+    pub fn new(org: OrgSlug, datahub: DatahubId, connector: ConnectorId) -> Self {
+        ConnectorKey { org, datahub, connector }
+    }
+
+    /// `{org}/datahub/{hub}/connector/{connector}`
+    pub fn prefix(&self) -> Path {
+        Path::from_iter([
+            self.org.as_str(),
+            "datahub",
+            &self.datahub.to_string(),
+            "connector",
+            &self.connector.to_string(),
+        ])
+    }
+
+    /// The seed's key: a plain SQLite file.
+    pub fn canonical(&self, file: &DbFileName) -> Path {
+        self.prefix().join(file.as_str())
+    }
+
+    pub fn hubvault_dir(&self) -> Path {
+        self.prefix().join(HUBVAULT_DIR)
+    }
+
+    pub fn latest_manifest(&self) -> Path {
+        self.hubvault_dir().join("latest.json")
+    }
+
+    pub fn versions_dir(&self) -> Path {
+        self.hubvault_dir().join("versions")
+    }
+
+    pub fn version_data(&self, id: &VersionId) -> Path {
+        self.versions_dir().join(format!("{}.db.zst", id.as_str()))
+    }
+
+    pub fn version_manifest(&self, id: &VersionId) -> Path {
+        self.versions_dir().join(format!("{}.json", id.as_str()))
+    }
+
+    pub fn drills_dir(&self) -> Path {
+        self.hubvault_dir().join("drills")
+    }
+
+    pub fn drill(&self, stamp: &str, ok: bool) -> Path {
+        self.drills_dir().join(format!("{stamp}-{}.json", if ok { "ok" } else { "failed" }))
+    }
+
+    pub fn labels_dir(&self) -> Path {
+        self.hubvault_dir().join("label")
+    }
+
+    /// The label marker; name and type are percent-encoded by `PathPart`, so any text
+    /// is safe in a key (and cut to keep keys well under S3's 1024 bytes).
+    pub fn label(&self, source_type: &str, name: &str) -> Path {
+        self.labels_dir()
+            .join(PathPart::from(truncate(source_type, 100)))
+            .join(PathPart::from(truncate(name, 200)))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.is_empty() {
+        return "-";
+    }
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `{UTC stamp}-{sha256 prefix}`: names one kept version of a connector's database.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VersionId(String);
+
+impl VersionId {
+    pub const STAMP_FORMAT: &'static str = "%Y%m%dT%H%M%S%.3fZ";
+
+    pub fn new(at: chrono::DateTime<chrono::Utc>, sha256_hex: &str) -> Self {
+        VersionId(format!("{}-{}", stamp(at), &sha256_hex[..12.min(sha256_hex.len())]))
+    }
+
+    /// Parses a version id as printed by `hubvault versions`.
+    pub fn parse(s: &str) -> Result<Self, crate::Error> {
+        let ok = s.len() == 20 + 1 + 12
+            && Self::time_of(s).is_some()
+            && s.as_bytes()[20] == b'-'
+            && s[21..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        if ok {
+            Ok(VersionId(s.to_string()))
+        } else {
+            Err(crate::Error::usage(
+                format!("version id {s:?} is not of the form 20261124T070102.123Z-ab12cd34ef56"),
+                "copy a version id from `hubvault versions --datahub ID --connector ID`",
+            ))
+        }
+    }
+
+    fn time_of(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let stamp = s.get(..20)?;
+        chrono::NaiveDateTime::parse_from_str(stamp, Self::STAMP_FORMAT).ok().map(|t| t.and_utc())
+    }
+
+    /// When the snapshot of this version was taken.
+    pub fn time(&self) -> chrono::DateTime<chrono::Utc> {
+        Self::time_of(&self.0).expect("a VersionId is valid by construction")
+    }
+
+    pub fn sha_prefix(&self) -> &str {
+        &self.0[21..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for VersionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for VersionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for VersionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        VersionId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A UTC time as used in keys: sortable as a string, millisecond precision.
+pub fn stamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format(VersionId::STAMP_FORMAT).to_string()
+}
+
+/// What a key in the bucket is, read back from the key alone (the inverse of the
+/// constructors above). Keys that are not ours come back as `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The seed's canonical object, with its file name.
+    Canonical(DbFileName),
+    LatestManifest,
+    VersionData(VersionId),
+    VersionManifest(VersionId),
+    Drill { stamp: String, ok: bool },
+    Label { source_type: String, name: String },
+}
+
+/// Splits a key into the connector it belongs to and what it is.
+pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
+    let parts: Vec<String> = key.parts().map(|p| decode(p.as_ref())).collect();
+    let [org, d, hub, c, conn, rest @ ..] = parts.as_slice() else {
+        return None;
+    };
+    if d != "datahub" || c != "connector" {
+        return None;
+    }
+    let ck = ConnectorKey::new(
+        OrgSlug::parse(org).ok()?,
+        DatahubId::parse(hub).ok()?,
+        ConnectorId::parse(conn).ok()?,
+    );
+    let kind = match rest {
+        [file] => KeyKind::Canonical(DbFileName::parse(file).ok()?),
+        [h, latest] if h == HUBVAULT_DIR && latest == "latest.json" => KeyKind::LatestManifest,
+        [h, v, name] if h == HUBVAULT_DIR && v == "versions" => {
+            if let Some(id) = name.strip_suffix(".db.zst") {
+                KeyKind::VersionData(VersionId::parse(id).ok()?)
+            } else {
+                KeyKind::VersionManifest(VersionId::parse(name.strip_suffix(".json")?).ok()?)
+            }
+        }
+        [h, d, name] if h == HUBVAULT_DIR && d == "drills" => {
+            let stem = name.strip_suffix(".json")?;
+            let (stamp, result) = stem.rsplit_once('-')?;
+            let ok = match result {
+                "ok" => true,
+                "failed" => false,
+                _ => return None,
+            };
+            KeyKind::Drill { stamp: stamp.to_string(), ok }
+        }
+        [h, l, t, n] if h == HUBVAULT_DIR && l == "label" => {
+            KeyKind::Label { source_type: t.clone(), name: n.clone() }
+        }
+        _ => return None,
+    };
+    Some((ck, kind))
+}
+
+fn decode(part: &str) -> String {
+    percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ck() -> ConnectorKey {
+        ConnectorKey::new(
+            OrgSlug::parse("acme").unwrap(),
+            DatahubId::parse("6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01").unwrap(),
+            ConnectorId::parse("0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10").unwrap(),
+        )
+    }
+
+    #[test]
+    fn canonical_key_is_exactly_the_seeds_layout() {
+        assert_eq!(
+            ck().canonical(&DbFileName::default()).as_ref(),
+            "acme/datahub/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/connector/0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10/sqlite.db"
+        );
+    }
+
+    #[test]
+    fn every_key_round_trips_through_parse_key() {
+        let k = ck();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T07:01:02.123Z").unwrap().to_utc();
+        let v = VersionId::new(at, "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd");
+        assert_eq!(v.as_str(), "20261124T070102.123Z-ab12cd34ef56");
+        assert_eq!(v.time(), at);
+        let cases = [
+            (k.canonical(&DbFileName::default()), KeyKind::Canonical(DbFileName::default())),
+            (k.latest_manifest(), KeyKind::LatestManifest),
+            (k.version_data(&v), KeyKind::VersionData(v.clone())),
+            (k.version_manifest(&v), KeyKind::VersionManifest(v.clone())),
+            (k.drill("20261124T070102.123Z", false), KeyKind::Drill { stamp: "20261124T070102.123Z".into(), ok: false }),
+            (
+                k.label("hrb-cellario", "Cellario / Cell #2 100%"),
+                KeyKind::Label { source_type: "hrb-cellario".into(), name: "Cellario / Cell #2 100%".into() },
+            ),
+        ];
+        for (key, kind) in cases {
+            // Through a string, as a LIST returns it.
+            let listed = Path::parse(key.as_ref()).unwrap();
+            assert_eq!(parse_key(&listed), Some((k.clone(), kind)), "{key}");
+        }
+    }
+
+    #[test]
+    fn foreign_and_hostile_keys_are_not_ours() {
+        for key in [
+            "acme/datahub/not-a-uuid/connector/0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10/sqlite.db",
+            "acme/hub/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/connector/0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10/sqlite.db",
+            "Acme/datahub/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/connector/0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10/sqlite.db",
+            "acme/datahub/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/connector/0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10/hubvault/versions/x.json",
+            "acme/datahub/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/connector/0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10",
+            "other/file.txt",
+        ] {
+            assert_eq!(parse_key(&Path::parse(key).unwrap()), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn version_ids_refuse_anything_else() {
+        for bad in ["", "latest", "20261124T070102.123Z-AB12CD34EF56", "20261124T070102.123Z-ab12cd34ef5", "../x"] {
+            assert!(VersionId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! hubvault keeps the SQLite state of lab data-hub connectors safe.
+//!
+//! Each connector on a data hub keeps its state in `<hub-root>/<connectorId>/sqlite.db`.
+//! hubvault backs these databases up to a bucket (S3, any S3-compatible store, or a local
+//! directory) at the key the platform's seed fixes,
+//! `{org}/datahub/{datahubId}/connector/{connectorId}/sqlite.db`, keeps a verified history
+//! beside it, and restores them onto the same or a new hub with every id rewritten.
+//!
+//! The library does all the work; `src/main.rs` only parses flags, calls it and turns an
+//! error into an exit code. Modules, one concept each:
+//!
+//! - [`ids`]: datahub and connector ids, org slugs, parsed once;
+//! - [`layout`]: the bucket's key layout and its inverse;
+//! - [`bucket`]: the object store behind one narrow type;
+//! - [`db`]: reading a connector database (ids, tables, checks);
+//! - [`snapshot`]: a consistent copy of a live database;
+//! - [`manifest`]: what is recorded beside every backup;
+//! - [`backup`]: the seed's rule for one connector;
+//! - [`lock`]: one backup of a connector at a time;
+//! - [`fixture`]: realistic connector databases for the demo and the tests.
+
+pub mod backup;
+pub mod bucket;
+pub mod db;
+pub mod error;
+pub mod fixture;
+pub mod ids;
+pub mod layout;
+pub mod lock;
+pub mod manifest;
+pub mod progress;
+pub mod snapshot;
+
+pub use error::{Error, Result};

@@ -1,0 +1,170 @@
+//! A consistent copy of a live connector database, taken while the connector writes.
+//!
+//! SQLite's online backup API copies the database as of one read transaction, so the
+//! copy holds exactly a committed prefix of the writer's transactions, including rows
+//! that so far live only in the `-wal` file (a raw file copy would miss those, or tear
+//! pages). It is driven in ONE pass (`step(-1)`): a backup in small steps restarts
+//! whenever another connection commits, and was measured never to finish under a busy
+//! writer (shared/docs/FINDINGS.md). A pass that meets a lock is retried a bounded
+//! number of times.
+//!
+//! The copy is switched to `journal_mode=DELETE` so the uploaded object is one
+//! self-contained file that opens read-only anywhere (a WAL-mode file needs a writable
+//! directory for its `-shm`); the source's mode is recorded and put back on restore.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::backup::{Backup, StepResult};
+use serde::Serialize;
+
+use crate::db::{self, ConnectorInfo};
+use crate::error::{Error, Result};
+
+/// How many times a pass that met a lock is retried, and the pause between.
+const LOCK_RETRIES: u32 = 200;
+const LOCK_PAUSE: Duration = Duration::from_millis(50);
+
+/// A checked snapshot in a temp file, removed when dropped.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub file: tempfile::TempPath,
+    pub info: ConnectorInfo,
+    pub size: u64,
+    pub sha256: String,
+    pub page_size: u64,
+    pub page_count: u64,
+    /// The live database's journal mode (the snapshot itself is in `delete` mode).
+    pub source_journal_mode: String,
+    pub rows: BTreeMap<String, u64>,
+    /// `integrity_check` or `quick_check`.
+    pub check: &'static str,
+    pub taken_at: chrono::DateTime<chrono::Utc>,
+    pub took: Duration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotSummary {
+    pub size: u64,
+    pub sha256: String,
+    pub check: &'static str,
+}
+
+/// Takes a snapshot of `db` into a temp file in `tmp_dir`, checks it, and reads the
+/// connector's ids and row counts from the snapshot (not the live file).
+pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
+    let started = Instant::now();
+    db::check_is_sqlite(db)?;
+    let side_files = SideFiles::before(db);
+    let result = take_inner(db, tmp_dir, started);
+    side_files.restore_ownership(db);
+    result
+}
+
+fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".hubvault-snapshot-")
+        .suffix(".db")
+        .tempfile_in(tmp_dir)
+        .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?
+        .into_temp_path();
+    let src = db::open_read_only(db)?;
+    let source_journal_mode = db::page_info(&src, db)?.2;
+    let mut dst = db::open_read_write(&tmp)?;
+    let taken_at = chrono::Utc::now();
+    {
+        let backup = Backup::new(&src, &mut dst).map_err(|e| Error::sqlite(db, "cannot start the snapshot", e))?;
+        let mut retries = 0;
+        loop {
+            match backup.step(-1) {
+                Ok(StepResult::Done) => break,
+                Ok(StepResult::More) => continue,
+                Ok(StepResult::Busy | StepResult::Locked) if retries < LOCK_RETRIES => {
+                    retries += 1;
+                    std::thread::sleep(LOCK_PAUSE);
+                }
+                Ok(_) => {
+                    return Err(Error::db(
+                        db,
+                        format!("stayed locked for {:?} during the snapshot", LOCK_PAUSE * LOCK_RETRIES),
+                        "another process holds an exclusive lock on the database; try again later",
+                    ));
+                }
+                Err(e) => return Err(map_snapshot_error(db, &tmp, e)),
+            }
+        }
+    }
+    drop(src);
+    dst.pragma_update(None, "journal_mode", "DELETE").map_err(|e| map_snapshot_error(db, &tmp, e))?;
+    let size = std::fs::metadata(&tmp).map_err(|e| Error::io(&*tmp, "cannot stat the snapshot", e))?.len();
+    // Checks run on the snapshot: what we upload is what we checked.
+    let check = db::check_integrity(&dst, db, size)?;
+    let info = db::read_info(&dst, db)?;
+    let rows = db::table_counts(&dst, db)?;
+    let (page_size, page_count, _) = db::page_info(&dst, db)?;
+    dst.close().map_err(|(_, e)| Error::sqlite(db, "cannot close the snapshot", e))?;
+    let (sha256, size) = crate::bucket::sha256_file(&tmp)?;
+    Ok(Snapshot {
+        file: tmp,
+        info,
+        size,
+        sha256,
+        page_size,
+        page_count,
+        source_journal_mode,
+        rows,
+        check,
+        taken_at,
+        took: started.elapsed(),
+    })
+}
+
+fn map_snapshot_error(db: &Path, tmp: &Path, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => Error::Io {
+            path: tmp.to_path_buf(),
+            message: format!("the disk filled up while writing the snapshot of {}", db.display()),
+            hint: "free space in the temp directory (TMPDIR or --tmp-dir) and try again".into(),
+            source: std::io::Error::new(std::io::ErrorKind::StorageFull, e.to_string()),
+        },
+        _ => Error::sqlite(db, "snapshot failed", e),
+    }
+}
+
+/// Opening a WAL database can create its `-wal` and `-shm` files. When we run as root
+/// and the connector as another user, files we create would lock the connector out of
+/// its own database: give any we created to the database file's owner.
+struct SideFiles {
+    missing: Vec<PathBuf>,
+}
+
+impl SideFiles {
+    fn before(db: &Path) -> Self {
+        let missing = ["-wal", "-shm"]
+            .iter()
+            .map(|s| side_path(db, s))
+            .filter(|p| !p.exists())
+            .collect();
+        SideFiles { missing }
+    }
+
+    fn restore_ownership(&self, db: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(db) else { return };
+        for p in &self.missing {
+            if let Ok(m) = std::fs::metadata(p)
+                && (m.uid() != meta.uid() || m.gid() != meta.gid())
+            {
+                let _ = std::os::unix::fs::chown(p, Some(meta.uid()), Some(meta.gid()));
+            }
+        }
+    }
+}
+
+/// `sqlite.db` + `-wal` = `sqlite.db-wal`.
+pub fn side_path(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
