@@ -92,7 +92,11 @@ pub struct BackupReport {
 }
 
 /// Runs the seed's rule for one connector database.
-pub async fn run(bucket: &Bucket, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+pub async fn run(
+    bucket: &Bucket,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
     let started = Instant::now();
     let db_path = opts.db.as_path();
     let file = db_file_name(db_path)?;
@@ -101,8 +105,20 @@ pub async fn run(bucket: &Bucket, opts: &BackupOptions, progress: &dyn Progress)
         let conn = db::open_read_only(db_path)?;
         db::read_info(&conn, db_path)?
     };
-    check_given_id(opts.datahub, live.datahub, "--datahub", "Integrations.id", db_path)?;
-    check_given_id(opts.connector, live.connector, "--connector", "Integrations.sources[0].id", db_path)?;
+    check_given_id(
+        opts.datahub,
+        live.datahub,
+        "--datahub",
+        "Integrations.id",
+        db_path,
+    )?;
+    check_given_id(
+        opts.connector,
+        live.connector,
+        "--connector",
+        "Integrations.sources[0].id",
+        db_path,
+    )?;
     let ck = ConnectorKey::new(opts.org.clone(), live.datahub, live.connector);
     let key = ck.canonical(&file);
 
@@ -111,17 +127,27 @@ pub async fn run(bucket: &Bucket, opts: &BackupOptions, progress: &dyn Progress)
 
     let now = chrono::Utc::now();
     let previous = bucket.head(&key).await?;
-    let previous_age = previous.as_ref().map(|p| (now - p.last_modified).to_std().unwrap_or_default());
+    let previous_age = previous
+        .as_ref()
+        .map(|p| (now - p.last_modified).to_std().unwrap_or_default());
     let reason = match (previous_age, opts.force) {
         (_, true) => "--force".to_string(),
         (None, false) => "no backup at the key".to_string(),
         (Some(age), false) if age >= opts.max_age => {
-            format!("backup is {} old, older than --max-age {}", fmt_age(age), fmt_age(opts.max_age))
+            format!(
+                "backup is {} old, older than --max-age {}",
+                fmt_age(age),
+                fmt_age(opts.max_age)
+            )
         }
         (Some(age), false) => {
             return Ok(BackupReport {
                 decision: Decision::Skipped,
-                reason: format!("backup is {} old, younger than --max-age {}", fmt_age(age), fmt_age(opts.max_age)),
+                reason: format!(
+                    "backup is {} old, younger than --max-age {}",
+                    fmt_age(age),
+                    fmt_age(opts.max_age)
+                ),
                 key: key.to_string(),
                 org: opts.org.clone(),
                 datahub: live.datahub,
@@ -143,18 +169,25 @@ pub async fn run(bucket: &Bucket, opts: &BackupOptions, progress: &dyn Progress)
         let (db_path, tmp_dir) = (db_path.to_path_buf(), tmp_dir.clone());
         tokio::task::spawn_blocking(move || snapshot::take(&db_path, &tmp_dir))
             .await
-            .map_err(|e| Error::check(format!("snapshot task failed: {e}"), "report this as a bug"))??
+            .map_err(|e| {
+                Error::check(format!("snapshot task failed: {e}"), "report this as a bug")
+            })??
     };
     if snap.info.datahub != live.datahub || snap.info.connector != live.connector {
         return Err(Error::check(
-            format!("{}: the ids in the database changed while the backup ran", db_path.display()),
+            format!(
+                "{}: the ids in the database changed while the backup ran",
+                db_path.display()
+            ),
             "run the backup again",
         ));
     }
 
     let latest = read_latest(bucket, &ck).await;
     let unchanged = match &latest {
-        Some(m) if m.sha256 == snap.sha256 => bucket.head(&ck.version_data(&m.version)).await?.is_some(),
+        Some(m) if m.sha256 == snap.sha256 => {
+            bucket.head(&ck.version_data(&m.version)).await?.is_some()
+        }
         _ => false,
     };
     let uploaded_at = chrono::Utc::now();
@@ -164,8 +197,14 @@ pub async fn run(bucket: &Bucket, opts: &BackupOptions, progress: &dyn Progress)
         m
     } else {
         let version = VersionId::new(snap.taken_at, &snap.sha256);
-        let stored =
-            bucket.put_file(&ck.version_data(&version), &snap.file, Encoding::Zstd(opts.zstd_level), progress).await?;
+        let stored = bucket
+            .put_file(
+                &ck.version_data(&version),
+                &snap.file,
+                Encoding::Zstd(opts.zstd_level),
+                progress,
+            )
+            .await?;
         ensure_same(&stored.sha256, &snap.sha256, &snap.file)?;
         let m = Manifest {
             format: manifest::FORMAT,
@@ -189,13 +228,27 @@ pub async fn run(bucket: &Bucket, opts: &BackupOptions, progress: &dyn Progress)
             tool: manifest::tool(),
             host: manifest::host_name(),
         };
-        bucket.put_bytes(&ck.version_manifest(&version), m.to_json(), WriteMode::Create).await?;
+        bucket
+            .put_bytes(
+                &ck.version_manifest(&version),
+                m.to_json(),
+                WriteMode::Create,
+            )
+            .await?;
         m
     };
 
-    let sent = bucket.put_file(&key, &snap.file, Encoding::Plain, progress).await?;
+    let sent = bucket
+        .put_file(&key, &snap.file, Encoding::Plain, progress)
+        .await?;
     ensure_same(&sent.sha256, &snap.sha256, &snap.file)?;
-    bucket.put_bytes(&ck.latest_manifest(), manifest.to_json(), WriteMode::Overwrite).await?;
+    bucket
+        .put_bytes(
+            &ck.latest_manifest(),
+            manifest.to_json(),
+            WriteMode::Overwrite,
+        )
+        .await?;
     write_label(bucket, &ck, &manifest.source_type, &manifest.name).await?;
 
     Ok(BackupReport {
@@ -237,14 +290,24 @@ pub async fn read_latest(bucket: &Bucket, ck: &ConnectorKey) -> Option<Manifest>
 }
 
 /// Keeps exactly one label marker per connector, for `status`.
-async fn write_label(bucket: &Bucket, ck: &ConnectorKey, source_type: &str, name: &str) -> Result<()> {
+async fn write_label(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    source_type: &str,
+    name: &str,
+) -> Result<()> {
     let label = ck.label(source_type, name);
     let existing = bucket.list(&ck.labels_dir()).await?;
     if !existing.iter().any(|o| o.key == label) {
-        bucket.put_bytes(&label, Vec::new(), WriteMode::Overwrite).await?;
+        bucket
+            .put_bytes(&label, Vec::new(), WriteMode::Overwrite)
+            .await?;
     }
     for old in existing.iter().filter(|o| o.key != label) {
-        if matches!(crate::layout::parse_key(&old.key), Some((_, KeyKind::Label { .. }))) {
+        if matches!(
+            crate::layout::parse_key(&old.key),
+            Some((_, KeyKind::Label { .. }))
+        ) {
             bucket.delete(&old.key).await?;
         }
     }
@@ -256,7 +319,10 @@ fn ensure_same(uploaded: &str, expected: &str, file: &Path) -> Result<()> {
         Ok(())
     } else {
         Err(Error::check(
-            format!("{}: the snapshot changed while it was uploaded (sha256 {uploaded} != {expected})", file.display()),
+            format!(
+                "{}: the snapshot changed while it was uploaded (sha256 {uploaded} != {expected})",
+                file.display()
+            ),
             "something else wrote to hubvault's temp file; run the backup again",
         ))
     }
@@ -271,8 +337,13 @@ fn check_given_id<T: PartialEq + std::fmt::Display>(
 ) -> Result<()> {
     match given {
         Some(g) if g != stored => Err(Error::usage(
-            format!("{flag} {g} disagrees with the database {}, whose {column} is {stored}", db.display()),
-            format!("leave out {flag} (it defaults to the database's id), or pass the database of that connector"),
+            format!(
+                "{flag} {g} disagrees with the database {}, whose {column} is {stored}",
+                db.display()
+            ),
+            format!(
+                "leave out {flag} (it defaults to the database's id), or pass the database of that connector"
+            ),
         )),
         _ => Ok(()),
     }
@@ -281,7 +352,10 @@ fn check_given_id<T: PartialEq + std::fmt::Display>(
 /// The database's file name, which ends the canonical key.
 pub fn db_file_name(db: &Path) -> Result<DbFileName> {
     let name = db.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-        Error::usage(format!("--db {}: no file name", db.display()), "pass the path of the connector's sqlite.db")
+        Error::usage(
+            format!("--db {}: no file name", db.display()),
+            "pass the path of the connector's sqlite.db",
+        )
     })?;
     DbFileName::parse(name)
 }
@@ -293,10 +367,18 @@ pub fn fmt_age(d: Duration) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m {}s", s / 60, s % 60),
         3600..172800 => {
-            if s % 3600 / 60 == 0 { format!("{}h", s / 3600) } else { format!("{}h {}m", s / 3600, s % 3600 / 60) }
+            if s % 3600 / 60 == 0 {
+                format!("{}h", s / 3600)
+            } else {
+                format!("{}h {}m", s / 3600, s % 3600 / 60)
+            }
         }
         _ => {
-            if s % 86400 / 3600 == 0 { format!("{}d", s / 86400) } else { format!("{}d {}h", s / 86400, s % 86400 / 3600) }
+            if s % 86400 / 3600 == 0 {
+                format!("{}d", s / 86400)
+            } else {
+                format!("{}d {}h", s / 86400, s % 86400 / 3600)
+            }
         }
     }
 }

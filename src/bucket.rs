@@ -24,7 +24,9 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -48,7 +50,11 @@ pub struct ObjectInfo {
 
 impl From<object_store::ObjectMeta> for ObjectInfo {
     fn from(m: object_store::ObjectMeta) -> Self {
-        ObjectInfo { key: m.location, size: m.size, last_modified: m.last_modified }
+        ObjectInfo {
+            key: m.location,
+            size: m.size,
+            last_modified: m.last_modified,
+        }
     }
 }
 
@@ -105,17 +111,30 @@ impl Bucket {
         let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         let (store, root): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
             "file" => {
-                if parsed.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
-                    return Err(bad("a file URL names no host: write file:///abs/dir (three slashes)"));
+                if parsed
+                    .host_str()
+                    .is_some_and(|h| !h.is_empty() && h != "localhost")
+                {
+                    return Err(bad(
+                        "a file URL names no host: write file:///abs/dir (three slashes)",
+                    ));
                 }
-                let dir = parsed.to_file_path().map_err(|_| bad("not an absolute local path"))?;
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|_| bad("not an absolute local path"))?;
                 match std::fs::metadata(&dir) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => return Err(bad(&format!("{} is not a directory", dir.display()))),
                     Err(e) => {
                         return Err(Error::usage(
-                            format!("--bucket {url:?}: directory {} cannot be used: {e}", dir.display()),
-                            format!("create it first (mkdir -p {}) or check --bucket", dir.display()),
+                            format!(
+                                "--bucket {url:?}: directory {} cannot be used: {e}",
+                                dir.display()
+                            ),
+                            format!(
+                                "create it first (mkdir -p {}) or check --bucket",
+                                dir.display()
+                            ),
                         ));
                     }
                 }
@@ -123,8 +142,14 @@ impl Bucket {
                 (Arc::new(fs), String::new())
             }
             "s3" => {
-                let name = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no bucket name"))?;
-                (Arc::new(s3_store(name).map_err(|e| bad(&e.to_string()))?), parsed.path().to_string())
+                let name = parsed
+                    .host_str()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| bad("no bucket name"))?;
+                (
+                    Arc::new(s3_store(name).map_err(|e| bad(&e.to_string()))?),
+                    parsed.path().to_string(),
+                )
             }
             other => return Err(bad(&format!("scheme {other:?} is not supported"))),
         };
@@ -135,12 +160,18 @@ impl Bucket {
             let prefix = Path::parse(root).map_err(|e| bad(&format!("bad key prefix: {e}")))?;
             Arc::new(PrefixStore::new(store, prefix))
         };
-        Ok(Bucket { store, url: url.to_string() })
+        Ok(Bucket {
+            store,
+            url: url.to_string(),
+        })
     }
 
     /// Wraps any store; for tests (e.g. `object_store::memory::InMemory`).
     pub fn from_store(store: Arc<dyn ObjectStore>, url: impl Into<String>) -> Bucket {
-        Bucket { store, url: url.into() }
+        Bucket {
+            store,
+            url: url.into(),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -158,7 +189,12 @@ impl Bucket {
 
     /// Small objects (manifests, markers). With `Create`, returns false if and only if
     /// something was already at the key (and leaves it alone).
-    pub async fn put_bytes(&self, key: &Path, bytes: impl Into<Bytes>, mode: WriteMode) -> Result<bool> {
+    pub async fn put_bytes(
+        &self,
+        key: &Path,
+        bytes: impl Into<Bytes>,
+        mode: WriteMode,
+    ) -> Result<bool> {
         let opts = PutOptions {
             mode: match mode {
                 WriteMode::Overwrite => PutMode::Overwrite,
@@ -166,9 +202,15 @@ impl Bucket {
             },
             ..Default::default()
         };
-        match self.store.put_opts(key, PutPayload::from(bytes.into()), opts).await {
+        match self
+            .store
+            .put_opts(key, PutPayload::from(bytes.into()), opts)
+            .await
+        {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) if mode == WriteMode::Create => Ok(false),
+            Err(object_store::Error::AlreadyExists { .. }) if mode == WriteMode::Create => {
+                Ok(false)
+            }
             Err(e) => Err(self.err("PUT", key, e)),
         }
     }
@@ -182,7 +224,8 @@ impl Bucket {
         encoding: Encoding,
         progress: &dyn Progress,
     ) -> Result<Transfer> {
-        let mut src = std::fs::File::open(file).map_err(|e| Error::io(file, "cannot open for upload", e))?;
+        let mut src =
+            std::fs::File::open(file).map_err(|e| Error::io(file, "cannot open for upload", e))?;
         let total = src.metadata().map(|m| m.len()).unwrap_or(0);
         let mut writer = BufWriter::with_capacity(self.store.clone(), key.clone(), PART_SIZE)
             .with_max_concurrency(PART_CONCURRENCY);
@@ -193,7 +236,8 @@ impl Bucket {
                 let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), level)
                     .map_err(|e| Error::io(file, "cannot start zstd", e))?;
                 // Multithreaded compression would take the cores the connector needs.
-                enc.include_checksum(true).map_err(|e| Error::io(file, "zstd", e))?;
+                enc.include_checksum(true)
+                    .map_err(|e| Error::io(file, "zstd", e))?;
                 Some(enc)
             }
         };
@@ -203,7 +247,9 @@ impl Bucket {
         progress.begin(key.as_ref(), total);
         let result: Result<()> = async {
             loop {
-                let n = src.read(&mut buf).map_err(|e| Error::io(file, "read failed during upload", e))?;
+                let n = src
+                    .read(&mut buf)
+                    .map_err(|e| Error::io(file, "read failed during upload", e))?;
                 if n == 0 {
                     break;
                 }
@@ -212,13 +258,17 @@ impl Bucket {
                 let out: &[u8] = match encoder.as_mut() {
                     None => &buf[..n],
                     Some(enc) => {
-                        enc.write_all(&buf[..n]).map_err(|e| Error::io(file, "zstd", e))?;
+                        enc.write_all(&buf[..n])
+                            .map_err(|e| Error::io(file, "zstd", e))?;
                         enc.get_ref()
                     }
                 };
                 if !out.is_empty() {
                     stored += out.len() as u64;
-                    writer.write_all(out).await.map_err(|e| self.io_err("PUT", key, e))?;
+                    writer
+                        .write_all(out)
+                        .await
+                        .map_err(|e| self.io_err("PUT", key, e))?;
                 }
                 if let Some(enc) = encoder.as_mut() {
                     enc.get_mut().clear();
@@ -228,9 +278,15 @@ impl Bucket {
             if let Some(enc) = encoder.take() {
                 let tail = enc.finish().map_err(|e| Error::io(file, "zstd", e))?;
                 stored += tail.len() as u64;
-                writer.write_all(&tail).await.map_err(|e| self.io_err("PUT", key, e))?;
+                writer
+                    .write_all(&tail)
+                    .await
+                    .map_err(|e| self.io_err("PUT", key, e))?;
             }
-            writer.shutdown().await.map_err(|e| self.io_err("PUT", key, e))?;
+            writer
+                .shutdown()
+                .await
+                .map_err(|e| self.io_err("PUT", key, e))?;
             Ok(())
         }
         .await;
@@ -240,12 +296,20 @@ impl Bucket {
             let _ = writer.abort().await;
             return Err(e);
         }
-        Ok(Transfer { plain_bytes: plain, stored_bytes: stored, sha256: hex::encode(hasher.finalize()) })
+        Ok(Transfer {
+            plain_bytes: plain,
+            stored_bytes: stored,
+            sha256: hex::encode(hasher.finalize()),
+        })
     }
 
     /// A small object, whole, in memory.
     pub async fn get_bytes(&self, key: &Path) -> Result<Bytes> {
-        let got = self.store.get(key).await.map_err(|e| self.err("GET", key, e))?;
+        let got = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| self.err("GET", key, e))?;
         got.bytes().await.map_err(|e| self.err("GET", key, e))
     }
 
@@ -260,22 +324,39 @@ impl Bucket {
         encoding: Encoding,
         progress: &dyn Progress,
     ) -> Result<Transfer> {
-        let got = self.store.get(key).await.map_err(|e| self.err("GET", key, e))?;
+        let got = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| self.err("GET", key, e))?;
         let announced = got.meta.size;
-        let file = std::fs::File::create(dest).map_err(|e| Error::io(dest, "cannot create download file", e))?;
-        let hashing = HashingWriter { inner: std::io::BufWriter::with_capacity(CHUNK, file), hasher: Sha256::new(), count: 0 };
+        let file = std::fs::File::create(dest)
+            .map_err(|e| Error::io(dest, "cannot create download file", e))?;
+        let hashing = HashingWriter {
+            inner: std::io::BufWriter::with_capacity(CHUNK, file),
+            hasher: Sha256::new(),
+            count: 0,
+        };
         enum Sink {
             Plain(HashingWriter<std::io::BufWriter<std::fs::File>>),
-            Zstd(zstd::stream::write::Decoder<'static, HashingWriter<std::io::BufWriter<std::fs::File>>>),
+            Zstd(
+                zstd::stream::write::Decoder<
+                    'static,
+                    HashingWriter<std::io::BufWriter<std::fs::File>>,
+                >,
+            ),
         }
         let mut sink = match encoding {
             Encoding::Plain => Sink::Plain(hashing),
             Encoding::Zstd(_) => Sink::Zstd(
-                zstd::stream::write::Decoder::new(hashing).map_err(|e| Error::io(dest, "cannot start zstd", e))?,
+                zstd::stream::write::Decoder::new(hashing)
+                    .map_err(|e| Error::io(dest, "cannot start zstd", e))?,
             ),
         };
         let write_err = |e: std::io::Error| match encoding {
-            Encoding::Zstd(_) if e.kind() != std::io::ErrorKind::StorageFull && e.raw_os_error().is_none() => {
+            Encoding::Zstd(_)
+                if e.kind() != std::io::ErrorKind::StorageFull && e.raw_os_error().is_none() =>
+            {
                 Error::check(
                     format!("{key}: the compressed object is damaged: {e}"),
                     "restore another version (hubvault versions) and run `hubvault verify`",
@@ -321,10 +402,21 @@ impl Bucket {
                 d.into_inner()
             }
         };
-        let HashingWriter { inner, hasher, count } = hashing;
-        let file = inner.into_inner().map_err(|e| Error::io(dest, "cannot write download", e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(dest, "cannot fsync download", e))?;
-        Ok(Transfer { plain_bytes: count, stored_bytes: stored, sha256: hex::encode(hasher.finalize()) })
+        let HashingWriter {
+            inner,
+            hasher,
+            count,
+        } = hashing;
+        let file = inner
+            .into_inner()
+            .map_err(|e| Error::io(dest, "cannot write download", e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| Error::io(dest, "cannot fsync download", e))?;
+        Ok(Transfer {
+            plain_bytes: count,
+            stored_bytes: stored,
+            sha256: hex::encode(hasher.finalize()),
+        })
     }
 
     /// Every object under `prefix` (all pages of the listing).
@@ -353,15 +445,31 @@ impl Bucket {
 
     fn err(&self, op: &'static str, key: &Path, e: object_store::Error) -> Error {
         let text = e.to_string();
-        let hint = hint_for(&text, matches!(e, object_store::Error::NotFound { .. }), &self.url);
-        Error::Bucket { op, key: format!("{}/{key}", self.url.trim_end_matches('/')), message: text, hint, source: Some(e) }
+        let hint = hint_for(
+            &text,
+            matches!(e, object_store::Error::NotFound { .. }),
+            &self.url,
+        );
+        Error::Bucket {
+            op,
+            key: format!("{}/{key}", self.url.trim_end_matches('/')),
+            message: text,
+            hint,
+            source: Some(e),
+        }
     }
 
     fn io_err(&self, op: &'static str, key: &Path, e: std::io::Error) -> Error {
         // BufWriter reports store errors as io::Error wrapping the object_store error.
         let text = e.to_string();
         let hint = hint_for(&text, false, &self.url);
-        Error::Bucket { op, key: format!("{}/{key}", self.url.trim_end_matches('/')), message: text, hint, source: None }
+        Error::Bucket {
+            op,
+            key: format!("{}/{key}", self.url.trim_end_matches('/')),
+            message: text,
+            hint,
+            source: None,
+        }
     }
 }
 
@@ -370,11 +478,20 @@ fn hint_for(text: &str, not_found: bool, url: &str) -> String {
     if not_found || has("NoSuchKey") {
         "no backup is there; list what exists with `hubvault status`".into()
     } else if has("NoSuchBucket") {
-        format!("the bucket in --bucket {url} does not exist; check the name and the endpoint (AWS_ENDPOINT_URL)")
-    } else if has("InvalidAccessKeyId") || has("SignatureDoesNotMatch") || has("403") || has("Forbidden") || has("credential") {
+        format!(
+            "the bucket in --bucket {url} does not exist; check the name and the endpoint (AWS_ENDPOINT_URL)"
+        )
+    } else if has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || has("403")
+        || has("Forbidden")
+        || has("credential")
+    {
         "the store refused our credentials; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the instance role) and the bucket policy".into()
     } else if has("onnect") || has("dns") || has("timed out") || has("error sending request") {
-        format!("cannot reach the store of {url}; check AWS_ENDPOINT_URL and the network, then try again")
+        format!(
+            "cannot reach the store of {url}; check AWS_ENDPOINT_URL and the network, then try again"
+        )
     } else if has("No space left") {
         "the bucket's disk is full; free space there and try again".into()
     } else {
@@ -384,9 +501,14 @@ fn hint_for(text: &str, not_found: bool, url: &str) -> String {
 
 fn s3_store(bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).ok();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .ok();
     let mut client = ClientOptions::new()
-        .with_connect_timeout(Duration::from_secs(env_secs("HUBVAULT_S3_CONNECT_TIMEOUT", 10)))
+        .with_connect_timeout(Duration::from_secs(env_secs(
+            "HUBVAULT_S3_CONNECT_TIMEOUT",
+            10,
+        )))
         .with_timeout(Duration::from_secs(env_secs("HUBVAULT_S3_TIMEOUT", 120)));
     if let Some(ep) = endpoint.filter(|e| !e.is_empty()) {
         // Plain http only for an endpoint the operator named explicitly.
@@ -406,7 +528,10 @@ fn s3_store(bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
 }
 
 fn env_secs(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct HashingWriter<W> {
@@ -434,7 +559,9 @@ pub fn sha256_file(path: &std::path::Path) -> Result<(String, u64)> {
     let mut buf = vec![0u8; CHUNK];
     let mut n_total = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, "cannot read", e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io(path, "cannot read", e))?;
         if n == 0 {
             break;
         }

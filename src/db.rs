@@ -50,7 +50,11 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
         }
     })?;
     if !meta.is_file() {
-        return Err(Error::db(path, "is not a regular file", "pass the path of the connector's sqlite.db"));
+        return Err(Error::db(
+            path,
+            "is not a regular file",
+            "pass the path of the connector's sqlite.db",
+        ));
     }
     let mut head = [0u8; 16];
     let n = std::fs::File::open(path)
@@ -59,7 +63,11 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
     if n < 16 || &head != SQLITE_MAGIC {
         return Err(Error::db(
             path,
-            if n == 0 { "is empty, not a SQLite database".to_string() } else { "is not a SQLite database (no SQLite header)".to_string() },
+            if n == 0 {
+                "is empty, not a SQLite database".to_string()
+            } else {
+                "is not a SQLite database (no SQLite header)".to_string()
+            },
             "pass the connector's sqlite.db; if this is it, it is damaged: restore it with `hubvault restore`",
         ));
     }
@@ -70,10 +78,13 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
 pub fn open_read_only(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
     Ok(conn)
 }
 
@@ -81,23 +92,34 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
 pub fn open_read_write(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
     Ok(conn)
 }
 
 pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?1", [name], |_| Ok(()))
-        .optional()
-        .map(|o| o.is_some())
+    conn.query_row(
+        "SELECT 1 FROM sqlite_schema WHERE type='table' AND name=?1",
+        [name],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
 }
 
 /// Reads the datahub id (`Integrations.id`) and connector id (`sources[0].id`).
 pub fn read_info(conn: &Connection, path: &Path) -> Result<ConnectorInfo> {
     let not_connector = |what: String| {
-        Error::db(path, what, "this does not look like a connector database; check --db (expected <hub-root>/<connectorId>/sqlite.db)")
+        Error::db(
+            path,
+            what,
+            "this does not look like a connector database; check --db (expected <hub-root>/<connectorId>/sqlite.db)",
+        )
     };
     let q = |e| Error::sqlite(path, "cannot read Integrations", e);
     if !table_exists(conn, "Integrations").map_err(q)? {
@@ -114,10 +136,17 @@ pub fn read_info(conn: &Connection, path: &Path) -> Result<ConnectorInfo> {
     };
     let rows: Vec<(Option<String>, Option<String>, Option<String>)> = conn
         .prepare(sql)
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
         .map_err(q)?;
     let (id, sources, itype) = match rows.as_slice() {
-        [] => return Err(not_connector("has no row in Integrations, so no datahub id".into())),
+        [] => {
+            return Err(not_connector(
+                "has no row in Integrations, so no datahub id".into(),
+            ));
+        }
         [one] => one.clone(),
         _ => {
             return Err(Error::db(
@@ -128,8 +157,13 @@ pub fn read_info(conn: &Connection, path: &Path) -> Result<ConnectorInfo> {
         }
     };
     let id = id.ok_or_else(|| not_connector("Integrations.id is NULL".into()))?;
-    let datahub = DatahubId::parse(&id)
-        .map_err(|_| Error::db(path, format!("Integrations.id {id:?} is not a datahub id (UUID)"), "check --db"))?;
+    let datahub = DatahubId::parse(&id).map_err(|_| {
+        Error::db(
+            path,
+            format!("Integrations.id {id:?} is not a datahub id (UUID)"),
+            "check --db",
+        )
+    })?;
     let sources = sources.ok_or_else(|| not_connector("Integrations.sources is NULL".into()))?;
     let parsed: serde_json::Value = serde_json::from_str(&sources)
         .map_err(|e| not_connector(format!("Integrations.sources is not JSON: {e}")))?;
@@ -137,20 +171,34 @@ pub fn read_info(conn: &Connection, path: &Path) -> Result<ConnectorInfo> {
         .as_array()
         .ok_or_else(|| not_connector("Integrations.sources is not a JSON array".into()))?
         .first()
-        .ok_or_else(|| not_connector("Integrations.sources is empty: the database has no source (connector)".into()))?;
+        .ok_or_else(|| {
+            not_connector(
+                "Integrations.sources is empty: the database has no source (connector)".into(),
+            )
+        })?;
     let cid = first
         .get("id")
         .and_then(|v| v.as_str())
         .ok_or_else(|| not_connector("Integrations.sources[0] has no string \"id\"".into()))?;
-    let connector = ConnectorId::parse(cid)
-        .map_err(|_| Error::db(path, format!("Integrations.sources[0].id {cid:?} is not a connector id (UUID)"), "check --db"))?;
+    let connector = ConnectorId::parse(cid).map_err(|_| {
+        Error::db(
+            path,
+            format!("Integrations.sources[0].id {cid:?} is not a connector id (UUID)"),
+            "check --db",
+        )
+    })?;
     let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
     let name = text(first.get("name")).unwrap_or_default();
     let source_type = text(first.get("type"))
         .or_else(|| text(first.get("config").and_then(|c| c.get("sourceType"))))
         .or(itype)
         .unwrap_or_default();
-    Ok(ConnectorInfo { datahub, connector, name, source_type })
+    Ok(ConnectorInfo {
+        datahub,
+        connector,
+        name,
+        source_type,
+    })
 }
 
 /// Row count of every table (internal `sqlite_*` tables left out), by name.
@@ -187,7 +235,11 @@ pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'st
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(FULL_CHECK_MAX_BYTES);
-    let pragma = if size <= limit { "integrity_check" } else { "quick_check" };
+    let pragma = if size <= limit {
+        "integrity_check"
+    } else {
+        "quick_check"
+    };
     let bad = |detail: String| {
         Error::db(
             path,
@@ -205,14 +257,25 @@ pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'st
     let fk: Vec<String> = conn
         .prepare("PRAGMA foreign_key_check")
         .and_then(|mut s| {
-            s.query_map([], |r| Ok(format!("{} row {:?} -> {}", r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, String>(2)?)))?
-                .collect()
+            s.query_map([], |r| {
+                Ok(format!(
+                    "{} row {:?} -> {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, String>(2)?
+                ))
+            })?
+            .collect()
         })
         .map_err(|e| bad(e.to_string()))?;
     if !fk.is_empty() {
         return Err(Error::db(
             path,
-            format!("fails PRAGMA foreign_key_check ({} rows), first: {}", fk.len(), fk[0]),
+            format!(
+                "fails PRAGMA foreign_key_check ({} rows), first: {}",
+                fk.len(),
+                fk[0]
+            ),
             "a row points at a parent that does not exist; the database was not used",
         ));
     }
@@ -222,10 +285,20 @@ pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'st
 /// Page size, page count and journal mode.
 pub fn page_info(conn: &Connection, path: &Path) -> Result<(u64, u64, String)> {
     let q = |e| Error::sqlite(path, "cannot read pragmas", e);
-    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(q)?;
-    let page_count: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).map_err(q)?;
-    let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(q)?;
-    Ok((page_size as u64, page_count as u64, journal.to_ascii_lowercase()))
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(q)?;
+    let page_count: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .map_err(q)?;
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(q)?;
+    Ok((
+        page_size as u64,
+        page_count as u64,
+        journal.to_ascii_lowercase(),
+    ))
 }
 
 /// What `hubvault inspect` shows of a database.

@@ -62,20 +62,36 @@ pub enum Error {
 
 impl Error {
     pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Usage { message: message.into(), hint: hint.into() }
+        Error::Usage {
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     pub fn check(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Check { message: message.into(), hint: hint.into() }
+        Error::Check {
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
-    pub fn db(path: impl Into<PathBuf>, message: impl Into<String>, hint: impl Into<String>) -> Self {
-        Error::Database { path: path.into(), message: message.into(), hint: hint.into(), source: None }
+    pub fn db(
+        path: impl Into<PathBuf>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Error::Database {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.into(),
+            source: None,
+        }
     }
 
     pub fn sqlite(path: impl Into<PathBuf>, what: &str, source: rusqlite::Error) -> Self {
         let hint = match source.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            Some(rusqlite::ErrorCode::NotADatabase)
+            | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
                 "the file is damaged or not a SQLite database; restore it with `hubvault restore`"
             }
             Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
@@ -100,10 +116,17 @@ impl Error {
             std::io::ErrorKind::NotFound => "check the path",
             std::io::ErrorKind::PermissionDenied => "run as a user that may read and write there",
             std::io::ErrorKind::StorageFull => "free some space on that file system and try again",
-            std::io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only; remount it or choose another place",
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                "the file system is read-only; remount it or choose another place"
+            }
             _ => "check the file system and try again",
         };
-        Error::Io { path: path.into(), message: format!("{what}: {source}"), hint: hint.to_string(), source }
+        Error::Io {
+            path: path.into(),
+            message: format!("{what}: {source}"),
+            hint: hint.to_string(),
+            source,
+        }
     }
 
     /// The hint for the user, if the error has one.
@@ -128,6 +151,12 @@ impl Error {
 
     /// True if and only if the error says that an object does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Bucket { source: Some(object_store::Error::NotFound { .. }), .. })
+        matches!(
+            self,
+            Error::Bucket {
+                source: Some(object_store::Error::NotFound { .. }),
+                ..
+            }
+        )
     }
 }

@@ -50,9 +50,15 @@ impl Spec {
     /// The source object as the platform writes it.
     pub fn source_json(&self) -> serde_json::Value {
         let config = match self.source_type.as_str() {
-            "idbs-eworkbook" => serde_json::json!({"sourceType": self.source_type, "folderPath": "/Root/Biology/Bioassay/2024"}),
-            "sdc" => serde_json::json!({"sourceType": self.source_type, "exportInterface": "tdp-export-1"}),
-            "solace" => serde_json::json!({"sourceType": self.source_type, "queue": "q.tdp.ingest"}),
+            "idbs-eworkbook" => {
+                serde_json::json!({"sourceType": self.source_type, "folderPath": "/Root/Biology/Bioassay/2024"})
+            }
+            "sdc" => {
+                serde_json::json!({"sourceType": self.source_type, "exportInterface": "tdp-export-1"})
+            }
+            "solace" => {
+                serde_json::json!({"sourceType": self.source_type, "queue": "q.tdp.ingest"})
+            }
             _ => serde_json::json!({"sourceType": self.source_type}),
         };
         serde_json::json!({
@@ -69,7 +75,8 @@ impl Spec {
 
 /// Creates a connector database at `path` (which must not exist).
 pub fn create(path: &Path, spec: &Spec) -> Result<()> {
-    let mut conn = Connection::open(path).map_err(|e| Error::sqlite(path, "cannot create fixture", e))?;
+    let mut conn =
+        Connection::open(path).map_err(|e| Error::sqlite(path, "cannot create fixture", e))?;
     populate(&mut conn, spec).map_err(|e| Error::sqlite(path, "cannot fill fixture", e))
 }
 
@@ -100,18 +107,46 @@ fn populate(conn: &mut Connection, spec: &Spec) -> rusqlite::Result<()> {
         let source_text = source.to_string();
         for i in 0..spec.events {
             let (external, kind, payload) = event_shape(&spec.source_type, i);
-            let at = format!("2026-11-{:02} {:02}:{:02}:{:02}.000 +00:00", 1 + i % 20, i / 3600 % 24, i / 60 % 60, i % 60);
+            let at = format!(
+                "2026-11-{:02} {:02}:{:02}:{:02}.000 +00:00",
+                1 + i % 20,
+                i / 3600 % 24,
+                i / 60 % 60,
+                i % 60
+            );
             let (status, file_id) = match i % 10 {
                 0 => ("FAILED", None),
                 1 => ("PENDING", None),
                 _ => ("UPLOADED", Some(uuid_from(i as u64, spec.connector))),
             };
             let error = (status == "FAILED").then_some("ETIMEDOUT s3.us-east-1.amazonaws.com");
-            ev.execute(params![hub, source_text, external, kind, at, payload, status, (i % 3) as i64, error, file_id])?;
+            ev.execute(params![
+                hub,
+                source_text,
+                external,
+                kind,
+                at,
+                payload,
+                status,
+                (i % 3) as i64,
+                error,
+                file_id
+            ])?;
             if file_id.is_some() && i % 4 == 0 {
                 let event_id = tx.last_insert_rowid();
-                let path = format!("/var/datahub/{cid}/outbox/{}/{external}.json", spec.source_type);
-                up.execute(params![event_id, path, 900 + i as i64 * 7 % 20000, format!("{:032x}", i * 7919), format!("[{{\"name\":\"connector\",\"value\":\"{cid}\"}}]"), file_id, at])?;
+                let path = format!(
+                    "/var/datahub/{cid}/outbox/{}/{external}.json",
+                    spec.source_type
+                );
+                up.execute(params![
+                    event_id,
+                    path,
+                    900 + i as i64 * 7 % 20000,
+                    format!("{:032x}", i * 7919),
+                    format!("[{{\"name\":\"connector\",\"value\":\"{cid}\"}}]"),
+                    file_id,
+                    at
+                ])?;
             }
         }
     }
@@ -151,8 +186,12 @@ fn event_shape(source_type: &str, i: usize) -> (String, &'static str, String) {
 /// A deterministic, valid-looking UUID derived from a number and a connector (TDP file
 /// and command ids: not hub or connector ids).
 fn uuid_from(n: u64, salt: ConnectorId) -> String {
-    let s = salt.as_uuid().as_u128() ^ (n as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
-    uuid::Builder::from_random_bytes(s.to_be_bytes()).into_uuid().hyphenated().to_string()
+    let s = salt.as_uuid().as_u128()
+        ^ (n as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    uuid::Builder::from_random_bytes(s.to_be_bytes())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -167,7 +206,10 @@ mod tests {
         create(&path, &spec).unwrap();
         let conn = crate::db::open_read_only(&path).unwrap();
         let info = crate::db::read_info(&conn, &path).unwrap();
-        assert_eq!((info.datahub, info.connector), (spec.datahub, spec.connector));
+        assert_eq!(
+            (info.datahub, info.connector),
+            (spec.datahub, spec.connector)
+        );
         assert_eq!(info.source_type, "sdc");
         let counts = crate::db::table_counts(&conn, &path).unwrap();
         assert_eq!(counts["Events"], 50);

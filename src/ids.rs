@@ -75,7 +75,9 @@ fn parse_uuid(s: &str, what: &str, flag: &str) -> Result<uuid::Uuid, Error> {
     // and accepting `{...}`, upper case or the simple form would give one connector
     // several spellings, hence several object keys.
     let shown = printable(s);
-    let parsed = uuid::Uuid::try_parse(s).ok().filter(|u| u.hyphenated().to_string() == s);
+    let parsed = uuid::Uuid::try_parse(s)
+        .ok()
+        .filter(|u| u.hyphenated().to_string() == s);
     parsed.ok_or_else(|| {
         Error::usage(
             format!("{what} {shown:?} is not a UUID in lowercase canonical form (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
@@ -94,7 +96,8 @@ impl OrgSlug {
     pub fn parse(s: &str) -> Result<Self, Error> {
         let ok = !s.is_empty()
             && s.len() <= Self::MAX_LEN
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-');
         if ok {
@@ -154,12 +157,16 @@ impl DbFileName {
             && s != "."
             && s != ".."
             && s != crate::layout::HUBVAULT_DIR
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if ok {
             Ok(DbFileName(s.to_string()))
         } else {
             Err(Error::usage(
-                format!("database file name {:?} is not a plain file name (letters, digits, '.', '_', '-')", printable(s)),
+                format!(
+                    "database file name {:?} is not a plain file name (letters, digits, '.', '_', '-')",
+                    printable(s)
+                ),
                 "connector databases are called sqlite.db; pass a path whose file name is like that",
             ))
         }
@@ -223,7 +230,17 @@ mod tests {
     #[test]
     fn org_slugs_are_lowercase_letters_digits_and_dashes() {
         assert!(OrgSlug::parse("acme-labs-2").is_ok());
-        for bad in ["", "Acme", "acme/..", "..", "-acme", "acme-", "acme labs", "a_b", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "Acme",
+            "acme/..",
+            "..",
+            "-acme",
+            "acme-",
+            "acme labs",
+            "a_b",
+            &"a".repeat(65),
+        ] {
             let err = OrgSlug::parse(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
             assert!(err.to_string().contains("org slug"));

@@ -39,7 +39,11 @@ pub struct ConnectorKey {
 
 impl ConnectorKey {
     pub fn new(org: OrgSlug, datahub: DatahubId, connector: ConnectorId) -> Self {
-        ConnectorKey { org, datahub, connector }
+        ConnectorKey {
+            org,
+            datahub,
+            connector,
+        }
     }
 
     /// `{org}/datahub/{hub}/connector/{connector}`
@@ -83,7 +87,8 @@ impl ConnectorKey {
     }
 
     pub fn drill(&self, stamp: &str, ok: bool) -> Path {
-        self.drills_dir().join(format!("{stamp}-{}.json", if ok { "ok" } else { "failed" }))
+        self.drills_dir()
+            .join(format!("{stamp}-{}.json", if ok { "ok" } else { "failed" }))
     }
 
     pub fn labels_dir(&self) -> Path {
@@ -118,7 +123,11 @@ impl VersionId {
     pub const STAMP_FORMAT: &'static str = "%Y%m%dT%H%M%S%.3fZ";
 
     pub fn new(at: chrono::DateTime<chrono::Utc>, sha256_hex: &str) -> Self {
-        VersionId(format!("{}-{}", stamp(at), &sha256_hex[..12.min(sha256_hex.len())]))
+        VersionId(format!(
+            "{}-{}",
+            stamp(at),
+            &sha256_hex[..12.min(sha256_hex.len())]
+        ))
     }
 
     /// Parses a version id as printed by `hubvault versions`.
@@ -126,7 +135,9 @@ impl VersionId {
         let ok = s.len() == 20 + 1 + 12
             && Self::time_of(s).is_some()
             && s.as_bytes()[20] == b'-'
-            && s[21..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            && s[21..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
         if ok {
             Ok(VersionId(s.to_string()))
         } else {
@@ -139,7 +150,9 @@ impl VersionId {
 
     fn time_of(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         let stamp = s.get(..20)?;
-        chrono::NaiveDateTime::parse_from_str(stamp, Self::STAMP_FORMAT).ok().map(|t| t.and_utc())
+        chrono::NaiveDateTime::parse_from_str(stamp, Self::STAMP_FORMAT)
+            .ok()
+            .map(|t| t.and_utc())
     }
 
     /// When the snapshot of this version was taken.
@@ -189,8 +202,14 @@ pub enum KeyKind {
     LatestManifest,
     VersionData(VersionId),
     VersionManifest(VersionId),
-    Drill { stamp: String, ok: bool },
-    Label { source_type: String, name: String },
+    Drill {
+        stamp: String,
+        ok: bool,
+    },
+    Label {
+        source_type: String,
+        name: String,
+    },
 }
 
 /// Splits a key into the connector it belongs to and what it is.
@@ -225,18 +244,24 @@ pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
                 "failed" => false,
                 _ => return None,
             };
-            KeyKind::Drill { stamp: stamp.to_string(), ok }
+            KeyKind::Drill {
+                stamp: stamp.to_string(),
+                ok,
+            }
         }
-        [h, l, t, n] if h == HUBVAULT_DIR && l == "label" => {
-            KeyKind::Label { source_type: t.clone(), name: n.clone() }
-        }
+        [h, l, t, n] if h == HUBVAULT_DIR && l == "label" => KeyKind::Label {
+            source_type: t.clone(),
+            name: n.clone(),
+        },
         _ => return None,
     };
     Some((ck, kind))
 }
 
 fn decode(part: &str) -> String {
-    percent_encoding::percent_decode_str(part).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -262,19 +287,36 @@ mod tests {
     #[test]
     fn every_key_round_trips_through_parse_key() {
         let k = ck();
-        let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T07:01:02.123Z").unwrap().to_utc();
-        let v = VersionId::new(at, "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T07:01:02.123Z")
+            .unwrap()
+            .to_utc();
+        let v = VersionId::new(
+            at,
+            "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd",
+        );
         assert_eq!(v.as_str(), "20261124T070102.123Z-ab12cd34ef56");
         assert_eq!(v.time(), at);
         let cases = [
-            (k.canonical(&DbFileName::default()), KeyKind::Canonical(DbFileName::default())),
+            (
+                k.canonical(&DbFileName::default()),
+                KeyKind::Canonical(DbFileName::default()),
+            ),
             (k.latest_manifest(), KeyKind::LatestManifest),
             (k.version_data(&v), KeyKind::VersionData(v.clone())),
             (k.version_manifest(&v), KeyKind::VersionManifest(v.clone())),
-            (k.drill("20261124T070102.123Z", false), KeyKind::Drill { stamp: "20261124T070102.123Z".into(), ok: false }),
+            (
+                k.drill("20261124T070102.123Z", false),
+                KeyKind::Drill {
+                    stamp: "20261124T070102.123Z".into(),
+                    ok: false,
+                },
+            ),
             (
                 k.label("hrb-cellario", "Cellario / Cell #2 100%"),
-                KeyKind::Label { source_type: "hrb-cellario".into(), name: "Cellario / Cell #2 100%".into() },
+                KeyKind::Label {
+                    source_type: "hrb-cellario".into(),
+                    name: "Cellario / Cell #2 100%".into(),
+                },
             ),
         ];
         for (key, kind) in cases {
@@ -300,7 +342,13 @@ mod tests {
 
     #[test]
     fn version_ids_refuse_anything_else() {
-        for bad in ["", "latest", "20261124T070102.123Z-AB12CD34EF56", "20261124T070102.123Z-ab12cd34ef5", "../x"] {
+        for bad in [
+            "",
+            "latest",
+            "20261124T070102.123Z-AB12CD34EF56",
+            "20261124T070102.123Z-ab12cd34ef5",
+            "../x",
+        ] {
             assert!(VersionId::parse(bad).is_err(), "{bad:?}");
         }
     }

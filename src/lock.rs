@@ -42,12 +42,17 @@ impl ConnectorLock {
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(Error::Io {
                         path,
-                        message: format!("another hubvault has been backing up this connector for over {wait:?}"),
-                        hint: "wait for it to finish (see `hubvault agent` logs) and try again".into(),
+                        message: format!(
+                            "another hubvault has been backing up this connector for over {wait:?}"
+                        ),
+                        hint: "wait for it to finish (see `hubvault agent` logs) and try again"
+                            .into(),
                         source: std::io::Error::new(std::io::ErrorKind::WouldBlock, "locked"),
                     });
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, "cannot lock", e)),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(Error::io(&path, "cannot lock", e));
+                }
             }
         }
     }

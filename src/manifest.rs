@@ -65,9 +65,17 @@ impl Manifest {
         };
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         if m.format != FORMAT {
-            return Err(bad(format!("format {} (this hubvault reads {FORMAT})", m.format)));
+            return Err(bad(format!(
+                "format {} (this hubvault reads {FORMAT})",
+                m.format
+            )));
         }
-        if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if m.sha256.len() != 64
+            || !m
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err(bad("sha256 is not 64 lowercase hex digits".into()));
         }
         if !m.sha256.starts_with(m.version.sha_prefix()) {
@@ -99,7 +107,9 @@ mod tests {
 
     pub(crate) fn sample() -> Manifest {
         let sha = "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd".to_string();
-        let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T07:01:02.123Z").unwrap().to_utc();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T07:01:02.123Z")
+            .unwrap()
+            .to_utc();
         Manifest {
             format: FORMAT,
             org: OrgSlug::parse("acme").unwrap(),
@@ -135,8 +145,14 @@ mod tests {
         let good = String::from_utf8(sample().to_json()).unwrap();
         for (from, to) in [
             ("\"format\": 1", "\"format\": 2"),
-            ("ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd", "ab12"),
-            ("ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd", "ffffffffffffab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd"),
+            (
+                "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd",
+                "ab12",
+            ),
+            (
+                "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd",
+                "ffffffffffffab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd",
+            ),
             ("\"size\": 8192", "\"size\": 8193"),
             ("\"db_file\": \"sqlite.db\"", "\"db_file\": \"../x\""),
             ("\"org\": \"acme\"", "\"org\": \"ACME\""),

@@ -74,7 +74,8 @@ fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
     let mut dst = db::open_read_write(&tmp)?;
     let taken_at = chrono::Utc::now();
     {
-        let backup = Backup::new(&src, &mut dst).map_err(|e| Error::sqlite(db, "cannot start the snapshot", e))?;
+        let backup = Backup::new(&src, &mut dst)
+            .map_err(|e| Error::sqlite(db, "cannot start the snapshot", e))?;
         let mut retries = 0;
         loop {
             match backup.step(-1) {
@@ -87,7 +88,10 @@ fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
                 Ok(_) => {
                     return Err(Error::db(
                         db,
-                        format!("stayed locked for {:?} during the snapshot", LOCK_PAUSE * LOCK_RETRIES),
+                        format!(
+                            "stayed locked for {:?} during the snapshot",
+                            LOCK_PAUSE * LOCK_RETRIES
+                        ),
                         "another process holds an exclusive lock on the database; try again later",
                     ));
                 }
@@ -96,14 +100,18 @@ fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
         }
     }
     drop(src);
-    dst.pragma_update(None, "journal_mode", "DELETE").map_err(|e| map_snapshot_error(db, &tmp, e))?;
-    let size = std::fs::metadata(&tmp).map_err(|e| Error::io(&*tmp, "cannot stat the snapshot", e))?.len();
+    dst.pragma_update(None, "journal_mode", "DELETE")
+        .map_err(|e| map_snapshot_error(db, &tmp, e))?;
+    let size = std::fs::metadata(&tmp)
+        .map_err(|e| Error::io(&*tmp, "cannot stat the snapshot", e))?
+        .len();
     // Checks run on the snapshot: what we upload is what we checked.
     let check = db::check_integrity(&dst, db, size)?;
     let info = db::read_info(&dst, db)?;
     let rows = db::table_counts(&dst, db)?;
     let (page_size, page_count, _) = db::page_info(&dst, db)?;
-    dst.close().map_err(|(_, e)| Error::sqlite(db, "cannot close the snapshot", e))?;
+    dst.close()
+        .map_err(|(_, e)| Error::sqlite(db, "cannot close the snapshot", e))?;
     let (sha256, size) = crate::bucket::sha256_file(&tmp)?;
     Ok(Snapshot {
         file: tmp,
@@ -124,7 +132,10 @@ fn map_snapshot_error(db: &Path, tmp: &Path, e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DiskFull) => Error::Io {
             path: tmp.to_path_buf(),
-            message: format!("the disk filled up while writing the snapshot of {}", db.display()),
+            message: format!(
+                "the disk filled up while writing the snapshot of {}",
+                db.display()
+            ),
             hint: "free space in the temp directory (TMPDIR or --tmp-dir) and try again".into(),
             source: std::io::Error::new(std::io::ErrorKind::StorageFull, e.to_string()),
         },
@@ -151,7 +162,9 @@ impl SideFiles {
 
     fn restore_ownership(&self, db: &Path) {
         use std::os::unix::fs::MetadataExt;
-        let Ok(meta) = std::fs::metadata(db) else { return };
+        let Ok(meta) = std::fs::metadata(db) else {
+            return;
+        };
         for p in &self.missing {
             if let Ok(m) = std::fs::metadata(p)
                 && (m.uid() != meta.uid() || m.gid() != meta.gid())

@@ -56,9 +56,16 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                     output::human_bytes(report.bytes.unwrap_or(0)),
                     report.sha256.as_deref().unwrap_or("")
                 );
-                let v = report.version.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                let v = report
+                    .version
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
                 if report.new_version {
-                    println!("  new version {v} ({} compressed)", output::human_bytes(report.stored_bytes.unwrap_or(0)));
+                    println!(
+                        "  new version {v} ({} compressed)",
+                        output::human_bytes(report.stored_bytes.unwrap_or(0))
+                    );
                 } else {
                     println!("  unchanged since version {v}: no new version, backup refreshed");
                 }

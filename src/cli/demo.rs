@@ -70,7 +70,10 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         }
     };
 
-    say(format!("hub root {}  (datahub {datahub})", hub_root.display()));
+    say(format!(
+        "hub root {}  (datahub {datahub})",
+        hub_root.display()
+    ));
     say(format!("bucket   {bucket_url}\n"));
     let mut specs = Vec::new();
     for (t, name) in CONNECTOR_TYPES {
@@ -79,16 +82,26 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         let conn_dir = hub_root.join(spec.connector.to_string());
         std::fs::create_dir_all(&conn_dir).map_err(|e| Error::io(&conn_dir, "cannot create", e))?;
         fixture::create(&conn_dir.join("sqlite.db"), &spec)?;
-        say(format!("created  {t:<15} {} ({} events)", spec.connector, a.events));
+        say(format!(
+            "created  {t:<15} {} ({} events)",
+            spec.connector, a.events
+        ));
         specs.push(spec);
     }
 
     say("\nfirst run: no backups yet, so every connector uploads".into());
     let mut runs = Vec::new();
     for spec in &specs {
-        let opts = BackupOptions::new(hub_root.join(spec.connector.to_string()).join("sqlite.db"), org.clone());
+        let opts = BackupOptions::new(
+            hub_root.join(spec.connector.to_string()).join("sqlite.db"),
+            org.clone(),
+        );
         let r = backup::run(&bucket, &opts, &NoProgress).await?;
-        say(format!("  {:<9} {}", format!("{:?}", r.decision).to_lowercase(), r.key));
+        say(format!(
+            "  {:<9} {}",
+            format!("{:?}", r.decision).to_lowercase(),
+            r.key
+        ));
         runs.push(ConnectorRun {
             source_type: spec.source_type.clone(),
             name: spec.name.clone(),
@@ -102,13 +115,25 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
 
     say("\nsecond run: every backup is younger than 24h, so each is one HEAD and a skip".into());
     for (spec, run) in specs.iter().zip(runs.iter_mut()) {
-        let opts = BackupOptions::new(hub_root.join(spec.connector.to_string()).join("sqlite.db"), org.clone());
+        let opts = BackupOptions::new(
+            hub_root.join(spec.connector.to_string()).join("sqlite.db"),
+            org.clone(),
+        );
         let r = backup::run(&bucket, &opts, &NoProgress).await?;
         say(format!("  {:<9} {} ({})", "skipped", r.key, r.reason));
         run.second_run = r.decision;
     }
-    let ok = runs.iter().all(|r| r.first_run == Decision::Uploaded && r.second_run == Decision::Skipped);
-    say(format!("\n{}", if ok { "demo ok" } else { "demo FAILED: see above" }));
+    let ok = runs
+        .iter()
+        .all(|r| r.first_run == Decision::Uploaded && r.second_run == Decision::Skipped);
+    say(format!(
+        "\n{}",
+        if ok {
+            "demo ok"
+        } else {
+            "demo FAILED: see above"
+        }
+    ));
     if g.json {
         super::output::print_json(&DemoReport {
             dir: dir.display().to_string(),
@@ -120,7 +145,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             ok,
         });
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A demo directory must be new or empty: the demo never deletes anything of yours.
@@ -135,7 +164,8 @@ fn prepare_dir(dir: PathBuf) -> Result<PathBuf> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create the demo directory", e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(&dir, "cannot create the demo directory", e))?;
         }
         Err(e) => return Err(Error::io(&dir, "cannot use the demo directory", e)),
     }

@@ -39,5 +39,8 @@ pub fn print_human(r: &Inspection) {
     for (t, n) in &r.tables {
         println!("    {t:<24} {n:>10} rows");
     }
-    println!("  schema: {} statements (--json shows them)", r.schema.len());
+    println!(
+        "  schema: {} statements (--json shows them)",
+        r.schema.len()
+    );
 }

@@ -16,7 +16,11 @@ use hubvault::ids::OrgSlug;
 use hubvault::{Error, Result};
 
 #[derive(Parser, Debug)]
-#[command(name = "hubvault", version, about = "Backs up and restores the SQLite state of data-hub connectors")]
+#[command(
+    name = "hubvault",
+    version,
+    about = "Backs up and restores the SQLite state of data-hub connectors"
+)]
 #[command(propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
@@ -84,7 +88,11 @@ impl Global {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

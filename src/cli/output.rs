@@ -16,9 +16,12 @@ pub fn init_logging(g: &Global) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},hubvault={default}")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},hubvault={default}"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match g.log_format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -29,7 +32,8 @@ pub fn report_error(e: &Error, json: bool) -> ExitCode {
     let code = e.exit_code();
     let chain = error_chain(e);
     if json {
-        let doc = serde_json::json!({"ok": false, "error": chain, "hint": e.hint(), "exit_code": code});
+        let doc =
+            serde_json::json!({"ok": false, "error": chain, "hint": e.hint(), "exit_code": code});
         println!("{doc}");
     }
     eprintln!("error: {chain}");
@@ -55,7 +59,10 @@ fn error_chain(e: &Error) -> String {
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("reports always serialize"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("reports always serialize")
+    );
 }
 
 /// A bar on stderr for transfers over 8 MiB, when stderr is a terminal.
@@ -66,7 +73,10 @@ pub struct Bar {
 
 impl Bar {
     pub fn new(json: bool) -> Self {
-        Bar { enabled: !json && std::io::stderr().is_terminal(), bar: std::sync::Mutex::new(None) }
+        Bar {
+            enabled: !json && std::io::stderr().is_terminal(),
+            bar: std::sync::Mutex::new(None),
+        }
     }
 }
 
@@ -75,11 +85,14 @@ impl Progress for Bar {
         if !self.enabled || total < 8 * 1024 * 1024 {
             return;
         }
-        let pb = ProgressBar::new(total).with_message(what.rsplit('/').next().unwrap_or(what).to_string());
+        let pb = ProgressBar::new(total)
+            .with_message(what.rsplit('/').next().unwrap_or(what).to_string());
         pb.set_style(
-            ProgressStyle::with_template("{msg:20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         *self.bar.lock().unwrap() = Some(pb);
     }

@@ -1,0 +1,232 @@
+//! Test support: buckets on both backends, connector databases, the binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+
+use hubvault::bucket::Bucket;
+use hubvault::fixture::{self, Spec};
+
+/// Runs one test body against the local directory and against the S3 server.
+/// `both!(name, body)` makes `name_local` and `name_s3`; `body: fn(&TestBucket)`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[test]
+            fn local() {
+                super::$body(&$crate::common::TestBucket::local());
+            }
+            #[test]
+            fn s3() {
+                super::$body(&$crate::common::TestBucket::s3());
+            }
+        }
+    };
+}
+
+/// The moto endpoint scripts/test started. Absent means the suite was not started by
+/// scripts/test: fail, never skip, so an S3 leg cannot silently go missing.
+pub fn s3_endpoint() -> String {
+    std::env::var("HUBVAULT_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+        panic!("HUBVAULT_TEST_S3_ENDPOINT is not set: run the suite with scripts/test, which starts the S3 server")
+    })
+}
+
+/// The virtualenv with moto, boto3 (a client we did not write).
+pub fn venv() -> PathBuf {
+    PathBuf::from(
+        std::env::var("HUBVAULT_TEST_VENV").expect("HUBVAULT_TEST_VENV is set by scripts/test"),
+    )
+}
+
+static ENV: Once = Once::new();
+
+/// Dummy credentials and the endpoint, for library calls in this process. Every test
+/// process (nextest runs one per test) sets the same values, so this cannot race.
+pub fn set_s3_env() {
+    let ep = s3_endpoint();
+    ENV.call_once(|| unsafe {
+        std::env::set_var("AWS_ENDPOINT_URL", &ep);
+        std::env::set_var("AWS_ACCESS_KEY_ID", "hubvault-test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "hubvault-test-secret");
+        std::env::set_var("AWS_REGION", "us-east-1");
+        std::env::set_var("HUBVAULT_S3_RETRY_TIMEOUT", "20");
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Local,
+    S3,
+}
+
+/// A bucket of its own for one test.
+pub struct TestBucket {
+    pub kind: Kind,
+    pub url: String,
+    /// The local directory (Local) or the bucket name (S3).
+    pub dir: Option<tempfile::TempDir>,
+    pub name: String,
+}
+
+impl TestBucket {
+    pub fn local() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        TestBucket {
+            kind: Kind::Local,
+            url,
+            name: dir.path().display().to_string(),
+            dir: Some(dir),
+        }
+    }
+
+    pub fn s3() -> Self {
+        set_s3_env();
+        let name = format!("hv-{}", uuid::Uuid::new_v4().simple());
+        create_s3_bucket(&s3_endpoint(), &name);
+        TestBucket {
+            kind: Kind::S3,
+            url: format!("s3://{name}"),
+            dir: None,
+            name,
+        }
+    }
+
+    /// The library's handle on this bucket.
+    pub fn bucket(&self) -> Bucket {
+        Bucket::open(&self.url).unwrap()
+    }
+
+    /// The binary, with this bucket's environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = hubvault();
+        c.env("HUBVAULT_BUCKET", &self.url);
+        if self.kind == Kind::S3 {
+            c.env("AWS_ENDPOINT_URL", s3_endpoint())
+                .env("AWS_ACCESS_KEY_ID", "hubvault-test")
+                .env("AWS_SECRET_ACCESS_KEY", "hubvault-test-secret")
+                .env("AWS_REGION", "us-east-1")
+                .env("HUBVAULT_S3_RETRY_TIMEOUT", "20");
+        }
+        c
+    }
+
+    /// Objects under `prefix` ("" for all), as (key, size), via the library.
+    pub fn keys(&self, prefix: &str) -> Vec<(String, u64)> {
+        let b = self.bucket();
+        rt().block_on(async {
+            let p = object_store::path::Path::from(prefix);
+            b.list(&p)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.key.to_string(), o.size))
+                .collect()
+        })
+    }
+}
+
+/// `PUT /name` on the S3 server (moto takes unsigned bucket creation).
+pub fn create_s3_bucket(endpoint: &str, name: &str) {
+    let out = Command::new("curl")
+        .args(["-fsS", "-X", "PUT", &format!("{endpoint}/{name}")])
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "cannot create bucket {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn hubvault() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hubvault"));
+    c.env_remove("HUBVAULT_BUCKET")
+        .env_remove("HUBVAULT_ORG")
+        .env_remove("HUBVAULT_HUB_ROOT")
+        .env_remove("RUST_LOG")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("HUBVAULT_ORG", "acme");
+    c
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A connector database at `<hub_root>/<connectorId>/sqlite.db`.
+pub fn connector_db(hub_root: &Path, source_type: &str, events: usize) -> (PathBuf, Spec) {
+    let spec = Spec::new(source_type, &format!("{source_type} test source"), events);
+    let dir = hub_root.join(spec.connector.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sqlite.db");
+    fixture::create(&path, &spec).unwrap();
+    (path, spec)
+}
+
+/// Runs a command, returning its output; prints it on failure to help debugging.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the binary runs");
+    if std::env::var("HUBVAULT_TEST_VERBOSE").is_ok() {
+        eprintln!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code and returns stdout parsed as JSON (when `--json` was passed).
+pub fn json_of(o: &Output, code: i32) -> serde_json::Value {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+/// Rows of a table as JSON values, ordered by rowid (for comparing databases).
+pub fn rows(db: &Path, table: &str) -> Vec<serde_json::Value> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
+        .unwrap();
+    let names: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    stmt.query_map([], |r| {
+        let mut obj = serde_json::Map::new();
+        for (i, n) in names.iter().enumerate() {
+            let v: rusqlite::types::Value = r.get(i)?;
+            let j = match v {
+                rusqlite::types::Value::Null => serde_json::Value::Null,
+                rusqlite::types::Value::Integer(i) => i.into(),
+                rusqlite::types::Value::Real(f) => f.into(),
+                rusqlite::types::Value::Text(t) => t.into(),
+                rusqlite::types::Value::Blob(b) => hex::encode(b).into(),
+            };
+            obj.insert(n.clone(), j);
+        }
+        Ok(serde_json::Value::Object(obj))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
