@@ -16,6 +16,7 @@
 //! - [`snapshot`]: a consistent copy of a live database;
 //! - [`manifest`]: what is recorded beside every backup;
 //! - [`backup`]: the seed's rule for one connector;
+//! - [`history`]: a connector's kept versions;
 //! - [`lock`]: one backup of a connector at a time;
 //! - [`fixture`]: realistic connector databases for the demo and the tests.
 
@@ -24,6 +25,7 @@ pub mod bucket;
 pub mod db;
 pub mod error;
 pub mod fixture;
+pub mod history;
 pub mod ids;
 pub mod layout;
 pub mod lock;

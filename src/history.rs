@@ -1,0 +1,94 @@
+//! A connector's kept versions: listing them, reading their manifests, choosing one.
+//!
+//! Versions are read from ONE listing of `…/hubvault/versions/`: the key carries the
+//! version id (time and sha256 prefix), the listing the sizes. A version is complete
+//! when both its data (`.db.zst`) and its manifest (`.json`) are there; a data object
+//! without a manifest is what a backup cut off between the two leaves behind.
+
+use crate::bucket::{Bucket, ObjectInfo};
+use crate::error::{Error, Result};
+use crate::layout::{ConnectorKey, KeyKind, VersionId, parse_key};
+use crate::manifest::Manifest;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub id: VersionId,
+    pub data: Option<ObjectInfo>,
+    pub manifest: Option<ObjectInfo>,
+}
+
+impl VersionEntry {
+    /// True if and only if both the data and the manifest are in the bucket.
+    pub fn is_complete(&self) -> bool {
+        self.data.is_some() && self.manifest.is_some()
+    }
+}
+
+/// Every version of one connector, newest first.
+pub async fn list_versions(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionEntry>> {
+    let listed = bucket.list(&ck.versions_dir()).await?;
+    let mut by_id: std::collections::BTreeMap<VersionId, VersionEntry> = Default::default();
+    for obj in listed {
+        let Some((owner, kind)) = parse_key(&obj.key) else { continue };
+        if &owner != ck {
+            continue;
+        }
+        let (id, is_data) = match kind {
+            KeyKind::VersionData(id) => (id, true),
+            KeyKind::VersionManifest(id) => (id, false),
+            _ => continue,
+        };
+        let e = by_id.entry(id.clone()).or_insert(VersionEntry { id, data: None, manifest: None });
+        if is_data {
+            e.data = Some(obj);
+        } else {
+            e.manifest = Some(obj);
+        }
+    }
+    Ok(by_id.into_values().rev().collect())
+}
+
+/// Reads and checks the manifest of one version.
+pub async fn read_manifest(bucket: &Bucket, ck: &ConnectorKey, id: &VersionId) -> Result<Manifest> {
+    let key = ck.version_manifest(id);
+    let bytes = bucket.get_bytes(&key).await?;
+    let m = Manifest::from_json(&bytes, key.as_ref())?;
+    if &m.version != id || m.connector_key() != *ck {
+        return Err(Error::check(
+            format!("manifest {key} describes {} of {}, not this version", m.version, m.connector_key().prefix()),
+            "the history was tampered with or copied between connectors; run `hubvault verify`",
+        ));
+    }
+    Ok(m)
+}
+
+/// The newest complete version taken at or before `at` (versions newest first).
+pub fn newest_at_or_before(versions: &[VersionEntry], at: chrono::DateTime<chrono::Utc>) -> Option<&VersionEntry> {
+    versions.iter().filter(|v| v.is_complete()).find(|v| v.id.time() <= at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(stamp: &str, complete: bool) -> VersionEntry {
+        let id = VersionId::parse(&format!("{stamp}-aaaaaaaaaaaa")).unwrap();
+        let info = ObjectInfo { key: "k".into(), size: 1, last_modified: id.time() };
+        VersionEntry { id, data: Some(info.clone()), manifest: complete.then_some(info) }
+    }
+
+    #[test]
+    fn at_picks_the_newest_complete_version_not_after_the_time() {
+        let vs = vec![
+            entry("20261124T120000.000Z", true),
+            entry("20261124T100000.000Z", false),
+            entry("20261124T090000.000Z", true),
+            entry("20261123T090000.000Z", true),
+        ];
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        assert_eq!(newest_at_or_before(&vs, t("2026-11-24T11:00:00Z")).unwrap().id, vs[2].id);
+        assert_eq!(newest_at_or_before(&vs, t("2026-11-24T12:00:00Z")).unwrap().id, vs[0].id);
+        assert_eq!(newest_at_or_before(&vs, t("2026-11-24T08:59:59Z")).unwrap().id, vs[3].id);
+        assert!(newest_at_or_before(&vs, t("2026-01-01T00:00:00Z")).is_none());
+    }
+}
