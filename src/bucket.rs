@@ -98,10 +98,17 @@ impl std::fmt::Debug for Bucket {
 }
 
 impl Bucket {
-    /// Opens `file:///abs/dir` or `s3://bucket[/prefix]`.
+    /// Opens `file:///abs/dir` or `s3://bucket[/prefix]`, with the S3 settings of the
+    /// environment ([`S3Settings::from_env`]).
     ///
     /// A local directory must exist: a typo must not silently start a new, empty bucket.
     pub fn open(url: &str) -> Result<Bucket> {
+        Bucket::open_with(url, &S3Settings::from_env())
+    }
+
+    /// As [`Bucket::open`], with explicit S3 settings: lets one process talk to several
+    /// endpoints (the tests' fault-injecting proxy) without changing its environment.
+    pub fn open_with(url: &str, s3: &S3Settings) -> Result<Bucket> {
         let bad = |why: &str| {
             Error::usage(
                 format!("--bucket {url:?}: {why}"),
@@ -147,7 +154,7 @@ impl Bucket {
                     .filter(|h| !h.is_empty())
                     .ok_or_else(|| bad("no bucket name"))?;
                 (
-                    Arc::new(s3_store(name).map_err(|e| bad(&e.to_string()))?),
+                    Arc::new(s3_store(name, s3).map_err(|e| bad(&e.to_string()))?),
                     parsed.path().to_string(),
                 )
             }
@@ -499,25 +506,52 @@ fn hint_for(text: &str, not_found: bool, url: &str) -> String {
     }
 }
 
-fn s3_store(bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
+/// How hubvault talks to S3: endpoint, timeouts, retries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Settings {
+    /// An S3-compatible endpoint (`AWS_ENDPOINT_URL`); `None` for AWS itself.
+    pub endpoint: Option<String>,
+    pub connect_timeout: Duration,
+    /// For one request, body included.
+    pub timeout: Duration,
+    pub retries: usize,
+    /// Bounds all retries of one request, backoff included.
+    pub retry_timeout: Duration,
+}
+
+impl S3Settings {
+    /// `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`), `HUBVAULT_S3_CONNECT_TIMEOUT` (10 s),
+    /// `HUBVAULT_S3_TIMEOUT` (120 s), `HUBVAULT_S3_RETRIES` (6),
+    /// `HUBVAULT_S3_RETRY_TIMEOUT` (120 s).
+    pub fn from_env() -> S3Settings {
+        S3Settings {
+            endpoint: std::env::var("AWS_ENDPOINT_URL")
+                .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                .ok()
+                .filter(|e| !e.is_empty()),
+            connect_timeout: Duration::from_secs(env_secs("HUBVAULT_S3_CONNECT_TIMEOUT", 10)),
+            timeout: Duration::from_secs(env_secs("HUBVAULT_S3_TIMEOUT", 120)),
+            retries: env_secs("HUBVAULT_S3_RETRIES", 6) as usize,
+            retry_timeout: Duration::from_secs(env_secs("HUBVAULT_S3_RETRY_TIMEOUT", 120)),
+        }
+    }
+}
+
+fn s3_store(bucket: &str, s3: &S3Settings) -> object_store::Result<object_store::aws::AmazonS3> {
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .or_else(|_| std::env::var("AWS_ENDPOINT"))
-        .ok();
     let mut client = ClientOptions::new()
-        .with_connect_timeout(Duration::from_secs(env_secs(
-            "HUBVAULT_S3_CONNECT_TIMEOUT",
-            10,
-        )))
-        .with_timeout(Duration::from_secs(env_secs("HUBVAULT_S3_TIMEOUT", 120)));
-    if let Some(ep) = endpoint.filter(|e| !e.is_empty()) {
+        .with_connect_timeout(s3.connect_timeout)
+        .with_timeout(s3.timeout);
+    if let Some(ep) = &s3.endpoint {
         // Plain http only for an endpoint the operator named explicitly.
         client = client.with_allow_http(ep.starts_with("http://"));
-        b = b.with_endpoint(ep).with_virtual_hosted_style_request(false);
+        b = b
+            .with_endpoint(ep.clone())
+            .with_virtual_hosted_style_request(false);
     }
     let retry = RetryConfig {
-        max_retries: env_secs("HUBVAULT_S3_RETRIES", 6) as usize,
-        retry_timeout: Duration::from_secs(env_secs("HUBVAULT_S3_RETRY_TIMEOUT", 120)),
+        max_retries: s3.retries,
+        retry_timeout: s3.retry_timeout,
         backoff: object_store::BackoffConfig {
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
