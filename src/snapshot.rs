@@ -30,6 +30,10 @@ const LOCK_PAUSE: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct Snapshot {
     pub file: tempfile::TempPath,
+    /// Holds an exclusive `flock` on `file` while the snapshot lives, so a later run can
+    /// tell a killed run's leftover (lock free) from a live snapshot. Declared after
+    /// `file`: the file is removed before the lock is let go.
+    pub owner: std::fs::File,
     pub info: ConnectorInfo,
     pub size: u64,
     pub sha256: String,
@@ -63,12 +67,9 @@ pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
 }
 
 fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
-    let tmp = tempfile::Builder::new()
-        .prefix(".hubvault-snapshot-")
-        .suffix(".db")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?
-        .into_temp_path();
+    sweep_dead_snapshots(tmp_dir);
+    let (owner, tmp) = locked_temp_file(tmp_dir)
+        .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
     let src = db::open_read_only(db)?;
     let source_journal_mode = db::page_info(&src, db)?.2;
     let mut dst = db::open_read_write(&tmp)?;
@@ -115,6 +116,7 @@ fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
     let (sha256, size) = crate::bucket::sha256_file(&tmp)?;
     Ok(Snapshot {
         file: tmp,
+        owner,
         info,
         size,
         sha256,
@@ -126,6 +128,85 @@ fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
         taken_at,
         took: started.elapsed(),
     })
+}
+
+/// Snapshot temp files are `.hubvault-snapshot-*.db`; a file is created under
+/// `.hubvault-new-*`, locked, and only then renamed to that name, so a sweeper never
+/// sees a snapshot file that is not yet locked.
+const SNAPSHOT_PREFIX: &str = ".hubvault-snapshot-";
+const NEW_PREFIX: &str = ".hubvault-new-";
+
+fn locked_temp_file(tmp_dir: &Path) -> std::io::Result<(std::fs::File, tempfile::TempPath)> {
+    let new = tempfile::Builder::new()
+        .prefix(NEW_PREFIX)
+        .tempfile_in(tmp_dir)?;
+    try_flock(new.as_file())?;
+    let path = tmp_dir.join(format!(
+        "{SNAPSHOT_PREFIX}{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let file = new.persist_noclobber(&path).map_err(|e| e.error)?;
+    Ok((file, tempfile::TempPath::from_path(path)))
+}
+
+/// An exclusive, non-blocking `flock`. Independent of SQLite's own (POSIX) locks.
+fn try_flock(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor, owned by `f` for the duration of the call.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes what killed runs left in `tmp_dir`: a `kill -9` gives no chance to clean up,
+/// and each leftover is as large as a database. A snapshot file whose lock is free has
+/// no live owner; it goes with its journal. Best effort: errors are ignored.
+fn sweep_dead_snapshots(tmp_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp_dir) else {
+        return;
+    };
+    for entry in entries.flatten().take(10_000) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(".db") {
+            let Ok(f) = std::fs::File::open(&path) else {
+                continue;
+            };
+            if try_flock(&f).is_ok() {
+                tracing::info!(
+                    "removing {}, left by a backup that was killed",
+                    path.display()
+                );
+                for side in ["-journal", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(side_path(&path, side));
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if name.starts_with(SNAPSHOT_PREFIX) {
+            // A journal whose snapshot is gone.
+            let base = ["-journal", "-wal", "-shm"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s));
+            if let Some(base) = base
+                && !tmp_dir.join(base).exists()
+            {
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if name.starts_with(NEW_PREFIX) {
+            // Lives for microseconds before its rename; an old one is a killed run's.
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(60));
+            if old && std::fs::File::open(&path).is_ok_and(|f| try_flock(&f).is_ok()) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 fn map_snapshot_error(db: &Path, tmp: &Path, e: rusqlite::Error) -> Error {

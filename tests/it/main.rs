@@ -7,3 +7,4 @@ mod common;
 mod backup;
 mod conformance;
 mod proxy;
+mod reliability;

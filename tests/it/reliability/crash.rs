@@ -1,0 +1,244 @@
+//! kill -9 at random points of `backup` (and, once it exists, `restore`).
+//!
+//! Claim: whenever hubvault dies, the canonical object is absent (no backup had ever
+//! completed), the previous one, or a new one whole (its sha256 is that of a manifest:
+//! latest.json or a version's); the live database passes `integrity_check`; and killed
+//! runs do not pile up temp files: the next run sweeps what a dead one left.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hubvault::bucket::Encoding;
+use hubvault::manifest::Manifest;
+use hubvault::progress::NoProgress;
+use object_store::path::Path as Key;
+use rand::RngExt;
+
+use super::{Deadline, count, figures, files_in, integrity, rng};
+use crate::both;
+use crate::common::{TestBucket, connector_db, json_of, rt, run};
+
+/// Events in the crash-test database: about 12 MiB, so the S3 upload is multipart and
+/// the kill window covers snapshot, check, compression and both uploads.
+const EVENTS: usize = 12_000;
+
+/// What the bucket holds for one connector, read back through the library.
+struct BucketState {
+    /// sha256 of the canonical object, if there is one.
+    canonical: Option<String>,
+    /// `integrity_check` of the canonical object, if there is one.
+    canonical_check: Option<String>,
+    latest: Option<String>,
+    /// sha256 of every version manifest.
+    versions: BTreeSet<String>,
+}
+
+fn bucket_state(tb: &TestBucket, prefix: &str, scratch: &Path) -> BucketState {
+    let b = tb.bucket();
+    rt().block_on(async {
+        let canonical_key = Key::from(format!("{prefix}/sqlite.db"));
+        let dest = scratch.join("canonical.db");
+        let (canonical, canonical_check) = match b.head(&canonical_key).await.unwrap() {
+            None => (None, None),
+            Some(_) => {
+                let t = b
+                    .get_to_file(&canonical_key, &dest, Encoding::Plain, &NoProgress)
+                    .await
+                    .unwrap();
+                (Some(t.sha256), Some(integrity(&dest)))
+            }
+        };
+        let manifest = |bytes: &[u8], key: &str| Manifest::from_json(bytes, key).unwrap().sha256;
+        let latest_key = Key::from(format!("{prefix}/hubvault/latest.json"));
+        let latest = match b.get_bytes(&latest_key).await {
+            Ok(bytes) => Some(manifest(&bytes, latest_key.as_ref())),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => panic!("{e}"),
+        };
+        let mut versions = BTreeSet::new();
+        for o in b
+            .list(&Key::from(format!("{prefix}/hubvault/versions")))
+            .await
+            .unwrap()
+        {
+            if o.key.as_ref().ends_with(".json") {
+                let bytes = b.get_bytes(&o.key).await.unwrap();
+                versions.insert(manifest(&bytes, o.key.as_ref()));
+            }
+        }
+        BucketState {
+            canonical,
+            canonical_check,
+            latest,
+            versions,
+        }
+    })
+}
+
+/// A committed change to the live database, so each run's snapshot differs.
+fn touch(db: &Path, n: usize) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS reliability_ticks(n INTEGER NOT NULL)")
+        .unwrap();
+    conn.execute("INSERT INTO reliability_ticks(n) VALUES (?1)", [n as i64])
+        .unwrap();
+}
+
+fn backup_cmd(tb: &TestBucket, db: &Path, tmp: &Path, org: &str) -> std::process::Command {
+    let mut c = tb.cmd();
+    c.args(["backup", "--force", "--json", "--org", org, "--db"])
+        .arg(db)
+        .arg("--tmp-dir")
+        .arg(tmp);
+    c
+}
+
+fn backup_killed_at_random_points(tb: &TestBucket) {
+    let name = format!("backup_crash_{:?}", tb.kind).to_lowercase();
+    let runs = count(50, 500);
+    let mut rng = rng(&name);
+    let hub = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hrb-cellario", EVENTS);
+    let db_size = std::fs::metadata(&db).unwrap().len();
+    let prefix = format!("acme/datahub/{}/connector/{}", spec.datahub, spec.connector);
+
+    // The window: one whole backup under another org, timed, plus a margin, so kill
+    // points fall before, during and just after every phase.
+    let t = Instant::now();
+    json_of(&run(&mut backup_cmd(tb, &db, tmp.path(), "calibration")), 0);
+    let full = t.elapsed();
+    let window = full.mul_f64(1.2);
+
+    let deadline = Deadline::after(Duration::from_secs(if super::long() { 3600 } else { 120 }));
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut latest_behind = 0;
+    let mut left_temp = 0;
+    let mut most_temp = 0;
+    let mut done = 0;
+    for i in 0..runs {
+        if deadline.passed() {
+            break;
+        }
+        touch(&db, i);
+        let before = bucket_state(tb, &prefix, scratch.path()).canonical;
+        let delay = window.mul_f64(rng.random_range(0.0..1.0));
+        let mut child = backup_cmd(tb, &db, tmp.path(), "acme")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let finished = child.try_wait().unwrap().is_some();
+        if !finished {
+            child.kill().unwrap(); // SIGKILL
+        }
+        let status = child.wait().unwrap();
+        if finished {
+            assert!(
+                status.success(),
+                "run {i}: an unkilled backup failed: {status}"
+            );
+        }
+
+        let after = bucket_state(tb, &prefix, scratch.path());
+        let outcome = match (&before, &after.canonical) {
+            (None, None) => "absent",
+            (Some(_), None) => panic!("run {i}: the canonical object disappeared"),
+            (Some(b), Some(a)) if a == b => "previous",
+            (_, Some(a)) => {
+                assert!(
+                    after.versions.contains(a) || after.latest.as_ref() == Some(a),
+                    "run {i} (killed after {delay:?}): the canonical object {a} matches no manifest"
+                );
+                "new"
+            }
+        };
+        if let Some(check) = &after.canonical_check {
+            assert_eq!(
+                check, "ok",
+                "run {i}: the canonical object fails integrity_check"
+            );
+        }
+        if after.canonical.is_some() && after.latest != after.canonical {
+            // The documented window between the canonical object and latest.json.
+            latest_behind += 1;
+        }
+        assert_eq!(
+            integrity(&db),
+            "ok",
+            "run {i}: the live database is damaged"
+        );
+        let stray = files_in(tmp.path());
+        if !stray.is_empty() {
+            left_temp += 1;
+        }
+        most_temp = most_temp.max(stray.len());
+        // A dead run leaves its snapshot and at most its journal; the next run sweeps
+        // them, so they never pile up.
+        assert!(stray.len() <= 2, "run {i}: temp files pile up: {stray:?}");
+        let key = match (finished, outcome) {
+            (true, _) => "finished",
+            (false, "absent") => "killed_absent",
+            (false, "previous") => "killed_previous",
+            (false, _) => "killed_new",
+        };
+        *outcomes.entry(key).or_default() += 1;
+        done += 1;
+    }
+    assert!(done >= runs.min(50), "only {done} runs before the deadline");
+
+    // One uninterrupted run: succeeds, leaves no temp file, and latest.json catches up.
+    json_of(&run(&mut backup_cmd(tb, &db, tmp.path(), "acme")), 0);
+    assert_eq!(files_in(tmp.path()), Vec::<String>::new());
+    let end = bucket_state(tb, &prefix, scratch.path());
+    assert_eq!(end.latest, end.canonical);
+    let staging = staged_files(tb);
+
+    figures(
+        &name,
+        serde_json::json!({
+            "runs": done,
+            "db_bytes": db_size,
+            "full_backup_ms": full.as_millis() as u64,
+            "kill_window_ms": window.as_millis() as u64,
+            "outcomes": outcomes,
+            "latest_json_one_behind": latest_behind,
+            "runs_leaving_temp_files": left_temp,
+            "most_temp_files_at_once": most_temp,
+            "versions_kept": end.versions.len(),
+            "local_staging_files_left_in_bucket": staging,
+        }),
+    );
+}
+both!(
+    backup_killed_at_random_points_leaves_old_or_new_whole_object,
+    backup_killed_at_random_points
+);
+
+/// object_store's local store writes `key#N` and renames it; a killed upload leaves the
+/// staging file. Readers never see it (LIST and GET skip names with `#`); counted only.
+fn staged_files(tb: &TestBucket) -> usize {
+    fn walk(dir: &Path, n: &mut usize) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p: PathBuf = e.path();
+            if p.is_dir() {
+                walk(&p, n);
+            } else if p
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().contains('#'))
+            {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    if let Some(d) = &tb.dir {
+        walk(d.path(), &mut n);
+    }
+    n
+}
