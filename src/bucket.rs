@@ -237,6 +237,9 @@ impl Bucket {
         let mut writer = BufWriter::with_capacity(self.store.clone(), key.clone(), PART_SIZE)
             .with_max_concurrency(PART_CONCURRENCY);
         let mut hasher = Sha256::new();
+        // Of the bytes as stored (compressed or not): to recognise our own object if the
+        // answer to the upload's last request is lost (see `landed`).
+        let mut stored_hasher = Sha256::new();
         let mut encoder = match encoding {
             Encoding::Plain => None,
             Encoding::Zstd(level) => {
@@ -252,6 +255,9 @@ impl Bucket {
         let mut plain = 0u64;
         let mut stored = 0u64;
         progress.begin(key.as_ref(), total);
+        // True once `shutdown` has begun: from then on the writer cleans up after itself
+        // (a failed multipart completion aborts the upload), and `abort` would panic.
+        let mut shutting_down = false;
         let result: Result<()> = async {
             loop {
                 let n = src
@@ -272,6 +278,7 @@ impl Bucket {
                 };
                 if !out.is_empty() {
                     stored += out.len() as u64;
+                    stored_hasher.update(out);
                     writer
                         .write_all(out)
                         .await
@@ -285,11 +292,13 @@ impl Bucket {
             if let Some(enc) = encoder.take() {
                 let tail = enc.finish().map_err(|e| Error::io(file, "zstd", e))?;
                 stored += tail.len() as u64;
+                stored_hasher.update(&tail);
                 writer
                     .write_all(&tail)
                     .await
                     .map_err(|e| self.io_err("PUT", key, e))?;
             }
+            shutting_down = true;
             writer
                 .shutdown()
                 .await
@@ -299,15 +308,47 @@ impl Bucket {
         .await;
         progress.end();
         if let Err(e) = result {
-            // Abandon the multipart upload so no parts linger; the key is untouched.
-            let _ = writer.abort().await;
-            return Err(e);
+            if !shutting_down {
+                // Abandon the multipart upload so no parts linger; the key is untouched.
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+            // The last request may have succeeded with its answer lost: a retried
+            // CompleteMultipartUpload then gets NoSuchUpload (S3-compatible stores; moto).
+            // If the key holds exactly our bytes, the upload did land.
+            let stored_sha = hex::encode(stored_hasher.finalize());
+            if !self.landed(key, stored, &stored_sha).await {
+                return Err(e);
+            }
+            tracing::info!("{key}: the upload's last answer was lost, but the object landed whole");
         }
         Ok(Transfer {
             plain_bytes: plain,
             stored_bytes: stored,
             sha256: hex::encode(hasher.finalize()),
         })
+    }
+
+    /// True if and only if the object at `key` has exactly `size` bytes whose sha256 is
+    /// `sha256` (of the bytes as stored).
+    async fn landed(&self, key: &Path, size: u64, sha256: &str) -> bool {
+        let Ok(got) = self.store.get(key).await else {
+            return false;
+        };
+        if got.meta.size != size {
+            return false;
+        }
+        let mut hasher = Sha256::new();
+        let mut n = 0u64;
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return false;
+            };
+            n += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        n == size && hex::encode(hasher.finalize()) == sha256
     }
 
     /// A small object, whole, in memory.
@@ -495,7 +536,7 @@ fn hint_for(text: &str, not_found: bool, url: &str) -> String {
         || has("credential")
     {
         "the store refused our credentials; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the instance role) and the bucket policy".into()
-    } else if has("onnect") || has("dns") || has("timed out") || has("error sending request") {
+    } else if has("onnection") || has("dns") || has("timed out") || has("error sending request") {
         format!(
             "cannot reach the store of {url}; check AWS_ENDPOINT_URL and the network, then try again"
         )

@@ -43,12 +43,13 @@ pub enum Fault {
     Status500,
     /// Answer 503 with S3's `SlowDown` XML without forwarding (throttling).
     SlowDown,
-    /// Forward; send the response head and half the body, then reset the connection (RST).
+    /// Forward; send the response head and half the body (half the head if there is no
+    /// body), then reset the connection (RST).
     ResetMidBody,
     /// Forward; hold the response this long before sending it (past a client timeout).
     Delay(Duration),
-    /// Forward; send `200` with the full `Content-Length` but only half the body, then
-    /// close cleanly (FIN): the body ends early.
+    /// Forward; send the head with the full `Content-Length` but only half the body
+    /// (half the head if there is no body), then close cleanly (FIN).
     TruncatedBody,
     /// Forward; send the first half of the body with a `Content-Length` that agrees with
     /// it: a server that lies consistently. Only a checksum can catch this one.
@@ -81,6 +82,8 @@ struct Rule {
 struct State {
     seen: Vec<Seen>,
     rules: Vec<Rule>,
+    /// Bumped by `reset`, so a request still in flight from before cannot touch the log.
+    generation: u64,
 }
 
 pub struct Proxy {
@@ -155,6 +158,7 @@ impl Proxy {
         let mut s = self.state.lock().unwrap();
         s.seen.clear();
         s.rules.clear();
+        s.generation += 1;
     }
 
     /// Applies `fault` to the next `times` requests whose method is `method` ("" for
@@ -247,7 +251,7 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
         let mut parts = req.start.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("").to_string();
-        let fault = {
+        let (fault, index, generation) = {
             let mut s = st.lock().unwrap();
             let fault = s
                 .rules
@@ -268,10 +272,14 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
                 status: None,
                 fault,
             });
-            fault
+            (fault, s.seen.len() - 1, s.generation)
         };
-        let index = st.lock().unwrap().seen.len() - 1;
-        let set_status = |code: u16| st.lock().unwrap().seen[index].status = Some(code);
+        let set_status = |code: u16| {
+            let mut s = st.lock().unwrap();
+            if s.generation == generation {
+                s.seen[index].status = Some(code);
+            }
+        };
         let close_after = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -313,24 +321,26 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
         let bodiless = method == "HEAD" || status == 204 || status == 304 || status < 200;
         let body = resp.body.as_slice();
         let half = &body[..body.len() / 2];
+        let head = head_bytes(&resp, body.len(), bodiless);
+        // Where a response is cut: mid-body, or mid-head when it has no body (HEAD, an
+        // empty PUT response), so the cut is always a fault the client must notice.
+        let cut: Vec<u8> = if bodiless || body.is_empty() {
+            head[..head.len() / 2].to_vec()
+        } else {
+            [head.as_slice(), half].concat()
+        };
         match fault {
             Some(Fault::ResetMidBody) => {
-                client
-                    .write_all(&head_bytes(&resp, body.len(), bodiless))
-                    .await?;
-                client.write_all(half).await?;
+                client.write_all(&cut).await?;
                 client.flush().await?;
-                // Let the bytes leave before the RST, so the client is mid-body.
+                // Let the bytes leave before the RST, so the client is mid-response.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 set_status(status);
                 client.set_zero_linger()?;
                 return Ok(());
             }
             Some(Fault::TruncatedBody) => {
-                client
-                    .write_all(&head_bytes(&resp, body.len(), bodiless))
-                    .await?;
-                client.write_all(half).await?;
+                client.write_all(&cut).await?;
                 set_status(status);
                 client.shutdown().await?;
                 return Ok(());
