@@ -9,8 +9,9 @@
 //! - a put is atomic: no reader ever sees a partial object at a key, also not when the
 //!   upload is cut off (object_store writes a local file to a staging name and renames
 //!   it; S3 shows a multipart upload only when it is completed);
-//! - `get_to_file` returns an error, never a short file, when the body ends early, and
-//!   gives the sha256 of what it wrote;
+//! - `get_to_file` returns an error, never a short file, when the body ends early or
+//!   the disk fills up (the partial file is removed), and gives the sha256 of what it
+//!   wrote;
 //! - memory stays flat in the object's size: bodies stream through fixed-size buffers.
 
 use std::io::{Read, Write};
@@ -380,6 +381,9 @@ impl Bucket {
         let announced = got.meta.size;
         let file = std::fs::File::create(dest)
             .map_err(|e| Error::io(dest, "cannot create download file", e))?;
+        // From here on, a failure removes `dest`: a short file must not be left to look
+        // like a download (say, after the disk filled up).
+        let mut partial = RemoveOnDrop(Some(dest.to_path_buf()));
         let hashing = HashingWriter {
             inner: std::io::BufWriter::with_capacity(CHUNK, file),
             hasher: Sha256::new(),
@@ -460,6 +464,7 @@ impl Bucket {
             .map_err(|e| Error::io(dest, "cannot write download", e.into_error()))?;
         file.sync_all()
             .map_err(|e| Error::io(dest, "cannot fsync download", e))?;
+        partial.0 = None;
         Ok(Transfer {
             plain_bytes: count,
             stored_bytes: stored,
@@ -607,6 +612,17 @@ fn env_secs(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Removes the file it names when dropped, unless disarmed (set to `None`).
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 struct HashingWriter<W> {

@@ -70,6 +70,9 @@ fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
     sweep_dead_snapshots(tmp_dir);
     let (owner, tmp) = locked_temp_file(tmp_dir)
         .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
+    // Dropped after the snapshot's connection (declared later, dropped earlier): a
+    // failed write (a full disk) leaves a hot journal beside the temp file otherwise.
+    let _side_files = RemoveSideFiles(tmp.to_path_buf());
     let src = db::open_read_only(db)?;
     let source_journal_mode = db::page_info(&src, db)?.2;
     let mut dst = db::open_read_write(&tmp)?;
@@ -146,7 +149,18 @@ fn locked_temp_file(tmp_dir: &Path) -> std::io::Result<(std::fs::File, tempfile:
         uuid::Uuid::new_v4().simple()
     ));
     let file = new.persist_noclobber(&path).map_err(|e| e.error)?;
-    Ok((file, tempfile::TempPath::from_path(path)))
+    Ok((file, tempfile::TempPath::try_from_path(path)?))
+}
+
+/// Removes a temp database's `-journal`, `-wal` and `-shm` when dropped.
+struct RemoveSideFiles(PathBuf);
+
+impl Drop for RemoveSideFiles {
+    fn drop(&mut self) {
+        for side in ["-journal", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(side_path(&self.0, side));
+        }
+    }
 }
 
 /// An exclusive, non-blocking `flock`. Independent of SQLite's own (POSIX) locks.
@@ -210,6 +224,17 @@ fn sweep_dead_snapshots(tmp_dir: &Path) {
 }
 
 fn map_snapshot_error(db: &Path, tmp: &Path, e: rusqlite::Error) -> Error {
+    use rusqlite::ffi;
+    // The source is opened read-only: a failed write is the temp file's (a file-size
+    // limit gives EFBIG, which SQLite reports as an I/O error, not as a full disk).
+    let write_failed = e.sqlite_error().is_some_and(|f| {
+        [
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_IOERR_TRUNCATE,
+        ]
+        .contains(&f.extended_code)
+    });
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DiskFull) => Error::Io {
             path: tmp.to_path_buf(),
@@ -219,6 +244,15 @@ fn map_snapshot_error(db: &Path, tmp: &Path, e: rusqlite::Error) -> Error {
             ),
             hint: "free space in the temp directory (TMPDIR or --tmp-dir) and try again".into(),
             source: std::io::Error::new(std::io::ErrorKind::StorageFull, e.to_string()),
+        },
+        _ if write_failed => Error::Io {
+            path: tmp.to_path_buf(),
+            message: format!(
+                "cannot write the snapshot of {} (disk full or file size limit?)",
+                db.display()
+            ),
+            hint: "free space in the temp directory (TMPDIR or --tmp-dir), check `ulimit -f`, and try again".into(),
+            source: std::io::Error::other(e.to_string()),
         },
         _ => Error::sqlite(db, "snapshot failed", e),
     }
