@@ -17,6 +17,8 @@
 //! - [`manifest`]: what is recorded beside every backup;
 //! - [`backup`]: the seed's rule for one connector;
 //! - [`history`]: a connector's kept versions;
+//! - [`retention`]: which versions a policy keeps (restic's rules);
+//! - [`prune`]: applying it to a connector, a hub or an org;
 //! - [`lock`]: one backup of a connector at a time;
 //! - [`fixture`]: realistic connector databases for the demo and the tests.
 
@@ -31,6 +33,8 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod progress;
+pub mod prune;
+pub mod retention;
 pub mod snapshot;
 
 pub use error::{Error, Result};

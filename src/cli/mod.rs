@@ -7,6 +7,8 @@ mod backup;
 mod demo;
 mod inspect;
 mod output;
+mod prune;
+mod versions;
 
 use std::process::ExitCode;
 
@@ -63,6 +65,10 @@ enum Command {
     Inspect(inspect::Args),
     /// The whole story on a local-directory bucket: four connectors, backups, skips.
     Demo(demo::Args),
+    /// The kept history of one connector's backups, newest first.
+    Versions(versions::Args),
+    /// Remove old versions by a retention policy (restic's --keep-* rules).
+    Prune(prune::Args),
 }
 
 impl Global {
@@ -105,6 +111,8 @@ pub fn main() -> ExitCode {
             Command::Backup(a) => backup::run(a, &g).await,
             Command::Inspect(a) => inspect::run(a, &g).await,
             Command::Demo(a) => demo::run(a, &g).await,
+            Command::Versions(a) => versions::run(a, &g).await,
+            Command::Prune(a) => prune::run(a, &g).await,
         }
     });
     match result {

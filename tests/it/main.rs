@@ -6,5 +6,6 @@ mod common;
 
 mod backup;
 mod conformance;
+mod history;
 mod proxy;
 mod reliability;
