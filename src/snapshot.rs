@@ -214,23 +214,19 @@ pub fn check_copy(file: &Path, db: &Path, size: u64) -> Result<Checked> {
     })
 }
 
-/// Snapshot temp files are `.hubvault-snapshot-*.db`; a file is created under
-/// `.hubvault-new-*`, locked, and only then renamed to that name, so a sweeper never
-/// sees a snapshot file that is not yet locked.
+/// Snapshot temp files are `.hubvault-snapshot-*.db`. Each is locked (`flock`) right
+/// after it is created and before anything is written to it, so a sweeper that finds a
+/// non-empty one whose lock is free knows its owner is dead. An empty one may be a
+/// live run's between creation and locking: it is left for a minute (and costs nothing).
 const SNAPSHOT_PREFIX: &str = ".hubvault-snapshot-";
-const NEW_PREFIX: &str = ".hubvault-new-";
 
 fn locked_temp_file(tmp_dir: &Path) -> std::io::Result<(std::fs::File, tempfile::TempPath)> {
-    let new = tempfile::Builder::new()
-        .prefix(NEW_PREFIX)
+    let tmp = tempfile::Builder::new()
+        .prefix(SNAPSHOT_PREFIX)
+        .suffix(".db")
         .tempfile_in(tmp_dir)?;
-    try_flock(new.as_file())?;
-    let path = tmp_dir.join(format!(
-        "{SNAPSHOT_PREFIX}{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let file = new.persist_noclobber(&path).map_err(|e| e.error)?;
-    Ok((file, tempfile::TempPath::try_from_path(path)?))
+    try_flock(tmp.as_file())?;
+    Ok(tmp.into_parts())
 }
 
 /// Removes a temp database's `-journal`, `-wal` and `-shm` when dropped.
@@ -269,7 +265,14 @@ fn sweep_dead_snapshots(tmp_dir: &Path) {
             let Ok(f) = std::fs::File::open(&path) else {
                 continue;
             };
-            if try_flock(&f).is_ok() {
+            let dead = f.metadata().is_ok_and(|m| {
+                m.len() > 0
+                    || m.modified()
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > Duration::from_secs(60))
+            });
+            if dead && try_flock(&f).is_ok() {
                 tracing::info!(
                     "removing {}, left by a backup that was killed",
                     path.display()
@@ -287,17 +290,6 @@ fn sweep_dead_snapshots(tmp_dir: &Path) {
             if let Some(base) = base
                 && !tmp_dir.join(base).exists()
             {
-                let _ = std::fs::remove_file(&path);
-            }
-        } else if name.starts_with(NEW_PREFIX) {
-            // Lives for microseconds before its rename; an old one is a killed run's.
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > Duration::from_secs(60));
-            if old && std::fs::File::open(&path).is_ok_and(|f| try_flock(&f).is_ok()) {
                 let _ = std::fs::remove_file(&path);
             }
         }
