@@ -7,5 +7,6 @@ mod common;
 mod backup;
 mod conformance;
 mod history;
+mod props;
 mod proxy;
 mod reliability;

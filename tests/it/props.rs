@@ -1,0 +1,188 @@
+//! Property tests over the parsers that meet hostile input: ids, the key layout and
+//! the manifest reader (the same functions the cargo-fuzz targets in fuzz/ drive).
+//! Bounded for CI: `PROPTEST_CASES` (default 2048 here, 20,000 in the long mode) sets the cases per property.
+
+use hubvault::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
+use hubvault::layout::{ConnectorKey, KeyKind, VersionId, parse_key};
+use hubvault::manifest::Manifest;
+use object_store::path::Path;
+use proptest::prelude::*;
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(if crate::reliability::long() {
+            20_000
+        } else {
+            2048
+        });
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+fn uuid() -> impl Strategy<Value = uuid::Uuid> {
+    any::<u128>().prop_map(uuid::Uuid::from_u128)
+}
+
+fn org() -> impl Strategy<Value = OrgSlug> {
+    "[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?".prop_map(|s| OrgSlug::parse(&s).unwrap())
+}
+
+fn connector_key() -> impl Strategy<Value = ConnectorKey> {
+    (org(), uuid(), uuid()).prop_map(|(o, d, c)| {
+        ConnectorKey::new(
+            o,
+            DatahubId::parse(&d.hyphenated().to_string()).unwrap(),
+            ConnectorId::parse(&c.hyphenated().to_string()).unwrap(),
+        )
+    })
+}
+
+fn version() -> impl Strategy<Value = VersionId> {
+    (0i64..4_102_444_800_000, "[0-9a-f]{64}").prop_map(|(ms, sha)| {
+        VersionId::new(chrono::DateTime::from_timestamp_millis(ms).unwrap(), &sha)
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn id_parsers_never_panic_and_accept_only_what_they_print(s in any::<String>()) {
+        if let Ok(id) = DatahubId::parse(&s) {
+            prop_assert_eq!(id.to_string(), s.clone());
+        }
+        if let Ok(id) = ConnectorId::parse(&s) {
+            prop_assert_eq!(id.to_string(), s.clone());
+        }
+        if let Ok(o) = OrgSlug::parse(&s) {
+            prop_assert_eq!(o.as_str(), s.as_str());
+            prop_assert!(!s.contains('/') && !s.contains(".."));
+        }
+        if let Ok(f) = DbFileName::parse(&s) {
+            prop_assert!(!s.contains('/') && s != ".." && s != ".");
+            prop_assert_eq!(f.as_str(), s.as_str());
+        }
+        if let Ok(v) = VersionId::parse(&s) {
+            prop_assert_eq!(v.as_str(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn every_uuid_round_trips_and_other_spellings_are_refused(u in uuid()) {
+        let canonical = u.hyphenated().to_string();
+        prop_assert_eq!(ConnectorId::parse(&canonical).unwrap().to_string(), canonical.clone());
+        let upper = canonical.to_uppercase();
+        if upper != canonical {
+            prop_assert!(ConnectorId::parse(&upper).is_err());
+        }
+        prop_assert!(ConnectorId::parse(&u.simple().to_string()).is_err());
+        prop_assert!(ConnectorId::parse(&u.braced().to_string()).is_err());
+    }
+
+    #[test]
+    fn every_key_we_build_parses_back_to_what_built_it(
+        ck in connector_key(),
+        v in version(),
+        source_type in any::<String>(),
+        name in any::<String>(),
+        ok in any::<bool>(),
+    ) {
+        let label = ck.label(&source_type, &name);
+        let (_, label_kind) = parse_key(&Path::parse(label.as_ref()).unwrap()).unwrap();
+        let is_label = matches!(label_kind, KeyKind::Label { .. });
+        prop_assert!(is_label, "a label key parsed as {:?}", label_kind);
+        for (key, kind) in [
+            (ck.canonical(&DbFileName::default()), KeyKind::Canonical(DbFileName::default())),
+            (ck.latest_manifest(), KeyKind::LatestManifest),
+            (ck.version_data(&v), KeyKind::VersionData(v.clone())),
+            (ck.version_manifest(&v), KeyKind::VersionManifest(v.clone())),
+            (ck.drill(&hubvault::layout::stamp(v.time()), ok), KeyKind::Drill { stamp: hubvault::layout::stamp(v.time()), ok }),
+        ] {
+            // Through a string, as a LIST returns it.
+            let listed = Path::parse(key.as_ref()).unwrap();
+            prop_assert_eq!(parse_key(&listed), Some((ck.clone(), kind)));
+        }
+        prop_assert_eq!(VersionId::parse(v.as_str()).unwrap(), v);
+    }
+
+    #[test]
+    fn parse_key_never_panics_on_arbitrary_keys(parts in prop::collection::vec(any::<String>(), 0..9)) {
+        let key = Path::from_iter(parts.iter().map(|p| p.as_str()).filter(|p| !p.is_empty()));
+        if let Some((ck, _)) = parse_key(&key) {
+            // Whatever it accepts lies under a valid connector prefix.
+            prop_assert!(key.as_ref().starts_with(ck.prefix().as_ref()));
+        }
+    }
+
+    #[test]
+    fn manifest_reader_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = Manifest::from_json(&bytes, "k");
+    }
+
+    #[test]
+    fn manifest_reader_refuses_every_truncation_and_single_byte_change(cut in 0usize..10_000, at in 0usize..10_000, byte in any::<u8>()) {
+        let m = sample();
+        let json = m.to_json();
+        let cut = cut % json.len();
+        // Cutting inside the document refuses it (the trailing newline is whitespace).
+        if cut < json.len() - 1 {
+            prop_assert!(Manifest::from_json(&json[..cut], "k").is_err());
+        }
+        let mut changed = json.clone();
+        let at = at % json.len();
+        changed[at] = byte;
+        // A changed byte either is refused or reads back as a valid manifest.
+        if let Ok(back) = Manifest::from_json(&changed, "k") {
+            prop_assert_eq!(Manifest::from_json(&back.to_json(), "k").unwrap(), back);
+        }
+    }
+
+    #[test]
+    fn valid_manifests_round_trip(ck in connector_key(), v in version(), size_pages in 1u64..1_000_000, name in any::<String>(), rows in prop::collection::btree_map("[A-Za-z_]{1,12}", any::<u64>(), 0..6)) {
+        let mut m = sample();
+        m.org = ck.org.clone();
+        m.datahub = ck.datahub;
+        m.connector = ck.connector;
+        m.sha256 = format!("{}{}", v.sha_prefix(), "0".repeat(52));
+        m.version = v;
+        m.page_count = size_pages;
+        m.size = m.page_size * size_pages;
+        m.name = name;
+        m.rows = rows;
+        prop_assert_eq!(Manifest::from_json(&m.to_json(), "k").unwrap(), m);
+    }
+}
+
+fn sample() -> Manifest {
+    let sha = "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd".to_string();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T07:01:02.123Z")
+        .unwrap()
+        .to_utc();
+    Manifest {
+        format: hubvault::manifest::FORMAT,
+        org: OrgSlug::parse("acme").unwrap(),
+        datahub: DatahubId::parse("6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01").unwrap(),
+        connector: ConnectorId::parse("0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10").unwrap(),
+        db_file: "sqlite.db".into(),
+        name: "Cellario".into(),
+        source_type: "hrb-cellario".into(),
+        version: VersionId::new(at, &sha),
+        sha256: sha,
+        size: 8192,
+        stored_size: 900,
+        page_size: 4096,
+        page_count: 2,
+        journal_mode: "wal".into(),
+        rows: Default::default(),
+        check: "integrity_check".into(),
+        snapshot_at: at,
+        uploaded_at: at,
+        tool: hubvault::manifest::tool(),
+        host: "hub-1".into(),
+    }
+}
