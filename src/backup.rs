@@ -26,7 +26,9 @@ use crate::progress::Progress;
 use crate::snapshot;
 
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// zstd level of kept versions. On connector databases level 1 is both faster (~4x)
+/// and smaller than level 3 (docs/BENCHMARKS.md, bench/compression.sh).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 #[derive(Clone, Debug)]
 pub struct BackupOptions {

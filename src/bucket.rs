@@ -252,6 +252,10 @@ impl Bucket {
                     let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), level)
                         .map_err(|e| Error::io(file, "cannot start zstd", e))?;
                     enc.include_checksum(true).map_err(|e| Error::io(file, "zstd", e))?;
+                    // Records the plain size in the frame (`zstd -l` shows it) and lets zstd
+                    // size its window to the input.
+                    enc.set_pledged_src_size(Some(total)).map_err(|e| Error::io(file, "zstd", e))?;
+                    enc.include_contentsize(true).map_err(|e| Error::io(file, "zstd", e))?;
                     Some(enc)
                 }
             };
