@@ -6,3 +6,7 @@ mod common;
 
 mod backup;
 mod conformance;
+mod agent;
+mod countproxy;
+mod status;
+mod verify;
