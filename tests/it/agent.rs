@@ -14,7 +14,7 @@ use hubvault::ids::OrgSlug;
 use hubvault::metrics::Metrics;
 
 use crate::both;
-use crate::common::{TestBucket, connector_db, hubvault, json_of, rt, run, stderr};
+use crate::common::{TestBucket, cmd_private_tmp, connector_db, hubvault, json_of, rt, run, stderr};
 
 fn acme() -> OrgSlug {
     OrgSlug::parse("acme").unwrap()
@@ -24,6 +24,7 @@ fn options(hub: &Path) -> AgentOptions {
     let mut o = AgentOptions::new(hub, acme());
     o.retry_base = Duration::ZERO;
     o.jitter = 0.0;
+    o.tmp_dir = Some(crate::common::private_tmp().to_path_buf());
     o
 }
 
@@ -128,8 +129,7 @@ fn once_reports_failure_but_backs_up_the_rest(tb: &TestBucket) {
         let _ = std::fs::remove_file(format!("{}{side}", bad_db.display()));
     }
     std::fs::write(&bad_db, vec![0u8; 4096]).unwrap();
-    let out = run(tb
-        .cmd()
+    let out = run(cmd_private_tmp(tb)
         .args(["agent", "--once", "--json", "--hub-root"])
         .arg(hub.path()));
     let doc = json_of(&out, 1);
@@ -185,8 +185,8 @@ fn lock_serializes_agent_and_backup(tb: &TestBucket) {
     let spawn = |c: &mut Command| {
         c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     };
-    let agent = spawn(tb.cmd().args(["agent", "--once", "--json", "--hub-root"]).arg(hub.path()));
-    let backup = spawn(tb.cmd().args(["backup", "--json", "--db"]).arg(&db));
+    let agent = spawn(cmd_private_tmp(tb).args(["agent", "--once", "--json", "--hub-root"]).arg(hub.path()));
+    let backup = spawn(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db));
     std::thread::sleep(Duration::from_millis(1500));
     drop(held);
     let (sa, out_a, err_a) = output_of(agent, Duration::from_secs(60));
@@ -226,7 +226,7 @@ fn sigterm_mid_upload_leaves_a_whole_object(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     // ~40 MB: several multipart parts on S3, a long enough upload to land in.
     let (db, spec) = connector_db(hub.path(), "hrb-cellario", 50_000);
-    let out = run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db));
+    let out = run(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db));
     let old = json_of(&out, 0)["sha256"].as_str().unwrap().to_string();
     // Change the database so the next backup is a new object.
     rusqlite::Connection::open(&db)
@@ -244,8 +244,7 @@ fn sigterm_mid_upload_leaves_a_whole_object(tb: &TestBucket) {
             .count()
     };
     assert_eq!(manifests(), 1);
-    let mut agent = tb
-        .cmd()
+    let mut agent = cmd_private_tmp(&tb)
         .args(["agent", "--max-age", "0s", "--shutdown-grace", "0s", "--hub-root"])
         .arg(hub.path())
         .stdout(Stdio::null())
@@ -394,8 +393,7 @@ fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
 fn metrics_served(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (_, spec) = connector_db(hub.path(), "sdc", 100);
-    let mut agent = tb
-        .cmd()
+    let mut agent = cmd_private_tmp(&tb)
         .args([
             "agent",
             "--log-format",
@@ -466,8 +464,7 @@ fn agent_config_file_is_below_flags_and_environment() {
         ),
     )
     .unwrap();
-    let out = run(tb
-        .cmd()
+    let out = run(cmd_private_tmp(&tb)
         .env_remove("HUBVAULT_ORG")
         .args(["agent", "--once", "--json", "--org", "flagged", "--config"])
         .arg(&cfg));
@@ -475,8 +472,7 @@ fn agent_config_file_is_below_flags_and_environment() {
     let key = doc["connectors"][0]["key"].as_str().unwrap();
     assert!(key.starts_with("flagged/"), "{key}");
     // The environment beats the file too.
-    let out = run(tb
-        .cmd()
+    let out = run(cmd_private_tmp(&tb)
         .env("HUBVAULT_ORG", "from-env")
         .args(["agent", "--once", "--json", "--config"])
         .arg(&cfg));
@@ -502,7 +498,7 @@ fn agent_refuses_bad_configuration_with_exit_2_and_touches_nothing() {
         (vec!["--hub-root".into(), "/nonexistent/hub".into()], "/nonexistent/hub"),
     ];
     for (args, names) in cases {
-        let mut c = tb.cmd();
+        let mut c = cmd_private_tmp(&tb);
         c.args(["agent", "--once"]);
         if !args.contains(&"--hub-root".to_string()) {
             c.arg("--hub-root").arg(hub.path());

@@ -10,7 +10,7 @@ use hubvault::ids::{ConnectorId, DatahubId, OrgSlug};
 use hubvault::layout::{ConnectorKey, VersionId};
 
 use crate::both;
-use crate::common::{TestBucket, connector_db, json_of, rt, run, s3_endpoint, stderr, stdout};
+use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, rt, run, s3_endpoint, stderr, stdout};
 use crate::countproxy::CountingProxy;
 
 /// Writes the keys a hubvault backup leaves (canonical, label, one version and its
@@ -50,8 +50,8 @@ pub fn seed(bucket: &Bucket, org: &str, n: usize, broken: usize) -> Vec<Connecto
 fn broken_first_and_exit_3(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (db, fresh) = connector_db(hub.path(), "hrb-cellario", 40);
-    json_of(&run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db)), 0);
-    let out = run(tb.cmd().args(["status", "--json"]));
+    json_of(&run(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db)), 0);
+    let out = run(cmd_private_tmp(tb).args(["status", "--json"]));
     let doc = json_of(&out, 0);
     assert_eq!(doc["summary"]["fresh"], 1);
     let c = &doc["connectors"][0];
@@ -64,7 +64,7 @@ fn broken_first_and_exit_3(tb: &TestBucket) {
 
     // A connector whose history is there but whose canonical object is not: broken.
     let broken = seed(&tb.bucket(), "acme", 1, 1).remove(0);
-    let out = run(tb.cmd().args(["status", "--json"]));
+    let out = run(cmd_private_tmp(tb).args(["status", "--json"]));
     let doc = json_of(&out, 3);
     assert_eq!(doc["summary"]["broken"], 1);
     assert_eq!(doc["connectors"][0]["connector"], broken.connector.to_string());
@@ -76,7 +76,7 @@ fn broken_first_and_exit_3(tb: &TestBucket) {
     assert_eq!(doc["connectors"][1]["state"], "fresh");
 
     // Every backup at least --max-age old is stale, listed after the broken one.
-    let doc = json_of(&run(tb.cmd().args(["status", "--json", "--max-age", "0s"])), 3);
+    let doc = json_of(&run(cmd_private_tmp(tb).args(["status", "--json", "--max-age", "0s"])), 3);
     let states: Vec<&str> = doc["connectors"]
         .as_array()
         .unwrap()
@@ -86,7 +86,7 @@ fn broken_first_and_exit_3(tb: &TestBucket) {
     assert_eq!(states, ["broken", "stale"]);
 
     // Human text: stale and broken first, problems under them, a summary line.
-    let out = run(tb.cmd().args(["status", "--max-age", "0s"]));
+    let out = run(cmd_private_tmp(tb).args(["status", "--max-age", "0s"]));
     assert_eq!(out.status.code(), Some(3));
     let text = stdout(&out);
     let rows: Vec<&str> = text.lines().collect();
@@ -95,7 +95,7 @@ fn broken_first_and_exit_3(tb: &TestBucket) {
 
     // --datahub narrows to one hub.
     let doc = json_of(
-        &run(tb.cmd().args(["status", "--json", "--datahub", &fresh.datahub.to_string()])),
+        &run(cmd_private_tmp(tb).args(["status", "--json", "--datahub", &fresh.datahub.to_string()])),
         0,
     );
     assert_eq!(doc["summary"]["total"], 1);
@@ -111,7 +111,7 @@ fn bad_flags(tb: &TestBucket) {
         vec!["status", "--org", "ACME"],
         vec!["status", "--max-age", "soon"],
     ] {
-        let out = run(tb.cmd().args(&args));
+        let out = run(cmd_private_tmp(tb).args(&args));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
     assert!(tb.keys("").is_empty());
@@ -121,9 +121,9 @@ both!(status_refuses_malformed_flags_with_exit_2, bad_flags);
 fn drill_shows_in_status(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (db, _) = connector_db(hub.path(), "sdc", 20);
-    json_of(&run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db)), 0);
-    json_of(&run(tb.cmd().args(["verify", "--json"])), 0);
-    let doc = json_of(&run(tb.cmd().args(["status", "--json"])), 0);
+    json_of(&run(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db)), 0);
+    json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 0);
+    let doc = json_of(&run(cmd_private_tmp(tb).args(["status", "--json"])), 0);
     assert_eq!(doc["connectors"][0]["last_drill"]["ok"], true);
 }
 both!(status_shows_the_last_drill_result, drill_shows_in_status);
@@ -136,8 +136,7 @@ fn status_over_2000_connectors_on_s3_is_one_paged_list() {
     seed(&tb.bucket(), "acme", n, broken);
     let keys = 4 * n - broken;
     let proxy = CountingProxy::start(&s3_endpoint());
-    let out = run(tb
-        .cmd()
+    let out = run(cmd_private_tmp(&tb)
         .env("AWS_ENDPOINT_URL", proxy.url())
         .args(["status", "--json"]));
     let doc = json_of(&out, 3);

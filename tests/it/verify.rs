@@ -4,12 +4,12 @@
 use object_store::path::Path;
 
 use crate::both;
-use crate::common::{TestBucket, connector_db, json_of, rt, run, stderr};
+use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, rt, run, stderr};
 
 fn backed_up(tb: &TestBucket) -> (tempfile::TempDir, hubvault::fixture::Spec, String) {
     let hub = tempfile::tempdir().unwrap();
     let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 60);
-    let out = json_of(&run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db)), 0);
+    let out = json_of(&run(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db)), 0);
     (hub, spec, out["key"].as_str().unwrap().to_string())
 }
 
@@ -25,7 +25,7 @@ fn drill_keys(tb: &TestBucket, spec: &hubvault::fixture::Spec) -> Vec<String> {
 
 fn good_backup_passes(tb: &TestBucket) {
     let (_hub, spec, _) = backed_up(tb);
-    let doc = json_of(&run(tb.cmd().args(["verify", "--json"])), 0);
+    let doc = json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 0);
     assert_eq!(doc["summary"]["ok"], 1);
     let d = &doc["drills"][0];
     assert_eq!(d["ok"], true);
@@ -56,17 +56,17 @@ fn corrupted_object_fails(tb: &TestBucket) {
             .await
             .unwrap();
     });
-    let out = run(tb.cmd().args(["verify", "--json"]));
+    let out = run(cmd_private_tmp(tb).args(["verify", "--json"]));
     let doc = json_of(&out, 3);
     assert_eq!(doc["summary"]["failed"], 1);
     let problems = doc["drills"][0]["problems"].to_string();
     assert!(problems.contains("matches no manifest"), "{problems}");
     assert!(drill_keys(tb, &spec)[0].ends_with("-failed.json"));
     // status now calls it broken.
-    let st = json_of(&run(tb.cmd().args(["status", "--json"])), 3);
+    let st = json_of(&run(cmd_private_tmp(tb).args(["status", "--json"])), 3);
     assert_eq!(st["connectors"][0]["state"], "broken");
     // Human text names the key and says FAILED.
-    let out = run(tb.cmd().args(["verify"]));
+    let out = run(cmd_private_tmp(tb).args(["verify"]));
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAILED") && text.contains(&key), "{text}");
@@ -85,8 +85,7 @@ fn ids_must_match_key(tb: &TestBucket) {
             .await
             .unwrap();
     });
-    let out = run(tb
-        .cmd()
+    let out = run(cmd_private_tmp(tb)
         .args(["verify", "--json", "--connector", &other.to_string()]));
     let doc = json_of(&out, 3);
     assert_eq!(doc["summary"]["drilled"], 1);
@@ -101,7 +100,7 @@ fn ids_must_match_key(tb: &TestBucket) {
     assert!(d["warnings"].to_string().contains("no manifest"), "{d}");
     // The original is untouched and still passes.
     let doc = json_of(
-        &run(tb.cmd().args(["verify", "--json", "--connector", &spec.connector.to_string()])),
+        &run(cmd_private_tmp(tb).args(["verify", "--json", "--connector", &spec.connector.to_string()])),
         0,
     );
     assert_eq!(doc["summary"]["ok"], 1);
@@ -111,7 +110,7 @@ both!(verify_catches_a_backup_whose_ids_do_not_match_its_key, ids_must_match_key
 fn keeps_newest_drills(tb: &TestBucket) {
     let (_hub, spec, _) = backed_up(tb);
     for _ in 0..hubvault::verify::KEEP_DRILLS + 2 {
-        json_of(&run(tb.cmd().args(["verify", "--json"])), 0);
+        json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 0);
     }
     assert_eq!(drill_keys(tb, &spec).len(), hubvault::verify::KEEP_DRILLS);
 }
@@ -121,9 +120,9 @@ fn sample_and_bad_flags(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     for t in ["sdc", "solace", "hrb-cellario"] {
         let (db, _) = connector_db(hub.path(), t, 10);
-        json_of(&run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db)), 0);
+        json_of(&run(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db)), 0);
     }
-    let doc = json_of(&run(tb.cmd().args(["verify", "--json", "--sample", "2"])), 0);
+    let doc = json_of(&run(cmd_private_tmp(tb).args(["verify", "--json", "--sample", "2"])), 0);
     assert_eq!(doc["summary"]["drilled"], 2);
     assert_eq!(doc["summary"]["in_scope"], 3);
     for args in [
@@ -131,7 +130,7 @@ fn sample_and_bad_flags(tb: &TestBucket) {
         vec!["verify", "--connector", "nope"],
         vec!["verify", "--connector", "0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10"],
     ] {
-        let out = run(tb.cmd().args(&args));
+        let out = run(cmd_private_tmp(tb).args(&args));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("Try:"), "{}", stderr(&out));
     }
