@@ -231,6 +231,82 @@ pub fn rows(db: &Path, table: &str) -> Vec<serde_json::Value> {
     .unwrap()
 }
 
+/// A second moto server that enforces authentication (INITIAL_NO_AUTH_ACTION_COUNT=0):
+/// any access key it does not know gets 403 InvalidAccessKeyId. Killed on drop.
+pub struct AuthMoto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl AuthMoto {
+    pub fn start() -> AuthMoto {
+        let port = free_port();
+        let child = Command::new(venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut m = AuthMoto { child, endpoint };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return m;
+            }
+            if let Ok(Some(status)) = m.child.try_wait() {
+                panic!("the auth-enforcing moto server exited: {status}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = m.child.kill();
+        panic!("the auth-enforcing moto server did not start on {}", m.endpoint);
+    }
+}
+
+impl Drop for AuthMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_of(path: &Path) -> String {
+    hubvault::bucket::sha256_file(path).unwrap().0
+}
+
+/// Downloads `key` of the test bucket with a client we did not write: boto3 for S3, a
+/// plain file copy for a local directory.
+pub fn download_with_foreign_client(tb: &TestBucket, key: &str, dest: &Path) {
+    match tb.kind {
+        Kind::Local => {
+            std::fs::copy(tb.dir.as_ref().unwrap().path().join(key), dest).unwrap();
+        }
+        Kind::S3 => {
+            let script = r#"
+import sys, boto3
+endpoint, bucket, key, dest = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="y", region_name="us-east-1")
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+assert key in keys, (key, keys)
+s3.download_file(bucket, key, dest)
+"#;
+            let out = Command::new(venv().join("bin/python"))
+                .args(["-c", script, &s3_endpoint(), &tb.name, key])
+                .arg(dest)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
 /// A temp dir private to this test process, for snapshots and downloads: another
 /// process's sweeper of TMPDIR (another checkout's suite running at the same time) can
 /// then never remove a file under a running test.
