@@ -65,7 +65,9 @@ impl AgentOptions {
             jitter: crate::config::DEFAULT_JITTER,
             tmp_dir: None,
             retry_base: Duration::from_secs(60),
-            lock_wait: Duration::from_secs(10 * 60),
+            // Long enough for a start-up backup of a large database; short enough that
+            // one stuck connector delays the others by minutes, not hours.
+            lock_wait: Duration::from_secs(2 * 60),
             shutdown_grace: crate::config::DEFAULT_SHUTDOWN_GRACE,
         }
     }
