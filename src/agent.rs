@@ -297,7 +297,8 @@ impl Agent {
             None => {
                 tracing::warn!(connector = %c, "backup abandoned at shutdown; the key keeps the previous backup");
                 attempt.result = Outcome::Abandoned;
-                attempt.reason = "shutdown: the upload was abandoned, the key keeps the previous backup".into();
+                attempt.reason =
+                    "shutdown: the upload was abandoned, the key keeps the previous backup".into();
                 slot.due = Instant::now();
             }
             Some(Ok(r)) => {
@@ -424,7 +425,10 @@ mod tests {
         let d = Duration::from_secs(3600);
         for _ in 0..200 {
             let j = jittered(d, 0.1);
-            assert!(j >= Duration::from_secs(3240) && j <= Duration::from_secs(3960), "{j:?}");
+            assert!(
+                j >= Duration::from_secs(3240) && j <= Duration::from_secs(3960),
+                "{j:?}"
+            );
         }
         assert_eq!(jittered(d, 0.0), d);
     }

@@ -150,15 +150,12 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
     })?;
     if !hub_root.is_dir() {
         return Err(Error::usage(
-            format!(
-                "--hub-root {}: not a directory",
-                hub_root.display()
-            ),
+            format!("--hub-root {}: not a directory", hub_root.display()),
             "pass the directory that holds one <connectorId>/sqlite.db per connector (production: /var/datahub)",
         ));
     }
-    let interval = duration("interval", &where_interval, l.interval.as_deref())?
-        .unwrap_or(DEFAULT_INTERVAL);
+    let interval =
+        duration("interval", &where_interval, l.interval.as_deref())?.unwrap_or(DEFAULT_INTERVAL);
     if interval.is_zero() {
         return Err(Error::usage(
             format!("--interval{where_interval}: must be more than 0"),
@@ -247,7 +244,10 @@ mod tests {
     fn an_unknown_key_is_refused_by_name() {
         let err = parse("max-age = \"1h\"\n", Path::new("/etc/h.toml")).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("max-age") && text.contains("/etc/h.toml"), "{text}");
+        assert!(
+            text.contains("max-age") && text.contains("/etc/h.toml"),
+            "{text}"
+        );
         assert_eq!(err.exit_code(), 2);
     }
 

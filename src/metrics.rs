@@ -212,19 +212,20 @@ pub async fn serve(
             let line = head.lines().next().unwrap_or("");
             let mut parts = line.split(' ');
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    metrics.render(chrono::Utc::now()),
-                )
-            } else {
-                (
-                    "404 Not Found",
-                    "text/plain; charset=utf-8",
-                    "hubvault agent: metrics are at GET /metrics\n".to_string(),
-                )
-            };
+            let (status, ctype, body) =
+                if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+                    (
+                        "200 OK",
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        metrics.render(chrono::Utc::now()),
+                    )
+                } else {
+                    (
+                        "404 Not Found",
+                        "text/plain; charset=utf-8",
+                        "hubvault agent: metrics are at GET /metrics\n".to_string(),
+                    )
+                };
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
@@ -255,9 +256,16 @@ mod tests {
             text.contains("hubvault_backup_age_seconds{org=\"acme\",connector=\"a\\\"b\"} 90\n"),
             "{text}"
         );
-        assert!(text.contains("hubvault_backup_size_bytes{org=\"acme\",connector=\"a\\\"b\"} 4096\n"));
-        assert!(text.contains("hubvault_backup_failures_total{org=\"acme\",connector=\"a\\\"b\"} 2\n"));
-        assert!(!text.contains("hubvault_backup_duration_seconds{"), "{text}");
+        assert!(
+            text.contains("hubvault_backup_size_bytes{org=\"acme\",connector=\"a\\\"b\"} 4096\n")
+        );
+        assert!(
+            text.contains("hubvault_backup_failures_total{org=\"acme\",connector=\"a\\\"b\"} 2\n")
+        );
+        assert!(
+            !text.contains("hubvault_backup_duration_seconds{"),
+            "{text}"
+        );
         m.retain(&BTreeSet::new());
         assert!(!m.render(t).contains("connector="));
     }

@@ -35,9 +35,7 @@ impl Scope {
     /// The narrowest key prefix that holds everything in scope ("" for the whole bucket).
     pub fn prefix(&self) -> Path {
         match (&self.org, &self.datahub) {
-            (Some(org), Some(hub)) => {
-                Path::from_iter([org.as_str(), "datahub", &hub.to_string()])
-            }
+            (Some(org), Some(hub)) => Path::from_iter([org.as_str(), "datahub", &hub.to_string()]),
             (Some(org), None) => Path::from(org.as_str()),
             (None, _) => Path::default(),
         }
@@ -243,7 +241,11 @@ fn judge(l: Listed, max_age: Duration, now: chrono::DateTime<chrono::Utc>) -> Co
         None => problems.push(format!(
             "no object at the canonical key, but {} kept version(s){}",
             complete,
-            if l.latest_manifest { " and latest.json" } else { "" }
+            if l.latest_manifest {
+                " and latest.json"
+            } else {
+                ""
+            }
         )),
         Some((_, o)) if o.size == 0 => {
             problems.push("the object at the canonical key is empty".to_string())

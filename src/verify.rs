@@ -116,9 +116,7 @@ pub async fn run(bucket: &Bucket, opts: &VerifyOptions) -> Result<VerifyReport> 
     let mut drills = Vec::with_capacity(chosen.len());
     for l in chosen {
         let record = drill(bucket, l, opts).await;
-        let record_key = l
-            .ck
-            .drill(&layout::stamp(record.time), record.ok);
+        let record_key = l.ck.drill(&layout::stamp(record.time), record.ok);
         let mut json = serde_json::to_vec_pretty(&record).expect("a drill record serializes");
         json.push(b'\n');
         bucket
@@ -140,7 +138,10 @@ pub async fn run(bucket: &Bucket, opts: &VerifyOptions) -> Result<VerifyReport> 
         drilled: drills.len(),
         ok: drills.iter().filter(|d| d.record.ok).count(),
         failed: drills.iter().filter(|d| !d.record.ok).count(),
-        with_warnings: drills.iter().filter(|d| !d.record.warnings.is_empty()).count(),
+        with_warnings: drills
+            .iter()
+            .filter(|d| !d.record.warnings.is_empty())
+            .count(),
     };
     Ok(VerifyReport {
         scope: opts.scope.describe(),

@@ -81,7 +81,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         })?;
         let bound = listener.local_addr().unwrap_or(addr);
         tracing::info!("metrics on http://{bound}/metrics");
-        tokio::spawn(hubvault::metrics::serve(listener, metrics.clone(), rx.clone()));
+        tokio::spawn(hubvault::metrics::serve(
+            listener,
+            metrics.clone(),
+            rx.clone(),
+        ));
     }
     tracing::info!(
         hub_root = %cfg.hub_root.display(),

@@ -52,7 +52,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 c.age_seconds
                     .map(|s| fmt_age(Duration::from_secs_f64(s)))
                     .unwrap_or_else(|| "-".into()),
-                c.size.map(output::human_bytes).unwrap_or_else(|| "-".into()),
+                c.size
+                    .map(output::human_bytes)
+                    .unwrap_or_else(|| "-".into()),
                 c.versions,
                 drill,
                 c.datahub.to_string(),

@@ -14,7 +14,9 @@ use hubvault::ids::OrgSlug;
 use hubvault::metrics::Metrics;
 
 use crate::both;
-use crate::common::{TestBucket, cmd_private_tmp, connector_db, hubvault, json_of, rt, run, stderr};
+use crate::common::{
+    TestBucket, cmd_private_tmp, connector_db, hubvault, json_of, rt, run, stderr,
+};
 
 fn acme() -> OrgSlug {
     OrgSlug::parse("acme").unwrap()
@@ -102,9 +104,18 @@ fn broken_connector_is_isolated_and_retried(tb: &TestBucket) {
         assert_eq!(by(c.connector).result, Outcome::Uploaded);
         let failed = by(bad.connector);
         assert_eq!(failed.result, Outcome::Failed);
-        assert!(failed.reason.contains(&bad_db.display().to_string()), "{failed:?}");
+        assert!(
+            failed.reason.contains(&bad_db.display().to_string()),
+            "{failed:?}"
+        );
         assert!(!p1.all_ok());
-        assert_eq!(metrics.get(&bad.connector.to_string()).unwrap().failures_total, 1);
+        assert_eq!(
+            metrics
+                .get(&bad.connector.to_string())
+                .unwrap()
+                .failures_total,
+            1
+        );
 
         // Retried on a later pass (retry_base 0 here): once repaired, it is backed up.
         std::fs::copy(&good_copy, &bad_db).unwrap();
@@ -170,8 +181,18 @@ fn output_of(mut child: Child, limit: Duration) -> (std::process::ExitStatus, St
     let status = wait_bounded(&mut child, limit);
     let mut out = String::new();
     let mut err = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     (status, out, err)
 }
 
@@ -180,13 +201,27 @@ fn lock_serializes_agent_and_backup(tb: &TestBucket) {
     let (db, _) = connector_db(hub.path(), "idbs-eworkbook", 300);
     // Hold the connector's lock so both processes are certainly running at once and
     // waiting for it; without the lock both would find no backup and both upload.
-    let held = rt().block_on(hubvault::lock::ConnectorLock::acquire(&db, Duration::from_secs(5)));
+    let held = rt().block_on(hubvault::lock::ConnectorLock::acquire(
+        &db,
+        Duration::from_secs(5),
+    ));
     let held = held.unwrap();
     let spawn = |c: &mut Command| {
-        c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     };
-    let agent = spawn(cmd_private_tmp(tb).args(["agent", "--once", "--json", "--hub-root"]).arg(hub.path()));
-    let backup = spawn(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db));
+    let agent = spawn(
+        cmd_private_tmp(tb)
+            .args(["agent", "--once", "--json", "--hub-root"])
+            .arg(hub.path()),
+    );
+    let backup = spawn(
+        cmd_private_tmp(tb)
+            .args(["backup", "--json", "--db"])
+            .arg(&db),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     drop(held);
     let (sa, out_a, err_a) = output_of(agent, Duration::from_secs(60));
@@ -226,7 +261,9 @@ fn sigterm_mid_upload_leaves_a_whole_object(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     // ~40 MB: several multipart parts on S3, a long enough upload to land in.
     let (db, spec) = connector_db(hub.path(), "hrb-cellario", 50_000);
-    let out = run(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db));
+    let out = run(cmd_private_tmp(tb)
+        .args(["backup", "--json", "--db"])
+        .arg(&db));
     let old = json_of(&out, 0)["sha256"].as_str().unwrap().to_string();
     // Change the database so the next backup is a new object.
     rusqlite::Connection::open(&db)
@@ -244,8 +281,15 @@ fn sigterm_mid_upload_leaves_a_whole_object(tb: &TestBucket) {
             .count()
     };
     assert_eq!(manifests(), 1);
-    let mut agent = cmd_private_tmp(&tb)
-        .args(["agent", "--max-age", "0s", "--shutdown-grace", "0s", "--hub-root"])
+    let mut agent = cmd_private_tmp(tb)
+        .args([
+            "agent",
+            "--max-age",
+            "0s",
+            "--shutdown-grace",
+            "0s",
+            "--hub-root",
+        ])
         .arg(hub.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -254,14 +298,22 @@ fn sigterm_mid_upload_leaves_a_whole_object(tb: &TestBucket) {
     // The new version's manifest is written just before the canonical upload starts.
     let start = Instant::now();
     while manifests() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(60), "no new version appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no new version appeared"
+        );
         assert!(agent.try_wait().unwrap().is_none(), "agent exited early");
         std::thread::sleep(Duration::from_millis(10));
     }
     sigterm(&agent);
     let status = wait_bounded(&mut agent, Duration::from_secs(30));
     let mut err = String::new();
-    agent.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    agent
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
 
     let new_manifest = tb
@@ -285,10 +337,18 @@ fn sigterm_mid_upload_leaves_a_whole_object(tb: &TestBucket) {
         (obj, m["sha256"].as_str().unwrap().to_string())
     });
     let got = sha_of(&object);
-    assert!(got == old || got == new, "the key holds neither the old nor the new object whole");
+    assert!(
+        got == old || got == new,
+        "the key holds neither the old nor the new object whole"
+    );
     // Nothing half-written lingers beside it (local staging files are named `name#N`).
     if let Some(dir) = &tb.dir {
-        let conn_dir = dir.path().join(canonical(&spec)).parent().unwrap().to_path_buf();
+        let conn_dir = dir
+            .path()
+            .join(canonical(&spec))
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let stray: Vec<PathBuf> = std::fs::read_dir(conn_dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -343,10 +403,13 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
+/// (metric name, labels, value)
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// A strict reader of the Prometheus text format (0.0.4): every sample line is
 /// `name{labels} value`, its family was declared by `# TYPE` before, names and label
 /// names are valid, the value is a float. Returns (name, labels, value).
-fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn parse_exposition(text: &str) -> Vec<Sample> {
     let valid_name = |n: &str| {
         !n.is_empty()
             && n.chars().enumerate().all(|(i, c)| {
@@ -368,7 +431,9 @@ fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
         }
         assert!(!line.starts_with('#'), "unknown comment: {line}");
         let (series, value) = line.rsplit_once(' ').unwrap();
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
         let (name, labels) = match series.split_once('{') {
             None => (series.to_string(), vec![]),
             Some((n, rest)) => {
@@ -393,7 +458,7 @@ fn parse_exposition(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
 fn metrics_served(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (_, spec) = connector_db(hub.path(), "sdc", 100);
-    let mut agent = cmd_private_tmp(&tb)
+    let mut agent = cmd_private_tmp(tb)
         .args([
             "agent",
             "--log-format",
@@ -477,7 +542,12 @@ fn agent_config_file_is_below_flags_and_environment() {
         .args(["agent", "--once", "--json", "--config"])
         .arg(&cfg));
     let doc = json_of(&out, 0);
-    assert!(doc["connectors"][0]["key"].as_str().unwrap().starts_with("from-env/"));
+    assert!(
+        doc["connectors"][0]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("from-env/")
+    );
 }
 
 #[test]
@@ -488,14 +558,26 @@ fn agent_refuses_bad_configuration_with_exit_2_and_touches_nothing() {
     let cfg = hub.path().join("hubvault.toml");
     std::fs::write(&cfg, "max-age = \"1h\"\n").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--config".into(), cfg.display().to_string()], "max-age"),
         (
-            vec!["--config".into(), hub.path().join("missing.toml").display().to_string()],
+            vec!["--config".into(), cfg.display().to_string()],
+            "max-age",
+        ),
+        (
+            vec![
+                "--config".into(),
+                hub.path().join("missing.toml").display().to_string(),
+            ],
             "missing.toml",
         ),
         (vec!["--interval".into(), "soon".into()], "--interval"),
-        (vec!["--metrics-addr".into(), "localhost".into()], "--metrics-addr"),
-        (vec!["--hub-root".into(), "/nonexistent/hub".into()], "/nonexistent/hub"),
+        (
+            vec!["--metrics-addr".into(), "localhost".into()],
+            "--metrics-addr",
+        ),
+        (
+            vec!["--hub-root".into(), "/nonexistent/hub".into()],
+            "/nonexistent/hub",
+        ),
     ];
     for (args, names) in cases {
         let mut c = cmd_private_tmp(&tb);
@@ -510,6 +592,8 @@ fn agent_refuses_bad_configuration_with_exit_2_and_touches_nothing() {
     }
     assert!(tb.keys("").is_empty(), "nothing may be written");
     // No bucket at all is a usage error too.
-    let out = run(hubvault().args(["agent", "--once", "--hub-root"]).arg(hub.path()));
+    let out = run(hubvault()
+        .args(["agent", "--once", "--hub-root"])
+        .arg(hub.path()));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

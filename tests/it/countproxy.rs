@@ -66,7 +66,11 @@ impl Drop for CountingProxy {
     }
 }
 
-fn forward(mut client: TcpStream, upstream: &str, reqs: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn forward(
+    mut client: TcpStream,
+    upstream: &str,
+    reqs: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     client.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

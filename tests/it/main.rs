@@ -4,9 +4,9 @@
 
 mod common;
 
+mod agent;
 mod backup;
 mod conformance;
-mod agent;
 mod countproxy;
 mod status;
 mod verify;

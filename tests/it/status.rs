@@ -10,7 +10,9 @@ use hubvault::ids::{ConnectorId, DatahubId, OrgSlug};
 use hubvault::layout::{ConnectorKey, VersionId};
 
 use crate::both;
-use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, rt, run, s3_endpoint, stderr, stdout};
+use crate::common::{
+    TestBucket, cmd_private_tmp, connector_db, json_of, rt, run, s3_endpoint, stderr, stdout,
+};
 use crate::countproxy::CountingProxy;
 
 /// Writes the keys a hubvault backup leaves (canonical, label, one version and its
@@ -27,7 +29,10 @@ pub fn seed(bucket: &Bucket, org: &str, n: usize, broken: usize) -> Vec<Connecto
     let mut puts = Vec::new();
     for (i, ck) in cks.iter().enumerate() {
         if i >= broken {
-            puts.push((ck.canonical(&Default::default()), Bytes::from_static(b"SQLite format 3\0placeholder")));
+            puts.push((
+                ck.canonical(&Default::default()),
+                Bytes::from_static(b"SQLite format 3\0placeholder"),
+            ));
         }
         puts.push((ck.label("sdc", &format!("source {i}")), Bytes::new()));
         puts.push((ck.version_data(&v), Bytes::from_static(b"zstd")));
@@ -50,7 +55,12 @@ pub fn seed(bucket: &Bucket, org: &str, n: usize, broken: usize) -> Vec<Connecto
 fn broken_first_and_exit_3(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (db, fresh) = connector_db(hub.path(), "hrb-cellario", 40);
-    json_of(&run(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db)), 0);
+    json_of(
+        &run(cmd_private_tmp(tb)
+            .args(["backup", "--json", "--db"])
+            .arg(&db)),
+        0,
+    );
     let out = run(cmd_private_tmp(tb).args(["status", "--json"]));
     let doc = json_of(&out, 0);
     assert_eq!(doc["summary"]["fresh"], 1);
@@ -67,16 +77,24 @@ fn broken_first_and_exit_3(tb: &TestBucket) {
     let out = run(cmd_private_tmp(tb).args(["status", "--json"]));
     let doc = json_of(&out, 3);
     assert_eq!(doc["summary"]["broken"], 1);
-    assert_eq!(doc["connectors"][0]["connector"], broken.connector.to_string());
+    assert_eq!(
+        doc["connectors"][0]["connector"],
+        broken.connector.to_string()
+    );
     assert_eq!(doc["connectors"][0]["state"], "broken");
-    assert!(doc["connectors"][0]["problems"][0]
-        .as_str()
-        .unwrap()
-        .contains("no object at the canonical key"));
+    assert!(
+        doc["connectors"][0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("no object at the canonical key")
+    );
     assert_eq!(doc["connectors"][1]["state"], "fresh");
 
     // Every backup at least --max-age old is stale, listed after the broken one.
-    let doc = json_of(&run(cmd_private_tmp(tb).args(["status", "--json", "--max-age", "0s"])), 3);
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args(["status", "--json", "--max-age", "0s"])),
+        3,
+    );
     let states: Vec<&str> = doc["connectors"]
         .as_array()
         .unwrap()
@@ -90,12 +108,23 @@ fn broken_first_and_exit_3(tb: &TestBucket) {
     assert_eq!(out.status.code(), Some(3));
     let text = stdout(&out);
     let rows: Vec<&str> = text.lines().collect();
-    assert!(rows[1].starts_with("BROKEN") && rows[3].starts_with("STALE"), "{text}");
-    assert!(text.contains("2 backups in acme/: 0 fresh, 1 stale, 1 broken"), "{text}");
+    assert!(
+        rows[1].starts_with("BROKEN") && rows[3].starts_with("STALE"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2 backups in acme/: 0 fresh, 1 stale, 1 broken"),
+        "{text}"
+    );
 
     // --datahub narrows to one hub.
     let doc = json_of(
-        &run(cmd_private_tmp(tb).args(["status", "--json", "--datahub", &fresh.datahub.to_string()])),
+        &run(cmd_private_tmp(tb).args([
+            "status",
+            "--json",
+            "--datahub",
+            &fresh.datahub.to_string(),
+        ])),
         0,
     );
     assert_eq!(doc["summary"]["total"], 1);
@@ -121,7 +150,12 @@ both!(status_refuses_malformed_flags_with_exit_2, bad_flags);
 fn drill_shows_in_status(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (db, _) = connector_db(hub.path(), "sdc", 20);
-    json_of(&run(cmd_private_tmp(tb).args(["backup", "--json", "--db"]).arg(&db)), 0);
+    json_of(
+        &run(cmd_private_tmp(tb)
+            .args(["backup", "--json", "--db"])
+            .arg(&db)),
+        0,
+    );
     json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 0);
     let doc = json_of(&run(cmd_private_tmp(tb).args(["status", "--json"])), 0);
     assert_eq!(doc["connectors"][0]["last_drill"]["ok"], true);
