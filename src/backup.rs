@@ -42,6 +42,8 @@ pub struct BackupOptions {
     pub zstd_level: i32,
     /// How long to wait for another backup of the same connector to finish.
     pub lock_wait: Duration,
+    /// Applied to this connector's versions after each upload.
+    pub retention: Option<crate::retention::Policy>,
 }
 
 impl BackupOptions {
@@ -56,6 +58,7 @@ impl BackupOptions {
             tmp_dir: None,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             lock_wait: Duration::from_secs(15 * 60),
+            retention: None,
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct BackupReport {
     pub new_version: bool,
     pub stored_bytes: Option<u64>,
     pub check: Option<&'static str>,
+    /// Versions the retention policy removed after the upload.
+    pub pruned: Option<usize>,
     pub seconds: f64,
 }
 
@@ -159,6 +164,7 @@ pub async fn run(
                 new_version: false,
                 stored_bytes: None,
                 check: None,
+                pruned: None,
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
@@ -260,6 +266,25 @@ pub async fn run(
     write_label(bucket, &ck, &manifest.source_type, &manifest.name).await?;
     let snap_check = checked.check;
     let snap_size = copy.size;
+    drop(copy);
+    let pruned = match opts.retention.filter(|p| !p.is_empty()) {
+        None => None,
+        Some(policy) => {
+            let scope = crate::prune::Scope {
+                org: opts.org.clone(),
+                datahub: Some(live.datahub),
+                connector: Some(live.connector),
+            };
+            // The backup itself succeeded: a failed prune is reported, not fatal.
+            match crate::prune::prune(bucket, &scope, &policy, false).await {
+                Ok(r) => Some(r.versions_removed),
+                Err(e) => {
+                    tracing::warn!("backup done, but applying the retention policy failed: {e}");
+                    None
+                }
+            }
+        }
+    };
 
     Ok(BackupReport {
         decision: Decision::Uploaded,
@@ -275,6 +300,7 @@ pub async fn run(
         new_version,
         stored_bytes: Some(manifest.stored_size),
         check: Some(snap_check),
+        pruned,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

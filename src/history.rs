@@ -72,6 +72,75 @@ pub async fn read_manifest(bucket: &Bucket, ck: &ConnectorKey, id: &VersionId) -
     Ok(m)
 }
 
+/// One line of `hubvault versions`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VersionRow {
+    pub version: VersionId,
+    pub snapshot_at: chrono::DateTime<chrono::Utc>,
+    /// Plain size, from the manifest.
+    pub size: Option<u64>,
+    /// Compressed size in the bucket.
+    pub stored_size: Option<u64>,
+    pub sha256: Option<String>,
+    /// True if and only if both data and manifest are there.
+    pub complete: bool,
+    /// True if and only if the canonical object equals this version.
+    pub current: bool,
+    /// Rows in `Events`, from the manifest.
+    pub events: Option<u64>,
+    /// A manifest that could not be read: why.
+    pub problem: Option<String>,
+}
+
+/// Every version with what its manifest says, newest first. One LIST, one GET of
+/// `latest.json`, and one GET per manifest (a few at a time).
+pub async fn describe(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionRow>> {
+    use futures::StreamExt;
+    let entries = list_versions(bucket, ck).await?;
+    let current = crate::backup::read_latest(bucket, ck)
+        .await
+        .map(|m| m.version);
+    let rows = futures::stream::iter(entries)
+        .map(|e| {
+            let current = current.clone();
+            async move {
+                let mut row = VersionRow {
+                    snapshot_at: e.id.time(),
+                    size: None,
+                    stored_size: e.data.as_ref().map(|d| d.size),
+                    sha256: None,
+                    complete: e.is_complete(),
+                    current: current.as_ref() == Some(&e.id),
+                    events: None,
+                    problem: None,
+                    version: e.id.clone(),
+                };
+                if e.manifest.is_some() {
+                    match read_manifest(bucket, ck, &e.id).await {
+                        Ok(m) => {
+                            row.size = Some(m.size);
+                            row.sha256 = Some(m.sha256);
+                            row.events = m.rows.get("Events").copied();
+                        }
+                        Err(err) => row.problem = Some(err.to_string()),
+                    }
+                } else {
+                    row.problem = Some(
+                        "no manifest (a backup was cut off; prune removes it after a day)".into(),
+                    );
+                }
+                if e.data.is_none() {
+                    row.problem = Some("no data object (prune removes it after a day)".into());
+                }
+                row
+            }
+        })
+        .buffered(8)
+        .collect::<Vec<_>>()
+        .await;
+    Ok(rows)
+}
+
 /// The newest complete version taken at or before `at` (versions newest first).
 pub fn newest_at_or_before(
     versions: &[VersionEntry],

@@ -17,6 +17,8 @@
 //! - [`manifest`]: what is recorded beside every backup;
 //! - [`backup`]: the seed's rule for one connector;
 //! - [`history`]: a connector's kept versions;
+//! - [`retention`]: which versions a policy keeps (restic's rules);
+//! - [`prune`]: applying it to a connector, a hub or an org;
 //! - [`lock`]: one backup of a connector at a time;
 //! - [`agent`]: the long-running hub agent (discovery, schedule, shutdown);
 //! - [`config`]: the agent's settings from flags, environment and a TOML file;
@@ -39,6 +41,8 @@ pub mod lock;
 pub mod manifest;
 pub mod metrics;
 pub mod progress;
+pub mod prune;
+pub mod retention;
 pub mod snapshot;
 pub mod status;
 pub mod verify;

@@ -28,6 +28,9 @@ pub struct Args {
     /// Where the snapshot is written before upload (default: TMPDIR).
     #[arg(long, value_name = "DIR", env = "HUBVAULT_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
+    /// Retention applied to this connector's versions after an upload.
+    #[command(flatten, next_help_heading = "Retention (applied after an upload)")]
+    keep: super::prune::PolicyArgs,
 }
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
@@ -42,6 +45,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     opts.max_age = a.max_age;
     opts.force = a.force;
     opts.tmp_dir = a.tmp_dir;
+    opts.retention = Some(a.keep.policy()).filter(|p| !p.is_empty());
     let report = backup::run(&bucket, &opts, &output::Bar::new(g.json)).await?;
     if g.json {
         output::print_json(&report);
@@ -68,6 +72,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                     );
                 } else {
                     println!("  unchanged since version {v}: no new version, backup refreshed");
+                }
+                if let Some(n) = report.pruned {
+                    println!("  retention removed {n} old versions");
                 }
                 println!("  took {:.2}s", report.seconds);
             }

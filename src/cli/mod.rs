@@ -8,8 +8,10 @@ mod backup;
 mod demo;
 mod inspect;
 mod output;
+mod prune;
 mod status;
 mod verify;
+mod versions;
 
 use std::process::ExitCode;
 
@@ -66,6 +68,10 @@ enum Command {
     Inspect(inspect::Args),
     /// The whole story on a local-directory bucket: four connectors, backups, skips.
     Demo(demo::Args),
+    /// The kept history of one connector's backups, newest first.
+    Versions(versions::Args),
+    /// Remove old versions by a retention policy (restic's --keep-* rules).
+    Prune(prune::Args),
     /// Long-running: backs up every connector under the hub root when due, also those
     /// that never restart; serves Prometheus metrics.
     Agent(agent::Args),
@@ -122,6 +128,8 @@ pub fn main() -> ExitCode {
             Command::Backup(a) => backup::run(a, &g).await,
             Command::Inspect(a) => inspect::run(a, &g).await,
             Command::Demo(a) => demo::run(a, &g).await,
+            Command::Versions(a) => versions::run(a, &g).await,
+            Command::Prune(a) => prune::run(a, &g).await,
             Command::Agent(a) => agent::run(a, &g).await,
             Command::Status(a) => status::run(a, &g).await,
             Command::Verify(a) => verify::run(a, &g).await,

@@ -210,7 +210,7 @@ pub fn rows(db: &Path, table: &str) -> Vec<serde_json::Value> {
     let mut stmt = conn
         .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
         .unwrap();
-    let names: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let names: Vec<String> = stmt.column_names().map(String::from).collect();
     stmt.query_map([], |r| {
         let mut obj = serde_json::Map::new();
         for (i, n) in names.iter().enumerate() {

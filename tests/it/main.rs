@@ -8,5 +8,6 @@ mod agent;
 mod backup;
 mod conformance;
 mod countproxy;
+mod history;
 mod status;
 mod verify;
