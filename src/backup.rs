@@ -186,14 +186,20 @@ pub async fn run(
     let staged = stage(bucket, opts, &ck, &key, &copy, progress).await;
     let checked = match check.await {
         Ok(r) => r,
-        Err(e) => Err(Error::check(format!("snapshot check task failed: {e}"), "report this as a bug")),
+        Err(e) => Err(Error::check(
+            format!("snapshot check task failed: {e}"),
+            "report this as a bug",
+        )),
     };
     let (sha256, latest, uploads) = match (staged, checked) {
         (Ok(s), Ok(c)) => {
             if c.info.datahub != live.datahub || c.info.connector != live.connector {
                 s.2.abort().await;
                 return Err(Error::check(
-                    format!("{}: the ids in the database changed while the backup ran", db_path.display()),
+                    format!(
+                        "{}: the ids in the database changed while the backup ran",
+                        db_path.display()
+                    ),
                     "run the backup again",
                 ));
             }
@@ -239,14 +245,26 @@ pub async fn run(
                 tool: manifest::tool(),
                 host: manifest::host_name(),
             };
-            bucket.put_bytes(&ck.version_manifest(&m.version), m.to_json(), WriteMode::Create).await?;
+            bucket
+                .put_bytes(
+                    &ck.version_manifest(&m.version),
+                    m.to_json(),
+                    WriteMode::Create,
+                )
+                .await?;
             m
         }
         (None, None) => unreachable!("no new version only when the latest manifest matched"),
     };
     uploads.canonical.commit().await?;
     tracing::debug!(elapsed = ?started.elapsed(), "canonical object written");
-    bucket.put_bytes(&ck.latest_manifest(), manifest.to_json(), WriteMode::Overwrite).await?;
+    bucket
+        .put_bytes(
+            &ck.latest_manifest(),
+            manifest.to_json(),
+            WriteMode::Overwrite,
+        )
+        .await?;
     write_label(bucket, &ck, &manifest.source_type, &manifest.name).await?;
     let snap_check = checked.check;
     let snap_size = copy.size;
@@ -254,7 +272,11 @@ pub async fn run(
     let pruned = match opts.retention.filter(|p| !p.is_empty()) {
         None => None,
         Some(policy) => {
-            let scope = crate::prune::Scope { org: opts.org.clone(), datahub: Some(live.datahub), connector: Some(live.connector) };
+            let scope = crate::prune::Scope {
+                org: opts.org.clone(),
+                datahub: Some(live.datahub),
+                connector: Some(live.connector),
+            };
             // The backup itself succeeded: a failed prune is reported, not fatal.
             match crate::prune::prune(bucket, &scope, &policy, false).await {
                 Ok(r) => Some(r.versions_removed),
@@ -335,7 +357,11 @@ async fn stage(
     let (sent, mut staged) = bucket.stage_file(&copy.file, &targets, progress).await?;
     let canonical = staged.pop().expect("the canonical target is last");
     let version = version.map(|v| (v, staged.pop().expect("the version target is first")));
-    let uploads = Uploads { version, canonical, checked: None };
+    let uploads = Uploads {
+        version,
+        canonical,
+        checked: None,
+    };
     if let Err(e) = ensure_same(&sent.sha256, &sha256, &copy.file) {
         uploads.abort().await;
         return Err(e);

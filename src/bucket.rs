@@ -224,9 +224,19 @@ impl Bucket {
         encoding: Encoding,
         progress: &dyn Progress,
     ) -> Result<Transfer> {
-        let (plain, mut staged) = self.stage_file(file, &[(key.clone(), encoding)], progress).await?;
-        let stored = staged.pop().expect("one target, one upload").commit().await?;
-        Ok(Transfer { plain_bytes: plain.plain_bytes, stored_bytes: stored, sha256: plain.sha256 })
+        let (plain, mut staged) = self
+            .stage_file(file, &[(key.clone(), encoding)], progress)
+            .await?;
+        let stored = staged
+            .pop()
+            .expect("one target, one upload")
+            .commit()
+            .await?;
+        Ok(Transfer {
+            plain_bytes: plain.plain_bytes,
+            stored_bytes: stored,
+            sha256: plain.sha256,
+        })
     }
 
     /// Reads `file` ONCE and streams it to every target key at the same time (e.g. the
@@ -242,26 +252,38 @@ impl Bucket {
         targets: &[(Path, Encoding)],
         progress: &dyn Progress,
     ) -> Result<(Transfer, Vec<StagedUpload>)> {
-        let mut src = std::fs::File::open(file).map_err(|e| Error::io(file, "cannot open for upload", e))?;
+        let mut src =
+            std::fs::File::open(file).map_err(|e| Error::io(file, "cannot open for upload", e))?;
         let total = src.metadata().map(|m| m.len()).unwrap_or(0);
         let mut uploads = Vec::with_capacity(targets.len());
         for (key, encoding) in targets {
             let encoder = match *encoding {
                 Encoding::Plain => None,
                 Encoding::Zstd(level) => {
-                    let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), level)
-                        .map_err(|e| Error::io(file, "cannot start zstd", e))?;
-                    enc.include_checksum(true).map_err(|e| Error::io(file, "zstd", e))?;
+                    let mut enc =
+                        zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), level)
+                            .map_err(|e| Error::io(file, "cannot start zstd", e))?;
+                    enc.include_checksum(true)
+                        .map_err(|e| Error::io(file, "zstd", e))?;
                     // Records the plain size in the frame (`zstd -l` shows it) and lets zstd
                     // size its window to the input.
-                    enc.set_pledged_src_size(Some(total)).map_err(|e| Error::io(file, "zstd", e))?;
-                    enc.include_contentsize(true).map_err(|e| Error::io(file, "zstd", e))?;
+                    enc.set_pledged_src_size(Some(total))
+                        .map_err(|e| Error::io(file, "zstd", e))?;
+                    enc.include_contentsize(true)
+                        .map_err(|e| Error::io(file, "zstd", e))?;
                     Some(enc)
                 }
             };
             let writer = BufWriter::with_capacity(self.store.clone(), key.clone(), PART_SIZE)
                 .with_max_concurrency(PART_CONCURRENCY);
-            uploads.push(StagedUpload { bucket: self.clone(), key: key.clone(), writer, encoder, stored: 0, file: file.to_path_buf() });
+            uploads.push(StagedUpload {
+                bucket: self.clone(),
+                key: key.clone(),
+                writer,
+                encoder,
+                stored: 0,
+                file: file.to_path_buf(),
+            });
         }
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
@@ -269,7 +291,9 @@ impl Bucket {
         progress.begin(targets.first().map(|t| t.0.as_ref()).unwrap_or(""), total);
         let result: Result<()> = async {
             loop {
-                let n = src.read(&mut buf).map_err(|e| Error::io(file, "read failed during upload", e))?;
+                let n = src
+                    .read(&mut buf)
+                    .map_err(|e| Error::io(file, "read failed during upload", e))?;
                 if n == 0 {
                     break;
                 }
@@ -293,7 +317,14 @@ impl Bucket {
             }
             return Err(e);
         }
-        Ok((Transfer { plain_bytes: plain, stored_bytes: 0, sha256: hex::encode(hasher.finalize()) }, uploads))
+        Ok((
+            Transfer {
+                plain_bytes: plain,
+                stored_bytes: 0,
+                sha256: hex::encode(hasher.finalize()),
+            },
+            uploads,
+        ))
     }
 
     /// A small object, whole, in memory.
@@ -567,14 +598,18 @@ impl StagedUpload {
         let bytes: &[u8] = match self.encoder.as_mut() {
             None => plain,
             Some(enc) => {
-                enc.write_all(plain).map_err(|e| Error::io(&self.file, "zstd", e))?;
+                enc.write_all(plain)
+                    .map_err(|e| Error::io(&self.file, "zstd", e))?;
                 out = std::mem::take(enc.get_mut());
                 &out
             }
         };
         if !bytes.is_empty() {
             self.stored += bytes.len() as u64;
-            self.writer.write_all(bytes).await.map_err(|e| self.bucket.io_err("PUT", &self.key, e))?;
+            self.writer
+                .write_all(bytes)
+                .await
+                .map_err(|e| self.bucket.io_err("PUT", &self.key, e))?;
         }
         Ok(())
     }
@@ -583,7 +618,10 @@ impl StagedUpload {
         if let Some(enc) = self.encoder.take() {
             let tail = enc.finish().map_err(|e| Error::io(&self.file, "zstd", e))?;
             self.stored += tail.len() as u64;
-            self.writer.write_all(&tail).await.map_err(|e| self.bucket.io_err("PUT", &self.key, e))?;
+            self.writer
+                .write_all(&tail)
+                .await
+                .map_err(|e| self.bucket.io_err("PUT", &self.key, e))?;
         }
         Ok(())
     }

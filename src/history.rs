@@ -29,7 +29,9 @@ pub async fn list_versions(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<Ver
     let listed = bucket.list(&ck.versions_dir()).await?;
     let mut by_id: std::collections::BTreeMap<VersionId, VersionEntry> = Default::default();
     for obj in listed {
-        let Some((owner, kind)) = parse_key(&obj.key) else { continue };
+        let Some((owner, kind)) = parse_key(&obj.key) else {
+            continue;
+        };
         if &owner != ck {
             continue;
         }
@@ -38,7 +40,11 @@ pub async fn list_versions(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<Ver
             KeyKind::VersionManifest(id) => (id, false),
             _ => continue,
         };
-        let e = by_id.entry(id.clone()).or_insert(VersionEntry { id, data: None, manifest: None });
+        let e = by_id.entry(id.clone()).or_insert(VersionEntry {
+            id,
+            data: None,
+            manifest: None,
+        });
         if is_data {
             e.data = Some(obj);
         } else {
@@ -55,7 +61,11 @@ pub async fn read_manifest(bucket: &Bucket, ck: &ConnectorKey, id: &VersionId) -
     let m = Manifest::from_json(&bytes, key.as_ref())?;
     if &m.version != id || m.connector_key() != *ck {
         return Err(Error::check(
-            format!("manifest {key} describes {} of {}, not this version", m.version, m.connector_key().prefix()),
+            format!(
+                "manifest {key} describes {} of {}, not this version",
+                m.version,
+                m.connector_key().prefix()
+            ),
             "the history was tampered with or copied between connectors; run `hubvault verify`",
         ));
     }
@@ -87,7 +97,9 @@ pub struct VersionRow {
 pub async fn describe(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionRow>> {
     use futures::StreamExt;
     let entries = list_versions(bucket, ck).await?;
-    let current = crate::backup::read_latest(bucket, ck).await.map(|m| m.version);
+    let current = crate::backup::read_latest(bucket, ck)
+        .await
+        .map(|m| m.version);
     let rows = futures::stream::iter(entries)
         .map(|e| {
             let current = current.clone();
@@ -113,7 +125,9 @@ pub async fn describe(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionR
                         Err(err) => row.problem = Some(err.to_string()),
                     }
                 } else {
-                    row.problem = Some("no manifest (a backup was cut off; prune removes it after a day)".into());
+                    row.problem = Some(
+                        "no manifest (a backup was cut off; prune removes it after a day)".into(),
+                    );
                 }
                 if e.data.is_none() {
                     row.problem = Some("no data object (prune removes it after a day)".into());
@@ -128,8 +142,14 @@ pub async fn describe(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionR
 }
 
 /// The newest complete version taken at or before `at` (versions newest first).
-pub fn newest_at_or_before(versions: &[VersionEntry], at: chrono::DateTime<chrono::Utc>) -> Option<&VersionEntry> {
-    versions.iter().filter(|v| v.is_complete()).find(|v| v.id.time() <= at)
+pub fn newest_at_or_before(
+    versions: &[VersionEntry],
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<&VersionEntry> {
+    versions
+        .iter()
+        .filter(|v| v.is_complete())
+        .find(|v| v.id.time() <= at)
 }
 
 #[cfg(test)]
@@ -138,8 +158,16 @@ mod tests {
 
     fn entry(stamp: &str, complete: bool) -> VersionEntry {
         let id = VersionId::parse(&format!("{stamp}-aaaaaaaaaaaa")).unwrap();
-        let info = ObjectInfo { key: "k".into(), size: 1, last_modified: id.time() };
-        VersionEntry { id, data: Some(info.clone()), manifest: complete.then_some(info) }
+        let info = ObjectInfo {
+            key: "k".into(),
+            size: 1,
+            last_modified: id.time(),
+        };
+        VersionEntry {
+            id,
+            data: Some(info.clone()),
+            manifest: complete.then_some(info),
+        }
     }
 
     #[test]
@@ -151,9 +179,24 @@ mod tests {
             entry("20261123T090000.000Z", true),
         ];
         let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
-        assert_eq!(newest_at_or_before(&vs, t("2026-11-24T11:00:00Z")).unwrap().id, vs[2].id);
-        assert_eq!(newest_at_or_before(&vs, t("2026-11-24T12:00:00Z")).unwrap().id, vs[0].id);
-        assert_eq!(newest_at_or_before(&vs, t("2026-11-24T08:59:59Z")).unwrap().id, vs[3].id);
+        assert_eq!(
+            newest_at_or_before(&vs, t("2026-11-24T11:00:00Z"))
+                .unwrap()
+                .id,
+            vs[2].id
+        );
+        assert_eq!(
+            newest_at_or_before(&vs, t("2026-11-24T12:00:00Z"))
+                .unwrap()
+                .id,
+            vs[0].id
+        );
+        assert_eq!(
+            newest_at_or_before(&vs, t("2026-11-24T08:59:59Z"))
+                .unwrap()
+                .id,
+            vs[3].id
+        );
         assert!(newest_at_or_before(&vs, t("2026-01-01T00:00:00Z")).is_none());
     }
 }

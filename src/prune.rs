@@ -38,7 +38,9 @@ impl Scope {
     pub fn prefix(&self) -> Result<object_store::path::Path> {
         Ok(match (self.datahub, self.connector) {
             (Some(h), Some(c)) => ConnectorKey::new(self.org.clone(), h, c).prefix(),
-            (Some(h), None) => object_store::path::Path::from_iter([self.org.as_str(), "datahub", &h.to_string()]),
+            (Some(h), None) => {
+                object_store::path::Path::from_iter([self.org.as_str(), "datahub", &h.to_string()])
+            }
             (None, None) => object_store::path::Path::from(self.org.as_str()),
             (None, Some(_)) => {
                 return Err(Error::usage(
@@ -74,7 +76,12 @@ pub struct PruneReport {
 }
 
 /// Plans and (unless `dry_run`) carries out the policy.
-pub async fn prune(bucket: &Bucket, scope: &Scope, policy: &Policy, dry_run: bool) -> Result<PruneReport> {
+pub async fn prune(
+    bucket: &Bucket,
+    scope: &Scope,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<PruneReport> {
     if policy.is_empty() {
         return Err(Error::usage(
             "no retention rule given, so nothing would be removed",
@@ -83,9 +90,12 @@ pub async fn prune(bucket: &Bucket, scope: &Scope, policy: &Policy, dry_run: boo
     }
     let prefix = scope.prefix()?;
     let listed = bucket.list(&prefix).await?;
-    let mut by_connector: BTreeMap<ConnectorKey, BTreeMap<VersionId, VersionEntry>> = BTreeMap::new();
+    let mut by_connector: BTreeMap<ConnectorKey, BTreeMap<VersionId, VersionEntry>> =
+        BTreeMap::new();
     for obj in listed {
-        let Some((ck, kind)) = parse_key(&obj.key) else { continue };
+        let Some((ck, kind)) = parse_key(&obj.key) else {
+            continue;
+        };
         let (id, is_data) = match kind {
             KeyKind::VersionData(id) => (id, true),
             KeyKind::VersionManifest(id) => (id, false),
@@ -95,7 +105,11 @@ pub async fn prune(bucket: &Bucket, scope: &Scope, policy: &Policy, dry_run: boo
             .entry(ck)
             .or_default()
             .entry(id.clone())
-            .or_insert(VersionEntry { id, data: None, manifest: None });
+            .or_insert(VersionEntry {
+                id,
+                data: None,
+                manifest: None,
+            });
         if is_data {
             e.data = Some(obj);
         } else {
@@ -107,7 +121,11 @@ pub async fn prune(bucket: &Bucket, scope: &Scope, policy: &Policy, dry_run: boo
     let mut plans = Vec::new();
     for (ck, entries) in by_connector {
         let entries: Vec<VersionEntry> = entries.into_values().rev().collect();
-        let complete: Vec<VersionId> = entries.iter().filter(|e| e.is_complete()).map(|e| e.id.clone()).collect();
+        let complete: Vec<VersionId> = entries
+            .iter()
+            .filter(|e| e.is_complete())
+            .map(|e| e.id.clone())
+            .collect();
         let mut protected: Vec<VersionId> = complete.first().cloned().into_iter().collect();
         if let Some(latest) = crate::backup::read_latest(bucket, &ck).await {
             protected.push(latest.version);
@@ -119,9 +137,16 @@ pub async fn prune(bucket: &Bucket, scope: &Scope, policy: &Policy, dry_run: boo
             .map(|e| e.id.clone())
             .collect();
         let mut delete = Vec::new();
-        let doomed = verdicts.iter().filter(|v| !v.keep).map(|v| &v.version).chain(incomplete.iter());
+        let doomed = verdicts
+            .iter()
+            .filter(|v| !v.keep)
+            .map(|v| &v.version)
+            .chain(incomplete.iter());
         for id in doomed {
-            let e = entries.iter().find(|e| &e.id == id).expect("from the same listing");
+            let e = entries
+                .iter()
+                .find(|e| &e.id == id)
+                .expect("from the same listing");
             // Data first: a cut-off prune leaves a manifest without data, which reads as
             // incomplete and is removed next time, never a manifest promising data.
             delete.extend(e.data.iter().map(|o| o.key.to_string()));
@@ -141,7 +166,9 @@ pub async fn prune(bucket: &Bucket, scope: &Scope, policy: &Policy, dry_run: boo
     if !dry_run {
         for plan in &plans {
             for key in &plan.delete {
-                bucket.delete(&object_store::path::Path::from(key.as_str())).await?;
+                bucket
+                    .delete(&object_store::path::Path::from(key.as_str()))
+                    .await?;
                 deleted += 1;
             }
         }
@@ -149,8 +176,14 @@ pub async fn prune(bucket: &Bucket, scope: &Scope, policy: &Policy, dry_run: boo
     Ok(PruneReport {
         dry_run,
         policy: policy.to_string(),
-        versions_removed: plans.iter().map(|p| p.verdicts.iter().filter(|v| !v.keep).count() + p.incomplete.len()).sum(),
-        versions_kept: plans.iter().map(|p| p.verdicts.iter().filter(|v| v.keep).count()).sum(),
+        versions_removed: plans
+            .iter()
+            .map(|p| p.verdicts.iter().filter(|v| !v.keep).count() + p.incomplete.len())
+            .sum(),
+        versions_kept: plans
+            .iter()
+            .map(|p| p.verdicts.iter().filter(|v| v.keep).count())
+            .sum(),
         objects_deleted: deleted,
         connectors: plans,
     })

@@ -51,7 +51,19 @@ impl std::fmt::Display for Policy {
         let parts: Vec<String> = self
             .rules()
             .iter()
-            .filter_map(|(r, n)| n.map(|n| format!("--keep-{} {}", r.name(), if n == u32::MAX { "unlimited".into() } else { n.to_string() })))
+            .filter_map(|(r, n)| {
+                n.map(|n| {
+                    format!(
+                        "--keep-{} {}",
+                        r.name(),
+                        if n == u32::MAX {
+                            "unlimited".into()
+                        } else {
+                            n.to_string()
+                        }
+                    )
+                })
+            })
             .collect();
         f.write_str(&parts.join(" "))
     }
@@ -81,7 +93,12 @@ impl Rule {
 
     /// The period a time falls in, as a number that differs between periods.
     fn period(self, t: chrono::DateTime<chrono::Utc>, index: usize) -> i64 {
-        let (y, m, d, h) = (t.year() as i64, t.month() as i64, t.day() as i64, t.hour() as i64);
+        let (y, m, d, h) = (
+            t.year() as i64,
+            t.month() as i64,
+            t.day() as i64,
+            t.hour() as i64,
+        );
         match self {
             Rule::Last => index as i64,
             Rule::Hourly => ((y * 100 + m) * 100 + d) * 100 + h,
@@ -108,8 +125,11 @@ pub struct Verdict {
 pub fn apply(policy: &Policy, versions: &[VersionId], protected: &[VersionId]) -> Vec<Verdict> {
     let mut sorted: Vec<&VersionId> = versions.iter().collect();
     sorted.sort_by(|a, b| b.cmp(a));
-    let mut state: Vec<(Rule, u32, Option<i64>)> =
-        policy.rules().iter().filter_map(|(r, n)| n.map(|n| (*r, n, None))).collect();
+    let mut state: Vec<(Rule, u32, Option<i64>)> = policy
+        .rules()
+        .iter()
+        .filter_map(|(r, n)| n.map(|n| (*r, n, None)))
+        .collect();
     sorted
         .into_iter()
         .enumerate()
@@ -131,7 +151,11 @@ pub fn apply(policy: &Policy, versions: &[VersionId], protected: &[VersionId]) -
             if protected.contains(v) {
                 reasons.push("protected".to_string());
             }
-            Verdict { version: v.clone(), keep: !reasons.is_empty(), reasons }
+            Verdict {
+                version: v.clone(),
+                keep: !reasons.is_empty(),
+                reasons,
+            }
         })
         .collect()
 }
@@ -149,7 +173,9 @@ mod tests {
         times
             .iter()
             .map(|t| {
-                let dt = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M").unwrap().and_utc();
+                let dt = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M")
+                    .unwrap()
+                    .and_utc();
                 VersionId::new(dt, "abcdefabcdefabcdef")
             })
             .collect()
@@ -165,8 +191,16 @@ mod tests {
 
     #[test]
     fn keep_last_keeps_the_n_newest() {
-        let versions = vs(&["2026-11-01 10:00", "2026-11-03 10:00", "2026-11-02 10:00", "2026-11-04 10:00"]);
-        let p = Policy { keep_last: Some(2), ..Default::default() };
+        let versions = vs(&[
+            "2026-11-01 10:00",
+            "2026-11-03 10:00",
+            "2026-11-02 10:00",
+            "2026-11-04 10:00",
+        ]);
+        let p = Policy {
+            keep_last: Some(2),
+            ..Default::default()
+        };
         assert_eq!(kept(p, &versions), ["2026-11-04 10:00", "2026-11-03 10:00"]);
     }
 
@@ -180,22 +214,44 @@ mod tests {
             "2026-11-23 06:00",
             "2026-11-22 09:00",
         ]);
-        let p = Policy { keep_daily: Some(2), ..Default::default() };
+        let p = Policy {
+            keep_daily: Some(2),
+            ..Default::default()
+        };
         assert_eq!(kept(p, &versions), ["2026-11-24 23:59", "2026-11-23 18:00"]);
     }
 
     #[test]
     fn gaps_do_not_use_up_the_count() {
         // Days with no version are skipped: 3 daily keeps reach back over the gap.
-        let versions = vs(&["2026-11-24 10:00", "2026-11-10 10:00", "2026-10-01 10:00", "2026-09-01 10:00"]);
-        let p = Policy { keep_daily: Some(3), ..Default::default() };
-        assert_eq!(kept(p, &versions), ["2026-11-24 10:00", "2026-11-10 10:00", "2026-10-01 10:00"]);
+        let versions = vs(&[
+            "2026-11-24 10:00",
+            "2026-11-10 10:00",
+            "2026-10-01 10:00",
+            "2026-09-01 10:00",
+        ]);
+        let p = Policy {
+            keep_daily: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept(p, &versions),
+            ["2026-11-24 10:00", "2026-11-10 10:00", "2026-10-01 10:00"]
+        );
     }
 
     #[test]
     fn keep_hourly_uses_utc_hours() {
-        let versions = vs(&["2026-11-24 10:59", "2026-11-24 10:01", "2026-11-24 09:30", "2026-11-24 08:00"]);
-        let p = Policy { keep_hourly: Some(2), ..Default::default() };
+        let versions = vs(&[
+            "2026-11-24 10:59",
+            "2026-11-24 10:01",
+            "2026-11-24 09:30",
+            "2026-11-24 08:00",
+        ]);
+        let p = Policy {
+            keep_hourly: Some(2),
+            ..Default::default()
+        };
         assert_eq!(kept(p, &versions), ["2026-11-24 10:59", "2026-11-24 09:30"]);
     }
 
@@ -208,9 +264,18 @@ mod tests {
             "2026-11-30 23:59",
             "2026-11-01 00:00",
         ]);
-        let p = Policy { keep_monthly: Some(3), ..Default::default() };
-        assert_eq!(kept(p, &versions), ["2027-01-01 00:00", "2026-12-31 23:59", "2026-11-30 23:59"]);
-        let p = Policy { keep_yearly: Some(5), ..Default::default() };
+        let p = Policy {
+            keep_monthly: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept(p, &versions),
+            ["2027-01-01 00:00", "2026-12-31 23:59", "2026-11-30 23:59"]
+        );
+        let p = Policy {
+            keep_yearly: Some(5),
+            ..Default::default()
+        };
         assert_eq!(kept(p, &versions), ["2027-01-01 00:00", "2026-12-31 23:59"]);
     }
 
@@ -218,16 +283,36 @@ mod tests {
     fn keep_weekly_uses_iso_weeks() {
         // 2026-11-23 is a Monday; 2026-11-22 a Sunday (previous ISO week); 2027-01-01 is
         // a Friday in ISO week 53 of 2026, like 2026-12-28.
-        let versions = vs(&["2027-01-01 12:00", "2026-12-28 12:00", "2026-11-23 12:00", "2026-11-22 12:00"]);
-        let p = Policy { keep_weekly: Some(3), ..Default::default() };
-        assert_eq!(kept(p, &versions), ["2027-01-01 12:00", "2026-11-23 12:00", "2026-11-22 12:00"]);
+        let versions = vs(&[
+            "2027-01-01 12:00",
+            "2026-12-28 12:00",
+            "2026-11-23 12:00",
+            "2026-11-22 12:00",
+        ]);
+        let p = Policy {
+            keep_weekly: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            kept(p, &versions),
+            ["2027-01-01 12:00", "2026-11-23 12:00", "2026-11-22 12:00"]
+        );
     }
 
     #[test]
     fn rules_combine_and_each_counts_every_period_it_sees() {
         // restic: a version kept by keep-last still uses up a daily slot.
-        let versions = vs(&["2026-11-24 12:00", "2026-11-24 08:00", "2026-11-23 12:00", "2026-11-22 12:00"]);
-        let p = Policy { keep_last: Some(1), keep_daily: Some(2), ..Default::default() };
+        let versions = vs(&[
+            "2026-11-24 12:00",
+            "2026-11-24 08:00",
+            "2026-11-23 12:00",
+            "2026-11-22 12:00",
+        ]);
+        let p = Policy {
+            keep_last: Some(1),
+            keep_daily: Some(2),
+            ..Default::default()
+        };
         let d = apply(&p, &versions, &[]);
         assert_eq!(d[0].reasons, ["last", "daily"]);
         assert!(!d[1].keep);
@@ -238,11 +323,20 @@ mod tests {
     #[test]
     fn protected_versions_are_always_kept_and_unlimited_keeps_all_periods() {
         let versions = vs(&["2026-11-24 12:00", "2026-11-20 12:00", "2026-01-01 12:00"]);
-        let p = Policy { keep_last: Some(1), ..Default::default() };
+        let p = Policy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
         let d = apply(&p, &versions, &[versions[2].clone()]);
-        assert_eq!(d.iter().map(|d| d.keep).collect::<Vec<_>>(), [true, false, true]);
+        assert_eq!(
+            d.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [true, false, true]
+        );
         assert_eq!(d[2].reasons, ["protected"]);
-        let p = Policy { keep_daily: Some(u32::MAX), ..Default::default() };
+        let p = Policy {
+            keep_daily: Some(u32::MAX),
+            ..Default::default()
+        };
         assert!(apply(&p, &versions, &[]).iter().all(|d| d.keep));
     }
 

@@ -122,11 +122,14 @@ fn copy_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Copy> {
     // The copy is a private temp file that is checked and hashed before anything is
     // done with it: a crash simply loses it, so it needs no journal and no fsync.
     let fast = |e| map_snapshot_error(db, &tmp, e);
-    dst.pragma_update(None, "journal_mode", "OFF").map_err(fast)?;
-    dst.pragma_update(None, "synchronous", "OFF").map_err(fast)?;
+    dst.pragma_update(None, "journal_mode", "OFF")
+        .map_err(fast)?;
+    dst.pragma_update(None, "synchronous", "OFF")
+        .map_err(fast)?;
     let taken_at = chrono::Utc::now();
     {
-        let backup = Backup::new(&src, &mut dst).map_err(|e| Error::sqlite(db, "cannot start the snapshot", e))?;
+        let backup = Backup::new(&src, &mut dst)
+            .map_err(|e| Error::sqlite(db, "cannot start the snapshot", e))?;
         let mut retries = 0;
         loop {
             match backup.step(-1) {
@@ -139,7 +142,10 @@ fn copy_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Copy> {
                 Ok(_) => {
                     return Err(Error::db(
                         db,
-                        format!("stayed locked for {:?} during the snapshot", LOCK_PAUSE * LOCK_RETRIES),
+                        format!(
+                            "stayed locked for {:?} during the snapshot",
+                            LOCK_PAUSE * LOCK_RETRIES
+                        ),
                         "another process holds an exclusive lock on the database; try again later",
                     ));
                 }
@@ -149,10 +155,21 @@ fn copy_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Copy> {
     }
     drop(src);
     tracing::debug!(elapsed = ?started.elapsed(), "snapshot copied");
-    dst.pragma_update(None, "journal_mode", "DELETE").map_err(fast)?;
-    dst.close().map_err(|(_, e)| Error::sqlite(db, "cannot close the snapshot", e))?;
-    let size = std::fs::metadata(&tmp).map_err(|e| Error::io(&*tmp, "cannot stat the snapshot", e))?.len();
-    Ok(Copy { file: tmp, source_journal_mode, taken_at, size, took: started.elapsed(), db: db.to_path_buf() })
+    dst.pragma_update(None, "journal_mode", "DELETE")
+        .map_err(fast)?;
+    dst.close()
+        .map_err(|(_, e)| Error::sqlite(db, "cannot close the snapshot", e))?;
+    let size = std::fs::metadata(&tmp)
+        .map_err(|e| Error::io(&*tmp, "cannot stat the snapshot", e))?
+        .len();
+    Ok(Copy {
+        file: tmp,
+        source_journal_mode,
+        taken_at,
+        size,
+        took: started.elapsed(),
+        db: db.to_path_buf(),
+    })
 }
 
 impl Copy {
@@ -178,7 +195,13 @@ pub fn check_copy(file: &Path, db: &Path, size: u64) -> Result<Checked> {
     let rows = db::table_counts(&conn, db)?;
     let (page_size, page_count, _) = db::page_info(&conn, db)?;
     tracing::debug!(elapsed = ?started.elapsed(), check, "snapshot checked");
-    Ok(Checked { info, rows, page_size, page_count, check })
+    Ok(Checked {
+        info,
+        rows,
+        page_size,
+        page_count,
+        check,
+    })
 }
 
 fn map_snapshot_error(db: &Path, tmp: &Path, e: rusqlite::Error) -> Error {

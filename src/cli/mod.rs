@@ -3,11 +3,14 @@
 //! errors to exit codes (0 ok, 1 failed, 2 bad command line or configuration, 3 stale or
 //! broken backups found).
 
+mod agent;
 mod backup;
 mod demo;
 mod inspect;
 mod output;
 mod prune;
+mod status;
+mod verify;
 mod versions;
 
 use std::process::ExitCode;
@@ -69,6 +72,15 @@ enum Command {
     Versions(versions::Args),
     /// Remove old versions by a retention policy (restic's --keep-* rules).
     Prune(prune::Args),
+    /// Long-running: backs up every connector under the hub root when due, also those
+    /// that never restart; serves Prometheus metrics.
+    Agent(agent::Args),
+    /// Every backup in the bucket (or an org, or a hub): age, size, fresh/stale/broken,
+    /// last drill; from one LIST. Exit 3 when any is stale or broken.
+    Status(status::Args),
+    /// Restore drill: download each backup, check sha256, integrity, ids and tables,
+    /// record the result beside it. Exit 3 when any fails.
+    Verify(verify::Args),
 }
 
 impl Global {
@@ -93,7 +105,12 @@ impl Global {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    output::init_logging(&cli.global);
+    let mut logging = cli.global.clone();
+    if matches!(cli.command, Command::Agent(_)) {
+        // A daemon's log is its record: what it backed up and skipped, not only errors.
+        logging.verbose = logging.verbose.max(1);
+    }
+    output::init_logging(&logging);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -113,6 +130,9 @@ pub fn main() -> ExitCode {
             Command::Demo(a) => demo::run(a, &g).await,
             Command::Versions(a) => versions::run(a, &g).await,
             Command::Prune(a) => prune::run(a, &g).await,
+            Command::Agent(a) => agent::run(a, &g).await,
+            Command::Status(a) => status::run(a, &g).await,
+            Command::Verify(a) => verify::run(a, &g).await,
         }
     });
     match result {

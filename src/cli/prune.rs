@@ -48,7 +48,8 @@ fn parse_count(s: &str) -> std::result::Result<u32, String> {
     if s == "unlimited" {
         return Ok(u32::MAX);
     }
-    s.parse::<u32>().map_err(|_| format!("{s:?} is not a count: write a number like 7, or `unlimited`"))
+    s.parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a count: write a number like 7, or `unlimited`"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -100,7 +101,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         report.versions_removed,
         report.versions_kept,
         report.policy,
-        if a.dry_run { "; dry run: nothing was deleted" } else { "" }
+        if a.dry_run {
+            "; dry run: nothing was deleted"
+        } else {
+            ""
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -23,15 +23,24 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let ck = ConnectorKey::new(org, datahub, connector);
     let rows = history::describe(&bucket, &ck).await?;
     if g.json {
-        output::print_json(&serde_json::json!({"prefix": ck.prefix().to_string(), "versions": rows}));
+        output::print_json(
+            &serde_json::json!({"prefix": ck.prefix().to_string(), "versions": rows}),
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!("no versions under {}/\nTry: hubvault status --org {}", ck.prefix(), ck.org);
+        println!(
+            "no versions under {}/\nTry: hubvault status --org {}",
+            ck.prefix(),
+            ck.org
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}/  ({} versions, newest first)", ck.prefix(), rows.len());
-    println!("  {:<34} {:>10} {:>10} {:>8}  sha256", "version", "size", "stored", "events");
+    println!(
+        "  {:<34} {:>10} {:>10} {:>8}  sha256",
+        "version", "size", "stored", "events"
+    );
     for r in &rows {
         let opt = |n: Option<u64>| n.map(output::human_bytes).unwrap_or_else(|| "-".into());
         println!(
@@ -39,10 +48,15 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             r.version.to_string(),
             opt(r.size),
             opt(r.stored_size),
-            r.events.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+            r.events
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "-".into()),
             r.sha256.as_deref().map(|s| &s[..16]).unwrap_or("-"),
             if r.current { "  = canonical" } else { "" },
-            r.problem.as_deref().map(|p| format!("  ! {p}")).unwrap_or_default(),
+            r.problem
+                .as_deref()
+                .map(|p| format!("  ! {p}"))
+                .unwrap_or_default(),
         );
     }
     Ok(ExitCode::SUCCESS)

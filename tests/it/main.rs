@@ -4,6 +4,10 @@
 
 mod common;
 
+mod agent;
 mod backup;
 mod conformance;
+mod countproxy;
 mod history;
+mod status;
+mod verify;
