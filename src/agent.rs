@@ -53,6 +53,8 @@ pub struct AgentOptions {
     pub lock_wait: Duration,
     /// How long a backup under way may go on after shutdown was asked for.
     pub shutdown_grace: Duration,
+    /// Applied to a connector's versions after each of its uploads.
+    pub retention: Option<crate::retention::Policy>,
 }
 
 impl AgentOptions {
@@ -69,6 +71,7 @@ impl AgentOptions {
             // one stuck connector delays the others by minutes, not hours.
             lock_wait: Duration::from_secs(2 * 60),
             shutdown_grace: crate::config::DEFAULT_SHUTDOWN_GRACE,
+            retention: None,
         }
     }
 }
@@ -267,6 +270,7 @@ impl Agent {
         bopts.max_age = self.opts.max_age;
         bopts.tmp_dir = self.opts.tmp_dir.clone();
         bopts.lock_wait = self.opts.lock_wait;
+        bopts.retention = self.opts.retention;
         let started = std::time::Instant::now();
         let outcome = {
             let fut = backup::run(&self.bucket, &bopts, &NoProgress);

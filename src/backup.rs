@@ -273,7 +273,7 @@ pub async fn run(
         None => None,
         Some(policy) => {
             let scope = crate::prune::Scope {
-                org: opts.org.clone(),
+                org: Some(opts.org.clone()),
                 datahub: Some(live.datahub),
                 connector: Some(live.connector),
             };

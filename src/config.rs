@@ -38,6 +38,9 @@ pub struct Layer {
     pub metrics_addr: Option<String>,
     pub tmp_dir: Option<PathBuf>,
     pub shutdown_grace: Option<String>,
+    /// `[retention]`: keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+    /// keep_yearly. Applied by `agent` and `backup` after each upload.
+    pub retention: Option<crate::retention::Policy>,
 }
 
 impl Layer {
@@ -53,6 +56,7 @@ impl Layer {
             metrics_addr: self.metrics_addr.or(under.metrics_addr),
             tmp_dir: self.tmp_dir.or(under.tmp_dir),
             shutdown_grace: self.shutdown_grace.or(under.shutdown_grace),
+            retention: self.retention.or(under.retention),
         }
     }
 }
@@ -85,7 +89,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Layer> {
                 e.message().trim_end()
             ),
             format!(
-                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace)",
+                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
                 path.display()
             ),
         )
@@ -104,6 +108,7 @@ pub struct AgentConfig {
     pub metrics_addr: Option<SocketAddr>,
     pub tmp_dir: Option<PathBuf>,
     pub shutdown_grace: Duration,
+    pub retention: Option<crate::retention::Policy>,
 }
 
 /// Lays `given` (flags over environment) over `file` and checks every value. `file_name`
@@ -192,6 +197,7 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
         metrics_addr,
         tmp_dir: l.tmp_dir,
         shutdown_grace,
+        retention: l.retention.filter(|p| !p.is_empty()),
     })
 }
 
@@ -238,6 +244,35 @@ mod tests {
         assert_eq!(c.bucket, "file:///b");
         assert_eq!(c.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         assert_eq!(c.metrics_addr, None);
+    }
+
+    #[test]
+    fn retention_comes_from_a_table_and_flags_replace_it_whole() {
+        let hub = dir();
+        let file = file_layer(&format!(
+            "bucket = \"file:///b\"\norg = \"o\"\nhub_root = \"{}\"\n[retention]\nkeep_daily = 14\nkeep_monthly = 6\n",
+            hub.path().display()
+        ));
+        let c = resolve(Layer::default(), file.clone(), Path::new("f.toml")).unwrap();
+        let p = c.retention.unwrap();
+        assert_eq!(
+            (p.keep_daily, p.keep_monthly, p.keep_last),
+            (Some(14), Some(6), None)
+        );
+        let flags = crate::retention::Policy {
+            keep_last: Some(3),
+            ..Default::default()
+        };
+        let given = Layer {
+            retention: Some(flags),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(given, file, Path::new("f.toml")).unwrap().retention,
+            Some(flags)
+        );
+        let err = parse("[retention]\nkeep_dayly = 3\n", Path::new("f.toml")).unwrap_err();
+        assert!(err.to_string().contains("keep_dayly"), "{err}");
     }
 
     #[test]

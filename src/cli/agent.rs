@@ -36,6 +36,10 @@ pub struct Args {
     /// TOML config file; flags and environment override it. A missing default file is fine.
     #[arg(long, env = "HUBVAULT_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Retention applied to a connector's versions after each upload (over [retention]
+    /// of the config file).
+    #[command(flatten, next_help_heading = "Retention (applied after each upload)")]
+    keep: super::prune::PolicyArgs,
     /// One pass over every connector, then exit: 0 if all succeeded, 1 otherwise.
     #[arg(long)]
     once: bool,
@@ -58,6 +62,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         metrics_addr: a.metrics_addr,
         tmp_dir: a.tmp_dir,
         shutdown_grace: a.shutdown_grace,
+        retention: Some(a.keep.policy()).filter(|p| !p.is_empty()),
     };
     let cfg = config::resolve(given, file, &file_path)?;
     let bucket = Bucket::open(&cfg.bucket)?;
@@ -66,6 +71,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     opts.max_age = cfg.max_age;
     opts.jitter = cfg.jitter;
     opts.tmp_dir = cfg.tmp_dir.clone();
+    opts.retention = cfg.retention;
     opts.shutdown_grace = cfg.shutdown_grace;
 
     let (tx, mut rx) = watch::channel(false);
