@@ -225,7 +225,7 @@ impl Bucket {
         progress: &dyn Progress,
     ) -> Result<Transfer> {
         let (plain, mut staged) = self
-            .stage_file(file, &[(key.clone(), encoding)], progress)
+            .stage_file(file, &[(key.clone(), encoding)], true, progress)
             .await?;
         let stored = staged
             .pop()
@@ -240,7 +240,9 @@ impl Bucket {
     }
 
     /// Reads `file` ONCE and streams it to every target key at the same time (e.g. the
-    /// plain canonical object and a zstd version), hashing the plain bytes on the way.
+    /// plain canonical object and a zstd version). `hash` is true if and only if the
+    /// plain bytes are hashed on the way (the returned sha256 is empty otherwise: for a
+    /// caller that hashed the file already and only needs the byte count to match).
     ///
     /// Nothing is visible at any key until the caller commits the returned uploads, one
     /// by one, in the order it chooses; dropping or aborting one leaves its key as it
@@ -250,6 +252,7 @@ impl Bucket {
         &self,
         file: &std::path::Path,
         targets: &[(Path, Encoding)],
+        hash: bool,
         progress: &dyn Progress,
     ) -> Result<(Transfer, Vec<StagedUpload>)> {
         let mut src =
@@ -269,6 +272,9 @@ impl Bucket {
                     // size its window to the input.
                     enc.set_pledged_src_size(Some(total))
                         .map_err(|e| Error::io(file, "zstd", e))?;
+                    // One worker thread: zstd compresses while this thread reads and
+                    // sends, so compression overlaps the plain upload.
+                    enc.multithread(1).map_err(|e| Error::io(file, "zstd", e))?;
                     enc.include_contentsize(true)
                         .map_err(|e| Error::io(file, "zstd", e))?;
                     Some(enc)
@@ -297,7 +303,9 @@ impl Bucket {
                 if n == 0 {
                     break;
                 }
-                hasher.update(&buf[..n]);
+                if hash {
+                    hasher.update(&buf[..n]);
+                }
                 plain += n as u64;
                 for u in uploads.iter_mut() {
                     u.write(&buf[..n]).await?;
@@ -321,7 +329,11 @@ impl Bucket {
             Transfer {
                 plain_bytes: plain,
                 stored_bytes: 0,
-                sha256: hex::encode(hasher.finalize()),
+                sha256: if hash {
+                    hex::encode(hasher.finalize())
+                } else {
+                    String::new()
+                },
             },
             uploads,
         ))

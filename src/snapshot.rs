@@ -115,8 +115,6 @@ fn copy_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Copy> {
         .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?
         .into_temp_path();
     let src = db::open_read_only(db)?;
-    // Reads through mmap are cheaper than read() per page; SQLite caps it sensibly.
-    let _ = src.pragma_update(None, "mmap_size", 1i64 << 40);
     let source_journal_mode = db::page_info(&src, db)?.2;
     let mut dst = db::open_read_write(&tmp)?;
     // The copy is a private temp file that is checked and hashed before anything is
@@ -189,7 +187,6 @@ impl Copy {
 pub fn check_copy(file: &Path, db: &Path, size: u64) -> Result<Checked> {
     let started = Instant::now();
     let conn = db::open_read_only(file)?;
-    let _ = conn.pragma_update(None, "mmap_size", 1i64 << 40);
     let check = db::check_integrity(&conn, db, size)?;
     let info = db::read_info(&conn, db)?;
     let rows = db::table_counts(&conn, db)?;
