@@ -17,6 +17,8 @@
 //! - [`manifest`]: what is recorded beside every backup;
 //! - [`backup`]: the seed's rule for one connector;
 //! - [`history`]: a connector's kept versions;
+//! - [`rewrite`]: a connector's ids rewritten everywhere in its database, in one transaction;
+//! - [`restore`]: plan, then fetch, verify, rewrite, check and install a backup;
 //! - [`lock`]: one backup of a connector at a time;
 //! - [`fixture`]: realistic connector databases for the demo and the tests.
 
@@ -31,6 +33,8 @@ pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod progress;
+pub mod restore;
+pub mod rewrite;
 pub mod snapshot;
 
 pub use error::{Error, Result};

@@ -7,6 +7,8 @@ mod backup;
 mod demo;
 mod inspect;
 mod output;
+mod remap;
+mod restore;
 
 use std::process::ExitCode;
 
@@ -63,6 +65,12 @@ enum Command {
     Inspect(inspect::Args),
     /// The whole story on a local-directory bucket: four connectors, backups, skips.
     Demo(demo::Args),
+    /// Automatic restore: fetch a backup, verify it, rewrite its ids, install it
+    /// atomically at <hub-root>/<connectorId>/sqlite.db, run the --then hook.
+    Restore(restore::Args),
+    /// Rewrite a local database's datahub and connector ids everywhere (the seed's
+    /// manual steps 5 to 10), in one checked transaction.
+    Remap(remap::Args),
 }
 
 impl Global {
@@ -105,6 +113,8 @@ pub fn main() -> ExitCode {
             Command::Backup(a) => backup::run(a, &g).await,
             Command::Inspect(a) => inspect::run(a, &g).await,
             Command::Demo(a) => demo::run(a, &g).await,
+            Command::Restore(a) => restore::run(a, &g).await,
+            Command::Remap(a) => remap::run(a, &g).await,
         }
     });
     match result {
@@ -116,4 +126,20 @@ pub fn main() -> ExitCode {
 /// `24h`, `90m`, `1d`: a humantime duration for a flag.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 24h, 90m, 7d)"))
+}
+
+/// Names the flag an id came from in its parse error (`--to-connector: connector id …`).
+pub fn flag(e: Error, flag: &str) -> Error {
+    match e {
+        Error::Usage { message, hint } => {
+            let hint = hint
+                .replace("--datahub ", &format!("{flag} "))
+                .replace("--connector ", &format!("{flag} "));
+            Error::Usage {
+                message: format!("{flag}: {message}"),
+                hint,
+            }
+        }
+        other => other,
+    }
 }
