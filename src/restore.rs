@@ -629,7 +629,7 @@ fn prepare_and_install(
         .map_err(|(_, e)| Error::sqlite(tmp, "cannot close the restored database", e))?;
 
     // The file alone (closing checkpointed and removed any -wal) must name the new ids.
-    let final_mode = {
+    let (final_mode, events) = {
         let c = db::open_read_only(tmp)?;
         let info = db::read_info(&c, tmp)?;
         if info.datahub != plan.to.datahub || info.connector != plan.to.connector {
@@ -638,16 +638,15 @@ fn prepare_and_install(
                 "nothing was installed; report this as a bug",
             ));
         }
-        db::page_info(&c, tmp)?.2
+        let events = db::table_counts(&c, tmp)?.get("Events").copied();
+        (db::page_info(&c, tmp)?.2, events)
     };
+    // A read-only connection to a WAL file leaves empty -wal/-shm behind; they belong to
+    // the temp name and must not travel.
     for s in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(side_path(tmp, s));
     }
     let (sha256_installed, bytes) = crate::bucket::sha256_file(tmp)?;
-    let events = {
-        let c = db::open_read_only(tmp)?;
-        db::table_counts(&c, tmp)?.get("Events").copied()
-    };
     set_owner_and_mode(tmp, &plan.target, dir)?;
     let f = std::fs::File::open(tmp).map_err(|e| Error::io(tmp, "cannot open", e))?;
     f.sync_all().map_err(|e| Error::io(tmp, "cannot fsync the restored database", e))?;

@@ -67,6 +67,9 @@ enum Command {
     Demo(demo::Args),
     /// Automatic restore: fetch a backup, verify it, rewrite its ids, install it
     /// atomically at <hub-root>/<connectorId>/sqlite.db, run the --then hook.
+    // `--version ID` picks a backup version here (PRODUCT.md), so clap's own
+    // `--version` is off for this subcommand.
+    #[command(disable_version_flag = true)]
     Restore(restore::Args),
     /// Rewrite a local database's datahub and connector ids everywhere (the seed's
     /// manual steps 5 to 10), in one checked transaction.

@@ -33,8 +33,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Restore this kept version (see `hubvault versions`) instead of the latest backup.
-    #[arg(long, value_name = "ID", conflicts_with = "at")]
-    version: Option<String>,
+    // Not `version`: that id is clap's own --version flag of the program.
+    #[arg(long = "version", id = "version_id", value_name = "ID", conflicts_with = "at")]
+    version_id: Option<String>,
     /// Restore the newest version taken at or before this time (RFC 3339).
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
@@ -109,7 +110,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         org: g.org()?,
         from,
         to,
-        source: parse_source(a.version.as_deref(), a.at.as_deref())?,
+        source: parse_source(a.version_id.as_deref(), a.at.as_deref())?,
         target,
         force: a.force,
         db_file: DbFileName::default(),
