@@ -6,3 +6,5 @@ mod common;
 
 mod backup;
 mod conformance;
+mod remap;
+mod restore;
