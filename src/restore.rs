@@ -576,17 +576,18 @@ fn prepare_and_install(
     }
     // Check the backup as fetched, before anything else touches it.
     let size = fetched.bytes;
-    let mut conn = db::open_read_write(tmp)?;
-    // The temp file is ours alone until the rename: no journal, no syncs until the end.
-    // A crash leaves only a temp file that the next restore removes.
-    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-        .map_err(|e| Error::sqlite(tmp, "cannot set up the download", e))?;
-    let check = db::check_integrity(&conn, tmp, size).map_err(|e| {
+    let damaged = |e: Error| {
         Error::check(
             format!("{}: the backup fails its check: {e}", plan.key),
             "the backup is damaged; restore an older version (`hubvault versions`, then --version ID)",
         )
-    })?;
+    };
+    let mut conn = db::open_read_write(tmp).map_err(damaged)?;
+    // The temp file is ours alone until the rename: no journal, no syncs until the end.
+    // A crash leaves only a temp file that the next restore removes.
+    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
+        .map_err(|e| damaged(Error::sqlite(tmp, "cannot open the download", e)))?;
+    let check = db::check_integrity(&conn, tmp, size).map_err(damaged)?;
     let info = db::read_info(&conn, tmp).map_err(|e| {
         Error::check(
             format!("{}: the backup is not a connector database: {e}", plan.key),

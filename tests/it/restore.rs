@@ -382,7 +382,7 @@ fn held_open(tb: &TestBucket) {
     // Another process (the connector) has the database open.
     let mut holder = Command::new("sh")
         .arg("-c")
-        .arg("exec 3<\"$0\"; sleep 30")
+        .arg("exec 3<\"$0\"; exec sleep 30")
         .arg(&t.target)
         .spawn()
         .unwrap();
