@@ -160,23 +160,35 @@ fn exact_match(col: &str, pairs: &[(String, String)]) -> String {
     format!("({})", terms.join(" OR "))
 }
 
-/// True (1) if the value contains an old id in any case. `lower()` keeps a BLOB's bytes
-/// (NULs included), where `LIKE` would stop at the first NUL.
+/// True (1) if the value contains an old id in any case. `LIKE` is ASCII
+/// case-insensitive (hex digits are ASCII) and the fastest test SQLite has for this (see
+/// docs/BENCHMARKS.md); for a BLOB, whose bytes `LIKE` would stop reading at the first
+/// NUL, `lower()` then `instr()`, which keep every byte. (A TEXT value with an embedded
+/// NUL before the id would escape `LIKE`; SQLite text is not meant to hold NULs.)
 fn any_case_match(col: &str, old: &[String]) -> String {
-    let terms: Vec<String> = old
+    let like: Vec<String> = old
+        .iter()
+        .map(|a| format!("{col} LIKE {}", lit(&format!("%{a}%"))))
+        .collect();
+    let blob: Vec<String> = old
         .iter()
         .map(|a| format!("instr(lower({col}), {})", lit(a)))
         .collect();
-    format!("({})", terms.join(" OR "))
+    format!(
+        "iif(typeof({col}) = 'blob', {}, {})",
+        blob.join(" OR "),
+        like.join(" OR ")
+    )
 }
 
+/// The value with every exact spelling replaced; values that are not TEXT or BLOB are
+/// returned as they are, and a BLOB stays a BLOB (`replace()` returns TEXT).
 fn replaced(col: &str, pairs: &[(String, String)]) -> String {
     let mut e = col.to_string();
     for (a, b) in pairs {
         e = format!("replace({e}, {}, {})", lit(a), lit(b));
     }
-    // replace() returns TEXT: a BLOB stays a BLOB.
-    format!("CASE typeof({col}) WHEN 'blob' THEN CAST({e} AS BLOB) ELSE {e} END")
+    format!("CASE typeof({col}) WHEN 'text' THEN {e} WHEN 'blob' THEN CAST({e} AS BLOB) ELSE {col} END")
 }
 
 #[derive(Debug, Clone)]
@@ -250,8 +262,22 @@ fn schema_hits(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<(St
         .map_err(|e| Error::sqlite(path, "cannot read the schema", e))
 }
 
-/// What a rewrite from `from` to `to` would change; changes nothing.
+/// What a rewrite from `from` to `to` would change; changes nothing. Also finds what
+/// [`apply`] would refuse (`blockers`): mixed-case spellings, ids in table SQL.
 pub fn plan(conn: &Connection, path: &Path, from: Ids, to: Ids) -> Result<RewritePlan> {
+    make_plan(conn, path, from, to, true)
+}
+
+/// With `find_mixed_case`, every column is also tested for the exact spellings, to tell
+/// mixed-case values apart (for `--dry-run`). [`apply`] skips that (it costs a second
+/// test per value) and lets its final scan find them instead.
+fn make_plan(
+    conn: &Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    find_mixed_case: bool,
+) -> Result<RewritePlan> {
     check_ids(from, to)?;
     let pairs = pairs(from, to);
     let old = old_ids(from, to);
@@ -268,26 +294,39 @@ pub fn plan(conn: &Connection, path: &Path, from: Ids, to: Ids) -> Result<Rewrit
     }
     for t in tables(conn, path)? {
         if t.kind == TableKind::Shadow {
-            plan.scanned_only.push(format!("{} (shadow table of a virtual table)", t.name));
+            plan.scanned_only
+                .push(format!("{} (shadow table of a virtual table)", t.name));
             continue;
         }
         if t.writable.is_empty() {
             continue;
         }
-        // One pass over the table: per column, values in a spelling we rewrite, and
-        // values with an old id in any spelling. More of the second = mixed case.
+        // One pass over the table: per column, values with an old id in any spelling,
+        // and (if asked) of those, values with a spelling we rewrite.
+        let per_col = if find_mixed_case { 2 } else { 1 };
         let mut exprs = Vec::new();
         for c in &t.writable {
             let qc = quote_ident(c);
-            exprs.push(format!("coalesce(sum({}), 0)", exact_match(&qc, &pairs)));
-            exprs.push(format!("coalesce(sum({}), 0)", any_case_match(&qc, &old)));
+            let any = any_case_match(&qc, &old);
+            exprs.push(format!("coalesce(sum({any}), 0)"));
+            if find_mixed_case {
+                exprs.push(format!(
+                    "coalesce(sum(CASE WHEN {any} THEN {} ELSE 0 END), 0)",
+                    exact_match(&qc, &pairs)
+                ));
+            }
         }
         let sql = format!("SELECT {} FROM {}", exprs.join(", "), quote_ident(&t.name));
         let counts: Vec<i64> = conn
             .query_row(&sql, [], |r| (0..exprs.len()).map(|i| r.get(i)).collect())
             .map_err(|e| scan_error(path, &t.name, e))?;
         for (i, c) in t.writable.iter().enumerate() {
-            let (exact, any) = (counts[2 * i] as u64, counts[2 * i + 1] as u64);
+            let any = counts[per_col * i] as u64;
+            let exact = if find_mixed_case {
+                counts[per_col * i + 1] as u64
+            } else {
+                any
+            };
             if exact > 0 {
                 plan.changes.push(ColumnChange {
                     table: t.name.clone(),
@@ -330,16 +369,40 @@ fn scan_error(path: &Path, table: &str, e: rusqlite::Error) -> Error {
 /// Where an old id (any case) is still found: every column of every table, generated,
 /// hidden and shadow ones included, and the SQL of the schema. Empty means none.
 pub fn scan(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<Found>> {
+    scan_where(conn, path, old, None)
+}
+
+/// [`scan`], limited (when `only` is given) to these columns, plus every generated or
+/// hidden column of their tables and every shadow table.
+fn scan_where(
+    conn: &Connection,
+    path: &Path,
+    old: &[String],
+    only: Option<&[ColumnChange]>,
+) -> Result<Vec<Found>> {
     let mut found = Vec::new();
     if old.is_empty() {
         return Ok(found);
     }
     for t in tables(conn, path)? {
-        if t.all.is_empty() {
+        let cols: Vec<&String> = match only {
+            None => t.all.iter().collect(),
+            Some(_) if t.kind == TableKind::Shadow => t.all.iter().collect(),
+            Some(changed) => t
+                .all
+                .iter()
+                .filter(|c| {
+                    let touched = changed.iter().any(|x| x.table == t.name);
+                    let derived = !t.writable.contains(c);
+                    changed.iter().any(|x| x.table == t.name && &x.column == *c)
+                        || (touched && derived)
+                })
+                .collect(),
+        };
+        if cols.is_empty() {
             continue;
         }
-        let exprs: Vec<String> = t
-            .all
+        let exprs: Vec<String> = cols
             .iter()
             .map(|c| format!("coalesce(sum({}), 0)", any_case_match(&quote_ident(c), old)))
             .collect();
@@ -347,7 +410,7 @@ pub fn scan(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<Found>
         let counts: Vec<i64> = conn
             .query_row(&sql, [], |r| (0..exprs.len()).map(|i| r.get(i)).collect())
             .map_err(|e| scan_error(path, &t.name, e))?;
-        for (c, n) in t.all.iter().zip(counts) {
+        for (c, n) in cols.iter().zip(counts) {
             if n > 0 {
                 found.push(Found {
                     place: format!("{}.{}", t.name, c),
@@ -374,7 +437,7 @@ pub fn scan_ids(conn: &Connection, path: &Path, ids: &[String]) -> Result<Vec<Fo
 /// Rewrites `from` to `to` in the database, as the module's contract says, and returns
 /// what changed. On any error nothing changed.
 pub fn apply(conn: &mut Connection, path: &Path, from: Ids, to: Ids) -> Result<RewritePlan> {
-    let plan = plan(conn, path, from, to)?;
+    let plan = make_plan(conn, path, from, to, false)?;
     if !plan.blockers.is_empty() {
         return Err(Error::db(
             path,
@@ -459,24 +522,18 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
         }
     }
     for (table, cols) in by_table {
+        // Setting a column to itself on a row where only another column matched
+        // writes the same bytes: harmless, and one pass.
         let sets: Vec<String> = cols
             .iter()
             .map(|c| {
                 let qc = quote_ident(c);
-                if cols.len() == 1 {
-                    format!("{qc} = {}", replaced(&qc, &pairs))
-                } else {
-                    format!(
-                        "{qc} = CASE WHEN {} THEN {} ELSE {qc} END",
-                        exact_match(&qc, &pairs),
-                        replaced(&qc, &pairs)
-                    )
-                }
+                format!("{qc} = {}", replaced(&qc, &pairs))
             })
             .collect();
         let wheres: Vec<String> = cols
             .iter()
-            .map(|c| exact_match(&quote_ident(c), &pairs))
+            .map(|c| any_case_match(&quote_ident(c), &old))
             .collect();
         let sql = format!(
             "UPDATE {} SET {} WHERE {}",
@@ -488,8 +545,11 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
             .map_err(q(format!("cannot rewrite table {table}")))?;
     }
 
-    // The proof, before anything is committed.
-    let left = scan(&tx, path, &old)?;
+    // The proof, before anything is committed. The plan's scan read every column; one
+    // that had no old id then has none now (same transaction, no other writer, triggers
+    // and foreign-key actions off), so only what the UPDATEs wrote is read again, with
+    // the generated columns of those tables and every shadow table.
+    let left = scan_where(&tx, path, &old, Some(&plan.changes))?;
     if !left.is_empty() {
         let places: Vec<String> = left
             .iter()
@@ -498,7 +558,7 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
         return Err(Error::db(
             path,
             format!("old ids are still found after the rewrite: {}", places.join(", ")),
-            "nothing was changed; these places cannot be rewritten by hubvault (e.g. a virtual table without UPDATE): fix them by hand and run it again",
+            "nothing was changed; these values spell an old id in mixed case, or cannot be rewritten by hubvault (e.g. a virtual table without UPDATE): fix them by hand and run it again",
         ));
     }
     let info = db::read_info(&tx, path)?;
