@@ -437,7 +437,9 @@ pub fn scan_ids(conn: &Connection, path: &Path, ids: &[String]) -> Result<Vec<Fo
 /// Rewrites `from` to `to` in the database, as the module's contract says, and returns
 /// what changed. On any error nothing changed.
 pub fn apply(conn: &mut Connection, path: &Path, from: Ids, to: Ids) -> Result<RewritePlan> {
+    let t0 = std::time::Instant::now();
     let plan = make_plan(conn, path, from, to, false)?;
+    tracing::debug!("rewrite: plan scan took {:?}", t0.elapsed());
     if !plan.blockers.is_empty() {
         return Err(Error::db(
             path,
@@ -541,15 +543,19 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
             sets.join(", "),
             wheres.join(" OR ")
         );
+        let t0 = std::time::Instant::now();
         tx.execute(&sql, [])
             .map_err(q(format!("cannot rewrite table {table}")))?;
+        tracing::debug!("rewrite: UPDATE {table} took {:?}", t0.elapsed());
     }
 
     // The proof, before anything is committed. The plan's scan read every column; one
     // that had no old id then has none now (same transaction, no other writer, triggers
     // and foreign-key actions off), so only what the UPDATEs wrote is read again, with
     // the generated columns of those tables and every shadow table.
+    let t0 = std::time::Instant::now();
     let left = scan_where(&tx, path, &old, Some(&plan.changes))?;
+    tracing::debug!("rewrite: final scan took {:?}", t0.elapsed());
     if !left.is_empty() {
         let places: Vec<String> = left
             .iter()
@@ -573,7 +579,10 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
         ));
     }
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    db::check_integrity(&tx, path, size).map_err(|e| match e {
+    let t0 = std::time::Instant::now();
+    let checked = db::check_integrity(&tx, path, size);
+    tracing::debug!("rewrite: integrity checks took {:?}", t0.elapsed());
+    checked.map_err(|e| match e {
         Error::Database { message, source, .. } => Error::Database {
             path: path.to_path_buf(),
             message: format!("after the rewrite: {message}"),
@@ -582,8 +591,12 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
         },
         other => other,
     })?;
-    tx.commit()
-        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))
+    let t0 = std::time::Instant::now();
+    let committed = tx
+        .commit()
+        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e));
+    tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
+    committed
 }
 
 /// What `hubvault remap` did (or, with `dry_run`, would do) to a database file.
