@@ -17,7 +17,7 @@ if [ ! -f "$base" ]; then
   target/release/examples/make_fixture "$base" "$events" > "$work/ids"
   sqlite3 "$base" 'PRAGMA wal_checkpoint(TRUNCATE);' > /dev/null
 fi
-old_hub=$(sed -n 1p "$work/ids")
+old_hub=$(cut -d" " -f1 "$work/ids")
 new_hub=11111111-2222-4333-8444-555555555555
 new_conn=66666666-7777-4888-8999-aaaaaaaaaaaa
 # The seed's step 8, with the source JSON taken from the database and its ids replaced.

@@ -1,18 +1,23 @@
-//! Builds a realistic connector database for benchmarks (bench/remap.sh):
-//! `cargo run --release --example make_fixture -- OUT.db EVENTS [TYPE]`.
-//! Prints the datahub and connector ids, one per line.
+//! Builds a connector database for benchmarks: `make_fixture OUT.db EVENTS [TYPE]`.
+//! Prints the datahub and connector ids.
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(out), Some(events)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok())) else {
-        eprintln!("usage: make_fixture OUT.db EVENTS [TYPE]");
+    if args.len() < 3 {
+        eprintln!("usage: make_fixture OUT.db EVENTS [hrb-cellario|sdc|idbs-eworkbook|solace]");
         std::process::exit(2);
-    };
-    let t = args.get(3).map(String::as_str).unwrap_or("hrb-cellario");
-    let spec = hubvault::fixture::Spec::new(t, "Benchmark source", events);
-    if let Err(e) = hubvault::fixture::create(std::path::Path::new(out), &spec) {
+    }
+    let events: usize = args[2].parse().expect("EVENTS is a number");
+    let source_type = args.get(3).map(String::as_str).unwrap_or("hrb-cellario");
+    let name = hubvault::fixture::CONNECTOR_TYPES
+        .iter()
+        .find(|(t, _)| *t == source_type)
+        .map(|(_, n)| *n)
+        .unwrap_or("Benchmark source");
+    let spec = hubvault::fixture::Spec::new(source_type, name, events);
+    if let Err(e) = hubvault::fixture::create(std::path::Path::new(&args[1]), &spec) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
-    println!("{}\n{}", spec.datahub, spec.connector);
+    println!("{} {}", spec.datahub, spec.connector);
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bucket::{Bucket, Encoding, WriteMode};
+use crate::bucket::{Bucket, Encoding, StagedUpload, WriteMode};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
@@ -26,7 +26,9 @@ use crate::progress::Progress;
 use crate::snapshot;
 
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// zstd level of kept versions. On connector databases level 1 is both faster (~4x)
+/// and smaller than level 3 (docs/BENCHMARKS.md, bench/compression.sh).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -42,6 +44,8 @@ pub struct BackupOptions {
     pub zstd_level: i32,
     /// How long to wait for another backup of the same connector to finish.
     pub lock_wait: Duration,
+    /// Applied to this connector's versions after each upload.
+    pub retention: Option<crate::retention::Policy>,
 }
 
 impl BackupOptions {
@@ -56,6 +60,7 @@ impl BackupOptions {
             tmp_dir: None,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             lock_wait: Duration::from_secs(15 * 60),
+            retention: None,
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct BackupReport {
     pub new_version: bool,
     pub stored_bytes: Option<u64>,
     pub check: Option<&'static str>,
+    /// Versions the retention policy removed after the upload.
+    pub pruned: Option<usize>,
     pub seconds: f64,
 }
 
@@ -159,89 +166,98 @@ pub async fn run(
                 new_version: false,
                 stored_bytes: None,
                 check: None,
+                pruned: None,
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
     };
 
     let tmp_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let snap = {
+    let copy = {
         let (db_path, tmp_dir) = (db_path.to_path_buf(), tmp_dir.clone());
-        tokio::task::spawn_blocking(move || snapshot::take(&db_path, &tmp_dir))
-            .await
-            .map_err(|e| {
-                Error::check(format!("snapshot task failed: {e}"), "report this as a bug")
-            })??
+        blocking(move || snapshot::copy(&db_path, &tmp_dir)).await?
     };
-    if snap.info.datahub != live.datahub || snap.info.connector != live.connector {
-        return Err(Error::check(
-            format!(
-                "{}: the ids in the database changed while the backup ran",
-                db_path.display()
-            ),
-            "run the backup again",
-        ));
-    }
-
-    let latest = read_latest(bucket, &ck).await;
-    let unchanged = match &latest {
-        Some(m) if m.sha256 == snap.sha256 => {
-            bucket.head(&ck.version_data(&m.version)).await?.is_some()
+    // The check reads the copy on one core while the other hashes and uploads it;
+    // nothing becomes visible in the bucket unless the check passed.
+    let check = {
+        let (file, db, size) = (copy.file.to_path_buf(), copy.db().to_path_buf(), copy.size);
+        tokio::task::spawn_blocking(move || snapshot::check_copy(&file, &db, size))
+    };
+    let staged = stage(bucket, opts, &ck, &key, &copy, progress).await;
+    let checked = match check.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::check(
+            format!("snapshot check task failed: {e}"),
+            "report this as a bug",
+        )),
+    };
+    let (sha256, latest, uploads) = match (staged, checked) {
+        (Ok(s), Ok(c)) => {
+            if c.info.datahub != live.datahub || c.info.connector != live.connector {
+                s.2.abort().await;
+                return Err(Error::check(
+                    format!(
+                        "{}: the ids in the database changed while the backup ran",
+                        db_path.display()
+                    ),
+                    "run the backup again",
+                ));
+            }
+            (s.0, s.1, s.2.with_checked(c))
         }
-        _ => false,
-    };
-    let uploaded_at = chrono::Utc::now();
-    let manifest = if unchanged {
-        let mut m = latest.expect("unchanged implies a latest manifest");
-        m.uploaded_at = uploaded_at;
-        m
-    } else {
-        let version = VersionId::new(snap.taken_at, &snap.sha256);
-        let stored = bucket
-            .put_file(
-                &ck.version_data(&version),
-                &snap.file,
-                Encoding::Zstd(opts.zstd_level),
-                progress,
-            )
-            .await?;
-        ensure_same(&stored.sha256, &snap.sha256, &snap.file)?;
-        let m = Manifest {
-            format: manifest::FORMAT,
-            org: opts.org.clone(),
-            datahub: live.datahub,
-            connector: live.connector,
-            db_file: file.to_string(),
-            name: snap.info.name.clone(),
-            source_type: snap.info.source_type.clone(),
-            version: version.clone(),
-            sha256: snap.sha256.clone(),
-            size: snap.size,
-            stored_size: stored.stored_bytes,
-            page_size: snap.page_size,
-            page_count: snap.page_count,
-            journal_mode: snap.source_journal_mode.clone(),
-            rows: snap.rows.clone(),
-            check: snap.check.to_string(),
-            snapshot_at: snap.taken_at,
-            uploaded_at,
-            tool: manifest::tool(),
-            host: manifest::host_name(),
-        };
-        bucket
-            .put_bytes(
-                &ck.version_manifest(&version),
-                m.to_json(),
-                WriteMode::Create,
-            )
-            .await?;
-        m
+        (Ok(s), Err(e)) => {
+            s.2.abort().await;
+            return Err(e);
+        }
+        (Err(e), _) => return Err(e),
     };
 
-    let sent = bucket
-        .put_file(&key, &snap.file, Encoding::Plain, progress)
-        .await?;
-    ensure_same(&sent.sha256, &snap.sha256, &snap.file)?;
+    let uploaded_at = chrono::Utc::now();
+    let new_version = uploads.version.is_some();
+    let checked = uploads.checked.clone().expect("set above");
+    let manifest = match (uploads.version, latest) {
+        (None, Some(mut m)) => {
+            m.uploaded_at = uploaded_at;
+            m
+        }
+        (Some((version, upload)), _) => {
+            let stored_size = upload.commit().await?;
+            tracing::debug!(elapsed = ?started.elapsed(), stored_size, "version written");
+            let m = Manifest {
+                format: manifest::FORMAT,
+                org: opts.org.clone(),
+                datahub: live.datahub,
+                connector: live.connector,
+                db_file: file.to_string(),
+                name: checked.info.name.clone(),
+                source_type: checked.info.source_type.clone(),
+                version,
+                sha256: sha256.clone(),
+                size: copy.size,
+                stored_size,
+                page_size: checked.page_size,
+                page_count: checked.page_count,
+                journal_mode: copy.source_journal_mode.clone(),
+                rows: checked.rows.clone(),
+                check: checked.check.to_string(),
+                snapshot_at: copy.taken_at,
+                uploaded_at,
+                tool: manifest::tool(),
+                host: manifest::host_name(),
+            };
+            bucket
+                .put_bytes(
+                    &ck.version_manifest(&m.version),
+                    m.to_json(),
+                    WriteMode::Create,
+                )
+                .await?;
+            m
+        }
+        (None, None) => unreachable!("no new version only when the latest manifest matched"),
+    };
+    uploads.canonical.commit().await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "canonical object written");
     bucket
         .put_bytes(
             &ck.latest_manifest(),
@@ -250,6 +266,27 @@ pub async fn run(
         )
         .await?;
     write_label(bucket, &ck, &manifest.source_type, &manifest.name).await?;
+    let snap_check = checked.check;
+    let snap_size = copy.size;
+    drop(copy);
+    let pruned = match opts.retention.filter(|p| !p.is_empty()) {
+        None => None,
+        Some(policy) => {
+            let scope = crate::prune::Scope {
+                org: Some(opts.org.clone()),
+                datahub: Some(live.datahub),
+                connector: Some(live.connector),
+            };
+            // The backup itself succeeded: a failed prune is reported, not fatal.
+            match crate::prune::prune(bucket, &scope, &policy, false).await {
+                Ok(r) => Some(r.versions_removed),
+                Err(e) => {
+                    tracing::warn!("backup done, but applying the retention policy failed: {e}");
+                    None
+                }
+            }
+        }
+    };
 
     Ok(BackupReport {
         decision: Decision::Uploaded,
@@ -259,14 +296,83 @@ pub async fn run(
         datahub: live.datahub,
         connector: live.connector,
         previous_age_seconds: previous_age.map(|a| a.as_secs_f64()),
-        bytes: Some(snap.size),
-        sha256: Some(snap.sha256.clone()),
+        bytes: Some(snap_size),
+        sha256: Some(sha256),
         version: Some(manifest.version.clone()),
-        new_version: !unchanged,
+        new_version,
         stored_bytes: Some(manifest.stored_size),
-        check: Some(snap.check),
+        check: Some(snap_check),
+        pruned,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The uploads of one backup, staged and not yet visible.
+struct Uploads {
+    /// The new version and its upload; `None` when the copy equals the latest version.
+    version: Option<(VersionId, StagedUpload)>,
+    canonical: StagedUpload,
+    checked: Option<snapshot::Checked>,
+}
+
+impl Uploads {
+    fn with_checked(mut self, c: snapshot::Checked) -> Self {
+        self.checked = Some(c);
+        self
+    }
+
+    async fn abort(self) {
+        if let Some((_, v)) = self.version {
+            v.abort().await;
+        }
+        self.canonical.abort().await;
+    }
+}
+
+/// Hashes the copy, decides whether it is a new version, and streams it in one pass to
+/// the canonical key and (if new) to its version key, staged.
+async fn stage(
+    bucket: &Bucket,
+    opts: &BackupOptions,
+    ck: &ConnectorKey,
+    key: &object_store::path::Path,
+    copy: &snapshot::Copy,
+    progress: &dyn Progress,
+) -> Result<(String, Option<Manifest>, Uploads)> {
+    let (sha256, _) = {
+        let file = copy.file.to_path_buf();
+        blocking(move || crate::bucket::sha256_file(&file)).await?
+    };
+    let latest = read_latest(bucket, ck).await;
+    let unchanged = match &latest {
+        Some(m) if m.sha256 == sha256 => bucket.head(&ck.version_data(&m.version)).await?.is_some(),
+        _ => false,
+    };
+    let version = (!unchanged).then(|| VersionId::new(copy.taken_at, &sha256));
+    let mut targets = Vec::new();
+    if let Some(v) = &version {
+        targets.push((ck.version_data(v), Encoding::Zstd(opts.zstd_level)));
+    }
+    targets.push((key.clone(), Encoding::Plain));
+    let (sent, mut staged) = bucket.stage_file(&copy.file, &targets, progress).await?;
+    let canonical = staged.pop().expect("the canonical target is last");
+    let version = version.map(|v| (v, staged.pop().expect("the version target is first")));
+    let uploads = Uploads {
+        version,
+        canonical,
+        checked: None,
+    };
+    if let Err(e) = ensure_same(&sent.sha256, &sha256, &copy.file) {
+        uploads.abort().await;
+        return Err(e);
+    }
+    Ok((sha256, if unchanged { latest } else { None }, uploads))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::check(format!("a worker task failed: {e}"), "report this as a bug"))?
 }
 
 /// The manifest of the canonical object, if there is a readable one. A damaged one is

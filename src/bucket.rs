@@ -36,7 +36,7 @@ use crate::progress::Progress;
 /// Parts of a multipart upload, and the point past which an upload is multipart.
 const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts in flight at once: bounds memory to about PART_SIZE times this.
-const PART_CONCURRENCY: usize = 4;
+const PART_CONCURRENCY: usize = 3;
 /// Read buffer for files and zstd.
 const CHUNK: usize = 1024 * 1024;
 
@@ -224,27 +224,71 @@ impl Bucket {
         encoding: Encoding,
         progress: &dyn Progress,
     ) -> Result<Transfer> {
+        let (plain, mut staged) = self
+            .stage_file(file, &[(key.clone(), encoding)], progress)
+            .await?;
+        let stored = staged
+            .pop()
+            .expect("one target, one upload")
+            .commit()
+            .await?;
+        Ok(Transfer {
+            plain_bytes: plain.plain_bytes,
+            stored_bytes: stored,
+            sha256: plain.sha256,
+        })
+    }
+
+    /// Reads `file` ONCE and streams it to every target key at the same time (e.g. the
+    /// plain canonical object and a zstd version), hashing the plain bytes on the way.
+    ///
+    /// Nothing is visible at any key until the caller commits the returned uploads, one
+    /// by one, in the order it chooses; dropping or aborting one leaves its key as it
+    /// was. This lets a backup check the snapshot while it uploads, and replace nothing
+    /// unless the check passed.
+    pub async fn stage_file(
+        &self,
+        file: &std::path::Path,
+        targets: &[(Path, Encoding)],
+        progress: &dyn Progress,
+    ) -> Result<(Transfer, Vec<StagedUpload>)> {
         let mut src =
             std::fs::File::open(file).map_err(|e| Error::io(file, "cannot open for upload", e))?;
         let total = src.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut writer = BufWriter::with_capacity(self.store.clone(), key.clone(), PART_SIZE)
-            .with_max_concurrency(PART_CONCURRENCY);
+        let mut uploads = Vec::with_capacity(targets.len());
+        for (key, encoding) in targets {
+            let encoder = match *encoding {
+                Encoding::Plain => None,
+                Encoding::Zstd(level) => {
+                    let mut enc =
+                        zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), level)
+                            .map_err(|e| Error::io(file, "cannot start zstd", e))?;
+                    enc.include_checksum(true)
+                        .map_err(|e| Error::io(file, "zstd", e))?;
+                    // Records the plain size in the frame (`zstd -l` shows it) and lets zstd
+                    // size its window to the input.
+                    enc.set_pledged_src_size(Some(total))
+                        .map_err(|e| Error::io(file, "zstd", e))?;
+                    enc.include_contentsize(true)
+                        .map_err(|e| Error::io(file, "zstd", e))?;
+                    Some(enc)
+                }
+            };
+            let writer = BufWriter::with_capacity(self.store.clone(), key.clone(), PART_SIZE)
+                .with_max_concurrency(PART_CONCURRENCY);
+            uploads.push(StagedUpload {
+                bucket: self.clone(),
+                key: key.clone(),
+                writer,
+                encoder,
+                stored: 0,
+                file: file.to_path_buf(),
+            });
+        }
         let mut hasher = Sha256::new();
-        let mut encoder = match encoding {
-            Encoding::Plain => None,
-            Encoding::Zstd(level) => {
-                let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(CHUNK), level)
-                    .map_err(|e| Error::io(file, "cannot start zstd", e))?;
-                // Multithreaded compression would take the cores the connector needs.
-                enc.include_checksum(true)
-                    .map_err(|e| Error::io(file, "zstd", e))?;
-                Some(enc)
-            }
-        };
         let mut buf = vec![0u8; CHUNK];
         let mut plain = 0u64;
-        let mut stored = 0u64;
-        progress.begin(key.as_ref(), total);
+        progress.begin(targets.first().map(|t| t.0.as_ref()).unwrap_or(""), total);
         let result: Result<()> = async {
             loop {
                 let n = src
@@ -255,52 +299,32 @@ impl Bucket {
                 }
                 hasher.update(&buf[..n]);
                 plain += n as u64;
-                let out: &[u8] = match encoder.as_mut() {
-                    None => &buf[..n],
-                    Some(enc) => {
-                        enc.write_all(&buf[..n])
-                            .map_err(|e| Error::io(file, "zstd", e))?;
-                        enc.get_ref()
-                    }
-                };
-                if !out.is_empty() {
-                    stored += out.len() as u64;
-                    writer
-                        .write_all(out)
-                        .await
-                        .map_err(|e| self.io_err("PUT", key, e))?;
-                }
-                if let Some(enc) = encoder.as_mut() {
-                    enc.get_mut().clear();
+                for u in uploads.iter_mut() {
+                    u.write(&buf[..n]).await?;
                 }
                 progress.advance(n as u64);
             }
-            if let Some(enc) = encoder.take() {
-                let tail = enc.finish().map_err(|e| Error::io(file, "zstd", e))?;
-                stored += tail.len() as u64;
-                writer
-                    .write_all(&tail)
-                    .await
-                    .map_err(|e| self.io_err("PUT", key, e))?;
+            for u in uploads.iter_mut() {
+                u.finish_encoding().await?;
             }
-            writer
-                .shutdown()
-                .await
-                .map_err(|e| self.io_err("PUT", key, e))?;
             Ok(())
         }
         .await;
         progress.end();
         if let Err(e) = result {
-            // Abandon the multipart upload so no parts linger; the key is untouched.
-            let _ = writer.abort().await;
+            for u in uploads {
+                u.abort().await;
+            }
             return Err(e);
         }
-        Ok(Transfer {
-            plain_bytes: plain,
-            stored_bytes: stored,
-            sha256: hex::encode(hasher.finalize()),
-        })
+        Ok((
+            Transfer {
+                plain_bytes: plain,
+                stored_bytes: 0,
+                sha256: hex::encode(hasher.finalize()),
+            },
+            uploads,
+        ))
     }
 
     /// A small object, whole, in memory.
@@ -549,6 +573,75 @@ impl<W: Write> Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// An upload whose bytes are all sent (or buffered) but which is not yet visible at
+/// its key: [`StagedUpload::commit`] makes it appear whole, [`StagedUpload::abort`] (or
+/// dropping it) leaves the key as it was.
+pub struct StagedUpload {
+    bucket: Bucket,
+    key: Path,
+    writer: BufWriter,
+    encoder: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    stored: u64,
+    file: std::path::PathBuf,
+}
+
+impl StagedUpload {
+    pub fn key(&self) -> &Path {
+        &self.key
+    }
+
+    async fn write(&mut self, plain: &[u8]) -> Result<()> {
+        let out: Vec<u8>;
+        let bytes: &[u8] = match self.encoder.as_mut() {
+            None => plain,
+            Some(enc) => {
+                enc.write_all(plain)
+                    .map_err(|e| Error::io(&self.file, "zstd", e))?;
+                out = std::mem::take(enc.get_mut());
+                &out
+            }
+        };
+        if !bytes.is_empty() {
+            self.stored += bytes.len() as u64;
+            self.writer
+                .write_all(bytes)
+                .await
+                .map_err(|e| self.bucket.io_err("PUT", &self.key, e))?;
+        }
+        Ok(())
+    }
+
+    async fn finish_encoding(&mut self) -> Result<()> {
+        if let Some(enc) = self.encoder.take() {
+            let tail = enc.finish().map_err(|e| Error::io(&self.file, "zstd", e))?;
+            self.stored += tail.len() as u64;
+            self.writer
+                .write_all(&tail)
+                .await
+                .map_err(|e| self.bucket.io_err("PUT", &self.key, e))?;
+        }
+        Ok(())
+    }
+
+    /// Completes the upload: the object appears whole at its key. Returns the bytes
+    /// stored.
+    pub async fn commit(mut self) -> Result<u64> {
+        match self.writer.shutdown().await {
+            Ok(()) => Ok(self.stored),
+            Err(e) => {
+                let err = self.bucket.io_err("PUT", &self.key, e);
+                let _ = self.writer.abort().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Abandons the upload (aborts a multipart upload, removes a staging file).
+    pub async fn abort(mut self) {
+        let _ = self.writer.abort().await;
     }
 }
 

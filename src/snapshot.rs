@@ -51,18 +51,63 @@ pub struct SnapshotSummary {
     pub check: &'static str,
 }
 
+/// A consistent copy of the live database in a temp file (removed when dropped), not
+/// yet checked.
+#[derive(Debug)]
+pub struct Copy {
+    pub file: tempfile::TempPath,
+    /// The live database's journal mode (the copy itself is in `delete` mode).
+    pub source_journal_mode: String,
+    pub taken_at: chrono::DateTime<chrono::Utc>,
+    pub size: u64,
+    pub took: Duration,
+    db: PathBuf,
+}
+
+/// What the checks read from a copy.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub info: ConnectorInfo,
+    pub rows: BTreeMap<String, u64>,
+    pub page_size: u64,
+    pub page_count: u64,
+    /// `integrity_check` or `quick_check`.
+    pub check: &'static str,
+}
+
 /// Takes a snapshot of `db` into a temp file in `tmp_dir`, checks it, and reads the
 /// connector's ids and row counts from the snapshot (not the live file).
 pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
     let started = Instant::now();
+    let copy = copy(db, tmp_dir)?;
+    let checked = copy.check()?;
+    let (sha256, size) = crate::bucket::sha256_file(&copy.file)?;
+    Ok(Snapshot {
+        file: copy.file,
+        info: checked.info,
+        size,
+        sha256,
+        page_size: checked.page_size,
+        page_count: checked.page_count,
+        source_journal_mode: copy.source_journal_mode,
+        rows: checked.rows,
+        check: checked.check,
+        taken_at: copy.taken_at,
+        took: started.elapsed(),
+    })
+}
+
+/// Copies `db` into a temp file in `tmp_dir`, consistently, without checking it.
+pub fn copy(db: &Path, tmp_dir: &Path) -> Result<Copy> {
+    let started = Instant::now();
     db::check_is_sqlite(db)?;
     let side_files = SideFiles::before(db);
-    let result = take_inner(db, tmp_dir, started);
+    let result = copy_inner(db, tmp_dir, started);
     side_files.restore_ownership(db);
     result
 }
 
-fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
+fn copy_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Copy> {
     let tmp = tempfile::Builder::new()
         .prefix(".hubvault-snapshot-")
         .suffix(".db")
@@ -70,8 +115,17 @@ fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
         .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?
         .into_temp_path();
     let src = db::open_read_only(db)?;
+    // Reads through mmap are cheaper than read() per page; SQLite caps it sensibly.
+    let _ = src.pragma_update(None, "mmap_size", 1i64 << 40);
     let source_journal_mode = db::page_info(&src, db)?.2;
     let mut dst = db::open_read_write(&tmp)?;
+    // The copy is a private temp file that is checked and hashed before anything is
+    // done with it: a crash simply loses it, so it needs no journal and no fsync.
+    let fast = |e| map_snapshot_error(db, &tmp, e);
+    dst.pragma_update(None, "journal_mode", "OFF")
+        .map_err(fast)?;
+    dst.pragma_update(None, "synchronous", "OFF")
+        .map_err(fast)?;
     let taken_at = chrono::Utc::now();
     {
         let backup = Backup::new(&src, &mut dst)
@@ -100,31 +154,53 @@ fn take_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Snapshot> {
         }
     }
     drop(src);
+    tracing::debug!(elapsed = ?started.elapsed(), "snapshot copied");
     dst.pragma_update(None, "journal_mode", "DELETE")
-        .map_err(|e| map_snapshot_error(db, &tmp, e))?;
+        .map_err(fast)?;
+    dst.close()
+        .map_err(|(_, e)| Error::sqlite(db, "cannot close the snapshot", e))?;
     let size = std::fs::metadata(&tmp)
         .map_err(|e| Error::io(&*tmp, "cannot stat the snapshot", e))?
         .len();
-    // Checks run on the snapshot: what we upload is what we checked.
-    let check = db::check_integrity(&dst, db, size)?;
-    let info = db::read_info(&dst, db)?;
-    let rows = db::table_counts(&dst, db)?;
-    let (page_size, page_count, _) = db::page_info(&dst, db)?;
-    dst.close()
-        .map_err(|(_, e)| Error::sqlite(db, "cannot close the snapshot", e))?;
-    let (sha256, size) = crate::bucket::sha256_file(&tmp)?;
-    Ok(Snapshot {
+    Ok(Copy {
         file: tmp,
-        info,
+        source_journal_mode,
+        taken_at,
         size,
-        sha256,
+        took: started.elapsed(),
+        db: db.to_path_buf(),
+    })
+}
+
+impl Copy {
+    /// Integrity and foreign-key checks, ids and row counts, all read from the copy:
+    /// what is uploaded is what was checked. Errors name the live database.
+    pub fn check(&self) -> Result<Checked> {
+        check_copy(&self.file, &self.db, self.size)
+    }
+
+    /// The live database this is a copy of.
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+}
+
+/// [`Copy::check`] on paths, for running on another thread while the copy is read.
+pub fn check_copy(file: &Path, db: &Path, size: u64) -> Result<Checked> {
+    let started = Instant::now();
+    let conn = db::open_read_only(file)?;
+    let _ = conn.pragma_update(None, "mmap_size", 1i64 << 40);
+    let check = db::check_integrity(&conn, db, size)?;
+    let info = db::read_info(&conn, db)?;
+    let rows = db::table_counts(&conn, db)?;
+    let (page_size, page_count, _) = db::page_info(&conn, db)?;
+    tracing::debug!(elapsed = ?started.elapsed(), check, "snapshot checked");
+    Ok(Checked {
+        info,
+        rows,
         page_size,
         page_count,
-        source_journal_mode,
-        rows,
         check,
-        taken_at,
-        took: started.elapsed(),
     })
 }
 

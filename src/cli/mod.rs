@@ -3,12 +3,17 @@
 //! errors to exit codes (0 ok, 1 failed, 2 bad command line or configuration, 3 stale or
 //! broken backups found).
 
+mod agent;
 mod backup;
 mod demo;
 mod inspect;
 mod output;
 mod remap;
 mod restore;
+mod prune;
+mod status;
+mod verify;
+mod versions;
 
 use std::process::ExitCode;
 
@@ -74,6 +79,19 @@ enum Command {
     /// Rewrite a local database's datahub and connector ids everywhere (the seed's
     /// manual steps 5 to 10), in one checked transaction.
     Remap(remap::Args),
+    /// The kept history of one connector's backups, newest first.
+    Versions(versions::Args),
+    /// Remove old versions by a retention policy (restic's --keep-* rules).
+    Prune(prune::Args),
+    /// Long-running: backs up every connector under the hub root when due, also those
+    /// that never restart; serves Prometheus metrics.
+    Agent(agent::Args),
+    /// Every backup in the bucket (or an org, or a hub): age, size, fresh/stale/broken,
+    /// last drill; from one LIST. Exit 3 when any is stale or broken.
+    Status(status::Args),
+    /// Restore drill: download each backup, check sha256, integrity, ids and tables,
+    /// record the result beside it. Exit 3 when any fails.
+    Verify(verify::Args),
 }
 
 impl Global {
@@ -98,7 +116,12 @@ impl Global {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    output::init_logging(&cli.global);
+    let mut logging = cli.global.clone();
+    if matches!(cli.command, Command::Agent(_)) {
+        // A daemon's log is its record: what it backed up and skipped, not only errors.
+        logging.verbose = logging.verbose.max(1);
+    }
+    output::init_logging(&logging);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -118,6 +141,11 @@ pub fn main() -> ExitCode {
             Command::Demo(a) => demo::run(a, &g).await,
             Command::Restore(a) => restore::run(a, &g).await,
             Command::Remap(a) => remap::run(a, &g).await,
+            Command::Versions(a) => versions::run(a, &g).await,
+            Command::Prune(a) => prune::run(a, &g).await,
+            Command::Agent(a) => agent::run(a, &g).await,
+            Command::Status(a) => status::run(a, &g).await,
+            Command::Verify(a) => verify::run(a, &g).await,
         }
     });
     match result {

@@ -6,21 +6,37 @@ use std::time::{Duration, SystemTime};
 
 use crate::both;
 use crate::common::{
-    AuthMoto, Kind, TestBucket, connector_db, download_with_foreign_client, json_of, rows, run, sha256_of, stderr,
+    AuthMoto, Kind, TestBucket, connector_db, download_with_foreign_client, json_of, rows, run,
+    sha256_of, stderr,
 };
 
 fn backup(tb: &TestBucket, db: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = run(tb.cmd().args(["backup", "--json", "--db"]).arg(db).args(extra));
+    let out = run(tb
+        .cmd()
+        .args(["backup", "--json", "--db"])
+        .arg(db)
+        .args(extra));
     json_of(&out, 0)
 }
 
 fn canonical(spec: &hubvault::fixture::Spec) -> String {
-    format!("acme/datahub/{}/connector/{}/sqlite.db", spec.datahub, spec.connector)
+    format!(
+        "acme/datahub/{}/connector/{}/sqlite.db",
+        spec.datahub, spec.connector
+    )
 }
 
 fn sqlite3_cli(db: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3").arg(db).arg(sql).output().expect("sqlite3 CLI is installed");
-    assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 CLI is installed");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -41,16 +57,28 @@ fn lands_at_exact_key_and_foreign_clients_read_it(tb: &TestBucket) {
     // The seed's manual restore opens the object in a SQLite tool: Debian's sqlite3 CLI.
     assert_eq!(sqlite3_cli(&dl, "PRAGMA integrity_check"), "ok");
     assert_eq!(sqlite3_cli(&dl, "SELECT count(*) FROM Events"), "500");
-    for table in ["Integrations", "Events", "Uploads", "Commands", "SequelizeMeta"] {
+    for table in [
+        "Integrations",
+        "Events",
+        "Uploads",
+        "Commands",
+        "SequelizeMeta",
+    ] {
         assert_eq!(rows(&dl, table), rows(&db, table), "{table}");
     }
     // Everything else hubvault wrote is beside it, under hubvault/.
     let prefix = key.trim_end_matches("sqlite.db");
     for (k, _) in tb.keys("acme") {
-        assert!(k == key || k.starts_with(&format!("{prefix}hubvault/")), "unexpected key {k}");
+        assert!(
+            k == key || k.starts_with(&format!("{prefix}hubvault/")),
+            "unexpected key {k}"
+        );
     }
 }
-both!(backup_lands_at_the_seeds_key_and_a_foreign_client_reads_the_same_rows, lands_at_exact_key_and_foreign_clients_read_it);
+both!(
+    backup_lands_at_the_seeds_key_and_a_foreign_client_reads_the_same_rows,
+    lands_at_exact_key_and_foreign_clients_read_it
+);
 
 fn wal_only_rows_are_backed_up(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
@@ -69,11 +97,17 @@ fn wal_only_rows_are_backed_up(tb: &TestBucket) {
             .unwrap();
     }
     let wal = hubvault::snapshot::side_path(&db, "-wal");
-    assert!(std::fs::metadata(&wal).unwrap().len() > 0, "the rows must be in the WAL");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "the rows must be in the WAL"
+    );
     // A raw copy of the main file alone would miss them:
     let raw = tempfile::tempdir().unwrap();
     std::fs::copy(&db, raw.path().join("copy.db")).unwrap();
-    assert_eq!(sqlite3_cli(&raw.path().join("copy.db"), "SELECT count(*) FROM Events"), "100");
+    assert_eq!(
+        sqlite3_cli(&raw.path().join("copy.db"), "SELECT count(*) FROM Events"),
+        "100"
+    );
 
     let r = backup(tb, &db, &[]);
     assert_eq!(r["decision"], "uploaded");
@@ -81,30 +115,57 @@ fn wal_only_rows_are_backed_up(tb: &TestBucket) {
     let dl = got.path().join("sqlite.db");
     download_with_foreign_client(tb, &canonical(&spec), &dl);
     assert_eq!(sqlite3_cli(&dl, "SELECT count(*) FROM Events"), "350");
-    assert_eq!(sqlite3_cli(&dl, "SELECT count(*) FROM Events WHERE externalId LIKE 'wal-only-%'"), "250");
+    assert_eq!(
+        sqlite3_cli(
+            &dl,
+            "SELECT count(*) FROM Events WHERE externalId LIKE 'wal-only-%'"
+        ),
+        "250"
+    );
     drop(writer);
 }
-both!(rows_committed_only_in_the_wal_are_in_the_backup, wal_only_rows_are_backed_up);
+both!(
+    rows_committed_only_in_the_wal_are_in_the_backup,
+    wal_only_rows_are_backed_up
+);
 
 fn max_age_rule_with_real_ages(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (db, _) = connector_db(hub.path(), "sdc", 50);
-    assert_eq!(backup(tb, &db, &["--max-age", "1h"])["decision"], "uploaded");
+    assert_eq!(
+        backup(tb, &db, &["--max-age", "1h"])["decision"],
+        "uploaded"
+    );
     let fresh = backup(tb, &db, &["--max-age", "1h"]);
     assert_eq!(fresh["decision"], "skipped");
-    assert!(fresh["reason"].as_str().unwrap().contains("younger than --max-age 1h"), "{fresh}");
+    assert!(
+        fresh["reason"]
+            .as_str()
+            .unwrap()
+            .contains("younger than --max-age 1h"),
+        "{fresh}"
+    );
     // Last-Modified has one-second resolution on S3.
     std::thread::sleep(Duration::from_millis(2100));
     let stale = backup(tb, &db, &["--max-age", "1s"]);
     assert_eq!(stale["decision"], "uploaded");
-    assert!(stale["reason"].as_str().unwrap().contains("older than --max-age 1s"), "{stale}");
+    assert!(
+        stale["reason"]
+            .as_str()
+            .unwrap()
+            .contains("older than --max-age 1s"),
+        "{stale}"
+    );
     // Unchanged database: no new version, but the canonical object is refreshed.
     assert_eq!(stale["new_version"], false);
     let forced = backup(tb, &db, &["--force"]);
     assert_eq!(forced["decision"], "uploaded");
     assert_eq!(forced["reason"], "--force");
 }
-both!(backup_skips_while_younger_than_max_age_and_uploads_when_older_or_forced, max_age_rule_with_real_ages);
+both!(
+    backup_skips_while_younger_than_max_age_and_uploads_when_older_or_forced,
+    max_age_rule_with_real_ages
+);
 
 /// The seed's 24 hours exactly, by ageing the object on the local store.
 #[test]
@@ -116,16 +177,26 @@ fn backup_skips_at_23_hours_and_uploads_at_25_hours_with_the_default_max_age() {
     let object = tb.dir.as_ref().unwrap().path().join(canonical(&spec));
     let age = |hours: u64| {
         let f = std::fs::File::options().write(true).open(&object).unwrap();
-        f.set_modified(SystemTime::now() - Duration::from_secs(hours * 3600)).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(hours * 3600))
+            .unwrap();
     };
     age(23);
     let r = backup(&tb, &db, &[]);
     assert_eq!(r["decision"], "skipped", "{r}");
-    assert!(r["reason"].as_str().unwrap().starts_with("backup is 23h"), "{r}");
+    assert!(
+        r["reason"].as_str().unwrap().starts_with("backup is 23h"),
+        "{r}"
+    );
     age(25);
     let r = backup(&tb, &db, &[]);
     assert_eq!(r["decision"], "uploaded", "{r}");
-    assert!(r["reason"].as_str().unwrap().contains("older than --max-age 24h"), "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("older than --max-age 24h"),
+        "{r}"
+    );
 }
 
 fn skip_takes_no_snapshot(tb: &TestBucket) {
@@ -137,8 +208,15 @@ fn skip_takes_no_snapshot(tb: &TestBucket) {
     let r = backup(tb, &db, &["--tmp-dir", nowhere]);
     assert_eq!(r["decision"], "skipped");
     assert!(r["check"].is_null() && r["sha256"].is_null(), "{r}");
-    let forced = run(tb.cmd().args(["backup", "--force", "--tmp-dir", nowhere, "--db"]).arg(&db));
-    assert_eq!(forced.status.code(), Some(1), "the same run with --force must need the temp dir");
+    let forced = run(tb
+        .cmd()
+        .args(["backup", "--force", "--tmp-dir", nowhere, "--db"])
+        .arg(&db));
+    assert_eq!(
+        forced.status.code(),
+        Some(1),
+        "the same run with --force must need the temp dir"
+    );
     assert!(stderr(&forced).contains(nowhere), "{}", stderr(&forced));
 }
 both!(a_skip_takes_no_snapshot, skip_takes_no_snapshot);
@@ -167,9 +245,15 @@ fn corrupt_db_never_replaces_a_good_backup(tb: &TestBucket) {
     let good = backup(tb, &db, &[]);
     let before = tb.keys("acme");
     corrupt(&db);
-    let out = run(tb.cmd().args(["backup", "--force", "--json", "--db"]).arg(&db));
+    let out = run(tb
+        .cmd()
+        .args(["backup", "--force", "--json", "--db"])
+        .arg(&db));
     let doc = json_of(&out, 1);
-    assert!(doc["error"].as_str().unwrap().contains("integrity_check"), "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("integrity_check"),
+        "{doc}"
+    );
     assert!(stderr(&out).contains("Try:"), "{}", stderr(&out));
     assert_eq!(tb.keys("acme"), before, "nothing may change in the bucket");
     let got = tempfile::tempdir().unwrap();
@@ -177,7 +261,10 @@ fn corrupt_db_never_replaces_a_good_backup(tb: &TestBucket) {
     download_with_foreign_client(tb, &canonical(&spec), &dl);
     assert_eq!(sha256_of(&dl), good["sha256"].as_str().unwrap());
 }
-both!(a_database_failing_integrity_check_never_replaces_the_good_backup, corrupt_db_never_replaces_a_good_backup);
+both!(
+    a_database_failing_integrity_check_never_replaces_the_good_backup,
+    corrupt_db_never_replaces_a_good_backup
+);
 
 /// Each bad input: the documented exit code, a message naming what is wrong, a hint,
 /// and no object written.
@@ -188,7 +275,10 @@ fn bad_inputs_are_refused(tb: &TestBucket) {
     let not_sqlite = odd.path().join("notes.db");
     std::fs::write(&not_sqlite, "connector notes, not a database\n".repeat(100)).unwrap();
     let no_integrations = odd.path().join("empty.db");
-    rusqlite::Connection::open(&no_integrations).unwrap().execute_batch("CREATE TABLE Events(id)").unwrap();
+    rusqlite::Connection::open(&no_integrations)
+        .unwrap()
+        .execute_batch("CREATE TABLE Events(id)")
+        .unwrap();
     let no_source = odd.path().join("nosource.db");
     rusqlite::Connection::open(&no_source)
         .unwrap()
@@ -200,16 +290,52 @@ fn bad_inputs_are_refused(tb: &TestBucket) {
     let other = "6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01";
     let own_hub = spec.datahub.to_string();
     let cases: Vec<(Vec<&str>, i32, Vec<&str>)> = vec![
-        (vec!["--db", dbs, "--datahub", "not-a-uuid"], 2, vec!["datahub id", "not-a-uuid"]),
-        (vec!["--db", dbs, "--connector", "../../etc"], 2, vec!["connector id", "../../etc"]),
-        (vec!["--db", dbs, "--org", "Acme"], 2, vec!["org slug", "Acme"]),
+        (
+            vec!["--db", dbs, "--datahub", "not-a-uuid"],
+            2,
+            vec!["datahub id", "not-a-uuid"],
+        ),
+        (
+            vec!["--db", dbs, "--connector", "../../etc"],
+            2,
+            vec!["connector id", "../../etc"],
+        ),
+        (
+            vec!["--db", dbs, "--org", "Acme"],
+            2,
+            vec!["org slug", "Acme"],
+        ),
         (vec!["--db", dbs, "--org", "../x"], 2, vec!["org slug"]),
-        (vec!["--db", dbs, "--datahub", other], 2, vec!["disagrees", other, own_hub.as_str()]),
-        (vec!["--db", "/nonexistent/sqlite.db"], 2, vec!["/nonexistent/sqlite.db", "no such file"]),
-        (vec!["--db", not_sqlite.to_str().unwrap()], 1, vec!["notes.db", "not a SQLite database"]),
-        (vec!["--db", no_integrations.to_str().unwrap()], 1, vec!["empty.db", "no Integrations table"]),
-        (vec!["--db", no_source.to_str().unwrap()], 1, vec!["nosource.db", "no source"]),
-        (vec!["--db", corrupt_db.to_str().unwrap()], 1, vec!["integrity_check"]),
+        (
+            vec!["--db", dbs, "--datahub", other],
+            2,
+            vec!["disagrees", other, own_hub.as_str()],
+        ),
+        (
+            vec!["--db", "/nonexistent/sqlite.db"],
+            2,
+            vec!["/nonexistent/sqlite.db", "no such file"],
+        ),
+        (
+            vec!["--db", not_sqlite.to_str().unwrap()],
+            1,
+            vec!["notes.db", "not a SQLite database"],
+        ),
+        (
+            vec!["--db", no_integrations.to_str().unwrap()],
+            1,
+            vec!["empty.db", "no Integrations table"],
+        ),
+        (
+            vec!["--db", no_source.to_str().unwrap()],
+            1,
+            vec!["nosource.db", "no source"],
+        ),
+        (
+            vec!["--db", corrupt_db.to_str().unwrap()],
+            1,
+            vec!["integrity_check"],
+        ),
         (vec!["--db", dbs, "--max-age", "soon"], 2, vec!["--max-age"]),
     ];
     for (args, code, needles) in cases {
@@ -220,11 +346,21 @@ fn bad_inputs_are_refused(tb: &TestBucket) {
             assert!(err.contains(n), "{args:?}: {n:?} not in {err}");
         }
         // Our errors end with "Try: …"; clap's flag errors with "try '--help'".
-        assert!(err.contains("\nTry: ") || err.contains("try '--help'"), "{args:?}: no hint in {err}");
+        assert!(
+            err.contains("\nTry: ") || err.contains("try '--help'"),
+            "{args:?}: no hint in {err}"
+        );
     }
-    assert!(tb.keys("").is_empty(), "no object may be written: {:?}", tb.keys(""));
+    assert!(
+        tb.keys("").is_empty(),
+        "no object may be written: {:?}",
+        tb.keys("")
+    );
 }
-both!(backup_refuses_bad_input_with_the_documented_exit_code_and_writes_nothing, bad_inputs_are_refused);
+both!(
+    backup_refuses_bad_input_with_the_documented_exit_code_and_writes_nothing,
+    bad_inputs_are_refused
+);
 
 #[test]
 fn backup_refuses_malformed_bucket_urls_and_missing_local_directories() {
@@ -232,11 +368,16 @@ fn backup_refuses_malformed_bucket_urls_and_missing_local_directories() {
     let (db, _) = connector_db(hub.path(), "sdc", 10);
     for (url, needle) in [
         ("ftp://host/x", "scheme \"ftp\" is not supported"),
-        ("file:///nonexistent/bucket-dir", "mkdir -p /nonexistent/bucket-dir"),
+        (
+            "file:///nonexistent/bucket-dir",
+            "mkdir -p /nonexistent/bucket-dir",
+        ),
         ("file://relative/dir", "three slashes"),
         ("not a url", "--bucket"),
     ] {
-        let out = run(crate::common::hubvault().args(["backup", "--bucket", url, "--db"]).arg(&db));
+        let out = run(crate::common::hubvault()
+            .args(["backup", "--bucket", url, "--db"])
+            .arg(&db));
         assert_eq!(out.status.code(), Some(2), "{url}: {}", stderr(&out));
         assert!(stderr(&out).contains(needle), "{url}: {}", stderr(&out));
     }
@@ -258,7 +399,10 @@ fn backup_to_an_unreachable_store_fails_with_a_network_hint() {
         .env("HUBVAULT_S3_RETRIES", "2"));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("HEAD") && err.contains("hv-unreachable"), "{err}");
+    assert!(
+        err.contains("HEAD") && err.contains("hv-unreachable"),
+        "{err}"
+    );
     assert!(err.contains("Try: cannot reach the store"), "{err}");
 }
 
@@ -277,8 +421,14 @@ fn backup_with_credentials_the_store_refuses_fails_with_a_credentials_hint() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("hv-auth"), "{err}");
-    assert!(err.contains("Try: the store refused our credentials"), "{err}");
-    assert!(!err.contains("wrong-secret"), "the secret must never be printed: {err}");
+    assert!(
+        err.contains("Try: the store refused our credentials"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong-secret"),
+        "the secret must never be printed: {err}"
+    );
 }
 
 #[test]

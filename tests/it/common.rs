@@ -210,7 +210,7 @@ pub fn rows(db: &Path, table: &str) -> Vec<serde_json::Value> {
     let mut stmt = conn
         .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
         .unwrap();
-    let names: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let names: Vec<String> = stmt.column_names().map(String::from).collect();
     stmt.query_map([], |r| {
         let mut obj = serde_json::Map::new();
         for (i, n) in names.iter().enumerate() {
@@ -260,7 +260,10 @@ impl AuthMoto {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let _ = m.child.kill();
-        panic!("the auth-enforcing moto server did not start on {}", m.endpoint);
+        panic!(
+            "the auth-enforcing moto server did not start on {}",
+            m.endpoint
+        );
     }
 }
 
@@ -273,7 +276,11 @@ impl Drop for AuthMoto {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// sha256 of a file, hex.
@@ -302,7 +309,26 @@ s3.download_file(bucket, key, dest)
                 .arg(dest)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "boto3: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
+}
+
+/// A temp dir private to this test process, for snapshots and downloads: another
+/// process's sweeper of TMPDIR (another checkout's suite running at the same time) can
+/// then never remove a file under a running test.
+pub fn private_tmp() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// `tb.cmd()` with TMPDIR set to [`private_tmp`].
+pub fn cmd_private_tmp(tb: &TestBucket) -> Command {
+    let mut c = tb.cmd();
+    c.env("TMPDIR", private_tmp());
+    c
 }

@@ -4,7 +4,12 @@
 
 mod common;
 
+mod agent;
 mod backup;
 mod conformance;
 mod remap;
 mod restore;
+mod countproxy;
+mod history;
+mod status;
+mod verify;

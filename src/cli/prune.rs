@@ -1,0 +1,110 @@
+use std::process::ExitCode;
+
+use hubvault::Result;
+use hubvault::ids::{ConnectorId, DatahubId};
+use hubvault::prune::{self, Scope};
+use hubvault::retention::Policy;
+
+use super::{Global, output};
+
+/// Retention flags, shared by `prune` (and the configuration file's [retention]).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PolicyArgs {
+    /// Keep the N newest versions.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_last: Option<u32>,
+    /// Keep the newest version of each of the N most recent hours that have one (UTC).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_hourly: Option<u32>,
+    /// … of each of the N most recent days (UTC).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_daily: Option<u32>,
+    /// … of each of the N most recent ISO weeks.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_weekly: Option<u32>,
+    /// … of each of the N most recent months.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_monthly: Option<u32>,
+    /// … of each of the N most recent years.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub keep_yearly: Option<u32>,
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
+    }
+}
+
+/// A count, or `unlimited`.
+fn parse_count(s: &str) -> std::result::Result<u32, String> {
+    if s == "unlimited" {
+        return Ok(u32::MAX);
+    }
+    s.parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a count: write a number like 7, or `unlimited`"))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only this hub's connectors.
+    #[arg(long, value_name = "ID")]
+    datahub: Option<String>,
+    /// Only this connector (needs --datahub).
+    #[arg(long, value_name = "ID")]
+    connector: Option<String>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// List exactly what would be deleted, and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
+    let scope = Scope {
+        org: Some(g.org()?),
+        datahub: a.datahub.as_deref().map(DatahubId::parse).transpose()?,
+        connector: a.connector.as_deref().map(ConnectorId::parse).transpose()?,
+    };
+    let policy = a.policy.policy();
+    let bucket = g.bucket()?;
+    let report = prune::prune(&bucket, &scope, &policy, a.dry_run).await?;
+    if g.json {
+        output::print_json(&report);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if a.dry_run { "would remove" } else { "removed" };
+    for c in &report.connectors {
+        println!("{}/", c.prefix);
+        for v in &c.verdicts {
+            if v.keep {
+                println!("  keep    {}  ({})", v.version, v.reasons.join(", "));
+            } else {
+                println!("  {verb:<7} {}", v.version);
+            }
+        }
+        for v in &c.incomplete {
+            println!("  {verb:<7} {}  (incomplete)", v);
+        }
+    }
+    println!(
+        "{} {} versions, kept {} ({}){}",
+        verb,
+        report.versions_removed,
+        report.versions_kept,
+        report.policy,
+        if a.dry_run {
+            "; dry run: nothing was deleted"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

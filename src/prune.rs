@@ -1,0 +1,162 @@
+//! Applies a retention policy to the kept versions of one connector, a hub, or an org.
+//!
+//! One LIST of the scope's prefix finds every version; `latest.json` of each connector
+//! names the version the canonical object equals. Never removed, whatever the policy:
+//! the canonical object and `latest.json` (prune only ever deletes under
+//! `hubvault/versions/`), the newest complete version, and the version the canonical
+//! object equals. A version whose data or manifest is missing (what a backup cut off
+//! between the two leaves) is removed once it is older than a day, and never counted by
+//! the policy.
+//!
+//! The newest version a restore drill (`hubvault verify`) verified is kept as well.
+//!
+//! `dry_run` computes exactly the same plan and deletes nothing: the plan is the
+//! report, so a dry run lists exactly what the real run deletes.
+
+use serde::Serialize;
+
+use crate::bucket::Bucket;
+use crate::error::{Error, Result};
+use crate::ids::{ConnectorId, DatahubId};
+use crate::layout::VersionId;
+use crate::retention::{self, Policy};
+pub use crate::status::Scope;
+use crate::status::{self, Listed};
+
+/// How old an incomplete version must be before prune removes it: a backup may be
+/// writing it right now.
+pub const INCOMPLETE_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectorPlan {
+    pub prefix: String,
+    pub datahub: DatahubId,
+    pub connector: ConnectorId,
+    /// Every complete version with the verdict, newest first.
+    pub verdicts: Vec<retention::Verdict>,
+    /// Incomplete versions old enough to remove.
+    pub incomplete: Vec<VersionId>,
+    /// The keys deleted (or, in a dry run, to delete), in order.
+    pub delete: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub policy: String,
+    pub connectors: Vec<ConnectorPlan>,
+    pub versions_removed: usize,
+    pub versions_kept: usize,
+    pub objects_deleted: usize,
+}
+
+/// Plans and (unless `dry_run`) carries out the policy.
+pub async fn prune(
+    bucket: &Bucket,
+    scope: &Scope,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<PruneReport> {
+    if policy.is_empty() {
+        return Err(Error::usage(
+            "no retention rule given, so nothing would be removed",
+            "pass at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly",
+        ));
+    }
+    if scope.connector.is_some() && scope.datahub.is_none() {
+        return Err(Error::usage(
+            "--connector needs --datahub",
+            "pass both --datahub and --connector for one connector, only --datahub for a hub, neither for the org",
+        ));
+    }
+    let now = chrono::Utc::now();
+    let mut plans = Vec::new();
+    for listed in status::scan(bucket, scope).await? {
+        if listed.versions.is_empty() {
+            continue;
+        }
+        let ck = &listed.ck;
+        // Newest first.
+        let ids: Vec<&VersionId> = listed.versions.keys().rev().collect();
+        let complete: Vec<VersionId> = ids
+            .iter()
+            .filter(|id| listed.versions[**id] == (true, true))
+            .map(|id| (*id).clone())
+            .collect();
+        let mut protected: Vec<VersionId> = complete.first().cloned().into_iter().collect();
+        if let Some(latest) = crate::backup::read_latest(bucket, ck).await {
+            protected.push(latest.version);
+        }
+        if let Some(v) = last_verified_version(bucket, &listed).await {
+            protected.push(v);
+        }
+        let verdicts = retention::apply(policy, &complete, &protected);
+        let incomplete: Vec<VersionId> = ids
+            .iter()
+            .filter(|id| {
+                listed.versions[**id] != (true, true) && now - id.time() > INCOMPLETE_GRACE
+            })
+            .map(|id| (*id).clone())
+            .collect();
+        let mut delete = Vec::new();
+        for id in verdicts
+            .iter()
+            .filter(|v| !v.keep)
+            .map(|v| &v.version)
+            .chain(incomplete.iter())
+        {
+            let (data, manifest) = listed.versions[id];
+            // Data first: a cut-off prune leaves a manifest without data, which reads as
+            // incomplete and is removed next time, never a manifest promising data.
+            if data {
+                delete.push(ck.version_data(id).to_string());
+            }
+            if manifest {
+                delete.push(ck.version_manifest(id).to_string());
+            }
+        }
+        plans.push(ConnectorPlan {
+            prefix: ck.prefix().to_string(),
+            datahub: ck.datahub,
+            connector: ck.connector,
+            verdicts,
+            incomplete,
+            delete,
+        });
+    }
+
+    let mut deleted = 0;
+    if !dry_run {
+        for plan in &plans {
+            for key in &plan.delete {
+                bucket
+                    .delete(&object_store::path::Path::from(key.as_str()))
+                    .await?;
+                deleted += 1;
+            }
+        }
+    }
+    Ok(PruneReport {
+        dry_run,
+        policy: policy.to_string(),
+        versions_removed: plans
+            .iter()
+            .map(|p| p.verdicts.iter().filter(|v| !v.keep).count() + p.incomplete.len())
+            .sum(),
+        versions_kept: plans
+            .iter()
+            .map(|p| p.verdicts.iter().filter(|v| v.keep).count())
+            .sum(),
+        objects_deleted: deleted,
+        connectors: plans,
+    })
+}
+
+/// The version named by the newest successful drill record, if any (one GET).
+async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Option<VersionId> {
+    let mark = listed.drills.iter().rev().find(|d| d.ok)?;
+    let bytes = bucket.get_bytes(&mark.key).await.ok()?;
+    serde_json::from_slice::<crate::verify::DrillRecord>(&bytes)
+        .ok()?
+        .version
+}

@@ -1,0 +1,446 @@
+//! Backup history: versions, unchanged databases, retention (issue 4), on both backends.
+
+use std::collections::BTreeSet;
+
+use hubvault::bucket::WriteMode;
+use hubvault::layout::{ConnectorKey, VersionId};
+
+use crate::both;
+use crate::common::{TestBucket, connector_db, json_of, rows, rt, run};
+
+fn backup(tb: &TestBucket, db: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    json_of(
+        &run(tb
+            .cmd()
+            .args(["backup", "--json", "--db"])
+            .arg(db)
+            .args(extra)),
+        0,
+    )
+}
+
+fn ck_of(spec: &hubvault::fixture::Spec) -> ConnectorKey {
+    ConnectorKey::new(
+        hubvault::ids::OrgSlug::parse("acme").unwrap(),
+        spec.datahub,
+        spec.connector,
+    )
+}
+
+/// Writes placeholder versions (data + manifest keys) at the given UTC times: prune
+/// decides from keys alone, so the bodies do not matter.
+fn seed_versions(
+    tb: &TestBucket,
+    ck: &ConnectorKey,
+    times: &[&str],
+    with_manifest: bool,
+) -> Vec<VersionId> {
+    let b = tb.bucket();
+    rt().block_on(async {
+        let mut ids = Vec::new();
+        for (i, t) in times.iter().enumerate() {
+            let at = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M")
+                .unwrap()
+                .and_utc();
+            let id = VersionId::new(at, &format!("{:064x}", i + 1));
+            b.put_bytes(
+                &ck.version_data(&id),
+                b"zstd".to_vec(),
+                WriteMode::Overwrite,
+            )
+            .await
+            .unwrap();
+            if with_manifest {
+                b.put_bytes(
+                    &ck.version_manifest(&id),
+                    b"{}".to_vec(),
+                    WriteMode::Overwrite,
+                )
+                .await
+                .unwrap();
+            }
+            ids.push(id);
+        }
+        ids
+    })
+}
+
+fn version_keys(tb: &TestBucket, ck: &ConnectorKey) -> BTreeSet<String> {
+    tb.keys(ck.versions_dir().as_ref())
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn dry_run_lists_exactly_what_prune_deletes(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 100);
+    backup(tb, &db, &[]);
+    let ck = ck_of(&spec);
+    // Gaps, several on one day, a month and a year boundary.
+    seed_versions(
+        tb,
+        &ck,
+        &[
+            "2026-11-20 23:00",
+            "2026-11-20 08:00",
+            "2026-11-19 12:00",
+            "2026-11-01 00:30",
+            "2026-10-31 23:30",
+            "2026-10-15 10:00",
+            "2026-01-01 00:00",
+            "2025-12-31 23:59",
+        ],
+        true,
+    );
+    let before = version_keys(tb, &ck);
+    let flags = [
+        "--keep-daily",
+        "3",
+        "--keep-monthly",
+        "2",
+        "--datahub",
+        &spec.datahub.to_string(),
+        "--connector",
+        &spec.connector.to_string(),
+    ];
+    let dry = json_of(
+        &run(tb.cmd().args(["prune", "--json", "--dry-run"]).args(flags)),
+        0,
+    );
+    assert_eq!(version_keys(tb, &ck), before, "a dry run deletes nothing");
+    let planned: Vec<String> = dry["connectors"][0]["delete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert!(!planned.is_empty());
+    let real = json_of(&run(tb.cmd().args(["prune", "--json"]).args(flags)), 0);
+    let deleted: Vec<String> = real["connectors"][0]["delete"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(planned, deleted);
+    assert_eq!(
+        real["objects_deleted"].as_u64().unwrap() as usize,
+        deleted.len()
+    );
+    let after = version_keys(tb, &ck);
+    let expected: BTreeSet<String> = before
+        .difference(&deleted.iter().cloned().collect())
+        .cloned()
+        .collect();
+    assert_eq!(after, expected);
+    // restic's rules: daily keeps today's real backup, 11-20 23:00, 11-19; monthly keeps
+    // the newest of November (today's) and of October (10-31 23:30).
+    let kept: Vec<String> = after
+        .iter()
+        .filter(|k| k.ends_with(".json"))
+        .map(|k| k.rsplit('/').next().unwrap()[..13].to_string())
+        .collect();
+    assert!(kept.contains(&"20261120T2300".to_string()), "{kept:?}");
+    assert!(kept.contains(&"20261119T1200".to_string()), "{kept:?}");
+    assert!(kept.contains(&"20261031T2330".to_string()), "{kept:?}");
+    assert!(!kept.contains(&"20261120T0800".to_string()), "{kept:?}");
+    assert!(!kept.contains(&"20251231T2359".to_string()), "{kept:?}");
+    assert_eq!(kept.len(), 4, "{kept:?}");
+}
+both!(
+    prune_dry_run_lists_exactly_what_prune_then_deletes,
+    dry_run_lists_exactly_what_prune_deletes
+);
+
+fn prune_spares_canonical_and_newest(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "solace", 100);
+    let ck = ck_of(&spec);
+    // The real backup is the newest; older placeholder versions around it.
+    seed_versions(tb, &ck, &["2026-01-02 00:00", "2026-01-01 00:00"], true);
+    let current = backup(tb, &db, &[]);
+    let out = run(tb.cmd().args(["prune", "--json", "--keep-last", "0"]));
+    let doc = json_of(&out, 0);
+    assert_eq!(doc["versions_removed"], 2, "{doc}");
+    let left = version_keys(tb, &ck);
+    let v = current["version"].as_str().unwrap();
+    assert!(
+        left.iter().any(|k| k.ends_with(&format!("{v}.db.zst"))),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|k| k.ends_with(&format!("{v}.json"))),
+        "{left:?}"
+    );
+    assert_eq!(left.len(), 2, "{left:?}");
+    let all: Vec<String> = tb.keys("acme").into_iter().map(|(k, _)| k).collect();
+    assert!(all.contains(&ck.canonical(&Default::default()).to_string()));
+    assert!(all.contains(&ck.latest_manifest().to_string()));
+    // Without any rule, prune refuses rather than guessing.
+    let out = run(tb.cmd().args(["prune"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(crate::common::stderr(&out).contains("--keep-last"));
+}
+both!(
+    prune_never_removes_the_canonical_object_or_the_newest_version,
+    prune_spares_canonical_and_newest
+);
+
+fn incomplete_versions_go_after_a_day(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    backup(tb, &db, &[]);
+    let ck = ck_of(&spec);
+    let now = chrono::Utc::now();
+    let recent = (now - chrono::TimeDelta::hours(2))
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    let old = seed_versions(tb, &ck, &["2026-01-01 00:00"], false);
+    let fresh = seed_versions(tb, &ck, &[&recent], false);
+    let doc = json_of(
+        &run(tb.cmd().args(["prune", "--json", "--keep-last", "5"])),
+        0,
+    );
+    assert_eq!(
+        doc["connectors"][0]["incomplete"],
+        serde_json::json!([old[0].to_string()]),
+        "{doc}"
+    );
+    let left = version_keys(tb, &ck);
+    assert!(!left.iter().any(|k| k.contains(old[0].as_str())));
+    assert!(
+        left.iter().any(|k| k.contains(fresh[0].as_str())),
+        "a backup may be writing it now"
+    );
+}
+both!(
+    prune_removes_incomplete_versions_only_once_they_are_a_day_old,
+    incomplete_versions_go_after_a_day
+);
+
+fn unchanged_db_refreshes_clock_without_new_version(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hrb-cellario", 300);
+    let ck = ck_of(&spec);
+    let first = backup(tb, &db, &[]);
+    let head = |tb: &TestBucket| {
+        let b = tb.bucket();
+        rt().block_on(async {
+            b.head(&ck.canonical(&Default::default()))
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    };
+    let t1 = head(tb).last_modified;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = backup(tb, &db, &["--force"]);
+    assert_eq!(again["new_version"], false, "{again}");
+    assert_eq!(again["version"], first["version"]);
+    assert_eq!(again["sha256"], first["sha256"]);
+    assert!(
+        head(tb).last_modified > t1,
+        "the canonical object must be refreshed for the 24h rule"
+    );
+    assert_eq!(
+        version_keys(tb, &ck).len(),
+        2,
+        "still one version (data + manifest)"
+    );
+    let text = run(tb.cmd().args(["backup", "--force", "--db"]).arg(&db));
+    assert!(
+        crate::common::stdout(&text).contains("no new version"),
+        "{}",
+        crate::common::stdout(&text)
+    );
+    // A change makes a new version.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("INSERT INTO SequelizeMeta VALUES ('x')", [])
+        .unwrap();
+    let changed = backup(tb, &db, &["--force"]);
+    assert_eq!(changed["new_version"], true);
+    assert_eq!(version_keys(tb, &ck).len(), 4);
+}
+both!(
+    an_unchanged_database_writes_no_new_version_and_still_refreshes_the_24h_clock,
+    unchanged_db_refreshes_clock_without_new_version
+);
+
+fn versions_lists_history(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 100);
+    let mut shas = Vec::new();
+    for i in 0..3 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO SequelizeMeta VALUES (?1)", [format!("m{i}")])
+            .unwrap();
+        shas.push(
+            backup(tb, &db, &["--force"])["sha256"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let args = [
+        "versions",
+        "--json",
+        "--datahub",
+        &spec.datahub.to_string(),
+        "--connector",
+        &spec.connector.to_string(),
+    ];
+    let doc = json_of(&run(tb.cmd().args(args)), 0);
+    let vs = doc["versions"].as_array().unwrap();
+    assert_eq!(vs.len(), 3);
+    let listed: Vec<&str> = vs.iter().map(|v| v["sha256"].as_str().unwrap()).collect();
+    shas.reverse();
+    assert_eq!(listed, shas, "newest first");
+    assert_eq!(vs[0]["current"], true);
+    assert_eq!(vs[1]["current"], false);
+    assert_eq!(vs[0]["events"], 100);
+    assert!(vs[0]["size"].as_u64().unwrap() > vs[0]["stored_size"].as_u64().unwrap());
+    let text = crate::common::stdout(&run(tb.cmd().args(&args[..1]).args(&args[2..])));
+    assert!(
+        text.contains("= canonical") && text.contains(&shas[0][..16]),
+        "{text}"
+    );
+}
+both!(
+    versions_lists_every_kept_version_newest_first_with_size_and_sha256,
+    versions_lists_history
+);
+
+fn backup_applies_retention(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    let ck = ck_of(&spec);
+    let mut last = serde_json::Value::Null;
+    for i in 0..4 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO SequelizeMeta VALUES (?1)", [format!("r{i}")])
+            .unwrap();
+        last = backup(tb, &db, &["--force", "--keep-last", "2"]);
+    }
+    assert_eq!(last["pruned"], 1, "{last}");
+    assert_eq!(
+        version_keys(tb, &ck).len(),
+        4,
+        "two versions, data + manifest each"
+    );
+    // The canonical object is still the newest database.
+    let dl = tempfile::tempdir().unwrap();
+    crate::common::download_with_foreign_client(
+        tb,
+        ck.canonical(&Default::default()).as_ref(),
+        &dl.path().join("x.db"),
+    );
+    assert_eq!(
+        rows(&dl.path().join("x.db"), "SequelizeMeta"),
+        rows(&db, "SequelizeMeta")
+    );
+}
+both!(
+    backup_applies_the_retention_policy_after_each_upload,
+    backup_applies_retention
+);
+
+fn prune_keeps_the_drill_verified_version(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    let ck = ck_of(&spec);
+    let verified = backup(tb, &db, &[])["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    json_of(&run(tb.cmd().args(["verify", "--json"])), 0);
+    let mut versions = vec![verified.clone()];
+    for i in 0..2 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO SequelizeMeta VALUES (?1)", [format!("d{i}")])
+            .unwrap();
+        versions.push(
+            backup(tb, &db, &["--force"])["version"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let doc = json_of(
+        &run(tb.cmd().args(["prune", "--json", "--keep-last", "1"])),
+        0,
+    );
+    let left = version_keys(tb, &ck);
+    let has = |v: &str| left.iter().any(|k| k.contains(v));
+    assert!(has(&versions[2]), "newest: {left:?}");
+    assert!(
+        has(&verified),
+        "the newest drill-verified version is protected: {doc}"
+    );
+    assert!(!has(&versions[1]), "{left:?}");
+}
+both!(
+    prune_never_removes_the_newest_version_a_drill_verified,
+    prune_keeps_the_drill_verified_version
+);
+
+fn config_retention_applies_to_backup_and_agent(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "solace", 50);
+    let ck = ck_of(&spec);
+    let conf = hub.path().join("hubvault.toml");
+    std::fs::write(&conf, "[retention]\nkeep_last = 1\n").unwrap();
+    let change = |tag: &str| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO SequelizeMeta VALUES (?1)", [tag])
+            .unwrap();
+    };
+    backup(tb, &db, &["--config", conf.to_str().unwrap()]);
+    change("c1");
+    let r = backup(tb, &db, &["--force", "--config", conf.to_str().unwrap()]);
+    assert_eq!(
+        r["pruned"], 1,
+        "backup applies [retention] from the file: {r}"
+    );
+    assert_eq!(version_keys(tb, &ck).len(), 2);
+    change("c2");
+    let out = run(tb
+        .cmd()
+        .args([
+            "agent",
+            "--once",
+            "--max-age",
+            "0s",
+            "--config",
+            conf.to_str().unwrap(),
+            "--hub-root",
+        ])
+        .arg(hub.path()));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    let left = version_keys(tb, &ck);
+    assert_eq!(
+        left.len(),
+        2,
+        "the agent applies [retention] after its upload: {left:?}"
+    );
+    assert!(
+        !left
+            .iter()
+            .any(|k| k.contains(r["version"].as_str().unwrap())),
+        "{left:?}"
+    );
+}
+both!(
+    retention_from_the_config_file_is_applied_by_backup_and_agent,
+    config_retention_applies_to_backup_and_agent
+);
