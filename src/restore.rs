@@ -181,7 +181,11 @@ fn target_path(req: &RestoreRequest) -> Result<PathBuf> {
             };
             if !parent.is_dir() {
                 return Err(Error::usage(
-                    format!("--output {}: directory {} does not exist", file.display(), parent.display()),
+                    format!(
+                        "--output {}: directory {} does not exist",
+                        file.display(),
+                        parent.display()
+                    ),
                     "create the directory first or choose another --output",
                 ));
             }
@@ -329,7 +333,11 @@ pub fn holders(target: &Path) -> Vec<Holder> {
     let Some(dir) = target.parent() else {
         return Vec::new();
     };
-    let Ok(dir) = std::fs::canonicalize(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else {
+    let Ok(dir) = std::fs::canonicalize(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) else {
         return Vec::new();
     };
     let name = target.file_name().unwrap_or_default();
@@ -416,7 +424,9 @@ pub async fn fetch(
     let (verified_by, legacy) = match &plan.expected {
         Expected::Version { sha256, manifest } => {
             if *sha256 != got.sha256 {
-                return Err(mismatch(&format!("its manifest {manifest} records {sha256}")));
+                return Err(mismatch(&format!(
+                    "its manifest {manifest} records {sha256}"
+                )));
             }
             (manifest.clone(), false)
         }
@@ -476,7 +486,11 @@ async fn version_with_sha(bucket: &Bucket, ck: &ConnectorKey, sha: &str) -> Resu
 
 /// Carries out `plan` (see the module's contract). Runs blocking file and SQLite work on
 /// tokio's blocking pool.
-pub async fn execute(bucket: &Bucket, plan: &RestorePlan, progress: &dyn Progress) -> Result<RestoreReport> {
+pub async fn execute(
+    bucket: &Bucket,
+    plan: &RestorePlan,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let started = std::time::Instant::now();
     if !plan.held_open_by.is_empty() && !plan.force {
         return Err(held_open_error(&plan.target, &plan.held_open_by));
@@ -489,7 +503,8 @@ pub async fn execute(bucket: &Bucket, plan: &RestorePlan, progress: &dyn Progres
         .to_path_buf();
     let created_dir = !dir.exists();
     if created_dir {
-        std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, "cannot create the connector directory", e))?;
+        std::fs::create_dir(&dir)
+            .map_err(|e| Error::io(&dir, "cannot create the connector directory", e))?;
         if let Some(owner) = dir.parent().and_then(|p| std::fs::metadata(p).ok()) {
             let _ = std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid()));
         }
@@ -650,7 +665,8 @@ fn prepare_and_install(
     let (sha256_installed, bytes) = crate::bucket::sha256_file(tmp)?;
     set_owner_and_mode(tmp, &plan.target, dir)?;
     let f = std::fs::File::open(tmp).map_err(|e| Error::io(tmp, "cannot open", e))?;
-    f.sync_all().map_err(|e| Error::io(tmp, "cannot fsync the restored database", e))?;
+    f.sync_all()
+        .map_err(|e| Error::io(tmp, "cannot fsync the restored database", e))?;
     drop(f);
 
     let kept = install(plan, tmp, dir)?;
@@ -712,7 +728,10 @@ fn install(plan: &RestorePlan, tmp: &Path, dir: &Path) -> Result<Vec<Kept>> {
         Some(k) if plan.keep[0].from == *target => k,
         _ => {
             let mut s = target.as_os_str().to_owned();
-            s.push(format!(".before-restore-{}", layout::stamp(chrono::Utc::now())));
+            s.push(format!(
+                ".before-restore-{}",
+                layout::stamp(chrono::Utc::now())
+            ));
             PathBuf::from(s)
         }
     };
@@ -735,10 +754,17 @@ fn install(plan: &RestorePlan, tmp: &Path, dir: &Path) -> Result<Vec<Kept>> {
             kept.push(Kept { from: side, to });
         }
     }
-    std::fs::rename(tmp, target).map_err(|e| Error::io(target, "cannot move the restored database into place", e))?;
+    std::fs::rename(tmp, target)
+        .map_err(|e| Error::io(target, "cannot move the restored database into place", e))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, "cannot fsync the directory (the database is in place)", e))?;
+        .map_err(|e| {
+            Error::io(
+                dir,
+                "cannot fsync the directory (the database is in place)",
+                e,
+            )
+        })?;
     Ok(kept)
 }
 
@@ -747,8 +773,12 @@ fn checkpoint(target: &Path) -> Result<()> {
     let mode = db::page_info(&conn, target)?.2;
     if mode == "wal" {
         let (busy, _, _): (i64, i64, i64) = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(|e| Error::sqlite(target, "cannot checkpoint the database being replaced", e))?;
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| {
+                Error::sqlite(target, "cannot checkpoint the database being replaced", e)
+            })?;
         if busy != 0 {
             return Err(Error::db(
                 target,

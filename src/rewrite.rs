@@ -101,7 +101,10 @@ pub fn check_ids(from: Ids, to: Ids) -> Result<()> {
     );
     if td == tc {
         return Err(Error::usage(
-            format!("--to-datahub and --to-connector are the same id {}", to.datahub),
+            format!(
+                "--to-datahub and --to-connector are the same id {}",
+                to.datahub
+            ),
             "a datahub and a connector have different ids: copy both from the platform",
         ));
     }
@@ -188,7 +191,9 @@ fn replaced(col: &str, pairs: &[(String, String)]) -> String {
     for (a, b) in pairs {
         e = format!("replace({e}, {}, {})", lit(a), lit(b));
     }
-    format!("CASE typeof({col}) WHEN 'text' THEN {e} WHEN 'blob' THEN CAST({e} AS BLOB) ELSE {col} END")
+    format!(
+        "CASE typeof({col}) WHEN 'text' THEN {e} WHEN 'blob' THEN CAST({e} AS BLOB) ELSE {col} END"
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -249,7 +254,11 @@ fn tables(conn: &Connection, path: &Path) -> Result<Vec<Table>> {
 }
 
 /// Schema objects (name, type, sql) whose SQL names an old id in any case.
-fn schema_hits(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<(String, String, String)>> {
+fn schema_hits(
+    conn: &Connection,
+    path: &Path,
+    old: &[String],
+) -> Result<Vec<(String, String, String)>> {
     if old.is_empty() {
         return Ok(Vec::new());
     }
@@ -258,7 +267,10 @@ fn schema_hits(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<(St
         any_case_match("sql", old)
     );
     conn.prepare(&sql)
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
         .map_err(|e| Error::sqlite(path, "cannot read the schema", e))
 }
 
@@ -563,7 +575,10 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
             .collect();
         return Err(Error::db(
             path,
-            format!("old ids are still found after the rewrite: {}", places.join(", ")),
+            format!(
+                "old ids are still found after the rewrite: {}",
+                places.join(", ")
+            ),
             "nothing was changed; these values spell an old id in mixed case, or cannot be rewritten by hubvault (e.g. a virtual table without UPDATE): fix them by hand and run it again",
         ));
     }
@@ -632,10 +647,17 @@ pub fn remap_file(
                 "choose a new file name, or leave out --output to rewrite --db in place",
             ));
         }
-        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !parent.is_dir() {
             return Err(Error::usage(
-                format!("--output {}: directory {} does not exist", out.display(), parent.display()),
+                format!(
+                    "--output {}: directory {} does not exist",
+                    out.display(),
+                    parent.display()
+                ),
                 "create the directory first or choose another --output",
             ));
         }
@@ -643,7 +665,10 @@ pub fn remap_file(
     let from = {
         let conn = db::open_read_only(db_path)?;
         let info = db::read_info(&conn, db_path)?;
-        Ids { datahub: info.datahub, connector: info.connector }
+        Ids {
+            datahub: info.datahub,
+            connector: info.connector,
+        }
     };
     check_ids(from, to)?;
     let report = |plan: RewritePlan, output: Option<std::path::PathBuf>| RemapReport {
@@ -656,16 +681,27 @@ pub fn remap_file(
     };
     if dry_run {
         let conn = db::open_read_only(db_path)?;
-        return Ok(report(plan(&conn, db_path, from, to)?, output.map(Path::to_path_buf)));
+        return Ok(report(
+            plan(&conn, db_path, from, to)?,
+            output.map(Path::to_path_buf),
+        ));
     }
     let Some(out) = output else {
         let mut conn = db::open_read_write(db_path)?;
         let done = apply(&mut conn, db_path, from, to)?;
-        conn.close().map_err(|(_, e)| Error::sqlite(db_path, "cannot close", e))?;
+        conn.close()
+            .map_err(|(_, e)| Error::sqlite(db_path, "cannot close", e))?;
         return Ok(report(done, None));
     };
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = out.file_name().unwrap_or_default().to_string_lossy().to_string();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.hubvault-remap-"))
         .tempfile_in(parent)
@@ -676,11 +712,13 @@ pub fn remap_file(
         let mode = db::page_info(&src, db_path)?.2;
         let mut dst = db::open_read_write(&tmp)?;
         rusqlite::backup::Backup::new(&src, &mut dst)
-            .and_then(|b| loop {
-                match b.step(-1)? {
-                    rusqlite::backup::StepResult::Done => break Ok(()),
-                    rusqlite::backup::StepResult::More => continue,
-                    _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+            .and_then(|b| {
+                loop {
+                    match b.step(-1)? {
+                        rusqlite::backup::StepResult::Done => break Ok(()),
+                        rusqlite::backup::StepResult::More => continue,
+                        _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+                    }
                 }
             })
             .map_err(|e| Error::sqlite(db_path, "cannot copy the database", e))?;
@@ -688,12 +726,23 @@ pub fn remap_file(
     };
     let mut conn = db::open_read_write(&tmp)?;
     // A temp file nobody else sees: no rollback journal needed (on failure it is removed).
-    conn.execute_batch("PRAGMA journal_mode=DELETE; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-        .map_err(|e| Error::sqlite(&*tmp, "cannot set up the copy", e))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=DELETE; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;",
+    )
+    .map_err(|e| Error::sqlite(&*tmp, "cannot set up the copy", e))?;
     let done = apply(&mut conn, &tmp, from, to)?;
-    conn.pragma_update(None, "journal_mode", if journal_mode == "wal" { "WAL" } else { "DELETE" })
-        .map_err(|e| Error::sqlite(&*tmp, "cannot set the journal mode", e))?;
-    conn.close().map_err(|(_, e)| Error::sqlite(&*tmp, "cannot close", e))?;
+    conn.pragma_update(
+        None,
+        "journal_mode",
+        if journal_mode == "wal" {
+            "WAL"
+        } else {
+            "DELETE"
+        },
+    )
+    .map_err(|e| Error::sqlite(&*tmp, "cannot set the journal mode", e))?;
+    conn.close()
+        .map_err(|(_, e)| Error::sqlite(&*tmp, "cannot close", e))?;
     for s in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(crate::snapshot::side_path(&tmp, s));
     }
@@ -771,7 +820,12 @@ mod tests {
         assert!(done.total_values() > 60);
         let again = apply(&mut conn, &path, to, to).unwrap();
         assert!(again.is_noop());
-        let left = scan_ids(&conn, &path, &[spec.datahub.to_string(), spec.connector.to_string()]).unwrap();
+        let left = scan_ids(
+            &conn,
+            &path,
+            &[spec.datahub.to_string(), spec.connector.to_string()],
+        )
+        .unwrap();
         assert!(left.is_empty(), "{left:?}");
     }
 

@@ -7,9 +7,9 @@ use hubvault::backup::{self, BackupOptions, Decision};
 use hubvault::bucket::Bucket;
 use hubvault::fixture::{self, CONNECTOR_TYPES, Spec};
 use hubvault::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
+use hubvault::progress::NoProgress;
 use hubvault::restore::{self, RestoreRequest, Source, Target};
 use hubvault::rewrite::{self, Ids};
-use hubvault::progress::NoProgress;
 use hubvault::{Error, Result};
 use serde::Serialize;
 
@@ -148,7 +148,8 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
 
     // The hub is lost. A new hub with a new id gets a new connector for each old one.
     let new_hub_root = dir.join("new-hub");
-    std::fs::create_dir_all(&new_hub_root).map_err(|e| Error::io(&new_hub_root, "cannot create", e))?;
+    std::fs::create_dir_all(&new_hub_root)
+        .map_err(|e| Error::io(&new_hub_root, "cannot create", e))?;
     let new_datahub = DatahubId::random();
     let mut expected = Vec::new();
     for spec in &specs {
@@ -160,7 +161,8 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         let db = hub_root.join(spec.connector.to_string()).join("sqlite.db");
         expected.push((new_connector, events_digest(&db, &map)?));
     }
-    std::fs::remove_dir_all(&hub_root).map_err(|e| Error::io(&hub_root, "cannot remove (the demo's lost hub)", e))?;
+    std::fs::remove_dir_all(&hub_root)
+        .map_err(|e| Error::io(&hub_root, "cannot remove (the demo's lost hub)", e))?;
     say(format!(
         "\nthe hub is lost ({} removed); new hub {} (datahub {new_datahub})",
         hub_root.display(),
@@ -168,8 +170,14 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     ));
     let mut restored = Vec::new();
     for (spec, (new_connector, (events_before, digest))) in specs.iter().zip(expected) {
-        let from = Ids { datahub: spec.datahub, connector: spec.connector };
-        let to = Ids { datahub: new_datahub, connector: new_connector };
+        let from = Ids {
+            datahub: spec.datahub,
+            connector: spec.connector,
+        };
+        let to = Ids {
+            datahub: new_datahub,
+            connector: new_connector,
+        };
         let req = RestoreRequest {
             org: org.clone(),
             from,
@@ -184,7 +192,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         let (events_after, got) = events_digest(&report.target, &[])?;
         let left = {
             let conn = hubvault::db::open_read_only(&report.target)?;
-            rewrite::scan_ids(&conn, &report.target, &[spec.datahub.to_string(), spec.connector.to_string()])?
+            rewrite::scan_ids(
+                &conn,
+                &report.target,
+                &[spec.datahub.to_string(), spec.connector.to_string()],
+            )?
         };
         let run = RestoredRun {
             source_type: spec.source_type.clone(),
@@ -203,14 +215,24 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             run.new_connector,
             run.events_after,
             run.events_before,
-            if run.events_survived { " (all identical but for the ids)" } else { " (DIFFERENT)" },
-            if run.old_ids_left.is_empty() { "no old id left".to_string() } else { format!("OLD IDS LEFT in {}", run.old_ids_left.join(", ")) }
+            if run.events_survived {
+                " (all identical but for the ids)"
+            } else {
+                " (DIFFERENT)"
+            },
+            if run.old_ids_left.is_empty() {
+                "no old id left".to_string()
+            } else {
+                format!("OLD IDS LEFT in {}", run.old_ids_left.join(", "))
+            }
         ));
         restored.push(run);
     }
     let ok = backups_ok
         && restored.len() == specs.len()
-        && restored.iter().all(|r| r.events_survived && r.old_ids_left.is_empty());
+        && restored
+            .iter()
+            .all(|r| r.events_survived && r.old_ids_left.is_empty());
     say(format!(
         "\n{}",
         if ok {
@@ -247,7 +269,9 @@ fn events_digest(db: &std::path::Path, map: &[(String, String)]) -> Result<(u64,
     use sha2::Digest;
     let conn = hubvault::db::open_read_only(db)?;
     let q = |e| Error::sqlite(db, "cannot read Events", e);
-    let mut stmt = conn.prepare("SELECT * FROM Events ORDER BY id").map_err(q)?;
+    let mut stmt = conn
+        .prepare("SELECT * FROM Events ORDER BY id")
+        .map_err(q)?;
     let n = stmt.column_count();
     let mut rows = stmt.query([]).map_err(q)?;
     let mut hasher = sha2::Sha256::new();

@@ -69,8 +69,14 @@ async fn inspect_backup(ids: Ids, g: &Global) -> Result<(Inspection, Option<Stri
         db_file: DbFileName::default(),
     };
     let plan = restore::plan(&bucket, &req).await?;
-    let fetched =
-        restore::fetch(&bucket, &plan, tmp.path(), "backup-", &output::Bar::new(g.json)).await?;
+    let fetched = restore::fetch(
+        &bucket,
+        &plan,
+        tmp.path(),
+        "backup-",
+        &output::Bar::new(g.json),
+    )
+    .await?;
     let mut report = db::inspect(&fetched.file)?;
     report.path = format!("{}/{}", plan.bucket.trim_end_matches('/'), plan.key);
     Ok((report, Some(fetched.verified_by)))

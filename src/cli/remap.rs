@@ -49,7 +49,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
 
 fn print_human(r: &RemapReport) {
     let p = &r.plan;
-    let verb = if r.dry_run { "would rewrite" } else { "rewrote" };
+    let verb = if r.dry_run {
+        "would rewrite"
+    } else {
+        "rewrote"
+    };
     println!("{}", r.db.display());
     println!("  datahub    {} -> {}", p.from.datahub, p.to.datahub);
     println!("  connector  {} -> {}", p.from.connector, p.to.connector);

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use hubvault::ids::{ConnectorId, DatahubId, DbFileName};
 use hubvault::layout::VersionId;
-use hubvault::restore::{self, Expected, RestorePlan, RestoreReport, RestoreRequest, Source, Target};
+use hubvault::restore::{
+    self, Expected, RestorePlan, RestoreReport, RestoreRequest, Source, Target,
+};
 use hubvault::rewrite::Ids;
 use hubvault::{Error, Result};
 
@@ -34,7 +36,12 @@ pub struct Args {
     output: Option<PathBuf>,
     /// Restore this kept version (see `hubvault versions`) instead of the latest backup.
     // Not `version`: that id is clap's own --version flag of the program.
-    #[arg(long = "version", id = "version_id", value_name = "ID", conflicts_with = "at")]
+    #[arg(
+        long = "version",
+        id = "version_id",
+        value_name = "ID",
+        conflicts_with = "at"
+    )]
     version_id: Option<String>,
     /// Restore the newest version taken at or before this time (RFC 3339).
     #[arg(long, value_name = "TIME")]
@@ -159,7 +166,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             let r = restore::run_hook(cmd, &plan, g.json);
             if let Err(e) = r {
                 if g.json {
-                    output::print_json(&serde_json::json!({"ok": false, "restore": report, "hook": {"command": cmd, "ok": false}, "error": e.to_string(), "hint": e.hint(), "exit_code": 1}));
+                    output::print_json(
+                        &serde_json::json!({"ok": false, "restore": report, "hook": {"command": cmd, "ok": false}, "error": e.to_string(), "hint": e.hint(), "exit_code": 1}),
+                    );
                     eprintln!("error: {e}");
                     if let Some(h) = e.hint() {
                         eprintln!("Try: {h}");
@@ -217,19 +226,34 @@ pub fn print_plan(p: &RestorePlan) {
         }
     }
     if p.rewrite {
-        println!("  rewrite    datahub   {} -> {}", p.from.datahub, p.to.datahub);
-        println!("             connector {} -> {}", p.from.connector, p.to.connector);
+        println!(
+            "  rewrite    datahub   {} -> {}",
+            p.from.datahub, p.to.datahub
+        );
+        println!(
+            "             connector {} -> {}",
+            p.from.connector, p.to.connector
+        );
     } else {
-        println!("  rewrite    none (same ids {} / {})", p.to.datahub, p.to.connector);
+        println!(
+            "  rewrite    none (same ids {} / {})",
+            p.to.datahub, p.to.connector
+        );
     }
     println!(
         "  journal    {}",
-        p.journal_mode.as_deref().unwrap_or("as the replaced file (or delete)")
+        p.journal_mode
+            .as_deref()
+            .unwrap_or("as the replaced file (or delete)")
     );
     println!(
         "  install    {}{}",
         p.target.display(),
-        if p.replaces { " (replaces the database there)" } else { " (new)" }
+        if p.replaces {
+            " (replaces the database there)"
+        } else {
+            " (new)"
+        }
     );
     for k in &p.keep {
         println!("  keep       {} -> {}", k.from.display(), k.to.display());
@@ -239,7 +263,11 @@ pub fn print_plan(p: &RestorePlan) {
             "  HELD OPEN  by pid {} ({}){}",
             h.pid,
             h.command,
-            if p.force { ": --force given, replacing anyway" } else { ": the restore will refuse (stop it or pass --force)" }
+            if p.force {
+                ": --force given, replacing anyway"
+            } else {
+                ": the restore will refuse (stop it or pass --force)"
+            }
         );
     }
 }
@@ -247,7 +275,10 @@ pub fn print_plan(p: &RestorePlan) {
 fn print_report(r: &RestoreReport) {
     println!("restored {}", r.target.display());
     println!("  from       {}", r.key);
-    println!("  verified   sha256 {} against {}", r.sha256_fetched, r.verified_by);
+    println!(
+        "  verified   sha256 {} against {}",
+        r.sha256_fetched, r.verified_by
+    );
     for w in &r.warnings {
         println!("  WARNING    {w}");
     }
@@ -262,7 +293,9 @@ fn print_report(r: &RestoreReport) {
     println!(
         "  installed  {} ({} events, journal {}, sha256 {})",
         output::human_bytes(r.bytes),
-        r.events.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+        r.events
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into()),
         r.journal_mode,
         r.sha256_installed
     );

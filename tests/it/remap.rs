@@ -24,7 +24,11 @@ where integration='{old_hub}';
 PRAGMA foreign_keys=on;"
     );
     let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
-    assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Rows with every TEXT value that parses as a JSON object or array replaced by the
@@ -96,7 +100,11 @@ fn old_ids_left(db: &Path, ids: &[String]) -> Vec<String> {
 
 fn sqlite3(db: &Path, sql: &str) -> String {
     let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
-    assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -105,18 +113,30 @@ fn remap_gives_the_same_integrations_and_events_as_the_seeds_sql() {
     let dir = tempfile::tempdir().unwrap();
     let (live, spec) = connector_db(dir.path(), "hrb-cellario", 300);
     // The seed's world: the ids only where the seed says they are.
-    sqlite3(&live, "UPDATE Integrations SET state='{}'; DELETE FROM Uploads;");
+    sqlite3(
+        &live,
+        "UPDATE Integrations SET state='{}'; DELETE FROM Uploads;",
+    );
     let seed = copy(&live, dir.path(), "seed.db");
     let ours = copy(&live, dir.path(), "ours.db");
-    let (hub, conn) = (DatahubId::random().to_string(), ConnectorId::random().to_string());
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
     seeds_sql(&seed, &spec.datahub.to_string(), &hub, &conn);
     json_of(&remap(&ours, &hub, &conn, &[]), 0);
     for table in ["Integrations", "Events"] {
-        let (a, b) = (rows_json_as_values(&seed, table), rows_json_as_values(&ours, table));
+        let (a, b) = (
+            rows_json_as_values(&seed, table),
+            rows_json_as_values(&ours, table),
+        );
         assert_eq!(a.len(), b.len());
         assert_eq!(a, b, "{table} differs from the seed's SQL");
     }
-    assert_eq!(sqlite3(&ours, "PRAGMA foreign_key_check; PRAGMA integrity_check"), "ok");
+    assert_eq!(
+        sqlite3(&ours, "PRAGMA foreign_key_check; PRAGMA integrity_check"),
+        "ok"
+    );
 }
 
 #[test]
@@ -125,13 +145,22 @@ fn remap_leaves_no_old_id_in_other_tables_where_the_seeds_sql_does() {
     let (live, spec) = connector_db(dir.path(), "sdc", 200);
     let seed = copy(&live, dir.path(), "seed.db");
     let ours = copy(&live, dir.path(), "ours.db");
-    let (hub, conn) = (DatahubId::random().to_string(), ConnectorId::random().to_string());
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
     seeds_sql(&seed, &spec.datahub.to_string(), &hub, &conn);
     json_of(&remap(&ours, &hub, &conn, &[]), 0);
     let old = [spec.datahub.to_string(), spec.connector.to_string()];
     let seed_left = old_ids_left(&seed, &old);
-    assert!(seed_left.contains(&"Integrations.state".to_string()), "{seed_left:?}");
-    assert!(seed_left.contains(&"Uploads.filePath".to_string()), "{seed_left:?}");
+    assert!(
+        seed_left.contains(&"Integrations.state".to_string()),
+        "{seed_left:?}"
+    );
+    assert!(
+        seed_left.contains(&"Uploads.filePath".to_string()),
+        "{seed_left:?}"
+    );
     assert_eq!(old_ids_left(&ours, &old), Vec::<String>::new());
     // And the state keyed by connector id now has the new id as its key.
     let state: serde_json::Value =
@@ -144,7 +173,10 @@ fn remap_dry_run_prints_the_plan_per_column_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = connector_db(dir.path(), "solace", 120);
     let before = sha256_of(&db);
-    let (hub, conn) = (DatahubId::random().to_string(), ConnectorId::random().to_string());
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
     let plan = json_of(&remap(&db, &hub, &conn, &["--dry-run"]), 0);
     assert_eq!(sha256_of(&db), before);
     let count = |t: &str, c: &str| {
@@ -171,7 +203,10 @@ fn remap_dry_run_prints_the_plan_per_column_and_changes_nothing() {
 fn remap_run_again_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = connector_db(dir.path(), "hrb-cellario", 50);
-    let (hub, conn) = (DatahubId::random().to_string(), ConnectorId::random().to_string());
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
     let first = json_of(&remap(&db, &hub, &conn, &[]), 0);
     assert!(first["total_values"].as_u64().unwrap() > 100);
     let after_first = rows(&db, "Events");
@@ -198,9 +233,20 @@ fn remap_rewrites_unknown_tables_json_keys_paths_blobs_and_uppercase_and_keeps_e
              CREATE VIEW mine AS SELECT * FROM Events WHERE integration = '{d}';"
         ),
     );
-    let tables = ["Integrations", "Events", "Uploads", "Commands", "SequelizeMeta", "Mystery", "Audit"];
+    let tables = [
+        "Integrations",
+        "Events",
+        "Uploads",
+        "Commands",
+        "SequelizeMeta",
+        "Mystery",
+        "Audit",
+    ];
     let before: Vec<_> = tables.iter().map(|t| table_rows(&db, t)).collect();
-    let (hub, conn) = (DatahubId::random().to_string(), ConnectorId::random().to_string());
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
     let out = json_of(&remap(&db, &hub, &conn, &[]), 0);
     assert!(
         out["schema_objects"].as_array().unwrap().len() == 2,
@@ -220,18 +266,34 @@ fn remap_rewrites_unknown_tables_json_keys_paths_blobs_and_uppercase_and_keeps_e
     };
     for (t, rows_before) in tables.iter().zip(before) {
         let expected = swap(serde_json::to_string(&rows_before).unwrap());
-        assert_eq!(serde_json::to_string(&table_rows(&db, t)).unwrap(), expected, "{t}");
+        assert_eq!(
+            serde_json::to_string(&table_rows(&db, t)).unwrap(),
+            expected,
+            "{t}"
+        );
     }
-    assert_eq!(sqlite3(&db, "SELECT typeof(v) FROM Mystery WHERE n = 7"), "blob");
+    assert_eq!(
+        sqlite3(&db, "SELECT typeof(v) FROM Mystery WHERE n = 7"),
+        "blob"
+    );
     assert_eq!(
         old_ids_left(&db, &[d.clone(), c.clone()]),
         Vec::<String>::new()
     );
     // The triggers are back and work; the view names the new id.
-    assert_eq!(sqlite3(&db, "SELECT count(*) FROM sqlite_schema WHERE type='trigger'"), "2");
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT count(*) FROM sqlite_schema WHERE type='trigger'"
+        ),
+        "2"
+    );
     assert_eq!(sqlite3(&db, "SELECT count(*) FROM mine"), "40");
     sqlite3(&db, "UPDATE Events SET status = 'X' WHERE id = 1");
-    assert_eq!(sqlite3(&db, "SELECT updatedAt FROM Events WHERE id = 1"), "TOUCHED");
+    assert_eq!(
+        sqlite3(&db, "SELECT updatedAt FROM Events WHERE id = 1"),
+        "TOUCHED"
+    );
 }
 
 #[test]
@@ -240,9 +302,17 @@ fn remap_refuses_a_mixed_case_id_and_changes_nothing() {
     let (db, spec) = connector_db(dir.path(), "sdc", 20);
     let c = spec.connector.to_string();
     let mixed = format!("{}{}", c[..4].to_uppercase(), &c[4..]);
-    sqlite3(&db, &format!("CREATE TABLE Notes (t TEXT); INSERT INTO Notes VALUES ('see {mixed}');"));
+    sqlite3(
+        &db,
+        &format!("CREATE TABLE Notes (t TEXT); INSERT INTO Notes VALUES ('see {mixed}');"),
+    );
     let before = sha256_of(&db);
-    let out = remap(&db, &DatahubId::random().to_string(), &ConnectorId::random().to_string(), &[]);
+    let out = remap(
+        &db,
+        &DatahubId::random().to_string(),
+        &ConnectorId::random().to_string(),
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("Notes.t"), "{}", stderr(&out));
     assert!(stderr(&out).contains("Try:"));
@@ -257,7 +327,13 @@ fn remap_refuses_malformed_new_ids_naming_the_flag() {
     let hub = DatahubId::random().to_string();
     for (flag_value, flag) in [
         (("not-a-uuid", spec.connector.to_string()), "--to-datahub"),
-        ((hub.as_str(), "6F1C2A9E-4B7D-4E1A-9C3F-2D8E5B7A1C01".to_string()), "--to-connector"),
+        (
+            (
+                hub.as_str(),
+                "6F1C2A9E-4B7D-4E1A-9C3F-2D8E5B7A1C01".to_string(),
+            ),
+            "--to-connector",
+        ),
     ] {
         let ((h, c), flag) = (flag_value, flag);
         let out = remap(&db, h, &c, &[]);
@@ -265,7 +341,12 @@ fn remap_refuses_malformed_new_ids_naming_the_flag() {
         assert!(stderr(&out).contains(flag), "{}", stderr(&out));
     }
     // A new id equal to the other old id (swapped) is refused too.
-    let out = remap(&db, &spec.connector.to_string(), &ConnectorId::random().to_string(), &[]);
+    let out = remap(
+        &db,
+        &spec.connector.to_string(),
+        &ConnectorId::random().to_string(),
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(sha256_of(&db), before);
 }
@@ -276,7 +357,10 @@ fn remap_output_writes_a_new_checked_file_and_leaves_the_source_alone() {
     let (db, spec) = connector_db(dir.path(), "solace", 60);
     let before = sha256_of(&db);
     let out_db = dir.path().join("out.db");
-    let (hub, conn) = (DatahubId::random().to_string(), ConnectorId::random().to_string());
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
     let out_arg = out_db.to_str().unwrap().to_string();
     json_of(&remap(&db, &hub, &conn, &["--output", &out_arg]), 0);
     assert_eq!(sha256_of(&db), before);
@@ -284,7 +368,10 @@ fn remap_output_writes_a_new_checked_file_and_leaves_the_source_alone() {
     assert_eq!(sqlite3(&out_db, "PRAGMA journal_mode"), "wal");
     assert_eq!(sqlite3(&out_db, "SELECT count(*) FROM Events"), "60");
     assert_eq!(
-        old_ids_left(&out_db, &[spec.datahub.to_string(), spec.connector.to_string()]),
+        old_ids_left(
+            &out_db,
+            &[spec.datahub.to_string(), spec.connector.to_string()]
+        ),
         Vec::<String>::new()
     );
     // An existing --output is never overwritten.
