@@ -17,6 +17,8 @@
 //! - [`manifest`]: what is recorded beside every backup;
 //! - [`backup`]: the seed's rule for one connector;
 //! - [`history`]: a connector's kept versions;
+//! - [`rewrite`]: a connector's ids rewritten everywhere in its database, in one transaction;
+//! - [`restore`]: plan, then fetch, verify, rewrite, check and install a backup;
 //! - [`retention`]: which versions a policy keeps (restic's rules);
 //! - [`prune`]: applying it to a connector, a hub or an org;
 //! - [`lock`]: one backup of a connector at a time;
@@ -42,7 +44,9 @@ pub mod manifest;
 pub mod metrics;
 pub mod progress;
 pub mod prune;
+pub mod restore;
 pub mod retention;
+pub mod rewrite;
 pub mod snapshot;
 pub mod status;
 pub mod verify;

@@ -9,6 +9,8 @@ mod demo;
 mod inspect;
 mod output;
 mod prune;
+mod remap;
+mod restore;
 mod status;
 mod verify;
 mod versions;
@@ -68,6 +70,15 @@ enum Command {
     Inspect(inspect::Args),
     /// The whole story on a local-directory bucket: four connectors, backups, skips.
     Demo(demo::Args),
+    /// Automatic restore: fetch a backup, verify it, rewrite its ids, install it
+    /// atomically at <hub-root>/<connectorId>/sqlite.db, run the --then hook.
+    // `--version ID` picks a backup version here (PRODUCT.md), so clap's own
+    // `--version` is off for this subcommand.
+    #[command(disable_version_flag = true)]
+    Restore(restore::Args),
+    /// Rewrite a local database's datahub and connector ids everywhere (the seed's
+    /// manual steps 5 to 10), in one checked transaction.
+    Remap(remap::Args),
     /// The kept history of one connector's backups, newest first.
     Versions(versions::Args),
     /// Remove old versions by a retention policy (restic's --keep-* rules).
@@ -128,6 +139,8 @@ pub fn main() -> ExitCode {
             Command::Backup(a) => backup::run(a, &g).await,
             Command::Inspect(a) => inspect::run(a, &g).await,
             Command::Demo(a) => demo::run(a, &g).await,
+            Command::Restore(a) => restore::run(a, &g).await,
+            Command::Remap(a) => remap::run(a, &g).await,
             Command::Versions(a) => versions::run(a, &g).await,
             Command::Prune(a) => prune::run(a, &g).await,
             Command::Agent(a) => agent::run(a, &g).await,
@@ -144,4 +157,20 @@ pub fn main() -> ExitCode {
 /// `24h`, `90m`, `1d`: a humantime duration for a flag.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 24h, 90m, 7d)"))
+}
+
+/// Names the flag an id came from in its parse error (`--to-connector: connector id …`).
+pub fn flag(e: Error, flag: &str) -> Error {
+    match e {
+        Error::Usage { message, hint } => {
+            let hint = hint
+                .replace("--datahub ", &format!("{flag} "))
+                .replace("--connector ", &format!("{flag} "));
+            Error::Usage {
+                message: format!("{flag}: {message}"),
+                hint,
+            }
+        }
+        other => other,
+    }
 }

@@ -9,5 +9,7 @@ mod backup;
 mod conformance;
 mod countproxy;
 mod history;
+mod remap;
+mod restore;
 mod status;
 mod verify;
