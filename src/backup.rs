@@ -26,7 +26,9 @@ use crate::progress::Progress;
 use crate::snapshot;
 
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// zstd level of kept versions. On connector databases level 1 is both faster (~4x)
+/// and smaller than level 3 (docs/BENCHMARKS.md, bench/compression.sh).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -271,7 +273,7 @@ pub async fn run(
         None => None,
         Some(policy) => {
             let scope = crate::prune::Scope {
-                org: opts.org.clone(),
+                org: Some(opts.org.clone()),
                 datahub: Some(live.datahub),
                 connector: Some(live.connector),
             };
@@ -352,7 +354,11 @@ async fn stage(
         targets.push((ck.version_data(v), Encoding::Zstd(opts.zstd_level)));
     }
     targets.push((key.clone(), Encoding::Plain));
-    let (sent, mut staged) = bucket.stage_file(&copy.file, &targets, progress).await?;
+    // Hashed once above; the pass below only needs to move the same number of bytes
+    // (the temp file is hubvault's own and nothing else writes it).
+    let (sent, mut staged) = bucket
+        .stage_file(&copy.file, &targets, false, progress)
+        .await?;
     let canonical = staged.pop().expect("the canonical target is last");
     let version = version.map(|v| (v, staged.pop().expect("the version target is first")));
     let uploads = Uploads {
@@ -360,7 +366,7 @@ async fn stage(
         canonical,
         checked: None,
     };
-    if let Err(e) = ensure_same(&sent.sha256, &sha256, &copy.file) {
+    if let Err(e) = ensure_same_size(sent.plain_bytes, copy.size, &copy.file) {
         uploads.abort().await;
         return Err(e);
     }
@@ -418,13 +424,13 @@ async fn write_label(
     Ok(())
 }
 
-fn ensure_same(uploaded: &str, expected: &str, file: &Path) -> Result<()> {
+fn ensure_same_size(uploaded: u64, expected: u64, file: &Path) -> Result<()> {
     if uploaded == expected {
         Ok(())
     } else {
         Err(Error::check(
             format!(
-                "{}: the snapshot changed while it was uploaded (sha256 {uploaded} != {expected})",
+                "{}: the snapshot changed while it was uploaded ({uploaded} bytes sent, {expected} hashed)",
                 file.display()
             ),
             "something else wrote to hubvault's temp file; run the backup again",

@@ -233,7 +233,7 @@ impl Bucket {
         progress: &dyn Progress,
     ) -> Result<Transfer> {
         let (plain, mut staged) = self
-            .stage_file(file, &[(key.clone(), encoding)], progress)
+            .stage_file(file, &[(key.clone(), encoding)], true, progress)
             .await?;
         let stored = staged
             .pop()
@@ -248,7 +248,9 @@ impl Bucket {
     }
 
     /// Reads `file` ONCE and streams it to every target key at the same time (e.g. the
-    /// plain canonical object and a zstd version), hashing the plain bytes on the way.
+    /// plain canonical object and a zstd version). `hash` is true if and only if the
+    /// plain bytes are hashed on the way (the returned sha256 is empty otherwise: for a
+    /// caller that hashed the file already and only needs the byte count to match).
     ///
     /// Nothing is visible at any key until the caller commits the returned uploads, one
     /// by one, in the order it chooses; dropping or aborting one leaves its key as it
@@ -258,6 +260,7 @@ impl Bucket {
         &self,
         file: &std::path::Path,
         targets: &[(Path, Encoding)],
+        hash: bool,
         progress: &dyn Progress,
     ) -> Result<(Transfer, Vec<StagedUpload>)> {
         let mut src =
@@ -273,6 +276,15 @@ impl Bucket {
                             .map_err(|e| Error::io(file, "cannot start zstd", e))?;
                     enc.include_checksum(true)
                         .map_err(|e| Error::io(file, "zstd", e))?;
+                    // Records the plain size in the frame (`zstd -l` shows it) and lets zstd
+                    // size its window to the input.
+                    enc.set_pledged_src_size(Some(total))
+                        .map_err(|e| Error::io(file, "zstd", e))?;
+                    // One worker thread: zstd compresses while this thread reads and
+                    // sends, so compression overlaps the plain upload.
+                    enc.multithread(1).map_err(|e| Error::io(file, "zstd", e))?;
+                    enc.include_contentsize(true)
+                        .map_err(|e| Error::io(file, "zstd", e))?;
                     Some(enc)
                 }
             };
@@ -284,7 +296,7 @@ impl Bucket {
                 writer,
                 encoder,
                 stored: 0,
-                stored_hasher: Sha256::new(),
+                zstd: matches!(encoding, Encoding::Zstd(_)),
                 file: file.to_path_buf(),
             });
         }
@@ -300,7 +312,9 @@ impl Bucket {
                 if n == 0 {
                     break;
                 }
-                hasher.update(&buf[..n]);
+                if hash {
+                    hasher.update(&buf[..n]);
+                }
                 plain += n as u64;
                 for u in uploads.iter_mut() {
                     u.write(&buf[..n]).await?;
@@ -324,32 +338,66 @@ impl Bucket {
             Transfer {
                 plain_bytes: plain,
                 stored_bytes: 0,
-                sha256: hex::encode(hasher.finalize()),
+                sha256: if hash {
+                    hex::encode(hasher.finalize())
+                } else {
+                    String::new()
+                },
             },
             uploads,
         ))
     }
 
-    /// True if and only if the object at `key` has exactly `size` bytes whose sha256 is
-    /// `sha256` (of the bytes as stored).
-    async fn landed(&self, key: &Path, size: u64, sha256: &str) -> bool {
+    /// True if and only if the object at `key`, decoded, is byte for byte the local
+    /// `file` (which the caller still holds): used when the answer to an upload's last
+    /// request was lost, to tell whether the upload landed.
+    async fn landed(&self, key: &Path, file: &std::path::Path, zstd: bool) -> bool {
+        let Ok(local) = std::fs::File::open(file) else {
+            return false;
+        };
+        let total = local.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
         let Ok(got) = self.store.get(key).await else {
             return false;
         };
-        if got.meta.size != size {
-            return false;
+        let same = SameAs {
+            local: std::io::BufReader::with_capacity(CHUNK, local),
+            compared: 0,
+        };
+        enum Sink {
+            Plain(SameAs),
+            Zstd(zstd::stream::write::Decoder<'static, SameAs>),
         }
-        let mut hasher = Sha256::new();
-        let mut n = 0u64;
+        let mut sink = if zstd {
+            match zstd::stream::write::Decoder::new(same) {
+                Ok(d) => Sink::Zstd(d),
+                Err(_) => return false,
+            }
+        } else {
+            Sink::Plain(same)
+        };
         let mut stream = got.into_stream();
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else {
                 return false;
             };
-            n += chunk.len() as u64;
-            hasher.update(&chunk);
+            let w = match &mut sink {
+                Sink::Plain(s) => s.write_all(&chunk),
+                Sink::Zstd(d) => d.write_all(&chunk),
+            };
+            if w.is_err() {
+                return false;
+            }
         }
-        n == size && hex::encode(hasher.finalize()) == sha256
+        let same = match sink {
+            Sink::Plain(s) => s,
+            Sink::Zstd(mut d) => {
+                if d.flush().is_err() {
+                    return false;
+                }
+                d.into_inner()
+            }
+        };
+        same.compared == total
     }
 
     /// A small object, whole, in memory.
@@ -614,6 +662,28 @@ fn env_secs(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A writer that accepts only the bytes of a local file, in order: fails at the first
+/// byte that differs or past the file's end.
+struct SameAs {
+    local: std::io::BufReader<std::fs::File>,
+    compared: u64,
+}
+
+impl Write for SameAs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut mine = vec![0u8; buf.len()];
+        self.local.read_exact(&mut mine)?;
+        if mine != buf {
+            return Err(std::io::Error::other("differs from the local file"));
+        }
+        self.compared += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Removes the file it names when dropped, unless disarmed (set to `None`).
 struct RemoveOnDrop(Option<std::path::PathBuf>);
 
@@ -652,9 +722,8 @@ pub struct StagedUpload {
     writer: BufWriter,
     encoder: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
     stored: u64,
-    /// Of the bytes as stored (compressed or not): to recognise our own object when the
-    /// answer to the upload's last request is lost (see `Bucket::landed`).
-    stored_hasher: Sha256,
+    /// True if and only if the object is stored zstd-compressed.
+    zstd: bool,
     file: std::path::PathBuf,
 }
 
@@ -676,7 +745,6 @@ impl StagedUpload {
         };
         if !bytes.is_empty() {
             self.stored += bytes.len() as u64;
-            self.stored_hasher.update(bytes);
             self.writer
                 .write_all(bytes)
                 .await
@@ -689,7 +757,6 @@ impl StagedUpload {
         if let Some(enc) = self.encoder.take() {
             let tail = enc.finish().map_err(|e| Error::io(&self.file, "zstd", e))?;
             self.stored += tail.len() as u64;
-            self.stored_hasher.update(&tail);
             self.writer
                 .write_all(&tail)
                 .await
@@ -711,8 +778,7 @@ impl StagedUpload {
                 // The last request may have succeeded with its answer lost: a retried
                 // CompleteMultipartUpload then gets NoSuchUpload (moto and other
                 // S3-compatible stores). If the key holds exactly our bytes, it landed.
-                let sha = hex::encode(self.stored_hasher.finalize());
-                if self.bucket.landed(&self.key, self.stored, &sha).await {
+                if self.bucket.landed(&self.key, &self.file, self.zstd).await {
                     tracing::info!(
                         "{}: the upload's last answer was lost, but the object landed whole",
                         self.key

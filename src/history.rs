@@ -88,21 +88,31 @@ pub struct VersionRow {
     pub current: bool,
     /// Rows in `Events`, from the manifest.
     pub events: Option<u64>,
+    /// The newest restore drill (`hubvault verify`), on the version it drilled.
+    pub last_drill: Option<DrillResult>,
     /// A manifest that could not be read: why.
     pub problem: Option<String>,
 }
 
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DrillResult {
+    pub ok: bool,
+    pub time: chrono::DateTime<chrono::Utc>,
+}
+
 /// Every version with what its manifest says, newest first. One LIST, one GET of
-/// `latest.json`, and one GET per manifest (a few at a time).
+/// `latest.json`, the newest drill record, and one GET per manifest (a few at a time).
 pub async fn describe(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionRow>> {
     use futures::StreamExt;
     let entries = list_versions(bucket, ck).await?;
     let current = crate::backup::read_latest(bucket, ck)
         .await
         .map(|m| m.version);
+    let drill = last_drill(bucket, ck).await?;
     let rows = futures::stream::iter(entries)
         .map(|e| {
             let current = current.clone();
+            let drill = drill.clone();
             async move {
                 let mut row = VersionRow {
                     snapshot_at: e.id.time(),
@@ -112,6 +122,13 @@ pub async fn describe(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionR
                     complete: e.is_complete(),
                     current: current.as_ref() == Some(&e.id),
                     events: None,
+                    last_drill: drill
+                        .as_ref()
+                        .filter(|d| d.version.as_ref() == Some(&e.id))
+                        .map(|d| DrillResult {
+                            ok: d.ok,
+                            time: d.time,
+                        }),
                     problem: None,
                     version: e.id.clone(),
                 };
@@ -139,6 +156,25 @@ pub async fn describe(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionR
         .collect::<Vec<_>>()
         .await;
     Ok(rows)
+}
+
+/// The newest drill record of a connector (one LIST of its drills, one GET).
+async fn last_drill(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+) -> Result<Option<crate::verify::DrillRecord>> {
+    let newest = bucket
+        .list(&ck.drills_dir())
+        .await?
+        .into_iter()
+        .filter(|o| matches!(parse_key(&o.key), Some((_, KeyKind::Drill { .. }))))
+        .max_by(|a, b| a.key.cmp(&b.key));
+    let Some(obj) = newest else { return Ok(None) };
+    Ok(bucket
+        .get_bytes(&obj.key)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 /// The newest complete version taken at or before `at` (versions newest first).

@@ -8,49 +8,24 @@
 //! between the two leaves) is removed once it is older than a day, and never counted by
 //! the policy.
 //!
+//! The newest version a restore drill (`hubvault verify`) verified is kept as well.
+//!
 //! `dry_run` computes exactly the same plan and deletes nothing: the plan is the
 //! report, so a dry run lists exactly what the real run deletes.
-
-use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::bucket::Bucket;
 use crate::error::{Error, Result};
-use crate::history::VersionEntry;
-use crate::ids::{ConnectorId, DatahubId, OrgSlug};
-use crate::layout::{ConnectorKey, KeyKind, VersionId, parse_key};
+use crate::ids::{ConnectorId, DatahubId};
+use crate::layout::VersionId;
 use crate::retention::{self, Policy};
+pub use crate::status::Scope;
+use crate::status::{self, Listed};
 
 /// How old an incomplete version must be before prune removes it: a backup may be
 /// writing it right now.
 pub const INCOMPLETE_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
-
-/// What to prune: an org, one hub of it, or one connector.
-#[derive(Clone, Debug)]
-pub struct Scope {
-    pub org: OrgSlug,
-    pub datahub: Option<DatahubId>,
-    pub connector: Option<ConnectorId>,
-}
-
-impl Scope {
-    pub fn prefix(&self) -> Result<object_store::path::Path> {
-        Ok(match (self.datahub, self.connector) {
-            (Some(h), Some(c)) => ConnectorKey::new(self.org.clone(), h, c).prefix(),
-            (Some(h), None) => {
-                object_store::path::Path::from_iter([self.org.as_str(), "datahub", &h.to_string()])
-            }
-            (None, None) => object_store::path::Path::from(self.org.as_str()),
-            (None, Some(_)) => {
-                return Err(Error::usage(
-                    "--connector needs --datahub",
-                    "pass both --datahub and --connector for one connector, only --datahub for a hub, neither for the org",
-                ));
-            }
-        })
-    }
-}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ConnectorPlan {
@@ -88,69 +63,57 @@ pub async fn prune(
             "pass at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly",
         ));
     }
-    let prefix = scope.prefix()?;
-    let listed = bucket.list(&prefix).await?;
-    let mut by_connector: BTreeMap<ConnectorKey, BTreeMap<VersionId, VersionEntry>> =
-        BTreeMap::new();
-    for obj in listed {
-        let Some((ck, kind)) = parse_key(&obj.key) else {
-            continue;
-        };
-        let (id, is_data) = match kind {
-            KeyKind::VersionData(id) => (id, true),
-            KeyKind::VersionManifest(id) => (id, false),
-            _ => continue,
-        };
-        let e = by_connector
-            .entry(ck)
-            .or_default()
-            .entry(id.clone())
-            .or_insert(VersionEntry {
-                id,
-                data: None,
-                manifest: None,
-            });
-        if is_data {
-            e.data = Some(obj);
-        } else {
-            e.manifest = Some(obj);
-        }
+    if scope.connector.is_some() && scope.datahub.is_none() {
+        return Err(Error::usage(
+            "--connector needs --datahub",
+            "pass both --datahub and --connector for one connector, only --datahub for a hub, neither for the org",
+        ));
     }
-
     let now = chrono::Utc::now();
     let mut plans = Vec::new();
-    for (ck, entries) in by_connector {
-        let entries: Vec<VersionEntry> = entries.into_values().rev().collect();
-        let complete: Vec<VersionId> = entries
+    for listed in status::scan(bucket, scope).await? {
+        if listed.versions.is_empty() {
+            continue;
+        }
+        let ck = &listed.ck;
+        // Newest first.
+        let ids: Vec<&VersionId> = listed.versions.keys().rev().collect();
+        let complete: Vec<VersionId> = ids
             .iter()
-            .filter(|e| e.is_complete())
-            .map(|e| e.id.clone())
+            .filter(|id| listed.versions[**id] == (true, true))
+            .map(|id| (*id).clone())
             .collect();
         let mut protected: Vec<VersionId> = complete.first().cloned().into_iter().collect();
-        if let Some(latest) = crate::backup::read_latest(bucket, &ck).await {
+        if let Some(latest) = crate::backup::read_latest(bucket, ck).await {
             protected.push(latest.version);
         }
+        if let Some(v) = last_verified_version(bucket, &listed).await {
+            protected.push(v);
+        }
         let verdicts = retention::apply(policy, &complete, &protected);
-        let incomplete: Vec<VersionId> = entries
+        let incomplete: Vec<VersionId> = ids
             .iter()
-            .filter(|e| !e.is_complete() && now - e.id.time() > INCOMPLETE_GRACE)
-            .map(|e| e.id.clone())
+            .filter(|id| {
+                listed.versions[**id] != (true, true) && now - id.time() > INCOMPLETE_GRACE
+            })
+            .map(|id| (*id).clone())
             .collect();
         let mut delete = Vec::new();
-        let doomed = verdicts
+        for id in verdicts
             .iter()
             .filter(|v| !v.keep)
             .map(|v| &v.version)
-            .chain(incomplete.iter());
-        for id in doomed {
-            let e = entries
-                .iter()
-                .find(|e| &e.id == id)
-                .expect("from the same listing");
+            .chain(incomplete.iter())
+        {
+            let (data, manifest) = listed.versions[id];
             // Data first: a cut-off prune leaves a manifest without data, which reads as
             // incomplete and is removed next time, never a manifest promising data.
-            delete.extend(e.data.iter().map(|o| o.key.to_string()));
-            delete.extend(e.manifest.iter().map(|o| o.key.to_string()));
+            if data {
+                delete.push(ck.version_data(id).to_string());
+            }
+            if manifest {
+                delete.push(ck.version_manifest(id).to_string());
+            }
         }
         plans.push(ConnectorPlan {
             prefix: ck.prefix().to_string(),
@@ -187,4 +150,13 @@ pub async fn prune(
         objects_deleted: deleted,
         connectors: plans,
     })
+}
+
+/// The version named by the newest successful drill record, if any (one GET).
+async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Option<VersionId> {
+    let mark = listed.drills.iter().rev().find(|d| d.ok)?;
+    let bytes = bucket.get_bytes(&mark.key).await.ok()?;
+    serde_json::from_slice::<crate::verify::DrillRecord>(&bytes)
+        .ok()?
+        .version
 }

@@ -124,8 +124,6 @@ fn copy_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Copy> {
     // write (a full disk) can leave a hot journal beside the temp file otherwise.
     let _side_files = RemoveSideFiles(tmp.to_path_buf());
     let src = db::open_read_only(db)?;
-    // Reads through mmap are cheaper than read() per page; SQLite caps it sensibly.
-    let _ = src.pragma_update(None, "mmap_size", 1i64 << 40);
     let source_journal_mode = db::page_info(&src, db)?.2;
     let mut dst = db::open_read_write(&tmp)?;
     // The copy is a private temp file that is checked and hashed before anything is
@@ -199,7 +197,6 @@ impl Copy {
 pub fn check_copy(file: &Path, db: &Path, size: u64) -> Result<Checked> {
     let started = Instant::now();
     let conn = db::open_read_only(file)?;
-    let _ = conn.pragma_update(None, "mmap_size", 1i64 << 40);
     let check = db::check_integrity(&conn, db, size)?;
     let info = db::read_info(&conn, db)?;
     let rows = db::table_counts(&conn, db)?;

@@ -28,6 +28,10 @@ pub struct Args {
     /// Where the snapshot is written before upload (default: TMPDIR).
     #[arg(long, value_name = "DIR", env = "HUBVAULT_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
+    /// TOML config file whose [retention] applies when no --keep-* flag is given (the
+    /// agent's file; a missing default file is fine).
+    #[arg(long, env = "HUBVAULT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Retention applied to this connector's versions after an upload.
     #[command(flatten, next_help_heading = "Retention (applied after an upload)")]
     keep: super::prune::PolicyArgs,
@@ -45,7 +49,18 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     opts.max_age = a.max_age;
     opts.force = a.force;
     opts.tmp_dir = a.tmp_dir;
-    opts.retention = Some(a.keep.policy()).filter(|p| !p.is_empty());
+    let flags = a.keep.policy();
+    opts.retention = if flags.is_empty() {
+        let (path, explicit) = match &a.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(hubvault::config::DEFAULT_CONFIG_PATH), false),
+        };
+        hubvault::config::load_file(&path, explicit)?
+            .retention
+            .filter(|p| !p.is_empty())
+    } else {
+        Some(flags)
+    };
     let report = backup::run(&bucket, &opts, &output::Bar::new(g.json)).await?;
     if g.json {
         output::print_json(&report);

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use hubvault::backup::{self, BackupOptions, Decision};
 use hubvault::bucket::Bucket;
 use hubvault::fixture::{self, CONNECTOR_TYPES, Spec};
-use hubvault::ids::{DatahubId, OrgSlug};
+use hubvault::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
 use hubvault::progress::NoProgress;
+use hubvault::restore::{self, RestoreRequest, Source, Target};
+use hubvault::rewrite::{self, Ids};
 use hubvault::{Error, Result};
 use serde::Serialize;
 
@@ -36,6 +38,20 @@ struct ConnectorRun {
 }
 
 #[derive(Serialize)]
+struct RestoredRun {
+    source_type: String,
+    old_connector: String,
+    new_connector: String,
+    path: String,
+    events_before: u64,
+    events_after: u64,
+    /// True if and only if every event is there, byte for byte, with only the ids changed.
+    events_survived: bool,
+    /// Places where an old id is still found (must be empty).
+    old_ids_left: Vec<String>,
+}
+
+#[derive(Serialize)]
 struct DemoReport {
     dir: String,
     hub_root: String,
@@ -43,6 +59,9 @@ struct DemoReport {
     org: String,
     datahub: String,
     connectors: Vec<ConnectorRun>,
+    new_hub_root: String,
+    new_datahub: String,
+    restored: Vec<RestoredRun>,
     ok: bool,
 }
 
@@ -123,9 +142,97 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         say(format!("  {:<9} {} ({})", "skipped", r.key, r.reason));
         run.second_run = r.decision;
     }
-    let ok = runs
+    let backups_ok = runs
         .iter()
         .all(|r| r.first_run == Decision::Uploaded && r.second_run == Decision::Skipped);
+
+    // The hub is lost. A new hub with a new id gets a new connector for each old one.
+    let new_hub_root = dir.join("new-hub");
+    std::fs::create_dir_all(&new_hub_root)
+        .map_err(|e| Error::io(&new_hub_root, "cannot create", e))?;
+    let new_datahub = DatahubId::random();
+    let mut expected = Vec::new();
+    for spec in &specs {
+        let new_connector = ConnectorId::random();
+        let map = [
+            (spec.datahub.to_string(), new_datahub.to_string()),
+            (spec.connector.to_string(), new_connector.to_string()),
+        ];
+        let db = hub_root.join(spec.connector.to_string()).join("sqlite.db");
+        expected.push((new_connector, events_digest(&db, &map)?));
+    }
+    std::fs::remove_dir_all(&hub_root)
+        .map_err(|e| Error::io(&hub_root, "cannot remove (the demo's lost hub)", e))?;
+    say(format!(
+        "\nthe hub is lost ({} removed); new hub {} (datahub {new_datahub})",
+        hub_root.display(),
+        new_hub_root.display()
+    ));
+    let mut restored = Vec::new();
+    for (spec, (new_connector, (events_before, digest))) in specs.iter().zip(expected) {
+        let from = Ids {
+            datahub: spec.datahub,
+            connector: spec.connector,
+        };
+        let to = Ids {
+            datahub: new_datahub,
+            connector: new_connector,
+        };
+        let req = RestoreRequest {
+            org: org.clone(),
+            from,
+            to,
+            source: Source::Latest,
+            target: Target::HubRoot(new_hub_root.clone()),
+            force: false,
+            db_file: DbFileName::default(),
+        };
+        let plan = restore::plan(&bucket, &req).await?;
+        let report = restore::execute(&bucket, &plan, &NoProgress).await?;
+        let (events_after, got) = events_digest(&report.target, &[])?;
+        let left = {
+            let conn = hubvault::db::open_read_only(&report.target)?;
+            rewrite::scan_ids(
+                &conn,
+                &report.target,
+                &[spec.datahub.to_string(), spec.connector.to_string()],
+            )?
+        };
+        let run = RestoredRun {
+            source_type: spec.source_type.clone(),
+            old_connector: spec.connector.to_string(),
+            new_connector: new_connector.to_string(),
+            path: report.target.display().to_string(),
+            events_before,
+            events_after,
+            events_survived: got == digest && events_after == events_before,
+            old_ids_left: left.iter().map(|f| f.place.clone()).collect(),
+        };
+        say(format!(
+            "  restored {:<15} {} -> {}: {}/{} events under the new ids{}, {}",
+            run.source_type,
+            run.old_connector,
+            run.new_connector,
+            run.events_after,
+            run.events_before,
+            if run.events_survived {
+                " (all identical but for the ids)"
+            } else {
+                " (DIFFERENT)"
+            },
+            if run.old_ids_left.is_empty() {
+                "no old id left".to_string()
+            } else {
+                format!("OLD IDS LEFT in {}", run.old_ids_left.join(", "))
+            }
+        ));
+        restored.push(run);
+    }
+    let ok = backups_ok
+        && restored.len() == specs.len()
+        && restored
+            .iter()
+            .all(|r| r.events_survived && r.old_ids_left.is_empty());
     say(format!(
         "\n{}",
         if ok {
@@ -142,6 +249,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             org: org.to_string(),
             datahub: datahub.to_string(),
             connectors: runs,
+            new_hub_root: new_hub_root.display().to_string(),
+            new_datahub: new_datahub.to_string(),
+            restored,
             ok,
         });
     }
@@ -150,6 +260,35 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Number of events and a sha256 over every value of every event (ordered by id), with
+/// the given (old, new) strings replaced first: equal digests mean every event survived
+/// with only its ids changed.
+fn events_digest(db: &std::path::Path, map: &[(String, String)]) -> Result<(u64, String)> {
+    use sha2::Digest;
+    let conn = hubvault::db::open_read_only(db)?;
+    let q = |e| Error::sqlite(db, "cannot read Events", e);
+    let mut stmt = conn
+        .prepare("SELECT * FROM Events ORDER BY id")
+        .map_err(q)?;
+    let n = stmt.column_count();
+    let mut rows = stmt.query([]).map_err(q)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut count = 0u64;
+    while let Some(r) = rows.next().map_err(q)? {
+        count += 1;
+        for i in 0..n {
+            let v: rusqlite::types::Value = r.get(i).map_err(q)?;
+            let mut text = format!("{v:?}");
+            for (a, b) in map {
+                text = text.replace(a.as_str(), b);
+            }
+            hasher.update(text.as_bytes());
+            hasher.update([0u8]);
+        }
+    }
+    Ok((count, hex::encode(hasher.finalize())))
 }
 
 /// A demo directory must be new or empty: the demo never deletes anything of yours.

@@ -3,11 +3,16 @@
 //! errors to exit codes (0 ok, 1 failed, 2 bad command line or configuration, 3 stale or
 //! broken backups found).
 
+mod agent;
 mod backup;
 mod demo;
 mod inspect;
 mod output;
 mod prune;
+mod remap;
+mod restore;
+mod status;
+mod verify;
 mod versions;
 
 use std::process::ExitCode;
@@ -65,10 +70,28 @@ enum Command {
     Inspect(inspect::Args),
     /// The whole story on a local-directory bucket: four connectors, backups, skips.
     Demo(demo::Args),
+    /// Automatic restore: fetch a backup, verify it, rewrite its ids, install it
+    /// atomically at <hub-root>/<connectorId>/sqlite.db, run the --then hook.
+    // `--version ID` picks a backup version here (PRODUCT.md), so clap's own
+    // `--version` is off for this subcommand.
+    #[command(disable_version_flag = true)]
+    Restore(restore::Args),
+    /// Rewrite a local database's datahub and connector ids everywhere (the seed's
+    /// manual steps 5 to 10), in one checked transaction.
+    Remap(remap::Args),
     /// The kept history of one connector's backups, newest first.
     Versions(versions::Args),
     /// Remove old versions by a retention policy (restic's --keep-* rules).
     Prune(prune::Args),
+    /// Long-running: backs up every connector under the hub root when due, also those
+    /// that never restart; serves Prometheus metrics.
+    Agent(agent::Args),
+    /// Every backup in the bucket (or an org, or a hub): age, size, fresh/stale/broken,
+    /// last drill; from one LIST. Exit 3 when any is stale or broken.
+    Status(status::Args),
+    /// Restore drill: download each backup, check sha256, integrity, ids and tables,
+    /// record the result beside it. Exit 3 when any fails.
+    Verify(verify::Args),
 }
 
 impl Global {
@@ -93,7 +116,12 @@ impl Global {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    output::init_logging(&cli.global);
+    let mut logging = cli.global.clone();
+    if matches!(cli.command, Command::Agent(_)) {
+        // A daemon's log is its record: what it backed up and skipped, not only errors.
+        logging.verbose = logging.verbose.max(1);
+    }
+    output::init_logging(&logging);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -111,8 +139,13 @@ pub fn main() -> ExitCode {
             Command::Backup(a) => backup::run(a, &g).await,
             Command::Inspect(a) => inspect::run(a, &g).await,
             Command::Demo(a) => demo::run(a, &g).await,
+            Command::Restore(a) => restore::run(a, &g).await,
+            Command::Remap(a) => remap::run(a, &g).await,
             Command::Versions(a) => versions::run(a, &g).await,
             Command::Prune(a) => prune::run(a, &g).await,
+            Command::Agent(a) => agent::run(a, &g).await,
+            Command::Status(a) => status::run(a, &g).await,
+            Command::Verify(a) => verify::run(a, &g).await,
         }
     });
     match result {
@@ -124,4 +157,20 @@ pub fn main() -> ExitCode {
 /// `24h`, `90m`, `1d`: a humantime duration for a flag.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 24h, 90m, 7d)"))
+}
+
+/// Names the flag an id came from in its parse error (`--to-connector: connector id …`).
+pub fn flag(e: Error, flag: &str) -> Error {
+    match e {
+        Error::Usage { message, hint } => {
+            let hint = hint
+                .replace("--datahub ", &format!("{flag} "))
+                .replace("--connector ", &format!("{flag} "));
+            Error::Usage {
+                message: format!("{flag}: {message}"),
+                hint,
+            }
+        }
+        other => other,
+    }
 }

@@ -69,11 +69,10 @@ pub struct Args {
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let scope = Scope {
-        org: g.org()?,
+        org: Some(g.org()?),
         datahub: a.datahub.as_deref().map(DatahubId::parse).transpose()?,
         connector: a.connector.as_deref().map(ConnectorId::parse).transpose()?,
     };
-    scope.prefix()?;
     let policy = a.policy.policy();
     let bucket = g.bucket()?;
     let report = prune::prune(&bucket, &scope, &policy, a.dry_run).await?;

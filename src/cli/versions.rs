@@ -44,7 +44,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     for r in &rows {
         let opt = |n: Option<u64>| n.map(output::human_bytes).unwrap_or_else(|| "-".into());
         println!(
-            "  {:<34} {:>10} {:>10} {:>8}  {}{}{}",
+            "  {:<34} {:>10} {:>10} {:>8}  {}{}{}{}",
             r.version.to_string(),
             opt(r.size),
             opt(r.stored_size),
@@ -53,6 +53,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 .unwrap_or_else(|| "-".into()),
             r.sha256.as_deref().map(|s| &s[..16]).unwrap_or("-"),
             if r.current { "  = canonical" } else { "" },
+            match &r.last_drill {
+                Some(d) if d.ok => format!("  drill ok {}", d.time.format("%Y-%m-%d %H:%M")),
+                Some(d) => format!("  DRILL FAILED {}", d.time.format("%Y-%m-%d %H:%M")),
+                None => String::new(),
+            },
             r.problem
                 .as_deref()
                 .map(|p| format!("  ! {p}"))

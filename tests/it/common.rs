@@ -317,3 +317,18 @@ s3.download_file(bucket, key, dest)
         }
     }
 }
+
+/// A temp dir private to this test process, for snapshots and downloads: another
+/// process's sweeper of TMPDIR (another checkout's suite running at the same time) can
+/// then never remove a file under a running test.
+pub fn private_tmp() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// `tb.cmd()` with TMPDIR set to [`private_tmp`].
+pub fn cmd_private_tmp(tb: &TestBucket) -> Command {
+    let mut c = tb.cmd();
+    c.env("TMPDIR", private_tmp());
+    c
+}

@@ -347,3 +347,100 @@ both!(
     backup_applies_the_retention_policy_after_each_upload,
     backup_applies_retention
 );
+
+fn prune_keeps_the_drill_verified_version(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    let ck = ck_of(&spec);
+    let verified = backup(tb, &db, &[])["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    json_of(&run(tb.cmd().args(["verify", "--json"])), 0);
+    let mut versions = vec![verified.clone()];
+    for i in 0..2 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO SequelizeMeta VALUES (?1)", [format!("d{i}")])
+            .unwrap();
+        versions.push(
+            backup(tb, &db, &["--force"])["version"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let doc = json_of(
+        &run(tb.cmd().args(["prune", "--json", "--keep-last", "1"])),
+        0,
+    );
+    let left = version_keys(tb, &ck);
+    let has = |v: &str| left.iter().any(|k| k.contains(v));
+    assert!(has(&versions[2]), "newest: {left:?}");
+    assert!(
+        has(&verified),
+        "the newest drill-verified version is protected: {doc}"
+    );
+    assert!(!has(&versions[1]), "{left:?}");
+}
+both!(
+    prune_never_removes_the_newest_version_a_drill_verified,
+    prune_keeps_the_drill_verified_version
+);
+
+fn config_retention_applies_to_backup_and_agent(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "solace", 50);
+    let ck = ck_of(&spec);
+    let conf = hub.path().join("hubvault.toml");
+    std::fs::write(&conf, "[retention]\nkeep_last = 1\n").unwrap();
+    let change = |tag: &str| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO SequelizeMeta VALUES (?1)", [tag])
+            .unwrap();
+    };
+    backup(tb, &db, &["--config", conf.to_str().unwrap()]);
+    change("c1");
+    let r = backup(tb, &db, &["--force", "--config", conf.to_str().unwrap()]);
+    assert_eq!(
+        r["pruned"], 1,
+        "backup applies [retention] from the file: {r}"
+    );
+    assert_eq!(version_keys(tb, &ck).len(), 2);
+    change("c2");
+    let out = run(tb
+        .cmd()
+        .args([
+            "agent",
+            "--once",
+            "--max-age",
+            "0s",
+            "--config",
+            conf.to_str().unwrap(),
+            "--hub-root",
+        ])
+        .arg(hub.path()));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::common::stderr(&out)
+    );
+    let left = version_keys(tb, &ck);
+    assert_eq!(
+        left.len(),
+        2,
+        "the agent applies [retention] after its upload: {left:?}"
+    );
+    assert!(
+        !left
+            .iter()
+            .any(|k| k.contains(r["version"].as_str().unwrap())),
+        "{left:?}"
+    );
+}
+both!(
+    retention_from_the_config_file_is_applied_by_backup_and_agent,
+    config_retention_applies_to_backup_and_agent
+);

@@ -4,9 +4,15 @@
 
 mod common;
 
+mod agent;
 mod backup;
 mod conformance;
+mod countproxy;
 mod history;
 mod props;
 mod proxy;
 mod reliability;
+mod remap;
+mod restore;
+mod status;
+mod verify;

@@ -1,0 +1,162 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hubvault::agent::{Agent, AgentOptions, Outcome, PassReport};
+use hubvault::bucket::Bucket;
+use hubvault::config::{self, Layer};
+use hubvault::metrics::Metrics;
+use hubvault::{Error, Result};
+use tokio::sync::watch;
+
+use super::{Global, output};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The directory holding one <connectorId>/sqlite.db per connector (production: /var/datahub).
+    #[arg(long, env = "HUBVAULT_HUB_ROOT", value_name = "DIR")]
+    hub_root: Option<PathBuf>,
+    /// How often every connector is checked (default 1h; each wait varies by ±jitter).
+    #[arg(long, env = "HUBVAULT_INTERVAL", value_name = "DURATION")]
+    interval: Option<String>,
+    /// Upload when the backup at the key is older than this (default 24h).
+    #[arg(long, env = "HUBVAULT_MAX_AGE", value_name = "AGE")]
+    max_age: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (port 0: any free port).
+    #[arg(long, env = "HUBVAULT_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<String>,
+    /// Fraction (0 to 0.5) by which each wait varies at random (default 0.1).
+    #[arg(long, env = "HUBVAULT_JITTER", value_name = "FRACTION")]
+    jitter: Option<f64>,
+    /// Where snapshots are written before upload (default: TMPDIR).
+    #[arg(long, env = "HUBVAULT_TMP_DIR", value_name = "DIR")]
+    tmp_dir: Option<PathBuf>,
+    /// How long a backup under way may go on after SIGTERM/SIGINT before it is abandoned (default 20s).
+    #[arg(long, env = "HUBVAULT_SHUTDOWN_GRACE", value_name = "DURATION")]
+    shutdown_grace: Option<String>,
+    /// TOML config file; flags and environment override it. A missing default file is fine.
+    #[arg(long, env = "HUBVAULT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Retention applied to a connector's versions after each upload (over [retention]
+    /// of the config file).
+    #[command(flatten, next_help_heading = "Retention (applied after each upload)")]
+    keep: super::prune::PolicyArgs,
+    /// One pass over every connector, then exit: 0 if all succeeded, 1 otherwise.
+    #[arg(long)]
+    once: bool,
+}
+
+pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
+    // Everything is checked before a file or the bucket is touched.
+    let (file_path, explicit) = match &a.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_CONFIG_PATH), false),
+    };
+    let file = config::load_file(&file_path, explicit)?;
+    let given = Layer {
+        bucket: g.bucket.clone(),
+        org: g.org.clone(),
+        hub_root: a.hub_root,
+        interval: a.interval,
+        max_age: a.max_age,
+        jitter: a.jitter,
+        metrics_addr: a.metrics_addr,
+        tmp_dir: a.tmp_dir,
+        shutdown_grace: a.shutdown_grace,
+        retention: Some(a.keep.policy()).filter(|p| !p.is_empty()),
+    };
+    let cfg = config::resolve(given, file, &file_path)?;
+    let bucket = Bucket::open(&cfg.bucket)?;
+    let mut opts = AgentOptions::new(&cfg.hub_root, cfg.org.clone());
+    opts.interval = cfg.interval;
+    opts.max_age = cfg.max_age;
+    opts.jitter = cfg.jitter;
+    opts.tmp_dir = cfg.tmp_dir.clone();
+    opts.retention = cfg.retention;
+    opts.shutdown_grace = cfg.shutdown_grace;
+
+    let (tx, mut rx) = watch::channel(false);
+    tokio::spawn(forward_signals(tx));
+
+    let metrics = Metrics::new(cfg.org.as_str());
+    if let Some(addr) = cfg.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::usage(
+                format!("--metrics-addr {addr}: cannot listen: {e}"),
+                "choose another port, or leave --metrics-addr out",
+            )
+        })?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!("metrics on http://{bound}/metrics");
+        tokio::spawn(hubvault::metrics::serve(
+            listener,
+            metrics.clone(),
+            rx.clone(),
+        ));
+    }
+    tracing::info!(
+        hub_root = %cfg.hub_root.display(),
+        bucket = %cfg.bucket,
+        org = %cfg.org,
+        interval = ?cfg.interval,
+        max_age = ?cfg.max_age,
+        once = a.once,
+        "agent started"
+    );
+    let mut agent = Agent::new(bucket, opts, metrics);
+    if a.once {
+        let report = agent.pass(&mut rx).await?;
+        print_pass(&report, g.json);
+        return Ok(if report.all_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    agent.run(rx).await?;
+    tracing::info!("agent stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (systemd stop) or SIGINT (Ctrl-C) asks the agent to stop.
+async fn forward_signals(tx: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        tracing::error!("cannot listen for SIGTERM");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+    let _ = tx.send(true);
+}
+
+fn print_pass(r: &PassReport, json: bool) {
+    if json {
+        output::print_json(&serde_json::json!({
+            "ok": r.all_ok(),
+            "connectors": r.attempts,
+            "interrupted": r.interrupted,
+        }));
+        return;
+    }
+    if r.attempts.is_empty() {
+        println!("no connectors found (directories <connectorId>/sqlite.db under the hub root)");
+    }
+    for a in &r.attempts {
+        let word = match a.result {
+            Outcome::Uploaded => "uploaded",
+            Outcome::Skipped => "skipped (fresh)",
+            Outcome::Failed => "FAILED",
+            Outcome::Abandoned => "abandoned",
+        };
+        println!("{word}: {} ({})", a.connector, a.db.display());
+        println!("  {}", a.reason);
+        if let Some(h) = &a.hint {
+            println!("  Try: {h}");
+        }
+    }
+    if r.interrupted {
+        println!("interrupted: stopped before every connector was checked");
+    }
+}

@@ -1,0 +1,92 @@
+//! `hubvault remap`: the seed's manual steps 5 to 10 on a local file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hubvault::Result;
+use hubvault::ids::{ConnectorId, DatahubId};
+use hubvault::rewrite::{self, Ids, RemapReport};
+
+use super::{Global, output};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The database to rewrite (in place, unless --output is given).
+    #[arg(long, value_name = "FILE")]
+    db: PathBuf,
+    /// The new datahub id (the new hub's id in the platform).
+    #[arg(long, value_name = "ID")]
+    to_datahub: String,
+    /// The new connector id (the new connector's id in the platform).
+    #[arg(long, value_name = "ID")]
+    to_connector: String,
+    /// Write the rewritten database to this new file; --db is left as it is.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print what would change (per table and column) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
+    let to = Ids {
+        datahub: DatahubId::parse(&a.to_datahub).map_err(|e| super::flag(e, "--to-datahub"))?,
+        connector: ConnectorId::parse(&a.to_connector)
+            .map_err(|e| super::flag(e, "--to-connector"))?,
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        rewrite::remap_file(&a.db, to, a.output.as_deref(), a.dry_run)
+    })
+    .await
+    .expect("the remap task does not panic")?;
+    if g.json {
+        output::print_json(&report);
+    } else {
+        print_human(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_human(r: &RemapReport) {
+    let p = &r.plan;
+    let verb = if r.dry_run {
+        "would rewrite"
+    } else {
+        "rewrote"
+    };
+    println!("{}", r.db.display());
+    println!("  datahub    {} -> {}", p.from.datahub, p.to.datahub);
+    println!("  connector  {} -> {}", p.from.connector, p.to.connector);
+    if p.is_noop() {
+        println!("  nothing to rewrite: the database already has these ids");
+    } else {
+        println!("  {verb} {} values:", r.total_values);
+        print_plan(p);
+    }
+    for b in &p.blockers {
+        println!("  cannot rewrite: {b}");
+    }
+    match (&r.output, r.dry_run) {
+        (Some(o), true) => println!("  would write {} (--db unchanged)", o.display()),
+        (Some(o), false) => println!("  wrote {} (--db unchanged)", o.display()),
+        (None, true) => println!("  dry run: nothing changed"),
+        (None, false) => println!(
+            "  checked: no old id left, foreign_key_check empty, integrity ok ({:.2}s)",
+            r.seconds
+        ),
+    }
+}
+
+/// The per-table, per-column plan, shared with `restore`.
+pub fn print_plan(p: &rewrite::RewritePlan) {
+    for c in &p.changes {
+        println!(
+            "    {:<40} {:>10} values",
+            format!("{}.{}", c.table, c.column),
+            c.values
+        );
+    }
+    for o in &p.schema_objects {
+        println!("    {o:<40} SQL rewritten");
+    }
+}

@@ -1,0 +1,305 @@
+//! `hubvault restore`: plan, confirm, fetch, verify, rewrite, install, hook.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hubvault::ids::{ConnectorId, DatahubId, DbFileName};
+use hubvault::layout::VersionId;
+use hubvault::restore::{
+    self, Expected, RestorePlan, RestoreReport, RestoreRequest, Source, Target,
+};
+use hubvault::rewrite::Ids;
+use hubvault::{Error, Result};
+
+use super::{Global, output};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The datahub id of the backup (the old hub).
+    #[arg(long, value_name = "OLD")]
+    datahub: String,
+    /// The connector id of the backup (the old connector).
+    #[arg(long, value_name = "OLD")]
+    connector: String,
+    /// The new hub's id; default: the old one (restore onto the same hub).
+    #[arg(long, value_name = "NEW")]
+    to_datahub: Option<String>,
+    /// The new connector's id; default: the old one.
+    #[arg(long, value_name = "NEW")]
+    to_connector: Option<String>,
+    /// Install at <DIR>/<newConnectorId>/sqlite.db (or set HUBVAULT_HUB_ROOT).
+    #[arg(long, value_name = "DIR", conflicts_with = "output")]
+    hub_root: Option<PathBuf>,
+    /// Write the restored database to this file instead of a hub.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Restore this kept version (see `hubvault versions`) instead of the latest backup.
+    // Not `version`: that id is clap's own --version flag of the program.
+    #[arg(
+        long = "version",
+        id = "version_id",
+        value_name = "ID",
+        conflicts_with = "at"
+    )]
+    version_id: Option<String>,
+    /// Restore the newest version taken at or before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print the plan (what is fetched, rewritten, replaced, kept) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run this command with `sh -c` once the database is installed (the platform's
+    /// "Update config" and "Sync"). Environment: HUBVAULT_OLD_DATAHUB,
+    /// HUBVAULT_OLD_CONNECTOR, HUBVAULT_NEW_DATAHUB, HUBVAULT_NEW_CONNECTOR, HUBVAULT_DB_PATH.
+    #[arg(long, value_name = "CMD")]
+    then: Option<String>,
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Replace the target even while a process holds it open.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `--version ID` or `--at TIME` or neither (the latest backup).
+pub fn parse_source(version: Option<&str>, at: Option<&str>) -> Result<Source> {
+    Ok(match (version, at) {
+        (Some(v), _) => Source::Version(VersionId::parse(v)?),
+        (None, Some(t)) => Source::At(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| {
+                    Error::usage(
+                        format!("--at {t:?} is not an RFC 3339 time: {e}"),
+                        "write e.g. --at 2026-11-24T07:00:00Z",
+                    )
+                })?
+                .to_utc(),
+        ),
+        (None, None) => Source::Latest,
+    })
+}
+
+pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
+    let target = match (&a.output, &a.hub_root) {
+        (Some(o), _) => Target::Output(o.clone()),
+        (None, Some(r)) => Target::HubRoot(r.clone()),
+        (None, None) => match std::env::var_os("HUBVAULT_HUB_ROOT").filter(|v| !v.is_empty()) {
+            Some(r) => Target::HubRoot(PathBuf::from(r)),
+            None => {
+                return Err(Error::usage(
+                    "no target: pass --hub-root DIR or --output FILE",
+                    "e.g. --hub-root /var/datahub (or set HUBVAULT_HUB_ROOT), or --output ./restored.db",
+                ));
+            }
+        },
+    };
+    // Every flag is checked before anything is touched.
+    let from = Ids {
+        datahub: DatahubId::parse(&a.datahub)?,
+        connector: ConnectorId::parse(&a.connector)?,
+    };
+    let to = Ids {
+        datahub: a
+            .to_datahub
+            .as_deref()
+            .map(|s| DatahubId::parse(s).map_err(|e| super::flag(e, "--to-datahub")))
+            .transpose()?
+            .unwrap_or(from.datahub),
+        connector: a
+            .to_connector
+            .as_deref()
+            .map(|s| ConnectorId::parse(s).map_err(|e| super::flag(e, "--to-connector")))
+            .transpose()?
+            .unwrap_or(from.connector),
+    };
+    let req = RestoreRequest {
+        org: g.org()?,
+        from,
+        to,
+        source: parse_source(a.version_id.as_deref(), a.at.as_deref())?,
+        target,
+        force: a.force,
+        db_file: DbFileName::default(),
+    };
+    let bucket = g.bucket()?;
+    let plan = restore::plan(&bucket, &req).await?;
+
+    if a.dry_run {
+        if g.json {
+            output::print_json(&serde_json::json!({"ok": true, "dry_run": true, "plan": plan}));
+        } else {
+            print_plan(&plan);
+            println!("dry run: nothing fetched, nothing changed");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !a.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::usage(
+                "restore replaces a database and asks for confirmation, but stdin is not a terminal",
+                "pass --yes to confirm (look first with --dry-run)",
+            ));
+        }
+        print_plan(&plan);
+        eprint!("Restore? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("not restored: nothing changed");
+            return Ok(ExitCode::from(1));
+        }
+    }
+
+    let report = restore::execute(&bucket, &plan, &output::Bar::new(g.json)).await?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    let hook = match &a.then {
+        Some(cmd) => {
+            if !g.json {
+                print_report(&report);
+                println!("running --then: {cmd}");
+            }
+            // Keep stdout one JSON document: the hook's output goes to stderr.
+            let r = restore::run_hook(cmd, &plan, g.json);
+            if let Err(e) = r {
+                if g.json {
+                    output::print_json(
+                        &serde_json::json!({"ok": false, "restore": report, "hook": {"command": cmd, "ok": false}, "error": e.to_string(), "hint": e.hint(), "exit_code": 1}),
+                    );
+                    eprintln!("error: {e}");
+                    if let Some(h) = e.hint() {
+                        eprintln!("Try: {h}");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+                return Err(e);
+            }
+            Some(serde_json::json!({"command": cmd, "ok": true}))
+        }
+        None => None,
+    };
+    let steps = if a.then.is_none() {
+        restore::remaining_steps(&plan)
+    } else {
+        Vec::new()
+    };
+    if g.json {
+        output::print_json(
+            &serde_json::json!({"ok": true, "restore": report, "hook": hook, "remaining_steps": steps}),
+        );
+    } else {
+        if a.then.is_none() {
+            print_report(&report);
+            println!("remaining steps (no --then hook given):");
+            for (i, s) in steps.iter().enumerate() {
+                println!("  {}. {s}", i + 1);
+            }
+        } else {
+            println!("--then command succeeded");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_plan(p: &RestorePlan) {
+    println!("restore plan");
+    println!("  fetch      {}/{}", p.bucket.trim_end_matches('/'), p.key);
+    if let Some(v) = &p.version {
+        println!("  version    {v}");
+    }
+    match &p.expected {
+        Expected::Version { sha256, manifest } => {
+            println!("  verify     sha256 {sha256} ({manifest})")
+        }
+        Expected::Canonical {
+            latest_sha256,
+            versions,
+        } => println!(
+            "  verify     sha256 = latest.json ({}) or one of {versions} version manifests",
+            latest_sha256.as_deref().unwrap_or("unreadable")
+        ),
+        Expected::Legacy => {
+            println!("  verify     no manifest (legacy backup): integrity and ids only")
+        }
+    }
+    if p.rewrite {
+        println!(
+            "  rewrite    datahub   {} -> {}",
+            p.from.datahub, p.to.datahub
+        );
+        println!(
+            "             connector {} -> {}",
+            p.from.connector, p.to.connector
+        );
+    } else {
+        println!(
+            "  rewrite    none (same ids {} / {})",
+            p.to.datahub, p.to.connector
+        );
+    }
+    println!(
+        "  journal    {}",
+        p.journal_mode
+            .as_deref()
+            .unwrap_or("as the replaced file (or delete)")
+    );
+    println!(
+        "  install    {}{}",
+        p.target.display(),
+        if p.replaces {
+            " (replaces the database there)"
+        } else {
+            " (new)"
+        }
+    );
+    for k in &p.keep {
+        println!("  keep       {} -> {}", k.from.display(), k.to.display());
+    }
+    for h in &p.held_open_by {
+        println!(
+            "  HELD OPEN  by pid {} ({}){}",
+            h.pid,
+            h.command,
+            if p.force {
+                ": --force given, replacing anyway"
+            } else {
+                ": the restore will refuse (stop it or pass --force)"
+            }
+        );
+    }
+}
+
+fn print_report(r: &RestoreReport) {
+    println!("restored {}", r.target.display());
+    println!("  from       {}", r.key);
+    println!(
+        "  verified   sha256 {} against {}",
+        r.sha256_fetched, r.verified_by
+    );
+    for w in &r.warnings {
+        println!("  WARNING    {w}");
+    }
+    if let Some(p) = &r.rewrite {
+        println!("  rewrote    {} values:", p.total_values());
+        super::remap::print_plan(p);
+    }
+    println!(
+        "  checked    {}, foreign keys, ids {} / {}, no old id left",
+        r.check, r.to.datahub, r.to.connector
+    );
+    println!(
+        "  installed  {} ({} events, journal {}, sha256 {})",
+        output::human_bytes(r.bytes),
+        r.events
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into()),
+        r.journal_mode,
+        r.sha256_installed
+    );
+    for k in &r.kept {
+        println!("  kept       {}", k.to.display());
+    }
+}

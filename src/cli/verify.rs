@@ -1,0 +1,80 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hubvault::Result;
+use hubvault::ids::{ConnectorId, DatahubId, OrgSlug};
+use hubvault::status::Scope;
+use hubvault::verify::{self, VerifyOptions};
+
+use super::{Global, output};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only this data hub's connectors.
+    #[arg(long, value_name = "ID")]
+    datahub: Option<String>,
+    /// Only this connector.
+    #[arg(long, value_name = "ID")]
+    connector: Option<String>,
+    /// Drill N backups picked at random instead of all.
+    #[arg(long, value_name = "N")]
+    sample: Option<usize>,
+    /// Where backups are downloaded for the drill (default: TMPDIR).
+    #[arg(long, value_name = "DIR", env = "HUBVAULT_TMP_DIR")]
+    tmp_dir: Option<PathBuf>,
+}
+
+pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
+    let opts = VerifyOptions {
+        scope: Scope {
+            org: g.org.as_deref().map(OrgSlug::parse).transpose()?,
+            datahub: a.datahub.as_deref().map(DatahubId::parse).transpose()?,
+            connector: a.connector.as_deref().map(ConnectorId::parse).transpose()?,
+        },
+        sample: a.sample,
+        tmp_dir: a.tmp_dir,
+    };
+    if opts.sample == Some(0) {
+        return Err(hubvault::Error::usage(
+            "--sample 0 drills nothing",
+            "pass --sample N with N of at least 1, or leave it out to drill every backup",
+        ));
+    }
+    let bucket = g.bucket()?;
+    let report = verify::run(&bucket, &opts).await?;
+    if g.json {
+        output::print_json(&report);
+    } else {
+        if report.drills.is_empty() {
+            println!("no connector backups in {}", report.scope);
+        }
+        for d in &report.drills {
+            let r = &d.record;
+            println!(
+                "{}: {}{}",
+                if r.ok { "ok" } else { "FAILED" },
+                r.key,
+                r.version
+                    .as_ref()
+                    .map(|v| format!(" (version {v})"))
+                    .unwrap_or_default()
+            );
+            for p in &r.problems {
+                println!("  problem: {p}");
+            }
+            for w in &r.warnings {
+                println!("  warning: {w}");
+            }
+        }
+        let s = &report.summary;
+        println!(
+            "{} drilled of {} in {}: {} ok, {} failed, {} with warnings",
+            s.drilled, s.in_scope, report.scope, s.ok, s.failed, s.with_warnings
+        );
+    }
+    Ok(if report.any_failed() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

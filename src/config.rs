@@ -1,0 +1,311 @@
+//! The agent's configuration: flags, environment, and a TOML file, in that order of
+//! precedence.
+//!
+//! The binary's flag parser already merges flags over environment variables; this module
+//! reads the file and lays what the flags and environment gave over it. Rules:
+//! - the default file (`/etc/hubvault/hubvault.toml`) may be missing; a file named with
+//!   `--config` (or `HUBVAULT_CONFIG`) must exist;
+//! - an unknown key is an error that names the key and the file: a typo such as
+//!   `max-age` for `max_age` would otherwise silently leave the default in force;
+//! - every value is checked here, before the agent touches a file or the bucket.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::ids::OrgSlug;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hubvault/hubvault.toml";
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Each wait is stretched or shortened by up to this fraction, at random.
+pub const DEFAULT_JITTER: f64 = 0.1;
+
+/// One layer of settings, every value optional: the file, or flags over environment.
+/// Durations stay text until [`resolve`], so an error can say where the text came from.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub bucket: Option<String>,
+    pub org: Option<String>,
+    pub hub_root: Option<PathBuf>,
+    pub interval: Option<String>,
+    pub max_age: Option<String>,
+    pub jitter: Option<f64>,
+    pub metrics_addr: Option<String>,
+    pub tmp_dir: Option<PathBuf>,
+    pub shutdown_grace: Option<String>,
+    /// `[retention]`: keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+    /// keep_yearly. Applied by `agent` and `backup` after each upload.
+    pub retention: Option<crate::retention::Policy>,
+}
+
+impl Layer {
+    /// `self` where it has a value, else `under`.
+    pub fn over(self, under: Layer) -> Layer {
+        Layer {
+            bucket: self.bucket.or(under.bucket),
+            org: self.org.or(under.org),
+            hub_root: self.hub_root.or(under.hub_root),
+            interval: self.interval.or(under.interval),
+            max_age: self.max_age.or(under.max_age),
+            jitter: self.jitter.or(under.jitter),
+            metrics_addr: self.metrics_addr.or(under.metrics_addr),
+            tmp_dir: self.tmp_dir.or(under.tmp_dir),
+            shutdown_grace: self.shutdown_grace.or(under.shutdown_grace),
+            retention: self.retention.or(under.retention),
+        }
+    }
+}
+
+/// Reads the config file. `explicit` is true if and only if the user named the file
+/// (flag or environment); only then is a missing file an error.
+pub fn load_file(path: &Path, explicit: bool) -> Result<Layer> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+            return Ok(Layer::default());
+        }
+        Err(e) => {
+            return Err(Error::usage(
+                format!("--config {}: cannot read: {e}", path.display()),
+                "check the path given with --config (or HUBVAULT_CONFIG), or leave it out to use flags and environment only",
+            ));
+        }
+    };
+    parse(&text, path)
+}
+
+/// Parses the text of a config file read from `path`.
+pub fn parse(text: &str, path: &Path) -> Result<Layer> {
+    toml::from_str(text).map_err(|e| {
+        Error::usage(
+            format!(
+                "config file {}: {}",
+                path.display(),
+                e.message().trim_end()
+            ),
+            format!(
+                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// Everything the agent needs, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    pub bucket: String,
+    pub org: OrgSlug,
+    pub hub_root: PathBuf,
+    pub interval: Duration,
+    pub max_age: Duration,
+    pub jitter: f64,
+    pub metrics_addr: Option<SocketAddr>,
+    pub tmp_dir: Option<PathBuf>,
+    pub shutdown_grace: Duration,
+    pub retention: Option<crate::retention::Policy>,
+}
+
+/// Lays `given` (flags over environment) over `file` and checks every value. `file_name`
+/// is named in errors about values that came from the file.
+pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfig> {
+    let from_file = |pick: fn(&Layer) -> bool| -> String {
+        if !pick(&given) && pick(&file) {
+            format!(" (from {})", file_name.display())
+        } else {
+            String::new()
+        }
+    };
+    let where_org = from_file(|l| l.org.is_some());
+    let where_interval = from_file(|l| l.interval.is_some());
+    let where_max_age = from_file(|l| l.max_age.is_some());
+    let where_metrics = from_file(|l| l.metrics_addr.is_some());
+    let where_grace = from_file(|l| l.shutdown_grace.is_some());
+    let where_jitter = from_file(|l| l.jitter.is_some());
+    let l = given.over(file);
+
+    let bucket = l.bucket.ok_or_else(|| {
+        Error::usage(
+            "no bucket given",
+            "pass --bucket s3://bucket-name or file:///abs/dir (or set HUBVAULT_BUCKET, or bucket = \"...\" in the config file)",
+        )
+    })?;
+    let org = l.org.ok_or_else(|| {
+        Error::usage(
+            "no org given",
+            "pass --org SLUG (or set HUBVAULT_ORG, or org = \"...\" in the config file)",
+        )
+    })?;
+    let org = OrgSlug::parse(&org).map_err(|e| {
+        Error::usage(
+            format!("org{where_org}: {e}"),
+            e.hint().unwrap_or("pass a lowercase slug").to_string(),
+        )
+    })?;
+    let hub_root = l.hub_root.ok_or_else(|| {
+        Error::usage(
+            "no hub root given",
+            "pass --hub-root DIR (or set HUBVAULT_HUB_ROOT, or hub_root = \"/var/datahub\" in the config file)",
+        )
+    })?;
+    if !hub_root.is_dir() {
+        return Err(Error::usage(
+            format!("--hub-root {}: not a directory", hub_root.display()),
+            "pass the directory that holds one <connectorId>/sqlite.db per connector (production: /var/datahub)",
+        ));
+    }
+    let interval =
+        duration("interval", &where_interval, l.interval.as_deref())?.unwrap_or(DEFAULT_INTERVAL);
+    if interval.is_zero() {
+        return Err(Error::usage(
+            format!("--interval{where_interval}: must be more than 0"),
+            "write e.g. --interval 1h",
+        ));
+    }
+    let max_age = duration("max_age", &where_max_age, l.max_age.as_deref())?
+        .unwrap_or(crate::backup::DEFAULT_MAX_AGE);
+    let shutdown_grace = duration("shutdown_grace", &where_grace, l.shutdown_grace.as_deref())?
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    let jitter = l.jitter.unwrap_or(DEFAULT_JITTER);
+    if !(0.0..=0.5).contains(&jitter) {
+        return Err(Error::usage(
+            format!("jitter{where_jitter} = {jitter}: must be between 0 and 0.5"),
+            "jitter is the fraction of the interval by which waits vary, e.g. 0.1",
+        ));
+    }
+    let metrics_addr = match l.metrics_addr.as_deref() {
+        None | Some("") => None,
+        Some(a) => Some(a.parse::<SocketAddr>().map_err(|e| {
+            Error::usage(
+                format!("--metrics-addr{where_metrics} {a:?}: {e}"),
+                "write an address and port, e.g. 127.0.0.1:9464",
+            )
+        })?),
+    };
+    Ok(AgentConfig {
+        bucket,
+        org,
+        hub_root,
+        interval,
+        max_age,
+        jitter,
+        metrics_addr,
+        tmp_dir: l.tmp_dir,
+        shutdown_grace,
+        retention: l.retention.filter(|p| !p.is_empty()),
+    })
+}
+
+fn duration(key: &str, from: &str, text: Option<&str>) -> Result<Option<Duration>> {
+    text.map(|t| {
+        humantime::parse_duration(t).map_err(|e| {
+            Error::usage(
+                format!("--{}{from} {t:?}: {e}", key.replace('_', "-")),
+                "write a duration such as 90s, 30m, 1h or 7d",
+            )
+        })
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    fn file_layer(text: &str) -> Layer {
+        parse(text, Path::new("/etc/hubvault/hubvault.toml")).unwrap()
+    }
+
+    #[test]
+    fn flags_and_env_win_over_the_file_and_the_file_over_defaults() {
+        let hub = dir();
+        let file = file_layer(&format!(
+            "bucket = \"file:///b\"\norg = \"filed\"\nhub_root = \"{}\"\ninterval = \"2h\"\nmax_age = \"12h\"\n",
+            hub.path().display()
+        ));
+        let given = Layer {
+            org: Some("given".into()),
+            interval: Some("5m".into()),
+            ..Default::default()
+        };
+        let c = resolve(given, file, Path::new("f.toml")).unwrap();
+        assert_eq!(c.org.as_str(), "given");
+        assert_eq!(c.interval, Duration::from_secs(300));
+        assert_eq!(c.max_age, Duration::from_secs(12 * 3600));
+        assert_eq!(c.bucket, "file:///b");
+        assert_eq!(c.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(c.metrics_addr, None);
+    }
+
+    #[test]
+    fn retention_comes_from_a_table_and_flags_replace_it_whole() {
+        let hub = dir();
+        let file = file_layer(&format!(
+            "bucket = \"file:///b\"\norg = \"o\"\nhub_root = \"{}\"\n[retention]\nkeep_daily = 14\nkeep_monthly = 6\n",
+            hub.path().display()
+        ));
+        let c = resolve(Layer::default(), file.clone(), Path::new("f.toml")).unwrap();
+        let p = c.retention.unwrap();
+        assert_eq!(
+            (p.keep_daily, p.keep_monthly, p.keep_last),
+            (Some(14), Some(6), None)
+        );
+        let flags = crate::retention::Policy {
+            keep_last: Some(3),
+            ..Default::default()
+        };
+        let given = Layer {
+            retention: Some(flags),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(given, file, Path::new("f.toml")).unwrap().retention,
+            Some(flags)
+        );
+        let err = parse("[retention]\nkeep_dayly = 3\n", Path::new("f.toml")).unwrap_err();
+        assert!(err.to_string().contains("keep_dayly"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = parse("max-age = \"1h\"\n", Path::new("/etc/h.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("max-age") && text.contains("/etc/h.toml"),
+            "{text}"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn a_missing_default_file_is_empty_but_a_missing_named_file_is_an_error() {
+        let d = dir();
+        let missing = d.path().join("nope.toml");
+        assert_eq!(load_file(&missing, false).unwrap(), Layer::default());
+        let err = load_file(&missing, true).unwrap_err();
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn a_bad_value_from_the_file_names_the_file_and_the_key() {
+        let hub = dir();
+        let file = file_layer(&format!(
+            "bucket = \"file:///b\"\norg = \"acme\"\nhub_root = \"{}\"\ninterval = \"soon\"\n",
+            hub.path().display()
+        ));
+        let err = resolve(Layer::default(), file, Path::new("/etc/h.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--interval (from /etc/h.toml)"), "{text}");
+        assert_eq!(err.exit_code(), 2);
+    }
+}

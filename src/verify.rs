@@ -1,0 +1,344 @@
+//! Restore drills: prove that each backup restores, and record the proof beside it.
+//!
+//! For each connector in scope (one LIST finds them, see [`crate::status::scan`]):
+//! 1. download the canonical object into a temp dir and hash it on the way;
+//! 2. the sha256 must equal `latest.json`'s **or any version manifest's**: a backup cut
+//!    off between the canonical object and `latest.json` leaves `latest.json` one backup
+//!    behind (docs/DESIGN.md). An object with no manifest at all was uploaded by
+//!    something else (the seed's own upload): a warning, since there is nothing to check
+//!    the sum against, not a failure;
+//! 3. `PRAGMA integrity_check` (and `foreign_key_check`) on the download;
+//! 4. the ids inside (`Integrations.id`, `sources[0].id`) are those in the key, and the
+//!    tables `Integrations` and `Events` exist;
+//! 5. the result goes to `hubvault/drills/{stamp}-{ok|failed}.json` (so `status` sees
+//!    it from the key alone), and only the newest few drill records are kept.
+
+use std::path::PathBuf;
+
+use rand::seq::IndexedRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::{Bucket, Encoding, WriteMode};
+use crate::db;
+use crate::error::{Error, Result};
+use crate::history;
+use crate::layout::{self, ConnectorKey, VersionId};
+use crate::manifest::Manifest;
+use crate::progress::NoProgress;
+use crate::status::{self, Listed, Scope};
+
+pub const DRILL_FORMAT: u32 = 1;
+/// Drill records kept per connector (the newest).
+pub const KEEP_DRILLS: usize = 5;
+
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    pub scope: Scope,
+    /// Drill this many connectors, picked at random; all when `None`.
+    pub sample: Option<usize>,
+    /// Where downloads go (the system temp dir when `None`).
+    pub tmp_dir: Option<PathBuf>,
+}
+
+/// What a drill found; written beside the backup as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    pub format: u32,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub ok: bool,
+    /// The canonical key that was drilled.
+    pub key: String,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    /// The kept version the object equals, when a manifest vouches for it.
+    pub version: Option<VersionId>,
+    /// Which manifest vouched: `latest.json` or `versions/{id}.json`.
+    pub matched: Option<String>,
+    /// `integrity_check` or `quick_check`, when it passed.
+    pub check: Option<String>,
+    /// Why the drill failed (empty if and only if `ok`).
+    pub problems: Vec<String>,
+    /// Worth knowing, not a failure (e.g. no manifest to check the checksum against).
+    pub warnings: Vec<String>,
+    pub tool: String,
+    pub host: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Drill {
+    pub org: crate::ids::OrgSlug,
+    pub datahub: crate::ids::DatahubId,
+    pub connector: crate::ids::ConnectorId,
+    /// Where the record was written.
+    pub record_key: String,
+    #[serde(flatten)]
+    pub record: DrillRecord,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifySummary {
+    pub in_scope: usize,
+    pub drilled: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub with_warnings: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    pub scope: String,
+    /// Failed first.
+    pub drills: Vec<Drill>,
+    pub summary: VerifySummary,
+}
+
+impl VerifyReport {
+    /// True if and only if some drill failed (exit 3).
+    pub fn any_failed(&self) -> bool {
+        self.summary.failed > 0
+    }
+}
+
+/// Drills every backup in scope (or a random sample), records each result.
+pub async fn run(bucket: &Bucket, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let listed = status::scan(bucket, &opts.scope).await?;
+    if listed.is_empty() && opts.scope.connector.is_some() {
+        return Err(Error::usage(
+            format!("no backup in {}", opts.scope.describe()),
+            "check --connector (and --org, --datahub); list what exists with `hubvault status`",
+        ));
+    }
+    let in_scope = listed.len();
+    let chosen: Vec<&Listed> = match opts.sample {
+        Some(n) if n < listed.len() => listed.sample(&mut rand::rng(), n).collect(),
+        _ => listed.iter().collect(),
+    };
+    let mut drills = Vec::with_capacity(chosen.len());
+    for l in chosen {
+        let record = drill(bucket, l, opts).await;
+        let record_key = l.ck.drill(&layout::stamp(record.time), record.ok);
+        let mut json = serde_json::to_vec_pretty(&record).expect("a drill record serializes");
+        json.push(b'\n');
+        bucket
+            .put_bytes(&record_key, json, WriteMode::Overwrite)
+            .await?;
+        prune_drills(bucket, l).await?;
+        tracing::info!(connector = %l.ck.connector, ok = record.ok, "drill recorded at {record_key}");
+        drills.push(Drill {
+            org: l.ck.org.clone(),
+            datahub: l.ck.datahub,
+            connector: l.ck.connector,
+            record_key: record_key.to_string(),
+            record,
+        });
+    }
+    drills.sort_by_key(|d| d.record.ok);
+    let summary = VerifySummary {
+        in_scope,
+        drilled: drills.len(),
+        ok: drills.iter().filter(|d| d.record.ok).count(),
+        failed: drills.iter().filter(|d| !d.record.ok).count(),
+        with_warnings: drills
+            .iter()
+            .filter(|d| !d.record.warnings.is_empty())
+            .count(),
+    };
+    Ok(VerifyReport {
+        scope: opts.scope.describe(),
+        drills,
+        summary,
+    })
+}
+
+/// Keeps the newest [`KEEP_DRILLS`] records: the one just written and the newest
+/// `KEEP_DRILLS - 1` of those the listing saw.
+async fn prune_drills(bucket: &Bucket, l: &Listed) -> Result<()> {
+    let old = l.drills.len().saturating_sub(KEEP_DRILLS - 1);
+    for d in &l.drills[..old] {
+        bucket.delete(&d.key).await?;
+    }
+    Ok(())
+}
+
+/// One drill. Every problem lands in the record; only the caller's write of the record
+/// can fail the command.
+async fn drill(bucket: &Bucket, l: &Listed, opts: &VerifyOptions) -> DrillRecord {
+    let ck = &l.ck;
+    let mut r = DrillRecord {
+        format: DRILL_FORMAT,
+        time: chrono::Utc::now(),
+        ok: false,
+        key: String::new(),
+        sha256: None,
+        size: None,
+        version: None,
+        matched: None,
+        check: None,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        tool: crate::manifest::tool(),
+        host: crate::manifest::host_name(),
+    };
+    let Some((file, _)) = &l.canonical else {
+        r.key = ck.canonical(&Default::default()).to_string();
+        r.problems.push(format!(
+            "no object at {}: nothing to restore from (kept versions: {})",
+            r.key,
+            l.versions.len()
+        ));
+        return r;
+    };
+    let key = ck.canonical(file);
+    r.key = key.to_string();
+
+    let tmp_parent = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = match tempfile::Builder::new()
+        .prefix("hubvault-verify-")
+        .tempdir_in(&tmp_parent)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            r.problems.push(format!(
+                "cannot create a temp dir in {}: {e}",
+                tmp_parent.display()
+            ));
+            return r;
+        }
+    };
+    let local = tmp.path().join(file.as_str());
+    let got = match bucket
+        .get_to_file(&key, &local, Encoding::Plain, &NoProgress)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            r.problems.push(format!("download failed: {e}"));
+            return r;
+        }
+    };
+    r.sha256 = Some(got.sha256.clone());
+    r.size = Some(got.plain_bytes);
+
+    match_manifest(bucket, l, &got.sha256, &mut r).await;
+    let checked = {
+        let (local, ck) = (local.clone(), ck.clone());
+        tokio::task::spawn_blocking(move || check_database(&local, &ck)).await
+    };
+    match checked {
+        Ok((check, problems)) => {
+            r.check = check;
+            r.problems.extend(problems);
+        }
+        Err(e) => r.problems.push(format!("the check task failed: {e}")),
+    }
+    r.ok = r.problems.is_empty();
+    r
+}
+
+/// Step 2: which manifest, if any, vouches for the downloaded bytes.
+async fn match_manifest(bucket: &Bucket, l: &Listed, sha: &str, r: &mut DrillRecord) {
+    let ck = &l.ck;
+    let mut latest_says = None;
+    if l.latest_manifest {
+        let key = ck.latest_manifest();
+        match bucket.get_bytes(&key).await {
+            Ok(bytes) => match Manifest::from_json(&bytes, key.as_ref()) {
+                Ok(m) if m.connector_key() != *ck => r.problems.push(format!(
+                    "{key} describes {}, not this connector",
+                    m.connector_key().prefix()
+                )),
+                Ok(m) if m.sha256 == sha => {
+                    r.version = Some(m.version);
+                    r.matched = Some("latest.json".into());
+                    return;
+                }
+                Ok(m) => latest_says = Some(m.sha256),
+                Err(e) => r.warnings.push(e.to_string()),
+            },
+            Err(e) => r.warnings.push(format!("cannot read {key}: {e}")),
+        }
+    }
+    // Only versions whose id carries the same sha256 prefix can match: no GET for others.
+    let candidates: Vec<&VersionId> = l
+        .versions
+        .iter()
+        .filter(|(v, (_, manifest))| *manifest && sha.starts_with(v.sha_prefix()))
+        .map(|(v, _)| v)
+        .collect();
+    for v in candidates {
+        match history::read_manifest(bucket, ck, v).await {
+            Ok(m) if m.sha256 == sha => {
+                r.version = Some(m.version);
+                r.matched = Some(format!("versions/{v}.json"));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => r.warnings.push(e.to_string()),
+        }
+    }
+    let any_manifest = l.latest_manifest || l.versions.values().any(|(_, m)| *m);
+    if any_manifest {
+        r.problems.push(format!(
+            "sha256 {sha} of {} matches no manifest ({}): the object was damaged or replaced after upload",
+            r.key,
+            match latest_says {
+                Some(s) => format!("latest.json says {s}"),
+                None => "latest.json is absent or unreadable".into(),
+            }
+        ));
+    } else {
+        r.warnings.push(
+            "no manifest beside this backup (not written by hubvault): the checksum cannot be checked".into(),
+        );
+    }
+}
+
+/// Steps 3 and 4 on the downloaded file: which check passed, and the problems found.
+fn check_database(local: &std::path::Path, ck: &ConnectorKey) -> (Option<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    if let Err(e) = db::check_is_sqlite(local) {
+        problems.push(format!("not a SQLite database: {e}"));
+        return (None, problems);
+    }
+    // Our own temp copy: read-write, so a WAL-mode upload (seed) opens too.
+    let conn = match db::open_read_write(local) {
+        Ok(c) => c,
+        Err(e) => {
+            problems.push(e.to_string());
+            return (None, problems);
+        }
+    };
+    let size = std::fs::metadata(local).map(|m| m.len()).unwrap_or(0);
+    let check = match db::check_integrity(&conn, local, size) {
+        Ok(c) => Some(c.to_string()),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    for table in ["Integrations", "Events"] {
+        match db::table_exists(&conn, table) {
+            Ok(true) => {}
+            Ok(false) => problems.push(format!("the database has no {table} table")),
+            Err(e) => problems.push(format!("cannot read the schema: {e}")),
+        }
+    }
+    match db::read_info(&conn, local) {
+        Ok(info) => {
+            if info.datahub != ck.datahub {
+                problems.push(format!(
+                    "Integrations.id inside is {}, but the key says datahub {}",
+                    info.datahub, ck.datahub
+                ));
+            }
+            if info.connector != ck.connector {
+                problems.push(format!(
+                    "Integrations.sources[0].id inside is {}, but the key says connector {}",
+                    info.connector, ck.connector
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("cannot read the ids inside: {e}")),
+    }
+    (check, problems)
+}

@@ -1,0 +1,387 @@
+//! `hubvault remap`: the seed's steps 5 to 10 on a local file, against the seed's own SQL.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hubvault::ids::{ConnectorId, DatahubId};
+
+use crate::common::{connector_db, hubvault, json_of, rows, run, sha256_of, stderr};
+
+/// The seed's two UPDATE statements (connector-backups.txt, step 8), with the source
+/// JSON taken from the database itself and only its two ids replaced (json_set), as the
+/// seed tells the operator to do by hand; run with the sqlite3 CLI, foreign keys off.
+fn seeds_sql(db: &Path, old_hub: &str, new_hub: &str, new_conn: &str) {
+    let sql = format!(
+        "PRAGMA foreign_keys=off;
+update Integrations
+set id='{new_hub}',
+sources=json_set(sources, '$[0].id', '{new_conn}', '$[0].integrationId', '{new_hub}')
+where id = '{old_hub}';
+update Events
+set integration='{new_hub}',
+source=json_set(source, '$.id', '{new_conn}', '$.integrationId', '{new_hub}')
+where integration='{old_hub}';
+PRAGMA foreign_keys=on;"
+    );
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Rows with every TEXT value that parses as a JSON object or array replaced by the
+/// parsed value: JSON compared as values, everything else exactly.
+fn rows_json_as_values(db: &Path, table: &str) -> Vec<serde_json::Value> {
+    rows(db, table)
+        .into_iter()
+        .map(|mut r| {
+            for v in r.as_object_mut().unwrap().values_mut() {
+                if let Some(s) = v.as_str()
+                    && (s.starts_with('{') || s.starts_with('['))
+                    && let Ok(parsed) = serde_json::from_str::<serde_json::Value>(s)
+                {
+                    *v = parsed;
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+/// Every row of a table, typed (a BLOB as `blob:<hex>`), ordered by the first column
+/// that is not an id (rowid, or `n` for the WITHOUT ROWID table of the tests).
+fn table_rows(db: &Path, table: &str) -> Vec<Vec<String>> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let order = if table == "Mystery" { "n" } else { "rowid" };
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY {order}"))
+        .unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                let v: rusqlite::types::Value = r.get(i)?;
+                Ok(match v {
+                    rusqlite::types::Value::Blob(b) => format!("blob:{}", hex::encode(b)),
+                    other => format!("{other:?}"),
+                })
+            })
+            .collect()
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+fn copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
+    let dst = dir.join(name);
+    std::fs::copy(src, &dst).unwrap();
+    dst
+}
+
+fn remap(db: &Path, hub: &str, conn: &str, extra: &[&str]) -> std::process::Output {
+    run(hubvault()
+        .args(["remap", "--json", "--db"])
+        .arg(db)
+        .args(["--to-datahub", hub, "--to-connector", conn])
+        .args(extra))
+}
+
+fn old_ids_left(db: &Path, ids: &[String]) -> Vec<String> {
+    let conn = hubvault::db::open_read_only(db).unwrap();
+    hubvault::rewrite::scan_ids(&conn, db, ids)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.place)
+        .collect()
+}
+
+fn sqlite3(db: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn remap_gives_the_same_integrations_and_events_as_the_seeds_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, spec) = connector_db(dir.path(), "hrb-cellario", 300);
+    // The seed's world: the ids only where the seed says they are.
+    sqlite3(
+        &live,
+        "UPDATE Integrations SET state='{}'; DELETE FROM Uploads;",
+    );
+    let seed = copy(&live, dir.path(), "seed.db");
+    let ours = copy(&live, dir.path(), "ours.db");
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    seeds_sql(&seed, &spec.datahub.to_string(), &hub, &conn);
+    json_of(&remap(&ours, &hub, &conn, &[]), 0);
+    for table in ["Integrations", "Events"] {
+        let (a, b) = (
+            rows_json_as_values(&seed, table),
+            rows_json_as_values(&ours, table),
+        );
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a, b, "{table} differs from the seed's SQL");
+    }
+    assert_eq!(
+        sqlite3(&ours, "PRAGMA foreign_key_check; PRAGMA integrity_check"),
+        "ok"
+    );
+}
+
+#[test]
+fn remap_leaves_no_old_id_in_other_tables_where_the_seeds_sql_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, spec) = connector_db(dir.path(), "sdc", 200);
+    let seed = copy(&live, dir.path(), "seed.db");
+    let ours = copy(&live, dir.path(), "ours.db");
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    seeds_sql(&seed, &spec.datahub.to_string(), &hub, &conn);
+    json_of(&remap(&ours, &hub, &conn, &[]), 0);
+    let old = [spec.datahub.to_string(), spec.connector.to_string()];
+    let seed_left = old_ids_left(&seed, &old);
+    assert!(
+        seed_left.contains(&"Integrations.state".to_string()),
+        "{seed_left:?}"
+    );
+    assert!(
+        seed_left.contains(&"Uploads.filePath".to_string()),
+        "{seed_left:?}"
+    );
+    assert_eq!(old_ids_left(&ours, &old), Vec::<String>::new());
+    // And the state keyed by connector id now has the new id as its key.
+    let state: serde_json::Value =
+        serde_json::from_str(&sqlite3(&ours, "SELECT state FROM Integrations")).unwrap();
+    assert!(state.get(&conn).is_some(), "{state}");
+}
+
+#[test]
+fn remap_dry_run_prints_the_plan_per_column_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = connector_db(dir.path(), "solace", 120);
+    let before = sha256_of(&db);
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    let plan = json_of(&remap(&db, &hub, &conn, &["--dry-run"]), 0);
+    assert_eq!(sha256_of(&db), before);
+    let count = |t: &str, c: &str| {
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["table"] == t && x["column"] == c)
+            .map(|x| x["values"].as_u64().unwrap())
+    };
+    assert_eq!(count("Events", "integration"), Some(120));
+    assert_eq!(count("Events", "source"), Some(120));
+    assert_eq!(count("Integrations", "id"), Some(1));
+    assert_eq!(count("Events", "payload"), None);
+    assert_eq!(plan["dry_run"], true);
+    let text = run(hubvault()
+        .args(["remap", "--dry-run", "--db"])
+        .arg(&db)
+        .args(["--to-datahub", &hub, "--to-connector", &conn]));
+    assert!(crate::common::stdout(&text).contains("Events.integration"));
+}
+
+#[test]
+fn remap_run_again_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = connector_db(dir.path(), "hrb-cellario", 50);
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    let first = json_of(&remap(&db, &hub, &conn, &[]), 0);
+    assert!(first["total_values"].as_u64().unwrap() > 100);
+    let after_first = rows(&db, "Events");
+    let second = json_of(&remap(&db, &hub, &conn, &[]), 0);
+    assert_eq!(second["total_values"], 0);
+    assert_eq!(rows(&db, "Events"), after_first);
+}
+
+#[test]
+fn remap_rewrites_unknown_tables_json_keys_paths_blobs_and_uppercase_and_keeps_everything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(dir.path(), "idbs-eworkbook", 40);
+    let (d, c) = (spec.datahub.to_string(), spec.connector.to_string());
+    let (du, cu) = (d.to_uppercase(), c.to_uppercase());
+    sqlite3(
+        &db,
+        &format!(
+            "CREATE TABLE Mystery (k TEXT PRIMARY KEY, v BLOB, n INTEGER, g TEXT GENERATED ALWAYS AS ('len:' || length(k)) STORED) WITHOUT ROWID;
+             INSERT INTO Mystery (k, v, n) VALUES ('/var/datahub/{c}/cursor', CAST('{{\"{c}\": 1}}' AS BLOB), 7),
+                                                  ('HUB-{du}', x'00ff', 8), ('nothing here', NULL, 9);
+             CREATE TABLE Audit (id INTEGER PRIMARY KEY, note TEXT);
+             CREATE TRIGGER touch AFTER UPDATE ON Events BEGIN UPDATE Events SET updatedAt = 'TOUCHED' WHERE id = new.id; END;
+             CREATE TRIGGER audit AFTER INSERT ON Events BEGIN INSERT INTO Audit (note) VALUES ('{cu} got an event'); END;
+             CREATE VIEW mine AS SELECT * FROM Events WHERE integration = '{d}';"
+        ),
+    );
+    let tables = [
+        "Integrations",
+        "Events",
+        "Uploads",
+        "Commands",
+        "SequelizeMeta",
+        "Mystery",
+        "Audit",
+    ];
+    let before: Vec<_> = tables.iter().map(|t| table_rows(&db, t)).collect();
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    let out = json_of(&remap(&db, &hub, &conn, &[]), 0);
+    assert!(
+        out["schema_objects"].as_array().unwrap().len() == 2,
+        "view and trigger rewritten: {out}"
+    );
+    // Everything is as before with only the ids (any spelling, also as hex of a BLOB)
+    // replaced: updatedAt was not touched by the trigger, row ids kept, types kept.
+    let swap = |s: String| {
+        let mut s = s;
+        for (a, b) in [(&d, &hub), (&c, &conn)] {
+            s = s
+                .replace(a.as_str(), b)
+                .replace(&a.to_uppercase(), &b.to_uppercase())
+                .replace(&hex::encode(a.as_bytes()), &hex::encode(b.as_bytes()));
+        }
+        s
+    };
+    for (t, rows_before) in tables.iter().zip(before) {
+        let expected = swap(serde_json::to_string(&rows_before).unwrap());
+        assert_eq!(
+            serde_json::to_string(&table_rows(&db, t)).unwrap(),
+            expected,
+            "{t}"
+        );
+    }
+    assert_eq!(
+        sqlite3(&db, "SELECT typeof(v) FROM Mystery WHERE n = 7"),
+        "blob"
+    );
+    assert_eq!(
+        old_ids_left(&db, &[d.clone(), c.clone()]),
+        Vec::<String>::new()
+    );
+    // The triggers are back and work; the view names the new id.
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT count(*) FROM sqlite_schema WHERE type='trigger'"
+        ),
+        "2"
+    );
+    assert_eq!(sqlite3(&db, "SELECT count(*) FROM mine"), "40");
+    sqlite3(&db, "UPDATE Events SET status = 'X' WHERE id = 1");
+    assert_eq!(
+        sqlite3(&db, "SELECT updatedAt FROM Events WHERE id = 1"),
+        "TOUCHED"
+    );
+}
+
+#[test]
+fn remap_refuses_a_mixed_case_id_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(dir.path(), "sdc", 20);
+    let c = spec.connector.to_string();
+    let mixed = format!("{}{}", c[..4].to_uppercase(), &c[4..]);
+    sqlite3(
+        &db,
+        &format!("CREATE TABLE Notes (t TEXT); INSERT INTO Notes VALUES ('see {mixed}');"),
+    );
+    let before = sha256_of(&db);
+    let out = remap(
+        &db,
+        &DatahubId::random().to_string(),
+        &ConnectorId::random().to_string(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Notes.t"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Try:"));
+    assert_eq!(sha256_of(&db), before);
+}
+
+#[test]
+fn remap_refuses_malformed_new_ids_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(dir.path(), "sdc", 5);
+    let before = sha256_of(&db);
+    let hub = DatahubId::random().to_string();
+    for (flag_value, flag) in [
+        (("not-a-uuid", spec.connector.to_string()), "--to-datahub"),
+        (
+            (
+                hub.as_str(),
+                "6F1C2A9E-4B7D-4E1A-9C3F-2D8E5B7A1C01".to_string(),
+            ),
+            "--to-connector",
+        ),
+    ] {
+        let ((h, c), flag) = (flag_value, flag);
+        let out = remap(&db, h, &c, &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(flag), "{}", stderr(&out));
+    }
+    // A new id equal to the other old id (swapped) is refused too.
+    let out = remap(
+        &db,
+        &spec.connector.to_string(),
+        &ConnectorId::random().to_string(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(sha256_of(&db), before);
+}
+
+#[test]
+fn remap_output_writes_a_new_checked_file_and_leaves_the_source_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(dir.path(), "solace", 60);
+    let before = sha256_of(&db);
+    let out_db = dir.path().join("out.db");
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    let out_arg = out_db.to_str().unwrap().to_string();
+    json_of(&remap(&db, &hub, &conn, &["--output", &out_arg]), 0);
+    assert_eq!(sha256_of(&db), before);
+    assert_eq!(sqlite3(&out_db, "SELECT id FROM Integrations"), hub);
+    assert_eq!(sqlite3(&out_db, "PRAGMA journal_mode"), "wal");
+    assert_eq!(sqlite3(&out_db, "SELECT count(*) FROM Events"), "60");
+    assert_eq!(
+        old_ids_left(
+            &out_db,
+            &[spec.datahub.to_string(), spec.connector.to_string()]
+        ),
+        Vec::<String>::new()
+    );
+    // An existing --output is never overwritten.
+    let again = remap(&db, &hub, &conn, &["--output", &out_arg]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("already exists"));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("hubvault-remap"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -1,0 +1,969 @@
+//! `hubvault restore` and `inspect` of a backup: round trips through both backends, bad
+//! input, kill -9 during a restore, and the demo's restore story.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use hubvault::bucket::{Encoding, WriteMode};
+use hubvault::fixture::Spec;
+use hubvault::ids::{ConnectorId, DatahubId};
+use hubvault::progress::NoProgress;
+
+use crate::both;
+use crate::common::{TestBucket, connector_db, hubvault, json_of, rt, run, sha256_of, stderr};
+
+fn backup(tb: &TestBucket, db: &Path, force: bool) -> serde_json::Value {
+    let mut c = tb.cmd();
+    c.args(["backup", "--json", "--db"]).arg(db);
+    if force {
+        c.arg("--force");
+    }
+    json_of(&run(&mut c), 0)
+}
+
+fn canonical_key(spec: &Spec) -> String {
+    format!(
+        "acme/datahub/{}/connector/{}/sqlite.db",
+        spec.datahub, spec.connector
+    )
+}
+
+/// `hubvault restore --json --yes` of `spec`'s backup with extra flags.
+fn restore(tb: &TestBucket, spec: &Spec, extra: &[&str]) -> Output {
+    run(tb
+        .cmd()
+        .args(["restore", "--json", "--yes"])
+        .args(["--datahub", &spec.datahub.to_string()])
+        .args(["--connector", &spec.connector.to_string()])
+        .args(extra))
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn ids_of(db: &Path) -> (String, String) {
+    let conn = hubvault::db::open_read_only(db).unwrap();
+    let info = hubvault::db::read_info(&conn, db).unwrap();
+    (info.datahub.to_string(), info.connector.to_string())
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn old_ids_left(db: &Path, spec: &Spec) -> Vec<String> {
+    let conn = hubvault::db::open_read_only(db).unwrap();
+    hubvault::rewrite::scan_ids(
+        &conn,
+        db,
+        &[spec.datahub.to_string(), spec.connector.to_string()],
+    )
+    .unwrap()
+    .into_iter()
+    .map(|f| f.place)
+    .collect()
+}
+
+fn integrity_ok(db: &Path) -> bool {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let r: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    r == "ok"
+}
+
+/// Names and sha256 of the files in a directory, lock files left out (an empty lock file
+/// beside the database is how one restore or backup at a time is enforced).
+fn listing(dir: &Path) -> BTreeMap<String, String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".hubvault-lock"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                sha256_of(&e.path()),
+            )
+        })
+        .collect()
+}
+
+/// Writes `bytes` at `key` of the test bucket through the library (either backend).
+fn put(tb: &TestBucket, key: &str, bytes: Vec<u8>) {
+    let b = tb.bucket();
+    rt().block_on(b.put_bytes(
+        &object_store::path::Path::from(key),
+        bytes,
+        WriteMode::Overwrite,
+    ))
+    .unwrap();
+}
+
+fn put_file(tb: &TestBucket, key: &str, file: &Path) {
+    let b = tb.bucket();
+    rt().block_on(b.put_file(
+        &object_store::path::Path::from(key),
+        file,
+        Encoding::Plain,
+        &NoProgress,
+    ))
+    .unwrap();
+}
+
+fn new_ids() -> (String, String) {
+    (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    )
+}
+
+// ---------------------------------------------------------------- round trips
+
+fn onto_new_ids(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hrb-cellario", 300);
+    backup(tb, &db, false);
+    let events_before = crate::common::rows(&db, "Events");
+    let new_hub = tempfile::tempdir().unwrap();
+    let (nd, nc) = new_ids();
+    let out = json_of(
+        &restore(
+            tb,
+            &spec,
+            &[
+                "--to-datahub",
+                &nd,
+                "--to-connector",
+                &nc,
+                "--hub-root",
+                p(new_hub.path()),
+            ],
+        ),
+        0,
+    );
+    let target = new_hub.path().join(&nc).join("sqlite.db");
+    assert_eq!(out["restore"]["target"], p(&target));
+    assert_eq!(out["restore"]["legacy"], false);
+    assert!(
+        out["restore"]["verified_by"]
+            .as_str()
+            .unwrap()
+            .ends_with("latest.json")
+    );
+    assert_eq!(ids_of(&target), (nd.clone(), nc.clone()));
+    assert_eq!(old_ids_left(&target, &spec), Vec::<String>::new());
+    assert!(integrity_ok(&target));
+    // Every event survived, identical but for the ids.
+    let swap = |s: String| {
+        s.replace(&spec.datahub.to_string(), &nd)
+            .replace(&spec.connector.to_string(), &nc)
+    };
+    assert_eq!(
+        serde_json::to_string(&crate::common::rows(&target, "Events")).unwrap(),
+        swap(serde_json::to_string(&events_before).unwrap())
+    );
+    // A new file: 0600; the journal mode the live database had (WAL) is back.
+    assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(out["restore"]["journal_mode"], "wal");
+    // No temp file is left beside it.
+    let names: Vec<String> = listing(target.parent().unwrap()).into_keys().collect();
+    assert_eq!(names, vec!["sqlite.db".to_string()]);
+    // Without a hook, the remaining steps are printed.
+    assert!(out["remaining_steps"].as_array().unwrap().len() == 3);
+}
+both!(
+    restore_onto_a_new_hub_rewrites_every_id_and_keeps_every_event,
+    onto_new_ids
+);
+
+fn onto_same_ids(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 100);
+    backup(tb, &db, false);
+    // After the backup the connector went on (and broke): one more event.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM Events WHERE id > 90", [])
+        .unwrap();
+    drop(conn);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
+    let previous = sha256_of(&db);
+    let out = json_of(&restore(tb, &spec, &["--hub-root", p(hub.path())]), 0);
+    assert!(out["restore"]["rewrite"].is_null());
+    assert_eq!(count(&db, "SELECT count(*) FROM Events"), 100);
+    assert_eq!(
+        ids_of(&db),
+        (spec.datahub.to_string(), spec.connector.to_string())
+    );
+    let meta = std::fs::metadata(&db).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o777, meta.uid(), meta.gid()),
+        (0o640, 65534, 65534)
+    );
+    // The previous database is kept beside it, byte for byte.
+    let kept = out["restore"]["kept"].as_array().unwrap();
+    let kept_db = PathBuf::from(kept[0]["to"].as_str().unwrap());
+    assert!(
+        kept_db
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("sqlite.db.before-restore-")
+    );
+    assert_eq!(sha256_of(&kept_db), previous);
+    assert_eq!(count(&kept_db, "SELECT count(*) FROM Events"), 90);
+}
+both!(
+    restore_onto_the_same_ids_replaces_the_database_and_keeps_the_previous_one,
+    onto_same_ids
+);
+
+fn to_output(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "solace", 40);
+    backup(tb, &db, false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("restored.db");
+    let (nd, nc) = new_ids();
+    json_of(
+        &restore(
+            tb,
+            &spec,
+            &[
+                "--to-datahub",
+                &nd,
+                "--to-connector",
+                &nc,
+                "--output",
+                p(&file),
+            ],
+        ),
+        0,
+    );
+    assert_eq!(ids_of(&file), (nd, nc));
+    assert_eq!(count(&file, "SELECT count(*) FROM Events"), 40);
+    assert_eq!(old_ids_left(&file, &spec), Vec::<String>::new());
+}
+both!(restore_to_output_writes_a_verified_file, to_output);
+
+fn by_version_and_at(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 30);
+    let first = backup(tb, &db, false);
+    let v1 = first["version"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(20));
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    std::thread::sleep(Duration::from_millis(20));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM Uploads", []).unwrap();
+    conn.execute("DELETE FROM Events WHERE id > 10", [])
+        .unwrap();
+    drop(conn);
+    let second = backup(tb, &db, true);
+    assert_ne!(second["version"], first["version"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (nd, nc) = new_ids();
+    let events = |file: &Path| count(file, "SELECT count(*) FROM Events");
+
+    let f = dir.path().join("v1.db");
+    let out = json_of(
+        &restore(
+            tb,
+            &spec,
+            &[
+                "--version",
+                &v1,
+                "--to-datahub",
+                &nd,
+                "--to-connector",
+                &nc,
+                "--output",
+                p(&f),
+            ],
+        ),
+        0,
+    );
+    assert_eq!(out["restore"]["version"], v1.as_str());
+    assert!(
+        out["restore"]["verified_by"]
+            .as_str()
+            .unwrap()
+            .contains(&v1)
+    );
+    assert_eq!(events(&f), 30);
+    assert_eq!(ids_of(&f), (nd.clone(), nc.clone()));
+
+    let f = dir.path().join("at-between.db");
+    json_of(
+        &restore(tb, &spec, &["--at", &between, "--output", p(&f)]),
+        0,
+    );
+    assert_eq!(events(&f), 30);
+    let f = dir.path().join("at-now.db");
+    let now = chrono::Utc::now().to_rfc3339();
+    json_of(&restore(tb, &spec, &["--at", &now, "--output", p(&f)]), 0);
+    assert_eq!(events(&f), 10);
+
+    // Before the first version: nothing to restore, a clear error.
+    let f = dir.path().join("too-early.db");
+    let out = restore(
+        tb,
+        &spec,
+        &["--at", "2001-01-01T00:00:00Z", "--output", p(&f)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no complete version"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!f.exists());
+}
+both!(
+    restore_an_older_version_by_version_id_and_by_time,
+    by_version_and_at
+);
+
+fn canonical_ahead_of_latest_json(tb: &TestBucket) {
+    // A backup cut off between the canonical object and latest.json: latest.json names
+    // the version before. The canonical object matches a version manifest: verified.
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 20);
+    backup(tb, &db, false);
+    let ck = format!(
+        "acme/datahub/{}/connector/{}/hubvault/latest.json",
+        spec.datahub, spec.connector
+    );
+    let b = tb.bucket();
+    let old_latest = rt()
+        .block_on(b.get_bytes(&object_store::path::Path::from(ck.as_str())))
+        .unwrap();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("DELETE FROM Events WHERE id > 5", [])
+        .unwrap();
+    let second = backup(tb, &db, true);
+    put(tb, &ck, old_latest.to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.db");
+    let out = json_of(&restore(tb, &spec, &["--output", p(&f)]), 0);
+    let by = out["restore"]["verified_by"].as_str().unwrap();
+    assert!(by.contains(second["version"].as_str().unwrap()), "{by}");
+    assert_eq!(count(&f, "SELECT count(*) FROM Events"), 5);
+}
+both!(
+    restore_accepts_a_canonical_object_that_matches_a_version_manifest_not_latest_json,
+    canonical_ahead_of_latest_json
+);
+
+fn legacy_backup(tb: &TestBucket) {
+    // Uploaded by the old system: the plain file at the seed's key, no hubvault/ folder.
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hrb-cellario", 25);
+    put_file(tb, &canonical_key(&spec), &db);
+    let new_hub = tempfile::tempdir().unwrap();
+    let (nd, nc) = new_ids();
+    let out = json_of(
+        &restore(
+            tb,
+            &spec,
+            &[
+                "--to-datahub",
+                &nd,
+                "--to-connector",
+                &nc,
+                "--hub-root",
+                p(new_hub.path()),
+            ],
+        ),
+        0,
+    );
+    assert_eq!(out["restore"]["legacy"], true);
+    assert!(
+        out["restore"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("no manifest")
+    );
+    assert_eq!(
+        ids_of(&new_hub.path().join(&nc).join("sqlite.db")),
+        (nd, nc)
+    );
+}
+both!(
+    restore_accepts_a_legacy_backup_without_manifest_with_a_warning,
+    legacy_backup
+);
+
+fn inspect_backup(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "solace", 33);
+    backup(tb, &db, false);
+    let local = json_of(
+        &run(hubvault().args(["inspect", "--json", "--db"]).arg(&db)),
+        0,
+    );
+    let remote = json_of(
+        &run(tb.cmd().args([
+            "inspect",
+            "--json",
+            "--datahub",
+            &spec.datahub.to_string(),
+            "--connector",
+            &spec.connector.to_string(),
+        ])),
+        0,
+    );
+    assert!(
+        remote["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&canonical_key(&spec))
+    );
+    assert!(
+        remote["verified_by"]
+            .as_str()
+            .unwrap()
+            .ends_with("latest.json")
+    );
+    for k in [
+        "datahub",
+        "connector",
+        "name",
+        "source_type",
+        "tables",
+        "schema",
+    ] {
+        assert_eq!(local[k], remote[k], "{k}");
+    }
+}
+both!(
+    inspect_of_a_backup_gives_the_same_report_as_for_the_local_file,
+    inspect_backup
+);
+
+// ---------------------------------------------------------------- bad input
+
+/// A hub root with an old database at the target of a restore onto new ids.
+struct OldTarget {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    target: PathBuf,
+    new_datahub: String,
+    new_connector: String,
+}
+
+fn old_target() -> OldTarget {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let (target, spec) = connector_db(&root, "sdc", 10);
+    OldTarget {
+        root,
+        target,
+        new_datahub: spec.datahub.to_string(),
+        new_connector: spec.connector.to_string(),
+        _dir: dir,
+    }
+}
+
+fn restore_onto(tb: &TestBucket, spec: &Spec, t: &OldTarget, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--to-datahub",
+        &t.new_datahub,
+        "--to-connector",
+        &t.new_connector,
+        "--hub-root",
+        p(&t.root),
+    ];
+    args.extend_from_slice(extra);
+    restore(tb, spec, &args)
+}
+
+/// The restore failed with `code`, said `what` and a hint, and the target directory is
+/// exactly as it was.
+fn assert_refused(
+    out: &Output,
+    code: i32,
+    what: &str,
+    t: &OldTarget,
+    before: &BTreeMap<String, String>,
+) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(what), "expected {what:?} in: {err}");
+    assert!(err.contains("Try:"), "{err}");
+    assert_eq!(
+        &listing(t.target.parent().unwrap()),
+        before,
+        "the target directory changed"
+    );
+}
+
+fn no_backup(tb: &TestBucket) {
+    let t = old_target();
+    let before = listing(t.target.parent().unwrap());
+    let spec = Spec::new("sdc", "x", 1);
+    let out = restore_onto(tb, &spec, &t, &[]);
+    assert_refused(&out, 1, &canonical_key(&spec), &t, &before);
+    assert!(stderr(&out).contains("no backup"), "{}", stderr(&out));
+}
+both!(
+    restore_refuses_when_there_is_no_backup_at_the_key,
+    no_backup
+);
+
+fn checksum_mismatch(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 20);
+    backup(tb, &db, false);
+    // Replaced behind hubvault's back by another (valid!) database of the same connector.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("DELETE FROM Events WHERE id = 3", [])
+        .unwrap();
+    let copy = hub.path().join("other.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [p(&copy)])
+        .unwrap();
+    put_file(tb, &canonical_key(&spec), &copy);
+    let t = old_target();
+    let before = listing(t.target.parent().unwrap());
+    assert_refused(
+        &restore_onto(tb, &spec, &t, &[]),
+        1,
+        "checksum mismatch",
+        &t,
+        &before,
+    );
+}
+both!(
+    restore_refuses_a_backup_whose_checksum_does_not_match,
+    checksum_mismatch
+);
+
+fn damaged_legacy(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 400);
+    let bytes = std::fs::read(&db).unwrap();
+    let t = old_target();
+    let before = listing(t.target.parent().unwrap());
+    // Not SQLite at all.
+    put(
+        tb,
+        &canonical_key(&spec),
+        b"<html>503 Service Unavailable</html>".to_vec(),
+    );
+    assert_refused(
+        &restore_onto(tb, &spec, &t, &[]),
+        1,
+        "not a SQLite database",
+        &t,
+        &before,
+    );
+    // The first half of a SQLite file.
+    put(tb, &canonical_key(&spec), bytes[..bytes.len() / 2].to_vec());
+    assert_refused(
+        &restore_onto(tb, &spec, &t, &[]),
+        1,
+        "fails its check",
+        &t,
+        &before,
+    );
+}
+both!(
+    restore_refuses_a_truncated_or_non_sqlite_download,
+    damaged_legacy
+);
+
+fn wrong_ids(tb: &TestBucket) {
+    // Another connector's database at this connector's key.
+    let hub = tempfile::tempdir().unwrap();
+    let (other_db, _) = connector_db(hub.path(), "sdc", 5);
+    let spec = Spec::new("sdc", "x", 1);
+    put_file(tb, &canonical_key(&spec), &other_db);
+    let t = old_target();
+    let before = listing(t.target.parent().unwrap());
+    assert_refused(
+        &restore_onto(tb, &spec, &t, &[]),
+        1,
+        "not --datahub",
+        &t,
+        &before,
+    );
+}
+both!(
+    restore_refuses_a_backup_whose_ids_differ_from_the_ones_asked_for,
+    wrong_ids
+);
+
+#[test]
+fn restore_refuses_malformed_new_ids_before_touching_anything() {
+    let tb = TestBucket::local();
+    let spec = Spec::new("sdc", "x", 1);
+    let t = old_target();
+    let before = listing(t.target.parent().unwrap());
+    for (flag, bad) in [
+        ("--to-datahub", "../../etc"),
+        ("--to-connector", "0B5E7D1A-93C2-4F6B-8A1E-7C4D2F9E3A10"),
+    ] {
+        let out = restore(&tb, &spec, &[flag, bad, "--hub-root", p(&t.root)]);
+        assert_refused(&out, 2, flag, &t, &before);
+    }
+    let out = restore(
+        &tb,
+        &spec,
+        &["--version", "latest", "--hub-root", p(&t.root)],
+    );
+    assert_refused(&out, 2, "version id", &t, &before);
+}
+
+fn held_open(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 20);
+    backup(tb, &db, false);
+    let t = old_target();
+    let before = listing(t.target.parent().unwrap());
+    // Another process (the connector) has the database open.
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg("exec 3<\"$0\"; exec sleep 30")
+        .arg(&t.target)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hubvault::restore::holders(&t.target).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = restore_onto(tb, &spec, &t, &[]);
+    assert_refused(&out, 1, "held open by pid", &t, &before);
+    assert!(stderr(&out).contains(&holder.id().to_string()));
+    let forced = restore_onto(tb, &spec, &t, &["--force"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    json_of(&forced, 0);
+    assert_eq!(
+        ids_of(&t.target),
+        (t.new_datahub.clone(), t.new_connector.clone())
+    );
+}
+both!(
+    restore_refuses_a_target_held_open_by_a_process_unless_forced,
+    held_open
+);
+
+/// A tmpfs mounted on a temp directory (we run as root in the test container); unmounted
+/// on drop, also when the test fails.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs (this test needs root)");
+        Tmpfs { dir }
+    }
+    fn remount_read_only(&self) {
+        let st = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// An old target on its own tmpfs of `size` bytes.
+fn old_target_on_tmpfs(size: u64) -> (Tmpfs, OldTarget) {
+    let fs = Tmpfs::mount(size);
+    let (target, spec) = connector_db(fs.dir.path(), "sdc", 10);
+    let root = fs.dir.path().to_path_buf();
+    let t = OldTarget {
+        _dir: tempfile::tempdir().unwrap(),
+        root,
+        target,
+        new_datahub: spec.datahub.to_string(),
+        new_connector: spec.connector.to_string(),
+    };
+    (fs, t)
+}
+
+#[test]
+fn restore_refuses_a_read_only_target_directory_and_changes_nothing() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    backup(&tb, &db, false);
+    let (fs, t) = old_target_on_tmpfs(4 << 20);
+    // The lock file is created up front so only the read-only mount is under test.
+    std::fs::File::create(hubvault::lock::ConnectorLock::path_for(&t.target)).unwrap();
+    let before = listing(t.target.parent().unwrap());
+    fs.remount_read_only();
+    assert_refused(
+        &restore_onto(&tb, &spec, &t, &[]),
+        1,
+        "read-only",
+        &t,
+        &before,
+    );
+}
+
+#[test]
+fn restore_refuses_a_full_target_directory_and_changes_nothing() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 3000);
+    backup(&tb, &db, false);
+    // Room for the old database but not for the download beside it.
+    let (_fs, t) = old_target_on_tmpfs(1 << 20);
+    let before = listing(t.target.parent().unwrap());
+    assert!(std::fs::metadata(&db).unwrap().len() > 1 << 20);
+    let out = restore_onto(&tb, &spec, &t, &[]);
+    assert_refused(&out, 1, "No space left on device", &t, &before);
+    assert!(
+        stderr(&out).contains(p(&t.root)),
+        "names the path: {}",
+        stderr(&out)
+    );
+}
+
+// ---------------------------------------------------------------- confirmation, hook, dry run
+
+#[test]
+fn restore_without_yes_and_without_a_terminal_refuses_with_exit_2() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db, false);
+    let before = sha256_of(&db);
+    let out = run(tb
+        .cmd()
+        .args([
+            "restore",
+            "--datahub",
+            &spec.datahub.to_string(),
+            "--connector",
+            &spec.connector.to_string(),
+        ])
+        .env("HUBVAULT_HUB_ROOT", hub.path())
+        .stdin(std::process::Stdio::null()));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"));
+    assert_eq!(sha256_of(&db), before);
+}
+
+#[test]
+fn restore_dry_run_prints_the_plan_and_changes_nothing() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db, false);
+    let t = old_target();
+    let before = listing(t.target.parent().unwrap());
+    let out = json_of(&restore_onto(&tb, &spec, &t, &["--dry-run"]), 0);
+    let plan = &out["plan"];
+    assert_eq!(plan["key"], canonical_key(&spec).as_str());
+    assert_eq!(plan["rewrite"], true);
+    assert_eq!(plan["replaces"], true);
+    assert_eq!(plan["target"], p(&t.target));
+    assert!(
+        plan["keep"][0]["to"]
+            .as_str()
+            .unwrap()
+            .contains("before-restore-")
+    );
+    assert_eq!(listing(t.target.parent().unwrap()), before);
+}
+
+#[test]
+fn restore_runs_the_then_hook_with_old_and_new_ids_and_the_path() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db, false);
+    let t = old_target();
+    let env_file = t.root.join("hook.env");
+    let hook = format!("env | grep ^HUBVAULT_ | sort > {}", p(&env_file));
+    json_of(&restore_onto(&tb, &spec, &t, &["--then", &hook]), 0);
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    for line in [
+        format!("HUBVAULT_OLD_DATAHUB={}", spec.datahub),
+        format!("HUBVAULT_OLD_CONNECTOR={}", spec.connector),
+        format!("HUBVAULT_NEW_DATAHUB={}", t.new_datahub),
+        format!("HUBVAULT_NEW_CONNECTOR={}", t.new_connector),
+        format!("HUBVAULT_DB_PATH={}", p(&t.target)),
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} not in {env}");
+    }
+    // A failing hook: exit 1, and the message says the database is installed.
+    let out = restore_onto(&tb, &spec, &t, &["--then", "exit 3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("IS installed"), "{}", stderr(&out));
+    assert_eq!(
+        ids_of(&t.target),
+        (t.new_datahub.clone(), t.new_connector.clone())
+    );
+}
+
+// ---------------------------------------------------------------- kill -9
+
+/// A tiny xorshift: random delays without another dependency; the seed is printed.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[test]
+fn restore_killed_at_random_points_leaves_the_old_or_the_verified_new_database() {
+    const RUNS: usize = 24;
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hrb-cellario", 4000);
+    backup(&tb, &db, false);
+    let t = old_target();
+    let pristine = t.root.join("pristine.db");
+    std::fs::copy(&t.target, &pristine).unwrap();
+    let old_sha = sha256_of(&t.target);
+    let dir = t.target.parent().unwrap().to_path_buf();
+    let reset = || {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("sqlite.db") && !n.ends_with(".hubvault-lock") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        std::fs::copy(&pristine, &t.target).unwrap();
+    };
+    let cmd = || {
+        let mut c = tb.cmd();
+        c.args([
+            "restore",
+            "--yes",
+            "--datahub",
+            &spec.datahub.to_string(),
+            "--connector",
+            &spec.connector.to_string(),
+        ])
+        .args([
+            "--to-datahub",
+            &t.new_datahub,
+            "--to-connector",
+            &t.new_connector,
+            "--hub-root",
+            p(&t.root),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        c
+    };
+    // How long one restore takes here: the kills are spread over that span.
+    let started = Instant::now();
+    assert!(cmd().status().unwrap().success());
+    let span = (started.elapsed().as_micros() as u64).max(1000);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill -9 test: span {span} µs, seed {seed}");
+    let mut rng = Rng(seed);
+    let (mut saw_old, mut saw_new) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for i in 0..RUNS {
+        assert!(
+            Instant::now() < deadline,
+            "the kill -9 loop ran out of time at run {i}"
+        );
+        reset();
+        let mut child = cmd().spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(rng.below(span * 11 / 10)));
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        if sha256_of(&t.target) == old_sha {
+            saw_old += 1;
+        } else {
+            assert!(
+                integrity_ok(&t.target),
+                "run {i}: the target is neither the old nor a sound database"
+            );
+            assert_eq!(
+                ids_of(&t.target),
+                (t.new_datahub.clone(), t.new_connector.clone()),
+                "run {i}"
+            );
+            assert_eq!(
+                old_ids_left(&t.target, &spec),
+                Vec::<String>::new(),
+                "run {i}"
+            );
+            assert_eq!(
+                count(&t.target, "SELECT count(*) FROM Events"),
+                4000,
+                "run {i}"
+            );
+            saw_new += 1;
+        }
+    }
+    eprintln!("kill -9 test: {saw_old} old, {saw_new} new");
+    // A restore after all that kills works and removes the temp files the kills left.
+    reset();
+    assert!(cmd().status().unwrap().success());
+    let temps: Vec<String> = listing(&dir)
+        .into_keys()
+        .filter(|n| n.contains("hubvault-restore"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
+
+// ---------------------------------------------------------------- demo
+
+#[test]
+fn demo_restores_every_connector_onto_a_new_hub_with_every_event_and_no_old_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("demo");
+    let out = json_of(
+        &run(hubvault()
+            .args(["demo", "--json", "--events", "200", "--dir"])
+            .arg(&d)),
+        0,
+    );
+    assert_eq!(out["ok"], true);
+    let restored = out["restored"].as_array().unwrap();
+    assert_eq!(restored.len(), 4);
+    for r in restored {
+        assert_eq!(r["events_survived"], true, "{r}");
+        assert_eq!(r["events_after"], 200);
+        assert_eq!(r["old_ids_left"].as_array().unwrap().len(), 0);
+        let path = Path::new(r["path"].as_str().unwrap());
+        assert!(path.starts_with(d.join("new-hub")));
+        assert_eq!(ids_of(path).0, out["new_datahub"].as_str().unwrap());
+    }
+    assert!(!d.join("hub").exists(), "the old hub is gone");
+}

@@ -1,0 +1,190 @@
+//! `hubvault status`: every backup's state from one LIST; exit 3 when any is stale or
+//! broken; cheap at fleet scale (the request count is asserted).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use hubvault::bucket::{Bucket, WriteMode};
+use hubvault::ids::{ConnectorId, DatahubId, OrgSlug};
+use hubvault::layout::{ConnectorKey, VersionId};
+
+use crate::both;
+use crate::common::{
+    TestBucket, cmd_private_tmp, connector_db, json_of, rt, run, s3_endpoint, stderr, stdout,
+};
+use crate::countproxy::CountingProxy;
+
+/// Writes the keys a hubvault backup leaves (canonical, label, one version and its
+/// manifest) with small placeholder bodies; status never reads bodies. Connectors with
+/// index < `broken` get no canonical object. Bounded parallelism.
+pub fn seed(bucket: &Bucket, org: &str, n: usize, broken: usize) -> Vec<ConnectorKey> {
+    let org = OrgSlug::parse(org).unwrap();
+    let hubs: Vec<DatahubId> = (0..(n / 50).max(1)).map(|_| DatahubId::random()).collect();
+    let cks: Vec<ConnectorKey> = (0..n)
+        .map(|i| ConnectorKey::new(org.clone(), hubs[i % hubs.len()], ConnectorId::random()))
+        .collect();
+    let sha = "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56abcd";
+    let v = VersionId::new(chrono::Utc::now(), sha);
+    let mut puts = Vec::new();
+    for (i, ck) in cks.iter().enumerate() {
+        if i >= broken {
+            puts.push((
+                ck.canonical(&Default::default()),
+                Bytes::from_static(b"SQLite format 3\0placeholder"),
+            ));
+        }
+        puts.push((ck.label("sdc", &format!("source {i}")), Bytes::new()));
+        puts.push((ck.version_data(&v), Bytes::from_static(b"zstd")));
+        puts.push((ck.version_manifest(&v), Bytes::from_static(b"{}")));
+    }
+    let b = Arc::new(bucket.clone());
+    rt().block_on(async {
+        futures::stream::iter(puts)
+            .map(|(k, body)| {
+                let b = b.clone();
+                async move { b.put_bytes(&k, body, WriteMode::Overwrite).await.unwrap() }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+    });
+    cks
+}
+
+fn broken_first_and_exit_3(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, fresh) = connector_db(hub.path(), "hrb-cellario", 40);
+    json_of(
+        &run(cmd_private_tmp(tb)
+            .args(["backup", "--json", "--db"])
+            .arg(&db)),
+        0,
+    );
+    let out = run(cmd_private_tmp(tb).args(["status", "--json"]));
+    let doc = json_of(&out, 0);
+    assert_eq!(doc["summary"]["fresh"], 1);
+    let c = &doc["connectors"][0];
+    assert_eq!(c["connector"], fresh.connector.to_string());
+    assert_eq!(c["name"], "hrb-cellario test source");
+    assert_eq!(c["source_type"], "hrb-cellario");
+    assert_eq!(c["state"], "fresh");
+    assert_eq!(c["versions"], 1);
+    assert!(c["size"].as_u64().unwrap() > 4096);
+
+    // A connector whose history is there but whose canonical object is not: broken.
+    let broken = seed(&tb.bucket(), "acme", 1, 1).remove(0);
+    let out = run(cmd_private_tmp(tb).args(["status", "--json"]));
+    let doc = json_of(&out, 3);
+    assert_eq!(doc["summary"]["broken"], 1);
+    assert_eq!(
+        doc["connectors"][0]["connector"],
+        broken.connector.to_string()
+    );
+    assert_eq!(doc["connectors"][0]["state"], "broken");
+    assert!(
+        doc["connectors"][0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("no object at the canonical key")
+    );
+    assert_eq!(doc["connectors"][1]["state"], "fresh");
+
+    // Every backup at least --max-age old is stale, listed after the broken one.
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args(["status", "--json", "--max-age", "0s"])),
+        3,
+    );
+    let states: Vec<&str> = doc["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["broken", "stale"]);
+
+    // Human text: stale and broken first, problems under them, a summary line.
+    let out = run(cmd_private_tmp(tb).args(["status", "--max-age", "0s"]));
+    assert_eq!(out.status.code(), Some(3));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(
+        rows[1].starts_with("BROKEN") && rows[3].starts_with("STALE"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2 backups in acme/: 0 fresh, 1 stale, 1 broken"),
+        "{text}"
+    );
+
+    // --datahub narrows to one hub.
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args([
+            "status",
+            "--json",
+            "--datahub",
+            &fresh.datahub.to_string(),
+        ])),
+        0,
+    );
+    assert_eq!(doc["summary"]["total"], 1);
+}
+both!(
+    status_lists_broken_and_stale_first_and_exits_3,
+    broken_first_and_exit_3
+);
+
+fn bad_flags(tb: &TestBucket) {
+    for args in [
+        vec!["status", "--datahub", "not-a-uuid"],
+        vec!["status", "--org", "ACME"],
+        vec!["status", "--max-age", "soon"],
+    ] {
+        let out = run(cmd_private_tmp(tb).args(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    assert!(tb.keys("").is_empty());
+}
+both!(status_refuses_malformed_flags_with_exit_2, bad_flags);
+
+fn drill_shows_in_status(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, _) = connector_db(hub.path(), "sdc", 20);
+    json_of(
+        &run(cmd_private_tmp(tb)
+            .args(["backup", "--json", "--db"])
+            .arg(&db)),
+        0,
+    );
+    json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 0);
+    let doc = json_of(&run(cmd_private_tmp(tb).args(["status", "--json"])), 0);
+    assert_eq!(doc["connectors"][0]["last_drill"]["ok"], true);
+}
+both!(status_shows_the_last_drill_result, drill_shows_in_status);
+
+/// Issue 5: status over 2,000 connectors makes one paged LIST and nothing else.
+#[test]
+fn status_over_2000_connectors_on_s3_is_one_paged_list() {
+    let tb = TestBucket::s3();
+    let (n, broken) = (2000, 10);
+    seed(&tb.bucket(), "acme", n, broken);
+    let keys = 4 * n - broken;
+    let proxy = CountingProxy::start(&s3_endpoint());
+    let out = run(cmd_private_tmp(&tb)
+        .env("AWS_ENDPOINT_URL", proxy.url())
+        .args(["status", "--json"]));
+    let doc = json_of(&out, 3);
+    assert_eq!(doc["summary"]["total"], n);
+    assert_eq!(doc["summary"]["broken"], broken);
+    assert_eq!(doc["summary"]["fresh"], n - broken);
+    let requests = proxy.requests();
+    // ListObjectsV2 pages of 1,000 keys: 7,990 keys -> 8 requests, no GET or HEAD of
+    // any object.
+    assert_eq!(requests.len(), keys.div_ceil(1000), "{requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.starts_with(&format!("GET /{}?", tb.name)) && r.contains("list-type=2")),
+        "{requests:#?}"
+    );
+}

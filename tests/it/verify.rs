@@ -1,0 +1,186 @@
+//! `hubvault verify`: restore drills catch damaged objects and objects at the wrong
+//! key, record their result beside the backup, and keep only the newest records.
+
+use object_store::path::Path;
+
+use crate::both;
+use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, rt, run, stderr};
+
+fn backed_up(tb: &TestBucket) -> (tempfile::TempDir, hubvault::fixture::Spec, String) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 60);
+    let out = json_of(
+        &run(cmd_private_tmp(tb)
+            .args(["backup", "--json", "--db"])
+            .arg(&db)),
+        0,
+    );
+    (hub, spec, out["key"].as_str().unwrap().to_string())
+}
+
+fn drill_keys(tb: &TestBucket, spec: &hubvault::fixture::Spec) -> Vec<String> {
+    tb.keys(&format!(
+        "acme/datahub/{}/connector/{}/hubvault/drills/",
+        spec.datahub, spec.connector
+    ))
+    .into_iter()
+    .map(|(k, _)| k)
+    .collect()
+}
+
+fn good_backup_passes(tb: &TestBucket) {
+    let (_hub, spec, _) = backed_up(tb);
+    let doc = json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 0);
+    assert_eq!(doc["summary"]["ok"], 1);
+    let d = &doc["drills"][0];
+    assert_eq!(d["ok"], true);
+    assert_eq!(d["matched"], "latest.json");
+    assert_eq!(d["check"], "integrity_check");
+    let keys = drill_keys(tb, &spec);
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].ends_with("-ok.json"), "{keys:?}");
+    // The record is what the report says.
+    let body = rt()
+        .block_on(tb.bucket().get_bytes(&Path::from(keys[0].as_str())))
+        .unwrap();
+    let rec: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rec["sha256"], d["sha256"]);
+    assert_eq!(rec["ok"], true);
+}
+both!(
+    verify_passes_a_good_backup_and_records_the_drill,
+    good_backup_passes
+);
+
+fn corrupted_object_fails(tb: &TestBucket) {
+    let (_hub, spec, key) = backed_up(tb);
+    let b = tb.bucket();
+    rt().block_on(async {
+        let mut bytes = b
+            .get_bytes(&Path::from(key.as_str()))
+            .await
+            .unwrap()
+            .to_vec();
+        // Damage one page in the middle: same size, different content.
+        let mid = bytes.len() / 2;
+        for x in &mut bytes[mid..mid + 64] {
+            *x ^= 0x5a;
+        }
+        b.put_bytes(
+            &Path::from(key.as_str()),
+            bytes,
+            hubvault::bucket::WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    });
+    let out = run(cmd_private_tmp(tb).args(["verify", "--json"]));
+    let doc = json_of(&out, 3);
+    assert_eq!(doc["summary"]["failed"], 1);
+    let problems = doc["drills"][0]["problems"].to_string();
+    assert!(problems.contains("matches no manifest"), "{problems}");
+    assert!(drill_keys(tb, &spec)[0].ends_with("-failed.json"));
+    // status now calls it broken.
+    let st = json_of(&run(cmd_private_tmp(tb).args(["status", "--json"])), 3);
+    assert_eq!(st["connectors"][0]["state"], "broken");
+    // Human text names the key and says FAILED.
+    let out = run(cmd_private_tmp(tb).args(["verify"]));
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAILED") && text.contains(&key), "{text}");
+}
+both!(verify_catches_a_corrupted_object, corrupted_object_fails);
+
+fn ids_must_match_key(tb: &TestBucket) {
+    let (_hub, spec, key) = backed_up(tb);
+    // The same database put at another connector's key, as a bad manual copy would.
+    let other = hubvault::ids::ConnectorId::random();
+    let wrong = format!("acme/datahub/{}/connector/{other}/sqlite.db", spec.datahub);
+    let b = tb.bucket();
+    rt().block_on(async {
+        let bytes = b.get_bytes(&Path::from(key.as_str())).await.unwrap();
+        b.put_bytes(
+            &Path::from(wrong.as_str()),
+            bytes,
+            hubvault::bucket::WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    });
+    let out =
+        run(cmd_private_tmp(tb).args(["verify", "--json", "--connector", &other.to_string()]));
+    let doc = json_of(&out, 3);
+    assert_eq!(doc["summary"]["drilled"], 1);
+    let d = &doc["drills"][0];
+    assert_eq!(d["ok"], false);
+    let problems = d["problems"].to_string();
+    assert!(
+        problems.contains(&format!("the key says connector {other}")),
+        "{problems}"
+    );
+    // No manifest beside it: said, as a warning.
+    assert!(d["warnings"].to_string().contains("no manifest"), "{d}");
+    // The original is untouched and still passes.
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args([
+            "verify",
+            "--json",
+            "--connector",
+            &spec.connector.to_string(),
+        ])),
+        0,
+    );
+    assert_eq!(doc["summary"]["ok"], 1);
+}
+both!(
+    verify_catches_a_backup_whose_ids_do_not_match_its_key,
+    ids_must_match_key
+);
+
+fn keeps_newest_drills(tb: &TestBucket) {
+    let (_hub, spec, _) = backed_up(tb);
+    for _ in 0..hubvault::verify::KEEP_DRILLS + 2 {
+        json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 0);
+    }
+    assert_eq!(drill_keys(tb, &spec).len(), hubvault::verify::KEEP_DRILLS);
+}
+both!(
+    verify_keeps_only_the_newest_drill_records,
+    keeps_newest_drills
+);
+
+fn sample_and_bad_flags(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    for t in ["sdc", "solace", "hrb-cellario"] {
+        let (db, _) = connector_db(hub.path(), t, 10);
+        json_of(
+            &run(cmd_private_tmp(tb)
+                .args(["backup", "--json", "--db"])
+                .arg(&db)),
+            0,
+        );
+    }
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args(["verify", "--json", "--sample", "2"])),
+        0,
+    );
+    assert_eq!(doc["summary"]["drilled"], 2);
+    assert_eq!(doc["summary"]["in_scope"], 3);
+    for args in [
+        vec!["verify", "--sample", "0"],
+        vec!["verify", "--connector", "nope"],
+        vec![
+            "verify",
+            "--connector",
+            "0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10",
+        ],
+    ] {
+        let out = run(cmd_private_tmp(tb).args(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("Try:"), "{}", stderr(&out));
+    }
+}
+both!(
+    verify_samples_n_at_random_and_refuses_bad_flags,
+    sample_and_bad_flags
+);
