@@ -273,3 +273,162 @@ fn staged_files(tb: &TestBucket) -> usize {
     }
     n
 }
+
+fn events(db: &Path) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row("SELECT count(*) FROM Events", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Puts the old database back at the target, and nothing else beside it.
+fn reset_target(dir: &Path, pristine: &Path) {
+    for name in files_in(dir) {
+        std::fs::remove_file(dir.join(name)).unwrap();
+    }
+    std::fs::copy(pristine, dir.join("sqlite.db")).unwrap();
+}
+
+/// kill -9 during `restore` onto the same hub: afterwards the target is the old
+/// database, or the new one verified (integrity_check, the backup's ids and rows) with
+/// the old one kept beside it byte for byte.
+fn restore_killed_at_random_points(tb: &TestBucket) {
+    let name = format!("restore_crash_{:?}", tb.kind).to_lowercase();
+    let runs = count(50, 500);
+    let mut rng = rng(&name);
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hrb-cellario", EVENTS);
+    json_of(
+        &run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db)),
+        0,
+    );
+    let new_events = events(&db);
+    // The "old" database the restore replaces: the connector went on and lost events.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute("DELETE FROM Events WHERE rowid % 3 = 0", [])
+            .unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+    }
+    let keep = tempfile::tempdir().unwrap();
+    let pristine = keep.path().join("old.db");
+    std::fs::copy(&db, &pristine).unwrap();
+    let old_sha = hubvault::bucket::sha256_file(&pristine).unwrap().0;
+    let old_events = events(&pristine);
+    assert_ne!(old_events, new_events);
+    let dir = db.parent().unwrap().to_path_buf();
+    let restore_cmd = || {
+        let mut c = tb.cmd();
+        c.args(["restore", "--json", "--yes"])
+            .args(["--datahub", &spec.datahub.to_string()])
+            .args(["--connector", &spec.connector.to_string()])
+            .arg("--hub-root")
+            .arg(hub.path());
+        c
+    };
+
+    reset_target(&dir, &pristine);
+    let t = Instant::now();
+    json_of(&run(&mut restore_cmd()), 0);
+    let full = t.elapsed();
+    let mut window = full.mul_f64(2.0);
+
+    let deadline = Deadline::after(Duration::from_secs(if super::long() { 3600 } else { 120 }));
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut temp_left = 0;
+    let mut done = 0;
+    for i in 0..runs {
+        if deadline.passed() {
+            break;
+        }
+        reset_target(&dir, &pristine);
+        let delay = window.mul_f64(rng.random_range(0.0..1.0));
+        let mut child = restore_cmd()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let finished = child.try_wait().unwrap().is_some();
+        if finished {
+            window = window
+                .min(delay.mul_f64(1.2))
+                .max(Duration::from_millis(20));
+        } else {
+            child.kill().unwrap(); // SIGKILL
+        }
+        let status = child.wait().unwrap();
+        if finished {
+            assert!(
+                status.success(),
+                "run {i}: an unkilled restore failed: {status}"
+            );
+        }
+        let target = dir.join("sqlite.db");
+        assert!(
+            target.exists(),
+            "run {i} (killed after {delay:?}): no database at the target"
+        );
+        assert_eq!(
+            integrity(&target),
+            "ok",
+            "run {i}: the target fails integrity_check"
+        );
+        let is_old = hubvault::bucket::sha256_file(&target).unwrap().0 == old_sha;
+        let outcome = if is_old {
+            "old"
+        } else {
+            assert_eq!(events(&target), new_events, "run {i}: neither old nor new");
+            let conn = hubvault::db::open_read_only(&target).unwrap();
+            let info = hubvault::db::read_info(&conn, &target).unwrap();
+            assert_eq!(
+                (info.datahub, info.connector),
+                (spec.datahub, spec.connector)
+            );
+            // What was there before is kept beside it, whole.
+            let kept: Vec<String> = files_in(&dir)
+                .into_iter()
+                .filter(|f| {
+                    f.starts_with("sqlite.db.before-restore-")
+                        && f.ends_with(|c: char| c.is_ascii_digit() || c == 'Z')
+                })
+                .collect();
+            assert!(
+                kept.iter()
+                    .any(|k| hubvault::bucket::sha256_file(&dir.join(k)).unwrap().0 == old_sha),
+                "run {i}: the previous database was not kept: {:?}",
+                files_in(&dir)
+            );
+            "new"
+        };
+        if files_in(&dir)
+            .iter()
+            .any(|f| f.contains(".hubvault-restore-"))
+        {
+            temp_left += 1;
+        }
+        let key = match (finished, outcome) {
+            (true, _) => "finished",
+            (false, "old") => "killed_old",
+            (false, _) => "killed_new",
+        };
+        *outcomes.entry(key).or_default() += 1;
+        done += 1;
+    }
+    assert!(done >= runs.min(50), "only {done} runs before the deadline");
+    figures(
+        &name,
+        serde_json::json!({
+            "runs": done,
+            "full_restore_ms": full.as_millis() as u64,
+            "outcomes": outcomes,
+            "runs_leaving_restore_temp_files": temp_left,
+        }),
+    );
+}
+both!(
+    restore_killed_at_random_points_leaves_the_old_or_the_verified_new_database,
+    restore_killed_at_random_points
+);
