@@ -76,27 +76,20 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
 
 /// Opens a database read-only. The caller has checked that it is SQLite.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
-    )
-    .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
-    Ok(conn)
+    open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
 }
 
 /// Opens a database for writing (a file we own: a snapshot, a download, a remap copy).
 pub fn open_read_write(path: &Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI,
-    )
-    .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
+    open(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+}
+
+/// Never creates the file (no `SQLITE_OPEN_CREATE`): a wrong path is an error, not a
+/// new empty database. Waits up to 10 s for another connection's lock.
+fn open(path: &Path, mode: OpenFlags) -> Result<Connection> {
+    let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
     Ok(conn)

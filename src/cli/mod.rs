@@ -154,6 +154,36 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `--datahub` / `--connector`: narrows a command to one hub or one connector.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ScopeArgs {
+    /// Only this data hub's connectors.
+    #[arg(long, value_name = "ID")]
+    pub datahub: Option<String>,
+    /// Only this connector (with --datahub).
+    #[arg(long, value_name = "ID")]
+    pub connector: Option<String>,
+}
+
+impl ScopeArgs {
+    /// The scope within `org` (the whole bucket when `None`); ids checked here.
+    pub fn scope(&self, org: Option<OrgSlug>) -> Result<hubvault::status::Scope> {
+        Ok(hubvault::status::Scope {
+            org,
+            datahub: self
+                .datahub
+                .as_deref()
+                .map(hubvault::ids::DatahubId::parse)
+                .transpose()?,
+            connector: self
+                .connector
+                .as_deref()
+                .map(hubvault::ids::ConnectorId::parse)
+                .transpose()?,
+        })
+    }
+}
+
 /// `24h`, `90m`, `1d`: a humantime duration for a flag.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 24h, 90m, 7d)"))

@@ -1,8 +1,7 @@
 use std::process::ExitCode;
 
 use hubvault::Result;
-use hubvault::ids::{ConnectorId, DatahubId};
-use hubvault::prune::{self, Scope};
+use hubvault::prune;
 use hubvault::retention::Policy;
 
 use super::{Global, output};
@@ -54,12 +53,8 @@ fn parse_count(s: &str) -> std::result::Result<u32, String> {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Only this hub's connectors.
-    #[arg(long, value_name = "ID")]
-    datahub: Option<String>,
-    /// Only this connector (needs --datahub).
-    #[arg(long, value_name = "ID")]
-    connector: Option<String>,
+    #[command(flatten)]
+    scope: super::ScopeArgs,
     #[command(flatten)]
     policy: PolicyArgs,
     /// List exactly what would be deleted, and delete nothing.
@@ -68,11 +63,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
-    let scope = Scope {
-        org: Some(g.org()?),
-        datahub: a.datahub.as_deref().map(DatahubId::parse).transpose()?,
-        connector: a.connector.as_deref().map(ConnectorId::parse).transpose()?,
-    };
+    let scope = a.scope.scope(Some(g.org()?))?;
     let policy = a.policy.policy();
     let bucket = g.bucket()?;
     let report = prune::prune(&bucket, &scope, &policy, a.dry_run).await?;

@@ -2,20 +2,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hubvault::Result;
-use hubvault::ids::{ConnectorId, DatahubId, OrgSlug};
-use hubvault::status::Scope;
+use hubvault::ids::OrgSlug;
 use hubvault::verify::{self, VerifyOptions};
 
 use super::{Global, output};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Only this data hub's connectors.
-    #[arg(long, value_name = "ID")]
-    datahub: Option<String>,
-    /// Only this connector.
-    #[arg(long, value_name = "ID")]
-    connector: Option<String>,
+    #[command(flatten)]
+    scope: super::ScopeArgs,
     /// Drill N backups picked at random instead of all.
     #[arg(long, value_name = "N")]
     sample: Option<usize>,
@@ -26,11 +21,9 @@ pub struct Args {
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let opts = VerifyOptions {
-        scope: Scope {
-            org: g.org.as_deref().map(OrgSlug::parse).transpose()?,
-            datahub: a.datahub.as_deref().map(DatahubId::parse).transpose()?,
-            connector: a.connector.as_deref().map(ConnectorId::parse).transpose()?,
-        },
+        scope: a
+            .scope
+            .scope(g.org.as_deref().map(OrgSlug::parse).transpose()?)?,
         sample: a.sample,
         tmp_dir: a.tmp_dir,
     };
