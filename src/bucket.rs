@@ -147,6 +147,9 @@ impl Bucket {
                     }
                 }
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
+                // A backup reported as uploaded must survive a power cut: fsync every
+                // object and its directory, as S3 does before it answers 200.
+                let fs = fs.with_fsync(true);
                 (Arc::new(fs), String::new())
             }
             "s3" => {

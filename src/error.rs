@@ -89,7 +89,25 @@ impl Error {
     }
 
     pub fn sqlite(path: impl Into<PathBuf>, what: &str, source: rusqlite::Error) -> Self {
-        let hint = match source.sqlite_error_code() {
+        let path = path.into();
+        let code = source.sqlite_error_code();
+        let cannot_write = matches!(
+            code,
+            Some(rusqlite::ErrorCode::CannotOpen)
+                | Some(rusqlite::ErrorCode::PermissionDenied)
+                | Some(rusqlite::ErrorCode::ReadOnly)
+        );
+        // SQLite says "unable to open" or "readonly database" either way; a read-only
+        // mount is worth naming, since no permission change will fix it.
+        if cannot_write && on_read_only_fs(&path) {
+            return Error::Database {
+                message: format!("{what}: {source} (the file system is mounted read-only)"),
+                path,
+                hint: "remount it read-write (or use another directory) and try again".into(),
+                source: Some(source),
+            };
+        }
+        let hint = match code {
             Some(rusqlite::ErrorCode::NotADatabase)
             | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
                 "the file is damaged or not a SQLite database; restore it with `hubvault restore`"
@@ -97,14 +115,16 @@ impl Error {
             Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
                 "another process holds a lock on the database for too long; try again in a moment"
             }
-            Some(rusqlite::ErrorCode::CannotOpen) | Some(rusqlite::ErrorCode::PermissionDenied) => {
+            Some(rusqlite::ErrorCode::CannotOpen)
+            | Some(rusqlite::ErrorCode::PermissionDenied)
+            | Some(rusqlite::ErrorCode::ReadOnly) => {
                 "check that the file exists and that this user may read it (and write its directory)"
             }
             Some(rusqlite::ErrorCode::DiskFull) => "free some space on the disk and try again",
             _ => "check the file with `sqlite3 FILE 'PRAGMA integrity_check'`",
         };
         Error::Database {
-            path: path.into(),
+            path,
             message: format!("{what}: {source}"),
             hint: hint.to_string(),
             source: Some(source),
@@ -159,4 +179,22 @@ impl Error {
             }
         )
     }
+}
+
+/// True if and only if the file system holding `path` (or, for a file that is not
+/// there, its directory) is mounted read-only.
+fn on_read_only_fs(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let probe = if path.exists() {
+        path
+    } else {
+        path.parent().unwrap_or(path)
+    };
+    let Ok(c) = std::ffi::CString::new(probe.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed out-struct, as statvfs(3) asks.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_flag & libc::ST_RDONLY != 0
 }

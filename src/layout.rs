@@ -193,6 +193,11 @@ pub fn stamp(at: chrono::DateTime<chrono::Utc>) -> String {
     at.format(VersionId::STAMP_FORMAT).to_string()
 }
 
+/// True if and only if `s` is exactly what [`stamp`] writes for some time.
+pub fn is_stamp(s: &str) -> bool {
+    VersionId::time_of(s).is_some_and(|t| s.len() == 20 && stamp(t) == s)
+}
+
 /// What a key in the bucket is, read back from the key alone (the inverse of the
 /// constructors above). Keys that are not ours come back as `None`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,6 +244,11 @@ pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
         [h, d, name] if h == HUBVAULT_DIR && d == "drills" => {
             let stem = name.strip_suffix(".json")?;
             let (stamp, result) = stem.rsplit_once('-')?;
+            // Only a stamp this module writes: anything else would not round-trip
+            // (found by the `keys` fuzz target, fuzz/regressions/keys/).
+            if !is_stamp(stamp) {
+                return None;
+            }
             let ok = match result {
                 "ok" => true,
                 "failed" => false,
@@ -338,6 +348,27 @@ mod tests {
         ] {
             assert_eq!(parse_key(&Path::parse(key).unwrap()), None, "{key}");
         }
+    }
+
+    #[test]
+    fn drill_keys_with_a_stamp_we_never_write_are_not_ours() {
+        // The `keys` fuzz target's regression input, and near misses.
+        let base = "acme/datahub/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/connector/0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10/hubvault/drills/";
+        for stamp in [
+            "20261124T07`102.123Z",
+            "20261124T070102Z",
+            "20261124T070102.123",
+            "2026-11-24T070102.123Z",
+            "",
+        ] {
+            let key = Path::parse(format!("{base}{stamp}-ok.json")).unwrap();
+            assert_eq!(parse_key(&key), None, "{stamp:?}");
+        }
+        let good = Path::parse(format!("{base}20261124T070102.123Z-ok.json")).unwrap();
+        assert!(matches!(
+            parse_key(&good),
+            Some((_, KeyKind::Drill { ok: true, .. }))
+        ));
     }
 
     #[test]

@@ -7,7 +7,6 @@ mod common;
 mod agent;
 mod backup;
 mod conformance;
-mod countproxy;
 mod history;
 mod props;
 mod proxy;

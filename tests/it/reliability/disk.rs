@@ -208,10 +208,11 @@ fn a_read_only_hub_root_gives_a_clear_error_and_writes_nothing() {
                 text.contains(&fs.path().display().to_string()),
                 "names the path: {text}"
             );
+            assert!(text.contains("mounted read-only"), "says why: {text}");
             assert!(
                 doc["hint"]
                     .as_str()
-                    .is_some_and(|h| h.contains("read-only") || h.contains("write")),
+                    .is_some_and(|h| h.contains("remount it read-write")),
                 "{doc}"
             );
             assert_eq!(tb.keys(""), Vec::new(), "the bucket changed");
