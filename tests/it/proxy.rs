@@ -329,19 +329,20 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
         } else {
             [head.as_slice(), half].concat()
         };
+        // Recorded before the first byte goes out: once the client has the response, the
+        // log already says what was sent (a test may read it the moment its call returns).
+        set_status(status);
         match fault {
             Some(Fault::ResetMidBody) => {
                 client.write_all(&cut).await?;
                 client.flush().await?;
                 // Let the bytes leave before the RST, so the client is mid-response.
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                set_status(status);
                 client.set_zero_linger()?;
                 return Ok(());
             }
             Some(Fault::TruncatedBody) => {
                 client.write_all(&cut).await?;
-                set_status(status);
                 client.shutdown().await?;
                 return Ok(());
             }
@@ -368,7 +369,6 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
             }
         }
         client.flush().await?;
-        set_status(status);
         if close_after {
             return Ok(());
         }

@@ -41,6 +41,18 @@ fn restore(tb: &TestBucket, spec: &Spec, extra: &[&str]) -> Output {
         .args(extra))
 }
 
+/// `--to-datahub NEW --to-connector NEW --hub-root DIR`
+fn onto<'a>(datahub: &'a str, connector: &'a str, hub_root: &'a Path) -> [&'a str; 6] {
+    [
+        "--to-datahub",
+        datahub,
+        "--to-connector",
+        connector,
+        "--hub-root",
+        p(hub_root),
+    ]
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -133,21 +145,7 @@ fn onto_new_ids(tb: &TestBucket) {
     let events_before = crate::common::rows(&db, "Events");
     let new_hub = tempfile::tempdir().unwrap();
     let (nd, nc) = new_ids();
-    let out = json_of(
-        &restore(
-            tb,
-            &spec,
-            &[
-                "--to-datahub",
-                &nd,
-                "--to-connector",
-                &nc,
-                "--hub-root",
-                p(new_hub.path()),
-            ],
-        ),
-        0,
-    );
+    let out = json_of(&restore(tb, &spec, &onto(&nd, &nc, new_hub.path())), 0);
     let target = new_hub.path().join(&nc).join("sqlite.db");
     assert_eq!(out["restore"]["target"], p(&target));
     assert_eq!(out["restore"]["legacy"], false);
@@ -370,21 +368,7 @@ fn legacy_backup(tb: &TestBucket) {
     put_file(tb, &canonical_key(&spec), &db);
     let new_hub = tempfile::tempdir().unwrap();
     let (nd, nc) = new_ids();
-    let out = json_of(
-        &restore(
-            tb,
-            &spec,
-            &[
-                "--to-datahub",
-                &nd,
-                "--to-connector",
-                &nc,
-                "--hub-root",
-                p(new_hub.path()),
-            ],
-        ),
-        0,
-    );
+    let out = json_of(&restore(tb, &spec, &onto(&nd, &nc, new_hub.path())), 0);
     assert_eq!(out["restore"]["legacy"], true);
     assert!(
         out["restore"]["warnings"][0]
