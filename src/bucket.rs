@@ -306,7 +306,12 @@ impl Bucket {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
         let mut plain = 0u64;
-        progress.begin(targets.first().map(|t| t.0.as_ref()).unwrap_or(""), total);
+        // Named after the plain (canonical) object when there is one: what the operator knows.
+        let label = targets
+            .iter()
+            .find(|t| t.1 == Encoding::Plain)
+            .or(targets.first());
+        progress.begin(label.map(|t| t.0.as_ref()).unwrap_or(""), total);
         let result: Result<()> = async {
             loop {
                 let n = src
