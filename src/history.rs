@@ -177,6 +177,30 @@ async fn last_drill(
         .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
+/// Of the given versions, the first whose manifest records `sha256`: the second half of
+/// how a canonical object is verified (its sha matches `latest.json` or a version
+/// manifest, docs/DESIGN.md). Only ids carrying the sha's prefix are read, one GET each;
+/// manifests that cannot be read come back as warnings.
+pub async fn find_by_sha<'a>(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    ids: impl IntoIterator<Item = &'a VersionId>,
+    sha256: &str,
+) -> (Option<VersionId>, Vec<String>) {
+    let mut warnings = Vec::new();
+    for id in ids
+        .into_iter()
+        .filter(|id| sha256.starts_with(id.sha_prefix()))
+    {
+        match read_manifest(bucket, ck, id).await {
+            Ok(m) if m.sha256 == sha256 => return (Some(m.version), warnings),
+            Ok(_) => {}
+            Err(e) => warnings.push(e.to_string()),
+        }
+    }
+    (None, warnings)
+}
+
 /// The newest complete version taken at or before `at` (versions newest first).
 pub fn newest_at_or_before(
     versions: &[VersionEntry],

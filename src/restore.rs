@@ -471,17 +471,9 @@ pub async fn fetch(
 /// carries the first 12 hex digits, so at most a few manifests are read.
 async fn version_with_sha(bucket: &Bucket, ck: &ConnectorKey, sha: &str) -> Result<Option<String>> {
     let versions = history::list_versions(bucket, ck).await?;
-    for v in versions
-        .iter()
-        .filter(|v| v.is_complete() && sha.starts_with(v.id.sha_prefix()))
-    {
-        if let Ok(m) = history::read_manifest(bucket, ck, &v.id).await
-            && m.sha256 == sha
-        {
-            return Ok(Some(ck.version_manifest(&v.id).to_string()));
-        }
-    }
-    Ok(None)
+    let complete = versions.iter().filter(|v| v.is_complete()).map(|v| &v.id);
+    let (found, _) = history::find_by_sha(bucket, ck, complete, sha).await;
+    Ok(found.map(|id| ck.version_manifest(&id).to_string()))
 }
 
 /// Carries out `plan` (see the module's contract). Runs blocking file and SQLite work on

@@ -258,23 +258,13 @@ async fn match_manifest(bucket: &Bucket, l: &Listed, sha: &str, r: &mut DrillRec
             Err(e) => r.warnings.push(format!("cannot read {key}: {e}")),
         }
     }
-    // Only versions whose id carries the same sha256 prefix can match: no GET for others.
-    let candidates: Vec<&VersionId> = l
-        .versions
-        .iter()
-        .filter(|(v, (_, manifest))| *manifest && sha.starts_with(v.sha_prefix()))
-        .map(|(v, _)| v)
-        .collect();
-    for v in candidates {
-        match history::read_manifest(bucket, ck, v).await {
-            Ok(m) if m.sha256 == sha => {
-                r.version = Some(m.version);
-                r.matched = Some(format!("versions/{v}.json"));
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => r.warnings.push(e.to_string()),
-        }
+    let with_manifest = l.versions.iter().filter(|(_, (_, m))| *m).map(|(v, _)| v);
+    let (found, warnings) = history::find_by_sha(bucket, ck, with_manifest, sha).await;
+    r.warnings.extend(warnings);
+    if let Some(v) = found {
+        r.matched = Some(format!("versions/{v}.json"));
+        r.version = Some(v);
+        return;
     }
     let any_manifest = l.latest_manifest || l.versions.values().any(|(_, m)| *m);
     if any_manifest {
