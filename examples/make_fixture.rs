@@ -1,6 +1,9 @@
 //! Builds a connector database for benchmarks: `make_fixture OUT.db EVENTS [TYPE]`.
 //! Prints the datahub and connector ids.
 
+#[path = "../src/cli/fixture.rs"]
+mod fixture;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -9,13 +12,13 @@ fn main() {
     }
     let events: usize = args[2].parse().expect("EVENTS is a number");
     let source_type = args.get(3).map(String::as_str).unwrap_or("hrb-cellario");
-    let name = hubvault::fixture::CONNECTOR_TYPES
+    let name = fixture::CONNECTOR_TYPES
         .iter()
         .find(|(t, _)| *t == source_type)
         .map(|(_, n)| *n)
         .unwrap_or("Benchmark source");
-    let spec = hubvault::fixture::Spec::new(source_type, name, events);
-    if let Err(e) = hubvault::fixture::create(std::path::Path::new(&args[1]), &spec) {
+    let spec = fixture::Spec::new(source_type, name, events);
+    if let Err(e) = fixture::create(std::path::Path::new(&args[1]), &spec) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -7,13 +7,119 @@
 //!   The binary prints the error chain once, then `Try: <hint>`.
 //! - The variant decides the exit code, not the call site: `Usage` is 2 (the command line
 //!   or configuration is wrong), everything else is 1 (the operation failed).
+//! - A hint is chosen from a typed cause (the store's error variant, an `io::ErrorKind`,
+//!   SQLite's error code), never by searching an error's text: a key or a UUID in a
+//!   message must not be able to change what we advise.
 //! - Secrets never enter an error: bucket errors carry the key and the store's message,
-//!   never the credentials (object_store does not put them in its messages either; a test
-//!   with a marker credential holds us to it).
+//!   never the credentials (URLs are shown without userinfo; a test with a marker
+//!   credential holds us to it).
 
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a request to the bucket failed, from the store's typed error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreFailure {
+    /// Nothing at the key (or no such bucket).
+    NotFound,
+    /// A conditional write met an object already there, or a precondition failed.
+    Conflict,
+    /// The store knows who we are and refuses (403, a bucket policy).
+    PermissionDenied,
+    /// The store does not accept our credentials (401, bad signature, no credentials).
+    Unauthenticated,
+    /// The store could not be reached or did not answer in time.
+    Unreachable,
+    /// The local directory of a `file://` bucket has no space left.
+    Full,
+    /// The store does not support what we asked.
+    NotSupported,
+    /// Anything else the store answered (5xx after the retries, a malformed answer).
+    Other,
+}
+
+impl StoreFailure {
+    /// From object_store's error: its variant, then the causes it wraps.
+    pub fn of(e: &object_store::Error) -> StoreFailure {
+        use object_store::Error as E;
+        match e {
+            E::NotFound { .. } => StoreFailure::NotFound,
+            E::AlreadyExists { .. } | E::Precondition { .. } => StoreFailure::Conflict,
+            E::PermissionDenied { .. } => StoreFailure::PermissionDenied,
+            E::Unauthenticated { .. } => StoreFailure::Unauthenticated,
+            E::NotSupported { .. } | E::NotImplemented { .. } => StoreFailure::NotSupported,
+            other => Self::from_causes(other),
+        }
+    }
+
+    /// Walks the chain of causes for a typed one: an HTTP transport error, or a local
+    /// I/O error (a `file://` bucket).
+    fn from_causes(e: &(dyn std::error::Error + 'static)) -> StoreFailure {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cause {
+            if let Some(http) = c.downcast_ref::<object_store::client::HttpError>() {
+                use object_store::client::HttpErrorKind as K;
+                return match http.kind() {
+                    K::Connect | K::Timeout | K::Interrupted | K::Request => {
+                        StoreFailure::Unreachable
+                    }
+                    _ => StoreFailure::Other,
+                };
+            }
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                return Self::from_io_kind(io.kind());
+            }
+            cause = c.source();
+        }
+        StoreFailure::Other
+    }
+
+    pub fn from_io_kind(kind: std::io::ErrorKind) -> StoreFailure {
+        use std::io::ErrorKind as K;
+        match kind {
+            K::NotFound => StoreFailure::NotFound,
+            K::PermissionDenied | K::ReadOnlyFilesystem => StoreFailure::PermissionDenied,
+            K::StorageFull | K::QuotaExceeded | K::FileTooLarge => StoreFailure::Full,
+            K::AlreadyExists => StoreFailure::Conflict,
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::TimedOut
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::BrokenPipe
+            | K::UnexpectedEof => StoreFailure::Unreachable,
+            _ => StoreFailure::Other,
+        }
+    }
+
+    /// What to try, for the bucket at `url`.
+    pub fn hint(self, url: &str) -> String {
+        match self {
+            StoreFailure::NotFound => format!(
+                "nothing is at that key (or the bucket does not exist): check --bucket {url}, --org and the ids; `hubvault status` lists the backups"
+            ),
+            StoreFailure::Conflict => {
+                "another writer changed the object at the same time; run the command again".into()
+            }
+            StoreFailure::PermissionDenied => format!(
+                "the store refused our credentials for this request (403): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the instance role) and that they may read and write {url} (bucket policy, directory permissions)"
+            ),
+            StoreFailure::Unauthenticated => "the store refused our credentials; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the instance role)".into(),
+            StoreFailure::Unreachable => format!(
+                "cannot reach the store of {url}; check AWS_ENDPOINT_URL and the network, then try again"
+            ),
+            StoreFailure::Full => "the bucket's disk is full; free space there and try again".into(),
+            StoreFailure::NotSupported => {
+                "this store does not support the request; use S3 or a local directory".into()
+            }
+            StoreFailure::Other => "try again; if it keeps failing, check the store's logs".into(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,6 +144,7 @@ pub enum Error {
     Bucket {
         op: &'static str,
         key: String,
+        failure: StoreFailure,
         message: String,
         hint: String,
         #[source]
@@ -88,6 +195,37 @@ impl Error {
         }
     }
 
+    /// A failed request to the bucket at `url`, about the object `key` (as shown).
+    pub fn bucket(op: &'static str, key: String, url: &str, e: object_store::Error) -> Self {
+        let failure = StoreFailure::of(&e);
+        Error::Bucket {
+            op,
+            key,
+            failure,
+            message: e.to_string(),
+            hint: failure.hint(url),
+            source: Some(e),
+        }
+    }
+
+    /// A failed request to the bucket whose cause is known only by its kind.
+    pub fn bucket_failure(
+        op: &'static str,
+        key: String,
+        url: &str,
+        failure: StoreFailure,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Bucket {
+            op,
+            key,
+            failure,
+            message: message.into(),
+            hint: failure.hint(url),
+            source: None,
+        }
+    }
+
     pub fn sqlite(path: impl Into<PathBuf>, what: &str, source: rusqlite::Error) -> Self {
         let path = path.into();
         let code = source.sqlite_error_code();
@@ -132,21 +270,40 @@ impl Error {
     }
 
     pub fn io(path: impl Into<PathBuf>, what: &str, source: std::io::Error) -> Self {
+        let path = path.into();
+        // The same words as a database on a read-only mount (see `sqlite`).
+        if source.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+            return Error::Io {
+                message: format!("{what}: {source} (the file system is mounted read-only)"),
+                path,
+                hint: "remount it read-write (or use another directory) and try again".into(),
+                source,
+            };
+        }
         let hint = match source.kind() {
             std::io::ErrorKind::NotFound => "check the path",
             std::io::ErrorKind::PermissionDenied => "run as a user that may read and write there",
             std::io::ErrorKind::StorageFull => "free some space on that file system and try again",
-            std::io::ErrorKind::ReadOnlyFilesystem => {
-                "the file system is read-only; remount it or choose another place"
-            }
             _ => "check the file system and try again",
         };
         Error::Io {
-            path: path.into(),
+            path,
             message: format!("{what}: {source}"),
             hint: hint.to_string(),
             source,
         }
+    }
+
+    /// The same error with another hint: for a caller that knows better what to try.
+    pub fn with_hint(mut self, new: impl Into<String>) -> Self {
+        match &mut self {
+            Error::Usage { hint, .. }
+            | Error::Database { hint, .. }
+            | Error::Bucket { hint, .. }
+            | Error::Io { hint, .. }
+            | Error::Check { hint, .. } => *hint = new.into(),
+        }
+        self
     }
 
     /// The hint for the user, if the error has one.
@@ -174,10 +331,18 @@ impl Error {
         matches!(
             self,
             Error::Bucket {
-                source: Some(object_store::Error::NotFound { .. }),
+                failure: StoreFailure::NotFound,
                 ..
             }
         )
+    }
+
+    /// Why a bucket request failed; `None` for errors that are not the bucket's.
+    pub fn store_failure(&self) -> Option<StoreFailure> {
+        match self {
+            Error::Bucket { failure, .. } => Some(*failure),
+            _ => None,
+        }
     }
 }
 
@@ -193,8 +358,74 @@ fn on_read_only_fs(path: &std::path::Path) -> bool {
     let Ok(c) = std::ffi::CString::new(probe.as_os_str().as_bytes()) else {
         return false;
     };
+    // SAFETY: `statvfs` is plain old data for which all-zero bytes are a valid value;
+    // the call only writes into it.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a zeroed out-struct, as statvfs(3) asks.
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call, and `st` is a
+    // valid, writable `statvfs`, as statvfs(3) asks.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     rc == 0 && st.f_flag & libc::ST_RDONLY != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_spells_403_does_not_change_the_hint() {
+        // A UUID in the key with "403" in it, and a transport error: the hint comes
+        // from the typed cause, not the text.
+        let key = "acme/datahub/6f1c2a9e-4b7d-403a-9c3f-2d8e5b7a1c01/connector/x/sqlite.db";
+        let e = object_store::Error::NotFound {
+            path: key.into(),
+            source: "Forbidden 403 credential".into(),
+        };
+        let err = Error::bucket("GET", key.into(), "s3://b", e);
+        assert_eq!(err.store_failure(), Some(StoreFailure::NotFound));
+        assert!(err.hint().unwrap().contains("nothing is at that key"));
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "403 NoSuchKey",
+            )),
+        };
+        let err = Error::bucket("GET", key.into(), "s3://b", e);
+        assert_eq!(err.store_failure(), Some(StoreFailure::Unreachable));
+        assert!(err.hint().unwrap().contains("cannot reach"), "{err:?}");
+    }
+
+    #[test]
+    fn each_store_variant_has_its_own_hint_and_exit_code_1() {
+        let mk = |e: object_store::Error| Error::bucket("PUT", "k".into(), "s3://b", e);
+        let src = || -> Box<dyn std::error::Error + Send + Sync> { "x".into() };
+        for (e, want) in [
+            (
+                object_store::Error::PermissionDenied {
+                    path: "k".into(),
+                    source: src(),
+                },
+                StoreFailure::PermissionDenied,
+            ),
+            (
+                object_store::Error::Unauthenticated {
+                    path: "k".into(),
+                    source: src(),
+                },
+                StoreFailure::Unauthenticated,
+            ),
+            (
+                object_store::Error::AlreadyExists {
+                    path: "k".into(),
+                    source: src(),
+                },
+                StoreFailure::Conflict,
+            ),
+        ] {
+            let err = mk(e);
+            assert_eq!(err.store_failure(), Some(want));
+            assert_eq!(err.exit_code(), 1);
+            assert_eq!(err.hint().unwrap(), want.hint("s3://b"));
+        }
+    }
 }

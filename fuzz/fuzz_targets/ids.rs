@@ -2,8 +2,9 @@
 //! spelling they print back.
 #![no_main]
 
-use hubvault::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
-use hubvault::layout::VersionId;
+use hubvault::model::ids::{ConnectorId, DatahubId, OrgSlug};
+use hubvault::model::layout::DbFileName;
+use hubvault::model::layout::VersionId;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|s: &str| {

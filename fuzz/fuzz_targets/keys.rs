@@ -2,8 +2,8 @@
 //! the connector it names, and a key rebuilt from the result is the same key.
 #![no_main]
 
-use hubvault::ids::DbFileName;
-use hubvault::layout::{KeyKind, parse_key};
+use hubvault::model::layout::DbFileName;
+use hubvault::model::layout::{KeyKind, parse_key};
 use libfuzzer_sys::fuzz_target;
 use object_store::path::Path;
 

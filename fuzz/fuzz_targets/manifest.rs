@@ -2,7 +2,7 @@
 //! back and reads again to the same manifest.
 #![no_main]
 
-use hubvault::manifest::Manifest;
+use hubvault::model::manifest::Manifest;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

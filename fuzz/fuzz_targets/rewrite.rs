@@ -6,8 +6,9 @@
 //! proptest, in CI.)
 #![no_main]
 
-use hubvault::ids::{ConnectorId, DatahubId};
-use hubvault::rewrite::{self, Ids};
+use hubvault::model::ids::{ConnectorId, DatahubId};
+use hubvault::model::ids::Ids;
+use hubvault::sqlite::rewrite;
 use libfuzzer_sys::fuzz_target;
 use rusqlite::types::Value;
 
@@ -47,8 +48,8 @@ fn values(bytes: &[u8], hub: &str, conn: &str, new_hub: &str) -> Vec<Value> {
 fuzz_target!(|bytes: &[u8]| {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sqlite.db");
-    let spec = hubvault::fixture::Spec::new("sdc", "fuzz", 2);
-    hubvault::fixture::create(&path, &spec).unwrap();
+    let spec = crate::fixture::Spec::new("sdc", "fuzz", 2);
+    crate::fixture::create(&path, &spec).unwrap();
     let (hub, conn) = (spec.datahub.to_string(), spec.connector.to_string());
     let to = Ids { datahub: DatahubId::random(), connector: ConnectorId::random() };
     let (nh, nc) = (to.datahub.to_string(), to.connector.to_string());

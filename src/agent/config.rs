@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::catalog::retention::Policy;
 use crate::error::{Error, Result};
-use crate::ids::OrgSlug;
+use crate::model::ids::OrgSlug;
+use crate::ops::backup::DEFAULT_MAX_AGE;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hubvault/hubvault.toml";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
@@ -40,7 +42,7 @@ pub struct Layer {
     pub shutdown_grace: Option<String>,
     /// `[retention]`: keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
     /// keep_yearly. Applied by `agent` and `backup` after each upload.
-    pub retention: Option<crate::retention::Policy>,
+    pub retention: Option<Policy>,
 }
 
 impl Layer {
@@ -108,7 +110,7 @@ pub struct AgentConfig {
     pub metrics_addr: Option<SocketAddr>,
     pub tmp_dir: Option<PathBuf>,
     pub shutdown_grace: Duration,
-    pub retention: Option<crate::retention::Policy>,
+    pub retention: Option<Policy>,
 }
 
 /// Lays `given` (flags over environment) over `file` and checks every value. `file_name`
@@ -167,8 +169,8 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
             "write e.g. --interval 1h",
         ));
     }
-    let max_age = duration("max_age", &where_max_age, l.max_age.as_deref())?
-        .unwrap_or(crate::backup::DEFAULT_MAX_AGE);
+    let max_age =
+        duration("max_age", &where_max_age, l.max_age.as_deref())?.unwrap_or(DEFAULT_MAX_AGE);
     let shutdown_grace = duration("shutdown_grace", &where_grace, l.shutdown_grace.as_deref())?
         .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
     let jitter = l.jitter.unwrap_or(DEFAULT_JITTER);
@@ -259,7 +261,7 @@ mod tests {
             (p.keep_daily, p.keep_monthly, p.keep_last),
             (Some(14), Some(6), None)
         );
-        let flags = crate::retention::Policy {
+        let flags = Policy {
             keep_last: Some(3),
             ..Default::default()
         };

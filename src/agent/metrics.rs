@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::agent::shutdown::stopped;
+
 /// What the agent knows about one connector's backup.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
@@ -176,7 +178,7 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = crate::agent::stopped(&mut shutdown) => return,
+            _ = stopped(&mut shutdown) => return,
         };
         let (mut stream, peer) = match accepted {
             Ok(a) => a,

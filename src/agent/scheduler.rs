@@ -1,4 +1,4 @@
-//! The hub agent: applies the seed's backup rule to every connector under the hub root,
+//! The hub agent: applies the platform's backup rule to every connector under the hub root,
 //! at start and then every interval, also to connectors that never restart.
 //!
 //! - Discovery: a connector is a directory named by its connector id that holds
@@ -28,12 +28,17 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backup::{self, BackupOptions, Decision};
-use crate::bucket::Bucket;
+use crate::agent::config::{DEFAULT_INTERVAL, DEFAULT_JITTER, DEFAULT_SHUTDOWN_GRACE};
+use crate::agent::metrics::Metrics;
+use crate::agent::shutdown::stopped;
+use crate::catalog::retention::Policy;
 use crate::error::{Error, Result};
-use crate::ids::{ConnectorId, OrgSlug};
-use crate::metrics::Metrics;
+use crate::model::ids::{ConnectorId, OrgSlug};
+use crate::model::layout::ConnectorKey;
+use crate::ops::backup::{self, BackupOptions, Decision};
+use crate::ops::prune;
 use crate::progress::NoProgress;
+use crate::store::Bucket;
 
 /// The file a connector keeps its state in, inside its directory.
 pub const DB_FILE: &str = "sqlite.db";
@@ -54,7 +59,7 @@ pub struct AgentOptions {
     /// How long a backup under way may go on after shutdown was asked for.
     pub shutdown_grace: Duration,
     /// Applied to a connector's versions after each of its uploads.
-    pub retention: Option<crate::retention::Policy>,
+    pub retention: Option<Policy>,
 }
 
 impl AgentOptions {
@@ -62,15 +67,15 @@ impl AgentOptions {
         AgentOptions {
             hub_root: hub_root.into(),
             org,
-            interval: crate::config::DEFAULT_INTERVAL,
+            interval: DEFAULT_INTERVAL,
             max_age: backup::DEFAULT_MAX_AGE,
-            jitter: crate::config::DEFAULT_JITTER,
+            jitter: DEFAULT_JITTER,
             tmp_dir: None,
             retry_base: Duration::from_secs(60),
             // Long enough for a start-up backup of a large database; short enough that
             // one stuck connector delays the others by minutes, not hours.
             lock_wait: Duration::from_secs(2 * 60),
-            shutdown_grace: crate::config::DEFAULT_SHUTDOWN_GRACE,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             retention: None,
         }
     }
@@ -204,7 +209,10 @@ impl Agent {
     /// (on the first pass: all of them). Fails only if the hub root cannot be listed.
     pub async fn pass(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<PassReport> {
         let mut report = PassReport::default();
-        let found = discover(&self.opts.hub_root)?;
+        let found = {
+            let root = self.opts.hub_root.clone();
+            crate::blocking::blocking(move || discover(&root)).await?
+        };
         let present: BTreeSet<ConnectorId> = found.iter().map(|d| d.connector).collect();
         let now = Instant::now();
         for d in found {
@@ -270,10 +278,17 @@ impl Agent {
         bopts.max_age = self.opts.max_age;
         bopts.tmp_dir = self.opts.tmp_dir.clone();
         bopts.lock_wait = self.opts.lock_wait;
-        bopts.retention = self.opts.retention;
         let started = std::time::Instant::now();
         let outcome = {
-            let fut = backup::run(&self.bucket, &bopts, &NoProgress);
+            let (bucket, retention) = (&self.bucket, self.opts.retention);
+            let fut = async move {
+                let mut r = backup::run(bucket, &bopts, &NoProgress).await?;
+                if let (Decision::Uploaded, Some(policy)) = (r.decision, retention) {
+                    let ck = ConnectorKey::new(r.org.clone(), r.datahub, r.connector);
+                    r.pruned = prune::after_upload(bucket, &ck, &policy).await;
+                }
+                Ok::<_, Error>(r)
+            };
             tokio::pin!(fut);
             tokio::select! {
                 r = &mut fut => Some(r),
@@ -410,14 +425,6 @@ pub fn jittered(d: Duration, fraction: f64) -> Duration {
         return d;
     }
     d.mul_f64(1.0 + rand::random_range(-fraction..=fraction))
-}
-
-/// Resolves when `shutdown` is (or turns) true; never, if the sender is gone without
-/// having said so.
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 #[cfg(test)]

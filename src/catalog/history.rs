@@ -5,10 +5,11 @@
 //! when both its data (`.db.zst`) and its manifest (`.json`) are there; a data object
 //! without a manifest is what a backup cut off between the two leaves behind.
 
-use crate::bucket::{Bucket, ObjectInfo};
 use crate::error::{Error, Result};
-use crate::layout::{ConnectorKey, KeyKind, VersionId, parse_key};
-use crate::manifest::Manifest;
+use crate::model::drill::DrillRecord;
+use crate::model::layout::{ConnectorKey, KeyKind, VersionId, parse_key};
+use crate::model::manifest::Manifest;
+use crate::store::{Bucket, ObjectInfo};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionEntry {
@@ -72,97 +73,29 @@ pub async fn read_manifest(bucket: &Bucket, ck: &ConnectorKey, id: &VersionId) -
     Ok(m)
 }
 
-/// One line of `hubvault versions`.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct VersionRow {
-    pub version: VersionId,
-    pub snapshot_at: chrono::DateTime<chrono::Utc>,
-    /// Plain size, from the manifest.
-    pub size: Option<u64>,
-    /// Compressed size in the bucket.
-    pub stored_size: Option<u64>,
-    pub sha256: Option<String>,
-    /// True if and only if both data and manifest are there.
-    pub complete: bool,
-    /// True if and only if the canonical object equals this version.
-    pub current: bool,
-    /// Rows in `Events`, from the manifest.
-    pub events: Option<u64>,
-    /// The newest restore drill (`hubvault verify`), on the version it drilled.
-    pub last_drill: Option<DrillResult>,
-    /// A manifest that could not be read: why.
-    pub problem: Option<String>,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct DrillResult {
-    pub ok: bool,
-    pub time: chrono::DateTime<chrono::Utc>,
-}
-
-/// Every version with what its manifest says, newest first. One LIST, one GET of
-/// `latest.json`, the newest drill record, and one GET per manifest (a few at a time).
-pub async fn describe(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionRow>> {
-    use futures::StreamExt;
-    let entries = list_versions(bucket, ck).await?;
-    let current = crate::backup::read_latest(bucket, ck)
-        .await
-        .map(|m| m.version);
-    let drill = last_drill(bucket, ck).await?;
-    let rows = futures::stream::iter(entries)
-        .map(|e| {
-            let current = current.clone();
-            let drill = drill.clone();
-            async move {
-                let mut row = VersionRow {
-                    snapshot_at: e.id.time(),
-                    size: None,
-                    stored_size: e.data.as_ref().map(|d| d.size),
-                    sha256: None,
-                    complete: e.is_complete(),
-                    current: current.as_ref() == Some(&e.id),
-                    events: None,
-                    last_drill: drill
-                        .as_ref()
-                        .filter(|d| d.version.as_ref() == Some(&e.id))
-                        .map(|d| DrillResult {
-                            ok: d.ok,
-                            time: d.time,
-                        }),
-                    problem: None,
-                    version: e.id.clone(),
-                };
-                if e.manifest.is_some() {
-                    match read_manifest(bucket, ck, &e.id).await {
-                        Ok(m) => {
-                            row.size = Some(m.size);
-                            row.sha256 = Some(m.sha256);
-                            row.events = m.rows.get("Events").copied();
-                        }
-                        Err(err) => row.problem = Some(err.to_string()),
-                    }
-                } else {
-                    row.problem = Some(
-                        "no manifest (a backup was cut off; prune removes it after a day)".into(),
-                    );
-                }
-                if e.data.is_none() {
-                    row.problem = Some("no data object (prune removes it after a day)".into());
-                }
-                row
+/// The manifest of the canonical object (`latest.json`), if there is a readable one. A
+/// damaged one is treated as absent: the next upload writes a new version and a new
+/// manifest.
+pub async fn read_latest(bucket: &Bucket, ck: &ConnectorKey) -> Option<Manifest> {
+    let key = ck.latest_manifest();
+    match bucket.get_bytes(&key).await {
+        Ok(bytes) => match Manifest::from_json(&bytes, key.as_ref()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!("{e}; treating it as absent");
+                None
             }
-        })
-        .buffered(8)
-        .collect::<Vec<_>>()
-        .await;
-    Ok(rows)
+        },
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            tracing::warn!("{e}; treating it as absent");
+            None
+        }
+    }
 }
 
 /// The newest drill record of a connector (one LIST of its drills, one GET).
-async fn last_drill(
-    bucket: &Bucket,
-    ck: &ConnectorKey,
-) -> Result<Option<crate::verify::DrillRecord>> {
+pub async fn last_drill(bucket: &Bucket, ck: &ConnectorKey) -> Result<Option<DrillRecord>> {
     let newest = bucket
         .list(&ck.drills_dir())
         .await?
@@ -174,7 +107,7 @@ async fn last_drill(
         .get_bytes(&obj.key)
         .await
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok()))
+        .and_then(|b| DrillRecord::from_json(&b)))
 }
 
 /// Of the given versions, the first whose manifest records `sha256`: the second half of

@@ -15,7 +15,7 @@
 use chrono::{Datelike, Timelike};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::VersionId;
+use crate::model::layout::VersionId;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hubvault::agent::{Agent, AgentOptions, Outcome, PassReport};
-use hubvault::bucket::Bucket;
-use hubvault::config::{self, Layer};
-use hubvault::metrics::Metrics;
+use hubvault::agent::config::{self, Layer};
+use hubvault::agent::metrics::Metrics;
+use hubvault::agent::scheduler::{Agent, AgentOptions, Outcome, PassReport};
+use hubvault::store::bucket::Bucket;
 use hubvault::{Error, Result};
 use tokio::sync::watch;
 
@@ -87,7 +87,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         })?;
         let bound = listener.local_addr().unwrap_or(addr);
         tracing::info!("metrics on http://{bound}/metrics");
-        tokio::spawn(hubvault::metrics::serve(
+        tokio::spawn(hubvault::agent::metrics::serve(
             listener,
             metrics.clone(),
             rx.clone(),

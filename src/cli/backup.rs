@@ -3,8 +3,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hubvault::Result;
-use hubvault::backup::{self, BackupOptions, Decision};
-use hubvault::ids::{ConnectorId, DatahubId};
+use hubvault::model::ids::{ConnectorId, DatahubId};
+use hubvault::model::layout::ConnectorKey;
+use hubvault::ops::backup::{self, BackupOptions, Decision};
+use hubvault::ops::prune;
 
 use super::{Global, output};
 
@@ -50,18 +52,25 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     opts.force = a.force;
     opts.tmp_dir = a.tmp_dir;
     let flags = a.keep.policy();
-    opts.retention = if flags.is_empty() {
+    let retention = if flags.is_empty() {
         let (path, explicit) = match &a.config {
             Some(p) => (p.clone(), true),
-            None => (PathBuf::from(hubvault::config::DEFAULT_CONFIG_PATH), false),
+            None => (
+                PathBuf::from(hubvault::agent::config::DEFAULT_CONFIG_PATH),
+                false,
+            ),
         };
-        hubvault::config::load_file(&path, explicit)?
+        hubvault::agent::config::load_file(&path, explicit)?
             .retention
             .filter(|p| !p.is_empty())
     } else {
         Some(flags)
     };
-    let report = backup::run(&bucket, &opts, &output::Bar::new(g.json)).await?;
+    let mut report = backup::run(&bucket, &opts, &output::Bar::new(g.json)).await?;
+    if let (Decision::Uploaded, Some(policy)) = (report.decision, retention) {
+        let ck = ConnectorKey::new(report.org.clone(), report.datahub, report.connector);
+        report.pruned = prune::after_upload(&bucket, &ck, &policy).await;
+    }
     if g.json {
         output::print_json(&report);
     } else {

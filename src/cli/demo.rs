@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hubvault::backup::{self, BackupOptions, Decision};
-use hubvault::bucket::Bucket;
-use hubvault::fixture::{self, CONNECTOR_TYPES, Spec};
-use hubvault::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
+use super::fixture::{self, CONNECTOR_TYPES, Spec};
+use hubvault::model::ids::{ConnectorId, DatahubId, Ids, OrgSlug};
+use hubvault::model::layout::DbFileName;
+use hubvault::ops::backup::{self, BackupOptions, Decision};
+use hubvault::ops::restore::{self, RestoreRequest, Source, Target};
 use hubvault::progress::NoProgress;
-use hubvault::restore::{self, RestoreRequest, Source, Target};
-use hubvault::rewrite::{self, Ids};
+use hubvault::sqlite::rewrite;
+use hubvault::store::bucket::Bucket;
 use hubvault::{Error, Result};
 use serde::Serialize;
 
@@ -191,7 +192,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         let report = restore::execute(&bucket, &plan, &NoProgress).await?;
         let (events_after, got) = events_digest(&report.target, &[])?;
         let left = {
-            let conn = hubvault::db::open_read_only(&report.target)?;
+            let conn = hubvault::sqlite::db::open_read_only(&report.target)?;
             rewrite::scan_ids(
                 &conn,
                 &report.target,
@@ -267,7 +268,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
 /// with only its ids changed.
 fn events_digest(db: &std::path::Path, map: &[(String, String)]) -> Result<(u64, String)> {
     use sha2::Digest;
-    let conn = hubvault::db::open_read_only(db)?;
+    let conn = hubvault::sqlite::db::open_read_only(db)?;
     let q = |e| Error::sqlite(db, "cannot read Events", e);
     let mut stmt = conn
         .prepare("SELECT * FROM Events ORDER BY id")

@@ -1,9 +1,12 @@
 //! Realistic connector databases, built in code, for `hubvault demo`, the tests and the
 //! benchmarks.
 //!
+//! Not part of the library's API: the binary declares it as a module, and the tests and
+//! the benchmark example include this file by path.
+//!
 //! The schema is the plausible reconstruction in `fixture_schema.sql` (a copy of
 //! `shared/fixtures/schema.sql`): `Integrations` and `Events` as the seed states them,
-//! plus `Uploads`, `Commands` and `SequelizeMeta`. The ids also appear where the seed's
+//! plus `Uploads`, `Commands` and `SequelizeMeta`. The ids also appear where the platform's
 //! manual SQL does not look: `Integrations.state` is keyed by connector id, and upload
 //! paths name `/var/datahub/<connectorId>/`.
 
@@ -11,8 +14,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 
-use crate::error::{Error, Result};
-use crate::ids::{ConnectorId, DatahubId};
+use hubvault::model::ids::{ConnectorId, DatahubId};
+use hubvault::{Error, Result};
 
 pub const SCHEMA: &str = include_str!("fixture_schema.sql");
 
@@ -192,28 +195,4 @@ fn uuid_from(n: u64, salt: ConnectorId) -> String {
         .into_uuid()
         .hyphenated()
         .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixture_is_a_readable_connector_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sqlite.db");
-        let spec = Spec::new("sdc", "AGU SDC Upstream", 50);
-        create(&path, &spec).unwrap();
-        let conn = crate::db::open_read_only(&path).unwrap();
-        let info = crate::db::read_info(&conn, &path).unwrap();
-        assert_eq!(
-            (info.datahub, info.connector),
-            (spec.datahub, spec.connector)
-        );
-        assert_eq!(info.source_type, "sdc");
-        let counts = crate::db::table_counts(&conn, &path).unwrap();
-        assert_eq!(counts["Events"], 50);
-        assert!(counts["Uploads"] > 0);
-        crate::db::check_integrity(&conn, &path, 0).unwrap();
-    }
 }

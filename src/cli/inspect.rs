@@ -1,10 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hubvault::db::{self, Inspection};
-use hubvault::ids::{ConnectorId, DatahubId, DbFileName};
-use hubvault::restore::{self, RestoreRequest, Target};
-use hubvault::rewrite::Ids;
+use hubvault::model::ids::{ConnectorId, DatahubId, Ids};
+use hubvault::ops::inspect::{self, Inspection};
 use hubvault::{Error, Result};
 
 use super::{Global, output};
@@ -23,13 +21,22 @@ pub struct Args {
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let (report, verified_by) = match (&a.db, &a.datahub, &a.connector) {
-        (Some(db), _, _) => (db::inspect(db)?, None),
+        (Some(db), _, _) => {
+            let db = db.clone();
+            let report = tokio::task::spawn_blocking(move || inspect::inspect(&db))
+                .await
+                .map_err(hubvault::blocking::join_error)??;
+            (report, None)
+        }
         (None, Some(d), Some(c)) => {
             let ids = Ids {
                 datahub: DatahubId::parse(d)?,
                 connector: ConnectorId::parse(c)?,
             };
-            inspect_backup(ids, g).await?
+            let (report, by) =
+                inspect::inspect_backup(&g.bucket()?, g.org()?, ids, &output::Bar::new(g.json))
+                    .await?;
+            (report, Some(by))
         }
         _ => {
             return Err(Error::usage(
@@ -49,37 +56,6 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Downloads the latest backup into a temp directory, checks it as `restore` does
-/// (sha256 against the manifests), and inspects the copy.
-async fn inspect_backup(ids: Ids, g: &Global) -> Result<(Inspection, Option<String>)> {
-    let bucket = g.bucket()?;
-    let tmp = tempfile::Builder::new()
-        .prefix("hubvault-inspect-")
-        .tempdir()
-        .map_err(|e| Error::io(std::env::temp_dir(), "cannot create a temp directory", e))?;
-    let req = RestoreRequest {
-        org: g.org()?,
-        from: ids,
-        to: ids,
-        source: restore::Source::Latest,
-        target: Target::Output(tmp.path().join("sqlite.db")),
-        force: false,
-        db_file: DbFileName::default(),
-    };
-    let plan = restore::plan(&bucket, &req).await?;
-    let fetched = restore::fetch(
-        &bucket,
-        &plan,
-        tmp.path(),
-        "backup-",
-        &output::Bar::new(g.json),
-    )
-    .await?;
-    let mut report = db::inspect(&fetched.file)?;
-    report.path = format!("{}/{}", plan.bucket.trim_end_matches('/'), plan.key);
-    Ok((report, Some(fetched.verified_by)))
 }
 
 pub fn print_human(r: &Inspection) {

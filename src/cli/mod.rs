@@ -6,6 +6,7 @@
 mod agent;
 mod backup;
 mod demo;
+pub mod fixture;
 mod inspect;
 mod output;
 mod prune;
@@ -18,8 +19,8 @@ mod versions;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hubvault::bucket::Bucket;
-use hubvault::ids::OrgSlug;
+use hubvault::model::ids::OrgSlug;
+use hubvault::store::bucket::Bucket;
 use hubvault::{Error, Result};
 
 #[derive(Parser, Debug)]
@@ -167,18 +168,18 @@ pub struct ScopeArgs {
 
 impl ScopeArgs {
     /// The scope within `org` (the whole bucket when `None`); ids checked here.
-    pub fn scope(&self, org: Option<OrgSlug>) -> Result<hubvault::status::Scope> {
-        Ok(hubvault::status::Scope {
+    pub fn scope(&self, org: Option<OrgSlug>) -> Result<hubvault::ops::status::Scope> {
+        Ok(hubvault::ops::status::Scope {
             org,
             datahub: self
                 .datahub
                 .as_deref()
-                .map(hubvault::ids::DatahubId::parse)
+                .map(hubvault::model::ids::DatahubId::parse)
                 .transpose()?,
             connector: self
                 .connector
                 .as_deref()
-                .map(hubvault::ids::ConnectorId::parse)
+                .map(hubvault::model::ids::ConnectorId::parse)
                 .transpose()?,
         })
     }

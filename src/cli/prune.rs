@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use hubvault::Result;
-use hubvault::prune;
-use hubvault::retention::Policy;
+use hubvault::catalog::retention::Policy;
+use hubvault::ops::prune;
 
 use super::{Global, output};
 

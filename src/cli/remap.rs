@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hubvault::Result;
-use hubvault::ids::{ConnectorId, DatahubId};
-use hubvault::rewrite::{self, Ids, RemapReport};
+use hubvault::model::ids::{ConnectorId, DatahubId, Ids};
+use hubvault::ops::remap::{self, RemapReport};
 
 use super::{Global, output};
 
@@ -35,7 +35,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             .map_err(|e| super::flag(e, "--to-connector"))?,
     };
     let report = tokio::task::spawn_blocking(move || {
-        rewrite::remap_file(&a.db, to, a.output.as_deref(), a.dry_run)
+        remap::remap_file(&a.db, to, a.output.as_deref(), a.dry_run)
     })
     .await
     .expect("the remap task does not panic")?;
@@ -78,7 +78,7 @@ fn print_human(r: &RemapReport) {
 }
 
 /// The per-table, per-column plan, shared with `restore`.
-pub fn print_plan(p: &rewrite::RewritePlan) {
+pub fn print_plan(p: &hubvault::sqlite::rewrite::RewritePlan) {
     for c in &p.changes {
         println!(
             "    {:<40} {:>10} values",

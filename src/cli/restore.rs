@@ -4,12 +4,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hubvault::ids::{ConnectorId, DatahubId, DbFileName};
-use hubvault::layout::VersionId;
-use hubvault::restore::{
+use hubvault::model::ids::{ConnectorId, DatahubId, Ids};
+use hubvault::model::layout::DbFileName;
+use hubvault::model::layout::VersionId;
+use hubvault::ops::restore::{
     self, Expected, RestorePlan, RestoreReport, RestoreRequest, Source, Target,
 };
-use hubvault::rewrite::Ids;
 use hubvault::{Error, Result};
 
 use super::{Global, output};
@@ -206,11 +206,15 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
 
 pub fn print_plan(p: &RestorePlan) {
     println!("restore plan");
-    println!("  fetch      {}/{}", p.bucket.trim_end_matches('/'), p.key);
-    if let Some(v) = &p.version {
+    println!(
+        "  fetch      {}/{}",
+        p.bucket.trim_end_matches('/'),
+        p.source.key
+    );
+    if let Some(v) = &p.source.version {
         println!("  version    {v}");
     }
-    match &p.expected {
+    match &p.source.expected {
         Expected::Version { sha256, manifest } => {
             println!("  verify     sha256 {sha256} ({manifest})")
         }
@@ -242,7 +246,8 @@ pub fn print_plan(p: &RestorePlan) {
     }
     println!(
         "  journal    {}",
-        p.journal_mode
+        p.source
+            .journal_mode
             .as_deref()
             .unwrap_or("as the replaced file (or delete)")
     );

@@ -2,9 +2,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hubvault::Result;
-use hubvault::backup::fmt_age;
-use hubvault::ids::{DatahubId, OrgSlug};
-use hubvault::status::{self, Scope, State};
+use hubvault::model::ids::{DatahubId, OrgSlug};
+use hubvault::model::time::fmt_age;
+use hubvault::ops::status::{self, Scope, State};
 
 use super::{Global, output};
 

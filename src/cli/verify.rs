@@ -2,8 +2,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hubvault::Result;
-use hubvault::ids::OrgSlug;
-use hubvault::verify::{self, VerifyOptions};
+use hubvault::model::ids::OrgSlug;
+use hubvault::ops::verify::{self, VerifyOptions};
 
 use super::{Global, output};
 

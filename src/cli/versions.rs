@@ -1,9 +1,9 @@
 use std::process::ExitCode;
 
 use hubvault::Result;
-use hubvault::history;
-use hubvault::ids::{ConnectorId, DatahubId};
-use hubvault::layout::ConnectorKey;
+use hubvault::model::ids::{ConnectorId, DatahubId};
+use hubvault::model::layout::ConnectorKey;
+use hubvault::ops::versions;
 
 use super::{Global, output};
 
@@ -21,7 +21,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let org = g.org()?;
     let bucket = g.bucket()?;
     let ck = ConnectorKey::new(org, datahub, connector);
-    let rows = history::describe(&bucket, &ck).await?;
+    let rows = versions::describe(&bucket, &ck).await?;
     if g.json {
         output::print_json(
             &serde_json::json!({"prefix": ck.prefix().to_string(), "versions": rows}),

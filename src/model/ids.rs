@@ -16,9 +16,6 @@ macro_rules! uuid_id {
         pub struct $name(uuid::Uuid);
 
         impl $name {
-            /// What this id is called in messages.
-            pub const WHAT: &'static str = $what;
-
             pub fn parse(s: &str) -> Result<Self, Error> {
                 parse_uuid(s, $what, $flag).map($name)
             }
@@ -145,52 +142,15 @@ impl<'de> serde::Deserialize<'de> for OrgSlug {
     }
 }
 
-/// The database's file name inside the connector directory and at the end of the
-/// canonical key (`sqlite.db`). A plain file name: no separators, no `..`.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub struct DbFileName(String);
-
-impl DbFileName {
-    pub fn parse(s: &str) -> Result<Self, Error> {
-        let ok = !s.is_empty()
-            && s.len() <= 128
-            && s != "."
-            && s != ".."
-            && s != crate::layout::HUBVAULT_DIR
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if ok {
-            Ok(DbFileName(s.to_string()))
-        } else {
-            Err(Error::usage(
-                format!(
-                    "database file name {:?} is not a plain file name (letters, digits, '.', '_', '-')",
-                    printable(s)
-                ),
-                "connector databases are called sqlite.db; pass a path whose file name is like that",
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for DbFileName {
-    fn default() -> Self {
-        DbFileName("sqlite.db".to_string())
-    }
-}
-
-impl fmt::Display for DbFileName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// A connector's pair of ids: the hub it belongs to and its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Ids {
+    pub datahub: DatahubId,
+    pub connector: ConnectorId,
 }
 
 /// Shortens and escapes user input before it is echoed in an error.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     let mut out: String = s.chars().take(80).collect();
     if s.chars().count() > 80 {
         out.push('…');
@@ -244,14 +204,6 @@ mod tests {
             let err = OrgSlug::parse(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
             assert!(err.to_string().contains("org slug"));
-        }
-    }
-
-    #[test]
-    fn db_file_names_cannot_climb_or_collide_with_our_folder() {
-        assert!(DbFileName::parse("sqlite.db").is_ok());
-        for bad in ["", ".", "..", "a/b", "hubvault", "x\0y", "a b"] {
-            assert!(DbFileName::parse(bad).is_err(), "{bad:?}");
         }
     }
 }

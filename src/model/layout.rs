@@ -1,12 +1,12 @@
 //! The bucket's key layout and its inverse.
 //!
-//! The seed fixes the canonical key of a connector's backup:
+//! The platform's backup rule fixes the canonical key of a connector's backup:
 //!
 //! ```text
 //! {orgSlug}/datahub/{datahubId}/connector/{connectorId}/{sqlFileName}
 //! ```
 //!
-//! a plain SQLite file that the seed's manual restore downloads and opens. Everything
+//! a plain SQLite file that the platform's manual restore downloads and opens. Everything
 //! hubvault adds lives beside it, under `…/connector/{connectorId}/hubvault/`, which that
 //! manual procedure never looks at:
 //!
@@ -24,10 +24,57 @@
 
 use object_store::path::{Path, PathPart};
 
-use crate::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
+use std::fmt;
+
+use crate::error::Error;
+use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
 
 /// The folder beside the canonical object that holds everything hubvault adds.
 pub const HUBVAULT_DIR: &str = "hubvault";
+
+/// The database's file name inside the connector directory and at the end of the
+/// canonical key (`sqlite.db`). A plain file name: no separators, no `..`.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct DbFileName(String);
+
+impl DbFileName {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s != "."
+            && s != ".."
+            && s != HUBVAULT_DIR
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(DbFileName(s.to_string()))
+        } else {
+            Err(Error::usage(
+                format!(
+                    "database file name {:?} is not a plain file name (letters, digits, '.', '_', '-')",
+                    crate::model::ids::printable(s)
+                ),
+                "connector databases are called sqlite.db; pass a path whose file name is like that",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for DbFileName {
+    fn default() -> Self {
+        DbFileName("sqlite.db".to_string())
+    }
+}
+
+impl fmt::Display for DbFileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Identifies one connector's backups in the bucket.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,7 +104,7 @@ impl ConnectorKey {
         ])
     }
 
-    /// The seed's key: a plain SQLite file.
+    /// The platform's key: a plain SQLite file.
     pub fn canonical(&self, file: &DbFileName) -> Path {
         self.prefix().join(file.as_str())
     }
@@ -131,7 +178,7 @@ impl VersionId {
     }
 
     /// Parses a version id as printed by `hubvault versions`.
-    pub fn parse(s: &str) -> Result<Self, crate::Error> {
+    pub fn parse(s: &str) -> Result<Self, Error> {
         let ok = s.len() == 20 + 1 + 12
             && Self::time_of(s).is_some()
             && s.as_bytes()[20] == b'-'
@@ -141,7 +188,7 @@ impl VersionId {
         if ok {
             Ok(VersionId(s.to_string()))
         } else {
-            Err(crate::Error::usage(
+            Err(Error::usage(
                 format!("version id {s:?} is not of the form 20261124T070102.123Z-ab12cd34ef56"),
                 "copy a version id from `hubvault versions --datahub ID --connector ID`",
             ))
@@ -202,7 +249,7 @@ pub fn is_stamp(s: &str) -> bool {
 /// constructors above). Keys that are not ours come back as `None`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyKind {
-    /// The seed's canonical object, with its file name.
+    /// The platform's canonical object, with its file name.
     Canonical(DbFileName),
     LatestManifest,
     VersionData(VersionId),
@@ -287,7 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn canonical_key_is_exactly_the_seeds_layout() {
+    fn canonical_key_is_exactly_the_platforms_layout() {
         assert_eq!(
             ck().canonical(&DbFileName::default()).as_ref(),
             "acme/datahub/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/connector/0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10/sqlite.db"
@@ -381,6 +428,14 @@ mod tests {
             "../x",
         ] {
             assert!(VersionId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn db_file_names_cannot_climb_or_collide_with_our_folder() {
+        assert!(DbFileName::parse("sqlite.db").is_ok());
+        for bad in ["", ".", "..", "a/b", "hubvault", "x\0y", "a b"] {
+            assert!(DbFileName::parse(bad).is_err(), "{bad:?}");
         }
     }
 }

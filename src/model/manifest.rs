@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
-use crate::layout::{ConnectorKey, VersionId};
+use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
+use crate::model::layout::{ConnectorKey, DbFileName, VersionId};
 
 pub const FORMAT: u32 = 1;
 

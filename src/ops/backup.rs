@@ -1,4 +1,4 @@
-//! The seed's rule for one connector: decide, snapshot, check, upload.
+//! The platform's backup rule for one connector: decide, snapshot, check, upload.
 //!
 //! 1. Read the ids from the live database (one small query) and settle the key.
 //! 2. One HEAD of the canonical key. Missing, or older than `max_age`, or `force`:
@@ -8,22 +8,27 @@
 //! 4. Unless the snapshot is byte-identical to the last version, write a new immutable
 //!    version (zstd) and its manifest. Only then replace the canonical object (a plain
 //!    SQLite file, atomically) and `latest.json`. An unchanged database still refreshes
-//!    the canonical object, so the seed's 24-hour clock sees a fresh backup.
+//!    the canonical object, so the platform's 24-hour clock sees a fresh backup.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bucket::{Bucket, Encoding, StagedUpload, WriteMode};
-use crate::db;
+use crate::blocking::blocking;
+use crate::catalog::history;
 use crate::error::{Error, Result};
-use crate::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
-use crate::layout::{ConnectorKey, KeyKind, VersionId};
-use crate::lock::ConnectorLock;
-use crate::manifest::{self, Manifest};
+use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
+use crate::model::layout::{ConnectorKey, DbFileName, KeyKind, VersionId};
+use crate::model::manifest::{self, Manifest};
+use crate::model::time::fmt_age;
 use crate::progress::Progress;
-use crate::snapshot;
+use crate::sqlite::db;
+use crate::sqlite::fsio;
+use crate::sqlite::lock::ConnectorLock;
+use crate::sqlite::snapshot;
+use crate::store::staged::StagedUpload;
+use crate::store::{Bucket, Encoding, WriteMode};
 
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// zstd level of kept versions. On connector databases level 1 is both faster (~4x)
@@ -44,8 +49,6 @@ pub struct BackupOptions {
     pub zstd_level: i32,
     /// How long to wait for another backup of the same connector to finish.
     pub lock_wait: Duration,
-    /// Applied to this connector's versions after each upload.
-    pub retention: Option<crate::retention::Policy>,
 }
 
 impl BackupOptions {
@@ -60,7 +63,6 @@ impl BackupOptions {
             tmp_dir: None,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             lock_wait: Duration::from_secs(15 * 60),
-            retention: None,
         }
     }
 }
@@ -93,12 +95,13 @@ pub struct BackupReport {
     pub new_version: bool,
     pub stored_bytes: Option<u64>,
     pub check: Option<&'static str>,
-    /// Versions the retention policy removed after the upload.
+    /// Versions the retention policy removed after the upload (set by the caller that
+    /// applied it: see `ops::prune::after_upload`).
     pub pruned: Option<usize>,
     pub seconds: f64,
 }
 
-/// Runs the seed's rule for one connector database.
+/// Runs the platform's backup rule for one connector database.
 pub async fn run(
     bucket: &Bucket,
     opts: &BackupOptions,
@@ -107,10 +110,14 @@ pub async fn run(
     let started = Instant::now();
     let db_path = opts.db.as_path();
     let file = db_file_name(db_path)?;
-    db::check_is_sqlite(db_path)?;
     let live = {
-        let conn = db::open_read_only(db_path)?;
-        db::read_info(&conn, db_path)?
+        let db_path = db_path.to_path_buf();
+        blocking(move || {
+            db::check_is_sqlite(&db_path)?;
+            let conn = db::open_read_only(&db_path)?;
+            db::read_info(&conn, &db_path)
+        })
+        .await?
     };
     check_given_id(
         opts.datahub,
@@ -269,25 +276,6 @@ pub async fn run(
     let snap_check = checked.check;
     let snap_size = copy.size;
     drop(copy);
-    let pruned = match opts.retention.filter(|p| !p.is_empty()) {
-        None => None,
-        Some(policy) => {
-            let scope = crate::prune::Scope {
-                org: Some(opts.org.clone()),
-                datahub: Some(live.datahub),
-                connector: Some(live.connector),
-            };
-            // The backup itself succeeded: a failed prune is reported, not fatal.
-            match crate::prune::prune(bucket, &scope, &policy, false).await {
-                Ok(r) => Some(r.versions_removed),
-                Err(e) => {
-                    tracing::warn!("backup done, but applying the retention policy failed: {e}");
-                    None
-                }
-            }
-        }
-    };
-
     Ok(BackupReport {
         decision: Decision::Uploaded,
         reason,
@@ -302,7 +290,7 @@ pub async fn run(
         new_version,
         stored_bytes: Some(manifest.stored_size),
         check: Some(snap_check),
-        pruned,
+        pruned: None,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -341,9 +329,9 @@ async fn stage(
 ) -> Result<(String, Option<Manifest>, Uploads)> {
     let (sha256, _) = {
         let file = copy.file.to_path_buf();
-        blocking(move || crate::bucket::sha256_file(&file)).await?
+        blocking(move || fsio::sha256_file(&file)).await?
     };
-    let latest = read_latest(bucket, ck).await;
+    let latest = history::read_latest(bucket, ck).await;
     let unchanged = match &latest {
         Some(m) if m.sha256 == sha256 => bucket.head(&ck.version_data(&m.version)).await?.is_some(),
         _ => false,
@@ -373,32 +361,6 @@ async fn stage(
     Ok((sha256, if unchanged { latest } else { None }, uploads))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::check(format!("a worker task failed: {e}"), "report this as a bug"))?
-}
-
-/// The manifest of the canonical object, if there is a readable one. A damaged one is
-/// treated as absent: the next upload writes a new version and a new manifest.
-pub async fn read_latest(bucket: &Bucket, ck: &ConnectorKey) -> Option<Manifest> {
-    let key = ck.latest_manifest();
-    match bucket.get_bytes(&key).await {
-        Ok(bytes) => match Manifest::from_json(&bytes, key.as_ref()) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::warn!("{e}; writing a new version");
-                None
-            }
-        },
-        Err(e) if e.is_not_found() => None,
-        Err(e) => {
-            tracing::warn!("{e}; writing a new version");
-            None
-        }
-    }
-}
-
 /// Keeps exactly one label marker per connector, for `status`.
 async fn write_label(
     bucket: &Bucket,
@@ -415,7 +377,7 @@ async fn write_label(
     }
     for old in existing.iter().filter(|o| o.key != label) {
         if matches!(
-            crate::layout::parse_key(&old.key),
+            crate::model::layout::parse_key(&old.key),
             Some((_, KeyKind::Label { .. }))
         ) {
             bucket.delete(&old.key).await?;
@@ -468,27 +430,4 @@ pub fn db_file_name(db: &Path) -> Result<DbFileName> {
         )
     })?;
     DbFileName::parse(name)
-}
-
-/// `25h`, `23h 59m`, `12s`: coarse, for humans.
-pub fn fmt_age(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..172800 => {
-            if s % 3600 / 60 == 0 {
-                format!("{}h", s / 3600)
-            } else {
-                format!("{}h {}m", s / 3600, s % 3600 / 60)
-            }
-        }
-        _ => {
-            if s % 86400 / 3600 == 0 {
-                format!("{}d", s / 86400)
-            } else {
-                format!("{}d {}h", s / 86400, s % 86400 / 3600)
-            }
-        }
-    }
 }

@@ -15,13 +15,15 @@
 
 use serde::Serialize;
 
-use crate::bucket::Bucket;
+use crate::catalog::history;
+pub use crate::catalog::inventory::Scope;
+use crate::catalog::inventory::{self, Listed};
+use crate::catalog::retention::{self, Policy};
 use crate::error::{Error, Result};
-use crate::ids::{ConnectorId, DatahubId};
-use crate::layout::VersionId;
-use crate::retention::{self, Policy};
-pub use crate::status::Scope;
-use crate::status::{self, Listed};
+use crate::model::drill::DrillRecord;
+use crate::model::ids::{ConnectorId, DatahubId};
+use crate::model::layout::{ConnectorKey, VersionId};
+use crate::store::Bucket;
 
 /// How old an incomplete version must be before prune removes it: a backup may be
 /// writing it right now.
@@ -71,7 +73,7 @@ pub async fn prune(
     }
     let now = chrono::Utc::now();
     let mut plans = Vec::new();
-    for listed in status::scan(bucket, scope).await? {
+    for listed in inventory::scan(bucket, scope).await? {
         if listed.versions.is_empty() {
             continue;
         }
@@ -84,7 +86,7 @@ pub async fn prune(
             .map(|id| (*id).clone())
             .collect();
         let mut protected: Vec<VersionId> = complete.first().cloned().into_iter().collect();
-        if let Some(latest) = crate::backup::read_latest(bucket, ck).await {
+        if let Some(latest) = history::read_latest(bucket, ck).await {
             protected.push(latest.version);
         }
         if let Some(v) = last_verified_version(bucket, &listed).await {
@@ -156,7 +158,26 @@ pub async fn prune(
 async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Option<VersionId> {
     let mark = listed.drills.iter().rev().find(|d| d.ok)?;
     let bytes = bucket.get_bytes(&mark.key).await.ok()?;
-    serde_json::from_slice::<crate::verify::DrillRecord>(&bytes)
-        .ok()?
-        .version
+    DrillRecord::from_json(&bytes)?.version
+}
+
+/// Applies `policy` to one connector after a backup uploaded to it, and returns how many
+/// versions it removed. The backup itself succeeded: a failed prune is logged and gives
+/// `None`, never an error.
+pub async fn after_upload(bucket: &Bucket, ck: &ConnectorKey, policy: &Policy) -> Option<usize> {
+    if policy.is_empty() {
+        return None;
+    }
+    let scope = Scope {
+        org: Some(ck.org.clone()),
+        datahub: Some(ck.datahub),
+        connector: Some(ck.connector),
+    };
+    match prune(bucket, &scope, policy, false).await {
+        Ok(r) => Some(r.versions_removed),
+        Err(e) => {
+            tracing::warn!("backup done, but applying the retention policy failed: {e}");
+            None
+        }
+    }
 }

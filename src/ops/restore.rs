@@ -32,29 +32,18 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::backup;
-use crate::bucket::{Bucket, Encoding};
-use crate::db;
+use crate::blocking::blocking;
+use crate::catalog::fetch::{self, Chosen, Fetched};
+pub use crate::catalog::fetch::{Expected, Source};
 use crate::error::{Error, Result};
-use crate::history;
-use crate::ids::{DbFileName, OrgSlug};
-use crate::layout::{self, ConnectorKey, VersionId};
-use crate::lock::ConnectorLock;
+use crate::model::ids::{Ids, OrgSlug};
+use crate::model::layout::{self, ConnectorKey, DbFileName, VersionId};
 use crate::progress::Progress;
-use crate::rewrite::{self, Ids, RewritePlan};
-use crate::snapshot::side_path;
-
-/// Which backup of the connector to restore.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// The canonical object (the seed's key).
-    Latest,
-    /// One kept version.
-    Version(VersionId),
-    /// The newest complete version taken at or before this time.
-    At(chrono::DateTime<chrono::Utc>),
-}
+use crate::sqlite::db;
+use crate::sqlite::fsio::{self, side_path};
+use crate::sqlite::lock::ConnectorLock;
+use crate::sqlite::rewrite::{self, RewritePlan};
+use crate::store::Bucket;
 
 /// Where the restored database goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,21 +68,6 @@ pub struct RestoreRequest {
     pub db_file: DbFileName,
 }
 
-/// How the fetched bytes are checked.
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Expected {
-    /// A version: exactly this sha256, from its manifest.
-    Version { sha256: String, manifest: String },
-    /// The canonical object: `latest.json`'s sha256, else any version manifest's.
-    Canonical {
-        latest_sha256: Option<String>,
-        versions: usize,
-    },
-    /// No manifest at all (a backup uploaded by the old system): not checkable.
-    Legacy,
-}
-
 /// A process that holds a file open.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Holder {
@@ -113,13 +87,9 @@ pub struct Kept {
 #[derive(Clone, Debug, Serialize)]
 pub struct RestorePlan {
     pub bucket: String,
-    /// The object fetched.
-    pub key: String,
-    pub compressed: bool,
-    pub version: Option<VersionId>,
-    pub expected: Expected,
-    /// The journal mode to put back (the uploaded snapshot is in `delete` mode).
-    pub journal_mode: Option<String>,
+    /// The object fetched and how it is checked.
+    #[serde(flatten)]
+    pub source: Chosen,
     pub from: Ids,
     pub to: Ids,
     /// True if and only if ids are rewritten.
@@ -130,10 +100,6 @@ pub struct RestorePlan {
     pub keep: Vec<Kept>,
     pub held_open_by: Vec<Holder>,
     pub force: bool,
-    #[serde(skip)]
-    key_path: object_store::path::Path,
-    #[serde(skip)]
-    ck: ConnectorKey,
 }
 
 /// What [`execute`] did.
@@ -231,89 +197,17 @@ pub async fn plan(bucket: &Bucket, req: &RestoreRequest) -> Result<RestorePlan> 
     rewrite::check_ids(req.from, req.to)?;
     let target = target_path(req)?;
     let ck = ConnectorKey::new(req.org.clone(), req.from.datahub, req.from.connector);
-    let not_found = |key: &object_store::path::Path, what: String, hint: String| Error::Bucket {
-        op: "GET",
-        key: format!("{}/{key}", bucket.url().trim_end_matches('/')),
-        message: what,
-        hint,
-        source: None,
-    };
-    let (key_path, compressed, version, expected, journal_mode) = match &req.source {
-        Source::Latest => {
-            let key = ck.canonical(&req.db_file);
-            if bucket.head(&key).await?.is_none() {
-                return Err(not_found(
-                    &key,
-                    "no backup at this key".into(),
-                    "check --org, --datahub and --connector (the OLD ids of the backup); `aws s3 ls` or `hubvault status` list the backups".into(),
-                ));
-            }
-            let latest = backup::read_latest(bucket, &ck).await;
-            let versions = history::list_versions(bucket, &ck)
-                .await?
-                .into_iter()
-                .filter(|v| v.is_complete())
-                .count();
-            let expected = if latest.is_none() && versions == 0 {
-                Expected::Legacy
-            } else {
-                Expected::Canonical {
-                    latest_sha256: latest.as_ref().map(|m| m.sha256.clone()),
-                    versions,
-                }
-            };
-            let jm = latest.as_ref().map(|m| m.journal_mode.clone());
-            (key, false, None, expected, jm)
-        }
-        Source::Version(_) | Source::At(_) => {
-            let versions = history::list_versions(bucket, &ck).await?;
-            let id = match &req.source {
-                Source::Version(id) => {
-                    if !versions.iter().any(|v| &v.id == id && v.is_complete()) {
-                        return Err(not_found(
-                            &ck.version_data(id),
-                            format!("no complete version {id} of this connector"),
-                            format!(
-                                "list the versions with `hubvault versions --datahub {} --connector {}`",
-                                req.from.datahub, req.from.connector
-                            ),
-                        ));
-                    }
-                    id.clone()
-                }
-                Source::At(at) => match history::newest_at_or_before(&versions, *at) {
-                    Some(v) => v.id.clone(),
-                    None => {
-                        return Err(not_found(
-                            &ck.versions_dir(),
-                            format!("no complete version taken at or before {}", at.to_rfc3339()),
-                            format!(
-                                "pick a later --at, or list the versions with `hubvault versions --datahub {} --connector {}`",
-                                req.from.datahub, req.from.connector
-                            ),
-                        ));
-                    }
-                },
-                Source::Latest => unreachable!(),
-            };
-            let m = history::read_manifest(bucket, &ck, &id).await?;
-            let expected = Expected::Version {
-                sha256: m.sha256.clone(),
-                manifest: ck.version_manifest(&id).to_string(),
-            };
-            let jm = Some(m.journal_mode.clone());
-            (ck.version_data(&id), true, Some(id), expected, jm)
-        }
-    };
+    let source = fetch::choose(bucket, &ck, &req.source, &req.db_file).await?;
     let stamp = layout::stamp(chrono::Utc::now());
-    let held_open_by = holders(&target);
+    let held_open_by = {
+        let target = target.clone();
+        tokio::task::spawn_blocking(move || holders(&target))
+            .await
+            .unwrap_or_default()
+    };
     Ok(RestorePlan {
         bucket: bucket.url().to_string(),
-        key: key_path.to_string(),
-        compressed,
-        version,
-        expected,
-        journal_mode,
+        source,
         from: req.from,
         to: req.to,
         rewrite: req.from != req.to,
@@ -322,8 +216,6 @@ pub async fn plan(bucket: &Bucket, req: &RestoreRequest) -> Result<RestorePlan> 
         target,
         held_open_by,
         force: req.force,
-        key_path,
-        ck,
     })
 }
 
@@ -379,103 +271,6 @@ pub fn holders(target: &Path) -> Vec<Holder> {
     out
 }
 
-/// A backup fetched into a temp file and checked against its manifest.
-pub struct Fetched {
-    pub file: tempfile::TempPath,
-    pub sha256: String,
-    pub bytes: u64,
-    pub verified_by: String,
-    pub legacy: bool,
-}
-
-/// Streams the planned object into a temp file in `dir` and checks its sha256 (see the
-/// module's contract, step 2) and its SQLite header.
-pub async fn fetch(
-    bucket: &Bucket,
-    plan: &RestorePlan,
-    dir: &Path,
-    prefix: &str,
-    progress: &dyn Progress,
-) -> Result<Fetched> {
-    let file = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, "cannot create the download file", e))?
-        .into_temp_path();
-    let encoding = if plan.compressed {
-        Encoding::Zstd(0)
-    } else {
-        Encoding::Plain
-    };
-    let got = bucket
-        .get_to_file(&plan.key_path, &file, encoding, progress)
-        .await?;
-    let mismatch = |against: &str| {
-        Error::check(
-            format!(
-                "{}/{}: checksum mismatch: the download's sha256 is {}, {against}",
-                plan.bucket.trim_end_matches('/'),
-                plan.key,
-                got.sha256
-            ),
-            "the object was damaged or replaced after the backup; restore an older version (`hubvault versions`, then --version ID) and run `hubvault verify`",
-        )
-    };
-    let (verified_by, legacy) = match &plan.expected {
-        Expected::Version { sha256, manifest } => {
-            if *sha256 != got.sha256 {
-                return Err(mismatch(&format!(
-                    "its manifest {manifest} records {sha256}"
-                )));
-            }
-            (manifest.clone(), false)
-        }
-        Expected::Legacy => ("none (legacy backup, no manifest)".to_string(), true),
-        Expected::Canonical { latest_sha256, .. } => {
-            if latest_sha256.as_deref() == Some(got.sha256.as_str()) {
-                (plan.ck.latest_manifest().to_string(), false)
-            } else {
-                match version_with_sha(bucket, &plan.ck, &got.sha256).await? {
-                    Some(key) => (key, false),
-                    None => {
-                        return Err(mismatch(&format!(
-                            "which neither latest.json ({}) nor any version manifest records",
-                            latest_sha256.as_deref().unwrap_or("unreadable")
-                        )));
-                    }
-                }
-            }
-        }
-    };
-    db::check_is_sqlite(&file).map_err(|_| {
-        Error::check(
-            format!(
-                "{}/{}: the download is not a SQLite database (no SQLite header; {} bytes)",
-                plan.bucket.trim_end_matches('/'),
-                plan.key,
-                got.plain_bytes
-            ),
-            "the object is not a connector database; restore an older version (`hubvault versions`, then --version ID)",
-        )
-    })?;
-    Ok(Fetched {
-        file,
-        sha256: got.sha256,
-        bytes: got.plain_bytes,
-        verified_by,
-        legacy,
-    })
-}
-
-/// The manifest key of a complete version whose sha256 is `sha`, if any. The version id
-/// carries the first 12 hex digits, so at most a few manifests are read.
-async fn version_with_sha(bucket: &Bucket, ck: &ConnectorKey, sha: &str) -> Result<Option<String>> {
-    let versions = history::list_versions(bucket, ck).await?;
-    let complete = versions.iter().filter(|v| v.is_complete()).map(|v| &v.id);
-    let (found, _) = history::find_by_sha(bucket, ck, complete, sha).await;
-    Ok(found.map(|id| ck.version_manifest(&id).to_string()))
-}
-
 /// Carries out `plan` (see the module's contract). Runs blocking file and SQLite work on
 /// tokio's blocking pool.
 pub async fn execute(
@@ -487,27 +282,37 @@ pub async fn execute(
     if !plan.held_open_by.is_empty() && !plan.force {
         return Err(held_open_error(&plan.target, &plan.held_open_by));
     }
-    let dir = plan
-        .target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let created_dir = !dir.exists();
-    if created_dir {
-        std::fs::create_dir(&dir)
-            .map_err(|e| Error::io(&dir, "cannot create the connector directory", e))?;
-        if let Some(owner) = dir.parent().and_then(|p| std::fs::metadata(p).ok()) {
-            let _ = std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid()));
-        }
-    }
+    let dir = fsio::parent_dir(&plan.target).to_path_buf();
+    let created_dir = {
+        let dir = dir.clone();
+        blocking(move || make_connector_dir(&dir)).await?
+    };
     let result = execute_in(bucket, plan, &dir, progress, started).await;
     if result.is_err() && created_dir {
         // Leave no trace of a restore that did not happen.
-        let _ = std::fs::remove_file(ConnectorLock::path_for(&plan.target));
-        let _ = std::fs::remove_dir(&dir);
+        let (dir, lock) = (dir.clone(), ConnectorLock::path_for(&plan.target));
+        let _ = blocking(move || {
+            let _ = std::fs::remove_file(lock);
+            let _ = std::fs::remove_dir(dir);
+            Ok(())
+        })
+        .await;
     }
     result
+}
+
+/// Creates the connector's directory if it is missing, owned like the hub root. True if
+/// and only if it was created.
+fn make_connector_dir(dir: &Path) -> Result<bool> {
+    if dir.exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir(dir)
+        .map_err(|e| Error::io(dir, "cannot create the connector directory", e))?;
+    if let Some(root) = dir.parent() {
+        fsio::give_owner_of(dir, root);
+    }
+    Ok(true)
 }
 
 fn held_open_error(target: &Path, holders: &[Holder]) -> Error {
@@ -541,18 +346,22 @@ async fn execute_in(
     // One restore (or backup) of this target at a time; a second waits a little.
     let _lock = ConnectorLock::acquire(&plan.target, Duration::from_secs(10)).await?;
     let prefix = temp_prefix(&plan.target);
-    remove_stale_temps(dir, &prefix);
     // Checked again under the lock: the plan may be old.
-    let holders = holders(&plan.target);
+    let holders = {
+        let (dir, prefix, target) = (dir.to_path_buf(), prefix.clone(), plan.target.clone());
+        blocking(move || {
+            remove_stale_temps(&dir, &prefix);
+            Ok(holders(&target))
+        })
+        .await?
+    };
     if !holders.is_empty() && !plan.force {
         return Err(held_open_error(&plan.target, &holders));
     }
-    let fetched = fetch(bucket, plan, dir, &prefix, progress).await?;
+    let fetched = fetch::fetch(bucket, &plan.source, dir, &prefix, progress).await?;
     let plan2 = plan.clone();
     let dir2 = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || prepare_and_install(&plan2, &dir2, fetched, started))
-        .await
-        .map_err(|e| Error::check(format!("restore task failed: {e}"), "report this as a bug"))?
+    blocking(move || prepare_and_install(&plan2, &dir2, fetched, started)).await
 }
 
 /// Temp files of restores that were killed. Only called under the target's lock, so no
@@ -578,14 +387,14 @@ fn prepare_and_install(
     if fetched.legacy {
         warnings.push(format!(
             "{}: no manifest (a backup uploaded by the old system): its checksum could not be checked; integrity and ids were",
-            plan.key
+            plan.source.key
         ));
     }
     // Check the backup as fetched, before anything else touches it.
     let size = fetched.bytes;
     let damaged = |e: Error| {
         Error::check(
-            format!("{}: the backup fails its check: {e}", plan.key),
+            format!("{}: the backup fails its check: {e}", plan.source.key),
             "the backup is damaged; restore an older version (`hubvault versions`, then --version ID)",
         )
     };
@@ -597,7 +406,10 @@ fn prepare_and_install(
     let check = db::check_integrity(&conn, tmp, size).map_err(damaged)?;
     let info = db::read_info(&conn, tmp).map_err(|e| {
         Error::check(
-            format!("{}: the backup is not a connector database: {e}", plan.key),
+            format!(
+                "{}: the backup is not a connector database: {e}",
+                plan.source.key
+            ),
             "restore an older version (`hubvault versions`, then --version ID)",
         )
     })?;
@@ -605,7 +417,11 @@ fn prepare_and_install(
         return Err(Error::check(
             format!(
                 "{}: the backup holds datahub {} and connector {}, not --datahub {} --connector {}",
-                plan.key, info.datahub, info.connector, plan.from.datahub, plan.from.connector
+                plan.source.key,
+                info.datahub,
+                info.connector,
+                plan.from.datahub,
+                plan.from.connector
             ),
             "the object was copied to the wrong key; pass the ids it holds, or restore another version",
         ));
@@ -616,7 +432,7 @@ fn prepare_and_install(
         None
     };
     // Put back the live database's journal mode; else the old target's; else leave it.
-    let journal_mode = match &plan.journal_mode {
+    let journal_mode = match &plan.source.journal_mode {
         Some(m) => Some(m.clone()),
         None => plan
             .keep
@@ -654,20 +470,17 @@ fn prepare_and_install(
     for s in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(side_path(tmp, s));
     }
-    let (sha256_installed, bytes) = crate::bucket::sha256_file(tmp)?;
+    let (sha256_installed, bytes) = fsio::sha256_file(tmp)?;
     set_owner_and_mode(tmp, &plan.target, dir)?;
-    let f = std::fs::File::open(tmp).map_err(|e| Error::io(tmp, "cannot open", e))?;
-    f.sync_all()
-        .map_err(|e| Error::io(tmp, "cannot fsync the restored database", e))?;
-    drop(f);
+    fsio::fsync_file(tmp)?;
 
     let kept = install(plan, tmp, dir)?;
     // The rename consumed the temp file: make sure its drop does not remove the target.
     let _ = fetched.file.keep();
     Ok(RestoreReport {
         target: plan.target.clone(),
-        key: plan.key.clone(),
-        version: plan.version.clone(),
+        key: plan.source.key.clone(),
+        version: plan.source.version.clone(),
         sha256_fetched: fetched.sha256,
         verified_by: fetched.verified_by,
         legacy: fetched.legacy,
@@ -748,15 +561,7 @@ fn install(plan: &RestorePlan, tmp: &Path, dir: &Path) -> Result<Vec<Kept>> {
     }
     std::fs::rename(tmp, target)
         .map_err(|e| Error::io(target, "cannot move the restored database into place", e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| {
-            Error::io(
-                dir,
-                "cannot fsync the directory (the database is in place)",
-                e,
-            )
-        })?;
+    fsio::fsync_dir(dir)?;
     Ok(kept)
 }
 

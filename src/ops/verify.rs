@@ -1,11 +1,11 @@
 //! Restore drills: prove that each backup restores, and record the proof beside it.
 //!
-//! For each connector in scope (one LIST finds them, see [`crate::status::scan`]):
+//! For each connector in scope (one LIST finds them, see [`crate::catalog::inventory::scan`]):
 //! 1. download the canonical object into a temp dir and hash it on the way;
 //! 2. the sha256 must equal `latest.json`'s **or any version manifest's**: a backup cut
 //!    off between the canonical object and `latest.json` leaves `latest.json` one backup
 //!    behind (docs/DESIGN.md). An object with no manifest at all was uploaded by
-//!    something else (the seed's own upload): a warning, since there is nothing to check
+//!    something else (the platform's own upload): a warning, since there is nothing to check
 //!    the sum against, not a failure;
 //! 3. `PRAGMA integrity_check` (and `foreign_key_check`) on the download;
 //! 4. the ids inside (`Integrations.id`, `sources[0].id`) are those in the key, and the
@@ -16,18 +16,19 @@
 use std::path::PathBuf;
 
 use rand::seq::IndexedRandom;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::bucket::{Bucket, Encoding, WriteMode};
-use crate::db;
+use crate::catalog::history;
+use crate::catalog::inventory::{self, Listed, Scope};
 use crate::error::{Error, Result};
-use crate::history;
-use crate::layout::{self, ConnectorKey, VersionId};
-use crate::manifest::Manifest;
+pub use crate::model::drill::DrillRecord;
+use crate::model::drill::FORMAT as DRILL_FORMAT;
+use crate::model::layout::{self, ConnectorKey};
+use crate::model::manifest::{self, Manifest};
 use crate::progress::NoProgress;
-use crate::status::{self, Listed, Scope};
+use crate::sqlite::db;
+use crate::store::{Bucket, Encoding, WriteMode};
 
-pub const DRILL_FORMAT: u32 = 1;
 /// Drill records kept per connector (the newest).
 pub const KEEP_DRILLS: usize = 5;
 
@@ -40,35 +41,11 @@ pub struct VerifyOptions {
     pub tmp_dir: Option<PathBuf>,
 }
 
-/// What a drill found; written beside the backup as JSON.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DrillRecord {
-    pub format: u32,
-    pub time: chrono::DateTime<chrono::Utc>,
-    pub ok: bool,
-    /// The canonical key that was drilled.
-    pub key: String,
-    pub sha256: Option<String>,
-    pub size: Option<u64>,
-    /// The kept version the object equals, when a manifest vouches for it.
-    pub version: Option<VersionId>,
-    /// Which manifest vouched: `latest.json` or `versions/{id}.json`.
-    pub matched: Option<String>,
-    /// `integrity_check` or `quick_check`, when it passed.
-    pub check: Option<String>,
-    /// Why the drill failed (empty if and only if `ok`).
-    pub problems: Vec<String>,
-    /// Worth knowing, not a failure (e.g. no manifest to check the checksum against).
-    pub warnings: Vec<String>,
-    pub tool: String,
-    pub host: String,
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct Drill {
-    pub org: crate::ids::OrgSlug,
-    pub datahub: crate::ids::DatahubId,
-    pub connector: crate::ids::ConnectorId,
+    pub org: crate::model::ids::OrgSlug,
+    pub datahub: crate::model::ids::DatahubId,
+    pub connector: crate::model::ids::ConnectorId,
     /// Where the record was written.
     pub record_key: String,
     #[serde(flatten)]
@@ -101,7 +78,7 @@ impl VerifyReport {
 
 /// Drills every backup in scope (or a random sample), records each result.
 pub async fn run(bucket: &Bucket, opts: &VerifyOptions) -> Result<VerifyReport> {
-    let listed = status::scan(bucket, &opts.scope).await?;
+    let listed = inventory::scan(bucket, &opts.scope).await?;
     if listed.is_empty() && opts.scope.connector.is_some() {
         return Err(Error::usage(
             format!("no backup in {}", opts.scope.describe()),
@@ -117,10 +94,8 @@ pub async fn run(bucket: &Bucket, opts: &VerifyOptions) -> Result<VerifyReport> 
     for l in chosen {
         let record = drill(bucket, l, opts).await;
         let record_key = l.ck.drill(&layout::stamp(record.time), record.ok);
-        let mut json = serde_json::to_vec_pretty(&record).expect("a drill record serializes");
-        json.push(b'\n');
         bucket
-            .put_bytes(&record_key, json, WriteMode::Overwrite)
+            .put_bytes(&record_key, record.to_json(), WriteMode::Overwrite)
             .await?;
         prune_drills(bucket, l).await?;
         tracing::info!(connector = %l.ck.connector, ok = record.ok, "drill recorded at {record_key}");
@@ -176,8 +151,8 @@ async fn drill(bucket: &Bucket, l: &Listed, opts: &VerifyOptions) -> DrillRecord
         check: None,
         problems: Vec::new(),
         warnings: Vec::new(),
-        tool: crate::manifest::tool(),
-        host: crate::manifest::host_name(),
+        tool: manifest::tool(),
+        host: manifest::host_name(),
     };
     let Some((file, _)) = &l.canonical else {
         r.key = ck.canonical(&Default::default()).to_string();
@@ -192,16 +167,20 @@ async fn drill(bucket: &Bucket, l: &Listed, opts: &VerifyOptions) -> DrillRecord
     r.key = key.to_string();
 
     let tmp_parent = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = match tempfile::Builder::new()
-        .prefix("hubvault-verify-")
-        .tempdir_in(&tmp_parent)
-    {
+    let made = {
+        let parent = tmp_parent.clone();
+        crate::blocking::blocking(move || {
+            tempfile::Builder::new()
+                .prefix("hubvault-verify-")
+                .tempdir_in(&parent)
+                .map_err(|e| Error::io(&parent, "cannot create a temp dir", e))
+        })
+        .await
+    };
+    let tmp = match made {
         Ok(t) => t,
         Err(e) => {
-            r.problems.push(format!(
-                "cannot create a temp dir in {}: {e}",
-                tmp_parent.display()
-            ));
+            r.problems.push(e.to_string());
             return r;
         }
     };

@@ -1,6 +1,6 @@
 //! Reading a connector database: its ids, its source, its tables.
 //!
-//! Only what the seed states is relied on: `Integrations(id, sources)` with one row whose
+//! Only what the platform's documentation states is relied on: `Integrations(id, sources)` with one row whose
 //! `sources` is a JSON array of source objects, and `Events`. Every other table is
 //! treated as unknown and only counted.
 
@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ids::{ConnectorId, DatahubId};
+use crate::model::ids::{ConnectorId, DatahubId};
 
 /// Past this size a snapshot is checked with `PRAGMA quick_check` (page structure,
 /// records, NOT NULL/CHECK constraints) instead of `integrity_check` (which also
@@ -292,47 +292,4 @@ pub fn page_info(conn: &Connection, path: &Path) -> Result<(u64, u64, String)> {
         page_count as u64,
         journal.to_ascii_lowercase(),
     ))
-}
-
-/// What `hubvault inspect` shows of a database.
-#[derive(Clone, Debug, Serialize)]
-pub struct Inspection {
-    pub path: String,
-    pub size: u64,
-    pub datahub: DatahubId,
-    pub connector: ConnectorId,
-    pub name: String,
-    pub source_type: String,
-    pub page_size: u64,
-    pub page_count: u64,
-    pub journal_mode: String,
-    pub tables: BTreeMap<String, u64>,
-    /// `CREATE` statements of tables, indexes, views and triggers, in schema order.
-    pub schema: Vec<String>,
-}
-
-pub fn inspect(path: &Path) -> Result<Inspection> {
-    check_is_sqlite(path)?;
-    let conn = open_read_only(path)?;
-    let info = read_info(&conn, path)?;
-    let tables = table_counts(&conn, path)?;
-    let (page_size, page_count, journal_mode) = page_info(&conn, path)?;
-    let schema: Vec<String> = conn
-        .prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .map_err(|e| Error::sqlite(path, "cannot read the schema", e))?;
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    Ok(Inspection {
-        path: path.display().to_string(),
-        size,
-        datahub: info.datahub,
-        connector: info.connector,
-        name: info.name,
-        source_type: info.source_type,
-        page_size,
-        page_count,
-        journal_mode,
-        tables,
-        schema,
-    })
 }

@@ -20,18 +20,24 @@ pub struct ConnectorLock {
 
 impl ConnectorLock {
     pub fn path_for(db: &Path) -> PathBuf {
-        crate::snapshot::side_path(db, ".hubvault-lock")
+        crate::sqlite::fsio::side_path(db, ".hubvault-lock")
     }
 
     /// Waits up to `wait` for the lock.
     pub async fn acquire(db: &Path, wait: Duration) -> Result<ConnectorLock> {
         let path = Self::path_for(db);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "cannot open the connector's lock file", e))?;
+        let file = {
+            let path = path.clone();
+            crate::blocking::blocking(move || {
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, "cannot open the connector's lock file", e))
+            })
+            .await?
+        };
         let started = Instant::now();
         loop {
             match file.try_lock() {

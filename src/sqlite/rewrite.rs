@@ -34,16 +34,9 @@ use rusqlite::Connection;
 use rusqlite::config::DbConfig;
 use serde::Serialize;
 
-use crate::db::{self, quote_ident};
 use crate::error::{Error, Result};
-use crate::ids::{ConnectorId, DatahubId};
-
-/// A connector's pair of ids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Ids {
-    pub datahub: DatahubId,
-    pub connector: ConnectorId,
-}
+use crate::model::ids::Ids;
+use crate::sqlite::db::{self, quote_ident};
 
 /// How many values of one column change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -614,219 +607,16 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
     committed
 }
 
-/// What `hubvault remap` did (or, with `dry_run`, would do) to a database file.
-#[derive(Clone, Debug, Serialize)]
-pub struct RemapReport {
-    pub db: std::path::PathBuf,
-    /// The file written, when not rewritten in place.
-    pub output: Option<std::path::PathBuf>,
-    pub dry_run: bool,
-    #[serde(flatten)]
-    pub plan: RewritePlan,
-    pub total_values: u64,
-    pub seconds: f64,
-}
-
-/// The seed's steps 5 to 10 on a local file: reads the old ids from `db`, rewrites them to
-/// `to` in place (one transaction), or into a new file `output` (a copy made with the
-/// online backup API into a temp file beside it, renamed into place once checked: the
-/// source is not changed and `output` never holds a half-written database). With
-/// `dry_run`, only plans.
-pub fn remap_file(
-    db_path: &Path,
-    to: Ids,
-    output: Option<&Path>,
-    dry_run: bool,
-) -> Result<RemapReport> {
-    let started = std::time::Instant::now();
-    db::check_is_sqlite(db_path)?;
-    if let Some(out) = output {
-        if out.exists() {
-            return Err(Error::usage(
-                format!("--output {} already exists", out.display()),
-                "choose a new file name, or leave out --output to rewrite --db in place",
-            ));
-        }
-        let parent = out
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !parent.is_dir() {
-            return Err(Error::usage(
-                format!(
-                    "--output {}: directory {} does not exist",
-                    out.display(),
-                    parent.display()
-                ),
-                "create the directory first or choose another --output",
-            ));
-        }
-    }
-    let from = {
-        let conn = db::open_read_only(db_path)?;
-        let info = db::read_info(&conn, db_path)?;
-        Ids {
-            datahub: info.datahub,
-            connector: info.connector,
-        }
-    };
-    check_ids(from, to)?;
-    let report = |plan: RewritePlan, output: Option<std::path::PathBuf>| RemapReport {
-        db: db_path.to_path_buf(),
-        output,
-        dry_run,
-        total_values: plan.total_values(),
-        plan,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    if dry_run {
-        let conn = db::open_read_only(db_path)?;
-        return Ok(report(
-            plan(&conn, db_path, from, to)?,
-            output.map(Path::to_path_buf),
-        ));
-    }
-    let Some(out) = output else {
-        let mut conn = db::open_read_write(db_path)?;
-        let done = apply(&mut conn, db_path, from, to)?;
-        conn.close()
-            .map_err(|(_, e)| Error::sqlite(db_path, "cannot close", e))?;
-        return Ok(report(done, None));
-    };
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .to_string();
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.hubvault-remap-"))
-        .tempfile_in(parent)
-        .map_err(|e| Error::io(parent, "cannot create a temp file for --output", e))?
-        .into_temp_path();
-    let journal_mode = {
-        let src = db::open_read_only(db_path)?;
-        let mode = db::page_info(&src, db_path)?.2;
-        let mut dst = db::open_read_write(&tmp)?;
-        rusqlite::backup::Backup::new(&src, &mut dst)
-            .and_then(|b| {
-                loop {
-                    match b.step(-1)? {
-                        rusqlite::backup::StepResult::Done => break Ok(()),
-                        rusqlite::backup::StepResult::More => continue,
-                        _ => std::thread::sleep(std::time::Duration::from_millis(50)),
-                    }
-                }
-            })
-            .map_err(|e| Error::sqlite(db_path, "cannot copy the database", e))?;
-        mode
-    };
-    let mut conn = db::open_read_write(&tmp)?;
-    // A temp file nobody else sees: no rollback journal needed (on failure it is removed).
-    conn.execute_batch(
-        "PRAGMA journal_mode=DELETE; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;",
-    )
-    .map_err(|e| Error::sqlite(&*tmp, "cannot set up the copy", e))?;
-    let done = apply(&mut conn, &tmp, from, to)?;
-    conn.pragma_update(
-        None,
-        "journal_mode",
-        if journal_mode == "wal" {
-            "WAL"
-        } else {
-            "DELETE"
-        },
-    )
-    .map_err(|e| Error::sqlite(&*tmp, "cannot set the journal mode", e))?;
-    conn.close()
-        .map_err(|(_, e)| Error::sqlite(&*tmp, "cannot close", e))?;
-    for s in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(crate::snapshot::side_path(&tmp, s));
-    }
-    if let Ok(m) = std::fs::metadata(db_path) {
-        let _ = std::fs::set_permissions(&tmp, m.permissions());
-    }
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&*tmp, "cannot fsync", e))?;
-    // persist_noclobber: a file that appeared at --output meanwhile is never replaced.
-    tmp.persist_noclobber(out)
-        .map_err(|e| Error::io(out, "cannot move the rewritten copy into place", e.error))?;
-    let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
-    Ok(report(done, Some(out.to_path_buf())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{self, Spec};
-
-    fn ids(spec: &Spec) -> Ids {
-        Ids {
-            datahub: spec.datahub,
-            connector: spec.connector,
-        }
-    }
+    use crate::model::ids::{ConnectorId, DatahubId};
 
     fn new_ids() -> Ids {
         Ids {
             datahub: DatahubId::random(),
             connector: ConnectorId::random(),
         }
-    }
-
-    fn fixture_db(dir: &Path) -> (std::path::PathBuf, Spec) {
-        let path = dir.join("sqlite.db");
-        let spec = Spec::new("hrb-cellario", "Cell 2", 30);
-        fixture::create(&path, &spec).unwrap();
-        (path, spec)
-    }
-
-    #[test]
-    fn plan_counts_values_per_column_and_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, spec) = fixture_db(dir.path());
-        let conn = db::open_read_write(&path).unwrap();
-        let before = crate::bucket::sha256_file(&path).unwrap();
-        let p = plan(&conn, &path, ids(&spec), new_ids()).unwrap();
-        let get = |t: &str, c: &str| {
-            p.changes
-                .iter()
-                .find(|x| x.table == t && x.column == c)
-                .map(|x| x.values)
-        };
-        assert_eq!(get("Integrations", "id"), Some(1));
-        assert_eq!(get("Integrations", "sources"), Some(1));
-        assert_eq!(get("Integrations", "state"), Some(1));
-        assert_eq!(get("Events", "integration"), Some(30));
-        assert_eq!(get("Events", "source"), Some(30));
-        assert_eq!(get("Events", "payload"), None);
-        assert!(get("Uploads", "filePath").unwrap() > 0);
-        assert!(p.blockers.is_empty());
-        drop(conn);
-        assert_eq!(crate::bucket::sha256_file(&path).unwrap(), before);
-    }
-
-    #[test]
-    fn apply_twice_changes_nothing_the_second_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, spec) = fixture_db(dir.path());
-        let mut conn = db::open_read_write(&path).unwrap();
-        let to = new_ids();
-        let done = apply(&mut conn, &path, ids(&spec), to).unwrap();
-        assert!(done.total_values() > 60);
-        let again = apply(&mut conn, &path, to, to).unwrap();
-        assert!(again.is_noop());
-        let left = scan_ids(
-            &conn,
-            &path,
-            &[spec.datahub.to_string(), spec.connector.to_string()],
-        )
-        .unwrap();
-        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

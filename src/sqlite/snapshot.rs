@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
-use serde::Serialize;
 
-use crate::db::{self, ConnectorInfo};
 use crate::error::{Error, Result};
+use crate::sqlite::db::{self, ConnectorInfo};
+use crate::sqlite::fsio::{self, RemoveSideFiles, side_path};
 
 /// How many times a pass that met a lock is retried, and the pause between.
 const LOCK_RETRIES: u32 = 200;
@@ -46,13 +46,6 @@ pub struct Snapshot {
     pub check: &'static str,
     pub taken_at: chrono::DateTime<chrono::Utc>,
     pub took: Duration,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct SnapshotSummary {
-    pub size: u64,
-    pub sha256: String,
-    pub check: &'static str,
 }
 
 /// A consistent copy of the live database in a temp file (removed when dropped), not
@@ -89,7 +82,7 @@ pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
     let started = Instant::now();
     let copy = copy(db, tmp_dir)?;
     let checked = copy.check()?;
-    let (sha256, size) = crate::bucket::sha256_file(&copy.file)?;
+    let (sha256, size) = fsio::sha256_file(&copy.file)?;
     Ok(Snapshot {
         file: copy.file,
         owner: copy.owner,
@@ -222,30 +215,8 @@ fn locked_temp_file(tmp_dir: &Path) -> std::io::Result<(std::fs::File, tempfile:
         .prefix(SNAPSHOT_PREFIX)
         .suffix(".db")
         .tempfile_in(tmp_dir)?;
-    try_flock(tmp.as_file())?;
+    fsio::try_lock(tmp.as_file())?;
     Ok(tmp.into_parts())
-}
-
-/// Removes a temp database's `-journal`, `-wal` and `-shm` when dropped.
-struct RemoveSideFiles(PathBuf);
-
-impl Drop for RemoveSideFiles {
-    fn drop(&mut self) {
-        for side in ["-journal", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(side_path(&self.0, side));
-        }
-    }
-}
-
-/// An exclusive, non-blocking `flock`. Independent of SQLite's own (POSIX) locks.
-fn try_flock(f: &std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid descriptor, owned by `f` for the duration of the call.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Removes what killed runs left in `tmp_dir`: a `kill -9` gives no chance to clean up,
@@ -269,19 +240,17 @@ fn sweep_dead_snapshots(tmp_dir: &Path) {
                         .and_then(|t| t.elapsed().ok())
                         .is_some_and(|age| age > Duration::from_secs(60))
             });
-            if dead && try_flock(&f).is_ok() {
+            if dead && fsio::try_lock(&f).is_ok() {
                 tracing::info!(
                     "removing {}, left by a backup that was killed",
                     path.display()
                 );
-                for side in ["-journal", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(side_path(&path, side));
-                }
+                fsio::remove_side_files(&path);
                 let _ = std::fs::remove_file(&path);
             }
         } else if name.starts_with(SNAPSHOT_PREFIX) {
             // A journal whose snapshot is gone.
-            let base = ["-journal", "-wal", "-shm"]
+            let base = fsio::SIDE_SUFFIXES
                 .iter()
                 .find_map(|s| name.strip_suffix(s));
             if let Some(base) = base
@@ -346,23 +315,8 @@ impl SideFiles {
     }
 
     fn restore_ownership(&self, db: &Path) {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(meta) = std::fs::metadata(db) else {
-            return;
-        };
         for p in &self.missing {
-            if let Ok(m) = std::fs::metadata(p)
-                && (m.uid() != meta.uid() || m.gid() != meta.gid())
-            {
-                let _ = std::os::unix::fs::chown(p, Some(meta.uid()), Some(meta.gid()));
-            }
+            fsio::give_owner_of(p, db);
         }
     }
-}
-
-/// `sqlite.db` + `-wal` = `sqlite.db-wal`.
-pub fn side_path(db: &Path, suffix: &str) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }

@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use hubvault::agent::{Agent, AgentOptions, Outcome};
-use hubvault::ids::OrgSlug;
-use hubvault::metrics::Metrics;
+use hubvault::agent::metrics::Metrics;
+use hubvault::agent::scheduler::{Agent, AgentOptions, Outcome};
+use hubvault::model::ids::OrgSlug;
 
 use crate::both;
 use crate::common::{
@@ -30,7 +30,7 @@ fn options(hub: &Path) -> AgentOptions {
     o
 }
 
-fn canonical(spec: &hubvault::fixture::Spec) -> String {
+fn canonical(spec: &crate::fixture::Spec) -> String {
     format!(
         "acme/datahub/{}/connector/{}/sqlite.db",
         spec.datahub, spec.connector
@@ -201,7 +201,7 @@ fn lock_serializes_agent_and_backup(tb: &TestBucket) {
     let (db, _) = connector_db(hub.path(), "idbs-eworkbook", 300);
     // Hold the connector's lock so both processes are certainly running at once and
     // waiting for it; without the lock both would find no backup and both upload.
-    let held = rt().block_on(hubvault::lock::ConnectorLock::acquire(
+    let held = rt().block_on(hubvault::sqlite::lock::ConnectorLock::acquire(
         &db,
         Duration::from_secs(5),
     ));
@@ -252,6 +252,8 @@ fn sha_of(bytes: &[u8]) -> String {
 }
 
 fn sigterm(child: &Child) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our
+    // own child's, not yet waited for, so it cannot name another process.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }

@@ -19,7 +19,7 @@ fn backup(tb: &TestBucket, db: &Path, extra: &[&str]) -> serde_json::Value {
     json_of(&out, 0)
 }
 
-fn canonical(spec: &hubvault::fixture::Spec) -> String {
+fn canonical(spec: &crate::fixture::Spec) -> String {
     format!(
         "acme/datahub/{}/connector/{}/sqlite.db",
         spec.datahub, spec.connector
@@ -96,7 +96,7 @@ fn wal_only_rows_are_backed_up(tb: &TestBucket) {
             )
             .unwrap();
     }
-    let wal = hubvault::snapshot::side_path(&db, "-wal");
+    let wal = hubvault::sqlite::fsio::side_path(&db, "-wal");
     assert!(
         std::fs::metadata(&wal).unwrap().len() > 0,
         "the rows must be in the WAL"

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Once;
 
-use hubvault::bucket::Bucket;
-use hubvault::fixture::{self, Spec};
+use crate::fixture::{self, Spec};
+use hubvault::store::Bucket;
+use hubvault::store::s3::S3Settings;
 
 /// Runs one test body against the local directory and against the S3 server.
 /// `both!(name, body)` makes `name_local` and `name_s3`; `body: fn(&TestBucket)`.
@@ -41,19 +41,16 @@ pub fn venv() -> PathBuf {
     )
 }
 
-static ENV: Once = Once::new();
-
-/// Dummy credentials and the endpoint, for library calls in this process. Every test
-/// process (nextest runs one per test) sets the same values, so this cannot race.
-pub fn set_s3_env() {
-    let ep = s3_endpoint();
-    ENV.call_once(|| unsafe {
-        std::env::set_var("AWS_ENDPOINT_URL", &ep);
-        std::env::set_var("AWS_ACCESS_KEY_ID", "hubvault-test");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "hubvault-test-secret");
-        std::env::set_var("AWS_REGION", "us-east-1");
-        std::env::set_var("HUBVAULT_S3_RETRY_TIMEOUT", "20");
-    });
+/// How the library talks to the S3 server: passed in whole, never through the process's
+/// environment (setting variables while tests run in threads is unsound).
+pub fn s3_settings() -> S3Settings {
+    S3Settings {
+        endpoint: Some(s3_endpoint()),
+        credentials: Some(("hubvault-test".into(), "hubvault-test-secret".into())),
+        region: Some("us-east-1".into()),
+        retry_timeout: std::time::Duration::from_secs(20),
+        ..S3Settings::default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +81,6 @@ impl TestBucket {
     }
 
     pub fn s3() -> Self {
-        set_s3_env();
         let name = format!("hv-{}", uuid::Uuid::new_v4().simple());
         create_s3_bucket(&s3_endpoint(), &name);
         TestBucket {
@@ -97,7 +93,10 @@ impl TestBucket {
 
     /// The library's handle on this bucket.
     pub fn bucket(&self) -> Bucket {
-        Bucket::open(&self.url).unwrap()
+        match self.kind {
+            Kind::Local => Bucket::open_with(&self.url, &S3Settings::default()).unwrap(),
+            Kind::S3 => Bucket::open_with(&self.url, &s3_settings()).unwrap(),
+        }
     }
 
     /// The binary, with this bucket's environment.
@@ -285,7 +284,7 @@ pub fn free_port() -> u16 {
 
 /// sha256 of a file, hex.
 pub fn sha256_of(path: &Path) -> String {
-    hubvault::bucket::sha256_file(path).unwrap().0
+    hubvault::sqlite::fsio::sha256_file(path).unwrap().0
 }
 
 /// Downloads `key` of the test bucket with a client we did not write: boto3 for S3, a

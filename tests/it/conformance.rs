@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use hubvault::bucket::{Encoding, WriteMode};
 use hubvault::progress::NoProgress;
+use hubvault::store::{Encoding, WriteMode};
 use object_store::path::Path;
 
 use crate::both;

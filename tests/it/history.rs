@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use hubvault::bucket::WriteMode;
-use hubvault::layout::{ConnectorKey, VersionId};
+use hubvault::model::layout::{ConnectorKey, VersionId};
+use hubvault::store::bucket::WriteMode;
 
 use crate::both;
 use crate::common::{TestBucket, connector_db, json_of, rows, rt, run};
@@ -19,9 +19,9 @@ fn backup(tb: &TestBucket, db: &std::path::Path, extra: &[&str]) -> serde_json::
     )
 }
 
-fn ck_of(spec: &hubvault::fixture::Spec) -> ConnectorKey {
+fn ck_of(spec: &crate::fixture::Spec) -> ConnectorKey {
     ConnectorKey::new(
-        hubvault::ids::OrgSlug::parse("acme").unwrap(),
+        hubvault::model::ids::OrgSlug::parse("acme").unwrap(),
         spec.datahub,
         spec.connector,
     )

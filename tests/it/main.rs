@@ -3,15 +3,20 @@
 //! One test binary, so the suite links once.
 
 mod common;
+/// The realistic connector databases the binary's demo builds (not library API).
+#[path = "../../src/cli/fixture.rs"]
+pub mod fixture;
 
 mod agent;
 mod backup;
 mod conformance;
 mod history;
+mod layers;
 mod props;
 mod proxy;
 mod reliability;
 mod remap;
 mod restore;
+mod rewrite;
 mod status;
 mod verify;

@@ -2,9 +2,10 @@
 //! the manifest reader (the same functions the cargo-fuzz targets in fuzz/ drive).
 //! Bounded for CI: `PROPTEST_CASES` (default 2048 here, 20,000 in the long mode) sets the cases per property.
 
-use hubvault::ids::{ConnectorId, DatahubId, DbFileName, OrgSlug};
-use hubvault::layout::{ConnectorKey, KeyKind, VersionId, parse_key};
-use hubvault::manifest::Manifest;
+use hubvault::model::ids::{ConnectorId, DatahubId, OrgSlug};
+use hubvault::model::layout::DbFileName;
+use hubvault::model::layout::{ConnectorKey, KeyKind, VersionId, parse_key};
+use hubvault::model::manifest::Manifest;
 use object_store::path::Path;
 use proptest::prelude::*;
 
@@ -101,7 +102,7 @@ proptest! {
             (ck.latest_manifest(), KeyKind::LatestManifest),
             (ck.version_data(&v), KeyKind::VersionData(v.clone())),
             (ck.version_manifest(&v), KeyKind::VersionManifest(v.clone())),
-            (ck.drill(&hubvault::layout::stamp(v.time()), ok), KeyKind::Drill { stamp: hubvault::layout::stamp(v.time()), ok }),
+            (ck.drill(&hubvault::model::layout::stamp(v.time()), ok), KeyKind::Drill { stamp: hubvault::model::layout::stamp(v.time()), ok }),
         ] {
             // Through a string, as a LIST returns it.
             let listed = Path::parse(key.as_ref()).unwrap();
@@ -164,7 +165,7 @@ fn sample() -> Manifest {
         .unwrap()
         .to_utc();
     Manifest {
-        format: hubvault::manifest::FORMAT,
+        format: hubvault::model::manifest::FORMAT,
         org: OrgSlug::parse("acme").unwrap(),
         datahub: DatahubId::parse("6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01").unwrap(),
         connector: ConnectorId::parse("0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10").unwrap(),
@@ -182,7 +183,7 @@ fn sample() -> Manifest {
         check: "integrity_check".into(),
         snapshot_at: at,
         uploaded_at: at,
-        tool: hubvault::manifest::tool(),
+        tool: hubvault::model::manifest::tool(),
         host: "hub-1".into(),
     }
 }
@@ -269,11 +270,12 @@ proptest! {
     /// changes nothing.
     #[test]
     fn rewrite_replaces_exactly_the_old_ids_and_is_idempotent(rows in proptest::collection::vec(proptest::collection::vec(cell(), 3), 0..25)) {
-        use hubvault::rewrite::{self, Ids};
+        use hubvault::model::ids::Ids;
+        use hubvault::sqlite::rewrite;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sqlite.db");
-        let spec = hubvault::fixture::Spec::new("sdc", "gen", 3);
-        hubvault::fixture::create(&path, &spec).unwrap();
+        let spec = crate::fixture::Spec::new("sdc", "gen", 3);
+        crate::fixture::create(&path, &spec).unwrap();
         let (hub, conn) = (spec.datahub.to_string(), spec.connector.to_string());
         let to = Ids { datahub: DatahubId::random(), connector: ConnectorId::random() };
         let (nh, nc) = (to.datahub.to_string(), to.connector.to_string());
@@ -316,9 +318,9 @@ proptest! {
         let events_after: i64 = db.query_row("SELECT count(*) FROM Events", [], |r| r.get(0)).unwrap();
         prop_assert_eq!(events_before, events_after);
         prop_assert!(rewrite::scan(&db, &path, &[hub.clone(), conn.clone()]).unwrap().is_empty());
-        let info = hubvault::db::read_info(&db, &path).unwrap();
+        let info = hubvault::sqlite::db::read_info(&db, &path).unwrap();
         prop_assert_eq!((info.datahub, info.connector), (to.datahub, to.connector));
-        hubvault::db::check_integrity(&db, &path, 0).unwrap();
+        hubvault::sqlite::db::check_integrity(&db, &path, 0).unwrap();
         let again = rewrite::apply(&mut db, &path, from, to).unwrap();
         prop_assert!(again.is_noop(), "{:?}", again);
     }

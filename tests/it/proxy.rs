@@ -25,7 +25,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hubvault::bucket::{Bucket, S3Settings};
+use hubvault::store::Bucket;
+use hubvault::store::s3::S3Settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -193,7 +194,6 @@ impl Proxy {
     /// retries (the endpoint is replaced by the proxy's).
     pub fn bucket(&self, tb: &TestBucket, settings: S3Settings) -> Bucket {
         assert_eq!(tb.kind, Kind::S3, "the proxy stands in front of S3 only");
-        crate::common::set_s3_env();
         let s = S3Settings {
             endpoint: Some(self.url()),
             ..settings
@@ -214,11 +214,11 @@ impl Drop for Proxy {
 /// Short settings for fault tests: 2 s per request, 3 retries, 10 s for all retries.
 pub fn short_settings() -> S3Settings {
     S3Settings {
-        endpoint: None,
         connect_timeout: Duration::from_secs(2),
         timeout: Duration::from_secs(2),
         retries: 3,
         retry_timeout: Duration::from_secs(10),
+        ..crate::common::s3_settings()
     }
 }
 
@@ -566,7 +566,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 mod tests {
-    use hubvault::bucket::WriteMode;
+    use hubvault::store::bucket::WriteMode;
     use object_store::path::Path;
 
     use super::*;

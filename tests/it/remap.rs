@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hubvault::ids::{ConnectorId, DatahubId};
+use hubvault::model::ids::{ConnectorId, DatahubId};
 
 use crate::common::{connector_db, hubvault, json_of, rows, run, sha256_of, stderr};
 
@@ -90,8 +90,8 @@ fn remap(db: &Path, hub: &str, conn: &str, extra: &[&str]) -> std::process::Outp
 }
 
 fn old_ids_left(db: &Path, ids: &[String]) -> Vec<String> {
-    let conn = hubvault::db::open_read_only(db).unwrap();
-    hubvault::rewrite::scan_ids(&conn, db, ids)
+    let conn = hubvault::sqlite::db::open_read_only(db).unwrap();
+    hubvault::sqlite::rewrite::scan_ids(&conn, db, ids)
         .unwrap()
         .into_iter()
         .map(|f| f.place)
@@ -301,7 +301,11 @@ fn remap_refuses_a_mixed_case_id_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (db, spec) = connector_db(dir.path(), "sdc", 20);
     let c = spec.connector.to_string();
-    let mixed = format!("{}{}", c[..4].to_uppercase(), &c[4..]);
+    // One letter upper case, the rest lower: mixed whatever the id (the first four
+    // characters can all be digits, so upper-casing them is not enough).
+    let at = c.find(|ch: char| ch.is_ascii_lowercase()).unwrap();
+    let mixed = format!("{}{}{}", &c[..at], c[at..=at].to_uppercase(), &c[at + 1..]);
+    assert!(mixed != c && mixed != c.to_uppercase(), "{mixed}");
     sqlite3(
         &db,
         &format!("CREATE TABLE Notes (t TEXT); INSERT INTO Notes VALUES ('see {mixed}');"),

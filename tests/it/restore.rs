@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use hubvault::bucket::{Encoding, WriteMode};
-use hubvault::fixture::Spec;
-use hubvault::ids::{ConnectorId, DatahubId};
+use crate::fixture::Spec;
+use hubvault::model::ids::{ConnectorId, DatahubId};
 use hubvault::progress::NoProgress;
+use hubvault::store::{Encoding, WriteMode};
 
 use crate::both;
 use crate::common::{TestBucket, connector_db, hubvault, json_of, rt, run, sha256_of, stderr};
@@ -58,8 +58,8 @@ fn p(path: &Path) -> &str {
 }
 
 fn ids_of(db: &Path) -> (String, String) {
-    let conn = hubvault::db::open_read_only(db).unwrap();
-    let info = hubvault::db::read_info(&conn, db).unwrap();
+    let conn = hubvault::sqlite::db::open_read_only(db).unwrap();
+    let info = hubvault::sqlite::db::read_info(&conn, db).unwrap();
     (info.datahub.to_string(), info.connector.to_string())
 }
 
@@ -69,8 +69,8 @@ fn count(db: &Path, sql: &str) -> i64 {
 }
 
 fn old_ids_left(db: &Path, spec: &Spec) -> Vec<String> {
-    let conn = hubvault::db::open_read_only(db).unwrap();
-    hubvault::rewrite::scan_ids(
+    let conn = hubvault::sqlite::db::open_read_only(db).unwrap();
+    hubvault::sqlite::rewrite::scan_ids(
         &conn,
         db,
         &[spec.datahub.to_string(), spec.connector.to_string()],
@@ -623,7 +623,7 @@ fn held_open(tb: &TestBucket) {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while hubvault::restore::holders(&t.target).is_empty() && Instant::now() < deadline {
+    while hubvault::ops::restore::holders(&t.target).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = restore_onto(tb, &spec, &t, &[]);
@@ -702,7 +702,7 @@ fn restore_refuses_a_read_only_target_directory_and_changes_nothing() {
     backup(&tb, &db, false);
     let (fs, t) = old_target_on_tmpfs(4 << 20);
     // The lock file is created up front so only the read-only mount is under test.
-    std::fs::File::create(hubvault::lock::ConnectorLock::path_for(&t.target)).unwrap();
+    std::fs::File::create(hubvault::sqlite::lock::ConnectorLock::path_for(&t.target)).unwrap();
     let before = listing(t.target.parent().unwrap());
     fs.remount_read_only();
     assert_refused(
@@ -809,121 +809,6 @@ fn restore_runs_the_then_hook_with_old_and_new_ids_and_the_path() {
         ids_of(&t.target),
         (t.new_datahub.clone(), t.new_connector.clone())
     );
-}
-
-// ---------------------------------------------------------------- kill -9
-
-/// A tiny xorshift: random delays without another dependency; the seed is printed.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
-#[test]
-fn restore_killed_at_random_points_leaves_the_old_or_the_verified_new_database() {
-    const RUNS: usize = 24;
-    let tb = TestBucket::local();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "hrb-cellario", 4000);
-    backup(&tb, &db, false);
-    let t = old_target();
-    let pristine = t.root.join("pristine.db");
-    std::fs::copy(&t.target, &pristine).unwrap();
-    let old_sha = sha256_of(&t.target);
-    let dir = t.target.parent().unwrap().to_path_buf();
-    let reset = || {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("sqlite.db") && !n.ends_with(".hubvault-lock") {
-                std::fs::remove_file(e.path()).unwrap();
-            }
-        }
-        std::fs::copy(&pristine, &t.target).unwrap();
-    };
-    let cmd = || {
-        let mut c = tb.cmd();
-        c.args([
-            "restore",
-            "--yes",
-            "--datahub",
-            &spec.datahub.to_string(),
-            "--connector",
-            &spec.connector.to_string(),
-        ])
-        .args([
-            "--to-datahub",
-            &t.new_datahub,
-            "--to-connector",
-            &t.new_connector,
-            "--hub-root",
-            p(&t.root),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-        c
-    };
-    // How long one restore takes here: the kills are spread over that span.
-    let started = Instant::now();
-    assert!(cmd().status().unwrap().success());
-    let span = (started.elapsed().as_micros() as u64).max(1000);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("kill -9 test: span {span} µs, seed {seed}");
-    let mut rng = Rng(seed);
-    let (mut saw_old, mut saw_new) = (0, 0);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    for i in 0..RUNS {
-        assert!(
-            Instant::now() < deadline,
-            "the kill -9 loop ran out of time at run {i}"
-        );
-        reset();
-        let mut child = cmd().spawn().unwrap();
-        std::thread::sleep(Duration::from_micros(rng.below(span * 11 / 10)));
-        let _ = child.kill(); // SIGKILL
-        child.wait().unwrap();
-        if sha256_of(&t.target) == old_sha {
-            saw_old += 1;
-        } else {
-            assert!(
-                integrity_ok(&t.target),
-                "run {i}: the target is neither the old nor a sound database"
-            );
-            assert_eq!(
-                ids_of(&t.target),
-                (t.new_datahub.clone(), t.new_connector.clone()),
-                "run {i}"
-            );
-            assert_eq!(
-                old_ids_left(&t.target, &spec),
-                Vec::<String>::new(),
-                "run {i}"
-            );
-            assert_eq!(
-                count(&t.target, "SELECT count(*) FROM Events"),
-                4000,
-                "run {i}"
-            );
-            saw_new += 1;
-        }
-    }
-    eprintln!("kill -9 test: {saw_old} old, {saw_new} new");
-    // A restore after all that kills works and removes the temp files the kills left.
-    reset();
-    assert!(cmd().status().unwrap().success());
-    let temps: Vec<String> = listing(&dir)
-        .into_keys()
-        .filter(|n| n.contains("hubvault-restore"))
-        .collect();
-    assert!(temps.is_empty(), "{temps:?}");
 }
 
 // ---------------------------------------------------------------- demo

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use hubvault::bucket::{Bucket, WriteMode};
-use hubvault::ids::{ConnectorId, DatahubId, OrgSlug};
-use hubvault::layout::{ConnectorKey, VersionId};
+use hubvault::model::ids::{ConnectorId, DatahubId, OrgSlug};
+use hubvault::model::layout::{ConnectorKey, VersionId};
+use hubvault::store::{Bucket, WriteMode};
 
 use crate::both;
 use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, rt, run, stderr, stdout};

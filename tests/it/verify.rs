@@ -6,7 +6,7 @@ use object_store::path::Path;
 use crate::both;
 use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, rt, run, stderr};
 
-fn backed_up(tb: &TestBucket) -> (tempfile::TempDir, hubvault::fixture::Spec, String) {
+fn backed_up(tb: &TestBucket) -> (tempfile::TempDir, crate::fixture::Spec, String) {
     let hub = tempfile::tempdir().unwrap();
     let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 60);
     let out = json_of(
@@ -18,7 +18,7 @@ fn backed_up(tb: &TestBucket) -> (tempfile::TempDir, hubvault::fixture::Spec, St
     (hub, spec, out["key"].as_str().unwrap().to_string())
 }
 
-fn drill_keys(tb: &TestBucket, spec: &hubvault::fixture::Spec) -> Vec<String> {
+fn drill_keys(tb: &TestBucket, spec: &crate::fixture::Spec) -> Vec<String> {
     tb.keys(&format!(
         "acme/datahub/{}/connector/{}/hubvault/drills/",
         spec.datahub, spec.connector
@@ -69,7 +69,7 @@ fn corrupted_object_fails(tb: &TestBucket) {
         b.put_bytes(
             &Path::from(key.as_str()),
             bytes,
-            hubvault::bucket::WriteMode::Overwrite,
+            hubvault::store::bucket::WriteMode::Overwrite,
         )
         .await
         .unwrap();
@@ -94,7 +94,7 @@ both!(verify_catches_a_corrupted_object, corrupted_object_fails);
 fn ids_must_match_key(tb: &TestBucket) {
     let (_hub, spec, key) = backed_up(tb);
     // The same database put at another connector's key, as a bad manual copy would.
-    let other = hubvault::ids::ConnectorId::random();
+    let other = hubvault::model::ids::ConnectorId::random();
     let wrong = format!("acme/datahub/{}/connector/{other}/sqlite.db", spec.datahub);
     let b = tb.bucket();
     rt().block_on(async {
@@ -102,7 +102,7 @@ fn ids_must_match_key(tb: &TestBucket) {
         b.put_bytes(
             &Path::from(wrong.as_str()),
             bytes,
-            hubvault::bucket::WriteMode::Overwrite,
+            hubvault::store::bucket::WriteMode::Overwrite,
         )
         .await
         .unwrap();
@@ -139,10 +139,13 @@ both!(
 
 fn keeps_newest_drills(tb: &TestBucket) {
     let (_hub, spec, _) = backed_up(tb);
-    for _ in 0..hubvault::verify::KEEP_DRILLS + 2 {
+    for _ in 0..hubvault::ops::verify::KEEP_DRILLS + 2 {
         json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 0);
     }
-    assert_eq!(drill_keys(tb, &spec).len(), hubvault::verify::KEEP_DRILLS);
+    assert_eq!(
+        drill_keys(tb, &spec).len(),
+        hubvault::ops::verify::KEEP_DRILLS
+    );
 }
 both!(
     verify_keeps_only_the_newest_drill_records,

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use hubvault::bucket::Encoding;
-use hubvault::manifest::Manifest;
+use hubvault::model::manifest::Manifest;
 use hubvault::progress::NoProgress;
+use hubvault::store::Encoding;
 use object_store::path::Path as Key;
 use rand::RngExt;
 
@@ -203,6 +203,18 @@ fn backup_killed_at_random_points(tb: &TestBucket) {
         done += 1;
     }
     assert!(done >= runs.min(50), "only {done} runs before the deadline");
+    // A test of kills must kill: most runs die mid-way, most of those before the new
+    // canonical object is committed (after it, only a few requests remain, too short a
+    // window to require).
+    let killed = done - outcomes.get("finished").copied().unwrap_or(0);
+    assert!(
+        killed * 5 >= done * 2,
+        "only {killed} of {done} runs were killed mid-way: {outcomes:?}"
+    );
+    assert!(
+        outcomes.get("killed_previous").copied().unwrap_or(0) * 10 >= done * 3,
+        "too few kills before the commit: {outcomes:?}"
+    );
 
     // One uninterrupted run: succeeds, leaves no temp file, and latest.json catches up.
     json_of(&run(&mut backup_cmd(tb, &db, tmp.path(), "acme")), 0);
@@ -290,9 +302,10 @@ fn reset_target(dir: &Path, pristine: &Path) {
     std::fs::copy(pristine, dir.join("sqlite.db")).unwrap();
 }
 
-/// kill -9 during `restore` onto the same hub: afterwards the target is the old
-/// database, or the new one verified (integrity_check, the backup's ids and rows) with
-/// the old one kept beside it byte for byte.
+/// kill -9 during `restore` onto a new hub and connector (so the id rewrite is in the
+/// window too): afterwards the target is the old database, or the new one verified
+/// (integrity_check, the NEW ids and no old one left, the backup's rows) with the old one
+/// kept beside it byte for byte; and the next restore clears what the killed ones left.
 fn restore_killed_at_random_points(tb: &TestBucket) {
     let name = format!("restore_crash_{:?}", tb.kind).to_lowercase();
     let runs = count(50, 500);
@@ -315,19 +328,27 @@ fn restore_killed_at_random_points(tb: &TestBucket) {
     let keep = tempfile::tempdir().unwrap();
     let pristine = keep.path().join("old.db");
     std::fs::copy(&db, &pristine).unwrap();
-    let old_sha = hubvault::bucket::sha256_file(&pristine).unwrap().0;
+    let old_sha = hubvault::sqlite::fsio::sha256_file(&pristine).unwrap().0;
     let old_events = events(&pristine);
     assert_ne!(old_events, new_events);
-    let dir = db.parent().unwrap().to_path_buf();
+    let (new_hub, new_conn) = (
+        hubvault::model::ids::DatahubId::random(),
+        hubvault::model::ids::ConnectorId::random(),
+    );
+    let dir = hub.path().join(new_conn.to_string());
+    std::fs::create_dir(&dir).unwrap();
     let restore_cmd = || {
         let mut c = tb.cmd();
         c.args(["restore", "--json", "--yes"])
             .args(["--datahub", &spec.datahub.to_string()])
             .args(["--connector", &spec.connector.to_string()])
+            .args(["--to-datahub", &new_hub.to_string()])
+            .args(["--to-connector", &new_conn.to_string()])
             .arg("--hub-root")
             .arg(hub.path());
         c
     };
+    let old_ids = [spec.datahub.to_string(), spec.connector.to_string()];
 
     reset_target(&dir, &pristine);
     let t = Instant::now();
@@ -376,17 +397,20 @@ fn restore_killed_at_random_points(tb: &TestBucket) {
             "ok",
             "run {i}: the target fails integrity_check"
         );
-        let is_old = hubvault::bucket::sha256_file(&target).unwrap().0 == old_sha;
+        let is_old = hubvault::sqlite::fsio::sha256_file(&target).unwrap().0 == old_sha;
         let outcome = if is_old {
             "old"
         } else {
             assert_eq!(events(&target), new_events, "run {i}: neither old nor new");
-            let conn = hubvault::db::open_read_only(&target).unwrap();
-            let info = hubvault::db::read_info(&conn, &target).unwrap();
+            let conn = hubvault::sqlite::db::open_read_only(&target).unwrap();
+            let info = hubvault::sqlite::db::read_info(&conn, &target).unwrap();
             assert_eq!(
                 (info.datahub, info.connector),
-                (spec.datahub, spec.connector)
+                (new_hub, new_conn),
+                "run {i}"
             );
+            let left = hubvault::sqlite::rewrite::scan_ids(&conn, &target, &old_ids).unwrap();
+            assert!(left.is_empty(), "run {i}: old ids left: {left:?}");
             // What was there before is kept beside it, whole.
             let kept: Vec<String> = files_in(&dir)
                 .into_iter()
@@ -396,8 +420,9 @@ fn restore_killed_at_random_points(tb: &TestBucket) {
                 })
                 .collect();
             assert!(
-                kept.iter()
-                    .any(|k| hubvault::bucket::sha256_file(&dir.join(k)).unwrap().0 == old_sha),
+                kept.iter().any(
+                    |k| hubvault::sqlite::fsio::sha256_file(&dir.join(k)).unwrap().0 == old_sha
+                ),
                 "run {i}: the previous database was not kept: {:?}",
                 files_in(&dir)
             );
@@ -418,6 +443,25 @@ fn restore_killed_at_random_points(tb: &TestBucket) {
         done += 1;
     }
     assert!(done >= runs.min(50), "only {done} runs before the deadline");
+    // A test of kills must kill: most runs die mid-way, most of those before the rename
+    // (the window after it is a few milliseconds long, so it is not required).
+    let killed = done - outcomes.get("finished").copied().unwrap_or(0);
+    assert!(
+        killed * 5 >= done * 2,
+        "only {killed} of {done} runs were killed mid-way: {outcomes:?}"
+    );
+    assert!(
+        outcomes.get("killed_old").copied().unwrap_or(0) * 10 >= done * 3,
+        "too few kills before the install: {outcomes:?}"
+    );
+    // One restore after all those kills: succeeds and clears the temp files they left.
+    reset_target(&dir, &pristine);
+    json_of(&run(&mut restore_cmd()), 0);
+    let temps: Vec<String> = files_in(&dir)
+        .into_iter()
+        .filter(|f| f.contains(".hubvault-restore-"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
     figures(
         &name,
         serde_json::json!({

@@ -9,9 +9,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hubvault::bucket::{Bucket, Encoding};
-use hubvault::manifest::Manifest;
+use hubvault::model::manifest::Manifest;
 use hubvault::progress::NoProgress;
+use hubvault::store::{Bucket, Encoding};
 use object_store::path::Path as Key;
 
 use super::figures;

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hubvault::bucket::Encoding;
 use hubvault::progress::NoProgress;
-use hubvault::snapshot;
+use hubvault::sqlite::snapshot;
+use hubvault::store::Encoding;
 use object_store::path::Path as Key;
 
 use super::{Deadline, count, figures, integrity};

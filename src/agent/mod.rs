@@ -1,0 +1,11 @@
+//! The long-running hub agent: the scheduler that applies the backup rule to every
+//! connector under the hub root ([`scheduler`]), its settings from flags, environment and
+//! a file ([`config`]), and its Prometheus metrics ([`metrics`]). Shutdown is a value
+//! passed in ([`shutdown`]).
+
+pub mod config;
+pub mod metrics;
+pub mod scheduler;
+pub mod shutdown;
+
+pub use scheduler::{Agent, AgentOptions};

@@ -1,0 +1,274 @@
+//! Fetching one of a connector's backups into a local file, checked against what the
+//! backup recorded: shared by `restore` and `inspect`.
+//!
+//! The checksum rule (docs/DESIGN.md): a version must match its own manifest; the
+//! canonical object must match `latest.json` OR any version manifest (a backup cut off
+//! between the canonical object and `latest.json` leaves `latest.json` one backup behind,
+//! and must not make a good backup look corrupt). No manifest at all means a backup the
+//! platform's own upload wrote: accepted, and reported as unchecked.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::catalog::history;
+use crate::error::{Error, Result};
+use crate::model::ids::Ids;
+use crate::model::layout::{ConnectorKey, DbFileName, VersionId};
+use crate::progress::Progress;
+use crate::sqlite::db;
+use crate::store::{Bucket, Encoding};
+
+/// Which backup of the connector to fetch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The canonical object (the platform's key).
+    Latest,
+    /// One kept version.
+    Version(VersionId),
+    /// The newest complete version taken at or before this time.
+    At(chrono::DateTime<chrono::Utc>),
+}
+
+/// How the fetched bytes are checked.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Expected {
+    /// A version: exactly this sha256, from its manifest.
+    Version { sha256: String, manifest: String },
+    /// The canonical object: `latest.json`'s sha256, else any version manifest's.
+    Canonical {
+        latest_sha256: Option<String>,
+        versions: usize,
+    },
+    /// No manifest at all (a backup uploaded by the platform's own upload): not checkable.
+    Legacy,
+}
+
+/// The object chosen for a [`Source`], and how it will be checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Chosen {
+    /// The object fetched.
+    pub key: String,
+    pub compressed: bool,
+    pub version: Option<VersionId>,
+    pub expected: Expected,
+    /// The journal mode to put back (the uploaded snapshot is in `delete` mode).
+    pub journal_mode: Option<String>,
+    #[serde(skip)]
+    pub key_path: object_store::path::Path,
+    #[serde(skip)]
+    pub ck: ConnectorKey,
+}
+
+/// Picks the object for `source` among `ck`'s backups; reads the bucket, changes
+/// nothing. `ids` name the connector in hints.
+pub async fn choose(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    source: &Source,
+    db_file: &DbFileName,
+) -> Result<Chosen> {
+    let ids = Ids {
+        datahub: ck.datahub,
+        connector: ck.connector,
+    };
+    let not_found = |key: &object_store::path::Path, what: String, hint: String| {
+        Error::bucket_failure(
+            "GET",
+            bucket.shown(key),
+            bucket.url(),
+            crate::error::StoreFailure::NotFound,
+            what,
+        )
+        .with_hint(hint)
+    };
+    match source {
+        Source::Latest => {
+            let key = ck.canonical(db_file);
+            if bucket.head(&key).await?.is_none() {
+                return Err(not_found(
+                    &key,
+                    "no backup at this key".into(),
+                    "check --org, --datahub and --connector (the OLD ids of the backup); `aws s3 ls` or `hubvault status` list the backups".into(),
+                ));
+            }
+            let latest = history::read_latest(bucket, ck).await;
+            let versions = history::list_versions(bucket, ck)
+                .await?
+                .into_iter()
+                .filter(|v| v.is_complete())
+                .count();
+            let expected = if latest.is_none() && versions == 0 {
+                Expected::Legacy
+            } else {
+                Expected::Canonical {
+                    latest_sha256: latest.as_ref().map(|m| m.sha256.clone()),
+                    versions,
+                }
+            };
+            Ok(Chosen {
+                key: key.to_string(),
+                compressed: false,
+                version: None,
+                expected,
+                journal_mode: latest.as_ref().map(|m| m.journal_mode.clone()),
+                key_path: key,
+                ck: ck.clone(),
+            })
+        }
+        Source::Version(_) | Source::At(_) => {
+            let versions = history::list_versions(bucket, ck).await?;
+            let id = match source {
+                Source::Version(id) => {
+                    if !versions.iter().any(|v| &v.id == id && v.is_complete()) {
+                        return Err(not_found(
+                            &ck.version_data(id),
+                            format!("no complete version {id} of this connector"),
+                            format!(
+                                "list the versions with `hubvault versions --datahub {} --connector {}`",
+                                ids.datahub, ids.connector
+                            ),
+                        ));
+                    }
+                    id.clone()
+                }
+                Source::At(at) => match history::newest_at_or_before(&versions, *at) {
+                    Some(v) => v.id.clone(),
+                    None => {
+                        return Err(not_found(
+                            &ck.versions_dir(),
+                            format!("no complete version taken at or before {}", at.to_rfc3339()),
+                            format!(
+                                "pick a later --at, or list the versions with `hubvault versions --datahub {} --connector {}`",
+                                ids.datahub, ids.connector
+                            ),
+                        ));
+                    }
+                },
+                Source::Latest => unreachable!("handled above"),
+            };
+            let m = history::read_manifest(bucket, ck, &id).await?;
+            let key = ck.version_data(&id);
+            Ok(Chosen {
+                key: key.to_string(),
+                compressed: true,
+                version: Some(id.clone()),
+                expected: Expected::Version {
+                    sha256: m.sha256.clone(),
+                    manifest: ck.version_manifest(&id).to_string(),
+                },
+                journal_mode: Some(m.journal_mode.clone()),
+                key_path: key,
+                ck: ck.clone(),
+            })
+        }
+    }
+}
+
+/// A backup fetched into a temp file and checked against its manifest.
+pub struct Fetched {
+    pub file: tempfile::TempPath,
+    pub sha256: String,
+    pub bytes: u64,
+    /// The manifest that vouched for the bytes, or `none (legacy backup, no manifest)`.
+    pub verified_by: String,
+    /// True if and only if no manifest could vouch (a backup of the platform's own upload).
+    pub legacy: bool,
+}
+
+/// Streams the chosen object into a temp file in `dir` (named `{prefix}*`) and checks
+/// its sha256 (see the module's rule) and its SQLite header.
+pub async fn fetch(
+    bucket: &Bucket,
+    chosen: &Chosen,
+    dir: &Path,
+    prefix: &str,
+    progress: &dyn Progress,
+) -> Result<Fetched> {
+    let file = {
+        let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
+        crate::blocking::blocking(move || {
+            tempfile::Builder::new()
+                .prefix(&prefix)
+                .tempfile_in(&dir)
+                .map(|f| f.into_temp_path())
+                .map_err(|e| Error::io(&dir, "cannot create the download file", e))
+        })
+        .await?
+    };
+    let encoding = if chosen.compressed {
+        Encoding::Zstd(0)
+    } else {
+        Encoding::Plain
+    };
+    let got = bucket
+        .get_to_file(&chosen.key_path, &file, encoding, progress)
+        .await?;
+    let shown = bucket.shown(&chosen.key_path);
+    let mismatch = |against: &str| {
+        Error::check(
+            format!(
+                "{shown}: checksum mismatch: the download's sha256 is {}, {against}",
+                got.sha256
+            ),
+            "the object was damaged or replaced after the backup; restore an older version (`hubvault versions`, then --version ID) and run `hubvault verify`",
+        )
+    };
+    let (verified_by, legacy) = match &chosen.expected {
+        Expected::Version { sha256, manifest } => {
+            if *sha256 != got.sha256 {
+                return Err(mismatch(&format!(
+                    "its manifest {manifest} records {sha256}"
+                )));
+            }
+            (manifest.clone(), false)
+        }
+        Expected::Legacy => ("none (legacy backup, no manifest)".to_string(), true),
+        Expected::Canonical { latest_sha256, .. } => {
+            if latest_sha256.as_deref() == Some(got.sha256.as_str()) {
+                (chosen.ck.latest_manifest().to_string(), false)
+            } else {
+                match version_with_sha(bucket, &chosen.ck, &got.sha256).await? {
+                    Some(key) => (key, false),
+                    None => {
+                        return Err(mismatch(&format!(
+                            "which neither latest.json ({}) nor any version manifest records",
+                            latest_sha256.as_deref().unwrap_or("unreadable")
+                        )));
+                    }
+                }
+            }
+        }
+    };
+    let header = {
+        let path = file.to_path_buf();
+        crate::blocking::blocking(move || Ok(db::check_is_sqlite(&path))).await?
+    };
+    header.map_err(|_| {
+        Error::check(
+            format!(
+                "{shown}: the download is not a SQLite database (no SQLite header; {} bytes)",
+                got.plain_bytes
+            ),
+            "the object is not a connector database; restore an older version (`hubvault versions`, then --version ID)",
+        )
+    })?;
+    Ok(Fetched {
+        file,
+        sha256: got.sha256,
+        bytes: got.plain_bytes,
+        verified_by,
+        legacy,
+    })
+}
+
+/// The manifest key of a complete version whose sha256 is `sha`, if any. The version id
+/// carries the first 12 hex digits, so at most a few manifests are read.
+async fn version_with_sha(bucket: &Bucket, ck: &ConnectorKey, sha: &str) -> Result<Option<String>> {
+    let versions = history::list_versions(bucket, ck).await?;
+    let complete = versions.iter().filter(|v| v.is_complete()).map(|v| &v.id);
+    let (found, _) = history::find_by_sha(bucket, ck, complete, sha).await;
+    Ok(found.map(|id| ck.version_manifest(&id).to_string()))
+}

@@ -1,0 +1,47 @@
+//! The record of one restore drill (`hubvault verify`), written beside the backup it
+//! drilled at `hubvault/drills/{stamp}-{ok|failed}.json`: `status` reads the outcome from
+//! the key alone, `versions` and `prune` read the record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::layout::VersionId;
+
+pub const FORMAT: u32 = 1;
+
+/// What a drill found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    pub format: u32,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub ok: bool,
+    /// The canonical key that was drilled.
+    pub key: String,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    /// The kept version the object equals, when a manifest vouches for it.
+    pub version: Option<VersionId>,
+    /// Which manifest vouched: `latest.json` or `versions/{id}.json`.
+    pub matched: Option<String>,
+    /// `integrity_check` or `quick_check`, when it passed.
+    pub check: Option<String>,
+    /// Why the drill failed (empty if and only if `ok`).
+    pub problems: Vec<String>,
+    /// Worth knowing, not a failure (e.g. no manifest to check the checksum against).
+    pub warnings: Vec<String>,
+    pub tool: String,
+    pub host: String,
+}
+
+impl DrillRecord {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec_pretty(self).expect("a drill record serializes");
+        json.push(b'\n');
+        json
+    }
+
+    /// `None` for bytes that are not a drill record (a damaged or foreign object): a
+    /// drill record is advice, never a reason to fail.
+    pub fn from_json(bytes: &[u8]) -> Option<DrillRecord> {
+        serde_json::from_slice(bytes).ok()
+    }
+}

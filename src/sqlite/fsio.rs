@@ -1,0 +1,107 @@
+//! Durable file operations, in one place: the side files of a database, fsync of a file
+//! and of its directory, hashing, ownership, and advisory locks.
+//!
+//! A file is durable only when it AND the directory entry naming it are on disk: every
+//! rename that installs something is followed by [`fsync_dir`].
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The files SQLite keeps beside a database: a rollback journal, a write-ahead log and
+/// its shared-memory index.
+pub const SIDE_SUFFIXES: [&str; 3] = ["-journal", "-wal", "-shm"];
+
+/// `sqlite.db` + `-wal` = `sqlite.db-wal`.
+pub fn side_path(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Removes the side files of a database we own (a temp copy); missing ones are fine.
+pub fn remove_side_files(db: &Path) {
+    for side in SIDE_SUFFIXES {
+        let _ = std::fs::remove_file(side_path(db, side));
+    }
+}
+
+/// Removes a temp database's side files when dropped.
+pub struct RemoveSideFiles(pub PathBuf);
+
+impl Drop for RemoveSideFiles {
+    fn drop(&mut self) {
+        remove_side_files(&self.0);
+    }
+}
+
+/// fsyncs `dir`, so that the names created, renamed or removed in it are on disk.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, "cannot fsync the directory", e))
+}
+
+/// fsyncs the file at `path`.
+pub fn fsync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, "cannot fsync", e))
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// sha256 (hex) and size of a local file, streamed.
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io(path, "cannot read", e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), total))
+}
+
+/// Gives `path` the owner and group of `reference` when they differ. We may run as
+/// root while the connector runs as its own user: a file we create beside its database
+/// must not lock it out.
+pub fn give_owner_of(path: &Path, reference: &Path) {
+    let Ok(want) = std::fs::metadata(reference) else {
+        return;
+    };
+    if let Ok(m) = std::fs::metadata(path)
+        && (m.uid() != want.uid() || m.gid() != want.gid())
+    {
+        let _ = std::os::unix::fs::chown(path, Some(want.uid()), Some(want.gid()));
+    }
+}
+
+/// An exclusive, non-blocking advisory lock (`flock`), independent of SQLite's own
+/// POSIX locks; let go when the file is closed or the process dies.
+pub fn try_lock(f: &std::fs::File) -> std::io::Result<()> {
+    match f.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "locked by another process",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}

@@ -1,0 +1,11 @@
+//! The bucket: one narrow type over a local directory or S3 ([`bucket::Bucket`]), the
+//! codecs objects are stored with, and uploads that become visible only when committed.
+
+pub mod bucket;
+mod codec;
+pub mod s3;
+pub mod staged;
+pub mod url;
+
+pub use bucket::{Bucket, ObjectInfo, Transfer, WriteMode};
+pub use codec::Encoding;
