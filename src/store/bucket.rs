@@ -41,6 +41,10 @@ pub(crate) const PART_CONCURRENCY: usize = 3;
 pub(crate) const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between a blocking thread and the transfer.
 pub(crate) const IN_FLIGHT: usize = 4;
+/// The size of one ranged GET of a large object, and how many run at once: memory is
+/// bounded by about their product (plus what is in flight to the writer).
+const RANGE: u64 = 8 * 1024 * 1024;
+const RANGES_IN_FLIGHT: usize = 3;
 
 /// What a listing or a HEAD tells about an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +85,9 @@ pub enum WriteMode {
 #[derive(Clone)]
 pub struct Bucket {
     store: Arc<dyn ObjectStore>,
+    /// True if and only if large objects are downloaded as parallel ranged GETs (S3: a
+    /// local directory gains nothing from them).
+    ranged: bool,
     /// As given, for messages: userinfo removed.
     url: String,
 }
@@ -165,13 +172,19 @@ impl Bucket {
             let prefix = Path::parse(root).map_err(|e| bad(&format!("bad key prefix: {e}")))?;
             Arc::new(PrefixStore::new(store, prefix))
         };
-        Ok(Bucket { store, url: shown })
+        let ranged = parsed.scheme() == "s3";
+        Ok(Bucket {
+            store,
+            ranged,
+            url: shown,
+        })
     }
 
     /// Wraps any store; for tests (e.g. `object_store::memory::InMemory`).
     pub fn from_store(store: Arc<dyn ObjectStore>, url: impl Into<String>) -> Bucket {
         Bucket {
             store,
+            ranged: false,
             url: redact_url(&url.into()),
         }
     }
@@ -299,24 +312,28 @@ impl Bucket {
         progress: &dyn Progress,
         consume: impl FnOnce(&mut Body) -> Result<T> + Send + 'static,
     ) -> Result<(T, u64)> {
-        let got = self
-            .store
-            .get(key)
-            .await
-            .map_err(|e| self.err("GET", key, e))?;
-        let announced = got.meta.size;
+        let (announced, mut stream) = self.body(key).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(IN_FLIGHT);
         let consumer = tokio::task::spawn_blocking(move || consume(&mut Body { rx }));
         progress.begin(key.as_ref(), announced);
         let mut stored = 0u64;
-        let mut stream = got.into_stream();
         let mut failed: Option<Error> = None;
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(c) => {
                     stored += c.len() as u64;
                     progress.advance(c.len() as u64);
-                    if tx.send(Piece::Data(c)).await.is_err() {
+                    // A ranged GET answers 8 MiB at once: hand it over in CHUNK slices, so
+                    // what waits in the channel stays small.
+                    let mut gone = false;
+                    for at in (0..c.len()).step_by(CHUNK) {
+                        let piece = c.slice(at..(at + CHUNK).min(c.len()));
+                        if tx.send(Piece::Data(piece)).await.is_err() {
+                            gone = true;
+                            break;
+                        }
+                    }
+                    if gone {
                         // The consumer stopped: its own error says why.
                         break;
                     }
@@ -347,6 +364,67 @@ impl Bucket {
             Some(e) => Err(e),
             None => consumed.map(|t| (t, stored)),
         }
+    }
+
+    /// The size of the object at `key` and its body as a stream of chunks, in order.
+    ///
+    /// On S3 a large object is fetched as parallel ranged GETs ([`RANGE`] bytes each, at
+    /// most [`RANGES_IN_FLIGHT`] at once, yielded in order): one connection to S3 moves
+    /// far less than the machine can. Every range after the first is conditional on the
+    /// first answer's ETag (If-Match), so an object replaced mid-download fails the
+    /// download (412) instead of mixing two objects. The first request is itself a
+    /// ranged GET: a small object costs one request, as a plain GET would.
+    async fn body(
+        &self,
+        key: &Path,
+    ) -> Result<(
+        u64,
+        futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    )> {
+        use futures::TryStreamExt;
+        if !self.ranged {
+            let got = self
+                .store
+                .get(key)
+                .await
+                .map_err(|e| self.err("GET", key, e))?;
+            return Ok((got.meta.size, got.into_stream()));
+        }
+        let first = self
+            .store
+            .get_opts(
+                key,
+                object_store::GetOptions {
+                    range: Some(object_store::GetRange::Bounded(0..RANGE)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.err("GET", key, e))?;
+        let size = first.meta.size;
+        let etag = first.meta.e_tag.clone();
+        let head = first.into_stream();
+        if size <= RANGE {
+            return Ok((size, head));
+        }
+        let store = self.store.clone();
+        let key = key.clone();
+        let rest = futures::stream::iter((RANGE..size).step_by(RANGE as usize))
+            .map(move |start| {
+                let (store, key, etag) = (store.clone(), key.clone(), etag.clone());
+                async move {
+                    let opts = object_store::GetOptions {
+                        range: Some(object_store::GetRange::Bounded(
+                            start..(start + RANGE).min(size),
+                        )),
+                        if_match: etag,
+                        ..Default::default()
+                    };
+                    store.get_opts(&key, opts).await?.bytes().await
+                }
+            })
+            .buffered(RANGES_IN_FLIGHT);
+        Ok((size, head.chain(rest).into_stream().boxed()))
     }
 
     /// Every object under `prefix` (all pages of the listing).

@@ -305,3 +305,69 @@ fn a_short_but_self_consistent_body_is_caught_by_the_checks_above_the_transport(
         .unwrap();
     assert_ne!(t.sha256, after);
 }
+
+/// A large object on S3 is read as parallel ranged GETs. If it is replaced between the
+/// first range and the others, the download fails (412 on If-Match) and leaves no file,
+/// instead of stitching two objects together. The first response is held by the proxy
+/// until the replacement is done, so the order is certain, not hoped for.
+#[test]
+fn an_object_replaced_during_a_ranged_download_fails_it_instead_of_mixing_two_objects() {
+    let proxy = Proxy::s3();
+    let tb = TestBucket::s3();
+    // A request timeout well past the held answer below, so the client waits for it
+    // instead of retrying (a retry would fetch the new object whole and succeed).
+    let patient = hubvault::store::s3::S3Settings {
+        timeout: Duration::from_secs(30),
+        ..short_settings()
+    };
+    let b = proxy.bucket(&tb, patient);
+    let direct = tb.bucket();
+    let key = Key::from("acme/ranged/sqlite.db");
+    let first = data(20 * 1024 * 1024 + 5);
+    let mut second = first.clone();
+    second.iter_mut().for_each(|x| *x = x.wrapping_add(1));
+    let mut src = tempfile::NamedTempFile::new().unwrap();
+    src.write_all(&first).unwrap();
+    rt().block_on(direct.put_file(&key, src.path(), Encoding::Plain, &NoProgress))
+        .unwrap();
+
+    // Unhindered first: three ranged GETs (8 + 8 + 4 MiB), the right bytes.
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = scratch.path().join("dl");
+    proxy.reset();
+    let got = rt()
+        .block_on(b.get_to_file(&key, &dest, Encoding::Plain, &NoProgress))
+        .unwrap();
+    assert_eq!(got.sha256, sha(&first));
+    let gets = proxy.requests().iter().filter(|(m, _)| m == "GET").count();
+    assert_eq!(gets, 3, "{:?}", proxy.requests());
+
+    // Now hold the first answer for 5 s and replace the object meanwhile: the proxy
+    // records the answer's status when it has it from the server, before holding it, so
+    // the replacement certainly comes after the first range was read.
+    proxy.reset();
+    proxy.inject("GET", key.as_ref(), Fault::Delay(Duration::from_secs(5)), 1);
+    let dl = {
+        let (b, key, dest) = (b.clone(), key.clone(), dest.clone());
+        std::thread::spawn(move || {
+            rt().block_on(b.get_to_file(&key, &dest, Encoding::Plain, &NoProgress))
+        })
+    };
+    let t = Instant::now();
+    while !proxy
+        .log()
+        .iter()
+        .any(|r| r.method == "GET" && r.status.is_some())
+    {
+        assert!(t.elapsed() < BOUND, "the download never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    src.as_file().set_len(0).unwrap();
+    std::fs::write(src.path(), &second).unwrap();
+    rt().block_on(direct.put_file(&key, src.path(), Encoding::Plain, &NoProgress))
+        .unwrap();
+    let got = dl.join().unwrap();
+    let err = got.expect_err("a download across a replacement must fail");
+    assert!(err.to_string().contains(key.as_ref()), "{err}");
+    assert!(!dest.exists(), "a partial download was left behind");
+}
