@@ -54,6 +54,13 @@ pub struct Global {
     /// More log output (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// S3 server-side encryption of every object written: AES256 (SSE-S3) or aws:kms
+    /// (SSE-KMS), as the aws CLI's --sse. For S3 buckets only.
+    #[arg(long, global = true, env = "HUBVAULT_SSE", value_name = "AES256|aws:kms")]
+    pub sse: Option<String>,
+    /// The KMS key (id, ARN or alias) for --sse aws:kms; default: the account's S3 key.
+    #[arg(long, global = true, env = "HUBVAULT_SSE_KMS_KEY_ID", value_name = "KEY")]
+    pub sse_kms_key_id: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +110,68 @@ impl Global {
                 "pass --bucket s3://bucket-name or --bucket file:///abs/dir (or set HUBVAULT_BUCKET)",
             )
         })?;
-        Bucket::open(url)
+        // The host's config file (HUBVAULT_CONFIG or the default, if there) may ask
+        // for server-side encryption: every command that writes must honour it.
+        let (path, explicit) = match std::env::var_os("HUBVAULT_CONFIG") {
+            Some(p) if !p.is_empty() => (std::path::PathBuf::from(p), true),
+            _ => (
+                std::path::PathBuf::from(hubvault::agent::config::DEFAULT_CONFIG_PATH),
+                false,
+            ),
+        };
+        let file = if self.sse.is_some() || self.sse_kms_key_id.is_some() {
+            Default::default()
+        } else {
+            hubvault::agent::config::load_file(&path, explicit)?
+        };
+        let s3 = self.s3_settings(Some((
+            file.sse.as_deref(),
+            file.sse_kms_key_id.as_deref(),
+            &path,
+        )))?;
+        Bucket::open_with(url, &s3)
+    }
+
+    /// As [`Global::bucket`], with the SSE settings of a config file already read.
+    pub fn bucket_with_file(
+        &self,
+        file: &hubvault::agent::config::Layer,
+        path: &std::path::Path,
+    ) -> Result<Bucket> {
+        let url = self.bucket.as_deref().ok_or_else(|| {
+            Error::usage(
+                "no bucket given",
+                "pass --bucket s3://bucket-name or --bucket file:///abs/dir (or set HUBVAULT_BUCKET)",
+            )
+        })?;
+        let s3 = self.s3_settings(Some((
+            file.sse.as_deref(),
+            file.sse_kms_key_id.as_deref(),
+            path,
+        )))?;
+        Bucket::open_with(url, &s3)
+    }
+
+    /// The S3 settings of the environment, with --sse / --sse-kms-key-id laid over them,
+    /// and under those the config file's `sse` / `sse_kms_key_id` (`file`: its values
+    /// and its path).
+    pub fn s3_settings(
+        &self,
+        file: Option<(Option<&str>, Option<&str>, &std::path::Path)>,
+    ) -> Result<hubvault::store::s3::S3Settings> {
+        use hubvault::store::s3::{S3Settings, Sse};
+        let mut s = S3Settings::from_env()?;
+        if self.sse.is_some() || self.sse_kms_key_id.is_some() {
+            // Flags (or HUBVAULT_SSE*, which clap reads into them) win over the file.
+            s.sse = Sse::parse(
+                self.sse.as_deref(),
+                self.sse_kms_key_id.as_deref(),
+                "--sse",
+            )?;
+        } else if let Some((mode, key, path)) = file {
+            s.sse = Sse::parse(mode, key, &format!("sse (from {})", path.display()))?;
+        }
+        Ok(s)
     }
 
     pub fn org(&self) -> Result<OrgSlug> {
