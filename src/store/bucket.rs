@@ -355,6 +355,25 @@ impl Bucket {
         Ok(out)
     }
 
+    /// The "directories" directly under `prefix` (the bucket's top level for the empty
+    /// path): one delimiter listing (S3 pages it past 1,000 names).
+    pub async fn list_prefixes(&self, prefix: &Path) -> Result<Vec<String>> {
+        let p = (!prefix.as_ref().is_empty()).then_some(prefix);
+        match self.store.list_with_delimiter(p).await {
+            Ok(r) => {
+                let mut names: Vec<String> = r
+                    .common_prefixes
+                    .iter()
+                    .filter_map(|c| c.filename().map(str::to_string))
+                    .collect();
+                names.sort();
+                Ok(names)
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(self.err("LIST", prefix, e)),
+        }
+    }
+
     /// Deletes the object; deleting a missing object is not an error.
     pub async fn delete(&self, key: &Path) -> Result<()> {
         match self.store.delete(key).await {
