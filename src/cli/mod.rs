@@ -6,7 +6,9 @@
 mod agent;
 mod backup;
 mod demo;
+mod doctor;
 pub mod fixture;
+mod generate;
 mod inspect;
 mod output;
 mod prune;
@@ -61,6 +63,10 @@ pub struct Global {
     /// The KMS key (id, ARN or alias) for --sse aws:kms; default: the account's S3 key.
     #[arg(long, global = true, env = "HUBVAULT_SSE_KMS_KEY_ID", value_name = "KEY")]
     pub sse_kms_key_id: Option<String>,
+    /// True if and only if `--bucket` was on the command line (not from HUBVAULT_BUCKET):
+    /// the demo writes into a bucket only when asked by name.
+    #[arg(skip)]
+    pub bucket_from_flag: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +82,9 @@ enum Command {
     Backup(backup::Args),
     /// Ids, name, type, row counts and schema of a database (a local file or a backup).
     Inspect(inspect::Args),
-    /// The whole story on a local-directory bucket: four connectors, backups, skips.
+    /// The whole story: a hub of four connectors, backups, skips, the hub lost, every
+    /// connector restored onto a new hub; on a new local-directory bucket, or on the one
+    /// named with --bucket (S3 too), under --org (default demo-lab).
     Demo(demo::Args),
     /// Automatic restore: fetch a backup, verify it, rewrite its ids, install it
     /// atomically at <hub-root>/<connectorId>/sqlite.db, run the --then hook.
@@ -100,6 +108,13 @@ enum Command {
     /// Restore drill: download each backup, check sha256, integrity, ids and tables,
     /// record the result beside it. Exit 3 when any fails.
     Verify(verify::Args),
+    /// Will backups work here? Checks the configuration, credentials, the bucket (a
+    /// write-read-delete round trip), the clock, the hub's databases, temp space and the
+    /// agent's service. Exit 0 only when nothing stops backups.
+    Doctor(doctor::Args),
+    /// Writes the man pages and shell completions (for packaging; see scripts/package-deb).
+    #[command(hide = true)]
+    GenerateAssets(generate::Args),
 }
 
 impl Global {
@@ -184,7 +199,16 @@ impl Global {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let sub = matches.subcommand().map(|(_, m)| m);
+    cli.global.bucket_from_flag = [Some(&matches), sub].into_iter().flatten().any(|m| {
+        m.value_source("bucket") == Some(clap::parser::ValueSource::CommandLine)
+    });
     let mut logging = cli.global.clone();
     if matches!(cli.command, Command::Agent(_)) {
         // A daemon's log is its record: what it backed up and skipped, not only errors.
@@ -215,6 +239,8 @@ pub fn main() -> ExitCode {
             Command::Agent(a) => agent::run(a, &g).await,
             Command::Status(a) => status::run(a, &g).await,
             Command::Verify(a) => verify::run(a, &g).await,
+            Command::Doctor(a) => doctor::run(a, &g).await,
+            Command::GenerateAssets(a) => generate::run(a),
         }
     });
     match result {

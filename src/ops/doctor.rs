@@ -375,7 +375,7 @@ pub fn check_hub(hub_root: &Path, dbs: &[(String, PathBuf)]) -> (Vec<Check>, u64
         ));
     }
     for (dir_id, db) in dbs {
-        let name = format!("connector {dir_id}");
+        let name = format!("connector {}", &dir_id[..dir_id.len().min(8)]);
         let meta = match std::fs::metadata(db) {
             Ok(m) => m,
             Err(e) => {

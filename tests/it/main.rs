@@ -10,6 +10,8 @@ pub mod fixture;
 mod agent;
 mod backup;
 mod conformance;
+mod demo;
+mod doctor;
 mod history;
 mod layers;
 mod props;
