@@ -20,5 +20,6 @@ mod reliability;
 mod remap;
 mod restore;
 mod rewrite;
+mod sse;
 mod status;
 mod verify;
