@@ -77,8 +77,9 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// The seed's rule for one connector: upload when the backup is missing or older
-    /// than --max-age, else skip with one HEAD request.
+    /// The platform's backup rule for one connector ("upload if there is no backup at
+    /// the target location, or it is older than 24 hours"): upload when the backup is
+    /// missing or older than --max-age, else skip with one HEAD request.
     Backup(backup::Args),
     /// Ids, name, type, row counts and schema of a database (a local file or a backup).
     Inspect(inspect::Args),
@@ -92,8 +93,8 @@ enum Command {
     // `--version` is off for this subcommand.
     #[command(disable_version_flag = true)]
     Restore(restore::Args),
-    /// Rewrite a local database's datahub and connector ids everywhere (the seed's
-    /// manual steps 5 to 10), in one checked transaction.
+    /// Rewrite a local database's datahub and connector ids everywhere (steps 5 to 10
+    /// of the platform's manual restore), in one checked transaction.
     Remap(remap::Args),
     /// The kept history of one connector's backups, newest first.
     Versions(versions::Args),
