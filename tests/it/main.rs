@@ -14,6 +14,7 @@ mod demo;
 mod doctor;
 mod history;
 mod layers;
+mod package;
 mod props;
 mod proxy;
 mod reliability;
