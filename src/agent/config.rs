@@ -148,11 +148,8 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
         format!("sse (from {})", file_name.display())
     };
     let l = given.over(file);
-    let sse = crate::store::s3::Sse::parse(
-        l.sse.as_deref(),
-        l.sse_kms_key_id.as_deref(),
-        &where_sse,
-    )?;
+    let sse =
+        crate::store::s3::Sse::parse(l.sse.as_deref(), l.sse_kms_key_id.as_deref(), &where_sse)?;
 
     let bucket = l.bucket.ok_or_else(|| {
         Error::usage(

@@ -74,7 +74,13 @@ impl DecisionLog {
 
     /// Logs the decision (see the module's rules). `key` is the object concerned, if
     /// any. Returns true if and only if the line went out at info or warn.
-    pub fn record(&self, connector: &str, decision: Decision, reason: &str, key: Option<&str>) -> bool {
+    pub fn record(
+        &self,
+        connector: &str,
+        decision: Decision,
+        reason: &str,
+        key: Option<&str>,
+    ) -> bool {
         let loud = self.should_say(connector, decision, reason, Instant::now());
         let d = decision.as_str();
         let key = key.unwrap_or("");

@@ -58,10 +58,20 @@ pub struct Global {
     pub verbose: u8,
     /// S3 server-side encryption of every object written: AES256 (SSE-S3) or aws:kms
     /// (SSE-KMS), as the aws CLI's --sse. For S3 buckets only.
-    #[arg(long, global = true, env = "HUBVAULT_SSE", value_name = "AES256|aws:kms")]
+    #[arg(
+        long,
+        global = true,
+        env = "HUBVAULT_SSE",
+        value_name = "AES256|aws:kms"
+    )]
     pub sse: Option<String>,
     /// The KMS key (id, ARN or alias) for --sse aws:kms; default: the account's S3 key.
-    #[arg(long, global = true, env = "HUBVAULT_SSE_KMS_KEY_ID", value_name = "KEY")]
+    #[arg(
+        long,
+        global = true,
+        env = "HUBVAULT_SSE_KMS_KEY_ID",
+        value_name = "KEY"
+    )]
     pub sse_kms_key_id: Option<String>,
     /// True if and only if `--bucket` was on the command line (not from HUBVAULT_BUCKET):
     /// the demo writes into a bucket only when asked by name.
@@ -179,11 +189,7 @@ impl Global {
         let mut s = S3Settings::from_env()?;
         if self.sse.is_some() || self.sse_kms_key_id.is_some() {
             // Flags (or HUBVAULT_SSE*, which clap reads into them) win over the file.
-            s.sse = Sse::parse(
-                self.sse.as_deref(),
-                self.sse_kms_key_id.as_deref(),
-                "--sse",
-            )?;
+            s.sse = Sse::parse(self.sse.as_deref(), self.sse_kms_key_id.as_deref(), "--sse")?;
         } else if let Some((mode, key, path)) = file {
             s.sse = Sse::parse(mode, key, &format!("sse (from {})", path.display()))?;
         }
@@ -207,9 +213,10 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let sub = matches.subcommand().map(|(_, m)| m);
-    cli.global.bucket_from_flag = [Some(&matches), sub].into_iter().flatten().any(|m| {
-        m.value_source("bucket") == Some(clap::parser::ValueSource::CommandLine)
-    });
+    cli.global.bucket_from_flag = [Some(&matches), sub]
+        .into_iter()
+        .flatten()
+        .any(|m| m.value_source("bucket") == Some(clap::parser::ValueSource::CommandLine));
     let mut logging = cli.global.clone();
     if matches!(cli.command, Command::Agent(_)) {
         // A daemon's log is its record: what it backed up and skipped, not only errors.

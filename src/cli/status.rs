@@ -47,11 +47,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let scope = Scope {
         org,
         datahub: a.datahub.as_deref().map(DatahubId::parse).transpose()?,
-        connector: a
-            .connector
-            .as_deref()
-            .map(ConnectorId::parse)
-            .transpose()?,
+        connector: a.connector.as_deref().map(ConnectorId::parse).transpose()?,
     };
     let bucket = g.bucket()?;
     let mut report = status::run(&bucket, &scope, a.max_age, chrono::Utc::now()).await?;

@@ -69,10 +69,18 @@ impl Check {
     pub fn skipped(name: impl Into<String>, detail: impl Into<String>) -> Check {
         Check::new(name, CheckState::Skipped, detail, None)
     }
-    pub fn warning(name: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    pub fn warning(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Check {
         Check::new(name, CheckState::Warning, detail, Some(hint.into()))
     }
-    pub fn problem(name: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    pub fn problem(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Check {
         Check::new(name, CheckState::Problem, detail, Some(hint.into()))
     }
     /// A failed step, from its error: its text, its hint, and exit 2 if it is a usage
@@ -82,7 +90,12 @@ impl Check {
         c.usage = e.exit_code() == 2;
         c
     }
-    fn new(name: impl Into<String>, state: CheckState, detail: impl Into<String>, hint: Option<String>) -> Check {
+    fn new(
+        name: impl Into<String>,
+        state: CheckState,
+        detail: impl Into<String>,
+        hint: Option<String>,
+    ) -> Check {
         Check {
             name: name.into(),
             state,
@@ -105,8 +118,14 @@ pub struct DoctorReport {
 
 impl DoctorReport {
     pub fn new(checks: Vec<Check>) -> DoctorReport {
-        let problems = checks.iter().filter(|c| c.state == CheckState::Problem).count();
-        let warnings = checks.iter().filter(|c| c.state == CheckState::Warning).count();
+        let problems = checks
+            .iter()
+            .filter(|c| c.state == CheckState::Problem)
+            .count();
+        let warnings = checks
+            .iter()
+            .filter(|c| c.state == CheckState::Warning)
+            .count();
         DoctorReport {
             ok: problems == 0,
             problems,
@@ -120,7 +139,11 @@ impl DoctorReport {
     pub fn exit_code(&self) -> u8 {
         if self.ok {
             0
-        } else if self.checks.iter().any(|c| c.state == CheckState::Problem && c.usage) {
+        } else if self
+            .checks
+            .iter()
+            .any(|c| c.state == CheckState::Problem && c.usage)
+        {
             2
         } else {
             1
@@ -135,12 +158,23 @@ pub fn check_credentials(var: impl Fn(&str) -> Option<String>, agent_env: &Path)
     let set = |n: &str| var(n).filter(|v| !v.is_empty());
     match (set("AWS_ACCESS_KEY_ID"), set("AWS_SECRET_ACCESS_KEY")) {
         (Some(id), Some(_)) => {
-            let tail: String = id.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = id
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             return Check::ok(
                 name,
                 format!(
                     "AWS_ACCESS_KEY_ID (…{tail}) and AWS_SECRET_ACCESS_KEY{}",
-                    if set("AWS_SESSION_TOKEN").is_some() { " and AWS_SESSION_TOKEN" } else { "" }
+                    if set("AWS_SESSION_TOKEN").is_some() {
+                        " and AWS_SESSION_TOKEN"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }
@@ -154,7 +188,10 @@ pub fn check_credentials(var: impl Fn(&str) -> Option<String>, agent_env: &Path)
         (None, None) => {}
     }
     if set("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() && set("AWS_ROLE_ARN").is_some() {
-        return Check::ok(name, "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)");
+        return Check::ok(
+            name,
+            "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)",
+        );
     }
     if set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
         || set("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
@@ -198,7 +235,10 @@ pub async fn check_bucket(bucket: &Bucket, org: &OrgSlug, local: bool) -> Vec<Ch
         Ok(names) => {
             let hubs = if names.iter().any(|n| n == "datahub") {
                 match bucket
-                    .list_prefixes(&object_store::path::Path::from_iter([org.as_str(), "datahub"]))
+                    .list_prefixes(&object_store::path::Path::from_iter([
+                        org.as_str(),
+                        "datahub",
+                    ]))
                     .await
                 {
                     Ok(h) => format!("{} data hub(s) with backups under {org}/datahub/", h.len()),
@@ -207,12 +247,21 @@ pub async fn check_bucket(bucket: &Bucket, org: &OrgSlug, local: bool) -> Vec<Ch
             } else {
                 format!("no backups under {org}/ yet")
             };
-            out.push(Check::ok("bucket reachable", format!("{}: listed {org}/: {hubs}", bucket.url())));
+            out.push(Check::ok(
+                "bucket reachable",
+                format!("{}: listed {org}/: {hubs}", bucket.url()),
+            ));
         }
         Err(e) => {
             out.push(Check::failed("bucket reachable", &e));
-            out.push(Check::skipped("write-read-delete", "the bucket could not be listed"));
-            out.push(Check::skipped("clock skew", "the bucket could not be listed"));
+            out.push(Check::skipped(
+                "write-read-delete",
+                "the bucket could not be listed",
+            ));
+            out.push(Check::skipped(
+                "clock skew",
+                "the bucket could not be listed",
+            ));
             return out;
         }
     }
@@ -244,7 +293,10 @@ pub async fn check_bucket(bucket: &Bucket, org: &OrgSlug, local: bool) -> Vec<Ch
     out
 }
 
-async fn round_trip(bucket: &Bucket, key: &object_store::path::Path) -> Result<Probe, (&'static str, Error)> {
+async fn round_trip(
+    bucket: &Bucket,
+    key: &object_store::path::Path,
+) -> Result<Probe, (&'static str, Error)> {
     let body = format!("hubvault doctor probe {}\n", uuid::Uuid::new_v4());
     let sent = chrono::Utc::now();
     bucket
@@ -257,7 +309,12 @@ async fn round_trip(bucket: &Bucket, key: &object_store::path::Path) -> Result<P
         return Err((
             "read",
             Error::check(
-                format!("{}: read back {} bytes that differ from the {} written", bucket.shown(key), got.len(), body.len()),
+                format!(
+                    "{}: read back {} bytes that differ from the {} written",
+                    bucket.shown(key),
+                    got.len(),
+                    body.len()
+                ),
                 "the store does not give back what was written: check the endpoint (AWS_ENDPOINT_URL) and any proxy in between",
             ),
         ));
@@ -267,7 +324,10 @@ async fn round_trip(bucket: &Bucket, key: &object_store::path::Path) -> Result<P
         return Err((
             "read",
             Error::check(
-                format!("{}: HEAD says nothing is there right after the write", bucket.shown(key)),
+                format!(
+                    "{}: HEAD says nothing is there right after the write",
+                    bucket.shown(key)
+                ),
                 "the store is not read-after-write consistent; check the endpoint",
             ),
         ));
@@ -313,14 +373,21 @@ fn skew_check(p: &Probe, local: bool) -> Check {
     }
     let d = skew(p.sent, p.answered, p.last_modified);
     let abs = d.abs().to_std().unwrap_or_default();
-    let words = if d > chrono::Duration::zero() { "ahead of" } else { "behind" };
+    let words = if d > chrono::Duration::zero() {
+        "ahead of"
+    } else {
+        "behind"
+    };
     let detail = if abs.is_zero() {
         format!(
             "the store's Last-Modified ({}) is within this machine's time of the write (to the second)",
             p.last_modified.format("%H:%M:%S")
         )
     } else {
-        format!("the store's clock is {}s {words} this machine's", abs.as_secs())
+        format!(
+            "the store's clock is {}s {words} this machine's",
+            abs.as_secs()
+        )
     };
     if abs > SKEW_PROBLEM {
         Check::problem(
@@ -356,7 +423,11 @@ pub fn check_hub(hub_root: &Path, dbs: &[(String, PathBuf)]) -> (Vec<Check>, u64
     match std::fs::read_dir(hub_root) {
         Ok(_) => out.push(Check::ok(
             "hub root",
-            format!("{} is readable: {} connector database(s)", hub_root.display(), dbs.len()),
+            format!(
+                "{} is readable: {} connector database(s)",
+                hub_root.display(),
+                dbs.len()
+            ),
         )),
         Err(e) => {
             out.push(Check::problem(
@@ -490,13 +561,19 @@ pub fn check_unit(unit: &str) -> Check {
         "inactive" | "deactivating" => Check::warning(
             name,
             format!("{unit} is {state} (or not installed)"),
-            format!("connectors are backed up only when they restart: systemctl enable --now {unit}"),
+            format!(
+                "connectors are backed up only when they restart: systemctl enable --now {unit}"
+            ),
         ),
         _ => Check::skipped(
             name,
             format!(
                 "systemd does not answer here ({})",
-                String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("no state").trim()
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("no state")
+                    .trim()
             ),
         ),
     }
@@ -562,10 +639,19 @@ mod tests {
 
     #[test]
     fn skew_is_zero_inside_the_write_window_to_the_second() {
-        let (sent, answered) = (at("2026-11-24T07:00:10.400Z"), at("2026-11-24T07:00:10.900Z"));
+        let (sent, answered) = (
+            at("2026-11-24T07:00:10.400Z"),
+            at("2026-11-24T07:00:10.900Z"),
+        );
         // S3 truncates Last-Modified to the second: 07:00:10 is inside.
-        assert_eq!(skew(sent, answered, at("2026-11-24T07:00:10Z")), chrono::Duration::zero());
-        assert_eq!(skew(sent, answered, at("2026-11-24T07:00:09.5Z")), chrono::Duration::zero());
+        assert_eq!(
+            skew(sent, answered, at("2026-11-24T07:00:10Z")),
+            chrono::Duration::zero()
+        );
+        assert_eq!(
+            skew(sent, answered, at("2026-11-24T07:00:09.5Z")),
+            chrono::Duration::zero()
+        );
         assert_eq!(
             skew(sent, answered, at("2026-11-24T07:02:10.900Z")),
             chrono::Duration::seconds(120)
@@ -580,14 +666,26 @@ mod tests {
     fn credentials_are_found_by_name_and_the_secret_is_never_shown() {
         let none = Path::new("/nonexistent/agent.env");
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |n: &str| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
+            move |n: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let c = check_credentials(
-            env(&[("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE1234"), ("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")]),
+            env(&[
+                ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE1234"),
+                ("AWS_SECRET_ACCESS_KEY", "s3cr3t-value"),
+            ]),
             none,
         );
         assert_eq!(c.state, CheckState::Ok);
-        assert!(c.detail.contains("1234") && !c.detail.contains("AKIAEXAMPLE") && !c.detail.contains("s3cr3t"));
+        assert!(
+            c.detail.contains("1234")
+                && !c.detail.contains("AKIAEXAMPLE")
+                && !c.detail.contains("s3cr3t")
+        );
         let c = check_credentials(env(&[("AWS_ACCESS_KEY_ID", "AKIA")]), none);
         assert_eq!(c.state, CheckState::Problem);
         let c = check_credentials(env(&[("AWS_PROFILE", "prod")]), none);

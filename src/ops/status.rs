@@ -85,7 +85,11 @@ impl StatusReport {
 
 /// What to try when `scope` holds no backup, given the orgs the bucket holds.
 fn empty_hint(scope: &Scope, orgs: &[OrgSlug]) -> String {
-    let names = orgs.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ");
+    let names = orgs
+        .iter()
+        .map(|o| o.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     match &scope.org {
         _ if orgs.is_empty() => "the bucket holds no backups yet: check --bucket, then run `hubvault doctor` and `hubvault backup --db ...` (or start the agent)".to_string(),
         Some(org) if !orgs.contains(org) => format!(

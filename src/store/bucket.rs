@@ -117,7 +117,9 @@ impl Bucket {
             BucketUrl::Local(dir) => {
                 if s3.sse.is_some() {
                     return Err(Error::usage(
-                        format!("--bucket {shown:?}: server-side encryption (--sse / HUBVAULT_SSE / sse in the config file) is for S3 buckets; a local directory cannot apply it"),
+                        format!(
+                            "--bucket {shown:?}: server-side encryption (--sse / HUBVAULT_SSE / sse in the config file) is for S3 buckets; a local directory cannot apply it"
+                        ),
                         "leave --sse out for a file:// bucket, or encrypt the file system under it",
                     ));
                 }

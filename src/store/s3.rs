@@ -83,7 +83,9 @@ impl std::fmt::Display for Sse {
         match self {
             Sse::S3 => f.write_str("AES256 (SSE-S3)"),
             Sse::Kms { key_id: Some(k) } => write!(f, "aws:kms (SSE-KMS, key {k})"),
-            Sse::Kms { key_id: None } => f.write_str("aws:kms (SSE-KMS, the account's default key)"),
+            Sse::Kms { key_id: None } => {
+                f.write_str("aws:kms (SSE-KMS, the account's default key)")
+            }
         }
     }
 }
@@ -228,19 +230,9 @@ pub(crate) fn store(bucket: &str, s3: &S3Settings) -> object_store::Result<Amazo
     }
     match &s3.sse {
         None => {}
-        Some(Sse::S3) => {
-            b = b.with_config(
-                sse_key(),
-                "AES256",
-            )
-        }
+        Some(Sse::S3) => b = b.with_config(sse_key(), "AES256"),
         Some(Sse::Kms { key_id: Some(k) }) => b = b.with_sse_kms_encryption(k.clone()),
-        Some(Sse::Kms { key_id: None }) => {
-            b = b.with_config(
-                sse_key(),
-                "aws:kms",
-            )
-        }
+        Some(Sse::Kms { key_id: None }) => b = b.with_config(sse_key(), "aws:kms"),
     }
     let mut client = ClientOptions::new()
         .with_connect_timeout(s3.connect_timeout)

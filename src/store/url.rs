@@ -91,10 +91,7 @@ pub fn parse_bucket_url(url: &str, cwd: &Path) -> Result<BucketUrl> {
 fn parse_file(rest: &str, cwd: &Path) -> std::result::Result<BucketUrl, (String, String)> {
     let absolute_hint = |rel: &str| {
         let abs = cwd.join(rel.trim_start_matches("./"));
-        format!(
-            "write the absolute path: --bucket file://{}",
-            abs.display()
-        )
+        format!("write the absolute path: --bucket file://{}", abs.display())
     };
     let path_text = if let Some(after) = rest.strip_prefix("//") {
         // file://HOST/path: only an empty host or localhost names this machine.
@@ -125,7 +122,12 @@ fn parse_file(rest: &str, cwd: &Path) -> std::result::Result<BucketUrl, (String,
     let path_text = if path_text.is_empty() { "/" } else { path_text };
     let decoded = percent_encoding::percent_decode_str(path_text)
         .decode_utf8()
-        .map_err(|_| ("the path is not valid UTF-8".to_string(), URL_HINT.to_string()))?;
+        .map_err(|_| {
+            (
+                "the path is not valid UTF-8".to_string(),
+                URL_HINT.to_string(),
+            )
+        })?;
     let path = normalize(Path::new(decoded.as_ref()));
     if !path.is_absolute() {
         return Err((
@@ -255,12 +257,22 @@ mod tests {
             let e = refused(url);
             assert!(e.hint().unwrap().contains(want), "{url}: {:?}", e.hint());
         }
-        assert!(refused("file://relative/dir").to_string().contains("three slashes"));
+        assert!(
+            refused("file://relative/dir")
+                .to_string()
+                .contains("three slashes")
+        );
     }
 
     #[test]
     fn the_root_directory_is_not_a_bucket() {
-        for url in ["file:///", "file://", "file:///..", "file:///tmp/..", "file://localhost/"] {
+        for url in [
+            "file:///",
+            "file://",
+            "file:///..",
+            "file:///tmp/..",
+            "file://localhost/",
+        ] {
             let e = refused(url);
             assert!(e.to_string().contains("root directory"), "{url}: {e}");
         }
@@ -286,7 +298,13 @@ mod tests {
 
     #[test]
     fn s3_bucket_names_follow_s3_naming_rules() {
-        for ok in ["abc", "ts-platform-prod-backup", "a.b-c.1", &"a".repeat(63), "1bucket"] {
+        for ok in [
+            "abc",
+            "ts-platform-prod-backup",
+            "a.b-c.1",
+            &"a".repeat(63),
+            "1bucket",
+        ] {
             assert_eq!(check_s3_bucket_name(ok), Ok(()), "{ok}");
         }
         for (bad, why) in [
@@ -317,7 +335,11 @@ mod tests {
 
     #[test]
     fn other_schemes_and_non_urls_are_refused() {
-        assert!(refused("ftp://host/x").to_string().contains("\"ftp\" is not supported"));
+        assert!(
+            refused("ftp://host/x")
+                .to_string()
+                .contains("\"ftp\" is not supported")
+        );
         refused("not a url");
         refused("/var/backups");
         refused("s3:bucket");

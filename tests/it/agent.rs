@@ -627,7 +627,12 @@ fn decision_lines_carry_fields(tb: &TestBucket) {
     assert_eq!(good_lines.len(), 1, "{lines:#?}");
     assert_eq!(good_lines[0]["fields"]["decision"], "uploaded");
     assert_eq!(good_lines[0]["level"], "INFO");
-    assert!(!good_lines[0]["fields"]["reason"].as_str().unwrap().is_empty());
+    assert!(
+        !good_lines[0]["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
     let bad_id = bad_dir.file_name().unwrap().to_str().unwrap().to_string();
     let bad_lines = of(&bad_id);
     assert_eq!(bad_lines.len(), 1, "{lines:#?}");

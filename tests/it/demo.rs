@@ -9,7 +9,9 @@ fn on_named_bucket(tb: &TestBucket) {
     let out = run(tb
         .cmd()
         .env("TMPDIR", crate::common::private_tmp())
-        .args(["demo", "--json", "--events", "30", "--org", "lab-two", "--bucket", &tb.url, "--dir"])
+        .args([
+            "demo", "--json", "--events", "30", "--org", "lab-two", "--bucket", &tb.url, "--dir",
+        ])
         .arg(dir.path().join("demo")));
     let doc = json_of(&out, 0);
     assert_eq!(doc["ok"], true, "{doc:#}");
@@ -25,7 +27,10 @@ fn on_named_bucket(tb: &TestBucket) {
     // The bucket holds the backups, not a directory of the demo's own.
     assert!(!dir.path().join("demo/bucket").exists());
 }
-both!(demo_runs_the_whole_story_on_the_named_bucket_under_the_named_org, on_named_bucket);
+both!(
+    demo_runs_the_whole_story_on_the_named_bucket_under_the_named_org,
+    on_named_bucket
+);
 
 #[test]
 fn demo_never_writes_into_hubvault_bucket_from_the_environment() {

@@ -5,7 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use crate::both;
-use crate::common::{TestBucket, cmd_private_tmp, connector_db, free_port, hubvault, json_of, run, stderr, stdout};
+use crate::common::{
+    TestBucket, cmd_private_tmp, connector_db, free_port, hubvault, json_of, run, stderr, stdout,
+};
 
 /// The check named `name` in a doctor report.
 fn check<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -46,14 +48,26 @@ fn passes(tb: &TestBucket) {
     ] {
         assert_eq!(check(&doc, name)["state"], "ok", "{name}: {doc:#}");
     }
-    let conn = check(&doc, "connector")["detail"].as_str().unwrap().to_string();
+    let conn = check(&doc, "connector")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         conn.contains(&spec.connector.to_string()) && conn.contains(&spec.datahub.to_string()),
         "{conn}"
     );
-    assert!(conn.contains("journal wal") && conn.contains("owner root"), "{conn}");
-    let config = check(&doc, "configuration")["detail"].as_str().unwrap().to_string();
-    assert!(config.contains("from HUBVAULT_BUCKET") && config.contains("org acme"), "{config}");
+    assert!(
+        conn.contains("journal wal") && conn.contains("owner root"),
+        "{conn}"
+    );
+    let config = check(&doc, "configuration")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        config.contains("from HUBVAULT_BUCKET") && config.contains("org acme"),
+        "{config}"
+    );
     if tb.kind == crate::common::Kind::S3 {
         assert_eq!(check(&doc, "credentials")["state"], "ok", "{doc:#}");
         assert!(!doc.to_string().contains("hubvault-test-secret"));
@@ -69,19 +83,35 @@ fn passes(tb: &TestBucket) {
         .arg(hub.path()));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.lines().any(|l| l.starts_with("ok       write-read-delete")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok       write-read-delete")),
+        "{text}"
+    );
     assert!(text.contains("backups will work"), "{text}");
 }
-both!(doctor_passes_on_a_working_setup_and_leaves_nothing_in_the_bucket, passes);
+both!(
+    doctor_passes_on_a_working_setup_and_leaves_nothing_in_the_bucket,
+    passes
+);
 
 #[test]
 fn doctor_names_an_unreachable_store_and_exits_1() {
     let hub = tempfile::tempdir().unwrap();
     let conf = empty_config(hub.path());
     let out = run(hubvault()
-        .args(["doctor", "--json", "--bucket", "s3://hv-unreachable", "--config"])
+        .args([
+            "doctor",
+            "--json",
+            "--bucket",
+            "s3://hv-unreachable",
+            "--config",
+        ])
         .arg(&conf)
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", free_port()))
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
         .env("AWS_ACCESS_KEY_ID", "x")
         .env("AWS_SECRET_ACCESS_KEY", "y")
         .env("AWS_REGION", "us-east-1")
@@ -103,10 +133,29 @@ fn doctor_exits_2_when_the_configuration_is_wrong() {
     let bucket = format!("file://{}", dir.path().display());
     for (args, needle) in [
         (vec!["doctor", "--json"], "no bucket given"),
-        (vec!["doctor", "--json", "--bucket", "file:relative/dir"], "relative"),
-        (vec!["doctor", "--json", "--bucket", "s3://My_Bucket"], "bucket name"),
-        (vec!["doctor", "--json", "--bucket", &bucket, "--sse", "AES256"], "local directory"),
-        (vec!["doctor", "--json", "--bucket", &bucket, "--org", "Not A Slug"], "org"),
+        (
+            vec!["doctor", "--json", "--bucket", "file:relative/dir"],
+            "relative",
+        ),
+        (
+            vec!["doctor", "--json", "--bucket", "s3://My_Bucket"],
+            "bucket name",
+        ),
+        (
+            vec!["doctor", "--json", "--bucket", &bucket, "--sse", "AES256"],
+            "local directory",
+        ),
+        (
+            vec![
+                "doctor",
+                "--json",
+                "--bucket",
+                &bucket,
+                "--org",
+                "Not A Slug",
+            ],
+            "org",
+        ),
     ] {
         let out = run(hubvault().args(&args).arg("--config").arg(&conf));
         let doc = json_of(&out, 2);
@@ -124,7 +173,9 @@ fn doctor_exits_2_when_the_configuration_is_wrong() {
 fn doctor_as_another_user_names_the_database_it_cannot_read() {
     let hub = tempfile::tempdir().unwrap();
     let (db, spec) = connector_db(hub.path(), "solace", 10);
-    let open = |p: &std::path::Path, mode| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    let open = |p: &std::path::Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
     open(hub.path(), 0o755);
     open(db.parent().unwrap(), 0o755);
     open(&db, 0o600);

@@ -51,7 +51,13 @@ fn status_of_package() -> String {
 fn the_debian_package_installs_runs_documents_and_keeps_its_configuration_on_remove() {
     let out_dir = tempfile::tempdir().unwrap();
     let built = run(Command::new(repo().join("scripts/package-deb"))
-        .args(["--binary", env!("CARGO_BIN_EXE_hubvault"), "--compress", "gzip", "--out"])
+        .args([
+            "--binary",
+            env!("CARGO_BIN_EXE_hubvault"),
+            "--compress",
+            "gzip",
+            "--out",
+        ])
         .arg(out_dir.path()));
     ok(&built, "scripts/package-deb");
     let deb = stdout(&built).lines().last().unwrap().to_string();
@@ -63,13 +69,25 @@ fn the_debian_package_installs_runs_documents_and_keeps_its_configuration_on_rem
     let listing = stdout(&listing);
     let mut want = vec![
         ("-rwxr-xr-x", "./usr/bin/hubvault".to_string()),
-        ("-rw-r--r--", "./lib/systemd/system/hubvault-agent.service".into()),
+        (
+            "-rw-r--r--",
+            "./lib/systemd/system/hubvault-agent.service".into(),
+        ),
         ("-rw-r--r--", "./etc/hubvault/hubvault.toml".into()),
         ("-rw-------", "./etc/hubvault/agent.env".into()),
         ("-rw-r--r--", "./usr/share/man/man1/hubvault.1.gz".into()),
-        ("-rw-r--r--", "./usr/share/bash-completion/completions/hubvault".into()),
-        ("-rw-r--r--", "./usr/share/zsh/vendor-completions/_hubvault".into()),
-        ("-rw-r--r--", "./usr/share/fish/vendor_completions.d/hubvault.fish".into()),
+        (
+            "-rw-r--r--",
+            "./usr/share/bash-completion/completions/hubvault".into(),
+        ),
+        (
+            "-rw-r--r--",
+            "./usr/share/zsh/vendor-completions/_hubvault".into(),
+        ),
+        (
+            "-rw-r--r--",
+            "./usr/share/fish/vendor_completions.d/hubvault.fish".into(),
+        ),
         ("-rw-r--r--", "./usr/share/doc/hubvault/README.md".into()),
         ("-rw-r--r--", "./usr/share/doc/hubvault/AGENT.md".into()),
         ("-rw-r--r--", "./usr/share/doc/hubvault/copyright".into()),
@@ -78,17 +96,23 @@ fn the_debian_package_installs_runs_documents_and_keeps_its_configuration_on_rem
         "agent", "backup", "demo", "doctor", "inspect", "prune", "remap", "restore", "status",
         "verify", "versions",
     ] {
-        want.push(("-rw-r--r--", format!("./usr/share/man/man1/hubvault-{sub}.1.gz")));
+        want.push((
+            "-rw-r--r--",
+            format!("./usr/share/man/man1/hubvault-{sub}.1.gz"),
+        ));
     }
     for (mode, path) in &want {
         assert!(
-            listing
-                .lines()
-                .any(|l| l.starts_with(mode) && l.contains("root/root") && l.ends_with(path.as_str())),
+            listing.lines().any(|l| l.starts_with(mode)
+                && l.contains("root/root")
+                && l.ends_with(path.as_str())),
             "{mode} root/root {path} not in:\n{listing}"
         );
     }
-    assert!(!listing.contains("generate-assets"), "the hidden subcommand has no page");
+    assert!(
+        !listing.contains("generate-assets"),
+        "the hidden subcommand has no page"
+    );
     let field = |f: &str| {
         let o = run(Command::new("dpkg-deb").args(["-f", &deb, f]));
         stdout(&o).trim().to_string()
@@ -131,12 +155,17 @@ fn the_debian_package_installs_runs_documents_and_keeps_its_configuration_on_rem
     // The installed example configuration changes nothing until edited.
     let conf = std::fs::read_to_string("/etc/hubvault/hubvault.toml").unwrap();
     assert!(
-        conf.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')),
+        conf.lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')),
         "{conf}"
     );
 
     // Remove: the binary goes, the configuration (conffiles) stays; purge takes it.
-    std::fs::write("/etc/hubvault/hubvault.toml", format!("{conf}# edited by the operator\n")).unwrap();
+    std::fs::write(
+        "/etc/hubvault/hubvault.toml",
+        format!("{conf}# edited by the operator\n"),
+    )
+    .unwrap();
     ok(&dpkg(&["-r", "hubvault"]), "dpkg -r");
     assert!(!Path::new("/usr/bin/hubvault").exists());
     assert!(!Path::new(unit).exists());

@@ -279,7 +279,9 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
                 path_and_query: target.clone(),
                 status: None,
                 fault,
-                sse: req.header("x-amz-server-side-encryption").map(str::to_string),
+                sse: req
+                    .header("x-amz-server-side-encryption")
+                    .map(str::to_string),
                 sse_kms_key_id: req
                     .header("x-amz-server-side-encryption-aws-kms-key-id")
                     .map(str::to_string),

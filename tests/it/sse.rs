@@ -3,7 +3,9 @@
 //! an error naming the option. moto does not evaluate bucket policies, so the policy is
 //! played by the test proxy (`Fault::DenyUnencrypted`), which also records the headers.
 
-use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, run, s3_endpoint, stderr, venv};
+use crate::common::{
+    TestBucket, cmd_private_tmp, connector_db, json_of, run, s3_endpoint, stderr, venv,
+};
 use crate::proxy::{Fault, Proxy};
 
 /// Every request that starts an object (a PUT that is not a part, a multipart start).
@@ -30,7 +32,11 @@ print(s3.head_object(Bucket=bucket, Key=key).get("ServerSideEncryption", "none")
         .args(["-c", script, &s3_endpoint(), &tb.name, key])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -51,7 +57,10 @@ fn a_bucket_policy_refusing_unencrypted_writes_names_sse_and_with_it_every_write
         .arg(&db));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("403") || err.contains("denied") || err.contains("Access"), "{err}");
+    assert!(
+        err.contains("403") || err.contains("denied") || err.contains("Access"),
+        "{err}"
+    );
     assert!(err.contains("--sse AES256"), "{err}");
     assert!(tb.keys("").is_empty(), "{:?}", tb.keys(""));
 
@@ -66,9 +75,16 @@ fn a_bucket_policy_refusing_unencrypted_writes_names_sse_and_with_it_every_write
         0,
     );
     let w = writes(&proxy);
-    assert!(w.iter().any(|s| s.method == "POST"), "a multipart upload: {w:#?}");
+    assert!(
+        w.iter().any(|s| s.method == "POST"),
+        "a multipart upload: {w:#?}"
+    );
     assert!(w.len() >= 4, "{w:#?}");
-    assert!(w.iter().all(|s| s.sse.as_deref() == Some("AES256") && s.status == Some(200)), "{w:#?}");
+    assert!(
+        w.iter()
+            .all(|s| s.sse.as_deref() == Some("AES256") && s.status == Some(200)),
+        "{w:#?}"
+    );
     assert_eq!(stored_sse(&tb, doc["key"].as_str().unwrap()), "AES256");
 }
 
@@ -98,7 +114,11 @@ fn sse_kms_from_the_environment_or_the_config_file_sends_the_key_id() {
 
     proxy.reset();
     let conf = hub.path().join("hubvault.toml");
-    std::fs::write(&conf, "sse = \"aws:kms\"\nsse_kms_key_id = \"alias/hubvault-file\"\n").unwrap();
+    std::fs::write(
+        &conf,
+        "sse = \"aws:kms\"\nsse_kms_key_id = \"alias/hubvault-file\"\n",
+    )
+    .unwrap();
     json_of(
         &run(proxy
             .cmd(&tb)
@@ -112,7 +132,8 @@ fn sse_kms_from_the_environment_or_the_config_file_sends_the_key_id() {
     let w = writes(&proxy);
     assert!(!w.is_empty());
     assert!(
-        w.iter().all(|s| s.sse_kms_key_id.as_deref() == Some("alias/hubvault-file")),
+        w.iter()
+            .all(|s| s.sse_kms_key_id.as_deref() == Some("alias/hubvault-file")),
         "{w:#?}"
     );
     // Without any SSE setting, no header: the bucket's default applies.
@@ -134,11 +155,16 @@ fn sse_on_a_local_directory_bucket_is_refused_with_exit_2() {
     let hub = tempfile::tempdir().unwrap();
     let (db, _) = connector_db(hub.path(), "sdc", 10);
     for args in [["--sse", "AES256"], ["--sse", "aws:kms"]] {
-        let out = run(cmd_private_tmp(&tb).args(["backup", "--db"]).arg(&db).args(args));
+        let out = run(cmd_private_tmp(&tb)
+            .args(["backup", "--db"])
+            .arg(&db)
+            .args(args));
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(stderr(&out).contains("local directory"), "{}", stderr(&out));
     }
-    let out = run(cmd_private_tmp(&tb).args(["backup", "--sse", "aes", "--db"]).arg(&db));
+    let out = run(cmd_private_tmp(&tb)
+        .args(["backup", "--sse", "aes", "--db"])
+        .arg(&db));
     assert_eq!(out.status.code(), Some(2));
     assert!(tb.keys("").is_empty());
 }

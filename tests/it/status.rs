@@ -227,7 +227,9 @@ fn orgs_named_and_empty_filters_fail(tb: &TestBucket) {
         assert!(row.contains(org), "{row}");
     }
     assert!(
-        text.contains("2 backups in the whole bucket: 2 fresh, 0 stale, 0 broken, 2 never verified"),
+        text.contains(
+            "2 backups in the whole bucket: 2 fresh, 0 stale, 0 broken, 2 never verified"
+        ),
         "{text}"
     );
 
