@@ -93,7 +93,7 @@ fn empty_hint(scope: &Scope, orgs: &[OrgSlug]) -> String {
     match &scope.org {
         _ if orgs.is_empty() => "the bucket holds no backups yet: check --bucket, then run `hubvault doctor` and `hubvault backup --db ...` (or start the agent)".to_string(),
         Some(org) if !orgs.contains(org) => format!(
-            "no org {org:?} in this bucket; it holds: {names}. Check --org (or HUBVAULT_ORG), e.g. hubvault status --org {}",
+            "no org \"{org}\" in this bucket; it holds: {names}. Check --org (or HUBVAULT_ORG), e.g. hubvault status --org {}",
             orgs[0]
         ),
         Some(org) => format!(
