@@ -96,6 +96,19 @@ impl StoreFailure {
         }
     }
 
+    /// What to try after `op` failed this way on the bucket at `url`. A refused write
+    /// also names `--sse`: a bucket policy that requires server-side encryption refuses
+    /// an unencrypted PUT with the same 403 AccessDenied as missing permissions, and
+    /// nothing in the answer tells the two apart.
+    pub fn hint_for(self, op: &str, url: &str) -> String {
+        if self == StoreFailure::PermissionDenied && op == "PUT" {
+            return format!(
+                "the store refused this write (403): if the bucket policy requires server-side encryption, pass --sse AES256 or --sse aws:kms [--sse-kms-key-id KEY] (or HUBVAULT_SSE, or sse = \"...\" in /etc/hubvault/hubvault.toml); otherwise check that the credentials (AWS_ACCESS_KEY_ID or the instance role) may write to {url}"
+            );
+        }
+        self.hint(url)
+    }
+
     /// What to try, for the bucket at `url`.
     pub fn hint(self, url: &str) -> String {
         match self {
@@ -203,7 +216,7 @@ impl Error {
             key,
             failure,
             message: e.to_string(),
-            hint: failure.hint(url),
+            hint: failure.hint_for(op, url),
             source: Some(e),
         }
     }
@@ -221,7 +234,7 @@ impl Error {
             key,
             failure,
             message: message.into(),
-            hint: failure.hint(url),
+            hint: failure.hint_for(op, url),
             source: None,
         }
     }
@@ -425,7 +438,19 @@ mod tests {
             let err = mk(e);
             assert_eq!(err.store_failure(), Some(want));
             assert_eq!(err.exit_code(), 1);
-            assert_eq!(err.hint().unwrap(), want.hint("s3://b"));
+            assert_eq!(err.hint().unwrap(), want.hint_for("PUT", "s3://b"));
         }
+    }
+
+    #[test]
+    fn a_refused_write_names_the_sse_option_and_a_refused_read_does_not() {
+        let denied = || object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "AccessDenied".into(),
+        };
+        let put = Error::bucket("PUT", "k".into(), "s3://b", denied());
+        assert!(put.hint().unwrap().contains("--sse AES256"), "{put:?}");
+        let get = Error::bucket("GET", "k".into(), "s3://b", denied());
+        assert!(!get.hint().unwrap().contains("--sse"), "{get:?}");
     }
 }

@@ -18,7 +18,7 @@
 //!   snapshots, the id rewrite, locks, durable file operations;
 //! - [`catalog`]: what the bucket holds, read back: the inventory of connectors, a
 //!   connector's versions and latest pointer, the retention rules;
-//! - [`ops`]: one module per operation (backup, restore, remap, prune, verify, status,
+//! - [`ops`]: one module per operation (backup, restore, remap, prune, verify, status, doctor,
 //!   inspect, versions); an operation never imports another;
 //! - [`agent`]: the long-running hub agent, its configuration and metrics.
 

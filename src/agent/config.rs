@@ -43,12 +43,24 @@ pub struct Layer {
     /// `[retention]`: keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
     /// keep_yearly. Applied by `agent` and `backup` after each upload.
     pub retention: Option<Policy>,
+    /// Server-side encryption of S3 objects: `AES256` or `aws:kms` (see `--sse`).
+    pub sse: Option<String>,
+    /// The KMS key for `sse = "aws:kms"`.
+    pub sse_kms_key_id: Option<String>,
 }
 
 impl Layer {
     /// `self` where it has a value, else `under`.
     pub fn over(self, under: Layer) -> Layer {
+        // The two SSE settings go together: a flag's mode never meets the file's key.
+        let (sse, sse_kms_key_id) = if self.sse.is_some() || self.sse_kms_key_id.is_some() {
+            (self.sse, self.sse_kms_key_id)
+        } else {
+            (under.sse, under.sse_kms_key_id)
+        };
         Layer {
+            sse,
+            sse_kms_key_id,
             bucket: self.bucket.or(under.bucket),
             org: self.org.or(under.org),
             hub_root: self.hub_root.or(under.hub_root),
@@ -91,7 +103,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Layer> {
                 e.message().trim_end()
             ),
             format!(
-                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
+                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, sse, sse_kms_key_id, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
                 path.display()
             ),
         )
@@ -111,6 +123,7 @@ pub struct AgentConfig {
     pub tmp_dir: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub retention: Option<Policy>,
+    pub sse: Option<crate::store::s3::Sse>,
 }
 
 /// Lays `given` (flags over environment) over `file` and checks every value. `file_name`
@@ -129,7 +142,14 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
     let where_metrics = from_file(|l| l.metrics_addr.is_some());
     let where_grace = from_file(|l| l.shutdown_grace.is_some());
     let where_jitter = from_file(|l| l.jitter.is_some());
+    let where_sse = if given.sse.is_some() || given.sse_kms_key_id.is_some() {
+        "--sse".to_string()
+    } else {
+        format!("sse (from {})", file_name.display())
+    };
     let l = given.over(file);
+    let sse =
+        crate::store::s3::Sse::parse(l.sse.as_deref(), l.sse_kms_key_id.as_deref(), &where_sse)?;
 
     let bucket = l.bucket.ok_or_else(|| {
         Error::usage(
@@ -200,6 +220,7 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
         tmp_dir: l.tmp_dir,
         shutdown_grace,
         retention: l.retention.filter(|p| !p.is_empty()),
+        sse,
     })
 }
 

@@ -4,6 +4,7 @@
 //! passed in ([`shutdown`]).
 
 pub mod config;
+pub mod log;
 pub mod metrics;
 pub mod scheduler;
 pub mod shutdown;

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::config::{DEFAULT_INTERVAL, DEFAULT_JITTER, DEFAULT_SHUTDOWN_GRACE};
+use crate::agent::log::{self as decisions, DecisionLog};
 use crate::agent::metrics::Metrics;
 use crate::agent::shutdown::stopped;
 use crate::catalog::retention::Policy;
@@ -175,6 +176,8 @@ pub struct Agent {
     opts: AgentOptions,
     slots: BTreeMap<ConnectorId, Slot>,
     metrics: Arc<Metrics>,
+    /// One line per decision per connector, not one per tick (agent/log.rs).
+    log: Arc<DecisionLog>,
 }
 
 impl Agent {
@@ -184,7 +187,14 @@ impl Agent {
             opts,
             slots: BTreeMap::new(),
             metrics,
+            log: Arc::new(DecisionLog::default()),
         }
+    }
+
+    /// The decision log, for others that decide about the same connectors (continuous
+    /// capture logs "captured N commits" through it).
+    pub fn decision_log(&self) -> Arc<DecisionLog> {
+        self.log.clone()
     }
 
     /// The connectors the agent currently knows.
@@ -240,6 +250,7 @@ impl Agent {
         for c in gone {
             tracing::info!(connector = %c, "connector removed from the hub; forgetting it");
             self.slots.remove(&c);
+            self.log.forget(&c.to_string());
             report.removed.push(c);
         }
         self.metrics
@@ -349,13 +360,13 @@ impl Agent {
                         self.metrics.update(&id, |s| s.size_bytes = Some(info.size));
                     }
                 }
-                match r.decision {
-                    Decision::Uploaded => {
-                        tracing::info!(connector = %c, key = %r.key, bytes = r.bytes, seconds = r.seconds, "uploaded: {}", r.reason)
-                    }
-                    Decision::Skipped => {
-                        tracing::info!(connector = %c, key = %r.key, "skipped (fresh): {}", r.reason)
-                    }
+                let said = match r.decision {
+                    Decision::Uploaded => decisions::Decision::Uploaded,
+                    Decision::Skipped => decisions::Decision::SkippedFresh,
+                };
+                self.log.record(&id, said, &r.reason, Some(&r.key));
+                if r.decision == Decision::Uploaded {
+                    tracing::debug!(connector = %c, bytes = r.bytes, seconds = r.seconds, "upload size and time");
                 }
                 attempt.result = match r.decision {
                     Decision::Uploaded => Outcome::Uploaded,
@@ -377,14 +388,13 @@ impl Agent {
                     s.failures_total += 1;
                     s.consecutive_failures = k as u64;
                 });
-                tracing::warn!(
-                    connector = %c,
-                    db = %db.display(),
-                    consecutive_failures = k,
-                    retry_in = ?backoff,
-                    "backup failed: {e}{}",
+                let reason = format!(
+                    "{e}{}",
                     e.hint().map(|h| format!(" (Try: {h})")).unwrap_or_default()
                 );
+                self.log
+                    .record(&id, decisions::Decision::Error, &reason, None);
+                tracing::debug!(connector = %c, db = %db.display(), consecutive_failures = k, retry_in = ?backoff, "retry scheduled");
                 attempt.reason = e.to_string();
                 attempt.hint = e.hint().map(str::to_string);
                 attempt.consecutive_failures = k;

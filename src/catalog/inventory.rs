@@ -94,6 +94,17 @@ impl Listed {
     }
 }
 
+/// The orgs that have anything in the bucket: its top-level names that are org slugs,
+/// from one delimiter listing.
+pub async fn orgs(bucket: &Bucket) -> Result<Vec<OrgSlug>> {
+    Ok(bucket
+        .list_prefixes(&Path::default())
+        .await?
+        .iter()
+        .filter_map(|n| OrgSlug::parse(n).ok())
+        .collect())
+}
+
 /// One paged LIST of the scope's prefix, grouped by connector (sorted by key).
 pub async fn scan(bucket: &Bucket, scope: &Scope) -> Result<Vec<Listed>> {
     let objects = bucket.list(&scope.prefix()).await?;

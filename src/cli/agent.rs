@@ -63,9 +63,13 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         tmp_dir: a.tmp_dir,
         shutdown_grace: a.shutdown_grace,
         retention: Some(a.keep.policy()).filter(|p| !p.is_empty()),
+        sse: g.sse.clone(),
+        sse_kms_key_id: g.sse_kms_key_id.clone(),
     };
     let cfg = config::resolve(given, file, &file_path)?;
-    let bucket = Bucket::open(&cfg.bucket)?;
+    let mut s3 = hubvault::store::s3::S3Settings::from_env()?;
+    s3.sse = cfg.sse.clone();
+    let bucket = Bucket::open_with(&cfg.bucket, &s3)?;
     let mut opts = AgentOptions::new(&cfg.hub_root, cfg.org.clone());
     opts.interval = cfg.interval;
     opts.max_age = cfg.max_age;

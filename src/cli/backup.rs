@@ -30,8 +30,9 @@ pub struct Args {
     /// Where the snapshot is written before upload (default: TMPDIR).
     #[arg(long, value_name = "DIR", env = "HUBVAULT_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
-    /// TOML config file whose [retention] applies when no --keep-* flag is given (the
-    /// agent's file; a missing default file is fine).
+    /// TOML config file whose [retention] applies when no --keep-* flag is given, and
+    /// whose sse / sse_kms_key_id apply when no --sse is given (the agent's file; a
+    /// missing default file is fine).
     #[arg(long, env = "HUBVAULT_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Retention applied to this connector's versions after an upload.
@@ -44,7 +45,15 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let datahub = a.datahub.as_deref().map(DatahubId::parse).transpose()?;
     let connector = a.connector.as_deref().map(ConnectorId::parse).transpose()?;
     let org = g.org()?;
-    let bucket = g.bucket()?;
+    let (path, explicit) = match &a.config {
+        Some(p) => (p.clone(), true),
+        None => (
+            PathBuf::from(hubvault::agent::config::DEFAULT_CONFIG_PATH),
+            false,
+        ),
+    };
+    let file = hubvault::agent::config::load_file(&path, explicit)?;
+    let bucket = g.bucket_with_file(&file, &path)?;
     let mut opts = BackupOptions::new(a.db, org);
     opts.datahub = datahub;
     opts.connector = connector;
@@ -53,16 +62,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     opts.tmp_dir = a.tmp_dir;
     let flags = a.keep.policy();
     let retention = if flags.is_empty() {
-        let (path, explicit) = match &a.config {
-            Some(p) => (p.clone(), true),
-            None => (
-                PathBuf::from(hubvault::agent::config::DEFAULT_CONFIG_PATH),
-                false,
-            ),
-        };
-        hubvault::agent::config::load_file(&path, explicit)?
-            .retention
-            .filter(|p| !p.is_empty())
+        file.retention.filter(|p| !p.is_empty())
     } else {
         Some(flags)
     };

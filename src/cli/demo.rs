@@ -1,4 +1,5 @@
-//! `hubvault demo`: the whole story on the embedded default (a local-directory bucket).
+//! `hubvault demo`: the whole story on the embedded default (a local-directory bucket), or
+//! on the bucket named with `--bucket` (S3 included), under `--org` (default `demo-lab`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,9 @@ use hubvault::{Error, Result};
 use serde::Serialize;
 
 use super::Global;
+
+/// The org the demo writes under when no --org (or HUBVAULT_ORG) is given.
+const DEMO_ORG: &str = "demo-lab";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -76,25 +80,36 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             .keep(),
     };
     let hub_root = dir.join("hub");
-    let bucket_dir = dir.join("bucket");
-    for d in [&hub_root, &bucket_dir] {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, "cannot create", e))?;
-    }
-    let bucket_url = format!("file://{}", bucket_dir.display());
-    let bucket = Bucket::open(&bucket_url)?;
-    let org = OrgSlug::parse("demo-lab")?;
-    let datahub = DatahubId::random();
+    std::fs::create_dir_all(&hub_root).map_err(|e| Error::io(&hub_root, "cannot create", e))?;
     let say = |s: String| {
         if !g.json {
             println!("{s}");
         }
     };
+    // The demo writes into a bucket only when one is named with --bucket: an operator's
+    // HUBVAULT_BUCKET (production) never receives demo data by accident.
+    let (bucket, bucket_url) = if g.bucket_from_flag {
+        let b = g.bucket()?;
+        let url = b.url().to_string();
+        (b, url)
+    } else {
+        if g.bucket.is_some() {
+            say("(HUBVAULT_BUCKET is not used by the demo: name a bucket with --bucket to run it there)".into());
+        }
+        let bucket_dir = dir.join("bucket");
+        std::fs::create_dir_all(&bucket_dir)
+            .map_err(|e| Error::io(&bucket_dir, "cannot create", e))?;
+        let url = format!("file://{}", bucket_dir.display());
+        (Bucket::open(&url)?, url)
+    };
+    let org = OrgSlug::parse(g.org.as_deref().unwrap_or(DEMO_ORG))?;
+    let datahub = DatahubId::random();
 
     say(format!(
         "hub root {}  (datahub {datahub})",
         hub_root.display()
     ));
-    say(format!("bucket   {bucket_url}\n"));
+    say(format!("bucket   {bucket_url}  (org {org})\n"));
     let mut specs = Vec::new();
     for (t, name) in CONNECTOR_TYPES {
         let mut spec = Spec::new(t, name, a.events);

@@ -5,7 +5,7 @@
 //! the benchmark example include this file by path.
 //!
 //! The schema is the plausible reconstruction in `fixture_schema.sql` (a copy of
-//! `shared/fixtures/schema.sql`): `Integrations` and `Events` as the seed states them,
+//! `shared/fixtures/schema.sql`): `Integrations` and `Events` as the platform's documentation states them,
 //! plus `Uploads`, `Commands` and `SequelizeMeta`. The ids also appear where the platform's
 //! manual SQL does not look: `Integrations.state` is keyed by connector id, and upload
 //! paths name `/var/datahub/<connectorId>/`.

@@ -6,7 +6,9 @@
 mod agent;
 mod backup;
 mod demo;
+mod doctor;
 pub mod fixture;
+mod generate;
 mod inspect;
 mod output;
 mod prune;
@@ -54,6 +56,27 @@ pub struct Global {
     /// More log output (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// S3 server-side encryption of every object written: AES256 (SSE-S3) or aws:kms
+    /// (SSE-KMS), as the aws CLI's --sse. For S3 buckets only.
+    #[arg(
+        long,
+        global = true,
+        env = "HUBVAULT_SSE",
+        value_name = "AES256|aws:kms"
+    )]
+    pub sse: Option<String>,
+    /// The KMS key (id, ARN or alias) for --sse aws:kms; default: the account's S3 key.
+    #[arg(
+        long,
+        global = true,
+        env = "HUBVAULT_SSE_KMS_KEY_ID",
+        value_name = "KEY"
+    )]
+    pub sse_kms_key_id: Option<String>,
+    /// True if and only if `--bucket` was on the command line (not from HUBVAULT_BUCKET):
+    /// the demo writes into a bucket only when asked by name.
+    #[arg(skip)]
+    pub bucket_from_flag: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,12 +87,15 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// The seed's rule for one connector: upload when the backup is missing or older
-    /// than --max-age, else skip with one HEAD request.
+    /// The platform's backup rule for one connector ("upload if there is no backup at
+    /// the target location, or it is older than 24 hours"): upload when the backup is
+    /// missing or older than --max-age, else skip with one HEAD request.
     Backup(backup::Args),
     /// Ids, name, type, row counts and schema of a database (a local file or a backup).
     Inspect(inspect::Args),
-    /// The whole story on a local-directory bucket: four connectors, backups, skips.
+    /// The whole story: a hub of four connectors, backups, skips, the hub lost, every
+    /// connector restored onto a new hub; on a new local-directory bucket, or on the one
+    /// named with --bucket (S3 too), under --org (default demo-lab).
     Demo(demo::Args),
     /// Automatic restore: fetch a backup, verify it, rewrite its ids, install it
     /// atomically at <hub-root>/<connectorId>/sqlite.db, run the --then hook.
@@ -77,8 +103,8 @@ enum Command {
     // `--version` is off for this subcommand.
     #[command(disable_version_flag = true)]
     Restore(restore::Args),
-    /// Rewrite a local database's datahub and connector ids everywhere (the seed's
-    /// manual steps 5 to 10), in one checked transaction.
+    /// Rewrite a local database's datahub and connector ids everywhere (steps 5 to 10
+    /// of the platform's manual restore), in one checked transaction.
     Remap(remap::Args),
     /// The kept history of one connector's backups, newest first.
     Versions(versions::Args),
@@ -93,6 +119,13 @@ enum Command {
     /// Restore drill: download each backup, check sha256, integrity, ids and tables,
     /// record the result beside it. Exit 3 when any fails.
     Verify(verify::Args),
+    /// Will backups work here? Checks the configuration, credentials, the bucket (a
+    /// write-read-delete round trip), the clock, the hub's databases, temp space and the
+    /// agent's service. Exit 0 only when nothing stops backups.
+    Doctor(doctor::Args),
+    /// Writes the man pages and shell completions (for packaging; see scripts/package-deb).
+    #[command(hide = true)]
+    GenerateAssets(generate::Args),
 }
 
 impl Global {
@@ -103,7 +136,64 @@ impl Global {
                 "pass --bucket s3://bucket-name or --bucket file:///abs/dir (or set HUBVAULT_BUCKET)",
             )
         })?;
-        Bucket::open(url)
+        // The host's config file (HUBVAULT_CONFIG or the default, if there) may ask
+        // for server-side encryption: every command that writes must honour it.
+        let (path, explicit) = match std::env::var_os("HUBVAULT_CONFIG") {
+            Some(p) if !p.is_empty() => (std::path::PathBuf::from(p), true),
+            _ => (
+                std::path::PathBuf::from(hubvault::agent::config::DEFAULT_CONFIG_PATH),
+                false,
+            ),
+        };
+        let file = if self.sse.is_some() || self.sse_kms_key_id.is_some() {
+            Default::default()
+        } else {
+            hubvault::agent::config::load_file(&path, explicit)?
+        };
+        let s3 = self.s3_settings(Some((
+            file.sse.as_deref(),
+            file.sse_kms_key_id.as_deref(),
+            &path,
+        )))?;
+        Bucket::open_with(url, &s3)
+    }
+
+    /// As [`Global::bucket`], with the SSE settings of a config file already read.
+    pub fn bucket_with_file(
+        &self,
+        file: &hubvault::agent::config::Layer,
+        path: &std::path::Path,
+    ) -> Result<Bucket> {
+        let url = self.bucket.as_deref().ok_or_else(|| {
+            Error::usage(
+                "no bucket given",
+                "pass --bucket s3://bucket-name or --bucket file:///abs/dir (or set HUBVAULT_BUCKET)",
+            )
+        })?;
+        let s3 = self.s3_settings(Some((
+            file.sse.as_deref(),
+            file.sse_kms_key_id.as_deref(),
+            path,
+        )))?;
+        Bucket::open_with(url, &s3)
+    }
+
+    /// The S3 settings of the environment, with --sse / --sse-kms-key-id laid over them,
+    /// and under those the config file's `sse` / `sse_kms_key_id` (`file`: its values
+    /// and its path).
+    pub fn s3_settings(
+        &self,
+        file: Option<(Option<&str>, Option<&str>, &std::path::Path)>,
+    ) -> Result<hubvault::store::s3::S3Settings> {
+        use hubvault::store::s3::{S3Settings, Sse};
+        let mut s = S3Settings::from_env()?;
+        if self.sse.is_some() || self.sse_kms_key_id.is_some() {
+            // Flags (or HUBVAULT_SSE*, which clap reads into them) win over the file.
+            s.sse = Sse::parse(self.sse.as_deref(), self.sse_kms_key_id.as_deref(), "--sse")?;
+        } else if let Some((mode, key, path)) = file {
+            s.sse = Sse::parse(mode, key, &format!("sse (from {})", path.display()))?;
+        }
+        Ok(s)
     }
 
     pub fn org(&self) -> Result<OrgSlug> {
@@ -116,7 +206,17 @@ impl Global {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let sub = matches.subcommand().map(|(_, m)| m);
+    cli.global.bucket_from_flag = [Some(&matches), sub]
+        .into_iter()
+        .flatten()
+        .any(|m| m.value_source("bucket") == Some(clap::parser::ValueSource::CommandLine));
     let mut logging = cli.global.clone();
     if matches!(cli.command, Command::Agent(_)) {
         // A daemon's log is its record: what it backed up and skipped, not only errors.
@@ -147,6 +247,8 @@ pub fn main() -> ExitCode {
             Command::Agent(a) => agent::run(a, &g).await,
             Command::Status(a) => status::run(a, &g).await,
             Command::Verify(a) => verify::run(a, &g).await,
+            Command::Doctor(a) => doctor::run(a, &g).await,
+            Command::GenerateAssets(a) => generate::run(a),
         }
     });
     match result {

@@ -1,4 +1,4 @@
-//! `hubvault remap`: the seed's manual steps 5 to 10 on a local file.
+//! `hubvault remap`: steps 5 to 10 of the platform's manual restore, on a local file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

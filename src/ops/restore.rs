@@ -625,8 +625,8 @@ pub fn run_hook(cmd: &str, plan: &RestorePlan, stdout_to_stderr: bool) -> Result
     Ok(())
 }
 
-/// What the operator still has to do when no `--then` hook is given (the seed's steps 13
-/// to 15).
+/// What the operator still has to do when no `--then` hook is given (steps 13 to 15 of
+/// the platform's manual restore).
 pub fn remaining_steps(plan: &RestorePlan) -> Vec<String> {
     vec![
         format!(

@@ -50,6 +50,8 @@ pub struct Summary {
     pub fresh: usize,
     pub stale: usize,
     pub broken: usize,
+    /// Backups without any restore drill (`hubvault verify` never ran on them).
+    pub never_verified: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -60,12 +62,44 @@ pub struct StatusReport {
     /// Broken first, then stale, then fresh; oldest first within each.
     pub connectors: Vec<ConnectorStatus>,
     pub summary: Summary,
+    /// When nothing is in scope: the orgs the bucket does hold (from one delimiter
+    /// listing of its top level), and what to try.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty: Option<EmptyScope>,
+}
+
+/// Why a scope with no backups is not healthy, and where the backups are.
+#[derive(Clone, Debug, Serialize)]
+pub struct EmptyScope {
+    pub orgs_in_bucket: Vec<OrgSlug>,
+    pub hint: String,
 }
 
 impl StatusReport {
-    /// True if and only if some backup is stale or broken (exit 3).
+    /// True if and only if some backup is stale or broken, or the scope holds no backup
+    /// at all (a typo in --org must not read as a healthy fleet): exit 3.
     pub fn needs_attention(&self) -> bool {
-        self.summary.stale + self.summary.broken > 0
+        self.summary.stale + self.summary.broken > 0 || self.summary.total == 0
+    }
+}
+
+/// What to try when `scope` holds no backup, given the orgs the bucket holds.
+fn empty_hint(scope: &Scope, orgs: &[OrgSlug]) -> String {
+    let names = orgs
+        .iter()
+        .map(|o| o.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match &scope.org {
+        _ if orgs.is_empty() => "the bucket holds no backups yet: check --bucket, then run `hubvault doctor` and `hubvault backup --db ...` (or start the agent)".to_string(),
+        Some(org) if !orgs.contains(org) => format!(
+            "no org \"{org}\" in this bucket; it holds: {names}. Check --org (or HUBVAULT_ORG), e.g. hubvault status --org {}",
+            orgs[0]
+        ),
+        Some(org) => format!(
+            "org {org} has backups, but none match --datahub/--connector; check the ids with hubvault status --org {org}"
+        ),
+        None => format!("this bucket holds the orgs {names}, but no connector backup matches the filter"),
     }
 }
 
@@ -91,18 +125,31 @@ pub async fn run(
         ..Default::default()
     };
     for c in &connectors {
+        if c.last_drill.is_none() {
+            summary.never_verified += 1;
+        }
         match c.state {
             State::Fresh => summary.fresh += 1,
             State::Stale => summary.stale += 1,
             State::Broken => summary.broken += 1,
         }
     }
+    let empty = if connectors.is_empty() {
+        let orgs = inventory::orgs(bucket).await?;
+        Some(EmptyScope {
+            hint: empty_hint(scope, &orgs),
+            orgs_in_bucket: orgs,
+        })
+    } else {
+        None
+    };
     Ok(StatusReport {
         scope: scope.describe(),
         max_age_seconds: max_age.as_secs(),
         checked_at: now,
         connectors,
         summary,
+        empty,
     })
 }
 

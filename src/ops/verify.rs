@@ -269,7 +269,7 @@ fn check_database(local: &std::path::Path, ck: &ConnectorKey) -> (Option<String>
         problems.push(format!("not a SQLite database: {e}"));
         return (None, problems);
     }
-    // Our own temp copy: read-write, so a WAL-mode upload (seed) opens too.
+    // Our own temp copy: read-write, so a WAL-mode upload (the platform's own) opens too.
     let conn = match db::open_read_write(local) {
         Ok(c) => c,
         Err(e) => {

@@ -1,5 +1,5 @@
 //! Rewriting a connector's datahub id and connector id everywhere inside its database:
-//! the seed's manual steps 5 to 10, done so that they cannot leave a broken database.
+//! steps 5 to 10 of the platform's manual restore, done so that they cannot leave a broken database.
 //!
 //! Contract of [`apply`]:
 //! - every occurrence of the old ids, in every TEXT value (and every BLOB value holding

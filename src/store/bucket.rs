@@ -32,6 +32,7 @@ use crate::progress::Progress;
 use crate::store::codec::{Decoding, Encoding, HashingWriter, SameAs};
 use crate::store::s3::{self, S3Settings};
 pub use crate::store::url::redact_url;
+use crate::store::url::{BucketUrl, parse_bucket_url};
 
 /// Parts of a multipart upload, and the point past which an upload is multipart.
 pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -117,20 +118,18 @@ impl Bucket {
                 "pass file:///absolute/dir for a local directory or s3://bucket-name for S3 (or set HUBVAULT_BUCKET)",
             )
         };
-        let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-        let (store, root): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
-            "file" => {
-                if parsed
-                    .host_str()
-                    .is_some_and(|h| !h.is_empty() && h != "localhost")
-                {
-                    return Err(bad(
-                        "a file URL names no host: write file:///abs/dir (three slashes)",
+        // The URL rules (absolute directories, S3's bucket names) live in store::url.
+        let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+        let (store, root): (Arc<dyn ObjectStore>, String) = match parse_bucket_url(url, &cwd)? {
+            BucketUrl::Local(dir) => {
+                if s3.sse.is_some() {
+                    return Err(Error::usage(
+                        format!(
+                            "--bucket {shown:?}: server-side encryption (--sse / HUBVAULT_SSE / sse in the config file) is for S3 buckets; a local directory cannot apply it"
+                        ),
+                        "leave --sse out for a file:// bucket, or encrypt the file system under it",
                     ));
                 }
-                let dir = parsed
-                    .to_file_path()
-                    .map_err(|_| bad("not an absolute local path"))?;
                 match std::fs::metadata(&dir) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => return Err(bad(&format!("{} is not a directory", dir.display()))),
@@ -153,17 +152,10 @@ impl Bucket {
                 let fs = fs.with_fsync(true);
                 (Arc::new(fs), String::new())
             }
-            "s3" => {
-                let name = parsed
-                    .host_str()
-                    .filter(|h| !h.is_empty())
-                    .ok_or_else(|| bad("no bucket name"))?;
-                (
-                    Arc::new(s3::store(name, s3).map_err(|e| bad(&e.to_string()))?),
-                    parsed.path().to_string(),
-                )
-            }
-            other => return Err(bad(&format!("scheme {other:?} is not supported"))),
+            BucketUrl::S3 { bucket, prefix } => (
+                Arc::new(s3::store(&bucket, s3).map_err(|e| bad(&e.to_string()))?),
+                prefix,
+            ),
         };
         let root = root.trim_matches('/');
         let store: Arc<dyn ObjectStore> = if root.is_empty() {
@@ -441,6 +433,25 @@ impl Bucket {
         }
         out.sort_by(|a: &ObjectInfo, b: &ObjectInfo| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    /// The "directories" directly under `prefix` (the bucket's top level for the empty
+    /// path): one delimiter listing (S3 pages it past 1,000 names).
+    pub async fn list_prefixes(&self, prefix: &Path) -> Result<Vec<String>> {
+        let p = (!prefix.as_ref().is_empty()).then_some(prefix);
+        match self.store.list_with_delimiter(p).await {
+            Ok(r) => {
+                let mut names: Vec<String> = r
+                    .common_prefixes
+                    .iter()
+                    .filter_map(|c| c.filename().map(str::to_string))
+                    .collect();
+                names.sort();
+                Ok(names)
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(self.err("LIST", prefix, e)),
+        }
     }
 
     /// Deletes the object; deleting a missing object is not an error.

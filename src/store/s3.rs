@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::{ClientOptions, RetryConfig};
 
 use crate::error::{Error, Result};
@@ -27,6 +27,67 @@ pub struct S3Settings {
     pub retries: usize,
     /// Bounds all retries of one request, backoff included.
     pub retry_timeout: Duration,
+    /// Server-side encryption asked for on every object written; `None`: the bucket's
+    /// default.
+    pub sse: Option<Sse>,
+}
+
+/// Server-side encryption of the objects hubvault writes, as the aws CLI's `--sse` and
+/// `--sse-kms-key-id` say it. Sent on every PUT and every multipart upload's start (S3
+/// takes it there, not on the parts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sse {
+    /// `AES256`: SSE-S3, keys managed by S3.
+    S3,
+    /// `aws:kms`: SSE-KMS, with this key (id, ARN or alias) or the account's default key.
+    Kms { key_id: Option<String> },
+}
+
+impl Sse {
+    /// From `--sse` and `--sse-kms-key-id` (or their variables, or the config file's
+    /// `sse` / `sse_kms_key_id`); `from` names where they came from in errors.
+    pub fn parse(mode: Option<&str>, key_id: Option<&str>, from: &str) -> Result<Option<Sse>> {
+        let key_id = key_id.map(str::trim).filter(|k| !k.is_empty());
+        match mode.map(str::trim).filter(|m| !m.is_empty()) {
+            None if key_id.is_some() => Err(Error::usage(
+                format!("{from}: a KMS key id is given without --sse aws:kms"),
+                "pass --sse aws:kms with --sse-kms-key-id (or HUBVAULT_SSE=aws:kms)",
+            )),
+            None => Ok(None),
+            Some("AES256") if key_id.is_some() => Err(Error::usage(
+                format!("{from}: --sse AES256 takes no KMS key id"),
+                "pass --sse aws:kms to encrypt with a KMS key, or leave --sse-kms-key-id out",
+            )),
+            Some("AES256") => Ok(Some(Sse::S3)),
+            Some("aws:kms") => Ok(Some(Sse::Kms {
+                key_id: key_id.map(str::to_string),
+            })),
+            Some(other) => Err(Error::usage(
+                format!("{from}: --sse {other:?} is not a server-side encryption"),
+                "write --sse AES256 (SSE-S3) or --sse aws:kms (SSE-KMS, with --sse-kms-key-id KEY for a key of your own)",
+            )),
+        }
+    }
+
+    /// As the `x-amz-server-side-encryption` header says it.
+    pub fn algorithm(&self) -> &'static str {
+        match self {
+            Sse::S3 => "AES256",
+            Sse::Kms { .. } => "aws:kms",
+        }
+    }
+}
+
+impl std::fmt::Display for Sse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sse::S3 => f.write_str("AES256 (SSE-S3)"),
+            Sse::Kms { key_id: Some(k) } => write!(f, "aws:kms (SSE-KMS, key {k})"),
+            Sse::Kms { key_id: None } => {
+                f.write_str("aws:kms (SSE-KMS, the account's default key)")
+            }
+        }
+    }
 }
 
 // Never print the secret, not even in a debug log.
@@ -40,6 +101,7 @@ impl std::fmt::Debug for S3Settings {
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .field("retry_timeout", &self.retry_timeout)
+            .field("sse", &self.sse)
             .finish()
     }
 }
@@ -54,6 +116,7 @@ impl Default for S3Settings {
             timeout: Duration::from_secs(120),
             retries: 6,
             retry_timeout: Duration::from_secs(120),
+            sse: None,
         }
     }
 }
@@ -61,7 +124,8 @@ impl Default for S3Settings {
 impl S3Settings {
     /// `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`), `HUBVAULT_S3_CONNECT_TIMEOUT` (10 s),
     /// `HUBVAULT_S3_TIMEOUT` (120 s), `HUBVAULT_S3_RETRIES` (6),
-    /// `HUBVAULT_S3_RETRY_TIMEOUT` (120 s). A value that does not parse is an error that
+    /// `HUBVAULT_S3_RETRY_TIMEOUT` (120 s), `HUBVAULT_SSE` and `HUBVAULT_SSE_KMS_KEY_ID`
+    /// (none). A value that does not parse is an error that
     /// names the variable, never silently the default.
     pub fn from_env() -> Result<S3Settings> {
         Self::from_vars(|name| std::env::var(name).ok())
@@ -105,6 +169,11 @@ impl S3Settings {
             timeout: secs("HUBVAULT_S3_TIMEOUT", d.timeout)?,
             retries,
             retry_timeout: secs("HUBVAULT_S3_RETRY_TIMEOUT", d.retry_timeout)?,
+            sse: Sse::parse(
+                var("HUBVAULT_SSE").as_deref(),
+                var("HUBVAULT_SSE_KMS_KEY_ID").as_deref(),
+                "HUBVAULT_SSE",
+            )?,
         })
     }
 
@@ -141,6 +210,14 @@ fn check_endpoint(name: &str, ep: &str) -> Result<()> {
     }
 }
 
+/// `AmazonS3ConfigKey::Encryption(ServerSideEncryption)`: object_store 0.14 does not
+/// export the inner key type, so it is named by its config string.
+fn sse_key() -> AmazonS3ConfigKey {
+    "aws_server_side_encryption"
+        .parse()
+        .expect("object_store knows aws_server_side_encryption")
+}
+
 pub(crate) fn store(bucket: &str, s3: &S3Settings) -> object_store::Result<AmazonS3> {
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Some((id, secret)) = &s3.credentials {
@@ -150,6 +227,12 @@ pub(crate) fn store(bucket: &str, s3: &S3Settings) -> object_store::Result<Amazo
     }
     if let Some(region) = &s3.region {
         b = b.with_region(region.clone());
+    }
+    match &s3.sse {
+        None => {}
+        Some(Sse::S3) => b = b.with_config(sse_key(), "AES256"),
+        Some(Sse::Kms { key_id: Some(k) }) => b = b.with_sse_kms_encryption(k.clone()),
+        Some(Sse::Kms { key_id: None }) => b = b.with_config(sse_key(), "aws:kms"),
     }
     let mut client = ClientOptions::new()
         .with_connect_timeout(s3.connect_timeout)
@@ -216,6 +299,58 @@ mod tests {
         .unwrap();
         assert_eq!(s.timeout, Duration::from_secs(120));
         assert_eq!(s.retry_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn sse_takes_the_aws_cli_words_and_refuses_the_rest() {
+        let p = |m: Option<&str>, k: Option<&str>| Sse::parse(m, k, "--sse");
+        assert_eq!(p(None, None).unwrap(), None);
+        assert_eq!(p(Some("AES256"), None).unwrap(), Some(Sse::S3));
+        assert_eq!(
+            p(Some("aws:kms"), Some("alias/backups")).unwrap(),
+            Some(Sse::Kms {
+                key_id: Some("alias/backups".into())
+            })
+        );
+        assert_eq!(
+            p(Some("aws:kms"), None).unwrap(),
+            Some(Sse::Kms { key_id: None })
+        );
+        for (m, k) in [
+            (Some("aes256"), None),
+            (Some("kms"), None),
+            (Some("AES256"), Some("k")),
+            (None, Some("k")),
+        ] {
+            let e = p(m, k).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{m:?} {k:?}");
+            assert!(e.to_string().contains("--sse"), "{e}");
+        }
+        for sse in [
+            Sse::S3,
+            Sse::Kms { key_id: None },
+            Sse::Kms {
+                key_id: Some("k".into()),
+            },
+        ] {
+            let settings = S3Settings {
+                sse: Some(sse),
+                region: Some("us-east-1".into()),
+                ..Default::default()
+            };
+            store("hubvault-sse-test", &settings).expect("a store with SSE builds");
+        }
+        let s = S3Settings::from_vars(vars(&[
+            ("HUBVAULT_SSE", "aws:kms"),
+            ("HUBVAULT_SSE_KMS_KEY_ID", "k1"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.sse,
+            Some(Sse::Kms {
+                key_id: Some("k1".into())
+            })
+        );
     }
 
     #[test]

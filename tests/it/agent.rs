@@ -599,3 +599,102 @@ fn agent_refuses_bad_configuration_with_exit_2_and_touches_nothing() {
         .arg(hub.path()));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Issue 16: with `--log-format json`, each decision line carries the connector, the
+/// decision and the reason as fields.
+fn decision_lines_carry_fields(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (_, good) = connector_db(hub.path(), "sdc", 20);
+    let bad_dir = hub.path().join(uuid::Uuid::new_v4().to_string());
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    std::fs::write(bad_dir.join("sqlite.db"), b"not a database at all").unwrap();
+    let out = run(cmd_private_tmp(tb)
+        .args(["agent", "--once", "--log-format", "json", "--hub-root"])
+        .arg(hub.path()));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| !v["fields"]["decision"].is_null())
+        .collect();
+    let of = |connector: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|v| v["fields"]["connector"] == connector)
+            .collect()
+    };
+    let good_lines = of(&good.connector.to_string());
+    assert_eq!(good_lines.len(), 1, "{lines:#?}");
+    assert_eq!(good_lines[0]["fields"]["decision"], "uploaded");
+    assert_eq!(good_lines[0]["level"], "INFO");
+    assert!(
+        !good_lines[0]["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    let bad_id = bad_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let bad_lines = of(&bad_id);
+    assert_eq!(bad_lines.len(), 1, "{lines:#?}");
+    assert_eq!(bad_lines[0]["fields"]["decision"], "error");
+    assert!(
+        bad_lines[0]["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a SQLite database"),
+        "{:#}",
+        bad_lines[0]
+    );
+}
+both!(
+    agent_json_log_lines_carry_connector_decision_and_reason,
+    decision_lines_carry_fields
+);
+
+/// A `Write` that keeps what the log subscriber writes, for reading back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Issue 16: three passes over a fresh connector say "skipped (fresh)" once, not three
+/// times; the upload before it is said too.
+#[test]
+fn agent_says_a_repeated_skip_once_not_every_tick() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (_, spec) = connector_db(hub.path(), "solace", 20);
+    let buf = Captured::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut agent = Agent::new(tb.bucket(), options(hub.path()), Metrics::new("acme"));
+        let (_tx, mut rx) = tokio::sync::watch::channel(false);
+        rt().block_on(async {
+            for _ in 0..4 {
+                agent.make_all_due();
+                agent.pass(&mut rx).await.unwrap();
+            }
+        });
+    });
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let decisions: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["connector"] == spec.connector.to_string())
+        .filter_map(|v| v["fields"]["decision"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(decisions, ["uploaded", "skipped_fresh"], "{text}");
+}

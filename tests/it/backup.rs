@@ -443,3 +443,36 @@ fn test_buckets_of_both_kinds_are_isolated() {
     assert!(!a.keys("").is_empty());
     assert!(b.keys("").is_empty());
 }
+
+/// Issue 16: a relative file URL is refused with the absolute one to use, `/` is not a
+/// bucket, and S3 names are checked against S3's rules; all exit 2, nothing written.
+#[test]
+fn backup_refuses_relative_and_root_file_urls_and_invalid_s3_bucket_names() {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, _) = connector_db(hub.path(), "sdc", 10);
+    let cwd = tempfile::tempdir().unwrap();
+    for (url, needle) in [
+        ("file:relative/dir", "file://"),
+        ("file:./rel", "relative path"),
+        ("file:///", "root directory"),
+        ("s3://Backups", "uppercase"),
+        ("s3://ab", "3 to 63"),
+        ("s3://10.0.0.1", "IP address"),
+        ("s3://my_bucket", "not allowed"),
+    ] {
+        let out = run(crate::common::hubvault()
+            .current_dir(cwd.path())
+            .args(["backup", "--bucket", url, "--db"])
+            .arg(&db));
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{url}: {}", stderr(&out));
+    }
+    // The absolute URL to use is spelled out, from the current directory.
+    let out = run(crate::common::hubvault()
+        .current_dir(cwd.path())
+        .args(["backup", "--bucket", "file:relative/dir", "--db"])
+        .arg(&db));
+    let want = format!("file://{}/relative/dir", cwd.path().display());
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    assert!(!Path::new("/acme").exists() && !Path::new("/relative").exists());
+}

@@ -55,6 +55,11 @@ pub enum Fault {
     /// Forward; send the first half of the body with a `Content-Length` that agrees with
     /// it: a server that lies consistently. Only a checksum can catch this one.
     ShortBody,
+    /// Answer 403 AccessDenied, without forwarding, to a write that starts an object
+    /// (a PUT that is not a part, a POST that starts a multipart upload) and carries no
+    /// `x-amz-server-side-encryption` header: what a bucket policy that requires
+    /// encryption does on S3 (moto does not evaluate bucket policies). Others pass.
+    DenyUnencrypted,
 }
 
 /// One request as the proxy saw it.
@@ -65,6 +70,9 @@ pub struct Seen {
     /// The status sent back (`None`: the connection was cut or timed out).
     pub status: Option<u16>,
     pub fault: Option<Fault>,
+    /// The request's `x-amz-server-side-encryption` and its KMS key id header.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
 }
 
 /// Names a rule given to [`Proxy::inject`], to ask how often it fired.
@@ -271,6 +279,12 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
                 path_and_query: target.clone(),
                 status: None,
                 fault,
+                sse: req
+                    .header("x-amz-server-side-encryption")
+                    .map(str::to_string),
+                sse_kms_key_id: req
+                    .header("x-amz-server-side-encryption-aws-kms-key-id")
+                    .map(str::to_string),
             });
             (fault, s.seen.len() - 1, s.generation)
         };
@@ -284,7 +298,16 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
 
+        let starts_object = (method == "PUT" && !target.contains("partNumber="))
+            || (method == "POST" && target.contains("uploads"));
         match fault {
+            Some(Fault::DenyUnencrypted)
+                if starts_object && req.header("x-amz-server-side-encryption").is_none() =>
+            {
+                set_status(403);
+                send_error(&mut client, 403, "AccessDenied", "Access Denied").await?;
+                continue;
+            }
             Some(Fault::Status500) => {
                 set_status(500);
                 send_error(&mut client, 500, "InternalError", "injected").await?;

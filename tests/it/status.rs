@@ -186,3 +186,132 @@ fn status_over_2000_connectors_on_s3_is_one_paged_list() {
         "{requests:#?}"
     );
 }
+
+/// Issue 16: a listing over several orgs names the org on every row; a filter that finds
+/// nothing is not healthy (exit 3) and names the orgs that do exist.
+fn orgs_named_and_empty_filters_fail(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db_a, a) = connector_db(hub.path(), "sdc", 20);
+    let (db_b, b) = connector_db(hub.path(), "solace", 20);
+    for (db, org) in [(&db_a, "acme"), (&db_b, "beta-lab")] {
+        json_of(
+            &run(cmd_private_tmp(tb)
+                .args(["backup", "--json", "--org", org, "--db"])
+                .arg(db)),
+            0,
+        );
+    }
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args(["status", "--json", "--all-orgs"])),
+        0,
+    );
+    assert_eq!(doc["summary"]["total"], 2);
+    assert_eq!(doc["summary"]["never_verified"], 2);
+    let mut orgs: Vec<&str> = doc["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["org"].as_str().unwrap())
+        .collect();
+    orgs.sort();
+    assert_eq!(orgs, ["acme", "beta-lab"]);
+    let out = run(cmd_private_tmp(tb).args(["status", "--all-orgs"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.lines().next().unwrap().contains("ORG"), "{text}");
+    for (org, spec) in [("acme", &a), ("beta-lab", &b)] {
+        let row = text
+            .lines()
+            .find(|l| l.contains(&spec.connector.to_string()))
+            .unwrap();
+        assert!(row.contains(org), "{row}");
+    }
+    assert!(
+        text.contains(
+            "2 backups in the whole bucket: 2 fresh, 0 stale, 0 broken, 2 never verified"
+        ),
+        "{text}"
+    );
+
+    // A typo in the org: exit 3, and the hint names the orgs that exist.
+    let out = run(cmd_private_tmp(tb).args(["status", "--org", "acne"]));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Try:") && err.contains("acme") && err.contains("beta-lab"),
+        "{err}"
+    );
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args(["status", "--json", "--org", "acne"])),
+        3,
+    );
+    assert_eq!(doc["summary"]["total"], 0);
+    assert_eq!(
+        doc["empty"]["orgs_in_bucket"],
+        serde_json::json!(["acme", "beta-lab"])
+    );
+    // A hub or connector filter that matches nothing: exit 3 too.
+    for filter in ["--datahub", "--connector"] {
+        let doc = json_of(
+            &run(cmd_private_tmp(tb).args([
+                "status",
+                "--json",
+                filter,
+                &uuid::Uuid::new_v4().to_string(),
+            ])),
+            3,
+        );
+        assert!(
+            doc["empty"]["hint"].as_str().unwrap().contains("acme"),
+            "{doc}"
+        );
+    }
+    // The right connector filter finds its backup.
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args([
+            "status",
+            "--json",
+            "--connector",
+            &a.connector.to_string(),
+        ])),
+        0,
+    );
+    assert_eq!(doc["summary"]["total"], 1);
+}
+both!(
+    status_names_orgs_and_an_empty_filter_exits_3_naming_the_orgs_there,
+    orgs_named_and_empty_filters_fail
+);
+
+/// Issue 16: --stale-only lists only what needs attention (the summary still counts
+/// all); --sort age puts the oldest first whatever the state.
+fn stale_only_and_sort_by_age(tb: &TestBucket) {
+    seed(&tb.bucket(), "acme", 4, 1);
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args(["status", "--json", "--stale-only"])),
+        3,
+    );
+    assert_eq!(doc["summary"]["total"], 4);
+    let rows = doc["connectors"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{doc}");
+    assert_eq!(rows[0]["state"], "broken");
+
+    let doc = json_of(
+        &run(cmd_private_tmp(tb).args(["status", "--json", "--sort", "age"])),
+        3,
+    );
+    let ages: Vec<f64> = doc["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["age_seconds"].as_f64().unwrap_or(f64::INFINITY))
+        .collect();
+    assert_eq!(ages.len(), 4);
+    assert!(ages.windows(2).all(|w| w[0] >= w[1]), "{ages:?}");
+    let out = run(cmd_private_tmp(tb).args(["status", "--sort", "oldest"]));
+    assert_eq!(out.status.code(), Some(2));
+}
+both!(
+    status_stale_only_lists_what_needs_attention_and_sort_age_puts_the_oldest_first,
+    stale_only_and_sort_by_age
+);
