@@ -120,7 +120,11 @@ impl Bucket {
         };
         // The URL rules (absolute directories, S3's bucket names) live in store::url.
         let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-        let (store, root): (Arc<dyn ObjectStore>, String) = match parse_bucket_url(url, &cwd)? {
+        let parsed = parse_bucket_url(url, &cwd)?;
+        // Large objects on S3 come as parallel ranged GETs; a local directory gains
+        // nothing from them.
+        let ranged = matches!(parsed, BucketUrl::S3 { .. });
+        let (store, root): (Arc<dyn ObjectStore>, String) = match parsed {
             BucketUrl::Local(dir) => {
                 if s3.sse.is_some() {
                     return Err(Error::usage(
@@ -164,7 +168,6 @@ impl Bucket {
             let prefix = Path::parse(root).map_err(|e| bad(&format!("bad key prefix: {e}")))?;
             Arc::new(PrefixStore::new(store, prefix))
         };
-        let ranged = parsed.scheme() == "s3";
         Ok(Bucket {
             store,
             ranged,
