@@ -86,7 +86,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let datahub = DatahubId::random();
     let say = |s: String| {
         if !g.json {
-            println!("{s}");
+            outln!("{s}");
         }
     };
 

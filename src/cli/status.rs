@@ -29,11 +29,18 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     if g.json {
         output::print_json(&report);
     } else if report.connectors.is_empty() {
-        println!("no connector backups in {}", report.scope);
+        outln!("no connector backups in {}", report.scope);
     } else {
-        println!(
+        outln!(
             "{:<6}  {:>8}  {:>9}  {:>4}  {:<6}  {:<36}  {:<36}  {:<16}  NAME",
-            "STATE", "AGE", "SIZE", "VERS", "DRILL", "DATAHUB", "CONNECTOR", "TYPE"
+            "STATE",
+            "AGE",
+            "SIZE",
+            "VERS",
+            "DRILL",
+            "DATAHUB",
+            "CONNECTOR",
+            "TYPE"
         );
         for c in &report.connectors {
             let state = match c.state {
@@ -46,7 +53,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 Some(_) => "FAILED",
                 None => "-",
             };
-            println!(
+            outln!(
                 "{:<6}  {:>8}  {:>9}  {:>4}  {:<6}  {:<36}  {:<36}  {:<16}  {}",
                 state,
                 c.age_seconds
@@ -63,11 +70,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 c.name.as_deref().unwrap_or("-"),
             );
             for p in &c.problems {
-                println!("        {p}");
+                outln!("        {p}");
             }
         }
         let s = &report.summary;
-        println!(
+        outln!(
             "{} backups in {}: {} fresh, {} stale, {} broken (stale: {} or older)",
             s.total,
             report.scope,
