@@ -252,8 +252,9 @@ mod tests {
 
     #[test]
     fn exit_code_and_the_tail_of_the_output_are_reported() {
+        // Only stdout here: lines of two pipes may be read in either order.
         let f = run(
-            "for i in $(seq 1 50); do echo line $i; done; echo oops >&2; exit 7",
+            "for i in $(seq 1 50); do echo line $i; done; exit 7",
             &[("X", "1".into())],
             Duration::from_secs(30),
             Stdout::Stderr,
@@ -261,6 +262,16 @@ mod tests {
         .unwrap();
         assert_eq!(f.exit_code, Some(7));
         assert_eq!(f.output_tail.len(), 20);
-        assert_eq!(f.output_tail.last().unwrap(), "oops");
+        assert_eq!(f.output_tail.first().unwrap(), "line 31");
+        assert_eq!(f.output_tail.last().unwrap(), "line 50");
+        let f = run(
+            "echo oops >&2; exit 0",
+            &[],
+            Duration::from_secs(30),
+            Stdout::Stderr,
+        )
+        .unwrap();
+        assert!(f.success());
+        assert_eq!(f.output_tail, vec!["oops".to_string()]);
     }
 }

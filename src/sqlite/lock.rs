@@ -101,9 +101,7 @@ const LOCK_SUFFIX: &str = ".hubvault-lock";
 fn open_lock_file(dir: &SafeDir, db_name: &OsStr) -> Result<(File, PathBuf)> {
     let name = ConnectorLock::name_for(db_name);
     let path = dir.shown(&name);
-    let (file, _created) = dir
-        .open_or_create(&name, 0o644)
-        .map_err(|e| e.with_hint("hubvault keeps an empty lock file there; remove whatever is at that name (a link, a FIFO, a directory) and try again"))?;
+    let (file, _created) = dir.open_or_create(&name, 0o644)?;
     if safedir::is_root() {
         let owner = match dir.entry(db_name)? {
             Some(e) if e.kind == Kind::File => e,
