@@ -265,7 +265,8 @@ impl Error {
                 ),
                 path,
                 hint: format!(
-                    "do not delete {side}: the database needs it. Start the connector (or run `sqlite3 DB 'PRAGMA quick_check'` as the database's owner) so SQLite rolls it back, then back up again"
+                    "do not delete {}: the database needs it. Start the connector (or run `sqlite3 DB 'PRAGMA quick_check'` as the database's owner) so SQLite rolls it back, then back up again",
+                    std::path::Path::new(&side_file).display()
                 ),
                 source: Some(source),
             };

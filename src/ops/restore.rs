@@ -368,9 +368,8 @@ pub async fn execute(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = std::time::Instant::now();
-    if !plan.held_open_by.is_empty() && !plan.force {
-        return Err(held_open_error(&plan.target, &plan.held_open_by));
-    }
+    // Who holds the target open is checked under the connector's lock (the plan's list
+    // may be old: another restore, since finished, may have had it open for a moment).
     let (dir, created) = {
         let plan = plan.clone();
         blocking(move || open_target_dir(&plan)).await?

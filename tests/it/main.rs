@@ -11,6 +11,7 @@ mod agent;
 mod backup;
 mod conformance;
 mod history;
+mod hostile;
 mod layers;
 mod props;
 mod proxy;
