@@ -75,9 +75,8 @@ fn a_foreign_key_failure_names_the_row_the_column_and_the_missing_parent() {
     let hub = tempfile::tempdir().unwrap();
     let (db, _) = connector_db(hub.path(), "sdc", 10);
     let c = rusqlite::Connection::open(&db).unwrap();
-    c.execute(
-        "UPDATE Events SET integration = '00000000-0000-4000-8000-000000000000' WHERE id = 4",
-        [],
+    c.execute_batch(
+        "PRAGMA foreign_keys=OFF; UPDATE Events SET integration = '00000000-0000-4000-8000-000000000000' WHERE id = 4;",
     )
     .unwrap();
     drop(c);

@@ -120,6 +120,9 @@ fn side_links(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (db, spec) = connector_db(hub.path(), "sdc", 20);
     backup(tb, &db);
+    for s in ["-journal", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(side(&db, s));
+    }
     let outside = tempfile::tempdir().unwrap();
     let mut sentinels = Vec::new();
     for s in ["-journal", "-wal", "-shm"] {
@@ -250,15 +253,34 @@ fn db_and_output_paths_are_never_read_as_sqlite_uris() {
     };
     let doc = inspect("file:x.db");
     assert_eq!(doc["connector"], a.connector.to_string(), "{doc}");
-    let doc = inspect("file:x.db?mode=memory");
-    let _ = doc;
-    let up = json_of(
+    // A query string is part of the file name, not an instruction to SQLite.
+    let out = run(hubvault().current_dir(cwd.path()).args([
+        "inspect",
+        "--json",
+        "--db",
+        "file:x.db?mode=memory",
+    ]));
+    let doc = json_of(&out, 2);
+    assert!(
+        doc["error"].as_str().unwrap().contains("no such file"),
+        "{doc}"
+    );
+    // Backup keys end with the file name, so a name with ':' is refused by name.
+    let doc = json_of(
         &run(crate::common::cmd_private_tmp(&tb)
             .current_dir(cwd.path())
             .args(["backup", "--json", "--db", "file:x.db"])),
+        2,
+    );
+    assert!(doc["error"].as_str().unwrap().contains("\"file:x.db\""), "{doc}");
+    // Restore's --output is a path too.
+    std::fs::rename(cwd.path().join("file:x.db"), cwd.path().join("sqlite.db")).unwrap();
+    json_of(
+        &run(crate::common::cmd_private_tmp(&tb)
+            .current_dir(cwd.path())
+            .args(["backup", "--json", "--db", "sqlite.db"])),
         0,
     );
-    assert_eq!(up["connector"], a.connector.to_string());
     let out = run(tb
         .cmd()
         .current_dir(cwd.path())
@@ -440,10 +462,11 @@ fn the_then_hook_never_sees_the_aws_secret_or_a_password_in_a_url() {
     backup(&tb, &db);
     let env_file = hub.path().join("hook.env");
     let hook = format!("env > {}", p(&env_file));
-    let bucket_with_password = tb.url.replace("file://", "file://hv:MARKERPW@localhost");
     let out = run(tb
         .cmd()
-        .env("HUBVAULT_BUCKET", &bucket_with_password)
+        .arg("--bucket")
+        .arg(&tb.url)
+        .env("HUBVAULT_BUCKET", "s3://AKIAX:MARKERPW@some-bucket")
         .env("AWS_ACCESS_KEY_ID", "AKIAHOOKTEST")
         .env("AWS_SECRET_ACCESS_KEY", "MARKER-secret")
         .env("AWS_SESSION_TOKEN", "MARKER-token")
