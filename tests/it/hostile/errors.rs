@@ -255,15 +255,15 @@ fn second_file(tb: &TestBucket) {
     let (db, spec) = connector_db(hub.path(), "sdc", 20);
     backup(tb, &db);
     let before = tb.keys("");
-    let foo = db.parent().unwrap().join("foo.db");
-    std::fs::copy(&db, &foo).unwrap();
-    rusqlite::Connection::open(&foo)
+    let second = db.parent().unwrap().join("foo.db");
+    std::fs::copy(&db, &second).unwrap();
+    rusqlite::Connection::open(&second)
         .unwrap()
         .execute("DELETE FROM Events WHERE id > 5", [])
         .unwrap();
     let out = run(crate::common::cmd_private_tmp(tb)
         .args(["backup", "--json", "--force", "--db"])
-        .arg(&foo));
+        .arg(&second));
     let doc = json_of(&out, 2);
     let err = doc["error"].as_str().unwrap();
     assert!(err.contains("foo.db") && err.contains("sqlite.db"), "{doc}");

@@ -272,7 +272,10 @@ fn db_and_output_paths_are_never_read_as_sqlite_uris() {
             .args(["backup", "--json", "--db", "file:x.db"])),
         2,
     );
-    assert!(doc["error"].as_str().unwrap().contains("\"file:x.db\""), "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("\"file:x.db\""),
+        "{doc}"
+    );
     // Restore's --output is a path too.
     std::fs::rename(cwd.path().join("file:x.db"), cwd.path().join("sqlite.db")).unwrap();
     json_of(
