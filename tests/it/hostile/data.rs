@@ -373,6 +373,56 @@ both!(
     local_failure_is_not_a_drill
 );
 
+/// A tmpfs of `size` bytes on a temp directory (the tests run as root); unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs (this test needs root)");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn verify_records_no_failed_drill_when_the_local_disk_is_full() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, _) = connector_db(hub.path(), "sdc", 2000);
+    backup(&tb, &db);
+    let small = Tmpfs::mount(256 * 1024);
+    assert!(std::fs::metadata(&db).unwrap().len() > 256 * 1024);
+    let out = run(tb
+        .cmd()
+        .args(["verify", "--json", "--tmp-dir"])
+        .arg(small.0.path()));
+    let doc = json_of(&out, 1);
+    assert_eq!(doc["summary"]["failed"], 0, "{doc}");
+    assert_eq!(doc["not_drilled"][0]["local"], true, "{doc}");
+    assert!(
+        doc["not_drilled"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{doc}"
+    );
+    assert_eq!(drill_records(&tb), Vec::<String>::new());
+}
+
 #[test]
 fn verify_records_no_failed_drill_when_the_download_keeps_failing() {
     use crate::proxy::{Fault, Proxy};
