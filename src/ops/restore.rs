@@ -702,7 +702,8 @@ fn prepare_and_install(
 
 /// The owner and mode of the file being replaced; for a new file 0600 and the owner of
 /// its directory (the connector runs as that user; we may be root). Set on the open
-/// descriptor, never by path.
+/// descriptor, never by path. Only root gives a file away: anyone else keeps the file
+/// they restored (a user restoring to `--output /tmp/x.db` cannot give it to root).
 fn set_owner_and_mode(
     file: &std::fs::File,
     shown: &Path,
@@ -719,7 +720,7 @@ fn set_owner_and_mode(
     safedir::set_mode(file, mode)
         .map_err(|e| Error::io(shown, "cannot set the mode of the restored database", e))?;
     let now = safedir::entry_of_file(file).map_err(|e| Error::io(shown, "cannot stat", e))?;
-    if (now.uid, now.gid) != (uid, gid) {
+    if (now.uid, now.gid) != (uid, gid) && safedir::is_root() {
         safedir::give_to(file, uid, gid)
             .map_err(|e| Error::io(shown, "cannot give the restored database its owner", e))?;
     }

@@ -573,3 +573,28 @@ fn credentials_in_bucket_and_endpoint_urls_never_appear_in_output_logs_or_json()
     assert_eq!(runs, 30);
     let _ = Kind::Local;
 }
+
+#[test]
+fn a_user_restores_to_an_output_in_a_directory_root_owns_and_keeps_the_file() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db);
+    give_to_user(tb.dir.as_ref().unwrap().path());
+    // A root-owned directory anyone may write to, like /tmp.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let out_file = shared.path().join("restored.db");
+    let mut c = tb.cmd();
+    c.args(["restore", "--json", "--yes"])
+        .args(["--datahub", &spec.datahub.to_string()])
+        .args(["--connector", &spec.connector.to_string()])
+        .args(["--output", p(&out_file)]);
+    json_of(&run(&mut as_user(&c)), 0);
+    assert_eq!(std::fs::metadata(&out_file).unwrap().uid(), USER);
+    assert_eq!(count(&out_file, "SELECT count(*) FROM Events"), 5);
+}
