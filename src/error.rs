@@ -215,7 +215,7 @@ impl Error {
             op,
             key,
             failure,
-            message: e.to_string(),
+            message: redact_userinfo(&e.to_string()),
             hint: failure.hint_for(op, url),
             source: Some(e),
         }
@@ -233,7 +233,7 @@ impl Error {
             op,
             key,
             failure,
-            message: message.into(),
+            message: redact_userinfo(&message.into()),
             hint: failure.hint_for(op, url),
             source: None,
         }
@@ -255,6 +255,51 @@ impl Error {
                 message: format!("{what}: {source} (the file system is mounted read-only)"),
                 path,
                 hint: "remount it read-write (or use another directory) and try again".into(),
+                source: Some(source),
+            };
+        }
+        let extended = source.sqlite_error().map(|e| e.extended_code);
+        use rusqlite::ffi;
+        if matches!(
+            extended,
+            Some(ffi::SQLITE_READONLY_ROLLBACK | ffi::SQLITE_READONLY_RECOVERY)
+        ) {
+            let (what_left, side) = if extended == Some(ffi::SQLITE_READONLY_ROLLBACK) {
+                ("a hot journal", "-journal")
+            } else {
+                ("a write-ahead log that needs recovery", "-wal")
+            };
+            let mut side_file = path.as_os_str().to_owned();
+            side_file.push(side);
+            return Error::Database {
+                message: format!(
+                    "{what}: {what_left} is beside it ({}), left by a process that crashed or was killed in the middle of a transaction; hubvault opens a live database read-only and may not repair it",
+                    std::path::Path::new(&side_file).display()
+                ),
+                path,
+                hint: format!(
+                    "do not delete {}: the database needs it. Start the connector (or run `sqlite3 DB 'PRAGMA quick_check'` as the database's owner) so SQLite rolls it back, then back up again",
+                    std::path::Path::new(&side_file).display()
+                ),
+                source: Some(source),
+            };
+        }
+        if code == Some(rusqlite::ErrorCode::ConstraintViolation) {
+            let hint = match extended {
+                Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                    "a value written would equal one already in a UNIQUE column or primary key (after an id rewrite: the database already holds a row with the new id, e.g. copied from the new connector); nothing was changed: find and remove the duplicate with sqlite3, or restore onto other ids"
+                }
+                Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
+                    "a row would point at a parent row that does not exist; nothing was changed: check the rows with `sqlite3 FILE 'PRAGMA foreign_key_check'`"
+                }
+                _ => {
+                    "a constraint of the database (NOT NULL, CHECK, UNIQUE) refused a change; nothing was changed: check the table named above with sqlite3"
+                }
+            };
+            return Error::Database {
+                path,
+                message: format!("{what}: {source}"),
+                hint: hint.to_string(),
                 source: Some(source),
             };
         }
@@ -359,6 +404,32 @@ impl Error {
     }
 }
 
+/// `text` with the user name and password of every URL in it removed
+/// (`http://user:pw@host/x` becomes `http://host/x`): the store's own errors name the
+/// endpoint URL as it was configured, and `AWS_ENDPOINT_URL` may carry credentials.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', '?', '#', whitespace or quote.
+        let end = tail
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>') || c.is_whitespace()
+            })
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => out.push_str(&authority[at + 1..]),
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// True if and only if the file system holding `path` (or, for a file that is not
 /// there, its directory) is mounted read-only.
 fn on_read_only_fs(path: &std::path::Path) -> bool {
@@ -383,6 +454,19 @@ fn on_read_only_fs(path: &std::path::Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_of_every_url_in_a_text_is_removed() {
+        assert_eq!(
+            redact_userinfo(
+                "GET http://user:pw@127.0.0.1:1/b?x=1 and s3://AK:SECRET@bkt/p: refused"
+            ),
+            "GET http://127.0.0.1:1/b?x=1 and s3://bkt/p: refused"
+        );
+        assert_eq!(redact_userinfo("no url here: a@b"), "no url here: a@b");
+        assert_eq!(redact_userinfo("file:///x@y/z"), "file:///x@y/z");
+        assert_eq!(redact_userinfo("\"https://u:p@h\""), "\"https://h\"");
+    }
 
     #[test]
     fn a_key_that_spells_403_does_not_change_the_hint() {

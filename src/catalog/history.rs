@@ -119,7 +119,7 @@ pub async fn find_by_sha<'a>(
     ck: &ConnectorKey,
     ids: impl IntoIterator<Item = &'a VersionId>,
     sha256: &str,
-) -> (Option<VersionId>, Vec<String>) {
+) -> (Option<VersionId>, Vec<Error>) {
     let mut warnings = Vec::new();
     for id in ids
         .into_iter()
@@ -128,7 +128,7 @@ pub async fn find_by_sha<'a>(
         match read_manifest(bucket, ck, id).await {
             Ok(m) if m.sha256 == sha256 => return (Some(m.version), warnings),
             Ok(_) => {}
-            Err(e) => warnings.push(e.to_string()),
+            Err(e) => warnings.push(e),
         }
     }
     (None, warnings)

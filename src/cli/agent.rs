@@ -99,7 +99,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     }
     tracing::info!(
         hub_root = %cfg.hub_root.display(),
-        bucket = %cfg.bucket,
+        bucket = %hubvault::store::url::redact_url(&cfg.bucket),
         org = %cfg.org,
         interval = ?cfg.interval,
         max_age = ?cfg.max_age,
@@ -145,7 +145,7 @@ fn print_pass(r: &PassReport, json: bool) {
         return;
     }
     if r.attempts.is_empty() {
-        println!("no connectors found (directories <connectorId>/sqlite.db under the hub root)");
+        outln!("no connectors found (directories <connectorId>/sqlite.db under the hub root)");
     }
     for a in &r.attempts {
         let word = match a.result {
@@ -154,13 +154,13 @@ fn print_pass(r: &PassReport, json: bool) {
             Outcome::Failed => "FAILED",
             Outcome::Abandoned => "abandoned",
         };
-        println!("{word}: {} ({})", a.connector, a.db.display());
-        println!("  {}", a.reason);
+        outln!("{word}: {} ({})", a.connector, a.db.display());
+        outln!("  {}", a.reason);
         if let Some(h) = &a.hint {
-            println!("  Try: {h}");
+            outln!("  Try: {h}");
         }
     }
     if r.interrupted {
-        println!("interrupted: stopped before every connector was checked");
+        outln!("interrupted: stopped before every connector was checked");
     }
 }

@@ -75,9 +75,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         output::print_json(&report);
     } else {
         match report.decision {
-            Decision::Skipped => println!("skipped (fresh): {}\n  {}", report.reason, report.key),
+            Decision::Skipped => outln!("skipped (fresh): {}\n  {}", report.reason, report.key),
             Decision::Uploaded => {
-                println!(
+                outln!(
                     "uploaded: {}\n  {} ({}, sha256 {})",
                     report.reason,
                     report.key,
@@ -90,17 +90,17 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                     .map(|v| v.to_string())
                     .unwrap_or_default();
                 if report.new_version {
-                    println!(
+                    outln!(
                         "  new version {v} ({} compressed)",
                         output::human_bytes(report.stored_bytes.unwrap_or(0))
                     );
                 } else {
-                    println!("  unchanged since version {v}: no new version, backup refreshed");
+                    outln!("  unchanged since version {v}: no new version, backup refreshed");
                 }
                 if let Some(n) = report.pruned {
-                    println!("  retention removed {n} old versions");
+                    outln!("  retention removed {n} old versions");
                 }
-                println!("  took {:.2}s", report.seconds);
+                outln!("  took {:.2}s", report.seconds);
             }
         }
     }

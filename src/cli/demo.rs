@@ -83,7 +83,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     std::fs::create_dir_all(&hub_root).map_err(|e| Error::io(&hub_root, "cannot create", e))?;
     let say = |s: String| {
         if !g.json {
-            println!("{s}");
+            outln!("{s}");
         }
     };
     // The demo writes into a bucket only when one is named with --bucket: an operator's

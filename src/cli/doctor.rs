@@ -229,20 +229,20 @@ fn print_text(r: &DoctorReport) {
             CheckState::Warning => "warning",
             CheckState::Problem => "PROBLEM",
         };
-        println!("{word:<8} {:<width$}  {}", c.name, c.detail);
+        outln!("{word:<8} {:<width$}  {}", c.name, c.detail);
         if let Some(h) = &c.hint
             && c.state != CheckState::Ok
         {
-            println!("{:<8} {:<width$}  Try: {h}", "", "");
+            outln!("{:<8} {:<width$}  Try: {h}", "", "");
         }
     }
     if r.ok {
-        println!(
+        outln!(
             "\nbackups will work: every check passed ({} warning(s))",
             r.warnings
         );
     } else {
-        println!(
+        outln!(
             "\nbackups will NOT work: {} problem(s), {} warning(s); fix the PROBLEM lines and run hubvault doctor again",
             r.problems, r.warnings
         );

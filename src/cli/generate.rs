@@ -36,6 +36,6 @@ pub fn run(a: Args) -> Result<ExitCode> {
             std::fs::File::create(&path).map_err(|e| Error::io(&path, "cannot create", e))?;
         clap_complete::generate(shell, &mut cmd.clone(), "hubvault", &mut f);
     }
-    println!("{}", a.out.display());
+    outln!("{}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -52,29 +52,29 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     } else {
         print_human(&report);
         if let Some(by) = verified_by {
-            println!("  verified   sha256 against {by}");
+            outln!("  verified   sha256 against {by}");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn print_human(r: &Inspection) {
-    println!("{}", r.path);
-    println!("  datahub    {}", r.datahub);
-    println!("  connector  {}", r.connector);
-    println!("  source     {} ({})", r.name, r.source_type);
-    println!(
+    outln!("{}", r.path);
+    outln!("  datahub    {}", r.datahub);
+    outln!("  connector  {}", r.connector);
+    outln!("  source     {} ({})", r.name, r.source_type);
+    outln!(
         "  file       {} ({} pages of {} bytes, journal {})",
         output::human_bytes(r.size),
         r.page_count,
         r.page_size,
         r.journal_mode
     );
-    println!("  tables");
+    outln!("  tables");
     for (t, n) in &r.tables {
-        println!("    {t:<24} {n:>10} rows");
+        outln!("    {t:<24} {n:>10} rows");
     }
-    println!(
+    outln!(
         "  schema: {} statements (--json shows them)",
         r.schema.len()
     );

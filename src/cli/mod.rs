@@ -3,6 +3,36 @@
 //! errors to exit codes (0 ok, 1 failed, 2 bad command line or configuration, 3 stale or
 //! broken backups found).
 
+// Printing never panics: `println!` panics when stdout is a closed pipe (`| head -1`,
+// `| true`), which would cut a restore short before its --then hook. A failed write to
+// stdout or stderr only ends that output; what the command does and its exit code stay
+// the same. Every line the binary prints goes through these.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+#[allow(unused_macros)]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod agent;
 mod backup;
 mod demo;
@@ -207,10 +237,13 @@ impl Global {
 
 pub fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::command().get_matches();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return output::report_usage_error(e),
+    };
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
-        Err(e) => e.exit(),
+        Err(e) => return output::report_usage_error(e),
     };
     let sub = matches.subcommand().map(|(_, m)| m);
     cli.global.bucket_from_flag = [Some(&matches), sub]
@@ -230,10 +263,15 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
+    // Configuration from the environment is checked before anything is touched: a
+    // malformed value is refused by name, never silently replaced by the default.
+    if let Err(e) = hubvault::sqlite::db::full_check_max_bytes() {
+        return output::report_error(&e, cli.global.json);
+    }
     let g = cli.global.clone();
     let result: Result<ExitCode> = runtime.block_on(async move {
         match cli.command {

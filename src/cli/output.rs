@@ -1,7 +1,7 @@
 //! How the binary talks: logs on stderr, results on stdout (text or one JSON document),
 //! errors as `error: …` then `Try: …`, a progress bar only on a terminal.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use hubvault::Error;
@@ -9,6 +9,35 @@ use hubvault::progress::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Global, LogFormat};
+
+/// True if and only if colours may be written to stderr: a terminal, and no `NO_COLOR`.
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Log lines go to stderr with the userinfo of any URL removed (a store's error may
+/// name the endpoint as configured, password included). Each event is formatted into
+/// one buffer and written when the writer is dropped, so a URL is never split.
+struct RedactingStderr(Vec<u8>);
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingStderr {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(hubvault::error::redact_userinfo(&text).as_bytes());
+    }
+}
 
 pub fn init_logging(g: &Global) {
     let default = match g.verbose {
@@ -21,7 +50,8 @@ pub fn init_logging(g: &Global) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(colour_on_stderr())
+        .with_writer(|| RedactingStderr(Vec::new()));
     match g.log_format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -34,17 +64,67 @@ pub fn report_error(e: &Error, json: bool) -> ExitCode {
     if json {
         let doc =
             serde_json::json!({"ok": false, "error": chain, "hint": e.hint(), "exit_code": code});
-        println!("{doc}");
+        outln!("{doc}");
     }
-    eprintln!("error: {chain}");
+    errln!("error: {chain}");
     if let Some(hint) = e.hint() {
-        eprintln!("Try: {hint}");
+        errln!("Try: {hint}");
     }
     ExitCode::from(code as u8)
 }
 
-/// The error and its sources, once each, joined by ": ".
+/// A command line clap refused (unknown flag, missing or malformed value): exit 2, and
+/// under `--json` one JSON document on stdout like every other error. `--help` and
+/// `--version` print as usual.
+pub fn report_usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) && !json_asked()
+    {
+        let _ = e.print();
+        return ExitCode::from(e.exit_code() as u8);
+    }
+    let code = if e.use_stderr() { 2 } else { e.exit_code() };
+    let text = hubvault::error::redact_userinfo(e.render().to_string().trim_end());
+    let message = text.strip_prefix("error: ").unwrap_or(&text);
+    let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
+    if json_asked() {
+        let doc = serde_json::json!({
+            "ok": false,
+            "error": first,
+            "hint": "run the command with --help for its flags",
+            "usage": rest.trim(),
+            "exit_code": code,
+        });
+        outln!("{doc}");
+    }
+    if e.use_stderr() {
+        errln!("error: {message}");
+    } else {
+        outln!("{message}");
+    }
+    ExitCode::from(code as u8)
+}
+
+/// True if and only if `--json` is among the arguments (before a `--`): a command line
+/// that clap refused is still answered in JSON when JSON was asked for.
+fn json_asked() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// The error and its sources, once each, joined by ": ", without any URL's userinfo.
 fn error_chain(e: &Error) -> String {
+    hubvault::error::redact_userinfo(&error_chain_raw(e))
+}
+
+fn error_chain_raw(e: &Error) -> String {
     let mut out = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -59,7 +139,7 @@ fn error_chain(e: &Error) -> String {
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("reports always serialize")
     );

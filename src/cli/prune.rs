@@ -73,19 +73,19 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
     for c in &report.connectors {
-        println!("{}/", c.prefix);
+        outln!("{}/", c.prefix);
         for v in &c.verdicts {
             if v.keep {
-                println!("  keep    {}  ({})", v.version, v.reasons.join(", "));
+                outln!("  keep    {}  ({})", v.version, v.reasons.join(", "));
             } else {
-                println!("  {verb:<7} {}", v.version);
+                outln!("  {verb:<7} {}", v.version);
             }
         }
         for v in &c.incomplete {
-            println!("  {verb:<7} {}  (incomplete)", v);
+            outln!("  {verb:<7} {}  (incomplete)", v);
         }
     }
-    println!(
+    outln!(
         "{} {} versions, kept {} ({}){}",
         verb,
         report.versions_removed,

@@ -54,23 +54,23 @@ fn print_human(r: &RemapReport) {
     } else {
         "rewrote"
     };
-    println!("{}", r.db.display());
-    println!("  datahub    {} -> {}", p.from.datahub, p.to.datahub);
-    println!("  connector  {} -> {}", p.from.connector, p.to.connector);
+    outln!("{}", r.db.display());
+    outln!("  datahub    {} -> {}", p.from.datahub, p.to.datahub);
+    outln!("  connector  {} -> {}", p.from.connector, p.to.connector);
     if p.is_noop() {
-        println!("  nothing to rewrite: the database already has these ids");
+        outln!("  nothing to rewrite: the database already has these ids");
     } else {
-        println!("  {verb} {} values:", r.total_values);
+        outln!("  {verb} {} values:", r.total_values);
         print_plan(p);
     }
     for b in &p.blockers {
-        println!("  cannot rewrite: {b}");
+        outln!("  cannot rewrite: {b}");
     }
     match (&r.output, r.dry_run) {
-        (Some(o), true) => println!("  would write {} (--db unchanged)", o.display()),
-        (Some(o), false) => println!("  wrote {} (--db unchanged)", o.display()),
-        (None, true) => println!("  dry run: nothing changed"),
-        (None, false) => println!(
+        (Some(o), true) => outln!("  would write {} (--db unchanged)", o.display()),
+        (Some(o), false) => outln!("  wrote {} (--db unchanged)", o.display()),
+        (None, true) => outln!("  dry run: nothing changed"),
+        (None, false) => outln!(
             "  checked: no old id left, foreign_key_check empty, integrity ok ({:.2}s)",
             r.seconds
         ),
@@ -80,13 +80,13 @@ fn print_human(r: &RemapReport) {
 /// The per-table, per-column plan, shared with `restore`.
 pub fn print_plan(p: &hubvault::sqlite::rewrite::RewritePlan) {
     for c in &p.changes {
-        println!(
+        outln!(
             "    {:<40} {:>10} values",
             format!("{}.{}", c.table, c.column),
             c.values
         );
     }
     for o in &p.schema_objects {
-        println!("    {o:<40} SQL rewritten");
+        outln!("    {o:<40} SQL rewritten");
     }
 }

@@ -54,6 +54,10 @@ pub struct Args {
     /// HUBVAULT_OLD_CONNECTOR, HUBVAULT_NEW_DATAHUB, HUBVAULT_NEW_CONNECTOR, HUBVAULT_DB_PATH.
     #[arg(long, value_name = "CMD")]
     then: Option<String>,
+    /// Stop the --then command (SIGTERM to its process group, SIGKILL 5 s later) if it
+    /// runs longer than this.
+    #[arg(long, value_name = "DURATION", default_value = "10m", env = "HUBVAULT_THEN_TIMEOUT", value_parser = super::parse_duration)]
+    then_timeout: std::time::Duration,
     /// Do not ask for confirmation (needed when stdin is not a terminal).
     #[arg(long, short = 'y')]
     yes: bool,
@@ -130,7 +134,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             output::print_json(&serde_json::json!({"ok": true, "dry_run": true, "plan": plan}));
         } else {
             print_plan(&plan);
-            println!("dry run: nothing fetched, nothing changed");
+            outln!("dry run: nothing fetched, nothing changed");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -142,12 +146,12 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             ));
         }
         print_plan(&plan);
-        eprint!("Restore? [y/N] ");
+        err!("Restore? [y/N] ");
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            eprintln!("not restored: nothing changed");
+            errln!("not restored: nothing changed");
             return Ok(ExitCode::from(1));
         }
     }
@@ -160,24 +164,25 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         Some(cmd) => {
             if !g.json {
                 print_report(&report);
-                println!("running --then: {cmd}");
+                outln!("running --then: {cmd}");
             }
             // Keep stdout one JSON document: the hook's output goes to stderr.
-            let r = restore::run_hook(cmd, &plan, g.json);
-            if let Err(e) = r {
+            let r = restore::run_hook(cmd, &plan, a.then_timeout, g.json).await?;
+            if !r.ok {
+                let e = restore::hook_error(&r, &plan);
                 if g.json {
                     output::print_json(
-                        &serde_json::json!({"ok": false, "restore": report, "hook": {"command": cmd, "ok": false}, "error": e.to_string(), "hint": e.hint(), "exit_code": 1}),
+                        &serde_json::json!({"ok": false, "restore": report, "hook": r, "error": hubvault::error::redact_userinfo(&e.to_string()), "hint": e.hint(), "exit_code": 1}),
                     );
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                     if let Some(h) = e.hint() {
-                        eprintln!("Try: {h}");
+                        errln!("Try: {h}");
                     }
                     return Ok(ExitCode::from(1));
                 }
                 return Err(e);
             }
-            Some(serde_json::json!({"command": cmd, "ok": true}))
+            Some(r)
         }
         None => None,
     };
@@ -193,65 +198,68 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     } else {
         if a.then.is_none() {
             print_report(&report);
-            println!("remaining steps (no --then hook given):");
+            outln!("remaining steps (no --then hook given):");
             for (i, s) in steps.iter().enumerate() {
-                println!("  {}. {s}", i + 1);
+                outln!("  {}. {s}", i + 1);
             }
         } else {
-            println!("--then command succeeded");
+            outln!("--then command succeeded");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn print_plan(p: &RestorePlan) {
-    println!("restore plan");
-    println!(
+    outln!("restore plan");
+    outln!(
         "  fetch      {}/{}",
         p.bucket.trim_end_matches('/'),
         p.source.key
     );
     if let Some(v) = &p.source.version {
-        println!("  version    {v}");
+        outln!("  version    {v}");
     }
     match &p.source.expected {
         Expected::Version { sha256, manifest } => {
-            println!("  verify     sha256 {sha256} ({manifest})")
+            outln!("  verify     sha256 {sha256} ({manifest})")
         }
         Expected::Canonical {
             latest_sha256,
             versions,
-        } => println!(
+        } => outln!(
             "  verify     sha256 = latest.json ({}) or one of {versions} version manifests",
             latest_sha256.as_deref().unwrap_or("unreadable")
         ),
         Expected::Legacy => {
-            println!("  verify     no manifest (legacy backup): integrity and ids only")
+            outln!("  verify     no manifest (legacy backup): integrity and ids only")
         }
     }
     if p.rewrite {
-        println!(
+        outln!(
             "  rewrite    datahub   {} -> {}",
-            p.from.datahub, p.to.datahub
+            p.from.datahub,
+            p.to.datahub
         );
-        println!(
+        outln!(
             "             connector {} -> {}",
-            p.from.connector, p.to.connector
+            p.from.connector,
+            p.to.connector
         );
     } else {
-        println!(
+        outln!(
             "  rewrite    none (same ids {} / {})",
-            p.to.datahub, p.to.connector
+            p.to.datahub,
+            p.to.connector
         );
     }
-    println!(
+    outln!(
         "  journal    {}",
         p.source
             .journal_mode
             .as_deref()
             .unwrap_or("as the replaced file (or delete)")
     );
-    println!(
+    outln!(
         "  install    {}{}",
         p.target.display(),
         if p.replaces {
@@ -261,10 +269,10 @@ pub fn print_plan(p: &RestorePlan) {
         }
     );
     for k in &p.keep {
-        println!("  keep       {} -> {}", k.from.display(), k.to.display());
+        outln!("  keep       {} -> {}", k.from.display(), k.to.display());
     }
     for h in &p.held_open_by {
-        println!(
+        outln!(
             "  HELD OPEN  by pid {} ({}){}",
             h.pid,
             h.command,
@@ -278,24 +286,27 @@ pub fn print_plan(p: &RestorePlan) {
 }
 
 fn print_report(r: &RestoreReport) {
-    println!("restored {}", r.target.display());
-    println!("  from       {}", r.key);
-    println!(
+    outln!("restored {}", r.target.display());
+    outln!("  from       {}", r.key);
+    outln!(
         "  verified   sha256 {} against {}",
-        r.sha256_fetched, r.verified_by
+        r.sha256_fetched,
+        r.verified_by
     );
     for w in &r.warnings {
-        println!("  WARNING    {w}");
+        outln!("  WARNING    {w}");
     }
     if let Some(p) = &r.rewrite {
-        println!("  rewrote    {} values:", p.total_values());
+        outln!("  rewrote    {} values:", p.total_values());
         super::remap::print_plan(p);
     }
-    println!(
+    outln!(
         "  checked    {}, foreign keys, ids {} / {}, no old id left",
-        r.check, r.to.datahub, r.to.connector
+        r.check,
+        r.to.datahub,
+        r.to.connector
     );
-    println!(
+    outln!(
         "  installed  {} ({} events, journal {}, sha256 {})",
         output::human_bytes(r.bytes),
         r.events
@@ -305,6 +316,6 @@ fn print_report(r: &RestoreReport) {
         r.sha256_installed
     );
     for k in &r.kept {
-        println!("  kept       {}", k.to.display());
+        outln!("  kept       {}", k.to.display());
     }
 }

@@ -67,8 +67,8 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     if g.json {
         output::print_json(&report);
     } else if let Some(empty) = &report.empty {
-        println!("no connector backups in {}", report.scope);
-        eprintln!("Try: {}", empty.hint);
+        outln!("no connector backups in {}", report.scope);
+        errln!("Try: {}", empty.hint);
     } else {
         let org_w = report
             .connectors
@@ -84,7 +84,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 String::new()
             }
         };
-        println!(
+        outln!(
             "{:<6}  {}{:>8}  {:>9}  {:>4}  {:<6}  {:<36}  {:<36}  {:<16}  NAME",
             "STATE",
             org_col("ORG"),
@@ -107,7 +107,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 Some(_) => "FAILED",
                 None => "-",
             };
-            println!(
+            outln!(
                 "{:<6}  {}{:>8}  {:>9}  {:>4}  {:<6}  {:<36}  {:<36}  {:<16}  {}",
                 state,
                 org_col(c.org.as_str()),
@@ -125,11 +125,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 c.name.as_deref().unwrap_or("-"),
             );
             for p in &c.problems {
-                println!("        {p}");
+                outln!("        {p}");
             }
         }
         let s = &report.summary;
-        println!(
+        outln!(
             "{} backups in {}: {} fresh, {} stale, {} broken, {} never verified (stale: {} or older)",
             s.total,
             report.scope,

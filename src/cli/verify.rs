@@ -39,11 +39,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         output::print_json(&report);
     } else {
         if report.drills.is_empty() {
-            println!("no connector backups in {}", report.scope);
+            outln!("no connector backups in {}", report.scope);
         }
         for d in &report.drills {
             let r = &d.record;
-            println!(
+            outln!(
                 "{}: {}{}",
                 if r.ok { "ok" } else { "FAILED" },
                 r.key,
@@ -53,20 +53,40 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                     .unwrap_or_default()
             );
             for p in &r.problems {
-                println!("  problem: {p}");
+                outln!("  problem: {p}");
             }
             for w in &r.warnings {
-                println!("  warning: {w}");
+                outln!("  warning: {w}");
+            }
+        }
+        for n in &report.not_drilled {
+            outln!(
+                "NOT DRILLED ({}): {}",
+                if n.local { "local failure" } else { "bucket" },
+                n.key
+            );
+            outln!("  {}", n.reason);
+            if let Some(h) = &n.hint {
+                outln!("  Try: {h}");
             }
         }
         let s = &report.summary;
-        println!(
-            "{} drilled of {} in {}: {} ok, {} failed, {} with warnings",
-            s.drilled, s.in_scope, report.scope, s.ok, s.failed, s.with_warnings
+        outln!(
+            "{} drilled of {} in {}: {} ok, {} failed, {} with warnings, {} not drilled (nothing recorded for those)",
+            s.drilled,
+            s.in_scope,
+            report.scope,
+            s.ok,
+            s.failed,
+            s.with_warnings,
+            s.not_drilled
         );
     }
+    // A broken backup outranks a drill that could not run; either is not a success.
     Ok(if report.any_failed() {
         ExitCode::from(3)
+    } else if report.any_not_drilled() {
+        ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })

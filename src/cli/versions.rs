@@ -29,21 +29,24 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
-        println!(
+        outln!(
             "no versions under {}/\nTry: hubvault status --org {}",
             ck.prefix(),
             ck.org
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}/  ({} versions, newest first)", ck.prefix(), rows.len());
-    println!(
+    outln!("{}/  ({} versions, newest first)", ck.prefix(), rows.len());
+    outln!(
         "  {:<34} {:>10} {:>10} {:>8}  sha256",
-        "version", "size", "stored", "events"
+        "version",
+        "size",
+        "stored",
+        "events"
     );
     for r in &rows {
         let opt = |n: Option<u64>| n.map(output::human_bytes).unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
             "  {:<34} {:>10} {:>10} {:>8}  {}{}{}{}",
             r.version.to_string(),
             opt(r.size),

@@ -115,7 +115,9 @@ pub async fn run(
         blocking(move || {
             db::check_is_sqlite(&db_path)?;
             let conn = db::open_read_only(&db_path)?;
-            db::read_info(&conn, &db_path)
+            let info = db::read_info(&conn, &db_path)?;
+            db::require_connector_tables(&conn, &db_path)?;
+            Ok(info)
         })
         .await?
     };
@@ -179,6 +181,12 @@ pub async fn run(
         }
     };
 
+    // One history per connector, of one database file (docs/DESIGN.md).
+    let latest = history::read_latest(bucket, &ck).await;
+    if let Some(m) = &latest {
+        check_same_db_file(m, &file, db_path, &ck)?;
+    }
+
     let tmp_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let copy = {
         let (db_path, tmp_dir) = (db_path.to_path_buf(), tmp_dir.clone());
@@ -190,7 +198,7 @@ pub async fn run(
         let (file, db, size) = (copy.file.to_path_buf(), copy.db().to_path_buf(), copy.size);
         tokio::task::spawn_blocking(move || snapshot::check_copy(&file, &db, size))
     };
-    let staged = stage(bucket, opts, &ck, &key, &copy, progress).await;
+    let staged = stage(bucket, opts, &ck, &key, &copy, latest, progress).await;
     let checked = match check.await {
         Ok(r) => r,
         Err(e) => Err(Error::check(
@@ -325,13 +333,13 @@ async fn stage(
     ck: &ConnectorKey,
     key: &object_store::path::Path,
     copy: &snapshot::Copy,
+    latest: Option<Manifest>,
     progress: &dyn Progress,
 ) -> Result<(String, Option<Manifest>, Uploads)> {
     let (sha256, _) = {
         let file = copy.file.to_path_buf();
         blocking(move || fsio::sha256_file(&file)).await?
     };
-    let latest = history::read_latest(bucket, ck).await;
     let unchanged = match &latest {
         Some(m) if m.sha256 == sha256 => bucket.head(&ck.version_data(&m.version)).await?.is_some(),
         _ => false,
@@ -398,6 +406,35 @@ fn ensure_same_size(uploaded: u64, expected: u64, file: &Path) -> Result<()> {
             "something else wrote to hubvault's temp file; run the backup again",
         ))
     }
+}
+
+/// A connector keeps the history of one database file: `latest.json` and the versions
+/// beside the canonical object do not say which file they are of, so a second file name
+/// (`foo.db` beside `sqlite.db`) would overwrite the other's history. Refused.
+fn check_same_db_file(
+    latest: &Manifest,
+    file: &DbFileName,
+    db: &Path,
+    ck: &ConnectorKey,
+) -> Result<()> {
+    if latest.db_file == file.as_str() {
+        return Ok(());
+    }
+    Err(Error::usage(
+        format!(
+            "--db {}: connector {} already keeps the backups of its database file {:?} under {} (latest.json); backing up {:?} there would mix two databases in one history",
+            db.display(),
+            ck.connector,
+            latest.db_file,
+            ck.prefix(),
+            file.as_str()
+        ),
+        format!(
+            "a connector has one database file: back up {} instead; if the connector really moved to {:?}, remove its old backups from the bucket first",
+            fsio::parent_dir(db).join(&latest.db_file).display(),
+            file.as_str()
+        ),
+    ))
 }
 
 fn check_given_id<T: PartialEq + std::fmt::Display>(

@@ -464,11 +464,9 @@ pub fn check_hub(hub_root: &Path, dbs: &[(String, PathBuf)]) -> (Vec<Check>, u64
                 .map_err(|e| Error::sqlite(db, "cannot read the journal mode", e))?;
             Ok((info, mode))
         });
-        // Opening a WAL database can create its -wal/-shm: they go to the owner, as
-        // backup does, so a root-run doctor never locks a connector out.
-        for side in ["-wal", "-shm"] {
-            crate::sqlite::fsio::give_owner_of(&crate::sqlite::fsio::side_path(db, side), db);
-        }
+        // Opening a WAL database can create its -wal/-shm: SQLite itself gives files it
+        // creates as root to the database's owner (fchown in os_unix.c), so a root-run
+        // doctor never locks a connector out.
         match seen {
             Err(e) => out.push(Check::failed(name, &e)),
             Ok((info, mode)) => {

@@ -2,31 +2,50 @@
 //!
 //! Contract of [`execute`]: the target path (`<hub-root>/<newConnectorId>/sqlite.db` or
 //! `--output`) only ever holds the database that was there before or the new one,
-//! verified, whatever point the process is killed at:
+//! verified, and what was there before is kept beside it, whole, with its side files:
 //!
-//! 1. The backup is streamed into a temp file IN THE TARGET DIRECTORY (so the final
-//!    rename stays on one file system), named `.sqlite.db.hubvault-restore-*`, never
-//!    `sqlite.db`.
+//! 1. Under the connector's lock, a private work directory is made IN THE TARGET
+//!    DIRECTORY (so the final rename stays on one file system):
+//!    `.sqlite.db.hubvault-restore-*/`, mode 0700, owned by whoever runs hubvault, so a
+//!    connector's user cannot plant anything in it. The backup is streamed into it.
 //! 2. Its sha256 is checked against what `backup` recorded: the version manifest for a
 //!    version; for the canonical object `latest.json` OR any version manifest (a backup
 //!    cut off between the canonical object and `latest.json` leaves `latest.json` one
 //!    backup behind, and must not make a good backup look corrupt). No manifest at all
 //!    means a backup the old system uploaded: accepted, with a warning in the report.
-//! 3. SQLite header, `integrity_check`, `foreign_key_check`, and the ids it holds must
-//!    be the ones asked for.
-//! 4. Ids are rewritten ([`crate::rewrite`], its own checks included), the journal mode
-//!    recorded at backup time is put back, the file is fsynced and given the owner and
-//!    mode of the file it replaces (0600 and the directory's owner for a new one).
-//! 5. Install: the old database is checkpointed (so the file alone is complete and no
-//!    stale `-wal` can be replayed onto the new file), hard-linked to
-//!    `sqlite.db.before-restore-<UTC>`, its `-wal`/`-shm` renamed beside it, then the temp
-//!    file is renamed over `sqlite.db` and the directory fsynced.
+//! 3. SQLite header, `integrity_check`, `foreign_key_check`, the `Integrations` and
+//!    `Events` tables, and the ids it holds must be the ones asked for.
+//! 4. Ids are rewritten ([`crate::sqlite::rewrite`], its own checks included), the
+//!    journal mode recorded at backup time is put back, the file is fsynced and given the
+//!    owner and mode of the file it replaces (0600 and the directory's owner for a new
+//!    one), with `fchown`/`fchmod` on its descriptor.
+//! 5. Install, in the target directory held open (never through a link): the old
+//!    database gets a second name `sqlite.db.before-restore-<UTC>[-N]` (a hard link made
+//!    with `linkat`, which never replaces anything; a copy into a file created with
+//!    `O_EXCL` where links are not possible), its `-journal`, `-wal` and `-shm` are renamed
+//!    to that name plus the same suffix (`RENAME_NOREPLACE`), then the new file is renamed
+//!    over `sqlite.db` and the directory fsynced. The old database is never opened: a
+//!    damaged or non-SQLite file is replaced like any other, and a hot journal or WAL left
+//!    by a crashed connector travels with the file it belongs to and is never replayed
+//!    into the new one. The kept set (`before-restore-…` with its side files) opens in
+//!    `sqlite3` as the old database was.
 //!
-//! A restore refuses while a process holds the target (or its `-wal`/`-shm`) open
-//! (Linux: `/proc/*/fd`), unless forced. Any error before step 5 leaves the target as it
-//! was and removes the temp file.
+//! A restore refuses while a process holds the target (or its side files) open (Linux:
+//! `/proc/*/fd`), unless forced; it refuses a target (or connector directory) that is a
+//! symbolic link, and an `--output` that is not a regular file. Any error before step 5
+//! leaves the target directory as it was (the work directory is removed). Step 5 has one
+//! window of microseconds, between moving the old side files aside and the final rename,
+//! in which a crash leaves the old file at the target without its side files; they are
+//! kept, whole, under the `before-restore-…` name.
+//!
+//! A connector's user controls its directory: should it replace the work directory while
+//! the restore runs, SQLite (which opens every file with `O_NOFOLLOW`) works in a
+//! directory of that user's choosing, never through a link; the replacement is detected
+//! before anything is installed, and the restore fails.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,9 +59,10 @@ use crate::model::ids::{Ids, OrgSlug};
 use crate::model::layout::{self, ConnectorKey, DbFileName, VersionId};
 use crate::progress::Progress;
 use crate::sqlite::db;
-use crate::sqlite::fsio::{self, side_path};
+use crate::sqlite::fsio::{self, SIDE_SUFFIXES, side_path};
 use crate::sqlite::lock::ConnectorLock;
 use crate::sqlite::rewrite::{self, RewritePlan};
+use crate::sqlite::safedir::{self, Kind, SafeDir};
 use crate::store::Bucket;
 
 /// Where the restored database goes.
@@ -76,7 +96,8 @@ pub struct Holder {
     pub path: String,
 }
 
-/// A file kept beside the target: `from` is renamed (or linked) to `to`.
+/// A file kept beside the target: `from` is renamed (or linked) to `to`. In a plan, `to`
+/// is the name as of planning; the install takes the next free one (`…-2`) if it is taken.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Kept {
     pub from: PathBuf,
@@ -95,7 +116,11 @@ pub struct RestorePlan {
     /// True if and only if ids are rewritten.
     pub rewrite: bool,
     pub target: PathBuf,
-    /// True if and only if a database is at the target now (it is kept, see `keep`).
+    /// The hub root, when the target is `<hub-root>/<connectorId>/<db file>` (the
+    /// connector's directory is then created if missing, and never followed if a link).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_root: Option<PathBuf>,
+    /// True if and only if a file is at the target now (it is kept, see `keep`).
     pub replaces: bool,
     pub keep: Vec<Kept>,
     pub held_open_by: Vec<Holder>,
@@ -127,6 +152,37 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
+/// A target that cannot be used; nothing was touched.
+fn refuse(path: &Path, what: &str, hint: &str) -> Error {
+    Error::usage(format!("{}: {what}", path.display()), hint)
+}
+
+const LINK_HINT: &str = "hubvault never writes through a symbolic link in a connector's directory (a connector's user could point it anywhere): replace the link by the real directory or file, or restore with --output to the real path";
+
+/// Fails unless what is at `path` (not following a link) is absent or a regular file.
+fn check_target_file(path: &Path, flag: &str) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, "cannot stat the target", e)),
+        Ok(m) if m.file_type().is_symlink() => Err(refuse(
+            path,
+            &format!("{flag} is a symbolic link; nothing was changed"),
+            LINK_HINT,
+        )),
+        Ok(m) if m.is_dir() => Err(refuse(
+            path,
+            &format!("{flag} is a directory; nothing was changed"),
+            "pass a file path, e.g. --output ./restored.db",
+        )),
+        Ok(m) if !m.is_file() => Err(refuse(
+            path,
+            &format!("{flag} is a device, FIFO or socket, not a regular file; nothing was changed"),
+            "pass the path of a regular file (or of a new one), e.g. --output ./restored.db",
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
 fn target_path(req: &RestoreRequest) -> Result<PathBuf> {
     match &req.target {
         Target::HubRoot(root) => {
@@ -136,15 +192,30 @@ fn target_path(req: &RestoreRequest) -> Result<PathBuf> {
                     "pass the hub's root directory (/var/datahub in production), or set HUBVAULT_HUB_ROOT",
                 ));
             }
-            Ok(root
-                .join(req.to.connector.to_string())
-                .join(req.db_file.as_str()))
+            let dir = root.join(req.to.connector.to_string());
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(refuse(
+                        &dir,
+                        "the connector's directory is a symbolic link; nothing was changed",
+                        LINK_HINT,
+                    ));
+                }
+                Ok(m) if !m.is_dir() => {
+                    return Err(refuse(
+                        &dir,
+                        "is not a directory, so the connector's database cannot go there; nothing was changed",
+                        "remove or rename that file, or restore with --output",
+                    ));
+                }
+                _ => {}
+            }
+            let target = dir.join(req.db_file.as_str());
+            check_target_file(&target, "the connector's database")?;
+            Ok(target)
         }
         Target::Output(file) => {
-            let parent = match file.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
+            let parent = fsio::parent_dir(file);
             if !parent.is_dir() {
                 return Err(Error::usage(
                     format!(
@@ -155,34 +226,48 @@ fn target_path(req: &RestoreRequest) -> Result<PathBuf> {
                     "create the directory first or choose another --output",
                 ));
             }
-            if file.is_dir() || file.file_name().is_none() {
+            if file.file_name().is_none() || file.as_os_str().to_string_lossy().ends_with('/') {
                 return Err(Error::usage(
                     format!("--output {} is a directory", file.display()),
                     "pass a file path, e.g. --output ./restored.db",
                 ));
             }
+            check_target_file(file, "--output")?;
             Ok(file.clone())
         }
     }
 }
 
-/// `sqlite.db.before-restore-<UTC>` and its `-wal`, `-shm` beside the target.
+/// `<target>.before-restore-<stamp>` (`-N` added from the second on).
+fn keep_name(target_name: &OsStr, stamp: &str, n: u32) -> OsString {
+    let mut s = target_name.to_os_string();
+    s.push(format!(".before-restore-{stamp}"));
+    if n > 0 {
+        s.push(format!("-{}", n + 1));
+    }
+    s
+}
+
+fn with_suffix(name: &OsStr, suffix: &str) -> OsString {
+    let mut s = name.to_os_string();
+    s.push(suffix);
+    s
+}
+
+/// The target and its side files that are there now, as they would be kept.
 fn keep_names(target: &Path, stamp: &str) -> Vec<Kept> {
-    let keep = {
-        let mut s = target.as_os_str().to_owned();
-        s.push(format!(".before-restore-{stamp}"));
-        PathBuf::from(s)
-    };
+    let name = target.file_name().unwrap_or_default();
+    let keep = fsio::parent_dir(target).join(keep_name(name, stamp, 0));
     let mut out = Vec::new();
-    if target.exists() {
+    if std::fs::symlink_metadata(target).is_ok() {
         out.push(Kept {
             from: target.to_path_buf(),
             to: keep.clone(),
         });
     }
-    for suffix in ["-wal", "-shm"] {
+    for suffix in SIDE_SUFFIXES {
         let side = side_path(target, suffix);
-        if side.exists() {
+        if std::fs::symlink_metadata(&side).is_ok() {
             out.push(Kept {
                 from: side,
                 to: side_path(&keep, suffix),
@@ -211,15 +296,19 @@ pub async fn plan(bucket: &Bucket, req: &RestoreRequest) -> Result<RestorePlan> 
         from: req.from,
         to: req.to,
         rewrite: req.from != req.to,
-        replaces: target.exists(),
+        replaces: std::fs::symlink_metadata(&target).is_ok(),
         keep: keep_names(&target, &stamp),
+        hub_root: match &req.target {
+            Target::HubRoot(r) => Some(r.clone()),
+            Target::Output(_) => None,
+        },
         target,
         held_open_by,
         force: req.force,
     })
 }
 
-/// Processes (other than this one) that hold `target` or its `-wal`/`-shm` open, from
+/// Processes (other than this one) that hold `target` or its side files open, from
 /// `/proc/*/fd`. Processes we may not look into are skipped.
 pub fn holders(target: &Path) -> Vec<Holder> {
     let Some(dir) = target.parent() else {
@@ -233,7 +322,7 @@ pub fn holders(target: &Path) -> Vec<Holder> {
         return Vec::new();
     };
     let name = target.file_name().unwrap_or_default();
-    let wanted: Vec<PathBuf> = ["", "-wal", "-shm"]
+    let wanted: Vec<PathBuf> = ["", "-journal", "-wal", "-shm"]
         .iter()
         .map(|s| side_path(&dir.join(name), s))
         .collect();
@@ -279,21 +368,21 @@ pub async fn execute(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let started = std::time::Instant::now();
-    if !plan.held_open_by.is_empty() && !plan.force {
-        return Err(held_open_error(&plan.target, &plan.held_open_by));
-    }
-    let dir = fsio::parent_dir(&plan.target).to_path_buf();
-    let created_dir = {
-        let dir = dir.clone();
-        blocking(move || make_connector_dir(&dir)).await?
+    // Who holds the target open is checked under the connector's lock (the plan's list
+    // may be old: another restore, since finished, may have had it open for a moment).
+    let (dir, created) = {
+        let plan = plan.clone();
+        blocking(move || open_target_dir(&plan)).await?
     };
     let result = execute_in(bucket, plan, &dir, progress, started).await;
-    if result.is_err() && created_dir {
-        // Leave no trace of a restore that did not happen.
-        let (dir, lock) = (dir.clone(), ConnectorLock::path_for(&plan.target));
+    if let (Err(_), Some((parent, name))) = (&result, created) {
+        // Leave no trace of a restore that did not happen: the directory we made, with
+        // the lock file in it.
+        let lock = ConnectorLock::name_for(plan.target.file_name().unwrap_or_default());
         let _ = blocking(move || {
-            let _ = std::fs::remove_file(lock);
-            let _ = std::fs::remove_dir(dir);
+            let _ = dir.remove(&lock);
+            drop(dir);
+            let _ = rustix::fs::unlinkat(&parent, &name, rustix::fs::AtFlags::REMOVEDIR);
             Ok(())
         })
         .await;
@@ -301,18 +390,36 @@ pub async fn execute(
     result
 }
 
-/// Creates the connector's directory if it is missing, owned like the hub root. True if
-/// and only if it was created.
-fn make_connector_dir(dir: &Path) -> Result<bool> {
-    if dir.exists() {
-        return Ok(false);
+/// Opens the target's directory: for a hub root, `<hub-root>/<connectorId>` relative to
+/// the hub root and never through a link, created (owned like the hub root) if missing.
+/// Returns the directory and, if it was created, the hub root and its name (to remove it
+/// again if the restore fails).
+#[allow(clippy::type_complexity)]
+fn open_target_dir(plan: &RestorePlan) -> Result<(SafeDir, Option<(SafeDir, OsString)>)> {
+    let dir_path = fsio::parent_dir(&plan.target);
+    let Some(root) = &plan.hub_root else {
+        return Ok((SafeDir::open(dir_path)?, None));
+    };
+    let root_dir = SafeDir::open(root)?;
+    let name = dir_path.file_name().unwrap_or_default().to_os_string();
+    match root_dir.entry(&name)? {
+        Some(e) if e.kind == Kind::Symlink => {
+            Err(safedir::link_refused(dir_path).with_hint(LINK_HINT))
+        }
+        Some(_) => Ok((root_dir.subdir(&name)?, None)),
+        None => {
+            let dir = root_dir.mkdir(&name, 0o755)?;
+            let owner = root_dir.stat()?;
+            if safedir::is_root() {
+                let _ = rustix::fs::fchown(
+                    &dir,
+                    Some(rustix::fs::Uid::from_raw(owner.uid)),
+                    Some(rustix::fs::Gid::from_raw(owner.gid)),
+                );
+            }
+            Ok((dir, Some((root_dir, name))))
+        }
     }
-    std::fs::create_dir(dir)
-        .map_err(|e| Error::io(dir, "cannot create the connector directory", e))?;
-    if let Some(root) = dir.parent() {
-        fsio::give_owner_of(dir, root);
-    }
-    Ok(true)
 }
 
 fn held_open_error(target: &Path, holders: &[Holder]) -> Error {
@@ -328,7 +435,8 @@ fn held_open_error(target: &Path, holders: &[Holder]) -> Error {
     }
 }
 
-/// The prefix of temp files a restore leaves in the target directory while it runs.
+/// The prefix of the work directories (and, from older versions, temp files) a restore
+/// leaves in the target directory while it runs.
 fn temp_prefix(target: &Path) -> String {
     format!(
         ".{}.hubvault-restore-",
@@ -339,50 +447,134 @@ fn temp_prefix(target: &Path) -> String {
 async fn execute_in(
     bucket: &Bucket,
     plan: &RestorePlan,
-    dir: &Path,
+    dir: &SafeDir,
     progress: &dyn Progress,
     started: std::time::Instant,
 ) -> Result<RestoreReport> {
-    // One restore (or backup) of this target at a time; a second waits a little.
-    let _lock = ConnectorLock::acquire(&plan.target, Duration::from_secs(10)).await?;
+    let name = plan.target.file_name().unwrap_or_default().to_os_string();
+    // One restore (or backup) of this target at a time; a second waits a little, then
+    // fails cleanly.
+    let _lock = ConnectorLock::acquire_in(dir, &name, Duration::from_secs(10)).await?;
     let prefix = temp_prefix(&plan.target);
     // Checked again under the lock: the plan may be old.
-    let holders = {
-        let (dir, prefix, target) = (dir.to_path_buf(), prefix.clone(), plan.target.clone());
+    let (work, work_name) = {
+        let (dir, prefix, plan) = (dir.try_clone()?, prefix.clone(), plan.clone());
         blocking(move || {
-            remove_stale_temps(&dir, &prefix);
-            Ok(holders(&target))
+            remove_stale_work(&dir, &prefix);
+            let holders = holders(&plan.target);
+            if !holders.is_empty() && !plan.force {
+                return Err(held_open_error(&plan.target, &holders));
+            }
+            match dir.entry(OsStr::new(&name))? {
+                Some(e) if e.kind == Kind::Symlink => {
+                    return Err(refuse(
+                        &plan.target,
+                        "is a symbolic link; nothing was changed",
+                        LINK_HINT,
+                    ));
+                }
+                Some(e) if e.kind != Kind::File => {
+                    return Err(refuse(
+                        &plan.target,
+                        &format!(
+                            "is {}, not a database file; nothing was changed",
+                            e.kind.described()
+                        ),
+                        "remove it or choose another target",
+                    ));
+                }
+                _ => {}
+            }
+            make_work_dir(&dir, &prefix)
         })
         .await?
     };
-    if !holders.is_empty() && !plan.force {
-        return Err(held_open_error(&plan.target, &holders));
+    let work_path = dir.path().join(&work_name);
+    let result = async {
+        let fetched = fetch::fetch(bucket, &plan.source, &work_path, "download-", progress).await?;
+        let (plan2, dir2, work2) = (plan.clone(), dir.try_clone()?, work.try_clone()?);
+        let work_path = work_path.clone();
+        blocking(move || prepare_and_install(&plan2, &dir2, &work2, &work_path, fetched, started))
+            .await
     }
-    let fetched = fetch::fetch(bucket, &plan.source, dir, &prefix, progress).await?;
-    let plan2 = plan.clone();
-    let dir2 = dir.to_path_buf();
-    blocking(move || prepare_and_install(&plan2, &dir2, fetched, started)).await
+    .await;
+    let dir2 = dir.try_clone()?;
+    let _ = blocking(move || {
+        drop(work);
+        dir2.remove_own_dir(&work_name);
+        Ok(())
+    })
+    .await;
+    result
 }
 
-/// Temp files of restores that were killed. Only called under the target's lock, so no
-/// live restore owns them.
-fn remove_stale_temps(dir: &Path, prefix: &str) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(prefix) {
-                let _ = std::fs::remove_file(e.path());
+/// A fresh work directory `<prefix><random>` (mode 0700) in `dir`, and its name.
+fn make_work_dir(dir: &SafeDir, prefix: &str) -> Result<(SafeDir, OsString)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let name = OsString::from(format!("{prefix}{:016x}", rand::random::<u64>()));
+        match dir.mkdir(&name, 0o700) {
+            Ok(work) => {
+                // Ours, as made: not a directory someone else put at the name between
+                // mkdir and open.
+                let e = work.stat()?;
+                if e.uid != rustix::process::geteuid().as_raw() || e.mode & 0o077 != 0 {
+                    return Err(Error::check(
+                        format!(
+                            "{}: the work directory was replaced as it was made",
+                            work.path().display()
+                        ),
+                        "another user is changing files in this directory; check it and try again",
+                    ));
+                }
+                return Ok((work, name));
             }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("tried at least once"))
+}
+
+/// Work directories (and temp files of older versions) of restores that were killed.
+/// Only called under the target's lock, so no live restore owns them.
+fn remove_stale_work(dir: &SafeDir, prefix: &str) {
+    for name in dir.names() {
+        if !name.to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        match dir.entry(&name) {
+            Ok(Some(e)) if e.kind == Kind::Dir => dir.remove_own_dir(&name),
+            Ok(Some(e)) if e.kind == Kind::File => {
+                let _ = dir.remove(&name);
+            }
+            _ => {}
         }
     }
 }
 
+/// Journal mode of the database file at `name` in `dir` from its header (byte 18 is 2
+/// for WAL), without opening it with SQLite: it may be damaged, or not a database.
+fn journal_mode_of(dir: &SafeDir, name: &OsStr) -> Option<String> {
+    let mut f = dir.open_file(name).ok()?;
+    let mut head = [0u8; 100];
+    f.read_exact(&mut head).ok()?;
+    if &head[..16] != b"SQLite format 3\0" {
+        return None;
+    }
+    Some(if head[18] == 2 { "wal" } else { "delete" }.to_string())
+}
+
 fn prepare_and_install(
     plan: &RestorePlan,
-    dir: &Path,
+    dir: &SafeDir,
+    work: &SafeDir,
+    work_path: &Path,
     fetched: Fetched,
     started: std::time::Instant,
 ) -> Result<RestoreReport> {
     let tmp: &Path = &fetched.file;
+    let tmp_name = tmp.file_name().unwrap_or_default().to_os_string();
+    let target_name = plan.target.file_name().unwrap_or_default().to_os_string();
     let mut warnings = Vec::new();
     if fetched.legacy {
         warnings.push(format!(
@@ -400,11 +592,11 @@ fn prepare_and_install(
     };
     let mut conn = db::open_read_write(tmp).map_err(damaged)?;
     // The temp file is ours alone until the rename: no journal, no syncs until the end.
-    // A crash leaves only a temp file that the next restore removes.
+    // A crash leaves only a work directory that the next restore removes.
     conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
         .map_err(|e| damaged(Error::sqlite(tmp, "cannot open the download", e)))?;
     let check = db::check_integrity(&conn, tmp, size).map_err(damaged)?;
-    let info = db::read_info(&conn, tmp).map_err(|e| {
+    let not_connector = |e: Error| {
         Error::check(
             format!(
                 "{}: the backup is not a connector database: {e}",
@@ -412,7 +604,9 @@ fn prepare_and_install(
             ),
             "restore an older version (`hubvault versions`, then --version ID)",
         )
-    })?;
+    };
+    let info = db::read_info(&conn, tmp).map_err(not_connector)?;
+    db::require_connector_tables(&conn, tmp).map_err(not_connector)?;
     if info.datahub != plan.from.datahub || info.connector != plan.from.connector {
         return Err(Error::check(
             format!(
@@ -434,16 +628,7 @@ fn prepare_and_install(
     // Put back the live database's journal mode; else the old target's; else leave it.
     let journal_mode = match &plan.source.journal_mode {
         Some(m) => Some(m.clone()),
-        None => plan
-            .keep
-            .first()
-            .filter(|k| k.from == plan.target)
-            .and_then(|_| {
-                db::open_read_only(&plan.target)
-                    .ok()
-                    .and_then(|c| db::page_info(&c, &plan.target).ok())
-                    .map(|p| p.2)
-            }),
+        None => journal_mode_of(dir, &target_name),
     };
     if let Some(m) = journal_mode.as_deref().filter(|m| *m == "wal") {
         conn.pragma_update(None, "journal_mode", m)
@@ -467,15 +652,32 @@ fn prepare_and_install(
     };
     // A read-only connection to a WAL file leaves empty -wal/-shm behind; they belong to
     // the temp name and must not travel.
-    for s in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(side_path(tmp, s));
+    for s in SIDE_SUFFIXES {
+        let _ = work.remove(&with_suffix(&tmp_name, s));
     }
-    let (sha256_installed, bytes) = fsio::sha256_file(tmp)?;
-    set_owner_and_mode(tmp, &plan.target, dir)?;
-    fsio::fsync_file(tmp)?;
+    // What SQLite worked on by path must be what we hold open: the work directory at its
+    // path is still ours.
+    let at_path = std::fs::symlink_metadata(work_path)
+        .map_err(|e| Error::io(work_path, "cannot stat the work directory", e))?;
+    let ours = work.stat()?;
+    if (at_path.dev(), at_path.ino()) != (ours.dev, ours.ino) {
+        return Err(Error::check(
+            format!(
+                "{}: the work directory was replaced while the restore ran; nothing was installed",
+                work_path.display()
+            ),
+            "another user is changing files in the connector's directory; stop it and run the restore again",
+        ));
+    }
+    let mut file = work.open_file_rw(&tmp_name)?;
+    let (sha256_installed, bytes) = fsio::sha256_of(&mut file, tmp)?;
+    set_owner_and_mode(&file, tmp, dir, &target_name)?;
+    file.sync_all()
+        .map_err(|e| Error::io(tmp, "cannot fsync", e))?;
+    drop(file);
 
-    let kept = install(plan, tmp, dir)?;
-    // The rename consumed the temp file: make sure its drop does not remove the target.
+    let kept = install(plan, dir, work, &tmp_name)?;
+    // The rename consumed the temp file: make sure its drop does not remove anything.
     let _ = fetched.file.keep();
     Ok(RestoreReport {
         target: plan.target.clone(),
@@ -499,93 +701,163 @@ fn prepare_and_install(
 }
 
 /// The owner and mode of the file being replaced; for a new file 0600 and the owner of
-/// its directory (the connector runs as that user; we may be root).
-fn set_owner_and_mode(tmp: &Path, target: &Path, dir: &Path) -> Result<()> {
-    let (uid, gid, mode) = match std::fs::metadata(target) {
-        Ok(m) => (m.uid(), m.gid(), m.mode() & 0o7777),
-        Err(_) => {
-            let d = std::fs::metadata(dir).map_err(|e| Error::io(dir, "cannot stat", e))?;
-            (d.uid(), d.gid(), 0o600)
+/// its directory (the connector runs as that user; we may be root). Set on the open
+/// descriptor, never by path. Only root gives a file away: anyone else keeps the file
+/// they restored (a user restoring to `--output /tmp/x.db` cannot give it to root).
+fn set_owner_and_mode(
+    file: &std::fs::File,
+    shown: &Path,
+    dir: &SafeDir,
+    target_name: &OsStr,
+) -> Result<()> {
+    let (uid, gid, mode) = match dir.entry(target_name)? {
+        Some(e) if e.kind == Kind::File => (e.uid, e.gid, e.mode),
+        _ => {
+            let d = dir.stat()?;
+            (d.uid, d.gid, 0o600)
         }
     };
-    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(tmp, "cannot set the mode of the restored database", e))?;
-    let m = std::fs::metadata(tmp).map_err(|e| Error::io(tmp, "cannot stat", e))?;
-    if (m.uid(), m.gid()) != (uid, gid) {
-        std::os::unix::fs::chown(tmp, Some(uid), Some(gid))
-            .map_err(|e| Error::io(tmp, "cannot give the restored database its owner", e))?;
+    safedir::set_mode(file, mode)
+        .map_err(|e| Error::io(shown, "cannot set the mode of the restored database", e))?;
+    let now = safedir::entry_of_file(file).map_err(|e| Error::io(shown, "cannot stat", e))?;
+    if (now.uid, now.gid) != (uid, gid) && safedir::is_root() {
+        safedir::give_to(file, uid, gid)
+            .map_err(|e| Error::io(shown, "cannot give the restored database its owner", e))?;
     }
     Ok(())
 }
 
-/// Step 5 of the contract. Every step leaves the target either the old, complete
-/// database or the new one.
-fn install(plan: &RestorePlan, tmp: &Path, dir: &Path) -> Result<Vec<Kept>> {
+/// Step 5 of the contract. Every step leaves the target either the old file or the new
+/// one, and every name it had is kept.
+fn install(
+    plan: &RestorePlan,
+    dir: &SafeDir,
+    work: &SafeDir,
+    tmp_name: &OsStr,
+) -> Result<Vec<Kept>> {
     let target = &plan.target;
+    let name = target.file_name().unwrap_or_default();
+    let shown = |n: &OsStr| dir.shown(n);
+    let old = dir.entry(name)?;
+    let sides: Vec<&str> = SIDE_SUFFIXES
+        .into_iter()
+        .filter(|s| matches!(dir.entry(&with_suffix(name, s)), Ok(Some(_))))
+        .collect();
     let mut kept = Vec::new();
-    if target.exists() {
-        // Fold the old WAL into the file: then the file alone is the old database, and
-        // no -wal is left for SQLite to replay onto the new file.
-        checkpoint(target)?;
-    }
-    let stamp_keep = plan.keep.first().map(|k| k.to.clone());
-    let keep_db = match stamp_keep {
-        Some(k) if plan.keep[0].from == *target => k,
-        _ => {
-            let mut s = target.as_os_str().to_owned();
-            s.push(format!(
-                ".before-restore-{}",
-                layout::stamp(chrono::Utc::now())
+    if old.is_some() || !sides.is_empty() {
+        let stamp = layout::stamp(chrono::Utc::now());
+        let base = keep_old(dir, name, &stamp, old.is_some())?;
+        if old.is_some() {
+            kept.push(Kept {
+                from: target.clone(),
+                to: shown(&base),
+            });
+        }
+        let mut moved: Vec<(OsString, OsString)> = Vec::new();
+        for s in &sides {
+            let (from, to) = (with_suffix(name, s), with_suffix(&base, s));
+            if let Err(e) = dir.rename_new(&from, &to) {
+                // Put back what was moved: the old set stays whole under its own name.
+                for (f, t) in moved.iter().rev() {
+                    let _ = dir.rename_new(t, f);
+                }
+                if old.is_some() {
+                    let _ = dir.remove(&base);
+                }
+                return Err(Error::io(
+                    shown(&from),
+                    "cannot move aside; nothing was changed",
+                    e,
+                ));
+            }
+            kept.push(Kept {
+                from: shown(&from),
+                to: shown(&to),
+            });
+            moved.push((from, to));
+        }
+        if let Err(e) = dir.rename_from(work, tmp_name, name) {
+            for (f, t) in moved.iter().rev() {
+                let _ = dir.rename_new(t, f);
+            }
+            if old.is_some() {
+                let _ = dir.remove(&base);
+            }
+            return Err(Error::io(
+                target,
+                "cannot move the restored database into place",
+                e,
             ));
-            PathBuf::from(s)
         }
-    };
-    if target.exists() {
-        // A second name for the old file: the target keeps it until the rename below.
-        if let Err(e) = std::fs::hard_link(target, &keep_db) {
-            std::fs::copy(target, &keep_db)
-                .map_err(|_| Error::io(&keep_db, "cannot keep the previous database", e))?;
-        }
-        kept.push(Kept {
-            from: target.clone(),
-            to: keep_db.clone(),
-        });
+    } else {
+        dir.rename_from(work, tmp_name, name)
+            .map_err(|e| Error::io(target, "cannot move the restored database into place", e))?;
     }
-    for s in ["-wal", "-shm"] {
-        let side = side_path(target, s);
-        if side.exists() {
-            let to = side_path(&keep_db, s);
-            std::fs::rename(&side, &to).map_err(|e| Error::io(&side, "cannot move aside", e))?;
-            kept.push(Kept { from: side, to });
-        }
-    }
-    std::fs::rename(tmp, target)
-        .map_err(|e| Error::io(target, "cannot move the restored database into place", e))?;
-    fsio::fsync_dir(dir)?;
+    dir.fsync()?;
     Ok(kept)
 }
 
-fn checkpoint(target: &Path) -> Result<()> {
-    let conn = db::open_read_write(target)?;
-    let mode = db::page_info(&conn, target)?.2;
-    if mode == "wal" {
-        let (busy, _, _): (i64, i64, i64) = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(|e| {
-                Error::sqlite(target, "cannot checkpoint the database being replaced", e)
-            })?;
-        if busy != 0 {
-            return Err(Error::db(
-                target,
-                "cannot checkpoint the database being replaced: another connection is using it; nothing was changed",
-                "stop the connector and run the restore again",
-            ));
+/// Picks the first free `<name>.before-restore-<stamp>[-N]` (free with every side
+/// suffix too) and, when `has_file`, gives the old file that second name: a hard link
+/// (`linkat` never replaces), else a copy into a file created with `O_EXCL`. Returns the
+/// name.
+fn keep_old(dir: &SafeDir, name: &OsStr, stamp: &str, has_file: bool) -> Result<OsString> {
+    for n in 0..10_000 {
+        let base = keep_name(name, stamp, n);
+        let taken = std::iter::once(base.clone())
+            .chain(SIDE_SUFFIXES.iter().map(|s| with_suffix(&base, s)))
+            .any(|c| !matches!(dir.entry(&c), Ok(None)));
+        if taken {
+            continue;
+        }
+        if !has_file {
+            return Ok(base);
+        }
+        match dir.link_new(name, &base) {
+            Ok(()) => return Ok(base),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => match copy_new(dir, name, &base) {
+                Ok(()) => return Ok(base),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(Error::io(
+                        dir.shown(&base),
+                        "cannot keep the previous database; nothing was changed",
+                        e,
+                    ));
+                }
+            },
         }
     }
-    conn.close()
-        .map_err(|(_, e)| Error::sqlite(target, "cannot close the database being replaced", e))
+    Err(Error::check(
+        format!(
+            "{}: no free name to keep the previous database under",
+            dir.shown(name).display()
+        ),
+        "remove old sqlite.db.before-restore-* files you no longer need, and try again",
+    ))
+}
+
+/// Copies the regular file `from` to a new file `to` (`O_EXCL`, never through a link),
+/// with its owner and mode, fsynced.
+fn copy_new(dir: &SafeDir, from: &OsStr, to: &OsStr) -> std::io::Result<()> {
+    let mut src = dir
+        .open_file(from)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let meta = safedir::entry_of_file(&src)?;
+    let mut dst = dir.create_new(to, 0o600)?;
+    let done = (|| {
+        std::io::copy(&mut src, &mut dst)?;
+        safedir::set_mode(&dst, meta.mode)?;
+        if safedir::is_root() {
+            safedir::give_to(&dst, meta.uid, meta.gid)?;
+        }
+        dst.sync_all()
+    })();
+    if done.is_err() {
+        let _ = dir.remove(to);
+    }
+    done
 }
 
 /// Environment of the `--then` hook.
@@ -599,30 +871,72 @@ pub fn hook_env(plan: &RestorePlan) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Runs the `--then` hook with `sh -c` after the database is installed. Its stderr is
-/// ours; its stdout too, unless `stdout_to_stderr` (to keep a JSON stdout clean).
-pub fn run_hook(cmd: &str, plan: &RestorePlan, stdout_to_stderr: bool) -> Result<()> {
-    let mut c = std::process::Command::new("sh");
-    c.arg("-c")
-        .arg(cmd)
-        .envs(hook_env(plan))
-        .stdin(std::process::Stdio::null());
-    if stdout_to_stderr {
-        c.stdout(std::io::stderr());
+/// Default of `--then-timeout`: the platform's "Update config" and "Sync" take seconds;
+/// a hook still running after this is stuck.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the `--then` hook did.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookReport {
+    pub command: String,
+    /// True if and only if it exited with code 0 within the timeout.
+    pub ok: bool,
+    pub timeout_seconds: f64,
+    #[serde(flatten)]
+    pub finished: crate::command::Finished,
+}
+
+/// Runs the `--then` hook once the database is installed ([`crate::command`]: `sh -c`,
+/// bounded by `timeout`, without the bucket's secrets, its output passed on and its tail
+/// kept). Its stdout goes to our stdout, or to stderr when `stdout_to_stderr` (a JSON
+/// stdout stays one document). `Err` only when it could not be started; a hook that
+/// failed is a report with `ok: false` (see [`hook_error`]).
+pub async fn run_hook(
+    cmd: &str,
+    plan: &RestorePlan,
+    timeout: Duration,
+    stdout_to_stderr: bool,
+) -> Result<HookReport> {
+    let (cmd, env) = (cmd.to_string(), hook_env(plan));
+    blocking(move || {
+        let to = if stdout_to_stderr {
+            crate::command::Stdout::Stderr
+        } else {
+            crate::command::Stdout::Stdout
+        };
+        let finished = crate::command::run(&cmd, &env, timeout, to)?;
+        Ok(HookReport {
+            ok: finished.success(),
+            command: cmd,
+            timeout_seconds: timeout.as_secs_f64(),
+            finished,
+        })
+    })
+    .await
+}
+
+/// The error for a hook that did not succeed: how it ended, and its last output.
+pub fn hook_error(r: &HookReport, plan: &RestorePlan) -> Error {
+    let how = r
+        .finished
+        .describe(Duration::from_secs_f64(r.timeout_seconds));
+    let tail = if r.finished.output_tail.is_empty() {
+        " (it printed nothing)".to_string()
+    } else {
+        format!(
+            "; its last output:\n  {}",
+            r.finished.output_tail.join("\n  ")
+        )
+    };
+    Error::Check {
+        message: format!(
+            "the --then command {:?} failed: {how} after {:.1}s; the restored database IS installed at {}{tail}",
+            r.command,
+            r.finished.seconds,
+            plan.target.display()
+        ),
+        hint: "run the platform's \"Update config\" and \"Sync\" by hand, or fix the command and run it alone (the database needs no second restore); --then-timeout sets its time limit".into(),
     }
-    let status = c
-        .status()
-        .map_err(|e| Error::io("sh", "cannot run the --then command", e))?;
-    if !status.success() {
-        return Err(Error::Check {
-            message: format!(
-                "the --then command {cmd:?} failed ({status}); the restored database IS installed at {}",
-                plan.target.display()
-            ),
-            hint: "run the platform's \"Update config\" and \"Sync\" by hand, or fix the command and run it alone (the database needs no second restore)".into(),
-        });
-    }
-    Ok(())
 }
 
 /// What the operator still has to do when no `--then` hook is given (steps 13 to 15 of

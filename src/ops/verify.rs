@@ -12,6 +12,13 @@
 //!    tables `Integrations` and `Events` exist;
 //! 5. the result goes to `hubvault/drills/{stamp}-{ok|failed}.json` (so `status` sees
 //!    it from the key alone), and only the newest few drill records are kept.
+//!
+//! A drill that could not be carried out proves nothing about the backup and is NOT
+//! recorded: a download that failed (the bucket unreachable or erring after the
+//! retries, a body cut short), a manifest that could not be read when nothing else
+//! vouched for the bytes, and local failures (no temp directory, a full disk). Those are
+//! reported as "not drilled", local ones named as local, and make the command fail
+//! (exit 1) unless a drill found a broken backup (exit 3).
 
 use std::path::PathBuf;
 
@@ -52,6 +59,20 @@ pub struct Drill {
     pub record: DrillRecord,
 }
 
+/// A drill that could not be carried out; nothing was recorded in the bucket.
+#[derive(Clone, Debug, Serialize)]
+pub struct NotDrilled {
+    pub org: crate::model::ids::OrgSlug,
+    pub datahub: crate::model::ids::DatahubId,
+    pub connector: crate::model::ids::ConnectorId,
+    pub key: String,
+    /// True if and only if the cause is on this machine (temp directory, disk), not in
+    /// the bucket.
+    pub local: bool,
+    pub reason: String,
+    pub hint: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VerifySummary {
     pub in_scope: usize,
@@ -59,6 +80,8 @@ pub struct VerifySummary {
     pub ok: usize,
     pub failed: usize,
     pub with_warnings: usize,
+    /// Drills that could not be carried out (see [`NotDrilled`]).
+    pub not_drilled: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -66,6 +89,7 @@ pub struct VerifyReport {
     pub scope: String,
     /// Failed first.
     pub drills: Vec<Drill>,
+    pub not_drilled: Vec<NotDrilled>,
     pub summary: VerifySummary,
 }
 
@@ -73,6 +97,39 @@ impl VerifyReport {
     /// True if and only if some drill failed (exit 3).
     pub fn any_failed(&self) -> bool {
         self.summary.failed > 0
+    }
+
+    /// True if and only if some drill could not be carried out (exit 1, unless one
+    /// failed).
+    pub fn any_not_drilled(&self) -> bool {
+        self.summary.not_drilled > 0
+    }
+}
+
+/// Why a drill could not be carried out.
+struct Inconclusive {
+    local: bool,
+    reason: String,
+    hint: Option<String>,
+}
+
+impl Inconclusive {
+    /// From the error of a step that reads the bucket or writes a local file: an
+    /// `Error::Io` is local (temp directory, disk), anything else the bucket's.
+    fn from_error(what: &str, e: &Error) -> Inconclusive {
+        let local = matches!(e, Error::Io { .. });
+        Inconclusive {
+            local,
+            reason: format!(
+                "{what} ({}): {e}",
+                if local {
+                    "a local failure on this machine, not a problem of the backup"
+                } else {
+                    "the bucket did not answer as it should; this says nothing about the backup"
+                }
+            ),
+            hint: e.hint().map(str::to_string),
+        }
     }
 }
 
@@ -91,8 +148,28 @@ pub async fn run(bucket: &Bucket, opts: &VerifyOptions) -> Result<VerifyReport> 
         _ => listed.iter().collect(),
     };
     let mut drills = Vec::with_capacity(chosen.len());
+    let mut not_drilled = Vec::new();
     for l in chosen {
-        let record = drill(bucket, l, opts).await;
+        let record = match drill(bucket, l, opts).await {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!(connector = %l.ck.connector, "not drilled: {}", why.reason);
+                not_drilled.push(NotDrilled {
+                    org: l.ck.org.clone(),
+                    datahub: l.ck.datahub,
+                    connector: l.ck.connector,
+                    key: l
+                        .canonical
+                        .as_ref()
+                        .map(|(f, _)| l.ck.canonical(f).to_string())
+                        .unwrap_or_default(),
+                    local: why.local,
+                    reason: why.reason,
+                    hint: why.hint,
+                });
+                continue;
+            }
+        };
         let record_key = l.ck.drill(&layout::stamp(record.time), record.ok);
         bucket
             .put_bytes(&record_key, record.to_json(), WriteMode::Overwrite)
@@ -117,10 +194,12 @@ pub async fn run(bucket: &Bucket, opts: &VerifyOptions) -> Result<VerifyReport> 
             .iter()
             .filter(|d| !d.record.warnings.is_empty())
             .count(),
+        not_drilled: not_drilled.len(),
     };
     Ok(VerifyReport {
         scope: opts.scope.describe(),
         drills,
+        not_drilled,
         summary,
     })
 }
@@ -135,9 +214,13 @@ async fn prune_drills(bucket: &Bucket, l: &Listed) -> Result<()> {
     Ok(())
 }
 
-/// One drill. Every problem lands in the record; only the caller's write of the record
-/// can fail the command.
-async fn drill(bucket: &Bucket, l: &Listed, opts: &VerifyOptions) -> DrillRecord {
+/// One drill. Every problem of the backup lands in the record; a drill that could not be
+/// carried out is `Err` and is not recorded.
+async fn drill(
+    bucket: &Bucket,
+    l: &Listed,
+    opts: &VerifyOptions,
+) -> std::result::Result<DrillRecord, Inconclusive> {
     let ck = &l.ck;
     let mut r = DrillRecord {
         format: DRILL_FORMAT,
@@ -161,7 +244,7 @@ async fn drill(bucket: &Bucket, l: &Listed, opts: &VerifyOptions) -> DrillRecord
             r.key,
             l.versions.len()
         ));
-        return r;
+        return Ok(r);
     };
     let key = ck.canonical(file);
     r.key = key.to_string();
@@ -177,47 +260,50 @@ async fn drill(bucket: &Bucket, l: &Listed, opts: &VerifyOptions) -> DrillRecord
         })
         .await
     };
-    let tmp = match made {
-        Ok(t) => t,
-        Err(e) => {
-            r.problems.push(e.to_string());
-            return r;
-        }
-    };
+    let tmp = made.map_err(|e| {
+        Inconclusive::from_error("cannot make a temp directory for the download", &e)
+    })?;
     let local = tmp.path().join(file.as_str());
-    let got = match bucket
+    let got = bucket
         .get_to_file(&key, &local, Encoding::Plain, &NoProgress)
         .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            r.problems.push(format!("download failed: {e}"));
-            return r;
-        }
-    };
+        .map_err(|e| Inconclusive::from_error("the download failed", &e))?;
     r.sha256 = Some(got.sha256.clone());
     r.size = Some(got.plain_bytes);
 
-    match_manifest(bucket, l, &got.sha256, &mut r).await;
+    match_manifest(bucket, l, &got.sha256, &mut r).await?;
     let checked = {
         let (local, ck) = (local.clone(), ck.clone());
         tokio::task::spawn_blocking(move || check_database(&local, &ck)).await
     };
     match checked {
-        Ok((check, problems)) => {
+        Ok(Ok((check, problems))) => {
             r.check = check;
             r.problems.extend(problems);
+        }
+        Ok(Err(e)) => {
+            return Err(Inconclusive::from_error(
+                "cannot check the downloaded copy",
+                &e,
+            ));
         }
         Err(e) => r.problems.push(format!("the check task failed: {e}")),
     }
     r.ok = r.problems.is_empty();
-    r
+    Ok(r)
 }
 
-/// Step 2: which manifest, if any, vouches for the downloaded bytes.
-async fn match_manifest(bucket: &Bucket, l: &Listed, sha: &str, r: &mut DrillRecord) {
+/// Step 2: which manifest, if any, vouches for the downloaded bytes. `Err` when none
+/// did and one could not be read from the bucket: that proves nothing.
+async fn match_manifest(
+    bucket: &Bucket,
+    l: &Listed,
+    sha: &str,
+    r: &mut DrillRecord,
+) -> std::result::Result<(), Inconclusive> {
     let ck = &l.ck;
     let mut latest_says = None;
+    let mut unreadable: Option<Error> = None;
     if l.latest_manifest {
         let key = ck.latest_manifest();
         match bucket.get_bytes(&key).await {
@@ -229,21 +315,37 @@ async fn match_manifest(bucket: &Bucket, l: &Listed, sha: &str, r: &mut DrillRec
                 Ok(m) if m.sha256 == sha => {
                     r.version = Some(m.version);
                     r.matched = Some("latest.json".into());
-                    return;
+                    return Ok(());
                 }
                 Ok(m) => latest_says = Some(m.sha256),
                 Err(e) => r.warnings.push(e.to_string()),
             },
-            Err(e) => r.warnings.push(format!("cannot read {key}: {e}")),
+            Err(e) => {
+                r.warnings.push(format!("cannot read {key}: {e}"));
+                if e.store_failure().is_some() {
+                    unreadable = Some(e);
+                }
+            }
         }
     }
     let with_manifest = l.versions.iter().filter(|(_, (_, m))| *m).map(|(v, _)| v);
-    let (found, warnings) = history::find_by_sha(bucket, ck, with_manifest, sha).await;
-    r.warnings.extend(warnings);
+    let (found, errors) = history::find_by_sha(bucket, ck, with_manifest, sha).await;
+    for e in errors {
+        r.warnings.push(e.to_string());
+        if e.store_failure().is_some() {
+            unreadable = Some(e);
+        }
+    }
     if let Some(v) = found {
         r.matched = Some(format!("versions/{v}.json"));
         r.version = Some(v);
-        return;
+        return Ok(());
+    }
+    if let Some(e) = unreadable {
+        return Err(Inconclusive::from_error(
+            "no manifest could vouch for the download, and one could not be read",
+            &e,
+        ));
     }
     let any_manifest = l.latest_manifest || l.versions.values().any(|(_, m)| *m);
     if any_manifest {
@@ -260,21 +362,29 @@ async fn match_manifest(bucket: &Bucket, l: &Listed, sha: &str, r: &mut DrillRec
             "no manifest beside this backup (not written by hubvault): the checksum cannot be checked".into(),
         );
     }
+    Ok(())
 }
 
 /// Steps 3 and 4 on the downloaded file: which check passed, and the problems found.
-fn check_database(local: &std::path::Path, ck: &ConnectorKey) -> (Option<String>, Vec<String>) {
+/// `Err` only for a local failure (the copy cannot be read back, the disk is full).
+fn check_database(
+    local: &std::path::Path,
+    ck: &ConnectorKey,
+) -> Result<(Option<String>, Vec<String>)> {
     let mut problems = Vec::new();
     if let Err(e) = db::check_is_sqlite(local) {
+        if let Error::Io { .. } = e {
+            return Err(e);
+        }
         problems.push(format!("not a SQLite database: {e}"));
-        return (None, problems);
+        return Ok((None, problems));
     }
     // Our own temp copy: read-write, so a WAL-mode upload (the platform's own) opens too.
     let conn = match db::open_read_write(local) {
         Ok(c) => c,
         Err(e) => {
             problems.push(e.to_string());
-            return (None, problems);
+            return Ok((None, problems));
         }
     };
     let size = std::fs::metadata(local).map(|m| m.len()).unwrap_or(0);
@@ -309,5 +419,5 @@ fn check_database(local: &std::path::Path, ck: &ConnectorKey) -> (Option<String>
         }
         Err(e) => problems.push(format!("cannot read the ids inside: {e}")),
     }
-    (check, problems)
+    Ok((check, problems))
 }

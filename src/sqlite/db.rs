@@ -86,13 +86,47 @@ pub fn open_read_write(path: &Path) -> Result<Connection> {
 
 /// Never creates the file (no `SQLITE_OPEN_CREATE`): a wrong path is an error, not a
 /// new empty database. Waits up to 10 s for another connection's lock.
+///
+/// A path is a path, never an SQLite URI: no `SQLITE_OPEN_URI`, and since the bundled
+/// SQLite is built with `SQLITE_USE_URI` (URIs on by default), a relative path is given
+/// as `./path`, which no URI starts with (`--db file:x.db` opens the file `file:x.db`).
 fn open(path: &Path, mode: OpenFlags) -> Result<Connection> {
-    let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags)
+    let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(not_a_uri(path), flags)
         .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
     Ok(conn)
+}
+
+/// `path`, spelled so that SQLite cannot read it as a URI.
+fn not_a_uri(path: &Path) -> std::path::PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        Path::new(".").join(path)
+    }
+}
+
+/// Fails unless the database has the two tables every connector database holds,
+/// `Integrations` and `Events` (PRODUCT.md): anything else is not what the command was
+/// meant for, and backing it up at a connector's key would replace that connector's
+/// backup with a stranger.
+pub fn require_connector_tables(conn: &Connection, path: &Path) -> Result<()> {
+    for table in ["Integrations", "Events"] {
+        let found = table_exists(conn, table)
+            .map_err(|e| Error::sqlite(path, "cannot read the schema", e))?;
+        if !found {
+            return Err(Error::db(
+                path,
+                format!(
+                    "has no {table} table, so it is not a connector database (a connector's sqlite.db holds Integrations and Events)"
+                ),
+                "check the path (connector databases live at <hub-root>/<connectorId>/sqlite.db); if this is the connector's database, it was damaged: restore it with `hubvault restore`",
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -216,6 +250,15 @@ pub fn table_counts(conn: &Connection, path: &Path) -> Result<BTreeMap<String, u
     Ok(out)
 }
 
+/// The child columns of foreign key `fkid` of `table`, joined by ", ".
+fn foreign_key_columns(conn: &Connection, table: &str, fkid: i64) -> rusqlite::Result<String> {
+    let cols: Vec<String> = conn
+        .prepare("SELECT \"from\" FROM pragma_foreign_key_list(?1) WHERE id = ?2 ORDER BY seq")?
+        .query_map(rusqlite::params![table, fkid], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(cols.join(", "))
+}
+
 /// `"name"` with embedded quotes doubled: safe for any table or column name.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -224,10 +267,9 @@ pub fn quote_ident(name: &str) -> String {
 /// Runs `integrity_check` (or `quick_check` past [`FULL_CHECK_MAX_BYTES`]) and
 /// `foreign_key_check`. Returns which check ran.
 pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {
-    let limit = std::env::var("HUBVAULT_FULL_CHECK_MAX_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(FULL_CHECK_MAX_BYTES);
+    // A malformed value is refused before any command starts (the binary calls
+    // `full_check_max_bytes` first); here it can only be the default.
+    let limit = full_check_max_bytes().unwrap_or(FULL_CHECK_MAX_BYTES);
     let pragma = if size <= limit {
         "integrity_check"
     } else {
@@ -247,32 +289,59 @@ pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'st
     if lines != ["ok"] {
         return Err(bad(lines.join("; ")));
     }
-    let fk: Vec<String> = conn
+    let fk: Vec<(String, Option<i64>, String, i64)> = conn
         .prepare("PRAGMA foreign_key_check")
         .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok(format!(
-                    "{} row {:?} -> {}",
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<i64>>(1)?,
-                    r.get::<_, String>(2)?
-                ))
-            })?
-            .collect()
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
         })
         .map_err(|e| bad(e.to_string()))?;
-    if !fk.is_empty() {
+    if let Some((table, rowid, parent, fkid)) = fk.first() {
+        let columns = foreign_key_columns(conn, table, *fkid).unwrap_or_default();
+        let row = match rowid {
+            Some(r) => format!("row {r} (rowid) of table {table}"),
+            None => format!("a row of table {table}"),
+        };
+        let via = if columns.is_empty() {
+            String::new()
+        } else {
+            format!(" through {table}.{columns}")
+        };
+        let more = match fk.len() {
+            1 => String::new(),
+            n => format!(" ({} more such rows)", n - 1),
+        };
         return Err(Error::db(
             path,
             format!(
-                "fails PRAGMA foreign_key_check ({} rows), first: {}",
-                fk.len(),
-                fk[0]
+                "fails PRAGMA foreign_key_check: {row} points{via} at a row of {parent} that does not exist{more}"
             ),
-            "a row points at a parent that does not exist; the database was not used",
+            format!(
+                "the database was not used; find the rows with `sqlite3 FILE 'PRAGMA foreign_key_check'` and add the missing {parent} row or delete the orphans"
+            ),
         ));
     }
     Ok(pragma)
+}
+
+/// `HUBVAULT_FULL_CHECK_MAX_BYTES` (a whole number of bytes), else
+/// [`FULL_CHECK_MAX_BYTES`]. A value that does not parse is an error naming the variable,
+/// never silently the default.
+pub fn full_check_max_bytes() -> Result<u64> {
+    match std::env::var("HUBVAULT_FULL_CHECK_MAX_BYTES") {
+        Err(std::env::VarError::NotPresent) => Ok(FULL_CHECK_MAX_BYTES),
+        Ok(v) if v.is_empty() => Ok(FULL_CHECK_MAX_BYTES),
+        Ok(v) => v.trim().parse::<u64>().map_err(|_| {
+            Error::usage(
+                format!("HUBVAULT_FULL_CHECK_MAX_BYTES={v:?} is not a whole number of bytes"),
+                "write e.g. HUBVAULT_FULL_CHECK_MAX_BYTES=536870912 (512 MiB), or unset it",
+            )
+        }),
+        Err(std::env::VarError::NotUnicode(v)) => Err(Error::usage(
+            format!("HUBVAULT_FULL_CHECK_MAX_BYTES={v:?} is not a whole number of bytes"),
+            "write e.g. HUBVAULT_FULL_CHECK_MAX_BYTES=536870912 (512 MiB), or unset it",
+        )),
+    }
 }
 
 /// Page size, page count and journal mode.

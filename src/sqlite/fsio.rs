@@ -5,7 +5,6 @@
 //! rename that installs something is followed by [`fsync_dir`].
 
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -63,6 +62,12 @@ pub fn parent_dir(path: &Path) -> &Path {
 /// sha256 (hex) and size of a local file, streamed.
 pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+    sha256_of(&mut f, path)
+}
+
+/// sha256 (hex) and size of what `f` holds from its current position; `path` names it
+/// in errors.
+pub fn sha256_of(f: &mut impl Read, path: &Path) -> Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -77,20 +82,6 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
         total += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), total))
-}
-
-/// Gives `path` the owner and group of `reference` when they differ. We may run as
-/// root while the connector runs as its own user: a file we create beside its database
-/// must not lock it out.
-pub fn give_owner_of(path: &Path, reference: &Path) {
-    let Ok(want) = std::fs::metadata(reference) else {
-        return;
-    };
-    if let Ok(m) = std::fs::metadata(path)
-        && (m.uid() != want.uid() || m.gid() != want.gid())
-    {
-        let _ = std::os::unix::fs::chown(path, Some(want.uid()), Some(want.gid()));
-    }
 }
 
 /// An exclusive, non-blocking advisory lock (`flock`), independent of SQLite's own

@@ -8,4 +8,5 @@ pub mod db;
 pub mod fsio;
 pub mod lock;
 pub mod rewrite;
+pub mod safedir;
 pub mod snapshot;

@@ -20,7 +20,7 @@ use rusqlite::backup::{Backup, StepResult};
 
 use crate::error::{Error, Result};
 use crate::sqlite::db::{self, ConnectorInfo};
-use crate::sqlite::fsio::{self, RemoveSideFiles, side_path};
+use crate::sqlite::fsio::{self, RemoveSideFiles};
 
 /// How many times a pass that met a lock is retried, and the pause between.
 const LOCK_RETRIES: u32 = 200;
@@ -103,10 +103,10 @@ pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
 pub fn copy(db: &Path, tmp_dir: &Path) -> Result<Copy> {
     let started = Instant::now();
     db::check_is_sqlite(db)?;
-    let side_files = SideFiles::before(db);
-    let result = copy_inner(db, tmp_dir, started);
-    side_files.restore_ownership(db);
-    result
+    // Opening a WAL database can create its -wal and -shm. Run as root, SQLite gives
+    // them to the database file's owner itself (fchown on the new descriptor, in
+    // os_unix.c), so a connector is never locked out of its own files.
+    copy_inner(db, tmp_dir, started)
 }
 
 fn copy_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Copy> {
@@ -294,29 +294,5 @@ fn map_snapshot_error(db: &Path, tmp: &Path, e: rusqlite::Error) -> Error {
             source: std::io::Error::other(e.to_string()),
         },
         _ => Error::sqlite(db, "snapshot failed", e),
-    }
-}
-
-/// Opening a WAL database can create its `-wal` and `-shm` files. When we run as root
-/// and the connector as another user, files we create would lock the connector out of
-/// its own database: give any we created to the database file's owner.
-struct SideFiles {
-    missing: Vec<PathBuf>,
-}
-
-impl SideFiles {
-    fn before(db: &Path) -> Self {
-        let missing = ["-wal", "-shm"]
-            .iter()
-            .map(|s| side_path(db, s))
-            .filter(|p| !p.exists())
-            .collect();
-        SideFiles { missing }
-    }
-
-    fn restore_ownership(&self, db: &Path) {
-        for p in &self.missing {
-            fsio::give_owner_of(p, db);
-        }
     }
 }

@@ -162,7 +162,7 @@ impl S3Settings {
             })?,
         };
         Ok(S3Settings {
-            endpoint: endpoint.map(|(_, v)| v),
+            endpoint: endpoint.map(|(name, v)| without_userinfo(name, &v)),
             credentials: None,
             region: None,
             connect_timeout: secs("HUBVAULT_S3_CONNECT_TIMEOUT", d.connect_timeout)?,
@@ -190,6 +190,28 @@ fn parse_seconds(v: &str) -> Option<Duration> {
         .ok()
         .map(Duration::from_secs)
         .or_else(|| humantime::parse_duration(v.trim()).ok())
+}
+
+/// The endpoint without a user name or password: S3 signs requests with the access key,
+/// never with URL userinfo, and a URL that carries one would show it in the HTTP
+/// client's own logs.
+fn without_userinfo(name: &str, ep: &str) -> String {
+    match url::Url::parse(ep) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            tracing::warn!(
+                "{name} carries a user name or password, which S3 does not use; it is ignored (credentials go in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+            );
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            let s = u.to_string();
+            if ep.ends_with('/') {
+                s
+            } else {
+                s.trim_end_matches('/').to_string()
+            }
+        }
+        _ => ep.to_string(),
+    }
 }
 
 fn check_endpoint(name: &str, ep: &str) -> Result<()> {
@@ -277,6 +299,9 @@ mod tests {
         }
         let ok =
             S3Settings::from_vars(vars(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:9")])).unwrap();
+        assert_eq!(ok.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        let ok = S3Settings::from_vars(vars(&[("AWS_ENDPOINT_URL", "http://u:pw@127.0.0.1:9")]))
+            .unwrap();
         assert_eq!(ok.endpoint.as_deref(), Some("http://127.0.0.1:9"));
     }
 

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 /// Which folders (or root modules) each folder may import, besides itself.
 fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
-    let foundation = ["error", "progress", "blocking"];
+    let foundation = ["error", "progress", "blocking", "command"];
     let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     m.insert("error", vec![]);
     m.insert("progress", vec![]);
     m.insert("blocking", vec!["error"]);
+    m.insert("command", vec!["error"]);
     let below = |extra: &[&'static str]| {
         let mut v: Vec<&str> = foundation.to_vec();
         v.extend_from_slice(extra);

@@ -13,6 +13,7 @@ mod conformance;
 mod demo;
 mod doctor;
 mod history;
+mod hostile;
 mod layers;
 mod package;
 mod props;

@@ -297,7 +297,13 @@ fn events(db: &Path) -> i64 {
 /// Puts the old database back at the target, and nothing else beside it.
 fn reset_target(dir: &Path, pristine: &Path) {
     for name in files_in(dir) {
-        std::fs::remove_file(dir.join(name)).unwrap();
+        let p = dir.join(name);
+        if p.is_dir() {
+            // A killed restore's work directory.
+            std::fs::remove_dir_all(p).unwrap();
+        } else {
+            std::fs::remove_file(p).unwrap();
+        }
     }
     std::fs::copy(pristine, dir.join("sqlite.db")).unwrap();
 }

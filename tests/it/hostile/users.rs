@@ -1,0 +1,600 @@
+//! Root and connectors' users: links planted in a connector's directory, files root
+//! leaves there, paths that are not plain files, the `--then` hook, credentials.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::both;
+use crate::common::{Kind, TestBucket, connector_db, hubvault, json_of, stderr, stdout};
+
+fn mkfifo(path: &Path) {
+    let st = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(st.success());
+}
+
+/// Waits for `child` at most `limit`; kills it and fails if it is still running.
+fn finish_within(
+    mut child: std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::Output {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{what}: still running after {limit:?}");
+}
+
+// ------------------------------------------------------------- 8. planted links
+
+fn lock_link(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 10);
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("created-by-root");
+    let lock = side(&db, ".hubvault-lock");
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let out = run(crate::common::cmd_private_tmp(tb)
+        .args(["backup", "--json", "--db"])
+        .arg(&db));
+    let doc = json_of(&out, 1);
+    let err = doc["error"].as_str().unwrap();
+    assert!(
+        err.contains("symbolic link") && err.contains(p(&lock)),
+        "{doc}"
+    );
+    assert!(doc["hint"].as_str().unwrap().contains("link"), "{doc}");
+    assert!(
+        !target.exists(),
+        "root created a file where the link points"
+    );
+    assert!(tb.keys("").is_empty(), "nothing uploaded");
+    // A restore onto that connector refuses the same way.
+    let other = tempfile::tempdir().unwrap();
+    let (db2, _) = connector_db(other.path(), "sdc", 5);
+    backup(tb, &db2);
+    let out = restore(tb, &spec, &strs(&same_hub(hub.path())));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!target.exists());
+}
+both!(
+    root_never_follows_a_link_planted_at_the_lock_file,
+    lock_link
+);
+
+#[test]
+fn root_refuses_a_fifo_at_the_lock_file_without_hanging() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, _) = connector_db(hub.path(), "sdc", 10);
+    mkfifo(&side(&db, ".hubvault-lock"));
+    let child = crate::common::cmd_private_tmp(&tb)
+        .args(["backup", "--json", "--db"])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish_within(child, Duration::from_secs(30), "backup with a FIFO lock");
+    let doc = json_of(&out, 1);
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"),
+        "{doc}"
+    );
+}
+
+#[test]
+fn root_never_gives_away_a_root_file_hard_linked_at_the_lock_name() {
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, _) = connector_db(hub.path(), "sdc", 10);
+    give_to_user(db.parent().unwrap());
+    // A root-owned file on the same file system, linked in by name.
+    let precious = hub.path().join("root-only");
+    std::fs::write(&precious, b"root's").unwrap();
+    std::fs::hard_link(&precious, side(&db, ".hubvault-lock")).unwrap();
+    let out = run(crate::common::cmd_private_tmp(&tb)
+        .args(["backup", "--json", "--db"])
+        .arg(&db));
+    json_of(&out, 0);
+    let m = std::fs::metadata(&precious).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (0, 0),
+        "the linked root file was given away"
+    );
+}
+
+fn side_links(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 20);
+    backup(tb, &db);
+    for s in ["-journal", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(side(&db, s));
+    }
+    let outside = tempfile::tempdir().unwrap();
+    let mut sentinels = Vec::new();
+    for s in ["-journal", "-wal", "-shm"] {
+        let sentinel = outside.path().join(format!("precious{s}"));
+        std::fs::write(&sentinel, format!("root's {s}")).unwrap();
+        std::os::unix::fs::symlink(&sentinel, side(&db, s)).unwrap();
+        sentinels.push((sentinel, format!("root's {s}")));
+    }
+    let out = restore(tb, &spec, &strs(&same_hub(hub.path())));
+    let doc = json_of(&out, 0);
+    for (sentinel, text) in &sentinels {
+        assert_eq!(&std::fs::read_to_string(sentinel).unwrap(), text);
+    }
+    assert_eq!(integrity(&db), "ok");
+    // The links moved aside with the kept original, still links.
+    let kept: Vec<String> = doc["restore"]["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["to"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kept.len(), 4, "{doc}");
+    for k in kept
+        .iter()
+        .filter(|k| k.ends_with("-wal") || k.ends_with("-journal"))
+    {
+        assert!(Path::new(k).is_symlink(), "{k}");
+    }
+}
+both!(
+    restore_moves_linked_side_files_aside_without_following_them,
+    side_links
+);
+
+// ------------------------------------------------------------- 9. root leaves files to the user
+
+fn root_then_user(tb: &TestBucket) {
+    let hub = open_tempdir();
+    let (db, spec) = connector_db(hub.path(), "sdc", 40);
+    let dir = db.parent().unwrap().to_path_buf();
+    give_to_user(&dir);
+    let user_tmp = open_tempdir();
+    give_to_user(user_tmp.path());
+    let user_backup = || {
+        let mut c = tb.cmd();
+        c.args(["backup", "--json", "--force", "--db"])
+            .arg(&db)
+            .env("TMPDIR", user_tmp.path());
+        if let Some(d) = &tb.dir {
+            // The bucket of a local-directory test: the user writes to it too.
+            give_to_user(d.path());
+        }
+        let out = run(&mut as_user(&c));
+        json_of(&out, 0)
+    };
+    let all_users = |when: &str| {
+        let o = owners(&dir);
+        assert!(
+            o.iter().all(|(_, uid)| *uid == USER),
+            "{when}: files root left to itself: {o:?}"
+        );
+    };
+    // The agent (root) backs the connector up first.
+    backup(tb, &db);
+    all_users("after root's backup");
+    assert!(dir.join("sqlite.db.hubvault-lock").exists());
+    user_backup();
+    // Root restores the connector in place, then the connector backs itself up.
+    let doc = json_of(&restore(tb, &spec, &strs(&same_hub(hub.path()))), 0);
+    all_users("after root's restore");
+    let kept = doc["restore"]["kept"][0]["to"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(std::fs::metadata(&kept).unwrap().uid(), USER);
+    user_backup();
+    all_users("after the user's backup");
+    // As the user, a restore onto its own connector works too.
+    if let Some(d) = &tb.dir {
+        give_to_user(d.path());
+    }
+    let mut c = tb.cmd();
+    c.args(["restore", "--json", "--yes"])
+        .args(["--datahub", &spec.datahub.to_string()])
+        .args(["--connector", &spec.connector.to_string()])
+        .args(["--hub-root", p(hub.path())]);
+    json_of(&run(&mut as_user(&c)), 0);
+}
+both!(
+    files_root_creates_in_a_connectors_directory_belong_to_its_user,
+    root_then_user
+);
+
+#[test]
+fn a_root_backup_of_a_wal_database_leaves_its_side_files_and_lock_to_the_owner() {
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, _) = connector_db(hub.path(), "sdc", 40);
+    give_to_user(db.parent().unwrap());
+    for s in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(side(&db, s));
+    }
+    backup(&tb, &db);
+    // SQLite gives the -wal/-shm it creates to the database's owner (fchown); hubvault
+    // does the same with its lock file.
+    for (name, uid) in owners(db.parent().unwrap()) {
+        assert_eq!(uid, USER, "{name}");
+    }
+}
+
+// ------------------------------------------------------------- 11. paths, not URIs or devices
+
+#[test]
+fn db_and_output_paths_are_never_read_as_sqlite_uris() {
+    let tb = TestBucket::local();
+    let cwd = tempfile::tempdir().unwrap();
+    let a = crate::fixture::Spec::new("sdc", "the file named file:x.db", 3);
+    let b = crate::fixture::Spec::new("sdc", "x.db", 3);
+    crate::fixture::create(&cwd.path().join("file:x.db"), &a).unwrap();
+    crate::fixture::create(&cwd.path().join("x.db"), &b).unwrap();
+    let inspect = |db: &str| {
+        json_of(
+            &run(hubvault()
+                .current_dir(cwd.path())
+                .args(["inspect", "--json", "--db", db])),
+            0,
+        )
+    };
+    let doc = inspect("file:x.db");
+    assert_eq!(doc["connector"], a.connector.to_string(), "{doc}");
+    // A query string is part of the file name, not an instruction to SQLite.
+    let out = run(hubvault().current_dir(cwd.path()).args([
+        "inspect",
+        "--json",
+        "--db",
+        "file:x.db?mode=memory",
+    ]));
+    let doc = json_of(&out, 2);
+    assert!(
+        doc["error"].as_str().unwrap().contains("no such file"),
+        "{doc}"
+    );
+    // Backup keys end with the file name, so a name with ':' is refused by name.
+    let doc = json_of(
+        &run(crate::common::cmd_private_tmp(&tb)
+            .current_dir(cwd.path())
+            .args(["backup", "--json", "--db", "file:x.db"])),
+        2,
+    );
+    assert!(
+        doc["error"].as_str().unwrap().contains("\"file:x.db\""),
+        "{doc}"
+    );
+    // Restore's --output is a path too.
+    std::fs::rename(cwd.path().join("file:x.db"), cwd.path().join("sqlite.db")).unwrap();
+    json_of(
+        &run(crate::common::cmd_private_tmp(&tb)
+            .current_dir(cwd.path())
+            .args(["backup", "--json", "--db", "sqlite.db"])),
+        0,
+    );
+    let out = run(tb
+        .cmd()
+        .current_dir(cwd.path())
+        .args(["restore", "--json", "--yes"])
+        .args(["--datahub", &a.datahub.to_string()])
+        .args(["--connector", &a.connector.to_string()])
+        .args(["--output", "file:out.db"]));
+    json_of(&out, 0);
+    assert!(cwd.path().join("file:out.db").is_file());
+    assert!(!cwd.path().join("out.db").exists());
+}
+
+#[test]
+fn restore_refuses_an_output_that_is_a_device_a_directory_a_fifo_or_a_link() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db);
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo");
+    mkfifo(&fifo);
+    let precious = d.path().join("precious.db");
+    std::fs::write(&precious, b"keep me").unwrap();
+    let link = d.path().join("link.db");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    let dangling = d.path().join("dangling.db");
+    std::os::unix::fs::symlink(d.path().join("nowhere.db"), &dangling).unwrap();
+    for (what, output) in [
+        ("a device", Path::new("/dev/null").to_path_buf()),
+        ("a directory", d.path().to_path_buf()),
+        ("a directory, with a slash", d.path().join("sub/..")),
+        ("a FIFO", fifo.clone()),
+        ("a link", link.clone()),
+        ("a dangling link", dangling.clone()),
+    ] {
+        let before = names(d.path());
+        let out = restore(&tb, &spec, &["--output", p(&output)]);
+        let doc = json_of(&out, 2);
+        assert!(doc["hint"].is_string(), "{what}: {doc}");
+        assert_eq!(names(d.path()), before, "{what}: the directory changed");
+    }
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+    assert!(link.is_symlink() && !d.path().join("nowhere.db").exists());
+}
+
+#[test]
+fn restore_refuses_a_symlinked_connector_directory_or_database() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db);
+    let dir = db.parent().unwrap().to_path_buf();
+    // The connector's database is a link to a file elsewhere.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let real = elsewhere.path().join("real.db");
+    std::fs::rename(&db, &real).unwrap();
+    std::os::unix::fs::symlink(&real, &db).unwrap();
+    let before = crate::common::sha256_of(&real);
+    let doc = json_of(&restore(&tb, &spec, &strs(&same_hub(hub.path()))), 2);
+    assert!(
+        doc["error"].as_str().unwrap().contains("symbolic link"),
+        "{doc}"
+    );
+    assert_eq!(crate::common::sha256_of(&real), before);
+    // The connector's directory is a link to a directory elsewhere.
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), &dir).unwrap();
+    let listing = names(elsewhere.path());
+    let doc = json_of(&restore(&tb, &spec, &strs(&same_hub(hub.path()))), 2);
+    assert!(
+        doc["error"].as_str().unwrap().contains("symbolic link"),
+        "{doc}"
+    );
+    assert_eq!(names(elsewhere.path()), listing);
+}
+
+// ------------------------------------------------------------- 12. the --then hook
+
+fn hook_restore(
+    tb: &TestBucket,
+    spec: &crate::fixture::Spec,
+    hub: &Path,
+    hook: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec!["--hub-root", p(hub), "--then", hook];
+    args.extend_from_slice(extra);
+    restore(tb, spec, &args)
+}
+
+#[test]
+fn the_then_hook_is_stopped_at_its_timeout_and_the_failure_says_so() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db);
+    let started = Instant::now();
+    let out = hook_restore(
+        &tb,
+        &spec,
+        hub.path(),
+        "echo syncing; sleep 60",
+        &["--then-timeout", "1s"],
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let doc = json_of(&out, 1);
+    assert_eq!(doc["hook"]["timed_out"], true, "{doc}");
+    let err = doc["error"].as_str().unwrap();
+    assert!(err.contains("did not finish within 1s"), "{err}");
+    assert!(err.contains("syncing"), "the output tail: {err}");
+    assert!(err.contains("IS installed"), "{err}");
+    // The environment variable sets it too; a malformed one is refused up front.
+    let out = run(tb
+        .cmd()
+        .env("HUBVAULT_THEN_TIMEOUT", "soon")
+        .args([
+            "restore",
+            "--json",
+            "--yes",
+            "--datahub",
+            &spec.datahub.to_string(),
+        ])
+        .args([
+            "--connector",
+            &spec.connector.to_string(),
+            "--hub-root",
+            p(hub.path()),
+        ]));
+    let doc = json_of(&out, 2);
+    assert!(doc["error"].as_str().unwrap().contains("soon"), "{doc}");
+}
+
+#[test]
+fn a_failed_then_hook_is_reported_with_its_exit_code_and_the_tail_of_its_output() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db);
+    let hook = "echo 'Update config: ok'; echo 'Sync: 503 from the platform' >&2; exit 3";
+    let doc = json_of(&hook_restore(&tb, &spec, hub.path(), hook, &[]), 1);
+    assert_eq!(doc["hook"]["exit_code"], 3, "{doc}");
+    let tail: Vec<&str> = doc["hook"]["output_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(tail.contains(&"Sync: 503 from the platform"), "{tail:?}");
+    // In text: the code and the last output, on stderr.
+    let out = run(tb
+        .cmd()
+        .args(["restore", "--yes", "--datahub", &spec.datahub.to_string()])
+        .args([
+            "--connector",
+            &spec.connector.to_string(),
+            "--hub-root",
+            p(hub.path()),
+        ])
+        .args(["--then", hook]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("exit code 3") && err.contains("Sync: 503"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_then_hook_never_sees_the_aws_secret_or_a_password_in_a_url() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db);
+    let env_file = hub.path().join("hook.env");
+    let hook = format!("env > {}", p(&env_file));
+    let out = run(tb
+        .cmd()
+        .arg("--bucket")
+        .arg(&tb.url)
+        .env("HUBVAULT_BUCKET", "s3://AKIAX:MARKERPW@some-bucket")
+        .env("AWS_ACCESS_KEY_ID", "AKIAHOOKTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "MARKER-secret")
+        .env("AWS_SESSION_TOKEN", "MARKER-token")
+        .env("AWS_ENDPOINT_URL", "http://u:MARKERPW2@127.0.0.1:9")
+        .args([
+            "restore",
+            "--json",
+            "--yes",
+            "--datahub",
+            &spec.datahub.to_string(),
+        ])
+        .args([
+            "--connector",
+            &spec.connector.to_string(),
+            "--hub-root",
+            p(hub.path()),
+        ])
+        .args(["--then", &hook]));
+    json_of(&out, 0);
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(!env.contains("MARKER"), "{env}");
+    assert!(env.contains("HUBVAULT_NEW_CONNECTOR="), "{env}");
+    assert!(
+        env.contains("AWS_ACCESS_KEY_ID=AKIAHOOKTEST"),
+        "the key id is not a secret"
+    );
+}
+
+// ------------------------------------------------------------- 13. credentials in URLs
+
+#[test]
+fn credentials_in_bucket_and_endpoint_urls_never_appear_in_output_logs_or_json() {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    let dead = format!(
+        "http://hv:MARKERPW1@127.0.0.1:{}",
+        crate::common::free_port()
+    );
+    let s3 = "s3://MARKERID:MARKERPW2@no-such-bucket";
+    let local_dir = tempfile::tempdir().unwrap();
+    let local = format!(
+        "file://hv:MARKERPW3@localhost{}",
+        local_dir.path().display()
+    );
+    let out_file = hub.path().join("restored.db");
+    let (d, c) = (spec.datahub.to_string(), spec.connector.to_string());
+    let commands: Vec<(&str, Vec<&str>)> = vec![
+        (s3, vec!["status"]),
+        (s3, vec!["verify"]),
+        (s3, vec!["versions", "--datahub", &d, "--connector", &c]),
+        (s3, vec!["backup", "--db", p(&db)]),
+        (s3, vec!["inspect", "--datahub", &d, "--connector", &c]),
+        (
+            s3,
+            vec![
+                "restore",
+                "--yes",
+                "--datahub",
+                &d,
+                "--connector",
+                &c,
+                "--output",
+                p(&out_file),
+            ],
+        ),
+        (s3, vec!["agent", "--once", "--hub-root", p(hub.path())]),
+        (&local, vec!["agent", "--once", "--hub-root", p(hub.path())]),
+        (&local, vec!["backup", "--db", p(&db)]),
+        (&local, vec!["status"]),
+    ];
+    let mut runs = 0;
+    for (bucket, args) in &commands {
+        for flags in [
+            vec!["-vv"],
+            vec!["--json"],
+            vec!["--log-format", "json", "-vv"],
+        ] {
+            let out = run(hubvault()
+                .env("HUBVAULT_BUCKET", bucket)
+                .env("AWS_ENDPOINT_URL", &dead)
+                .env("AWS_ACCESS_KEY_ID", "x")
+                .env("AWS_SECRET_ACCESS_KEY", "y")
+                .env("AWS_REGION", "us-east-1")
+                .env("HUBVAULT_S3_RETRIES", "0")
+                .env("HUBVAULT_S3_TIMEOUT", "2")
+                .env("HUBVAULT_S3_CONNECT_TIMEOUT", "1")
+                .env("RUST_LOG", "trace")
+                .env("TMPDIR", crate::common::private_tmp())
+                .args(args)
+                .args(&flags));
+            runs += 1;
+            for (stream, text) in [("stdout", stdout(&out)), ("stderr", stderr(&out))] {
+                assert!(
+                    !text.contains("MARKER"),
+                    "{bucket} {args:?} {flags:?}: {stream} shows a password:\n{text}"
+                );
+            }
+            assert_no_panic(&format!("{args:?}"), &out);
+        }
+    }
+    assert_eq!(runs, 30);
+    let _ = Kind::Local;
+}
+
+#[test]
+fn a_user_restores_to_an_output_in_a_directory_root_owns_and_keeps_the_file() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db);
+    give_to_user(tb.dir.as_ref().unwrap().path());
+    // A root-owned directory anyone may write to, like /tmp.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let out_file = shared.path().join("restored.db");
+    let mut c = tb.cmd();
+    c.args(["restore", "--json", "--yes"])
+        .args(["--datahub", &spec.datahub.to_string()])
+        .args(["--connector", &spec.connector.to_string()])
+        .args(["--output", p(&out_file)]);
+    json_of(&run(&mut as_user(&c)), 0);
+    assert_eq!(std::fs::metadata(&out_file).unwrap().uid(), USER);
+    assert_eq!(count(&out_file, "SELECT count(*) FROM Events"), 5);
+}
