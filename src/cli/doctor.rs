@@ -244,7 +244,8 @@ fn print_text(r: &DoctorReport) {
     } else {
         outln!(
             "\nbackups will NOT work: {} problem(s), {} warning(s); fix the PROBLEM lines and run hubvault doctor again",
-            r.problems, r.warnings
+            r.problems,
+            r.warnings
         );
     }
 }

@@ -283,13 +283,26 @@ impl Bucket {
         encoding: Encoding,
         progress: &dyn Progress,
     ) -> Result<Transfer> {
-        let dest_path = dest.to_path_buf();
-        let key_shown = self.shown(key);
-        let ((sha256, count), stored) = self
-            .get_into(key, progress, move |body| {
-                write_download(body, &dest_path, encoding, &key_shown)
-            })
-            .await?;
+        // An object replaced while its ranges are read fails the If-Match of the later
+        // ranges (a backup committing a new canonical object as we read it): read it
+        // again, from the start, a bounded number of times.
+        let mut attempt = 0;
+        let ((sha256, count), stored) = loop {
+            let dest_path = dest.to_path_buf();
+            let key_shown = self.shown(key);
+            let got = self
+                .get_into(key, progress, move |body| {
+                    write_download(body, &dest_path, encoding, &key_shown)
+                })
+                .await;
+            match got {
+                Err(e) if e.store_failure() == Some(StoreFailure::Conflict) && attempt < 3 => {
+                    attempt += 1;
+                    tracing::info!("{e}; reading it again (attempt {})", attempt + 1);
+                }
+                other => break other?,
+            }
+        };
         Ok(Transfer {
             plain_bytes: count,
             stored_bytes: stored,

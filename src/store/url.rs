@@ -95,10 +95,21 @@ fn parse_file(rest: &str, cwd: &Path) -> std::result::Result<BucketUrl, (String,
     };
     let path_text = if let Some(after) = rest.strip_prefix("//") {
         // file://HOST/path: only an empty host or localhost names this machine.
-        let (host, path) = match after.find('/') {
+        let (authority, path) = match after.find('/') {
             Some(i) => (&after[..i], &after[i..]),
             None => (after, ""),
         };
+        // A user name or password has no meaning for a file URL, and must never be echoed.
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            return Err((
+                "a file URL takes no user name or password".to_string(),
+                format!(
+                    "write file:///abs/dir; for {host:?}: --bucket file://{}",
+                    if path.is_empty() { "/" } else { path }
+                ),
+            ));
+        }
+        let host = authority;
         if !(host.is_empty() || host.eq_ignore_ascii_case("localhost")) {
             return Err((
                 format!(
