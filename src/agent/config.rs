@@ -43,6 +43,9 @@ pub struct Layer {
     /// `[retention]`: keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
     /// keep_yearly. Applied by `agent` and `backup` after each upload.
     pub retention: Option<Policy>,
+    /// `hubvault serve`: the listen address, and the file holding its access token.
+    pub serve_listen: Option<String>,
+    pub serve_token_file: Option<PathBuf>,
 }
 
 impl Layer {
@@ -59,6 +62,8 @@ impl Layer {
             tmp_dir: self.tmp_dir.or(under.tmp_dir),
             shutdown_grace: self.shutdown_grace.or(under.shutdown_grace),
             retention: self.retention.or(under.retention),
+            serve_listen: self.serve_listen.or(under.serve_listen),
+            serve_token_file: self.serve_token_file.or(under.serve_token_file),
         }
     }
 }
@@ -91,7 +96,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Layer> {
                 e.message().trim_end()
             ),
             format!(
-                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
+                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, serve_listen, serve_token_file, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
                 path.display()
             ),
         )

@@ -63,6 +63,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         tmp_dir: a.tmp_dir,
         shutdown_grace: a.shutdown_grace,
         retention: Some(a.keep.policy()).filter(|p| !p.is_empty()),
+        ..Layer::default()
     };
     let cfg = config::resolve(given, file, &file_path)?;
     let bucket = Bucket::open(&cfg.bucket)?;

@@ -12,6 +12,7 @@ mod output;
 mod prune;
 mod remap;
 mod restore;
+mod serve;
 mod status;
 mod verify;
 mod versions;
@@ -93,6 +94,10 @@ enum Command {
     /// Restore drill: download each backup, check sha256, integrity, ids and tables,
     /// record the result beside it. Exit 3 when any fails.
     Verify(verify::Args),
+    /// The fleet on a web page (and a JSON API under /api/): every connector's backup
+    /// age, protection, history, drills and restore command. Read-only; loopback only
+    /// unless an access token is configured.
+    Serve(serve::Args),
 }
 
 impl Global {
@@ -118,7 +123,7 @@ impl Global {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut logging = cli.global.clone();
-    if matches!(cli.command, Command::Agent(_)) {
+    if matches!(cli.command, Command::Agent(_) | Command::Serve(_)) {
         // A daemon's log is its record: what it backed up and skipped, not only errors.
         logging.verbose = logging.verbose.max(1);
     }
@@ -147,6 +152,7 @@ pub fn main() -> ExitCode {
             Command::Agent(a) => agent::run(a, &g).await,
             Command::Status(a) => status::run(a, &g).await,
             Command::Verify(a) => verify::run(a, &g).await,
+            Command::Serve(a) => serve::run(a, &g).await,
         }
     });
     match result {
