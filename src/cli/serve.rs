@@ -101,15 +101,19 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let app = Arc::new(App::new(bucket, scope, a.max_age, a.refresh, access));
     let url = format!("http://{bound}/");
     if g.json {
-        super::output::print_json(&serde_json::json!({
-            "ok": true,
-            "listening": bound.to_string(),
-            "url": url,
-            "bucket": app.bucket_shown,
-            "scope": app.scope.describe(),
-            "refresh_seconds": a.refresh.as_secs(),
-            "token_required": protected,
-        }));
+        // One line: a supervisor or a test reads the address from the first line.
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": true,
+                "listening": bound.to_string(),
+                "url": url,
+                "bucket": app.bucket_shown,
+                "scope": app.scope.describe(),
+                "refresh_seconds": a.refresh.as_secs(),
+                "token_required": protected,
+            })
+        );
     } else {
         println!(
             "serving {url} (bucket {}, {}; read at most every {}; {})",

@@ -731,7 +731,7 @@ mod tests {
         objects.extend(listed(
             DatahubId::random(),
             "Lost",
-            &["2026-11-20T10:00:00Z"],
+            &["2026-11-19T10:00:00Z"],
             None,
         ));
         let f = fleet(objects);

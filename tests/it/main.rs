@@ -18,5 +18,7 @@ mod reliability;
 mod remap;
 mod restore;
 mod rewrite;
+mod serve;
 mod status;
 mod verify;
+mod webdriver;

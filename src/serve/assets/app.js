@@ -74,11 +74,13 @@
   if (form && results) {
     var timer = null;
     var q = document.getElementById("q");
-    q.addEventListener("input", function () {
+    var typed = function () {
       lastTyped = Date.now();
       clearTimeout(timer);
       timer = setTimeout(function () { load(formUrl(), true); }, 120);
-    });
+    };
+    // "change" too: clearing the box (its x, or a script) may fire no "input".
+    ["input", "change", "search"].forEach(function (ev) { q.addEventListener(ev, typed); });
     form.querySelectorAll("select").forEach(function (s) {
       s.addEventListener("change", function () { load(formUrl(), true); });
     });
