@@ -106,7 +106,7 @@ fn mark(state: State) -> String {
 fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match t {
         Some(t) => format!(
-            r#"<time datetime="{}">{}</time><span class="age">{} ago</span>"#,
+            r#"<time datetime="{}">{}</time> <span class="age">{} ago</span>"#,
             instant(t),
             t.format("%Y-%m-%d %H:%M UTC"),
             fmt_age((now - t).to_std().unwrap_or_default())
@@ -194,8 +194,7 @@ fn row_html(out: &mut String, r: &Row, cols: Columns, now: DateTime<Utc>) {
     }
     let _ = write!(
         out,
-        r#"</td><td>{}</td><td class="when">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="drill">{}</td></tr>
-"#,
+        r#"</td><td>{}</td><td class="when">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="drill">{}</td></tr>"#,
         esc(s.source_type.as_deref().unwrap_or("—")),
         when(r.newest_restorable, now),
         lag_cell(r),
@@ -203,6 +202,7 @@ fn row_html(out: &mut String, r: &Row, cols: Columns, now: DateTime<Utc>) {
         s.versions,
         drill_cell(r),
     );
+    out.push('\n');
 }
 
 fn table(
