@@ -153,6 +153,9 @@ pub struct Fleet {
     pub summary: Counts,
     /// Broken first, then stale, then fresh; oldest first within each.
     pub connectors: Vec<Row>,
+    /// The filter menus' entries, found once per read rather than once per page.
+    #[serde(skip)]
+    choices: Choices,
 }
 
 impl Fleet {
@@ -182,6 +185,7 @@ impl Fleet {
             c.continuous_reporting += r.continuous_lag_seconds.is_some() as usize;
             c.continuous_lagging += r.lagging() as usize;
         }
+        let choices = Choices::of(&rows);
         Fleet {
             bucket,
             scope,
@@ -189,6 +193,7 @@ impl Fleet {
             max_age_seconds: max_age.as_secs(),
             summary: c,
             connectors: rows,
+            choices,
         }
     }
 
@@ -200,20 +205,8 @@ impl Fleet {
     }
 
     /// The distinct orgs, hubs and types, for the filter menus.
-    pub fn choices(&self) -> Choices {
-        let mut ch = Choices::default();
-        for r in &self.connectors {
-            ch.orgs.push(r.status.org.to_string());
-            ch.hubs.push(r.status.datahub.to_string());
-            ch.types
-                .push(r.status.source_type.clone().unwrap_or_default());
-        }
-        for v in [&mut ch.orgs, &mut ch.hubs, &mut ch.types] {
-            v.sort();
-            v.dedup();
-            v.retain(|s| !s.is_empty());
-        }
-        ch
+    pub fn choices(&self) -> &Choices {
+        &self.choices
     }
 
     /// One hub's connectors and the instant `restore-hub` would bring them all back to.
@@ -282,6 +275,24 @@ pub struct Choices {
     pub orgs: Vec<String>,
     pub hubs: Vec<String>,
     pub types: Vec<String>,
+}
+
+impl Choices {
+    fn of(rows: &[Row]) -> Choices {
+        let mut ch = Choices::default();
+        for r in rows {
+            ch.orgs.push(r.status.org.to_string());
+            ch.hubs.push(r.status.datahub.to_string());
+            ch.types
+                .push(r.status.source_type.clone().unwrap_or_default());
+        }
+        for v in [&mut ch.orgs, &mut ch.hubs, &mut ch.types] {
+            v.sort();
+            v.dedup();
+            v.retain(|s| !s.is_empty());
+        }
+        ch
+    }
 }
 
 /// A hub as its page shows it.

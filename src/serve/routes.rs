@@ -311,7 +311,7 @@ async fn fleet_page(State(app): State<Arc<App>>, req: Request) -> Response {
         Err(r) => return r,
     };
     let sel = select(&fleet.connectors, &q);
-    let body = html::fleet_body(&fleet, &fleet.choices(), &q, &sel);
+    let body = html::fleet_body(&fleet, fleet.choices(), &q, &sel);
     let frame = app.frame(Some(&fleet), got.failure.as_deref());
     Html(html::page("Fleet", &frame, &body)).into_response()
 }
