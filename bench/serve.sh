@@ -91,7 +91,7 @@ if [ -n "${SHOT:-}" ]; then
   prof=$(mktemp -d)
   chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
     --disable-component-update --disable-sync --user-data-dir="$prof" --window-size=1400,1000 \
-    --screenshot="$SHOT" "$url/?per=12" >/dev/null 2>&1
+    --screenshot="$SHOT" "$url/?sort=name&per=14" >/dev/null 2>&1
   rm -rf "$prof"
   echo "screenshot: $SHOT" >&2
 fi

@@ -56,6 +56,9 @@ pub struct Row {
     /// Lowercase name, type, org and ids, for the text filter.
     #[serde(skip)]
     search: String,
+    /// Lowercase name, for sorting by name without allocating in every comparison.
+    #[serde(skip)]
+    name_key: Option<String>,
 }
 
 impl Row {
@@ -86,6 +89,7 @@ impl Row {
         )
         .to_lowercase();
         Row {
+            name_key: status.name.as_ref().map(|n| n.to_lowercase()),
             never_verified: status.last_drill.is_none(),
             newest_restorable: newest,
             newest_restorable_age_seconds: newest.map(|t| age_seconds(t, now)),
@@ -417,11 +421,9 @@ pub fn compare(a: &Row, b: &Row, key: SortKey) -> Ordering {
     let primary = match key {
         SortKey::State => by_state,
         SortKey::Org => sa.org.cmp(&sb.org),
-        SortKey::Hub => sa.datahub.to_string().cmp(&sb.datahub.to_string()),
-        SortKey::Name => opt(
-            &sa.name.as_ref().map(|s| s.to_lowercase()),
-            &sb.name.as_ref().map(|s| s.to_lowercase()),
-        ),
+        // Uuid order is the order of their lowercase text.
+        SortKey::Hub => sa.datahub.cmp(&sb.datahub),
+        SortKey::Name => opt(&a.name_key, &b.name_key),
         SortKey::Type => opt(&sa.source_type, &sb.source_type),
         SortKey::Age => opt(
             &a.newest_restorable_age_seconds,
@@ -439,8 +441,8 @@ pub fn compare(a: &Row, b: &Row, key: SortKey) -> Ordering {
             };
             rank(sa).cmp(&rank(sb)).then_with(|| {
                 opt(
-                    &sa.last_drill.as_ref().map(|d| d.stamp.clone()),
-                    &sb.last_drill.as_ref().map(|d| d.stamp.clone()),
+                    &sa.last_drill.as_ref().map(|d| &d.stamp),
+                    &sb.last_drill.as_ref().map(|d| &d.stamp),
                 )
             })
         }
