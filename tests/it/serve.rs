@@ -632,7 +632,27 @@ fn serve_shows_the_fleet_in_a_real_browser() {
         "--datahub {} --hub-root /var/datahub --at ",
         t.hub
     )));
-    let _ = (&t.stale, &t.broken);
+
+    // With a token: refused without it; `?token=` once, then the cookie carries it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = token_file(dir.path());
+    let locked = Served::start(tb.cmd(), &["--token-file", file.to_str().unwrap()]);
+    b.goto(&format!("{}/", locked.url));
+    b.wait_until("the refusal", |b| b.texts("h1") == ["Access token needed"]);
+    assert!(b.all("#fleet-table").is_empty());
+    b.goto(&format!("{}/?state=stale&token={TOKEN}", locked.url));
+    b.wait_until("the fleet, after the token", |b| {
+        b.texts("#fleet-table tbody td.name > a") == ["SDC Upstream"]
+    });
+    assert_eq!(
+        b.url(),
+        format!("{}/?state=stale", locked.url),
+        "the token left the address"
+    );
+    b.goto(&format!("{}/connectors/{}", locked.url, t.fresh.connector));
+    b.wait_until("a second page, by the cookie", |b| {
+        !b.all("#cmd-restore").is_empty()
+    });
 
     drop(b);
     assert_eq!(snapshot(&tb), before, "browsing wrote to the bucket");
