@@ -283,6 +283,25 @@ mod tests {
     }
 
     #[test]
+    fn serve_keys_are_read_and_the_example_file_parses() {
+        let l = parse(
+            "serve_listen = \"0.0.0.0:8080\"\nserve_token_file = \"/etc/hubvault/serve.token\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(l.serve_listen.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(
+            l.serve_token_file.as_deref(),
+            Some(Path::new("/etc/hubvault/serve.token"))
+        );
+        let example = include_str!("../../dist/hubvault.toml");
+        parse(example, Path::new("dist/hubvault.toml")).unwrap();
+        let uncommented = example.replace("# serve_", "serve_");
+        let l = parse(&uncommented, Path::new("dist/hubvault.toml")).unwrap();
+        assert!(l.serve_token_file.is_some());
+    }
+
+    #[test]
     fn an_unknown_key_is_refused_by_name() {
         let err = parse("max-age = \"1h\"\n", Path::new("/etc/h.toml")).unwrap_err();
         let text = err.to_string();
