@@ -657,3 +657,48 @@ fn serve_shows_the_fleet_in_a_real_browser() {
     drop(b);
     assert_eq!(snapshot(&tb), before, "browsing wrote to the bucket");
 }
+
+/// A bucket that stops answering: the page keeps the last good read and says why, and is
+/// not asked again by every page load; a server that never read it answers 502 with a hint.
+#[test]
+fn serve_shows_the_last_good_read_and_why_when_the_bucket_fails_on_s3() {
+    use crate::proxy::Fault;
+    let tb = TestBucket::s3();
+    crate::status::seed(&tb.bucket(), "acme", 3, 0);
+    let proxy = Proxy::s3();
+    let mut cmd = proxy.cmd(&tb);
+    cmd.env("HUBVAULT_S3_RETRIES", "0");
+    let s = Served::start(cmd, &["--refresh", "0s"]);
+    let ok = get(&format!("{}/api/status", s.url), &[]).json();
+    assert_eq!(ok["summary"]["total"], 3);
+    assert!(ok["failure"].is_null());
+
+    proxy.inject("GET", "list-type=2", Fault::Status500, 1000);
+    let page = get(&format!("{}/", s.url), &[]);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("The bucket could not be read"),
+        "{}",
+        page.body
+    );
+    assert_eq!(rows_in(&page.body), 3, "the last good read is still shown");
+    let doc = get(&format!("{}/api/status", s.url), &[]).json();
+    assert_eq!(doc["summary"]["total"], 3);
+    assert!(
+        doc["failure"]["error"].as_str().unwrap().contains("list"),
+        "{doc}"
+    );
+    drop(s);
+
+    // Never read: 502, the error and what to try.
+    let mut cmd = proxy.cmd(&tb);
+    cmd.env("HUBVAULT_S3_RETRIES", "0");
+    let s = Served::start(cmd, &["--refresh", "1h"]);
+    let page = get(&format!("{}/", s.url), &[]);
+    assert_eq!(page.status, 502);
+    assert!(page.body.contains("Try:"), "{}", page.body);
+    let api = get(&format!("{}/api/status", s.url), &[]);
+    assert_eq!(api.status, 502);
+    assert_eq!(api.json()["ok"], false);
+    assert!(api.json()["hint"].is_string());
+}
