@@ -21,7 +21,8 @@
 //!   connector's versions and latest pointer, the retention rules;
 //! - [`ops`]: one module per operation (backup, restore, remap, prune, verify, status, doctor,
 //!   inspect, versions); an operation never imports another;
-//! - [`agent`]: the long-running hub agent, its configuration and metrics.
+//! - [`agent`]: the long-running hub agent, its configuration and metrics;
+//! - [`serve`]: the fleet on a web page and its JSON API (read-only), beside `agent`.
 
 pub mod agent;
 pub mod blocking;
@@ -31,6 +32,7 @@ pub mod error;
 pub mod model;
 pub mod ops;
 pub mod progress;
+pub mod serve;
 pub mod sqlite;
 pub mod store;
 

@@ -47,6 +47,9 @@ pub struct Layer {
     pub sse: Option<String>,
     /// The KMS key for `sse = "aws:kms"`.
     pub sse_kms_key_id: Option<String>,
+    /// `hubvault serve`: the listen address, and the file holding its access token.
+    pub serve_listen: Option<String>,
+    pub serve_token_file: Option<PathBuf>,
 }
 
 impl Layer {
@@ -71,6 +74,8 @@ impl Layer {
             tmp_dir: self.tmp_dir.or(under.tmp_dir),
             shutdown_grace: self.shutdown_grace.or(under.shutdown_grace),
             retention: self.retention.or(under.retention),
+            serve_listen: self.serve_listen.or(under.serve_listen),
+            serve_token_file: self.serve_token_file.or(under.serve_token_file),
         }
     }
 }
@@ -103,7 +108,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Layer> {
                 e.message().trim_end()
             ),
             format!(
-                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, sse, sse_kms_key_id, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
+                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, sse, sse_kms_key_id, serve_listen, serve_token_file, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
                 path.display()
             ),
         )
@@ -296,6 +301,25 @@ mod tests {
         );
         let err = parse("[retention]\nkeep_dayly = 3\n", Path::new("f.toml")).unwrap_err();
         assert!(err.to_string().contains("keep_dayly"), "{err}");
+    }
+
+    #[test]
+    fn serve_keys_are_read_and_the_example_file_parses() {
+        let l = parse(
+            "serve_listen = \"0.0.0.0:8080\"\nserve_token_file = \"/etc/hubvault/serve.token\"\n",
+            Path::new("f.toml"),
+        )
+        .unwrap();
+        assert_eq!(l.serve_listen.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(
+            l.serve_token_file.as_deref(),
+            Some(Path::new("/etc/hubvault/serve.token"))
+        );
+        let example = include_str!("../../dist/hubvault.toml");
+        parse(example, Path::new("dist/hubvault.toml")).unwrap();
+        let uncommented = example.replace("# serve_", "serve_");
+        let l = parse(&uncommented, Path::new("dist/hubvault.toml")).unwrap();
+        assert!(l.serve_token_file.is_some());
     }
 
     #[test]

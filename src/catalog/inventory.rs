@@ -29,10 +29,13 @@ pub struct Scope {
 impl Scope {
     /// The narrowest key prefix that holds everything in scope ("" for the whole bucket).
     pub fn prefix(&self) -> Path {
-        match (&self.org, &self.datahub) {
-            (Some(org), Some(hub)) => Path::from_iter([org.as_str(), "datahub", &hub.to_string()]),
-            (Some(org), None) => Path::from(org.as_str()),
-            (None, _) => Path::default(),
+        match (&self.org, &self.datahub, &self.connector) {
+            (Some(org), Some(hub), Some(c)) => ConnectorKey::new(org.clone(), *hub, *c).prefix(),
+            (Some(org), Some(hub), None) => {
+                Path::from_iter([org.as_str(), "datahub", &hub.to_string()])
+            }
+            (Some(org), None, _) => Path::from(org.as_str()),
+            (None, _, _) => Path::default(),
         }
     }
 
@@ -44,7 +47,11 @@ impl Scope {
 
     /// For messages: `acme/datahub/…` or `the whole bucket`.
     pub fn describe(&self) -> String {
-        let p = self.prefix();
+        let p = Scope {
+            connector: None,
+            ..self.clone()
+        }
+        .prefix();
         let mut s = if p.as_ref().is_empty() {
             "the whole bucket".to_string()
         } else {
@@ -107,7 +114,12 @@ pub async fn orgs(bucket: &Bucket) -> Result<Vec<OrgSlug>> {
 
 /// One paged LIST of the scope's prefix, grouped by connector (sorted by key).
 pub async fn scan(bucket: &Bucket, scope: &Scope) -> Result<Vec<Listed>> {
-    let objects = bucket.list(&scope.prefix()).await?;
+    Ok(group(bucket.list(&scope.prefix()).await?, scope))
+}
+
+/// A listing grouped by connector (sorted by key), keeping only what is in `scope`: for
+/// a caller that also wants the listing itself (sizes of versions, say).
+pub fn group(objects: impl IntoIterator<Item = ObjectInfo>, scope: &Scope) -> Vec<Listed> {
     let mut by: BTreeMap<ConnectorKey, Listed> = BTreeMap::new();
     for obj in objects {
         let Some((ck, kind)) = parse_key(&obj.key) else {
@@ -139,5 +151,5 @@ pub async fn scan(bucket: &Bucket, scope: &Scope) -> Result<Vec<Listed>> {
     for l in &mut out {
         l.drills.sort_by(|a, b| a.stamp.cmp(&b.stamp));
     }
-    Ok(out)
+    out
 }

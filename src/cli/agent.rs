@@ -65,6 +65,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         retention: Some(a.keep.policy()).filter(|p| !p.is_empty()),
         sse: g.sse.clone(),
         sse_kms_key_id: g.sse_kms_key_id.clone(),
+        ..Layer::default()
     };
     let cfg = config::resolve(given, file, &file_path)?;
     let mut s3 = hubvault::store::s3::S3Settings::from_env()?;

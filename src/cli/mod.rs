@@ -44,6 +44,7 @@ mod output;
 mod prune;
 mod remap;
 mod restore;
+mod serve;
 mod status;
 mod verify;
 mod versions;
@@ -156,6 +157,10 @@ enum Command {
     /// Writes the man pages and shell completions (for packaging; see scripts/package-deb).
     #[command(hide = true)]
     GenerateAssets(generate::Args),
+    /// The fleet on a web page (and a JSON API under /api/): every connector's backup
+    /// age, protection, history, drills and restore command. Read-only; loopback only
+    /// unless an access token is configured.
+    Serve(serve::Args),
 }
 
 impl Global {
@@ -251,7 +256,7 @@ pub fn main() -> ExitCode {
         .flatten()
         .any(|m| m.value_source("bucket") == Some(clap::parser::ValueSource::CommandLine));
     let mut logging = cli.global.clone();
-    if matches!(cli.command, Command::Agent(_)) {
+    if matches!(cli.command, Command::Agent(_) | Command::Serve(_)) {
         // A daemon's log is its record: what it backed up and skipped, not only errors.
         logging.verbose = logging.verbose.max(1);
     }
@@ -287,6 +292,7 @@ pub fn main() -> ExitCode {
             Command::Verify(a) => verify::run(a, &g).await,
             Command::Doctor(a) => doctor::run(a, &g).await,
             Command::GenerateAssets(a) => generate::run(a),
+            Command::Serve(a) => serve::run(a, &g).await,
         }
     });
     match result {

@@ -153,7 +153,9 @@ pub async fn run(
     })
 }
 
-fn judge(l: Listed, max_age: Duration, now: chrono::DateTime<chrono::Utc>) -> ConnectorStatus {
+/// The status of one listed connector as of `now` (what [`run`] does for each; the web
+/// page judges the listings it keeps).
+pub fn judge(l: Listed, max_age: Duration, now: chrono::DateTime<chrono::Utc>) -> ConnectorStatus {
     let mut problems = Vec::new();
     let complete = l.versions.values().filter(|(d, m)| *d && *m).count();
     let last_drill = l.drills.last().cloned();

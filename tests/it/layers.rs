@@ -28,6 +28,11 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         "agent",
         below(&["model", "store", "sqlite", "catalog", "ops"]),
     );
+    // The web page sits beside the agent: it reads what the operations read.
+    m.insert(
+        "serve",
+        below(&["model", "store", "sqlite", "catalog", "ops"]),
+    );
     m
 }
 

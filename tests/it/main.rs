@@ -23,5 +23,7 @@ mod remap;
 mod restore;
 mod rewrite;
 mod sse;
+mod serve;
 mod status;
 mod verify;
+mod webdriver;
