@@ -31,7 +31,9 @@ impl Scope {
     pub fn prefix(&self) -> Path {
         match (&self.org, &self.datahub) {
             (Some(org), Some(hub)) => Path::from_iter([org.as_str(), "datahub", &hub.to_string()]),
-            (Some(org), None) => Path::from(org.as_str()),
+            // Not `{org}/`: the continuous stream lives in `{org}/stream/`, and a status
+            // listing must not page through segments (docs/CONTINUOUS.md).
+            (Some(org), None) => Path::from_iter([org.as_str(), "datahub"]),
             (None, _) => Path::default(),
         }
     }
@@ -79,6 +81,9 @@ pub struct Listed {
     /// Oldest first.
     pub drills: Vec<DrillMark>,
     pub label: Option<(String, String)>,
+    /// The continuous-capture marker: its last-modified is (within a minute) the time
+    /// of the newest captured commit.
+    pub stream: Option<ObjectInfo>,
 }
 
 impl Listed {
@@ -90,6 +95,7 @@ impl Listed {
             versions: BTreeMap::new(),
             drills: Vec::new(),
             label: None,
+            stream: None,
         }
     }
 }
@@ -122,6 +128,7 @@ pub async fn scan(bucket: &Bucket, scope: &Scope) -> Result<Vec<Listed>> {
                 key: obj.key,
             }),
             KeyKind::Label { source_type, name } => l.label = Some((source_type, name)),
+            KeyKind::StreamMarker => l.stream = Some(obj),
         }
     }
     let mut out: Vec<Listed> = by.into_values().collect();
