@@ -385,7 +385,9 @@ impl StreamKeys {
     }
 
     pub fn bases_dir(&self, connector: ConnectorId) -> Path {
-        self.prefix().join("base").join(connector.to_string().as_str())
+        self.prefix()
+            .join("base")
+            .join(connector.to_string().as_str())
     }
 
     pub fn base(

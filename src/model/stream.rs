@@ -469,14 +469,21 @@ pub fn decode_section(bytes: &[u8], e: &SectionEntry, what: &str) -> Result<Sect
 /// Decodes one section from its compressed bytes alone (a ranged read).
 pub fn decode_section_bytes(z: &[u8], e: &SectionEntry, what: &str) -> Result<Section> {
     if hex::encode(Sha256::digest(z)) != e.sha256 {
-        return Err(damaged(what, format!("section of {} fails its sha256", e.connector)));
+        return Err(damaged(
+            what,
+            format!("section of {} fails its sha256", e.connector),
+        ));
     }
     if e.plain > (1u64 << 34) {
         return Err(damaged(what, "section too large"));
     }
     let plain = unzstd_exact(z, e.plain as usize, what)?;
     let ps = e.page_size as usize;
-    let mut r = Cursor { b: &plain, at: 0, what };
+    let mut r = Cursor {
+        b: &plain,
+        at: 0,
+        what,
+    };
     let mut commits = Vec::new();
     let mut last_time = i64::MIN;
     while r.at < plain.len() {
@@ -609,7 +616,10 @@ mod tests {
         let bytes =
             encode_segment(&org(), hub, "0a0b0c0d", 7, 99, &[section(a), section(b)]).unwrap();
         let h = decode_segment_header(&bytes, "seg").unwrap();
-        assert_eq!((h.seq, h.run.as_str(), h.sections.len()), (7, "0a0b0c0d", 2));
+        assert_eq!(
+            (h.seq, h.run.as_str(), h.sections.len()),
+            (7, "0a0b0c0d", 2)
+        );
         for (e, want) in h.sections.iter().zip([a, b]) {
             let s = decode_section(&bytes, e, "seg").unwrap();
             assert_eq!(s, section(want));

@@ -51,7 +51,11 @@ pub fn parse_instant(
             return Ok(n.and_utc());
         }
     }
-    for f in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.fZ"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.fZ",
+    ] {
         if let Ok(d) = chrono::DateTime::parse_from_str(t, f) {
             return Ok(d.to_utc());
         }
@@ -81,9 +85,18 @@ mod tests {
             .unwrap()
             .to_utc();
         let at = |s: &str| parse_instant(s, now).map(|t| t.to_rfc3339());
-        assert_eq!(at("2026-11-24T07:00:00Z").unwrap(), "2026-11-24T07:00:00+00:00");
-        assert_eq!(at("2026-11-24T08:00:00+01:00").unwrap(), "2026-11-24T07:00:00+00:00");
-        assert_eq!(at("2026-11-24T07:00:00.250").unwrap(), "2026-11-24T07:00:00.250+00:00");
+        assert_eq!(
+            at("2026-11-24T07:00:00Z").unwrap(),
+            "2026-11-24T07:00:00+00:00"
+        );
+        assert_eq!(
+            at("2026-11-24T08:00:00+01:00").unwrap(),
+            "2026-11-24T07:00:00+00:00"
+        );
+        assert_eq!(
+            at("2026-11-24T07:00:00.250").unwrap(),
+            "2026-11-24T07:00:00.250+00:00"
+        );
         assert_eq!(at("2026-11-24 07:00").unwrap(), "2026-11-24T07:00:00+00:00");
         assert_eq!(at("2026-11-24").unwrap(), "2026-11-24T00:00:00+00:00");
         assert_eq!(at("15m").unwrap(), "2026-11-24T11:45:00+00:00");

@@ -7,5 +7,6 @@
 pub mod db;
 pub mod fsio;
 pub mod lock;
+pub mod pages;
 pub mod rewrite;
 pub mod snapshot;
