@@ -43,6 +43,10 @@ pub struct Layer {
     /// `[retention]`: keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
     /// keep_yearly. Applied by `agent` and `backup` after each upload.
     pub retention: Option<Policy>,
+    /// Continuous capture's batching bound and fallback poll (default 1s).
+    pub tick: Option<String>,
+    /// `false` turns continuous capture off (`--no-continuous`).
+    pub continuous: Option<bool>,
 }
 
 impl Layer {
@@ -59,6 +63,8 @@ impl Layer {
             tmp_dir: self.tmp_dir.or(under.tmp_dir),
             shutdown_grace: self.shutdown_grace.or(under.shutdown_grace),
             retention: self.retention.or(under.retention),
+            tick: self.tick.or(under.tick),
+            continuous: self.continuous.or(under.continuous),
         }
     }
 }
@@ -91,7 +97,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Layer> {
                 e.message().trim_end()
             ),
             format!(
-                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
+                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, tick, continuous, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
                 path.display()
             ),
         )
@@ -111,6 +117,8 @@ pub struct AgentConfig {
     pub tmp_dir: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub retention: Option<Policy>,
+    pub tick: Duration,
+    pub continuous: bool,
 }
 
 /// Lays `given` (flags over environment) over `file` and checks every value. `file_name`
@@ -129,6 +137,7 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
     let where_metrics = from_file(|l| l.metrics_addr.is_some());
     let where_grace = from_file(|l| l.shutdown_grace.is_some());
     let where_jitter = from_file(|l| l.jitter.is_some());
+    let where_tick = from_file(|l| l.tick.is_some());
     let l = given.over(file);
 
     let bucket = l.bucket.ok_or_else(|| {
@@ -189,7 +198,17 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
             )
         })?),
     };
+    let tick = duration("tick", &where_tick, l.tick.as_deref())?
+        .unwrap_or(crate::agent::capture::DEFAULT_TICK);
+    if tick < Duration::from_millis(100) || tick > Duration::from_secs(3600) {
+        return Err(Error::usage(
+            format!("--tick{where_tick} {tick:?}: must be between 100ms and 1h"),
+            "write e.g. --tick 1s (the default) or --tick 10s",
+        ));
+    }
     Ok(AgentConfig {
+        tick,
+        continuous: l.continuous.unwrap_or(true),
         bucket,
         org,
         hub_root,
