@@ -603,8 +603,9 @@ impl Capture {
                 })
                 .collect();
             let now = chrono::Utc::now();
+            // Incremented only when a segment landed: a gap in a run's numbers is a
+            // missing segment (restore checks).
             let seq = self.seq;
-            self.seq += 1;
             let keys = StreamKeys::new(self.opts.org.clone(), hub);
             let key = keys.segment(now, &self.run, seq);
             let (org, run) = (self.opts.org.clone(), self.run.clone());
@@ -622,6 +623,7 @@ impl Capture {
             let n = bytes.len() as u64;
             match self.bucket.put_bytes(&key, bytes, WriteMode::Create).await {
                 Ok(_) => {
+                    self.seq += 1;
                     tracing::debug!(key = %key, bytes = n, connectors = conns.len(), "capture: segment uploaded");
                     self.metrics.hub_segment(n);
                     for c in &conns {

@@ -32,7 +32,7 @@ const MAX_HEADER: usize = 1 << 20;
 pub const MAX_PAGE_SIZE: u32 = 65536;
 
 /// The chain checksum of one database state (see the module's rule).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct ChainSum(pub u128);
 
 impl ChainSum {

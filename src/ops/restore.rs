@@ -34,7 +34,7 @@ use serde::Serialize;
 
 use crate::blocking::blocking;
 use crate::catalog::fetch::{self, Chosen, Fetched};
-pub use crate::catalog::fetch::{Expected, Source};
+pub use crate::catalog::fetch::{ContinuousState, Expected, Source};
 use crate::error::{Error, Result};
 use crate::model::ids::{Ids, OrgSlug};
 use crate::model::layout::{self, ConnectorKey, DbFileName, VersionId};
@@ -125,6 +125,8 @@ pub struct RestoreReport {
     pub bytes: u64,
     pub events: Option<u64>,
     pub seconds: f64,
+    /// Set when the state was built from continuous capture: its time.
+    pub continuous: Option<ContinuousState>,
 }
 
 fn target_path(req: &RestoreRequest) -> Result<PathBuf> {
@@ -383,7 +385,7 @@ fn prepare_and_install(
     started: std::time::Instant,
 ) -> Result<RestoreReport> {
     let tmp: &Path = &fetched.file;
-    let mut warnings = Vec::new();
+    let mut warnings = fetched.warnings.clone();
     if fetched.legacy {
         warnings.push(format!(
             "{}: no manifest (a backup uploaded by the old system): its checksum could not be checked; integrity and ids were",
@@ -432,7 +434,11 @@ fn prepare_and_install(
         None
     };
     // Put back the live database's journal mode; else the old target's; else leave it.
-    let journal_mode = match &plan.source.journal_mode {
+    let journal_mode = match fetched
+        .journal_mode
+        .as_ref()
+        .or(plan.source.journal_mode.as_ref())
+    {
         Some(m) => Some(m.clone()),
         None => plan
             .keep
@@ -495,6 +501,7 @@ fn prepare_and_install(
         bytes,
         events,
         seconds: started.elapsed().as_secs_f64(),
+        continuous: fetched.continuous.clone(),
     })
 }
 
