@@ -152,38 +152,43 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
     // The first thing after the last applied section that could hide commits: a gap in
     // a run's numbers or an unreadable segment. Cleared when the chain goes on past it.
     let mut suspect: Option<(String, Time)> = None;
-    let mut last_seq: std::collections::BTreeMap<String, u64> = Default::default();
+    // Per run: the last segment number seen and its time. Commits of a missing segment
+    // were observed after the previous segment of its run was sent: that time is the
+    // earliest instant the gap can hide.
+    let mut last_seq: std::collections::BTreeMap<String, (u64, Time)> = Default::default();
     let mut our_runs: BTreeSet<String> = BTreeSet::new();
     let mut done = false;
     for (key, name) in &plan.segment_keys {
         if done {
             break;
         }
-        if let Some(prev) = last_seq.get(&name.run)
-            && name.seq > prev + 1
-            && suspect.is_none()
-        {
-            suspect = Some((
-                format!(
-                    "segments {}..{} of agent run {} are missing (before {})",
-                    prev + 1,
-                    name.seq - 1,
-                    name.run,
-                    bucket.shown(key)
-                ),
-                name.time,
-            ));
+        let since = match last_seq.get(&name.run) {
+            Some((prev, t)) => {
+                if name.seq > prev + 1 && suspect.is_none() {
+                    suspect = Some((
+                        format!(
+                            "segments {}..{} of agent run {} are missing (before {})",
+                            prev + 1,
+                            name.seq - 1,
+                            name.run,
+                            bucket.shown(key)
+                        ),
+                        *t,
+                    ));
+                }
+                *t
+            }
+            None => plan.base_time,
+        };
+        if last_seq.get(&name.run).is_none_or(|(s, _)| name.seq > *s) {
+            last_seq.insert(name.run.clone(), (name.seq, name.time));
         }
-        last_seq.insert(
-            name.run.clone(),
-            name.seq.max(*last_seq.get(&name.run).unwrap_or(&0)),
-        );
         let shown = bucket.shown(key);
         let bytes = match bucket.get_bytes(key).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
                 // Deleted since the listing: same as a gap.
-                suspect.get_or_insert((format!("{shown} vanished"), name.time));
+                suspect.get_or_insert((format!("{shown} vanished"), since));
                 continue;
             }
             Err(e) => return Err(e),
@@ -209,7 +214,7 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
         let ours = match decoded {
             Ok(s) => s,
             Err(e) => {
-                suspect.get_or_insert((format!("{shown} is unreadable ({e})"), name.time));
+                suspect.get_or_insert((format!("{shown} is unreadable ({e})"), since));
                 continue;
             }
         };
@@ -218,6 +223,11 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
         }
         our_runs.insert(name.run.clone());
         for s in ours {
+            // Past T: nothing here is needed, whatever comes after.
+            if at_ms.is_some_and(|t| s.commits.first().is_some_and(|c| c.time_ms > t)) {
+                done = true;
+                break;
+            }
             let current = table.checksum();
             let mut skip = 0usize;
             if s.prev != current {
@@ -277,10 +287,9 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
             }
         }
     }
-    if let Some((what, at)) = suspect
-        && plan
-            .at
-            .is_none_or(|t| at <= t + chrono::Duration::minutes(10))
+    // A gap can hide commits observed after the segment before it was sent.
+    if let Some((what, since)) = suspect
+        && plan.at.is_none_or(|t| since < t)
     {
         return Err(broken(
             format!(
