@@ -44,9 +44,12 @@ impl Scope {
             && self.connector.is_none_or(|c| c == ck.connector)
     }
 
-    /// For messages: `acme/datahub/…` or `the whole bucket`.
+    /// For messages: `acme/`, `acme/datahub/…` or `the whole bucket`.
     pub fn describe(&self) -> String {
-        let p = self.prefix();
+        let p = match (&self.org, &self.datahub) {
+            (Some(org), None) => Path::from(org.as_str()),
+            _ => self.prefix(),
+        };
         let mut s = if p.as_ref().is_empty() {
             "the whole bucket".to_string()
         } else {
@@ -100,9 +103,26 @@ impl Listed {
     }
 }
 
-/// One paged LIST of the scope's prefix, grouped by connector (sorted by key).
+/// One paged LIST of the scope's prefix, grouped by connector (sorted by key). For the
+/// whole bucket: one delimiter listing of the top level finds the orgs, then one paged
+/// LIST of each org's `datahub/` (never its `stream/`, whose segments would make the
+/// cost grow with time).
 pub async fn scan(bucket: &Bucket, scope: &Scope) -> Result<Vec<Listed>> {
-    let objects = bucket.list(&scope.prefix()).await?;
+    let objects = if scope.org.is_some() {
+        bucket.list(&scope.prefix()).await?
+    } else {
+        let mut all = Vec::new();
+        for org in bucket.list_dirs(&Path::default()).await? {
+            if let Ok(org) = OrgSlug::parse(&org) {
+                all.extend(
+                    bucket
+                        .list(&Path::from_iter([org.as_str(), "datahub"]))
+                        .await?,
+                );
+            }
+        }
+        all
+    };
     let mut by: BTreeMap<ConnectorKey, Listed> = BTreeMap::new();
     for obj in objects {
         let Some((ck, kind)) = parse_key(&obj.key) else {

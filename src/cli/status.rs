@@ -32,8 +32,8 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         println!("no connector backups in {}", report.scope);
     } else {
         println!(
-            "{:<6}  {:>8}  {:>9}  {:>4}  {:<6}  {:<36}  {:<36}  {:<16}  NAME",
-            "STATE", "AGE", "SIZE", "VERS", "DRILL", "DATAHUB", "CONNECTOR", "TYPE"
+            "{:<6}  {:>8}  {:>9}  {:>4}  {:<6}  {:>8}  {:<36}  {:<36}  {:<16}  NAME",
+            "STATE", "AGE", "SIZE", "VERS", "DRILL", "CAPTURED", "DATAHUB", "CONNECTOR", "TYPE"
         );
         for c in &report.connectors {
             let state = match c.state {
@@ -47,7 +47,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 None => "-",
             };
             println!(
-                "{:<6}  {:>8}  {:>9}  {:>4}  {:<6}  {:<36}  {:<36}  {:<16}  {}",
+                "{:<6}  {:>8}  {:>9}  {:>4}  {:<6}  {:>8}  {:<36}  {:<36}  {:<16}  {}",
                 state,
                 c.age_seconds
                     .map(|s| fmt_age(Duration::from_secs_f64(s)))
@@ -57,6 +57,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                     .unwrap_or_else(|| "-".into()),
                 c.versions,
                 drill,
+                c.capture_lag_seconds
+                    .map(|s| format!("{} ago", fmt_age(Duration::from_secs_f64(s))))
+                    .unwrap_or_else(|| "-".into()),
                 c.datahub.to_string(),
                 c.connector.to_string(),
                 c.source_type.as_deref().unwrap_or("-"),
@@ -68,7 +71,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         }
         let s = &report.summary;
         println!(
-            "{} backups in {}: {} fresh, {} stale, {} broken (stale: {} or older)",
+            "{} backups in {}: {} fresh, {} stale, {} broken (stale: {} or older; CAPTURED: newest commit from continuous capture, within a minute)",
             s.total,
             report.scope,
             s.fresh,

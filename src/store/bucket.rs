@@ -365,6 +365,20 @@ impl Bucket {
         Ok(out)
     }
 
+    /// The names of the "folders" right under `prefix` (a delimiter listing).
+    pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<String>> {
+        let p = (!prefix.as_ref().is_empty()).then_some(prefix);
+        match self.store.list_with_delimiter(p).await {
+            Ok(r) => Ok(r
+                .common_prefixes
+                .into_iter()
+                .filter_map(|d| d.filename().map(str::to_string))
+                .collect()),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(self.err("LIST", prefix, e)),
+        }
+    }
+
     /// Objects under `prefix` whose keys sort after `offset` (all pages): a listing that
     /// starts where time-derived keys reach a given instant, instead of at the prefix's
     /// beginning.

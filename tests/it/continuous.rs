@@ -434,6 +434,11 @@ fn checkpoint_vacuum_and_mode_switch(tb: &TestBucket) {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(ids_in(&r), at_vacuum);
+    // status shows the capture, from its one LIST.
+    let doc = json_of(&run(cmd_private_tmp(tb).args(["status", "--json"])), 0);
+    let c = &doc["connectors"][0];
+    assert!(c["captured_at"].is_string(), "{doc}");
+    assert!(c["capture_lag_seconds"].as_f64().unwrap() < 60.0, "{doc}");
     // Capture created nothing beside the database.
     let mut names: Vec<String> = std::fs::read_dir(db.parent().unwrap())
         .unwrap()
