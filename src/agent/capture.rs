@@ -43,7 +43,7 @@ use crate::sqlite::pages::wal::Tail;
 use crate::sqlite::pages::{Diff, Mode, Source, wal::WalPos};
 use crate::store::{Bucket, WriteMode};
 
-pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+pub use crate::agent::config::DEFAULT_TICK;
 /// Commits of one connector held back while the bucket fails, at most.
 pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 /// The per-connector marker under the connector prefix is rewritten at most this often.

@@ -23,6 +23,8 @@ use crate::ops::backup::DEFAULT_MAX_AGE;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hubvault/hubvault.toml";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Continuous capture's default batching bound and fallback poll.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 /// Each wait is stretched or shortened by up to this fraction, at random.
 pub const DEFAULT_JITTER: f64 = 0.1;
 
@@ -198,8 +200,7 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
             )
         })?),
     };
-    let tick = duration("tick", &where_tick, l.tick.as_deref())?
-        .unwrap_or(crate::agent::capture::DEFAULT_TICK);
+    let tick = duration("tick", &where_tick, l.tick.as_deref())?.unwrap_or(DEFAULT_TICK);
     if tick < Duration::from_millis(100) || tick > Duration::from_secs(3600) {
         return Err(Error::usage(
             format!("--tick{where_tick} {tick:?}: must be between 100ms and 1h"),
