@@ -253,7 +253,9 @@ impl Tracked {
     ) -> Result<Option<Diff>> {
         match mode {
             Mode::Wal => {
-                let Some((d, pos, shm)) = self.src.wal_image(table)? else {
+                let Some(crate::sqlite::pages::WalImage { diff: d, pos, shm }) =
+                    self.src.wal_image(table)?
+                else {
                     tracing::warn!(connector = %self.connector, "capture: the WAL moved during every attempt at an image; retrying at the next tick (lag grows)");
                     return Ok(None);
                 };
@@ -382,6 +384,9 @@ pub struct Capture {
     seq: u64,
     tracked: BTreeMap<ConnectorId, Tracked>,
     last_upload: Option<Instant>,
+    /// The hub root is rescanned at most once a tick: a busy writer wakes us on every
+    /// write, and a connector appearing can wait a tick.
+    last_discovery: Option<Instant>,
 }
 
 impl Capture {
@@ -395,6 +400,7 @@ impl Capture {
             seq: 0,
             tracked: BTreeMap::new(),
             last_upload: None,
+            last_discovery: None,
         }
     }
 
@@ -469,6 +475,17 @@ impl Capture {
     /// Rescans the hub root, then looks at every connector's files (blocking work, off
     /// the runtime).
     async fn look(&mut self, watcher: Option<&Watcher>) {
+        if self
+            .last_discovery
+            .is_none_or(|t| t.elapsed() >= self.opts.tick)
+        {
+            self.last_discovery = Some(Instant::now());
+            self.discover(watcher).await;
+        }
+        self.look_at_files().await;
+    }
+
+    async fn discover(&mut self, watcher: Option<&Watcher>) {
         let root = self.opts.hub_root.clone();
         let found = match blocking(move || discover(&root)).await {
             Ok(f) => f,
@@ -505,6 +522,9 @@ impl Capture {
             }
             w.retain(&dirs);
         }
+    }
+
+    async fn look_at_files(&mut self) {
         let mut tracked = std::mem::take(&mut self.tracked);
         let org = self.opts.org.clone();
         let tmp = self.opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);

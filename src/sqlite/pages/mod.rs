@@ -93,6 +93,17 @@ impl Diff {
     }
 }
 
+/// A consistent lock-free image of a WAL database ([`Source::wal_image`]).
+#[derive(Debug)]
+pub struct WalImage {
+    /// The image as a diff against the table passed in.
+    pub diff: Diff,
+    /// Where tailing goes on (`None`: there was no WAL).
+    pub pos: Option<WalPos>,
+    /// With no WAL: the `-shm` salts that the next WAL's header will carry.
+    pub shm: Option<[u8; 8]>,
+}
+
 /// A side file (`-wal`, `-shm`) kept open while its inode stays the one at its path.
 #[derive(Debug)]
 struct Side {
@@ -237,10 +248,7 @@ impl Source {
     /// was no WAL; any WAL that appears later must be checked with
     /// [`Source::wal_follows`]). `Ok(None)`: writers moved too fast for `IMAGE_TRIES`
     /// attempts; try again later.
-    pub fn wal_image(
-        &mut self,
-        table: &PageTable,
-    ) -> Result<Option<(Diff, Option<WalPos>, Option<[u8; 8]>)>> {
+    pub fn wal_image(&mut self, table: &PageTable) -> Result<Option<WalImage>> {
         for _ in 0..IMAGE_TRIES {
             let h1 = self.wal_header()?;
             let shm1 = self.shm_salts();
@@ -324,15 +332,15 @@ impl Source {
                     pages.push((p, img));
                 }
             }
-            return Ok(Some((
-                Diff {
+            return Ok(Some(WalImage {
+                diff: Diff {
                     page_size: ps,
                     db_pages,
                     pages,
                 },
                 pos,
-                shm1,
-            )));
+                shm: shm1,
+            }));
         }
         Ok(None)
     }

@@ -71,7 +71,7 @@ fn wal_image_without_a_connection_is_the_committed_state_and_tailing_follows_it(
     assert_eq!(src.header().unwrap().mode, Mode::Wal);
     let mut table = PageTable::new(4096);
     let mut image = Vec::new();
-    let (d, pos, _) = src.wal_image(&table).unwrap().unwrap();
+    let WalImage { diff: d, pos, .. } = src.wal_image(&table).unwrap().unwrap();
     apply(&mut table, &mut image, &d);
     assert_eq!(rows_of_image(&image), rows(&w));
     let mut pos = pos.expect("a WAL with frames gives a position");
@@ -97,7 +97,7 @@ fn wal_image_without_a_connection_is_the_committed_state_and_tailing_follows_it(
     }
     assert_eq!(rows_of_image(&image), rows(&w));
     // A fresh image agrees page for page: nothing to add.
-    let (d, _, _) = src.wal_image(&table).unwrap().unwrap();
+    let d = src.wal_image(&table).unwrap().unwrap().diff;
     assert!(d.is_empty_for(&table), "{} pages differ", d.pages.len());
 
     // A checkpoint that copies frames but keeps the WAL: still continuous.
@@ -116,7 +116,11 @@ fn wal_image_without_a_connection_is_the_committed_state_and_tailing_follows_it(
         src.wal_tail(&pos).unwrap(),
         wal::Tail::Discontinuous(_)
     ));
-    let (d, pos2, shm) = src.wal_image(&table).unwrap().unwrap();
+    let WalImage {
+        diff: d,
+        pos: pos2,
+        shm,
+    } = src.wal_image(&table).unwrap().unwrap();
     assert!(pos2.is_none());
     apply(&mut table, &mut image, &d);
     assert_eq!(rows_of_image(&image), rows(&w));

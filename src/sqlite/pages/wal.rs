@@ -77,7 +77,7 @@ impl WalHeader {
 
 /// SQLite's WAL checksum (walChecksumBytes): over 32-bit words taken two at a time.
 pub fn cksum(big_endian: bool, data: &[u8], (mut s1, mut s2): (u32, u32)) -> (u32, u32) {
-    debug_assert!(data.len() % 8 == 0);
+    debug_assert!(data.len().is_multiple_of(8));
     for w in data.chunks_exact(8) {
         let (a, b) = if big_endian {
             (be32(w, 0), be32(w, 4))
