@@ -96,6 +96,9 @@ pub struct Tracked {
     pending_prev: ChainSum,
     pending_bytes: usize,
     pending_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Since when a change was seen that could not be captured yet (busy writer, hot
+    /// journal, a WAL moving faster than an image): counted in the lag.
+    behind_since: Option<chrono::DateTime<chrono::Utc>>,
     /// The page table must be rebuilt from a new base (pending commits were dropped).
     restart: bool,
     marker_at: Option<Instant>,
@@ -133,6 +136,7 @@ impl Tracked {
             pending_prev: ChainSum::default(),
             pending_bytes: 0,
             pending_since: None,
+            behind_since: None,
             restart: false,
             marker_at: None,
             failing: None,
@@ -694,7 +698,10 @@ impl Capture {
 
     fn report_lag(&self) {
         for (c, t) in &self.tracked {
-            let since = t.pending_since;
+            let since = match (t.pending_since, t.behind_since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             self.metrics
                 .update(&c.to_string(), |s| s.capture.pending_since = since);
         }

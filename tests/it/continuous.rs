@@ -280,6 +280,7 @@ fn writer_killed_with_the_agent(tb: &TestBucket, mode: &str, timeout: &str, ckpt
     let (code, v, err, r1) = restore(tb, &spec, None, out.path(), "newest.db");
     assert_eq!(code, 0, "{err}");
     assert!(v["restore"]["continuous"]["state_time"].is_string(), "{v}");
+    assert_eq!(v["restore"]["check"], "integrity_check", "{v}");
     let got = ids_in(&r1);
     assert!(
         got.iter().enumerate().all(|(i, id)| *id == i as i64),
