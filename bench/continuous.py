@@ -72,7 +72,7 @@ def requests_by_kind(d, since, until):
         if not m or not t:
             continue
         ts = time.mktime(time.strptime(t.group(1), "%d/%b/%Y %H:%M:%S"))
-        if ts < since or ts > until:
+        if ts < since or ts > until:  # inclusive whole seconds
             continue
         method, path = m.groups()
         if "/moto-api" in path or path == "/bench-bucket" and method == "PUT":
@@ -187,9 +187,13 @@ dbs:
             res["rows_restored"] = n
             res["rows_lost"] = len(rows) - n
             res["seconds_lost"] = round((len(rows) - n) / RATE, 2)
-        # Requests over the steady state (from 10 s in to the kill), per hour.
-        steady = requests_by_kind(d, started + 10, killed)
-        span = killed - (started + 10)
+        # Requests over the steady state (whole seconds from 10 s in to the second
+        # before the kill: moto's log has 1 s resolution, and the restore follows at
+        # once), per hour.
+        import math
+        lo, hi = math.ceil(started + 10), math.floor(killed) - 1
+        steady = requests_by_kind(d, lo, hi)
+        span = hi - lo + 1
         res["requests_per_hour"] = {k: round(v * 3600 / span) for k, v in sorted(steady.items())}
         res["requests_total"] = requests_by_kind(d, 0, time.time() + 1)
         prefix = "bench/stream/" if scenario == "hubvault" else "litestream/"
