@@ -16,9 +16,10 @@ RATE = float(os.environ.get("RATE", "20"))
 
 WRITER = r'''
 import sqlite3, sys, time
-db, log, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
-c = sqlite3.connect(db, timeout=0, isolation_level=None)
-c.execute("PRAGMA journal_mode=wal").fetchone()
+db, log, rate, mode = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+# WAL: busy_timeout 0 (as issue 12 asks); rollback journal: 100 ms.
+c = sqlite3.connect(db, timeout=0 if mode == "wal" else 0.1, isolation_level=None)
+c.execute("PRAGMA journal_mode=%s" % mode).fetchone()
 c.execute("CREATE TABLE IF NOT EXISTS cdc_rows(id INTEGER PRIMARY KEY, t REAL, payload TEXT)")
 out = open(log, "a", buffering=1)
 start = time.time(); i = 0
@@ -116,7 +117,23 @@ def rows_in(db):
         c.close()
 
 
+def scrape(port):
+    """hubvault's metrics as {name: value} (summed over labels)."""
+    out = {}
+    try:
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+    except Exception:
+        return out
+    for line in body.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name = line.split("{")[0].split(" ")[0]
+        out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def run(scenario):
+    mode = "delete" if scenario.endswith("-rollback") else "wal"
     d = os.path.join(WORK, scenario)
     shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
     moto, url = start_moto(d)
@@ -131,12 +148,14 @@ def run(scenario):
     env.pop("AWS_CA_BUNDLE", None)
     wlog = os.path.join(d, "writer.log")
     open(os.path.join(d, "writer.py"), "w").write(WRITER)
-    writer = subprocess.Popen(["/usr/bin/python3", os.path.join(d, "writer.py"), db, wlog, str(RATE)])
+    writer = subprocess.Popen(["/usr/bin/python3", os.path.join(d, "writer.py"), db, wlog, str(RATE), mode])
     time.sleep(0.5)
     cap = None
     cfg = os.path.join(d, "litestream.yml")
-    if scenario == "hubvault":
-        cap = subprocess.Popen([HV, "agent", "--hub-root", hub, "--tick", TICK, "--tmp-dir", d],
+    mport = free_port()
+    if scenario.startswith("hubvault"):
+        cap = subprocess.Popen([HV, "agent", "--hub-root", hub, "--tick", TICK, "--tmp-dir", d,
+                                "--metrics-addr", "127.0.0.1:%d" % mport],
                                env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "agent.log"), "w"))
     elif scenario == "litestream":
         open(cfg, "w").write(f"""
@@ -158,6 +177,7 @@ dbs:
     started = time.time()
     time.sleep(DURATION)
     cpu, rss = proc_stats(cap.pid) if cap else (0.0, 0.0)
+    metrics = scrape(mport) if scenario.startswith("hubvault") else {}
     killed = time.time()
     if cap:
         cap.send_signal(signal.SIGKILL)
@@ -169,12 +189,12 @@ dbs:
     busy = sum(1 for l in open(wlog) if l.startswith("busy"))
     lat = sorted((float(r[3]) - float(r[2])) * 1000 for r in rows)
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
-    res = {"scenario": scenario, "rows_written": len(rows), "busy": busy,
+    res = {"scenario": scenario, "mode": mode, "rows_written": len(rows), "busy": busy,
            "p50_ms": round(pct(0.50), 2), "p99_ms": round(pct(0.99), 2),
            "cpu_s": round(cpu, 2), "peak_rss_mib": round(rss, 1), "seconds": round(killed - started, 1)}
     if cap:
         restored = os.path.join(d, "restored.db")
-        if scenario == "hubvault":
+        if scenario.startswith("hubvault"):
             r = subprocess.run([HV, "restore", "--yes", "--datahub", datahub, "--connector", connector,
                                 "--output", restored], env=env, capture_output=True, text=True)
         else:
@@ -196,12 +216,16 @@ dbs:
         span = hi - lo + 1
         res["requests_per_hour"] = {k: round(v * 3600 / span) for k, v in sorted(steady.items())}
         res["requests_total"] = requests_by_kind(d, 0, time.time() + 1)
-        prefix = "bench/stream/" if scenario == "hubvault" else "litestream/"
+        prefix = "bench/stream/" if scenario.startswith("hubvault") else "litestream/"
         b, n = stored_bytes(url, prefix)
         res["stream_bytes"] = b
         res["stream_objects"] = n
         res["stream_bytes_per_hour"] = round(b * 3600 / (killed - started))
-        if scenario == "hubvault":
+        if metrics:
+            res["lock_seconds_total"] = round(metrics.get("hubvault_capture_lock_seconds_total", 0.0), 4)
+            res["resyncs_total"] = metrics.get("hubvault_capture_resyncs_total")
+            res["segments_total"] = metrics.get("hubvault_capture_segments_total")
+        if scenario.startswith("hubvault"):
             res["datahub_prefix_bytes"] = stored_bytes(url, "bench/datahub/")[0]
     moto.send_signal(signal.SIGTERM); moto.wait()
     return res

