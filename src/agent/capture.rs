@@ -48,6 +48,8 @@ pub use crate::agent::config::DEFAULT_TICK;
 pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 /// The per-connector marker under the connector prefix is rewritten at most this often.
 pub const MARKER_EVERY: Duration = Duration::from_secs(60);
+/// Rollback-journal observations are spaced by this many times the last one's duration.
+const ROLLBACK_SPACING: u32 = 4;
 /// Attempts at a rollback-journal observation that raced a commit, per wake-up.
 const RACE_TRIES: usize = 3;
 
@@ -99,6 +101,11 @@ pub struct Tracked {
     /// Since when a change was seen that could not be captured yet (busy writer, hot
     /// journal, a WAL moving faster than an image): counted in the lag.
     behind_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Rollback-journal mode: a full scan costs O(database size), so observations are
+    /// spaced by a few times the last scan's duration (commits in between are merged into
+    /// one record); the loop wakes at this instant to observe a change left waiting.
+    observe_after: Option<Instant>,
+    rollback_waiting: bool,
     /// The page table must be rebuilt from a new base (pending commits were dropped).
     restart: bool,
     marker_at: Option<Instant>,
@@ -137,6 +144,8 @@ impl Tracked {
             pending_bytes: 0,
             pending_since: None,
             behind_since: None,
+            observe_after: None,
+            rollback_waiting: false,
             restart: false,
             marker_at: None,
             failing: None,
@@ -236,12 +245,20 @@ impl Tracked {
             }
             Mode::Rollback => {
                 if self.counter == Some(header.change_counter) {
+                    self.rollback_waiting = false;
                     return Ok(());
                 }
+                if self.observe_after.is_some_and(|t| Instant::now() < t) {
+                    self.rollback_waiting = true;
+                    return Ok(());
+                }
+                self.rollback_waiting = false;
+                let started = Instant::now();
                 let table = self.table.clone();
                 if let Some(d) = self.image(Mode::Rollback, &table, looked)? {
                     self.push_diff(d, now_ms());
                 }
+                self.observe_after = Some(Instant::now() + started.elapsed() * ROLLBACK_SPACING);
                 Ok(())
             }
         }
@@ -441,8 +458,16 @@ impl Capture {
             if Instant::now() >= next_poll {
                 next_poll = Instant::now() + self.opts.tick;
             }
-            // Wake on a change, at the next poll, or when held-back commits are due.
+            // Wake on a change, at the next poll, when held-back commits are due, or when
+            // a rollback-journal change left waiting may be observed.
             let mut wake = next_poll;
+            for t in self.tracked.values() {
+                if t.rollback_waiting
+                    && let Some(at) = t.observe_after
+                {
+                    wake = wake.min(at);
+                }
+            }
             if pending && let Some(t) = self.last_upload {
                 wake = wake.min(t + self.opts.tick);
             }

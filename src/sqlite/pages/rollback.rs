@@ -80,11 +80,13 @@ impl Locker {
     fn shared<T>(&self, f: impl FnOnce() -> T) -> std::result::Result<(T, Duration), Skip> {
         let busy = |e: rusqlite::Error| Skip::Busy(e.to_string());
         self.conn.execute_batch("BEGIN").map_err(busy)?;
-        // The lock is taken by this read: time from here.
-        let start = Instant::now();
+        // The lock is taken by this read (after waiting, up to LOCK_WAIT, while a writer
+        // commits: that wait holds nothing). Held time is counted from its end; the read
+        // itself (the schema's first page, from SQLite's cache) takes microseconds.
         let got: rusqlite::Result<i64> =
             self.conn
                 .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0));
+        let start = Instant::now();
         if let Err(e) = got {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(busy(e));
