@@ -48,6 +48,8 @@ pub use crate::agent::config::DEFAULT_TICK;
 pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 /// The per-connector marker under the connector prefix is rewritten at most this often.
 pub const MARKER_EVERY: Duration = Duration::from_secs(60);
+/// A connector whose capture failed is tried again after this long.
+const FAILED_RETRY: Duration = Duration::from_secs(10);
 /// Rollback-journal observations are spaced by this many times the last one's duration.
 const ROLLBACK_SPACING: u32 = 4;
 /// Attempts at a rollback-journal observation that raced a commit, per wake-up.
@@ -111,6 +113,9 @@ pub struct Tracked {
     marker_at: Option<Instant>,
     /// Reported problem, so it is logged once and not every tick.
     failing: Option<String>,
+    /// After a failure, the connector is left alone until then (a database that is not a
+    /// connector's must not cost a full read on every wake-up).
+    retry_after: Option<Instant>,
 }
 
 /// What one look at the connectors found, for metrics and logs.
@@ -149,6 +154,7 @@ impl Tracked {
             restart: false,
             marker_at: None,
             failing: None,
+            retry_after: None,
         })
     }
 
@@ -221,6 +227,13 @@ impl Tracked {
 
     /// Looks at the files once: new commits go to `pending`.
     fn look(&mut self, org: &OrgSlug, tmp: &std::path::Path, looked: &mut Looked) -> Result<()> {
+        if self.src.replaced() {
+            tracing::info!(connector = %self.connector, db = %self.db.display(),
+                "capture: the database file was replaced (a restore?); starting over");
+            let marker_at = self.marker_at;
+            *self = Tracked::new(self.connector, self.db.clone())?;
+            self.marker_at = marker_at;
+        }
         let header = self.src.header()?;
         let mode_changed = self.mode.is_some_and(|m| m != header.mode);
         if mode_changed {
@@ -560,8 +573,12 @@ impl Capture {
         let result = blocking(move || {
             let mut looked = Looked::default();
             for t in tracked.values_mut() {
+                if t.retry_after.is_some_and(|r| Instant::now() < r) {
+                    continue;
+                }
                 match t.look(&org, &tmp, &mut looked) {
                     Ok(()) => {
+                        t.retry_after = None;
                         if t.failing.take().is_some() {
                             tracing::info!(connector = %t.connector, "capture: working again");
                         }
@@ -569,9 +586,10 @@ impl Capture {
                     Err(e) => {
                         let msg = e.to_string();
                         if t.failing.as_deref() != Some(msg.as_str()) {
-                            tracing::warn!(connector = %t.connector, "capture: {msg}");
+                            tracing::warn!(connector = %t.connector, "capture: {msg} (retrying every {FAILED_RETRY:?})");
                             t.failing = Some(msg);
                         }
+                        t.retry_after = Some(Instant::now() + FAILED_RETRY);
                     }
                 }
             }

@@ -594,3 +594,40 @@ fn restore_at_refuses_a_time_it_cannot_read() {
         "{v}"
     );
 }
+
+/// A database replaced under the agent (as `hubvault restore` installs one: a rename over
+/// the path) is not followed on the old file: capture starts over on the new one.
+fn replaced_database(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 10);
+    {
+        let w = rusqlite::Connection::open(&db).unwrap();
+        w.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT); INSERT INTO cdc_rows VALUES (1, 'old');")
+            .unwrap();
+    }
+    let (mut agent, rx) = start_agent(tb, hub.path());
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    // A new file beside it, renamed over the database.
+    let next = db.with_file_name("next.db");
+    std::fs::copy(&db, &next).unwrap();
+    {
+        let w = rusqlite::Connection::open(&next).unwrap();
+        w.execute_batch("PRAGMA journal_mode=delete; INSERT INTO cdc_rows VALUES (2, 'new');")
+            .unwrap();
+    }
+    std::fs::rename(&next, &db).unwrap();
+    for s in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{s}", db.display()));
+    }
+    wait_for(&rx, "was replaced", Duration::from_secs(20));
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    sigterm_and_wait(&mut agent);
+    let out = tempfile::tempdir().unwrap();
+    let (code, _, err, r) = restore(tb, &spec, None, out.path(), "newest.db");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids_in(&r), vec![1, 2]);
+}
+both!(
+    continuous_starts_over_when_the_database_file_is_replaced,
+    replaced_database
+);

@@ -174,6 +174,15 @@ impl Source {
         &self.path
     }
 
+    /// True if and only if the path now names another file than the one held open (the
+    /// database was replaced, e.g. by a restore's rename): the caller starts over.
+    pub fn replaced(&self) -> bool {
+        match (std::fs::metadata(&self.path), self.db.metadata()) {
+            (Ok(now), Ok(held)) => now.ino() != held.ino() || now.dev() != held.dev(),
+            (Err(_), _) | (_, Err(_)) => false,
+        }
+    }
+
     pub fn db_file(&self) -> &File {
         &self.db
     }
