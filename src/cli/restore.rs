@@ -268,7 +268,11 @@ pub fn print_plan(p: &RestorePlan) {
         p.source
             .journal_mode
             .as_deref()
-            .unwrap_or("as the replaced file (or delete)")
+            .unwrap_or(if p.source.continuous.is_some() {
+                "the connector's when captured (read from the base)"
+            } else {
+                "as the replaced file (or delete)"
+            })
     );
     println!(
         "  install    {}{}",
