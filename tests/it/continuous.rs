@@ -631,3 +631,73 @@ both!(
     continuous_starts_over_when_the_database_file_is_replaced,
     replaced_database
 );
+
+/// Per hub, not per connector: two connectors of one hub writing in the same ticks go
+/// out in shared segments (one PUT a tick for the hub), and each restores to its own
+/// state from its own sections.
+fn one_segment_per_tick_for_the_hub(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db_a, spec_a) = connector_db(hub.path(), "sdc", 10);
+    // The second connector on the same hub (its database names the first one's hub).
+    let mut spec_b = crate::fixture::Spec::new("solace", "second source", 10);
+    spec_b.datahub = spec_a.datahub;
+    let dir_b = hub.path().join(spec_b.connector.to_string());
+    std::fs::create_dir_all(&dir_b).unwrap();
+    let db_b = dir_b.join("sqlite.db");
+    crate::fixture::create(&db_b, &spec_b).unwrap();
+    let wa = rusqlite::Connection::open(&db_a).unwrap();
+    let wb = rusqlite::Connection::open(&db_b).unwrap();
+    for w in [&wa, &wb] {
+        w.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);")
+            .unwrap();
+    }
+    let (mut agent, rx) = start_agent(tb, hub.path());
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    // Six rounds 400 ms apart (2.4 s): at one upload a tick, at most four segments for
+    // the twelve commits of the two connectors.
+    let started = Instant::now();
+    for round in 0..6i64 {
+        wa.execute("INSERT INTO cdc_rows VALUES (?1, 'a')", [round])
+            .unwrap();
+        wb.execute("INSERT INTO cdc_rows VALUES (?1, 'b')", [round + 100])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let span = started.elapsed();
+    sigterm_and_wait(&mut agent);
+    let prefix = format!("acme/stream/{}/L0", spec_a.datahub);
+    let keys: Vec<String> = tb.keys(&prefix).into_iter().map(|(k, _)| k).collect();
+    let b = tb.bucket();
+    let shared = crate::common::rt().block_on(async {
+        let mut shared = 0;
+        for k in &keys {
+            let bytes = b
+                .get_bytes(&object_store::path::Path::from(k.as_str()))
+                .await
+                .unwrap();
+            let h = hubvault::model::stream::decode_segment_header(&bytes, k).unwrap();
+            if h.sections.len() == 2 {
+                shared += 1;
+            }
+        }
+        shared
+    });
+    let most = span.as_secs_f64().ceil() as usize + 1;
+    assert!(
+        keys.len() <= most && shared >= 1,
+        "{} segments in {span:?} (at most {most}), {shared} holding both connectors",
+        keys.len()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let (code, _, err, r) = restore(tb, &spec_a, None, out.path(), "a.db");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids_in(&r), (0..6).collect::<Vec<_>>());
+    let (code, _, err, r) = restore(tb, &spec_b, None, out.path(), "b.db");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids_in(&r), (100..106).collect::<Vec<_>>());
+}
+both!(
+    continuous_uploads_one_segment_per_tick_for_the_whole_hub,
+    one_segment_per_tick_for_the_hub
+);
