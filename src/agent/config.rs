@@ -298,6 +298,35 @@ mod tests {
     }
 
     #[test]
+    fn tick_and_continuous_come_from_flags_or_the_file_and_are_checked() {
+        let hub = dir();
+        let base = format!(
+            "bucket = \"file:///b\"\norg = \"o\"\nhub_root = \"{}\"\n",
+            hub.path().display()
+        );
+        let c = resolve(Layer::default(), file_layer(&base), Path::new("f.toml")).unwrap();
+        assert_eq!((c.tick, c.continuous), (DEFAULT_TICK, true));
+        let file = file_layer(&format!("{base}tick = \"10s\"\ncontinuous = false\n"));
+        let c = resolve(Layer::default(), file.clone(), Path::new("f.toml")).unwrap();
+        assert_eq!((c.tick, c.continuous), (Duration::from_secs(10), false));
+        let given = Layer {
+            tick: Some("2s".into()),
+            ..Default::default()
+        };
+        let c = resolve(given, file, Path::new("f.toml")).unwrap();
+        assert_eq!(c.tick, Duration::from_secs(2));
+        for bad in ["10ms", "2h", "soon"] {
+            let given = Layer {
+                tick: Some(bad.into()),
+                ..Default::default()
+            };
+            let err = resolve(given, file_layer(&base), Path::new("f.toml")).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(err.to_string().contains("--tick"), "{err}");
+        }
+    }
+
+    #[test]
     fn an_unknown_key_is_refused_by_name() {
         let err = parse("max-age = \"1h\"\n", Path::new("/etc/h.toml")).unwrap_err();
         let text = err.to_string();

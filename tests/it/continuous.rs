@@ -701,3 +701,47 @@ both!(
     continuous_uploads_one_segment_per_tick_for_the_whole_hub,
     one_segment_per_tick_for_the_hub
 );
+
+/// `--no-continuous`: the 24-hour rule only; nothing is written to the stream.
+fn no_continuous(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 10);
+    let mut child = cmd_private_tmp(tb)
+        .args([
+            "agent",
+            "--log-format",
+            "json",
+            "--no-continuous",
+            "--hub-root",
+        ])
+        .arg(hub.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_for(&rx, "uploaded: ", Duration::from_secs(30));
+    let w = rusqlite::Connection::open(&db).unwrap();
+    w.execute_batch(
+        "CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY); INSERT INTO cdc_rows VALUES (1);",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    sigterm_and_wait(&mut child);
+    assert!(tb.keys(&format!("acme/stream/{}", spec.datahub)).is_empty());
+    assert!(
+        !tb.keys("acme/datahub")
+            .iter()
+            .any(|(k, _)| k.ends_with("stream/head"))
+    );
+}
+both!(continuous_capture_is_off_with_no_continuous, no_continuous);
