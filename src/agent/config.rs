@@ -23,6 +23,8 @@ use crate::ops::backup::DEFAULT_MAX_AGE;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hubvault/hubvault.toml";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Continuous capture's default batching bound and fallback poll.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 /// Each wait is stretched or shortened by up to this fraction, at random.
 pub const DEFAULT_JITTER: f64 = 0.1;
 
@@ -50,6 +52,10 @@ pub struct Layer {
     /// `hubvault serve`: the listen address, and the file holding its access token.
     pub serve_listen: Option<String>,
     pub serve_token_file: Option<PathBuf>,
+    /// Continuous capture's batching bound and fallback poll (default 1s).
+    pub tick: Option<String>,
+    /// `false` turns continuous capture off (`--no-continuous`).
+    pub continuous: Option<bool>,
 }
 
 impl Layer {
@@ -76,6 +82,8 @@ impl Layer {
             retention: self.retention.or(under.retention),
             serve_listen: self.serve_listen.or(under.serve_listen),
             serve_token_file: self.serve_token_file.or(under.serve_token_file),
+            tick: self.tick.or(under.tick),
+            continuous: self.continuous.or(under.continuous),
         }
     }
 }
@@ -108,7 +116,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Layer> {
                 e.message().trim_end()
             ),
             format!(
-                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, sse, sse_kms_key_id, serve_listen, serve_token_file, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
+                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, sse, sse_kms_key_id, serve_listen, serve_token_file, tick, continuous, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
                 path.display()
             ),
         )
@@ -129,6 +137,8 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     pub retention: Option<Policy>,
     pub sse: Option<crate::store::s3::Sse>,
+    pub tick: Duration,
+    pub continuous: bool,
 }
 
 /// Lays `given` (flags over environment) over `file` and checks every value. `file_name`
@@ -152,6 +162,7 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
     } else {
         format!("sse (from {})", file_name.display())
     };
+    let where_tick = from_file(|l| l.tick.is_some());
     let l = given.over(file);
     let sse =
         crate::store::s3::Sse::parse(l.sse.as_deref(), l.sse_kms_key_id.as_deref(), &where_sse)?;
@@ -214,7 +225,16 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
             )
         })?),
     };
+    let tick = duration("tick", &where_tick, l.tick.as_deref())?.unwrap_or(DEFAULT_TICK);
+    if tick < Duration::from_millis(100) || tick > Duration::from_secs(3600) {
+        return Err(Error::usage(
+            format!("--tick{where_tick} {tick:?}: must be between 100ms and 1h"),
+            "write e.g. --tick 1s (the default) or --tick 10s",
+        ));
+    }
     Ok(AgentConfig {
+        tick,
+        continuous: l.continuous.unwrap_or(true),
         bucket,
         org,
         hub_root,
@@ -320,6 +340,35 @@ mod tests {
         let uncommented = example.replace("# serve_", "serve_");
         let l = parse(&uncommented, Path::new("dist/hubvault.toml")).unwrap();
         assert!(l.serve_token_file.is_some());
+    }
+
+    #[test]
+    fn tick_and_continuous_come_from_flags_or_the_file_and_are_checked() {
+        let hub = dir();
+        let base = format!(
+            "bucket = \"file:///b\"\norg = \"o\"\nhub_root = \"{}\"\n",
+            hub.path().display()
+        );
+        let c = resolve(Layer::default(), file_layer(&base), Path::new("f.toml")).unwrap();
+        assert_eq!((c.tick, c.continuous), (DEFAULT_TICK, true));
+        let file = file_layer(&format!("{base}tick = \"10s\"\ncontinuous = false\n"));
+        let c = resolve(Layer::default(), file.clone(), Path::new("f.toml")).unwrap();
+        assert_eq!((c.tick, c.continuous), (Duration::from_secs(10), false));
+        let given = Layer {
+            tick: Some("2s".into()),
+            ..Default::default()
+        };
+        let c = resolve(given, file, Path::new("f.toml")).unwrap();
+        assert_eq!(c.tick, Duration::from_secs(2));
+        for bad in ["10ms", "2h", "soon"] {
+            let given = Layer {
+                tick: Some(bad.into()),
+                ..Default::default()
+            };
+            let err = resolve(given, file_layer(&base), Path::new("f.toml")).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            assert!(err.to_string().contains("--tick"), "{err}");
+        }
     }
 
     #[test]

@@ -27,6 +27,23 @@ pub struct Series {
     pub duration_seconds: Option<f64>,
     pub failures_total: u64,
     pub consecutive_failures: u64,
+    pub capture: CaptureSeries,
+}
+
+/// Continuous capture of one connector.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CaptureSeries {
+    /// Observed time of the newest commit uploaded.
+    pub last_commit: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the oldest commit not yet uploaded was observed (None: nothing pending).
+    pub pending_since: Option<chrono::DateTime<chrono::Utc>>,
+    pub commits_total: u64,
+    pub resyncs_total: u64,
+    pub bases_total: u64,
+    /// Bytes of this connector's bases (segments are counted per hub).
+    pub bytes_total: u64,
+    /// Time SHARED locks were held on a rollback-journal database.
+    pub lock_seconds_total: f64,
 }
 
 /// Shared between the agent loop (writer) and the HTTP server (reader).
@@ -40,6 +57,8 @@ pub struct Metrics {
 struct Inner {
     connectors: BTreeMap<String, Series>,
     passes_total: u64,
+    segments_total: u64,
+    segment_bytes_total: u64,
 }
 
 impl Metrics {
@@ -67,6 +86,13 @@ impl Metrics {
         inner.connectors.retain(|c, _| present.contains(c));
     }
 
+    /// A hub segment was uploaded.
+    pub fn hub_segment(&self, bytes: u64) {
+        let mut inner = self.inner.lock().expect("metrics lock is never poisoned");
+        inner.segments_total += 1;
+        inner.segment_bytes_total += bytes;
+    }
+
     pub fn pass_done(&self) {
         self.inner
             .lock()
@@ -86,7 +112,7 @@ impl Metrics {
             )
         };
         type Pick = fn(&Series, chrono::DateTime<chrono::Utc>) -> Option<f64>;
-        let families: [(&str, &str, &str, Pick); 6] = [
+        let families: [(&str, &str, &str, Pick); 13] = [
             (
                 "hubvault_backup_last_success_timestamp_seconds",
                 "gauge",
@@ -126,6 +152,56 @@ impl Metrics {
                 "Failed backup attempts of the connector since its last success.",
                 |s, _| Some(s.consecutive_failures as f64),
             ),
+            (
+                "hubvault_capture_last_commit_timestamp_seconds",
+                "gauge",
+                "Unix time (observed) of the newest commit of the connector in the bucket.",
+                |s, _| {
+                    s.capture
+                        .last_commit
+                        .map(|t| t.timestamp_millis() as f64 / 1000.0)
+                },
+            ),
+            (
+                "hubvault_capture_lag_seconds",
+                "gauge",
+                "Age of the oldest captured commit not yet in the bucket (0: none waiting).",
+                |s, now| {
+                    Some(s.capture.pending_since.map_or(0.0, |t| {
+                        ((now - t).num_milliseconds().max(0)) as f64 / 1000.0
+                    }))
+                },
+            ),
+            (
+                "hubvault_capture_commits_total",
+                "counter",
+                "Commits of the connector uploaded by continuous capture.",
+                |s, _| Some(s.capture.commits_total as f64),
+            ),
+            (
+                "hubvault_capture_resyncs_total",
+                "counter",
+                "Times continuity could not be proven and a fresh image was diffed in.",
+                |s, _| Some(s.capture.resyncs_total as f64),
+            ),
+            (
+                "hubvault_capture_bases_total",
+                "counter",
+                "Bases (full images that start a chain) uploaded for the connector.",
+                |s, _| Some(s.capture.bases_total as f64),
+            ),
+            (
+                "hubvault_capture_base_bytes_total",
+                "counter",
+                "Bytes of the connector's bases uploaded.",
+                |s, _| Some(s.capture.bytes_total as f64),
+            ),
+            (
+                "hubvault_capture_lock_seconds_total",
+                "counter",
+                "Time SHARED locks were held on a rollback-journal database by capture.",
+                |s, _| Some(s.capture.lock_seconds_total),
+            ),
         ];
         for (name, kind, help, pick) in families {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -148,6 +224,26 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE hubvault_agent_passes_total counter");
         let _ = writeln!(out, "hubvault_agent_passes_total {}", inner.passes_total);
+        let _ = writeln!(
+            out,
+            "# HELP hubvault_capture_segments_total Hub segments uploaded by continuous capture."
+        );
+        let _ = writeln!(out, "# TYPE hubvault_capture_segments_total counter");
+        let _ = writeln!(
+            out,
+            "hubvault_capture_segments_total {}",
+            inner.segments_total
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hubvault_capture_segment_bytes_total Bytes of hub segments uploaded."
+        );
+        let _ = writeln!(out, "# TYPE hubvault_capture_segment_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "hubvault_capture_segment_bytes_total {}",
+            inner.segment_bytes_total
+        );
         out
     }
 }

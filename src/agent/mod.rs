@@ -3,10 +3,12 @@
 //! a file ([`config`]), and its Prometheus metrics ([`metrics`]). Shutdown is a value
 //! passed in ([`shutdown`]).
 
+pub mod capture;
 pub mod config;
 pub mod log;
 pub mod metrics;
 pub mod scheduler;
 pub mod shutdown;
+pub mod watch;
 
 pub use scheduler::{Agent, AgentOptions};

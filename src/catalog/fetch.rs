@@ -12,6 +12,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::catalog::history;
+use crate::catalog::stream::{self, StreamPlan};
 use crate::error::{Error, Result};
 use crate::model::ids::Ids;
 use crate::model::layout::{ConnectorKey, DbFileName, VersionId};
@@ -44,6 +45,8 @@ pub enum Expected {
     },
     /// No manifest at all (a backup uploaded by the platform's own upload): not checkable.
     Legacy,
+    /// Continuous capture: a base and the segments after it, chain checked.
+    Chain { base: String, segments: usize },
 }
 
 /// The object chosen for a [`Source`], and how it will be checked.
@@ -56,10 +59,29 @@ pub struct Chosen {
     pub expected: Expected,
     /// The journal mode to put back (the uploaded snapshot is in `delete` mode).
     pub journal_mode: Option<String>,
+    /// Set when the state is built from the continuous stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<StreamPlan>,
     #[serde(skip)]
     pub key_path: object_store::path::Path,
     #[serde(skip)]
     pub ck: ConnectorKey,
+}
+
+fn from_stream(p: StreamPlan, ck: &ConnectorKey) -> Chosen {
+    Chosen {
+        key: p.base.clone(),
+        compressed: true,
+        version: None,
+        expected: Expected::Chain {
+            base: p.base.clone(),
+            segments: p.segments,
+        },
+        journal_mode: None,
+        key_path: p.base_key.clone(),
+        continuous: Some(p),
+        ck: ck.clone(),
+    }
 }
 
 /// Picks the object for `source` among `ck`'s backups; reads the bucket, changes
@@ -84,10 +106,28 @@ pub async fn choose(
         )
         .with_hint(hint)
     };
+    let at = match source {
+        Source::Latest => None,
+        Source::At(t) => Some(*t),
+        Source::Version(_) => Some(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+    };
+    let streamed = match source {
+        Source::Version(_) => None,
+        _ => stream::plan(bucket, &ck.org, ck.datahub, ck.connector, at).await?,
+    };
     match source {
         Source::Latest => {
             let key = ck.canonical(db_file);
-            if bucket.head(&key).await?.is_none() {
+            let canonical = bucket.head(&key).await?;
+            if let Some(p) = streamed {
+                // The newest state captured: the stream, unless the canonical object
+                // is newer than anything it holds (capture was off since).
+                let newest = p.newest_segment.unwrap_or(p.base_time).max(p.base_time);
+                if canonical.as_ref().is_none_or(|c| c.last_modified <= newest) {
+                    return Ok(from_stream(p, ck));
+                }
+            }
+            if canonical.is_none() {
                 return Err(not_found(
                     &key,
                     "no backup at this key".into(),
@@ -114,10 +154,12 @@ pub async fn choose(
                 version: None,
                 expected,
                 journal_mode: latest.as_ref().map(|m| m.journal_mode.clone()),
+                continuous: None,
                 key_path: key,
                 ck: ck.clone(),
             })
         }
+        Source::At(_) if streamed.is_some() => Ok(from_stream(streamed.expect("checked"), ck)),
         Source::Version(_) | Source::At(_) => {
             let versions = history::list_versions(bucket, ck).await?;
             let id = match source {
@@ -160,6 +202,7 @@ pub async fn choose(
                     manifest: ck.version_manifest(&id).to_string(),
                 },
                 journal_mode: Some(m.journal_mode.clone()),
+                continuous: None,
                 key_path: key,
                 ck: ck.clone(),
             })
@@ -176,6 +219,22 @@ pub struct Fetched {
     pub verified_by: String,
     /// True if and only if no manifest could vouch (a backup of the platform's own upload).
     pub legacy: bool,
+    /// The journal mode to put back, when the fetch learnt it (the stream's base says).
+    pub journal_mode: Option<String>,
+    /// For a state built from the stream: when it was captured, and what was read.
+    pub continuous: Option<ContinuousState>,
+    pub warnings: Vec<String>,
+}
+
+/// What a restore from the continuous stream built.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContinuousState {
+    /// Observed time of the newest commit in the state (the base's, if none).
+    pub state_time: chrono::DateTime<chrono::Utc>,
+    pub checksum: String,
+    pub base: String,
+    pub commits: u64,
+    pub segments_read: u64,
 }
 
 /// Streams the chosen object into a temp file in `dir` (named `{prefix}*`) and checks
@@ -187,6 +246,9 @@ pub async fn fetch(
     prefix: &str,
     progress: &dyn Progress,
 ) -> Result<Fetched> {
+    if let Some(p) = &chosen.continuous {
+        return fetch_stream(bucket, p, dir, prefix).await;
+    }
     let file = {
         let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
         crate::blocking::blocking(move || {
@@ -226,6 +288,7 @@ pub async fn fetch(
             (manifest.clone(), false)
         }
         Expected::Legacy => ("none (legacy backup, no manifest)".to_string(), true),
+        Expected::Chain { .. } => unreachable!("a stream is fetched by fetch_stream"),
         Expected::Canonical { latest_sha256, .. } => {
             if latest_sha256.as_deref() == Some(got.sha256.as_str()) {
                 (chosen.ck.latest_manifest().to_string(), false)
@@ -261,7 +324,58 @@ pub async fn fetch(
         bytes: got.plain_bytes,
         verified_by,
         legacy,
+        journal_mode: None,
+        continuous: None,
+        warnings: Vec::new(),
     })
+}
+
+/// Builds the state from the stream (chain checked) into a temp file in `dir`.
+async fn fetch_stream(
+    bucket: &Bucket,
+    p: &StreamPlan,
+    dir: &Path,
+    prefix: &str,
+) -> Result<Fetched> {
+    let built = stream::build(bucket, p).await?;
+    let (dir, prefix, base) = (dir.to_path_buf(), prefix.to_string(), p.base.clone());
+    crate::blocking::blocking(move || {
+        use sha2::Digest;
+        let mut image = built.image;
+        // A plain file: the journal mode is put back by the restore (WAL header bytes
+        // would make SQLite look for a -wal beside the temp file).
+        if image.len() >= 20 {
+            image[18] = 1;
+            image[19] = 1;
+        }
+        let file = tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(&dir, "cannot create the restore file", e))?;
+        std::fs::write(file.path(), &image)
+            .map_err(|e| Error::io(file.path(), "cannot write the restore file", e))?;
+        let sha = hex::encode(sha2::Sha256::digest(&image));
+        Ok(Fetched {
+            file: file.into_temp_path(),
+            sha256: sha,
+            bytes: image.len() as u64,
+            verified_by: format!(
+                "chain checksum {} (base {} + {} commits from {} segments)",
+                built.checksum, base, built.commits, built.segments_read
+            ),
+            legacy: false,
+            journal_mode: Some(built.journal_mode),
+            continuous: Some(ContinuousState {
+                state_time: built.state_time,
+                checksum: built.checksum.hex(),
+                base,
+                commits: built.commits,
+                segments_read: built.segments_read,
+            }),
+            warnings: built.warnings,
+        })
+    })
+    .await
 }
 
 /// The manifest key of a complete version whose sha256 is `sha`, if any. The version id

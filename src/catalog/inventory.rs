@@ -34,7 +34,9 @@ impl Scope {
             (Some(org), Some(hub), None) => {
                 Path::from_iter([org.as_str(), "datahub", &hub.to_string()])
             }
-            (Some(org), None, _) => Path::from(org.as_str()),
+            // Not `{org}/`: the continuous stream lives in `{org}/stream/`, and a status
+            // listing must not page through segments (docs/CONTINUOUS.md).
+            (Some(org), None, _) => Path::from_iter([org.as_str(), "datahub"]),
             (None, _, _) => Path::default(),
         }
     }
@@ -45,13 +47,16 @@ impl Scope {
             && self.connector.is_none_or(|c| c == ck.connector)
     }
 
-    /// For messages: `acme/datahub/…` or `the whole bucket`.
+    /// For messages: `acme/`, `acme/datahub/…` or `the whole bucket`.
     pub fn describe(&self) -> String {
-        let p = Scope {
-            connector: None,
-            ..self.clone()
-        }
-        .prefix();
+        let p = match (&self.org, &self.datahub) {
+            (Some(org), None) => Path::from(org.as_str()),
+            _ => Scope {
+                connector: None,
+                ..self.clone()
+            }
+            .prefix(),
+        };
         let mut s = if p.as_ref().is_empty() {
             "the whole bucket".to_string()
         } else {
@@ -86,6 +91,9 @@ pub struct Listed {
     /// Oldest first.
     pub drills: Vec<DrillMark>,
     pub label: Option<(String, String)>,
+    /// The continuous-capture marker: its last-modified is (within a minute) the time
+    /// of the newest captured commit.
+    pub stream: Option<ObjectInfo>,
 }
 
 impl Listed {
@@ -97,6 +105,7 @@ impl Listed {
             versions: BTreeMap::new(),
             drills: Vec::new(),
             label: None,
+            stream: None,
         }
     }
 }
@@ -112,9 +121,25 @@ pub async fn orgs(bucket: &Bucket) -> Result<Vec<OrgSlug>> {
         .collect())
 }
 
-/// One paged LIST of the scope's prefix, grouped by connector (sorted by key).
+/// One paged LIST of the scope's prefix, grouped by connector (sorted by key). For the
+/// whole bucket: one delimiter listing of the top level finds the orgs, then one paged
+/// LIST of each org's `datahub/` (never its `stream/`, whose segments would make the
+/// cost grow with time).
 pub async fn scan(bucket: &Bucket, scope: &Scope) -> Result<Vec<Listed>> {
-    Ok(group(bucket.list(&scope.prefix()).await?, scope))
+    let objects = if scope.org.is_some() {
+        bucket.list(&scope.prefix()).await?
+    } else {
+        let mut all = Vec::new();
+        for org in orgs(bucket).await? {
+            all.extend(
+                bucket
+                    .list(&Path::from_iter([org.as_str(), "datahub"]))
+                    .await?,
+            );
+        }
+        all
+    };
+    Ok(group(objects, scope))
 }
 
 /// A listing grouped by connector (sorted by key), keeping only what is in `scope`: for
@@ -145,6 +170,7 @@ pub fn group(objects: impl IntoIterator<Item = ObjectInfo>, scope: &Scope) -> Ve
                 key: obj.key,
             }),
             KeyKind::Label { source_type, name } => l.label = Some((source_type, name)),
+            KeyKind::StreamMarker => l.stream = Some(obj),
         }
     }
     let mut out: Vec<Listed> = by.into_values().collect();

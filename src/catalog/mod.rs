@@ -9,3 +9,4 @@ pub mod fetch;
 pub mod history;
 pub mod inventory;
 pub mod retention;
+pub mod stream;

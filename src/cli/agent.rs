@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use hubvault::agent::capture::{Capture, CaptureOptions};
 use hubvault::agent::config::{self, Layer};
 use hubvault::agent::metrics::Metrics;
 use hubvault::agent::scheduler::{Agent, AgentOptions, Outcome, PassReport};
@@ -40,6 +41,13 @@ pub struct Args {
     /// of the config file).
     #[command(flatten, next_help_heading = "Retention (applied after each upload)")]
     keep: super::prune::PolicyArgs,
+    /// Continuous capture: how long commits are batched at most, and the poll where file
+    /// notifications are missing (default 1s).
+    #[arg(long, env = "HUBVAULT_TICK", value_name = "DURATION")]
+    tick: Option<String>,
+    /// Turn continuous capture off (only the 24-hour rule and kept versions).
+    #[arg(long)]
+    no_continuous: bool,
     /// One pass over every connector, then exit: 0 if all succeeded, 1 otherwise.
     #[arg(long)]
     once: bool,
@@ -65,6 +73,8 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         retention: Some(a.keep.policy()).filter(|p| !p.is_empty()),
         sse: g.sse.clone(),
         sse_kms_key_id: g.sse_kms_key_id.clone(),
+        tick: a.tick,
+        continuous: a.no_continuous.then_some(false),
         ..Layer::default()
     };
     let cfg = config::resolve(given, file, &file_path)?;
@@ -105,8 +115,19 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         interval = ?cfg.interval,
         max_age = ?cfg.max_age,
         once = a.once,
+        continuous = cfg.continuous && !a.once,
+        tick = ?cfg.tick,
         "agent started"
     );
+    let capture = (cfg.continuous && !a.once).then(|| {
+        let copts = CaptureOptions {
+            hub_root: cfg.hub_root.clone(),
+            org: cfg.org.clone(),
+            tick: cfg.tick,
+            tmp_dir: cfg.tmp_dir.clone(),
+        };
+        tokio::spawn(Capture::new(bucket.clone(), copts, metrics.clone()).run(rx.clone()))
+    });
     let mut agent = Agent::new(bucket, opts, metrics);
     if a.once {
         let report = agent.pass(&mut rx).await?;
@@ -118,6 +139,10 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         });
     }
     agent.run(rx).await?;
+    if let Some(c) = capture {
+        // It saw the same shutdown; it uploads what is pending, within a bound.
+        let _ = c.await;
+    }
     tracing::info!("agent stopped");
     Ok(ExitCode::SUCCESS)
 }

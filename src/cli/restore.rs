@@ -43,7 +43,9 @@ pub struct Args {
         conflicts_with = "at"
     )]
     version_id: Option<String>,
-    /// Restore the newest version taken at or before this time (RFC 3339).
+    /// The state as of this instant: RFC 3339 (zone optional, UTC assumed), a date, or a
+    /// duration ago (15m, "2h ago"). From continuous capture where it covers the instant,
+    /// else the newest version taken at or before it.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
     /// Print the plan (what is fetched, rewritten, replaced, kept) and change nothing.
@@ -71,14 +73,12 @@ pub fn parse_source(version: Option<&str>, at: Option<&str>) -> Result<Source> {
     Ok(match (version, at) {
         (Some(v), _) => Source::Version(VersionId::parse(v)?),
         (None, Some(t)) => Source::At(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map_err(|e| {
-                    Error::usage(
-                        format!("--at {t:?} is not an RFC 3339 time: {e}"),
-                        "write e.g. --at 2026-11-24T07:00:00Z",
-                    )
-                })?
-                .to_utc(),
+            hubvault::model::time::parse_instant(t, chrono::Utc::now()).map_err(|e| {
+                Error::usage(
+                    format!("--at {t:?}: {e}"),
+                    "write e.g. --at 2026-11-24T07:00:00Z, --at 2026-11-24, or --at '15m ago'",
+                )
+            })?,
         ),
         (None, None) => Source::Latest,
     })
@@ -233,6 +233,25 @@ pub fn print_plan(p: &RestorePlan) {
         Expected::Legacy => {
             outln!("  verify     no manifest (legacy backup): integrity and ids only")
         }
+        Expected::Chain { base, segments } => {
+            outln!(
+                "  continuous base {base} + the connector's sections of {segments} hub segments, chain checked"
+            );
+            if let Some(c) = &p.source.continuous {
+                match c.at {
+                    Some(t) => outln!(
+                        "  at         {} (commits observed at or before it)",
+                        t.to_rfc3339()
+                    ),
+                    None => outln!(
+                        "  at         the newest captured commit (segments up to {})",
+                        c.newest_segment
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_else(|| "none yet".into())
+                    ),
+                }
+            }
+        }
     }
     if p.rewrite {
         outln!(
@@ -257,7 +276,11 @@ pub fn print_plan(p: &RestorePlan) {
         p.source
             .journal_mode
             .as_deref()
-            .unwrap_or("as the replaced file (or delete)")
+            .unwrap_or(if p.source.continuous.is_some() {
+                "the connector's when captured (read from the base)"
+            } else {
+                "as the replaced file (or delete)"
+            })
     );
     outln!(
         "  install    {}{}",
@@ -287,6 +310,20 @@ pub fn print_plan(p: &RestorePlan) {
 
 fn print_report(r: &RestoreReport) {
     outln!("restored {}", r.target.display());
+    match &r.continuous {
+        Some(c) => outln!(
+            "  state      continuous capture, as of {} ({} commits after the base)",
+            c.state_time.to_rfc3339(),
+            c.commits
+        ),
+        None => outln!(
+            "  state      {}",
+            match &r.version {
+                Some(v) => format!("kept version {v}, taken {}", v.time().to_rfc3339()),
+                None => "the backup at the canonical key (newest version)".to_string(),
+            }
+        ),
+    }
     outln!("  from       {}", r.key);
     outln!(
         "  verified   sha256 {} against {}",

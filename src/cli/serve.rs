@@ -102,7 +102,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let url = format!("http://{bound}/");
     if g.json {
         // One line: a supervisor or a test reads the address from the first line.
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "ok": true,
@@ -115,7 +115,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             })
         );
     } else {
-        println!(
+        outln!(
             "serving {url} (bucket {}, {}; read at most every {}; {})",
             app.bucket_shown,
             app.scope.describe(),

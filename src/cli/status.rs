@@ -85,13 +85,14 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             }
         };
         outln!(
-            "{:<6}  {}{:>8}  {:>9}  {:>4}  {:<6}  {:<36}  {:<36}  {:<16}  NAME",
+            "{:<6}  {}{:>8}  {:>9}  {:>4}  {:<6}  {:>8}  {:<36}  {:<36}  {:<16}  NAME",
             "STATE",
             org_col("ORG"),
             "AGE",
             "SIZE",
             "VERS",
             "DRILL",
+            "CAPTURED",
             "DATAHUB",
             "CONNECTOR",
             "TYPE"
@@ -108,7 +109,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 None => "-",
             };
             outln!(
-                "{:<6}  {}{:>8}  {:>9}  {:>4}  {:<6}  {:<36}  {:<36}  {:<16}  {}",
+                "{:<6}  {}{:>8}  {:>9}  {:>4}  {:<6}  {:>8}  {:<36}  {:<36}  {:<16}  {}",
                 state,
                 org_col(c.org.as_str()),
                 c.age_seconds
@@ -119,6 +120,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                     .unwrap_or_else(|| "-".into()),
                 c.versions,
                 drill,
+                c.capture_lag_seconds
+                    .map(|s| format!("{} ago", fmt_age(Duration::from_secs_f64(s))))
+                    .unwrap_or_else(|| "-".into()),
                 c.datahub.to_string(),
                 c.connector.to_string(),
                 c.source_type.as_deref().unwrap_or("-"),
@@ -130,7 +134,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         }
         let s = &report.summary;
         outln!(
-            "{} backups in {}: {} fresh, {} stale, {} broken, {} never verified (stale: {} or older)",
+            "{} backups in {}: {} fresh, {} stale, {} broken, {} never verified (stale: {} or older; CAPTURED: newest commit from continuous capture, within a minute)",
             s.total,
             report.scope,
             s.fresh,

@@ -138,6 +138,13 @@ impl ConnectorKey {
             .join(format!("{stamp}-{}.json", if ok { "ok" } else { "failed" }))
     }
 
+    /// Empty marker rewritten (at most once a minute) while continuous capture uploads
+    /// this connector's commits: its Last-Modified tells `status` how fresh the stream
+    /// is, from the same LIST that finds the canonical object.
+    pub fn stream_marker(&self) -> Path {
+        self.hubvault_dir().join("stream").join("head")
+    }
+
     pub fn labels_dir(&self) -> Path {
         self.hubvault_dir().join("label")
     }
@@ -262,6 +269,8 @@ pub enum KeyKind {
         source_type: String,
         name: String,
     },
+    /// The continuous-capture marker ([`ConnectorKey::stream_marker`]).
+    StreamMarker,
 }
 
 /// Splits a key into the connector it belongs to and what it is.
@@ -306,6 +315,9 @@ pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
                 ok,
             }
         }
+        [h, s, head] if h == HUBVAULT_DIR && s == "stream" && head == "head" => {
+            KeyKind::StreamMarker
+        }
         [h, l, t, n] if h == HUBVAULT_DIR && l == "label" => KeyKind::Label {
             source_type: t.clone(),
             name: n.clone(),
@@ -313,6 +325,110 @@ pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
         _ => return None,
     };
     Some((ck, kind))
+}
+
+/// Where a hub's continuous stream lives: `{org}/stream/{datahubId}/`, OUTSIDE
+/// `{org}/datahub/`, so that `status` (one LIST of `{org}/datahub/`) never pages through
+/// segments (docs/CONTINUOUS.md):
+///
+/// ```text
+/// {org}/stream/{datahubId}/L0/{YYYYMMDDTHH}/{stamp}-{run}-{seq:08}.hvs    one tick of the hub
+/// {org}/stream/{datahubId}/base/{connectorId}/{stamp}-{generation}.hvb   a chain's start
+/// ```
+///
+/// Time-derived names: capture writes without listing, and a restore lists only the
+/// hours it needs (a listing that starts after a key).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StreamKeys {
+    pub org: OrgSlug,
+    pub datahub: DatahubId,
+}
+
+/// A segment's name, read back.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SegmentName {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub run: String,
+    pub seq: u64,
+}
+
+/// A base's name, read back.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BaseName {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub generation: String,
+}
+
+impl StreamKeys {
+    pub fn new(org: OrgSlug, datahub: DatahubId) -> Self {
+        StreamKeys { org, datahub }
+    }
+
+    /// `{org}/stream/{datahubId}`
+    pub fn prefix(&self) -> Path {
+        Path::from_iter([self.org.as_str(), "stream", &self.datahub.to_string()])
+    }
+
+    pub fn segments_dir(&self) -> Path {
+        self.prefix().join("L0")
+    }
+
+    /// The folder of one hour of segments: the point a restore's listing starts after.
+    pub fn segment_hour(&self, at: chrono::DateTime<chrono::Utc>) -> Path {
+        self.segments_dir()
+            .join(at.format("%Y%m%dT%H").to_string().as_str())
+    }
+
+    pub fn segment(&self, at: chrono::DateTime<chrono::Utc>, run: &str, seq: u64) -> Path {
+        self.segment_hour(at)
+            .join(format!("{}-{run}-{seq:08}.hvs", stamp(at)).as_str())
+    }
+
+    pub fn bases_dir(&self, connector: ConnectorId) -> Path {
+        self.prefix()
+            .join("base")
+            .join(connector.to_string().as_str())
+    }
+
+    pub fn base(
+        &self,
+        connector: ConnectorId,
+        at: chrono::DateTime<chrono::Utc>,
+        generation: &str,
+    ) -> Path {
+        self.bases_dir(connector)
+            .join(format!("{}-{generation}.hvb", stamp(at)).as_str())
+    }
+
+    pub fn parse_segment(key: &Path) -> Option<SegmentName> {
+        let name = key.filename()?.strip_suffix(".hvs")?;
+        let (st, rest) = name.split_once('-')?;
+        let (run, seq) = rest.split_once('-')?;
+        if !is_stamp(st)
+            || run.len() != 8
+            || !run.bytes().all(|b| b.is_ascii_hexdigit())
+            || seq.len() != 8
+        {
+            return None;
+        }
+        Some(SegmentName {
+            time: VersionId::time_of(st)?,
+            run: run.to_string(),
+            seq: seq.parse().ok()?,
+        })
+    }
+
+    pub fn parse_base(key: &Path) -> Option<BaseName> {
+        let name = key.filename()?.strip_suffix(".hvb")?;
+        let (st, generation) = name.split_once('-')?;
+        if !is_stamp(st) || generation.len() != 16 {
+            return None;
+        }
+        Some(BaseName {
+            time: VersionId::time_of(st)?,
+            generation: generation.to_string(),
+        })
+    }
 }
 
 fn decode(part: &str) -> String {
@@ -359,6 +475,7 @@ mod tests {
                 KeyKind::Canonical(DbFileName::default()),
             ),
             (k.latest_manifest(), KeyKind::LatestManifest),
+            (k.stream_marker(), KeyKind::StreamMarker),
             (k.version_data(&v), KeyKind::VersionData(v.clone())),
             (k.version_manifest(&v), KeyKind::VersionManifest(v.clone())),
             (
@@ -381,6 +498,28 @@ mod tests {
             let listed = Path::parse(key.as_ref()).unwrap();
             assert_eq!(parse_key(&listed), Some((k.clone(), kind)), "{key}");
         }
+    }
+
+    #[test]
+    fn stream_keys_sort_by_time_and_round_trip() {
+        let k = ck();
+        let sk = StreamKeys::new(k.org.clone(), k.datahub);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-24T07:01:02.123Z")
+            .unwrap()
+            .to_utc();
+        let seg = sk.segment(at, "0a0b0c0d", 12);
+        assert_eq!(
+            seg.as_ref(),
+            "acme/stream/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/L0/20261124T07/20261124T070102.123Z-0a0b0c0d-00000012.hvs"
+        );
+        let n = StreamKeys::parse_segment(&Path::parse(seg.as_ref()).unwrap()).unwrap();
+        assert_eq!((n.time, n.run.as_str(), n.seq), (at, "0a0b0c0d", 12));
+        let base = sk.base(k.connector, at, "0123456789abcdef");
+        let b = StreamKeys::parse_base(&base).unwrap();
+        assert_eq!((b.time, b.generation.as_str()), (at, "0123456789abcdef"));
+        assert!(sk.segment_hour(at).as_ref() < seg.as_ref());
+        // Outside {org}/datahub/: the inventory's keys never include the stream.
+        assert!(parse_key(&seg).is_none() && parse_key(&base).is_none());
     }
 
     #[test]

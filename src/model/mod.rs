@@ -8,4 +8,5 @@ pub mod drill;
 pub mod ids;
 pub mod layout;
 pub mod manifest;
+pub mod stream;
 pub mod time;

@@ -25,9 +25,87 @@ pub fn fmt_age(d: Duration) -> String {
     }
 }
 
+/// Parses `restore --at TIME`: RFC 3339 (`2026-11-24T07:00:00Z`, `…+01:00`), the same
+/// without a zone (UTC assumed; `T` or a space; seconds and fractions optional), a date
+/// (`2026-11-24`: its first instant, UTC), or a duration ago (`15m`, `2h ago`,
+/// `1h 30m ago`). `now` is passed in so the result is testable.
+pub fn parse_instant(
+    s: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime};
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty".into());
+    }
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.to_utc());
+    }
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(t, f) {
+            return Ok(n.and_utc());
+        }
+    }
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+        "%Y-%m-%d %H:%M:%S%.fZ",
+    ] {
+        if let Ok(d) = chrono::DateTime::parse_from_str(t, f) {
+            return Ok(d.to_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    let ago = t.strip_suffix("ago").map(str::trim_end).unwrap_or(t);
+    match humantime::parse_duration(ago) {
+        Ok(d) => chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .ok_or_else(|| format!("{t:?} reaches before the year 0")),
+        Err(_) => Err(format!(
+            "{t:?} is not an RFC 3339 time, a date or a duration ago"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_are_read_in_every_documented_form() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let at = |s: &str| parse_instant(s, now).map(|t| t.to_rfc3339());
+        assert_eq!(
+            at("2026-11-24T07:00:00Z").unwrap(),
+            "2026-11-24T07:00:00+00:00"
+        );
+        assert_eq!(
+            at("2026-11-24T08:00:00+01:00").unwrap(),
+            "2026-11-24T07:00:00+00:00"
+        );
+        assert_eq!(
+            at("2026-11-24T07:00:00.250").unwrap(),
+            "2026-11-24T07:00:00.250+00:00"
+        );
+        assert_eq!(at("2026-11-24 07:00").unwrap(), "2026-11-24T07:00:00+00:00");
+        assert_eq!(at("2026-11-24").unwrap(), "2026-11-24T00:00:00+00:00");
+        assert_eq!(at("15m").unwrap(), "2026-11-24T11:45:00+00:00");
+        assert_eq!(at("2h ago").unwrap(), "2026-11-24T10:00:00+00:00");
+        assert_eq!(at("1h 30m ago").unwrap(), "2026-11-24T10:30:00+00:00");
+        for bad in ["", "yesterday-ish", "2026-13-01", "ago", "12:00"] {
+            assert!(at(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ages_are_written_in_the_largest_sensible_units() {

@@ -53,7 +53,7 @@ use serde::Serialize;
 
 use crate::blocking::blocking;
 use crate::catalog::fetch::{self, Chosen, Fetched};
-pub use crate::catalog::fetch::{Expected, Source};
+pub use crate::catalog::fetch::{ContinuousState, Expected, Source};
 use crate::error::{Error, Result};
 use crate::model::ids::{Ids, OrgSlug};
 use crate::model::layout::{self, ConnectorKey, DbFileName, VersionId};
@@ -150,6 +150,8 @@ pub struct RestoreReport {
     pub bytes: u64,
     pub events: Option<u64>,
     pub seconds: f64,
+    /// Set when the state was built from continuous capture: its time.
+    pub continuous: Option<ContinuousState>,
 }
 
 /// A target that cannot be used; nothing was touched.
@@ -575,7 +577,7 @@ fn prepare_and_install(
     let tmp: &Path = &fetched.file;
     let tmp_name = tmp.file_name().unwrap_or_default().to_os_string();
     let target_name = plan.target.file_name().unwrap_or_default().to_os_string();
-    let mut warnings = Vec::new();
+    let mut warnings = fetched.warnings.clone();
     if fetched.legacy {
         warnings.push(format!(
             "{}: no manifest (a backup uploaded by the old system): its checksum could not be checked; integrity and ids were",
@@ -626,7 +628,11 @@ fn prepare_and_install(
         None
     };
     // Put back the live database's journal mode; else the old target's; else leave it.
-    let journal_mode = match &plan.source.journal_mode {
+    let journal_mode = match fetched
+        .journal_mode
+        .as_ref()
+        .or(plan.source.journal_mode.as_ref())
+    {
         Some(m) => Some(m.clone()),
         None => journal_mode_of(dir, &target_name),
     };
@@ -697,6 +703,7 @@ fn prepare_and_install(
         bytes,
         events,
         seconds: started.elapsed().as_secs_f64(),
+        continuous: fetched.continuous.clone(),
     })
 }
 

@@ -40,6 +40,11 @@ pub struct ConnectorStatus {
     pub age_seconds: Option<f64>,
     pub versions: usize,
     pub last_drill: Option<DrillMark>,
+    /// Continuous capture: when it last uploaded a commit of this connector (the stream
+    /// marker's last-modified: rewritten at most once a minute, so within a minute of
+    /// the newest captured commit), and how long ago that is. `None`: not captured.
+    pub captured_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub capture_lag_seconds: Option<f64>,
     /// Why the connector is broken (empty otherwise).
     pub problems: Vec<String>,
 }
@@ -213,6 +218,13 @@ pub fn judge(l: Listed, max_age: Duration, now: chrono::DateTime<chrono::Utc>) -
         age_seconds: age,
         versions: complete,
         last_drill,
+        captured_at: l.stream.as_ref().map(|o| o.last_modified),
+        capture_lag_seconds: l.stream.as_ref().map(|o| {
+            (now - o.last_modified)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64()
+        }),
         problems,
     }
 }

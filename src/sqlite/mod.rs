@@ -7,6 +7,7 @@
 pub mod db;
 pub mod fsio;
 pub mod lock;
+pub mod pages;
 pub mod rewrite;
 pub mod safedir;
 pub mod snapshot;

@@ -470,6 +470,23 @@ impl Bucket {
         }
     }
 
+    /// Objects under `prefix` whose keys sort after `offset` (all pages): a listing that
+    /// starts where time-derived keys reach a given instant, instead of at the prefix's
+    /// beginning.
+    pub async fn list_after(&self, prefix: &Path, offset: &Path) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut stream = self.store.list_with_offset(Some(prefix), offset);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(m) => out.push(m.into()),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("LIST", prefix, e)),
+            }
+        }
+        out.sort_by(|a: &ObjectInfo, b: &ObjectInfo| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     /// Deletes the object; deleting a missing object is not an error.
     pub async fn delete(&self, key: &Path) -> Result<()> {
         match self.store.delete(key).await {

@@ -482,7 +482,8 @@ fn metrics_served(tb: &TestBucket) {
         .trim_start_matches("metrics on http://")
         .trim_end_matches("/metrics")
         .to_string();
-    wait_for_log(&rx, "uploaded", Duration::from_secs(60));
+    // The backup's "uploaded: <reason>" (capture's "base uploaded" comes first).
+    wait_for_log(&rx, "uploaded:", Duration::from_secs(60));
 
     let (head, body) = http_get(&addr, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -503,6 +504,31 @@ fn metrics_served(tb: &TestBucket) {
     assert!(of("hubvault_backup_size_bytes") > 4096.0);
     assert!(of("hubvault_backup_duration_seconds") > 0.0);
     assert_eq!(of("hubvault_backup_failures_total"), 0.0);
+    // Continuous capture's series: the connector's base, its lag, the hub's segments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http_get(&addr, "/metrics");
+        let s = parse_exposition(&body);
+        let has = |name: &str, v: Option<f64>| {
+            s.iter().any(|(n, l, x)| {
+                n == name
+                    && l.contains(&("connector".into(), id.clone()))
+                    && v.is_none_or(|v| *x == v)
+            })
+        };
+        if has("hubvault_capture_bases_total", Some(1.0))
+            && has("hubvault_capture_lag_seconds", None)
+            && s.iter()
+                .any(|(n, _, _)| n == "hubvault_capture_segments_total")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no capture metrics:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (head404, _) = http_get(&addr, "/other");
     assert!(head404.starts_with("HTTP/1.1 404"), "{head404}");
 

@@ -10,6 +10,7 @@ pub mod fixture;
 mod agent;
 mod backup;
 mod conformance;
+mod continuous;
 mod demo;
 mod doctor;
 mod history;

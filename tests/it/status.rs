@@ -160,13 +160,41 @@ fn drill_shows_in_status(tb: &TestBucket) {
 }
 both!(status_shows_the_last_drill_result, drill_shows_in_status);
 
-/// Issue 5: status over 2,000 connectors makes one paged LIST and nothing else.
+/// Issue 5: status over 2,000 connectors makes one paged LIST and nothing else. Issue
+/// 12: connectors under continuous capture (a marker each, and segments in the org's
+/// `stream/`) cost only their marker's share of a page: segments are never listed.
 #[test]
 fn status_over_2000_connectors_on_s3_is_one_paged_list() {
     let tb = TestBucket::s3();
     let (n, broken) = (2000, 10);
-    seed(&tb.bucket(), "acme", n, broken);
-    let keys = 4 * n - broken;
+    let cks = seed(&tb.bucket(), "acme", n, broken);
+    // Half the connectors are captured: a marker each, and 1,500 segments of the hubs.
+    let b = Arc::new(tb.bucket());
+    let mut puts: Vec<object_store::path::Path> =
+        cks.iter().step_by(2).map(|ck| ck.stream_marker()).collect();
+    let streamed = puts.len();
+    for i in 0..1500u64 {
+        let sk = hubvault::model::layout::StreamKeys::new(
+            cks[0].org.clone(),
+            cks[i as usize % 40].datahub,
+        );
+        puts.push(sk.segment(chrono::Utc::now(), "0a0b0c0d", i));
+    }
+    rt().block_on(async {
+        futures::stream::iter(puts)
+            .map(|k| {
+                let b = b.clone();
+                async move {
+                    b.put_bytes(&k, Bytes::new(), WriteMode::Overwrite)
+                        .await
+                        .unwrap()
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+    });
+    let keys = 4 * n - broken + streamed;
     let proxy = Proxy::s3();
     let out = run(cmd_private_tmp(&tb)
         .env("AWS_ENDPOINT_URL", proxy.url())
@@ -175,6 +203,13 @@ fn status_over_2000_connectors_on_s3_is_one_paged_list() {
     assert_eq!(doc["summary"]["total"], n);
     assert_eq!(doc["summary"]["broken"], broken);
     assert_eq!(doc["summary"]["fresh"], n - broken);
+    let captured = doc["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["captured_at"].is_string() && c["capture_lag_seconds"].is_number())
+        .count();
+    assert_eq!(captured, streamed);
     let requests = proxy.requests();
     // ListObjectsV2 pages of 1,000 keys: 7,990 keys -> 8 requests, no GET or HEAD of
     // any object.

@@ -1,0 +1,759 @@
+//! Continuous capture: every commit of every connector under the hub root reaches the
+//! bucket within about one tick, without touching the connectors' databases.
+//!
+//! - Each connector is a [`Tracked`]: its files held open ([`Source`]), the page hashes
+//!   of the last captured state ([`PageTable`]) and the commits not yet uploaded. WAL
+//!   databases are tailed lock-free; rollback-journal databases observed through the
+//!   change counter and two brief SHARED locks (`sqlite::pages`). What cannot be proven
+//!   continuous is resynced: a fresh lock-free image, diffed against the page table, goes
+//!   out as one commit, and the chain goes on.
+//! - A chain (a generation) starts with a base: the full image, uploaded when the agent
+//!   first sees the connector (so every agent start begins new generations, and says so),
+//!   or when the page size changes.
+//! - Per HUB, not per connector: one segment object per upload holds a section for every
+//!   connector with commits (S3 charges per request). An upload happens when commits are
+//!   pending and at least one tick has passed since the last one, so a lone commit after
+//!   idle goes out at once and a busy hub makes one PUT a tick. Idle: no request at all.
+//! - Wake-ups: inotify on every connector directory ([`crate::agent::watch`]), the tick as
+//!   the fallback poll.
+//! - A failed upload keeps the commits and retries at the next tick; past
+//!   [`MAX_PENDING_BYTES`] of a connector's commits held back, they are dropped and the
+//!   connector starts a new generation once the bucket answers again (logged).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::agent::metrics::Metrics;
+use crate::agent::scheduler::discover;
+use crate::agent::shutdown::stopped;
+use crate::agent::watch::Watcher;
+use crate::blocking::blocking;
+use crate::error::{Error, Result};
+use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
+use crate::model::layout::{ConnectorKey, StreamKeys};
+use crate::model::stream::{
+    self, BaseHeader, ChainSum, Commit, PageTable, Section, encode_base, encode_segment, page_hash,
+};
+use crate::sqlite::pages::rollback::{self, Locker, Skip};
+use crate::sqlite::pages::wal::Tail;
+use crate::sqlite::pages::{Diff, Mode, Source, wal::WalPos};
+use crate::store::{Bucket, WriteMode};
+
+pub use crate::agent::config::DEFAULT_TICK;
+/// Commits of one connector held back while the bucket fails, at most.
+pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+/// The per-connector marker under the connector prefix is rewritten at most this often.
+pub const MARKER_EVERY: Duration = Duration::from_secs(60);
+/// A connector whose capture failed is tried again after this long.
+const FAILED_RETRY: Duration = Duration::from_secs(10);
+/// Rollback-journal observations are spaced by this many times the last one's duration.
+const ROLLBACK_SPACING: u32 = 4;
+/// Attempts at a rollback-journal observation that raced a commit, per wake-up.
+const RACE_TRIES: usize = 3;
+
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    pub hub_root: PathBuf,
+    pub org: OrgSlug,
+    pub tick: Duration,
+    /// Where a base image is written to read its ids (never beside the database).
+    pub tmp_dir: Option<PathBuf>,
+}
+
+/// Where WAL tailing stands.
+#[derive(Clone, Copy, Debug)]
+enum WalState {
+    /// Nothing proven: the next look is a resync.
+    Unknown,
+    /// Tailing from this position.
+    At(WalPos),
+    /// The last image was taken with no WAL; a WAL whose header carries these `-shm`
+    /// salts follows it.
+    Empty(Option<[u8; 8]>),
+}
+
+/// A base waiting for its upload.
+struct PendingBase {
+    header: BaseHeader,
+    image: Vec<u8>,
+}
+
+/// One connector under capture.
+pub struct Tracked {
+    connector: ConnectorId,
+    db: PathBuf,
+    src: Source,
+    locker: Option<Locker>,
+    datahub: Option<DatahubId>,
+    generation: Option<String>,
+    table: PageTable,
+    mode: Option<Mode>,
+    wal: WalState,
+    counter: Option<u32>,
+    base: Option<PendingBase>,
+    /// Commits not yet uploaded, and the chain checksum before the first of them.
+    pending: Vec<Commit>,
+    pending_prev: ChainSum,
+    pending_bytes: usize,
+    pending_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Since when a change was seen that could not be captured yet (busy writer, hot
+    /// journal, a WAL moving faster than an image): counted in the lag.
+    behind_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Rollback-journal mode: a full scan costs O(database size), so observations are
+    /// spaced by a few times the last scan's duration (commits in between are merged into
+    /// one record); the loop wakes at this instant to observe a change left waiting.
+    observe_after: Option<Instant>,
+    rollback_waiting: bool,
+    /// The page table must be rebuilt from a new base (pending commits were dropped).
+    restart: bool,
+    marker_at: Option<Instant>,
+    /// Reported problem, so it is logged once and not every tick.
+    failing: Option<String>,
+    /// After a failure, the connector is left alone until then (a database that is not a
+    /// connector's must not cost a full read on every wake-up).
+    retry_after: Option<Instant>,
+}
+
+/// What one look at the connectors found, for metrics and logs.
+#[derive(Debug, Default)]
+struct Looked {
+    resyncs: BTreeMap<ConnectorId, u64>,
+    lock_held: BTreeMap<ConnectorId, Duration>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Tracked {
+    fn new(connector: ConnectorId, db: PathBuf) -> Result<Tracked> {
+        let src = Source::open(&db)?;
+        Ok(Tracked {
+            connector,
+            db,
+            src,
+            locker: None,
+            datahub: None,
+            generation: None,
+            table: PageTable::new(4096),
+            mode: None,
+            wal: WalState::Unknown,
+            counter: None,
+            base: None,
+            pending: Vec::new(),
+            pending_prev: ChainSum::default(),
+            pending_bytes: 0,
+            pending_since: None,
+            behind_since: None,
+            observe_after: None,
+            rollback_waiting: false,
+            restart: false,
+            marker_at: None,
+            failing: None,
+            retry_after: None,
+        })
+    }
+
+    /// Records a diff as one commit (a resync or a rollback-journal observation).
+    fn push_diff(&mut self, d: Diff, time_ms: i64) {
+        if d.is_empty_for(&self.table) {
+            return;
+        }
+        for (p, img) in &d.pages {
+            self.table.set(*p, page_hash(*p, img));
+        }
+        self.table.resize(d.db_pages);
+        self.push(Commit {
+            time_ms,
+            db_pages: d.db_pages,
+            after: self.table.checksum(),
+            pages: d.pages,
+        });
+    }
+
+    fn push(&mut self, c: Commit) {
+        if self.pending.is_empty() {
+            self.pending_since = Some(chrono::Utc::now());
+        }
+        self.pending_bytes += c.pages.len() * (self.table.page_size() as usize + 4) + 32;
+        self.pending.push(c);
+    }
+
+    /// Starts a generation from a full image (`d` is a diff against an empty table).
+    fn start_generation(
+        &mut self,
+        org: &OrgSlug,
+        d: Diff,
+        mode: Mode,
+        tmp: &std::path::Path,
+    ) -> Result<()> {
+        let ps = d.page_size;
+        let mut image = vec![0u8; d.db_pages as usize * ps as usize];
+        for (p, img) in &d.pages {
+            image[(*p as usize - 1) * ps as usize..*p as usize * ps as usize].copy_from_slice(img);
+        }
+        let datahub = ids_of_image(&image, tmp, &self.db, self.connector)?;
+        let table = PageTable::of_image(ps, &image);
+        let generation = stream::new_generation();
+        let header = BaseHeader {
+            format: stream::FORMAT,
+            org: org.clone(),
+            datahub,
+            connector: self.connector,
+            generation: generation.clone(),
+            page_size: ps,
+            page_count: d.db_pages,
+            checksum: table.checksum(),
+            time_ms: now_ms(),
+            journal_mode: mode.name().to_string(),
+        };
+        tracing::info!(connector = %self.connector, generation = %generation, pages = d.db_pages,
+            "capture: new generation (a fresh base); the chain starts here");
+        self.datahub = Some(datahub);
+        self.pending_prev = table.checksum();
+        self.table = table;
+        self.generation = Some(generation);
+        self.base = Some(PendingBase { header, image });
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.pending_since = None;
+        self.restart = false;
+        Ok(())
+    }
+
+    /// Looks at the files once: new commits go to `pending`.
+    fn look(&mut self, org: &OrgSlug, tmp: &std::path::Path, looked: &mut Looked) -> Result<()> {
+        if self.src.replaced() {
+            tracing::info!(connector = %self.connector, db = %self.db.display(),
+                "capture: the database file was replaced (a restore?); starting over");
+            let marker_at = self.marker_at;
+            *self = Tracked::new(self.connector, self.db.clone())?;
+            self.marker_at = marker_at;
+        }
+        let header = self.src.header()?;
+        let mode_changed = self.mode.is_some_and(|m| m != header.mode);
+        if mode_changed {
+            tracing::info!(connector = %self.connector, mode = header.mode.name(),
+                "capture: journal mode changed; resyncing");
+            self.wal = WalState::Unknown;
+            self.counter = None;
+        }
+        self.mode = Some(header.mode);
+        let fresh =
+            self.generation.is_none() || self.restart || header.page_size != self.table.page_size();
+        if fresh {
+            let empty = PageTable::new(header.page_size);
+            let got = self.image(header.mode, &empty, looked)?;
+            let Some(d) = got else { return Ok(()) };
+            return self.start_generation(org, d, header.mode, tmp);
+        }
+        match header.mode {
+            Mode::Wal => {
+                self.locker = None;
+                self.wal_look(looked)
+            }
+            Mode::Rollback => {
+                if self.counter == Some(header.change_counter) {
+                    self.rollback_waiting = false;
+                    return Ok(());
+                }
+                if self.observe_after.is_some_and(|t| Instant::now() < t) {
+                    self.rollback_waiting = true;
+                    return Ok(());
+                }
+                self.rollback_waiting = false;
+                let started = Instant::now();
+                let table = self.table.clone();
+                if let Some(d) = self.image(Mode::Rollback, &table, looked)? {
+                    self.push_diff(d, now_ms());
+                }
+                self.observe_after = Some(Instant::now() + started.elapsed() * ROLLBACK_SPACING);
+                Ok(())
+            }
+        }
+    }
+
+    /// A consistent image of the current state as a diff against `table`; `None` when
+    /// it could not be had now (busy writer, hot journal): the next wake-up retries.
+    fn image(
+        &mut self,
+        mode: Mode,
+        table: &PageTable,
+        looked: &mut Looked,
+    ) -> Result<Option<Diff>> {
+        match mode {
+            Mode::Wal => {
+                let Some(crate::sqlite::pages::WalImage { diff: d, pos, shm }) =
+                    self.src.wal_image(table)?
+                else {
+                    tracing::warn!(connector = %self.connector, "capture: the WAL moved during every attempt at an image; retrying at the next tick (lag grows)");
+                    return Ok(None);
+                };
+                self.wal = match pos {
+                    Some(p) => WalState::At(p),
+                    None => WalState::Empty(shm),
+                };
+                Ok(Some(d))
+            }
+            Mode::Rollback => {
+                if self.locker.is_none() {
+                    self.locker = Some(Locker::open(&self.db)?);
+                }
+                let locker = self.locker.as_ref().expect("just set");
+                for _ in 0..RACE_TRIES {
+                    match rollback::observe(&self.src, locker, table)? {
+                        Ok(o) => {
+                            *looked.lock_held.entry(self.connector).or_default() += o.lock_held;
+                            self.counter = Some(o.change_counter);
+                            return Ok(Some(o.diff));
+                        }
+                        Err(Skip::Raced) => continue,
+                        Err(Skip::NowWal) => {
+                            self.wal = WalState::Unknown;
+                            return Ok(None);
+                        }
+                        Err(Skip::Busy(why)) => {
+                            tracing::debug!(connector = %self.connector, "capture: lock not had now ({why}); next tick");
+                            return Ok(None);
+                        }
+                    }
+                }
+                tracing::debug!(connector = %self.connector, "capture: commits raced {RACE_TRIES} scans; next tick");
+                Ok(None)
+            }
+        }
+    }
+
+    fn wal_look(&mut self, looked: &mut Looked) -> Result<()> {
+        let pos = match self.wal {
+            WalState::At(p) => Some(p),
+            WalState::Empty(shm) => match self.src.wal_follows(shm)? {
+                Some(p) => Some(p),
+                // Still no WAL: nothing can have changed the file.
+                None if !self.src.wal_has_header() => return Ok(()),
+                None => None,
+            },
+            WalState::Unknown => None,
+        };
+        if let Some(pos) = pos {
+            match self.src.wal_tail(&pos)? {
+                Tail::Commits(commits, next) => {
+                    self.wal = WalState::At(next);
+                    let t = now_ms();
+                    for c in commits {
+                        for (p, img) in &c.pages {
+                            self.table.set(*p, page_hash(*p, img));
+                        }
+                        self.table.resize(c.db_pages);
+                        let after = self.table.checksum();
+                        self.push(Commit {
+                            time_ms: t,
+                            db_pages: c.db_pages,
+                            after,
+                            pages: c.pages.into_iter().collect(),
+                        });
+                    }
+                    return Ok(());
+                }
+                Tail::Discontinuous(why) => {
+                    tracing::info!(connector = %self.connector, "capture: {why}; resyncing from a lock-free image");
+                }
+            }
+        }
+        *looked.resyncs.entry(self.connector).or_default() += 1;
+        let table = self.table.clone();
+        if let Some(d) = self.image(Mode::Wal, &table, looked)? {
+            self.push_diff(d, now_ms());
+        }
+        Ok(())
+    }
+}
+
+/// Writes the image to a temp file (not beside the database) and reads its datahub id;
+/// the connector id must be the directory's.
+fn ids_of_image(
+    image: &[u8],
+    tmp: &std::path::Path,
+    db: &std::path::Path,
+    connector: ConnectorId,
+) -> Result<DatahubId> {
+    let f = tempfile::Builder::new()
+        .prefix(".hubvault-capture-")
+        .tempfile_in(tmp)
+        .map_err(|e| Error::io(tmp, "cannot create a temp file", e))?;
+    // Read as a plain file: a WAL-mode header (bytes 18, 19 = 2) would make SQLite look
+    // for a -shm beside the temp file.
+    let mut plain = image.to_vec();
+    if plain.len() >= 20 {
+        plain[18] = 1;
+        plain[19] = 1;
+    }
+    std::fs::write(f.path(), &plain).map_err(|e| Error::io(f.path(), "cannot write", e))?;
+    let conn = crate::sqlite::db::open_read_only(f.path())?;
+    // The image is in WAL mode when the database is: read it as a plain file.
+    let info = crate::sqlite::db::read_info(&conn, db)?;
+    if info.connector != connector {
+        return Err(Error::db(
+            db,
+            format!(
+                "names connector {} but lives in the directory of connector {connector}",
+                info.connector
+            ),
+            "a database copied from another connector is not captured; restore it onto its own id",
+        ));
+    }
+    Ok(info.datahub)
+}
+
+/// The capture loop of one agent.
+pub struct Capture {
+    bucket: Bucket,
+    opts: CaptureOptions,
+    metrics: Arc<Metrics>,
+    run: String,
+    seq: u64,
+    tracked: BTreeMap<ConnectorId, Tracked>,
+    last_upload: Option<Instant>,
+    /// The hub root is rescanned at most once a tick: a busy writer wakes us on every
+    /// write, and a connector appearing can wait a tick.
+    last_discovery: Option<Instant>,
+}
+
+impl Capture {
+    pub fn new(bucket: Bucket, opts: CaptureOptions, metrics: Arc<Metrics>) -> Capture {
+        let run = hex::encode(rand::random::<[u8; 4]>());
+        Capture {
+            bucket,
+            opts,
+            metrics,
+            run,
+            seq: 0,
+            tracked: BTreeMap::new(),
+            last_upload: None,
+            last_discovery: None,
+        }
+    }
+
+    /// Captures until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let watcher = Watcher::new();
+        tracing::info!(run = %self.run, tick = ?self.opts.tick, inotify = watcher.is_some(),
+            "continuous capture started");
+        if let Some(w) = &watcher {
+            w.watch(&self.opts.hub_root);
+        }
+        let mut next_poll = Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            self.look(watcher.as_deref()).await;
+            let now = Instant::now();
+            let due = self
+                .last_upload
+                .is_none_or(|t| now.duration_since(t) >= self.opts.tick);
+            let pending = self
+                .tracked
+                .values()
+                .any(|t| !t.pending.is_empty() || t.base.is_some());
+            if pending && due {
+                self.upload().await;
+            }
+            self.report_lag();
+            let pending = self
+                .tracked
+                .values()
+                .any(|t| !t.pending.is_empty() || t.base.is_some());
+            if Instant::now() >= next_poll {
+                next_poll = Instant::now() + self.opts.tick;
+            }
+            // Wake on a change, at the next poll, when held-back commits are due, or when
+            // a rollback-journal change left waiting may be observed.
+            let mut wake = next_poll;
+            for t in self.tracked.values() {
+                if t.rollback_waiting
+                    && let Some(at) = t.observe_after
+                {
+                    wake = wake.min(at);
+                }
+            }
+            if pending && let Some(t) = self.last_upload {
+                wake = wake.min(t + self.opts.tick);
+            }
+            let wake = tokio::time::Instant::from_std(wake.max(Instant::now()));
+            match &watcher {
+                Some(w) => {
+                    let changed = w.changed.clone();
+                    tokio::select! {
+                        _ = changed.notified() => {}
+                        _ = tokio::time::sleep_until(wake) => {}
+                        _ = stopped(&mut shutdown) => break,
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(wake) => {}
+                        _ = stopped(&mut shutdown) => break,
+                    }
+                }
+            }
+        }
+        // What is pending goes out before we stop, within a bounded time.
+        if self
+            .tracked
+            .values()
+            .any(|t| !t.pending.is_empty() || t.base.is_some())
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.upload()).await;
+        }
+        tracing::info!("continuous capture stopped");
+        Ok(())
+    }
+
+    /// Rescans the hub root, then looks at every connector's files (blocking work, off
+    /// the runtime).
+    async fn look(&mut self, watcher: Option<&Watcher>) {
+        if self
+            .last_discovery
+            .is_none_or(|t| t.elapsed() >= self.opts.tick)
+        {
+            self.last_discovery = Some(Instant::now());
+            self.discover(watcher).await;
+        }
+        self.look_at_files().await;
+    }
+
+    async fn discover(&mut self, watcher: Option<&Watcher>) {
+        let root = self.opts.hub_root.clone();
+        let found = match blocking(move || discover(&root)).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("capture: {e}");
+                return;
+            }
+        };
+        let present: Vec<ConnectorId> = found.iter().map(|d| d.connector).collect();
+        self.tracked.retain(|c, t| {
+            let keep = present.contains(c);
+            if !keep {
+                tracing::info!(connector = %t.connector, "capture: connector removed; forgetting it");
+            }
+            keep
+        });
+        for d in found {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.tracked.entry(d.connector) {
+                match Tracked::new(d.connector, d.db.clone()) {
+                    Ok(t) => {
+                        e.insert(t);
+                    }
+                    Err(err) => tracing::warn!(connector = %d.connector, "capture: {err}"),
+                }
+            }
+        }
+        if let Some(w) = watcher {
+            let mut dirs: Vec<PathBuf> = vec![self.opts.hub_root.clone()];
+            for t in self.tracked.values() {
+                if let Some(p) = t.db.parent() {
+                    w.watch(p);
+                    dirs.push(p.to_path_buf());
+                }
+            }
+            w.retain(&dirs);
+        }
+    }
+
+    async fn look_at_files(&mut self) {
+        let mut tracked = std::mem::take(&mut self.tracked);
+        let org = self.opts.org.clone();
+        let tmp = self.opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let result = blocking(move || {
+            let mut looked = Looked::default();
+            for t in tracked.values_mut() {
+                if t.retry_after.is_some_and(|r| Instant::now() < r) {
+                    continue;
+                }
+                match t.look(&org, &tmp, &mut looked) {
+                    Ok(()) => {
+                        t.retry_after = None;
+                        if t.failing.take().is_some() {
+                            tracing::info!(connector = %t.connector, "capture: working again");
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if t.failing.as_deref() != Some(msg.as_str()) {
+                            tracing::warn!(connector = %t.connector, "capture: {msg} (retrying every {FAILED_RETRY:?})");
+                            t.failing = Some(msg);
+                        }
+                        t.retry_after = Some(Instant::now() + FAILED_RETRY);
+                    }
+                }
+            }
+            Ok((tracked, looked))
+        })
+        .await;
+        match result {
+            Ok((tracked, looked)) => {
+                self.tracked = tracked;
+                for (c, n) in looked.resyncs {
+                    self.metrics
+                        .update(&c.to_string(), |s| s.capture.resyncs_total += n);
+                }
+                for (c, d) in looked.lock_held {
+                    self.metrics.update(&c.to_string(), |s| {
+                        s.capture.lock_seconds_total += d.as_secs_f64()
+                    });
+                }
+            }
+            Err(e) => tracing::error!("capture: {e}"),
+        }
+    }
+
+    /// Bases first, then one segment per hub with every connector's pending commits.
+    async fn upload(&mut self) {
+        self.last_upload = Some(Instant::now());
+        // Bases.
+        for t in self.tracked.values_mut() {
+            let Some(b) = &t.base else { continue };
+            let keys = StreamKeys::new(b.header.org.clone(), b.header.datahub);
+            let at = chrono::DateTime::from_timestamp_millis(b.header.time_ms).unwrap_or_default();
+            let key = keys.base(t.connector, at, &b.header.generation);
+            let (h, img) = (b.header.clone(), b.image.clone());
+            let bytes = match blocking(move || encode_base(&h, &img)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(connector = %t.connector, "capture: {e}");
+                    continue;
+                }
+            };
+            let n = bytes.len() as u64;
+            match self.bucket.put_bytes(&key, bytes, WriteMode::Create).await {
+                Ok(_) => {
+                    tracing::info!(connector = %t.connector, key = %key, bytes = n, "capture: base uploaded");
+                    t.base = None;
+                    self.metrics.update(&t.connector.to_string(), |s| {
+                        s.capture.bases_total += 1;
+                        s.capture.bytes_total += n;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %t.connector, "capture: base upload failed, retrying next tick: {e}")
+                }
+            }
+        }
+        // One segment per hub.
+        let mut hubs: BTreeMap<DatahubId, Vec<ConnectorId>> = BTreeMap::new();
+        for (c, t) in &self.tracked {
+            if t.base.is_none()
+                && !t.pending.is_empty()
+                && let Some(h) = t.datahub
+            {
+                hubs.entry(h).or_default().push(*c);
+            }
+        }
+        for (hub, conns) in hubs {
+            let sections: Vec<Section> = conns
+                .iter()
+                .map(|c| {
+                    let t = &self.tracked[c];
+                    Section {
+                        connector: *c,
+                        generation: t.generation.clone().expect("a generation before commits"),
+                        page_size: t.table.page_size(),
+                        prev: t.pending_prev,
+                        commits: t.pending.clone(),
+                    }
+                })
+                .collect();
+            let now = chrono::Utc::now();
+            // Incremented only when a segment landed: a gap in a run's numbers is a
+            // missing segment (restore checks).
+            let seq = self.seq;
+            let keys = StreamKeys::new(self.opts.org.clone(), hub);
+            let key = keys.segment(now, &self.run, seq);
+            let (org, run) = (self.opts.org.clone(), self.run.clone());
+            let bytes = match blocking(move || {
+                encode_segment(&org, hub, &run, seq, now.timestamp_millis(), &sections)
+            })
+            .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("capture: {e}");
+                    continue;
+                }
+            };
+            let n = bytes.len() as u64;
+            match self.bucket.put_bytes(&key, bytes, WriteMode::Create).await {
+                Ok(_) => {
+                    self.seq += 1;
+                    tracing::debug!(key = %key, bytes = n, connectors = conns.len(), "capture: segment uploaded");
+                    self.metrics.hub_segment(n);
+                    for c in &conns {
+                        let t = self.tracked.get_mut(c).expect("listed above");
+                        let last = t.pending.last().map(|c| c.time_ms);
+                        let count = t.pending.len() as u64;
+                        t.pending_prev = t.table_checksum_after_pending();
+                        t.pending.clear();
+                        t.pending_bytes = 0;
+                        t.pending_since = None;
+                        self.metrics.update(&c.to_string(), |s| {
+                            s.capture.commits_total += count;
+                            s.capture.last_commit =
+                                last.and_then(chrono::DateTime::from_timestamp_millis);
+                        });
+                        if t.marker_at.is_none_or(|m| m.elapsed() >= MARKER_EVERY) {
+                            let ck = ConnectorKey::new(self.opts.org.clone(), hub, *c);
+                            match self
+                                .bucket
+                                .put_bytes(
+                                    &ck.stream_marker(),
+                                    Vec::<u8>::new(),
+                                    WriteMode::Overwrite,
+                                )
+                                .await
+                            {
+                                Ok(_) => t.marker_at = Some(Instant::now()),
+                                Err(e) => tracing::warn!(connector = %c, "capture: marker: {e}"),
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, "capture: segment upload failed, retrying next tick: {e}");
+                    for c in &conns {
+                        let t = self.tracked.get_mut(c).expect("listed above");
+                        if t.pending_bytes > MAX_PENDING_BYTES {
+                            tracing::error!(connector = %c, "capture: {} MiB of commits held back while the bucket fails; dropping them, a new generation starts when it answers", t.pending_bytes >> 20);
+                            t.pending.clear();
+                            t.pending_bytes = 0;
+                            t.restart = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn report_lag(&self) {
+        for (c, t) in &self.tracked {
+            let since = match (t.pending_since, t.behind_since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.metrics
+                .update(&c.to_string(), |s| s.capture.pending_since = since);
+        }
+    }
+}
+
+impl Tracked {
+    /// The chain checksum after every pending commit (the table's state).
+    fn table_checksum_after_pending(&self) -> ChainSum {
+        self.pending.last().map_or(self.pending_prev, |c| c.after)
+    }
+}

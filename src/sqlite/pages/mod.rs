@@ -1,0 +1,375 @@
+//! The page reader: a consistent page image of a live SQLite database, read WITHOUT a
+//! connection in WAL mode and with only brief shared locks in rollback-journal mode, and
+//! the commits made since a known position. Continuous capture is built on it; issue
+//! 13's one-pass backup is meant to reuse [`Source`] and [`Source::wal_image`].
+//!
+//! Rules (docs/CONTINUOUS.md has the proofs):
+//! - The database's files are opened read-only with `O_NOFOLLOW` and the descriptors
+//!   kept for the connector's whole life: closing ANY descriptor of a file drops every
+//!   POSIX lock this process holds on it, SQLite's own included (FINDINGS.md).
+//! - Nothing is ever created or written beside the database.
+//! - WAL mode ([`Source::wal_image`]): header H1, every page of the database file, then
+//!   the WAL (header H2, every valid frame through the last commit N), then header H3;
+//!   H1 == H2 == H3 (and, when there is no WAL header, the `-shm` salts unchanged) means no
+//!   restart or truncation happened meanwhile, so any page a checkpoint copied into the
+//!   file during the read came from frames 1..N, which are overlaid: the image is exactly
+//!   the state at commit N, and tailing goes on from frame N.
+//! - Rollback-journal mode ([`rollback`]): see that module.
+
+pub mod rollback;
+pub mod wal;
+
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::model::stream::{PageTable, page_hash};
+use crate::sqlite::fsio::side_path;
+use wal::{WalHeader, WalPos, read_full};
+
+/// The journal mode the database header says (bytes 18 and 19: 2 means WAL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Wal,
+    Rollback,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Wal => "wal",
+            Mode::Rollback => "delete",
+        }
+    }
+}
+
+/// The first 100 bytes of the database file, as read (possibly mid-write: a caller
+/// that acts on it confirms under the rules of its mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DbHeader {
+    pub page_size: u32,
+    pub mode: Mode,
+    /// File change counter (offset 24): moves on every commit in rollback mode only.
+    pub change_counter: u32,
+}
+
+impl DbHeader {
+    pub fn parse(b: &[u8]) -> Option<DbHeader> {
+        if b.len() < 100 || &b[..16] != b"SQLite format 3\0" {
+            return None;
+        }
+        let ps = u16::from_be_bytes([b[16], b[17]]) as u32;
+        let page_size = if ps == 1 { 65536 } else { ps };
+        if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+            return None;
+        }
+        let mode = if b[18] == 2 && b[19] == 2 {
+            Mode::Wal
+        } else {
+            Mode::Rollback
+        };
+        Some(DbHeader {
+            page_size,
+            mode,
+            change_counter: u32::from_be_bytes(b[24..28].try_into().expect("4")),
+        })
+    }
+}
+
+/// The pages that differ from a known state ([`PageTable`]), and the size after.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub page_size: u32,
+    pub db_pages: u32,
+    /// (page number, image), in page order.
+    pub pages: Vec<(u32, Vec<u8>)>,
+}
+
+impl Diff {
+    /// True if and only if applying it to `table` changes nothing.
+    pub fn is_empty_for(&self, table: &PageTable) -> bool {
+        self.pages.is_empty() && self.db_pages == table.pages()
+    }
+}
+
+/// A consistent lock-free image of a WAL database ([`Source::wal_image`]).
+#[derive(Debug)]
+pub struct WalImage {
+    /// The image as a diff against the table passed in.
+    pub diff: Diff,
+    /// Where tailing goes on (`None`: there was no WAL).
+    pub pos: Option<WalPos>,
+    /// With no WAL: the `-shm` salts that the next WAL's header will carry.
+    pub shm: Option<[u8; 8]>,
+}
+
+/// A side file (`-wal`, `-shm`) kept open while its inode stays the one at its path.
+#[derive(Debug)]
+struct Side {
+    path: PathBuf,
+    open: Option<(File, u64)>,
+}
+
+impl Side {
+    fn new(path: PathBuf) -> Side {
+        Side { path, open: None }
+    }
+
+    /// The file at the path now, reopened if it was replaced; `None` if there is none.
+    /// An old descriptor is kept until replaced (closing it could drop locks).
+    fn current(&mut self) -> std::io::Result<Option<&File>> {
+        let ino = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.is_file() => m.ino(),
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if self.open.as_ref().map(|(_, i)| *i) != Some(ino) {
+            match open_ro(&self.path) {
+                Ok(f) => {
+                    let real = f.metadata()?.ino();
+                    self.open = Some((f, real));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.open.as_ref().map(|(f, _)| f))
+    }
+}
+
+fn open_ro(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// One connector database's files, held open for the connector's life.
+#[derive(Debug)]
+pub struct Source {
+    path: PathBuf,
+    db: File,
+    wal: Side,
+    shm: Side,
+}
+
+/// Attempts at a stable lock-free image before giving up for this tick.
+const IMAGE_TRIES: usize = 5;
+
+impl Source {
+    pub fn open(path: &Path) -> Result<Source> {
+        let db = open_ro(path)
+            .map_err(|e| Error::io(path, "cannot open the database for capture", e))?;
+        Ok(Source {
+            path: path.to_path_buf(),
+            db,
+            wal: Side::new(side_path(path, "-wal")),
+            shm: Side::new(side_path(path, "-shm")),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True if and only if the path now names another file than the one held open (the
+    /// database was replaced, e.g. by a restore's rename): the caller starts over.
+    pub fn replaced(&self) -> bool {
+        match (std::fs::metadata(&self.path), self.db.metadata()) {
+            (Ok(now), Ok(held)) => now.ino() != held.ino() || now.dev() != held.dev(),
+            (Err(_), _) | (_, Err(_)) => false,
+        }
+    }
+
+    pub fn db_file(&self) -> &File {
+        &self.db
+    }
+
+    fn io(&self, what: &str, e: std::io::Error) -> Error {
+        Error::io(&self.path, what, e)
+    }
+
+    /// The database header, read without a lock.
+    pub fn header(&self) -> Result<DbHeader> {
+        let mut b = [0u8; 100];
+        let n = read_full(&self.db, &mut b, 0).map_err(|e| self.io("cannot read the header", e))?;
+        DbHeader::parse(&b[..n]).ok_or_else(|| {
+            Error::db(
+                &self.path,
+                "has no valid SQLite header (yet)",
+                "capture retries on the next tick",
+            )
+        })
+    }
+
+    /// The `-wal` file's header, if the file exists and holds a valid one.
+    fn wal_header(&mut self) -> Result<Option<WalHeader>> {
+        let path = self.path.clone();
+        let Some(f) = self
+            .wal
+            .current()
+            .map_err(|e| Error::io(&path, "cannot open the -wal", e))?
+        else {
+            return Ok(None);
+        };
+        let mut raw = [0u8; wal::HEADER];
+        let n =
+            read_full(f, &mut raw, 0).map_err(|e| Error::io(&path, "cannot read the -wal", e))?;
+        Ok(if n < wal::HEADER {
+            None
+        } else {
+            WalHeader::parse(&raw)
+        })
+    }
+
+    /// The salts of the `-shm` wal-index header (bytes 32..40 of its first copy): they
+    /// move on every WAL restart and truncation, even when the `-wal` is left empty.
+    fn shm_salts(&mut self) -> Option<[u8; 8]> {
+        let f = self.shm.current().ok()??;
+        let mut b = [0u8; 8];
+        (read_full(f, &mut b, 32).ok()? == 8).then_some(b)
+    }
+
+    /// Commits after `pos` in the current `-wal` (lock-free tailing).
+    pub fn wal_tail(&mut self, pos: &WalPos) -> Result<wal::Tail> {
+        let path = self.path.clone();
+        match self
+            .wal
+            .current()
+            .map_err(|e| Error::io(&path, "cannot open the -wal", e))?
+        {
+            None => Ok(wal::Tail::Discontinuous("the -wal file is gone")),
+            Some(f) => {
+                wal::read_after(f, pos).map_err(|e| Error::io(&path, "cannot read the -wal", e))
+            }
+        }
+    }
+
+    /// True if and only if a `-wal` file with a valid header is there now.
+    pub fn wal_has_header(&mut self) -> bool {
+        matches!(self.wal_header(), Ok(Some(_)))
+    }
+
+    /// A consistent image of a WAL-mode database, lock-free (see the module's rule),
+    /// as a diff against `table`, and the position tailing goes on from (`None`: there
+    /// was no WAL; any WAL that appears later must be checked with
+    /// [`Source::wal_follows`]). `Ok(None)`: writers moved too fast for `IMAGE_TRIES`
+    /// attempts; try again later.
+    pub fn wal_image(&mut self, table: &PageTable) -> Result<Option<WalImage>> {
+        for _ in 0..IMAGE_TRIES {
+            let h1 = self.wal_header()?;
+            let shm1 = self.shm_salts();
+            let hdr = self.header()?;
+            let ps = hdr.page_size;
+            let same_size = table.page_size() == ps;
+            let len = self
+                .db
+                .metadata()
+                .map_err(|e| self.io("cannot stat", e))?
+                .len();
+            let file_pages = (len / ps as u64) as u32;
+            // Pass over the file: keep only pages that differ from the table.
+            let mut changed: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
+            let mut buf = vec![0u8; ps as usize * 64];
+            let mut pgno = 1u32;
+            while pgno <= file_pages {
+                let n = (file_pages - pgno + 1).min(64);
+                let want = n as usize * ps as usize;
+                let got = read_full(&self.db, &mut buf[..want], (pgno as u64 - 1) * ps as u64)
+                    .map_err(|e| self.io("cannot read the database", e))?;
+                for (i, page) in buf[..got].chunks_exact(ps as usize).enumerate() {
+                    let p = pgno + i as u32;
+                    if !same_size || table.get(p) != Some(page_hash(p, page)) {
+                        changed.insert(p, page.to_vec());
+                    }
+                }
+                if got < want {
+                    break;
+                }
+                pgno += n;
+            }
+            let h2 = self.wal_header()?;
+            if h1.map(|h| h.raw) != h2.map(|h| h.raw) {
+                continue;
+            }
+            let (commits, pos, db_pages) = match h2 {
+                Some(h) if h.page_size == ps => {
+                    let path = self.path.clone();
+                    let io = |what: &str, e| Error::io(&path, what, e);
+                    let f = self
+                        .wal
+                        .current()
+                        .map_err(|e| io("cannot open the -wal", e))?;
+                    let Some(f) = f else { continue };
+                    let wlen = f
+                        .metadata()
+                        .map_err(|e| io("cannot stat the -wal", e))?
+                        .len();
+                    let (commits, pos, _) = wal::scan(f, &WalPos::start(h), wlen)
+                        .map_err(|e| io("cannot read the -wal", e))?;
+                    let db_pages = commits.last().map_or(file_pages, |c| c.db_pages);
+                    (commits, Some(pos), db_pages)
+                }
+                Some(_) => continue,
+                None => (Vec::new(), None, file_pages),
+            };
+            let h3 = self.wal_header()?;
+            let shm3 = self.shm_salts();
+            if h3.map(|h| h.raw) != h1.map(|h| h.raw) || (h1.is_none() && shm1 != shm3) {
+                continue;
+            }
+            // Overlay frames 1..N in order: the newest image of each page wins.
+            let mut wal_pages: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
+            for c in commits {
+                wal_pages.extend(c.pages);
+            }
+            let zero = vec![0u8; ps as usize];
+            let mut pages = Vec::new();
+            for p in 1..=db_pages {
+                let img = if let Some(img) = wal_pages.remove(&p) {
+                    img
+                } else if let Some(img) = changed.remove(&p) {
+                    img
+                } else if p <= file_pages {
+                    continue; // same as the table
+                } else {
+                    zero.clone()
+                };
+                if !same_size || table.get(p) != Some(page_hash(p, &img)) {
+                    pages.push((p, img));
+                }
+            }
+            return Ok(Some(WalImage {
+                diff: Diff {
+                    page_size: ps,
+                    db_pages,
+                    pages,
+                },
+                pos,
+                shm: shm1,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// After an image taken with no WAL (position `None`), true if and only if the WAL
+    /// there now starts right after that image: its header carries exactly the salts
+    /// the `-shm` announced for the next WAL then (one restart, no frame missed).
+    pub fn wal_follows(&mut self, shm_then: Option<[u8; 8]>) -> Result<Option<WalPos>> {
+        let Some(h) = self.wal_header()? else {
+            return Ok(None);
+        };
+        let Some(s) = shm_then else { return Ok(None) };
+        // The wal-index stores salts in the WAL header's byte order (big-endian copies).
+        if h.raw[16..24] == s {
+            Ok(Some(WalPos::start(h)))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

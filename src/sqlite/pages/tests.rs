@@ -1,0 +1,199 @@
+//! The page reader against real SQLite files written by rusqlite.
+
+use super::*;
+use crate::model::stream::PageTable;
+use rusqlite::Connection;
+
+fn writer(path: &Path, wal: bool) -> Connection {
+    let c = Connection::open(path).unwrap();
+    if wal {
+        c.pragma_update(None, "journal_mode", "wal").unwrap();
+        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    } else {
+        c.pragma_update(None, "journal_mode", "delete").unwrap();
+    }
+    c.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)")
+        .unwrap();
+    c
+}
+
+fn insert(c: &Connection, from: i64, n: i64) {
+    let tx = c.unchecked_transaction().unwrap();
+    for i in from..from + n {
+        tx.execute(
+            "INSERT INTO t VALUES (?1, ?2)",
+            rusqlite::params![i, "x".repeat((i % 300) as usize)],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// Applies a diff to a table and to an image kept beside it.
+fn apply(table: &mut PageTable, image: &mut Vec<u8>, d: &Diff) {
+    let ps = d.page_size as usize;
+    image.resize(d.db_pages as usize * ps, 0);
+    for (p, img) in &d.pages {
+        image[(*p as usize - 1) * ps..*p as usize * ps].copy_from_slice(img);
+        table.set(*p, page_hash(*p, img));
+    }
+    table.resize(d.db_pages);
+}
+
+/// The rows of table t in an image written to a file.
+fn rows_of_image(image: &[u8]) -> Vec<(i64, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("img.db");
+    std::fs::write(&p, image).unwrap();
+    let c = Connection::open(&p).unwrap();
+    let ok: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    rows(&c)
+}
+
+fn rows(c: &Connection) -> Vec<(i64, String)> {
+    let mut s = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn wal_image_without_a_connection_is_the_committed_state_and_tailing_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 200);
+    let mut src = Source::open(&path).unwrap();
+    assert_eq!(src.header().unwrap().mode, Mode::Wal);
+    let mut table = PageTable::new(4096);
+    let mut image = Vec::new();
+    let WalImage { diff: d, pos, .. } = src.wal_image(&table).unwrap().unwrap();
+    apply(&mut table, &mut image, &d);
+    assert_eq!(rows_of_image(&image), rows(&w));
+    let mut pos = pos.expect("a WAL with frames gives a position");
+
+    // Three more commits, tailed: every commit seen, and the state equals the writer's.
+    for k in 0..3 {
+        insert(&w, 1000 + k * 10, 10);
+    }
+    match src.wal_tail(&pos).unwrap() {
+        wal::Tail::Commits(cs, p) => {
+            assert_eq!(cs.len(), 3);
+            for c in cs {
+                let d = Diff {
+                    page_size: 4096,
+                    db_pages: c.db_pages,
+                    pages: c.pages.into_iter().collect(),
+                };
+                apply(&mut table, &mut image, &d);
+            }
+            pos = p;
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rows_of_image(&image), rows(&w));
+    // A fresh image agrees page for page: nothing to add.
+    let d = src.wal_image(&table).unwrap().unwrap().diff;
+    assert!(d.is_empty_for(&table), "{} pages differ", d.pages.len());
+
+    // A checkpoint that copies frames but keeps the WAL: still continuous.
+    w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    insert(&w, 2000, 5);
+    let wal::Tail::Commits(cs, _) = src.wal_tail(&pos).unwrap() else {
+        panic!("a passive checkpoint breaks nothing")
+    };
+    assert_eq!(cs.len(), 1);
+
+    // The connector truncating its WAL: detected, and a resync finds the state.
+    w.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    assert!(matches!(
+        src.wal_tail(&pos).unwrap(),
+        wal::Tail::Discontinuous(_)
+    ));
+    let WalImage {
+        diff: d,
+        pos: pos2,
+        shm,
+    } = src.wal_image(&table).unwrap().unwrap();
+    assert!(pos2.is_none());
+    apply(&mut table, &mut image, &d);
+    assert_eq!(rows_of_image(&image), rows(&w));
+    // The next WAL starts right after that image: tailing resumes without a resync.
+    insert(&w, 3000, 5);
+    let pos3 = src
+        .wal_follows(shm)
+        .unwrap()
+        .expect("the new WAL follows the image");
+    let wal::Tail::Commits(cs, _) = src.wal_tail(&pos3).unwrap() else {
+        panic!()
+    };
+    assert_eq!(cs.len(), 1);
+}
+
+#[test]
+fn wal_checksums_match_sqlite_in_both_byte_orders() {
+    // SQLite writes the byte order of the machine; check the other order by hand on a
+    // header we compute.
+    let mut raw = [0u8; 32];
+    raw[..4].copy_from_slice(&0x377f0683u32.to_be_bytes());
+    raw[4..8].copy_from_slice(&3007000u32.to_be_bytes());
+    raw[8..12].copy_from_slice(&4096u32.to_be_bytes());
+    let c = wal::cksum(true, &raw[..24], (0, 0));
+    raw[24..28].copy_from_slice(&c.0.to_be_bytes());
+    raw[28..32].copy_from_slice(&c.1.to_be_bytes());
+    assert!(wal::WalHeader::parse(&raw).unwrap().big_endian);
+    raw[31] ^= 1;
+    assert!(wal::WalHeader::parse(&raw).is_none());
+}
+
+#[test]
+fn rollback_observation_is_the_committed_state_and_sees_only_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, false);
+    insert(&w, 0, 300);
+    let src = Source::open(&path).unwrap();
+    assert_eq!(src.header().unwrap().mode, Mode::Rollback);
+    let locker = rollback::Locker::open(&path).unwrap();
+    let mut table = PageTable::new(4096);
+    let mut image = Vec::new();
+    let o = rollback::observe(&src, &locker, &table).unwrap().unwrap();
+    apply(&mut table, &mut image, &o.diff);
+    assert_eq!(rows_of_image(&image), rows(&w));
+    let before = o.change_counter;
+    insert(&w, 5000, 3);
+    let o = rollback::observe(&src, &locker, &table).unwrap().unwrap();
+    assert_ne!(o.change_counter, before);
+    assert!(o.diff.pages.len() < 10, "{} pages", o.diff.pages.len());
+    apply(&mut table, &mut image, &o.diff);
+    assert_eq!(rows_of_image(&image), rows(&w));
+    // Nothing committed: nothing differs.
+    let o = rollback::observe(&src, &locker, &table).unwrap().unwrap();
+    assert!(o.diff.is_empty_for(&table));
+    // No file of ours beside the database.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["sqlite.db"]);
+}
+
+#[test]
+fn a_switch_to_wal_is_seen_by_the_rollback_observer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, false);
+    insert(&w, 0, 10);
+    let src = Source::open(&path).unwrap();
+    let locker = rollback::Locker::open(&path).unwrap();
+    w.pragma_update(None, "journal_mode", "wal").unwrap();
+    let r = rollback::observe(&src, &locker, &PageTable::new(4096)).unwrap();
+    assert!(matches!(r, Err(rollback::Skip::NowWal)), "{r:?}");
+}
