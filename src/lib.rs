@@ -10,9 +10,9 @@
 //! error into an exit code. The folders are layers, and a layer imports only the layers
 //! below it (docs/DESIGN.md has the picture; `tests/it/layers.rs` holds the code to it):
 //!
-//! - [`error`], [`progress`], [`blocking`], [`command`]: the error type, the progress
-//!   trait, how blocking work leaves the async runtime, and how an operator's command
-//!   (restore's hook) is run; used everywhere;
+//! - [`error`], [`progress`], [`blocking`], [`command`], [`clock`]: the error type, the
+//!   progress trait, how blocking work leaves the async runtime, how an operator's command
+//!   (restore's hook) is run, and where "now" comes from; used everywhere;
 //! - [`model`]: ids, the bucket's key layout, and every record format we store;
 //! - [`store`]: the bucket behind one narrow type, codecs, staged uploads;
 //! - [`sqlite`]: databases and the files around them on this machine: opening, checks,
@@ -27,6 +27,7 @@
 pub mod agent;
 pub mod blocking;
 pub mod catalog;
+pub mod clock;
 pub mod command;
 pub mod error;
 pub mod model;

@@ -364,15 +364,11 @@ fn section_body(s: &Section) -> Vec<u8> {
     out
 }
 
-/// `magic || u32 header length || header JSON || sections (each zstd) || sha256`.
-pub fn encode_segment(
-    org: &OrgSlug,
-    datahub: DatahubId,
-    run: &str,
-    seq: u64,
-    time_ms: i64,
+/// Each section compressed on its own, with its table entry (offsets still 0).
+fn encode_sections(
     sections: &[Section],
-) -> Result<Vec<u8>> {
+    time_ms: i64,
+) -> Result<(Vec<SectionEntry>, Vec<Vec<u8>>)> {
     let mut entries = Vec::new();
     let mut bodies = Vec::new();
     for s in sections {
@@ -395,6 +391,54 @@ pub fn encode_segment(
         });
         bodies.push(z);
     }
+    Ok((entries, bodies))
+}
+
+/// `magic || u32 header length || header JSON || sections || sha256`, the section table's
+/// offsets settled (they depend on the header's length, which depends on the offsets'
+/// digits: two rounds at most in practice).
+fn assemble<H: Serialize>(
+    magic: &[u8; 8],
+    header: &mut H,
+    table: fn(&mut H) -> &mut Vec<SectionEntry>,
+    bodies: &[Vec<u8>],
+) -> Vec<u8> {
+    let mut json = serde_json::to_vec(header).expect("a header serialises");
+    loop {
+        let mut at = 12 + json.len() as u64;
+        for e in table(header).iter_mut() {
+            e.offset = at;
+            at += e.length;
+        }
+        let again = serde_json::to_vec(header).expect("a header serialises");
+        if again.len() == json.len() {
+            json = again;
+            break;
+        }
+        json = again;
+    }
+    let mut out = Vec::with_capacity(json.len() + bodies.iter().map(Vec::len).sum::<usize>() + 44);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    for b in bodies {
+        out.extend_from_slice(b);
+    }
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    out
+}
+
+/// `magic || u32 header length || header JSON || sections (each zstd) || sha256`.
+pub fn encode_segment(
+    org: &OrgSlug,
+    datahub: DatahubId,
+    run: &str,
+    seq: u64,
+    time_ms: i64,
+    sections: &[Section],
+) -> Result<Vec<u8>> {
+    let (entries, bodies) = encode_sections(sections, time_ms)?;
     let mut header = SegmentHeader {
         format: FORMAT,
         org: org.clone(),
@@ -404,32 +448,35 @@ pub fn encode_segment(
         time_ms,
         sections: entries,
     };
-    // Offsets depend on the header's length, which depends on the offsets' digits:
-    // settle by iterating (two rounds at most in practice).
-    let mut json = serde_json::to_vec(&header).expect("a segment header serialises");
-    loop {
-        let mut at = 12 + json.len() as u64;
-        for e in &mut header.sections {
-            e.offset = at;
-            at += e.length;
+    Ok(assemble(
+        SEGMENT_MAGIC,
+        &mut header,
+        |h| &mut h.sections,
+        &bodies,
+    ))
+}
+
+/// Checks a section table against the body it describes.
+fn check_table(
+    entries: &[SectionEntry],
+    json_len: usize,
+    body_len: usize,
+    what: &str,
+) -> Result<()> {
+    let mut at = 12 + json_len as u64;
+    for e in entries {
+        if e.offset != at || !is_generation(&e.generation) || e.commits == 0 {
+            return Err(damaged(what, "section table out of order"));
         }
-        let again = serde_json::to_vec(&header).expect("a segment header serialises");
-        if again.len() == json.len() {
-            json = again;
-            break;
-        }
-        json = again;
+        check_page_size(e.page_size, what)?;
+        at = at
+            .checked_add(e.length)
+            .ok_or_else(|| damaged(what, "section length"))?;
     }
-    let mut out = Vec::new();
-    out.extend_from_slice(SEGMENT_MAGIC);
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&json);
-    for b in &bodies {
-        out.extend_from_slice(b);
+    if at != 12 + json_len as u64 + body_len as u64 {
+        return Err(damaged(what, "sections do not fill the object"));
     }
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
-    Ok(out)
+    Ok(())
 }
 
 /// Reads a segment's header and checks the whole object's trailer and layout.
@@ -439,19 +486,7 @@ pub fn decode_segment_header(bytes: &[u8], what: &str) -> Result<SegmentHeader> 
     if h.format != FORMAT {
         return Err(damaged(what, format!("format {}", h.format)));
     }
-    let mut at = 12 + json.len() as u64;
-    for e in &h.sections {
-        if e.offset != at || !is_generation(&e.generation) || e.commits == 0 {
-            return Err(damaged(what, "section table out of order"));
-        }
-        check_page_size(e.page_size, what)?;
-        at = at
-            .checked_add(e.length)
-            .ok_or_else(|| damaged(what, "section length"))?;
-    }
-    if at != 12 + json.len() as u64 + body.len() as u64 {
-        return Err(damaged(what, "sections do not fill the object"));
-    }
+    check_table(&h.sections, json.len(), body.len(), what)?;
     Ok(h)
 }
 
@@ -525,6 +560,244 @@ pub fn decode_section_bytes(z: &[u8], e: &SectionEntry, what: &str) -> Result<Se
         prev: e.prev,
         commits,
     })
+}
+
+// ---------------------------------------------------------------- compacted (.hvs, HVCOMP)
+
+pub const COMPACT_MAGIC: &[u8; 8] = b"HVCOMP\0\x01";
+
+/// Level 1: every commit of one minute's segments, as captured. Level 2: merged (the
+/// newest image of each page changed in the window), cumulative from the window's parent
+/// mark (docs/CONTINUOUS.md, "Compaction").
+pub const LEVEL_MINUTE: u8 = 1;
+pub const LEVEL_MERGED: u8 = 2;
+
+/// The segments of one agent run an object holds: first and last segment number, and
+/// when the last of them was sent (a gap after it can hide commits from then on).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpan {
+    pub run: String,
+    pub first: u64,
+    pub last: u64,
+    pub last_ms: i64,
+}
+
+/// Segment numbers of a run that were missing (or unreadable) inside an object's window
+/// when it was compacted: the restore treats them as it treats a gap between segments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gap {
+    pub run: String,
+    pub first: u64,
+    pub last: u64,
+    /// When the segment before the gap was sent: the earliest commit it can hide.
+    pub after_ms: i64,
+    pub why: String,
+}
+
+/// What a compacted object says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactHeader {
+    pub format: u32,
+    pub org: OrgSlug,
+    pub datahub: DatahubId,
+    pub level: u8,
+    /// The window: segments sent at or after `start_ms` and before `end_ms` (UTC, ms).
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// When the object was written.
+    pub time_ms: i64,
+    pub runs: Vec<RunSpan>,
+    pub gaps: Vec<Gap>,
+    /// File names of the objects merged into this one (a later run deletes a level-1
+    /// object's sources that a killed run left behind, and only those).
+    pub sources: Vec<String>,
+    pub sections: Vec<SectionEntry>,
+}
+
+/// What goes into a compacted object besides its sections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactMeta {
+    pub org: OrgSlug,
+    pub datahub: DatahubId,
+    pub level: u8,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub time_ms: i64,
+    pub runs: Vec<RunSpan>,
+    pub gaps: Vec<Gap>,
+    pub sources: Vec<String>,
+}
+
+/// `HVCOMP magic || u32 header length || header JSON || sections (each zstd) || sha256`:
+/// the segment's layout, so one section reads alone the same way.
+pub fn encode_compact(meta: &CompactMeta, sections: &[Section]) -> Result<Vec<u8>> {
+    let (entries, bodies) = encode_sections(sections, meta.end_ms)?;
+    let mut header = CompactHeader {
+        format: FORMAT,
+        org: meta.org.clone(),
+        datahub: meta.datahub,
+        level: meta.level,
+        start_ms: meta.start_ms,
+        end_ms: meta.end_ms,
+        time_ms: meta.time_ms,
+        runs: meta.runs.clone(),
+        gaps: meta.gaps.clone(),
+        sources: meta.sources.clone(),
+        sections: entries,
+    };
+    Ok(assemble(
+        COMPACT_MAGIC,
+        &mut header,
+        |h| &mut h.sections,
+        &bodies,
+    ))
+}
+
+/// Reads a compacted object's header and checks the whole object's trailer and layout.
+pub fn decode_compact_header(bytes: &[u8], what: &str) -> Result<CompactHeader> {
+    let (json, body) = open_object(bytes, COMPACT_MAGIC, what)?;
+    let h: CompactHeader = serde_json::from_slice(json).map_err(|e| damaged(what, e))?;
+    if h.format != FORMAT
+        || !(LEVEL_MINUTE..=LEVEL_MERGED).contains(&h.level)
+        || h.start_ms >= h.end_ms
+    {
+        return Err(damaged(what, "unknown format, level or window"));
+    }
+    check_table(&h.sections, json.len(), body.len(), what)?;
+    Ok(h)
+}
+
+/// A segment's or a compacted object's header, read by its magic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectHeader {
+    Segment(SegmentHeader),
+    Compact(CompactHeader),
+}
+
+impl ObjectHeader {
+    pub fn sections(&self) -> &[SectionEntry] {
+        match self {
+            ObjectHeader::Segment(h) => &h.sections,
+            ObjectHeader::Compact(h) => &h.sections,
+        }
+    }
+
+    /// The runs whose segments the object holds.
+    pub fn runs(&self) -> Vec<RunSpan> {
+        match self {
+            ObjectHeader::Segment(h) => vec![RunSpan {
+                run: h.run.clone(),
+                first: h.seq,
+                last: h.seq,
+                last_ms: h.time_ms,
+            }],
+            ObjectHeader::Compact(h) => h.runs.clone(),
+        }
+    }
+
+    pub fn gaps(&self) -> &[Gap] {
+        match self {
+            ObjectHeader::Segment(_) => &[],
+            ObjectHeader::Compact(h) => &h.gaps,
+        }
+    }
+}
+
+/// Reads any stream object's header (not a base), checking its trailer and layout.
+pub fn decode_object_header(bytes: &[u8], what: &str) -> Result<ObjectHeader> {
+    if bytes.len() >= 8 && &bytes[..8] == COMPACT_MAGIC {
+        decode_compact_header(bytes, what).map(ObjectHeader::Compact)
+    } else {
+        decode_segment_header(bytes, what).map(ObjectHeader::Segment)
+    }
+}
+
+// ---------------------------------------------------------------- chaining and merging
+
+/// Chains sections of ONE connector and generation, given in the order they were sent,
+/// into as few sections as the chain allows: a section whose `prev` is the state reached
+/// so far is appended; one that repeats commits already in (a retried upload whose first
+/// attempt landed) is trimmed to the commits after that state; one that does neither
+/// starts a new section, so a break stays visible to the restore, which reports it.
+pub fn chain_sections(input: Vec<Section>) -> Vec<Section> {
+    let mut out: Vec<Section> = Vec::new();
+    let mut history: std::collections::BTreeSet<ChainSum> = Default::default();
+    for s in input {
+        if s.commits.is_empty() {
+            continue;
+        }
+        let Some(cur) = out.last_mut() else {
+            history.insert(s.prev);
+            history.extend(s.commits.iter().map(|c| c.after));
+            out.push(s);
+            continue;
+        };
+        debug_assert!(cur.connector == s.connector && cur.generation == s.generation);
+        let current = cur.after();
+        if s.prev == current {
+            history.extend(s.commits.iter().map(|c| c.after));
+            cur.commits.extend(s.commits);
+            continue;
+        }
+        if history.contains(&s.prev)
+            && let Some(i) = s.commits.iter().position(|c| c.after == current)
+        {
+            let rest: Vec<Commit> = s.commits.into_iter().skip(i + 1).collect();
+            history.extend(rest.iter().map(|c| c.after));
+            cur.commits.extend(rest);
+            continue;
+        }
+        // A break: kept as a section of its own.
+        history.insert(s.prev);
+        history.extend(s.commits.iter().map(|c| c.after));
+        out.push(s);
+    }
+    out
+}
+
+/// One commit that takes any state to where `commits` (applied in order) take it: the
+/// newest image of each page written, the last size, the last checksum and time. A page
+/// cut off by a smaller size and grown back without being written reads as zeros after
+/// the sequence, so it is written as zeros (the state it is applied to may still hold
+/// an older image there).
+pub fn merge_commits(commits: &[Commit], page_size: u32) -> Option<Commit> {
+    let last = commits.last()?;
+    let mut pages: std::collections::BTreeMap<u32, &[u8]> = Default::default();
+    let mut smallest = u32::MAX;
+    for c in commits {
+        for (p, img) in &c.pages {
+            pages.insert(*p, img);
+        }
+        smallest = smallest.min(c.db_pages);
+        pages.retain(|p, _| *p <= c.db_pages);
+    }
+    let zero = vec![0u8; page_size as usize];
+    let mut out: Vec<(u32, Vec<u8>)> = Vec::with_capacity(pages.len());
+    for p in 1..=last.db_pages {
+        match pages.get(&p) {
+            Some(img) => out.push((p, img.to_vec())),
+            None if p > smallest => out.push((p, zero.clone())),
+            None => {}
+        }
+    }
+    Some(Commit {
+        time_ms: last.time_ms,
+        db_pages: last.db_pages,
+        after: last.after,
+        pages: out,
+    })
+}
+
+/// A section as one merged commit (see [`merge_commits`]).
+pub fn merge_section(s: Section) -> Section {
+    let merged = merge_commits(&s.commits, s.page_size);
+    Section {
+        commits: merged.into_iter().collect(),
+        ..s
+    }
 }
 
 struct Cursor<'a> {
@@ -671,6 +944,116 @@ mod tests {
         assert!(decode_base(&bytes, "base").is_err());
     }
 
+    /// Applies a commit to an image as a restore does.
+    fn apply_image(image: &mut Vec<u8>, c: &Commit, ps: usize) {
+        for (p, img) in &c.pages {
+            let end = *p as usize * ps;
+            if image.len() < end {
+                image.resize(end, 0);
+            }
+            image[end - ps..end].copy_from_slice(img);
+        }
+        image.resize(c.db_pages as usize * ps, 0);
+    }
+
+    #[test]
+    fn a_page_cut_off_and_grown_back_is_merged_as_zeros() {
+        let ps = 512;
+        let c = |db_pages: u32, pages: Vec<(u32, u8)>| Commit {
+            time_ms: 0,
+            db_pages,
+            after: ChainSum(0),
+            pages: pages.into_iter().map(|(p, f)| (p, page(ps, f))).collect(),
+        };
+        // 4 pages, cut to 2, page 4 written again at 5 pages: page 3 and 5 are zeros.
+        let commits = vec![c(4, vec![(3, 7)]), c(2, vec![]), c(5, vec![(4, 9)])];
+        let m = merge_commits(&commits, ps as u32).unwrap();
+        let start: Vec<u8> = (1..=4u8).flat_map(|i| page(ps, i)).collect();
+        let (mut a, mut b) = (start.clone(), start);
+        for x in &commits {
+            apply_image(&mut a, x, ps);
+        }
+        apply_image(&mut b, &m, ps);
+        assert_eq!(a, b);
+        assert_eq!(
+            m.pages.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn chaining_trims_a_retried_upload_and_keeps_a_break() {
+        let conn = ConnectorId::random();
+        let g = "0123456789abcdef".to_string();
+        let commit = |after: u128| Commit {
+            time_ms: after as i64,
+            db_pages: 1,
+            after: ChainSum(after),
+            pages: vec![],
+        };
+        let sec = |prev: u128, afters: &[u128]| Section {
+            connector: conn,
+            generation: g.clone(),
+            page_size: 512,
+            prev: ChainSum(prev),
+            commits: afters.iter().map(|a| commit(*a)).collect(),
+        };
+        // 1->2->3, then a retry repeating 2,3 and adding 4, then 4->5, then a break 9->10.
+        let out = chain_sections(vec![
+            sec(1, &[2, 3]),
+            sec(1, &[2, 3, 4]),
+            sec(4, &[5]),
+            sec(9, &[10]),
+        ]);
+        assert_eq!(out.len(), 2);
+        let afters: Vec<u128> = out[0].commits.iter().map(|c| c.after.0).collect();
+        assert_eq!((out[0].prev.0, afters), (1, vec![2, 3, 4, 5]));
+        assert_eq!((out[1].prev.0, out[1].after().0), (9, 10));
+    }
+
+    #[test]
+    fn a_compacted_object_round_trips_and_is_told_from_a_segment() {
+        let conn = ConnectorId::random();
+        let meta = CompactMeta {
+            org: org(),
+            datahub: DatahubId::random(),
+            level: LEVEL_MINUTE,
+            start_ms: 60_000,
+            end_ms: 120_000,
+            time_ms: 130_000,
+            runs: vec![RunSpan {
+                run: "0a0b0c0d".into(),
+                first: 3,
+                last: 9,
+                last_ms: 119_000,
+            }],
+            gaps: vec![],
+            sources: vec!["a.hvs".into()],
+        };
+        let bytes = encode_compact(&meta, &[section(conn)]).unwrap();
+        let h = decode_object_header(&bytes, "c").unwrap();
+        let ObjectHeader::Compact(ch) = &h else {
+            panic!("not read as compacted")
+        };
+        assert_eq!((ch.level, ch.start_ms, ch.end_ms), (1, 60_000, 120_000));
+        assert_eq!(h.runs()[0].last, 9);
+        assert_eq!(
+            decode_section(&bytes, &ch.sections[0], "c").unwrap(),
+            section(conn)
+        );
+        let seg = encode_segment(&org(), meta.datahub, "0a0b0c0d", 1, 1, &[section(conn)]).unwrap();
+        assert!(matches!(
+            decode_object_header(&seg, "s").unwrap(),
+            ObjectHeader::Segment(_)
+        ));
+        assert!(decode_compact_header(&seg, "s").is_err());
+        for i in (0..bytes.len()).step_by(11) {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode_object_header(&bad, "c").is_err(), "byte {i}");
+        }
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -692,6 +1075,30 @@ mod tests {
                     plain: 4096, sha256: hex::encode(Sha256::digest(&bytes)),
                 };
                 let _ = decode_section_bytes(&bytes, &e, "x");
+            }
+
+            /// Applying the merged commit to ANY state gives what applying the commits
+            /// one by one gives: page for page, and the same chain checksum.
+            #[test]
+            fn a_merged_commit_equals_its_commits_applied_in_order(
+                start in 0usize..7,
+                start_fill in any::<u8>(),
+                commits in proptest::collection::vec((1u32..9, proptest::collection::btree_set(1u32..9, 0..4), any::<u8>()), 1..6),
+            ) {
+                let ps = 512usize;
+                let commits: Vec<Commit> = commits.into_iter().map(|(size, pgnos, fill)| Commit {
+                    time_ms: 0, db_pages: size, after: ChainSum(0),
+                    pages: pgnos.into_iter().filter(|p| *p <= size).map(|p| (p, vec![fill ^ p as u8; ps])).collect(),
+                }).collect();
+                let image: Vec<u8> = (0..start).flat_map(|i| vec![start_fill.wrapping_add(i as u8); ps]).collect();
+                let (mut a, mut b) = (image.clone(), image.clone());
+                for c in &commits { apply_image(&mut a, c, ps); }
+                let m = merge_commits(&commits, ps as u32).unwrap();
+                apply_image(&mut b, &m, ps);
+                prop_assert_eq!(&a, &b);
+                let mut t = PageTable::of_image(ps as u32, &image);
+                t.apply(&m);
+                prop_assert_eq!(t.checksum(), PageTable::of_image(ps as u32, &a).checksum());
             }
 
             /// A section with any commits round-trips exactly.

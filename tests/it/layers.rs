@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 
 /// Which folders (or root modules) each folder may import, besides itself.
 fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
-    let foundation = ["error", "progress", "blocking", "command"];
+    let foundation = ["error", "progress", "blocking", "command", "clock"];
     let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     m.insert("error", vec![]);
     m.insert("progress", vec![]);
     m.insert("blocking", vec!["error"]);
     m.insert("command", vec!["error"]);
+    m.insert("clock", vec![]);
     let below = |extra: &[&'static str]| {
         let mut v: Vec<&str> = foundation.to_vec();
         v.extend_from_slice(extra);
