@@ -1,31 +1,323 @@
-//! Which objects make the state of connector C at instant T, from the continuous stream
-//! ([`plan`]), and building that state, chain checked ([`build`]).
+//! What a hub's continuous stream holds ([`StreamIndex`]), which of its objects make the
+//! state of connector C at instant T ([`plan`], [`chain`]), building that state chain
+//! checked ([`build`]), and the span a connector can be restored to ([`window`]).
 //!
-//! Plan (LIST requests only): the connector's bases (one LIST of its `base/` folder), the
-//! newest at or before T (or the newest); then the hub's segments from the base's hour on
-//! (one listing that starts after that hour's key: never the whole history).
+//! Objects (docs/CONTINUOUS.md): bases (a connector's full image), segments (L0: one
+//! tick of the hub), minutes (L1: every commit of a minute's segments) and marks (L2:
+//! merged, cumulative from their parent mark; `model::windows`). A chain from a base's
+//! time to T takes, greedily, the mark that starts where the chain stands and reaches
+//! furthest without passing T (at most one of each kind), then the minutes, then the
+//! segments not compacted yet, and, for a restore `--at T`, the first object after T when
+//! the segment sent right after T may still hold commits observed at or before T.
 //!
-//! Build: the base's image (its chain checksum proven), then every segment in key order,
-//! its section for this connector and generation, commits observed at or before T
-//! applied in order. The chain must hold: each section's `prev` is the state built so far
-//! (a section that repeats commits already applied, as a retried upload can, is trimmed);
+//! Plan (LIST requests only): the connector's bases (one LIST), the marks from the base's
+//! day, the minutes and segments from where the marks end: each listing starts after a
+//! key and stops paging once past T, so a restore lists a handful of pages for any
+//! instant, never the whole history.
+//!
+//! Build: the base's image (its chain checksum proven), then every object in order, its
+//! sections for this connector and generation, commits observed at or before T applied
+//! in order. The chain must hold: each section's `prev` is the state built so far (a
+//! section that repeats commits already applied, as a retried upload can, is trimmed);
 //! each commit's `after` is the checksum of the state after applying it. A section that
 //! does not continue the chain, or a gap in a run's segment numbers / an unreadable
-//! segment before T that the chain did not prove harmless, is an error naming the range
+//! object before T that the chain did not prove harmless, is an error naming the range
 //! and the nearest restorable instants, never a silently older state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use futures::StreamExt;
 use object_store::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
-use crate::model::layout::{BaseName, SegmentName, StreamKeys};
-use crate::model::stream::{self, ChainSum, PageTable, page_hash};
+use crate::model::layout::{BaseName, SegmentName, StreamKeys, WindowName};
+use crate::model::stream::{self, ChainSum, ObjectHeader, PageTable, Section, page_hash};
+use crate::model::windows::at_ms;
 use crate::store::Bucket;
 
 type Time = chrono::DateTime<chrono::Utc>;
+
+/// Objects fetched at once while a chain is read (they are applied in order).
+const READ_AHEAD: usize = 4;
+
+/// One object of a hub's stream, as its key tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Segment(SegmentName),
+    Window(WindowName),
+}
+
+impl Entry {
+    /// Segments sent at or after this instant are in it.
+    pub fn start(&self) -> Time {
+        match self {
+            Entry::Segment(n) => n.time,
+            Entry::Window(w) => w.start,
+        }
+    }
+
+    /// Segments sent before this instant are in it (a segment: its own time, included).
+    pub fn end(&self) -> Time {
+        match self {
+            Entry::Segment(n) => n.time,
+            Entry::Window(w) => w.end,
+        }
+    }
+
+    pub fn level(&self) -> u8 {
+        match self {
+            Entry::Segment(_) => 0,
+            Entry::Window(w) => w.level,
+        }
+    }
+}
+
+/// An object of the stream found by a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub key: Path,
+    pub entry: Entry,
+    pub size: u64,
+}
+
+/// A connector's base found by a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedBase {
+    pub key: Path,
+    pub name: BaseName,
+    pub size: u64,
+}
+
+/// What the bucket holds of one hub's stream, each level in key (= time) order.
+#[derive(Clone, Debug, Default)]
+pub struct StreamIndex {
+    pub segments: Vec<Listed>,
+    pub minutes: Vec<Listed>,
+    /// By start, then end.
+    pub marks: Vec<Listed>,
+    pub bases: BTreeMap<ConnectorId, Vec<ListedBase>>,
+}
+
+fn listed_objects(found: Vec<crate::store::bucket::ObjectInfo>) -> Vec<Listed> {
+    let mut out: Vec<Listed> = found
+        .into_iter()
+        .filter_map(|o| {
+            let entry = match StreamKeys::parse_segment(&o.key) {
+                Some(n) => Entry::Segment(n),
+                None => Entry::Window(StreamKeys::parse_window(&o.key)?),
+            };
+            Some(Listed {
+                key: o.key,
+                entry,
+                size: o.size,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+impl StreamIndex {
+    /// Lists the whole stream of a hub: segments, minutes, marks and every base (four
+    /// listings, each paged by 1,000 keys).
+    pub async fn load(bucket: &Bucket, keys: &StreamKeys) -> Result<StreamIndex> {
+        let mut idx = StreamIndex {
+            segments: listed_objects(bucket.list(&keys.segments_dir()).await?),
+            minutes: listed_objects(bucket.list(&keys.minutes_dir()).await?),
+            marks: listed_objects(bucket.list(&keys.marks_dir()).await?),
+            bases: BTreeMap::new(),
+        };
+        idx.segments
+            .retain(|l| matches!(l.entry, Entry::Segment(_)));
+        idx.minutes.retain(|l| l.entry.level() == 1);
+        idx.marks.retain(|l| l.entry.level() == 2);
+        for o in bucket.list(&keys.prefix().join("base")).await? {
+            let Some(name) = StreamKeys::parse_base(&o.key) else {
+                continue;
+            };
+            let Some(conn) = o
+                .key
+                .parts()
+                .nth_back(1)
+                .and_then(|p| ConnectorId::parse(p.as_ref()).ok())
+            else {
+                continue;
+            };
+            if keys.bases_dir(conn).parts().count() + 1 != o.key.parts().count() {
+                continue;
+            }
+            idx.bases.entry(conn).or_default().push(ListedBase {
+                key: o.key,
+                name,
+                size: o.size,
+            });
+        }
+        for v in idx.bases.values_mut() {
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(idx)
+    }
+
+    /// Every object of the hub (not the bases), in no particular order.
+    pub fn objects(&self) -> impl Iterator<Item = &Listed> {
+        self.segments
+            .iter()
+            .chain(self.minutes.iter())
+            .chain(self.marks.iter())
+    }
+
+    /// Adds an object written since the listing (keeps each level in order).
+    pub fn insert(&mut self, l: Listed) {
+        let level = match l.entry.level() {
+            0 => &mut self.segments,
+            1 => &mut self.minutes,
+            _ => &mut self.marks,
+        };
+        match level.binary_search_by(|x| x.key.cmp(&l.key)) {
+            Ok(i) => level[i] = l,
+            Err(i) => level.insert(i, l),
+        }
+    }
+
+    pub fn insert_base(&mut self, conn: ConnectorId, b: ListedBase) {
+        let v = self.bases.entry(conn).or_default();
+        match v.binary_search_by(|x| x.name.cmp(&b.name)) {
+            Ok(i) => v[i] = b,
+            Err(i) => v.insert(i, b),
+        }
+    }
+
+    /// Forgets a deleted object or base.
+    pub fn remove(&mut self, key: &Path) {
+        self.segments.retain(|l| &l.key != key);
+        self.minutes.retain(|l| &l.key != key);
+        self.marks.retain(|l| &l.key != key);
+        for v in self.bases.values_mut() {
+            v.retain(|b| &b.key != key);
+        }
+        self.bases.retain(|_, v| !v.is_empty());
+    }
+
+    /// The level-1 minute starting at `m`, if there is one.
+    pub fn minute_at(&self, m: Time) -> Option<&Listed> {
+        self.minutes
+            .binary_search_by(|l| l.entry.start().cmp(&m))
+            .ok()
+            .map(|i| &self.minutes[i])
+    }
+
+    /// The newest instant the hub's stream has data for: the newest segment's time, or
+    /// the end of the newest compacted window (less a millisecond) when all of it is
+    /// compacted.
+    pub fn newest(&self) -> Option<Time> {
+        let seg = self.segments.last().map(|l| l.entry.end());
+        let win = self
+            .minutes
+            .last()
+            .into_iter()
+            .chain(self.marks.iter().max_by_key(|l| l.entry.end()))
+            .map(|l| l.entry.end() - chrono::TimeDelta::milliseconds(1))
+            .max();
+        seg.max(win)
+    }
+}
+
+/// How far a chain goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// Everything there is.
+    Newest,
+    /// Commits observed at or before this instant (a restore `--at`).
+    At(Time),
+    /// Segments sent before this instant (compaction: a mark's end, a day's base).
+    Before(Time),
+}
+
+/// The objects that take a chain from where it starts to where it stops.
+#[derive(Clone, Debug, Default)]
+pub struct ChainObjects {
+    /// In the order they are applied.
+    pub objects: Vec<Listed>,
+    /// For [`Until::At`]: the first object after T. The segment sent right after T may
+    /// hold commits observed at or before T (they wait up to a tick for their upload): it
+    /// is read when nothing read before showed a segment sent after T.
+    pub straddler: Option<Listed>,
+}
+
+/// The objects (from `marks`, `minutes` and `segments`, each in key order) that take a
+/// chain from `from` to `until`. `at_start`: `from` is a base's time, and any object
+/// holding it may be used (the generation's sections in it start at the base); otherwise
+/// `from` is a window boundary and only objects starting there continue the chain.
+pub fn chain(
+    from: Time,
+    at_start: bool,
+    until: Until,
+    marks: &[Listed],
+    minutes: &[Listed],
+    segments: &[Listed],
+) -> ChainObjects {
+    let fits = |e: Time| match until {
+        Until::Newest => true,
+        Until::At(t) => e <= t,
+        Until::Before(b) => e <= b,
+    };
+    let mut p = from;
+    let mut first = at_start;
+    let mut objects: Vec<Listed> = Vec::new();
+    // Marks: the one starting where the chain stands that reaches furthest.
+    loop {
+        let best = marks
+            .iter()
+            .filter(|m| {
+                let (s, e) = (m.entry.start(), m.entry.end());
+                e > p && fits(e) && (s == p || (first && s <= p))
+            })
+            .max_by_key(|m| m.entry.end());
+        match best {
+            Some(m) => {
+                p = m.entry.end();
+                first = false;
+                objects.push(m.clone());
+            }
+            None => break,
+        }
+    }
+    // Then minutes and the segments no minute holds, in time order.
+    let covered: BTreeSet<Time> = minutes.iter().map(|m| m.entry.start()).collect();
+    let mut finer: Vec<&Listed> = minutes
+        .iter()
+        .filter(|m| m.entry.end() > p && (m.entry.start() >= p || first))
+        .chain(segments.iter().filter(|s| {
+            let t = s.entry.start();
+            t >= p && !covered.contains(&crate::model::windows::minute_of(t))
+        }))
+        .collect();
+    finer.sort_by(|a, b| {
+        (a.entry.start(), a.entry.level(), &a.key).cmp(&(b.entry.start(), b.entry.level(), &b.key))
+    });
+    let mut straddler = None;
+    for l in finer {
+        let take = match until {
+            Until::Newest => true,
+            Until::At(t) => l.entry.start() <= t,
+            Until::Before(b) => match l.entry {
+                Entry::Segment(_) => l.entry.start() < b,
+                Entry::Window(_) => l.entry.end() <= b,
+            },
+        };
+        if take {
+            objects.push(l.clone());
+        } else {
+            if matches!(until, Until::At(_)) {
+                straddler = Some(l.clone());
+            }
+            break;
+        }
+    }
+    ChainObjects { objects, straddler }
+}
 
 /// What a restore from the stream will read.
 #[derive(Clone, Debug, Serialize)]
@@ -33,16 +325,20 @@ pub struct StreamPlan {
     pub base: String,
     pub base_time: Time,
     pub generation: String,
-    /// Segments listed from the base's hour on (their sections for this connector are
-    /// read in order until T).
+    /// Stream objects after the base (marks, minutes, segments) read in order until T.
     pub segments: usize,
-    /// The newest segment's time: about the newest captured commit of the hub.
+    /// The newest object's time among those listed: about the newest captured commit of
+    /// the hub (for the newest state).
     pub newest_segment: Option<Time>,
     pub at: Option<Time>,
+    /// LIST requests the plan made.
+    pub lists: u32,
     #[serde(skip)]
     pub base_key: Path,
     #[serde(skip)]
-    pub segment_keys: Vec<(Path, SegmentName)>,
+    pub objects: Vec<Listed>,
+    #[serde(skip)]
+    pub straddler: Option<Listed>,
     #[serde(skip)]
     pub connector: ConnectorId,
     /// Bases after the chosen one (for "not covered up to the next base").
@@ -50,8 +346,63 @@ pub struct StreamPlan {
     pub next_base: Option<Time>,
 }
 
+impl StreamPlan {
+    /// The plan from an index already in memory (the compactor's), from `base` to
+    /// `until`.
+    pub fn from_index(
+        idx: &StreamIndex,
+        connector: ConnectorId,
+        base: &ListedBase,
+        until: Until,
+    ) -> StreamPlan {
+        let c = chain(
+            base.name.time,
+            true,
+            until,
+            &idx.marks,
+            &idx.minutes,
+            &idx.segments,
+        );
+        let next_base = idx
+            .bases
+            .get(&connector)
+            .and_then(|v| v.iter().map(|b| b.name.time).find(|t| *t > base.name.time));
+        StreamPlan {
+            base: base.key.to_string(),
+            base_time: base.name.time,
+            generation: base.name.generation.clone(),
+            segments: c.objects.len(),
+            newest_segment: c.objects.last().map(|l| l.entry.end()),
+            at: match until {
+                Until::At(t) => Some(t),
+                _ => None,
+            },
+            lists: 0,
+            base_key: base.key.clone(),
+            objects: c.objects,
+            straddler: c.straddler,
+            connector,
+            next_base,
+        }
+    }
+}
+
+fn before_t(at: Option<Time>) -> impl Fn(&Path) -> bool {
+    move |k: &Path| {
+        let start = StreamKeys::parse_segment(k)
+            .map(|n| n.time)
+            .or_else(|| StreamKeys::parse_window(k).map(|w| w.start));
+        match (at, start) {
+            (Some(t), Some(s)) => s <= t,
+            _ => true,
+        }
+    }
+}
+
 /// The plan for `connector` of `datahub` at `at` (None: newest), or `None` when the
-/// stream holds no base at or before it.
+/// stream holds no base at or before it. LISTs only: the connector's bases; the marks
+/// from the base's day; the minutes and segments from where the marks end; each listing
+/// stops paging once past `at`.
 pub async fn plan(
     bucket: &Bucket,
     org: &OrgSlug,
@@ -60,37 +411,80 @@ pub async fn plan(
     at: Option<Time>,
 ) -> Result<Option<StreamPlan>> {
     let keys = StreamKeys::new(org.clone(), datahub);
-    let mut bases: Vec<(BaseName, Path)> = bucket
+    let mut bases: Vec<ListedBase> = bucket
         .list(&keys.bases_dir(connector))
         .await?
         .into_iter()
-        .filter_map(|o| StreamKeys::parse_base(&o.key).map(|n| (n, o.key)))
+        .filter_map(|o| {
+            StreamKeys::parse_base(&o.key).map(|name| ListedBase {
+                key: o.key,
+                name,
+                size: o.size,
+            })
+        })
         .collect();
-    bases.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut lists = 1;
+    bases.sort_by(|a, b| a.name.cmp(&b.name));
     let pick = bases
         .iter()
-        .rposition(|(n, _)| at.is_none_or(|t| n.time <= t));
+        .rposition(|b| at.is_none_or(|t| b.name.time <= t));
     let Some(i) = pick else { return Ok(None) };
-    let (base, base_key) = bases[i].clone();
-    let next_base = bases.get(i + 1).map(|(n, _)| n.time);
-    // Keys after `{…}/L0/{hour}` are that hour's segments and every later one: the
-    // listing starts at the base's hour, whatever history lies before it.
-    let start = keys.segment_hour(base.time);
-    let listed = bucket.list_after(&keys.segments_dir(), &start).await?;
-    let segment_keys: Vec<(Path, SegmentName)> = listed
-        .into_iter()
-        .filter_map(|o| StreamKeys::parse_segment(&o.key).map(|n| (o.key, n)))
-        .filter(|(_, n)| n.time >= base.time)
-        .collect();
+    let base = bases[i].clone();
+    let next_base = bases.get(i + 1).map(|b| b.name.time);
+    let tb = base.name.time;
+
+    // Marks from the base's day on; the listing stops at the first mark past T.
+    // (A folder's own name sorts before every key in it and after every earlier folder:
+    // the listing starts there.)
+    let marks = listed_objects(
+        bucket
+            .list_after_until(&keys.marks_dir(), &keys.marks_day(tb), before_t(at))
+            .await?,
+    );
+    lists += 1;
+    let until = at.map_or(Until::Newest, Until::At);
+    let after_marks = chain(tb, true, until, &marks, &[], &[]);
+    let p = after_marks.objects.last().map_or(tb, |m| m.entry.end());
+    // Minutes and segments from the hour the marks reach (the minute holding a base's
+    // time starts before it: list from that minute's hour).
+    let hour_from = crate::model::windows::minute_of(p);
+    let minutes = listed_objects(
+        bucket
+            .list_after_until(
+                &keys.minutes_dir(),
+                &keys.minutes_hour(hour_from),
+                before_t(at),
+            )
+            .await?,
+    );
+    let segments = listed_objects(
+        bucket
+            .list_after_until(
+                &keys.segments_dir(),
+                &keys.segment_hour(hour_from),
+                before_t(at),
+            )
+            .await?,
+    );
+    lists += 2;
+    let c = chain(tb, true, until, &marks, &minutes, &segments);
+    let newest = c
+        .objects
+        .iter()
+        .chain(c.straddler.iter())
+        .map(|l| l.entry.end())
+        .max();
     Ok(Some(StreamPlan {
-        base: base_key.to_string(),
-        base_time: base.time,
-        generation: base.generation.clone(),
-        segments: segment_keys.len(),
-        newest_segment: segment_keys.last().map(|(_, n)| n.time),
+        base: base.key.to_string(),
+        base_time: tb,
+        generation: base.name.generation.clone(),
+        segments: c.objects.len(),
+        newest_segment: newest,
         at,
-        base_key,
-        segment_keys,
+        lists,
+        base_key: base.key,
+        objects: c.objects,
+        straddler: c.straddler,
         connector,
         next_base,
     }))
@@ -106,12 +500,9 @@ pub struct Built {
     pub state_time: Time,
     pub commits: u64,
     pub sections: u64,
+    /// Stream objects read (not the base).
     pub segments_read: u64,
     pub warnings: Vec<String>,
-}
-
-fn ms(t: i64) -> Time {
-    chrono::DateTime::from_timestamp_millis(t).unwrap_or_default()
 }
 
 fn broken(msg: String, restorable: Vec<String>) -> Error {
@@ -126,6 +517,84 @@ fn broken(msg: String, restorable: Vec<String>) -> Error {
             )
         },
     )
+}
+
+/// One object read and decoded: its header and this connector's sections.
+struct Read {
+    listed: Listed,
+    shown: String,
+    /// `None` when it vanished since the listing; `Err` when it is unreadable.
+    got: Option<std::result::Result<(ObjectHeader, Vec<Section>), String>>,
+}
+
+async fn read_object(
+    bucket: &Bucket,
+    l: Listed,
+    conn: ConnectorId,
+    generation: String,
+) -> Result<Read> {
+    let shown = bucket.shown(&l.key);
+    let bytes = match bucket.get_bytes(&l.key).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            return Ok(Read {
+                listed: l,
+                shown,
+                got: None,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let what = shown.clone();
+    let decoded = crate::blocking::blocking(move || {
+        let h = match stream::decode_object_header(&bytes, &what) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let mut out = Vec::new();
+        for e in h
+            .sections()
+            .iter()
+            .filter(|e| e.connector == conn && e.generation == generation)
+        {
+            match stream::decode_section(&bytes, e, &what) {
+                Ok(s) => out.push(s),
+                Err(e) => return Ok(Err(e.to_string())),
+            }
+        }
+        Ok(Ok((h, out)))
+    })
+    .await?;
+    Ok(Read {
+        listed: l,
+        shown,
+        got: Some(decoded),
+    })
+}
+
+/// The times of the segments an object holds that were sent after `t` (a segment's own
+/// time; a minute's sources), by run.
+fn runs_sent_after(r: &Read, t: Time) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    match &r.listed.entry {
+        Entry::Segment(n) => {
+            if n.time > t {
+                out.insert(n.run.clone());
+            }
+        }
+        Entry::Window(_) => {
+            if let Some(Ok((ObjectHeader::Compact(h), _))) = &r.got {
+                for s in &h.sources {
+                    if let Some(n) = StreamKeys::parse_segment(&Path::from(s.as_str()))
+                        && n.time > t
+                    {
+                        out.insert(n.run);
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Reads the plan's objects and builds the state at `plan.at` (or the newest).
@@ -145,86 +614,106 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
     let ps = header.page_size;
     let mut table = PageTable::of_image(ps, &image);
     let mut history: BTreeSet<ChainSum> = BTreeSet::from([table.checksum()]);
-    let mut state_time = ms(header.time_ms);
+    let mut state_time = at_ms(header.time_ms);
     let (mut commits, mut sections, mut segments_read) = (0u64, 0u64, 0u64);
     let mut warnings = Vec::new();
-    let at_ms = plan.at.map(|t| t.timestamp_millis());
+    let at_ms_limit = plan.at.map(|t| t.timestamp_millis());
     // The first thing after the last applied section that could hide commits: a gap in
-    // a run's numbers or an unreadable segment. Cleared when the chain goes on past it.
+    // a run's numbers or an unreadable object. Cleared when the chain goes on past it.
     let mut suspect: Option<(String, Time)> = None;
-    // Per run: the last segment number seen and its time. Commits of a missing segment
-    // were observed after the previous segment of its run was sent: that time is the
-    // earliest instant the gap can hide.
-    let mut last_seq: std::collections::BTreeMap<String, (u64, Time)> = Default::default();
+    // Per run: the last segment number seen and when it was sent. Commits of a missing
+    // segment were observed after the previous segment of its run was sent: that time is
+    // the earliest instant the gap can hide.
+    let mut last_seq: BTreeMap<String, (u64, Time)> = Default::default();
     let mut our_runs: BTreeSet<String> = BTreeSet::new();
+    let mut after_t_runs: BTreeSet<String> = BTreeSet::new();
     let mut done = false;
-    for (key, name) in &plan.segment_keys {
+
+    // Objects are fetched a few at a time, applied in order; the straddler only when
+    // nothing read showed a segment sent after T.
+    let conn = plan.connector;
+    let generation = plan.generation.clone();
+    let mut reads = futures::stream::iter(plan.objects.clone())
+        .map(|l| read_object(bucket, l, conn, generation.clone()))
+        .buffered(READ_AHEAD);
+    let mut straddler_pending = plan.straddler.clone();
+    loop {
+        let next = match reads.next().await {
+            Some(r) => Some(r?),
+            None => match (straddler_pending.take(), plan.at) {
+                (Some(s), Some(t)) if after_t_runs.is_empty() && !done => {
+                    let _ = t;
+                    Some(read_object(bucket, s, conn, generation.clone()).await?)
+                }
+                _ => None,
+            },
+        };
+        let Some(r) = next else { break };
         if done {
             break;
         }
-        let since = match last_seq.get(&name.run) {
-            Some((prev, t)) => {
-                if name.seq > prev + 1 && suspect.is_none() {
-                    suspect = Some((
-                        format!(
-                            "segments {}..{} of agent run {} are missing (before {})",
-                            prev + 1,
-                            name.seq - 1,
-                            name.run,
-                            bucket.shown(key)
-                        ),
-                        *t,
-                    ));
-                }
-                *t
-            }
-            None => plan.base_time,
-        };
-        if last_seq.get(&name.run).is_none_or(|(s, _)| name.seq > *s) {
-            last_seq.insert(name.run.clone(), (name.seq, name.time));
+        if let Some(t) = plan.at {
+            after_t_runs.extend(runs_sent_after(&r, t));
         }
-        let shown = bucket.shown(key);
-        let bytes = match bucket.get_bytes(key).await {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => {
+        let shown = r.shown.clone();
+        let start = r.listed.entry.start();
+        // Run continuity: read from the key for a segment, from the header otherwise.
+        let runs = match (&r.listed.entry, &r.got) {
+            (_, Some(Ok((h, _)))) => h.runs(),
+            (Entry::Segment(n), _) => vec![stream::RunSpan {
+                run: n.run.clone(),
+                first: n.seq,
+                last: n.seq,
+                last_ms: n.time.timestamp_millis(),
+            }],
+            _ => Vec::new(),
+        };
+        let mut since_of_this = plan.base_time;
+        for span in &runs {
+            let since = match last_seq.get(&span.run) {
+                Some((prev, t)) => {
+                    if span.first > prev + 1 && suspect.is_none() {
+                        suspect = Some((
+                            format!(
+                                "segments {}..{} of agent run {} are missing (before {shown})",
+                                prev + 1,
+                                span.first - 1,
+                                span.run
+                            ),
+                            *t,
+                        ));
+                    }
+                    *t
+                }
+                None => plan.base_time,
+            };
+            since_of_this = since_of_this.max(since);
+            if last_seq.get(&span.run).is_none_or(|(s, _)| span.last > *s) {
+                last_seq.insert(span.run.clone(), (span.last, at_ms(span.last_ms)));
+            }
+        }
+        let (h, ours) = match r.got {
+            Some(Ok(x)) => x,
+            None => {
                 // Deleted since the listing: same as a gap.
-                suspect.get_or_insert((format!("{shown} vanished"), since));
+                suspect.get_or_insert((format!("{shown} vanished"), since_of_this.min(start)));
                 continue;
             }
-            Err(e) => return Err(e),
+            Some(Err(e)) => {
+                suspect.get_or_insert((
+                    format!("{shown} is unreadable ({e})"),
+                    since_of_this.min(start),
+                ));
+                continue;
+            }
         };
         segments_read += 1;
-        let decoded = {
-            let (shown, conn, generation) =
-                (shown.clone(), plan.connector, plan.generation.clone());
-            crate::blocking::blocking(move || {
-                let h = stream::decode_segment_header(&bytes, &shown)?;
-                let mut out = Vec::new();
-                for e in h
-                    .sections
-                    .iter()
-                    .filter(|e| e.connector == conn && e.generation == generation)
-                {
-                    out.push(stream::decode_section(&bytes, e, &shown)?);
-                }
-                Ok(out)
-            })
-            .await
-        };
-        let ours = match decoded {
-            Ok(s) => s,
-            Err(e) => {
-                suspect.get_or_insert((format!("{shown} is unreadable ({e})"), since));
-                continue;
-            }
-        };
-        if ours.is_empty() {
-            continue;
+        if !ours.is_empty() {
+            our_runs.extend(runs.iter().map(|s| s.run.clone()));
         }
-        our_runs.insert(name.run.clone());
         for s in ours {
             // Past T: nothing here is needed, whatever comes after.
-            if at_ms.is_some_and(|t| s.commits.first().is_some_and(|c| c.time_ms > t)) {
+            if at_ms_limit.is_some_and(|t| s.commits.first().is_some_and(|c| c.time_ms > t)) {
                 done = true;
                 break;
             }
@@ -251,7 +740,7 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
                                 "the continuous chain of connector {} is broken between {} and {} (section in {shown} does not continue the state built so far{cause})",
                                 plan.connector,
                                 state_time.to_rfc3339(),
-                                ms(s.commits.first().map_or(0, |c| c.time_ms)).to_rfc3339(),
+                                at_ms(s.commits.first().map_or(0, |c| c.time_ms)).to_rfc3339(),
                             ),
                             restorable,
                         ));
@@ -261,7 +750,7 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
             suspect = None;
             sections += 1;
             for c in s.commits.into_iter().skip(skip) {
-                if at_ms.is_some_and(|t| c.time_ms > t) {
+                if at_ms_limit.is_some_and(|t| c.time_ms > t) {
                     done = true;
                     break;
                 }
@@ -276,15 +765,28 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
                     return Err(broken(
                         format!(
                             "{shown}: applying the commit observed at {} does not give its recorded checksum",
-                            ms(c.time_ms).to_rfc3339()
+                            at_ms(c.time_ms).to_rfc3339()
                         ),
                         vec![state_time.to_rfc3339()],
                     ));
                 }
                 history.insert(c.after);
-                state_time = ms(c.time_ms);
+                state_time = at_ms(c.time_ms);
                 commits += 1;
             }
+            if done {
+                break;
+            }
+        }
+        // Segments missing inside a compacted window: as if at its end (conservative).
+        for g in h.gaps() {
+            suspect.get_or_insert((
+                format!(
+                    "segments {}..{} of agent run {} were missing when {shown} was compacted ({})",
+                    g.first, g.last, g.run, g.why
+                ),
+                at_ms(g.after_ms),
+            ));
         }
     }
     // A gap can hide commits observed after the segment before it was sent.
@@ -301,10 +803,7 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
         ));
     }
     if let (Some(t), Some(next)) = (plan.at, plan.next_base) {
-        let run_went_on = plan
-            .segment_keys
-            .iter()
-            .any(|(_, n)| our_runs.contains(&n.run) && n.time > t);
+        let run_went_on = after_t_runs.iter().any(|r| our_runs.contains(r));
         if !run_went_on && next > t {
             warnings.push(format!(
                 "capture was not running from {} to {}: this is the newest state captured before {}; instants in between are not covered",
@@ -332,4 +831,61 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
         segments_read,
         warnings,
     })
+}
+
+/// The span of instants a connector can be restored to from the stream, and what it
+/// stands on.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Window {
+    /// The oldest instant: the oldest base's time.
+    pub from: Time,
+    /// The newest instant the hub's stream holds data for.
+    pub to: Time,
+    /// Objects behind it: this connector's bases and the hub's stream objects (shared by
+    /// the hub's connectors) from `from` on.
+    pub objects: usize,
+    pub bases: usize,
+    pub segments: usize,
+    pub minutes: usize,
+    pub marks: usize,
+    /// Bytes of those objects.
+    pub bytes: u64,
+}
+
+/// The restorable window of `connector` from a full index of its hub (`None` without a
+/// base): the whole of it at every commit, from the oldest base to the newest data.
+pub fn window_of(idx: &StreamIndex, connector: ConnectorId) -> Option<Window> {
+    let bases = idx.bases.get(&connector)?;
+    let from = bases.first()?.name.time;
+    let newest_base = bases.last()?.name.time;
+    let to = idx.newest().map_or(newest_base, |t| t.max(newest_base));
+    let inside = |l: &&Listed| l.entry.end() >= from;
+    let segments = idx.segments.iter().filter(inside).count();
+    let minutes = idx.minutes.iter().filter(inside).count();
+    let marks = idx.marks.iter().filter(inside).count();
+    let bytes = bases.iter().map(|b| b.size).sum::<u64>()
+        + idx.objects().filter(inside).map(|l| l.size).sum::<u64>();
+    Some(Window {
+        from,
+        to,
+        objects: bases.len() + segments + minutes + marks,
+        bases: bases.len(),
+        segments,
+        minutes,
+        marks,
+        bytes,
+    })
+}
+
+/// The restorable window of a connector (lists the hub's whole stream: a few LIST
+/// requests per 1,000 objects). For `hubvault versions`, and for a whole-hub restore
+/// choosing the newest instant every connector can be restored to (the smallest `to`).
+pub async fn window(
+    bucket: &Bucket,
+    org: &OrgSlug,
+    datahub: DatahubId,
+    connector: ConnectorId,
+) -> Result<Option<Window>> {
+    let idx = StreamIndex::load(bucket, &StreamKeys::new(org.clone(), datahub)).await?;
+    Ok(window_of(&idx, connector))
 }

@@ -352,6 +352,32 @@ pub struct SegmentName {
     pub seq: u64,
 }
 
+/// A compacted window's name, read back: level 1 (a minute, every commit) or 2 (a mark,
+/// merged and cumulative; [`crate::model::windows`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WindowName {
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub end: chrono::DateTime<chrono::Utc>,
+    pub level: u8,
+}
+
+/// A compacted window's stamps: minutes, UTC (`20261124T0701`).
+const WINDOW_STAMP: &str = "%Y%m%dT%H%M";
+
+fn window_stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format(WINDOW_STAMP).to_string()
+}
+
+fn parse_window_stamp(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if s.len() != 13 {
+        return None;
+    }
+    let t = chrono::NaiveDateTime::parse_from_str(&format!("{s}00"), "%Y%m%dT%H%M%S")
+        .ok()?
+        .and_utc();
+    (window_stamp(t) == s).then_some(t)
+}
+
 /// A base's name, read back.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BaseName {
@@ -382,6 +408,88 @@ impl StreamKeys {
     pub fn segment(&self, at: chrono::DateTime<chrono::Utc>, run: &str, seq: u64) -> Path {
         self.segment_hour(at)
             .join(format!("{}-{run}-{seq:08}.hvs", stamp(at)).as_str())
+    }
+
+    /// Level 1: one object per minute, in a folder per hour.
+    pub fn minutes_dir(&self) -> Path {
+        self.prefix().join("L1")
+    }
+
+    pub fn minutes_hour(&self, at: chrono::DateTime<chrono::Utc>) -> Path {
+        self.minutes_dir()
+            .join(at.format("%Y%m%dT%H").to_string().as_str())
+    }
+
+    /// The minute starting at `start` (a whole minute).
+    pub fn minute(&self, start: chrono::DateTime<chrono::Utc>) -> Path {
+        let end = crate::model::windows::minute_end(start);
+        self.minutes_hour(start)
+            .join(format!("{}-{}.hvs", window_stamp(start), window_stamp(end)).as_str())
+    }
+
+    /// Level 2: the marks, in a folder per day.
+    pub fn marks_dir(&self) -> Path {
+        self.prefix().join("L2")
+    }
+
+    pub fn marks_day(&self, at: chrono::DateTime<chrono::Utc>) -> Path {
+        self.marks_dir()
+            .join(at.format("%Y%m%d").to_string().as_str())
+    }
+
+    pub fn mark(
+        &self,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Path {
+        self.marks_day(start)
+            .join(format!("{}-{}.hvs", window_stamp(start), window_stamp(end)).as_str())
+    }
+
+    /// The key of a compacted window.
+    pub fn window(&self, w: &WindowName) -> Path {
+        if w.level == 1 {
+            self.minute(w.start)
+        } else {
+            self.mark(w.start, w.end)
+        }
+    }
+
+    /// A level-1 or level-2 key, read back; only what [`StreamKeys::minute`] and
+    /// [`StreamKeys::mark`] write (a window that is not a whole minute or a mark, or sits
+    /// in another folder, is not ours).
+    pub fn parse_window(key: &Path) -> Option<WindowName> {
+        let all: Vec<String> = key.parts().map(|p| p.as_ref().to_string()).collect();
+        let [.., level, folder, name] = all.as_slice() else {
+            return None;
+        };
+        let (a, b) = name.strip_suffix(".hvs")?.split_once('-')?;
+        let (start, end) = (parse_window_stamp(a)?, parse_window_stamp(b)?);
+        let w = match level.as_str() {
+            "L1" => WindowName {
+                start,
+                end,
+                level: 1,
+            },
+            "L2" => WindowName {
+                start,
+                end,
+                level: 2,
+            },
+            _ => return None,
+        };
+        let ok = match w.level {
+            1 => {
+                crate::model::windows::minute_of(start) == start
+                    && end == crate::model::windows::minute_end(start)
+                    && *folder == start.format("%Y%m%dT%H").to_string()
+            }
+            _ => {
+                crate::model::windows::mark_kind(start, end).is_some()
+                    && *folder == start.format("%Y%m%d").to_string()
+            }
+        };
+        ok.then_some(w)
     }
 
     pub fn bases_dir(&self, connector: ConnectorId) -> Path {
@@ -518,6 +626,42 @@ mod tests {
         let b = StreamKeys::parse_base(&base).unwrap();
         assert_eq!((b.time, b.generation.as_str()), (at, "0123456789abcdef"));
         assert!(sk.segment_hour(at).as_ref() < seg.as_ref());
+        // Compacted windows: a minute and a mark.
+        let m = chrono::DateTime::parse_from_rfc3339("2026-11-24T07:01:00Z")
+            .unwrap()
+            .to_utc();
+        let minute = sk.minute(m);
+        assert_eq!(
+            minute.as_ref(),
+            "acme/stream/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/L1/20261124T07/20261124T0701-20261124T0702.hvs"
+        );
+        let w = StreamKeys::parse_window(&Path::parse(minute.as_ref()).unwrap()).unwrap();
+        assert_eq!((w.level, w.start, sk.window(&w)), (1, m, minute.clone()));
+        let p = chrono::DateTime::parse_from_rfc3339("2026-11-24T06:00:00Z")
+            .unwrap()
+            .to_utc();
+        let mark = sk.mark(p, p + chrono::TimeDelta::hours(2));
+        assert_eq!(
+            mark.as_ref(),
+            "acme/stream/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/L2/20261124/20261124T0600-20261124T0800.hvs"
+        );
+        let w = StreamKeys::parse_window(&mark).unwrap();
+        assert_eq!((w.level, sk.window(&w)), (2, mark));
+        // Not ours: a window that is no mark, a minute in the wrong folder, a stamp we
+        // never write.
+        for bad in [
+            "acme/stream/h/L2/20261124/20261124T0610-20261124T0800.hvs",
+            "acme/stream/h/L1/20261124T08/20261124T0701-20261124T0702.hvs",
+            "acme/stream/h/L1/20261124T07/20261124T0701-20261124T0703.hvs",
+            "acme/stream/h/L1/20261124T07/20261124T07a1-20261124T0702.hvs",
+            "acme/stream/h/L3/20261124/20261124T0600-20261124T0800.hvs",
+        ] {
+            assert_eq!(
+                StreamKeys::parse_window(&Path::parse(bad).unwrap()),
+                None,
+                "{bad}"
+            );
+        }
         // Outside {org}/datahub/: the inventory's keys never include the stream.
         assert!(parse_key(&seg).is_none() && parse_key(&base).is_none());
     }

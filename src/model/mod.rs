@@ -10,3 +10,4 @@ pub mod layout;
 pub mod manifest;
 pub mod stream;
 pub mod time;
+pub mod windows;

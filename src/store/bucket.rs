@@ -487,6 +487,61 @@ impl Bucket {
         Ok(out)
     }
 
+    /// Objects under `prefix` whose keys sort after `offset`, in key order, up to and
+    /// including the first one for which `more` returns false: a listing that stops
+    /// paging (S3: 1,000 keys a request) once the caller has what it needs.
+    pub async fn list_after_until(
+        &self,
+        prefix: &Path,
+        offset: &Path,
+        mut more: impl FnMut(&Path) -> bool,
+    ) -> Result<Vec<ObjectInfo>> {
+        let mut out: Vec<ObjectInfo> = Vec::new();
+        if !self.ranged {
+            // A local directory is walked in no particular order: all of it, then sorted.
+            for o in self.list_after(prefix, offset).await? {
+                let go_on = more(&o.key);
+                out.push(o);
+                if !go_on {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        let mut stream = self.store.list_with_offset(Some(prefix), offset);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(m) => {
+                    let go_on = more(&m.location);
+                    out.push(m.into());
+                    if !go_on {
+                        break;
+                    }
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("LIST", prefix, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A byte range of an object (a header, one section).
+    pub async fn get_range(&self, key: &Path, range: std::ops::Range<u64>) -> Result<Bytes> {
+        self.store
+            .get_range(key, range)
+            .await
+            .map_err(|e| self.err("GET", key, e))
+    }
+
+    /// A server-side copy (S3 CopyObject; a local directory copies the file): no bytes
+    /// travel through this machine.
+    pub async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+        self.store
+            .copy(from, to)
+            .await
+            .map_err(|e| self.err("COPY", to, e))
+    }
+
     /// Deletes the object; deleting a missing object is not an error.
     pub async fn delete(&self, key: &Path) -> Result<()> {
         match self.store.delete(key).await {
