@@ -32,9 +32,10 @@ use crate::agent::scheduler::discover;
 use crate::agent::shutdown::stopped;
 use crate::agent::watch::Watcher;
 use crate::blocking::blocking;
+use crate::clock::{SharedClock, Time};
 use crate::error::{Error, Result};
 use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
-use crate::model::layout::{ConnectorKey, StreamKeys};
+use crate::model::layout::{ConnectorKey, SegmentName, StreamKeys};
 use crate::model::stream::{
     self, BaseHeader, ChainSum, Commit, PageTable, Section, encode_base, encode_segment, page_hash,
 };
@@ -62,6 +63,8 @@ pub struct CaptureOptions {
     pub tick: Duration,
     /// Where a base image is written to read its ids (never beside the database).
     pub tmp_dir: Option<PathBuf>,
+    /// Where commit times and the instants in keys come from.
+    pub clock: SharedClock,
 }
 
 /// Where WAL tailing stands.
@@ -82,6 +85,66 @@ struct PendingBase {
     image: Vec<u8>,
 }
 
+/// A segment encoded and sent, not yet known to have landed: retried as it is (same key,
+/// same bytes) until it lands, so a segment number never stands for two contents and
+/// commits observed meanwhile wait for the next segment.
+struct InFlight {
+    key: object_store::path::Path,
+    name: SegmentName,
+    bytes: bytes::Bytes,
+    /// Per connector: commits in it, the newest commit's time.
+    conns: Vec<(ConnectorId, u64, Option<i64>)>,
+}
+
+/// What capture tells a compactor in the same agent: the hubs it captures, the stream
+/// objects it wrote, and the segment it is still sending (nothing sent before that
+/// segment's time can still appear, so a window ending by then is final).
+#[derive(Debug, Default)]
+pub struct StreamProgress {
+    inner: std::sync::Mutex<ProgressState>,
+}
+
+#[derive(Debug, Default)]
+struct ProgressState {
+    hubs: std::collections::BTreeSet<DatahubId>,
+    written: Vec<(DatahubId, object_store::path::Path, u64)>,
+    in_flight: BTreeMap<DatahubId, Time>,
+}
+
+impl StreamProgress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The hubs capture has written to.
+    pub fn hubs(&self) -> Vec<DatahubId> {
+        self.lock().hubs.iter().copied().collect()
+    }
+
+    /// Keys (and sizes) written for `hub` since the last call.
+    pub fn take_written(&self, hub: DatahubId) -> Vec<(object_store::path::Path, u64)> {
+        let mut st = self.lock();
+        let (mine, rest): (Vec<_>, Vec<_>) = st.written.drain(..).partition(|(h, _, _)| *h == hub);
+        st.written = rest;
+        mine.into_iter().map(|(_, k, n)| (k, n)).collect()
+    }
+
+    /// No segment of `hub` sent before this instant can still land: `now`, or the time of
+    /// the segment still being sent.
+    pub fn settled(&self, hub: DatahubId, now: Time) -> Time {
+        self.lock()
+            .in_flight
+            .get(&hub)
+            .map_or(now, |t| (*t).min(now))
+    }
+
+    fn wrote(&self, hub: DatahubId, key: &object_store::path::Path, n: u64) {
+        let mut st = self.lock();
+        st.hubs.insert(hub);
+        st.written.push((hub, key.clone(), n));
+    }
+}
+
 /// One connector under capture.
 pub struct Tracked {
     connector: ConnectorId,
@@ -100,6 +163,10 @@ pub struct Tracked {
     pending_prev: ChainSum,
     pending_bytes: usize,
     pending_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bytes of this connector's commits in a segment still being sent, and since when.
+    inflight_bytes: usize,
+    inflight_since: Option<chrono::DateTime<chrono::Utc>>,
+    clock: SharedClock,
     /// Since when a change was seen that could not be captured yet (busy writer, hot
     /// journal, a WAL moving faster than an image): counted in the lag.
     behind_since: Option<chrono::DateTime<chrono::Utc>>,
@@ -125,12 +192,8 @@ struct Looked {
     lock_held: BTreeMap<ConnectorId, Duration>,
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 impl Tracked {
-    fn new(connector: ConnectorId, db: PathBuf) -> Result<Tracked> {
+    fn new(connector: ConnectorId, db: PathBuf, clock: SharedClock) -> Result<Tracked> {
         let src = Source::open(&db)?;
         Ok(Tracked {
             connector,
@@ -148,6 +211,9 @@ impl Tracked {
             pending_prev: ChainSum::default(),
             pending_bytes: 0,
             pending_since: None,
+            inflight_bytes: 0,
+            inflight_since: None,
+            clock,
             behind_since: None,
             observe_after: None,
             rollback_waiting: false,
@@ -177,7 +243,7 @@ impl Tracked {
 
     fn push(&mut self, c: Commit) {
         if self.pending.is_empty() {
-            self.pending_since = Some(chrono::Utc::now());
+            self.pending_since = Some(self.clock.now());
         }
         self.pending_bytes += c.pages.len() * (self.table.page_size() as usize + 4) + 32;
         self.pending.push(c);
@@ -208,7 +274,7 @@ impl Tracked {
             page_size: ps,
             page_count: d.db_pages,
             checksum: table.checksum(),
-            time_ms: now_ms(),
+            time_ms: self.clock.now_ms(),
             journal_mode: mode.name().to_string(),
         };
         tracing::info!(connector = %self.connector, generation = %generation, pages = d.db_pages,
@@ -231,7 +297,7 @@ impl Tracked {
             tracing::info!(connector = %self.connector, db = %self.db.display(),
                 "capture: the database file was replaced (a restore?); starting over");
             let marker_at = self.marker_at;
-            *self = Tracked::new(self.connector, self.db.clone())?;
+            *self = Tracked::new(self.connector, self.db.clone(), self.clock.clone())?;
             self.marker_at = marker_at;
         }
         let header = self.src.header()?;
@@ -269,7 +335,8 @@ impl Tracked {
                 let started = Instant::now();
                 let table = self.table.clone();
                 if let Some(d) = self.image(Mode::Rollback, &table, looked)? {
-                    self.push_diff(d, now_ms());
+                    let t = self.clock.now_ms();
+                    self.push_diff(d, t);
                 }
                 self.observe_after = Some(Instant::now() + started.elapsed() * ROLLBACK_SPACING);
                 Ok(())
@@ -343,7 +410,7 @@ impl Tracked {
             match self.src.wal_tail(&pos)? {
                 Tail::Commits(commits, next) => {
                     self.wal = WalState::At(next);
-                    let t = now_ms();
+                    let t = self.clock.now_ms();
                     for c in commits {
                         for (p, img) in &c.pages {
                             self.table.set(*p, page_hash(*p, img));
@@ -367,7 +434,8 @@ impl Tracked {
         *looked.resyncs.entry(self.connector).or_default() += 1;
         let table = self.table.clone();
         if let Some(d) = self.image(Mode::Wal, &table, looked)? {
-            self.push_diff(d, now_ms());
+            let t = self.clock.now_ms();
+            self.push_diff(d, t);
         }
         Ok(())
     }
@@ -417,6 +485,8 @@ pub struct Capture {
     run: String,
     seq: u64,
     tracked: BTreeMap<ConnectorId, Tracked>,
+    in_flight: BTreeMap<DatahubId, InFlight>,
+    progress: Arc<StreamProgress>,
     last_upload: Option<Instant>,
     /// The hub root is rescanned at most once a tick: a busy writer wakes us on every
     /// write, and a connector appearing can wait a tick.
@@ -433,9 +503,36 @@ impl Capture {
             run,
             seq: 0,
             tracked: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            progress: Arc::new(StreamProgress::default()),
             last_upload: None,
             last_discovery: None,
         }
+    }
+
+    /// What this capture tells a compactor (hubs, objects written, the segment in flight).
+    pub fn progress(&self) -> Arc<StreamProgress> {
+        self.progress.clone()
+    }
+
+    /// One wake-up without its waits: a rescan of the hub root, a look at every
+    /// connector's files, and an upload when anything is pending (tests and simulations
+    /// drive capture with this and a [`crate::clock::ManualClock`]).
+    pub async fn step(&mut self) {
+        self.last_discovery = None;
+        self.look(None).await;
+        if self.has_pending() {
+            self.upload().await;
+        }
+    }
+
+    /// True if and only if a base, commits or a segment wait for an upload.
+    fn has_pending(&self) -> bool {
+        !self.in_flight.is_empty()
+            || self
+                .tracked
+                .values()
+                .any(|t| !t.pending.is_empty() || t.base.is_some())
     }
 
     /// Captures until `shutdown` turns true.
@@ -456,18 +553,11 @@ impl Capture {
             let due = self
                 .last_upload
                 .is_none_or(|t| now.duration_since(t) >= self.opts.tick);
-            let pending = self
-                .tracked
-                .values()
-                .any(|t| !t.pending.is_empty() || t.base.is_some());
-            if pending && due {
+            if self.has_pending() && due {
                 self.upload().await;
             }
             self.report_lag();
-            let pending = self
-                .tracked
-                .values()
-                .any(|t| !t.pending.is_empty() || t.base.is_some());
+            let pending = self.has_pending();
             if Instant::now() >= next_poll {
                 next_poll = Instant::now() + self.opts.tick;
             }
@@ -503,11 +593,7 @@ impl Capture {
             }
         }
         // What is pending goes out before we stop, within a bounded time.
-        if self
-            .tracked
-            .values()
-            .any(|t| !t.pending.is_empty() || t.base.is_some())
-        {
+        if self.has_pending() {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.upload()).await;
         }
         tracing::info!("continuous capture stopped");
@@ -546,7 +632,7 @@ impl Capture {
         });
         for d in found {
             if let std::collections::btree_map::Entry::Vacant(e) = self.tracked.entry(d.connector) {
-                match Tracked::new(d.connector, d.db.clone()) {
+                match Tracked::new(d.connector, d.db.clone(), self.opts.clock.clone()) {
                     Ok(t) => {
                         e.insert(t);
                     }
@@ -613,7 +699,8 @@ impl Capture {
         }
     }
 
-    /// Bases first, then one segment per hub with every connector's pending commits.
+    /// Bases first; then, per hub, the segment still in flight (retried as it is), then
+    /// one new segment with every connector's pending commits.
     async fn upload(&mut self) {
         self.last_upload = Some(Instant::now());
         // Bases.
@@ -634,6 +721,7 @@ impl Capture {
             match self.bucket.put_bytes(&key, bytes, WriteMode::Create).await {
                 Ok(_) => {
                     tracing::info!(connector = %t.connector, key = %key, bytes = n, "capture: base uploaded");
+                    self.progress.wrote(b.header.datahub, &key, n);
                     t.base = None;
                     self.metrics.update(&t.connector.to_string(), |s| {
                         s.capture.bases_total += 1;
@@ -645,12 +733,18 @@ impl Capture {
                 }
             }
         }
-        // One segment per hub.
+        // Segments still in flight first: they hold older commits.
+        let hubs: Vec<DatahubId> = self.in_flight.keys().copied().collect();
+        for hub in hubs {
+            self.send(hub).await;
+        }
+        // Then one new segment per hub that has none in flight.
         let mut hubs: BTreeMap<DatahubId, Vec<ConnectorId>> = BTreeMap::new();
         for (c, t) in &self.tracked {
             if t.base.is_none()
                 && !t.pending.is_empty()
                 && let Some(h) = t.datahub
+                && !self.in_flight.contains_key(&h)
             {
                 hubs.entry(h).or_default().push(*c);
             }
@@ -669,8 +763,9 @@ impl Capture {
                     }
                 })
                 .collect();
-            let now = chrono::Utc::now();
-            // Incremented only when a segment landed: a gap in a run's numbers is a
+            let now = self.opts.clock.now();
+            // A number for every segment encoded: it is sent until it lands (or dropped
+            // with its commits, see MAX_PENDING_BYTES), so a gap in a run's numbers is a
             // missing segment (restore checks).
             let seq = self.seq;
             let keys = StreamKeys::new(self.opts.org.clone(), hub);
@@ -687,52 +782,110 @@ impl Capture {
                     continue;
                 }
             };
-            let n = bytes.len() as u64;
-            match self.bucket.put_bytes(&key, bytes, WriteMode::Create).await {
-                Ok(_) => {
-                    self.seq += 1;
-                    tracing::debug!(key = %key, bytes = n, connectors = conns.len(), "capture: segment uploaded");
-                    self.metrics.hub_segment(n);
-                    for c in &conns {
-                        let t = self.tracked.get_mut(c).expect("listed above");
-                        let last = t.pending.last().map(|c| c.time_ms);
-                        let count = t.pending.len() as u64;
-                        t.pending_prev = t.table_checksum_after_pending();
-                        t.pending.clear();
-                        t.pending_bytes = 0;
-                        t.pending_since = None;
-                        self.metrics.update(&c.to_string(), |s| {
-                            s.capture.commits_total += count;
-                            s.capture.last_commit =
-                                last.and_then(chrono::DateTime::from_timestamp_millis);
-                        });
-                        if t.marker_at.is_none_or(|m| m.elapsed() >= MARKER_EVERY) {
-                            let ck = ConnectorKey::new(self.opts.org.clone(), hub, *c);
-                            match self
-                                .bucket
-                                .put_bytes(
-                                    &ck.stream_marker(),
-                                    Vec::<u8>::new(),
-                                    WriteMode::Overwrite,
-                                )
-                                .await
-                            {
-                                Ok(_) => t.marker_at = Some(Instant::now()),
-                                Err(e) => tracing::warn!(connector = %c, "capture: marker: {e}"),
-                            }
+            self.seq += 1;
+            let mut per_conn = Vec::new();
+            for c in &conns {
+                let t = self.tracked.get_mut(c).expect("listed above");
+                per_conn.push((
+                    *c,
+                    t.pending.len() as u64,
+                    t.pending.last().map(|c| c.time_ms),
+                ));
+                t.pending_prev = t.table_checksum_after_pending();
+                t.pending.clear();
+                t.inflight_bytes += std::mem::take(&mut t.pending_bytes);
+                if t.inflight_since.is_none() {
+                    t.inflight_since = t.pending_since;
+                }
+                t.pending_since = None;
+            }
+            self.progress.lock().in_flight.insert(hub, now);
+            self.in_flight.insert(
+                hub,
+                InFlight {
+                    key,
+                    name: SegmentName {
+                        time: now,
+                        run: self.run.clone(),
+                        seq,
+                    },
+                    bytes: bytes.into(),
+                    conns: per_conn,
+                },
+            );
+            self.send(hub).await;
+        }
+    }
+
+    /// Sends the hub's segment in flight; on success forgets it (and updates metrics and
+    /// markers), on failure keeps it for the next tick, or drops it with every commit
+    /// held back once a connector holds more than [`MAX_PENDING_BYTES`].
+    async fn send(&mut self, hub: DatahubId) {
+        let Some(f) = self.in_flight.get(&hub) else {
+            return;
+        };
+        let n = f.bytes.len() as u64;
+        // Create: our run's key is ours alone, so "already there" means an earlier
+        // attempt landed, with these very bytes.
+        match self
+            .bucket
+            .put_bytes(&f.key, f.bytes.clone(), WriteMode::Create)
+            .await
+        {
+            Ok(_) => {
+                let f = self.in_flight.remove(&hub).expect("checked");
+                {
+                    let mut st = self.progress.lock();
+                    st.in_flight.remove(&hub);
+                }
+                self.progress.wrote(hub, &f.key, n);
+                tracing::debug!(key = %f.key, bytes = n, connectors = f.conns.len(), seq = f.name.seq, "capture: segment uploaded");
+                self.metrics.hub_segment(n);
+                for (c, count, last) in &f.conns {
+                    let Some(t) = self.tracked.get_mut(c) else {
+                        continue;
+                    };
+                    t.inflight_bytes = 0;
+                    t.inflight_since = None;
+                    self.metrics.update(&c.to_string(), |s| {
+                        s.capture.commits_total += count;
+                        s.capture.last_commit =
+                            last.and_then(chrono::DateTime::from_timestamp_millis);
+                    });
+                    if t.marker_at.is_none_or(|m| m.elapsed() >= MARKER_EVERY) {
+                        let ck = ConnectorKey::new(self.opts.org.clone(), hub, *c);
+                        match self
+                            .bucket
+                            .put_bytes(&ck.stream_marker(), Vec::<u8>::new(), WriteMode::Overwrite)
+                            .await
+                        {
+                            Ok(_) => t.marker_at = Some(Instant::now()),
+                            Err(e) => tracing::warn!(connector = %c, "capture: marker: {e}"),
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(key = %key, "capture: segment upload failed, retrying next tick: {e}");
-                    for c in &conns {
-                        let t = self.tracked.get_mut(c).expect("listed above");
-                        if t.pending_bytes > MAX_PENDING_BYTES {
-                            tracing::error!(connector = %c, "capture: {} MiB of commits held back while the bucket fails; dropping them, a new generation starts when it answers", t.pending_bytes >> 20);
-                            t.pending.clear();
-                            t.pending_bytes = 0;
-                            t.restart = true;
-                        }
+            }
+            Err(e) => {
+                tracing::warn!(key = %f.key, "capture: segment upload failed, retrying next tick: {e}");
+                let over = f.conns.iter().any(|(c, _, _)| {
+                    self.tracked
+                        .get(c)
+                        .is_some_and(|t| t.pending_bytes + t.inflight_bytes > MAX_PENDING_BYTES)
+                });
+                if over {
+                    let f = self.in_flight.remove(&hub).expect("checked");
+                    self.progress.lock().in_flight.remove(&hub);
+                    for (c, _, _) in &f.conns {
+                        let Some(t) = self.tracked.get_mut(c) else {
+                            continue;
+                        };
+                        tracing::error!(connector = %c, "capture: {} MiB of commits held back while the bucket fails; dropping them, a new generation starts when it answers", (t.pending_bytes + t.inflight_bytes) >> 20);
+                        t.pending.clear();
+                        t.pending_bytes = 0;
+                        t.inflight_bytes = 0;
+                        t.inflight_since = None;
+                        t.pending_since = None;
+                        t.restart = true;
                     }
                 }
             }
@@ -741,10 +894,10 @@ impl Capture {
 
     fn report_lag(&self) {
         for (c, t) in &self.tracked {
-            let since = match (t.pending_since, t.behind_since) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let since = [t.pending_since, t.inflight_since, t.behind_since]
+                .into_iter()
+                .flatten()
+                .min();
             self.metrics
                 .update(&c.to_string(), |s| s.capture.pending_since = since);
         }

@@ -125,6 +125,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             org: cfg.org.clone(),
             tick: cfg.tick,
             tmp_dir: cfg.tmp_dir.clone(),
+            clock: hubvault::clock::system(),
         };
         tokio::spawn(Capture::new(bucket.clone(), copts, metrics.clone()).run(rx.clone()))
     });
