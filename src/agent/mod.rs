@@ -4,6 +4,7 @@
 //! passed in ([`shutdown`]).
 
 pub mod capture;
+pub mod compactor;
 pub mod config;
 pub mod log;
 pub mod metrics;

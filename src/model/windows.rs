@@ -78,6 +78,17 @@ pub fn marks_holding(m: Time) -> Vec<(Time, Time)> {
     out
 }
 
+/// The parent window of kind `kind` (an index into [`MARKS`]) that holds `t`.
+pub fn parent_of(kind: usize, t: Time) -> Time {
+    floor(t, MARKS[kind].1)
+}
+
+/// Every mark of kind `kind` in the parent starting at `p`, in order.
+pub fn marks_of_parent(kind: usize, p: Time) -> Vec<(Time, Time)> {
+    let (w, parent) = MARKS[kind];
+    (1..parent / w).map(|i| (p, at_ms(ms(p) + i * w))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

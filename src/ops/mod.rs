@@ -2,6 +2,7 @@
 //! imports another operation (what two share lives in [`crate::catalog`] or below).
 
 pub mod backup;
+pub mod compact;
 pub mod doctor;
 pub mod inspect;
 pub mod prune;

@@ -9,6 +9,7 @@ pub mod fixture;
 
 mod agent;
 mod backup;
+mod compaction;
 mod conformance;
 mod continuous;
 mod demo;

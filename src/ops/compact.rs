@@ -1,0 +1,801 @@
+//! Compaction and retention of one hub's continuous stream (docs/CONTINUOUS.md,
+//! "Compaction" and "Retention"). The agent runs it in the background; `hubvault prune`
+//! runs it for the hubs in its scope.
+//!
+//! A pass, in order, each step idempotent:
+//! 1. **Leftovers**: a minute whose segments a killed run did not finish deleting: the
+//!    minute is read back (checksummed) and the segments it names as its sources are
+//!    deleted. A segment inside a compacted minute that it does not name (an upload that
+//!    landed late) is deleted only when every commit in it is already in the minute.
+//! 2. **Minutes (L1)**: the segments of every finished minute become one object holding
+//!    every commit, chained per connector and generation; written, read back and checked,
+//!    and only then are the segments deleted.
+//! 3. **Marks (L2)**: for every parent window (hour, 6 hours, day) with data, each of its
+//!    finished marks: the newest image of every page changed from the parent's start,
+//!    merged from the chain of objects that reaches the mark's end.
+//! 4. **Bases**: at every finished day boundary, each connector's state there, built from
+//!    its newest base and the day's chain (chain checked, as a restore does); a connector
+//!    with no commit since is a server-side copy of its base.
+//!
+//! A window is finished when no segment sent inside it can still arrive: the caller says
+//! until when that holds (`settled`: the agent knows the segment it is still sending;
+//! `prune` allows a margin). Nothing is deleted that a restore of an instant inside the
+//! kept window needs: compaction deletes only segments whose commits are in a minute read
+//! back; retention only what lies before each connector's chain start (the newest base
+//! at or before the cut-off), and never a connector's newest state.
+//!
+//! kill -9 anywhere: every write is one atomic PUT at a key named by its window; a
+//! minute and its sources side by side is a consistent pair (the planner takes the
+//! minute, the next pass deletes the sources); a mark or base not yet written is written
+//! by the next pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use object_store::path::Path;
+use serde::Serialize;
+
+use crate::catalog::stream::{self, Entry, Listed, ListedBase, StreamIndex, StreamPlan, Until};
+use crate::error::{Error, Result};
+use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
+use crate::model::layout::{StreamKeys, WindowName};
+use crate::model::stream::{
+    self as fmt, BaseHeader, CompactMeta, Gap, LEVEL_MERGED, LEVEL_MINUTE, ObjectHeader, RunSpan,
+    Section,
+};
+use crate::model::windows::{self, Time};
+use crate::store::{Bucket, WriteMode};
+
+/// How long after a window's end `prune` waits before it calls it finished: longer than
+/// an upload can take (S3 request timeout and retries), as `prune` cannot know what an
+/// agent is still sending.
+pub const PRUNE_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// The default span of the continuous window (`--keep-within`).
+pub const DEFAULT_KEEP_WITHIN: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// What one compaction pass did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CompactReport {
+    pub datahub: Option<DatahubId>,
+    /// Minutes written (L1), and the segments merged into them.
+    pub minutes: usize,
+    pub segments_merged: usize,
+    /// Segments deleted after their minute was read back (this pass's and leftovers).
+    pub segments_deleted: usize,
+    pub marks: usize,
+    /// Bases written at day boundaries, and bases copied (no commit since).
+    pub bases: usize,
+    pub bases_copied: usize,
+    /// What could not be done now (logged; the next pass tries again).
+    pub problems: Vec<String>,
+}
+
+/// What retention deletes (or, in a dry run, would delete).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RetainReport {
+    pub datahub: Option<DatahubId>,
+    pub cutoff: Option<Time>,
+    /// Per connector: where its kept chain starts (its newest base at or before the
+    /// cut-off, or its oldest base).
+    pub chain_starts: BTreeMap<ConnectorId, Time>,
+    /// Keys deleted (or to delete), oldest first: stream objects, then bases.
+    pub delete: Vec<String>,
+    pub objects_kept: usize,
+    pub bases_kept: usize,
+    pub problems: Vec<String>,
+}
+
+/// One hub's stream under compaction: the index of what the bucket holds, kept up to
+/// date with what this compactor writes and deletes.
+pub struct Compactor {
+    bucket: Bucket,
+    keys: StreamKeys,
+    pub index: StreamIndex,
+    /// Objects read back and checked by this process.
+    verified: BTreeSet<Path>,
+    /// (connector, day) whose base could not be built: not retried in this process
+    /// until the index is loaded again.
+    failed_bases: BTreeSet<(ConnectorId, Time)>,
+}
+
+/// An object read whole: its header and every section in it.
+struct Whole {
+    header: ObjectHeader,
+    sections: Vec<Section>,
+    bytes: bytes::Bytes,
+}
+
+fn name_of(key: &Path) -> String {
+    key.filename().unwrap_or_default().to_string()
+}
+
+async fn read_whole(bucket: &Bucket, key: &Path) -> Result<Whole> {
+    let bytes = bucket.get_bytes(key).await?;
+    let (what, b) = (bucket.shown(key), bytes.clone());
+    let (header, sections) = crate::blocking::blocking(move || {
+        let h = fmt::decode_object_header(&b, &what)?;
+        let mut out = Vec::new();
+        for e in h.sections() {
+            out.push(fmt::decode_section(&b, e, &what)?);
+        }
+        Ok((h, out))
+    })
+    .await?;
+    Ok(Whole {
+        header,
+        sections,
+        bytes,
+    })
+}
+
+/// Groups sections by connector and generation, keeping the order of first appearance
+/// and, inside a group, the order given.
+fn group(sections: Vec<Section>) -> Vec<Vec<Section>> {
+    let mut order: Vec<(ConnectorId, String)> = Vec::new();
+    let mut groups: BTreeMap<(ConnectorId, String), Vec<Section>> = BTreeMap::new();
+    for s in sections {
+        let k = (s.connector, s.generation.clone());
+        if !groups.contains_key(&k) {
+            order.push(k.clone());
+        }
+        groups.entry(k).or_default().push(s);
+    }
+    order
+        .into_iter()
+        .map(|k| groups.remove(&k).expect("grouped"))
+        .collect()
+}
+
+/// Runs and gaps of a sequence of objects (in order): each object's runs merged, a jump
+/// in a run's numbers between two objects (or inside one) is a gap.
+fn runs_and_gaps(parts: &[(Vec<RunSpan>, Vec<Gap>)]) -> (Vec<RunSpan>, Vec<Gap>) {
+    let mut runs: BTreeMap<String, RunSpan> = BTreeMap::new();
+    let mut gaps: Vec<Gap> = Vec::new();
+    for (spans, inner) in parts {
+        gaps.extend(inner.iter().cloned());
+        for s in spans {
+            match runs.get_mut(&s.run) {
+                None => {
+                    runs.insert(s.run.clone(), s.clone());
+                }
+                Some(r) => {
+                    if s.first > r.last + 1 {
+                        gaps.push(Gap {
+                            run: s.run.clone(),
+                            first: r.last + 1,
+                            last: s.first - 1,
+                            after_ms: r.last_ms,
+                            why: "missing".into(),
+                        });
+                    }
+                    r.first = r.first.min(s.first);
+                    if s.last >= r.last {
+                        r.last = s.last;
+                        r.last_ms = s.last_ms;
+                    }
+                }
+            }
+        }
+    }
+    (runs.into_values().collect(), gaps)
+}
+
+impl Compactor {
+    /// Lists the hub's whole stream (a few LIST requests per 1,000 objects).
+    pub async fn load(bucket: &Bucket, org: &OrgSlug, datahub: DatahubId) -> Result<Compactor> {
+        let keys = StreamKeys::new(org.clone(), datahub);
+        let index = StreamIndex::load(bucket, &keys).await?;
+        Ok(Compactor {
+            bucket: bucket.clone(),
+            keys,
+            index,
+            verified: BTreeSet::new(),
+            failed_bases: BTreeSet::new(),
+        })
+    }
+
+    /// Lists the hub's stream again (objects other processes wrote or deleted).
+    pub async fn reload(&mut self) -> Result<()> {
+        self.index = StreamIndex::load(&self.bucket, &self.keys).await?;
+        self.failed_bases.clear();
+        Ok(())
+    }
+
+    pub fn datahub(&self) -> DatahubId {
+        self.keys.datahub
+    }
+
+    /// Adds an object this agent's capture wrote (a segment or a base).
+    pub fn learn(&mut self, key: &Path, size: u64) {
+        if let Some(n) = StreamKeys::parse_segment(key) {
+            self.index.insert(Listed {
+                key: key.clone(),
+                entry: Entry::Segment(n),
+                size,
+            });
+        } else if let Some(name) = StreamKeys::parse_base(key)
+            && let Some(conn) = key
+                .parts()
+                .nth_back(1)
+                .and_then(|p| ConnectorId::parse(p.as_ref()).ok())
+        {
+            self.index.insert_base(
+                conn,
+                ListedBase {
+                    key: key.clone(),
+                    name,
+                    size,
+                },
+            );
+        }
+    }
+
+    /// Reads an object back and checks it whole (trailer, header, every section), once
+    /// per process.
+    async fn verify(&mut self, key: &Path) -> Result<Whole> {
+        let w = read_whole(&self.bucket, key).await?;
+        self.verified.insert(key.clone());
+        Ok(w)
+    }
+
+    async fn write_window(
+        &mut self,
+        w: WindowName,
+        meta: CompactMeta,
+        sections: Vec<Section>,
+    ) -> Result<Whole> {
+        let key = self.keys.window(&w);
+        let bytes =
+            crate::blocking::blocking(move || fmt::encode_compact(&meta, &sections)).await?;
+        let n = bytes.len() as u64;
+        let ours = bytes::Bytes::from(bytes);
+        // Create: a window's key is its content's name; if another process wrote it
+        // first, its object stands (it is checked like ours).
+        self.bucket
+            .put_bytes(&key, ours.clone(), WriteMode::Create)
+            .await?;
+        let back = self.verify(&key).await?;
+        if let ObjectHeader::Compact(h) = &back.header
+            && (h.start_ms, h.end_ms, h.level)
+                != (
+                    w.start.timestamp_millis(),
+                    w.end.timestamp_millis(),
+                    w.level,
+                )
+        {
+            return Err(Error::check(
+                format!(
+                    "{}: its header names another window than its key",
+                    self.bucket.shown(&key)
+                ),
+                "delete the object; the next compaction writes it again",
+            ));
+        }
+        self.index.insert(Listed {
+            key: key.clone(),
+            entry: Entry::Window(w),
+            size: if back.bytes == ours {
+                n
+            } else {
+                back.bytes.len() as u64
+            },
+        });
+        Ok(back)
+    }
+
+    /// One pass: leftovers, minutes, marks, bases (see the module's steps). `settled`:
+    /// no segment sent before it can still arrive. `horizon`: marks and bases ending at
+    /// or before it are not written (retention would delete them).
+    pub async fn compact(
+        &mut self,
+        now: Time,
+        settled: Time,
+        horizon: Option<Time>,
+        dry_run: bool,
+    ) -> Result<CompactReport> {
+        let mut r = CompactReport {
+            datahub: Some(self.keys.datahub),
+            ..Default::default()
+        };
+        self.leftovers(&mut r, dry_run).await?;
+        self.minutes(&mut r, now, settled, dry_run).await?;
+        self.marks(&mut r, now, settled, horizon, dry_run).await?;
+        self.bases(&mut r, settled, horizon, dry_run).await?;
+        Ok(r)
+    }
+
+    /// Segments inside minutes that exist.
+    async fn leftovers(&mut self, r: &mut CompactReport, dry_run: bool) -> Result<()> {
+        let minutes: BTreeMap<Time, Path> = self
+            .index
+            .minutes
+            .iter()
+            .map(|l| (l.entry.start(), l.key.clone()))
+            .collect();
+        let mut inside: BTreeMap<Path, Vec<Path>> = BTreeMap::new();
+        for s in &self.index.segments {
+            if let Some(k) = minutes.get(&windows::minute_of(s.entry.start())) {
+                inside.entry(k.clone()).or_default().push(s.key.clone());
+            }
+        }
+        for (minute, segs) in inside {
+            if dry_run {
+                r.segments_deleted += segs.len();
+                continue;
+            }
+            let m = match self.verify(&minute).await {
+                Ok(m) => m,
+                Err(e) => {
+                    r.problems.push(format!("{e}"));
+                    continue;
+                }
+            };
+            let ObjectHeader::Compact(h) = &m.header else {
+                continue;
+            };
+            let sources: BTreeSet<&str> = h.sources.iter().map(String::as_str).collect();
+            for seg in segs {
+                let named = sources.contains(name_of(&seg).as_str());
+                let drop = named || self.repeats(&seg, &m).await;
+                if drop {
+                    self.bucket.delete(&seg).await?;
+                    self.index.remove(&seg);
+                    r.segments_deleted += 1;
+                } else {
+                    r.problems.push(format!(
+                        "{} landed inside the compacted minute {} with commits it does not hold; left in place",
+                        self.bucket.shown(&seg),
+                        self.bucket.shown(&minute)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True if and only if every commit of the segment at `seg` is already in `minute`
+    /// (a retried upload that landed late), or the segment is gone.
+    async fn repeats(&self, seg: &Path, minute: &Whole) -> bool {
+        let s = match read_whole(&self.bucket, seg).await {
+            Ok(s) => s,
+            Err(e) => return e.is_not_found(),
+        };
+        s.sections.iter().all(|sec| {
+            minute.sections.iter().any(|m| {
+                m.connector == sec.connector && m.generation == sec.generation && {
+                    let have: BTreeSet<_> = std::iter::once(m.prev)
+                        .chain(m.commits.iter().map(|c| c.after))
+                        .collect();
+                    have.contains(&sec.prev) && sec.commits.iter().all(|c| have.contains(&c.after))
+                }
+            })
+        })
+    }
+
+    /// The segments of every finished minute, merged into one object each.
+    async fn minutes(
+        &mut self,
+        r: &mut CompactReport,
+        now: Time,
+        settled: Time,
+        dry_run: bool,
+    ) -> Result<()> {
+        let mut by_minute: BTreeMap<Time, Vec<Listed>> = BTreeMap::new();
+        for s in &self.index.segments {
+            let m = windows::minute_of(s.entry.start());
+            if self.index.minute_at(m).is_none() {
+                by_minute.entry(m).or_default().push(s.clone());
+            }
+        }
+        for (m, segs) in by_minute {
+            if windows::minute_end(m) > settled {
+                // In order: a minute is compacted only when every earlier one is.
+                break;
+            }
+            if dry_run {
+                r.minutes += 1;
+                r.segments_merged += segs.len();
+                r.segments_deleted += segs.len();
+                continue;
+            }
+            let mut parts = Vec::new();
+            let mut sections = Vec::new();
+            let mut sources = Vec::new();
+            let mut unreadable: Vec<Gap> = Vec::new();
+            for l in &segs {
+                let Entry::Segment(n) = &l.entry else {
+                    continue;
+                };
+                match read_whole(&self.bucket, &l.key).await {
+                    Ok(w) => {
+                        parts.push((w.header.runs(), Vec::new()));
+                        sections.extend(w.sections);
+                        sources.push(name_of(&l.key));
+                    }
+                    Err(e) if e.is_not_found() => {
+                        // Gone since the listing: the runs' numbers show the gap.
+                        self.index.remove(&l.key);
+                    }
+                    Err(e) => {
+                        r.problems.push(format!("{e}"));
+                        unreadable.push(Gap {
+                            run: n.run.clone(),
+                            first: n.seq,
+                            last: n.seq,
+                            after_ms: n.time.timestamp_millis(),
+                            why: format!("unreadable: {}", name_of(&l.key)),
+                        });
+                    }
+                }
+            }
+            let (runs, mut gaps) = runs_and_gaps(&parts);
+            gaps.extend(unreadable);
+            let chained: Vec<Section> = group(sections)
+                .into_iter()
+                .flat_map(fmt::chain_sections)
+                .collect();
+            let w = WindowName {
+                start: m,
+                end: windows::minute_end(m),
+                level: LEVEL_MINUTE,
+            };
+            let meta = CompactMeta {
+                org: self.keys.org.clone(),
+                datahub: self.keys.datahub,
+                level: LEVEL_MINUTE,
+                start_ms: m.timestamp_millis(),
+                end_ms: w.end.timestamp_millis(),
+                time_ms: now.timestamp_millis(),
+                runs,
+                gaps,
+                sources,
+            };
+            let back = match self.write_window(w, meta, chained).await {
+                Ok(b) => b,
+                Err(e) => {
+                    r.problems.push(format!("{e}"));
+                    break;
+                }
+            };
+            r.minutes += 1;
+            // Only the segments the minute (as read back) names.
+            let ObjectHeader::Compact(h) = &back.header else {
+                break;
+            };
+            let named: BTreeSet<&str> = h.sources.iter().map(String::as_str).collect();
+            r.segments_merged += named.len();
+            for l in segs {
+                if named.contains(name_of(&l.key).as_str()) {
+                    self.bucket.delete(&l.key).await?;
+                    self.index.remove(&l.key);
+                    r.segments_deleted += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every finished mark of every parent window holding a minute.
+    async fn marks(
+        &mut self,
+        r: &mut CompactReport,
+        now: Time,
+        settled: Time,
+        horizon: Option<Time>,
+        dry_run: bool,
+    ) -> Result<()> {
+        let mut minutes: BTreeSet<Time> =
+            self.index.minutes.iter().map(|l| l.entry.start()).collect();
+        if dry_run {
+            // The minutes this pass would write.
+            for s in &self.index.segments {
+                let m = windows::minute_of(s.entry.start());
+                if windows::minute_end(m) <= settled {
+                    minutes.insert(m);
+                }
+            }
+        }
+        let existing: BTreeSet<(Time, Time)> = self
+            .index
+            .marks
+            .iter()
+            .map(|l| (l.entry.start(), l.entry.end()))
+            .collect();
+        let mut wanted: BTreeSet<(Time, usize, Time)> = BTreeSet::new();
+        for m in &minutes {
+            for kind in 0..windows::MARKS.len() {
+                for (p, e) in windows::marks_of_parent(kind, windows::parent_of(kind, *m)) {
+                    if e <= settled && horizon.is_none_or(|h| e > h) && !existing.contains(&(p, e))
+                    {
+                        wanted.insert((e, kind, p));
+                    }
+                }
+            }
+        }
+        for (e, _, p) in wanted {
+            if dry_run {
+                r.marks += 1;
+                continue;
+            }
+            let c = stream::chain(
+                p,
+                false,
+                Until::Before(e),
+                &self.index.marks,
+                &self.index.minutes,
+                &self.index.segments,
+            );
+            let mut parts = Vec::new();
+            let mut sections = Vec::new();
+            let mut sources = Vec::new();
+            let mut failed = None;
+            for l in &c.objects {
+                match read_whole(&self.bucket, &l.key).await {
+                    Ok(w) => {
+                        parts.push((w.header.runs(), w.header.gaps().to_vec()));
+                        sections.extend(w.sections);
+                        sources.push(name_of(&l.key));
+                    }
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
+                }
+            }
+            if let Some(err) = failed {
+                r.problems.push(format!(
+                    "mark {}..{} not written: {err}",
+                    p.to_rfc3339(),
+                    e.to_rfc3339()
+                ));
+                continue;
+            }
+            let (runs, gaps) = runs_and_gaps(&parts);
+            let merged: Vec<Section> = crate::blocking::blocking(move || {
+                Ok(group(sections)
+                    .into_iter()
+                    .flat_map(fmt::chain_sections)
+                    .map(fmt::merge_section)
+                    .collect())
+            })
+            .await?;
+            let w = WindowName {
+                start: p,
+                end: e,
+                level: LEVEL_MERGED,
+            };
+            let meta = CompactMeta {
+                org: self.keys.org.clone(),
+                datahub: self.keys.datahub,
+                level: LEVEL_MERGED,
+                start_ms: p.timestamp_millis(),
+                end_ms: e.timestamp_millis(),
+                time_ms: now.timestamp_millis(),
+                runs,
+                gaps,
+                sources,
+            };
+            match self.write_window(w, meta, merged).await {
+                Ok(_) => r.marks += 1,
+                Err(err) => r.problems.push(format!("{err}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Each connector's base at every finished day boundary after its newest base.
+    async fn bases(
+        &mut self,
+        r: &mut CompactReport,
+        settled: Time,
+        horizon: Option<Time>,
+        dry_run: bool,
+    ) -> Result<()> {
+        let last_day = windows::day_of(settled);
+        let conns: Vec<ConnectorId> = self.index.bases.keys().copied().collect();
+        for c in conns {
+            loop {
+                let Some(newest) = self.index.bases.get(&c).and_then(|v| v.last()).cloned() else {
+                    break;
+                };
+                // The next day boundary after the newest base, if finished.
+                let d = windows::day_of(newest.name.time) + chrono::TimeDelta::days(1);
+                if d > last_day {
+                    break;
+                }
+                // Days retention would delete right away are skipped, up to the one
+                // that will be the chain start.
+                let d = match horizon {
+                    Some(h) if windows::day_of(h) > d => windows::day_of(h),
+                    _ => d,
+                };
+                if self.failed_bases.contains(&(c, d)) {
+                    break;
+                }
+                if dry_run {
+                    r.bases += 1;
+                    break;
+                }
+                match self.base_at(c, &newest, d).await {
+                    Ok(copied) => {
+                        if copied {
+                            r.bases_copied += 1;
+                        } else {
+                            r.bases += 1;
+                        }
+                    }
+                    Err(e) => {
+                        r.problems
+                            .push(format!("base of connector {c} at {}: {e}", d.to_rfc3339()));
+                        self.failed_bases.insert((c, d));
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes connector `c`'s base at day boundary `d` from its base `from`; true if and
+    /// only if it was a copy (no commit in between).
+    async fn base_at(&mut self, c: ConnectorId, from: &ListedBase, d: Time) -> Result<bool> {
+        let plan = StreamPlan::from_index(&self.index, c, from, Until::Before(d));
+        let key = self.keys.base(c, d, &from.name.generation);
+        let built = stream::build(&self.bucket, &plan).await?;
+        let size;
+        let copied = built.commits == 0;
+        if copied {
+            self.bucket.copy(&from.key, &key).await?;
+            size = from.size;
+        } else {
+            let header = BaseHeader {
+                format: fmt::FORMAT,
+                org: self.keys.org.clone(),
+                datahub: self.keys.datahub,
+                connector: c,
+                generation: from.name.generation.clone(),
+                page_size: built.page_size,
+                page_count: (built.image.len() / built.page_size as usize) as u32,
+                checksum: built.checksum,
+                // The state as of its newest commit: what a restore reports.
+                time_ms: built.state_time.timestamp_millis(),
+                journal_mode: built.journal_mode.clone(),
+            };
+            let image = built.image;
+            let bytes =
+                crate::blocking::blocking(move || fmt::encode_base(&header, &image)).await?;
+            size = bytes.len() as u64;
+            self.bucket
+                .put_bytes(&key, bytes, WriteMode::Create)
+                .await?;
+        }
+        // Read back: the image must have its chain checksum, and be the one built.
+        let back = self.bucket.get_bytes(&key).await?;
+        let what = self.bucket.shown(&key);
+        let (h, _) = crate::blocking::blocking(move || fmt::decode_base(&back, &what)).await?;
+        if h.checksum != built.checksum || h.connector != c || h.generation != from.name.generation
+        {
+            return Err(Error::check(
+                format!(
+                    "{}: read back, it is not the state built",
+                    self.bucket.shown(&key)
+                ),
+                "delete the object; the next compaction writes it again",
+            ));
+        }
+        self.verified.insert(key.clone());
+        self.index.insert_base(
+            c,
+            ListedBase {
+                key,
+                name: crate::model::layout::BaseName {
+                    time: d,
+                    generation: from.name.generation.clone(),
+                },
+                size,
+            },
+        );
+        Ok(copied)
+    }
+
+    /// Deletes what no instant at or after `cutoff` needs: per connector, the bases
+    /// before its chain start (its newest base at or before the cut-off); of the hub's
+    /// objects, those that end before every connector's chain start. A chain start is
+    /// read back (once per process) before anything older goes.
+    pub async fn retain(&mut self, cutoff: Time, dry_run: bool) -> Result<RetainReport> {
+        let mut r = RetainReport {
+            datahub: Some(self.keys.datahub),
+            cutoff: Some(cutoff),
+            ..Default::default()
+        };
+        let mut delete_bases: Vec<Path> = Vec::new();
+        let conns: Vec<ConnectorId> = self.index.bases.keys().copied().collect();
+        for c in conns {
+            let bases = self.index.bases[&c].clone();
+            let i = bases
+                .iter()
+                .rposition(|b| b.name.time <= cutoff)
+                .unwrap_or(0);
+            let start = &bases[i];
+            if i > 0 && !dry_run && !self.verified.contains(&start.key) {
+                let bytes = self.bucket.get_bytes(&start.key).await;
+                let what = self.bucket.shown(&start.key);
+                let ok = match bytes {
+                    Ok(b) => {
+                        crate::blocking::blocking(move || fmt::decode_base(&b, &what).map(|_| ()))
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match ok {
+                    Ok(()) => {
+                        self.verified.insert(start.key.clone());
+                    }
+                    Err(e) => {
+                        r.problems.push(format!(
+                            "connector {c}: its chain start cannot be read back ({e}); nothing older is deleted"
+                        ));
+                        r.chain_starts.insert(c, bases[0].name.time);
+                        r.bases_kept += bases.len();
+                        continue;
+                    }
+                }
+            }
+            r.chain_starts.insert(c, start.name.time);
+            r.bases_kept += bases.len() - i;
+            delete_bases.extend(bases[..i].iter().map(|b| b.key.clone()));
+        }
+        // Of the hub's objects, those every chain has passed. Without any base, nothing
+        // can be restored from them: those before the cut-off go.
+        let floor = r.chain_starts.values().min().copied().unwrap_or(cutoff);
+        let mut delete_objects: Vec<(Time, Path)> = Vec::new();
+        for l in self.index.objects() {
+            let gone = match l.entry {
+                Entry::Segment(_) => l.entry.start() < floor,
+                Entry::Window(_) => l.entry.end() <= floor,
+            };
+            if gone {
+                delete_objects.push((l.entry.end(), l.key.clone()));
+            } else {
+                r.objects_kept += 1;
+            }
+        }
+        delete_objects.sort();
+        let keys: Vec<Path> = delete_objects
+            .into_iter()
+            .map(|(_, k)| k)
+            .chain(delete_bases)
+            .collect();
+        r.delete = keys.iter().map(|k| k.to_string()).collect();
+        if !dry_run {
+            for k in &keys {
+                self.bucket.delete(k).await?;
+                self.index.remove(k);
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// The hubs that have a stream under `org` (one delimiter LIST of `{org}/stream/`).
+pub async fn hubs(bucket: &Bucket, org: &OrgSlug) -> Result<Vec<DatahubId>> {
+    let dir = Path::from_iter([org.as_str(), "stream"]);
+    Ok(bucket
+        .list_prefixes(&dir)
+        .await?
+        .into_iter()
+        .filter_map(|n| DatahubId::parse(&n).ok())
+        .collect())
+}
+
+/// When `prune` calls a window finished: `now` less [`PRUNE_GRACE`].
+pub fn prune_settled(now: Time) -> Time {
+    now - PRUNE_GRACE
+}
+
+/// The instant before which marks and bases are not written, for a cut-off: the day of
+/// the cut-off (its base is the chain start retention keeps).
+pub fn horizon(cutoff: Time) -> Time {
+    windows::day_of(cutoff)
+}

@@ -1,0 +1,407 @@
+//! Compaction and retention of the continuous stream (issue 14), on both backends.
+//!
+//! A day of capture is simulated with a clock the test drives ([`ManualClock`]): real
+//! connector databases (one WAL, one rollback journal) written by the test, the real
+//! capture (`Capture::step`) and the real compactor (`ops::compact::Compactor`), the
+//! simulated day running in seconds. Reference copies of each database are taken at
+//! instants chosen in advance (seeded, the seed printed); `hubvault restore --at` at each
+//! must equal its copy page for page, and its requests are counted through the proxy.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use chrono::TimeDelta;
+use hubvault::agent::capture::{Capture, CaptureOptions};
+use hubvault::agent::metrics::Metrics;
+use hubvault::clock::{Clock, ManualClock};
+use hubvault::model::layout::StreamKeys;
+use hubvault::model::stream::PageTable;
+use hubvault::model::windows;
+use hubvault::ops::compact::Compactor;
+use hubvault::store::Bucket;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::both;
+use crate::common::{Kind, TestBucket, json_of, private_tmp, rt, run};
+use crate::fixture::Spec;
+use crate::proxy::Proxy;
+
+type Time = chrono::DateTime<chrono::Utc>;
+
+pub fn seed_of(test: &str) -> u64 {
+    let seed = std::env::var("HUBVAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{test}: HUBVAULT_SEED={seed}");
+    seed
+}
+
+/// One connector of the simulated hub.
+pub struct SimDb {
+    pub spec: Spec,
+    pub path: PathBuf,
+    conn: rusqlite::Connection,
+    wal: bool,
+    next: i64,
+}
+
+impl SimDb {
+    fn commit(&mut self, rng: &mut StdRng) {
+        let c = &self.conn;
+        match rng.random_range(0..20) {
+            // Mostly inserts (an event log), sometimes updates, deletes and a VACUUM
+            // (the database shrinks: pages cut off and grown back).
+            0 => {
+                c.execute("DELETE FROM cdc_rows WHERE id % 5 = 0", [])
+                    .unwrap();
+            }
+            1 => {
+                c.execute(
+                    "UPDATE cdc_rows SET payload = ?1 WHERE id % 3 = 1",
+                    [format!("u{}", self.next).repeat(40)],
+                )
+                .unwrap();
+            }
+            2 if rng.random_range(0..10) == 0 => {
+                c.execute_batch("VACUUM").unwrap();
+            }
+            _ => {
+                let n = rng.random_range(1..4);
+                for _ in 0..n {
+                    c.execute(
+                        "INSERT INTO cdc_rows VALUES (?1, ?2)",
+                        rusqlite::params![self.next, "p".repeat(rng.random_range(50..900))],
+                    )
+                    .unwrap();
+                    self.next += 1;
+                }
+            }
+        }
+    }
+
+    /// The database's state as a page image (WAL: checkpointed into the file first).
+    fn image(&self) -> Vec<u8> {
+        if self.wal {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+        std::fs::read(&self.path).unwrap()
+    }
+}
+
+/// What a simulation left.
+pub struct Sim {
+    pub dbs: Vec<SimDb>,
+    /// (instant, connector index, reference image at that instant).
+    pub refs: Vec<(Time, usize, Vec<u8>)>,
+    /// Every segment's time (key).
+    pub segments: Vec<Time>,
+    pub end: Time,
+    _hub: tempfile::TempDir,
+}
+
+pub struct SimSpec {
+    pub start: Time,
+    pub hours: i64,
+    /// Mean seconds between wake-ups inside a burst, and bursts per hour.
+    pub bursts_per_hour: u32,
+    pub instants: usize,
+    /// Compact as the agent would (every 5 simulated minutes), or leave every segment.
+    pub compact: bool,
+}
+
+/// Simulates `spec.hours` of capture of a hub of two connectors into `bucket`.
+pub fn simulate(bucket: &Bucket, spec: &SimSpec, seed: u64) -> Sim {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let hub = tempfile::tempdir().unwrap();
+    let datahub = hubvault::model::ids::DatahubId::random();
+    let mut dbs = Vec::new();
+    for (i, ty) in ["sdc", "solace"].into_iter().enumerate() {
+        let mut s = Spec::new(ty, &format!("{ty} simulated"), 30);
+        s.datahub = datahub;
+        let dir = hub.path().join(s.connector.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sqlite.db");
+        crate::fixture::create(&path, &s).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let wal = i == 0;
+        conn.execute_batch(if wal {
+            "PRAGMA journal_mode=wal"
+        } else {
+            "PRAGMA journal_mode=delete"
+        })
+        .unwrap();
+        conn.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT)")
+            .unwrap();
+        dbs.push(SimDb {
+            spec: s,
+            path,
+            conn,
+            wal,
+            next: 0,
+        });
+    }
+    let clock = ManualClock::new(spec.start);
+    let end = spec.start + TimeDelta::hours(spec.hours);
+    let mut instants: Vec<(Time, usize)> = (0..spec.instants)
+        .map(|_| {
+            let ms = rng.random_range(60_000..(end - spec.start).num_milliseconds());
+            (
+                spec.start + TimeDelta::milliseconds(ms),
+                rng.random_range(0..2usize),
+            )
+        })
+        .collect();
+    instants.sort();
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let rt = rt();
+    let mut capture = Capture::new(
+        bucket.clone(),
+        CaptureOptions {
+            hub_root: hub.path().to_path_buf(),
+            org: org.clone(),
+            tick: std::time::Duration::from_secs(1),
+            tmp_dir: Some(private_tmp().to_path_buf()),
+            clock: clock.clone(),
+        },
+        Metrics::new("acme"),
+    );
+    let progress = capture.progress();
+    let mut compactor: Option<Compactor> = None;
+    let mut segments = Vec::new();
+    let mut refs = Vec::new();
+    let mut next_compaction = spec.start + TimeDelta::minutes(5);
+    // The wake-up times: bursts of commits a few seconds apart, quiet in between.
+    let mut wakes: BTreeSet<Time> = BTreeSet::new();
+    for h in 0..spec.hours {
+        for _ in 0..spec.bursts_per_hour {
+            let mut t = spec.start
+                + TimeDelta::hours(h)
+                + TimeDelta::milliseconds(rng.random_range(0..3_600_000));
+            for _ in 0..rng.random_range(1..8) {
+                wakes.insert(t);
+                t += TimeDelta::milliseconds(rng.random_range(300..20_000));
+            }
+        }
+    }
+    wakes.insert(spec.start + TimeDelta::milliseconds(1));
+    wakes.retain(|t| *t < end);
+    let wakes: Vec<Time> = wakes.into_iter().collect();
+    rt.block_on(async {
+        for (k, t) in wakes.iter().enumerate() {
+            clock.set(*t);
+            if k > 0 {
+                for db in dbs.iter_mut() {
+                    if rng.random_range(0..3) > 0 {
+                        db.commit(&mut rng);
+                    }
+                }
+            }
+            capture.step().await;
+            // The state now holds until the next wake-up: references for instants in it.
+            let until = wakes.get(k + 1).copied().unwrap_or(end);
+            while instants.first().is_some_and(|(i, _)| *i < until) {
+                let (i, d) = instants.remove(0);
+                if i >= *t {
+                    refs.push((i, d, dbs[d].image()));
+                }
+            }
+            for (key, _) in progress.take_written(datahub) {
+                if let Some(n) = StreamKeys::parse_segment(&key) {
+                    segments.push(n.time);
+                }
+                if let Some(c) = compactor.as_mut() {
+                    c.learn(&key, 0);
+                }
+            }
+            if spec.compact && *t >= next_compaction {
+                next_compaction += TimeDelta::minutes(5);
+                let c = match compactor.as_mut() {
+                    Some(c) => c,
+                    None => {
+                        compactor = Some(Compactor::load(bucket, &org, datahub).await.unwrap());
+                        compactor.as_mut().unwrap()
+                    }
+                };
+                let now = clock.now();
+                let r = c.compact(now, now, None, false).await.unwrap();
+                assert!(r.problems.is_empty(), "{:?}", r.problems);
+            }
+        }
+        if spec.compact {
+            // The next day has begun and its first minutes passed: everything finishes.
+            clock.set(end + TimeDelta::minutes(3));
+            let mut c = Compactor::load(bucket, &org, datahub).await.unwrap();
+            let now = clock.now();
+            let r = c.compact(now, now, None, false).await.unwrap();
+            assert!(r.problems.is_empty(), "{:?}", r.problems);
+        }
+    });
+    Sim {
+        dbs,
+        refs,
+        segments,
+        end,
+        _hub: hub,
+    }
+}
+
+/// Pages of a restored file against a reference image: equal except the header fields
+/// a restore sets (journal mode bytes 18-19, change counter 24-27, version-valid-for and
+/// SQLite version 92-99).
+pub fn same_pages(restored: &[u8], reference: &[u8]) -> Result<(), String> {
+    if restored.len() != reference.len() {
+        return Err(format!(
+            "{} bytes, reference {}",
+            restored.len(),
+            reference.len()
+        ));
+    }
+    for (i, (a, b)) in restored.iter().zip(reference).enumerate() {
+        let header = matches!(i, 18..=19 | 24..=27 | 92..=99);
+        if a != b && !header {
+            return Err(format!("byte {i} (page {}) differs", i / 4096 + 1));
+        }
+    }
+    Ok(())
+}
+
+pub fn start_of_sim_day() -> Time {
+    // Three days ago, 00:00 UTC: far enough back that nothing is still "recent".
+    windows::day_of(chrono::Utc::now()) - TimeDelta::days(3)
+}
+
+/// Issue 14's Show: a day of simulated capture compacts into the expected levels, and
+/// `restore --at` at 20 seeded instants equals the reference copies page for page, with
+/// its requests counted (S3: through the proxy).
+fn a_day_compacts_and_restores_exactly(tb: &TestBucket) {
+    let seed = seed_of("a_day_of_capture");
+    let bucket = tb.bucket();
+    let spec = SimSpec {
+        start: start_of_sim_day(),
+        hours: 24,
+        bursts_per_hour: 2,
+        instants: 20,
+        compact: true,
+    };
+    let sim = simulate(&bucket, &spec, seed);
+    let hub = sim.dbs[0].spec.datahub;
+    let prefix = format!("acme/stream/{hub}");
+    let keys: Vec<String> = tb.keys(&prefix).into_iter().map(|(k, _)| k).collect();
+    // The expected levels.
+    let sk = StreamKeys::new(hubvault::model::ids::OrgSlug::parse("acme").unwrap(), hub);
+    let minutes: BTreeSet<Time> = sim
+        .segments
+        .iter()
+        .map(|t| windows::minute_of(*t))
+        .collect();
+    let mut want: BTreeSet<String> = minutes.iter().map(|m| sk.minute(*m).to_string()).collect();
+    let settled = sim.end + TimeDelta::minutes(3);
+    for m in &minutes {
+        for kind in 0..windows::MARKS.len() {
+            for (p, e) in windows::marks_of_parent(kind, windows::parent_of(kind, *m)) {
+                if e <= settled {
+                    want.insert(sk.mark(p, e).to_string());
+                }
+            }
+        }
+    }
+    let got: BTreeSet<String> = keys
+        .iter()
+        .filter(|k| !k.contains("/base/"))
+        .cloned()
+        .collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
+    assert!(!keys.iter().any(|k| k.contains("/L0/")), "segments left");
+    // Bases: the one capture wrote, and one at the next day boundary per connector.
+    for db in &sim.dbs {
+        let b: Vec<&String> = keys
+            .iter()
+            .filter(|k| k.contains(&format!("/base/{}/", db.spec.connector)))
+            .collect();
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert!(
+            b.iter()
+                .any(|k| k.contains(&hubvault::model::layout::stamp(sim.end))),
+            "{b:?}"
+        );
+    }
+    eprintln!(
+        "a day: {} segments -> {} minutes, {} marks, {} refs",
+        sim.segments.len(),
+        minutes.len(),
+        want.len() - minutes.len(),
+        sim.refs.len()
+    );
+
+    // restore --at each instant.
+    let proxy = (tb.kind == Kind::S3).then(Proxy::s3);
+    let out = tempfile::tempdir().unwrap();
+    let mut worst = (0usize, 0usize);
+    for (n, (t, d, reference)) in sim.refs.iter().enumerate() {
+        let spec = &sim.dbs[*d].spec;
+        let file = out.path().join(format!("r{n}.db"));
+        let mut c = match &proxy {
+            Some(p) => {
+                p.reset();
+                p.cmd(tb)
+            }
+            None => tb.cmd(),
+        };
+        c.env("TMPDIR", private_tmp())
+            .args(["restore", "--json", "--yes", "--datahub"])
+            .arg(spec.datahub.to_string())
+            .arg("--connector")
+            .arg(spec.connector.to_string())
+            .arg("--output")
+            .arg(&file)
+            .args([
+                "--at",
+                &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ]);
+        let doc = json_of(&run(&mut c), 0);
+        let cont = &doc["restore"]["continuous"];
+        let want_sum = PageTable::of_image(4096, reference).checksum().hex();
+        assert_eq!(
+            cont["checksum"], want_sum,
+            "instant {t} connector {d}: {doc}"
+        );
+        let restored = std::fs::read(&file).unwrap();
+        if let Err(e) = same_pages(&restored, reference) {
+            panic!("instant {t} connector {d}: {e}");
+        }
+        let read = cont["segments_read"].as_u64().unwrap() as usize;
+        assert!(read <= 16, "instant {t}: {read} stream objects read: {doc}");
+        if let Some(p) = &proxy {
+            let reqs = p.requests();
+            let lists = reqs
+                .iter()
+                .filter(|(m, q)| m == "GET" && q.contains("list-type=2"))
+                .count();
+            let total = reqs.len();
+            assert!(
+                total <= 20 && lists <= 4,
+                "instant {t}: {total} requests ({lists} LIST): {reqs:?}"
+            );
+            worst = (worst.0.max(total), worst.1.max(lists));
+        }
+    }
+    if proxy.is_some() {
+        eprintln!(
+            "restore --at: at most {} requests, {} of them LIST",
+            worst.0, worst.1
+        );
+    }
+}
+both!(
+    a_day_of_simulated_capture_compacts_into_the_expected_levels_and_restores_every_instant_exactly,
+    a_day_compacts_and_restores_exactly
+);
