@@ -28,6 +28,58 @@ pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
 /// Each wait is stretched or shortened by up to this fraction, at random.
 pub const DEFAULT_JITTER: f64 = 0.1;
 
+/// The `[retention]` table: restic's rules for the kept versions, and `keep_within`, the
+/// continuous window (the stream's retention). Flags replace the version rules as a
+/// whole, and `keep_within` on its own.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionTable {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// How far back point-in-time restore reaches (default 7d).
+    pub keep_within: Option<String>,
+}
+
+impl RetentionTable {
+    /// The version rules (restic's).
+    pub fn policy(&self) -> Policy {
+        Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
+    }
+
+    pub fn with_policy(p: Policy, keep_within: Option<String>) -> RetentionTable {
+        RetentionTable {
+            keep_last: p.keep_last,
+            keep_hourly: p.keep_hourly,
+            keep_daily: p.keep_daily,
+            keep_weekly: p.keep_weekly,
+            keep_monthly: p.keep_monthly,
+            keep_yearly: p.keep_yearly,
+            keep_within,
+        }
+    }
+
+    /// `self` over `under`: the version rules as a whole, `keep_within` on its own.
+    fn over(self, under: RetentionTable) -> RetentionTable {
+        let policy = if self.policy().is_empty() {
+            under.policy()
+        } else {
+            self.policy()
+        };
+        RetentionTable::with_policy(policy, self.keep_within.or(under.keep_within))
+    }
+}
+
 /// One layer of settings, every value optional: the file, or flags over environment.
 /// Durations stay text until [`resolve`], so an error can say where the text came from.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -43,8 +95,9 @@ pub struct Layer {
     pub tmp_dir: Option<PathBuf>,
     pub shutdown_grace: Option<String>,
     /// `[retention]`: keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
-    /// keep_yearly. Applied by `agent` and `backup` after each upload.
-    pub retention: Option<Policy>,
+    /// keep_yearly (applied by `agent` and `backup` after each upload), and keep_within
+    /// (the continuous window the agent keeps).
+    pub retention: Option<RetentionTable>,
     /// Server-side encryption of S3 objects: `AES256` or `aws:kms` (see `--sse`).
     pub sse: Option<String>,
     /// The KMS key for `sse = "aws:kms"`.
@@ -79,7 +132,10 @@ impl Layer {
             metrics_addr: self.metrics_addr.or(under.metrics_addr),
             tmp_dir: self.tmp_dir.or(under.tmp_dir),
             shutdown_grace: self.shutdown_grace.or(under.shutdown_grace),
-            retention: self.retention.or(under.retention),
+            retention: match (self.retention, under.retention) {
+                (Some(a), Some(b)) => Some(a.over(b)),
+                (a, b) => a.or(b),
+            },
             serve_listen: self.serve_listen.or(under.serve_listen),
             serve_token_file: self.serve_token_file.or(under.serve_token_file),
             tick: self.tick.or(under.tick),
@@ -116,7 +172,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Layer> {
                 e.message().trim_end()
             ),
             format!(
-                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, sse, sse_kms_key_id, serve_listen, serve_token_file, tick, continuous, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly)",
+                "fix {} (known keys: bucket, org, hub_root, interval, max_age, jitter, metrics_addr, tmp_dir, shutdown_grace, sse, sse_kms_key_id, serve_listen, serve_token_file, tick, continuous, and a [retention] table with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within)",
                 path.display()
             ),
         )
@@ -139,6 +195,8 @@ pub struct AgentConfig {
     pub sse: Option<crate::store::s3::Sse>,
     pub tick: Duration,
     pub continuous: bool,
+    /// The continuous window kept: point-in-time restore reaches this far back.
+    pub keep_within: Duration,
 }
 
 /// Lays `given` (flags over environment) over `file` and checks every value. `file_name`
@@ -163,6 +221,11 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
         format!("sse (from {})", file_name.display())
     };
     let where_tick = from_file(|l| l.tick.is_some());
+    let where_keep_within = from_file(|l| {
+        l.retention
+            .as_ref()
+            .is_some_and(|r| r.keep_within.is_some())
+    });
     let l = given.over(file);
     let sse =
         crate::store::s3::Sse::parse(l.sse.as_deref(), l.sse_kms_key_id.as_deref(), &where_sse)?;
@@ -232,7 +295,12 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
             "write e.g. --tick 1s (the default) or --tick 10s",
         ));
     }
+    let keep_within = parse_keep_within(
+        l.retention.as_ref().and_then(|r| r.keep_within.as_deref()),
+        &where_keep_within,
+    )?;
     Ok(AgentConfig {
+        keep_within,
         tick,
         continuous: l.continuous.unwrap_or(true),
         bucket,
@@ -244,9 +312,25 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
         metrics_addr,
         tmp_dir: l.tmp_dir,
         shutdown_grace,
-        retention: l.retention.filter(|p| !p.is_empty()),
+        retention: l.retention.map(|r| r.policy()).filter(|p| !p.is_empty()),
         sse,
     })
+}
+
+/// The default continuous window.
+pub const DEFAULT_KEEP_WITHIN: Duration = Duration::from_secs(7 * 86_400);
+
+/// `--keep-within` (or `keep_within` of `[retention]`, named by `from`): at least an
+/// hour (a day's bases and marks need it), at most ten years.
+pub fn parse_keep_within(text: Option<&str>, from: &str) -> Result<Duration> {
+    let d = duration("keep_within", from, text)?.unwrap_or(DEFAULT_KEEP_WITHIN);
+    if d < Duration::from_secs(3600) || d > Duration::from_secs(3650 * 86_400) {
+        return Err(Error::usage(
+            format!("--keep-within{from} {d:?}: must be between 1h and 3650d"),
+            "write e.g. --keep-within 7d (the default) or --keep-within 30d",
+        ));
+    }
+    Ok(d)
 }
 
 fn duration(key: &str, from: &str, text: Option<&str>) -> Result<Option<Duration>> {
@@ -312,7 +396,7 @@ mod tests {
             ..Default::default()
         };
         let given = Layer {
-            retention: Some(flags),
+            retention: Some(RetentionTable::with_policy(flags, None)),
             ..Default::default()
         };
         assert_eq!(
@@ -321,6 +405,43 @@ mod tests {
         );
         let err = parse("[retention]\nkeep_dayly = 3\n", Path::new("f.toml")).unwrap_err();
         assert!(err.to_string().contains("keep_dayly"), "{err}");
+    }
+
+    #[test]
+    fn keep_within_comes_from_the_retention_table_or_the_flag_and_is_checked() {
+        let hub = dir();
+        let base = format!(
+            "bucket = \"file:///b\"\norg = \"o\"\nhub_root = \"{}\"\n",
+            hub.path().display()
+        );
+        let c = resolve(Layer::default(), file_layer(&base), Path::new("f.toml")).unwrap();
+        assert_eq!(c.keep_within, DEFAULT_KEEP_WITHIN);
+        let file = file_layer(&format!(
+            "{base}[retention]\nkeep_daily = 3\nkeep_within = \"30d\"\n"
+        ));
+        let c = resolve(Layer::default(), file.clone(), Path::new("f.toml")).unwrap();
+        assert_eq!(c.keep_within, Duration::from_secs(30 * 86_400));
+        // A flag's version rules replace the file's, and leave its keep_within alone.
+        let given = Layer {
+            retention: Some(RetentionTable::with_policy(
+                Policy {
+                    keep_last: Some(2),
+                    ..Default::default()
+                },
+                None,
+            )),
+            ..Default::default()
+        };
+        let c = resolve(given, file.clone(), Path::new("f.toml")).unwrap();
+        assert_eq!(c.keep_within, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.retention.unwrap().keep_daily, None);
+        let bad = file_layer(&format!("{base}[retention]\nkeep_within = \"10m\"\n"));
+        let err = resolve(Layer::default(), bad, Path::new("/etc/h.toml")).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("--keep-within (from /etc/h.toml)"),
+            "{err}"
+        );
     }
 
     #[test]

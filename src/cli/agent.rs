@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hubvault::agent::capture::{Capture, CaptureOptions};
+use hubvault::agent::compactor;
 use hubvault::agent::config::{self, Layer};
 use hubvault::agent::metrics::Metrics;
 use hubvault::agent::scheduler::{Agent, AgentOptions, Outcome, PassReport};
@@ -48,6 +49,11 @@ pub struct Args {
     /// Turn continuous capture off (only the 24-hour rule and kept versions).
     #[arg(long)]
     no_continuous: bool,
+    /// How far back point-in-time restore reaches: the agent compacts the continuous
+    /// stream and deletes what lies before this (default 7d; over `keep_within` of
+    /// [retention] in the config file).
+    #[arg(long, env = "HUBVAULT_KEEP_WITHIN", value_name = "DURATION")]
+    keep_within: Option<String>,
     /// One pass over every connector, then exit: 0 if all succeeded, 1 otherwise.
     #[arg(long)]
     once: bool,
@@ -70,7 +76,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         metrics_addr: a.metrics_addr,
         tmp_dir: a.tmp_dir,
         shutdown_grace: a.shutdown_grace,
-        retention: Some(a.keep.policy()).filter(|p| !p.is_empty()),
+        retention: {
+            let p = a.keep.policy();
+            (!p.is_empty() || a.keep_within.is_some())
+                .then(|| config::RetentionTable::with_policy(p, a.keep_within.clone()))
+        },
         sse: g.sse.clone(),
         sse_kms_key_id: g.sse_kms_key_id.clone(),
         tick: a.tick,
@@ -117,6 +127,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         once = a.once,
         continuous = cfg.continuous && !a.once,
         tick = ?cfg.tick,
+        keep_within = ?cfg.keep_within,
         "agent started"
     );
     let capture = (cfg.continuous && !a.once).then(|| {
@@ -127,7 +138,24 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             tmp_dir: cfg.tmp_dir.clone(),
             clock: hubvault::clock::system(),
         };
-        tokio::spawn(Capture::new(bucket.clone(), copts, metrics.clone()).run(rx.clone()))
+        let capture = Capture::new(bucket.clone(), copts, metrics.clone());
+        // Compaction and retention of the stream, on a low-priority thread of its own.
+        let (url, s3) = (cfg.bucket.clone(), s3.clone());
+        let compactor = compactor::spawn(
+            move || Bucket::open_with(&url, &s3),
+            compactor::CompactorOptions {
+                org: cfg.org.clone(),
+                keep_within: cfg.keep_within,
+                clock: hubvault::clock::system(),
+            },
+            capture.progress(),
+            rx.clone(),
+        )
+        .map_err(|e| {
+            tracing::error!("stream compaction cannot start: {e}");
+        })
+        .ok();
+        (tokio::spawn(capture.run(rx.clone())), compactor)
     });
     let mut agent = Agent::new(bucket, opts, metrics);
     if a.once {
@@ -140,9 +168,17 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         });
     }
     agent.run(rx).await?;
-    if let Some(c) = capture {
+    if let Some((c, compactor)) = capture {
         // It saw the same shutdown; it uploads what is pending, within a bound.
         let _ = c.await;
+        if let Some(h) = compactor {
+            // It stops at once (a pass under way is dropped: the next run finishes it).
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::task::spawn_blocking(move || h.join()),
+            )
+            .await;
+        }
     }
     tracing::info!("agent stopped");
     Ok(ExitCode::SUCCESS)

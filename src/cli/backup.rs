@@ -62,7 +62,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     opts.tmp_dir = a.tmp_dir;
     let flags = a.keep.policy();
     let retention = if flags.is_empty() {
-        file.retention.filter(|p| !p.is_empty())
+        file.retention.map(|r| r.policy()).filter(|p| !p.is_empty())
     } else {
         Some(flags)
     };

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use hubvault::Result;
 use hubvault::catalog::retention::Policy;
-use hubvault::ops::prune;
+use hubvault::ops::{compact, prune};
 
 use super::{Global, output};
 
@@ -57,21 +57,138 @@ pub struct Args {
     scope: super::ScopeArgs,
     #[command(flatten)]
     policy: PolicyArgs,
+    /// How far back point-in-time restore reaches: each hub's continuous stream is
+    /// compacted, and what no instant within this span needs is deleted (default 7d;
+    /// the stream is per hub, so --connector selects its hub).
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
     /// List exactly what would be deleted, and delete nothing.
     #[arg(long)]
     dry_run: bool,
 }
 
+/// One hub's stream: what compaction did and what retention deleted.
+#[derive(serde::Serialize)]
+struct StreamPrune {
+    datahub: hubvault::model::ids::DatahubId,
+    prefix: String,
+    compacted: compact::CompactReport,
+    retained: compact::RetainReport,
+}
+
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let scope = a.scope.scope(Some(g.org()?))?;
     let policy = a.policy.policy();
+    if policy.is_empty() && a.keep_within.is_none() {
+        return Err(hubvault::Error::usage(
+            "no retention rule given, so nothing would be removed",
+            "pass at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly (kept versions), or --keep-within (the continuous window, 7d by default)",
+        ));
+    }
+    let keep_within = hubvault::agent::config::parse_keep_within(a.keep_within.as_deref(), "")?;
     let bucket = g.bucket()?;
-    let report = prune::prune(&bucket, &scope, &policy, a.dry_run).await?;
+    let versions = if policy.is_empty() {
+        None
+    } else {
+        Some(prune::prune(&bucket, &scope, &policy, a.dry_run).await?)
+    };
+    if scope.connector.is_some() && scope.datahub.is_none() {
+        return Err(hubvault::Error::usage(
+            "--connector needs --datahub",
+            "pass both --datahub and --connector for one connector, only --datahub for a hub, neither for the org",
+        ));
+    }
+    // The continuous stream, hub by hub: compaction first (what the agent has not done),
+    // then retention.
+    let org = scope.org.clone().expect("prune has an org");
+    let hubs = match scope.datahub {
+        Some(h) => vec![h],
+        None => compact::hubs(&bucket, &org).await?,
+    };
+    let now = chrono::Utc::now();
+    let keep = chrono::TimeDelta::from_std(keep_within).unwrap_or(chrono::TimeDelta::MAX);
+    let cutoff = now - keep;
+    let mut stream = Vec::new();
+    for hub in hubs {
+        let mut c = compact::Compactor::load(&bucket, &org, hub).await?;
+        let compacted = c
+            .compact(
+                now,
+                compact::prune_settled(now),
+                Some(compact::horizon(cutoff)),
+                a.dry_run,
+            )
+            .await?;
+        let retained = c.retain(cutoff, a.dry_run).await?;
+        stream.push(StreamPrune {
+            datahub: hub,
+            prefix: hubvault::model::layout::StreamKeys::new(org.clone(), hub)
+                .prefix()
+                .to_string(),
+            compacted,
+            retained,
+        });
+    }
+    let keep_text = humantime::format_duration(keep_within).to_string();
     if g.json {
-        output::print_json(&report);
+        let mut doc = match &versions {
+            Some(r) => serde_json::to_value(r).expect("a report serialises"),
+            None => serde_json::json!({
+                "dry_run": a.dry_run,
+                "policy": "",
+                "connectors": [],
+                "versions_removed": 0,
+                "versions_kept": 0,
+                "objects_deleted": 0,
+            }),
+        };
+        doc["keep_within"] = keep_text.into();
+        doc["stream"] = serde_json::to_value(&stream).expect("a report serialises");
+        output::print_json(&doc);
         return Ok(ExitCode::SUCCESS);
     }
     let verb = if a.dry_run { "would remove" } else { "removed" };
+    if let Some(report) = &versions {
+        print_versions(report, verb, a.dry_run);
+    }
+    for s in &stream {
+        let c = &s.compacted;
+        let r = &s.retained;
+        outln!(
+            "{}/  (continuous window: {keep_text}, from {} on)",
+            s.prefix,
+            cutoff.format("%Y-%m-%d %H:%M UTC")
+        );
+        outln!(
+            "  {} {} minutes (from {} segments), {} marks, {} day bases ({} copied)",
+            if a.dry_run {
+                "would compact"
+            } else {
+                "compacted"
+            },
+            c.minutes,
+            c.segments_merged,
+            c.marks,
+            c.bases + c.bases_copied,
+            c.bases_copied
+        );
+        outln!(
+            "  {verb} {} stream objects older than the window; kept {} objects and {} bases",
+            r.delete.len(),
+            r.objects_kept,
+            r.bases_kept
+        );
+        for p in c.problems.iter().chain(r.problems.iter()) {
+            outln!("  ! {p}");
+        }
+    }
+    if a.dry_run {
+        outln!("dry run: nothing was deleted or written");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_versions(report: &prune::PruneReport, verb: &str, dry_run: bool) {
     for c in &report.connectors {
         outln!("{}/", c.prefix);
         for v in &c.verdicts {
@@ -91,11 +208,10 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         report.versions_removed,
         report.versions_kept,
         report.policy,
-        if a.dry_run {
+        if dry_run {
             "; dry run: nothing was deleted"
         } else {
             ""
         }
     );
-    Ok(ExitCode::SUCCESS)
 }

@@ -22,11 +22,28 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let bucket = g.bucket()?;
     let ck = ConnectorKey::new(org, datahub, connector);
     let rows = versions::describe(&bucket, &ck).await?;
+    let window = versions::continuous_window(&bucket, &ck).await?;
     if g.json {
-        output::print_json(
-            &serde_json::json!({"prefix": ck.prefix().to_string(), "versions": rows}),
-        );
+        output::print_json(&serde_json::json!({
+            "prefix": ck.prefix().to_string(),
+            "versions": rows,
+            "continuous": window,
+        }));
         return Ok(ExitCode::SUCCESS);
+    }
+    match &window {
+        Some(w) => outln!(
+            "continuous: restorable to any instant from {} to {}, every commit ({} objects, {}: {} bases, {} segments, {} minutes, {} marks)",
+            w.from.format("%Y-%m-%d %H:%M:%S UTC"),
+            w.to.format("%Y-%m-%d %H:%M:%S UTC"),
+            w.objects,
+            output::human_bytes(w.bytes),
+            w.bases,
+            w.segments,
+            w.minutes,
+            w.marks
+        ),
+        None => outln!("continuous: none captured (hubvault agent captures every commit)"),
     }
     if rows.is_empty() {
         outln!(

@@ -1,7 +1,8 @@
 //! `hubvault versions`: a connector's kept history, with what each manifest says and the
-//! newest restore drill.
+//! newest restore drill, and the window continuous capture can restore it to.
 
 use crate::catalog::history;
+pub use crate::catalog::stream::Window;
 use crate::error::Result;
 use crate::model::layout::{ConnectorKey, VersionId};
 use crate::store::Bucket;
@@ -88,4 +89,11 @@ pub async fn describe(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<VersionR
         .collect::<Vec<_>>()
         .await;
     Ok(rows)
+}
+
+/// The span continuous capture can restore the connector to (every commit in it), and
+/// the objects behind it; `None` when the stream holds no base of it. Lists the hub's
+/// stream (a few LIST requests per 1,000 objects).
+pub async fn continuous_window(bucket: &Bucket, ck: &ConnectorKey) -> Result<Option<Window>> {
+    crate::catalog::stream::window(bucket, &ck.org, ck.datahub, ck.connector).await
 }
