@@ -284,8 +284,11 @@ impl Compactor {
     }
 
     /// One pass: leftovers, minutes, marks, bases (see the module's steps). `settled`:
-    /// no segment sent before it can still arrive. `horizon`: marks and bases ending at
-    /// or before it are not written (retention would delete them).
+    /// no segment sent before it can still arrive. `horizon`: minutes and marks ending at
+    /// or before it are not written, and no base before it (retention deletes what lies
+    /// before the base there). A dry run writes and deletes nothing; the bases it would
+    /// write are added to the index, so that [`Compactor::retain`] then plans exactly
+    /// what a real run deletes.
     pub async fn compact(
         &mut self,
         now: Time,
@@ -298,7 +301,7 @@ impl Compactor {
             ..Default::default()
         };
         self.leftovers(&mut r, dry_run).await?;
-        self.minutes(&mut r, now, settled, dry_run).await?;
+        self.minutes(&mut r, now, settled, horizon, dry_run).await?;
         self.marks(&mut r, now, settled, horizon, dry_run).await?;
         self.bases(&mut r, settled, horizon, dry_run).await?;
         Ok(r)
@@ -378,11 +381,17 @@ impl Compactor {
         r: &mut CompactReport,
         now: Time,
         settled: Time,
+        horizon: Option<Time>,
         dry_run: bool,
     ) -> Result<()> {
         let mut by_minute: BTreeMap<Time, Vec<Listed>> = BTreeMap::new();
         for s in &self.index.segments {
             let m = windows::minute_of(s.entry.start());
+            // Before the horizon, retention deletes the segments once the base there is
+            // written: compacting them first would only cost requests.
+            if horizon.is_some_and(|h| windows::minute_end(m) <= h) {
+                continue;
+            }
             if self.index.minute_at(m).is_none() {
                 by_minute.entry(m).or_default().push(s.clone());
             }
@@ -613,8 +622,20 @@ impl Compactor {
                     break;
                 }
                 if dry_run {
+                    // What retention then plans stands on this base, as in a real run.
                     r.bases += 1;
-                    break;
+                    self.index.insert_base(
+                        c,
+                        ListedBase {
+                            key: self.keys.base(c, d, &newest.name.generation),
+                            name: crate::model::layout::BaseName {
+                                time: d,
+                                generation: newest.name.generation.clone(),
+                            },
+                            size: 0,
+                        },
+                    );
+                    continue;
                 }
                 match self.base_at(c, &newest, d).await {
                     Ok(copied) => {

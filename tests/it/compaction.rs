@@ -405,3 +405,151 @@ both!(
     a_day_of_simulated_capture_compacts_into_the_expected_levels_and_restores_every_instant_exactly,
     a_day_compacts_and_restores_exactly
 );
+
+/// `hubvault prune --keep-within` on a stream no agent compacted: a dry run lists
+/// exactly what the real run deletes and changes nothing; the real run compacts, writes
+/// the day's base and deletes what lies before it; every instant inside the window still
+/// restores exactly, one before it falls back to the kept versions; `versions` shows the
+/// window.
+fn prune_keeps_the_window(tb: &TestBucket) {
+    let seed = seed_of("prune_keeps_the_window");
+    let bucket = tb.bucket();
+    let d = windows::day_of(chrono::Utc::now()) - TimeDelta::days(2);
+    let spec = SimSpec {
+        start: d - TimeDelta::minutes(50),
+        hours: 2,
+        bursts_per_hour: 8,
+        instants: 16,
+        compact: false,
+    };
+    let sim = simulate(&bucket, &spec, seed);
+    let hub = sim.dbs[0].spec.datahub;
+    let cutoff = d + TimeDelta::minutes(20);
+    let keep = format!("{}s", (chrono::Utc::now() - cutoff).num_seconds());
+    let prefix = format!("acme/stream/{hub}");
+    let prune = |dry: bool| {
+        let mut c = tb.cmd();
+        c.env("TMPDIR", private_tmp())
+            .args(["prune", "--json", "--keep-within", &keep, "--datahub"])
+            .arg(hub.to_string());
+        if dry {
+            c.arg("--dry-run");
+        }
+        json_of(&run(&mut c), 0)
+    };
+    let before = tb.keys(&prefix);
+    let dry = prune(true);
+    assert_eq!(tb.keys(&prefix), before, "a dry run changes nothing");
+    let real = prune(false);
+    let planned = &dry["stream"][0]["retained"]["delete"];
+    let deleted = &real["stream"][0]["retained"]["delete"];
+    assert_eq!(planned, deleted, "the dry run is the plan");
+    assert!(deleted.as_array().unwrap().len() > 5, "{real}");
+    assert_eq!(
+        real["stream"][0]["compacted"]["problems"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        real["stream"][0]["retained"]["problems"],
+        serde_json::json!([])
+    );
+    let after: Vec<String> = tb.keys(&prefix).into_iter().map(|(k, _)| k).collect();
+    // Nothing before the day's base is left; its bases are the chain start.
+    let sk = StreamKeys::new(hubvault::model::ids::OrgSlug::parse("acme").unwrap(), hub);
+    for k in &after {
+        let key = object_store::path::Path::from(k.as_str());
+        if let Some(n) = StreamKeys::parse_segment(&key) {
+            assert!(n.time >= d, "{k} left");
+        }
+        if let Some(w) = StreamKeys::parse_window(&key) {
+            assert!(w.end > d, "{k} left");
+        }
+        if let Some(b) = StreamKeys::parse_base(&key) {
+            assert!(b.time >= d, "{k} left");
+        }
+    }
+    for db in &sim.dbs {
+        assert!(
+            after.contains(
+                &sk.base(db.spec.connector, d, &base_generation(&after, db))
+                    .to_string()
+            ),
+            "{after:?}"
+        );
+    }
+    // Inside the window: exact. Before the day's base: the kept versions (none here).
+    let out = tempfile::tempdir().unwrap();
+    let mut inside = 0;
+    for (n, (t, i, reference)) in sim.refs.iter().enumerate() {
+        let s = &sim.dbs[*i].spec;
+        let file = out.path().join(format!("p{n}.db"));
+        let o = run(tb
+            .cmd()
+            .env("TMPDIR", private_tmp())
+            .args(["restore", "--json", "--yes", "--datahub"])
+            .arg(s.datahub.to_string())
+            .arg("--connector")
+            .arg(s.connector.to_string())
+            .arg("--output")
+            .arg(&file)
+            .args([
+                "--at",
+                &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ]));
+        if *t >= d {
+            let doc = json_of(&o, 0);
+            let want = PageTable::of_image(4096, reference).checksum().hex();
+            assert_eq!(doc["restore"]["continuous"]["checksum"], want, "{t}");
+            inside += 1;
+        } else {
+            let doc = json_of(&o, 1);
+            assert!(
+                doc["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no complete version"),
+                "{t}: {doc}"
+            );
+        }
+    }
+    assert!(inside > 0);
+    // versions: the window from the day's base on.
+    let s = &sim.dbs[0].spec;
+    let doc = json_of(
+        &run(tb
+            .cmd()
+            .args(["versions", "--json", "--datahub"])
+            .arg(s.datahub.to_string())
+            .arg("--connector")
+            .arg(s.connector.to_string())),
+        0,
+    );
+    let w = &doc["continuous"];
+    assert_eq!(
+        w["from"].as_str().unwrap(),
+        d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            .replace("+00:00", "Z"),
+        "{doc}"
+    );
+    assert!(w["objects"].as_u64().unwrap() >= 3, "{doc}");
+    // A second run finds nothing more to do.
+    let again = prune(false);
+    assert_eq!(
+        again["stream"][0]["retained"]["delete"],
+        serde_json::json!([])
+    );
+    assert_eq!(again["stream"][0]["compacted"]["minutes"], 0);
+}
+both!(
+    prune_compacts_and_keeps_exactly_the_continuous_window,
+    prune_keeps_the_window
+);
+
+/// The generation of a connector's base in a listing.
+fn base_generation(keys: &[String], db: &SimDb) -> String {
+    keys.iter()
+        .filter(|k| k.contains(&format!("/base/{}/", db.spec.connector)))
+        .find_map(|k| StreamKeys::parse_base(&object_store::path::Path::from(k.as_str())))
+        .map(|b| b.generation)
+        .unwrap()
+}

@@ -13,6 +13,7 @@ mod crash;
 mod disk;
 mod faults;
 mod secrets;
+mod stream;
 mod writer;
 
 use std::path::Path;
