@@ -553,3 +553,97 @@ fn base_generation(keys: &[String], db: &SimDb) -> String {
         .map(|b| b.generation)
         .unwrap()
 }
+
+/// The agent's compactor leaves a minute alone while a segment sent in it is still on its
+/// way (an upload that keeps failing: the proxy refuses it), and compacts it once it
+/// landed; the segment is retried as it was (same key), so the minute holds it once.
+/// (S3 only: the failure is the proxy's.)
+#[test]
+fn the_agent_compactor_waits_for_a_segment_still_being_sent() {
+    use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions};
+    let proxy = Proxy::s3();
+    let tb = TestBucket::s3();
+    let settings = hubvault::store::s3::S3Settings {
+        retries: 0,
+        ..crate::proxy::short_settings()
+    };
+    let bucket = proxy.bucket(&tb, settings);
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = crate::common::connector_db(hub.path(), "sdc", 10);
+    let w = rusqlite::Connection::open(&db).unwrap();
+    w.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT)")
+        .unwrap();
+    let t0 = windows::day_of(chrono::Utc::now()) - TimeDelta::days(1) + TimeDelta::hours(10);
+    let clock = ManualClock::new(t0 + TimeDelta::seconds(10));
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let mut capture = Capture::new(
+        bucket.clone(),
+        CaptureOptions {
+            hub_root: hub.path().to_path_buf(),
+            org: org.clone(),
+            tick: std::time::Duration::from_secs(1),
+            tmp_dir: Some(private_tmp().to_path_buf()),
+            clock: clock.clone(),
+        },
+        Metrics::new("acme"),
+    );
+    let mut compactor = BackgroundCompactor::new(
+        bucket.clone(),
+        CompactorOptions {
+            org,
+            keep_within: std::time::Duration::from_secs(7 * 86_400),
+            clock: clock.clone(),
+        },
+        capture.progress(),
+    );
+    let rt = rt();
+    let sk = StreamKeys::new(
+        hubvault::model::ids::OrgSlug::parse("acme").unwrap(),
+        spec.datahub,
+    );
+    let prefix = sk.prefix().to_string();
+    rt.block_on(async {
+        capture.step().await; // the base
+        w.execute("INSERT INTO cdc_rows VALUES (1, 'a')", [])
+            .unwrap();
+        clock.set(t0 + TimeDelta::seconds(20));
+        proxy.inject("PUT", "/L0/", crate::proxy::Fault::Status500, 1000);
+        capture.step().await; // the segment fails: in flight
+        assert!(l0(&bucket, &prefix).await.is_empty());
+        w.execute("INSERT INTO cdc_rows VALUES (2, 'b')", [])
+            .unwrap();
+        clock.set(t0 + TimeDelta::minutes(10));
+        capture.step().await; // still failing; the new commit waits behind it
+        let r = compactor.pass().await;
+        assert_eq!(
+            r.compacted[0].minutes, 0,
+            "compacted around a segment in flight"
+        );
+        proxy.reset();
+        clock.set(t0 + TimeDelta::minutes(10) + TimeDelta::seconds(1));
+        capture.step().await; // lands (same key), then the next segment
+        let segs = l0(&bucket, &prefix).await;
+        assert_eq!(segs.len(), 2, "{segs:?}");
+        assert!(segs[0].contains(&hubvault::model::layout::stamp(t0 + TimeDelta::seconds(20))));
+        clock.set(t0 + TimeDelta::minutes(12));
+        let r = compactor.pass().await;
+        assert_eq!(r.compacted[0].minutes, 2, "{:?}", r.compacted);
+        assert!(l0(&bucket, &prefix).await.is_empty());
+        let p =
+            hubvault::catalog::stream::plan(&bucket, &sk.org, spec.datahub, spec.connector, None)
+                .await
+                .unwrap()
+                .unwrap();
+        let built = hubvault::catalog::stream::build(&bucket, &p).await.unwrap();
+        assert_eq!(built.commits, 2);
+    });
+}
+
+async fn l0(b: &Bucket, prefix: &str) -> Vec<String> {
+    b.list(&object_store::path::Path::from(format!("{prefix}/L0")))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key.to_string())
+        .collect()
+}
