@@ -603,10 +603,7 @@ impl Compactor {
         let last_day = windows::day_of(settled);
         let conns: Vec<ConnectorId> = self.index.bases.keys().copied().collect();
         for c in conns {
-            loop {
-                let Some(newest) = self.index.bases.get(&c).and_then(|v| v.last()).cloned() else {
-                    break;
-                };
+            while let Some(newest) = self.index.bases.get(&c).and_then(|v| v.last()).cloned() {
                 // The next day boundary after the newest base, if finished.
                 let d = windows::day_of(newest.name.time) + chrono::TimeDelta::days(1);
                 if d > last_day {
