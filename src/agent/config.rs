@@ -458,8 +458,15 @@ mod tests {
         );
         let example = include_str!("../../dist/hubvault.toml");
         parse(example, Path::new("dist/hubvault.toml")).unwrap();
-        let uncommented = example.replace("# serve_", "serve_");
+        let uncommented = example
+            .replace("# serve_", "serve_")
+            .replace("# [retention]", "[retention]")
+            .replace("# keep_", "keep_");
         let l = parse(&uncommented, Path::new("dist/hubvault.toml")).unwrap();
+        assert_eq!(
+            l.retention.as_ref().and_then(|r| r.keep_within.as_deref()),
+            Some("7d")
+        );
         assert!(l.serve_token_file.is_some());
     }
 

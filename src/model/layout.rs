@@ -333,6 +333,8 @@ pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
 ///
 /// ```text
 /// {org}/stream/{datahubId}/L0/{YYYYMMDDTHH}/{stamp}-{run}-{seq:08}.hvs    one tick of the hub
+/// {org}/stream/{datahubId}/L1/{YYYYMMDDTHH}/{start}-{end}.hvs            one minute, compacted
+/// {org}/stream/{datahubId}/L2/{YYYYMMDD}/{start}-{end}.hvs               a mark (model::windows)
 /// {org}/stream/{datahubId}/base/{connectorId}/{stamp}-{generation}.hvb   a chain's start
 /// ```
 ///

@@ -379,7 +379,7 @@ fn a_day_compacts_and_restores_exactly(tb: &TestBucket) {
             panic!("instant {t} connector {d}: {e}");
         }
         let read = cont["segments_read"].as_u64().unwrap() as usize;
-        assert!(read <= 16, "instant {t}: {read} stream objects read: {doc}");
+        assert!(read <= 14, "instant {t}: {read} stream objects read: {doc}");
         if let Some(p) = &proxy {
             let reqs = p.requests();
             let lists = reqs
