@@ -458,13 +458,17 @@ mod tests {
         );
         let example = include_str!("../../dist/hubvault.toml");
         parse(example, Path::new("dist/hubvault.toml")).unwrap();
-        let uncommented = example
-            .replace("# serve_", "serve_")
-            .replace("# [retention]", "[retention]")
-            .replace("# keep_", "keep_");
+        let uncommented = example.replace("# serve_", "serve_");
         let l = parse(&uncommented, Path::new("dist/hubvault.toml")).unwrap();
+        // The [retention] example, on its own (keys after it would belong to the table).
+        let table: String = example
+            .lines()
+            .filter(|l| l.starts_with("# [retention]") || l.starts_with("# keep_"))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let r = parse(&table, Path::new("dist/hubvault.toml")).unwrap();
         assert_eq!(
-            l.retention.as_ref().and_then(|r| r.keep_within.as_deref()),
+            r.retention.as_ref().and_then(|r| r.keep_within.as_deref()),
             Some("7d")
         );
         assert!(l.serve_token_file.is_some());
