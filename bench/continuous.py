@@ -11,6 +11,8 @@ import json, os, re, shutil, signal, socket, subprocess, sys, time, urllib.reque
 
 HV, MAKE_FIXTURE, MOTO, LITESTREAM, WORK = sys.argv[1:6]
 DURATION = float(os.environ.get("DURATION", "45"))
+# Connectors of the one hub, each with its own writer at RATE rows/s (issue 14: 4 at 1/s).
+CONNECTORS = int(os.environ.get("CONNECTORS", "1"))
 TICK = os.environ.get("TICK", "1s")
 RATE = float(os.environ.get("RATE", "20"))
 
@@ -138,17 +140,27 @@ def run(scenario):
     shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
     moto, url = start_moto(d)
     hub = os.path.join(d, "hub"); os.makedirs(hub)
-    out = subprocess.run([MAKE_FIXTURE, os.path.join(d, "x.db"), "2000", "sdc"], capture_output=True, text=True, check=True)
-    datahub, connector = out.stdout.split()
-    os.makedirs(os.path.join(hub, connector))
-    db = os.path.join(hub, connector, "sqlite.db")
-    os.rename(os.path.join(d, "x.db"), db)
+    dbs = []
+    datahub = None
+    for i in range(CONNECTORS):
+        ty = ["sdc", "solace", "hrb-cellario", "idbs-eworkbook"][i % 4]
+        extra = [ty] + ([datahub] if datahub else [])
+        out = subprocess.run([MAKE_FIXTURE, os.path.join(d, "x.db"), "2000"] + extra, capture_output=True, text=True, check=True)
+        datahub, conn = out.stdout.split()
+        os.makedirs(os.path.join(hub, conn))
+        os.rename(os.path.join(d, "x.db"), os.path.join(hub, conn, "sqlite.db"))
+        dbs.append((conn, os.path.join(hub, conn, "sqlite.db")))
+    connector, db = dbs[0]
     env = dict(os.environ, AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y",
                AWS_REGION="us-east-1", HUBVAULT_BUCKET="s3://bench-bucket", HUBVAULT_ORG="bench")
     env.pop("AWS_CA_BUNDLE", None)
-    wlog = os.path.join(d, "writer.log")
     open(os.path.join(d, "writer.py"), "w").write(WRITER)
-    writer = subprocess.Popen(["/usr/bin/python3", os.path.join(d, "writer.py"), db, wlog, str(RATE), mode])
+    wlog = os.path.join(d, "writer.log")
+    writers = []
+    for i, (_, path) in enumerate(dbs):
+        log = wlog if i == 0 else os.path.join(d, "writer%d.log" % i)
+        writers.append(subprocess.Popen(["/usr/bin/python3", os.path.join(d, "writer.py"), path, log, str(RATE), mode]))
+    writer = writers[0]
     time.sleep(0.5)
     cap = None
     cfg = os.path.join(d, "litestream.yml")
@@ -158,20 +170,20 @@ def run(scenario):
                                 "--metrics-addr", "127.0.0.1:%d" % mport],
                                env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "agent.log"), "w"))
     elif scenario == "litestream":
-        open(cfg, "w").write(f"""
-dbs:
-  - path: {db}
+        entries = "".join(f"""
+  - path: {path}
     replicas:
       - type: s3
         bucket: bench-bucket
-        path: litestream/{connector}
+        path: litestream/{conn}
         endpoint: {url}
         region: us-east-1
         force-path-style: true
         access-key-id: x
         secret-access-key: y
         sync-interval: {TICK}
-""")
+""" for conn, path in dbs)
+        open(cfg, "w").write("dbs:" + entries)
         cap = subprocess.Popen([LITESTREAM, "replicate", "-config", cfg], env=env,
                                stdout=open(os.path.join(d, "litestream.log"), "w"), stderr=subprocess.STDOUT)
     started = time.time()
@@ -181,15 +193,16 @@ dbs:
     killed = time.time()
     if cap:
         cap.send_signal(signal.SIGKILL)
-    writer.send_signal(signal.SIGKILL)
-    writer.wait()
+    for w in writers:
+        w.send_signal(signal.SIGKILL)
+        w.wait()
     if cap:
         cap.wait()
     rows = [l.split() for l in open(wlog) if l.startswith("row ")]
     busy = sum(1 for l in open(wlog) if l.startswith("busy"))
     lat = sorted((float(r[3]) - float(r[2])) * 1000 for r in rows)
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
-    res = {"scenario": scenario, "mode": mode, "rows_written": len(rows), "busy": busy,
+    res = {"scenario": scenario, "mode": mode, "connectors": CONNECTORS, "rows_written": len(rows), "busy": busy,
            "p50_ms": round(pct(0.50), 2), "p99_ms": round(pct(0.99), 2),
            "cpu_s": round(cpu, 2), "peak_rss_mib": round(rss, 1), "seconds": round(killed - started, 1)}
     if cap:

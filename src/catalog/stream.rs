@@ -189,15 +189,36 @@ impl StreamIndex {
         }
     }
 
-    /// Forgets a deleted object or base.
+    /// Forgets a deleted object or base (found by its key's kind, then by binary search).
     pub fn remove(&mut self, key: &Path) {
-        self.segments.retain(|l| &l.key != key);
-        self.minutes.retain(|l| &l.key != key);
-        self.marks.retain(|l| &l.key != key);
-        for v in self.bases.values_mut() {
-            v.retain(|b| &b.key != key);
+        let level = if StreamKeys::parse_segment(key).is_some() {
+            Some(&mut self.segments)
+        } else {
+            match StreamKeys::parse_window(key).map(|w| w.level) {
+                Some(1) => Some(&mut self.minutes),
+                Some(_) => Some(&mut self.marks),
+                None => None,
+            }
+        };
+        match level {
+            Some(v) => {
+                if let Ok(i) = v.binary_search_by(|l| l.key.cmp(key)) {
+                    v.remove(i);
+                }
+            }
+            None => {
+                for v in self.bases.values_mut() {
+                    v.retain(|b| &b.key != key);
+                }
+                self.bases.retain(|_, v| !v.is_empty());
+            }
         }
-        self.bases.retain(|_, v| !v.is_empty());
+    }
+
+    /// The minutes starting at or after `t`, in order.
+    pub fn minutes_from(&self, t: Time) -> &[Listed] {
+        let i = self.minutes.partition_point(|l| l.entry.start() < t);
+        &self.minutes[i..]
     }
 
     /// The level-1 minute starting at `m`, if there is one.

@@ -96,6 +96,8 @@ pub struct Compactor {
     /// (connector, day) whose base could not be built: not retried in this process
     /// until the index is loaded again.
     failed_bases: BTreeSet<(ConnectorId, Time)>,
+    /// Every mark ending by then is written (a pass then looks only at the last day).
+    marks_done: Option<Time>,
 }
 
 /// An object read whole: its header and every section in it.
@@ -191,6 +193,7 @@ impl Compactor {
             index,
             verified: BTreeSet::new(),
             failed_bases: BTreeSet::new(),
+            marks_done: None,
         })
     }
 
@@ -198,6 +201,7 @@ impl Compactor {
     pub async fn reload(&mut self) -> Result<()> {
         self.index = StreamIndex::load(&self.bucket, &self.keys).await?;
         self.failed_bases.clear();
+        self.marks_done = None;
         Ok(())
     }
 
@@ -309,16 +313,10 @@ impl Compactor {
 
     /// Segments inside minutes that exist.
     async fn leftovers(&mut self, r: &mut CompactReport, dry_run: bool) -> Result<()> {
-        let minutes: BTreeMap<Time, Path> = self
-            .index
-            .minutes
-            .iter()
-            .map(|l| (l.entry.start(), l.key.clone()))
-            .collect();
         let mut inside: BTreeMap<Path, Vec<Path>> = BTreeMap::new();
         for s in &self.index.segments {
-            if let Some(k) = minutes.get(&windows::minute_of(s.entry.start())) {
-                inside.entry(k.clone()).or_default().push(s.key.clone());
+            if let Some(m) = self.index.minute_at(windows::minute_of(s.entry.start())) {
+                inside.entry(m.key.clone()).or_default().push(s.key.clone());
             }
         }
         for (minute, segs) in inside {
@@ -493,8 +491,17 @@ impl Compactor {
         horizon: Option<Time>,
         dry_run: bool,
     ) -> Result<()> {
-        let mut minutes: BTreeSet<Time> =
-            self.index.minutes.iter().map(|l| l.entry.start()).collect();
+        // Marks end at most a day after the minutes they hold: only the minutes of the day
+        // before the last pass's settled point can still want one.
+        let from = self.marks_done.map_or(Time::MIN_UTC, |t| {
+            windows::day_of(t) - chrono::TimeDelta::days(1)
+        });
+        let mut minutes: BTreeSet<Time> = self
+            .index
+            .minutes_from(from)
+            .iter()
+            .map(|l| l.entry.start())
+            .collect();
         if dry_run {
             // The minutes this pass would write.
             for s in &self.index.segments {
@@ -508,6 +515,7 @@ impl Compactor {
             .index
             .marks
             .iter()
+            .filter(|l| l.entry.end() > from)
             .map(|l| (l.entry.start(), l.entry.end()))
             .collect();
         let mut wanted: BTreeSet<(Time, usize, Time)> = BTreeSet::new();
@@ -521,6 +529,7 @@ impl Compactor {
                 }
             }
         }
+        let mut all_written = true;
         for (e, _, p) in wanted {
             if dry_run {
                 r.marks += 1;
@@ -557,6 +566,7 @@ impl Compactor {
                     p.to_rfc3339(),
                     e.to_rfc3339()
                 ));
+                all_written = false;
                 continue;
             }
             let (runs, gaps) = runs_and_gaps(&parts);
@@ -586,8 +596,14 @@ impl Compactor {
             };
             match self.write_window(w, meta, merged).await {
                 Ok(_) => r.marks += 1,
-                Err(err) => r.problems.push(format!("{err}")),
+                Err(err) => {
+                    all_written = false;
+                    r.problems.push(format!("{err}"));
+                }
             }
+        }
+        if all_written && !dry_run {
+            self.marks_done = Some(settled);
         }
         Ok(())
     }

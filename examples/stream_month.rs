@@ -1,0 +1,492 @@
+//! Continuous capture of one hub for a simulated month, with the agent's compaction and
+//! retention, counting every request the bucket would be sent (issue 14's benchmark).
+//!
+//! `stream_month DIR DAYS TICK_SECONDS [CONNECTORS] [KEEP_WITHIN_DAYS]`
+//!
+//! A hub of CONNECTORS (4) connector databases (the demo's schema, WAL, synchronous=NORMAL)
+//! each committing once a second on average (TICK commits a tick: one event row of ~250
+//! bytes, and the status of an older event updated; every hour the events older than two
+//! days deleted, so each database stays near 45 MB). The real capture (`Capture::step`) and
+//! the agent's compactor (`BackgroundCompactor::pass`, every 10 simulated seconds) run on
+//! a clock driven by this program, against a local directory bucket (no fsync) wrapped in
+//! a store that counts what S3 would be sent: PUT, COPY, GET, HEAD, LIST (one per 1,000
+//! keys listed), DELETE. Prints one JSON document.
+
+#[path = "../src/cli/fixture.rs"]
+#[allow(dead_code)]
+mod fixture;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::TimeDelta;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use hubvault::agent::capture::{Capture, CaptureOptions};
+use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions};
+use hubvault::agent::metrics::Metrics;
+use hubvault::catalog::stream;
+use hubvault::clock::{Clock, ManualClock};
+use hubvault::model::ids::OrgSlug;
+use hubvault::model::windows;
+use hubvault::store::Bucket;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+};
+
+#[derive(Debug, Default)]
+struct Counts {
+    put: AtomicU64,
+    copy: AtomicU64,
+    get: AtomicU64,
+    head: AtomicU64,
+    list: AtomicU64,
+    delete: AtomicU64,
+    get_bytes: AtomicU64,
+}
+
+impl Counts {
+    fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        BTreeMap::from([
+            ("PUT", self.put.load(Ordering::Relaxed)),
+            ("COPY", self.copy.load(Ordering::Relaxed)),
+            ("GET", self.get.load(Ordering::Relaxed)),
+            ("HEAD", self.head.load(Ordering::Relaxed)),
+            ("LIST", self.list.load(Ordering::Relaxed)),
+            ("DELETE", self.delete.load(Ordering::Relaxed)),
+        ])
+    }
+}
+
+/// A store that counts the S3 requests each call stands for.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn ObjectStore>,
+    n: Arc<Counts>,
+}
+
+impl fmt::Display for Counting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+/// A listing in key order, counted as S3 pages it: one request when it is first read,
+/// one more for every 1,000 keys read past the first 1,000 (a reader that stops early
+/// stops paying, as on S3).
+fn counted_list(
+    s: BoxStream<'static, object_store::Result<ObjectMeta>>,
+    n: Arc<Counts>,
+) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    let sorted = async move {
+        let mut all: Vec<object_store::Result<ObjectMeta>> = s.collect().await;
+        all.sort_by(|a, b| match (a, b) {
+            (Ok(a), Ok(b)) => a.location.cmp(&b.location),
+            _ => std::cmp::Ordering::Equal,
+        });
+        futures::stream::iter(all)
+    };
+    let counter = n.clone();
+    let mut seen = 0u64;
+    futures::stream::once(async move {
+        counter.list.fetch_add(1, Ordering::Relaxed);
+    })
+    .filter_map(|_| async { None })
+    .chain(futures::stream::once(sorted).flatten())
+    .inspect(move |_| {
+        seen += 1;
+        if seen > 1000 && seen % 1000 == 1 {
+            n.list.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .boxed()
+}
+
+#[async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.n.put.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.n.put.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        if options.head {
+            self.n.head.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.n.get.fetch_add(1, Ordering::Relaxed);
+        }
+        let r = self.inner.get_opts(location, options).await?;
+        self.n.get_bytes.fetch_add(r.meta.size, Ordering::Relaxed);
+        Ok(r)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.n.get.fetch_add(ranges.len() as u64, Ordering::Relaxed);
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let n = self.n.clone();
+        self.inner.delete_stream(
+            locations
+                .inspect(move |_| {
+                    n.delete.fetch_add(1, Ordering::Relaxed);
+                })
+                .boxed(),
+        )
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        counted_list(self.inner.list(prefix), self.n.clone())
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        counted_list(self.inner.list_with_offset(prefix, offset), self.n.clone())
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.n.list.fetch_add(1, Ordering::Relaxed);
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.n.copy.fetch_add(1, Ordering::Relaxed);
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.n.copy.fetch_add(1, Ordering::Relaxed);
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+struct Conn {
+    db: rusqlite::Connection,
+    next: i64,
+}
+
+fn usage() -> ! {
+    eprintln!("usage: stream_month DIR DAYS TICK_SECONDS [CONNECTORS] [KEEP_WITHIN_DAYS]");
+    std::process::exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        usage();
+    }
+    let dir = std::path::PathBuf::from(&args[1]);
+    let days: i64 = args[2].parse().unwrap_or_else(|_| usage());
+    let tick: i64 = args[3].parse().unwrap_or_else(|_| usage());
+    let n_conn: usize = args
+        .get(4)
+        .map_or(4, |s| s.parse().unwrap_or_else(|_| usage()));
+    let keep_days: i64 = args
+        .get(5)
+        .map_or(7, |s| s.parse().unwrap_or_else(|_| usage()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (hub_root, bucket_dir, tmp) = (dir.join("hub"), dir.join("bucket"), dir.join("tmp"));
+    for d in [&hub_root, &bucket_dir, &tmp] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let counts = Arc::new(Counts::default());
+    let local = object_store::local::LocalFileSystem::new_with_prefix(&bucket_dir).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(Counting {
+        inner: Arc::new(local),
+        n: counts.clone(),
+    });
+    let bucket = Bucket::from_store(store, format!("file://{}", bucket_dir.display()))
+        .with_sorted_listings();
+    let org = OrgSlug::parse("acme").unwrap();
+
+    // The hub.
+    let datahub = hubvault::model::ids::DatahubId::random();
+    let mut conns = Vec::new();
+    let mut specs = Vec::new();
+    for i in 0..n_conn {
+        let (ty, name) = fixture::CONNECTOR_TYPES[i % 4];
+        let mut s = fixture::Spec::new(ty, name, 2000);
+        s.datahub = datahub;
+        let d = hub_root.join(s.connector.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("sqlite.db");
+        fixture::create(&path, &s).unwrap();
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "PRAGMA journal_mode=wal; PRAGMA synchronous=NORMAL;
+             CREATE TABLE feed(id INTEGER PRIMARY KEY, at INTEGER, status TEXT, payload TEXT);
+             CREATE INDEX feed_at ON feed(at);",
+        )
+        .unwrap();
+        conns.push(Conn { db, next: 0 });
+        specs.push(s);
+    }
+
+    // The month, ending now.
+    let end = chrono::Utc::now();
+    let start = windows::day_of(end - TimeDelta::days(days)) + TimeDelta::hours(9);
+    let clock = ManualClock::new(start);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut capture = Capture::new(
+        bucket.clone(),
+        CaptureOptions {
+            hub_root: hub_root.clone(),
+            org: org.clone(),
+            tick: std::time::Duration::from_secs(tick as u64),
+            tmp_dir: Some(tmp.clone()),
+            clock: clock.clone(),
+        },
+        Metrics::new("acme"),
+    );
+    let mut compactor = BackgroundCompactor::new(
+        bucket.clone(),
+        CompactorOptions {
+            org: org.clone(),
+            keep_within: std::time::Duration::from_secs(keep_days as u64 * 86_400),
+            clock: clock.clone(),
+        },
+        capture.progress(),
+    );
+    let wall = Instant::now();
+    let mut rng_state: u64 = 0x9e3779b97f4a7c15;
+    let mut rand = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let mut daily: Vec<serde_json::Value> = Vec::new();
+    let mut next_pass = start;
+    let mut next_hour = start + TimeDelta::hours(1);
+    let mut next_day = windows::day_of(start) + TimeDelta::days(1);
+    let mut at_day: BTreeMap<i64, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    let steps = (end - start).num_seconds() / tick;
+    rt.block_on(async {
+        for step in 0..steps {
+            let now = start + TimeDelta::seconds(step * tick);
+            clock.set(now);
+            if step > 0 {
+                for c in conns.iter_mut() {
+                    for _ in 0..tick {
+                        let payload = format!(
+                            "{{\"order\":\"{:016x}\",\"sample\":\"S-{}\",\"state\":\"queued\",\"note\":\"{}\"}}",
+                            rand(),
+                            c.next,
+                            "x".repeat((rand() % 120) as usize)
+                        );
+                        let tx = c.db.unchecked_transaction().unwrap();
+                        tx.execute(
+                            "INSERT INTO feed VALUES (?1, ?2, 'PENDING', ?3)",
+                            rusqlite::params![c.next, now.timestamp(), payload],
+                        )
+                        .unwrap();
+                        tx.execute(
+                            "UPDATE feed SET status = 'UPLOADED' WHERE id = ?1",
+                            [c.next - 30],
+                        )
+                        .unwrap();
+                        tx.commit().unwrap();
+                        c.next += 1;
+                    }
+                }
+            }
+            if now >= next_hour {
+                next_hour += TimeDelta::hours(1);
+                for c in &conns {
+                    c.db.execute(
+                        "DELETE FROM feed WHERE at < ?1",
+                        [(now - TimeDelta::days(2)).timestamp()],
+                    )
+                    .unwrap();
+                }
+            }
+            capture.step().await;
+            if now >= next_pass {
+                next_pass += TimeDelta::seconds(10);
+                let _ = compactor.pass().await;
+            }
+            if now >= next_day {
+                next_day += TimeDelta::days(1);
+                let d = (now - start).num_days();
+                at_day.insert(d, counts.snapshot());
+                let (objects, bytes) = stored(&bucket_dir);
+                daily.push(serde_json::json!({"day": d, "objects": objects, "bytes": bytes, "wall_s": wall.elapsed().as_secs()}));
+                eprintln!("day {d}: {objects} objects, {bytes} bytes, {:?} wall", wall.elapsed());
+            }
+        }
+    });
+    let total = counts.snapshot();
+    let (objects, bytes) = stored(&bucket_dir);
+    let levels = by_level(&bucket_dir);
+
+    // Requests in the steady state (after the first keep-within + 1 days), per 30 days.
+    let from_day = (keep_days + 1).min(days - 1);
+    let base = at_day.get(&from_day).cloned().unwrap_or_default();
+    let span = (days - from_day) as f64;
+    let per_month: BTreeMap<&str, f64> = total
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                (*v - base.get(k).copied().unwrap_or(0)) as f64 * 30.0 / span,
+            )
+        })
+        .collect();
+    let class_a = per_month["PUT"] + per_month["COPY"] + per_month["LIST"];
+    let class_b = per_month["GET"] + per_month["HEAD"];
+    let req_cost = class_a * 0.005 / 1000.0 + class_b * 0.0004 / 1000.0;
+    let storage_cost = bytes as f64 / 1e9 * 0.023;
+
+    // Restores at 1 h, 1 day, 29 days back (29 days is outside a 7-day window).
+    let mut restores = Vec::new();
+    for (label, back) in [
+        ("now", TimeDelta::zero()),
+        ("1h", TimeDelta::hours(1)),
+        ("1d", TimeDelta::days(1)),
+        ("29d", TimeDelta::days(29)),
+    ] {
+        let t = clock.now() - back;
+        let before = counts.snapshot();
+        let b0 = counts.get_bytes.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let got = rt.block_on(async {
+            let at = (!back.is_zero()).then_some(t);
+            let p = stream::plan(&bucket, &org, datahub, specs[0].connector, at)
+                .await
+                .unwrap();
+            match p {
+                Some(p) => {
+                    let built = stream::build(&bucket, &p).await.unwrap();
+                    Some((p.segments, built.commits, built.image.len()))
+                }
+                None => None,
+            }
+        });
+        let took = started.elapsed();
+        let after = counts.snapshot();
+        let reqs: BTreeMap<&str, u64> = after
+            .iter()
+            .map(|(k, v)| (*k, v - before[k]))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        restores.push(serde_json::json!({
+            "back": label,
+            "from_stream": got.is_some(),
+            "objects_after_base": got.map(|g| g.0),
+            "image_bytes": got.map(|g| g.2),
+            "requests": reqs,
+            "bytes_read": counts.get_bytes.load(Ordering::Relaxed) - b0,
+            "seconds": took.as_secs_f64(),
+        }));
+    }
+    let doc = serde_json::json!({
+        "days": days,
+        "tick_seconds": tick,
+        "connectors": n_conn,
+        "commits_per_second_per_connector": 1,
+        "keep_within_days": keep_days,
+        "wall_seconds": wall.elapsed().as_secs(),
+        "stored": {"objects": objects, "bytes": bytes, "by_level": levels},
+        "requests_total": total,
+        "requests_per_month_steady": per_month,
+        "cost_per_month": {
+            "requests_usd": req_cost,
+            "storage_usd": storage_cost,
+            "per_connector_usd": (req_cost + storage_cost) / n_conn as f64,
+        },
+        "restore": restores,
+        "daily": daily,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap());
+}
+
+/// Objects and bytes under the bucket directory.
+fn stored(dir: &std::path::Path) -> (u64, u64) {
+    let mut n = (0, 0);
+    walk(dir, &mut |_, len| {
+        n.0 += 1;
+        n.1 += len;
+    });
+    n
+}
+
+fn by_level(dir: &std::path::Path) -> BTreeMap<String, (u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    walk(dir, &mut |p, len| {
+        let s = p.to_string_lossy();
+        let level = if s.contains("/stream/") {
+            ["/L0/", "/L1/", "/L2/", "/base/"]
+                .iter()
+                .find(|l| s.contains(**l))
+                .map_or("markers", |l| l.trim_matches('/'))
+        } else {
+            "other"
+        };
+        let e = out.entry(level.to_string()).or_default();
+        e.0 += 1;
+        e.1 += len;
+    });
+    out
+}
+
+fn walk(dir: &std::path::Path, f: &mut dyn FnMut(&std::path::Path, u64)) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, f);
+        } else if let Ok(m) = e.metadata() {
+            f(&p, m.len());
+        }
+    }
+}
