@@ -532,6 +532,21 @@ fn prune_keeps_the_window(tb: &TestBucket) {
         "{doc}"
     );
     assert!(w["objects"].as_u64().unwrap() >= 3, "{doc}");
+    // The same window in text.
+    let text = run(tb
+        .cmd()
+        .args(["versions", "--datahub"])
+        .arg(s.datahub.to_string())
+        .arg("--connector")
+        .arg(s.connector.to_string()));
+    let line = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        line.contains(&format!(
+            "continuous: restorable to any instant from {} to ",
+            d.format("%Y-%m-%d %H:%M:%S UTC")
+        )) && line.contains(&format!("({} objects,", w["objects"])),
+        "{line}"
+    );
     // A second run finds nothing more to do.
     let again = prune(false);
     assert_eq!(
@@ -646,4 +661,32 @@ async fn l0(b: &Bucket, prefix: &str) -> Vec<String> {
         .into_iter()
         .map(|o| o.key.to_string())
         .collect()
+}
+
+/// `--keep-within` outside 1h..3650d, or not a duration, is refused on `agent` and `prune`
+/// before anything runs, naming the flag (exit 2).
+#[test]
+fn keep_within_out_of_range_is_refused_naming_the_flag() {
+    let hub_root = tempfile::tempdir().unwrap();
+    let root = hub_root.path().to_str().unwrap();
+    for (cmd, v) in [
+        ("agent", "30m"),
+        ("agent", "soon"),
+        ("prune", "20000d"),
+        ("prune", "soon"),
+    ] {
+        let o = run(crate::common::hubvault()
+            .env("HUBVAULT_BUCKET", "file:///nonexistent-hubvault-test")
+            .env("HUBVAULT_ORG", "acme")
+            .args([cmd, "--keep-within", v])
+            // --once: were the value taken, the agent would end after one pass.
+            .args(if cmd == "agent" {
+                vec!["--once", "--hub-root", root]
+            } else {
+                vec![]
+            }));
+        assert_eq!(o.status.code(), Some(2), "{cmd} --keep-within {v}: {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--keep-within"), "{cmd} {v}: {err}");
+    }
 }
