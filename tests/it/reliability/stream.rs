@@ -6,8 +6,8 @@
 //! checksum), and what a killed run left never breaks a later one: the next run finishes
 //! without a problem, a second has nothing left to do.
 //!
-//! Each run starts from the same bucket state: two hours of capture across a midnight two
-//! days ago, nothing compacted; the cut-off twenty minutes after that midnight, so a run
+//! Each run starts from the same bucket state: an hour of capture across a midnight two
+//! days ago, nothing compacted; the cut-off fifteen minutes after that midnight, so a run
 //! compacts minutes, writes marks, writes the day's bases and deletes the day before.
 
 use std::collections::BTreeMap;
@@ -120,10 +120,12 @@ fn stream_prune_killed_at_random_points(tb: &TestBucket) {
     let sim = simulate(
         &bucket,
         &SimSpec {
-            start: d - TimeDelta::minutes(50),
-            hours: 2,
-            bursts_per_hour: 6,
-            instants: 12,
+            start: d - TimeDelta::minutes(30),
+            hours: 1,
+            bursts_per_hour: 10,
+            // Every instant inside the kept window (from the day's base on).
+            instants: 6,
+            instants_after: Some(d),
             compact: false,
         },
         seed,
@@ -132,7 +134,7 @@ fn stream_prune_killed_at_random_points(tb: &TestBucket) {
     let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
     let prefix = format!("acme/stream/{hub}");
     let template = snapshot(tb, &prefix);
-    let cutoff = d + TimeDelta::minutes(20);
+    let cutoff = d + TimeDelta::minutes(15);
     // Instants inside the window (from the day's base on) must restore at every point.
     let inside: Vec<(Time, usize, String)> = sim
         .refs
@@ -192,11 +194,16 @@ fn stream_prune_killed_at_random_points(tb: &TestBucket) {
     let deadline = Deadline::after(Duration::from_secs(if super::long() { 3600 } else { 240 }));
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
     let mut done = 0;
+    // Time spent resetting, in prune (to its end or kill), checking: where a run's cost is.
+    let mut spent = [Duration::ZERO; 3];
     for i in 1..=runs {
         if deadline.passed() {
             break;
         }
+        let t0 = Instant::now();
         reset(tb, &prefix, &template);
+        spent[0] += t0.elapsed();
+        let t0 = Instant::now();
         let delay = window.mul_f64(rng.random_range(0.0..1.0));
         let mut child = prune_cmd(tb)
             .stdout(Stdio::null())
@@ -219,8 +226,11 @@ fn stream_prune_killed_at_random_points(tb: &TestBucket) {
                 "run {i}: an unkilled prune failed: {status}"
             );
         }
+        spent[1] += t0.elapsed();
+        let t0 = Instant::now();
         check(i, if finished { "finished" } else { "killed" });
         let keys: Vec<String> = tb.keys(&prefix).into_iter().map(|(k, _)| k).collect();
+        spent[2] += t0.elapsed();
         let untouched =
             keys.len() == template.len() && keys.iter().zip(&template).all(|(a, (b, _))| a == b);
         let key = match (finished, untouched, keys == done_keys) {
@@ -278,6 +288,9 @@ fn stream_prune_killed_at_random_points(tb: &TestBucket) {
             "kill_window_ms": window.as_millis() as u64,
             "outcomes": outcomes,
             "instants_checked_per_run": inside.len(),
+            "reset_ms": spent[0].as_millis() as u64,
+            "prune_ms": spent[1].as_millis() as u64,
+            "check_ms": spent[2].as_millis() as u64,
         }),
     );
 }
