@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
@@ -76,23 +77,62 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
 
 /// Opens a database read-only. The caller has checked that it is SQLite.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
-    open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+    open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, None)
 }
 
 /// Opens a database for writing (a file we own: a snapshot, a download, a remap copy).
 pub fn open_read_write(path: &Path) -> Result<Connection> {
-    open(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    open(path, OpenFlags::SQLITE_OPEN_READ_WRITE, None)
+}
+
+/// Opens a private copy that no other process opens (a download or a remap copy under
+/// a temp name) for one batch of writes: no rollback journal, no syncs (a crash leaves
+/// only a temp file, which is thrown away). The caller fsyncs the file when done.
+pub fn open_scratch(path: &Path) -> Result<Connection> {
+    // Set before the connection is locked down: defensive mode refuses journal_mode=OFF.
+    open(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE,
+        Some("PRAGMA journal_mode=DELETE; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"),
+    )
 }
 
 /// Never creates the file (no `SQLITE_OPEN_CREATE`): a wrong path is an error, not a
 /// new empty database. Waits up to 10 s for another connection's lock.
-fn open(path: &Path, mode: OpenFlags) -> Result<Connection> {
+///
+/// Every database hubvault opens is one it did not write (a download, the connector's
+/// live file, a copy of either), so every connection is locked down before any SQL of
+/// the file's schema can run: `SQLITE_DBCONFIG_DEFENSIVE` (no `writable_schema`, no
+/// direct writes to shadow tables, no `journal_mode=OFF`) and `trusted_schema` off (a
+/// view, trigger, `CHECK` or generated column stored in the file may only call functions
+/// and virtual tables marked harmless; our own SQL functions are direct-only).
+/// `setup` runs before that, on our own settings only.
+fn open(path: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection> {
     let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
+    if let Some(sql) = setup {
+        conn.execute_batch(sql)
+            .map_err(|e| Error::sqlite(path, "cannot set up the connection", e))?;
+    }
+    lock_down(&conn).map_err(|e| Error::sqlite(path, "cannot lock the connection down", e))?;
     Ok(conn)
+}
+
+/// `SQLITE_DBCONFIG_DEFENSIVE` on, `trusted_schema` off: see [`open`].
+pub fn lock_down(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    Ok(())
+}
+
+/// True if and only if `conn` is locked down as [`open`] does it.
+pub fn is_locked_down(conn: &Connection) -> rusqlite::Result<bool> {
+    let defensive = conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE)?;
+    let trusted = conn.db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA)?;
+    Ok(defensive && !trusted)
 }
 
 pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -219,6 +259,11 @@ pub fn table_counts(conn: &Connection, path: &Path) -> Result<BTreeMap<String, u
 /// `"name"` with embedded quotes doubled: safe for any table or column name.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'` with embedded quotes doubled: a SQL string literal for any text.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Runs `integrity_check` (or `quick_check` past [`FULL_CHECK_MAX_BYTES`]) and

@@ -11,6 +11,8 @@ mod agent;
 mod backup;
 mod conformance;
 mod history;
+/// A hostile downloaded database, generated from bytes (shared with fuzz/).
+mod hostile_db;
 mod layers;
 mod props;
 mod proxy;
@@ -19,4 +21,5 @@ mod remap;
 mod restore;
 mod rewrite;
 mod status;
+mod untrusted;
 mod verify;

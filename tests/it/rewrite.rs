@@ -79,14 +79,14 @@ fn the_same_rewrite_applied_twice_changes_nothing_the_second_time() {
     let (path, spec) = fixture_db(dir.path());
     let mut conn = db::open_read_write(&path).unwrap();
     let to = new_ids();
-    let done = rewrite::apply(&mut conn, &path, ids(&spec), to).unwrap();
+    let done = rewrite::apply(&mut conn, &path, ids(&spec), to, false).unwrap();
     assert!(done.total_values() > 60, "{done:?}");
     drop(conn);
     let after_first = fsio::sha256_file(&path).unwrap();
     // The same mapping again: the old ids are gone, so nothing is found and nothing is
     // written (the file is byte for byte the same).
     let mut conn = db::open_read_write(&path).unwrap();
-    let again = rewrite::apply(&mut conn, &path, ids(&spec), to).unwrap();
+    let again = rewrite::apply(&mut conn, &path, ids(&spec), to, false).unwrap();
     assert_eq!(again.total_values(), 0, "{again:?}");
     assert!(again.is_noop());
     let left = rewrite::scan_ids(
