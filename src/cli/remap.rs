@@ -103,8 +103,12 @@ pub fn print_unrewritten(p: &hubvault::sqlite::rewrite::RewritePlan, dry_run: bo
         return;
     }
     let head = match (dry_run, p.accepted_unrewritten) {
-        (true, _) => "WARNING: these old ids cannot be rewritten (the rewrite refuses unless --accept-unrewritten):",
-        (false, true) => "WARNING: these old ids were NOT rewritten (--accept-unrewritten): the database still holds them:",
+        (true, _) => {
+            "WARNING: these old ids cannot be rewritten (the rewrite refuses unless --accept-unrewritten):"
+        }
+        (false, true) => {
+            "WARNING: these old ids were NOT rewritten (--accept-unrewritten): the database still holds them:"
+        }
         (false, false) => "WARNING: these old ids cannot be rewritten:",
     };
     println!("  {head}");

@@ -338,3 +338,36 @@ pub fn page_info(conn: &Connection, path: &Path) -> Result<(u64, u64, String)> {
         journal.to_ascii_lowercase(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(conn: &Connection) -> String {
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn every_open_is_locked_down_and_only_a_scratch_copy_runs_without_a_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(a)")
+            .unwrap();
+        let rw = open_read_write(&path).unwrap();
+        assert!(is_locked_down(&rw).unwrap());
+        // Defensive mode keeps the journal: a plain connection cannot switch it off.
+        let mode: String = rw
+            .query_row("PRAGMA journal_mode=OFF", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete");
+        drop(rw);
+        let scratch = open_scratch(&path).unwrap();
+        assert!(is_locked_down(&scratch).unwrap());
+        assert_eq!(journal(&scratch), "off");
+        drop(scratch);
+        assert!(is_locked_down(&open_read_only(&path).unwrap()).unwrap());
+    }
+}

@@ -144,7 +144,9 @@ fn record(tallies: &Tallies, slot: Option<usize>, t: Tally) {
 }
 
 fn bits(t: Tally) -> i64 {
-    i64::from(t.rewritable > 0) | (i64::from(t.mixed_case > 0) << 1) | (i64::from(t.raw_bytes > 0) << 2)
+    i64::from(t.rewritable > 0)
+        | (i64::from(t.mixed_case > 0) << 1)
+        | (i64::from(t.raw_bytes > 0) << 2)
 }
 
 impl<'c> IdFunctions<'c> {
@@ -220,12 +222,19 @@ impl<'c> IdFunctions<'c> {
 
     /// Empties the counts; slots are column indexes of the next statement.
     pub fn reset(&self) {
-        self.tallies.lock().expect("no panic while holding the tallies").clear();
+        self.tallies
+            .lock()
+            .expect("no panic while holding the tallies")
+            .clear();
     }
 
     /// The counts since the last [`IdFunctions::reset`], for `n` slots.
     pub fn counts(&self, n: usize) -> Vec<ColTally> {
-        let mut v = self.tallies.lock().expect("no panic while holding the tallies").clone();
+        let mut v = self
+            .tallies
+            .lock()
+            .expect("no panic while holding the tallies")
+            .clone();
         v.resize(n.max(v.len()), ColTally::default());
         v
     }

@@ -38,8 +38,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use rusqlite::config::DbConfig;
 use rusqlite::Connection;
+use rusqlite::config::DbConfig;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -393,7 +393,8 @@ fn schema_pass(rows: &[SchemaRow], m: &Matcher, plan: &mut RewritePlan) -> Vec<R
             "view" => Creates::View,
             "trigger" => Creates::Trigger,
             _ => {
-                plan.blockers.push(format!("the SQL of {what} names an old id"));
+                plan.blockers
+                    .push(format!("the SQL of {what} names an old id"));
                 continue;
             }
         };
@@ -424,7 +425,10 @@ fn schema_pass(rows: &[SchemaRow], m: &Matcher, plan: &mut RewritePlan) -> Vec<R
     }
     if any_view {
         for r in rows.iter().filter(|r| r.kind == "trigger") {
-            if redo.iter().any(|x| x.kind == Creates::Trigger && x.name == r.name) {
+            if redo
+                .iter()
+                .any(|x| x.kind == Creates::Trigger && x.name == r.name)
+            {
                 continue;
             }
             let Some(sql) = &r.sql else { continue };
@@ -447,8 +451,16 @@ fn schema_pass(rows: &[SchemaRow], m: &Matcher, plan: &mut RewritePlan) -> Vec<R
 /// The SQL of a view or trigger with the old ids rewritten, if it is one statement
 /// creating exactly that object (checked on the text here; SQLite checks "one
 /// statement" again when it prepares it).
-fn recreatable(m: &Matcher, kind: Creates, name: &str, sql: &[u8]) -> std::result::Result<String, String> {
-    let new = m.rewrite(Kind::Utf8Text, sql).0.unwrap_or_else(|| sql.to_vec());
+fn recreatable(
+    m: &Matcher,
+    kind: Creates,
+    name: &str,
+    sql: &[u8],
+) -> std::result::Result<String, String> {
+    let new = m
+        .rewrite(Kind::Utf8Text, sql)
+        .0
+        .unwrap_or_else(|| sql.to_vec());
     let new = String::from_utf8(new).map_err(|_| "it is not valid UTF-8".to_string())?;
     if new.contains('\0') {
         return Err("it holds a NUL character".into());
@@ -467,34 +479,57 @@ fn recreate(conn: &Connection, path: &Path, before: &[SchemaRow], redo: &[Redo])
     let q = |what: String| move |e| Error::sqlite(path, &what, e);
     for kind in [Creates::Trigger, Creates::View] {
         for r in redo.iter().filter(|r| r.kind == kind) {
-            let word = if kind == Creates::View { "VIEW" } else { "TRIGGER" };
-            conn.execute(&format!("DROP {word} IF EXISTS {}", quote_ident(&r.name)), [])
-                .map_err(q(format!("cannot drop {} {}", word.to_lowercase(), r.name)))?;
+            let word = if kind == Creates::View {
+                "VIEW"
+            } else {
+                "TRIGGER"
+            };
+            conn.execute(
+                &format!("DROP {word} IF EXISTS {}", quote_ident(&r.name)),
+                [],
+            )
+            .map_err(q(format!("cannot drop {} {}", word.to_lowercase(), r.name)))?;
         }
     }
     let refuse = |r: &Redo, why: String| {
         Error::db(
             path,
-            format!("the stored SQL of {} {} cannot be created again: {why}", kind_word(r.kind), r.name),
+            format!(
+                "the stored SQL of {} {} cannot be created again: {why}",
+                kind_word(r.kind),
+                r.name
+            ),
             "nothing was changed; the database's schema holds SQL that SQLite did not write: inspect it with `sqlite3 FILE .schema` and fix or drop that object",
         )
     };
     for kind in [Creates::View, Creates::Trigger] {
         for r in redo.iter().filter(|r| r.kind == kind) {
             let mut stmt = conn.prepare(&r.sql).map_err(|e| match e {
-                rusqlite::Error::MultipleStatement => refuse(r, "it is more than one statement".into()),
+                rusqlite::Error::MultipleStatement => {
+                    refuse(r, "it is more than one statement".into())
+                }
                 e => refuse(r, e.to_string()),
             })?;
             stmt.raw_execute().map_err(|e| refuse(r, e.to_string()))?;
         }
     }
     let after = schema_rows(conn, path)?;
-    let key = |r: &SchemaRow| (r.kind.clone(), r.name.clone(), r.tbl_name.clone(), r.sql.clone());
+    let key = |r: &SchemaRow| {
+        (
+            r.kind.clone(),
+            r.name.clone(),
+            r.tbl_name.clone(),
+            r.sql.clone(),
+        )
+    };
     let expected: BTreeSet<_> = before
         .iter()
         .map(|r| {
             let mut r = r.clone();
-            if let Some(x) = redo.iter().find(|x| kind_word(x.kind) == r.kind && x.name == r.name) {
+            if let Some(x) = redo
+                .iter()
+                .find(|x| kind_word(x.kind) == r.kind && x.name == r.name)
+            {
                 r.sql = Some(x.sql.clone().into_bytes());
             }
             key(&r)
@@ -557,7 +592,11 @@ fn pass(
             .map(|(i, c)| format!("{} = {}", quote_ident(c), f.rewrite_expr(i, c)))
             .collect();
         conn.execute(
-            &format!("UPDATE {} SET {} WHERE {hit}", quote_ident(table), sets.join(", ")),
+            &format!(
+                "UPDATE {} SET {} WHERE {hit}",
+                quote_ident(table),
+                sets.join(", ")
+            ),
             [],
         )
         .map(|_| ())
@@ -569,7 +608,11 @@ fn pass(
             .map(|(i, c)| format!("total({})", f.tally_expr(Some(i), c)))
             .collect();
         conn.query_row(
-            &format!("SELECT {} FROM {} WHERE {hit}", sums.join(", "), quote_ident(table)),
+            &format!(
+                "SELECT {} FROM {} WHERE {hit}",
+                sums.join(", "),
+                quote_ident(table)
+            ),
             [],
             |_| Ok(()),
         )
@@ -605,7 +648,10 @@ fn rows_with(
             .prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")
             .and_then(|mut s| s.query_map([&t.name], |r| r.get(0))?.collect())
             .map_err(q)?;
-        let key: Vec<String> = pk.iter().map(|c| format!("quote({})", quote_ident(c))).collect();
+        let key: Vec<String> = pk
+            .iter()
+            .map(|c| format!("quote({})", quote_ident(c)))
+            .collect();
         let sql = format!(
             "SELECT substr({}, 1, 200) FROM {} WHERE {cond} LIMIT {ROWS_SHOWN}",
             key.join(" || ', ' || "),
@@ -648,7 +694,10 @@ fn note(
                 values: n.rewritable,
             });
         }
-        for (reason, values) in [(Reason::MixedCase, n.mixed_case), (Reason::RawBytes, n.raw_bytes)] {
+        for (reason, values) in [
+            (Reason::MixedCase, n.mixed_case),
+            (Reason::RawBytes, n.raw_bytes),
+        ] {
             if values > 0 {
                 plan.unrewritten.push(Unrewritten {
                     table: t.name.clone(),
@@ -684,7 +733,13 @@ fn fts_to_rebuild(all: &[Table], changed: &BTreeSet<String>) -> Vec<(String, Tre
 }
 
 /// Rows of contentless full-text indexes that hold an old id.
-fn contentless(conn: &Connection, path: &Path, all: &[Table], old: &[uuid::Uuid], plan: &mut RewritePlan) -> Result<()> {
+fn contentless(
+    conn: &Connection,
+    path: &Path,
+    all: &[Table],
+    old: &[uuid::Uuid],
+    plan: &mut RewritePlan,
+) -> Result<()> {
     for t in all {
         if let TableKind::Virtual(tr @ Treatment::FtsContentless { .. }) = &t.kind {
             let rows = vtab::index_hits(conn, &t.name, tr, old)
@@ -725,7 +780,8 @@ fn note_scanned_only(all: &[Table], plan: &mut RewritePlan) {
 /// [`apply`] would leave (`unrewritten`) or refuse (`blockers`).
 pub fn plan(conn: &Connection, path: &Path, from: Ids, to: Ids) -> Result<RewritePlan> {
     check_ids(from, to)?;
-    let encoding = Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
+    let encoding =
+        Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
     let mut plan = RewritePlan::new(from, to, encoding);
     let (old, new) = changing(from, to);
     if old.is_empty() {
@@ -733,15 +789,26 @@ pub fn plan(conn: &Connection, path: &Path, from: Ids, to: Ids) -> Result<Rewrit
     }
     let m = Matcher::new(&old, Some(&new));
     schema_pass(&schema_rows(conn, path)?, &m, &mut plan);
-    let f = IdFunctions::register(conn, m).map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+    let f = IdFunctions::register(conn, m)
+        .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
     let all = tables(conn, path)?;
-    for t in all.iter().filter(|t| t.is_written() && !t.writable.is_empty()) {
+    for t in all
+        .iter()
+        .filter(|t| t.is_written() && !t.writable.is_empty())
+    {
         let cols: Vec<&str> = t.writable.iter().map(String::as_str).collect();
         let counts = pass(conn, path, &f, &t.name, &cols, false)?;
         note(conn, path, &f, t, &cols, &counts, &mut plan)?;
     }
-    let changed: BTreeSet<String> = plan.changes.iter().map(|c| c.table.to_ascii_lowercase()).collect();
-    plan.fts_rebuilt = fts_to_rebuild(&all, &changed).into_iter().map(|(n, _)| n).collect();
+    let changed: BTreeSet<String> = plan
+        .changes
+        .iter()
+        .map(|c| c.table.to_ascii_lowercase())
+        .collect();
+    plan.fts_rebuilt = fts_to_rebuild(&all, &changed)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     contentless(conn, path, &all, &old, &mut plan)?;
     note_scanned_only(&all, &mut plan);
     Ok(plan)
@@ -762,14 +829,18 @@ pub fn scan(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<Found>
     }
     let m = Matcher::new(&ids, None);
     for r in schema_rows(conn, path)? {
-        if r.sql.as_ref().is_some_and(|s| !m.tally(Kind::Utf8Text, s).is_empty()) {
+        if r.sql
+            .as_ref()
+            .is_some_and(|s| !m.tally(Kind::Utf8Text, s).is_empty())
+        {
             found.push(Found {
                 place: format!("schema:{} {}", r.kind, r.name),
                 values: 1,
             });
         }
     }
-    let f = IdFunctions::register(conn, m).map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+    let f = IdFunctions::register(conn, m)
+        .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
     let all = tables(conn, path)?;
     for t in &all {
         let skip = match &t.kind {
@@ -787,7 +858,8 @@ pub fn scan(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<Found>
         if let TableKind::Virtual(tr) = &t.kind
             && tr.is_fts()
         {
-            let rows = vtab::index_hits(conn, &t.name, tr, &ids).map_err(|e| scan_error(path, &t.name, e))?;
+            let rows = vtab::index_hits(conn, &t.name, tr, &ids)
+                .map_err(|e| scan_error(path, &t.name, e))?;
             if !rows.is_empty() {
                 found.push(Found {
                     place: format!("{}.*", t.name),
@@ -799,7 +871,10 @@ pub fn scan(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<Found>
             }
         }
         let cols: Vec<&str> = t.all.iter().map(String::as_str).collect();
-        for (c, n) in cols.iter().zip(pass(conn, path, &f, &t.name, &cols, false)?) {
+        for (c, n) in cols
+            .iter()
+            .zip(pass(conn, path, &f, &t.name, &cols, false)?)
+        {
             if n.hit > 0 {
                 found.push(Found {
                     place: format!("{}.{}", t.name, c),
@@ -827,7 +902,8 @@ pub fn apply(
     accept_unrewritten: bool,
 ) -> Result<RewritePlan> {
     check_ids(from, to)?;
-    let encoding = Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
+    let encoding =
+        Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
     if changing(from, to).0.is_empty() {
         return Ok(RewritePlan::new(from, to, encoding));
     }
@@ -840,7 +916,12 @@ pub fn apply(
     let triggers_were_on = conn
         .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
         .map_err(q("cannot disable triggers"))?;
-    let result = rewrite_in_transaction(conn, path, RewritePlan::new(from, to, encoding), accept_unrewritten);
+    let result = rewrite_in_transaction(
+        conn,
+        path,
+        RewritePlan::new(from, to, encoding),
+        accept_unrewritten,
+    );
     // Put the connection back as it was, whatever happened.
     let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers_were_on);
     let restored = conn.pragma_update(None, "foreign_keys", fk_was_on);
@@ -873,21 +954,30 @@ fn rewrite_in_transaction(
                 "nothing was changed; fix these schema objects by hand (e.g. with sqlite3) and run the command again",
             ));
         }
-        let f = IdFunctions::register(&tx, m).map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+        let f = IdFunctions::register(&tx, m)
+            .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
         recreate(&tx, path, &before, &redo)?;
 
         // One UPDATE per table: a row holding ids in several columns is written once.
         let all = tables(&tx, path)?;
-        for t in all.iter().filter(|t| t.is_written() && !t.writable.is_empty()) {
+        for t in all
+            .iter()
+            .filter(|t| t.is_written() && !t.writable.is_empty())
+        {
             let cols: Vec<&str> = t.writable.iter().map(String::as_str).collect();
             let counts = pass(&tx, path, &f, &t.name, &cols, true)?;
             note(&tx, path, &f, t, &cols, &counts, &mut plan)?;
         }
-        let changed: BTreeSet<String> = plan.changes.iter().map(|c| c.table.to_ascii_lowercase()).collect();
+        let changed: BTreeSet<String> = plan
+            .changes
+            .iter()
+            .map(|c| c.table.to_ascii_lowercase())
+            .collect();
         for (name, tr) in fts_to_rebuild(&all, &changed) {
             let t0 = std::time::Instant::now();
-            vtab::rebuild(&tx, &name)
-                .map_err(|e| Error::sqlite(path, &format!("cannot rebuild full-text index {name}"), e))?;
+            vtab::rebuild(&tx, &name).map_err(|e| {
+                Error::sqlite(path, &format!("cannot rebuild full-text index {name}"), e)
+            })?;
             vtab::integrity_check(&tx, &name, &tr).map_err(|e| Error::Database {
                 path: path.to_path_buf(),
                 message: format!("full-text index {name} fails its integrity check after the rewrite"),
@@ -964,8 +1054,11 @@ fn verify_written(
     let mut left = Vec::new();
     for t in all {
         let cols: Vec<&str> = match &t.kind {
-            TableKind::Shadow(Some(owner)) if vtab::is_fts_index_shadow(owner, &t.name)
-                && all.iter().any(|o| &o.name == owner && matches!(&o.kind, TableKind::Virtual(tr) if tr.is_fts())) =>
+            TableKind::Shadow(Some(owner))
+                if vtab::is_fts_index_shadow(owner, &t.name)
+                    && all.iter().any(|o| {
+                        &o.name == owner && matches!(&o.kind, TableKind::Virtual(tr) if tr.is_fts())
+                    }) =>
             {
                 continue;
             }
@@ -975,7 +1068,10 @@ fn verify_written(
                 .iter()
                 .filter(|c| {
                     !t.writable.contains(c)
-                        || plan.changes.iter().any(|x| x.table == t.name && &x.column == *c)
+                        || plan
+                            .changes
+                            .iter()
+                            .any(|x| x.table == t.name && &x.column == *c)
                 })
                 .map(String::as_str)
                 .collect(),
@@ -989,7 +1085,10 @@ fn verify_written(
             if n.rewritable > 0 {
                 left.push(format!("{}.{} ({})", t.name, c, n.rewritable));
             }
-            for (reason, values) in [(Reason::MixedCase, n.mixed_case), (Reason::RawBytes, n.raw_bytes)] {
+            for (reason, values) in [
+                (Reason::MixedCase, n.mixed_case),
+                (Reason::RawBytes, n.raw_bytes),
+            ] {
                 let listed = plan
                     .unrewritten
                     .iter()
@@ -1043,7 +1142,8 @@ mod tests {
     #[test]
     fn stored_view_sql_with_a_second_statement_is_refused_and_never_run() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t(a); CREATE VIEW v AS SELECT a FROM t;").unwrap();
+        conn.execute_batch("CREATE TABLE t(a); CREATE VIEW v AS SELECT a FROM t;")
+            .unwrap();
         let path = Path::new("test.db");
         let before = schema_rows(&conn, path).unwrap();
         let tx = conn.unchecked_transaction().unwrap();
@@ -1064,8 +1164,14 @@ mod tests {
         for (kind, sql) in [
             (Creates::View, "CREATE VIEW other AS SELECT 1"),
             (Creates::View, "CREATE TEMP VIEW v AS SELECT 1"),
-            (Creates::View, "CREATE TRIGGER v AFTER INSERT ON t BEGIN SELECT 1; END"),
-            (Creates::View, "CREATE VIEW v AS SELECT 1\0; CREATE TABLE pwned(x)"),
+            (
+                Creates::View,
+                "CREATE TRIGGER v AFTER INSERT ON t BEGIN SELECT 1; END",
+            ),
+            (
+                Creates::View,
+                "CREATE VIEW v AS SELECT 1\0; CREATE TABLE pwned(x)",
+            ),
             (Creates::Trigger, "CREATE TABLE v(a)"),
         ] {
             assert!(recreatable(&m, kind, "v", sql.as_bytes()).is_err(), "{sql}");

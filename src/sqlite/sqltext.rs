@@ -141,7 +141,10 @@ pub fn check_create(sql: &str, kind: Creates, name: &str) -> Result<(), String> 
     if !it.next().is_some_and(|t| t.is_kw("CREATE")) {
         return Err(format!("does not start with {want}"));
     }
-    if it.peek().is_some_and(|t| t.is_kw("TEMP") || t.is_kw("TEMPORARY")) {
+    if it
+        .peek()
+        .is_some_and(|t| t.is_kw("TEMP") || t.is_kw("TEMPORARY"))
+    {
         return Err("creates a TEMP object, not one in the database".into());
     }
     if !it.next().is_some_and(|t| t.is_kw(kind.keyword())) {
@@ -149,7 +152,9 @@ pub fn check_create(sql: &str, kind: Creates, name: &str) -> Result<(), String> 
     }
     if it.peek().is_some_and(|t| t.is_kw("IF")) {
         it.next();
-        if !(it.next().is_some_and(|t| t.is_kw("NOT")) && it.next().is_some_and(|t| t.is_kw("EXISTS"))) {
+        if !(it.next().is_some_and(|t| t.is_kw("NOT"))
+            && it.next().is_some_and(|t| t.is_kw("EXISTS")))
+        {
             return Err("has a malformed IF NOT EXISTS".into());
         }
     }
@@ -239,9 +244,21 @@ mod tests {
     fn a_create_view_or_trigger_must_name_its_own_object_in_main() {
         let ok = [
             ("CREATE VIEW v AS SELECT 1", Creates::View, "v"),
-            ("create view \"My \"\"V\"\"\" as select 1", Creates::View, "My \"V\""),
-            ("CREATE VIEW IF NOT EXISTS main.[v] AS SELECT 1", Creates::View, "V"),
-            ("/* c */ CREATE -- x\n TRIGGER `t` AFTER INSERT ON a BEGIN SELECT 1; END", Creates::Trigger, "t"),
+            (
+                "create view \"My \"\"V\"\"\" as select 1",
+                Creates::View,
+                "My \"V\"",
+            ),
+            (
+                "CREATE VIEW IF NOT EXISTS main.[v] AS SELECT 1",
+                Creates::View,
+                "V",
+            ),
+            (
+                "/* c */ CREATE -- x\n TRIGGER `t` AFTER INSERT ON a BEGIN SELECT 1; END",
+                Creates::Trigger,
+                "t",
+            ),
         ];
         for (sql, kind, name) in ok {
             assert_eq!(check_create(sql, kind, name), Ok(()), "{sql}");
@@ -251,7 +268,11 @@ mod tests {
             ("CREATE VIEW other AS SELECT 1", Creates::View, "v"),
             ("CREATE VIEW aux.v AS SELECT 1", Creates::View, "v"),
             ("CREATE TABLE v(a)", Creates::View, "v"),
-            ("CREATE TRIGGER v AFTER INSERT ON a BEGIN SELECT 1; END", Creates::View, "v"),
+            (
+                "CREATE TRIGGER v AFTER INSERT ON a BEGIN SELECT 1; END",
+                Creates::View,
+                "v",
+            ),
             ("DROP TABLE Events", Creates::View, "v"),
             ("", Creates::Trigger, "t"),
         ];
@@ -270,7 +291,10 @@ mod tests {
         assert_eq!(args.len(), 5);
         assert_eq!(option(&args, "content").as_deref(), Some("Events"));
         assert_eq!(option(&args, "CONTENT_ROWID").as_deref(), Some("id"));
-        assert_eq!(option(&args, "tokenize").as_deref(), Some("porter unicode61"));
+        assert_eq!(
+            option(&args, "tokenize").as_deref(),
+            Some("porter unicode61")
+        );
         assert_eq!(option(&args, "columnsize"), None);
         let (_, args) = virtual_table("CREATE VIRTUAL TABLE f USING fts5(a, content='')").unwrap();
         assert_eq!(option(&args, "content").as_deref(), Some(""));

@@ -154,7 +154,11 @@ pub fn index_hits(
 }
 
 /// FTS5: rows whose tokens, in order, spell an id when joined with `-`.
-fn token_sequence_hits(conn: &Connection, table: &str, ids: &[uuid::Uuid]) -> rusqlite::Result<Vec<i64>> {
+fn token_sequence_hits(
+    conn: &Connection,
+    table: &str,
+    ids: &[uuid::Uuid],
+) -> rusqlite::Result<Vec<i64>> {
     const VOCAB: &str = "temp.hubvault_vocab";
     conn.execute_batch(&format!(
         "DROP TABLE IF EXISTS {VOCAB}; CREATE VIRTUAL TABLE {VOCAB} USING fts5vocab(main, {}, 'instance');",
@@ -162,7 +166,9 @@ fn token_sequence_hits(conn: &Connection, table: &str, ids: &[uuid::Uuid]) -> ru
     ))?;
     let m = Matcher::new(ids, None);
     let result = (|| {
-        let mut stmt = conn.prepare(&format!("SELECT doc, col, term FROM {VOCAB} ORDER BY doc, col, offset"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT doc, col, term FROM {VOCAB} ORDER BY doc, col, offset"
+        ))?;
         let mut rows = stmt.query([])?;
         let mut hits = Vec::new();
         let mut cur: Option<(i64, String)> = None;
@@ -176,7 +182,10 @@ fn token_sequence_hits(conn: &Connection, table: &str, ids: &[uuid::Uuid]) -> ru
             text.clear();
         };
         while let Some(r) = rows.next()? {
-            let key: (i64, String) = (r.get(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default());
+            let key: (i64, String) = (
+                r.get(0)?,
+                r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            );
             if cur.as_ref() != Some(&key) {
                 flush(&cur, &mut text, &mut hits);
                 cur = Some(key);
@@ -205,7 +214,9 @@ mod tests {
             }
         );
         assert_eq!(
-            Treatment::of("CREATE VIRTUAL TABLE f USING FTS5(a, content=\"Events\", content_rowid=id)"),
+            Treatment::of(
+                "CREATE VIRTUAL TABLE f USING FTS5(a, content=\"Events\", content_rowid=id)"
+            ),
             Treatment::FtsExternal {
                 module: "fts5".into(),
                 content: "Events".into()

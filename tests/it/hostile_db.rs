@@ -57,12 +57,22 @@ enum Frag {
     /// An unpaired UTF-16 surrogate (UTF-16 text) or an invalid UTF-8 byte (UTF-8 text).
     Broken,
     /// An old id (0 = datahub, 1 = connector): hyphens?, case (0 lower, 1 upper, 2 mixed).
-    Old { which: usize, hyphens: bool, case: u8 },
+    Old {
+        which: usize,
+        hyphens: bool,
+        case: u8,
+    },
     New,
     /// In a BLOB only: the raw 16 bytes of an old id (RFC order or GUID order).
-    Raw { which: usize, le: bool },
+    Raw {
+        which: usize,
+        le: bool,
+    },
     /// In a BLOB only: an old id as UTF-16 text.
-    Old16 { which: usize, be: bool },
+    Old16 {
+        which: usize,
+        be: bool,
+    },
 }
 
 const PLAIN: [&str; 6] = ["", "x", " /var/datahub/", "é€😀", "{\"id\":\"", "-"];
@@ -98,7 +108,11 @@ fn spell(id: uuid::Uuid, hyphens: bool, case: u8) -> String {
 }
 
 fn is_mixed(id: uuid::Uuid, case: u8) -> bool {
-    case == 2 && id.simple().to_string().contains(|c: char| c.is_ascii_lowercase())
+    case == 2
+        && id
+            .simple()
+            .to_string()
+            .contains(|c: char| c.is_ascii_lowercase())
 }
 
 /// The stored bytes of a text made of `frags` in encoding `enc`.
@@ -114,7 +128,11 @@ fn text_bytes(frags: &[Frag], enc: Enc, old: [uuid::Uuid; 2], new: uuid::Uuid) -
                 bytes.push(0xFF);
                 continue;
             }
-            Frag::Old { which, hyphens, case } => spell(old[*which], *hyphens, *case),
+            Frag::Old {
+                which,
+                hyphens,
+                case,
+            } => spell(old[*which], *hyphens, *case),
             Frag::New => new.to_string(),
             Frag::Raw { .. } | Frag::Old16 { .. } => continue,
         };
@@ -141,7 +159,13 @@ fn blob_bytes(g: &mut Gen, frags: &[Frag], old: [uuid::Uuid; 2], new: uuid::Uuid
             }
             Frag::Old16 { which, be } => {
                 let s = old[*which].to_string();
-                out.extend(s.encode_utf16().flat_map(|u| if *be { u.to_be_bytes() } else { u.to_le_bytes() }));
+                out.extend(s.encode_utf16().flat_map(|u| {
+                    if *be {
+                        u.to_be_bytes()
+                    } else {
+                        u.to_le_bytes()
+                    }
+                }));
             }
             Frag::Broken => {
                 let n = g.below(6);
@@ -216,7 +240,13 @@ pub fn build(bytes: &[u8]) -> Case {
     let new = to.connector.as_uuid();
     let conn = rusqlite::Connection::open(&path).unwrap();
     let mut unrewritable = false;
-    let names = ["Extra", "odd \"name\"", "with space", "Ünïcode", "x_content"];
+    let names = [
+        "Extra",
+        "odd \"name\"",
+        "with space",
+        "Ünïcode",
+        "x_content",
+    ];
     for t in 0..1 + g.below(3) {
         let name = format!("{}{t}", names[g.below(names.len())]);
         let without_rowid = g.below(4) == 0;
@@ -230,8 +260,12 @@ pub fn build(bytes: &[u8]) -> Case {
         } else {
             ("k INTEGER PRIMARY KEY, ", "")
         };
-        conn.execute_batch(&format!("CREATE TABLE {} ({key}{}){tail}", quote(&name), cols.join(", ")))
-            .unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE {} ({key}{}){tail}",
+            quote(&name),
+            cols.join(", ")
+        ))
+        .unwrap();
         for k in 0..g.below(6) {
             let mut placeholders = Vec::new();
             let mut values: Vec<rusqlite::types::Value> = Vec::new();
@@ -242,14 +276,18 @@ pub fn build(bytes: &[u8]) -> Case {
                     1 => rusqlite::types::Value::Integer(g.byte() as i64 * 1_000_003),
                     2 => rusqlite::types::Value::Real(g.byte() as f64 / 7.0),
                     3..=5 => {
-                        let frags: Vec<Frag> = (0..g.below(5)).map(|_| frag(&mut g, false)).collect();
+                        let frags: Vec<Frag> =
+                            (0..g.below(5)).map(|_| frag(&mut g, false)).collect();
                         unrewritable |= leaves_something(&frags, old, false);
                         placeholders.push(format!("CAST({p} AS TEXT)"));
-                        values.push(rusqlite::types::Value::Blob(text_bytes(&frags, enc, old, new)));
+                        values.push(rusqlite::types::Value::Blob(text_bytes(
+                            &frags, enc, old, new,
+                        )));
                         continue;
                     }
                     _ => {
-                        let frags: Vec<Frag> = (0..g.below(5)).map(|_| frag(&mut g, true)).collect();
+                        let frags: Vec<Frag> =
+                            (0..g.below(5)).map(|_| frag(&mut g, true)).collect();
                         unrewritable |= leaves_something(&frags, old, true);
                         rusqlite::types::Value::Blob(blob_bytes(&mut g, &frags, old, new))
                     }
@@ -261,7 +299,10 @@ pub fn build(bytes: &[u8]) -> Case {
                 &format!(
                     "INSERT INTO {} (k, {}) VALUES ({k}, {})",
                     quote(&name),
-                    (0..ncols).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", "),
+                    (0..ncols)
+                        .map(|i| format!("c{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     placeholders.join(", ")
                 ),
                 rusqlite::params_from_iter(values),
@@ -295,11 +336,13 @@ pub fn build(bytes: &[u8]) -> Case {
     };
     match g.below(5) {
         2 => {
-            conn.execute_batch("CREATE VIRTUAL TABLE own USING fts5(body)").unwrap();
+            conn.execute_batch("CREATE VIRTUAL TABLE own USING fts5(body)")
+                .unwrap();
             for _ in 0..1 + g.below(3) {
                 let (s, frags) = fts_text(&mut g);
                 unrewritable |= leaves_something(&frags, old, false);
-                conn.execute("INSERT INTO own(body) VALUES (?1)", [s]).unwrap();
+                conn.execute("INSERT INTO own(body) VALUES (?1)", [s])
+                    .unwrap();
             }
             fts.push(("own".to_string(), false));
         }
@@ -312,12 +355,14 @@ pub fn build(bytes: &[u8]) -> Case {
             fts.push(("ev".to_string(), true));
         }
         4 => {
-            conn.execute_batch("CREATE VIRTUAL TABLE blind USING fts5(body, content='')").unwrap();
+            conn.execute_batch("CREATE VIRTUAL TABLE blind USING fts5(body, content='')")
+                .unwrap();
             for _ in 0..1 + g.below(3) {
                 let (s, frags) = fts_text(&mut g);
                 // Any old id in the index is left (the index cannot be rewritten).
                 unrewritable |= frags.iter().any(|f| matches!(f, Frag::Old { .. }));
-                conn.execute("INSERT INTO blind(body) VALUES (?1)", [s]).unwrap();
+                conn.execute("INSERT INTO blind(body) VALUES (?1)", [s])
+                    .unwrap();
             }
         }
         _ => {}
@@ -363,12 +408,21 @@ fn snapshot(path: &Path) -> Snapshot {
             })
             .collect();
         let mut stmt = conn
-            .prepare(&format!("SELECT {} FROM {} ORDER BY 2, 1", sel.join(", "), quote(&t)))
+            .prepare(&format!(
+                "SELECT {} FROM {} ORDER BY 2, 1",
+                sel.join(", "),
+                quote(&t)
+            ))
             .unwrap();
         let rows = stmt
             .query_map([], |r| {
                 (0..cols.len())
-                    .map(|i| Ok((r.get(2 * i)?, r.get::<_, Option<Vec<u8>>>(2 * i + 1)?.unwrap_or_default())))
+                    .map(|i| {
+                        Ok((
+                            r.get(2 * i)?,
+                            r.get::<_, Option<Vec<u8>>>(2 * i + 1)?.unwrap_or_default(),
+                        ))
+                    })
                     .collect()
             })
             .unwrap()
@@ -377,7 +431,9 @@ fn snapshot(path: &Path) -> Snapshot {
         out.push((t, rows));
     }
     let schema: Vec<(String, Vec<u8>)> = conn
-        .prepare("SELECT name, CAST(sql AS BLOB) FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name")
+        .prepare(
+            "SELECT name, CAST(sql AS BLOB) FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name",
+        )
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -452,7 +508,11 @@ pub fn check(case: &Case) {
     let mut conn = db::open_read_write(&case.path).unwrap();
     match rewrite::apply(&mut conn, &case.path, case.from, case.to, false) {
         Err(e) => {
-            assert_eq!(snapshot(&case.path), before, "refused ({e}) but the database changed");
+            assert_eq!(
+                snapshot(&case.path),
+                before,
+                "refused ({e}) but the database changed"
+            );
             if !case.unrewritable {
                 // A refusal must have a reason the model knows of.
                 panic!("refused a database that holds nothing the rewrite cannot do: {e}");
@@ -473,7 +533,13 @@ pub fn check(case: &Case) {
     }
 }
 
-fn done(case: &Case, conn: &mut rusqlite::Connection, enc: Enc, before: &Snapshot, plan: &rewrite::RewritePlan) {
+fn done(
+    case: &Case,
+    conn: &mut rusqlite::Connection,
+    enc: Enc,
+    before: &Snapshot,
+    plan: &rewrite::RewritePlan,
+) {
     let pairs = [
         (case.from.datahub.as_uuid(), case.to.datahub.as_uuid()),
         (case.from.connector.as_uuid(), case.to.connector.as_uuid()),
@@ -490,7 +556,11 @@ fn done(case: &Case, conn: &mut rusqlite::Connection, enc: Enc, before: &Snapsho
         // as sorted sets of modelled rows.
         let mut want: Vec<Vec<(String, Vec<u8>)>> = rows_b
             .iter()
-            .map(|r| r.iter().map(|(ty, b)| (ty.clone(), model(enc, ty, b, &pairs))).collect())
+            .map(|r| {
+                r.iter()
+                    .map(|(ty, b)| (ty.clone(), model(enc, ty, b, &pairs)))
+                    .collect()
+            })
             .collect();
         let mut got = rows_a.clone();
         want.sort();
@@ -516,8 +586,14 @@ fn done(case: &Case, conn: &mut rusqlite::Connection, enc: Enc, before: &Snapsho
         } else {
             format!("INSERT INTO {name}({name}) VALUES('integrity-check')")
         };
-        conn.execute(&sql, []).unwrap_or_else(|e| panic!("{name}: {e}"));
+        conn.execute(&sql, [])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     let again = rewrite::apply(conn, &case.path, case.from, case.to, true).unwrap();
-    assert_eq!(again.total_values(), 0, "a second run changed {:?}", again.changes);
+    assert_eq!(
+        again.total_values(),
+        0,
+        "a second run changed {:?}",
+        again.changes
+    );
 }

@@ -52,7 +52,10 @@ fn raw_rows(db: &Path, table: &str, cols: &[&str]) -> Vec<Vec<(String, Option<Ve
         .map(|c| format!("typeof({c}), CAST({c} AS BLOB)"))
         .collect();
     let mut stmt = conn
-        .prepare(&format!("SELECT {} FROM {table} ORDER BY rowid", sel.join(", ")))
+        .prepare(&format!(
+            "SELECT {} FROM {table} ORDER BY rowid",
+            sel.join(", ")
+        ))
         .unwrap();
     stmt.query_map([], |r| {
         (0..cols.len())
@@ -94,7 +97,11 @@ fn remap_of_a_utf16_database_keeps_blobs_byte_for_byte_and_rewrites_its_text() {
         // NULs); a BLOB with the id as UTF-8 text; TEXT with an unpaired surrogate right
         // before the id (SQLite's UTF-16 -> UTF-8 conversion would swallow the id's first
         // character), written through CAST so that the stored bytes are exactly these.
-        let mut lone = if le { vec![0x00, 0xD8] } else { vec![0xD8, 0x00] };
+        let mut lone = if le {
+            vec![0x00, 0xD8]
+        } else {
+            vec![0xD8, 0x00]
+        };
         lone.extend(utf16(&format!(" {c} é"), le));
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch("CREATE TABLE Blobs (k INTEGER PRIMARY KEY, b, t)")
@@ -118,7 +125,11 @@ fn remap_of_a_utf16_database_keeps_blobs_byte_for_byte_and_rewrites_its_text() {
         let out = remap(&db, &to, &["--json"]);
         assert_eq!(out.status.code(), Some(0), "{encoding}: {}", stderr(&out));
         let after = raw_rows(&db, "Blobs", &["b", "t"]);
-        let mut want_t = if le { vec![0x00, 0xD8] } else { vec![0xD8, 0x00] };
+        let mut want_t = if le {
+            vec![0x00, 0xD8]
+        } else {
+            vec![0xD8, 0x00]
+        };
         want_t.extend(utf16(&format!(" {} é", to.1), le));
         for (i, (b, a)) in before.iter().zip(&after).enumerate() {
             assert_eq!(a[0].0, "blob", "{encoding} row {i}: still a BLOB");
@@ -127,14 +138,25 @@ fn remap_of_a_utf16_database_keeps_blobs_byte_for_byte_and_rewrites_its_text() {
             } else {
                 b[0].1.clone().unwrap()
             };
-            assert_eq!(a[0].1.as_ref().unwrap(), &want_b, "{encoding} row {i}: BLOB bytes");
+            assert_eq!(
+                a[0].1.as_ref().unwrap(),
+                &want_b,
+                "{encoding} row {i}: BLOB bytes"
+            );
             assert_eq!(a[1].0, "text", "{encoding} row {i}");
-            assert_eq!(a[1].1.as_ref().unwrap(), &want_t, "{encoding} row {i}: TEXT bytes");
+            assert_eq!(
+                a[1].1.as_ref().unwrap(),
+                &want_t,
+                "{encoding} row {i}: TEXT bytes"
+            );
         }
         // The ordinary text of the database was rewritten too.
         assert_eq!(one(&db, "SELECT id FROM Integrations"), to.0);
         assert_eq!(
-            one(&db, "SELECT count(*) FROM Events WHERE integration = (SELECT id FROM Integrations)"),
+            one(
+                &db,
+                "SELECT count(*) FROM Events WHERE integration = (SELECT id FROM Integrations)"
+            ),
             "12"
         );
         assert_eq!(one(&db, "PRAGMA encoding"), encoding);
@@ -148,7 +170,10 @@ fn remap_rewrites_ids_written_without_hyphens_in_the_same_spelling() {
     let dir = tempfile::tempdir().unwrap();
     let (db, spec) = connector(dir.path(), None);
     let simple = |u: uuid::Uuid| u.simple().to_string();
-    let (d, c) = (simple(spec.datahub.as_uuid()), simple(spec.connector.as_uuid()));
+    let (d, c) = (
+        simple(spec.datahub.as_uuid()),
+        simple(spec.connector.as_uuid()),
+    );
     exec(
         &db,
         &format!(
@@ -173,7 +198,10 @@ fn remap_rewrites_ids_written_without_hyphens_in_the_same_spelling() {
         one(&db, "SELECT b FROM Paths WHERE rowid = 1"),
         nc.to_uppercase()
     );
-    assert_eq!(one(&db, "SELECT typeof(b) FROM Paths WHERE rowid = 1"), "blob");
+    assert_eq!(
+        one(&db, "SELECT typeof(b) FROM Paths WHERE rowid = 1"),
+        "blob"
+    );
     assert_eq!(
         one(&db, "SELECT p FROM Paths WHERE rowid = 2"),
         format!("upper {}", nd.to_uppercase())
@@ -232,7 +260,10 @@ fn remap_reports_raw_id_bytes_in_a_blob_with_table_column_and_rowid_and_refuses_
     let out = remap(&db, &to, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
-    assert!(err.contains("Raw.b") && err.contains("raw 16 bytes") && err.contains("row 2"), "{err}");
+    assert!(
+        err.contains("Raw.b") && err.contains("raw 16 bytes") && err.contains("row 2"),
+        "{err}"
+    );
     assert!(err.contains("--accept-unrewritten"), "{err}");
     assert_eq!(sha256_of(&db), before, "refused: nothing written");
 
@@ -256,7 +287,13 @@ fn backup(tb: &TestBucket, db: &Path) {
     json_of(&run(tb.cmd().args(["backup", "--json", "--db"]).arg(db)), 0);
 }
 
-fn restore(tb: &TestBucket, spec: &Spec, to: &(String, String), out: &Path, extra: &[&str]) -> Output {
+fn restore(
+    tb: &TestBucket,
+    spec: &Spec,
+    to: &(String, String),
+    out: &Path,
+    extra: &[&str],
+) -> Output {
     run(tb
         .cmd()
         .args(["restore", "--yes"])
@@ -291,7 +328,10 @@ fn restore_refuses_unrewritable_ids_before_installing(tb: &TestBucket) {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(err.contains("Raw.b") && err.contains("row 2"), "{err}");
-    assert!(err.contains("Notes.t") && err.contains("mixed case"), "{err}");
+    assert!(
+        err.contains("Notes.t") && err.contains("mixed case"),
+        "{err}"
+    );
     assert!(!target.exists(), "nothing installed");
 
     // Accepted, as JSON: installed, and the report lists what is left.
@@ -305,9 +345,21 @@ fn restore_refuses_unrewritable_ids_before_installing(tb: &TestBucket) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|u| format!("{}.{} {} {}", u["table"].as_str().unwrap(), u["column"].as_str().unwrap(), u["reason"].as_str().unwrap(), u["rows"]))
+        .map(|u| {
+            format!(
+                "{}.{} {} {}",
+                u["table"].as_str().unwrap(),
+                u["column"].as_str().unwrap(),
+                u["reason"].as_str().unwrap(),
+                u["rows"]
+            )
+        })
         .collect();
-    assert_eq!(left, vec!["Raw.b raw_bytes [2]", "Notes.t mixed_case [2]"], "{out}");
+    assert_eq!(
+        left,
+        vec!["Raw.b raw_bytes [2]", "Notes.t mixed_case [2]"],
+        "{out}"
+    );
     assert_eq!(one(&target, "SELECT id FROM Integrations"), to.0);
 
     // In text: a warning, and never "no old id left".
@@ -315,7 +367,10 @@ fn restore_refuses_unrewritable_ids_before_installing(tb: &TestBucket) {
     let out = restore(tb, &spec, &to, &target, &["--accept-unrewritten"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("WARNING") && text.contains("NOT rewritten"), "{text}");
+    assert!(
+        text.contains("WARNING") && text.contains("NOT rewritten"),
+        "{text}"
+    );
     assert!(!text.contains("no old id left"), "{text}");
     assert!(text.contains("OLD IDS LEFT"), "{text}");
 }
@@ -327,7 +382,10 @@ both!(
 fn restore_of_a_utf16_backup(tb: &TestBucket) {
     let dir = tempfile::tempdir().unwrap();
     let (db, spec) = connector(dir.path(), Some("UTF-16le"));
-    exec(&db, "CREATE TABLE Blobs (b); INSERT INTO Blobs VALUES (x'00d8ff41'), (x'0000dc');");
+    exec(
+        &db,
+        "CREATE TABLE Blobs (b); INSERT INTO Blobs VALUES (x'00d8ff41'), (x'0000dc');",
+    );
     let blobs = raw_rows(&db, "Blobs", &["b"]);
     backup(tb, &db);
     let target = dir.path().join("restored.db");
@@ -382,7 +440,10 @@ fn remap_rebuilds_external_content_fts_indexes_which_then_pass_their_integrity_c
          INSERT INTO ev4(ev4) VALUES('rebuild');
          CREATE VIRTUAL TABLE own USING fts5(body);",
     );
-    exec(&db, &format!("INSERT INTO own(body) VALUES ('connector {c} of hub {d}'), ('nothing');"));
+    exec(
+        &db,
+        &format!("INSERT INTO own(body) VALUES ('connector {c} of hub {d}'), ('nothing');"),
+    );
     assert_eq!(matches(&db, "ev5", &d), 12);
     let to = new_ids();
     let out = json_of(&remap(&db, &to, &["--json"]), 0);
@@ -392,10 +453,17 @@ fn remap_rebuilds_external_content_fts_indexes_which_then_pass_their_integrity_c
     fts_ok(&db, "ev4", false);
     fts_ok(&db, "own", false);
     for (t, n) in [("ev5", 12), ("ev4", 12), ("own", 1)] {
-        assert_eq!(matches(&db, t, &d), 0, "{t}: the old datahub id is gone from the index");
+        assert_eq!(
+            matches(&db, t, &d),
+            0,
+            "{t}: the old datahub id is gone from the index"
+        );
         assert_eq!(matches(&db, t, &to.0), n, "{t}: the new one is indexed");
     }
-    assert_eq!(one(&db, "SELECT body FROM own WHERE rowid = 1"), format!("connector {} of hub {}", to.1, to.0));
+    assert_eq!(
+        one(&db, "SELECT body FROM own WHERE rowid = 1"),
+        format!("connector {} of hub {}", to.1, to.0)
+    );
 }
 
 #[test]
@@ -416,10 +484,16 @@ fn remap_reports_a_contentless_fts_index_that_holds_an_old_id() {
     let out = remap(&db, &to, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let err = stderr(&out);
-    assert!(err.contains("blind.*") && err.contains("contentless") && err.contains("row 6, 7"), "{err}");
+    assert!(
+        err.contains("blind.*") && err.contains("contentless") && err.contains("row 6, 7"),
+        "{err}"
+    );
     assert_eq!(sha256_of(&db), before);
     let out = json_of(&remap(&db, &to, &["--json", "--accept-unrewritten"]), 0);
-    assert_eq!(out["unrewritten"][0]["reason"], "contentless_index", "{out}");
+    assert_eq!(
+        out["unrewritten"][0]["reason"], "contentless_index",
+        "{out}"
+    );
     assert_eq!(out["accepted_unrewritten"], true);
 }
 
@@ -430,16 +504,34 @@ fn every_connection_hubvault_opens_is_defensive_and_does_not_trust_the_schema() 
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = connector(dir.path(), None);
     for (what, conn) in [
-        ("read-only", hubvault::sqlite::db::open_read_only(&db).unwrap()),
-        ("read-write", hubvault::sqlite::db::open_read_write(&db).unwrap()),
+        (
+            "read-only",
+            hubvault::sqlite::db::open_read_only(&db).unwrap(),
+        ),
+        (
+            "read-write",
+            hubvault::sqlite::db::open_read_write(&db).unwrap(),
+        ),
     ] {
-        assert!(conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE).unwrap(), "{what}");
-        assert!(!conn.db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA).unwrap(), "{what}");
-        let trusted: i64 = conn.query_row("PRAGMA trusted_schema", [], |r| r.get(0)).unwrap();
+        assert!(
+            conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE).unwrap(),
+            "{what}"
+        );
+        assert!(
+            !conn
+                .db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA)
+                .unwrap(),
+            "{what}"
+        );
+        let trusted: i64 = conn
+            .query_row("PRAGMA trusted_schema", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(trusted, 0, "{what}");
         // Defensive: the schema cannot be made writable.
         conn.execute_batch("PRAGMA writable_schema = ON").unwrap();
-        let writable: i64 = conn.query_row("PRAGMA writable_schema", [], |r| r.get(0)).unwrap();
+        let writable: i64 = conn
+            .query_row("PRAGMA writable_schema", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(writable, 0, "{what}");
     }
 }
@@ -448,8 +540,11 @@ fn every_connection_hubvault_opens_is_defensive_and_does_not_trust_the_schema() 
 fn plant_schema_sql(db: &Path, name: &str, sql: &str) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.execute_batch("PRAGMA writable_schema = ON").unwrap();
-    conn.execute("UPDATE sqlite_schema SET sql = ?1 WHERE name = ?2", [sql, name])
-        .unwrap();
+    conn.execute(
+        "UPDATE sqlite_schema SET sql = ?1 WHERE name = ?2",
+        [sql, name],
+    )
+    .unwrap();
 }
 
 #[test]
@@ -459,9 +554,18 @@ fn remap_refuses_a_file_whose_stored_view_or_trigger_sql_carries_a_second_statem
     // so the file is refused before hubvault reads a row; hubvault's own check (one
     // statement, prepared, for the object's own name: `rewrite::tests`) stands behind it
     // for whatever SQLite lets through.
-    let cases: [(&str, fn(&str) -> String); 2] = [
-        ("mine", |d| format!("CREATE VIEW mine AS SELECT * FROM Events WHERE integration = '{d}'; CREATE TABLE pwned(x)")),
-        ("audit", |d| format!("CREATE TRIGGER audit AFTER INSERT ON Events BEGIN SELECT '{d}'; END; CREATE TABLE pwned(x)")),
+    type Planted = fn(&str) -> String;
+    let cases: [(&str, Planted); 2] = [
+        ("mine", |d| {
+            format!(
+                "CREATE VIEW mine AS SELECT * FROM Events WHERE integration = '{d}'; CREATE TABLE pwned(x)"
+            )
+        }),
+        ("audit", |d| {
+            format!(
+                "CREATE TRIGGER audit AFTER INSERT ON Events BEGIN SELECT '{d}'; END; CREATE TABLE pwned(x)"
+            )
+        }),
     ];
     for (name, sql) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -480,7 +584,10 @@ fn remap_refuses_a_file_whose_stored_view_or_trigger_sql_carries_a_second_statem
         let out = remap(&db, &new_ids(), &[]);
         assert_eq!(out.status.code(), Some(1), "{planted}: {}", stdout(&out));
         let err = stderr(&out);
-        assert!(err.contains(name) && err.contains("Try:"), "{planted}: {err}");
+        assert!(
+            err.contains(name) && err.contains("Try:"),
+            "{planted}: {err}"
+        );
         assert_eq!(sha256_of(&db), before, "{planted}: nothing changed");
     }
 }
@@ -491,7 +598,10 @@ fn remap_still_refuses_a_table_whose_sql_names_an_old_id() {
     let (db, spec) = connector(dir.path(), None);
     exec(
         &db,
-        &format!("CREATE TABLE Defaults (a TEXT DEFAULT '{}')", spec.connector),
+        &format!(
+            "CREATE TABLE Defaults (a TEXT DEFAULT '{}')",
+            spec.connector
+        ),
     );
     let before = sha256_of(&db);
     let out = remap(&db, &new_ids(), &[]);
