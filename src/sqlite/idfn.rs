@@ -2,7 +2,8 @@
 //! `UPDATE` per table finds, rewrites and counts in a single pass over the rows, and one
 //! `SELECT` per table counts without writing.
 //!
-//! - `hubvault_hit(v, …)`: 1 if any value holds a spelling of an old id (the `WHERE`);
+//! - `hubvault_hit(slot, v, …)`: 1 if any value holds a spelling of an old id (the
+//!   `WHERE`); notes which ones did, from `slot` on;
 //! - `hubvault_rw(slot, v)`: the value rewritten, or the argument itself, unchanged to
 //!   the byte, when there is nothing to rewrite; counts what it saw in `slot`;
 //! - `hubvault_tally(slot, v)`: counts only; returns a bit set (1 rewritable, 2 mixed
@@ -85,6 +86,8 @@ impl ColTally {
 }
 
 type Tallies = Arc<Mutex<Vec<ColTally>>>;
+/// Per slot: values in which `hubvault_hit` saw any spelling.
+type Seen = Arc<Mutex<Vec<u64>>>;
 
 /// Most arguments given to one `hubvault_hit` call (SQLite allows 127 by default).
 const HIT_ARGS: usize = 100;
@@ -102,6 +105,7 @@ pub struct IdFunctions<'c> {
     conn: &'c Connection,
     enc: Encoding,
     tallies: Tallies,
+    seen: Seen,
 }
 
 enum Out {
@@ -156,30 +160,60 @@ impl<'c> IdFunctions<'c> {
         let text16 = enc.text_kind();
         let m = Arc::new(matcher);
         let tallies: Tallies = Arc::default();
+        let seen: Seen = Arc::default();
         let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY;
         let me = IdFunctions {
             conn,
             enc,
             tallies: tallies.clone(),
+            seen: seen.clone(),
         };
         {
-            let m = m.clone();
+            let (m, seen) = (m.clone(), seen.clone());
+            // hubvault_hit(first slot, v…): every value is looked at (not only up to the
+            // first hit), so that `seen` knows each column that holds an old id.
             conn.create_scalar_function("hubvault_hit", -1, flags, move |ctx| {
-                let hit = if enc == Encoding::Utf8 {
-                    (0..ctx.len()).any(|i| match ctx.get_raw(i) {
-                        ValueRef::Text(b) => m.is_match(Kind::Utf8Text, b),
-                        ValueRef::Blob(b) => m.is_match(Kind::Blob, b),
-                        _ => false,
-                    })
-                } else {
-                    // Pairs: (stored bytes of a TEXT value or NULL, a BLOB or NULL).
-                    (0..ctx.len()).any(|i| match ctx.get_raw(i) {
-                        ValueRef::Blob(b) if i % 2 == 0 => m.is_match(text16, b),
-                        ValueRef::Blob(b) => m.is_match(Kind::Blob, b),
-                        _ => false,
-                    })
+                let first = match ctx.get_raw(0) {
+                    ValueRef::Integer(i) if i >= 0 => i as usize,
+                    _ => 0,
                 };
-                Ok(Out::Int(i64::from(hit)))
+                let mut hits: Vec<usize> = Vec::new();
+                for i in 1..ctx.len() {
+                    let hit = if enc == Encoding::Utf8 {
+                        match ctx.get_raw(i) {
+                            ValueRef::Text(b) => m.is_match(Kind::Utf8Text, b),
+                            ValueRef::Blob(b) => m.is_match(Kind::Blob, b),
+                            _ => false,
+                        }
+                    } else {
+                        // Pairs: (stored bytes of a TEXT value or NULL, a BLOB or NULL).
+                        match ctx.get_raw(i) {
+                            ValueRef::Blob(b) if (i - 1) % 2 == 0 => m.is_match(text16, b),
+                            ValueRef::Blob(b) => m.is_match(Kind::Blob, b),
+                            _ => false,
+                        }
+                    };
+                    if hit {
+                        hits.push(
+                            first
+                                + if enc == Encoding::Utf8 {
+                                    i - 1
+                                } else {
+                                    (i - 1) / 2
+                                },
+                        );
+                    }
+                }
+                if !hits.is_empty() {
+                    let mut v = seen.lock().expect("no panic while holding the tallies");
+                    for h in &hits {
+                        if v.len() <= *h {
+                            v.resize(h + 1, 0);
+                        }
+                        v[*h] += 1;
+                    }
+                }
+                Ok(Out::Int(i64::from(!hits.is_empty())))
             })?;
         }
         for (name, sixteen) in [("hubvault_rw", false), ("hubvault_rw16", true)] {
@@ -226,6 +260,22 @@ impl<'c> IdFunctions<'c> {
             .lock()
             .expect("no panic while holding the tallies")
             .clear();
+        self.seen
+            .lock()
+            .expect("no panic while holding the tallies")
+            .clear();
+    }
+
+    /// Per slot, the values in which `hubvault_hit` saw any spelling of an old id since
+    /// the last [`IdFunctions::reset`].
+    pub fn seen(&self, n: usize) -> Vec<u64> {
+        let mut v = self
+            .seen
+            .lock()
+            .expect("no panic while holding the tallies")
+            .clone();
+        v.resize(n.max(v.len()), 0);
+        v
     }
 
     /// The counts since the last [`IdFunctions::reset`], for `n` slots.
@@ -239,29 +289,40 @@ impl<'c> IdFunctions<'c> {
         v
     }
 
-    /// True (1) if any of the columns holds any spelling of an old id.
-    pub fn hit_expr(&self, cols: &[&str]) -> String {
-        let args: Vec<String> = if self.enc == Encoding::Utf8 {
-            cols.iter().map(|c| quote_ident(c)).collect()
-        } else {
-            cols.iter()
-                .flat_map(|c| {
-                    let q = quote_ident(c);
-                    [
-                        format!("iif(typeof({q}) = 'text', CAST({q} AS BLOB), NULL)"),
-                        format!("iif(typeof({q}) = 'blob', {q}, NULL)"),
-                    ]
-                })
-                .collect()
-        };
-        let calls: Vec<String> = args
-            .chunks(HIT_ARGS)
-            .map(|c| format!("hubvault_hit({})", c.join(", ")))
+    /// True (1) if any of the columns holds any spelling of an old id; column `i` is
+    /// slot `first + i` of [`IdFunctions::seen`].
+    pub fn hit_expr(&self, first: usize, cols: &[&str]) -> String {
+        let per_col = if self.enc == Encoding::Utf8 { 1 } else { 2 };
+        let calls: Vec<String> = cols
+            .chunks(HIT_ARGS / per_col)
+            .enumerate()
+            .map(|(k, chunk)| {
+                let args: Vec<String> = chunk
+                    .iter()
+                    .flat_map(|c| {
+                        let q = quote_ident(c);
+                        if self.enc == Encoding::Utf8 {
+                            vec![q]
+                        } else {
+                            vec![
+                                format!("iif(typeof({q}) = 'text', CAST({q} AS BLOB), NULL)"),
+                                format!("iif(typeof({q}) = 'blob', {q}, NULL)"),
+                            ]
+                        }
+                    })
+                    .collect();
+                format!(
+                    "hubvault_hit({}, {})",
+                    first + k * (HIT_ARGS / per_col),
+                    args.join(", ")
+                )
+            })
             .collect();
         if calls.is_empty() {
             "0".into()
         } else {
-            calls.join(" OR ")
+            // `|`, not OR: every call runs, so every column is seen.
+            format!("({}) != 0", calls.join(" | "))
         }
     }
 

@@ -316,20 +316,22 @@ fn tables(conn: &Connection, path: &Path) -> Result<Vec<Table>> {
             ),
             _ => TableKind::Ordinary,
         };
-        let cols: Vec<(String, i64)> = conn
-            .prepare("SELECT name, hidden FROM pragma_table_xinfo(?1) ORDER BY cid")
+        let cols: Vec<(String, i64, String, i64)> = conn
+            .prepare("SELECT name, hidden, type, pk FROM pragma_table_xinfo(?1) ORDER BY cid")
             .and_then(|mut s| {
-                s.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect()
+                s.query_map([&name], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect()
             })
             .map_err(|e| scan_error(path, &name, e))?;
         out.push(Table {
             writable: cols
                 .iter()
-                .filter(|(_, h)| *h == 0)
-                .map(|(c, _)| c.clone())
+                .filter(|c| c.1 == 0)
+                .map(|c| c.0.clone())
                 .collect(),
-            all: cols.into_iter().map(|(c, _)| c).collect(),
+            all: cols.into_iter().map(|c| c.0).collect(),
             name,
             kind,
             without_rowid,
@@ -571,9 +573,20 @@ fn scan_error(path: &Path, table: &str, e: rusqlite::Error) -> Error {
     Error::sqlite(path, &format!("cannot read table {table}"), e)
 }
 
-/// One pass over a table's `cols`: with `write`, an `UPDATE` that rewrites every value
-/// holding an old id; without, a `SELECT` that only counts. Either way the counts per
-/// column come back (slot i = `cols[i]`).
+/// Rows read to guess which columns hold the ids (see [`pass`]).
+const SAMPLE_ROWS: usize = 1000;
+
+/// One pass over a table's `cols`; the counts per column come back (slot i = `cols[i]`).
+///
+/// Without `write`, a `SELECT` that only counts. With `write`, one `UPDATE` finds,
+/// rewrites and counts. It sets only the columns that hold ids: setting a column costs
+/// even when its value does not change (a function call per row, and the entries of
+/// every index on it are deleted and written again; setting an `INTEGER PRIMARY KEY`
+/// moves every row). Which columns those are is guessed from the first
+/// [`SAMPLE_ROWS`] rows; the `UPDATE`'s `WHERE` looks at every column and notes each one
+/// in which it sees an old id, and the columns the guess missed (ids only in later rows)
+/// get one more `UPDATE`, for them alone. So a table is read once when the guess is
+/// right (the connector tables: every row names the ids), at most twice otherwise.
 fn pass(
     conn: &Connection,
     path: &Path,
@@ -583,47 +596,79 @@ fn pass(
     write: bool,
 ) -> Result<Vec<ColTally>> {
     f.reset();
-    let hit = f.hit_expr(cols);
     let t0 = std::time::Instant::now();
-    let done = if write {
-        let sets: Vec<String> = cols
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} = {}", quote_ident(c), f.rewrite_expr(i, c)))
-            .collect();
-        conn.execute(
-            &format!(
-                "UPDATE {} SET {} WHERE {hit}",
-                quote_ident(table),
-                sets.join(", ")
-            ),
-            [],
-        )
-        .map(|_| ())
-        .map_err(|e| Error::sqlite(path, &format!("cannot rewrite table {table}"), e))
-    } else {
+    let qt = quote_ident(table);
+    let look = |sql: String| {
+        conn.query_row(&sql, [], |_| Ok(()))
+            .map_err(|e| scan_error(path, table, e))
+    };
+    if !write {
         let sums: Vec<String> = cols
             .iter()
             .enumerate()
             .map(|(i, c)| format!("total({})", f.tally_expr(Some(i), c)))
             .collect();
-        conn.query_row(
-            &format!(
-                "SELECT {} FROM {} WHERE {hit}",
-                sums.join(", "),
-                quote_ident(table)
-            ),
-            [],
-            |_| Ok(()),
-        )
-        .map_err(|e| scan_error(path, table, e))
+        look(format!(
+            "SELECT {} FROM {qt} WHERE {}",
+            sums.join(", "),
+            f.hit_expr(0, cols)
+        ))?;
+        tracing::debug!("rewrite: scan of {table} took {:?}", t0.elapsed());
+        return Ok(f.counts(cols.len()));
+    }
+    let quoted: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+    look(format!(
+        "SELECT count(*) FROM (SELECT {} FROM {qt} LIMIT {SAMPLE_ROWS}) WHERE {}",
+        quoted.join(", "),
+        f.hit_expr(0, cols)
+    ))?;
+    let guess: Vec<bool> = f.seen(cols.len()).iter().map(|n| *n > 0).collect();
+    f.reset();
+    // Columns set by one UPDATE (`which`); the WHERE looks at `looked` (slot = index in
+    // `cols`). Returns the columns in which the WHERE saw an old id.
+    let update = |which: &[usize], looked: &[usize]| -> Result<Vec<bool>> {
+        let hit = if looked.len() == cols.len() {
+            f.hit_expr(0, cols)
+        } else {
+            // One column at a time keeps slot = index in `cols`.
+            looked
+                .iter()
+                .map(|i| format!("({})", f.hit_expr(*i, &[cols[*i]])))
+                .collect::<Vec<_>>()
+                .join(" | ")
+                + " != 0"
+        };
+        if which.is_empty() {
+            look(format!("SELECT count(*) FROM {qt} WHERE {hit}"))?;
+        } else {
+            let sets: Vec<String> = which
+                .iter()
+                .map(|i| format!("{} = {}", quoted[*i], f.rewrite_expr(*i, cols[*i])))
+                .collect();
+            conn.execute(
+                &format!("UPDATE {qt} SET {} WHERE {hit}", sets.join(", ")),
+                [],
+            )
+            .map_err(|e| Error::sqlite(path, &format!("cannot rewrite table {table}"), e))?;
+        }
+        Ok(f.seen(cols.len()).iter().map(|n| *n > 0).collect())
     };
-    done?;
-    tracing::debug!(
-        "rewrite: {} {table} took {:?}",
-        if write { "UPDATE" } else { "scan of" },
-        t0.elapsed()
-    );
+    let all: Vec<usize> = (0..cols.len()).collect();
+    let first: Vec<usize> = all.iter().copied().filter(|i| guess[*i]).collect();
+    let seen = update(&first, &all)?;
+    let missed: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| seen[*i] && !guess[*i])
+        .collect();
+    if !missed.is_empty() {
+        tracing::debug!(
+            "rewrite: {table}: old ids past the first {SAMPLE_ROWS} rows in {:?}: one more UPDATE",
+            missed.iter().map(|i| cols[*i]).collect::<Vec<_>>()
+        );
+        update(&missed, &missed)?;
+    }
+    tracing::debug!("rewrite: UPDATE {table} took {:?}", t0.elapsed());
     Ok(f.counts(cols.len()))
 }
 
