@@ -21,6 +21,8 @@ pub struct RemapReport {
     #[serde(flatten)]
     pub plan: RewritePlan,
     pub total_values: u64,
+    /// True if and only if no old id is left (for a dry run: would be left).
+    pub no_old_id_left: bool,
     pub seconds: f64,
 }
 
@@ -75,6 +77,7 @@ pub fn remap_file(
         output,
         dry_run,
         total_values: plan.total_values(),
+        no_old_id_left: plan.no_old_id_left(),
         plan,
         seconds: started.elapsed().as_secs_f64(),
     };

@@ -21,7 +21,9 @@
 //! a trigger, a generated column, a `CHECK`) cannot call them, even with
 //! `trusted_schema` on.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use rusqlite::Connection;
 use rusqlite::functions::{Context, FunctionFlags};
@@ -73,21 +75,40 @@ pub struct ColTally {
     pub raw_bytes: u64,
 }
 
-impl ColTally {
-    fn add(&mut self, t: Tally) {
-        if t.is_empty() {
-            return;
+/// Slots: one per column of a table (SQLite allows 2000 columns by default; a slot past
+/// the last counts in the last).
+const SLOTS: usize = 2048;
+
+/// Counts per slot, shared by the functions of one registration. Atomics: the functions
+/// run once per row and value, a lock there would cost more than the search.
+struct Counters {
+    /// Values in which `hubvault_hit` saw any spelling.
+    seen: Vec<AtomicU64>,
+    /// `ColTally`'s four counts.
+    tally: Vec<[AtomicU64; 4]>,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            seen: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            tally: (0..SLOTS).map(|_| Default::default()).collect(),
         }
-        self.hit += 1;
-        self.rewritable += u64::from(t.rewritable > 0);
-        self.mixed_case += u64::from(t.mixed_case > 0);
-        self.raw_bytes += u64::from(t.raw_bytes > 0);
+    }
+
+    fn clear(&self) {
+        for s in &self.seen {
+            s.store(0, Relaxed);
+        }
+        for t in &self.tally {
+            for c in t {
+                c.store(0, Relaxed);
+            }
+        }
     }
 }
 
-type Tallies = Arc<Mutex<Vec<ColTally>>>;
-/// Per slot: values in which `hubvault_hit` saw any spelling.
-type Seen = Arc<Mutex<Vec<u64>>>;
+type Tallies = Arc<Counters>;
 
 /// Most arguments given to one `hubvault_hit` call (SQLite allows 127 by default).
 const HIT_ARGS: usize = 100;
@@ -105,7 +126,6 @@ pub struct IdFunctions<'c> {
     conn: &'c Connection,
     enc: Encoding,
     tallies: Tallies,
-    seen: Seen,
 }
 
 enum Out {
@@ -139,11 +159,11 @@ fn record(tallies: &Tallies, slot: Option<usize>, t: Tally) {
     if let Some(i) = slot
         && !t.is_empty()
     {
-        let mut v = tallies.lock().expect("no panic while holding the tallies");
-        if v.len() <= i {
-            v.resize(i + 1, ColTally::default());
-        }
-        v[i].add(t);
+        let c = &tallies.tally[i.min(SLOTS - 1)];
+        c[0].fetch_add(1, Relaxed);
+        c[1].fetch_add(u64::from(t.rewritable > 0), Relaxed);
+        c[2].fetch_add(u64::from(t.mixed_case > 0), Relaxed);
+        c[3].fetch_add(u64::from(t.raw_bytes > 0), Relaxed);
     }
 }
 
@@ -159,17 +179,15 @@ impl<'c> IdFunctions<'c> {
         let enc = Encoding::of(conn)?;
         let text16 = enc.text_kind();
         let m = Arc::new(matcher);
-        let tallies: Tallies = Arc::default();
-        let seen: Seen = Arc::default();
+        let tallies: Tallies = Arc::new(Counters::new());
         let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DIRECTONLY;
         let me = IdFunctions {
             conn,
             enc,
             tallies: tallies.clone(),
-            seen: seen.clone(),
         };
         {
-            let (m, seen) = (m.clone(), seen.clone());
+            let (m, seen) = (m.clone(), tallies.clone());
             // hubvault_hit(first slot, v…): every value is looked at (not only up to the
             // first hit), so that `seen` knows each column that holds an old id.
             conn.create_scalar_function("hubvault_hit", -1, flags, move |ctx| {
@@ -177,7 +195,7 @@ impl<'c> IdFunctions<'c> {
                     ValueRef::Integer(i) if i >= 0 => i as usize,
                     _ => 0,
                 };
-                let mut hits: Vec<usize> = Vec::new();
+                let mut any = false;
                 for i in 1..ctx.len() {
                     let hit = if enc == Encoding::Utf8 {
                         match ctx.get_raw(i) {
@@ -194,26 +212,17 @@ impl<'c> IdFunctions<'c> {
                         }
                     };
                     if hit {
-                        hits.push(
-                            first
-                                + if enc == Encoding::Utf8 {
-                                    i - 1
-                                } else {
-                                    (i - 1) / 2
-                                },
-                        );
+                        any = true;
+                        let col = first
+                            + if enc == Encoding::Utf8 {
+                                i - 1
+                            } else {
+                                (i - 1) / 2
+                            };
+                        seen.seen[col.min(SLOTS - 1)].fetch_add(1, Relaxed);
                     }
                 }
-                if !hits.is_empty() {
-                    let mut v = seen.lock().expect("no panic while holding the tallies");
-                    for h in &hits {
-                        if v.len() <= *h {
-                            v.resize(h + 1, 0);
-                        }
-                        v[*h] += 1;
-                    }
-                }
-                Ok(Out::Int(i64::from(!hits.is_empty())))
+                Ok(Out::Int(i64::from(any)))
             })?;
         }
         for (name, sixteen) in [("hubvault_rw", false), ("hubvault_rw16", true)] {
@@ -256,37 +265,29 @@ impl<'c> IdFunctions<'c> {
 
     /// Empties the counts; slots are column indexes of the next statement.
     pub fn reset(&self) {
-        self.tallies
-            .lock()
-            .expect("no panic while holding the tallies")
-            .clear();
-        self.seen
-            .lock()
-            .expect("no panic while holding the tallies")
-            .clear();
+        self.tallies.clear();
     }
 
     /// Per slot, the values in which `hubvault_hit` saw any spelling of an old id since
-    /// the last [`IdFunctions::reset`].
+    /// the last [`IdFunctions::reset`], for `n` slots.
     pub fn seen(&self, n: usize) -> Vec<u64> {
-        let mut v = self
-            .seen
-            .lock()
-            .expect("no panic while holding the tallies")
-            .clone();
-        v.resize(n.max(v.len()), 0);
-        v
+        self.tallies.seen[..n.min(SLOTS)]
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .collect()
     }
 
     /// The counts since the last [`IdFunctions::reset`], for `n` slots.
     pub fn counts(&self, n: usize) -> Vec<ColTally> {
-        let mut v = self
-            .tallies
-            .lock()
-            .expect("no panic while holding the tallies")
-            .clone();
-        v.resize(n.max(v.len()), ColTally::default());
-        v
+        self.tallies.tally[..n.min(SLOTS)]
+            .iter()
+            .map(|c| ColTally {
+                hit: c[0].load(Relaxed),
+                rewritable: c[1].load(Relaxed),
+                mixed_case: c[2].load(Relaxed),
+                raw_bytes: c[3].load(Relaxed),
+            })
+            .collect()
     }
 
     /// True (1) if any of the columns holds any spelling of an old id; column `i` is

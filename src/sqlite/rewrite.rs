@@ -1046,7 +1046,7 @@ fn rewrite_in_transaction(
                 "old ids that cannot be rewritten: {}",
                 plan.unrewritten_list()
             ),
-            "nothing was changed; fix these values by hand (e.g. with sqlite3), or pass --accept-unrewritten to rewrite everything else and keep these as they are",
+            "nothing was changed; pass --accept-unrewritten to rewrite everything else and keep these as they are (then fix them by hand, e.g. with sqlite3)",
         ));
     }
     plan.accepted_unrewritten = !plan.unrewritten.is_empty();
