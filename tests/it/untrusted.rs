@@ -382,11 +382,24 @@ both!(
 fn restore_of_a_utf16_backup(tb: &TestBucket) {
     let dir = tempfile::tempdir().unwrap();
     let (db, spec) = connector(dir.path(), Some("UTF-16le"));
+    let (d, c) = (spec.datahub.to_string(), spec.connector.to_string());
     exec(
         &db,
-        "CREATE TABLE Blobs (b); INSERT INTO Blobs VALUES (x'00d8ff41'), (x'0000dc');",
+        "CREATE TABLE Blobs (b); INSERT INTO Blobs VALUES (x'00d8ff41'), (x'0000dc');
+         CREATE TABLE Mixed (k INTEGER PRIMARY KEY, b BLOB, t TEXT);",
     );
     let blobs = raw_rows(&db, "Blobs", &["b"]);
+    // A BLOB holding the datahub id as UTF-8 JSON, and TEXT with an unpaired surrogate
+    // right before the connector id.
+    let mut lone = vec![0x00, 0xD8];
+    lone.extend(utf16(&format!(" {c}"), true));
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO Mixed VALUES (1, ?1, CAST(?2 AS TEXT))",
+            rusqlite::params![format!("{{\"hub\":\"{d}\"}}").into_bytes(), lone],
+        )
+        .unwrap();
     backup(tb, &db);
     let target = dir.path().join("restored.db");
     let to = new_ids();
@@ -394,6 +407,18 @@ fn restore_of_a_utf16_backup(tb: &TestBucket) {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("no old id left"), "{}", stdout(&out));
     assert_eq!(raw_rows(&target, "Blobs", &["b"]), blobs);
+    let mut want_t = vec![0x00, 0xD8];
+    want_t.extend(utf16(&format!(" {}", to.1), true));
+    assert_eq!(
+        raw_rows(&target, "Mixed", &["b", "t"]),
+        vec![vec![
+            (
+                "blob".to_string(),
+                Some(format!("{{\"hub\":\"{}\"}}", to.0).into_bytes())
+            ),
+            ("text".to_string(), Some(want_t)),
+        ]]
+    );
     assert_eq!(one(&target, "SELECT id FROM Integrations"), to.0);
     assert_eq!(one(&target, "PRAGMA encoding"), "UTF-16le");
 }
