@@ -442,6 +442,17 @@ fn prepare_and_install(
     } else {
         None
     };
+    if let Some(r) = rewrite.as_ref().filter(|r| r.accepted_unrewritten) {
+        warnings.push(format!(
+            "{} place(s) still hold an old id that cannot be rewritten (accepted with --accept-unrewritten): {}",
+            r.unrewritten.len(),
+            r.unrewritten
+                .iter()
+                .map(|u| format!("{}.{}", u.table, u.column))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     // Put back the live database's journal mode; else the old target's; else leave it.
     let journal_mode = match &plan.source.journal_mode {
         Some(m) => Some(m.clone()),

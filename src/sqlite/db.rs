@@ -122,14 +122,15 @@ fn open(path: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection>
 }
 
 /// `SQLITE_DBCONFIG_DEFENSIVE` on, `trusted_schema` off: see [`open`].
-pub fn lock_down(conn: &Connection) -> rusqlite::Result<()> {
+fn lock_down(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
     Ok(())
 }
 
 /// True if and only if `conn` is locked down as [`open`] does it.
-pub fn is_locked_down(conn: &Connection) -> rusqlite::Result<bool> {
+#[cfg(test)]
+fn is_locked_down(conn: &Connection) -> rusqlite::Result<bool> {
     let defensive = conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE)?;
     let trusted = conn.db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA)?;
     Ok(defensive && !trusted)
