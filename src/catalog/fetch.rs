@@ -83,10 +83,8 @@ async fn canonical_state_time(
         Ok(Some(l)) => l.last_modified >= canonical.last_modified,
         _ => false,
     };
-    if ours {
-        if let Some(m) = history::read_latest(bucket, ck).await {
-            return m.snapshot_at.min(canonical.last_modified);
-        }
+    if ours && let Some(m) = history::read_latest(bucket, ck).await {
+        return m.snapshot_at.min(canonical.last_modified);
     }
     canonical.last_modified
 }
