@@ -202,6 +202,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             target: Target::HubRoot(new_hub_root.clone()),
             force: false,
             db_file: DbFileName::default(),
+            accept_unrewritten: false,
         };
         let plan = restore::plan(&bucket, &req).await?;
         let report = restore::execute(&bucket, &plan, &NoProgress).await?;

@@ -86,6 +86,9 @@ pub struct RestoreRequest {
     /// True if and only if a target held open by a process is replaced anyway.
     pub force: bool,
     pub db_file: DbFileName,
+    /// True if and only if old ids the rewrite cannot rewrite (listed in the report) may
+    /// stay in the installed database; otherwise the restore refuses before installing.
+    pub accept_unrewritten: bool,
 }
 
 /// A process that holds a file open.
@@ -125,6 +128,8 @@ pub struct RestorePlan {
     pub keep: Vec<Kept>,
     pub held_open_by: Vec<Holder>,
     pub force: bool,
+    /// See [`RestoreRequest::accept_unrewritten`].
+    pub accept_unrewritten: bool,
 }
 
 /// What [`execute`] did.
@@ -307,6 +312,7 @@ pub async fn plan(bucket: &Bucket, req: &RestoreRequest) -> Result<RestorePlan> 
         target,
         held_open_by,
         force: req.force,
+        accept_unrewritten: req.accept_unrewritten,
     })
 }
 
@@ -592,11 +598,10 @@ fn prepare_and_install(
             "the backup is damaged; restore an older version (`hubvault versions`, then --version ID)",
         )
     };
-    let mut conn = db::open_read_write(tmp).map_err(damaged)?;
     // The temp file is ours alone until the rename: no journal, no syncs until the end.
-    // A crash leaves only a work directory that the next restore removes.
-    conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-        .map_err(|e| damaged(Error::sqlite(tmp, "cannot open the download", e)))?;
+    // A crash leaves only a work directory that the next restore removes. Locked down
+    // like every connection: the download is untrusted input.
+    let mut conn = db::open_scratch(tmp).map_err(damaged)?;
     let check = db::check_integrity(&conn, tmp, size).map_err(damaged)?;
     let not_connector = |e: Error| {
         Error::check(
@@ -623,10 +628,27 @@ fn prepare_and_install(
         ));
     }
     let rewrite = if plan.rewrite {
-        Some(rewrite::apply(&mut conn, tmp, plan.from, plan.to)?)
+        Some(rewrite::apply(
+            &mut conn,
+            tmp,
+            plan.from,
+            plan.to,
+            plan.accept_unrewritten,
+        )?)
     } else {
         None
     };
+    if let Some(r) = rewrite.as_ref().filter(|r| r.accepted_unrewritten) {
+        warnings.push(format!(
+            "{} place(s) still hold an old id that cannot be rewritten (accepted with --accept-unrewritten): {}",
+            r.unrewritten.len(),
+            r.unrewritten
+                .iter()
+                .map(|u| format!("{}.{}", u.table, u.column))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     // Put back the live database's journal mode; else the old target's; else leave it.
     let journal_mode = match fetched
         .journal_mode

@@ -1,13 +1,19 @@
 //! Databases on this machine and the files around them: opening a connector database and
 //! reading what it says ([`db`]), a consistent copy of a live one ([`snapshot`]), the id
-//! rewrite ([`rewrite`]), one operation per connector at a time ([`lock`]), and durable
+//! rewrite ([`rewrite`], with the id spellings it knows in [`spelling`], its SQL functions
+//! in [`idfn`], virtual tables in [`vtab`], and stored SQL read without running it in
+//! [`sqltext`]), one operation per connector at a time ([`lock`]), and durable
 //! file operations (temp file, fsync, rename, fsync of the directory, ownership) in one
 //! place ([`fsio`]).
 
 pub mod db;
 pub mod fsio;
+pub mod idfn;
 pub mod lock;
 pub mod pages;
 pub mod rewrite;
 pub mod safedir;
 pub mod snapshot;
+pub mod spelling;
+pub mod sqltext;
+pub mod vtab;
