@@ -10,3 +10,4 @@ pub mod history;
 pub mod inventory;
 pub mod retention;
 pub mod stream;
+pub mod window;

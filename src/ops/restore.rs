@@ -221,21 +221,12 @@ pub fn hook_env(plan: &RestorePlan) -> Vec<(&'static str, String)> {
 /// a hook still running after this is stuck.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// What the `--then` hook did.
-#[derive(Clone, Debug, Serialize)]
-pub struct HookReport {
-    pub command: String,
-    /// True if and only if it exited with code 0 within the timeout.
-    pub ok: bool,
-    pub timeout_seconds: f64,
-    #[serde(flatten)]
-    pub finished: crate::command::Finished,
-}
+pub use crate::command::HookReport;
 
-/// Runs the `--then` hook once the database is installed ([`crate::command`]: `sh -c`,
-/// bounded by `timeout`, without the bucket's secrets, its output passed on and its tail
-/// kept). Its stdout goes to our stdout, or to stderr when `stdout_to_stderr` (a JSON
-/// stdout stays one document). `Err` only when it could not be started; a hook that
+/// Runs the `--then` hook once the database is installed ([`crate::command::hook`]:
+/// `sh -c`, bounded by `timeout`, without the bucket's secrets, its output passed on and
+/// its tail kept). Its stdout goes to our stdout, or to stderr when `stdout_to_stderr` (a
+/// JSON stdout stays one document). `Err` only when it could not be started; a hook that
 /// failed is a report with `ok: false` (see [`hook_error`]).
 pub async fn run_hook(
     cmd: &str,
@@ -244,42 +235,18 @@ pub async fn run_hook(
     stdout_to_stderr: bool,
 ) -> Result<HookReport> {
     let (cmd, env) = (cmd.to_string(), hook_env(plan));
-    blocking(move || {
-        let to = if stdout_to_stderr {
-            crate::command::Stdout::Stderr
-        } else {
-            crate::command::Stdout::Stdout
-        };
-        let finished = crate::command::run(&cmd, &env, timeout, to)?;
-        Ok(HookReport {
-            ok: finished.success(),
-            command: cmd,
-            timeout_seconds: timeout.as_secs_f64(),
-            finished,
-        })
-    })
-    .await
+    blocking(move || crate::command::hook(&cmd, &env, timeout, stdout_to_stderr)).await
 }
 
 /// The error for a hook that did not succeed: how it ended, and its last output.
 pub fn hook_error(r: &HookReport, plan: &RestorePlan) -> Error {
-    let how = r
-        .finished
-        .describe(Duration::from_secs_f64(r.timeout_seconds));
-    let tail = if r.finished.output_tail.is_empty() {
-        " (it printed nothing)".to_string()
-    } else {
-        format!(
-            "; its last output:\n  {}",
-            r.finished.output_tail.join("\n  ")
-        )
-    };
     Error::Check {
         message: format!(
-            "the --then command {:?} failed: {how} after {:.1}s; the restored database IS installed at {}{tail}",
+            "the --then command {:?} failed: {}; the restored database IS installed at {}{}",
             r.command,
-            r.finished.seconds,
-            plan.target.display()
+            r.how_it_ended(),
+            plan.target.display(),
+            r.output_shown()
         ),
         hint: "run the platform's \"Update config\" and \"Sync\" by hand, or fix the command and run it alone (the database needs no second restore); --then-timeout sets its time limit".into(),
     }

@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod fsio;
+pub mod hubstage;
 pub mod install;
 pub mod lock;
 pub mod pages;
