@@ -153,7 +153,11 @@ mod tests {
 
     #[test]
     fn a_time_before_everything_restorable_has_no_source() {
-        let w = window(None, Some("2026-11-24T10:00:00Z"), &["2026-11-24T10:00:00Z"]);
+        let w = window(
+            None,
+            Some("2026-11-24T10:00:00Z"),
+            &["2026-11-24T10:00:00Z"],
+        );
         assert_eq!(w.source_at(t("2026-11-24T09:59:59Z")), None);
         assert_eq!(
             w.source_at(t("2026-11-24T10:00:00Z")),
@@ -172,7 +176,11 @@ mod tests {
             w.state_at(t("2026-11-24T11:00:00Z")),
             Some(t("2026-11-24T10:00:00Z"))
         );
-        let s = window(Some("2026-11-24T09:00:00Z"), Some("2026-11-24T12:00:00Z"), &[]);
+        let s = window(
+            Some("2026-11-24T09:00:00Z"),
+            Some("2026-11-24T12:00:00Z"),
+            &[],
+        );
         assert_eq!(
             s.state_at(t("2026-11-24T11:00:00Z")),
             Some(t("2026-11-24T11:00:00Z"))

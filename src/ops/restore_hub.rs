@@ -52,6 +52,13 @@ use crate::store::Bucket;
 
 type Time = chrono::DateTime<chrono::Utc>;
 
+/// `instant_chosen_by` without `--at`: the newest instant every connector can be restored
+/// to (the minimum of their newest restorable instants)…
+pub const NEWEST_COMMON: &str = "newest common";
+/// …unless a connector's first backup is after that: then the earliest instant at which
+/// every connector has a state (each connector's state then is its newest at or before it).
+pub const FIRST_COMMON: &str = "first common";
+
 /// Connectors prepared at once by default: downloads overlap with the checks and
 /// rewrites of others, on a machine of two cores.
 pub const DEFAULT_PARALLEL: usize = 4;
@@ -171,7 +178,7 @@ pub struct HubPlan {
     pub hub_root: PathBuf,
     /// The common instant; `None` when no connector has anything restorable.
     pub instant: Option<Time>,
-    /// `--at`, or `newest common` (the newest instant every connector can be restored to).
+    /// `--at`, [`NEWEST_COMMON`] or [`FIRST_COMMON`].
     pub instant_chosen_by: &'static str,
     pub connectors: Vec<ConnectorPlan>,
     pub problems: Vec<Problem>,
@@ -215,13 +222,11 @@ impl HubPlan {
         } else {
             "fix the map (--map OLD=NEW once per connector of the old hub, each new id once)"
         };
-        Some(
-            if self.problems.iter().any(|p| p.kind.exit_code() == 2) {
-                Error::usage(message, hint)
-            } else {
-                Error::check(message, hint)
-            },
-        )
+        Some(if self.problems.iter().any(|p| p.kind.exit_code() == 2) {
+            Error::usage(message, hint)
+        } else {
+            Error::check(message, hint)
+        })
     }
 }
 
@@ -341,6 +346,100 @@ pub fn resolve_map(
     (resolved, problems)
 }
 
+/// One `--map OLD=NEW` (or a line of a map file): two connector ids.
+pub fn parse_map_entry(s: &str, origin: &str) -> Result<(ConnectorId, ConnectorId)> {
+    let hint = "write --map OLD_CONNECTOR_ID=NEW_CONNECTOR_ID (two UUIDs), once per connector";
+    let Some((old, new)) = s.split_once('=') else {
+        return Err(Error::usage(
+            format!(
+                "{origin}: {:?} is not OLD=NEW",
+                crate::model::ids::printable(s)
+            ),
+            hint,
+        ));
+    };
+    let parse = |v: &str, which: &str| {
+        ConnectorId::parse(v.trim()).map_err(|e| {
+            Error::usage(
+                format!(
+                    "{origin}: the {which} id of {:?}: {e}",
+                    crate::model::ids::printable(s)
+                ),
+                hint,
+            )
+        })
+    };
+    Ok((parse(old, "old")?, parse(new, "new")?))
+}
+
+/// A map file: lines `OLD=NEW` (blank lines and `#` comments skipped), or JSON: an object
+/// `{"OLD": "NEW", …}`, or the document `restore-hub --dry-run --json` prints, with each
+/// connector's `new_connector` filled in (a null or empty `new_connector` is skipped: that
+/// connector stays unmapped). `path` names the file in errors.
+pub fn parse_map_file(
+    text: &str,
+    path: &std::path::Path,
+) -> Result<Vec<(ConnectorId, ConnectorId)>> {
+    let origin = format!("--map-file {}", path.display());
+    let bad = |why: String| {
+        Error::usage(
+            format!("{origin}: {why}"),
+            "write one OLD=NEW per line, or JSON: {\"OLD\": \"NEW\"} or the `restore-hub --dry-run --json` document with new_connector filled in",
+        )
+    };
+    if !text.trim_start().starts_with('{') {
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if !line.is_empty() {
+                out.push(parse_map_entry(line, &format!("{origin} line {}", n + 1))?);
+            }
+        }
+        return Ok(out);
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let listed = doc
+        .get("connectors")
+        .or_else(|| doc.get("plan").and_then(|p| p.get("connectors")));
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let text_of =
+        |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).unwrap_or("").trim().to_string();
+    match listed {
+        Some(serde_json::Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let old = text_of(item.get("old_connector"));
+                if old.is_empty() {
+                    return Err(bad(format!("connectors[{i}] has no old_connector")));
+                }
+                let new = text_of(item.get("new_connector"));
+                if !new.is_empty() {
+                    pairs.push((old, new));
+                }
+            }
+        }
+        Some(_) => return Err(bad("\"connectors\" is not a list".into())),
+        None => {
+            let Some(obj) = doc.as_object() else {
+                return Err(bad("not a JSON object".into()));
+            };
+            for (old, new) in obj {
+                match new {
+                    serde_json::Value::String(n) if !n.trim().is_empty() => {
+                        pairs.push((old.clone(), n.trim().to_string()))
+                    }
+                    serde_json::Value::String(_) | serde_json::Value::Null => {}
+                    _ => return Err(bad(format!("the new id of {old:?} is not a string"))),
+                }
+            }
+        }
+    }
+    pairs
+        .iter()
+        .map(|(o, n)| parse_map_entry(&format!("{o}={n}"), &origin))
+        .collect()
+}
+
 /// The connectors backed up under `from`: from one paged LIST of the hub's prefix, plus
 /// the connectors that only continuous capture holds (one delimiter LIST of the stream's
 /// bases).
@@ -438,10 +537,17 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
         .collect::<Result<_>>()?;
     let (instant, chosen_by) = match req.at {
         Some(t) => (Some(t), "--at"),
-        None => (
-            looked_up.iter().filter_map(|(w, _)| w.newest).min(),
-            "newest common",
-        ),
+        None => {
+            let newest = looked_up.iter().filter_map(|(w, _)| w.newest).min();
+            let first = looked_up.iter().filter_map(|(w, _)| w.oldest).max();
+            match (newest, first) {
+                // A connector whose first backup came after another's newest (kept
+                // versions only, taken at different times): the earliest instant at which
+                // every connector has a state.
+                (Some(n), Some(f)) if f > n => (Some(f), FIRST_COMMON),
+                (n, _) => (n, NEWEST_COMMON),
+            }
+        }
     };
 
     let mut connectors = Vec::new();
@@ -646,9 +752,14 @@ pub async fn read_sources_from_backups(bucket: &Bucket, plan: &mut HubPlan) -> R
                 let ck = ConnectorKey::new(org, hub, old);
                 let read = async {
                     let chosen = fetch::choose(bucket, &ck, &source, &db_file).await?;
-                    let got =
-                        fetch::fetch(bucket, &chosen, &dir, "source-", &crate::progress::NoProgress)
-                            .await?;
+                    let got = fetch::fetch(
+                        bucket,
+                        &chosen,
+                        &dir,
+                        "source-",
+                        &crate::progress::NoProgress,
+                    )
+                    .await?;
                     blocking(move || {
                         let path = got.file.to_path_buf();
                         let conn = db::open_read_only(&path)?;
@@ -727,8 +838,8 @@ pub async fn execute(
     let mut prepared: Vec<Done> = Vec::new();
     let mut failed: Option<Error> = None;
     {
-        let mut running = futures::stream::iter(plan.connectors.iter().enumerate().map(
-            |(i, c)| async move {
+        let mut running =
+            futures::stream::iter(plan.connectors.iter().enumerate().map(|(i, c)| async move {
                 prepare_one(bucket, plan, c, stage_ref, &*bars[i])
                     .await
                     .map(|(ready, report)| Done {
@@ -744,9 +855,8 @@ pub async fn execute(
                             label_of(&c.create, c.old_connector)
                         ))
                     })
-            },
-        ))
-        .buffer_unordered(plan.parallel.max(1));
+            }))
+            .buffer_unordered(plan.parallel.max(1));
         while let Some(r) = running.next().await {
             match r {
                 Ok(d) => prepared.push(d),
@@ -839,8 +949,13 @@ async fn prepare_one(
     bar: &dyn Progress,
 ) -> Result<(Ready, ConnectorReport)> {
     let started = Instant::now();
-    let step = c.restore.as_ref().expect("a plan without problems has every step");
-    let new = c.new_connector.expect("a plan without problems maps every connector");
+    let step = c
+        .restore
+        .as_ref()
+        .expect("a plan without problems has every step");
+    let new = c
+        .new_connector
+        .expect("a plan without problems maps every connector");
     let name = OsString::from(new.to_string());
     bar.stage("starting");
     let staging = match step.placement {
@@ -853,19 +968,18 @@ async fn prepare_one(
         Placement::InPlace => Staging::open(&step.target, Some(&plan.hub_root), false).await?,
     };
     bar.stage("downloading");
-    let fetched = match fetch::fetch(bucket, &step.source, &staging.work_path(), "download-", bar)
-        .await
-    {
-        Ok(f) => f,
-        Err(e) => {
-            blocking(move || {
-                drop(staging);
-                Ok(())
-            })
-            .await?;
-            return Err(e);
-        }
-    };
+    let fetched =
+        match fetch::fetch(bucket, &step.source, &staging.work_path(), "download-", bar).await {
+            Ok(f) => f,
+            Err(e) => {
+                blocking(move || {
+                    drop(staging);
+                    Ok(())
+                })
+                .await?;
+                return Err(e);
+            }
+        };
     bar.stage("checking");
     let mut warnings = fetched.warnings.clone();
     if fetched.legacy {
@@ -1010,6 +1124,28 @@ mod tests {
 
     fn ids(n: usize) -> Vec<ConnectorId> {
         (0..n).map(|_| ConnectorId::random()).collect()
+    }
+
+    #[test]
+    fn map_files_read_lines_json_objects_and_the_dry_run_document() {
+        let (a, b, c) = (
+            ConnectorId::random(),
+            ConnectorId::random(),
+            ConnectorId::random(),
+        );
+        let p = std::path::Path::new("m");
+        let lines = format!("# old=new\n{a}={b}\n\n {c} = {a} # moved\n");
+        assert_eq!(parse_map_file(&lines, p).unwrap(), vec![(a, b), (c, a)]);
+        let obj = format!("{{\"{a}\": \"{b}\", \"{c}\": \"\"}}");
+        assert_eq!(parse_map_file(&obj, p).unwrap(), vec![(a, b)]);
+        let doc = format!(
+            "{{\"ok\": true, \"plan\": {{\"connectors\": [{{\"old_connector\": \"{a}\", \"new_connector\": \"{b}\"}}, {{\"old_connector\": \"{c}\", \"new_connector\": null}}]}}}}"
+        );
+        assert_eq!(parse_map_file(&doc, p).unwrap(), vec![(a, b)]);
+        let e = parse_map_file("x=y\n", p).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("line 1"), "{e}");
+        assert!(parse_map_file(&format!("{a}{b}"), p).is_err());
     }
 
     #[test]

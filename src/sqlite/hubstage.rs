@@ -8,8 +8,10 @@
 //! (the next one removes the stage it left).
 //!
 //! One whole-hub restore of a hub root at a time: an advisory lock (`flock`) on
-//! `<hub-root>/.hubvault-restore-hub.lock`, taken without waiting. Stages of killed runs
-//! are removed only under that lock, so never one a live restore is using.
+//! `<hub-root>/.hubvault-restore-hub.lock`, taken without waiting, and removed (still
+//! held) when the restore ends; a lock taken on a file removed meanwhile is detected by
+//! its inode. Stages of killed runs are removed only under that lock, so never one a live
+//! restore is using.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -43,19 +45,35 @@ impl HubStage {
         install::check_hub_root(hub_root)?;
         let root = SafeDir::open(hub_root)?;
         let (lock, _) = root.open_or_create(OsStr::new(LOCK_NAME), 0o600)?;
+        let busy = |e: std::io::Error| Error::Io {
+            path: root.shown(OsStr::new(LOCK_NAME)),
+            message: "another restore-hub is running on this hub root; nothing was changed".into(),
+            hint: "wait for it to finish, then run this one again if it is still needed".into(),
+            source: e,
+        };
         match fsio::try_lock(&lock) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                return Err(Error::Io {
-                    path: root.shown(OsStr::new(LOCK_NAME)),
-                    message: "another restore-hub is running on this hub root; nothing was changed"
-                        .into(),
-                    hint: "wait for it to finish, then run this one again if it is still needed"
-                        .into(),
-                    source: e,
-                });
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Err(busy(e)),
+            Err(e) => {
+                return Err(Error::io(
+                    root.shown(OsStr::new(LOCK_NAME)),
+                    "cannot lock",
+                    e,
+                ));
             }
-            Err(e) => return Err(Error::io(root.shown(OsStr::new(LOCK_NAME)), "cannot lock", e)),
+        }
+        // The lock file is removed when a restore-hub ends: a lock taken on a file that
+        // was removed meanwhile (its name now another file, or none) locks nothing.
+        let ours = safedir::entry_of_file(&lock)
+            .map_err(|e| Error::io(root.shown(OsStr::new(LOCK_NAME)), "cannot stat", e))?;
+        match root.entry(OsStr::new(LOCK_NAME))? {
+            Some(e) if (e.dev, e.ino) == (ours.dev, ours.ino) => {}
+            _ => {
+                return Err(busy(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "the lock file was replaced",
+                )));
+            }
         }
         for name in root.names() {
             if name.to_string_lossy().starts_with(STAGE_PREFIX) {
@@ -135,6 +153,8 @@ impl Drop for HubStage {
             drop(stage);
             remove_own_tree(&self.root, &name, MAX_DEPTH);
         }
+        // Removed while still held, so the hub root is left as it was; see `open`.
+        let _ = self.root.remove(OsStr::new(LOCK_NAME));
     }
 }
 
