@@ -1,8 +1,9 @@
 //! Databases on this machine and the files around them: opening a connector database and
 //! reading what it says ([`db`]), a consistent copy of a live one ([`snapshot`]), the id
-//! rewrite ([`rewrite`]), one operation per connector at a time ([`lock`]), and durable
+//! rewrite ([`rewrite`]), one operation per connector at a time ([`lock`]), durable
 //! file operations (temp file, fsync, rename, fsync of the directory, ownership) in one
-//! place ([`fsio`]).
+//! place ([`fsio`]), and what a restore does in the target directory ([`install`]; for new
+//! connectors of a whole-hub restore, [`hubstage`]).
 
 pub mod db;
 pub mod fsio;
