@@ -11,8 +11,9 @@
 //! [`execute`] prepares every connector before it installs any, with the single restore's
 //! steps ([`crate::catalog::fetch`], [`crate::sqlite::install`]): downloads (at most
 //! [`HubRequest::parallel`] at once, each streamed to disk: memory does not grow with the
-//! number or the size of the connectors), checks, rewrites, all into temp files beside the
-//! targets. If one fails, none is installed and the error names it. Then it installs them
+//! number or the size of the connectors; a state built from the continuous stream is put
+//! together in memory by the stream's reader, so those are built one at a time), checks,
+//! rewrites, all into temp files beside the targets. If one fails, none is installed and the error names it. Then it installs them
 //! one after another:
 //! - a connector whose directory is not under the hub root is built whole in a private
 //!   stage directory in the hub root ([`crate::sqlite::hubstage`]) and moved into place in
@@ -835,12 +836,13 @@ pub async fn execute(
         .collect();
     let bars = &bars;
     let stage_ref = &stage;
+    let stream_builds = &tokio::sync::Semaphore::new(1);
     let mut prepared: Vec<Done> = Vec::new();
     let mut failed: Option<Error> = None;
     {
         let mut running =
             futures::stream::iter(plan.connectors.iter().enumerate().map(|(i, c)| async move {
-                prepare_one(bucket, plan, c, stage_ref, &*bars[i])
+                prepare_one(bucket, plan, c, stage_ref, &*bars[i], stream_builds)
                     .await
                     .map(|(ready, report)| Done {
                         index: i,
@@ -947,6 +949,7 @@ async fn prepare_one(
     c: &ConnectorPlan,
     stage: &Arc<HubStage>,
     bar: &dyn Progress,
+    stream_builds: &tokio::sync::Semaphore,
 ) -> Result<(Ready, ConnectorReport)> {
     let started = Instant::now();
     let step = c
@@ -968,6 +971,17 @@ async fn prepare_one(
         Placement::InPlace => Staging::open(&step.target, Some(&plan.hub_root), false).await?,
     };
     bar.stage("downloading");
+    // A state built from the stream is put together in memory (catalog::stream): one at a
+    // time, so memory does not grow with the number of such connectors.
+    let one_build = match &step.source.continuous {
+        Some(_) => Some(
+            stream_builds
+                .acquire()
+                .await
+                .map_err(|_| Error::check("the restore was stopped", "run it again"))?,
+        ),
+        None => None,
+    };
     let fetched =
         match fetch::fetch(bucket, &step.source, &staging.work_path(), "download-", bar).await {
             Ok(f) => f,
@@ -980,6 +994,7 @@ async fn prepare_one(
                 return Err(e);
             }
         };
+    drop(one_build);
     bar.stage("checking");
     let mut warnings = fetched.warnings.clone();
     if fetched.legacy {
