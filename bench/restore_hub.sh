@@ -81,10 +81,12 @@ for r in $(seq 1 "$runs"); do
 
   rm -rf "$work/cp" && mkdir -p "$work/cp"; sync
   start=$(date +%s.%N)
+  pids=()
   for c in "${conns[@]}"; do
     aws s3 cp --quiet "s3://bench-hub/bench/datahub/$hub/connector/$c/sqlite.db" "$work/cp/$c.db" &
+    pids+=($!)
   done
-  wait
+  wait "${pids[@]}"
   cp_t+=("$(echo "$(date +%s.%N) - $start" | bc)")
 
   rm -rf "$work/cp" && mkdir -p "$work/cp"; sync
@@ -94,10 +96,12 @@ import json, sys
 for c in json.load(open(sys.argv[1]))["restore"]["connectors"]:
     print(c["key"])
 PY
+  pids=()
   while read -r k; do
     aws s3 cp --quiet "s3://bench-hub/$k" "$work/cp/$(basename "$k")" &
+    pids+=($!)
   done < "$work/keys"
-  wait
+  wait "${pids[@]}"
   cpv_t+=("$(echo "$(date +%s.%N) - $start" | bc)")
 done
 uptime
