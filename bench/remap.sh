@@ -3,6 +3,8 @@
 # the seed's two UPDATE statements in the sqlite3 CLI, each on a fresh copy of the same file.
 #
 #   bench/remap.sh [EVENTS] [WORKDIR]       (results: docs/BENCHMARKS.md, section "remap")
+#   BASELINE=/path/to/other/hubvault bench/remap.sh ...   (also times that binary in the same run:
+#                                                         before/after on the same load)
 #
 # Needs hyperfine (apt-get install hyperfine) and sqlite3. Uses the release build.
 set -euo pipefail
@@ -33,10 +35,18 @@ PRAGMA foreign_keys=on;
 SQL
 ls -l "$base"
 sqlite3 --version
-hyperfine --runs 3 --export-markdown "$work/result.md" \
-  --prepare "rm -f $work/copy.db* $work/out.db*; cp $base $work/copy.db" \
+baseline=()
+if [ -n "${BASELINE:-}" ]; then
+  baseline=(
+    -n "baseline remap (in place)" "$BASELINE remap --db $work/copy.db --to-datahub $new_hub --to-connector $new_conn"
+    -n "baseline remap --output" "$BASELINE remap --db $work/copy.db --to-datahub $new_hub --to-connector $new_conn --output $work/out.db"
+  )
+fi
+hyperfine --runs "${RUNS:-3}" --export-markdown "$work/result.md" \
+  --prepare "rm -f $work/copy.db* $work/out.db*; cp $base $work/copy.db; sync" \
   -n "seed's SQL (sqlite3 CLI, in place)" "sqlite3 $work/copy.db < $work/seed.sql" \
   -n "hubvault remap (in place)" "$bin remap --db $work/copy.db --to-datahub $new_hub --to-connector $new_conn" \
-  -n "hubvault remap --output" "$bin remap --db $work/copy.db --to-datahub $new_hub --to-connector $new_conn --output $work/out.db"
+  -n "hubvault remap --output" "$bin remap --db $work/copy.db --to-datahub $new_hub --to-connector $new_conn --output $work/out.db" \
+  "${baseline[@]}"
 cat "$work/result.md"
 echo "work dir: $work (remove it when done)"

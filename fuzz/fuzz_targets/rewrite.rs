@@ -6,6 +6,10 @@
 //! proptest, in CI.)
 #![no_main]
 
+#[path = "../../src/cli/fixture.rs"]
+#[allow(dead_code)]
+mod fixture;
+
 use hubvault::model::ids::{ConnectorId, DatahubId};
 use hubvault::model::ids::Ids;
 use hubvault::sqlite::rewrite;
@@ -60,7 +64,7 @@ fuzz_target!(|bytes: &[u8]| {
         db.execute("INSERT INTO Extra(v) VALUES (?1)", [v]).unwrap();
     }
     let from = Ids { datahub: spec.datahub, connector: spec.connector };
-    rewrite::apply(&mut db, &path, from, to).unwrap();
+    rewrite::apply(&mut db, &path, from, to, false).unwrap();
     let got: Vec<Value> = db
         .prepare("SELECT v FROM Extra ORDER BY k")
         .unwrap()
@@ -82,5 +86,5 @@ fuzz_target!(|bytes: &[u8]| {
         .collect();
     assert_eq!(got, want);
     assert!(rewrite::scan(&db, &path, &[hub, conn]).unwrap().is_empty());
-    assert!(rewrite::apply(&mut db, &path, from, to).unwrap().is_noop());
+    assert!(rewrite::apply(&mut db, &path, from, to, false).unwrap().is_noop());
 });

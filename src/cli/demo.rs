@@ -209,6 +209,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         at: None,
         db_file: DbFileName::default(),
         parallel: restore_hub::DEFAULT_PARALLEL,
+        accept_unrewritten: false,
     };
     let plan = restore_hub::plan(&bucket, &req).await?;
     if let Some(e) = plan.refusal() {

@@ -36,6 +36,8 @@ pub struct Spec {
     pub events: usize,
     /// True if and only if the database is left in WAL mode (as connectors run it).
     pub wal: bool,
+    /// `PRAGMA encoding` of the new file (`UTF-8` when `None`, as connectors write it).
+    pub encoding: Option<&'static str>,
 }
 
 impl Spec {
@@ -47,6 +49,7 @@ impl Spec {
             name: name.into(),
             events,
             wal: true,
+            encoding: None,
         }
     }
 
@@ -84,6 +87,9 @@ pub fn create(path: &Path, spec: &Spec) -> Result<()> {
 }
 
 fn populate(conn: &mut Connection, spec: &Spec) -> rusqlite::Result<()> {
+    if let Some(e) = spec.encoding {
+        conn.pragma_update(None, "encoding", e)?;
+    }
     if spec.wal {
         conn.pragma_update(None, "journal_mode", "WAL")?;
     }

@@ -26,6 +26,11 @@ pub struct Args {
     /// Print what would change (per table and column) and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Rewrite everything else even where old ids cannot be rewritten (mixed case, raw
+    /// bytes in a BLOB, a contentless full-text index): they stay, listed in the output.
+    /// Without it such a database is refused and nothing is written.
+    #[arg(long)]
+    accept_unrewritten: bool,
 }
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
@@ -35,7 +40,13 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             .map_err(|e| super::flag(e, "--to-connector"))?,
     };
     let report = tokio::task::spawn_blocking(move || {
-        remap::remap_file(&a.db, to, a.output.as_deref(), a.dry_run)
+        remap::remap_file(
+            &a.db,
+            to,
+            a.output.as_deref(),
+            a.dry_run,
+            a.accept_unrewritten,
+        )
     })
     .await
     .expect("the remap task does not panic")?;
@@ -66,14 +77,43 @@ fn print_human(r: &RemapReport) {
     for b in &p.blockers {
         outln!("  cannot rewrite: {b}");
     }
+    print_unrewritten(p, r.dry_run);
     match (&r.output, r.dry_run) {
         (Some(o), true) => outln!("  would write {} (--db unchanged)", o.display()),
         (Some(o), false) => outln!("  wrote {} (--db unchanged)", o.display()),
         (None, true) => outln!("  dry run: nothing changed"),
-        (None, false) => outln!(
-            "  checked: no old id left, foreign_key_check empty, integrity ok ({:.2}s)",
+        (None, false) => {}
+    }
+    if !r.dry_run {
+        outln!(
+            "  checked: {}, foreign_key_check empty, integrity ok ({:.2}s)",
+            if p.no_old_id_left() {
+                "no old id left"
+            } else {
+                "OLD IDS LEFT (listed above)"
+            },
             r.seconds
-        ),
+        );
+    }
+}
+
+/// The old ids a rewrite leaves (or would leave), loudly; shared with `restore`.
+pub fn print_unrewritten(p: &hubvault::sqlite::rewrite::RewritePlan, dry_run: bool) {
+    if p.unrewritten.is_empty() {
+        return;
+    }
+    let head = match (dry_run, p.accepted_unrewritten) {
+        (true, _) => {
+            "WARNING: these old ids cannot be rewritten (the rewrite refuses unless --accept-unrewritten):"
+        }
+        (false, true) => {
+            "WARNING: these old ids were NOT rewritten (--accept-unrewritten): the database still holds them:"
+        }
+        (false, false) => "WARNING: these old ids cannot be rewritten:",
+    };
+    outln!("  {head}");
+    for u in &p.unrewritten {
+        outln!("    {u}");
     }
 }
 
@@ -88,5 +128,8 @@ pub fn print_plan(p: &hubvault::sqlite::rewrite::RewritePlan) {
     }
     for o in &p.schema_objects {
         outln!("    {o:<40} SQL rewritten");
+    }
+    for t in &p.fts_rebuilt {
+        outln!("    {t:<40} full-text index rebuilt");
     }
 }

@@ -66,6 +66,11 @@ pub struct Args {
     /// Replace the target even while a process holds it open.
     #[arg(long)]
     force: bool,
+    /// Install even where old ids cannot be rewritten (mixed case, raw bytes in a BLOB, a
+    /// contentless full-text index): they stay, listed in the output. Without it such a
+    /// backup is refused before anything is installed.
+    #[arg(long)]
+    accept_unrewritten: bool,
 }
 
 /// `--version ID` or `--at TIME` or neither (the latest backup).
@@ -125,6 +130,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         target,
         force: a.force,
         db_file: DbFileName::default(),
+        accept_unrewritten: a.accept_unrewritten,
     };
     let bucket = g.bucket()?;
     let plan = restore::plan(&bucket, &req).await?;
@@ -336,9 +342,15 @@ fn print_report(r: &RestoreReport) {
     if let Some(p) = &r.rewrite {
         outln!("  rewrote    {} values:", p.total_values());
         super::remap::print_plan(p);
+        super::remap::print_unrewritten(p, false);
     }
+    let old_ids = match &r.rewrite {
+        None => "same ids, nothing rewritten",
+        Some(p) if p.no_old_id_left() => "no old id left",
+        Some(_) => "OLD IDS LEFT (listed above)",
+    };
     outln!(
-        "  checked    {}, foreign keys, ids {} / {}, no old id left",
+        "  checked    {}, foreign keys, ids {} / {}, {old_ids}",
         r.check,
         r.to.datahub,
         r.to.connector

@@ -54,6 +54,11 @@ pub struct Args {
     /// Do not ask for confirmation (needed when stdin is not a terminal).
     #[arg(long, short = 'y')]
     yes: bool,
+    /// Install even where old ids cannot be rewritten (mixed case, raw bytes in a BLOB, a
+    /// contentless full-text index): they stay, listed in the output. Without it one such
+    /// connector refuses the whole hub before any connector is installed.
+    #[arg(long)]
+    accept_unrewritten: bool,
 }
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
@@ -111,6 +116,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         at,
         db_file: DbFileName::default(),
         parallel: restore_hub::DEFAULT_PARALLEL,
+        accept_unrewritten: a.accept_unrewritten,
     };
     let bucket = g.bucket()?;
     let mut plan = restore_hub::plan(&bucket, &req).await?;
@@ -417,6 +423,21 @@ fn print_report(r: &HubReport) {
             ago(c.behind_newest_seconds),
             c.verified_by
         );
+        match &c.rewrite {
+            None => outln!("    same ids, nothing rewritten"),
+            Some(p) => {
+                outln!(
+                    "    rewrote {} values, {}",
+                    p.total_values(),
+                    if p.no_old_id_left() {
+                        "no old id left"
+                    } else {
+                        "OLD IDS LEFT (listed below)"
+                    }
+                );
+                super::remap::print_unrewritten(p, false);
+            }
+        }
         for k in &c.kept {
             outln!("    kept {}", k.to.display());
         }

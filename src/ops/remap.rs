@@ -21,6 +21,8 @@ pub struct RemapReport {
     #[serde(flatten)]
     pub plan: RewritePlan,
     pub total_values: u64,
+    /// True if and only if no old id is left (for a dry run: would be left).
+    pub no_old_id_left: bool,
     pub seconds: f64,
 }
 
@@ -28,12 +30,14 @@ pub struct RemapReport {
 /// `to` in place (one transaction), or into a new file `output` (a copy made with the
 /// online backup API into a temp file beside it, renamed into place once checked: the
 /// source is not changed and `output` never holds a half-written database). With
-/// `dry_run`, only plans.
+/// `dry_run`, only plans. Old ids the rewrite cannot rewrite make it refuse (nothing
+/// written) unless `accept_unrewritten`; the report lists them either way.
 pub fn remap_file(
     db_path: &Path,
     to: Ids,
     output: Option<&Path>,
     dry_run: bool,
+    accept_unrewritten: bool,
 ) -> Result<RemapReport> {
     let started = std::time::Instant::now();
     db::check_is_sqlite(db_path)?;
@@ -73,6 +77,7 @@ pub fn remap_file(
         output,
         dry_run,
         total_values: plan.total_values(),
+        no_old_id_left: plan.no_old_id_left(),
         plan,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -85,7 +90,7 @@ pub fn remap_file(
     }
     let Some(out) = output else {
         let mut conn = db::open_read_write(db_path)?;
-        let done = rewrite::apply(&mut conn, db_path, from, to)?;
+        let done = rewrite::apply(&mut conn, db_path, from, to, accept_unrewritten)?;
         conn.close()
             .map_err(|(_, e)| Error::sqlite(db_path, "cannot close", e))?;
         return Ok(report(done, None));
@@ -121,13 +126,9 @@ pub fn remap_file(
             .map_err(|e| Error::sqlite(db_path, "cannot copy the database", e))?;
         mode
     };
-    let mut conn = db::open_read_write(&tmp)?;
     // A temp file nobody else sees: no rollback journal needed (on failure it is removed).
-    conn.execute_batch(
-        "PRAGMA journal_mode=DELETE; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;",
-    )
-    .map_err(|e| Error::sqlite(&*tmp, "cannot set up the copy", e))?;
-    let done = rewrite::apply(&mut conn, &tmp, from, to)?;
+    let mut conn = db::open_scratch(&tmp)?;
+    let done = rewrite::apply(&mut conn, &tmp, from, to, accept_unrewritten)?;
     conn.pragma_update(
         None,
         "journal_mode",

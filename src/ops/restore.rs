@@ -39,6 +39,9 @@ pub struct RestoreRequest {
     /// True if and only if a target held open by a process is replaced anyway.
     pub force: bool,
     pub db_file: DbFileName,
+    /// True if and only if old ids the rewrite cannot rewrite (listed in the report) may
+    /// stay in the installed database; otherwise the restore refuses before installing.
+    pub accept_unrewritten: bool,
 }
 
 /// What [`execute`] will do; computing it changes nothing (`--dry-run` prints it).
@@ -62,6 +65,8 @@ pub struct RestorePlan {
     pub keep: Vec<Kept>,
     pub held_open_by: Vec<Holder>,
     pub force: bool,
+    /// See [`RestoreRequest::accept_unrewritten`].
+    pub accept_unrewritten: bool,
 }
 
 /// What [`execute`] did.
@@ -119,6 +124,7 @@ pub async fn plan(bucket: &Bucket, req: &RestoreRequest) -> Result<RestorePlan> 
         target,
         held_open_by,
         force: req.force,
+        accept_unrewritten: req.accept_unrewritten,
     })
 }
 
@@ -169,6 +175,7 @@ pub async fn execute(
             .or(plan.source.journal_mode.clone()),
         from: plan.from,
         to: plan.to,
+        accept_unrewritten: plan.accept_unrewritten,
     };
     let (prepared, kept) = blocking(move || {
         let prepared = staging.prepare(download)?;
@@ -179,11 +186,13 @@ pub async fn execute(
             prepared.sha256_installed.clone(),
             prepared.bytes,
             prepared.events,
+            prepared.warnings.clone(),
         );
         Ok((report, prepared.install()?))
     })
     .await?;
-    let (rewrite, journal_mode, check, sha256_installed, bytes, events) = prepared;
+    let (rewrite, journal_mode, check, sha256_installed, bytes, events, accepted) = prepared;
+    warnings.extend(accepted);
     Ok(RestoreReport {
         target: plan.target.clone(),
         key: plan.source.key.clone(),

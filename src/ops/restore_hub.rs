@@ -48,7 +48,7 @@ use crate::progress::{Progress, ProgressSet};
 use crate::sqlite::db;
 use crate::sqlite::hubstage::HubStage;
 use crate::sqlite::install::{self, Download, Kept, Prepared, Staging, Target};
-use crate::sqlite::rewrite;
+use crate::sqlite::rewrite::{self, RewritePlan};
 use crate::store::Bucket;
 
 type Time = chrono::DateTime<chrono::Utc>;
@@ -84,6 +84,10 @@ pub struct HubRequest {
     pub db_file: DbFileName,
     /// How many connectors are downloaded and prepared at once (at least 1).
     pub parallel: usize,
+    /// True if and only if old ids the rewrite cannot rewrite may stay in a restored
+    /// database (listed in its report); otherwise one such connector refuses the whole
+    /// hub before any connector is installed.
+    pub accept_unrewritten: bool,
 }
 
 /// Why the map or the hub root does not allow the restore; nothing was touched.
@@ -185,6 +189,8 @@ pub struct HubPlan {
     pub problems: Vec<Problem>,
     /// How many connectors are prepared at once.
     pub parallel: usize,
+    /// See [`HubRequest::accept_unrewritten`].
+    pub accept_unrewritten: bool,
     #[serde(skip)]
     pub db_file: DbFileName,
 }
@@ -254,6 +260,8 @@ pub struct ConnectorReport {
     pub journal_mode: String,
     /// Values rewritten (0 without a rewrite).
     pub rewritten_values: u64,
+    /// What the id rewrite did (as `restore` reports it), `None` for the same ids.
+    pub rewrite: Option<RewritePlan>,
     pub events: Option<u64>,
     pub bytes: u64,
     /// Time to download, check and prepare it.
@@ -694,6 +702,7 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
         connectors,
         problems,
         parallel: req.parallel.max(1),
+        accept_unrewritten: req.accept_unrewritten,
         db_file: req.db_file.clone(),
     })
 }
@@ -1019,12 +1028,14 @@ async fn prepare_one(
             datahub: plan.to_datahub,
             connector: new,
         },
+        accept_unrewritten: plan.accept_unrewritten,
     };
     let placement = step.placement;
     let (ready, p) = blocking(move || {
         let p = staging.prepare(download)?;
         let facts = (
-            p.rewrite.as_ref().map(|r| r.total_values()).unwrap_or(0),
+            p.rewrite.clone(),
+            p.warnings.clone(),
             p.journal_mode.clone(),
             p.check,
             p.sha256_installed.clone(),
@@ -1041,7 +1052,8 @@ async fn prepare_one(
         Ok((ready, facts))
     })
     .await?;
-    let (rewritten_values, journal_mode, check, sha256_installed, bytes, events) = p;
+    let (rewrite, accepted, journal_mode, check, sha256_installed, bytes, events) = p;
+    warnings.extend(accepted);
     bar.stage("ready");
     let state_at = match (&fetched.continuous, &step.source.version) {
         (Some(s), _) => Some(s.state_time),
@@ -1066,7 +1078,8 @@ async fn prepare_one(
             sha256_installed,
             check,
             journal_mode,
-            rewritten_values,
+            rewritten_values: rewrite.as_ref().map(|r| r.total_values()).unwrap_or(0),
+            rewrite,
             events,
             bytes,
             seconds: started.elapsed().as_secs_f64(),

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
@@ -79,12 +80,24 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
 
 /// Opens a database read-only. The caller has checked that it is SQLite.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
-    open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+    open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, None)
 }
 
 /// Opens a database for writing (a file we own: a snapshot, a download, a remap copy).
 pub fn open_read_write(path: &Path) -> Result<Connection> {
-    open(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    open(path, OpenFlags::SQLITE_OPEN_READ_WRITE, None)
+}
+
+/// Opens a private copy that no other process opens (a download or a remap copy under
+/// a temp name) for one batch of writes: no rollback journal, no syncs (a crash leaves
+/// only a temp file, which is thrown away). The caller fsyncs the file when done.
+pub fn open_scratch(path: &Path) -> Result<Connection> {
+    // Set before the connection is locked down: defensive mode refuses journal_mode=OFF.
+    open(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE,
+        Some("PRAGMA journal_mode=DELETE; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"),
+    )
 }
 
 /// Never creates the file (no `SQLITE_OPEN_CREATE`): a wrong path is an error, not a
@@ -93,12 +106,25 @@ pub fn open_read_write(path: &Path) -> Result<Connection> {
 /// A path is a path, never an SQLite URI: no `SQLITE_OPEN_URI`, and since the bundled
 /// SQLite is built with `SQLITE_USE_URI` (URIs on by default), a relative path is given
 /// as `./path`, which no URI starts with (`--db file:x.db` opens the file `file:x.db`).
-fn open(path: &Path, mode: OpenFlags) -> Result<Connection> {
+///
+/// Every database hubvault opens is one it did not write (a download, the connector's
+/// live file, a copy of either), so every connection is locked down before any SQL of
+/// the file's schema can run: `SQLITE_DBCONFIG_DEFENSIVE` (no `writable_schema`, no
+/// direct writes to shadow tables, no `journal_mode=OFF`) and `trusted_schema` off (a
+/// view, trigger, `CHECK` or generated column stored in the file may only call functions
+/// and virtual tables marked harmless; our own SQL functions are direct-only).
+/// `setup` runs before that, on our own settings only.
+fn open(path: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection> {
     let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(not_a_uri(path), flags)
         .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
+    if let Some(sql) = setup {
+        conn.execute_batch(sql)
+            .map_err(|e| Error::sqlite(path, "cannot set up the connection", e))?;
+    }
+    lock_down(&conn).map_err(|e| Error::sqlite(path, "cannot lock the connection down", e))?;
     Ok(conn)
 }
 
@@ -130,6 +156,21 @@ pub fn require_connector_tables(conn: &Connection, path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `SQLITE_DBCONFIG_DEFENSIVE` on, `trusted_schema` off: see [`open`].
+fn lock_down(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    Ok(())
+}
+
+/// True if and only if `conn` is locked down as [`open`] does it.
+#[cfg(test)]
+fn is_locked_down(conn: &Connection) -> rusqlite::Result<bool> {
+    let defensive = conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE)?;
+    let trusted = conn.db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA)?;
+    Ok(defensive && !trusted)
 }
 
 pub fn table_exists(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
@@ -268,6 +309,11 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `'text'` with embedded quotes doubled: a SQL string literal for any text.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Runs `integrity_check` (or `quick_check` past [`FULL_CHECK_MAX_BYTES`]) and
 /// `foreign_key_check`. Returns which check ran.
 pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {
@@ -365,4 +411,37 @@ pub fn page_info(conn: &Connection, path: &Path) -> Result<(u64, u64, String)> {
         page_count as u64,
         journal.to_ascii_lowercase(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(conn: &Connection) -> String {
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn every_open_is_locked_down_and_only_a_scratch_copy_runs_without_a_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(a)")
+            .unwrap();
+        let rw = open_read_write(&path).unwrap();
+        assert!(is_locked_down(&rw).unwrap());
+        // Defensive mode keeps the journal: a plain connection cannot switch it off.
+        let mode: String = rw
+            .query_row("PRAGMA journal_mode=OFF", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete");
+        drop(rw);
+        let scratch = open_scratch(&path).unwrap();
+        assert!(is_locked_down(&scratch).unwrap());
+        assert_eq!(journal(&scratch), "off");
+        drop(scratch);
+        assert!(is_locked_down(&open_read_only(&path).unwrap()).unwrap());
+    }
 }

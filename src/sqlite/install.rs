@@ -303,6 +303,10 @@ pub struct Download {
     pub from: Ids,
     /// The ids the restored database gets (equal to `from`: no rewrite).
     pub to: Ids,
+    /// True if and only if old ids the rewrite cannot rewrite may stay (listed in the
+    /// rewrite's report and in [`Prepared::warnings`]); otherwise [`Staging::prepare`]
+    /// refuses, before anything is installed.
+    pub accept_unrewritten: bool,
 }
 
 /// A restored database, checked and ready in the work directory: [`Prepared::install`]
@@ -318,6 +322,8 @@ pub struct Prepared {
     pub sha256_installed: String,
     pub bytes: u64,
     pub events: Option<u64>,
+    /// What the operator must know: old ids accepted unrewritten.
+    pub warnings: Vec<String>,
 }
 
 /// How long a restore waits for a backup or another restore of the same connector.
@@ -430,11 +436,10 @@ impl Staging {
                 "the backup is damaged; restore an older version (`hubvault versions`, then --version ID)",
             )
         };
-        let mut conn = db::open_read_write(tmp).map_err(damaged)?;
         // The temp file is ours alone until the rename: no journal, no syncs until the end.
-        // A crash leaves only a work directory that the next restore removes.
-        conn.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;")
-            .map_err(|e| damaged(Error::sqlite(tmp, "cannot open the download", e)))?;
+        // A crash leaves only a work directory that the next restore removes. Locked down
+        // like every connection: the download is untrusted input.
+        let mut conn = db::open_scratch(tmp).map_err(damaged)?;
         let check = db::check_integrity(&conn, tmp, size).map_err(damaged)?;
         let not_connector = |e: Error| {
             Error::check(
@@ -454,10 +459,17 @@ impl Staging {
             ));
         }
         let rewrite = if d.from != d.to {
-            Some(rewrite::apply(&mut conn, tmp, d.from, d.to)?)
+            Some(rewrite::apply(
+                &mut conn,
+                tmp,
+                d.from,
+                d.to,
+                d.accept_unrewritten,
+            )?)
         } else {
             None
         };
+        let warnings: Vec<String> = rewrite.iter().filter_map(unrewritten_warning).collect();
         // Put back the live database's journal mode; else the old target's; else leave it.
         let journal_mode = match d.journal_mode.as_ref() {
             Some(m) => Some(m.clone()),
@@ -517,8 +529,26 @@ impl Staging {
             sha256_installed,
             bytes,
             events,
+            warnings,
         })
     }
+}
+
+/// The warning for old ids a rewrite left in place because they were accepted
+/// (`--accept-unrewritten`); `None` when there are none.
+pub fn unrewritten_warning(r: &RewritePlan) -> Option<String> {
+    if !r.accepted_unrewritten {
+        return None;
+    }
+    Some(format!(
+        "{} place(s) still hold an old id that cannot be rewritten (accepted with --accept-unrewritten): {}",
+        r.unrewritten.len(),
+        r.unrewritten
+            .iter()
+            .map(|u| format!("{}.{}", u.table, u.column))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 impl Drop for Staging {

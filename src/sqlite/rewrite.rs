@@ -2,32 +2,40 @@
 //! steps 5 to 10 of the platform's manual restore, done so that they cannot leave a broken database.
 //!
 //! Contract of [`apply`]:
-//! - every occurrence of the old ids, in every TEXT value (and every BLOB value holding
-//!   them as text) of every table, becomes the new id: `Integrations.id`, the source
+//! - every text spelling of the old ids ([`crate::sqlite::spelling`]: with or without
+//!   hyphens, lowercase or uppercase, UTF-8 or UTF-16) in every TEXT or BLOB value of
+//!   every table becomes the new id in the same spelling: `Integrations.id`, the source
 //!   objects in `Integrations.sources` and `Events.source`, `Events.integration`, and
 //!   whatever else holds them (JSON values and keys, paths, tables we have never seen);
-//! - it is a byte-exact string replace, so every other byte stays as it was: other JSON
-//!   fields, their order and spacing, row ids, other rows, other tables, value types;
-//! - all of it happens in one transaction, with foreign-key enforcement off only around
-//!   it (`PRAGMA foreign_keys` cannot change inside a transaction) and triggers disabled
-//!   (an `UPDATE` trigger touching `updatedAt` would change what must stay);
-//! - before the commit, a case-insensitive scan of every column of every table and of the
-//!   schema finds no old id, `PRAGMA foreign_key_check` is empty and `integrity_check`
-//!   (`quick_check` past [`db::FULL_CHECK_MAX_BYTES`]) says ok; otherwise the transaction
-//!   is rolled back and nothing changed;
+//! - it is a byte-exact replace, done by a Rust SQL function on the stored bytes (in a
+//!   UTF-16 database too): every other byte stays as it was, other JSON fields, their
+//!   order and spacing, row ids, other rows, other tables, value types;
+//! - one `UPDATE` per table finds, rewrites and counts in a single pass; all of it in
+//!   one transaction, with foreign-key enforcement off only around it (`PRAGMA
+//!   foreign_keys` cannot change inside a transaction) and triggers disabled (an
+//!   `UPDATE` trigger touching `updatedAt` would change what must stay);
+//! - what it cannot rewrite is never skipped silently: a mixed-case spelling, the raw 16
+//!   bytes of an id in a BLOB, an old id in a contentless full-text index are listed in
+//!   [`RewritePlan::unrewritten`] with table, column and rows, and the rewrite is rolled
+//!   back unless the caller accepts them (`--accept-unrewritten`);
+//! - before the commit, what the `UPDATE`s wrote is read again and holds no rewritable
+//!   old id, rebuilt full-text indexes pass their integrity check, `PRAGMA
+//!   foreign_key_check` is empty and `integrity_check` (`quick_check` past
+//!   [`db::FULL_CHECK_MAX_BYTES`]) says ok; otherwise the transaction is rolled back and
+//!   nothing changed;
 //! - it is idempotent: with old ids equal to new ids there is nothing to do.
 //!
-//! Both lowercase and uppercase spellings of an id are rewritten (to the same spelling of
-//! the new id). A mixed-case spelling cannot be rewritten by a byte replace; [`plan`]
-//! finds it and [`apply`] refuses before changing anything. Ids written without hyphens
-//! are not looked for: the platform writes the canonical form.
-//!
-//! Views hold no data and are not updated; a view or trigger whose SQL names an old id is
-//! dropped and created again with the id rewritten in its text. A table or index whose
-//! SQL names an old id (a `DEFAULT`, a `CHECK`, a partial index) is refused: rewriting it
+//! Schema: views hold no data and are not updated; a view or trigger whose SQL names an
+//! old id is dropped and created again with the id rewritten in its text. That text comes
+//! from the database, which may be hostile: it must be exactly one `CREATE VIEW`/`CREATE
+//! TRIGGER` statement for the object's own name ([`sqltext::check_create`], and SQLite
+//! refuses a second statement when it prepares it), and afterwards `sqlite_schema` must
+//! be what it was with only those objects' SQL rewritten. A table or index whose SQL
+//! names an old id (a `DEFAULT`, a `CHECK`, a partial index) is refused: rewriting it
 //! would need `writable_schema`. Generated columns follow their base columns. Virtual
-//! tables are updated through their module, their shadow tables only scanned.
+//! tables: see [`crate::sqlite::vtab`].
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use rusqlite::Connection;
@@ -37,6 +45,10 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::ids::Ids;
 use crate::sqlite::db::{self, quote_ident};
+use crate::sqlite::idfn::{ColTally, Encoding, IdFunctions};
+use crate::sqlite::spelling::{Kind, Matcher};
+use crate::sqlite::sqltext::{self, Creates};
+use crate::sqlite::vtab::{self, Treatment};
 
 /// How many values of one column change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -46,23 +58,121 @@ pub struct ColumnChange {
     pub values: u64,
 }
 
+/// Why an old id is left as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A text spelling in mixed case (`6F1c…`).
+    MixedCase,
+    /// The raw 16 bytes of an id inside a BLOB.
+    RawBytes,
+    /// A full-text index without content holds it (it cannot be read back or rewritten).
+    ContentlessIndex,
+}
+
+impl Reason {
+    fn says(self) -> &'static str {
+        match self {
+            Reason::MixedCase => "an old id in mixed case",
+            Reason::RawBytes => "the raw 16 bytes of an old id",
+            Reason::ContentlessIndex => "an old id in a contentless full-text index",
+        }
+    }
+}
+
+/// A row, by rowid, or by its primary key (SQL literals) in a `WITHOUT ROWID` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Row {
+    Rowid(i64),
+    Key(String),
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Row::Rowid(r) => write!(f, "{r}"),
+            Row::Key(k) => write!(f, "({k})"),
+        }
+    }
+}
+
+/// Old ids a rewrite leaves as they are, in one column.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unrewritten {
+    pub table: String,
+    /// The column; for a contentless full-text index, `*`.
+    pub column: String,
+    pub reason: Reason,
+    /// Values (rows) concerned.
+    pub values: u64,
+    /// The first [`ROWS_SHOWN`] of those rows.
+    pub rows: Vec<Row>,
+}
+
+impl std::fmt::Display for Unrewritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows: Vec<String> = self.rows.iter().map(Row::to_string).collect();
+        let more = if self.values > self.rows.len() as u64 {
+            format!(", … ({} rows)", self.values)
+        } else {
+            String::new()
+        };
+        write!(
+            f,
+            "{}.{}: {} (row {}{more})",
+            self.table,
+            self.column,
+            self.reason.says(),
+            rows.join(", ")
+        )
+    }
+}
+
+/// How many rows of one column an [`Unrewritten`] names.
+pub const ROWS_SHOWN: usize = 20;
+
 /// What a rewrite changes (from [`plan`]) or changed (from [`apply`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct RewritePlan {
     pub from: Ids,
     pub to: Ids,
+    /// The database's text encoding.
+    pub encoding: Encoding,
     /// Columns with at least one value to rewrite, in schema order.
     pub changes: Vec<ColumnChange>,
     /// Views and triggers whose SQL names an old id: created again with it rewritten.
     pub schema_objects: Vec<String>,
-    /// Tables that are not updated directly, and why (shadow tables of virtual tables).
+    /// Full-text indexes rebuilt from their (rewritten) content.
+    pub fts_rebuilt: Vec<String>,
+    /// Tables that are not updated directly, and why.
     pub scanned_only: Vec<String>,
-    /// Old ids in spellings a byte replace cannot rewrite (mixed case), or in the SQL of
-    /// a table or index. Non-empty means [`apply`] refuses.
+    /// Old ids left as they are (see [`Reason`]). [`apply`] refuses unless they are
+    /// accepted; then the database holds them.
+    pub unrewritten: Vec<Unrewritten>,
+    /// True if and only if [`apply`] committed with `unrewritten` non-empty.
+    pub accepted_unrewritten: bool,
+    /// Old ids in the SQL of a table or index, or a view or trigger that cannot be
+    /// created again safely. Non-empty means [`apply`] refuses, always.
     pub blockers: Vec<String>,
 }
 
 impl RewritePlan {
+    fn new(from: Ids, to: Ids, encoding: Encoding) -> RewritePlan {
+        RewritePlan {
+            from,
+            to,
+            encoding,
+            changes: Vec::new(),
+            schema_objects: Vec::new(),
+            fts_rebuilt: Vec::new(),
+            scanned_only: Vec::new(),
+            unrewritten: Vec::new(),
+            accepted_unrewritten: false,
+            blockers: Vec::new(),
+        }
+    }
+
     /// Total values that change.
     pub fn total_values(&self) -> u64 {
         self.changes.iter().map(|c| c.values).sum()
@@ -70,21 +180,34 @@ impl RewritePlan {
 
     /// True if and only if the rewrite changes nothing.
     pub fn is_noop(&self) -> bool {
-        self.changes.is_empty() && self.schema_objects.is_empty()
+        self.changes.is_empty() && self.schema_objects.is_empty() && self.fts_rebuilt.is_empty()
+    }
+
+    /// True if and only if no old id is left behind (for a plan: would be left).
+    pub fn no_old_id_left(&self) -> bool {
+        self.unrewritten.is_empty() && self.blockers.is_empty()
+    }
+
+    fn unrewritten_list(&self) -> String {
+        self.unrewritten
+            .iter()
+            .map(Unrewritten::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
 /// An old id found by [`scan`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Found {
-    /// `table.column`, or `schema:<name>` for SQL in `sqlite_schema`.
+    /// `table.column`, `schema:<type> <name>` for SQL in `sqlite_schema`, or `table.*`
+    /// for a full-text index.
     pub place: String,
     pub values: u64,
 }
 
-/// Refuses id pairs that a chain of string replaces would mangle: a new id equal to
-/// another old id (the second replace would rewrite the first's output), or two equal
-/// new ids (the two could never be told apart again).
+/// Refuses id pairs that would make the rewrite ambiguous: a new id equal to another old
+/// id, or two equal new ids (the two could never be told apart again).
 pub fn check_ids(from: Ids, to: Ids) -> Result<()> {
     let (fd, fc, td, tc) = (
         from.datahub.as_uuid(),
@@ -116,248 +239,327 @@ pub fn check_ids(from: Ids, to: Ids) -> Result<()> {
     Ok(())
 }
 
-/// The (old, new) strings to replace: lowercase and uppercase of each id that changes.
-fn pairs(from: Ids, to: Ids) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut add = |a: String, b: String| {
+/// The old ids that change, and their new ids.
+fn changing(from: Ids, to: Ids) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>) {
+    let mut old = Vec::new();
+    let mut new = Vec::new();
+    for (a, b) in [
+        (from.datahub.as_uuid(), to.datahub.as_uuid()),
+        (from.connector.as_uuid(), to.connector.as_uuid()),
+    ] {
         if a != b {
-            out.push((a.to_uppercase(), b.to_uppercase()));
-            out.push((a, b));
+            old.push(a);
+            new.push(b);
         }
-    };
-    add(from.datahub.to_string(), to.datahub.to_string());
-    add(from.connector.to_string(), to.connector.to_string());
-    out
-}
-
-/// The old ids to look for (lowercase), of those that change.
-fn old_ids(from: Ids, to: Ids) -> Vec<String> {
-    let mut v = Vec::new();
-    if from.datahub != to.datahub {
-        v.push(from.datahub.to_string());
     }
-    if from.connector != to.connector {
-        v.push(from.connector.to_string());
-    }
-    v
-}
-
-/// A SQL string literal. Only ever given UUID text, but quoted properly anyway.
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// True (1) if the value contains one of the exact spellings.
-fn exact_match(col: &str, pairs: &[(String, String)]) -> String {
-    let terms: Vec<String> = pairs
-        .iter()
-        .map(|(a, _)| format!("instr({col}, {})", lit(a)))
-        .collect();
-    format!("({})", terms.join(" OR "))
-}
-
-/// True (1) if the value contains an old id in any case. `LIKE` is ASCII
-/// case-insensitive (hex digits are ASCII) and the fastest test SQLite has for this (see
-/// docs/BENCHMARKS.md); for a BLOB, whose bytes `LIKE` would stop reading at the first
-/// NUL, `lower()` then `instr()`, which keep every byte. (A TEXT value with an embedded
-/// NUL before the id would escape `LIKE`; SQLite text is not meant to hold NULs.)
-fn any_case_match(col: &str, old: &[String]) -> String {
-    let like: Vec<String> = old
-        .iter()
-        .map(|a| format!("{col} LIKE {}", lit(&format!("%{a}%"))))
-        .collect();
-    let blob: Vec<String> = old
-        .iter()
-        .map(|a| format!("instr(lower({col}), {})", lit(a)))
-        .collect();
-    format!(
-        "iif(typeof({col}) = 'blob', {}, {})",
-        blob.join(" OR "),
-        like.join(" OR ")
-    )
-}
-
-/// The value with every exact spelling replaced; values that are not TEXT or BLOB are
-/// returned as they are, and a BLOB stays a BLOB (`replace()` returns TEXT).
-fn replaced(col: &str, pairs: &[(String, String)]) -> String {
-    let mut e = col.to_string();
-    for (a, b) in pairs {
-        e = format!("replace({e}, {}, {})", lit(a), lit(b));
-    }
-    format!(
-        "CASE typeof({col}) WHEN 'text' THEN {e} WHEN 'blob' THEN CAST({e} AS BLOB) ELSE {col} END"
-    )
+    (old, new)
 }
 
 #[derive(Debug, Clone)]
 struct Table {
     name: String,
     kind: TableKind,
+    without_rowid: bool,
     /// Columns that can be written (not generated, not hidden).
     writable: Vec<String>,
-    /// Every column, generated and hidden ones included: what the scan reads.
+    /// Every column, generated and hidden ones included.
     all: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum TableKind {
     Ordinary,
-    Virtual,
-    Shadow,
+    Virtual(Treatment),
+    /// A shadow table of the virtual table named here (`None`: owner unknown).
+    Shadow(Option<String>),
+}
+
+impl Table {
+    /// True if and only if the rewrite writes this table's columns.
+    fn is_written(&self) -> bool {
+        match &self.kind {
+            TableKind::Ordinary => true,
+            TableKind::Virtual(t) => t.is_written(),
+            TableKind::Shadow(_) => false,
+        }
+    }
 }
 
 fn tables(conn: &Connection, path: &Path) -> Result<Vec<Table>> {
     let q = |e| Error::sqlite(path, "cannot read the schema", e);
-    let listed: Vec<(String, String)> = conn
+    let listed: Vec<(String, String, bool, Option<String>)> = conn
         .prepare(
-            "SELECT t.name, t.type FROM pragma_table_list AS t
+            "SELECT t.name, t.type, t.wr, s.sql FROM pragma_table_list AS t
              LEFT JOIN sqlite_schema AS s ON s.name = t.name AND s.type = 'table'
              WHERE t.schema = 'main' AND t.type IN ('table', 'virtual', 'shadow')
                AND t.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
              ORDER BY s.rowid",
         )
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+        })
         .map_err(q)?;
+    let virtuals: Vec<String> = listed
+        .iter()
+        .filter(|(_, k, _, _)| k == "virtual")
+        .map(|(n, _, _, _)| n.clone())
+        .collect();
     let mut out = Vec::new();
-    for (name, kind) in listed {
+    for (name, kind, without_rowid, sql) in listed {
         let kind = match kind.as_str() {
-            "virtual" => TableKind::Virtual,
-            "shadow" => TableKind::Shadow,
+            "virtual" => TableKind::Virtual(Treatment::of(sql.as_deref().unwrap_or(""))),
+            "shadow" => TableKind::Shadow(
+                name.rsplit_once('_')
+                    .and_then(|(owner, _)| virtuals.iter().find(|v| v.eq_ignore_ascii_case(owner)))
+                    .cloned(),
+            ),
             _ => TableKind::Ordinary,
         };
-        let cols: Vec<(String, i64)> = conn
-            .prepare("SELECT name, hidden FROM pragma_table_xinfo(?1) ORDER BY cid")
+        let cols: Vec<(String, i64, String, i64)> = conn
+            .prepare("SELECT name, hidden, type, pk FROM pragma_table_xinfo(?1) ORDER BY cid")
             .and_then(|mut s| {
-                s.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect()
+                s.query_map([&name], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect()
             })
-            .map_err(q)?;
+            .map_err(|e| scan_error(path, &name, e))?;
         out.push(Table {
             writable: cols
                 .iter()
-                .filter(|(_, h)| *h == 0)
-                .map(|(c, _)| c.clone())
+                .filter(|c| c.1 == 0)
+                .map(|c| c.0.clone())
                 .collect(),
-            all: cols.into_iter().map(|(c, _)| c).collect(),
+            all: cols.into_iter().map(|c| c.0).collect(),
             name,
             kind,
+            without_rowid,
         });
     }
     Ok(out)
 }
 
-/// Schema objects (name, type, sql) whose SQL names an old id in any case.
-fn schema_hits(
-    conn: &Connection,
-    path: &Path,
-    old: &[String],
-) -> Result<Vec<(String, String, String)>> {
-    if old.is_empty() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "SELECT name, type, sql FROM sqlite_schema WHERE sql IS NOT NULL AND {} ORDER BY rowid",
-        any_case_match("sql", old)
-    );
-    conn.prepare(&sql)
+/// A row of `sqlite_schema` (its SQL as UTF-8 bytes, as SQLite hands it over).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SchemaRow {
+    kind: String,
+    name: String,
+    tbl_name: String,
+    sql: Option<Vec<u8>>,
+}
+
+fn schema_rows(conn: &Connection, path: &Path) -> Result<Vec<SchemaRow>> {
+    conn.prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY rowid")
         .and_then(|mut s| {
-            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect()
+            s.query_map([], |r| {
+                Ok(SchemaRow {
+                    kind: r.get(0)?,
+                    name: r.get(1)?,
+                    tbl_name: r.get(2)?,
+                    sql: match r.get_ref(3)? {
+                        rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                            Some(b.to_vec())
+                        }
+                        _ => None,
+                    },
+                })
+            })?
+            .collect()
         })
         .map_err(|e| Error::sqlite(path, "cannot read the schema", e))
 }
 
-/// What a rewrite from `from` to `to` would change; changes nothing. Also finds what
-/// [`apply`] would refuse (`blockers`): mixed-case spellings, ids in table SQL.
-pub fn plan(conn: &Connection, path: &Path, from: Ids, to: Ids) -> Result<RewritePlan> {
-    make_plan(conn, path, from, to, true)
+/// A view or trigger to create again, with its SQL rewritten.
+struct Redo {
+    kind: Creates,
+    name: String,
+    sql: String,
 }
 
-/// With `find_mixed_case`, every column is also tested for the exact spellings, to tell
-/// mixed-case values apart (for `--dry-run`). [`apply`] skips that (it costs a second
-/// test per value) and lets its final scan find them instead.
-fn make_plan(
-    conn: &Connection,
-    path: &Path,
-    from: Ids,
-    to: Ids,
-    find_mixed_case: bool,
-) -> Result<RewritePlan> {
-    check_ids(from, to)?;
-    let pairs = pairs(from, to);
-    let old = old_ids(from, to);
-    let mut plan = RewritePlan {
-        from,
-        to,
-        changes: Vec::new(),
-        schema_objects: Vec::new(),
-        scanned_only: Vec::new(),
-        blockers: Vec::new(),
-    };
-    if old.is_empty() {
-        return Ok(plan);
-    }
-    for t in tables(conn, path)? {
-        if t.kind == TableKind::Shadow {
-            plan.scanned_only
-                .push(format!("{} (shadow table of a virtual table)", t.name));
+/// Schema objects whose SQL names an old id: views and triggers to create again
+/// (`plan.schema_objects`) and what cannot be rewritten (`plan.blockers`). Also the
+/// triggers that must be created again with them (dropping a view drops the `INSTEAD OF`
+/// triggers on it).
+fn schema_pass(rows: &[SchemaRow], m: &Matcher, plan: &mut RewritePlan) -> Vec<Redo> {
+    let mut redo = Vec::new();
+    let mut any_view = false;
+    for r in rows {
+        let Some(sql) = &r.sql else { continue };
+        let t = m.tally(Kind::Utf8Text, sql);
+        if t.is_empty() {
             continue;
         }
-        if t.writable.is_empty() {
-            continue;
-        }
-        // One pass over the table: per column, values with an old id in any spelling,
-        // and (if asked) of those, values with a spelling we rewrite.
-        let per_col = if find_mixed_case { 2 } else { 1 };
-        let mut exprs = Vec::new();
-        for c in &t.writable {
-            let qc = quote_ident(c);
-            let any = any_case_match(&qc, &old);
-            exprs.push(format!("coalesce(sum({any}), 0)"));
-            if find_mixed_case {
-                exprs.push(format!(
-                    "coalesce(sum(CASE WHEN {any} THEN {} ELSE 0 END), 0)",
-                    exact_match(&qc, &pairs)
-                ));
+        let what = format!("{} {}", r.kind, r.name);
+        let kind = match r.kind.as_str() {
+            "view" => Creates::View,
+            "trigger" => Creates::Trigger,
+            _ => {
+                plan.blockers
+                    .push(format!("the SQL of {what} names an old id"));
+                continue;
             }
+        };
+        if t.mixed_case > 0 {
+            plan.blockers
+                .push(format!("the SQL of {what} spells an old id in mixed case"));
+            continue;
         }
-        let sql = format!("SELECT {} FROM {}", exprs.join(", "), quote_ident(&t.name));
-        let counts: Vec<i64> = conn
-            .query_row(&sql, [], |r| (0..exprs.len()).map(|i| r.get(i)).collect())
-            .map_err(|e| scan_error(path, &t.name, e))?;
-        for (i, c) in t.writable.iter().enumerate() {
-            let any = counts[per_col * i] as u64;
-            let exact = if find_mixed_case {
-                counts[per_col * i + 1] as u64
-            } else {
-                any
-            };
-            if exact > 0 {
-                plan.changes.push(ColumnChange {
-                    table: t.name.clone(),
-                    column: c.clone(),
-                    values: exact,
+        if !m.tally(Kind::Utf8Text, r.name.as_bytes()).is_empty() {
+            plan.blockers
+                .push(format!("{what} is named after an old id"));
+            continue;
+        }
+        match recreatable(m, kind, &r.name, sql) {
+            Ok(sql) => {
+                any_view |= kind == Creates::View;
+                plan.schema_objects.push(what);
+                redo.push(Redo {
+                    kind,
+                    name: r.name.clone(),
+                    sql,
                 });
             }
-            if any > exact {
-                plan.blockers.push(format!(
-                    "{}.{}: {} value(s) spell an old id in mixed case",
-                    t.name,
-                    c,
-                    any - exact
-                ));
+            Err(why) => plan
+                .blockers
+                .push(format!("the SQL of {what} cannot be created again: {why}")),
+        }
+    }
+    if any_view {
+        for r in rows.iter().filter(|r| r.kind == "trigger") {
+            if redo
+                .iter()
+                .any(|x| x.kind == Creates::Trigger && x.name == r.name)
+            {
+                continue;
+            }
+            let Some(sql) = &r.sql else { continue };
+            match recreatable(m, Creates::Trigger, &r.name, sql) {
+                Ok(sql) => redo.push(Redo {
+                    kind: Creates::Trigger,
+                    name: r.name.clone(),
+                    sql,
+                }),
+                Err(why) => plan.blockers.push(format!(
+                    "trigger {} must be created again (a view it may belong to is) but cannot: {why}",
+                    r.name
+                )),
             }
         }
     }
-    for (name, kind, _) in schema_hits(conn, path, &old)? {
-        match kind.as_str() {
-            "view" | "trigger" => plan.schema_objects.push(format!("{kind} {name}")),
-            _ => plan
-                .blockers
-                .push(format!("the SQL of {kind} {name} names an old id")),
+    redo
+}
+
+/// The SQL of a view or trigger with the old ids rewritten, if it is one statement
+/// creating exactly that object (checked on the text here; SQLite checks "one
+/// statement" again when it prepares it).
+fn recreatable(
+    m: &Matcher,
+    kind: Creates,
+    name: &str,
+    sql: &[u8],
+) -> std::result::Result<String, String> {
+    let new = m
+        .rewrite(Kind::Utf8Text, sql)
+        .0
+        .unwrap_or_else(|| sql.to_vec());
+    let new = String::from_utf8(new).map_err(|_| "it is not valid UTF-8".to_string())?;
+    if new.contains('\0') {
+        return Err("it holds a NUL character".into());
+    }
+    sqltext::check_create(&new, kind, name)?;
+    Ok(new)
+}
+
+/// Drops the views and triggers in `redo` and creates them again from their rewritten
+/// SQL, each prepared as exactly one statement; then `sqlite_schema` must be `before`
+/// with only their SQL rewritten.
+fn recreate(conn: &Connection, path: &Path, before: &[SchemaRow], redo: &[Redo]) -> Result<()> {
+    if redo.is_empty() {
+        return Ok(());
+    }
+    let q = |what: String| move |e| Error::sqlite(path, &what, e);
+    for kind in [Creates::Trigger, Creates::View] {
+        for r in redo.iter().filter(|r| r.kind == kind) {
+            let word = if kind == Creates::View {
+                "VIEW"
+            } else {
+                "TRIGGER"
+            };
+            conn.execute(
+                &format!("DROP {word} IF EXISTS {}", quote_ident(&r.name)),
+                [],
+            )
+            .map_err(q(format!("cannot drop {} {}", word.to_lowercase(), r.name)))?;
         }
     }
-    Ok(plan)
+    let refuse = |r: &Redo, why: String| {
+        Error::db(
+            path,
+            format!(
+                "the stored SQL of {} {} cannot be created again: {why}",
+                kind_word(r.kind),
+                r.name
+            ),
+            "nothing was changed; the database's schema holds SQL that SQLite did not write: inspect it with `sqlite3 FILE .schema` and fix or drop that object",
+        )
+    };
+    for kind in [Creates::View, Creates::Trigger] {
+        for r in redo.iter().filter(|r| r.kind == kind) {
+            let mut stmt = conn.prepare(&r.sql).map_err(|e| match e {
+                rusqlite::Error::MultipleStatement => {
+                    refuse(r, "it is more than one statement".into())
+                }
+                e => refuse(r, e.to_string()),
+            })?;
+            stmt.raw_execute().map_err(|e| refuse(r, e.to_string()))?;
+        }
+    }
+    let after = schema_rows(conn, path)?;
+    let key = |r: &SchemaRow| {
+        (
+            r.kind.clone(),
+            r.name.clone(),
+            r.tbl_name.clone(),
+            r.sql.clone(),
+        )
+    };
+    let expected: BTreeSet<_> = before
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if let Some(x) = redo
+                .iter()
+                .find(|x| kind_word(x.kind) == r.kind && x.name == r.name)
+            {
+                r.sql = Some(x.sql.clone().into_bytes());
+            }
+            key(&r)
+        })
+        .collect();
+    let got: BTreeSet<_> = after.iter().map(key).collect();
+    if expected != got {
+        let diff: Vec<String> = got
+            .symmetric_difference(&expected)
+            .map(|(k, n, _, _)| format!("{k} {n}"))
+            .collect();
+        return Err(Error::db(
+            path,
+            format!(
+                "creating the rewritten views and triggers again changed more than them ({})",
+                diff.join(", ")
+            ),
+            "nothing was changed; the database's schema holds SQL that SQLite did not write: inspect it with `sqlite3 FILE .schema`",
+        ));
+    }
+    Ok(())
+}
+
+fn kind_word(k: Creates) -> &'static str {
+    match k {
+        Creates::View => "view",
+        Creates::Trigger => "trigger",
+    }
 }
 
 fn scan_error(path: &Path, table: &str, e: rusqlite::Error) -> Error {
@@ -371,92 +573,384 @@ fn scan_error(path: &Path, table: &str, e: rusqlite::Error) -> Error {
     Error::sqlite(path, &format!("cannot read table {table}"), e)
 }
 
-/// Where an old id (any case) is still found: every column of every table, generated,
-/// hidden and shadow ones included, and the SQL of the schema. Empty means none.
-pub fn scan(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<Found>> {
-    scan_where(conn, path, old, None)
-}
+/// Rows read to guess which columns hold the ids (see [`pass`]).
+const SAMPLE_ROWS: usize = 1000;
 
-/// [`scan`], limited (when `only` is given) to these columns, plus every generated or
-/// hidden column of their tables and every shadow table.
-fn scan_where(
+/// One pass over a table's `cols`; the counts per column come back (slot i = `cols[i]`).
+///
+/// Without `write`, a `SELECT` that only counts. With `write`, one `UPDATE` finds,
+/// rewrites and counts. It sets only the columns that hold ids: setting a column costs
+/// even when its value does not change (a function call per row, and the entries of
+/// every index on it are deleted and written again; setting an `INTEGER PRIMARY KEY`
+/// moves every row). Which columns those are is guessed from the first
+/// [`SAMPLE_ROWS`] rows; the `UPDATE`'s `WHERE` looks at every column and notes each one
+/// in which it sees an old id, and the columns the guess missed (ids only in later rows)
+/// get one more `UPDATE`, for them alone. So a table is read once when the guess is
+/// right (the connector tables: every row names the ids), at most twice otherwise.
+fn pass(
     conn: &Connection,
     path: &Path,
-    old: &[String],
-    only: Option<&[ColumnChange]>,
-) -> Result<Vec<Found>> {
-    let mut found = Vec::new();
-    if old.is_empty() {
-        return Ok(found);
-    }
-    for t in tables(conn, path)? {
-        let cols: Vec<&String> = match only {
-            None => t.all.iter().collect(),
-            Some(_) if t.kind == TableKind::Shadow => t.all.iter().collect(),
-            Some(changed) => t
-                .all
-                .iter()
-                .filter(|c| {
-                    let touched = changed.iter().any(|x| x.table == t.name);
-                    let derived = !t.writable.contains(c);
-                    changed.iter().any(|x| x.table == t.name && &x.column == *c)
-                        || (touched && derived)
-                })
-                .collect(),
-        };
-        if cols.is_empty() {
-            continue;
-        }
-        let exprs: Vec<String> = cols
+    f: &IdFunctions<'_>,
+    table: &str,
+    cols: &[&str],
+    write: bool,
+) -> Result<Vec<ColTally>> {
+    f.reset();
+    let t0 = std::time::Instant::now();
+    let qt = quote_ident(table);
+    let look = |sql: String| {
+        conn.query_row(&sql, [], |_| Ok(()))
+            .map_err(|e| scan_error(path, table, e))
+    };
+    if !write {
+        let sums: Vec<String> = cols
             .iter()
-            .map(|c| format!("coalesce(sum({}), 0)", any_case_match(&quote_ident(c), old)))
+            .enumerate()
+            .map(|(i, c)| format!("total({})", f.tally_expr(Some(i), c)))
             .collect();
-        let sql = format!("SELECT {} FROM {}", exprs.join(", "), quote_ident(&t.name));
-        let counts: Vec<i64> = conn
-            .query_row(&sql, [], |r| (0..exprs.len()).map(|i| r.get(i)).collect())
-            .map_err(|e| scan_error(path, &t.name, e))?;
-        for (c, n) in cols.iter().zip(counts) {
-            if n > 0 {
-                found.push(Found {
-                    place: format!("{}.{}", t.name, c),
-                    values: n as u64,
+        look(format!(
+            "SELECT {} FROM {qt} WHERE {}",
+            sums.join(", "),
+            f.hit_expr(0, cols)
+        ))?;
+        tracing::debug!("rewrite: scan of {table} took {:?}", t0.elapsed());
+        return Ok(f.counts(cols.len()));
+    }
+    let quoted: Vec<String> = cols.iter().map(|c| quote_ident(c)).collect();
+    look(format!(
+        "SELECT count(*) FROM (SELECT {} FROM {qt} LIMIT {SAMPLE_ROWS}) WHERE {}",
+        quoted.join(", "),
+        f.hit_expr(0, cols)
+    ))?;
+    let guess: Vec<bool> = f.seen(cols.len()).iter().map(|n| *n > 0).collect();
+    f.reset();
+    // Columns set by one UPDATE (`which`); the WHERE looks at `looked` (slot = index in
+    // `cols`). Returns the columns in which the WHERE saw an old id.
+    let update = |which: &[usize], looked: &[usize]| -> Result<Vec<bool>> {
+        let hit = if looked.len() == cols.len() {
+            f.hit_expr(0, cols)
+        } else {
+            // One column at a time keeps slot = index in `cols`.
+            looked
+                .iter()
+                .map(|i| format!("({})", f.hit_expr(*i, &[cols[*i]])))
+                .collect::<Vec<_>>()
+                .join(" | ")
+                + " != 0"
+        };
+        if which.is_empty() {
+            look(format!("SELECT count(*) FROM {qt} WHERE {hit}"))?;
+        } else {
+            let sets: Vec<String> = which
+                .iter()
+                .map(|i| format!("{} = {}", quoted[*i], f.rewrite_expr(*i, cols[*i])))
+                .collect();
+            conn.execute(
+                &format!("UPDATE {qt} SET {} WHERE {hit}", sets.join(", ")),
+                [],
+            )
+            .map_err(|e| Error::sqlite(path, &format!("cannot rewrite table {table}"), e))?;
+        }
+        Ok(f.seen(cols.len()).iter().map(|n| *n > 0).collect())
+    };
+    let all: Vec<usize> = (0..cols.len()).collect();
+    let first: Vec<usize> = all.iter().copied().filter(|i| guess[*i]).collect();
+    let seen = update(&first, &all)?;
+    let missed: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| seen[*i] && !guess[*i])
+        .collect();
+    if !missed.is_empty() {
+        tracing::debug!(
+            "rewrite: {table}: old ids past the first {SAMPLE_ROWS} rows in {:?}: one more UPDATE",
+            missed.iter().map(|i| cols[*i]).collect::<Vec<_>>()
+        );
+        update(&missed, &missed)?;
+    }
+    tracing::debug!("rewrite: UPDATE {table} took {:?}", t0.elapsed());
+    Ok(f.counts(cols.len()))
+}
+
+/// The first [`ROWS_SHOWN`] rows whose `col` holds one of `reason`'s spellings.
+fn rows_with(
+    conn: &Connection,
+    path: &Path,
+    f: &IdFunctions<'_>,
+    t: &Table,
+    col: &str,
+    reason: Reason,
+) -> Result<Vec<Row>> {
+    let bit = match reason {
+        Reason::MixedCase => 2,
+        Reason::RawBytes => 4,
+        Reason::ContentlessIndex => return Ok(Vec::new()),
+    };
+    let cond = format!("({}) & {bit}", f.tally_expr(None, col));
+    let q = |e| scan_error(path, &t.name, e);
+    if t.without_rowid {
+        let pk: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")
+            .and_then(|mut s| s.query_map([&t.name], |r| r.get(0))?.collect())
+            .map_err(q)?;
+        let key: Vec<String> = pk
+            .iter()
+            .map(|c| format!("quote({})", quote_ident(c)))
+            .collect();
+        let sql = format!(
+            "SELECT substr({}, 1, 200) FROM {} WHERE {cond} LIMIT {ROWS_SHOWN}",
+            key.join(" || ', ' || "),
+            quote_ident(&t.name)
+        );
+        return conn
+            .prepare(&sql)
+            .and_then(|mut s| s.query_map([], |r| r.get(0).map(Row::Key))?.collect())
+            .map_err(q);
+    }
+    // `rowid` may be a column's name; SQLite offers two more names for the real one.
+    let rowid = ["rowid", "_rowid_", "oid"]
+        .into_iter()
+        .find(|n| !t.all.iter().any(|c| c.eq_ignore_ascii_case(n)))
+        .unwrap_or("rowid");
+    let sql = format!(
+        "SELECT {rowid} FROM {} WHERE {cond} LIMIT {ROWS_SHOWN}",
+        quote_ident(&t.name)
+    );
+    conn.prepare(&sql)
+        .and_then(|mut s| s.query_map([], |r| r.get(0).map(Row::Rowid))?.collect())
+        .map_err(q)
+}
+
+/// Adds what `counts` found in `t`'s `cols` to the plan: changes, and what is left.
+fn note(
+    conn: &Connection,
+    path: &Path,
+    f: &IdFunctions<'_>,
+    t: &Table,
+    cols: &[&str],
+    counts: &[ColTally],
+    plan: &mut RewritePlan,
+) -> Result<()> {
+    for (c, n) in cols.iter().zip(counts) {
+        if n.rewritable > 0 {
+            plan.changes.push(ColumnChange {
+                table: t.name.clone(),
+                column: c.to_string(),
+                values: n.rewritable,
+            });
+        }
+        for (reason, values) in [
+            (Reason::MixedCase, n.mixed_case),
+            (Reason::RawBytes, n.raw_bytes),
+        ] {
+            if values > 0 {
+                plan.unrewritten.push(Unrewritten {
+                    table: t.name.clone(),
+                    column: c.to_string(),
+                    reason,
+                    values,
+                    rows: rows_with(conn, path, f, t, c, reason)?,
                 });
             }
         }
     }
-    for (name, kind, _) in schema_hits(conn, path, old)? {
-        found.push(Found {
-            place: format!("schema:{kind} {name}"),
-            values: 1,
-        });
+    Ok(())
+}
+
+/// The full-text indexes to rebuild once the tables in `changed` are rewritten: those
+/// keeping their own (changed) copy, and those over a changed table.
+fn fts_to_rebuild(all: &[Table], changed: &BTreeSet<String>) -> Vec<(String, Treatment)> {
+    all.iter()
+        .filter_map(|t| match &t.kind {
+            TableKind::Virtual(tr @ Treatment::FtsOwnContent { .. })
+                if changed.contains(&t.name.to_ascii_lowercase()) =>
+            {
+                Some((t.name.clone(), tr.clone()))
+            }
+            TableKind::Virtual(tr @ Treatment::FtsExternal { content, .. })
+                if changed.contains(&content.to_ascii_lowercase()) =>
+            {
+                Some((t.name.clone(), tr.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rows of contentless full-text indexes that hold an old id.
+fn contentless(
+    conn: &Connection,
+    path: &Path,
+    all: &[Table],
+    old: &[uuid::Uuid],
+    plan: &mut RewritePlan,
+) -> Result<()> {
+    for t in all {
+        if let TableKind::Virtual(tr @ Treatment::FtsContentless { .. }) = &t.kind {
+            let rows = vtab::index_hits(conn, &t.name, tr, old)
+                .map_err(|e| scan_error(path, &t.name, e))?;
+            if !rows.is_empty() {
+                plan.unrewritten.push(Unrewritten {
+                    table: t.name.clone(),
+                    column: "*".into(),
+                    reason: Reason::ContentlessIndex,
+                    values: rows.len() as u64,
+                    rows: rows.into_iter().take(ROWS_SHOWN).map(Row::Rowid).collect(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn note_scanned_only(all: &[Table], plan: &mut RewritePlan) {
+    for t in all {
+        let why = match &t.kind {
+            TableKind::Shadow(Some(owner)) => format!("shadow table of virtual table {owner}"),
+            TableKind::Shadow(None) => "shadow table of a virtual table".into(),
+            TableKind::Virtual(Treatment::FtsExternal { content, .. }) => {
+                format!("full-text index over {content}: rebuilt, not written")
+            }
+            TableKind::Virtual(Treatment::FtsContentless { .. }) => {
+                "contentless full-text index: searched, not written".into()
+            }
+            TableKind::Virtual(Treatment::FtsView) => "view of a full-text index".into(),
+            _ => continue,
+        };
+        plan.scanned_only.push(format!("{} ({why})", t.name));
+    }
+}
+
+/// What a rewrite from `from` to `to` would change; changes nothing. Also finds what
+/// [`apply`] would leave (`unrewritten`) or refuse (`blockers`).
+pub fn plan(conn: &Connection, path: &Path, from: Ids, to: Ids) -> Result<RewritePlan> {
+    check_ids(from, to)?;
+    let encoding =
+        Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
+    let mut plan = RewritePlan::new(from, to, encoding);
+    let (old, new) = changing(from, to);
+    if old.is_empty() {
+        return Ok(plan);
+    }
+    let m = Matcher::new(&old, Some(&new));
+    schema_pass(&schema_rows(conn, path)?, &m, &mut plan);
+    let f = IdFunctions::register(conn, m)
+        .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+    let all = tables(conn, path)?;
+    for t in all
+        .iter()
+        .filter(|t| t.is_written() && !t.writable.is_empty())
+    {
+        let cols: Vec<&str> = t.writable.iter().map(String::as_str).collect();
+        let counts = pass(conn, path, &f, &t.name, &cols, false)?;
+        note(conn, path, &f, t, &cols, &counts, &mut plan)?;
+    }
+    let changed: BTreeSet<String> = plan
+        .changes
+        .iter()
+        .map(|c| c.table.to_ascii_lowercase())
+        .collect();
+    plan.fts_rebuilt = fts_to_rebuild(&all, &changed)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    contentless(conn, path, &all, &old, &mut plan)?;
+    note_scanned_only(&all, &mut plan);
+    Ok(plan)
+}
+
+/// Where an old id (any spelling) is still found: every column of every table,
+/// generated, hidden and shadow ones included (the index structures of full-text indexes
+/// excepted: those are searched with a phrase query instead), and the SQL of the
+/// schema. Empty means none.
+pub fn scan(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<Found>> {
+    let ids: Vec<uuid::Uuid> = old
+        .iter()
+        .filter_map(|s| uuid::Uuid::parse_str(s).ok())
+        .collect();
+    let mut found = Vec::new();
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    let m = Matcher::new(&ids, None);
+    for r in schema_rows(conn, path)? {
+        if r.sql
+            .as_ref()
+            .is_some_and(|s| !m.tally(Kind::Utf8Text, s).is_empty())
+        {
+            found.push(Found {
+                place: format!("schema:{} {}", r.kind, r.name),
+                values: 1,
+            });
+        }
+    }
+    let f = IdFunctions::register(conn, m)
+        .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+    let all = tables(conn, path)?;
+    for t in &all {
+        let skip = match &t.kind {
+            TableKind::Shadow(Some(owner)) => all.iter().any(|o| {
+                &o.name == owner
+                    && matches!(&o.kind, TableKind::Virtual(tr) if tr.is_fts())
+                    && vtab::is_fts_index_shadow(owner, &t.name)
+            }),
+            TableKind::Virtual(Treatment::FtsView) => true,
+            _ => false,
+        };
+        if skip {
+            continue;
+        }
+        if let TableKind::Virtual(tr) = &t.kind
+            && tr.is_fts()
+        {
+            let rows = vtab::index_hits(conn, &t.name, tr, &ids)
+                .map_err(|e| scan_error(path, &t.name, e))?;
+            if !rows.is_empty() {
+                found.push(Found {
+                    place: format!("{}.*", t.name),
+                    values: rows.len() as u64,
+                });
+            }
+            if !tr.is_written() {
+                continue;
+            }
+        }
+        let cols: Vec<&str> = t.all.iter().map(String::as_str).collect();
+        for (c, n) in cols
+            .iter()
+            .zip(pass(conn, path, &f, &t.name, &cols, false)?)
+        {
+            if n.hit > 0 {
+                found.push(Found {
+                    place: format!("{}.{}", t.name, c),
+                    values: n.hit,
+                });
+            }
+        }
     }
     Ok(found)
 }
 
-/// Scans `conn` for the given ids (lowercase canonical strings), any case.
+/// Scans `conn` for the given ids (canonical strings), any spelling.
 pub fn scan_ids(conn: &Connection, path: &Path, ids: &[String]) -> Result<Vec<Found>> {
-    let lower: Vec<String> = ids.iter().map(|s| s.to_lowercase()).collect();
-    scan(conn, path, &lower)
+    scan(conn, path, ids)
 }
 
 /// Rewrites `from` to `to` in the database, as the module's contract says, and returns
-/// what changed. On any error nothing changed.
-pub fn apply(conn: &mut Connection, path: &Path, from: Ids, to: Ids) -> Result<RewritePlan> {
-    let t0 = std::time::Instant::now();
-    let plan = make_plan(conn, path, from, to, false)?;
-    tracing::debug!("rewrite: plan scan took {:?}", t0.elapsed());
-    if !plan.blockers.is_empty() {
-        return Err(Error::db(
-            path,
-            format!(
-                "the old ids cannot all be rewritten: {}",
-                plan.blockers.join("; ")
-            ),
-            "nothing was changed; fix these values by hand (e.g. with sqlite3) and run the command again",
-        ));
-    }
-    if plan.is_noop() {
-        return Ok(plan);
+/// what changed. On any error nothing changed. With old ids left as they are
+/// ([`RewritePlan::unrewritten`]), it refuses unless `accept_unrewritten`.
+pub fn apply(
+    conn: &mut Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    accept_unrewritten: bool,
+) -> Result<RewritePlan> {
+    check_ids(from, to)?;
+    let encoding =
+        Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
+    if changing(from, to).0.is_empty() {
+        return Ok(RewritePlan::new(from, to, encoding));
     }
     let q = |what: &'static str| move |e| Error::sqlite(path, what, e);
     let fk_was_on: bool = conn
@@ -467,114 +961,95 @@ pub fn apply(conn: &mut Connection, path: &Path, from: Ids, to: Ids) -> Result<R
     let triggers_were_on = conn
         .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
         .map_err(q("cannot disable triggers"))?;
-    let result = rewrite_in_transaction(conn, path, &plan);
+    let result = rewrite_in_transaction(
+        conn,
+        path,
+        RewritePlan::new(from, to, encoding),
+        accept_unrewritten,
+    );
     // Put the connection back as it was, whatever happened.
     let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers_were_on);
     let restored = conn.pragma_update(None, "foreign_keys", fk_was_on);
-    result?;
+    let plan = result?;
     restored.map_err(q("cannot switch foreign keys back on"))?;
     Ok(plan)
 }
 
-fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan) -> Result<()> {
-    let pairs = pairs(plan.from, plan.to);
-    let old = old_ids(plan.from, plan.to);
+fn rewrite_in_transaction(
+    conn: &mut Connection,
+    path: &Path,
+    mut plan: RewritePlan,
+    accept_unrewritten: bool,
+) -> Result<RewritePlan> {
+    let (old, new) = changing(plan.from, plan.to);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| Error::sqlite(path, "cannot begin the rewrite transaction", e))?;
-    let q = |what: String| move |e| Error::sqlite(path, &what, e);
+    {
+        let m = Matcher::new(&old, Some(&new));
+        let before = schema_rows(&tx, path)?;
+        let redo = schema_pass(&before, &m, &mut plan);
+        if !plan.blockers.is_empty() {
+            return Err(Error::db(
+                path,
+                format!(
+                    "the old ids cannot all be rewritten: {}",
+                    plan.blockers.join("; ")
+                ),
+                "nothing was changed; fix these schema objects by hand (e.g. with sqlite3) and run the command again",
+            ));
+        }
+        let f = IdFunctions::register(&tx, m)
+            .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+        recreate(&tx, path, &before, &redo)?;
 
-    // Views and triggers that name an old id: drop, then create again rewritten. Dropping
-    // a view drops the INSTEAD OF triggers on it, so when a view is rewritten every
-    // trigger is recreated too, in the original order.
-    let hits = schema_hits(&tx, path, &old)?;
-    if !hits.is_empty() {
-        let any_view = hits.iter().any(|(_, k, _)| k == "view");
-        let objects: Vec<(String, String, String)> = tx
-            .prepare("SELECT name, type, sql FROM sqlite_schema WHERE type IN ('view','trigger') AND sql IS NOT NULL ORDER BY rowid")
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
-            .map_err(q("cannot read the schema".into()))?;
-        let redo: Vec<&(String, String, String)> = objects
+        // One UPDATE per table: a row holding ids in several columns is written once.
+        let all = tables(&tx, path)?;
+        for t in all
             .iter()
-            .filter(|(n, k, _)| {
-                (any_view && k == "trigger") || hits.iter().any(|(hn, hk, _)| hn == n && hk == k)
-            })
+            .filter(|t| t.is_written() && !t.writable.is_empty())
+        {
+            let cols: Vec<&str> = t.writable.iter().map(String::as_str).collect();
+            let counts = pass(&tx, path, &f, &t.name, &cols, true)?;
+            note(&tx, path, &f, t, &cols, &counts, &mut plan)?;
+        }
+        let changed: BTreeSet<String> = plan
+            .changes
+            .iter()
+            .map(|c| c.table.to_ascii_lowercase())
             .collect();
-        for (name, kind, _) in redo.iter().filter(|(_, k, _)| k == "trigger") {
-            tx.execute_batch(&format!("DROP TRIGGER IF EXISTS {}", quote_ident(name)))
-                .map_err(q(format!("cannot drop {kind} {name}")))?;
+        for (name, tr) in fts_to_rebuild(&all, &changed) {
+            let t0 = std::time::Instant::now();
+            vtab::rebuild(&tx, &name).map_err(|e| {
+                Error::sqlite(path, &format!("cannot rebuild full-text index {name}"), e)
+            })?;
+            vtab::integrity_check(&tx, &name, &tr).map_err(|e| Error::Database {
+                path: path.to_path_buf(),
+                message: format!("full-text index {name} fails its integrity check after the rewrite"),
+                hint: "nothing was changed; check the index with `sqlite3 FILE \"INSERT INTO <index>(<index>) VALUES('integrity-check')\"`".into(),
+                source: Some(e),
+            })?;
+            tracing::debug!("rewrite: rebuilding {name} took {:?}", t0.elapsed());
+            plan.fts_rebuilt.push(name);
         }
-        for (name, kind, _) in redo.iter().filter(|(_, k, _)| k == "view") {
-            tx.execute_batch(&format!("DROP VIEW IF EXISTS {}", quote_ident(name)))
-                .map_err(q(format!("cannot drop {kind} {name}")))?;
-        }
-        for kind in ["view", "trigger"] {
-            for (name, k, sql) in redo.iter().filter(|(_, k, _)| k == kind) {
-                let mut new_sql = sql.clone();
-                for (a, b) in &pairs {
-                    new_sql = new_sql.replace(a.as_str(), b);
-                }
-                tx.execute_batch(&new_sql)
-                    .map_err(q(format!("cannot create {k} {name} again")))?;
-            }
-        }
-    }
+        contentless(&tx, path, &all, &old, &mut plan)?;
+        note_scanned_only(&all, &mut plan);
 
-    // One UPDATE per table: a row holding ids in several columns is written once.
-    let mut by_table: Vec<(&str, Vec<&str>)> = Vec::new();
-    for c in &plan.changes {
-        match by_table.last_mut() {
-            Some((t, cols)) if *t == c.table => cols.push(&c.column),
-            _ => by_table.push((&c.table, vec![&c.column])),
-        }
-    }
-    for (table, cols) in by_table {
-        // Setting a column to itself on a row where only another column matched
-        // writes the same bytes: harmless, and one pass.
-        let sets: Vec<String> = cols
-            .iter()
-            .map(|c| {
-                let qc = quote_ident(c);
-                format!("{qc} = {}", replaced(&qc, &pairs))
-            })
-            .collect();
-        let wheres: Vec<String> = cols
-            .iter()
-            .map(|c| any_case_match(&quote_ident(c), &old))
-            .collect();
-        let sql = format!(
-            "UPDATE {} SET {} WHERE {}",
-            quote_ident(table),
-            sets.join(", "),
-            wheres.join(" OR ")
-        );
         let t0 = std::time::Instant::now();
-        tx.execute(&sql, [])
-            .map_err(q(format!("cannot rewrite table {table}")))?;
-        tracing::debug!("rewrite: UPDATE {table} took {:?}", t0.elapsed());
+        verify_written(&tx, path, &f, &all, &changed, &mut plan)?;
+        tracing::debug!("rewrite: final scan took {:?}", t0.elapsed());
     }
-
-    // The proof, before anything is committed. The plan's scan read every column; one
-    // that had no old id then has none now (same transaction, no other writer, triggers
-    // and foreign-key actions off), so only what the UPDATEs wrote is read again, with
-    // the generated columns of those tables and every shadow table.
-    let t0 = std::time::Instant::now();
-    let left = scan_where(&tx, path, &old, Some(&plan.changes))?;
-    tracing::debug!("rewrite: final scan took {:?}", t0.elapsed());
-    if !left.is_empty() {
-        let places: Vec<String> = left
-            .iter()
-            .map(|f| format!("{} ({})", f.place, f.values))
-            .collect();
+    if !plan.unrewritten.is_empty() && !accept_unrewritten {
         return Err(Error::db(
             path,
             format!(
-                "old ids are still found after the rewrite: {}",
-                places.join(", ")
+                "old ids that cannot be rewritten: {}",
+                plan.unrewritten_list()
             ),
-            "nothing was changed; these values spell an old id in mixed case, or cannot be rewritten by hubvault (e.g. a virtual table without UPDATE): fix them by hand and run it again",
+            "nothing was changed; pass --accept-unrewritten to rewrite everything else and keep these as they are (then fix them by hand, e.g. with sqlite3)",
         ));
     }
+    plan.accepted_unrewritten = !plan.unrewritten.is_empty();
     let info = db::read_info(&tx, path)?;
     if info.datahub != plan.to.datahub || info.connector != plan.to.connector {
         return Err(Error::db(
@@ -583,7 +1058,7 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
                 "after the rewrite the database names datahub {} and connector {}, not the new ids",
                 info.datahub, info.connector
             ),
-            "nothing was changed; report this as a bug",
+            "nothing was changed; the id in Integrations is spelled in a way hubvault does not rewrite (see above), or this is a bug",
         ));
     }
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -600,11 +1075,92 @@ fn rewrite_in_transaction(conn: &mut Connection, path: &Path, plan: &RewritePlan
         other => other,
     })?;
     let t0 = std::time::Instant::now();
-    let committed = tx
-        .commit()
-        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e));
+    tx.commit()
+        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
     tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
-    committed
+    Ok(plan)
+}
+
+/// The proof, before anything is committed. The `UPDATE`s read every writable column of
+/// the tables they write; a column that had no old id then has none now (same
+/// transaction, no other writer, triggers and foreign-key actions off). So what is read
+/// again is what they wrote (the changed columns, with the generated and hidden columns
+/// of those tables), the copies that full-text indexes keep of their text, and every
+/// other shadow table. No rewritable spelling may be left; spellings that are never
+/// rewritten join `unrewritten` where they are not already listed.
+fn verify_written(
+    conn: &Connection,
+    path: &Path,
+    f: &IdFunctions<'_>,
+    all: &[Table],
+    changed: &BTreeSet<String>,
+    plan: &mut RewritePlan,
+) -> Result<()> {
+    let mut left = Vec::new();
+    for t in all {
+        let cols: Vec<&str> = match &t.kind {
+            TableKind::Shadow(Some(owner))
+                if vtab::is_fts_index_shadow(owner, &t.name)
+                    && all.iter().any(|o| {
+                        &o.name == owner && matches!(&o.kind, TableKind::Virtual(tr) if tr.is_fts())
+                    }) =>
+            {
+                continue;
+            }
+            TableKind::Shadow(_) => t.all.iter().map(String::as_str).collect(),
+            _ if t.is_written() && changed.contains(&t.name.to_ascii_lowercase()) => t
+                .all
+                .iter()
+                .filter(|c| {
+                    !t.writable.contains(c)
+                        || plan
+                            .changes
+                            .iter()
+                            .any(|x| x.table == t.name && &x.column == *c)
+                })
+                .map(String::as_str)
+                .collect(),
+            _ => continue,
+        };
+        if cols.is_empty() {
+            continue;
+        }
+        let counts = pass(conn, path, f, &t.name, &cols, false)?;
+        for (c, n) in cols.iter().zip(&counts) {
+            if n.rewritable > 0 {
+                left.push(format!("{}.{} ({})", t.name, c, n.rewritable));
+            }
+            for (reason, values) in [
+                (Reason::MixedCase, n.mixed_case),
+                (Reason::RawBytes, n.raw_bytes),
+            ] {
+                let listed = plan
+                    .unrewritten
+                    .iter()
+                    .any(|u| u.table == t.name && u.column == *c && u.reason == reason);
+                if values > 0 && !listed {
+                    plan.unrewritten.push(Unrewritten {
+                        table: t.name.clone(),
+                        column: c.to_string(),
+                        reason,
+                        values,
+                        rows: rows_with(conn, path, f, t, c, reason)?,
+                    });
+                }
+            }
+        }
+    }
+    if !left.is_empty() {
+        return Err(Error::db(
+            path,
+            format!(
+                "old ids are still found after the rewrite: {}",
+                left.join(", ")
+            ),
+            "nothing was changed; these values cannot be rewritten by hubvault (e.g. a virtual table whose module does not store what it is given): fix them by hand and run it again",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -617,6 +1173,55 @@ mod tests {
             datahub: DatahubId::random(),
             connector: ConnectorId::random(),
         }
+    }
+
+    fn names(conn: &Connection) -> Vec<String> {
+        conn.prepare("SELECT name FROM sqlite_schema ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn stored_view_sql_with_a_second_statement_is_refused_and_never_run() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(a); CREATE VIEW v AS SELECT a FROM t;")
+            .unwrap();
+        let path = Path::new("test.db");
+        let before = schema_rows(&conn, path).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        let redo = [Redo {
+            kind: Creates::View,
+            name: "v".into(),
+            sql: "CREATE VIEW v AS SELECT a FROM t; CREATE TABLE pwned(x)".into(),
+        }];
+        let e = recreate(&tx, path, &before, &redo).unwrap_err();
+        assert!(e.to_string().contains("more than one statement"), "{e}");
+        drop(tx);
+        assert_eq!(names(&conn), ["t", "v"]);
+    }
+
+    #[test]
+    fn stored_sql_is_refused_unless_it_creates_exactly_its_own_object() {
+        let m = Matcher::new(&[uuid::Uuid::new_v4()], Some(&[uuid::Uuid::new_v4()]));
+        for (kind, sql) in [
+            (Creates::View, "CREATE VIEW other AS SELECT 1"),
+            (Creates::View, "CREATE TEMP VIEW v AS SELECT 1"),
+            (
+                Creates::View,
+                "CREATE TRIGGER v AFTER INSERT ON t BEGIN SELECT 1; END",
+            ),
+            (
+                Creates::View,
+                "CREATE VIEW v AS SELECT 1\0; CREATE TABLE pwned(x)",
+            ),
+            (Creates::Trigger, "CREATE TABLE v(a)"),
+        ] {
+            assert!(recreatable(&m, kind, "v", sql.as_bytes()).is_err(), "{sql}");
+        }
+        assert!(recreatable(&m, Creates::View, "V", b"CREATE VIEW v AS SELECT 1").is_ok());
     }
 
     #[test]

@@ -118,14 +118,10 @@ fn copy_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Copy> {
     let _side_files = RemoveSideFiles(tmp.to_path_buf());
     let src = db::open_read_only(db)?;
     let source_journal_mode = db::page_info(&src, db)?.2;
-    let mut dst = db::open_read_write(&tmp)?;
     // The copy is a private temp file that is checked and hashed before anything is
     // done with it: a crash simply loses it, so it needs no journal and no fsync.
+    let mut dst = db::open_scratch(&tmp)?;
     let fast = |e| map_snapshot_error(db, &tmp, e);
-    dst.pragma_update(None, "journal_mode", "OFF")
-        .map_err(fast)?;
-    dst.pragma_update(None, "synchronous", "OFF")
-        .map_err(fast)?;
     let taken_at = chrono::Utc::now();
     {
         let backup = Backup::new(&src, &mut dst)

@@ -15,6 +15,8 @@ mod demo;
 mod doctor;
 mod history;
 mod hostile;
+/// A hostile downloaded database, generated from bytes (shared with fuzz/).
+mod hostile_db;
 mod layers;
 mod package;
 mod props;
@@ -27,5 +29,6 @@ mod rewrite;
 mod serve;
 mod sse;
 mod status;
+mod untrusted;
 mod verify;
 mod webdriver;

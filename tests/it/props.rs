@@ -308,7 +308,7 @@ proptest! {
         }
         let from = Ids { datahub: spec.datahub, connector: spec.connector };
         let events_before: i64 = db.query_row("SELECT count(*) FROM Events", [], |r| r.get(0)).unwrap();
-        rewrite::apply(&mut db, &path, from, to).unwrap();
+        rewrite::apply(&mut db, &path, from, to, false).unwrap();
 
         let got: Vec<Vec<rusqlite::types::Value>> = db
             .prepare("SELECT a, b, c FROM Extra ORDER BY k").unwrap()
@@ -321,7 +321,22 @@ proptest! {
         let info = hubvault::sqlite::db::read_info(&db, &path).unwrap();
         prop_assert_eq!((info.datahub, info.connector), (to.datahub, to.connector));
         hubvault::sqlite::db::check_integrity(&db, &path, 0).unwrap();
-        let again = rewrite::apply(&mut db, &path, from, to).unwrap();
+        let again = rewrite::apply(&mut db, &path, from, to, false).unwrap();
         prop_assert!(again.is_noop(), "{:?}", again);
+    }
+}
+
+proptest! {
+    #![proptest_config(rewrite_config())]
+
+    /// The restore planner's input, a downloaded database of arbitrary schema, encoding
+    /// and values (`hostile_db`; the cargo-fuzz target `restore_input` drives the same
+    /// code): the rewrite never panics, and is either exact (every rewritable spelling
+    /// replaced, every other byte kept, what it cannot rewrite refused unless accepted,
+    /// then listed) or refused with the database unchanged: never a silent partial one.
+    #[test]
+    fn the_rewrite_of_a_hostile_database_is_exact_or_refused_never_partial(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let case = crate::hostile_db::build(&bytes);
+        crate::hostile_db::check(&case);
     }
 }

@@ -1,0 +1,377 @@
+//! Every spelling of an id inside stored bytes, found (and replaced) in one scan.
+//!
+//! An id is a UUID. In a value it can be text in the canonical form
+//! (`6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01`) or without hyphens (`6f1c2a9e4b7d…`), in
+//! lowercase or uppercase, encoded as UTF-8 or as UTF-16 (either byte order); in a BLOB
+//! it can also be its 16 raw bytes (RFC 4122 order or Microsoft's GUID order).
+//! [`Matcher`] finds all of them in one ASCII-case-insensitive pass over the bytes, and
+//! [`Matcher::rewrite`] replaces each text spelling with the new id in exactly the same
+//! spelling (form, case, encoding); every other byte stays as it was.
+//!
+//! What it cannot rewrite, it counts instead of skipping silently:
+//! - a mixed-case spelling (`6F1c…`): no case of the new id would be "the same";
+//! - the raw bytes of an id in a BLOB: the byte order is a guess, and bytes inside a
+//!   binary structure may be covered by a checksum or a length we cannot see.
+//!
+//! Which spellings are looked for depends on what the bytes are ([`Kind`]): a TEXT value
+//! is text in the database's encoding, so only that encoding's spellings apply (an
+//! ASCII spelling inside UTF-16 text would be other characters); a BLOB can hold
+//! anything, so every spelling and the raw bytes are looked for.
+//!
+//! Pure: no I/O, no SQLite. The SQL functions that run this inside a statement are in
+//! [`crate::sqlite::idfn`].
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+/// What a byte string is, which decides the spellings looked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// TEXT of a UTF-8 database.
+    Utf8Text,
+    /// TEXT of a UTF-16le database, its stored bytes.
+    Utf16LeText,
+    /// TEXT of a UTF-16be database, its stored bytes.
+    Utf16BeText,
+    /// A BLOB.
+    Blob,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Enc {
+    Ascii,
+    Utf16Le,
+    Utf16Be,
+}
+
+impl Enc {
+    fn encode(self, ascii: &[u8]) -> Vec<u8> {
+        match self {
+            Enc::Ascii => ascii.to_vec(),
+            Enc::Utf16Le => ascii.iter().flat_map(|&b| [b, 0]).collect(),
+            Enc::Utf16Be => ascii.iter().flat_map(|&b| [0, b]).collect(),
+        }
+    }
+}
+
+/// One text spelling of one old id, and what replaces it.
+#[derive(Debug)]
+struct Spelling {
+    enc: Enc,
+    lower: Vec<u8>,
+    upper: Vec<u8>,
+    /// The new id in the same spelling; `None` when only looking.
+    new_lower: Option<Vec<u8>>,
+    new_upper: Option<Vec<u8>>,
+}
+
+/// What one scan found, by occurrence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Text spellings in all-lowercase or all-uppercase: rewritten (or rewritable).
+    pub rewritable: u32,
+    /// Text spellings in mixed case: never rewritten.
+    pub mixed_case: u32,
+    /// Raw 16-byte ids in a BLOB: never rewritten.
+    pub raw_bytes: u32,
+}
+
+impl Tally {
+    /// True if and only if nothing was found.
+    pub fn is_empty(&self) -> bool {
+        *self == Tally::default()
+    }
+
+    /// True if and only if something was found that is not rewritten.
+    pub fn has_unrewritable(&self) -> bool {
+        self.mixed_case > 0 || self.raw_bytes > 0
+    }
+}
+
+/// One ASCII-case-insensitive automaton and the spelling behind each of its patterns.
+#[derive(Debug)]
+struct Automaton {
+    ac: AhoCorasick,
+    spelling: Vec<usize>,
+}
+
+impl Automaton {
+    fn new(spellings: &[Spelling], pick: impl Fn(&Spelling) -> bool) -> Automaton {
+        let mut patterns = Vec::new();
+        let mut spelling = Vec::new();
+        for (i, s) in spellings.iter().enumerate().filter(|(_, s)| pick(s)) {
+            patterns.push(s.lower.clone());
+            spelling.push(i);
+        }
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&patterns)
+            .expect("a few fixed-length patterns always build");
+        Automaton { ac, spelling }
+    }
+}
+
+/// Finds (and replaces) the spellings of a set of old ids. Cheap to share: built once
+/// per rewrite, then only read.
+#[derive(Debug)]
+pub struct Matcher {
+    spellings: Vec<Spelling>,
+    utf8: Automaton,
+    utf16le: Automaton,
+    utf16be: Automaton,
+    blob: Automaton,
+    /// Exact (not case-folded) raw 16-byte forms; `None` without ids.
+    raw: Option<AhoCorasick>,
+}
+
+impl Matcher {
+    /// Looks for `old` ids; [`Matcher::rewrite`] replaces `old[i]` with `new[i]`. With
+    /// `new` = `None` the matcher only finds and counts.
+    pub fn new(old: &[uuid::Uuid], new: Option<&[uuid::Uuid]>) -> Matcher {
+        if let Some(n) = new {
+            assert_eq!(old.len(), n.len(), "one new id per old id");
+        }
+        let mut spellings = Vec::new();
+        let mut raw = Vec::new();
+        for (i, id) in old.iter().enumerate() {
+            let to = new.map(|n| n[i]);
+            let forms = |u: &uuid::Uuid| {
+                [
+                    u.hyphenated().to_string().into_bytes(),
+                    u.simple().to_string().into_bytes(),
+                ]
+            };
+            let olds = forms(id);
+            let news = to.as_ref().map(forms);
+            for enc in [Enc::Ascii, Enc::Utf16Le, Enc::Utf16Be] {
+                for f in 0..2 {
+                    let lower = &olds[f];
+                    spellings.push(Spelling {
+                        enc,
+                        lower: enc.encode(lower),
+                        upper: enc.encode(&lower.to_ascii_uppercase()),
+                        new_lower: news.as_ref().map(|n| enc.encode(&n[f])),
+                        new_upper: news
+                            .as_ref()
+                            .map(|n| enc.encode(&n[f].to_ascii_uppercase())),
+                    });
+                }
+            }
+            raw.push(id.as_bytes().to_vec());
+            let le = id.to_bytes_le().to_vec();
+            if le != id.as_bytes() {
+                raw.push(le);
+            }
+        }
+        let raw = (!raw.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(&raw)
+                .expect("a few 16-byte patterns always build")
+        });
+        Matcher {
+            utf8: Automaton::new(&spellings, |s| s.enc == Enc::Ascii),
+            utf16le: Automaton::new(&spellings, |s| s.enc == Enc::Utf16Le),
+            utf16be: Automaton::new(&spellings, |s| s.enc == Enc::Utf16Be),
+            blob: Automaton::new(&spellings, |_| true),
+            raw,
+            spellings,
+        }
+    }
+
+    fn automaton(&self, kind: Kind) -> &Automaton {
+        match kind {
+            Kind::Utf8Text => &self.utf8,
+            Kind::Utf16LeText => &self.utf16le,
+            Kind::Utf16BeText => &self.utf16be,
+            Kind::Blob => &self.blob,
+        }
+    }
+
+    /// True if and only if `bytes` hold any spelling of an old id, rewritable or not.
+    pub fn is_match(&self, kind: Kind, bytes: &[u8]) -> bool {
+        if self.spellings.is_empty() {
+            return false;
+        }
+        self.automaton(kind).ac.is_match(bytes)
+            || (kind == Kind::Blob && self.raw.as_ref().is_some_and(|r| r.is_match(bytes)))
+    }
+
+    /// Counts what `bytes` hold; changes nothing.
+    pub fn tally(&self, kind: Kind, bytes: &[u8]) -> Tally {
+        self.scan(kind, bytes, false).1
+    }
+
+    /// `bytes` with every lowercase or uppercase text spelling of an old id replaced by
+    /// the new id in the same spelling, or `None` when there is nothing to replace (or
+    /// the matcher was built without new ids). The tally counts what was found,
+    /// replaced or not.
+    pub fn rewrite(&self, kind: Kind, bytes: &[u8]) -> (Option<Vec<u8>>, Tally) {
+        self.scan(kind, bytes, true)
+    }
+
+    fn scan(&self, kind: Kind, bytes: &[u8], write: bool) -> (Option<Vec<u8>>, Tally) {
+        let mut tally = Tally::default();
+        if self.spellings.is_empty() {
+            return (None, tally);
+        }
+        let a = self.automaton(kind);
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        for m in a.ac.find_iter(bytes) {
+            let s = &self.spellings[a.spelling[m.pattern().as_usize()]];
+            let got = &bytes[m.range()];
+            let new = if got == s.lower.as_slice() {
+                &s.new_lower
+            } else if got == s.upper.as_slice() {
+                &s.new_upper
+            } else {
+                tally.mixed_case += 1;
+                continue;
+            };
+            tally.rewritable += 1;
+            if let (true, Some(new)) = (write, new) {
+                let o = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+                o.extend_from_slice(&bytes[copied..m.start()]);
+                o.extend_from_slice(new);
+                copied = m.end();
+            }
+        }
+        if let Some(o) = out.as_mut() {
+            o.extend_from_slice(&bytes[copied..]);
+        }
+        if kind == Kind::Blob
+            && let Some(raw) = &self.raw
+        {
+            tally.raw_bytes = raw.find_iter(bytes).count() as u32;
+        }
+        (out, tally)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (uuid::Uuid, uuid::Uuid) {
+        (
+            uuid::Uuid::parse_str("6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01").unwrap(),
+            uuid::Uuid::parse_str("11111111-2222-4333-8444-55555555aaaa").unwrap(),
+        )
+    }
+
+    fn m() -> Matcher {
+        let (old, new) = ids();
+        Matcher::new(&[old], Some(&[new]))
+    }
+
+    #[test]
+    fn each_text_spelling_is_replaced_by_the_same_spelling_of_the_new_id() {
+        let m = m();
+        let cases = [
+            (
+                "a 6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01 b",
+                "a 11111111-2222-4333-8444-55555555aaaa b",
+            ),
+            (
+                "6F1C2A9E-4B7D-4E1A-9C3F-2D8E5B7A1C01",
+                "11111111-2222-4333-8444-55555555AAAA",
+            ),
+            (
+                "x6f1c2a9e4b7d4e1a9c3f2d8e5b7a1c01y",
+                "x1111111122224333844455555555aaaay",
+            ),
+            (
+                "6F1C2A9E4B7D4E1A9C3F2D8E5B7A1C01",
+                "1111111122224333844455555555AAAA",
+            ),
+        ];
+        for (from, to) in cases {
+            let (out, t) = m.rewrite(Kind::Utf8Text, from.as_bytes());
+            assert_eq!(String::from_utf8(out.unwrap()).unwrap(), to, "{from}");
+            assert_eq!(t.rewritable, 1);
+            assert!(!t.has_unrewritable());
+        }
+    }
+
+    #[test]
+    fn utf16_text_is_rewritten_in_its_own_byte_order_and_nothing_else_moves() {
+        let m = m();
+        let utf16 = |s: &str, le: bool| -> Vec<u8> {
+            s.encode_utf16()
+                .flat_map(|u| if le { u.to_le_bytes() } else { u.to_be_bytes() })
+                .collect()
+        };
+        for (le, kind) in [(true, Kind::Utf16LeText), (false, Kind::Utf16BeText)] {
+            // A lone surrogate before the id: bytes SQLite's UTF-16 -> UTF-8 conversion
+            // would mangle; here they are only copied.
+            let mut from = vec![0x00, 0xD8];
+            if !le {
+                from = vec![0xD8, 0x00];
+            }
+            from.extend(utf16("é 6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01 €", le));
+            let mut want = from[..2].to_vec();
+            want.extend(utf16("é 11111111-2222-4333-8444-55555555aaaa €", le));
+            let (out, t) = m.rewrite(kind, &from);
+            assert_eq!(out.unwrap(), want);
+            assert_eq!(t.rewritable, 1);
+            // The UTF-8 spelling is not text of this encoding.
+            assert!(
+                m.rewrite(kind, b"6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01")
+                    .0
+                    .is_none()
+            );
+        }
+    }
+
+    #[test]
+    fn mixed_case_and_raw_bytes_are_counted_and_left_alone() {
+        let (old, _) = ids();
+        let m = m();
+        let (out, t) = m.rewrite(Kind::Utf8Text, b"6F1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01");
+        assert!(out.is_none());
+        assert_eq!((t.rewritable, t.mixed_case), (0, 1));
+        let mut blob = vec![1, 2, 3];
+        blob.extend_from_slice(old.as_bytes());
+        blob.extend_from_slice(&old.to_bytes_le());
+        let (out, t) = m.rewrite(Kind::Blob, &blob);
+        assert!(out.is_none());
+        assert_eq!(t.raw_bytes, 2);
+        // Raw bytes inside TEXT are not an id spelling.
+        assert_eq!(m.tally(Kind::Utf8Text, &blob).raw_bytes, 0);
+    }
+
+    #[test]
+    fn a_blob_is_searched_for_every_text_spelling_and_keeps_its_other_bytes() {
+        let m = m();
+        let mut blob = vec![0u8, 255, 0];
+        blob.extend(b"6f1c2a9e4b7d4e1a9c3f2d8e5b7a1c01");
+        blob.extend([0u8, 0, 7]);
+        blob.extend(
+            "6F1C2A9E-4B7D-4E1A-9C3F-2D8E5B7A1C01"
+                .bytes()
+                .flat_map(|b| [0, b]),
+        );
+        let (out, t) = m.rewrite(Kind::Blob, &blob);
+        let mut want = vec![0u8, 255, 0];
+        want.extend(b"1111111122224333844455555555aaaa");
+        want.extend([0u8, 0, 7]);
+        want.extend(
+            "11111111-2222-4333-8444-55555555AAAA"
+                .bytes()
+                .flat_map(|b| [0, b]),
+        );
+        assert_eq!(out.unwrap(), want);
+        assert_eq!(t.rewritable, 2);
+    }
+
+    #[test]
+    fn a_matcher_without_new_ids_only_counts() {
+        let (old, _) = ids();
+        let m = Matcher::new(&[old], None);
+        let (out, t) = m.rewrite(Kind::Utf8Text, b"6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01");
+        assert!(out.is_none());
+        assert_eq!(t.rewritable, 1);
+        assert!(Matcher::new(&[], None).tally(Kind::Blob, b"x").is_empty());
+    }
+}
