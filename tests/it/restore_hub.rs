@@ -509,6 +509,120 @@ both!(
     failure_on_the_third
 );
 
+// ---------------------------------------------------------------- ids it cannot rewrite
+
+/// The third connector holds its old id as raw bytes in a BLOB (which the rewrite cannot
+/// rewrite): without --accept-unrewritten restore-hub refuses the whole hub, naming that
+/// connector and the place, before any connector is installed (the hub root stays
+/// empty); with it every connector is installed, the report lists what is left and warns,
+/// and the text report never says "no old id left" for that connector.
+fn unrewritable_ids(tb: &TestBucket) {
+    let old_root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(old_root.path(), 20);
+    let third = &conns[2].1;
+    {
+        let conn = rusqlite::Connection::open(&conns[2].0).unwrap();
+        conn.execute_batch("CREATE TABLE Raw (k INTEGER PRIMARY KEY, b BLOB)")
+            .unwrap();
+        let mut raw = b"hdr".to_vec();
+        raw.extend_from_slice(third.connector.as_uuid().as_bytes());
+        conn.execute("INSERT INTO Raw (k, b) VALUES (1, x'00'), (2, ?1)", [raw])
+            .unwrap();
+    }
+    for (db, _) in &conns {
+        backup(tb, db, false);
+    }
+    let new_hub = DatahubId::random().to_string();
+    let maps: Vec<String> = conns
+        .iter()
+        .map(|(_, s)| format!("{}={}", s.connector, ConnectorId::random()))
+        .collect();
+    let attempt = |root: &Path, extra: &[&str], json: bool| {
+        let mut c = tb.cmd();
+        c.args(["restore-hub", "--yes", "--datahub", &datahub.to_string()])
+            .args(["--to-datahub", &new_hub, "--hub-root"])
+            .arg(root)
+            .args(extra);
+        if json {
+            c.arg("--json");
+        }
+        for m in &maps {
+            c.args(["--map", m]);
+        }
+        run(&mut c)
+    };
+
+    let root = tempfile::tempdir().unwrap();
+    let doc = json_of(&attempt(root.path(), &[], true), 1);
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains(&third.connector.to_string()), "{error}");
+    assert!(
+        error.contains("Raw.b") && error.contains("row 2"),
+        "{error}"
+    );
+    assert!(error.contains("no connector was installed"), "{error}");
+    assert!(
+        doc["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--accept-unrewritten")
+            || error.contains("--accept-unrewritten"),
+        "{doc}"
+    );
+    assert_eq!(
+        names(root.path()),
+        Vec::<String>::new(),
+        "nothing installed"
+    );
+
+    // Accepted: every connector installed; the third's report lists what is left.
+    let doc = json_of(&attempt(root.path(), &["--accept-unrewritten"], true), 0);
+    let reports = doc["restore"]["connectors"].as_array().unwrap();
+    assert_eq!(reports.len(), 4);
+    for (r, (_, s)) in reports.iter().zip(&conns) {
+        assert_eq!(r["old_connector"], s.connector.to_string());
+        let rw = &r["rewrite"];
+        if s.connector == third.connector {
+            assert_eq!(rw["accepted_unrewritten"], true, "{r}");
+            let left: Vec<String> = rw["unrewritten"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| format!("{}.{} {}", u["table"], u["column"], u["reason"]))
+                .collect();
+            assert_eq!(left, vec![r#""Raw"."b" "raw_bytes""#], "{r}");
+            assert!(
+                r["warnings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|w| w.as_str().unwrap().contains("Raw.b")),
+                "{r}"
+            );
+        } else {
+            assert_eq!(rw["accepted_unrewritten"], false, "{r}");
+            assert_eq!(rw["unrewritten"], serde_json::json!([]), "{r}");
+        }
+        assert!(Path::new(r["target"].as_str().unwrap()).is_file());
+    }
+
+    // In text: a warning, "OLD IDS LEFT" for the third, "no old id left" for the others.
+    let root = tempfile::tempdir().unwrap();
+    let out = attempt(root.path(), &["--accept-unrewritten"], false);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("WARNING") && text.contains("NOT rewritten"),
+        "{text}"
+    );
+    assert_eq!(text.matches("OLD IDS LEFT").count(), 1, "{text}");
+    assert_eq!(text.matches("no old id left").count(), 3, "{text}");
+}
+both!(
+    restore_hub_refuses_the_whole_hub_when_a_connector_has_ids_it_cannot_rewrite_unless_accepted,
+    unrewritable_ids
+);
+
 // ---------------------------------------------------------------- kill -9
 
 /// kill -9 at random points of a restore-hub onto the same hub, where two connectors'
