@@ -4,10 +4,17 @@
 //!
 //! `restore-hub` takes the newest instant every connector of a hub can be restored to as
 //! the minimum of these newest instants, and asks each connector for its state then.
+//!
+//! Instants are when a state was read from the database, never when it was uploaded (the
+//! rule `restore` weighs its newest state by, [`crate::catalog::fetch`]): a version's is
+//! its snapshot time, and the newest version's state also holds until the database was
+//! last read unchanged (a backup of an unchanged database makes no version, but moves
+//! `latest.json`'s `snapshot_at` on). Without that, an idle connector would hold the
+//! whole hub back to its last change.
 
 use serde::Serialize;
 
-use crate::catalog::fetch::Source;
+use crate::catalog::fetch::{self, Source};
 use crate::catalog::inventory::Listed;
 use crate::catalog::stream;
 use crate::error::Result;
@@ -39,6 +46,10 @@ pub struct Window {
     pub newest_by: Option<Newest>,
     /// The oldest stream base, if the connector has any.
     pub stream_from: Option<Time>,
+    /// When the newest version's content was last read (a backup of the unchanged
+    /// database, after the version): its state holds until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_read_again: Option<Time>,
     /// Times of the complete versions, newest first.
     #[serde(skip)]
     pub versions: Vec<Time>,
@@ -78,12 +89,25 @@ pub async fn of(bucket: &Bucket, listed: &Listed) -> Result<Window> {
         }
         _ => None,
     };
+    // latest.json names the newest version and says when its content was last read.
+    let version_read_again = match (&listed.canonical, versions.first()) {
+        (Some((_, info)), Some((t, id))) if listed.latest_manifest => {
+            match fetch::canonical_state(bucket, ck, info).await {
+                (read, Some(m)) if &m.version == id && read > *t => Some(read),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
     let mut candidates: Vec<(Time, Newest)> = Vec::new();
     if let Some(t) = stream_newest {
         candidates.push((t, Newest::Stream));
     }
     if let Some((t, id)) = versions.first() {
-        candidates.push((*t, Newest::Version { id: id.clone() }));
+        candidates.push((
+            version_read_again.unwrap_or(*t),
+            Newest::Version { id: id.clone() },
+        ));
     }
     if let Some(t) = legacy {
         candidates.push((t, Newest::Legacy));
@@ -98,6 +122,7 @@ pub async fn of(bucket: &Bucket, listed: &Listed) -> Result<Window> {
         newest: newest.as_ref().map(|n| n.0),
         newest_by: newest.map(|n| n.1),
         stream_from,
+        version_read_again,
         versions: versions.into_iter().map(|v| v.0).collect(),
         legacy,
     })
@@ -130,6 +155,20 @@ impl Window {
         }
         self.legacy.filter(|l| *l <= t)
     }
+
+    /// How far a state of time `state` is behind the connector's newest state, in
+    /// seconds: from the newest version's own time when that version gives the newest
+    /// instant (it was read again unchanged since, so a state as new as it is the newest).
+    pub fn behind(&self, state: Option<Time>) -> Option<f64> {
+        let newest = match (&self.newest_by, self.version_read_again) {
+            (Some(Newest::Version { .. }), Some(_)) => self.versions.first().copied(),
+            _ => self.newest,
+        };
+        match (newest, state) {
+            (Some(n), Some(s)) => Some(((n - s).num_milliseconds().max(0)) as f64 / 1000.0),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +185,7 @@ mod tests {
             newest: newest.map(t),
             newest_by: None,
             stream_from: stream_from.map(t),
+            version_read_again: None,
             versions: versions.iter().map(|v| t(v)).collect(),
             legacy: None,
         }

@@ -638,7 +638,7 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
             new_connector: new,
             create,
             create_from,
-            behind_newest_seconds: behind(w.newest, state_at),
+            behind_newest_seconds: w.behind(state_at),
             state_at,
             window: w,
             restore: None,
@@ -680,7 +680,7 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
             };
             if let Some(v) = &source.version {
                 c.state_at = Some(v.time());
-                c.behind_newest_seconds = behind(c.window.newest, c.state_at);
+                c.behind_newest_seconds = c.window.behind(c.state_at);
             }
             c.restore = Some(Step {
                 source,
@@ -705,13 +705,6 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
         accept_unrewritten: req.accept_unrewritten,
         db_file: req.db_file.clone(),
     })
-}
-
-fn behind(newest: Option<Time>, state: Option<Time>) -> Option<f64> {
-    match (newest, state) {
-        (Some(n), Some(s)) => Some(((n - s).num_milliseconds().max(0)) as f64 / 1000.0),
-        _ => None,
-    }
 }
 
 /// `name (type)`, or the id when the backup says neither.
@@ -1071,7 +1064,7 @@ async fn prepare_one(
             placement,
             key: step.source.key.clone(),
             version: step.source.version.clone(),
-            behind_newest_seconds: behind(c.window.newest, state_at),
+            behind_newest_seconds: c.window.behind(state_at),
             state_at,
             continuous: fetched.continuous.clone(),
             verified_by: fetched.verified_by,

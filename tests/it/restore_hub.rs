@@ -317,6 +317,64 @@ both!(
     common_instant
 );
 
+/// An idle connector does not hold the hub back to its last change: a backup of its
+/// unchanged database makes no new version but says it was read again (`latest.json`,
+/// the rule `restore` weighs its newest state by), so its newest instant moves on. A and
+/// C backed up, then A changed and backed up, then C backed up unchanged: the newest
+/// common instant is A's second backup, A comes back with its new events, C as it is,
+/// neither behind its newest.
+fn idle_connector(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 50);
+    let (a, c) = (&conns[0], &conns[2]);
+    let firsts: Vec<i64> = [a, c].iter().map(|(db, _)| event_count(db)).collect();
+    for (db, _) in [a, c] {
+        backup(tb, db, false);
+    }
+    add_events(&a.0, 7);
+    let a_second = backup(tb, &a.0, true);
+    // S3 keeps upload times in whole seconds (a state time is capped by its upload):
+    // step past A's second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let c_again = backup(tb, &c.0, true);
+    assert_eq!(c_again["new_version"], false, "{c_again}");
+
+    let new_root = tempfile::tempdir().unwrap();
+    let mut cmd = restore_hub(tb, datahub, new_root.path());
+    cmd.args(["--yes", "--to-datahub", &DatahubId::random().to_string()]);
+    // B and D are never backed up: not part of this story.
+    let mut news = Vec::new();
+    for (_, s) in [a, c] {
+        let n = ConnectorId::random();
+        cmd.args(["--map", &format!("{}={n}", s.connector)]);
+        news.push((s.connector, n));
+    }
+    let out = json_of(&run(&mut cmd), 0);
+    let r = &out["restore"];
+    assert_eq!(r["instant_chosen_by"], "newest common", "{r}");
+    let instant = chrono::DateTime::parse_from_rfc3339(r["instant"].as_str().unwrap()).unwrap();
+    let a_version = a_second["version"].as_str().unwrap();
+    assert!(
+        instant.format("%Y%m%dT%H%M%S%.3fZ").to_string().as_str() >= &a_version[..20],
+        "the instant {instant} is before A's second backup {a_version}: {r}"
+    );
+    let target = |old: ConnectorId| {
+        let n = news.iter().find(|(o, _)| *o == old).unwrap().1;
+        new_root.path().join(n.to_string()).join("sqlite.db")
+    };
+    assert_eq!(event_count(&target(a.1.connector)), firsts[0] + 7, "{r}");
+    assert_eq!(event_count(&target(c.1.connector)), firsts[1], "{r}");
+    let reports = r["connectors"].as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{r}");
+    for rep in reports {
+        assert_eq!(rep["behind_newest_seconds"], 0.0, "{rep}");
+    }
+}
+both!(
+    restore_hub_moves_the_common_instant_on_with_an_idle_connector_backed_up_unchanged,
+    idle_connector
+);
+
 // ---------------------------------------------------------------- refusals
 
 /// Exit 2, with the message naming what is wrong, and the hub root as it was.
