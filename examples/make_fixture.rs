@@ -1,6 +1,6 @@
-//! Builds a connector database for benchmarks: `make_fixture OUT.db EVENTS [TYPE] [DATAHUB]`
-//! (DATAHUB: put it on that hub, as a hub's second connector). Prints the datahub and
-//! connector ids.
+//! Builds a connector database for benchmarks: `make_fixture OUT.db EVENTS [TYPE [DATAHUB]]`
+//! (DATAHUB: put it on that hub, so several connectors make one hub). Prints the datahub
+//! and connector ids.
 
 #[path = "../src/cli/fixture.rs"]
 mod fixture;
@@ -9,7 +9,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         eprintln!(
-            "usage: make_fixture OUT.db EVENTS [hrb-cellario|sdc|idbs-eworkbook|solace] [DATAHUB]"
+            "usage: make_fixture OUT.db EVENTS [hrb-cellario|sdc|idbs-eworkbook|solace [DATAHUB]]"
         );
         std::process::exit(2);
     }
@@ -21,8 +21,8 @@ fn main() {
         .map(|(_, n)| *n)
         .unwrap_or("Benchmark source");
     let mut spec = fixture::Spec::new(source_type, name, events);
-    if let Some(h) = args.get(4) {
-        spec.datahub = hubvault::model::ids::DatahubId::parse(h).expect("DATAHUB is a UUID");
+    if let Some(hub) = args.get(4) {
+        spec.datahub = hubvault::model::ids::DatahubId::parse(hub).expect("DATAHUB is a UUID");
     }
     if let Err(e) = fixture::create(std::path::Path::new(&args[1]), &spec) {
         eprintln!("error: {e}");

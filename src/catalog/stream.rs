@@ -365,6 +365,9 @@ pub struct StreamPlan {
     /// Bases after the chosen one (for "not covered up to the next base").
     #[serde(skip)]
     pub next_base: Option<Time>,
+    /// The connector's oldest base: where its restorable window starts.
+    #[serde(skip)]
+    pub oldest_base: Time,
 }
 
 impl StreamPlan {
@@ -384,10 +387,12 @@ impl StreamPlan {
             &idx.minutes,
             &idx.segments,
         );
-        let next_base = idx
-            .bases
-            .get(&connector)
-            .and_then(|v| v.iter().map(|b| b.name.time).find(|t| *t > base.name.time));
+        let listed = idx.bases.get(&connector);
+        let next_base =
+            listed.and_then(|v| v.iter().map(|b| b.name.time).find(|t| *t > base.name.time));
+        let oldest_base = listed
+            .and_then(|v| v.first())
+            .map_or(base.name.time, |b| b.name.time.min(base.name.time));
         StreamPlan {
             base: base.key.to_string(),
             base_time: base.name.time,
@@ -404,7 +409,16 @@ impl StreamPlan {
             straddler: c.straddler,
             connector,
             next_base,
+            oldest_base,
         }
+    }
+
+    /// The newest instant the plan's objects hold data for (the base's time when none
+    /// follows it): a newest-state plan's end of the restorable window.
+    pub fn newest_data(&self) -> Time {
+        self.newest_segment
+            .unwrap_or(self.base_time)
+            .max(self.base_time)
     }
 }
 
@@ -508,6 +522,7 @@ pub async fn plan(
         straddler: c.straddler,
         connector,
         next_base,
+        oldest_base: bases[0].name.time,
     }))
 }
 
@@ -873,13 +888,30 @@ pub struct Window {
     pub bytes: u64,
 }
 
-/// The restorable window of `connector` from a full index of its hub (`None` without a
-/// base): the whole of it at every commit, from the oldest base to the newest data.
-pub fn window_of(idx: &StreamIndex, connector: ConnectorId) -> Option<Window> {
+/// The span of instants `connector` can be restored to from the stream: from its oldest
+/// base to the newest data after its newest base (`None` without a base). LISTs only,
+/// those of the newest state's plan (at most four). The one rule for the stream's window:
+/// `versions` ([`window`]) and a connector's whole restorable window
+/// ([`crate::catalog::window`], restore-hub) both take it from here.
+pub async fn span(
+    bucket: &Bucket,
+    org: &OrgSlug,
+    datahub: DatahubId,
+    connector: ConnectorId,
+) -> Result<Option<(Time, Time)>> {
+    Ok(plan(bucket, org, datahub, connector, None)
+        .await?
+        .map(|p| (p.oldest_base, p.newest_data())))
+}
+
+/// The restorable window `[from, to]` of `connector` with the objects behind it, counted
+/// in a full index of its hub (`None` without a base).
+pub fn window_of(
+    idx: &StreamIndex,
+    connector: ConnectorId,
+    (from, to): (Time, Time),
+) -> Option<Window> {
     let bases = idx.bases.get(&connector)?;
-    let from = bases.first()?.name.time;
-    let newest_base = bases.last()?.name.time;
-    let to = idx.newest().map_or(newest_base, |t| t.max(newest_base));
     let inside = |l: &&Listed| l.entry.end() >= from;
     let segments = idx.segments.iter().filter(inside).count();
     let minutes = idx.minutes.iter().filter(inside).count();
@@ -898,15 +930,17 @@ pub fn window_of(idx: &StreamIndex, connector: ConnectorId) -> Option<Window> {
     })
 }
 
-/// The restorable window of a connector (lists the hub's whole stream: a few LIST
-/// requests per 1,000 objects). For `hubvault versions`, and for a whole-hub restore
-/// choosing the newest instant every connector can be restored to (the smallest `to`).
+/// The restorable window of a connector ([`span`]) and the objects behind it (lists the
+/// hub's whole stream: a few LIST requests per 1,000 objects). For `hubvault versions`.
 pub async fn window(
     bucket: &Bucket,
     org: &OrgSlug,
     datahub: DatahubId,
     connector: ConnectorId,
 ) -> Result<Option<Window>> {
+    let Some(span) = span(bucket, org, datahub, connector).await? else {
+        return Ok(None);
+    };
     let idx = StreamIndex::load(bucket, &StreamKeys::new(org.clone(), datahub)).await?;
-    Ok(window_of(&idx, connector))
+    Ok(window_of(&idx, connector, span))
 }

@@ -8,6 +8,7 @@ pub mod drill;
 pub mod ids;
 pub mod layout;
 pub mod manifest;
+pub mod source;
 pub mod stream;
 pub mod time;
 pub mod windows;
