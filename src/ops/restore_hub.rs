@@ -841,15 +841,26 @@ pub async fn execute(
     let stream_builds = &tokio::sync::Semaphore::new(1);
     let mut prepared: Vec<Done> = Vec::new();
     let mut failed: Option<Error> = None;
+    // Once one connector failed, the ones not started yet are not started; the ones in
+    // flight are waited for, never dropped mid-way: their blocking steps run on threads
+    // that a dropped future does not stop, and the process must not exit before what
+    // they made (work directories beside live databases) is removed.
+    let stop = &std::sync::atomic::AtomicBool::new(false);
     {
         let mut running =
             futures::stream::iter(plan.connectors.iter().enumerate().map(|(i, c)| async move {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    bars[i].stage("not started");
+                    return Ok(None);
+                }
                 prepare_one(bucket, plan, c, stage_ref, &*bars[i], stream_builds)
                     .await
-                    .map(|(ready, report)| Done {
-                        index: i,
-                        ready,
-                        report,
+                    .map(|(ready, report)| {
+                        Some(Done {
+                            index: i,
+                            ready,
+                            report,
+                        })
                     })
                     .map_err(|e| {
                         bars[i].stage("FAILED");
@@ -863,15 +874,14 @@ pub async fn execute(
             .buffer_unordered(plan.parallel.max(1));
         while let Some(r) = running.next().await {
             match r {
-                Ok(d) => prepared.push(d),
+                Ok(Some(d)) => prepared.push(d),
+                Ok(None) => {}
                 Err(e) => {
-                    failed = Some(e);
-                    break;
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    failed.get_or_insert(e);
                 }
             }
         }
-        // Dropping the stream stops the connectors still in flight; what they made is
-        // removed as their staging is dropped.
     }
     if let Some(e) = failed {
         // Nothing was installed: the prepared connectors and the stage are removed.
