@@ -22,7 +22,16 @@ pub(crate) fn encoder(
     level: i32,
     plain_size: Option<u64>,
 ) -> std::io::Result<zstd::stream::write::Encoder<'static, Vec<u8>>> {
-    let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(1 << 20), level)?;
+    encoder_to(Vec::with_capacity(1 << 20), level, plain_size)
+}
+
+/// [`encoder`]'s settings, writing into any writer (e.g. a temp file).
+pub fn encoder_to<W: Write>(
+    out: W,
+    level: i32,
+    plain_size: Option<u64>,
+) -> std::io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(out, level)?;
     enc.include_checksum(true)?;
     enc.include_contentsize(plain_size.is_some())?;
     enc.set_pledged_src_size(plain_size)?;
