@@ -74,12 +74,7 @@ pub struct Checked {
 /// A consistent state of a live database, pinned until dropped: [`Pinned::split`] it
 /// into the [`Image`], read once, and the [`Checker`] of the same state, for two threads.
 pub struct Pinned {
-    // Field order is drop order, and it matters: the checking connection (whose read
-    // transaction pins a WAL snapshot) goes first; only then may our own descriptors of
-    // the database close, since closing any descriptor of a file drops every POSIX lock
-    // the process holds on it, the connection's included.
-    conn: Connection,
-    src: Arc<Source>,
+    held: Arc<Held>,
     plan: Arc<ImagePlan>,
     /// Rollback-journal mode: the consistent copy being read (removed when dropped) and
     /// the descriptor holding its `flock`.
@@ -94,9 +89,21 @@ pub struct Pinned {
     pub pinned_after: Duration,
 }
 
+/// What pins the state, shared by the [`Image`] and the [`Checker`]: it lasts until BOTH
+/// are done, so checks that finish first never end the read transaction under a pass
+/// still reading (a checkpoint could then copy newer frames into pages not yet read).
+struct Held {
+    // Field order is drop order, and it matters: the checking connection (whose read
+    // transaction pins a WAL snapshot) goes first; only then may our own descriptors of
+    // the database close, since closing any descriptor of a file drops every POSIX lock
+    // the process holds on it, the connection's included.
+    conn: std::sync::Mutex<Connection>,
+    src: Source,
+}
+
 /// The image of a [`Pinned`] state, read once.
 pub struct Image {
-    src: Arc<Source>,
+    held: Arc<Held>,
     plan: Arc<ImagePlan>,
     legacy_header: bool,
     /// The rollback-journal copy read (removed when the image is dropped; the checking
@@ -108,7 +115,7 @@ impl Image {
     /// The image's bytes in order (page 1 saying rollback mode when asked: see
     /// [`Pinned::split`]).
     pub fn reader(&self) -> ImageReader<'_> {
-        self.plan.reader(&self.src, self.legacy_header)
+        self.plan.reader(&self.held.src, self.legacy_header)
     }
 
     pub fn bytes(&self) -> u64 {
@@ -118,9 +125,7 @@ impl Image {
 
 /// The checks of a [`Pinned`] state, for another thread.
 pub struct Checker {
-    // The connection closes before our descriptors of the database (see `Pinned`).
-    conn: Connection,
-    _src: Arc<Source>,
+    held: Arc<Held>,
     db: PathBuf,
     size: u64,
     plan: (u32, u32),
@@ -164,8 +169,10 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                 tracing::debug!(pages = plan.pages, wal_pages = plan.wal_pages(),
                     elapsed = ?started.elapsed(), "snapshot pinned (WAL read transaction)");
                 return Ok(Pinned {
-                    conn,
-                    src: Arc::new(src),
+                    held: Arc::new(Held {
+                        conn: conn.into(),
+                        src,
+                    }),
                     plan: Arc::new(plan),
                     copy: None,
                     db: db.to_path_buf(),
@@ -223,8 +230,10 @@ fn copy_rollback(
                 let plan = ImagePlan::file(&copy_src)?;
                 let conn = db::open_read_only(&tmp)?;
                 return Ok(Some(Pinned {
-                    conn,
-                    src: Arc::new(copy_src),
+                    held: Arc::new(Held {
+                        conn: conn.into(),
+                        src: copy_src,
+                    }),
                     plan: Arc::new(plan),
                     copy: Some((tmp, owner)),
                     db: db.to_path_buf(),
@@ -321,14 +330,13 @@ impl Pinned {
         let size = self.plan.bytes();
         let plan = (self.plan.page_size, self.plan.pages);
         let checker = Checker {
-            conn: self.conn,
-            _src: self.src.clone(),
+            held: self.held.clone(),
             db: self.db,
             size,
             plan,
         };
         let image = Image {
-            src: self.src,
+            held: self.held,
             plan: self.plan,
             legacy_header,
             _copy: self.copy,
@@ -338,15 +346,21 @@ impl Pinned {
 }
 
 impl Checker {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // Only the checker locks it: never poisoned by another thread's panic.
+        self.held.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Interrupts the checks from another thread (the upload failed: no need to finish).
     pub fn interrupt_handle(&self) -> rusqlite::InterruptHandle {
-        self.conn.get_interrupt_handle()
+        self.conn().get_interrupt_handle()
     }
 
     /// Integrity and foreign-key checks, ids, row counts and page figures of the pinned
-    /// state. Errors name the live database. Ends the read transaction.
+    /// state. Errors name the live database. The read transaction lasts until the
+    /// [`Image`] is dropped too.
     pub fn check(self) -> Result<Checked> {
-        let c = check_conn(&self.conn, &self.db, self.size)?;
+        let c = check_conn(&self.conn(), &self.db, self.size)?;
         if (c.page_size, c.page_count) != (self.plan.0 as u64, self.plan.1 as u64) {
             return Err(Error::check(
                 format!(

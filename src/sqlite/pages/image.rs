@@ -187,16 +187,16 @@ pub fn pin_wal(
             std::thread::yield_now();
             continue;
         };
-        let ps = h.page_size;
-        if ps != hdr.page_size {
-            end();
-            continue;
-        }
         if h.max_frame == 0 {
             // Every reader reads the file alone, and checkpoints wait for this one.
             let mut plan = ImagePlan::file(src)?;
             plan.wal = None;
             return Ok(Some(plan));
+        }
+        let ps = h.page_size;
+        if ps != hdr.page_size {
+            end();
+            continue;
         }
         // Index frames 1..max_frame of the WAL these salts name; they cannot be restarted
         // away while the transaction holds a read mark past 0, and when it holds none,

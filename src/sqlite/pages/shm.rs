@@ -23,6 +23,7 @@ pub struct IndexHeader {
     pub raw: [u8; COPY],
     /// Moves on every write transaction.
     pub change: u32,
+    /// 0 when the WAL is empty (`max_frame` 0).
     pub page_size: u32,
     /// The last valid frame of the WAL (0: every reader reads the database file alone).
     pub max_frame: u32,
@@ -53,14 +54,17 @@ impl IndexHeader {
         }
         let ps = u16::from_ne_bytes([a[14], a[15]]) as u32;
         let page_size = if ps == 1 { 65536 } else { ps };
-        if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+        let max_frame = native32(a, 16);
+        // An empty WAL's header (a fresh `-shm`, every frame gone) says page size 0.
+        let valid = (512..=65536).contains(&page_size) && page_size.is_power_of_two();
+        if !valid && !(page_size == 0 && max_frame == 0) {
             return None;
         }
         Some(IndexHeader {
             raw: a.try_into().expect("48 bytes"),
             change: native32(a, 8),
             page_size,
-            max_frame: native32(a, 16),
+            max_frame,
             pages: native32(a, 20),
             frame_checksum: (native32(a, 24), native32(a, 28)),
             salts: a[32..40].try_into().expect("8 bytes"),

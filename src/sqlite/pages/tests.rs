@@ -321,3 +321,22 @@ fn a_lock_free_full_image_goes_to_a_file_page_by_page() {
     );
     assert_eq!(mem, image);
 }
+
+#[test]
+fn a_closed_wal_database_is_pinned_from_its_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 300);
+    drop(w); // the last connection checkpoints and removes the -wal and -shm
+    assert!(!dir.path().join("sqlite.db-wal").exists());
+    let mut src = Source::open(&path).unwrap();
+    let reader =
+        Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    reader
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+        .unwrap();
+    let plan = pin(&mut src, &reader);
+    let expected = rows(&reader);
+    assert_eq!(rows_of_image(&stream(&plan, &src)), expected);
+}
