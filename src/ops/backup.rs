@@ -395,6 +395,8 @@ async fn one_pass(
     let (pinned, spill) = {
         let (db, tmp_dir) = (opts.db.clone(), tmp_dir.to_path_buf());
         blocking(move || {
+            // What killed runs left (a copy, a compressed version) goes first.
+            snapshot::sweep_dead_snapshots(&tmp_dir);
             let pinned = snapshot::pin(&db, &tmp_dir)?;
             let (owner, file) = snapshot::locked_temp_file(&tmp_dir, ".zst").map_err(|e| {
                 Error::io(

@@ -27,6 +27,7 @@ pub mod wal;
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::stream::{PageTable, page_hash};
@@ -238,7 +239,7 @@ pub struct WalImage {
 #[derive(Debug)]
 struct Side {
     path: PathBuf,
-    open: Option<(File, u64)>,
+    open: Option<(Arc<File>, u64)>,
 }
 
 impl Side {
@@ -256,7 +257,7 @@ impl Side {
             Err(e) => return Err(e),
         };
         if self.open.as_ref().map(|(_, i)| *i) != Some(ino) {
-            match open_ro(&self.path) {
+            match open_kept(&self.path) {
                 Ok(f) => {
                     let real = f.metadata()?.ino();
                     self.open = Some((f, real));
@@ -265,7 +266,7 @@ impl Side {
                 Err(e) => return Err(e),
             }
         }
-        Ok(self.open.as_ref().map(|(f, _)| f))
+        Ok(self.open.as_ref().map(|(f, _)| &**f))
     }
 }
 
@@ -276,11 +277,44 @@ fn open_ro(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Read-only descriptors of databases' files, one per file, shared by every [`Source`]
+/// of this process and closed only once the file is deleted and no `Source` uses it.
+/// Closing ANY descriptor of a file drops every POSIX lock this process holds on it,
+/// SQLite's own included: a backup's `Source` that closed its descriptors when done
+/// would drop the locks of a connection of the same process (another backup's read
+/// transaction, a test's writer, whose `-shm` another process may then truncate under
+/// its mapping). Keyed by (device, inode).
+static KEPT: std::sync::Mutex<Vec<((u64, u64), Arc<File>)>> = std::sync::Mutex::new(Vec::new());
+
+/// The kept descriptor of the file at `path` (opened read-only, `O_NOFOLLOW`).
+fn open_kept(path: &Path) -> std::io::Result<Arc<File>> {
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    // Deleted files nobody reads: no connection of ours can hold a lock on them.
+    kept.retain(|(_, f)| Arc::strong_count(f) > 1 || f.metadata().is_ok_and(|m| m.nlink() > 0));
+    let m = std::fs::symlink_metadata(path)?;
+    if let Some((_, f)) = kept.iter().find(|(k, _)| *k == (m.dev(), m.ino())) {
+        return Ok(f.clone());
+    }
+    let f = open_ro(path)?;
+    let m = f.metadata()?;
+    let key = (m.dev(), m.ino());
+    if let Some((_, old)) = kept.iter().find(|(k, _)| *k == key) {
+        // Replaced between the stat and the open by a file we hold already: this new
+        // descriptor must not be closed either.
+        let old = old.clone();
+        std::mem::forget(f);
+        return Ok(old);
+    }
+    let f = Arc::new(f);
+    kept.push((key, f.clone()));
+    Ok(f)
+}
+
 /// One connector database's files, held open for the connector's life.
 #[derive(Debug)]
 pub struct Source {
     path: PathBuf,
-    db: File,
+    db: Arc<File>,
     wal: Side,
     shm: Side,
 }
@@ -290,7 +324,7 @@ const IMAGE_TRIES: usize = 5;
 
 impl Source {
     pub fn open(path: &Path) -> Result<Source> {
-        let db = open_ro(path)
+        let db = open_kept(path)
             .map_err(|e| Error::io(path, "cannot open the database for capture", e))?;
         Ok(Source {
             path: path.to_path_buf(),
