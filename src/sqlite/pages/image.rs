@@ -78,6 +78,7 @@ impl ImagePlan {
             legacy_header,
             next: 1,
             buf: Vec::new(),
+            frame: Vec::new(),
             at: 0,
         }
     }
@@ -91,6 +92,8 @@ pub struct ImageReader<'a> {
     /// The next page to read into `buf`.
     next: u32,
     buf: Vec<u8>,
+    /// One frame's page, read before it replaces the file's.
+    frame: Vec<u8>,
     /// Bytes of `buf` already handed out.
     at: usize,
 }
@@ -121,9 +124,9 @@ impl ImageReader<'_> {
                     // A frame rewritten since it was indexed means the WAL restarted, which
                     // a pinning reader allows only when every frame was already in the
                     // file and checkpoints are blocked: the file's page is the state.
-                    let mut img = vec![0u8; ps];
-                    if wal::read_frame(f, h, frame, p, &mut img)? {
-                        page.copy_from_slice(&img);
+                    self.frame.resize(ps, 0);
+                    if wal::read_frame(f, h, frame, p, &mut self.frame)? {
+                        page.copy_from_slice(&self.frame);
                     }
                 }
             }

@@ -235,7 +235,7 @@ fn rollback_writer(
         // Mostly short pauses, now and then a longer one (a connector between polls):
         // a lock-free copy needs a moment without commits as long as a pass.
         let pause = if rng.random_range(0..4) == 0 {
-            rng.random_range(150..400)
+            rng.random_range(300..1200)
         } else {
             rng.random_range(0..40)
         };
