@@ -68,6 +68,27 @@ pub struct Chosen {
     pub ck: ConnectorKey,
 }
 
+/// When the state the canonical object holds was read from the database: the
+/// snapshot time of our latest manifest if our backup wrote the object (its
+/// `latest.json` is written after the object, so it is no older), else the object's
+/// upload time (the seed's uploader, or anything else, wrote it last). Upload time
+/// alone would be wrong: a snapshot read before a newer stream base but uploaded after
+/// it would win over the newer state.
+async fn canonical_state_time(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    canonical: &crate::store::ObjectInfo,
+) -> chrono::DateTime<chrono::Utc> {
+    let ours = match bucket.head(&ck.latest_manifest()).await {
+        Ok(Some(l)) => l.last_modified >= canonical.last_modified,
+        _ => false,
+    };
+    if ours && let Some(m) = history::read_latest(bucket, ck).await {
+        return m.snapshot_at.min(canonical.last_modified);
+    }
+    canonical.last_modified
+}
+
 fn from_stream(p: StreamPlan, ck: &ConnectorKey) -> Chosen {
     Chosen {
         key: p.base.clone(),
@@ -123,7 +144,11 @@ pub async fn choose(
                 // The newest state captured: the stream, unless the canonical object
                 // is newer than anything it holds (capture was off since).
                 let newest = p.newest_segment.unwrap_or(p.base_time).max(p.base_time);
-                if canonical.as_ref().is_none_or(|c| c.last_modified <= newest) {
+                let canonical_state = match &canonical {
+                    Some(c) => Some(canonical_state_time(bucket, ck, c).await),
+                    None => None,
+                };
+                if canonical_state.is_none_or(|t| t <= newest) {
                     return Ok(from_stream(p, ck));
                 }
             }

@@ -38,6 +38,9 @@ pub struct Manifest {
     pub rows: BTreeMap<String, u64>,
     /// Which check the snapshot passed: `integrity_check` or `quick_check`.
     pub check: String,
+    /// When the database was read. In `latest.json` of an unchanged database this
+    /// moves on with each refresh (the content was read again then); a version's own
+    /// manifest keeps its first reading.
     pub snapshot_at: chrono::DateTime<chrono::Utc>,
     pub uploaded_at: chrono::DateTime<chrono::Utc>,
     pub tool: String,

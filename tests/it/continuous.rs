@@ -595,6 +595,63 @@ fn restore_at_refuses_a_time_it_cannot_read() {
     );
 }
 
+/// `restore` of the newest state weighs the canonical object by when its content was
+/// read from the database, not when it was uploaded: the agent's 24-hour backup, read
+/// before a newer stream state but uploaded after it, must not win (CI saw exactly this
+/// race). An object some other uploader wrote after the stream (no `latest.json` after
+/// it) still wins: capture was off since.
+fn canonical_weighed_by_read_time(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 10);
+    let w = rusqlite::Connection::open(&db).unwrap();
+    w.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT); INSERT INTO cdc_rows VALUES (1, 'old');")
+        .unwrap();
+    let o = run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db));
+    json_of(&o, 0);
+    let (mut agent, rx) = start_agent(tb, hub.path());
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    w.execute("INSERT INTO cdc_rows VALUES (2, 'new')", []).unwrap();
+    let l0 = format!("acme/stream/{}/L0", spec.datahub);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tb.keys(&l0).is_empty() {
+        assert!(Instant::now() < deadline, "no segment within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sigterm_and_wait(&mut agent);
+    drop(w);
+    let prefix = format!("acme/datahub/{}/connector/{}", spec.datahub, spec.connector);
+    let canonical = object_store::path::Path::from(format!("{prefix}/sqlite.db"));
+    let latest = object_store::path::Path::from(format!("{prefix}/hubvault/latest.json"));
+    let b = tb.bucket();
+    let rewrite = |keys: &[&object_store::path::Path]| {
+        // S3 keeps upload times in whole seconds: step past the stream's.
+        std::thread::sleep(Duration::from_millis(1100));
+        crate::common::rt().block_on(async {
+            for k in keys {
+                let bytes = b.get_bytes(k).await.unwrap();
+                b.put_bytes(k, bytes, hubvault::store::WriteMode::Overwrite)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    // Our backup's order: the object, then latest.json. Read at backup time: [1].
+    rewrite(&[&canonical, &latest]);
+    let out = tempfile::tempdir().unwrap();
+    let (code, _, err, r) = restore(tb, &spec, None, out.path(), "newest.db");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids_in(&r), vec![1, 2], "the stream's newer state");
+    // Another uploader writes the object alone, after everything.
+    rewrite(&[&canonical]);
+    let (code, _, err, r) = restore(tb, &spec, None, out.path(), "other.db");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids_in(&r), vec![1], "the object written after the stream");
+}
+both!(
+    restore_newest_weighs_a_backup_by_when_it_was_read_not_when_it_was_uploaded,
+    canonical_weighed_by_read_time
+);
+
 /// A database replaced under the agent (as `hubvault restore` installs one: a rename over
 /// the path) is not followed on the old file: capture starts over on the new one.
 fn replaced_database(tb: &TestBucket) {
