@@ -269,7 +269,7 @@ pub async fn run(
     let manifest = match (uploads.version, latest) {
         (None, Some(mut m)) => {
             m.uploaded_at = uploaded_at;
-            m.snapshot_at = copy.taken_at;
+            m.snapshot_at = taken_at;
             m
         }
         (Some((version, upload)), _) => {
