@@ -610,7 +610,8 @@ fn canonical_weighed_by_read_time(tb: &TestBucket) {
     json_of(&o, 0);
     let (mut agent, rx) = start_agent(tb, hub.path());
     wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
-    w.execute("INSERT INTO cdc_rows VALUES (2, 'new')", []).unwrap();
+    w.execute("INSERT INTO cdc_rows VALUES (2, 'new')", [])
+        .unwrap();
     let l0 = format!("acme/stream/{}/L0", spec.datahub);
     let deadline = Instant::now() + Duration::from_secs(20);
     while tb.keys(&l0).is_empty() {

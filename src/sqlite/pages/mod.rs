@@ -284,7 +284,10 @@ fn open_ro(path: &Path) -> std::io::Result<File> {
 /// would drop the locks of a connection of the same process (another backup's read
 /// transaction, a test's writer, whose `-shm` another process may then truncate under
 /// its mapping). Keyed by (device, inode).
-static KEPT: std::sync::Mutex<Vec<((u64, u64), Arc<File>)>> = std::sync::Mutex::new(Vec::new());
+static KEPT: std::sync::Mutex<Vec<Kept>> = std::sync::Mutex::new(Vec::new());
+
+/// (device, inode) and the descriptor kept for it.
+type Kept = ((u64, u64), Arc<File>);
 
 /// The kept descriptor of the file at `path` (opened read-only, `O_NOFOLLOW`).
 fn open_kept(path: &Path) -> std::io::Result<Arc<File>> {

@@ -57,7 +57,7 @@ impl IndexHeader {
         let max_frame = native32(a, 16);
         // An empty WAL's header (a fresh `-shm`, every frame gone) says page size 0.
         let valid = (512..=65536).contains(&page_size) && page_size.is_power_of_two();
-        if !valid && !(page_size == 0 && max_frame == 0) {
+        if !(valid || (page_size == 0 && max_frame == 0)) {
             return None;
         }
         Some(IndexHeader {
