@@ -81,9 +81,9 @@ new_conn=66666666-7777-4888-8999-aaaaaaaaaaaa
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 rm -f "$work"/*.t "$work"/*.m
 for i in $(seq 1 "$runs"); do
-  timed new $hv restore --bucket s3://bench-bucket --org bench --datahub "$hub" --connector "$conn" \
+  timed new $hv restore --yes --bucket s3://bench-bucket --org bench --datahub "$hub" --connector "$conn" \
     --to-datahub $new_hub --to-connector $new_conn --output "$work/out-new.db"
-  timed same $hv restore --bucket s3://bench-bucket --org bench --datahub "$hub" --connector "$conn" \
+  timed same $hv restore --yes --bucket s3://bench-bucket --org bench --datahub "$hub" --connector "$conn" \
     --output "$work/out-same.db"
   timed lite env -u AWS_CA_BUNDLE "$venv/bin/litestream" restore -config "$work/litestream.yml" -o "$work/out-ls.db" "$db"
 done

@@ -37,8 +37,10 @@ use crate::store::url::{BucketUrl, parse_bucket_url};
 
 /// Parts of a multipart upload, and the point past which an upload is multipart.
 pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts in flight at once: bounds memory to about PART_SIZE times this.
-pub(crate) const PART_CONCURRENCY: usize = 3;
+/// Parts in flight at once: bounds memory to about PART_SIZE times this, plus the part
+/// being filled. 2, not 3: a 1 GiB backup to S3 peaked at 60-72 MiB with 3 (measured,
+/// docs/BENCHMARKS.md), over issue 13's 64 MiB.
+pub(crate) const PART_CONCURRENCY: usize = 2;
 /// Read buffer for files and zstd.
 pub(crate) const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between a blocking thread and the transfer.
