@@ -1,5 +1,6 @@
-//! Builds a connector database for benchmarks: `make_fixture OUT.db EVENTS [TYPE]`.
-//! Prints the datahub and connector ids.
+//! Builds a connector database for benchmarks: `make_fixture OUT.db EVENTS [TYPE [DATAHUB]]`
+//! (DATAHUB: put it on that hub, so several connectors make one hub). Prints the datahub
+//! and connector ids.
 
 #[path = "../src/cli/fixture.rs"]
 mod fixture;
@@ -7,7 +8,9 @@ mod fixture;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: make_fixture OUT.db EVENTS [hrb-cellario|sdc|idbs-eworkbook|solace]");
+        eprintln!(
+            "usage: make_fixture OUT.db EVENTS [hrb-cellario|sdc|idbs-eworkbook|solace [DATAHUB]]"
+        );
         std::process::exit(2);
     }
     let events: usize = args[2].parse().expect("EVENTS is a number");
@@ -17,7 +20,10 @@ fn main() {
         .find(|(t, _)| *t == source_type)
         .map(|(_, n)| *n)
         .unwrap_or("Benchmark source");
-    let spec = fixture::Spec::new(source_type, name, events);
+    let mut spec = fixture::Spec::new(source_type, name, events);
+    if let Some(hub) = args.get(4) {
+        spec.datahub = hubvault::model::ids::DatahubId::parse(hub).expect("DATAHUB is a UUID");
+    }
     if let Err(e) = fixture::create(std::path::Path::new(&args[1]), &spec) {
         eprintln!("error: {e}");
         std::process::exit(1);

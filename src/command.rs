@@ -77,6 +77,64 @@ impl Finished {
     }
 }
 
+/// What an operator's hook (`--then`) did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HookReport {
+    pub command: String,
+    /// True if and only if it exited with code 0 within the timeout.
+    pub ok: bool,
+    pub timeout_seconds: f64,
+    #[serde(flatten)]
+    pub finished: Finished,
+}
+
+impl HookReport {
+    /// "exit code 3 after 0.2s", for the error of a hook that failed.
+    pub fn how_it_ended(&self) -> String {
+        format!(
+            "{} after {:.1}s",
+            self.finished
+                .describe(Duration::from_secs_f64(self.timeout_seconds)),
+            self.finished.seconds
+        )
+    }
+
+    /// The hook's last output, indented, or a note that it printed nothing.
+    pub fn output_shown(&self) -> String {
+        if self.finished.output_tail.is_empty() {
+            " (it printed nothing)".to_string()
+        } else {
+            format!(
+                "; its last output:\n  {}",
+                self.finished.output_tail.join("\n  ")
+            )
+        }
+    }
+}
+
+/// Runs an operator's hook once (see [`run`]); its stdout goes to our stderr when
+/// `stdout_to_stderr` (our stdout carries one JSON document). `Err` only when it could
+/// not be started. Blocking.
+pub fn hook(
+    command: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+    stdout_to_stderr: bool,
+) -> Result<HookReport> {
+    let to = if stdout_to_stderr {
+        Stdout::Stderr
+    } else {
+        Stdout::Stdout
+    };
+    let finished = run(command, env, timeout, to)?;
+    Ok(HookReport {
+        ok: finished.success(),
+        command: command.to_string(),
+        timeout_seconds: timeout.as_secs_f64(),
+        finished,
+    })
+}
+
 /// Where the command's stdout goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stdout {

@@ -364,6 +364,23 @@ impl Error {
         self
     }
 
+    /// The same error with `note` added to its message (`…; note`): for a caller that
+    /// ran it as one of several (which connector of a hub it was about). Kind, exit code
+    /// and hint stay.
+    pub fn with_note(mut self, note: &str) -> Self {
+        match &mut self {
+            Error::Usage { message, .. }
+            | Error::Database { message, .. }
+            | Error::Bucket { message, .. }
+            | Error::Io { message, .. }
+            | Error::Check { message, .. } => {
+                message.push_str("; ");
+                message.push_str(note);
+            }
+        }
+        self
+    }
+
     /// The hint for the user, if the error has one.
     pub fn hint(&self) -> Option<&str> {
         let hint = match self {

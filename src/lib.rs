@@ -19,8 +19,8 @@
 //!   snapshots, the id rewrite, locks, durable file operations;
 //! - [`catalog`]: what the bucket holds, read back: the inventory of connectors, a
 //!   connector's versions and latest pointer, the retention rules;
-//! - [`ops`]: one module per operation (backup, restore, remap, prune, verify, status, doctor,
-//!   inspect, versions); an operation never imports another;
+//! - [`ops`]: one module per operation (backup, restore, restore-hub, remap, prune, verify,
+//!   status, doctor, inspect, versions); an operation never imports another;
 //! - [`agent`]: the long-running hub agent, its configuration and metrics;
 //! - [`serve`]: the fleet on a web page and its JSON API (read-only), beside `agent`.
 

@@ -17,6 +17,8 @@ fuzz_target!(|s: &str| {
         KeyKind::VersionData(v) => ck.version_data(v),
         KeyKind::VersionManifest(v) => ck.version_manifest(v),
         KeyKind::Drill { stamp, ok } => ck.drill(stamp, *ok),
+        KeyKind::StreamMarker => ck.stream_marker(),
+        KeyKind::Source => ck.source(),
         KeyKind::Label { .. } => return,
     };
     assert_eq!(rebuilt.as_ref(), key.as_ref());

@@ -16,6 +16,7 @@ use crate::catalog::stream::{self, StreamPlan};
 use crate::error::{Error, Result};
 use crate::model::ids::Ids;
 use crate::model::layout::{ConnectorKey, DbFileName, VersionId};
+use crate::model::manifest::Manifest;
 use crate::progress::Progress;
 use crate::sqlite::db;
 use crate::store::{Bucket, Encoding};
@@ -79,14 +80,25 @@ async fn canonical_state_time(
     ck: &ConnectorKey,
     canonical: &crate::store::ObjectInfo,
 ) -> chrono::DateTime<chrono::Utc> {
+    canonical_state(bucket, ck, canonical).await.0
+}
+
+/// [`canonical_state_time`]'s answer, with the `latest.json` it came from when our backup
+/// wrote the object (`None`: its upload time). `restore-hub`'s window
+/// ([`crate::catalog::window`]) weighs a connector's newest state by the same rule.
+pub async fn canonical_state(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    canonical: &crate::store::ObjectInfo,
+) -> (chrono::DateTime<chrono::Utc>, Option<Manifest>) {
     let ours = match bucket.head(&ck.latest_manifest()).await {
         Ok(Some(l)) => l.last_modified >= canonical.last_modified,
         _ => false,
     };
     if ours && let Some(m) = history::read_latest(bucket, ck).await {
-        return m.snapshot_at.min(canonical.last_modified);
+        return (m.snapshot_at.min(canonical.last_modified), Some(m));
     }
-    canonical.last_modified
+    (canonical.last_modified, None)
 }
 
 fn from_stream(p: StreamPlan, ck: &ConnectorKey) -> Chosen {

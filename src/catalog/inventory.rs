@@ -94,6 +94,9 @@ pub struct Listed {
     /// The continuous-capture marker: its last-modified is (within a minute) the time
     /// of the newest captured commit.
     pub stream: Option<ObjectInfo>,
+    /// True if and only if the source object of the latest backup is beside it
+    /// (`hubvault/source.json`, written by backups since restore-hub came).
+    pub source: bool,
 }
 
 impl Listed {
@@ -106,6 +109,7 @@ impl Listed {
             drills: Vec::new(),
             label: None,
             stream: None,
+            source: false,
         }
     }
 }
@@ -171,6 +175,7 @@ pub fn group(objects: impl IntoIterator<Item = ObjectInfo>, scope: &Scope) -> Ve
             }),
             KeyKind::Label { source_type, name } => l.label = Some((source_type, name)),
             KeyKind::StreamMarker => l.stream = Some(obj),
+            KeyKind::Source => l.source = true,
         }
     }
     let mut out: Vec<Listed> = by.into_values().collect();

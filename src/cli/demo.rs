@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::fixture::{self, CONNECTOR_TYPES, Spec};
-use hubvault::model::ids::{ConnectorId, DatahubId, Ids, OrgSlug};
+use hubvault::model::ids::{ConnectorId, DatahubId, OrgSlug};
 use hubvault::model::layout::DbFileName;
 use hubvault::ops::backup::{self, BackupOptions, Decision};
-use hubvault::ops::restore::{self, RestoreRequest, Source, Target};
+use hubvault::ops::restore_hub::{self, HubReport, HubRequest};
 use hubvault::progress::NoProgress;
 use hubvault::sqlite::rewrite;
 use hubvault::store::bucket::Bucket;
@@ -67,6 +67,7 @@ struct DemoReport {
     new_hub_root: String,
     new_datahub: String,
     restored: Vec<RestoredRun>,
+    restore_hub: HubReport,
     ok: bool,
 }
 
@@ -184,28 +185,54 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         hub_root.display(),
         new_hub_root.display()
     ));
+    // The whole hub comes back in one command: every connector at one common instant,
+    // all verified before any is installed.
+    let map: Vec<(ConnectorId, ConnectorId)> = specs
+        .iter()
+        .zip(&expected)
+        .map(|(s, (n, _))| (s.connector, *n))
+        .collect();
+    say(format!(
+        "  hubvault restore-hub --datahub {datahub} --to-datahub {new_datahub} --hub-root {} {}",
+        new_hub_root.display(),
+        map.iter()
+            .map(|(o, n)| format!("--map {o}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    let req = HubRequest {
+        org: org.clone(),
+        from: datahub,
+        to: new_datahub,
+        map,
+        hub_root: new_hub_root.clone(),
+        at: None,
+        db_file: DbFileName::default(),
+        parallel: restore_hub::DEFAULT_PARALLEL,
+        accept_unrewritten: false,
+    };
+    let plan = restore_hub::plan(&bucket, &req).await?;
+    if let Some(e) = plan.refusal() {
+        return Err(e);
+    }
+    let hub_report = restore_hub::execute(&bucket, &plan, &NoProgress).await?;
+    say(format!(
+        "  every connector at {} ({})",
+        hub_report.instant.to_rfc3339(),
+        hub_report.instant_chosen_by
+    ));
     let mut restored = Vec::new();
     for (spec, (new_connector, (events_before, digest))) in specs.iter().zip(expected) {
-        let from = Ids {
-            datahub: spec.datahub,
-            connector: spec.connector,
+        let Some(report) = hub_report
+            .connectors
+            .iter()
+            .find(|c| c.old_connector == spec.connector)
+        else {
+            return Err(Error::check(
+                format!("restore-hub did not restore connector {}", spec.connector),
+                "report this as a bug",
+            ));
         };
-        let to = Ids {
-            datahub: new_datahub,
-            connector: new_connector,
-        };
-        let req = RestoreRequest {
-            org: org.clone(),
-            from,
-            to,
-            source: Source::Latest,
-            target: Target::HubRoot(new_hub_root.clone()),
-            force: false,
-            db_file: DbFileName::default(),
-            accept_unrewritten: false,
-        };
-        let plan = restore::plan(&bucket, &req).await?;
-        let report = restore::execute(&bucket, &plan, &NoProgress).await?;
         let (events_after, got) = events_digest(&report.target, &[])?;
         let left = {
             let conn = hubvault::sqlite::db::open_read_only(&report.target)?;
@@ -269,6 +296,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             new_hub_root: new_hub_root.display().to_string(),
             new_datahub: new_datahub.to_string(),
             restored,
+            restore_hub: hub_report,
             ok,
         });
     }

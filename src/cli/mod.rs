@@ -44,6 +44,7 @@ mod output;
 mod prune;
 mod remap;
 mod restore;
+mod restore_hub;
 mod serve;
 mod status;
 mod verify;
@@ -134,6 +135,11 @@ enum Command {
     // `--version` is off for this subcommand.
     #[command(disable_version_flag = true)]
     Restore(restore::Args),
+    /// Every connector of a hub restored in one command, at one common instant (the
+    /// newest every connector can be restored to, or --at): all downloaded, verified and
+    /// rewritten before any is installed; onto a new hub with --map OLD=NEW per connector.
+    /// --dry-run lists what to create in the platform first.
+    RestoreHub(restore_hub::Args),
     /// Rewrite a local database's datahub and connector ids everywhere (steps 5 to 10
     /// of the platform's manual restore), in one checked transaction.
     Remap(remap::Args),
@@ -284,6 +290,7 @@ pub fn main() -> ExitCode {
             Command::Inspect(a) => inspect::run(a, &g).await,
             Command::Demo(a) => demo::run(a, &g).await,
             Command::Restore(a) => restore::run(a, &g).await,
+            Command::RestoreHub(a) => restore_hub::run(a, &g).await,
             Command::Remap(a) => remap::run(a, &g).await,
             Command::Versions(a) => versions::run(a, &g).await,
             Command::Prune(a) => prune::run(a, &g).await,

@@ -191,3 +191,67 @@ impl Progress for Bar {
 pub fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
+
+/// A bar per item (the connectors of a hub) on stderr, when stderr is a terminal: its
+/// name, the step it is at, and the bytes of its download.
+pub struct Bars {
+    multi: Option<indicatif::MultiProgress>,
+}
+
+impl Bars {
+    pub fn new(json: bool) -> Self {
+        Bars {
+            multi: (!json && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new),
+        }
+    }
+
+    /// Removes the bars (before the summary is printed).
+    pub fn clear(&self) {
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}
+
+struct ItemBar(Option<ProgressBar>);
+
+impl hubvault::progress::ProgressSet for Bars {
+    fn item(&self, label: &str) -> Box<dyn Progress> {
+        let Some(m) = &self.multi else {
+            return Box::new(ItemBar(None));
+        };
+        let pb = m.add(ProgressBar::new(0));
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix:30!} {msg:12} [{bar:25}] {bytes:>10}/{total_bytes:10} {bytes_per_sec}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb.set_prefix(label.to_string());
+        Box::new(ItemBar(Some(pb)))
+    }
+}
+
+impl Progress for ItemBar {
+    fn begin(&self, _what: &str, total: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_length(total);
+            pb.set_position(0);
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(pb) = &self.0 {
+            pb.inc(bytes);
+        }
+    }
+    fn end(&self) {}
+    fn stage(&self, what: &str) {
+        if let Some(pb) = &self.0 {
+            pb.set_message(what.to_string());
+            if what == "installed" || what == "FAILED" {
+                pb.abandon();
+            }
+        }
+    }
+}

@@ -17,6 +17,9 @@
 //! hubvault/drills/{stamp}-{ok|failed}.json    restore drill results (`hubvault verify`)
 //! hubvault/label/{type}/{name}                empty marker: lets `status` show the source's
 //!                                             name and type from one LIST, without a GET
+//! hubvault/source.json                        the source object (name, type, metadata, tags)
+//!                                             of the latest backup: what `restore-hub` lists
+//!                                             to re-create a hub's connectors in the platform
 //! ```
 //!
 //! A version id is `{UTC stamp}-{first 12 hex digits of sha256}`, e.g.
@@ -145,6 +148,12 @@ impl ConnectorKey {
         self.hubvault_dir().join("stream").join("head")
     }
 
+    /// The source object of the latest backup ([`crate::model::source`]), rewritten by
+    /// every upload.
+    pub fn source(&self) -> Path {
+        self.hubvault_dir().join("source.json")
+    }
+
     pub fn labels_dir(&self) -> Path {
         self.hubvault_dir().join("label")
     }
@@ -271,6 +280,8 @@ pub enum KeyKind {
     },
     /// The continuous-capture marker ([`ConnectorKey::stream_marker`]).
     StreamMarker,
+    /// The source object of the latest backup ([`ConnectorKey::source`]).
+    Source,
 }
 
 /// Splits a key into the connector it belongs to and what it is.
@@ -290,6 +301,7 @@ pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
     let kind = match rest {
         [file] => KeyKind::Canonical(DbFileName::parse(file).ok()?),
         [h, latest] if h == HUBVAULT_DIR && latest == "latest.json" => KeyKind::LatestManifest,
+        [h, source] if h == HUBVAULT_DIR && source == "source.json" => KeyKind::Source,
         [h, v, name] if h == HUBVAULT_DIR && v == "versions" => {
             if let Some(id) = name.strip_suffix(".db.zst") {
                 KeyKind::VersionData(VersionId::parse(id).ok()?)
@@ -476,6 +488,7 @@ mod tests {
             ),
             (k.latest_manifest(), KeyKind::LatestManifest),
             (k.stream_marker(), KeyKind::StreamMarker),
+            (k.source(), KeyKind::Source),
             (k.version_data(&v), KeyKind::VersionData(v.clone())),
             (k.version_manifest(&v), KeyKind::VersionManifest(v.clone())),
             (

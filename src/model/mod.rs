@@ -8,5 +8,6 @@ pub mod drill;
 pub mod ids;
 pub mod layout;
 pub mod manifest;
+pub mod source;
 pub mod stream;
 pub mod time;

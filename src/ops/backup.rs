@@ -318,6 +318,15 @@ pub async fn run(
         )
         .await?;
     write_label(bucket, &ck, &manifest.source_type, &manifest.name).await?;
+    // The source object (metadata and tags too), for restore-hub's list of connectors to
+    // create in the platform (model/source.rs); one small PUT per upload.
+    bucket
+        .put_bytes(
+            &ck.source(),
+            crate::model::source::to_json(&checked.info.source),
+            WriteMode::Overwrite,
+        )
+        .await?;
     let snap_check = checked.check;
     let snap_size = snap_bytes;
     Ok(BackupReport {

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod prune;
 pub mod remap;
 pub mod restore;
+pub mod restore_hub;
 pub mod status;
 pub mod verify;
 pub mod versions;

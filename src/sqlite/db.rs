@@ -29,6 +29,9 @@ pub struct ConnectorInfo {
     pub name: String,
     /// `sources[0].type`, else `sources[0].config.sourceType`, else `Integrations.type`.
     pub source_type: String,
+    /// `sources[0]` as stored: the source object (name, type, config, metadata, tags).
+    #[serde(skip)]
+    pub source: serde_json::Value,
 }
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -266,6 +269,7 @@ pub fn read_info(conn: &Connection, path: &Path) -> Result<ConnectorInfo> {
         connector,
         name,
         source_type,
+        source: first.clone(),
     })
 }
 

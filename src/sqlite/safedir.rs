@@ -232,6 +232,13 @@ impl SafeDir {
             .map_err(Into::into)
     }
 
+    /// Renames `from` in `src` to `to` here, never replacing what is at `to`
+    /// (`RENAME_NOREPLACE`): a directory moves whole, in one step.
+    pub fn rename_new_from(&self, src: &SafeDir, from: &OsStr, to: &OsStr) -> std::io::Result<()> {
+        rustix::fs::renameat_with(&src.fd, from, &self.fd, to, RenameFlags::NOREPLACE)
+            .map_err(Into::into)
+    }
+
     /// Renames `from` in `src` over `to` here (replacing what is there: the install).
     pub fn rename_from(&self, src: &SafeDir, from: &OsStr, to: &OsStr) -> std::io::Result<()> {
         rustix::fs::renameat(&src.fd, from, &self.fd, to).map_err(Into::into)

@@ -24,6 +24,7 @@ mod proxy;
 mod reliability;
 mod remap;
 mod restore;
+mod restore_hub;
 mod rewrite;
 mod serve;
 mod sse;

@@ -93,8 +93,18 @@ fn the_debian_package_installs_runs_documents_and_keeps_its_configuration_on_rem
         ("-rw-r--r--", "./usr/share/doc/hubvault/copyright".into()),
     ];
     for sub in [
-        "agent", "backup", "demo", "doctor", "inspect", "prune", "remap", "restore", "status",
-        "verify", "versions",
+        "agent",
+        "backup",
+        "demo",
+        "doctor",
+        "inspect",
+        "prune",
+        "remap",
+        "restore",
+        "restore-hub",
+        "status",
+        "verify",
+        "versions",
     ] {
         want.push((
             "-rw-r--r--",
@@ -188,8 +198,18 @@ fn help_text_speaks_of_the_platform_not_the_seed() {
     let mut texts = vec![stdout(&top)];
     assert!(texts[0].contains("platform's backup rule"), "{}", texts[0]);
     for sub in [
-        "agent", "backup", "demo", "doctor", "inspect", "prune", "remap", "restore", "status",
-        "verify", "versions",
+        "agent",
+        "backup",
+        "demo",
+        "doctor",
+        "inspect",
+        "prune",
+        "remap",
+        "restore",
+        "restore-hub",
+        "status",
+        "verify",
+        "versions",
     ] {
         let o = run(hubvault().args([sub, "--help"]));
         ok(&o, sub);

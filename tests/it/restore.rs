@@ -835,4 +835,9 @@ fn demo_restores_every_connector_onto_a_new_hub_with_every_event_and_no_old_id()
         assert_eq!(ids_of(path).0, out["new_datahub"].as_str().unwrap());
     }
     assert!(!d.join("hub").exists(), "the old hub is gone");
+    // The hub came back in one command (issue 15): restore-hub, one instant for all.
+    let hub = &out["restore_hub"];
+    assert_eq!(hub["connectors"].as_array().unwrap().len(), 4, "{hub}");
+    assert_eq!(hub["to_datahub"], out["new_datahub"]);
+    assert!(hub["instant"].is_string());
 }

@@ -116,7 +116,8 @@ fn manifests(b: &Bucket, prefix: &str) -> Vec<String> {
     rt().block_on(async {
         let mut out = Vec::new();
         for o in b.list(&Key::from(prefix)).await.unwrap() {
-            if o.key.as_ref().ends_with(".json") {
+            // Manifests only: `source.json` beside them is the source object.
+            if o.key.as_ref().ends_with(".json") && !o.key.as_ref().ends_with("/source.json") {
                 let bytes = b.get_bytes(&o.key).await.unwrap();
                 out.push(Manifest::from_json(&bytes, o.key.as_ref()).unwrap().sha256);
             }
