@@ -29,9 +29,8 @@ use sha2::Digest;
 use crate::blocking::join_error;
 use crate::error::{Error, Result, StoreFailure};
 use crate::progress::Progress;
-use crate::store::codec::{Decoding, Encoding, HashingWriter, SameAs};
+use crate::store::codec::{Decoding, Encoding, HashingWriter, Landed, SameAs};
 use crate::store::s3::{self, S3Settings};
-use crate::store::staged::Landed;
 pub use crate::store::url::redact_url;
 use crate::store::url::{BucketUrl, parse_bucket_url};
 

@@ -15,6 +15,15 @@ pub enum Encoding {
     Zstd(i32),
 }
 
+/// How a commit whose last answer was lost tells whether its object landed whole.
+#[derive(Clone, Debug)]
+pub enum Landed {
+    /// The object, decoded, is byte for byte this local file (which the caller keeps).
+    File(std::path::PathBuf),
+    /// The object, decoded, has this sha256 (set by `Bucket::stage_with` when empty).
+    Sha256(String),
+}
+
 /// A zstd encoder writing into memory, set up as every stored version is: checksummed,
 /// with the plain size in the frame (`zstd -l` shows it, and zstd sizes its window to
 /// it), and one worker thread so compression overlaps reading and sending.

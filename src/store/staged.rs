@@ -14,6 +14,7 @@ use crate::blocking::{blocking, join_error};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::bucket::{Bucket, CHUNK, IN_FLIGHT, PART_CONCURRENCY, PART_SIZE, Transfer};
+pub use crate::store::codec::Landed;
 use crate::store::codec::{self, Encoding};
 
 impl Bucket {
@@ -171,15 +172,6 @@ impl Bucket {
             }
         }
     }
-}
-
-/// How a commit whose last answer was lost tells whether its object landed whole.
-#[derive(Clone, Debug)]
-pub enum Landed {
-    /// The object, decoded, is byte for byte this local file (which the caller keeps).
-    File(std::path::PathBuf),
-    /// The object, decoded, has this sha256 (set by [`Bucket::stage_with`] when empty).
-    Sha256(String),
 }
 
 /// The blocking side of [`Bucket::stage_with`]: the plain bytes written into it are
