@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Forced backup of a large connector database to a local-directory bucket, against the
-# sqlite3 route (`sqlite3 db ".backup x"` then a copy), with peak memory.
+# Forced backup of a large connector database to a local-directory bucket, side by side
+# in the same run with the sqlite3 route (`sqlite3 db ".backup x"`, a copy, `sync`) and
+# the physical floor (`cp` of the file, `sync`), with peak memory of each. Durability is
+# equal: hubvault fsyncs what it writes into a local-directory bucket; the others end
+# with `sync`.
 #
 #   bench/backup.sh [SIZE_EVENTS...]     default: 320000 1300000 (about 256 MiB and 1 GiB)
+#   RUNS=5 bench/backup.sh 320000
 #
 # Needs: sqlite3 (Debian), GNU time (/usr/bin/time). Builds hubvault in release mode.
 set -euo pipefail
@@ -15,33 +19,39 @@ mkdir -p "$work"
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(320000 1300000)
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# "median (min-max)" of the numbers on stdin.
+stats() { sort -n | awk '{a[NR]=$1} END {printf "%s (%s-%s)", a[int((NR+1)/2)], a[1], a[NR]}'; }
+timed() { # timed NAME COMMAND...: appends "seconds" to $work/NAME.t, KiB to $work/NAME.m
+  local name=$1; shift
+  sync; sleep 0.5
+  /usr/bin/time -f '%e %M' -o "$work/t" "$@" >/dev/null
+  read -r t m < "$work/t"; echo "$t" >> "$work/$name.t"; echo "$m" >> "$work/$name.m"
+}
+maxmib() { sort -n | tail -1 | awk '{printf "%d", $1/1024}'; }
 
-printf '| database | hubvault backup --force, new version | unchanged (no new version) | sqlite3 .backup + cp | hubvault peak RSS | sqlite3 peak RSS |\n|---|---|---|---|---|---|\n'
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '| database | hubvault backup --force (new version) | unchanged (no new version) | sqlite3 .backup + cp + sync | cp + sync | peak RSS: hubvault / sqlite3 / cp |\n|---|---|---|---|---|---|\n'
 for n in "${sizes[@]}"; do
   db="$work/$n/sqlite.db"
   if [ ! -f "$db" ]; then
     mkdir -p "$work/$n"
     target/release/examples/make_fixture "$db" "$n" >/dev/null
+    sqlite3 "$db" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null
   fi
   size=$(du -m "$db" | cut -f1)
-  new=(); same=(); lite=(); hv_rss=0; lite_rss=0
+  rm -f "$work"/*.t "$work"/*.m
   for i in $(seq 1 "$runs"); do
     rm -rf "$work/bucket" "$work/copy" && mkdir -p "$work/bucket" "$work/copy" "$work/tmp"
     sqlite3 "$db" "INSERT OR REPLACE INTO SequelizeMeta VALUES ('bench-$i-$RANDOM')"
-    sync
-    /usr/bin/time -f '%e %M' -o "$work/t" $hv backup --db "$db" --bucket "file://$work/bucket" --org bench --force --tmp-dir "$work/tmp" >/dev/null
-    read -r t m < "$work/t"; new+=("$t"); [ "$m" -gt "$hv_rss" ] && hv_rss=$m
-    sync
-    /usr/bin/time -f '%e %M' -o "$work/t" $hv backup --db "$db" --bucket "file://$work/bucket" --org bench --force --tmp-dir "$work/tmp" >/dev/null
-    read -r t m < "$work/t"; same+=("$t"); [ "$m" -gt "$hv_rss" ] && hv_rss=$m
-    sync
-    /usr/bin/time -f '%e %M' -o "$work/t" sh -c "sqlite3 '$db' '.backup $work/copy/snap.db' && cp '$work/copy/snap.db' '$work/copy/dest.db'"
-    read -r t m < "$work/t"; lite+=("$t"); [ "$m" -gt "$lite_rss" ] && lite_rss=$m
+    timed new $hv backup --db "$db" --bucket "file://$work/bucket" --org bench --force --tmp-dir "$work/tmp"
+    timed same $hv backup --db "$db" --bucket "file://$work/bucket" --org bench --force --tmp-dir "$work/tmp"
+    timed lite sh -c "sqlite3 '$db' '.backup $work/copy/snap.db' && cp '$work/copy/snap.db' '$work/copy/dest.db' && sync"
+    rm -f "$work/copy/"*
+    timed cp sh -c "cp '$db' '$work/copy/dest.db' && sync"
   done
-  printf '| %s MiB (%s events) | %s s | %s s | %s s | %s MiB | %s MiB |\n' "$size" "$n" \
-    "$(printf '%s\n' "${new[@]}" | median)" "$(printf '%s\n' "${same[@]}" | median)" "$(printf '%s\n' "${lite[@]}" | median)" \
-    "$((hv_rss / 1024))" "$((lite_rss / 1024))"
+  printf '| %s MiB (%s events) | %s s | %s s | %s s | %s s | %s / %s / %s MiB |\n' "$size" "$n" \
+    "$(stats < "$work/new.t")" "$(stats < "$work/same.t")" "$(stats < "$work/lite.t")" "$(stats < "$work/cp.t")" \
+    "$(cat "$work/new.m" "$work/same.m" | maxmib)" "$(maxmib < "$work/lite.m")" "$(maxmib < "$work/cp.m")"
 done
 echo
-echo "median of $runs runs; $(nproc) cores; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "median (min-max) of $runs runs; $(nproc) cores; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -27,7 +27,8 @@ pub struct Args {
     /// Upload whatever the age of the backup.
     #[arg(long)]
     force: bool,
-    /// Where the snapshot is written before upload (default: TMPDIR).
+    /// Temp files of a backup (default: TMPDIR): the compressed version before its upload,
+    /// and the copy of a rollback-journal database (a WAL database is read in place).
     #[arg(long, value_name = "DIR", env = "HUBVAULT_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
     /// TOML config file whose [retention] applies when no --keep-* flag is given, and

@@ -3,9 +3,14 @@
 //! 1. Read the ids from the live database (one small query) and settle the key.
 //! 2. One HEAD of the canonical key. Missing, or older than `max_age`, or `force`:
 //!    go on. Otherwise stop here: `skipped (fresh)`, no snapshot taken.
-//! 3. Snapshot (online backup API, one pass), `integrity_check`, sha256. A snapshot that
-//!    fails its check is never uploaded: the canonical object and every version stay.
-//! 4. Unless the snapshot is byte-identical to the last version, write a new immutable
+//! 3. ONE pass over a consistent state of the live database ([`crate::sqlite::snapshot`]:
+//!    no temp copy in WAL mode): its pages go to the sha256, to the canonical upload
+//!    (staged: not visible) and to the version's compressor (a small temp file: the
+//!    version's key needs the sha256, known only at the end), while the same state is
+//!    checked on another thread (`integrity_check` or `quick_check`, `foreign_key_check`,
+//!    ids, row counts). A state that fails its check is never uploaded: the staged uploads
+//!    are aborted, the canonical object and every version stay.
+//! 4. Unless the image is byte-identical to the last version, write a new immutable
 //!    version (zstd) and its manifest. Only then replace the canonical object (a plain
 //!    SQLite file, atomically) and `latest.json`. An unchanged database still refreshes
 //!    the canonical object, so the platform's 24-hour clock sees a fresh backup.
@@ -27,8 +32,8 @@ use crate::sqlite::db;
 use crate::sqlite::fsio;
 use crate::sqlite::lock::ConnectorLock;
 use crate::sqlite::snapshot;
-use crate::store::staged::StagedUpload;
-use crate::store::{Bucket, Encoding, WriteMode};
+use crate::store::staged::{Landed, StagedUpload};
+use crate::store::{Bucket, Encoding, WriteMode, encoder_to};
 
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// zstd level of kept versions. On connector databases level 1 is both faster (~4x)
@@ -188,44 +193,75 @@ pub async fn run(
     }
 
     let tmp_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let copy = {
-        let (db_path, tmp_dir) = (db_path.to_path_buf(), tmp_dir.clone());
-        blocking(move || snapshot::copy(&db_path, &tmp_dir)).await?
+    let pass = one_pass(bucket, opts, &key, &tmp_dir, progress).await?;
+    let OnePass {
+        sha256,
+        bytes: snap_bytes,
+        taken_at,
+        journal_mode,
+        check,
+        interrupt,
+        canonical,
+        spill,
+    } = pass;
+    // Unchanged since the last version (and that version is there): no new version.
+    let unchanged = match &latest {
+        Some(m) if m.sha256 == sha256 => bucket.head(&ck.version_data(&m.version)).await?.is_some(),
+        _ => false,
     };
-    // The check reads the copy on one core while the other hashes and uploads it;
-    // nothing becomes visible in the bucket unless the check passed.
-    let check = {
-        let (file, db, size) = (copy.file.to_path_buf(), copy.db().to_path_buf(), copy.size);
-        tokio::task::spawn_blocking(move || snapshot::check_copy(&file, &db, size))
-    };
-    let staged = stage(bucket, opts, &ck, &key, &copy, latest, progress).await;
-    let checked = match check.await {
-        Ok(r) => r,
-        Err(e) => Err(Error::check(
-            format!("snapshot check task failed: {e}"),
-            "report this as a bug",
-        )),
-    };
-    let (sha256, latest, uploads) = match (staged, checked) {
-        (Ok(s), Ok(c)) => {
-            if c.info.datahub != live.datahub || c.info.connector != live.connector {
-                s.2.abort().await;
-                return Err(Error::check(
-                    format!(
-                        "{}: the ids in the database changed while the backup ran",
-                        db_path.display()
-                    ),
-                    "run the backup again",
-                ));
+    let version = if unchanged {
+        None
+    } else {
+        let v = VersionId::new(taken_at, &sha256);
+        match bucket
+            .stage_file(
+                &spill.file,
+                &[(ck.version_data(&v), Encoding::Plain)],
+                false,
+                &crate::progress::NoProgress,
+            )
+            .await
+        {
+            Ok((_, mut staged)) => Some((v, staged.pop().expect("one target"))),
+            Err(e) => {
+                canonical.abort().await;
+                interrupt.interrupt();
+                let _ = check.await;
+                return Err(e);
             }
-            (s.0, s.1, s.2.with_checked(c))
         }
-        (Ok(s), Err(e)) => {
-            s.2.abort().await;
+    };
+    let uploads = Uploads {
+        version,
+        canonical,
+        checked: None,
+    };
+    let checked = match check.await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            uploads.abort().await;
             return Err(e);
         }
-        (Err(e), _) => return Err(e),
+        Err(e) => {
+            uploads.abort().await;
+            return Err(Error::check(
+                format!("snapshot check task failed: {e}"),
+                "report this as a bug",
+            ));
+        }
     };
+    if checked.info.datahub != live.datahub || checked.info.connector != live.connector {
+        uploads.abort().await;
+        return Err(Error::check(
+            format!(
+                "{}: the ids in the database changed while the backup ran",
+                db_path.display()
+            ),
+            "run the backup again",
+        ));
+    }
+    let latest = if unchanged { latest } else { None };
+    let uploads = uploads.with_checked(checked);
 
     let uploaded_at = chrono::Utc::now();
     let new_version = uploads.version.is_some();
@@ -233,7 +269,7 @@ pub async fn run(
     let manifest = match (uploads.version, latest) {
         (None, Some(mut m)) => {
             m.uploaded_at = uploaded_at;
-            m.snapshot_at = copy.taken_at;
+            m.snapshot_at = taken_at;
             m
         }
         (Some((version, upload)), _) => {
@@ -249,14 +285,14 @@ pub async fn run(
                 source_type: checked.info.source_type.clone(),
                 version,
                 sha256: sha256.clone(),
-                size: copy.size,
+                size: snap_bytes,
                 stored_size,
                 page_size: checked.page_size,
                 page_count: checked.page_count,
-                journal_mode: copy.source_journal_mode.clone(),
+                journal_mode: journal_mode.clone(),
                 rows: checked.rows.clone(),
                 check: checked.check.to_string(),
-                snapshot_at: copy.taken_at,
+                snapshot_at: taken_at,
                 uploaded_at,
                 tool: manifest::tool(),
                 host: manifest::host_name(),
@@ -292,8 +328,7 @@ pub async fn run(
         )
         .await?;
     let snap_check = checked.check;
-    let snap_size = copy.size;
-    drop(copy);
+    let snap_size = snap_bytes;
     Ok(BackupReport {
         decision: Decision::Uploaded,
         reason,
@@ -335,48 +370,153 @@ impl Uploads {
     }
 }
 
-/// Hashes the copy, decides whether it is a new version, and streams it in one pass to
-/// the canonical key and (if new) to its version key, staged.
-async fn stage(
+/// What one pass over the live database produced: the canonical upload staged, the
+/// version compressed into a temp file, the check still running.
+struct OnePass {
+    sha256: String,
+    bytes: u64,
+    taken_at: chrono::DateTime<chrono::Utc>,
+    journal_mode: String,
+    check: tokio::task::JoinHandle<Result<snapshot::Checked>>,
+    /// Stops the check early when the backup fails anyway.
+    interrupt: rusqlite::InterruptHandle,
+    canonical: StagedUpload,
+    spill: Spill,
+}
+
+/// The compressed version, waiting in `--tmp-dir` for the sha256 that names its key.
+/// Removed when dropped; the descriptor holds the `flock` a sweeper looks at.
+struct Spill {
+    file: tempfile::TempPath,
+    _owner: std::fs::File,
+}
+
+/// Pins a consistent state and reads it ONCE: every byte goes to the sha256, the staged
+/// canonical upload and the version's compressor, while the same state is checked on
+/// another thread (its verdict is awaited by the caller, before anything is committed).
+async fn one_pass(
     bucket: &Bucket,
     opts: &BackupOptions,
-    ck: &ConnectorKey,
     key: &object_store::path::Path,
-    copy: &snapshot::Copy,
-    latest: Option<Manifest>,
+    tmp_dir: &Path,
     progress: &dyn Progress,
-) -> Result<(String, Option<Manifest>, Uploads)> {
-    let (sha256, _) = {
-        let file = copy.file.to_path_buf();
-        blocking(move || fsio::sha256_file(&file)).await?
+) -> Result<OnePass> {
+    let started = Instant::now();
+    let (pinned, spill) = {
+        let (db, tmp_dir) = (opts.db.clone(), tmp_dir.to_path_buf());
+        blocking(move || {
+            // What killed runs left (a copy, a compressed version) goes first.
+            snapshot::sweep_dead_snapshots(&tmp_dir);
+            let pinned = snapshot::pin(&db, &tmp_dir)?;
+            let (owner, file) = snapshot::locked_temp_file(&tmp_dir, ".zst").map_err(|e| {
+                Error::io(
+                    &tmp_dir,
+                    "cannot create a temp file for the compressed version",
+                    e,
+                )
+            })?;
+            Ok((
+                pinned,
+                Spill {
+                    file,
+                    _owner: owner,
+                },
+            ))
+        })
+        .await?
     };
-    let unchanged = match &latest {
-        Some(m) if m.sha256 == sha256 => bucket.head(&ck.version_data(&m.version)).await?.is_some(),
-        _ => false,
+    let (taken_at, journal_mode) = (pinned.taken_at, pinned.journal_mode.clone());
+    let (image, checker) = pinned.split(true);
+    let bytes = image.bytes();
+    let interrupt = checker.interrupt_handle();
+    let check = tokio::task::spawn_blocking(move || checker.check());
+    let (db, spill_path, level) = (opts.db.clone(), spill.file.to_path_buf(), opts.zstd_level);
+    let streamed = bucket
+        .stage_with(
+            &[(key.clone(), Encoding::Plain)],
+            bytes,
+            true,
+            Landed::Sha256(String::new()),
+            progress,
+            move |feed| {
+                let out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&spill_path)
+                    .map_err(|e| Error::io(&spill_path, "cannot open", e))?;
+                let out = std::io::BufWriter::with_capacity(1 << 20, out);
+                let enc = encoder_to(out, level, Some(bytes))
+                    .map_err(|e| snapshot::map_tmp_io(&db, &spill_path, e))?;
+                let mut tee = Tee {
+                    reader: image.reader(),
+                    enc,
+                    failed: None,
+                };
+                let sent = feed.copy_from(&mut tee, &db);
+                if let Some(e) = tee.failed.take() {
+                    return Err(snapshot::map_tmp_io(&db, &spill_path, e));
+                }
+                sent?;
+                let out = tee
+                    .enc
+                    .finish()
+                    .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+                    .map_err(|e| snapshot::map_tmp_io(&db, &spill_path, e))?;
+                // A temp file: a crash loses it anyway, so no fsync.
+                drop(out);
+                Ok(())
+            },
+        )
+        .await;
+    let ((), sent, mut staged) = match streamed {
+        Ok(s) => s,
+        Err(e) => {
+            interrupt.interrupt();
+            let _ = check.await;
+            return Err(e);
+        }
     };
-    let version = (!unchanged).then(|| VersionId::new(copy.taken_at, &sha256));
-    let mut targets = Vec::new();
-    if let Some(v) = &version {
-        targets.push((ck.version_data(v), Encoding::Zstd(opts.zstd_level)));
-    }
-    targets.push((key.clone(), Encoding::Plain));
-    // Hashed once above; the pass below only needs to move the same number of bytes
-    // (the temp file is hubvault's own and nothing else writes it).
-    let (sent, mut staged) = bucket
-        .stage_file(&copy.file, &targets, false, progress)
-        .await?;
-    let canonical = staged.pop().expect("the canonical target is last");
-    let version = version.map(|v| (v, staged.pop().expect("the version target is first")));
-    let uploads = Uploads {
-        version,
-        canonical,
-        checked: None,
-    };
-    if let Err(e) = ensure_same_size(sent.plain_bytes, copy.size, &copy.file) {
-        uploads.abort().await;
+    let canonical = staged.pop().expect("one target");
+    tracing::debug!(elapsed = ?started.elapsed(), bytes, "one pass: image hashed, staged and compressed");
+    if let Err(e) = ensure_same_size(sent.plain_bytes, bytes, &opts.db) {
+        canonical.abort().await;
+        interrupt.interrupt();
+        let _ = check.await;
         return Err(e);
     }
-    Ok((sha256, if unchanged { latest } else { None }, uploads))
+    Ok(OnePass {
+        sha256: sent.sha256,
+        bytes,
+        taken_at,
+        journal_mode,
+        check,
+        interrupt,
+        canonical,
+        spill,
+    })
+}
+
+/// The image as the feed reads it, also written into the version's compressor.
+struct Tee<'a, W: std::io::Write> {
+    reader: crate::sqlite::pages::image::ImageReader<'a>,
+    enc: zstd::stream::write::Encoder<'static, W>,
+    /// A failed write to the compressed temp file (the feed's error would blame the read).
+    failed: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> std::io::Read for Tee<'_, W> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Write;
+        let n = self.reader.read(out)?;
+        if let Err(e) = self.enc.write_all(&out[..n]) {
+            let kind = e.kind();
+            self.failed = Some(e);
+            return Err(std::io::Error::new(
+                kind,
+                "the compressed version could not be written",
+            ));
+        }
+        Ok(n)
+    }
 }
 
 /// Keeps exactly one label marker per connector, for `status`.
@@ -404,16 +544,16 @@ async fn write_label(
     Ok(())
 }
 
-fn ensure_same_size(uploaded: u64, expected: u64, file: &Path) -> Result<()> {
+fn ensure_same_size(uploaded: u64, expected: u64, db: &Path) -> Result<()> {
     if uploaded == expected {
         Ok(())
     } else {
         Err(Error::check(
             format!(
-                "{}: the snapshot changed while it was uploaded ({uploaded} bytes sent, {expected} hashed)",
-                file.display()
+                "{}: the image read was {uploaded} bytes, the snapshot has {expected}",
+                db.display()
             ),
-            "something else wrote to hubvault's temp file; run the backup again",
+            "run the backup again; if it persists, report this as a bug",
         ))
     }
 }

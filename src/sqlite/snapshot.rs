@@ -1,30 +1,42 @@
-//! A consistent copy of a live connector database, taken while the connector writes.
+//! A consistent image of a live connector database, read ONCE, and checked on that same
+//! state while it is read: what a backup hashes, uploads and compresses in one pass.
 //!
-//! SQLite's online backup API copies the database as of one read transaction, so the
-//! copy holds exactly a committed prefix of the writer's transactions, including rows
-//! that so far live only in the `-wal` file (a raw file copy would miss those, or tear
-//! pages). It is driven in ONE pass (`step(-1)`): a backup in small steps restarts
-//! whenever another connection commits, and was measured never to finish under a busy
-//! writer (shared/docs/FINDINGS.md). A pass that meets a lock is retried a bounded
-//! number of times.
+//! - **WAL mode** (connectors' usual mode): a read-only connection of ours begins a read
+//!   transaction; the page reader learns which snapshot it took from the `-shm`
+//!   (`pages::image::pin_wal`) and streams that snapshot's pages from the database file
+//!   and the `-wal` with plain reads, while the same connection runs the checks
+//!   (`integrity_check` or `quick_check`, `foreign_key_check`, ids, row counts) inside
+//!   the same transaction, on another thread. In WAL mode a reader never blocks a writer;
+//!   the transaction only keeps checkpoints from going past it while it lasts (one pass
+//!   and the checks), as the online backup API's pass did.
+//! - **Rollback-journal mode**: any SHARED lock held while the database is read would
+//!   make a writer with a short busy timeout fail (a 1 GiB read takes a second). So the
+//!   pages are copied without a lock into a temp file in `--tmp-dir`, between two brief
+//!   SHARED locks that read the file change counter (`pages::rollback`): the same counter
+//!   at both proves no commit came between, and the copy is that state (a commit that
+//!   raced it is retried, waiting for a quiet moment). The copy is then read once and
+//!   checked, with no lock on the live file at all.
 //!
-//! The copy is switched to `journal_mode=DELETE` so the uploaded object is one
-//! self-contained file that opens read-only anywhere (a WAL-mode file needs a writable
-//! directory for its `-shm`); the source's mode is recorded and put back on restore.
+//! Either way the image starts with a page 1 that says rollback mode (header bytes 18
+//! and 19 = 1) when asked ([`Pinned::reader`]): the uploaded object is one self-contained
+//! file that opens read-only anywhere, with no `-wal` or `-shm`; the source's journal
+//! mode is recorded and put back on restore. Images of an unchanged database are
+//! byte-identical (the WAL's frames overlay the file's pages).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::backup::{Backup, StepResult};
+use rusqlite::Connection;
 
 use crate::error::{Error, Result};
+use crate::model::stream::PageTable;
 use crate::sqlite::db::{self, ConnectorInfo};
-use crate::sqlite::fsio::{self, RemoveSideFiles};
-
-/// How many times a pass that met a lock is retried, and the pause between.
-const LOCK_RETRIES: u32 = 200;
-const LOCK_PAUSE: Duration = Duration::from_millis(50);
+use crate::sqlite::fsio;
+use crate::sqlite::pages::image::{ImagePlan, ImageReader, pin_wal};
+use crate::sqlite::pages::rollback::{self, Locker, Skip};
+use crate::sqlite::pages::{FileSink, Mode, Source};
 
 /// A checked snapshot in a temp file, removed when dropped.
 #[derive(Debug)]
@@ -48,24 +60,7 @@ pub struct Snapshot {
     pub took: Duration,
 }
 
-/// A consistent copy of the live database in a temp file (removed when dropped), not
-/// yet checked.
-#[derive(Debug)]
-pub struct Copy {
-    pub file: tempfile::TempPath,
-    /// Holds an exclusive `flock` on `file` while the copy lives, so a later run can
-    /// tell a killed run's leftover (lock free) from a live copy. Declared after
-    /// `file`: the file is removed before the lock is let go.
-    pub owner: std::fs::File,
-    /// The live database's journal mode (the copy itself is in `delete` mode).
-    pub source_journal_mode: String,
-    pub taken_at: chrono::DateTime<chrono::Utc>,
-    pub size: u64,
-    pub took: Duration,
-    db: PathBuf,
-}
-
-/// What the checks read from a copy.
+/// What the checks read from a snapshot.
 #[derive(Clone, Debug)]
 pub struct Checked {
     pub info: ConnectorInfo,
@@ -76,120 +71,319 @@ pub struct Checked {
     pub check: &'static str,
 }
 
-/// Takes a snapshot of `db` into a temp file in `tmp_dir`, checks it, and reads the
-/// connector's ids and row counts from the snapshot (not the live file).
-pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
-    let started = Instant::now();
-    let copy = copy(db, tmp_dir)?;
-    let checked = copy.check()?;
-    let (sha256, size) = fsio::sha256_file(&copy.file)?;
-    Ok(Snapshot {
-        file: copy.file,
-        owner: copy.owner,
-        info: checked.info,
-        size,
-        sha256,
-        page_size: checked.page_size,
-        page_count: checked.page_count,
-        source_journal_mode: copy.source_journal_mode,
-        rows: checked.rows,
-        check: checked.check,
-        taken_at: copy.taken_at,
-        took: started.elapsed(),
-    })
+/// A consistent state of a live database, pinned until dropped: [`Pinned::split`] it
+/// into the [`Image`], read once, and the [`Checker`] of the same state, for two threads.
+pub struct Pinned {
+    held: Arc<Held>,
+    plan: Arc<ImagePlan>,
+    /// Rollback-journal mode: the consistent copy being read (removed when dropped) and
+    /// the descriptor holding its `flock`.
+    copy: Option<(tempfile::TempPath, std::fs::File)>,
+    db: PathBuf,
+    /// The live database's journal mode.
+    pub journal_mode: String,
+    pub taken_at: chrono::DateTime<chrono::Utc>,
+    /// Attempts a rollback-journal copy needed (a commit raced the others); 1 in WAL mode.
+    pub attempts: u32,
+    /// Time until the state was pinned (a rollback-journal database: copied).
+    pub pinned_after: Duration,
 }
 
-/// Copies `db` into a temp file in `tmp_dir`, consistently, without checking it.
-pub fn copy(db: &Path, tmp_dir: &Path) -> Result<Copy> {
+/// What pins the state, shared by the [`Image`] and the [`Checker`]: it lasts until BOTH
+/// are done, so checks that finish first never end the read transaction under a pass
+/// still reading (a checkpoint could then copy newer frames into pages not yet read).
+struct Held {
+    // Field order is drop order, and it matters: the checking connection (whose read
+    // transaction pins a WAL snapshot) goes first; only then may our own descriptors of
+    // the database close, since closing any descriptor of a file drops every POSIX lock
+    // the process holds on it, the connection's included.
+    conn: std::sync::Mutex<Connection>,
+    src: Source,
+}
+
+/// The image of a [`Pinned`] state, read once.
+pub struct Image {
+    held: Arc<Held>,
+    plan: Arc<ImagePlan>,
+    legacy_header: bool,
+    /// The rollback-journal copy read (removed when the image is dropped; the checking
+    /// connection keeps its own descriptor).
+    _copy: Option<(tempfile::TempPath, std::fs::File)>,
+}
+
+impl Image {
+    /// The image's bytes in order (page 1 saying rollback mode when asked: see
+    /// [`Pinned::split`]).
+    pub fn reader(&self) -> ImageReader<'_> {
+        self.plan.reader(&self.held.src, self.legacy_header)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.plan.bytes()
+    }
+}
+
+/// The checks of a [`Pinned`] state, for another thread.
+pub struct Checker {
+    held: Arc<Held>,
+    db: PathBuf,
+    size: u64,
+    plan: (u32, u32),
+}
+
+/// How long a rollback-journal copy keeps trying to fit between two commits.
+const ROLLBACK_BUDGET: Duration = Duration::from_secs(60);
+/// Attempts at a rollback-journal copy, at most.
+const ROLLBACK_TRIES: u32 = 50;
+
+/// Pins a consistent state of the live database `db` (see the module's rules); `tmp_dir`
+/// receives the copy of a rollback-journal database.
+pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
     let started = Instant::now();
     db::check_is_sqlite(db)?;
-    // Opening a WAL database can create its -wal and -shm. Run as root, SQLite gives
-    // them to the database file's owner itself (fchown on the new descriptor, in
-    // os_unix.c), so a connector is never locked out of its own files.
-    copy_inner(db, tmp_dir, started)
-}
-
-fn copy_inner(db: &Path, tmp_dir: &Path, started: Instant) -> Result<Copy> {
-    sweep_dead_snapshots(tmp_dir);
-    let (owner, tmp) = locked_temp_file(tmp_dir)
-        .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
-    // Dropped after the copy's connection (declared later, dropped earlier): a failed
-    // write (a full disk) can leave a hot journal beside the temp file otherwise.
-    let _side_files = RemoveSideFiles(tmp.to_path_buf());
-    let src = db::open_read_only(db)?;
-    let source_journal_mode = db::page_info(&src, db)?.2;
-    // The copy is a private temp file that is checked and hashed before anything is
-    // done with it: a crash simply loses it, so it needs no journal and no fsync.
-    let mut dst = db::open_scratch(&tmp)?;
-    let fast = |e| map_snapshot_error(db, &tmp, e);
-    let taken_at = chrono::Utc::now();
-    {
-        let backup = Backup::new(&src, &mut dst)
-            .map_err(|e| Error::sqlite(db, "cannot start the snapshot", e))?;
-        let mut retries = 0;
-        loop {
-            match backup.step(-1) {
-                Ok(StepResult::Done) => break,
-                Ok(StepResult::More) => continue,
-                Ok(StepResult::Busy | StepResult::Locked) if retries < LOCK_RETRIES => {
-                    retries += 1;
-                    std::thread::sleep(LOCK_PAUSE);
-                }
-                Ok(_) => {
-                    return Err(Error::db(
-                        db,
-                        format!(
-                            "stayed locked for {:?} during the snapshot",
-                            LOCK_PAUSE * LOCK_RETRIES
-                        ),
-                        "another process holds an exclusive lock on the database; try again later",
-                    ));
-                }
-                Err(e) => return Err(map_snapshot_error(db, &tmp, e)),
+    let mut src = Source::open(db)?;
+    for _ in 0..4 {
+        match src.header()?.mode {
+            Mode::Wal => {
+                // Opening a WAL database can create its -wal and -shm. Run as root, SQLite
+                // gives them to the database file's owner itself (fchown on the new
+                // descriptor, in os_unix.c), so a connector is never locked out of them.
+                let conn = db::open_read_only(db)?;
+                let q = |e| Error::sqlite(db, "cannot read the database", e);
+                // A first read sets up the wal-index if no connection had.
+                conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                    .map_err(q)?;
+                let taken_at = chrono::Utc::now();
+                let plan = pin_wal(
+                    &mut src,
+                    || {
+                        conn.execute_batch("BEGIN").map_err(q)?;
+                        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                            .map_err(q)
+                    },
+                    || {
+                        let _ = conn.execute_batch("COMMIT");
+                    },
+                )?;
+                let Some(plan) = plan else { continue };
+                tracing::debug!(pages = plan.pages, wal_pages = plan.wal_pages(),
+                    elapsed = ?started.elapsed(), "snapshot pinned (WAL read transaction)");
+                return Ok(Pinned {
+                    held: Arc::new(Held {
+                        conn: conn.into(),
+                        src,
+                    }),
+                    plan: Arc::new(plan),
+                    copy: None,
+                    db: db.to_path_buf(),
+                    journal_mode: Mode::Wal.name().to_string(),
+                    taken_at,
+                    attempts: 1,
+                    pinned_after: started.elapsed(),
+                });
             }
+            Mode::Rollback => match copy_rollback(db, &src, tmp_dir, started)? {
+                Some(p) => return Ok(p),
+                None => continue, // switched to WAL meanwhile
+            },
         }
     }
-    drop(src);
-    tracing::debug!(elapsed = ?started.elapsed(), "snapshot copied");
-    dst.pragma_update(None, "journal_mode", "DELETE")
-        .map_err(fast)?;
-    dst.close()
-        .map_err(|(_, e)| Error::sqlite(db, "cannot close the snapshot", e))?;
-    let size = std::fs::metadata(&tmp)
-        .map_err(|e| Error::io(&*tmp, "cannot stat the snapshot", e))?
-        .len();
-    Ok(Copy {
-        file: tmp,
-        owner,
-        source_journal_mode,
-        taken_at,
-        size,
-        took: started.elapsed(),
-        db: db.to_path_buf(),
-    })
+    Err(Error::db(
+        db,
+        "switched journal mode during every attempt at a snapshot",
+        "try again",
+    ))
 }
 
-impl Copy {
-    /// Integrity and foreign-key checks, ids and row counts, all read from the copy:
-    /// what is uploaded is what was checked. Errors name the live database.
-    pub fn check(&self) -> Result<Checked> {
-        check_copy(&self.file, &self.db, self.size)
+/// The rollback-journal route: a lock-free copy vouched for by the change counter.
+/// `None`: the database is in WAL mode now.
+fn copy_rollback(
+    db: &Path,
+    src: &Source,
+    tmp_dir: &Path,
+    started: Instant,
+) -> Result<Option<Pinned>> {
+    sweep_dead_snapshots(tmp_dir);
+    let (owner, tmp) = locked_temp_file(tmp_dir, ".db")
+        .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
+    let locker = Locker::open(db)?;
+    let empty = PageTable::new(0);
+    let mut attempts = 0;
+    let last_why = loop {
+        attempts += 1;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&*tmp, "cannot open the snapshot copy", e))?;
+        let mut sink = FileSink::new(file, &tmp);
+        let taken_at = chrono::Utc::now();
+        let pass = Instant::now();
+        let got = rollback::observe_into(src, &locker, &empty, &mut sink)
+            .map_err(|e| map_copy_error(db, &tmp, e))?;
+        let why = match got {
+            Ok(o) => {
+                tracing::debug!(attempts, pages = o.db_pages, lock_held = ?o.lock_held,
+                    elapsed = ?started.elapsed(), "snapshot copied (rollback journal, lock-free)");
+                drop(sink);
+                // Nothing else writes the copy: read it like a file.
+                let copy_src = Source::open(&tmp)?;
+                let plan = ImagePlan::file(&copy_src)?;
+                let conn = db::open_read_only(&tmp)?;
+                return Ok(Some(Pinned {
+                    held: Arc::new(Held {
+                        conn: conn.into(),
+                        src: copy_src,
+                    }),
+                    plan: Arc::new(plan),
+                    copy: Some((tmp, owner)),
+                    db: db.to_path_buf(),
+                    journal_mode: Mode::Rollback.name().to_string(),
+                    taken_at,
+                    attempts,
+                    pinned_after: started.elapsed(),
+                }));
+            }
+            Err(Skip::NowWal) => return Ok(None),
+            Err(Skip::Raced) => "a commit came during the copy".to_string(),
+            Err(Skip::Busy(why)) => why,
+        };
+        if attempts >= ROLLBACK_TRIES || started.elapsed() >= ROLLBACK_BUDGET {
+            break why;
+        }
+        wait_for_quiet(src, pass.elapsed(), started + ROLLBACK_BUDGET);
+    };
+    Err(Error::db(
+        db,
+        format!(
+            "changed during each of {attempts} attempts at a consistent copy in {:.0?} ({last_why})",
+            started.elapsed()
+        ),
+        "the connector commits without a pause long enough to read the database; the backup never holds a lock that could make it fail, so try again when it is quieter",
+    ))
+}
+
+/// Waits (bounded by `until`) until the change counter has stayed put for about as long
+/// as the last copy took: a copy started then has the best chance to fit.
+fn wait_for_quiet(src: &Source, pass: Duration, until: Instant) {
+    let want = pass.clamp(Duration::from_millis(5), Duration::from_secs(5));
+    let mut last = src.header().ok().map(|h| h.change_counter);
+    let mut since = Instant::now();
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2).max(want / 10));
+        let now = src.header().ok().map(|h| h.change_counter);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= want {
+            return;
+        }
+    }
+}
+
+fn map_copy_error(db: &Path, tmp: &Path, e: Error) -> Error {
+    match e {
+        Error::Io { path, source, .. } if path == tmp => map_tmp_io(db, tmp, source),
+        other => other,
+    }
+}
+
+/// A write to a temp file of ours that failed: a full disk, a file-size limit.
+pub fn map_tmp_io(db: &Path, tmp: &Path, e: std::io::Error) -> Error {
+    let full = e.kind() == std::io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(libc::EFBIG)
+        || e.kind() == std::io::ErrorKind::FileTooLarge;
+    if full {
+        Error::Io {
+            path: tmp.to_path_buf(),
+            message: format!(
+                "the disk filled up while writing the snapshot of {} (disk full or file size limit)",
+                db.display()
+            ),
+            hint: "free space in the temp directory (TMPDIR or --tmp-dir), check `ulimit -f`, and try again".into(),
+            source: e,
+        }
+    } else {
+        Error::io(tmp, "cannot write the snapshot", e)
+    }
+}
+
+impl Pinned {
+    /// Bytes of the image.
+    pub fn bytes(&self) -> u64 {
+        self.plan.bytes()
     }
 
-    /// The live database this is a copy of.
+    /// Pages taken from the WAL (for logs).
+    pub fn wal_pages(&self) -> usize {
+        self.plan.wal_pages()
+    }
+
+    /// The live database this is a state of.
     pub fn db(&self) -> &Path {
         &self.db
     }
+
+    /// The image, and the checks of the same state, to run at the same time on two
+    /// threads. With `legacy_header` the image's page 1 says rollback mode (see the
+    /// module). Either may be dropped first.
+    pub fn split(self, legacy_header: bool) -> (Image, Checker) {
+        let size = self.plan.bytes();
+        let plan = (self.plan.page_size, self.plan.pages);
+        let checker = Checker {
+            held: self.held.clone(),
+            db: self.db,
+            size,
+            plan,
+        };
+        let image = Image {
+            held: self.held,
+            plan: self.plan,
+            legacy_header,
+            _copy: self.copy,
+        };
+        (image, checker)
+    }
 }
 
-/// [`Copy::check`] on paths, for running on another thread while the copy is read.
-pub fn check_copy(file: &Path, db: &Path, size: u64) -> Result<Checked> {
+impl Checker {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // Only the checker locks it: never poisoned by another thread's panic.
+        self.held.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Interrupts the checks from another thread (the upload failed: no need to finish).
+    pub fn interrupt_handle(&self) -> rusqlite::InterruptHandle {
+        self.conn().get_interrupt_handle()
+    }
+
+    /// Integrity and foreign-key checks, ids, row counts and page figures of the pinned
+    /// state. Errors name the live database. The read transaction lasts until the
+    /// [`Image`] is dropped too.
+    pub fn check(self) -> Result<Checked> {
+        let c = check_conn(&self.conn(), &self.db, self.size)?;
+        if (c.page_size, c.page_count) != (self.plan.0 as u64, self.plan.1 as u64) {
+            return Err(Error::check(
+                format!(
+                    "{}: the checks saw {} pages of {} bytes, the image has {} of {}",
+                    self.db.display(),
+                    c.page_count,
+                    c.page_size,
+                    self.plan.1,
+                    self.plan.0
+                ),
+                "run the backup again; if it persists, report this as a bug",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+fn check_conn(conn: &Connection, db: &Path, size: u64) -> Result<Checked> {
     let started = Instant::now();
-    let conn = db::open_read_only(file)?;
-    let check = db::check_integrity(&conn, db, size)?;
-    let info = db::read_info(&conn, db)?;
-    let rows = db::table_counts(&conn, db)?;
-    let (page_size, page_count, _) = db::page_info(&conn, db)?;
+    let check = db::check_integrity(conn, db, size)?;
+    let info = db::read_info(conn, db)?;
+    let rows = db::table_counts(conn, db)?;
+    let (page_size, page_count, _) = db::page_info(conn, db)?;
     tracing::debug!(elapsed = ?started.elapsed(), check, "snapshot checked");
     Ok(Checked {
         info,
@@ -200,16 +394,68 @@ pub fn check_copy(file: &Path, db: &Path, size: u64) -> Result<Checked> {
     })
 }
 
-/// Snapshot temp files are `.hubvault-snapshot-*.db`. Each is locked (`flock`) right
+/// Takes a snapshot of `db` into a temp file in `tmp_dir`, checks it, and reads the
+/// connector's ids and row counts from the snapshot (not the live file). The file is a
+/// plain rollback-journal database.
+pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
+    let started = Instant::now();
+    let mut pinned = pin(db, tmp_dir)?;
+    let (journal_mode, taken_at) = (pinned.journal_mode.clone(), pinned.taken_at);
+    let (file, owner) = match pinned.copy.take() {
+        Some(c) => c,
+        None => {
+            sweep_dead_snapshots(tmp_dir);
+            let (owner, tmp) = locked_temp_file(tmp_dir, ".db")
+                .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
+            let (image, checker) = pinned.split(true);
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(&*tmp, "cannot open the snapshot", e))?;
+            std::io::copy(&mut image.reader(), &mut out).map_err(|e| map_tmp_io(db, &tmp, e))?;
+            drop(checker);
+            (tmp, owner)
+        }
+    };
+    let size = std::fs::metadata(&file)
+        .map_err(|e| Error::io(&*file, "cannot stat the snapshot", e))?
+        .len();
+    let conn = db::open_read_only(&file)?;
+    let checked = check_conn(&conn, db, size)?;
+    drop(conn);
+    let (sha256, size) = fsio::sha256_file(&file)?;
+    Ok(Snapshot {
+        file,
+        owner,
+        info: checked.info,
+        size,
+        sha256,
+        page_size: checked.page_size,
+        page_count: checked.page_count,
+        source_journal_mode: journal_mode,
+        rows: checked.rows,
+        check: checked.check,
+        taken_at,
+        took: started.elapsed(),
+    })
+}
+
+/// Snapshot temp files are `.hubvault-snapshot-*.db` (a copy) or `*.zst` (a compressed
+/// version waiting for its upload). Each is locked (`flock`) right
 /// after it is created and before anything is written to it, so a sweeper that finds a
 /// non-empty one whose lock is free knows its owner is dead. An empty one may be a
 /// live run's between creation and locking: it is left for a minute (and costs nothing).
 const SNAPSHOT_PREFIX: &str = ".hubvault-snapshot-";
 
-fn locked_temp_file(tmp_dir: &Path) -> std::io::Result<(std::fs::File, tempfile::TempPath)> {
+/// A new snapshot temp file in `tmp_dir` ending in `suffix` (`.db` or `.zst`), locked,
+/// and the descriptor that holds the lock.
+pub fn locked_temp_file(
+    tmp_dir: &Path,
+    suffix: &str,
+) -> std::io::Result<(std::fs::File, tempfile::TempPath)> {
     let tmp = tempfile::Builder::new()
         .prefix(SNAPSHOT_PREFIX)
-        .suffix(".db")
+        .suffix(suffix)
         .tempfile_in(tmp_dir)?;
     fsio::try_lock(tmp.as_file())?;
     Ok(tmp.into_parts())
@@ -218,14 +464,14 @@ fn locked_temp_file(tmp_dir: &Path) -> std::io::Result<(std::fs::File, tempfile:
 /// Removes what killed runs left in `tmp_dir`: a `kill -9` gives no chance to clean up,
 /// and each leftover is as large as a database. A snapshot file whose lock is free has
 /// no live owner; it goes with its journal. Best effort: errors are ignored.
-fn sweep_dead_snapshots(tmp_dir: &Path) {
+pub fn sweep_dead_snapshots(tmp_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp_dir) else {
         return;
     };
     for entry in entries.flatten().take(10_000) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(".db") {
+        if name.starts_with(SNAPSHOT_PREFIX) && (name.ends_with(".db") || name.ends_with(".zst")) {
             let Ok(f) = std::fs::File::open(&path) else {
                 continue;
             };
@@ -255,40 +501,5 @@ fn sweep_dead_snapshots(tmp_dir: &Path) {
                 let _ = std::fs::remove_file(&path);
             }
         }
-    }
-}
-
-fn map_snapshot_error(db: &Path, tmp: &Path, e: rusqlite::Error) -> Error {
-    use rusqlite::ffi;
-    // The source is opened read-only: a failed write is the temp file's (a file-size
-    // limit gives EFBIG, which SQLite reports as an I/O error, not as a full disk).
-    let write_failed = e.sqlite_error().is_some_and(|f| {
-        [
-            ffi::SQLITE_IOERR_WRITE,
-            ffi::SQLITE_IOERR_FSYNC,
-            ffi::SQLITE_IOERR_TRUNCATE,
-        ]
-        .contains(&f.extended_code)
-    });
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DiskFull) => Error::Io {
-            path: tmp.to_path_buf(),
-            message: format!(
-                "the disk filled up while writing the snapshot of {}",
-                db.display()
-            ),
-            hint: "free space in the temp directory (TMPDIR or --tmp-dir) and try again".into(),
-            source: std::io::Error::new(std::io::ErrorKind::StorageFull, e.to_string()),
-        },
-        _ if write_failed => Error::Io {
-            path: tmp.to_path_buf(),
-            message: format!(
-                "cannot write the snapshot of {} (disk full or file size limit?)",
-                db.display()
-            ),
-            hint: "free space in the temp directory (TMPDIR or --tmp-dir), check `ulimit -f`, and try again".into(),
-            source: std::io::Error::other(e.to_string()),
-        },
-        _ => Error::sqlite(db, "snapshot failed", e),
     }
 }

@@ -29,15 +29,17 @@ use sha2::Digest;
 use crate::blocking::join_error;
 use crate::error::{Error, Result, StoreFailure};
 use crate::progress::Progress;
-use crate::store::codec::{Decoding, Encoding, HashingWriter, SameAs};
+use crate::store::codec::{Decoding, Encoding, HashingWriter, Landed, SameAs};
 use crate::store::s3::{self, S3Settings};
 pub use crate::store::url::redact_url;
 use crate::store::url::{BucketUrl, parse_bucket_url};
 
 /// Parts of a multipart upload, and the point past which an upload is multipart.
 pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts in flight at once: bounds memory to about PART_SIZE times this.
-pub(crate) const PART_CONCURRENCY: usize = 3;
+/// Parts in flight at once: bounds memory to about PART_SIZE times this, plus the part
+/// being filled. 2, not 3: a 1 GiB backup to S3 peaked at 60-72 MiB with 3 (measured,
+/// docs/BENCHMARKS.md), over issue 13's 64 MiB.
+pub(crate) const PART_CONCURRENCY: usize = 2;
 /// Read buffer for files and zstd.
 pub(crate) const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between a blocking thread and the transfer.
@@ -243,35 +245,57 @@ impl Bucket {
     }
 
     /// True if and only if the object at `key`, decoded, is byte for byte the local
-    /// `file` (which the caller still holds): used when the answer to an upload's last
-    /// request was lost, to tell whether the upload landed.
-    pub(crate) async fn landed(&self, key: &Path, file: &std::path::Path, zstd: bool) -> bool {
-        let path = file.to_path_buf();
+    /// file (which the caller still holds), or has the sha256, that `expected` names: used
+    /// when the answer to an upload's last request was lost, to tell whether it landed.
+    pub(crate) async fn landed(&self, key: &Path, expected: &Landed, zstd: bool) -> bool {
         let encoding = if zstd {
             Encoding::Zstd(0)
         } else {
             Encoding::Plain
         };
-        let compared = self
-            .get_into(key, &crate::progress::NoProgress, move |body| {
-                let local =
-                    std::fs::File::open(&path).map_err(|e| Error::io(&path, "cannot open", e))?;
-                let total = local.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-                let same = SameAs {
-                    local: std::io::BufReader::with_capacity(CHUNK, local),
-                    compared: 0,
-                };
-                let mut sink =
-                    Decoding::new(same, encoding).map_err(|e| Error::io(&path, "zstd", e))?;
-                while let Some(chunk) = body.next()? {
-                    sink.write_all(&chunk)
-                        .map_err(|e| Error::io(&path, "differs", e))?;
-                }
-                let same = sink.finish().map_err(|e| Error::io(&path, "differs", e))?;
-                Ok(same.compared == total)
-            })
-            .await;
-        matches!(compared, Ok((true, _)))
+        match expected.clone() {
+            Landed::File(path) => {
+                let compared = self
+                    .get_into(key, &crate::progress::NoProgress, move |body| {
+                        let local = std::fs::File::open(&path)
+                            .map_err(|e| Error::io(&path, "cannot open", e))?;
+                        let total = local.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                        let same = SameAs {
+                            local: std::io::BufReader::with_capacity(CHUNK, local),
+                            compared: 0,
+                        };
+                        let mut sink = Decoding::new(same, encoding)
+                            .map_err(|e| Error::io(&path, "zstd", e))?;
+                        while let Some(chunk) = body.next()? {
+                            sink.write_all(&chunk)
+                                .map_err(|e| Error::io(&path, "differs", e))?;
+                        }
+                        let same = sink.finish().map_err(|e| Error::io(&path, "differs", e))?;
+                        Ok(same.compared == total)
+                    })
+                    .await;
+                matches!(compared, Ok((true, _)))
+            }
+            Landed::Sha256(sha) if !sha.is_empty() => {
+                let shown = self.shown(key);
+                let hashed = self
+                    .get_into(key, &crate::progress::NoProgress, move |body| {
+                        let mut sink = Decoding::new(HashingWriter::new(std::io::sink()), encoding)
+                            .map_err(|e| Error::check(format!("{shown}: zstd: {e}"), "retry"))?;
+                        while let Some(chunk) = body.next()? {
+                            sink.write_all(&chunk)
+                                .map_err(|e| Error::check(format!("{shown}: {e}"), "retry"))?;
+                        }
+                        let h = sink
+                            .finish()
+                            .map_err(|e| Error::check(format!("{shown}: {e}"), "retry"))?;
+                        Ok(hex::encode(h.hasher.finalize()))
+                    })
+                    .await;
+                matches!(hashed, Ok((got, _)) if got == sha)
+            }
+            Landed::Sha256(_) => false,
+        }
     }
 
     /// A small object, whole, in memory.

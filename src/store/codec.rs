@@ -15,6 +15,15 @@ pub enum Encoding {
     Zstd(i32),
 }
 
+/// How a commit whose last answer was lost tells whether its object landed whole.
+#[derive(Clone, Debug)]
+pub enum Landed {
+    /// The object, decoded, is byte for byte this local file (which the caller keeps).
+    File(std::path::PathBuf),
+    /// The object, decoded, has this sha256 (set by `Bucket::stage_with` when empty).
+    Sha256(String),
+}
+
 /// A zstd encoder writing into memory, set up as every stored version is: checksummed,
 /// with the plain size in the frame (`zstd -l` shows it, and zstd sizes its window to
 /// it), and one worker thread so compression overlaps reading and sending.
@@ -22,7 +31,16 @@ pub(crate) fn encoder(
     level: i32,
     plain_size: Option<u64>,
 ) -> std::io::Result<zstd::stream::write::Encoder<'static, Vec<u8>>> {
-    let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(1 << 20), level)?;
+    encoder_to(Vec::with_capacity(1 << 20), level, plain_size)
+}
+
+/// [`encoder`]'s settings, writing into any writer (e.g. a temp file).
+pub fn encoder_to<W: Write>(
+    out: W,
+    level: i32,
+    plain_size: Option<u64>,
+) -> std::io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(out, level)?;
     enc.include_checksum(true)?;
     enc.include_contentsize(plain_size.is_some())?;
     enc.set_pledged_src_size(plain_size)?;

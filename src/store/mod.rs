@@ -8,4 +8,4 @@ pub mod staged;
 pub mod url;
 
 pub use bucket::{Bucket, ObjectInfo, Transfer, WriteMode};
-pub use codec::Encoding;
+pub use codec::{Encoding, encoder_to};

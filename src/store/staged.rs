@@ -14,6 +14,7 @@ use crate::blocking::{blocking, join_error};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::bucket::{Bucket, CHUNK, IN_FLIGHT, PART_CONCURRENCY, PART_SIZE, Transfer};
+pub use crate::store::codec::Landed;
 use crate::store::codec::{self, Encoding};
 
 impl Bucket {
@@ -58,13 +59,46 @@ impl Bucket {
         progress: &dyn Progress,
     ) -> Result<(Transfer, Vec<StagedUpload>)> {
         let path = file.to_path_buf();
-        let (src, total) = blocking(move || {
+        let (mut src, total) = blocking(move || {
             let f = std::fs::File::open(&path)
                 .map_err(|e| Error::io(&path, "cannot open for upload", e))?;
             let total = f.metadata().map(|m| m.len()).unwrap_or(0);
             Ok((f, total))
         })
         .await?;
+        let src_path = file.to_path_buf();
+        let ((), sent, uploads) = self
+            .stage_with(
+                targets,
+                total,
+                hash,
+                Landed::File(file.to_path_buf()),
+                progress,
+                move |feed| {
+                    feed.copy_from(&mut src, &src_path)?;
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok((sent, uploads))
+    }
+
+    /// Streams what `source` writes into its [`Feed`] (on a blocking thread) to every
+    /// target key at the same time, hashing the plain bytes when `hash` and encoding them
+    /// once per target, staged as [`Bucket::stage_file`] does. `total` is for progress
+    /// and zstd's frame header (the plain size when known). `landed` is how a commit
+    /// whose last answer was lost tells whether the object landed: against a local file,
+    /// or (with [`Landed::Sha256`] left empty) against the sha256 computed here.
+    /// Returns what `source` returned, what was sent, and the staged uploads.
+    pub async fn stage_with<T: Send + 'static>(
+        &self,
+        targets: &[(Path, Encoding)],
+        total: u64,
+        hash: bool,
+        landed: Landed,
+        progress: &dyn Progress,
+        source: impl FnOnce(&mut Feed) -> Result<T> + Send + 'static,
+    ) -> Result<(T, Transfer, Vec<StagedUpload>)> {
         let mut uploads: Vec<StagedUpload> = targets
             .iter()
             .map(|(key, enc)| {
@@ -75,17 +109,19 @@ impl Bucket {
                     key.clone(),
                     writer,
                     matches!(enc, Encoding::Zstd(_)),
-                    file.to_path_buf(),
+                    landed.clone(),
                 )
             })
             .collect();
         let encodings: Vec<Encoding> = targets.iter().map(|t| t.1).collect();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(IN_FLIGHT);
-        let src_path = file.to_path_buf();
         // The blocking side: read, hash, compress. Ends early (with an error nobody reads)
         // when the receiving side is gone.
         let producer = tokio::task::spawn_blocking(move || {
-            produce(src, &src_path, total, &encodings, hash, tx)
+            let mut feed = Feed::new(&encodings, total, hash, tx)?;
+            let t = source(&mut feed)?;
+            let (sha, plain) = feed.finish()?;
+            Ok::<_, Error>((t, sha, plain))
         });
         // Named after the plain (canonical) object when there is one: what the operator knows.
         let label = targets
@@ -112,14 +148,22 @@ impl Bucket {
             (Ok(()), Ok(Ok(t))) => Ok(t),
         };
         match outcome {
-            Ok((sha256, plain)) => Ok((
-                Transfer {
-                    plain_bytes: plain,
-                    stored_bytes: 0,
-                    sha256,
-                },
-                uploads,
-            )),
+            Ok((t, sha256, plain)) => {
+                if matches!(landed, Landed::Sha256(_)) {
+                    for u in uploads.iter_mut() {
+                        u.landed = Landed::Sha256(sha256.clone());
+                    }
+                }
+                Ok((
+                    t,
+                    Transfer {
+                        plain_bytes: plain,
+                        stored_bytes: 0,
+                        sha256,
+                    },
+                    uploads,
+                ))
+            }
             Err(e) => {
                 for u in uploads {
                     u.abort().await;
@@ -130,50 +174,118 @@ impl Bucket {
     }
 }
 
-/// The blocking half of [`Bucket::stage_file`]: reads `src`, hashes it, encodes one
-/// chunk per target, and hands them over. Returns the plain sha256 (empty unless `hash`)
-/// and the plain byte count.
-fn produce(
-    mut src: std::fs::File,
-    path: &std::path::Path,
-    total: u64,
-    encodings: &[Encoding],
-    hash: bool,
+/// The blocking side of [`Bucket::stage_with`]: the plain bytes written into it are
+/// hashed, encoded once per target and handed to the uploads in chunks of [`CHUNK`].
+pub struct Feed {
+    encoders: Vec<Option<zstd::stream::write::Encoder<'static, Vec<u8>>>>,
+    hasher: Option<Sha256>,
+    plain: u64,
     tx: tokio::sync::mpsc::Sender<(usize, Vec<Bytes>)>,
-) -> Result<(String, u64)> {
-    let zstd_err = |e| Error::io(path, "zstd", e);
-    let mut encoders = encodings
-        .iter()
-        .map(|e| match *e {
-            Encoding::Plain => Ok(None),
-            Encoding::Zstd(level) => codec::encoder(level, Some(total)).map(Some),
+    buf: BytesMut,
+}
+
+fn gone() -> Error {
+    Error::check(
+        "the upload stopped before the content was read",
+        "see the error of the upload",
+    )
+}
+
+fn zstd_err(e: std::io::Error) -> Error {
+    Error::check(format!("zstd: {e}"), "report this as a bug")
+}
+
+impl Feed {
+    fn new(
+        encodings: &[Encoding],
+        total: u64,
+        hash: bool,
+        tx: tokio::sync::mpsc::Sender<(usize, Vec<Bytes>)>,
+    ) -> Result<Feed> {
+        let encoders = encodings
+            .iter()
+            .map(|e| match *e {
+                Encoding::Plain => Ok(None),
+                Encoding::Zstd(level) => codec::encoder(level, Some(total)).map(Some),
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(zstd_err)?;
+        Ok(Feed {
+            encoders,
+            hasher: hash.then(Sha256::new),
+            plain: 0,
+            tx,
+            buf: BytesMut::new(),
         })
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(zstd_err)?;
-    let gone = || {
-        Error::check(
-            "the upload stopped before the file was read",
-            "see the error of the upload",
-        )
-    };
-    let mut hasher = Sha256::new();
-    let mut plain = 0u64;
-    loop {
-        let mut buf = BytesMut::zeroed(CHUNK);
-        let n = src
-            .read(&mut buf)
-            .map_err(|e| Error::io(path, "read failed during upload", e))?;
-        if n == 0 {
-            break;
+    }
+
+    /// Plain bytes written so far.
+    pub fn plain_bytes(&self) -> u64 {
+        self.plain + self.buf.len() as u64
+    }
+
+    /// Reads `src` to its end straight into the chunks sent (`path` names it in errors);
+    /// returns the bytes read.
+    pub fn copy_from(&mut self, src: &mut impl Read, path: &std::path::Path) -> Result<u64> {
+        self.flush_partial()?;
+        let mut total = 0u64;
+        loop {
+            let mut chunk = BytesMut::zeroed(CHUNK);
+            let mut n = 0;
+            // Fill the chunk: a short read (a page batch) is not the end.
+            while n < CHUNK {
+                let got = src
+                    .read(&mut chunk[n..])
+                    .map_err(|e| Error::io(path, "read failed during upload", e))?;
+                if got == 0 {
+                    break;
+                }
+                n += got;
+            }
+            if n == 0 {
+                return Ok(total);
+            }
+            chunk.truncate(n);
+            total += n as u64;
+            self.send(chunk.freeze())?;
+            if n < CHUNK {
+                return Ok(total);
+            }
         }
-        buf.truncate(n);
-        let chunk = buf.freeze();
-        if hash {
-            hasher.update(&chunk);
+    }
+
+    /// Writes plain bytes (buffered into chunks).
+    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(CHUNK);
+            }
+            let room = CHUNK - self.buf.len();
+            let n = room.min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == CHUNK {
+                self.flush_partial()?;
+            }
         }
-        plain += n as u64;
-        let mut out = Vec::with_capacity(encoders.len());
-        for enc in encoders.iter_mut() {
+        Ok(())
+    }
+
+    fn flush_partial(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut self.buf).freeze();
+        self.send(chunk)
+    }
+
+    fn send(&mut self, chunk: Bytes) -> Result<()> {
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&chunk);
+        }
+        self.plain += chunk.len() as u64;
+        let mut out = Vec::with_capacity(self.encoders.len());
+        for enc in self.encoders.iter_mut() {
             match enc {
                 None => out.push(chunk.clone()),
                 Some(enc) => {
@@ -182,23 +294,31 @@ fn produce(
                 }
             }
         }
-        tx.blocking_send((n, out)).map_err(|_| gone())?;
+        self.tx
+            .blocking_send((chunk.len(), out))
+            .map_err(|_| gone())
     }
-    let tails = encoders
-        .into_iter()
-        .map(|enc| match enc {
-            None => Ok(Bytes::new()),
-            Some(enc) => enc.finish().map(Bytes::from),
-        })
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(zstd_err)?;
-    tx.blocking_send((0, tails)).map_err(|_| gone())?;
-    let sha = if hash {
-        hex::encode(hasher.finalize())
-    } else {
-        String::new()
-    };
-    Ok((sha, plain))
+
+    /// Sends what is buffered and the encoders' last bytes; returns the plain sha256
+    /// (empty unless hashing) and the plain byte count.
+    fn finish(mut self) -> Result<(String, u64)> {
+        self.flush_partial()?;
+        let tails = std::mem::take(&mut self.encoders)
+            .into_iter()
+            .map(|enc| match enc {
+                None => Ok(Bytes::new()),
+                Some(enc) => enc.finish().map(Bytes::from),
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(zstd_err)?;
+        self.tx.blocking_send((0, tails)).map_err(|_| gone())?;
+        let sha = self
+            .hasher
+            .take()
+            .map(|h| hex::encode(h.finalize()))
+            .unwrap_or_default();
+        Ok((sha, self.plain))
+    }
 }
 
 /// An upload whose bytes are all sent (or buffered) but which is not yet visible at
@@ -211,9 +331,9 @@ pub struct StagedUpload {
     stored: u64,
     /// True if and only if the object is stored zstd-compressed.
     zstd: bool,
-    /// The local file the content came from: compared with the object when the answer
-    /// to the upload's last request was lost.
-    file: std::path::PathBuf,
+    /// What the object is compared with when the answer to the upload's last request
+    /// was lost.
+    landed: Landed,
 }
 
 impl StagedUpload {
@@ -222,7 +342,7 @@ impl StagedUpload {
         key: Path,
         writer: BufWriter,
         zstd: bool,
-        file: std::path::PathBuf,
+        landed: Landed,
     ) -> Self {
         StagedUpload {
             bucket,
@@ -230,7 +350,7 @@ impl StagedUpload {
             writer,
             stored: 0,
             zstd,
-            file,
+            landed,
         }
     }
 
@@ -263,7 +383,7 @@ impl StagedUpload {
                 // The last request may have succeeded with its answer lost: a retried
                 // CompleteMultipartUpload then gets NoSuchUpload (moto and other
                 // S3-compatible stores). If the key holds exactly our bytes, it landed.
-                if self.bucket.landed(&self.key, &self.file, self.zstd).await {
+                if self.bucket.landed(&self.key, &self.landed, self.zstd).await {
                     tracing::info!(
                         "{}: the upload's last answer was lost, but the object landed whole",
                         self.key

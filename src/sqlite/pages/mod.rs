@@ -15,18 +15,138 @@
 //!   file during the read came from frames 1..N, which are overlaid: the image is exactly
 //!   the state at commit N, and tailing goes on from frame N.
 //! - Rollback-journal mode ([`rollback`]): see that module.
+//! - A whole image is never held in memory: lock-free images go to a [`Sink`] (a diff in
+//!   memory against a page table, or a file for a full image), and a pinned image is
+//!   streamed in page order ([`image`]), which is how a backup reads a database once.
 
+pub mod image;
 pub mod rollback;
+pub mod shm;
 pub mod wal;
 
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::model::stream::{PageTable, page_hash};
 use crate::sqlite::fsio::side_path;
 use wal::{WalHeader, WalPos, read_full};
+
+/// Where a lock-free image goes as it is read. A page may come more than once (the
+/// WAL's image after the file's): the last one given wins. A new attempt starts with
+/// [`Sink::restart`].
+pub trait Sink {
+    /// A new attempt: forget every page given so far.
+    fn restart(&mut self, page_size: u32) -> Result<()>;
+    fn page(&mut self, pgno: u32, page: &[u8]) -> Result<()>;
+    /// The image has `db_pages` pages. A page past `file_pages` that was not given is
+    /// zeros; one up to `file_pages` that was not given is the table's.
+    fn finish(&mut self, db_pages: u32, file_pages: u32) -> Result<()>;
+}
+
+/// A [`Sink`] that keeps, in memory, the pages that differ from a page table: the
+/// commit a resync or an observation records.
+pub struct DiffSink<'t> {
+    table: &'t PageTable,
+    diff: Diff,
+    pages: std::collections::BTreeMap<u32, Vec<u8>>,
+}
+
+impl<'t> DiffSink<'t> {
+    pub fn new(table: &'t PageTable) -> DiffSink<'t> {
+        DiffSink {
+            table,
+            diff: Diff::default(),
+            pages: Default::default(),
+        }
+    }
+
+    pub fn into_diff(self) -> Diff {
+        self.diff
+    }
+}
+
+impl Sink for DiffSink<'_> {
+    fn restart(&mut self, page_size: u32) -> Result<()> {
+        self.pages.clear();
+        self.diff = Diff {
+            page_size,
+            ..Diff::default()
+        };
+        Ok(())
+    }
+
+    fn page(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
+        self.pages.insert(pgno, page.to_vec());
+        Ok(())
+    }
+
+    fn finish(&mut self, db_pages: u32, file_pages: u32) -> Result<()> {
+        let ps = self.diff.page_size;
+        let same_size = self.table.page_size() == ps;
+        let zero = vec![0u8; ps as usize];
+        let mut given = std::mem::take(&mut self.pages);
+        let mut pages = Vec::new();
+        for p in 1..=db_pages {
+            let img = match given.remove(&p) {
+                Some(img) => img,
+                None if p <= file_pages => continue, // same as the table
+                None => zero.clone(),
+            };
+            if !same_size || self.table.get(p) != Some(page_hash(p, &img)) {
+                pages.push((p, img));
+            }
+        }
+        self.diff.db_pages = db_pages;
+        self.diff.pages = pages;
+        Ok(())
+    }
+}
+
+/// A [`Sink`] that writes a full image into a file (a temp file of ours), page by page:
+/// memory stays one page whatever the database's size.
+pub struct FileSink {
+    file: File,
+    path: PathBuf,
+    page_size: u32,
+}
+
+impl FileSink {
+    pub fn new(file: File, path: &Path) -> FileSink {
+        FileSink {
+            file,
+            path: path.to_path_buf(),
+            page_size: 0,
+        }
+    }
+
+    fn io(&self, e: std::io::Error) -> Error {
+        Error::io(&self.path, "cannot write the image", e)
+    }
+}
+
+impl Sink for FileSink {
+    fn restart(&mut self, page_size: u32) -> Result<()> {
+        self.page_size = page_size;
+        self.file.set_len(0).map_err(|e| self.io(e))
+    }
+
+    fn page(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(page, (pgno as u64 - 1) * self.page_size as u64)
+            .map_err(|e| self.io(e))
+    }
+
+    fn finish(&mut self, db_pages: u32, _file_pages: u32) -> Result<()> {
+        // Past the pages written, zeros; past db_pages, nothing.
+        self.file
+            .set_len(db_pages as u64 * self.page_size as u64)
+            .map_err(|e| self.io(e))
+    }
+}
 
 /// The journal mode the database header says (bytes 18 and 19: 2 means WAL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +213,17 @@ impl Diff {
     }
 }
 
+/// Where a lock-free WAL image left off ([`Source::wal_image_into`]).
+#[derive(Clone, Copy, Debug)]
+pub struct WalTaken {
+    pub page_size: u32,
+    pub db_pages: u32,
+    /// Where tailing goes on (`None`: there was no WAL).
+    pub pos: Option<WalPos>,
+    /// With no WAL: the `-shm` salts that the next WAL's header will carry.
+    pub shm: Option<[u8; 8]>,
+}
+
 /// A consistent lock-free image of a WAL database ([`Source::wal_image`]).
 #[derive(Debug)]
 pub struct WalImage {
@@ -108,7 +239,7 @@ pub struct WalImage {
 #[derive(Debug)]
 struct Side {
     path: PathBuf,
-    open: Option<(File, u64)>,
+    open: Option<(Arc<File>, u64)>,
 }
 
 impl Side {
@@ -126,7 +257,7 @@ impl Side {
             Err(e) => return Err(e),
         };
         if self.open.as_ref().map(|(_, i)| *i) != Some(ino) {
-            match open_ro(&self.path) {
+            match open_kept(&self.path) {
                 Ok(f) => {
                     let real = f.metadata()?.ino();
                     self.open = Some((f, real));
@@ -135,7 +266,7 @@ impl Side {
                 Err(e) => return Err(e),
             }
         }
-        Ok(self.open.as_ref().map(|(f, _)| f))
+        Ok(self.open.as_ref().map(|(f, _)| &**f))
     }
 }
 
@@ -146,11 +277,47 @@ fn open_ro(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Read-only descriptors of databases' files, one per file, shared by every [`Source`]
+/// of this process and closed only once the file is deleted and no `Source` uses it.
+/// Closing ANY descriptor of a file drops every POSIX lock this process holds on it,
+/// SQLite's own included: a backup's `Source` that closed its descriptors when done
+/// would drop the locks of a connection of the same process (another backup's read
+/// transaction, a test's writer, whose `-shm` another process may then truncate under
+/// its mapping). Keyed by (device, inode).
+static KEPT: std::sync::Mutex<Vec<Kept>> = std::sync::Mutex::new(Vec::new());
+
+/// (device, inode) and the descriptor kept for it.
+type Kept = ((u64, u64), Arc<File>);
+
+/// The kept descriptor of the file at `path` (opened read-only, `O_NOFOLLOW`).
+fn open_kept(path: &Path) -> std::io::Result<Arc<File>> {
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    // Deleted files nobody reads: no connection of ours can hold a lock on them.
+    kept.retain(|(_, f)| Arc::strong_count(f) > 1 || f.metadata().is_ok_and(|m| m.nlink() > 0));
+    let m = std::fs::symlink_metadata(path)?;
+    if let Some((_, f)) = kept.iter().find(|(k, _)| *k == (m.dev(), m.ino())) {
+        return Ok(f.clone());
+    }
+    let f = open_ro(path)?;
+    let m = f.metadata()?;
+    let key = (m.dev(), m.ino());
+    if let Some((_, old)) = kept.iter().find(|(k, _)| *k == key) {
+        // Replaced between the stat and the open by a file we hold already: this new
+        // descriptor must not be closed either.
+        let old = old.clone();
+        std::mem::forget(f);
+        return Ok(old);
+    }
+    let f = Arc::new(f);
+    kept.push((key, f.clone()));
+    Ok(f)
+}
+
 /// One connector database's files, held open for the connector's life.
 #[derive(Debug)]
 pub struct Source {
     path: PathBuf,
-    db: File,
+    db: Arc<File>,
     wal: Side,
     shm: Side,
 }
@@ -160,7 +327,7 @@ const IMAGE_TRIES: usize = 5;
 
 impl Source {
     pub fn open(path: &Path) -> Result<Source> {
-        let db = open_ro(path)
+        let db = open_kept(path)
             .map_err(|e| Error::io(path, "cannot open the database for capture", e))?;
         Ok(Source {
             path: path.to_path_buf(),
@@ -258,7 +425,26 @@ impl Source {
     /// [`Source::wal_follows`]). `Ok(None)`: writers moved too fast for `IMAGE_TRIES`
     /// attempts; try again later.
     pub fn wal_image(&mut self, table: &PageTable) -> Result<Option<WalImage>> {
-        for _ in 0..IMAGE_TRIES {
+        let mut sink = DiffSink::new(table);
+        let Some(t) = self.wal_image_into(table, &mut sink)? else {
+            return Ok(None);
+        };
+        Ok(Some(WalImage {
+            diff: sink.into_diff(),
+            pos: t.pos,
+            shm: t.shm,
+        }))
+    }
+
+    /// [`Source::wal_image`] into any [`Sink`]: pages of the file that differ from `table`
+    /// (all of them for an empty table), then the newest committed image of every page
+    /// the WAL holds, read by frame offset (no WAL page is held in memory).
+    pub fn wal_image_into(
+        &mut self,
+        table: &PageTable,
+        sink: &mut dyn Sink,
+    ) -> Result<Option<WalTaken>> {
+        'attempt: for _ in 0..IMAGE_TRIES {
             let h1 = self.wal_header()?;
             let shm1 = self.shm_salts();
             let hdr = self.header()?;
@@ -270,8 +456,8 @@ impl Source {
                 .map_err(|e| self.io("cannot stat", e))?
                 .len();
             let file_pages = (len / ps as u64) as u32;
-            // Pass over the file: keep only pages that differ from the table.
-            let mut changed: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
+            sink.restart(ps)?;
+            // Pass over the file: only pages that differ from the table.
             let mut buf = vec![0u8; ps as usize * 64];
             let mut pgno = 1u32;
             while pgno <= file_pages {
@@ -282,7 +468,7 @@ impl Source {
                 for (i, page) in buf[..got].chunks_exact(ps as usize).enumerate() {
                     let p = pgno + i as u32;
                     if !same_size || table.get(p) != Some(page_hash(p, page)) {
-                        changed.insert(p, page.to_vec());
+                        sink.page(p, page)?;
                     }
                 }
                 if got < want {
@@ -294,7 +480,7 @@ impl Source {
             if h1.map(|h| h.raw) != h2.map(|h| h.raw) {
                 continue;
             }
-            let (commits, pos, db_pages) = match h2 {
+            let (pos, db_pages) = match h2 {
                 Some(h) if h.page_size == ps => {
                     let path = self.path.clone();
                     let io = |what: &str, e| Error::io(&path, what, e);
@@ -307,51 +493,68 @@ impl Source {
                         .metadata()
                         .map_err(|e| io("cannot stat the -wal", e))?
                         .len();
-                    let (commits, pos, _) = wal::scan(f, &WalPos::start(h), wlen)
-                        .map_err(|e| io("cannot read the -wal", e))?;
-                    let db_pages = commits.last().map_or(file_pages, |c| c.db_pages);
-                    (commits, Some(pos), db_pages)
+                    let idx =
+                        wal::index(f, &h, wlen, None).map_err(|e| io("cannot read the -wal", e))?;
+                    // Overlay frames 1..N: the newest image of each page wins. Read in
+                    // frame order (the file's order), before the last header check.
+                    let mut frames: Vec<(u64, u32)> =
+                        idx.frames.iter().map(|(p, n)| (*n, *p)).collect();
+                    frames.sort_unstable();
+                    let mut page = vec![0u8; ps as usize];
+                    for (n, p) in frames {
+                        if !wal::read_frame(f, &h, n, p, &mut page)
+                            .map_err(|e| io("cannot read the -wal", e))?
+                        {
+                            continue 'attempt; // restarted meanwhile
+                        }
+                        sink.page(p, &page)?;
+                    }
+                    let pos = WalPos {
+                        header: h,
+                        frames: idx.committed,
+                        checksum: idx.checksum,
+                    };
+                    (Some(pos), idx.db_pages.unwrap_or(file_pages))
                 }
                 Some(_) => continue,
-                None => (Vec::new(), None, file_pages),
+                None => (None, file_pages),
             };
             let h3 = self.wal_header()?;
             let shm3 = self.shm_salts();
             if h3.map(|h| h.raw) != h1.map(|h| h.raw) || (h1.is_none() && shm1 != shm3) {
                 continue;
             }
-            // Overlay frames 1..N in order: the newest image of each page wins.
-            let mut wal_pages: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
-            for c in commits {
-                wal_pages.extend(c.pages);
-            }
-            let zero = vec![0u8; ps as usize];
-            let mut pages = Vec::new();
-            for p in 1..=db_pages {
-                let img = if let Some(img) = wal_pages.remove(&p) {
-                    img
-                } else if let Some(img) = changed.remove(&p) {
-                    img
-                } else if p <= file_pages {
-                    continue; // same as the table
-                } else {
-                    zero.clone()
-                };
-                if !same_size || table.get(p) != Some(page_hash(p, &img)) {
-                    pages.push((p, img));
-                }
-            }
-            return Ok(Some(WalImage {
-                diff: Diff {
-                    page_size: ps,
-                    db_pages,
-                    pages,
-                },
+            sink.finish(db_pages, file_pages)?;
+            return Ok(Some(WalTaken {
+                page_size: ps,
+                db_pages,
                 pos,
                 shm: shm1,
             }));
         }
         Ok(None)
+    }
+
+    /// The wal-index header of the `-shm` now, if there is a valid one.
+    pub fn shm_header(&mut self) -> std::io::Result<Option<shm::IndexHeader>> {
+        match self.shm.current()? {
+            Some(f) => shm::IndexHeader::read(f),
+            None => Ok(None),
+        }
+    }
+
+    /// A descriptor of its own on the `-wal` now, and its header, if it holds a valid one.
+    /// (SQLite locks nothing on the `-wal`: closing this descriptor is harmless.)
+    pub fn wal_with_header(&mut self) -> std::io::Result<Option<(File, WalHeader)>> {
+        let Some(f) = self.wal.current()? else {
+            return Ok(None);
+        };
+        let f = f.try_clone()?;
+        let mut raw = [0u8; wal::HEADER];
+        if read_full(&f, &mut raw, 0)? < wal::HEADER {
+            return Ok(None);
+        }
+        Ok(WalHeader::parse(&raw).map(|h| (f, h)))
     }
 
     /// After an image taken with no WAL (position `None`), true if and only if the WAL

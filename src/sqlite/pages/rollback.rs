@@ -32,7 +32,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::error::{Error, Result};
 use crate::model::stream::{PageTable, page_hash};
 use crate::sqlite::pages::wal::read_full;
-use crate::sqlite::pages::{DbHeader, Diff, Mode, Source};
+use crate::sqlite::pages::{DbHeader, Diff, DiffSink, Mode, Sink, Source};
 
 /// How long we wait for a SHARED lock while a writer commits; past it the tick is
 /// skipped. Waiting does not block the writer (it holds the lock we wait for).
@@ -114,13 +114,39 @@ pub fn observe(
     locker: &Locker,
     table: &PageTable,
 ) -> Result<std::result::Result<Observed, Skip>> {
-    let ((first, held1), h0) = match locker.shared(|| counter_of(src)) {
-        Ok((Some((h, len)), held)) => (((h, len), held), h),
+    let mut sink = DiffSink::new(table);
+    Ok(
+        observe_into(src, locker, table, &mut sink)?.map(|o| Observed {
+            change_counter: o.change_counter,
+            diff: sink.into_diff(),
+            lock_held: o.lock_held,
+        }),
+    )
+}
+
+/// A completed observation whose pages went to a [`Sink`].
+#[derive(Debug)]
+pub struct ObservedInto {
+    pub change_counter: u32,
+    pub page_size: u32,
+    pub db_pages: u32,
+    /// Time the SHARED locks were held, both together.
+    pub lock_held: Duration,
+}
+
+/// [`observe`] into any [`Sink`]: pages that differ from `table` (all of them for an
+/// empty table: a full image, e.g. into a file) without holding anything in memory.
+pub fn observe_into(
+    src: &Source,
+    locker: &Locker,
+    table: &PageTable,
+    sink: &mut dyn Sink,
+) -> Result<std::result::Result<ObservedInto, Skip>> {
+    let ((h, len), held1) = match locker.shared(|| counter_of(src)) {
+        Ok((Some(first), held)) => (first, held),
         Ok((None, _)) => return Ok(Err(Skip::Busy("no valid header".into()))),
         Err(s) => return Ok(Err(s)),
     };
-    let _ = h0;
-    let (h, len) = first;
     if h.mode == Mode::Wal {
         return Ok(Err(Skip::NowWal));
     }
@@ -128,8 +154,9 @@ pub fn observe(
     let same_size = table.page_size() == h.page_size;
     let file_pages = (len / ps as u64) as u32;
     let io = |e| Error::io(src.path(), "cannot read the database", e);
-    // 2. Unlocked scan.
-    let mut candidates: Vec<(u32, Vec<u8>)> = Vec::new();
+    sink.restart(h.page_size)?;
+    // 2. Unlocked scan: candidates go to the sink now, and are re-read under lock #2.
+    let mut candidates: Vec<u32> = Vec::new();
     let mut buf = vec![0u8; ps * 64];
     let mut pgno = 1u32;
     while pgno <= file_pages {
@@ -144,7 +171,8 @@ pub fn observe(
         for (i, page) in buf[..got].chunks_exact(ps).enumerate() {
             let p = pgno + i as u32;
             if p == 1 || !same_size || table.get(p) != Some(page_hash(p, page)) {
-                candidates.push((p, page.to_vec()));
+                candidates.push(p);
+                sink.page(p, page)?;
             }
         }
         if got < want {
@@ -154,36 +182,41 @@ pub fn observe(
     }
     // 3. Confirm under lock #2.
     let relock = candidates.len() <= RELOCK_PAGES;
-    let confirmed = locker.shared(|| -> std::io::Result<bool> {
+    let confirmed = locker.shared(|| -> Result<bool> {
         match counter_of(src) {
             Some((h2, len2)) if h2 == h && len2 == len => {}
             _ => return Ok(false),
         }
-        for (p, img) in candidates.iter_mut() {
+        let mut page = vec![0u8; ps];
+        for p in &candidates {
             if relock || *p == 1 {
-                read_full(src.db_file(), img, (*p as u64 - 1) * ps as u64)?;
+                read_full(src.db_file(), &mut page, (*p as u64 - 1) * ps as u64).map_err(io)?;
+                sink.page(*p, &page)?;
             }
         }
         Ok(true)
     });
     let (ok, held2) = match confirmed {
-        Ok((r, held)) => (r.map_err(io)?, held),
+        Ok((r, held)) => (r?, held),
         Err(s) => return Ok(Err(s)),
     };
     if !ok {
         return Ok(Err(Skip::Raced));
     }
-    let pages = candidates
-        .into_iter()
-        .filter(|(p, img)| !same_size || table.get(*p) != Some(page_hash(*p, img)))
-        .collect();
-    Ok(Ok(Observed {
+    sink.finish(file_pages, file_pages)?;
+    Ok(Ok(ObservedInto {
         change_counter: h.change_counter,
-        diff: Diff {
-            page_size: h.page_size,
-            db_pages: file_pages,
-            pages,
-        },
+        page_size: h.page_size,
+        db_pages: file_pages,
         lock_held: held1 + held2,
     }))
+}
+
+/// The change counter and size, read under a brief SHARED lock: a committed state's.
+pub fn counter(src: &Source, locker: &Locker) -> std::result::Result<(DbHeader, u64), Skip> {
+    match locker.shared(|| counter_of(src)) {
+        Ok((Some(first), _)) => Ok(first),
+        Ok((None, _)) => Err(Skip::Busy("no valid header".into())),
+        Err(s) => Err(s),
+    }
 }

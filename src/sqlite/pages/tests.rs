@@ -197,3 +197,146 @@ fn a_switch_to_wal_is_seen_by_the_rollback_observer() {
     let r = rollback::observe(&src, &locker, &PageTable::new(4096)).unwrap();
     assert!(matches!(r, Err(rollback::Skip::NowWal)), "{r:?}");
 }
+
+/// Pins a snapshot with a read transaction of `reader`, as a backup does.
+fn pin(src: &mut Source, reader: &Connection) -> image::ImagePlan {
+    image::pin_wal(
+        src,
+        || {
+            reader.execute_batch("BEGIN").unwrap();
+            reader
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                .unwrap();
+            Ok(())
+        },
+        || reader.execute_batch("COMMIT").unwrap(),
+    )
+    .unwrap()
+    .expect("a WAL database")
+}
+
+fn stream(plan: &image::ImagePlan, src: &Source) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut plan.reader(src, true), &mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_shm_header_sqlite_writes_is_read_and_names_the_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 50);
+    let mut src = Source::open(&path).unwrap();
+    let h = src
+        .shm_header()
+        .unwrap()
+        .expect("SQLite wrote a valid wal-index header");
+    let (f, wh) = src.wal_with_header().unwrap().unwrap();
+    assert_eq!(h.salts, wh.raw[16..24]);
+    let idx = wal::index(&f, &wh, f.metadata().unwrap().len(), None).unwrap();
+    assert_eq!(idx.committed, h.max_frame as u64);
+    assert_eq!(idx.checksum, h.frame_checksum);
+    assert_eq!(idx.db_pages, Some(h.pages));
+}
+
+#[test]
+fn a_pinned_image_is_the_read_transactions_snapshot_while_a_writer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 300);
+    let reader =
+        Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut src = Source::open(&path).unwrap();
+    let plan = pin(&mut src, &reader);
+    assert!(plan.wal_pages() > 0);
+    let expected = rows(&reader); // inside the pinned read transaction
+    // The writer goes on and checkpoints what it can (not past our read mark).
+    insert(&w, 1000, 200);
+    w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    insert(&w, 2000, 10);
+    let image = stream(&plan, &src);
+    assert_eq!(image[18..20], [1, 1], "page 1 says rollback mode");
+    assert_eq!(rows_of_image(&image), expected);
+    assert_eq!(rows(&reader), expected);
+    reader.execute_batch("COMMIT").unwrap();
+    assert_ne!(rows(&reader), expected, "the writer did go on");
+}
+
+#[test]
+fn a_pinned_image_of_a_checkpointed_wal_survives_a_restart_during_the_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 300);
+    // Every frame in the file: a reader then reads the file alone (read mark 0), and a
+    // writer may restart the WAL under it, overwriting the frames from the start.
+    w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    let reader =
+        Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut src = Source::open(&path).unwrap();
+    let plan = pin(&mut src, &reader);
+    let expected = rows(&reader);
+    let salts_before = src.wal_with_header().unwrap().unwrap().1.salts;
+    insert(&w, 5000, 100);
+    let salts_after = src.wal_with_header().unwrap().unwrap().1.salts;
+    assert_ne!(salts_before, salts_after, "the writer restarted the WAL");
+    let image = stream(&plan, &src);
+    assert_eq!(rows_of_image(&image), expected);
+}
+
+#[test]
+fn a_lock_free_full_image_goes_to_a_file_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 400);
+    w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    insert(&w, 400, 50);
+    let mut src = Source::open(&path).unwrap();
+    let out = dir.path().join("image");
+    let f = std::fs::File::create(&out).unwrap();
+    let mut sink = FileSink::new(f, &out);
+    let taken = src
+        .wal_image_into(&PageTable::new(4096), &mut sink)
+        .unwrap()
+        .unwrap();
+    let image = std::fs::read(&out).unwrap();
+    assert_eq!(image.len(), taken.db_pages as usize * 4096);
+    let mut plain = image.clone();
+    plain[18] = 1;
+    plain[19] = 1;
+    assert_eq!(rows_of_image(&plain), rows(&w));
+    // The same image as the in-memory route gives.
+    let mut table = PageTable::new(4096);
+    let mut mem = Vec::new();
+    apply(
+        &mut table,
+        &mut mem,
+        &src.wal_image(&PageTable::new(4096)).unwrap().unwrap().diff,
+    );
+    assert_eq!(mem, image);
+}
+
+#[test]
+fn a_closed_wal_database_is_pinned_from_its_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 300);
+    drop(w); // the last connection checkpoints and removes the -wal and -shm
+    assert!(!dir.path().join("sqlite.db-wal").exists());
+    let mut src = Source::open(&path).unwrap();
+    let reader =
+        Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    reader
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+        .unwrap();
+    let plan = pin(&mut src, &reader);
+    let expected = rows(&reader);
+    assert_eq!(rows_of_image(&stream(&plan, &src)), expected);
+}

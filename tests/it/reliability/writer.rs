@@ -184,3 +184,154 @@ fn snapshots_under_a_writer_at_1000_tx_per_second_hold_a_committed_prefix() {
         }),
     );
 }
+
+/// A connector in rollback-journal mode commits in seeded bursts with a 100 ms busy
+/// timeout. Returns (commits, failures (first few), worst commit latency).
+fn rollback_writer(
+    db: &Path,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    mut rng: rand::rngs::StdRng,
+    limit: Duration,
+) -> (u64, Vec<String>, Duration) {
+    use rand::RngExt;
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_millis(100)).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=DELETE; PRAGMA synchronous=NORMAL;
+         CREATE TABLE IF NOT EXISTS seq(n INTEGER PRIMARY KEY, payload TEXT NOT NULL);",
+    )
+    .unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+    let started = Instant::now();
+    let (mut n, mut failures, mut worst) = (0u64, Vec::new(), Duration::ZERO);
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
+        // A burst of commits, then a pause: what gives a lock-free copy its quiet moment.
+        for _ in 0..rng.random_range(1..40) {
+            let t = Instant::now();
+            let r = conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; INSERT INTO seq(n, payload) VALUES ({}, printf('%.200c', 'x')); COMMIT;",
+                n + 1
+            ));
+            match r {
+                Ok(()) => {
+                    n += 1;
+                    done.store(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    if failures.len() < 5 {
+                        failures.push(format!("commit {}: {e}", n + 1));
+                    } else {
+                        failures.push(String::new());
+                    }
+                }
+            }
+            worst = worst.max(t.elapsed());
+        }
+        // Mostly short pauses, now and then a longer one (a connector between polls):
+        // a lock-free copy needs a moment without commits as long as a pass.
+        let pause = if rng.random_range(0..4) == 0 {
+            rng.random_range(300..1200)
+        } else {
+            rng.random_range(0..40)
+        };
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+    (n, failures, worst)
+}
+
+/// The backup never holds a SHARED lock across a whole pass over a rollback-journal
+/// database (it copies without a lock, between two brief SHARED locks that read the
+/// change counter): a writer with a 100 ms busy timeout never gets SQLITE_BUSY.
+#[test]
+fn a_rollback_journal_writer_with_a_100_ms_busy_timeout_never_fails_while_backups_run() {
+    let name = "a_rollback_journal_writer_with_a_100_ms_busy_timeout_never_fails_while_backups_run";
+    let backups = count(3, 30);
+    let hub = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // Large enough that a pass over it takes a while (tens of MB), so a lock held
+    // across it would be seen.
+    let (db, spec) = connector_db(hub.path(), "solace", 30_000);
+    let tb = TestBucket::local();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let limit = Duration::from_secs(if super::long() { 1800 } else { 120 });
+    let w = {
+        let (db, stop, done, rng) = (db.clone(), stop.clone(), done.clone(), super::rng(name));
+        std::thread::spawn(move || rollback_writer(&db, stop, done, rng, limit))
+    };
+    let warm = Deadline::after(Duration::from_secs(10));
+    while done.load(Ordering::Relaxed) < 20 && !warm.passed() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let key = Key::from(format!(
+        "acme/datahub/{}/connector/{}/sqlite.db",
+        spec.datahub, spec.connector
+    ));
+    let deadline = Deadline::after(limit);
+    let mut seen = Vec::new();
+    for i in 0..backups {
+        if deadline.passed() {
+            break;
+        }
+        let before = done.load(Ordering::Relaxed);
+        let report = json_of(
+            &run(tb
+                .cmd()
+                .args(["backup", "--force", "--json", "--db"])
+                .arg(&db)),
+            0,
+        );
+        let after = done.load(Ordering::Relaxed);
+        let dest = scratch.path().join("canonical.db");
+        rt().block_on(
+            tb.bucket()
+                .get_to_file(&key, &dest, Encoding::Plain, &NoProgress),
+        )
+        .unwrap();
+        let k = assert_prefix(&dest, &format!("backup {i}"));
+        assert!(
+            (before..=after).contains(&k),
+            "backup {i}: holds {k} commits, the writer was between {before} and {after}: {report}"
+        );
+        seen.push((before, after));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (tx, failures, worst) = w.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "the writer failed {} times while backups ran (worst commit {worst:?}): {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(seen.len(), backups, "only {} backups in time", seen.len());
+    assert!(
+        seen.iter().any(|(b, a)| a > b),
+        "the writer never committed while a backup ran: {seen:?}"
+    );
+    let latest = rt()
+        .block_on(tb.bucket().get_bytes(&Key::from(format!(
+            "acme/datahub/{}/connector/{}/hubvault/latest.json",
+            spec.datahub, spec.connector
+        ))))
+        .unwrap();
+    let latest: serde_json::Value = serde_json::from_slice(&latest).unwrap();
+    assert_eq!(
+        latest["journal_mode"], "delete",
+        "the manifest records the live journal mode: {latest}"
+    );
+    figures(
+        "rollback_writer_during_backups",
+        serde_json::json!({
+            "backups": seen.len(),
+            "writer_tx": tx,
+            "writer_worst_commit_ms": worst.as_millis(),
+            "db_bytes": std::fs::metadata(&db).unwrap().len(),
+        }),
+    );
+}
