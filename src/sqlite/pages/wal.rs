@@ -192,63 +192,104 @@ fn across_restart(wal: &File, pos: &WalPos, raw: &[u8]) -> std::io::Result<Tail>
     Ok(Tail::Commits(commits, end))
 }
 
-/// Reads valid frames from `pos` to the last commit before `len` bytes; also returns
-/// the number of valid frames (committed or not) from the WAL's start.
-pub fn scan(wal: &File, pos: &WalPos, len: u64) -> std::io::Result<(Vec<WalCommit>, WalPos, u64)> {
-    let h = pos.header;
+/// One valid frame, as [`walk`] hands it on.
+struct Frame<'a> {
+    /// Its number, 1-based from the WAL's start.
+    n: u64,
+    pgno: u32,
+    /// Database size in pages after the commit this frame ends; 0 if it ends none.
+    size_after: u32,
+    /// The running checksum through this frame.
+    checksum: (u32, u32),
+    page: &'a [u8],
+}
+
+/// Walks the valid frames of the WAL whose header is `h`, after frame `from` (whose
+/// running checksum is `checksum`), until `len` bytes or through frame `stop_at`. A frame
+/// is valid by SQLite's own recovery rule: the header's salts, a page number, and the
+/// cumulative checksum chain up to it; the walk stops at the first one that is not.
+/// Reads in batches of [`BATCH_FRAMES`] frames.
+fn walk(
+    wal: &File,
+    h: &WalHeader,
+    from: u64,
+    checksum: (u32, u32),
+    len: u64,
+    stop_at: Option<u64>,
+    mut each: impl FnMut(Frame<'_>),
+) -> std::io::Result<()> {
     let fs = h.frame_size();
-    let ps = h.page_size as usize;
-    let mut commits = Vec::new();
-    let mut committed = *pos;
-    let mut running = pos.checksum;
-    let mut pending: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-    let mut frame = pos.frames;
+    let mut running = checksum;
+    let mut frame = from;
     let mut buf = Vec::new();
-    'outer: loop {
+    loop {
+        if stop_at.is_some_and(|s| frame >= s) {
+            return Ok(());
+        }
         let at = HEADER as u64 + frame * fs;
         if at + fs > len {
-            break;
+            return Ok(());
         }
-        let batch = ((len - at) / fs).min(BATCH_FRAMES);
+        let mut batch = ((len - at) / fs).min(BATCH_FRAMES);
+        if let Some(s) = stop_at {
+            batch = batch.min(s - frame);
+        }
         buf.resize((batch * fs) as usize, 0);
         let got = read_full(wal, &mut buf, at)?;
         let whole = got as u64 / fs;
-        if whole == 0 {
-            break;
-        }
-        for i in 0..whole as usize {
-            let f = &buf[i * fs as usize..(i + 1) * fs as usize];
+        for f in buf[..(whole * fs) as usize].chunks_exact(fs as usize) {
             let (pgno, size_after) = (be32(f, 0), be32(f, 4));
             if (be32(f, 8), be32(f, 12)) != h.salts || pgno == 0 {
-                break 'outer;
+                return Ok(());
             }
             let c = cksum(h.big_endian, &f[..8], running);
             let c = cksum(h.big_endian, &f[FRAME_HEADER..], c);
             if c != (be32(f, 16), be32(f, 20)) {
-                break 'outer;
+                return Ok(());
             }
             running = c;
             frame += 1;
-            pending.insert(pgno, f[FRAME_HEADER..FRAME_HEADER + ps].to_vec());
-            if size_after != 0 {
-                let mut pages = std::mem::take(&mut pending);
-                pages.retain(|p, _| *p <= size_after);
-                commits.push(WalCommit {
-                    db_pages: size_after,
-                    pages,
-                });
-                committed = WalPos {
-                    header: h,
-                    frames: frame,
-                    checksum: running,
-                };
-            }
+            each(Frame {
+                n: frame,
+                pgno,
+                size_after,
+                checksum: c,
+                page: &f[FRAME_HEADER..],
+            });
         }
         if whole < batch {
-            break;
+            return Ok(());
         }
     }
-    Ok((commits, committed, frame))
+}
+
+/// Reads valid frames from `pos` to the last commit before `len` bytes; also returns
+/// the number of valid frames (committed or not) from the WAL's start.
+pub fn scan(wal: &File, pos: &WalPos, len: u64) -> std::io::Result<(Vec<WalCommit>, WalPos, u64)> {
+    let h = pos.header;
+    let ps = h.page_size as usize;
+    let mut commits = Vec::new();
+    let mut committed = *pos;
+    let mut pending: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    let mut valid = pos.frames;
+    walk(wal, &h, pos.frames, pos.checksum, len, None, |f| {
+        valid = f.n;
+        pending.insert(f.pgno, f.page[..ps].to_vec());
+        if f.size_after != 0 {
+            let mut pages = std::mem::take(&mut pending);
+            pages.retain(|p, _| *p <= f.size_after);
+            commits.push(WalCommit {
+                db_pages: f.size_after,
+                pages,
+            });
+            committed = WalPos {
+                header: h,
+                frames: f.n,
+                checksum: f.checksum,
+            };
+        }
+    })?;
+    Ok((commits, committed, valid))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.
@@ -288,61 +329,23 @@ pub fn index(
     len: u64,
     stop_at: Option<u64>,
 ) -> std::io::Result<FrameIndex> {
-    let fs = h.frame_size();
     let mut out = FrameIndex {
         checksum: h.checksum,
         ..Default::default()
     };
-    let mut running = h.checksum;
     let mut pending: Vec<(u32, u64)> = Vec::new();
-    let mut frame = 0u64;
-    let mut buf = Vec::new();
-    'outer: loop {
-        if stop_at.is_some_and(|s| frame >= s) {
-            break;
-        }
-        let at = HEADER as u64 + frame * fs;
-        if at + fs > len {
-            break;
-        }
-        let mut batch = ((len - at) / fs).min(BATCH_FRAMES);
-        if let Some(s) = stop_at {
-            batch = batch.min(s - frame);
-        }
-        buf.resize((batch * fs) as usize, 0);
-        let got = read_full(wal, &mut buf, at)?;
-        let whole = got as u64 / fs;
-        if whole == 0 {
-            break;
-        }
-        for i in 0..whole as usize {
-            let f = &buf[i * fs as usize..(i + 1) * fs as usize];
-            let (pgno, size_after) = (be32(f, 0), be32(f, 4));
-            if (be32(f, 8), be32(f, 12)) != h.salts || pgno == 0 {
-                break 'outer;
+    walk(wal, h, 0, h.checksum, len, stop_at, |f| {
+        pending.push((f.pgno, f.n));
+        if f.size_after != 0 {
+            for (p, n) in pending.drain(..) {
+                out.frames.insert(p, n);
             }
-            let c = cksum(h.big_endian, &f[..8], running);
-            let c = cksum(h.big_endian, &f[FRAME_HEADER..], c);
-            if c != (be32(f, 16), be32(f, 20)) {
-                break 'outer;
-            }
-            running = c;
-            frame += 1;
-            pending.push((pgno, frame));
-            if size_after != 0 {
-                for (p, n) in pending.drain(..) {
-                    out.frames.insert(p, n);
-                }
-                out.frames.retain(|p, _| *p <= size_after);
-                out.db_pages = Some(size_after);
-                out.committed = frame;
-                out.checksum = running;
-            }
+            out.frames.retain(|p, _| *p <= f.size_after);
+            out.db_pages = Some(f.size_after);
+            out.committed = f.n;
+            out.checksum = f.checksum;
         }
-        if whole < batch {
-            break;
-        }
-    }
+    })?;
     Ok(out)
 }
 
