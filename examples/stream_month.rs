@@ -303,6 +303,7 @@ fn main() {
             org: org.clone(),
             keep_within: std::time::Duration::from_secs(keep_days as u64 * 86_400),
             clock: clock.clone(),
+            pass_every: hubvault::agent::compactor::PASS_EVERY,
         },
         capture.progress(),
     );

@@ -38,6 +38,9 @@ pub struct CompactorOptions {
     /// The continuous window kept (`--keep-within`).
     pub keep_within: Duration,
     pub clock: SharedClock,
+    /// How often a pass runs: [`PASS_EVERY`], shorter only in tests
+    /// (`HUBVAULT_COMPACT_EVERY`, so a test can kill the agent mid-pass within seconds).
+    pub pass_every: Duration,
 }
 
 struct HubState {
@@ -159,12 +162,12 @@ impl BackgroundCompactor {
         Ok((c, r))
     }
 
-    /// Passes every [`PASS_EVERY`] until shutdown.
+    /// Passes every `pass_every` ([`PASS_EVERY`]) until shutdown.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(keep_within = ?self.opts.keep_within, "stream compaction started (low priority)");
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(PASS_EVERY) => {}
+                _ = tokio::time::sleep(self.opts.pass_every) => {}
                 _ = stopped(&mut shutdown) => break,
             }
             // A pass under way at shutdown is simply dropped: every step is one atomic

@@ -88,6 +88,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         ..Layer::default()
     };
     let cfg = config::resolve(given, file, &file_path)?;
+    let compact_every = compact_every()?;
     let mut s3 = hubvault::store::s3::S3Settings::from_env()?;
     s3.sse = cfg.sse.clone();
     let bucket = Bucket::open_with(&cfg.bucket, &s3)?;
@@ -147,6 +148,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 org: cfg.org.clone(),
                 keep_within: cfg.keep_within,
                 clock: hubvault::clock::system(),
+                pass_every: compact_every,
             },
             capture.progress(),
             rx.clone(),
@@ -182,6 +184,24 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     }
     tracing::info!("agent stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often the stream compactor passes: `HUBVAULT_COMPACT_EVERY` (not a flag: tests
+/// shorten it to kill the agent mid-pass within seconds), else
+/// [`compactor::PASS_EVERY`]. A value that does not parse is refused by name.
+fn compact_every() -> Result<std::time::Duration> {
+    const VAR: &str = "HUBVAULT_COMPACT_EVERY";
+    let Some(v) = std::env::var_os(VAR).filter(|v| !v.is_empty()) else {
+        return Ok(compactor::PASS_EVERY);
+    };
+    let v = v.to_string_lossy();
+    match super::parse_duration(&v) {
+        Ok(d) if d >= std::time::Duration::from_millis(10) => Ok(d),
+        _ => Err(Error::usage(
+            format!("{VAR}={v:?} is not a duration of at least 10ms"),
+            format!("write e.g. {VAR}=10s, or unset it"),
+        )),
+    }
 }
 
 /// SIGTERM (systemd stop) or SIGINT (Ctrl-C) asks the agent to stop.

@@ -639,6 +639,7 @@ fn the_agent_compactor_waits_for_a_segment_still_being_sent() {
             org,
             keep_within: std::time::Duration::from_secs(7 * 86_400),
             clock: clock.clone(),
+            pass_every: hubvault::agent::compactor::PASS_EVERY,
         },
         capture.progress(),
     );

@@ -193,6 +193,12 @@ fn malformed_hubvault_variables_are_refused_by_name_with_exit_2() {
         ),
         ("HUBVAULT_JITTER", "much", agent.clone(), "much"),
         (
+            "HUBVAULT_COMPACT_EVERY",
+            "often",
+            agent.clone(),
+            "HUBVAULT_COMPACT_EVERY",
+        ),
+        (
             "HUBVAULT_METRICS_ADDR",
             "everywhere",
             agent.clone(),
