@@ -298,3 +298,338 @@ both!(
     stream_prune_killed_at_random_points_keeps_every_instant_of_the_window,
     stream_prune_killed_at_random_points
 );
+
+/// Staging files (`name#n`) a killed local upload left under `dir`.
+fn count_staging(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += count_staging(&p);
+        } else if p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains('#'))
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Lines of a child's stderr as they come, on a thread of their own (the pipe is always
+/// drained, so the agent never blocks on a log line).
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The message of a JSON log line.
+fn message(line: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    v["fields"]["message"].as_str().unwrap_or("").to_string()
+}
+
+/// Waits (bounded) for a log line whose message contains `what`; the lines before it are
+/// added to `seen`. None if the stream ended or the limit passed.
+fn wait_for(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    limit: Duration,
+    seen: &mut Vec<String>,
+) -> Option<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).ok()?;
+        let m = message(&line);
+        seen.push(line);
+        if m.contains(what) {
+            return Some(Instant::now());
+        }
+    }
+}
+
+/// Problems the agent's compactor logged ("compaction: …" warnings).
+fn compaction_warnings(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+        .map(|l| message(l))
+        .filter(|m| m.starts_with("compaction") || m.starts_with("stream compaction"))
+        .collect()
+}
+
+/// The agent's log line at the end of its first pass over the simulated stream (the
+/// retention step, the last of a pass, deleting what lies before the window).
+const PASS_END: &str = "retention: stream objects older than the continuous window deleted";
+const COMPACTOR_STARTED: &str = "stream compaction started";
+
+/// kill -9 of the real `hubvault agent` while its own background compactor is mid-pass.
+///
+/// The bucket holds an hour of a hub's capture across a midnight two days ago (two
+/// connectors, nothing compacted). The agent's hub root holds a third connector of the
+/// same hub (the sentinel): capture writes its base at start, which hands the hub to the
+/// agent's compactor; the two simulated connectors are not captured (connectors gone from
+/// the hub), so their stream is compacted (minutes, marks), given day bases and retained
+/// (`--keep-within` ends fifteen minutes after that midnight) exactly as `prune` would.
+/// `HUBVAULT_COMPACT_EVERY=20ms` makes the first pass begin moments after the compactor
+/// starts (its log line), and the kill lands at a random delay after that line.
+///
+/// After each kill: every instant inside the window restores to exactly its reference
+/// state; in one run of five (and after the last) a restarted agent finishes the pass
+/// with no problem logged and leaves exactly what one whole pass leaves (no orphan).
+fn agent_killed_mid_compaction(tb: &TestBucket) {
+    let name = format!("agent_compactor_crash_{:?}", tb.kind).to_lowercase();
+    let runs = count(50, 500);
+    let mut rng = rng(&name);
+    let seed: u64 = rng.random();
+    let bucket = tb.bucket();
+    let d = windows::day_of(chrono::Utc::now()) - TimeDelta::days(2);
+    let sim = simulate(
+        &bucket,
+        &SimSpec {
+            start: d - TimeDelta::minutes(30),
+            hours: 1,
+            bursts_per_hour: 10,
+            instants: 6,
+            instants_after: Some(d),
+            compact: false,
+        },
+        seed,
+    );
+    let hub = sim.dbs[0].spec.datahub;
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let prefix = format!("acme/stream/{hub}");
+    let template = snapshot(tb, &prefix);
+    let cutoff = d + TimeDelta::minutes(15);
+    let inside: Vec<(Time, usize, String)> = sim
+        .refs
+        .iter()
+        .filter(|(t, _, _)| *t >= d)
+        .map(|(t, i, img)| (*t, *i, PageTable::of_image(4096, img).checksum().hex()))
+        .collect();
+    assert!(inside.len() >= 3, "too few instants inside the window");
+    // The sentinel: a small connector of the same hub, the only one the agent captures.
+    let hub_root = tempfile::tempdir().unwrap();
+    let mut sentinel = crate::fixture::Spec::new("sdc", "sentinel", 3);
+    sentinel.datahub = hub;
+    let dir = hub_root.path().join(sentinel.connector.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    crate::fixture::create(&dir.join("sqlite.db"), &sentinel).unwrap();
+    let sentinel_bases = format!("/base/{}/", sentinel.connector);
+    // The simulated connectors' stream (the sentinel's bases are new at every start).
+    let stream_keys = || -> Vec<String> {
+        tb.keys(&prefix)
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !k.contains(&sentinel_bases))
+            .collect()
+    };
+    let check = |run: usize, when: &str| {
+        let b = tb.bucket();
+        rt().block_on(async {
+            futures::stream::iter(&inside)
+                .map(|(t, i, want)| {
+                    let (b, org) = (b.clone(), org.clone());
+                    let c = sim.dbs[*i].spec.connector;
+                    async move {
+                        let p = stream::plan(&b, &org, hub, c, Some(*t))
+                            .await
+                            .unwrap()
+                            .unwrap_or_else(|| panic!("run {run} ({when}): no base for {t}"));
+                        let built = stream::build(&b, &p)
+                            .await
+                            .unwrap_or_else(|e| panic!("run {run} ({when}): {t}: {e}"));
+                        assert_eq!(
+                            &built.checksum.hex(),
+                            want,
+                            "run {run} ({when}): {t} restores to another state"
+                        );
+                    }
+                })
+                .buffer_unordered(8)
+                .collect::<Vec<()>>()
+                .await;
+        })
+    };
+    let agent = || {
+        let keep = format!("{}s", (chrono::Utc::now() - cutoff).num_seconds());
+        let mut c = tb.cmd();
+        c.env("TMPDIR", private_tmp())
+            .env("HUBVAULT_COMPACT_EVERY", "20ms")
+            .args(["agent", "--log-format", "json", "--keep-within", &keep])
+            .args(["--interval", "1h", "--shutdown-grace", "0s", "--hub-root"])
+            .arg(hub_root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let rx = lines_of(&mut child);
+        (child, rx)
+    };
+    // Runs an agent until its stream equals `want` (bounded), then kills it; returns the
+    // lines it logged.
+    let finish = |run: usize, want: &[String]| -> Vec<String> {
+        let (mut child, rx) = agent();
+        let limit = Instant::now() + Duration::from_secs(60);
+        let mut lines = Vec::new();
+        loop {
+            if stream_keys() == want {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "run {run}: the restarted agent exited: {lines:?}"
+            );
+            if Instant::now() >= limit {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                lines.extend(rx.try_iter());
+                panic!(
+                    "run {run}: the restarted agent did not finish within 60 s: {:?}\n{lines:?}",
+                    stream_keys()
+                );
+            }
+            lines.extend(rx.try_iter());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        lines.extend(rx.iter());
+        lines
+    };
+
+    // Calibration: one whole pass, from the compactor's start to its end, timed.
+    let (mut child, rx) = agent();
+    let mut lines = Vec::new();
+    let started = wait_for(&rx, COMPACTOR_STARTED, Duration::from_secs(60), &mut lines)
+        .unwrap_or_else(|| panic!("the compactor did not start: {lines:?}"));
+    let ended = wait_for(&rx, PASS_END, Duration::from_secs(60), &mut lines)
+        .unwrap_or_else(|| panic!("the first pass did not end: {lines:?}"));
+    let full = ended - started;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines.extend(rx.iter());
+    assert_eq!(compaction_warnings(&lines), Vec::<String>::new());
+    let done_keys = stream_keys();
+    assert_ne!(
+        done_keys.len(),
+        template.len(),
+        "the pass changed nothing: {lines:?}"
+    );
+    check(0, "after a whole pass");
+    let mut window = full.mul_f64(1.2);
+    reset(tb, &prefix, &template);
+    check(0, "the template");
+
+    let deadline = Deadline::after(Duration::from_secs(if super::long() { 3600 } else { 150 }));
+    // Local store: staging files (`name#n`) the kills left beside the objects.
+    let mut staging_left = 0;
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut done = 0;
+    let mut restarts = 0;
+    // Time spent resetting, in the agent (start to kill), checking, finishing.
+    let mut spent = [Duration::ZERO; 4];
+    for i in 1..=runs {
+        if deadline.passed() {
+            break;
+        }
+        let t0 = Instant::now();
+        reset(tb, &prefix, &template);
+        spent[0] += t0.elapsed();
+        let t0 = Instant::now();
+        let (mut child, rx) = agent();
+        let mut lines = Vec::new();
+        wait_for(&rx, COMPACTOR_STARTED, Duration::from_secs(60), &mut lines)
+            .unwrap_or_else(|| panic!("run {i}: the compactor did not start: {lines:?}"));
+        let delay = window.mul_f64(rng.random_range(0.0..1.0));
+        std::thread::sleep(delay);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run {i}: the agent exited"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        lines.extend(rx.iter());
+        spent[1] += t0.elapsed();
+        let t0 = Instant::now();
+        let keys = stream_keys();
+        let untouched =
+            keys.len() == template.len() && keys.iter().zip(&template).all(|(a, (b, _))| a == b);
+        let key = match (untouched, keys == done_keys) {
+            (true, _) => "killed_before_any_change",
+            (false, true) => "killed_after_the_last_change",
+            (false, false) => "killed_mid_way",
+        };
+        if keys == done_keys {
+            // Past the end: the window shrinks toward where the pass ends.
+            window = window
+                .min(delay.mul_f64(1.2))
+                .max(Duration::from_millis(20));
+        }
+        *outcomes.entry(key).or_default() += 1;
+        // The template's state was checked before the runs (the same objects).
+        if !untouched {
+            check(i, key);
+        }
+        spent[2] += t0.elapsed();
+        if let Some(dir) = &tb.dir {
+            staging_left += count_staging(&dir.path().join(&prefix));
+        }
+        assert_eq!(compaction_warnings(&lines), Vec::<String>::new(), "run {i}");
+        if i % 5 == 0 {
+            let t0 = Instant::now();
+            let lines = finish(i, &done_keys);
+            assert_eq!(
+                compaction_warnings(&lines),
+                Vec::<String>::new(),
+                "run {i}: the restarted agent"
+            );
+            check(i, "restarted");
+            restarts += 1;
+            spent[3] += t0.elapsed();
+        }
+        done += 1;
+    }
+    assert!(done >= runs.min(50), "only {done} runs before the deadline");
+    // A test of kills must kill mid-pass: most runs die with part of the pass done.
+    let mid = outcomes.get("killed_mid_way").copied().unwrap_or(0);
+    assert!(mid * 10 >= done * 3, "too few kills mid-way: {outcomes:?}");
+
+    // After the last kill: a restarted agent finishes with no problem and no orphan,
+    // and every instant inside the window still restores exactly.
+    let lines = finish(runs + 1, &done_keys);
+    assert_eq!(compaction_warnings(&lines), Vec::<String>::new());
+    check(runs + 1, "after the final restart");
+    figures(
+        &name,
+        serde_json::json!({
+            "runs": done,
+            "restarts": restarts + 1,
+            "objects_at_start": template.len(),
+            "objects_after": done_keys.len(),
+            "full_pass_ms": full.as_millis() as u64,
+            "kill_window_ms": window.as_millis() as u64,
+            "outcomes": outcomes,
+            "instants_checked_per_run": inside.len(),
+            "reset_ms": spent[0].as_millis() as u64,
+            "agent_ms": spent[1].as_millis() as u64,
+            "check_ms": spent[2].as_millis() as u64,
+            "restart_ms": spent[3].as_millis() as u64,
+            "local_staging_files_left_by_kills": staging_left,
+        }),
+    );
+}
+both!(
+    agent_killed_mid_compaction_keeps_every_instant_of_the_window_and_a_restart_finishes,
+    agent_killed_mid_compaction
+);
