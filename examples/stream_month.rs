@@ -2,7 +2,7 @@
 //! retention, counting every request the bucket would be sent (issue 14's benchmark;
 //! numbers and the extrapolation to a month in docs/BENCHMARKS.md).
 //!
-//! `stream_month DIR DAYS TICK_SECONDS [CONNECTORS] [KEEP_WITHIN_DAYS]`
+//! `stream_month DIR DAYS TICK_SECONDS [CONNECTORS] [KEEP_WITHIN_DAYS [FULL_DAYS QUIET_SECONDS]]`
 //!
 //! A hub of CONNECTORS (4) connector databases under DIR (the demo's schema, WAL,
 //! synchronous=NORMAL) each committing once a second on average (TICK commits a tick: one
@@ -14,6 +14,15 @@
 //! keys listed), DELETE. Requests per month are the last whole simulated day × 30; with
 //! KEEP_WITHIN_DAYS = 1 and DAYS >= 2 retention runs during that day. Prints one JSON
 //! document (progress on stderr).
+//!
+//! **Quiet mode** (FULL_DAYS given, below DAYS): the full rate only for the first
+//! FULL_DAYS, then each connector commits once every QUIET_SECONDS (0: never) until DAYS,
+//! the clock jumping from one commit to the next (at least every 10 minutes, so the
+//! compactor's passes still write every mark and day base). That reaches day 30 in
+//! minutes, to restore an instant 29 days back inside a 30-day window (KEEP_WITHIN_DAYS =
+//! 30): what such a restore reads is the day's base and the objects of that day, the same
+//! whatever the later days held. Requests per month are then taken from the last whole
+//! day at the full rate (FULL_DAYS >= 2 has one), not from the quiet days.
 
 #[path = "../src/cli/fixture.rs"]
 #[allow(dead_code)]
@@ -216,7 +225,9 @@ struct Conn {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: stream_month DIR DAYS TICK_SECONDS [CONNECTORS] [KEEP_WITHIN_DAYS]");
+    eprintln!(
+        "usage: stream_month DIR DAYS TICK_SECONDS [CONNECTORS] [KEEP_WITHIN_DAYS [FULL_DAYS QUIET_SECONDS]]"
+    );
     std::process::exit(2)
 }
 
@@ -234,6 +245,18 @@ fn main() {
     let keep_days: i64 = args
         .get(5)
         .map_or(7, |s| s.parse().unwrap_or_else(|_| usage()));
+    // Quiet mode: (full-rate days, seconds between a connector's commits after them).
+    let quiet: Option<(i64, i64)> = match (args.get(6), args.get(7)) {
+        (None, None) => None,
+        (Some(f), Some(q)) => Some((
+            f.parse().unwrap_or_else(|_| usage()),
+            q.parse().unwrap_or_else(|_| usage()),
+        )),
+        _ => usage(),
+    };
+    if quiet.is_some_and(|(f, q)| f < 1 || f >= days || q < 0) {
+        usage();
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let (hub_root, tmp) = (dir.join("hub"), dir.join("tmp"));
     for d in [&hub_root, &tmp] {
@@ -320,14 +343,27 @@ fn main() {
     let mut next_hour = start + TimeDelta::hours(1);
     let mut next_day = windows::day_of(start) + TimeDelta::days(1);
     let mut at_day: BTreeMap<i64, BTreeMap<&'static str, u64>> = BTreeMap::new();
-    let steps = (end - start).num_seconds() / tick + 1;
+    // The midnight of each snapshot in `at_day`.
+    let mut day_at: BTreeMap<i64, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    let full_end = quiet.map(|(f, _)| start + TimeDelta::days(f));
+    let quiet_seconds = quiet.map_or(0, |(_, q)| q);
     rt.block_on(async {
-        for step in 0..steps {
-            let now = start + TimeDelta::seconds(step * tick);
+        let mut now = start;
+        let mut first = true;
+        loop {
             clock.set(now);
-            if step > 0 {
+            let quiet_now = full_end.is_some_and(|f| now > f);
+            // Commits per connector at this wake-up: a tick's worth at the full rate; one
+            // (or none) in the quiet days.
+            let commits = match (first, quiet_now) {
+                (true, _) => 0,
+                (false, false) => tick,
+                (false, true) => i64::from(quiet_seconds > 0),
+            };
+            first = false;
+            {
                 for c in conns.iter_mut() {
-                    for _ in 0..tick {
+                    for _ in 0..commits {
                         let payload = format!(
                             "{{\"order\":\"{:016x}\",\"sample\":\"S-{}\",\"state\":\"queued\",\"note\":\"{}\"}}",
                             rand(),
@@ -362,17 +398,32 @@ fn main() {
             }
             capture.step().await;
             if now >= next_pass {
-                next_pass += TimeDelta::seconds(10);
+                next_pass = (next_pass + TimeDelta::seconds(10)).max(now);
                 let _ = compactor.pass().await;
             }
             if now >= next_day {
-                next_day += TimeDelta::days(1);
                 let d = (now - start).num_days();
                 at_day.insert(d, counts.snapshot());
+                day_at.insert(d, next_day);
+                next_day += TimeDelta::days(1);
                 let (objects, bytes) = stored(&mem);
                 daily.push(serde_json::json!({"day": d, "objects": objects, "bytes": bytes, "wall_s": wall.elapsed().as_secs()}));
                 eprintln!("day {d}: {objects} objects, {bytes} bytes, {:?} wall", wall.elapsed());
             }
+            if now >= end {
+                break;
+            }
+            // The next wake-up: a tick at the full rate; in the quiet days the next
+            // commit, at most 10 minutes on.
+            let step = if full_end.is_some_and(|f| now >= f) {
+                match quiet_seconds {
+                    0 => 600,
+                    q => q.min(600),
+                }
+            } else {
+                tick
+            };
+            now = (now + TimeDelta::seconds(step)).min(end);
         }
     });
     let total = counts.snapshot();
@@ -384,8 +435,29 @@ fn main() {
     // a day holds every kind of work (segments, minutes, marks, the day's bases), so a
     // month is 30 of them. Retention's own requests are DELETEs (free on S3) and one GET a
     // day: the figure does not depend on the window's length.
-    let snaps: Vec<&BTreeMap<&str, u64>> = at_day.values().collect();
+    // In quiet mode, the last whole day at the full rate: the snapshots up to the last
+    // midnight before the full rate ends.
+    let snaps: Vec<&BTreeMap<&str, u64>> = at_day
+        .iter()
+        .filter(|(d, _)| full_end.is_none_or(|f| day_at[d] <= f))
+        .map(|(_, v)| v)
+        .collect();
+    // The last whole quiet day's requests (quiet mode).
+    let quiet_day: Option<BTreeMap<&str, u64>> = full_end.and_then(|_| {
+        let v: Vec<&BTreeMap<&str, u64>> = at_day.values().collect();
+        let n = v.len();
+        (n >= 2).then(|| {
+            v[n - 1]
+                .iter()
+                .map(|(k, x)| (*k, x - v[n - 2][k]))
+                .collect()
+        })
+    });
     let (from, to, span) = match snaps.len() {
+        0 | 1 if full_end.is_some() => {
+            eprintln!("quiet mode: no whole day at the full rate (FULL_DAYS >= 2 has one)");
+            (BTreeMap::new(), BTreeMap::new(), 1.0)
+        }
         0 => (
             BTreeMap::new(),
             total.clone(),
@@ -407,8 +479,9 @@ fn main() {
             )
         })
         .collect();
-    let class_a = per_month["PUT"] + per_month["COPY"] + per_month["LIST"];
-    let class_b = per_month["GET"] + per_month["HEAD"];
+    let pm = |k: &str| per_month.get(k).copied().unwrap_or(0.0);
+    let class_a = pm("PUT") + pm("COPY") + pm("LIST");
+    let class_b = pm("GET") + pm("HEAD");
     let req_cost = class_a * 0.005 / 1000.0 + class_b * 0.0004 / 1000.0;
     let storage_cost = bytes as f64 / 1e9 * 0.023;
     // The stored window projected to a 7-day one (labelled as such in BENCHMARKS.md): the
@@ -448,7 +521,13 @@ fn main() {
             match p {
                 Some(p) => {
                     let built = stream::build(&bucket, &p).await.unwrap();
-                    Some((p.segments, built.commits, built.image.len()))
+                    Some((
+                        p.segments,
+                        built.commits,
+                        built.image.len(),
+                        built.state_time,
+                        p.base_time,
+                    ))
                 }
                 None => None,
             }
@@ -465,6 +544,9 @@ fn main() {
             "from_stream": got.is_some(),
             "objects_after_base": got.map(|g| g.0),
             "image_bytes": got.map(|g| g.2),
+            "at": (!back.is_zero()).then(|| t.to_rfc3339()),
+            "state_time": got.map(|g| g.3.to_rfc3339()),
+            "base_time": got.map(|g| g.4.to_rfc3339()),
             "requests": reqs,
             "bytes_read": counts.get_bytes.load(Ordering::Relaxed) - b0,
             "seconds": took.as_secs_f64(),
@@ -476,6 +558,12 @@ fn main() {
         "connectors": n_conn,
         "commits_per_second_per_connector": 1,
         "keep_within_days": keep_days,
+        "quiet_mode": quiet.map(|(f, q)| serde_json::json!({
+            "full_rate_days": f,
+            "quiet_commit_every_seconds_per_connector": q,
+            "requests_per_month_from": "the last whole day at the full rate",
+            "requests_last_quiet_day": quiet_day,
+        })),
         "wall_seconds": wall.elapsed().as_secs(),
         "stored": {"objects": objects, "bytes": bytes, "by_level": levels,
             "window_days_held": held_days,

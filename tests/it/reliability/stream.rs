@@ -339,32 +339,34 @@ fn message(line: &str) -> String {
     v["fields"]["message"].as_str().unwrap_or("").to_string()
 }
 
-/// Waits (bounded) for a log line whose message contains `what`; the lines before it are
-/// added to `seen`. None if the stream ended or the limit passed.
+/// Waits (bounded) until a log line's message contains each of `what` (in any order);
+/// every line read is added to `seen`. The instant the last was read, or None if the
+/// stream ended or the limit passed.
 fn wait_for(
     rx: &std::sync::mpsc::Receiver<String>,
-    what: &str,
+    what: &[&str],
     limit: Duration,
     seen: &mut Vec<String>,
 ) -> Option<Instant> {
     let deadline = Instant::now() + limit;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).ok()?;
+    let mut left: Vec<&str> = what.to_vec();
+    while !left.is_empty() {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(wait).ok()?;
         let m = message(&line);
         seen.push(line);
-        if m.contains(what) {
-            return Some(Instant::now());
-        }
+        left.retain(|w| !m.contains(w));
     }
+    Some(Instant::now())
 }
 
-/// Problems the agent's compactor logged ("compaction: …" warnings).
+/// Problems the agent's compactor logged (its warnings and errors).
 fn compaction_warnings(lines: &[String]) -> Vec<String> {
     lines
         .iter()
-        .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
-        .map(|l| message(l))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "WARN" || v["level"] == "ERROR")
+        .map(|v| v["fields"]["message"].as_str().unwrap_or("").to_string())
         .filter(|m| m.starts_with("compaction") || m.starts_with("stream compaction"))
         .collect()
 }
@@ -372,7 +374,10 @@ fn compaction_warnings(lines: &[String]) -> Vec<String> {
 /// The agent's log line at the end of its first pass over the simulated stream (the
 /// retention step, the last of a pass, deleting what lies before the window).
 const PASS_END: &str = "retention: stream objects older than the continuous window deleted";
-const COMPACTOR_STARTED: &str = "stream compaction started";
+/// Logged at start by the compactor (its first pass follows `HUBVAULT_COMPACT_EVERY`
+/// later) and by capture when it queues the sentinel's base (the upload that hands the
+/// hub to the compactor): a kill's delay counts from the later of the two.
+const STARTED: [&str; 2] = ["stream compaction started", "capture: new generation"];
 
 /// kill -9 of the real `hubvault agent` while its own background compactor is mid-pass.
 ///
@@ -383,7 +388,8 @@ const COMPACTOR_STARTED: &str = "stream compaction started";
 /// the hub), so their stream is compacted (minutes, marks), given day bases and retained
 /// (`--keep-within` ends fifteen minutes after that midnight) exactly as `prune` would.
 /// `HUBVAULT_COMPACT_EVERY=20ms` makes the first pass begin moments after the compactor
-/// starts (its log line), and the kill lands at a random delay after that line.
+/// starts, and the kill lands at a random delay after the log lines that precede the
+/// pass (the window calibrated on one whole pass, shrunk when kills land past its end).
 ///
 /// After each kill: every instant inside the window restores to exactly its reference
 /// state; in one run of five (and after the last) a restarted agent finishes the pass
@@ -500,7 +506,7 @@ fn agent_killed_mid_compaction(tb: &TestBucket) {
                 );
             }
             lines.extend(rx.try_iter());
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(25));
         }
         child.kill().unwrap();
         child.wait().unwrap();
@@ -511,9 +517,9 @@ fn agent_killed_mid_compaction(tb: &TestBucket) {
     // Calibration: one whole pass, from the compactor's start to its end, timed.
     let (mut child, rx) = agent();
     let mut lines = Vec::new();
-    let started = wait_for(&rx, COMPACTOR_STARTED, Duration::from_secs(60), &mut lines)
+    let started = wait_for(&rx, &STARTED, Duration::from_secs(60), &mut lines)
         .unwrap_or_else(|| panic!("the compactor did not start: {lines:?}"));
-    let ended = wait_for(&rx, PASS_END, Duration::from_secs(60), &mut lines)
+    let ended = wait_for(&rx, &[PASS_END], Duration::from_secs(60), &mut lines)
         .unwrap_or_else(|| panic!("the first pass did not end: {lines:?}"));
     let full = ended - started;
     child.kill().unwrap();
@@ -549,7 +555,7 @@ fn agent_killed_mid_compaction(tb: &TestBucket) {
         let t0 = Instant::now();
         let (mut child, rx) = agent();
         let mut lines = Vec::new();
-        wait_for(&rx, COMPACTOR_STARTED, Duration::from_secs(60), &mut lines)
+        wait_for(&rx, &STARTED, Duration::from_secs(60), &mut lines)
             .unwrap_or_else(|| panic!("run {i}: the compactor did not start: {lines:?}"));
         let delay = window.mul_f64(rng.random_range(0.0..1.0));
         std::thread::sleep(delay);
