@@ -7,6 +7,7 @@
 #
 #   bench/backup.sh [SIZE_EVENTS...]     default: 320000 1300000 (about 256 MiB and 1 GiB)
 #   RUNS=5 bench/backup.sh 320000
+#   BASELINE=/path/to/old/hubvault bench/backup.sh   # also time an older binary, same runs
 #
 # Needs: sqlite3 (Debian), GNU time (/usr/bin/time). Builds hubvault in release mode.
 set -euo pipefail
@@ -30,7 +31,12 @@ timed() { # timed NAME COMMAND...: appends "seconds" to $work/NAME.t, KiB to $wo
 maxmib() { sort -n | tail -1 | awk '{printf "%d", $1/1024}'; }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '| database | hubvault backup --force (new version) | unchanged (no new version) | sqlite3 .backup + cp + sync | cp + sync | peak RSS: hubvault / sqlite3 / cp |\n|---|---|---|---|---|---|\n'
+base=${BASELINE:-}
+if [ -n "$base" ]; then
+  printf '| database | hubvault backup --force (new version) | unchanged (no new version) | baseline: new version | baseline: unchanged | sqlite3 .backup + cp + sync | cp + sync | peak RSS: hubvault / baseline / sqlite3 / cp |\n|---|---|---|---|---|---|---|---|\n'
+else
+  printf '| database | hubvault backup --force (new version) | unchanged (no new version) | sqlite3 .backup + cp + sync | cp + sync | peak RSS: hubvault / sqlite3 / cp |\n|---|---|---|---|---|---|\n'
+fi
 for n in "${sizes[@]}"; do
   db="$work/$n/sqlite.db"
   if [ ! -f "$db" ]; then
@@ -45,13 +51,28 @@ for n in "${sizes[@]}"; do
     sqlite3 "$db" "INSERT OR REPLACE INTO SequelizeMeta VALUES ('bench-$i-$RANDOM')"
     timed new $hv backup --db "$db" --bucket "file://$work/bucket" --org bench --force --tmp-dir "$work/tmp"
     timed same $hv backup --db "$db" --bucket "file://$work/bucket" --org bench --force --tmp-dir "$work/tmp"
+    if [ -n "$base" ]; then
+      # The same two backups by the older binary, into a bucket of its own.
+      rm -rf "$work/bucket" && mkdir -p "$work/bucket"
+      sqlite3 "$db" "INSERT OR REPLACE INTO SequelizeMeta VALUES ('bench-$i-$RANDOM')"
+      timed bnew "$base" backup --db "$db" --bucket "file://$work/bucket" --org bench --force --tmp-dir "$work/tmp"
+      timed bsame "$base" backup --db "$db" --bucket "file://$work/bucket" --org bench --force --tmp-dir "$work/tmp"
+    fi
     timed lite sh -c "sqlite3 '$db' '.backup $work/copy/snap.db' && cp '$work/copy/snap.db' '$work/copy/dest.db' && sync"
     rm -f "$work/copy/"*
     timed cp sh -c "cp '$db' '$work/copy/dest.db' && sync"
   done
-  printf '| %s MiB (%s events) | %s s | %s s | %s s | %s s | %s / %s / %s MiB |\n' "$size" "$n" \
-    "$(stats < "$work/new.t")" "$(stats < "$work/same.t")" "$(stats < "$work/lite.t")" "$(stats < "$work/cp.t")" \
-    "$(cat "$work/new.m" "$work/same.m" | maxmib)" "$(maxmib < "$work/lite.m")" "$(maxmib < "$work/cp.m")"
+  if [ -n "$base" ]; then
+    printf '| %s MiB (%s events) | %s s | %s s | %s s | %s s | %s s | %s s | %s / %s / %s / %s MiB |\n' "$size" "$n" \
+      "$(stats < "$work/new.t")" "$(stats < "$work/same.t")" "$(stats < "$work/bnew.t")" "$(stats < "$work/bsame.t")" \
+      "$(stats < "$work/lite.t")" "$(stats < "$work/cp.t")" \
+      "$(cat "$work/new.m" "$work/same.m" | maxmib)" "$(cat "$work/bnew.m" "$work/bsame.m" | maxmib)" \
+      "$(maxmib < "$work/lite.m")" "$(maxmib < "$work/cp.m")"
+  else
+    printf '| %s MiB (%s events) | %s s | %s s | %s s | %s s | %s / %s / %s MiB |\n' "$size" "$n" \
+      "$(stats < "$work/new.t")" "$(stats < "$work/same.t")" "$(stats < "$work/lite.t")" "$(stats < "$work/cp.t")" \
+      "$(cat "$work/new.m" "$work/same.m" | maxmib)" "$(maxmib < "$work/lite.m")" "$(maxmib < "$work/cp.m")"
+  fi
 done
 echo
 echo "median (min-max) of $runs runs; $(nproc) cores; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
