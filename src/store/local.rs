@@ -235,7 +235,7 @@ fn write_all(file: File, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> std::io:
         }
     }
     if fill > 0 {
-        if direct && fill % ALIGN != 0 {
+        if direct && !fill.is_multiple_of(ALIGN) {
             // The unaligned tail goes through the page cache.
             set_direct(&file, false)?;
             direct = false;
