@@ -96,6 +96,9 @@ pub struct Bucket {
     sorted_lists: bool,
     /// As given, for messages: userinfo removed.
     url: String,
+    /// A local directory's store, whose large uploads are written by
+    /// `store::local` instead (around the page cache).
+    pub(crate) local: Option<Arc<LocalFileSystem>>,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -129,6 +132,7 @@ impl Bucket {
         // Large objects on S3 come as parallel ranged GETs; a local directory gains
         // nothing from them.
         let ranged = matches!(parsed, BucketUrl::S3 { .. });
+        let mut local = None;
         let (store, root): (Arc<dyn ObjectStore>, String) = match parsed {
             BucketUrl::Local(dir) => {
                 if s3.sse.is_some() {
@@ -158,8 +162,9 @@ impl Bucket {
                 let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(&e.to_string()))?;
                 // A backup reported as uploaded must survive a power cut: fsync every
                 // object and its directory, as S3 does before it answers 200.
-                let fs = fs.with_fsync(true);
-                (Arc::new(fs), String::new())
+                let fs = Arc::new(fs.with_fsync(true));
+                local = Some(fs.clone());
+                (fs as Arc<dyn ObjectStore>, String::new())
             }
             BucketUrl::S3 { bucket, prefix } => (
                 Arc::new(s3::store(&bucket, s3).map_err(|e| bad(&e.to_string()))?),
@@ -178,6 +183,7 @@ impl Bucket {
             ranged,
             sorted_lists: ranged,
             url: shown,
+            local,
         })
     }
 
@@ -188,6 +194,7 @@ impl Bucket {
             ranged: false,
             sorted_lists: false,
             url: redact_url(&url.into()),
+            local: None,
         }
     }
 

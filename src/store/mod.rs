@@ -3,6 +3,7 @@
 
 pub mod bucket;
 mod codec;
+mod local;
 pub mod s3;
 pub mod staged;
 pub mod url;

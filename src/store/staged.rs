@@ -11,11 +11,13 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::blocking::{blocking, join_error};
+use crate::error::StoreFailure;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::store::bucket::{Bucket, CHUNK, IN_FLIGHT, PART_CONCURRENCY, PART_SIZE, Transfer};
 pub use crate::store::codec::Landed;
 use crate::store::codec::{self, Encoding};
+use crate::store::local::LocalUpload;
 
 impl Bucket {
     /// Streams a local file to `key`, hashing the plain bytes on the way. Atomic: the
@@ -99,20 +101,25 @@ impl Bucket {
         progress: &dyn Progress,
         source: impl FnOnce(&mut Feed) -> Result<T> + Send + 'static,
     ) -> Result<(T, Transfer, Vec<StagedUpload>)> {
-        let mut uploads: Vec<StagedUpload> = targets
-            .iter()
-            .map(|(key, enc)| {
-                let writer = BufWriter::with_capacity(self.store(), key.clone(), PART_SIZE)
-                    .with_max_concurrency(PART_CONCURRENCY);
-                StagedUpload::new(
-                    self.clone(),
-                    key.clone(),
-                    writer,
-                    matches!(enc, Encoding::Zstd(_)),
-                    landed.clone(),
-                )
-            })
-            .collect();
+        let mut uploads: Vec<StagedUpload> = Vec::with_capacity(targets.len());
+        for (key, enc) in targets {
+            let zstd = matches!(enc, Encoding::Zstd(_));
+            let upload = match self.local_path(key, total)? {
+                // A large object into a local directory: written around the page cache.
+                Some(dest) => {
+                    let local = LocalUpload::create(dest.clone())
+                        .await
+                        .map_err(|e| self.local_err(key, &dest, e))?;
+                    StagedUpload::local(self.clone(), key.clone(), local, zstd, landed.clone())
+                }
+                None => {
+                    let writer = BufWriter::with_capacity(self.store(), key.clone(), PART_SIZE)
+                        .with_max_concurrency(PART_CONCURRENCY);
+                    StagedUpload::new(self.clone(), key.clone(), writer, zstd, landed.clone())
+                }
+            };
+            uploads.push(upload);
+        }
         let encodings: Vec<Encoding> = targets.iter().map(|t| t.1).collect();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<Bytes>)>(IN_FLIGHT);
         // The blocking side: read, hash, compress. Ends early (with an error nobody reads)
@@ -171,6 +178,33 @@ impl Bucket {
                 Err(e)
             }
         }
+    }
+}
+
+impl Bucket {
+    /// Where a staged upload of about `total` plain bytes to `key` is written by
+    /// [`LocalUpload`]: in a local directory, from one multipart part up (smaller
+    /// objects keep object_store's single write).
+    fn local_path(&self, key: &Path, total: u64) -> Result<Option<std::path::PathBuf>> {
+        match &self.local {
+            Some(fs) if total >= PART_SIZE as u64 => fs
+                .path_to_filesystem(key)
+                .map(Some)
+                .map_err(|e| self.err("PUT", key, e)),
+            _ => Ok(None),
+        }
+    }
+
+    /// A local upload's error, typed by its kind (a full disk, a read-only mount) and
+    /// naming the file.
+    fn local_err(&self, key: &Path, file: &std::path::Path, e: std::io::Error) -> Error {
+        Error::bucket_failure(
+            "PUT",
+            self.shown(key),
+            self.url(),
+            StoreFailure::from_io_kind(e.kind()),
+            format!("{}: {e}", file.display()),
+        )
     }
 }
 
@@ -327,13 +361,21 @@ impl Feed {
 pub struct StagedUpload {
     bucket: Bucket,
     key: Path,
-    writer: BufWriter,
+    writer: Sink,
     stored: u64,
     /// True if and only if the object is stored zstd-compressed.
     zstd: bool,
     /// What the object is compared with when the answer to the upload's last request
     /// was lost.
     landed: Landed,
+}
+
+/// Where a staged upload's bytes go.
+enum Sink {
+    /// object_store's buffered writer (S3 multipart, or a local single write).
+    Store(BufWriter),
+    /// A large object into a local directory ([`LocalUpload`]).
+    Local(LocalUpload),
 }
 
 impl StagedUpload {
@@ -347,7 +389,18 @@ impl StagedUpload {
         StagedUpload {
             bucket,
             key,
-            writer,
+            writer: Sink::Store(writer),
+            stored: 0,
+            zstd,
+            landed,
+        }
+    }
+
+    fn local(bucket: Bucket, key: Path, local: LocalUpload, zstd: bool, landed: Landed) -> Self {
+        StagedUpload {
+            bucket,
+            key,
+            writer: Sink::Local(local),
             stored: 0,
             zstd,
             landed,
@@ -364,31 +417,56 @@ impl StagedUpload {
             return Ok(());
         }
         self.stored += bytes.len() as u64;
-        self.writer
-            .put(bytes)
-            .await
-            .map_err(|e| self.bucket.err("PUT", &self.key, e))
+        match &mut self.writer {
+            Sink::Store(w) => w
+                .put(bytes)
+                .await
+                .map_err(|e| self.bucket.err("PUT", &self.key, e)),
+            Sink::Local(l) => match l.write(bytes).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.bucket.local_err(&self.key, l.staging(), e)),
+            },
+        }
     }
 
     /// Completes the upload: the object appears whole at its key. Returns the bytes
     /// stored.
-    pub async fn commit(mut self) -> Result<u64> {
-        match self.writer.shutdown().await {
-            Ok(()) => Ok(self.stored),
+    pub async fn commit(self) -> Result<u64> {
+        let StagedUpload {
+            bucket,
+            key,
+            writer,
+            stored,
+            zstd,
+            landed,
+        } = self;
+        let mut writer = match writer {
+            Sink::Store(w) => w,
+            Sink::Local(l) => {
+                let staging = l.staging().to_path_buf();
+                // A local rename either happened or not: no lost answer to look into.
+                return match l.commit().await {
+                    Ok(()) => Ok(stored),
+                    Err(e) => Err(bucket.local_err(&key, &staging, e)),
+                };
+            }
+        };
+        match writer.shutdown().await {
+            Ok(()) => Ok(stored),
             Err(e) => {
                 // No `abort` here: once shutdown has begun the writer cleans up after
                 // itself (a failed completion aborts the multipart upload), and
                 // object_store panics on `abort` ("Already shut down").
-                let err = self.bucket.io_err("PUT", &self.key, e);
+                let err = bucket.io_err("PUT", &key, e);
                 // The last request may have succeeded with its answer lost: a retried
                 // CompleteMultipartUpload then gets NoSuchUpload (moto and other
                 // S3-compatible stores). If the key holds exactly our bytes, it landed.
-                if self.bucket.landed(&self.key, &self.landed, self.zstd).await {
+                if bucket.landed(&key, &landed, zstd).await {
                     tracing::info!(
                         "{}: the upload's last answer was lost, but the object landed whole",
-                        self.key
+                        key
                     );
-                    Ok(self.stored)
+                    Ok(stored)
                 } else {
                     Err(err)
                 }
@@ -397,7 +475,12 @@ impl StagedUpload {
     }
 
     /// Abandons the upload (aborts a multipart upload, removes a staging file).
-    pub async fn abort(mut self) {
-        let _ = self.writer.abort().await;
+    pub async fn abort(self) {
+        match self.writer {
+            Sink::Store(mut w) => {
+                let _ = w.abort().await;
+            }
+            Sink::Local(l) => l.abort().await,
+        }
     }
 }

@@ -99,28 +99,26 @@ pub struct ImageReader<'a> {
 }
 
 impl ImageReader<'_> {
-    /// Reads the next batch of pages into `buf`; false at the end of the image.
-    fn fill(&mut self) -> std::io::Result<bool> {
+    /// Reads the next pages into `dst` (a whole number of pages, at least one), straight
+    /// from the file with the WAL's frames laid over them; returns the bytes read, 0 at
+    /// the end of the image.
+    fn read_pages(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
         let plan = self.plan;
         if self.next > plan.pages {
-            return Ok(false);
+            return Ok(0);
         }
         let ps = plan.page_size as usize;
-        let n = (plan.pages - self.next + 1).min(BATCH_PAGES);
-        self.buf.resize(n as usize * ps, 0);
-        let got = read_full(
-            self.src.db_file(),
-            &mut self.buf,
-            (self.next as u64 - 1) * ps as u64,
-        )?;
+        let n = (plan.pages - self.next + 1).min((dst.len() / ps) as u32);
+        let dst = &mut dst[..n as usize * ps];
+        let got = read_full(self.src.db_file(), dst, (self.next as u64 - 1) * ps as u64)?;
         // A page past the file's end that no frame holds: SQLite counts it but never wrote
         // it, and reads it as zeros.
-        self.buf[got..].fill(0);
+        dst[got..].fill(0);
         if let Some((f, h, frames)) = &plan.wal {
             for i in 0..n {
                 let p = self.next + i;
                 if let Some(&frame) = frames.get(&p) {
-                    let page = &mut self.buf[i as usize * ps..(i as usize + 1) * ps];
+                    let page = &mut dst[i as usize * ps..(i as usize + 1) * ps];
                     // A frame rewritten since it was indexed means the WAL restarted, which
                     // a pinning reader allows only when every frame was already in the
                     // file and checkpoints are blocked: the file's page is the state.
@@ -131,20 +129,38 @@ impl ImageReader<'_> {
                 }
             }
         }
-        if self.next == 1 && self.legacy_header && self.buf.len() >= 20 {
-            self.buf[18] = 1;
-            self.buf[19] = 1;
+        if self.next == 1 && self.legacy_header && dst.len() >= 20 {
+            dst[18] = 1;
+            dst[19] = 1;
         }
         self.next += n;
+        Ok(dst.len())
+    }
+
+    /// Reads the next batch of pages into `buf`; false at the end of the image.
+    fn fill(&mut self) -> std::io::Result<bool> {
+        let ps = self.plan.page_size as usize;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(BATCH_PAGES as usize * ps, 0);
+        let got = self.read_pages(&mut buf);
+        buf.truncate(*got.as_ref().unwrap_or(&0));
+        self.buf = buf;
         self.at = 0;
-        Ok(true)
+        Ok(got? > 0)
     }
 }
 
 impl Read for ImageReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.at == self.buf.len() && !self.fill()? {
-            return Ok(0);
+        if self.at == self.buf.len() {
+            // Room for whole pages: read them straight into the caller's buffer (one
+            // copy less for every byte of a backup).
+            if out.len() >= self.plan.page_size as usize {
+                return self.read_pages(out);
+            }
+            if !self.fill()? {
+                return Ok(0);
+            }
         }
         let n = out.len().min(self.buf.len() - self.at);
         out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);

@@ -1,0 +1,366 @@
+//! A large upload into a local-directory bucket, written around the page cache.
+//!
+//! object_store's local uploads `write(2)` every byte into the page cache and `fsync` it
+//! at the end. For a database-sized object that costs twice: the copy into freshly
+//! allocated page-cache memory (on this project's VMs new memory is the expensive part:
+//! 0.3-0.55 s of system time for 242 MiB written into a new file, 0.08 s into pages just
+//! freed) and then the whole flush at `fsync`, after the pass. Written with `O_DIRECT`
+//! the bytes go from our buffer to the disk while the pass runs (`dd oflag=direct` of
+//! 242 MiB: 0.31-0.47 s with its fsync, against 0.81-1.18 s buffered), and the `fsync`
+//! at commit finds little left to do. Durability is the same: the file is fsynced, then
+//! renamed into place, then its directory fsynced, as object_store does with fsync on.
+//!
+//! The staging file is named as object_store names its own (`{key}#{n}`), so listings
+//! skip it the same way, and it is removed when the upload is aborted or dropped. A file
+//! system that refuses `O_DIRECT` (older tmpfs) gets plain writes.
+
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+/// Bytes per direct write (a multiple of [`ALIGN`]): large writes keep the disk busy.
+const WRITE_SIZE: usize = 8 * 1024 * 1024;
+/// Alignment of a direct write's memory, offset and length (the largest logical block
+/// size in use).
+const ALIGN: usize = 4096;
+/// Chunks waiting for the writer thread: about one write's worth, so the producer rarely
+/// waits while a write is on its way to the disk.
+const QUEUED: usize = 8;
+
+/// A staged local upload: bytes are sent to a writer thread; [`LocalUpload::commit`]
+/// renames the finished file into place.
+pub(crate) struct LocalUpload {
+    dest: PathBuf,
+    staging: PathBuf,
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    worker: Option<tokio::task::JoinHandle<std::io::Result<File>>>,
+    /// Set once the staging file is renamed or removed.
+    done: bool,
+}
+
+impl LocalUpload {
+    /// Creates the staging file beside `dest` (and any missing directories, fsynced) and
+    /// starts its writer thread.
+    pub(crate) async fn create(dest: PathBuf) -> std::io::Result<LocalUpload> {
+        let d = dest.clone();
+        let (file, staging) = tokio::task::spawn_blocking(move || new_staging_file(&d))
+            .await
+            .map_err(std::io::Error::other)??;
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUED);
+        let worker = tokio::task::spawn_blocking(move || write_all(file, rx));
+        Ok(LocalUpload {
+            dest,
+            staging,
+            tx: Some(tx),
+            worker: Some(worker),
+            done: false,
+        })
+    }
+
+    /// The file being written (for errors).
+    pub(crate) fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Queues the next bytes. A failed write shows up here (or at commit) as the
+    /// writer's own error.
+    pub(crate) async fn write(&mut self, bytes: Bytes) -> std::io::Result<()> {
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(std::io::Error::other("upload already finished"));
+        };
+        if tx.send(bytes).await.is_ok() {
+            return Ok(());
+        }
+        // The writer stopped: its error says why.
+        self.tx = None;
+        match self.join().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(std::io::Error::other("the writer stopped early")),
+        }
+    }
+
+    async fn join(&mut self) -> std::io::Result<File> {
+        match self.worker.take() {
+            Some(w) => w.await.map_err(std::io::Error::other)?,
+            None => Err(std::io::Error::other("upload already finished")),
+        }
+    }
+
+    /// Waits for the last bytes, fsyncs the file, renames it to its key and fsyncs the
+    /// directory: the object appears whole, durably, or not at all.
+    pub(crate) async fn commit(mut self) -> std::io::Result<()> {
+        self.tx = None;
+        let file = self.join().await?;
+        let (staging, dest) = (self.staging.clone(), self.dest.clone());
+        let published = tokio::task::spawn_blocking(move || {
+            file.sync_all()?;
+            drop(file);
+            std::fs::rename(&staging, &dest)?;
+            sync_parent(&dest)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        if published.is_ok() {
+            self.done = true;
+        }
+        // On an error Drop removes the staging file, if the rename did not take it.
+        published
+    }
+
+    /// Abandons the upload and removes the staging file.
+    pub(crate) async fn abort(mut self) {
+        self.tx = None;
+        let _ = self.join().await;
+        let staging = self.staging.clone();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(staging)).await;
+        self.done = true;
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Neither committed nor aborted (an error or a cancelled task): the writer ends
+        // when its channel closes; the file goes now (unlinking an open file is fine).
+        self.tx = None;
+        let staging = self.staging.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || std::fs::remove_file(staging))),
+            Err(_) => drop(std::fs::remove_file(staging)),
+        }
+    }
+}
+
+/// `{dest}#{n}` for the first free `n`, created (with its missing directories), switched
+/// to direct I/O where the file system allows it.
+fn new_staging_file(dest: &Path) -> std::io::Result<(File, PathBuf)> {
+    let mut n = 1u32;
+    loop {
+        let mut name = dest.as_os_str().to_owned();
+        name.push(format!("#{n}"));
+        let path = PathBuf::from(name);
+        match File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => {
+                // Set after creation: an open(2) with O_DIRECT that the file system
+                // refuses would leave the file created behind an error.
+                let _ = set_direct(&f, true);
+                return Ok((f, path));
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
+            Err(e) if e.kind() == ErrorKind::NotFound => create_parent_dirs(dest)?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Creates `dest`'s missing parent directories and fsyncs each one whose entries
+/// changed, up to the first that existed (as object_store does with fsync on).
+fn create_parent_dirs(dest: &Path) -> std::io::Result<()> {
+    let parent = dest
+        .parent()
+        .ok_or_else(|| std::io::Error::new(ErrorKind::NotFound, "no parent directory"))?;
+    let mut first_existing = parent;
+    while !first_existing.exists() {
+        match first_existing.parent() {
+            Some(p) => first_existing = p,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(parent)?;
+    let mut dir = parent;
+    loop {
+        File::open(dir)?.sync_all()?;
+        if dir == first_existing {
+            return Ok(());
+        }
+        match dir.parent() {
+            Some(p) => dir = p,
+            None => return Ok(()),
+        }
+    }
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(p) => File::open(p)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+fn set_direct(f: &File, on: bool) -> std::io::Result<()> {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let flags = fcntl_getfl(f)?;
+    let flags = if on {
+        flags | OFlags::DIRECT
+    } else {
+        flags.difference(OFlags::DIRECT)
+    };
+    fcntl_setfl(f, flags)?;
+    Ok(())
+}
+
+/// The writer thread: gathers the chunks into an aligned buffer and writes it whole.
+fn write_all(file: File, mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> std::io::Result<File> {
+    let mut direct = rustix::fs::fcntl_getfl(&file)
+        .map(|f| f.contains(rustix::fs::OFlags::DIRECT))
+        .unwrap_or(false);
+    // An aligned window into a slightly larger allocation: no unsafe allocation needed.
+    let mut raw = vec![0u8; WRITE_SIZE + ALIGN];
+    let start = raw.as_ptr().align_offset(ALIGN);
+    let buf = &mut raw[start..start + WRITE_SIZE];
+    let mut fill = 0usize;
+    let mut offset = 0u64;
+    while let Some(chunk) = rx.blocking_recv() {
+        let mut data = &chunk[..];
+        while !data.is_empty() {
+            let n = (WRITE_SIZE - fill).min(data.len());
+            buf[fill..fill + n].copy_from_slice(&data[..n]);
+            fill += n;
+            data = &data[n..];
+            if fill == WRITE_SIZE {
+                write_at(&file, &mut direct, buf, offset)?;
+                offset += WRITE_SIZE as u64;
+                fill = 0;
+            }
+        }
+    }
+    if fill > 0 {
+        if direct && !fill.is_multiple_of(ALIGN) {
+            // The unaligned tail goes through the page cache.
+            set_direct(&file, false)?;
+            direct = false;
+        }
+        write_at(&file, &mut direct, &buf[..fill], offset)?;
+    }
+    Ok(file)
+}
+
+/// One write at `offset`; a direct write the file system refuses (`EINVAL`) is done
+/// again through the page cache, which then stays in use.
+fn write_at(file: &File, direct: &mut bool, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    match file.write_all_at(buf, offset) {
+        Err(e) if *direct && e.raw_os_error() == Some(libc::EINVAL) => {
+            set_direct(file, false)?;
+            *direct = false;
+            file.write_all_at(buf, offset)
+        }
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::store::{Bucket, Encoding, codec::Landed};
+    use object_store::path::Path as Key;
+
+    /// 8 MiB and an odd tail: one whole direct write and a tail through the page cache.
+    const SIZE: usize = WRITE_SIZE + 4096 * 3 + 1001;
+
+    /// Content that is neither zeros nor repeating (a fixed seed, for failures that
+    /// reproduce): a misplaced or lost write cannot go unseen.
+    fn content(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Every file under `dir`, relative, sorted.
+    fn files(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    let rel = e.path().strip_prefix(dir).unwrap().to_owned();
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    async fn stage(
+        bucket: &Bucket,
+        key: &Key,
+        data: Vec<u8>,
+    ) -> super::super::staged::StagedUpload {
+        let total = data.len() as u64;
+        let (_, _, mut staged) = bucket
+            .stage_with(
+                &[(key.clone(), Encoding::Plain)],
+                total,
+                true,
+                Landed::Sha256(String::new()),
+                &NoProgress,
+                move |feed| feed.write(&data),
+            )
+            .await
+            .unwrap();
+        staged.pop().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_large_upload_to_a_local_directory_lands_whole_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::open(&format!("file://{}", dir.path().display())).unwrap();
+        let key = Key::from("org/datahub/a/connector/b/sqlite.db");
+        let data = content(SIZE);
+        let staged = stage(&bucket, &key, data.clone()).await;
+        // Written but not visible: not at its key, not in a listing.
+        assert!(bucket.head(&key).await.unwrap().is_none());
+        assert!(bucket.list(&Key::from("org")).await.unwrap().is_empty());
+        assert_eq!(staged.commit().await.unwrap(), SIZE as u64);
+        assert!(
+            bucket.get_bytes(&key).await.unwrap() == data,
+            "the object differs"
+        );
+        assert_eq!(files(dir.path()), ["org/datahub/a/connector/b/sqlite.db"]);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_or_dropped_local_upload_leaves_the_key_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::open(&format!("file://{}", dir.path().display())).unwrap();
+        let key = Key::from("k/sqlite.db");
+        let old = content(SIZE);
+        stage(&bucket, &key, old.clone())
+            .await
+            .commit()
+            .await
+            .unwrap();
+        let mut new = old.clone();
+        new[5] ^= 1;
+        stage(&bucket, &key, new.clone()).await.abort().await;
+        assert!(bucket.get_bytes(&key).await.unwrap() == old);
+        assert_eq!(files(dir.path()), ["k/sqlite.db"]);
+        drop(stage(&bucket, &key, new).await);
+        // The drop removes the staging file on the blocking pool: wait for it, bounded.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while files(dir.path()).len() > 1 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(files(dir.path()), ["k/sqlite.db"]);
+        assert!(bucket.get_bytes(&key).await.unwrap() == old);
+    }
+}
