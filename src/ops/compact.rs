@@ -224,6 +224,14 @@ impl Compactor {
         self.failed_bases.clear();
         self.marks_done = None;
         self.read.clear();
+        // Forget what is gone (partial minutes come and go every pass).
+        let present: BTreeSet<&Path> = self
+            .index
+            .objects()
+            .map(|l| &l.key)
+            .chain(self.index.bases.values().flatten().map(|b| &b.key))
+            .collect();
+        self.verified.retain(|k| present.contains(k));
         Ok(())
     }
 
