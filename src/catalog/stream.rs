@@ -361,9 +361,7 @@ pub fn chain(from: Time, at_start: bool, until: Until, idx: &StreamIndex) -> Cha
         .chain(idx.segments.iter().filter(|s| {
             let t = s.entry.start();
             let m = crate::model::windows::minute_of(t);
-            t >= p
-                && !covered.contains(&m)
-                && partial.get(&m).is_none_or(|w| t >= w.entry.end())
+            t >= p && !covered.contains(&m) && partial.get(&m).is_none_or(|w| t >= w.entry.end())
         }))
         .collect();
     finer.sort_by(|a, b| {
@@ -487,8 +485,9 @@ fn before_t(at: Option<Time>) -> impl Fn(&Path) -> bool {
 /// 2. the segments' folder from the hour where those marks end, up to the first key past
 ///    T: the 1-minute marks, the partial minute and the segments;
 /// 3. only when those do not prove the chain (no partial minute where the marks end): the
-///    compacted minutes from there, up to the first past T;
-/// and, when the base chosen is older than the day before T's (days no compactor ran),
+///    compacted minutes from there, up to the first past T.
+///
+/// And, when the base chosen is older than the day before T's (days no compactor ran),
 /// the marks from the base's day.
 pub async fn plan(
     bucket: &Bucket,
@@ -513,7 +512,10 @@ pub async fn plan(
         })
         .await?
     {
-        if o.key.prefix_match(&bases_dir).is_some_and(|mut r| r.nth(1).is_none()) {
+        if o.key
+            .prefix_match(&bases_dir)
+            .is_some_and(|mut r| r.nth(1).is_none())
+        {
             if let Some(name) = StreamKeys::parse_base(&o.key) {
                 bases.push(ListedBase {
                     key: o.key,

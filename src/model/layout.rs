@@ -535,12 +535,13 @@ impl StreamKeys {
             "L2" => {
                 let end = parse_window_stamp(b)?;
                 let kind = mark_kind(start, end)?;
-                (kind != MINUTE_MARK && *folder == start.format("%Y%m%d").to_string())
-                    .then_some(WindowName {
+                (kind != MINUTE_MARK && *folder == start.format("%Y%m%d").to_string()).then_some(
+                    WindowName {
                         start,
                         end,
                         level: 2,
-                    })?
+                    },
+                )?
             }
             _ => return None,
         };
@@ -704,7 +705,10 @@ mod tests {
         let w = StreamKeys::parse_window(&mark).unwrap();
         assert_eq!((w.level, sk.window(&w)), (2, mark));
         // Beside the segments: a 1-minute mark and a partial minute.
-        let m1 = sk.mark(m - chrono::TimeDelta::minutes(1), m + chrono::TimeDelta::minutes(2));
+        let m1 = sk.mark(
+            m - chrono::TimeDelta::minutes(1),
+            m + chrono::TimeDelta::minutes(2),
+        );
         assert_eq!(
             m1.as_ref(),
             "acme/stream/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/L0/20261124T07/20261124T0700-20261124T0703.hvs"
@@ -718,12 +722,19 @@ mod tests {
             "acme/stream/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/L0/20261124T07/20261124T0701-20261124T070117.250Z.hvs"
         );
         let w = StreamKeys::parse_window(&partial).unwrap();
-        assert_eq!((w.level, w.start, w.end, sk.window(&w)), (1, m, x, partial.clone()));
+        assert_eq!(
+            (w.level, w.start, w.end, sk.window(&w)),
+            (1, m, x, partial.clone())
+        );
         assert!(StreamKeys::parse_segment(&partial).is_none());
         // In key order, a minute's windows come before its segments, after the minute
         // before: a listing that stops at the first key past T stops in time order.
         assert!(partial.as_ref() < sk.segment(m, "0a0b0c0d", 1).as_ref());
-        assert!(sk.segment(m - chrono::TimeDelta::seconds(1), "0a0b0c0d", 1).as_ref() < partial.as_ref());
+        assert!(
+            sk.segment(m - chrono::TimeDelta::seconds(1), "0a0b0c0d", 1)
+                .as_ref()
+                < partial.as_ref()
+        );
         // Not ours: a window that is no mark, a minute in the wrong folder, a stamp we
         // never write.
         for bad in [

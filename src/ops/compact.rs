@@ -348,12 +348,20 @@ impl Compactor {
         let mut inside: BTreeMap<Path, (Vec<Path>, Vec<Path>)> = BTreeMap::new();
         for s in &self.index.segments {
             if let Some(m) = self.index.minute_at(windows::minute_of(s.entry.start())) {
-                inside.entry(m.key.clone()).or_default().1.push(s.key.clone());
+                inside
+                    .entry(m.key.clone())
+                    .or_default()
+                    .1
+                    .push(s.key.clone());
             }
         }
         for p in &self.index.partials {
             if let Some(m) = self.index.minute_at(p.entry.start()) {
-                inside.entry(m.key.clone()).or_default().0.push(p.key.clone());
+                inside
+                    .entry(m.key.clone())
+                    .or_default()
+                    .0
+                    .push(p.key.clone());
             }
         }
         for (minute, (partials, segs)) in inside {
@@ -671,8 +679,9 @@ impl Compactor {
             }
         }
         // Segments of earlier minutes are not read for a partial again.
-        self.read
-            .retain(|k, _| StreamKeys::parse_segment(k).is_some_and(|n| windows::minute_of(n.time) >= m));
+        self.read.retain(|k, _| {
+            StreamKeys::parse_segment(k).is_some_and(|n| windows::minute_of(n.time) >= m)
+        });
         Ok(r)
     }
 

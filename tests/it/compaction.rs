@@ -340,10 +340,9 @@ fn a_day_compacts_and_restores_exactly(tb: &TestBucket) {
         "missing {missing:?}\nextra {extra:?}"
     );
     assert!(
-        !keys
-            .iter()
-            .any(|k| StreamKeys::parse_segment(&object_store::path::Path::from(k.as_str()))
-                .is_some()),
+        !keys.iter().any(
+            |k| StreamKeys::parse_segment(&object_store::path::Path::from(k.as_str())).is_some()
+        ),
         "segments left"
     );
     // Bases: the one capture wrote, and one at the next day boundary per connector.
@@ -882,7 +881,10 @@ fn newest_instants_restore_in_twenty_requests(tb: &TestBucket) {
             let doc = json_of(&run(&mut c), 0);
             let cont = &doc["restore"]["continuous"];
             let want_sum = PageTable::of_image(4096, &reference).checksum().hex();
-            assert_eq!(cont["checksum"], want_sum, "instant {t} connector {d}: {doc}");
+            assert_eq!(
+                cont["checksum"], want_sum,
+                "instant {t} connector {d}: {doc}"
+            );
             if let Err(e) = same_pages(&std::fs::read(&file).unwrap(), &reference) {
                 panic!("instant {t} connector {d}: {e}");
             }
