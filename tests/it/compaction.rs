@@ -938,3 +938,176 @@ both!(
     the_newest_instants_at_tick_1s_restore_exactly_in_at_most_20_requests,
     newest_instants_restore_in_twenty_requests
 );
+
+/// The states a kill -9 can leave around a partial minute restore exactly, and the next
+/// pass finishes them: (a) the minute written while its partial and every segment are
+/// still there (the plan stands on the partial, without listing the minutes); (b) the
+/// partial deleted and half the segments gone (the plan must list the minutes and take
+/// the minute). Both restore an instant of that minute equal to its reference copy.
+fn partial_minute_kill_states(tb: &TestBucket) {
+    use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions};
+    use hubvault::store::WriteMode;
+    let seed = seed_of("partial_minute_kill_states");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+    let clock = ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let rt = rt();
+    let mut capture = Capture::new(
+        bucket.clone(),
+        CaptureOptions {
+            hub_root: hub.path().to_path_buf(),
+            org: org.clone(),
+            tick: std::time::Duration::from_secs(1),
+            tmp_dir: Some(private_tmp().to_path_buf()),
+            clock: clock.clone(),
+        },
+        Metrics::new("acme"),
+    );
+    let mut compactor = BackgroundCompactor::new(
+        bucket.clone(),
+        CompactorOptions {
+            org: org.clone(),
+            keep_within: std::time::Duration::from_secs(30 * 86_400),
+            clock: clock.clone(),
+        },
+        capture.progress(),
+    );
+    // A commit a second for 100 s, a pass every 10 s (the agent's); a reference copy of
+    // one connector at an instant of the last minute (10:01:00.5 to 10:01:39.5).
+    let d = rng.random_range(0..2usize);
+    let s_ref = rng.random_range(60..100i64);
+    let mut reference = Vec::new();
+    for s in 0..100 {
+        let now = t0 + TimeDelta::seconds(s);
+        clock.set(now);
+        if s > 0 {
+            for db in dbs.iter_mut() {
+                db.commit(&mut rng);
+            }
+        }
+        rt.block_on(capture.step());
+        if s == s_ref {
+            reference = dbs[d].image();
+        }
+        if s % 10 == 9 {
+            let r = rt.block_on(compactor.pass());
+            assert!(r.compacted[0].problems.is_empty(), "{:?}", r.compacted);
+        }
+    }
+    let m = windows::minute_of(clock.now());
+    let t = t0 + TimeDelta::seconds(s_ref) + TimeDelta::milliseconds(400);
+    assert_eq!(windows::minute_of(t), m);
+    let spec = dbs[d].spec.clone();
+    let build = |at: Time| {
+        rt.block_on(async {
+            let p =
+                hubvault::catalog::stream::plan(&bucket, &org, datahub, spec.connector, Some(at))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            let lists = p.lists;
+            let planned =
+                p.lists as usize + 1 + p.objects.len() + usize::from(p.straddler.is_some());
+            let b = hubvault::catalog::stream::build(&bucket, &p).await.unwrap();
+            (b.image, lists, planned)
+        })
+    };
+    let newest_ref = dbs[d].image();
+    let (before, lists, planned) = build(t);
+    same_pages(&before, &reference).unwrap();
+    assert!(planned <= 20, "{planned} requests planned");
+    assert_eq!(
+        lists, 2,
+        "a partial proves the chain: no listing of the minutes"
+    );
+    let (now_img, _, _) = build(clock.now() + TimeDelta::milliseconds(400));
+    same_pages(&now_img, &newest_ref).unwrap();
+    // What a kill can leave: the minute's partial and segments, as they are now.
+    let sk = StreamKeys::new(org.clone(), datahub);
+    let of_minute: Vec<(object_store::path::Path, bytes::Bytes)> = rt.block_on(async {
+        let mut out = Vec::new();
+        for o in bucket.list(&sk.segments_dir()).await.unwrap() {
+            let start = StreamKeys::parse_segment(&o.key)
+                .map(|n| n.time)
+                .or_else(|| {
+                    StreamKeys::parse_window(&o.key)
+                        .filter(|w| w.level == 1)
+                        .map(|w| w.start)
+                });
+            if start.is_some_and(|s| windows::minute_of(s) == m) {
+                out.push((o.key.clone(), bucket.get_bytes(&o.key).await.unwrap()));
+            }
+        }
+        out
+    });
+    let partials = of_minute
+        .iter()
+        .filter(|(k, _)| StreamKeys::parse_window(k).is_some())
+        .count();
+    assert_eq!(partials, 1, "{of_minute:?}");
+    // The minute is over and compacted: minute written, partial and segments deleted.
+    clock.set(windows::minute_end(m) + TimeDelta::seconds(5));
+    let r = rt.block_on(compactor.pass());
+    assert_eq!(r.compacted[0].minutes, 1, "{:?}", r.compacted);
+    // (a) Killed right after writing the minute: partial and segments all back.
+    rt.block_on(async {
+        for (k, b) in &of_minute {
+            bucket
+                .put_bytes(k, b.clone(), WriteMode::Overwrite)
+                .await
+                .unwrap();
+        }
+    });
+    let (a, lists_a, planned_a) = build(t);
+    assert_eq!(a, before, "state (a)");
+    assert!(
+        planned_a <= 20 && lists_a == 2,
+        "{lists_a} LIST, {planned_a} requests"
+    );
+    // (b) Killed half-way through deleting: the partial gone, half the segments gone.
+    rt.block_on(async {
+        let mut segs = 0;
+        for (k, _) in &of_minute {
+            let is_partial = StreamKeys::parse_window(k).is_some();
+            if is_partial || segs % 2 == 0 {
+                bucket.delete(k).await.unwrap();
+            }
+            if !is_partial {
+                segs += 1;
+            }
+        }
+    });
+    let (b, lists_b, planned_b) = build(t);
+    assert_eq!(b, before, "state (b)");
+    assert!(
+        planned_b <= 20 && lists_b == 3,
+        "{lists_b} LIST, {planned_b} requests"
+    );
+    // The next passes finish: nothing of that minute is left in L0.
+    clock.set(windows::minute_end(m) + TimeDelta::hours(1) + TimeDelta::seconds(10));
+    let r = rt.block_on(compactor.pass());
+    assert!(r.compacted[0].problems.is_empty(), "{:?}", r.compacted);
+    let left: Vec<String> = rt.block_on(async {
+        bucket
+            .list(&sk.segments_dir())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| {
+                StreamKeys::parse_segment(&o.key).is_some()
+                    || StreamKeys::parse_window(&o.key).is_some_and(|w| w.level == 1)
+            })
+            .map(|o| o.key.to_string())
+            .collect()
+    });
+    assert!(left.is_empty(), "{left:?}");
+}
+both!(
+    a_partial_minute_left_by_a_kill_beside_its_minute_or_half_its_segments_restores_exactly,
+    partial_minute_kill_states
+);
