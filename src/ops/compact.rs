@@ -59,9 +59,20 @@ use crate::store::{Bucket, WriteMode};
 pub const PRUNE_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
 /// A partial minute is written once this many segments of the current minute are in
-/// none yet: at `--tick 1s` every pass (10 s), so a restore of a recent instant reads at
-/// most about one pass of segments after it; at `--tick 10s` (one segment a pass) none.
-pub const PARTIAL_AFTER: usize = 2;
+/// none yet. A pass that writes none leaves at most 2, so a restore of a recent instant
+/// reads at most 2 + one pass of segments (10 at `--tick 1s`) after the partial; at
+/// `--tick 10s` (one segment a pass) about one partial a minute is written.
+pub const PARTIAL_AFTER: usize = 3;
+
+/// How long after their 10 minutes end 1-minute marks are kept: recent instants stay
+/// cheapest to restore; then they go (storage as without them).
+pub const MINUTE_MARKS_KEPT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// True if and only if the 1-minute marks of the 10 minutes starting at `p` are no
+/// longer kept at `settled`.
+fn minute_mark_done(p: Time, settled: Time) -> bool {
+    p + chrono::TimeDelta::minutes(10) + MINUTE_MARKS_KEPT <= settled
+}
 
 /// The default span of the continuous window (`--keep-within`).
 pub const DEFAULT_KEEP_WITHIN: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
@@ -80,6 +91,8 @@ pub struct CompactReport {
     pub partials: usize,
     pub partials_deleted: usize,
     pub marks: usize,
+    /// 1-minute marks deleted once their 10 minutes are long over.
+    pub marks_deleted: usize,
     /// Bases written at day boundaries, and bases copied (no commit since).
     pub bases: usize,
     pub bases_copied: usize,
@@ -725,7 +738,11 @@ impl Compactor {
         for m in &minutes {
             for kind in 0..windows::MARKS.len() {
                 for (p, e) in windows::marks_of_parent(kind, windows::parent_of(kind, *m)) {
-                    if e <= settled && horizon.is_none_or(|h| e > h) && !existing.contains(&(p, e))
+                    let kept = kind != windows::MINUTE_MARK || !minute_mark_done(p, settled);
+                    if kept
+                        && e <= settled
+                        && horizon.is_none_or(|h| e > h)
+                        && !existing.contains(&(p, e))
                     {
                         wanted.insert((e, kind, p));
                     }
@@ -800,6 +817,26 @@ impl Compactor {
         }
         if all_written && !dry_run {
             self.marks_done = Some(settled);
+        }
+        // 1-minute marks of 10 minutes long over: the next mark covers those minutes, and
+        // an instant inside them reads at most nine minutes more (within the 20 requests).
+        let done: Vec<Path> = self
+            .index
+            .marks
+            .iter()
+            .filter(|l| {
+                let (s, e) = (l.entry.start(), l.entry.end());
+                windows::mark_kind(s, e) == Some(windows::MINUTE_MARK)
+                    && minute_mark_done(s, settled)
+            })
+            .map(|l| l.key.clone())
+            .collect();
+        for k in done {
+            if !dry_run {
+                self.bucket.delete(&k).await?;
+                self.index.remove(&k);
+            }
+            r.marks_deleted += 1;
         }
         Ok(())
     }
