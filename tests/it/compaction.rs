@@ -817,6 +817,7 @@ fn newest_instants_restore_in_twenty_requests(tb: &TestBucket) {
         t += TimeDelta::seconds(1);
     }
     let mut next_pass = start + pass_every;
+    let stride_from = rng.random_range(0..9usize);
     let out = tempfile::tempdir().unwrap();
     let proxy = (tb.kind == Kind::S3).then(Proxy::s3);
     // (instant, connector, reference image) of the minute being captured.
@@ -851,7 +852,9 @@ fn newest_instants_restore_in_twenty_requests(tb: &TestBucket) {
             let d = rng.random_range(0..2usize);
             refs.push((now, d, dbs[d].image()));
         }
-        if rng.random_range(0..10) != 0 {
+        // Every 9 s: over the passes' 10 s, every phase of a pass (right after one, right
+        // before the next, a minute's first seconds) comes round.
+        if (k + stride_from) % 9 != 0 {
             continue;
         }
         // Restore the newest instant, and one earlier in this minute when there is one.
@@ -910,7 +913,7 @@ fn newest_instants_restore_in_twenty_requests(tb: &TestBucket) {
             restored += 1;
         }
     }
-    assert!(restored >= 10, "only {restored} restores");
+    assert!(restored >= 20, "only {restored} restores");
     assert!(partials >= 10, "only {partials} partial minutes written");
     // The key set: every mark kind, partial minutes only of the minute being captured.
     let prefix = format!("acme/stream/{datahub}");
