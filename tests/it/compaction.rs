@@ -801,6 +801,7 @@ fn newest_instants_restore_in_twenty_requests(tb: &TestBucket) {
             org,
             keep_within: std::time::Duration::from_secs(30 * 86_400),
             clock: clock.clone(),
+            pass_every: PASS_EVERY,
         },
         capture.progress(),
     );
@@ -982,6 +983,7 @@ fn partial_minute_kill_states(tb: &TestBucket) {
             org: org.clone(),
             keep_within: std::time::Duration::from_secs(30 * 86_400),
             clock: clock.clone(),
+            pass_every: hubvault::agent::compactor::PASS_EVERY,
         },
         capture.progress(),
     );
