@@ -542,6 +542,10 @@ fn agent_killed_mid_compaction(tb: &TestBucket) {
     );
     check(0, "after a whole pass");
     let mut window = full.mul_f64(1.2);
+    // Kills land in [floor, window): both ends move toward the part of the pass that
+    // changes the bucket (a kill before its first write or after its last one tests
+    // less), so the share of kills mid-way does not depend on how fast the machine is.
+    let mut floor = Duration::ZERO;
     reset(tb, &prefix, &template);
     check(0, "the template");
 
@@ -565,7 +569,7 @@ fn agent_killed_mid_compaction(tb: &TestBucket) {
         let mut lines = Vec::new();
         wait_for(&rx, &STARTED, Duration::from_secs(60), &mut lines)
             .unwrap_or_else(|| panic!("run {i}: the compactor did not start: {lines:?}"));
-        let delay = window.mul_f64(rng.random_range(0.0..1.0));
+        let delay = floor + (window - floor).mul_f64(rng.random_range(0.0..1.0));
         std::thread::sleep(delay);
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -587,7 +591,13 @@ fn agent_killed_mid_compaction(tb: &TestBucket) {
             // Past the end: the window shrinks toward where the pass ends.
             window = window
                 .min(delay.mul_f64(1.2))
-                .max(Duration::from_millis(20));
+                .max(floor + Duration::from_millis(20));
+        } else if untouched {
+            // Before the first write: the floor rises toward where the writes begin,
+            // never closer than 20 ms to the window's end.
+            floor = floor
+                .max(delay.mul_f64(0.8))
+                .min(window.saturating_sub(Duration::from_millis(20)));
         }
         *outcomes.entry(key).or_default() += 1;
         // The template's state was checked before the runs (the same objects).
@@ -632,6 +642,7 @@ fn agent_killed_mid_compaction(tb: &TestBucket) {
             "objects_after": done_keys.len(),
             "full_pass_ms": full.as_millis() as u64,
             "kill_window_ms": window.as_millis() as u64,
+            "kill_floor_ms": floor.as_millis() as u64,
             "outcomes": outcomes,
             "instants_checked_per_run": inside.len(),
             "reset_ms": spent[0].as_millis() as u64,
