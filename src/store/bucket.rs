@@ -55,6 +55,9 @@ pub struct ObjectInfo {
     pub key: Path,
     pub size: u64,
     pub last_modified: chrono::DateTime<chrono::Utc>,
+    /// The store's entity tag, when it gives one (S3 does; a local directory derives one
+    /// from the file's inode, mtime and size). Equal tags at one key mean the same upload.
+    pub e_tag: Option<String>,
 }
 
 impl From<object_store::ObjectMeta> for ObjectInfo {
@@ -63,6 +66,7 @@ impl From<object_store::ObjectMeta> for ObjectInfo {
             key: m.location,
             size: m.size,
             last_modified: m.last_modified,
+            e_tag: m.e_tag,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod bucket;
 mod codec;
 pub mod s3;
 pub mod staged;
+mod tagged;
 pub mod url;
 
 pub use bucket::{Bucket, ObjectInfo, Transfer, WriteMode};

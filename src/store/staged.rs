@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::store::bucket::{Bucket, CHUNK, IN_FLIGHT, PART_CONCURRENCY, PART_SIZE, Transfer};
 pub use crate::store::codec::Landed;
 use crate::store::codec::{self, Encoding};
+use crate::store::tagged::{self, TagSlot};
 
 impl Bucket {
     /// Streams a local file to `key`, hashing the plain bytes on the way. Atomic: the
@@ -102,15 +103,19 @@ impl Bucket {
         let mut uploads: Vec<StagedUpload> = targets
             .iter()
             .map(|(key, enc)| {
-                let writer = BufWriter::with_capacity(self.store(), key.clone(), PART_SIZE)
+                // The store's answer to the commit names the object we wrote (its ETag).
+                let (store, e_tag) = tagged::recording(self.store());
+                let writer = BufWriter::with_capacity(store, key.clone(), PART_SIZE)
                     .with_max_concurrency(PART_CONCURRENCY);
-                StagedUpload::new(
+                let mut upload = StagedUpload::new(
                     self.clone(),
                     key.clone(),
                     writer,
                     matches!(enc, Encoding::Zstd(_)),
                     landed.clone(),
-                )
+                );
+                upload.e_tag = Some(e_tag);
+                upload
             })
             .collect();
         let encodings: Vec<Encoding> = targets.iter().map(|t| t.1).collect();
@@ -334,6 +339,19 @@ pub struct StagedUpload {
     /// What the object is compared with when the answer to the upload's last request
     /// was lost.
     landed: Landed,
+    /// Where the store's answer to the commit leaves the object's ETag.
+    e_tag: Option<TagSlot>,
+}
+
+/// What a committed upload is at its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// Bytes stored.
+    pub stored: u64,
+    /// The ETag the store answered the commit with: the object we wrote, and no later
+    /// one. `None` when the store gave none, or the answer was lost (the object was then
+    /// found whole by reading it back, which does not prove its tag is ours).
+    pub e_tag: Option<String>,
 }
 
 impl StagedUpload {
@@ -351,6 +369,7 @@ impl StagedUpload {
             stored: 0,
             zstd,
             landed,
+            e_tag: None,
         }
     }
 
@@ -372,9 +391,20 @@ impl StagedUpload {
 
     /// Completes the upload: the object appears whole at its key. Returns the bytes
     /// stored.
-    pub async fn commit(mut self) -> Result<u64> {
+    pub async fn commit(self) -> Result<u64> {
+        Ok(self.commit_tagged().await?.stored)
+    }
+
+    /// As [`StagedUpload::commit`], with the ETag the store gave the object.
+    pub async fn commit_tagged(mut self) -> Result<Committed> {
         match self.writer.shutdown().await {
-            Ok(()) => Ok(self.stored),
+            Ok(()) => Ok(Committed {
+                stored: self.stored,
+                e_tag: self
+                    .e_tag
+                    .as_ref()
+                    .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            }),
             Err(e) => {
                 // No `abort` here: once shutdown has begun the writer cleans up after
                 // itself (a failed completion aborts the multipart upload), and
@@ -388,7 +418,10 @@ impl StagedUpload {
                         "{}: the upload's last answer was lost, but the object landed whole",
                         self.key
                     );
-                    Ok(self.stored)
+                    Ok(Committed {
+                        stored: self.stored,
+                        e_tag: None,
+                    })
                 } else {
                     Err(err)
                 }
