@@ -183,7 +183,10 @@ mod tests {
         // What an older hubvault wrote, and what a version's own manifest holds.
         let json = String::from_utf8(sample().to_json()).unwrap();
         assert!(!json.contains("canonical"), "{json}");
-        assert_eq!(Manifest::from_json(json.as_bytes(), "k").unwrap().canonical, None);
+        assert_eq!(
+            Manifest::from_json(json.as_bytes(), "k").unwrap().canonical,
+            None
+        );
     }
 
     #[test]

@@ -410,11 +410,19 @@ fn latest_backup_fetches_its_version(tb: &TestBucket) {
     // latest.json names the canonical object by the ETag the store gave our upload.
     let latest: serde_json::Value = serde_json::from_slice(&get(tb, &latest_key(&spec))).unwrap();
     assert_eq!(latest["canonical"]["size"], b["bytes"]);
-    assert!(latest["canonical"]["e_tag"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(
+        latest["canonical"]["e_tag"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let out = json_of(
-        &restore(tb, &spec, &["--dry-run", "--output", p(&dir.path().join("x.db"))]),
+        &restore(
+            tb,
+            &spec,
+            &["--dry-run", "--output", p(&dir.path().join("x.db"))],
+        ),
         0,
     );
     let plan = &out["plan"];
@@ -427,7 +435,14 @@ fn latest_backup_fetches_its_version(tb: &TestBucket) {
         &restore(
             tb,
             &spec,
-            &["--to-datahub", &nd, "--to-connector", &nc, "--output", p(&f)],
+            &[
+                "--to-datahub",
+                &nd,
+                "--to-connector",
+                &nc,
+                "--output",
+                p(&f),
+            ],
         ),
         0,
     );
@@ -473,7 +488,11 @@ fn restore_from_s3_reads_the_version_and_only_heads_the_canonical_object() {
     );
     let log = proxy.log();
     let canonical = |s: &&crate::proxy::Seen| {
-        s.path_and_query.split('?').next().unwrap().ends_with("/sqlite.db")
+        s.path_and_query
+            .split('?')
+            .next()
+            .unwrap()
+            .ends_with("/sqlite.db")
     };
     let of_canonical: Vec<&str> = log
         .iter()
@@ -512,7 +531,11 @@ fn replaced_by_another_uploader(tb: &TestBucket) {
 
     // The platform's own upload of the same database (a new upload, its own tag): the
     // object itself is fetched, and latest.json vouches for its bytes.
-    put_file(tb, &canonical_key(&spec), &db_snapshot(tb, &spec, dir.path()));
+    put_file(
+        tb,
+        &canonical_key(&spec),
+        &db_snapshot(tb, &spec, dir.path()),
+    );
     let out = json_of(&restore(tb, &spec, &["--output", p(&f)]), 0);
     let r = &out["restore"];
     if tb.kind == crate::common::Kind::Local {
@@ -556,8 +579,18 @@ fn latest_json_without_record(tb: &TestBucket) {
     // latest.json as an older hubvault wrote it: no ETag record.
     let mut latest: serde_json::Value =
         serde_json::from_slice(&get(tb, &latest_key(&spec))).unwrap();
-    assert!(latest.as_object_mut().unwrap().remove("canonical").is_some());
-    put(tb, &latest_key(&spec), serde_json::to_vec_pretty(&latest).unwrap());
+    assert!(
+        latest
+            .as_object_mut()
+            .unwrap()
+            .remove("canonical")
+            .is_some()
+    );
+    put(
+        tb,
+        &latest_key(&spec),
+        serde_json::to_vec_pretty(&latest).unwrap(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("r.db");
     let out = json_of(&restore(tb, &spec, &["--output", p(&f)]), 0);
@@ -593,7 +626,10 @@ fn damaged_stand_in(tb: &TestBucket) {
     assert_eq!(r["verified_by"], latest_key(&spec).as_str());
     let warning = r["warnings"][0].as_str().unwrap();
     assert!(warning.contains(&vkey), "{warning}");
-    assert!(warning.contains("canonical object was fetched instead"), "{warning}");
+    assert!(
+        warning.contains("canonical object was fetched instead"),
+        "{warning}"
+    );
     assert_eq!(count(&f, "SELECT count(*) FROM Events"), 30);
 }
 both!(
