@@ -355,9 +355,9 @@ pub async fn fetch(
         return fetch_stream(bucket, p, dir, prefix).await;
     }
     let Some(canonical) = &chosen.instead_of else {
-        return fetch_object(bucket, chosen, &chosen.key_path, dir, prefix, progress).await;
+        return fetch_object(bucket, chosen, dir, prefix, progress).await;
     };
-    match fetch_object(bucket, chosen, &chosen.key_path, dir, prefix, progress).await {
+    match fetch_object(bucket, chosen, dir, prefix, progress).await {
         Ok(mut f) => {
             f.instead_of = Some(canonical.key.clone());
             Ok(f)
@@ -375,8 +375,7 @@ pub async fn fetch(
                 instead_of: None,
                 ..chosen.clone()
             };
-            let mut f =
-                fetch_object(bucket, &fallback, &fallback.key_path, dir, prefix, progress).await?;
+            let mut f = fetch_object(bucket, &fallback, dir, prefix, progress).await?;
             f.warnings.push(format!(
                 "{}: {e}; the canonical object was fetched instead",
                 chosen.key
@@ -403,11 +402,11 @@ fn stand_in_failed(e: &Error) -> bool {
 async fn fetch_object(
     bucket: &Bucket,
     chosen: &Chosen,
-    key_path: &object_store::path::Path,
     dir: &Path,
     prefix: &str,
     progress: &dyn Progress,
 ) -> Result<Fetched> {
+    let key_path = &chosen.key_path;
     let file = {
         let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
         crate::blocking::blocking(move || {
@@ -424,9 +423,16 @@ async fn fetch_object(
     } else {
         Encoding::Plain
     };
+    let t0 = std::time::Instant::now();
     let got = bucket
         .get_to_file(key_path, &file, encoding, progress)
         .await?;
+    tracing::debug!(
+        "fetch: {key_path}: {} bytes stored, {} plain, fetched (and decoded) in {:?}",
+        got.stored_bytes,
+        got.plain_bytes,
+        t0.elapsed()
+    );
     let shown = bucket.shown(key_path);
     let mismatch = |against: &str| {
         Error::check(

@@ -187,7 +187,10 @@ fn onto_a_new_hub(tb: &TestBucket) {
             key.contains("/hubvault/versions/") && key.ends_with(".db.zst"),
             "{c}"
         );
-        assert!(c["verified_by"].as_str().unwrap().ends_with("latest.json"), "{c}");
+        assert!(
+            c["verified_by"].as_str().unwrap().ends_with("latest.json"),
+            "{c}"
+        );
     }
     for (((_, spec), original), new) in conns.iter().zip(&originals).zip(&new_ids) {
         let target = new_root.path().join(new.to_string()).join("sqlite.db");
