@@ -398,8 +398,16 @@ fn a_zstd_object_is_read_in_two_requests_and_read_again_whole_when_replaced_betw
     let b = proxy.bucket(&tb, patient);
     let direct = tb.bucket();
     let key = Key::from("acme/ranged/v.db.zst");
-    // Incompressible: the stored object is past two ranges (8 MiB each).
-    let first = data(20 * 1024 * 1024 + 5);
+    // Incompressible (xorshift, seed 13): the stored object is past two ranges of 8 MiB.
+    let mut x: u64 = 13;
+    let first: Vec<u8> = (0..20 * 1024 * 1024 + 5)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
     let mut second = first.clone();
     second.iter_mut().for_each(|x| *x = x.wrapping_add(1));
     let mut src = tempfile::NamedTempFile::new().unwrap();
