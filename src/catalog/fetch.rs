@@ -39,6 +39,9 @@ pub enum Source {
 pub enum Expected {
     /// A version: exactly this sha256, from its manifest.
     Version { sha256: String, manifest: String },
+    /// The canonical object, fetched as the version that holds the same bytes (see
+    /// [`Chosen::instead_of`]): exactly `latest.json`'s sha256.
+    SameAsCanonical { sha256: String, manifest: String },
     /// The canonical object: `latest.json`'s sha256, else any version manifest's.
     Canonical {
         latest_sha256: Option<String>,
@@ -63,10 +66,35 @@ pub struct Chosen {
     /// Set when the state is built from the continuous stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub continuous: Option<StreamPlan>,
+    /// Set when the latest backup is fetched as its zstd version (`key`) instead of the
+    /// canonical object: what proves them the same, and how the canonical object is
+    /// fetched if the version cannot be used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instead_of: Option<InsteadOf>,
     #[serde(skip)]
     pub key_path: object_store::path::Path,
     #[serde(skip)]
     pub ck: ConnectorKey,
+}
+
+/// The canonical object a version stands in for. Our backup recorded the ETag and size
+/// the store gave ITS upload of the canonical object in `latest.json`; a HEAD of the
+/// canonical key found the same ETag and size, so the object there is that upload, whose
+/// bytes have `latest.json`'s sha256, which the version holds too (zstd, about a twelfth
+/// of the bytes: restore from S3 moves that much less). Any other tag (another uploader,
+/// the platform's own upload, a `latest.json` re-put from an older backup) fetches the
+/// canonical object itself.
+#[derive(Clone, Debug, Serialize)]
+pub struct InsteadOf {
+    /// The canonical key.
+    pub key: String,
+    /// The ETag and size found at it, equal to `latest.json`'s record.
+    pub e_tag: String,
+    pub size: u64,
+    /// How the canonical object is checked if it is fetched after all.
+    pub expected: Expected,
+    #[serde(skip)]
+    pub key_path: object_store::path::Path,
 }
 
 /// When the state the canonical object holds was read from the database: the
@@ -113,6 +141,7 @@ fn from_stream(p: StreamPlan, ck: &ConnectorKey) -> Chosen {
         journal_mode: None,
         key_path: p.base_key.clone(),
         continuous: Some(p),
+        instead_of: None,
         ck: ck.clone(),
     }
 }
@@ -164,19 +193,21 @@ pub async fn choose(
                     return Ok(from_stream(p, ck));
                 }
             }
-            if canonical.is_none() {
+            let Some(canonical) = canonical else {
                 return Err(not_found(
                     &key,
                     "no backup at this key".into(),
                     "check --org, --datahub and --connector (the OLD ids of the backup); `aws s3 ls` or `hubvault status` list the backups".into(),
                 ));
-            }
+            };
             let latest = history::read_latest(bucket, ck).await;
-            let versions = history::list_versions(bucket, ck)
+            let complete: Vec<VersionId> = history::list_versions(bucket, ck)
                 .await?
                 .into_iter()
                 .filter(|v| v.is_complete())
-                .count();
+                .map(|v| v.id)
+                .collect();
+            let versions = complete.len();
             let expected = if latest.is_none() && versions == 0 {
                 Expected::Legacy
             } else {
@@ -185,13 +216,44 @@ pub async fn choose(
                     versions,
                 }
             };
+            let journal_mode = latest.as_ref().map(|m| m.journal_mode.clone());
+            // Our own upload still at the key, and its version kept: fetch the version.
+            if let Some(m) = &latest
+                && let Some(record) = &m.canonical
+                && record.is(canonical.e_tag.as_deref(), canonical.size)
+                && m.size == canonical.size
+                && complete.contains(&m.version)
+            {
+                let vkey = ck.version_data(&m.version);
+                return Ok(Chosen {
+                    key: vkey.to_string(),
+                    compressed: true,
+                    version: None,
+                    expected: Expected::SameAsCanonical {
+                        sha256: m.sha256.clone(),
+                        manifest: ck.latest_manifest().to_string(),
+                    },
+                    journal_mode,
+                    continuous: None,
+                    instead_of: Some(InsteadOf {
+                        key: key.to_string(),
+                        e_tag: record.e_tag.clone(),
+                        size: record.size,
+                        expected,
+                        key_path: key,
+                    }),
+                    key_path: vkey,
+                    ck: ck.clone(),
+                });
+            }
             Ok(Chosen {
                 key: key.to_string(),
                 compressed: false,
                 version: None,
                 expected,
-                journal_mode: latest.as_ref().map(|m| m.journal_mode.clone()),
+                journal_mode,
                 continuous: None,
+                instead_of: None,
                 key_path: key,
                 ck: ck.clone(),
             })
@@ -240,6 +302,7 @@ pub async fn choose(
                 },
                 journal_mode: Some(m.journal_mode.clone()),
                 continuous: None,
+                instead_of: None,
                 key_path: key,
                 ck: ck.clone(),
             })
@@ -250,6 +313,11 @@ pub async fn choose(
 /// A backup fetched into a temp file and checked against its manifest.
 pub struct Fetched {
     pub file: tempfile::TempPath,
+    /// The object whose bytes these are.
+    pub key: String,
+    /// The canonical object those bytes are (its key), when `key` is the version that
+    /// stands in for it ([`InsteadOf`]).
+    pub instead_of: Option<String>,
     pub sha256: String,
     pub bytes: u64,
     /// The manifest that vouched for the bytes, or `none (legacy backup, no manifest)`.
@@ -286,6 +354,59 @@ pub async fn fetch(
     if let Some(p) = &chosen.continuous {
         return fetch_stream(bucket, p, dir, prefix).await;
     }
+    let Some(canonical) = &chosen.instead_of else {
+        return fetch_object(bucket, chosen, dir, prefix, progress).await;
+    };
+    match fetch_object(bucket, chosen, dir, prefix, progress).await {
+        Ok(mut f) => {
+            f.instead_of = Some(canonical.key.clone());
+            Ok(f)
+        }
+        // The version is gone (pruned since the plan), damaged, or refused: the canonical
+        // object is there and proven to be the same backup, so it is fetched and checked
+        // as it always was. A transfer that failed after its retries is not retried here.
+        Err(e) if stand_in_failed(&e) => {
+            tracing::warn!("{e}; fetching {} instead", canonical.key);
+            let fallback = Chosen {
+                key: canonical.key.clone(),
+                compressed: false,
+                expected: canonical.expected.clone(),
+                key_path: canonical.key_path.clone(),
+                instead_of: None,
+                ..chosen.clone()
+            };
+            let mut f = fetch_object(bucket, &fallback, dir, prefix, progress).await?;
+            f.warnings.push(format!(
+                "{}: {e}; the canonical object was fetched instead",
+                chosen.key
+            ));
+            Ok(f)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// True if and only if fetching the version that stands in for the canonical object
+/// failed for a reason the canonical object does not share: its content (checksum,
+/// zstd, header) or its key (gone, refused).
+fn stand_in_failed(e: &Error) -> bool {
+    use crate::error::StoreFailure as F;
+    matches!(e, Error::Check { .. })
+        || matches!(
+            e.store_failure(),
+            Some(F::NotFound | F::PermissionDenied | F::Conflict)
+        )
+}
+
+/// Streams one object into a temp file and checks it as `chosen.expected` says.
+async fn fetch_object(
+    bucket: &Bucket,
+    chosen: &Chosen,
+    dir: &Path,
+    prefix: &str,
+    progress: &dyn Progress,
+) -> Result<Fetched> {
+    let key_path = &chosen.key_path;
     let file = {
         let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
         crate::blocking::blocking(move || {
@@ -302,10 +423,17 @@ pub async fn fetch(
     } else {
         Encoding::Plain
     };
+    let t0 = std::time::Instant::now();
     let got = bucket
-        .get_to_file(&chosen.key_path, &file, encoding, progress)
+        .get_to_file(key_path, &file, encoding, progress)
         .await?;
-    let shown = bucket.shown(&chosen.key_path);
+    tracing::debug!(
+        "fetch: {key_path}: {} bytes stored, {} plain, fetched (and decoded) in {:?}",
+        got.stored_bytes,
+        got.plain_bytes,
+        t0.elapsed()
+    );
+    let shown = bucket.shown(key_path);
     let mismatch = |against: &str| {
         Error::check(
             format!(
@@ -320,6 +448,14 @@ pub async fn fetch(
             if *sha256 != got.sha256 {
                 return Err(mismatch(&format!(
                     "its manifest {manifest} records {sha256}"
+                )));
+            }
+            (manifest.clone(), false)
+        }
+        Expected::SameAsCanonical { sha256, manifest } => {
+            if *sha256 != got.sha256 {
+                return Err(mismatch(&format!(
+                    "{manifest} records {sha256} for the canonical object this version stands in for"
                 )));
             }
             (manifest.clone(), false)
@@ -357,6 +493,8 @@ pub async fn fetch(
     })?;
     Ok(Fetched {
         file,
+        key: key_path.to_string(),
+        instead_of: None,
         sha256: got.sha256,
         bytes: got.plain_bytes,
         verified_by,
@@ -394,6 +532,8 @@ async fn fetch_stream(
         let sha = hex::encode(sha2::Sha256::digest(&image));
         Ok(Fetched {
             file: file.into_temp_path(),
+            key: base.clone(),
+            instead_of: None,
             sha256: sha,
             bytes: image.len() as u64,
             verified_by: format!(

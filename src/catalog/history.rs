@@ -155,6 +155,7 @@ mod tests {
             key: "k".into(),
             size: 1,
             last_modified: id.time(),
+            e_tag: None,
         };
         VersionEntry {
             id,

@@ -229,6 +229,17 @@ pub fn print_plan(p: &RestorePlan) {
         Expected::Version { sha256, manifest } => {
             outln!("  verify     sha256 {sha256} ({manifest})")
         }
+        Expected::SameAsCanonical { sha256, manifest } => {
+            if let Some(c) = &p.source.instead_of {
+                outln!(
+                    "  instead of {} (same bytes: its ETag {} and size {} are what latest.json records)",
+                    c.key,
+                    c.e_tag,
+                    c.size
+                );
+            }
+            outln!("  verify     sha256 {sha256} ({manifest})")
+        }
         Expected::Canonical {
             latest_sha256,
             versions,

@@ -45,6 +45,32 @@ pub struct Manifest {
     pub uploaded_at: chrono::DateTime<chrono::Utc>,
     pub tool: String,
     pub host: String,
+    /// Only in `latest.json`, and only when the store answered the upload with an ETag:
+    /// the canonical object THIS backup wrote. A HEAD that finds the same ETag and size
+    /// at the canonical key proves the object there is still that upload, so the
+    /// version with this manifest's sha256 holds the same bytes (restore then fetches the
+    /// zstd version instead). Absent in a version's own manifest and in `latest.json`
+    /// written by an older hubvault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canonical: Option<CanonicalRecord>,
+}
+
+/// The canonical object as the store answered our upload of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanonicalRecord {
+    /// The ETag, as the store gave it (quotes included).
+    pub e_tag: String,
+    /// Its size in bytes (the plain SQLite file).
+    pub size: u64,
+}
+
+impl CanonicalRecord {
+    /// True if and only if `e_tag` and `size` (a HEAD of the canonical key) are the
+    /// upload this record names.
+    pub fn is(&self, e_tag: Option<&str>, size: u64) -> bool {
+        e_tag == Some(self.e_tag.as_str()) && size == self.size
+    }
 }
 
 impl Manifest {
@@ -134,6 +160,7 @@ mod tests {
             uploaded_at: at,
             tool: tool(),
             host: "hub-1".into(),
+            canonical: None,
         }
     }
 
@@ -141,6 +168,37 @@ mod tests {
     fn manifest_round_trips_through_json() {
         let m = sample();
         assert_eq!(Manifest::from_json(&m.to_json(), "k").unwrap(), m);
+        let with = Manifest {
+            canonical: Some(CanonicalRecord {
+                e_tag: "\"9b2cf535f27731c974343645a3985328\"".into(),
+                size: 8192,
+            }),
+            ..m
+        };
+        assert_eq!(Manifest::from_json(&with.to_json(), "k").unwrap(), with);
+    }
+
+    #[test]
+    fn a_manifest_without_the_canonical_record_reads_as_none() {
+        // What an older hubvault wrote, and what a version's own manifest holds.
+        let json = String::from_utf8(sample().to_json()).unwrap();
+        assert!(!json.contains("canonical"), "{json}");
+        assert_eq!(
+            Manifest::from_json(json.as_bytes(), "k").unwrap().canonical,
+            None
+        );
+    }
+
+    #[test]
+    fn the_canonical_record_matches_only_the_same_tag_and_size() {
+        let r = CanonicalRecord {
+            e_tag: "\"abc\"".into(),
+            size: 10,
+        };
+        assert!(r.is(Some("\"abc\""), 10));
+        assert!(!r.is(Some("\"abc\""), 11));
+        assert!(!r.is(Some("\"abd\""), 10));
+        assert!(!r.is(None, 10));
     }
 
     #[test]

@@ -296,6 +296,7 @@ pub async fn run(
                 uploaded_at,
                 tool: manifest::tool(),
                 host: manifest::host_name(),
+                canonical: None,
             };
             bucket
                 .put_bytes(
@@ -308,8 +309,17 @@ pub async fn run(
         }
         (None, None) => unreachable!("no new version only when the latest manifest matched"),
     };
-    uploads.canonical.commit().await?;
+    let committed = uploads.canonical.commit_tagged().await?;
     tracing::debug!(elapsed = ?started.elapsed(), "canonical object written");
+    // latest.json names the canonical object by the ETag the store answered OUR upload
+    // with: restore fetches the (smaller) version only while that object is there.
+    let manifest = Manifest {
+        canonical: committed.e_tag.map(|e_tag| manifest::CanonicalRecord {
+            e_tag,
+            size: snap_bytes,
+        }),
+        ..manifest
+    };
     bucket
         .put_bytes(
             &ck.latest_manifest(),

@@ -18,6 +18,10 @@ use crate::store::Bucket;
 #[derive(Clone, Debug, Serialize)]
 pub struct Inspection {
     pub path: String,
+    /// For a backup: the object downloaded, when it is not `path` (the zstd version that
+    /// stands in for the canonical object, [`crate::catalog::fetch::InsteadOf`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<String>,
     pub size: u64,
     pub datahub: DatahubId,
     pub connector: ConnectorId,
@@ -45,6 +49,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     Ok(Inspection {
         path: path.display().to_string(),
+        fetched: None,
         size,
         datahub: info.datahub,
         connector: info.connector,
@@ -77,10 +82,23 @@ pub async fn inspect_backup(
     let ck = ConnectorKey::new(org, ids.datahub, ids.connector);
     let chosen = fetch::choose(bucket, &ck, &Source::Latest, &DbFileName::default()).await?;
     let fetched = fetch::fetch(bucket, &chosen, tmp.path(), "backup-", progress).await?;
-    let shown = bucket.shown(&chosen.key_path);
+    // The backup inspected is the canonical object, whichever object held its bytes.
+    let shown = match &fetched.instead_of {
+        Some(_) => chosen
+            .instead_of
+            .as_ref()
+            .map(|c| bucket.shown(&c.key_path))
+            .unwrap_or_default(),
+        None => bucket.shown(&object_store::path::Path::from(fetched.key.as_str())),
+    };
+    let fetched_from = fetched
+        .instead_of
+        .is_some()
+        .then(|| bucket.shown(&object_store::path::Path::from(fetched.key.as_str())));
     crate::blocking::blocking(move || {
         let mut report = inspect(&fetched.file)?;
         report.path = shown;
+        report.fetched = fetched_from;
         drop(tmp);
         Ok((report, fetched.verified_by))
     })

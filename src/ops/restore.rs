@@ -73,7 +73,13 @@ pub struct RestorePlan {
 #[derive(Clone, Debug, Serialize)]
 pub struct RestoreReport {
     pub target: PathBuf,
+    /// The object whose bytes were fetched.
     pub key: String,
+    /// The canonical object `key` stands in for: set when the latest backup was fetched
+    /// as its zstd version, proven the same upload by its ETag (see
+    /// [`crate::catalog::fetch::InsteadOf`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instead_of: Option<String>,
     pub version: Option<VersionId>,
     pub sha256_fetched: String,
     /// What the download was checked against: `latest.json`, a version manifest, or
@@ -167,7 +173,7 @@ pub async fn execute(
     }
     let download = Download {
         file: fetched.file,
-        key: plan.source.key.clone(),
+        key: fetched.key.clone(),
         bytes: fetched.bytes,
         journal_mode: fetched
             .journal_mode
@@ -195,7 +201,8 @@ pub async fn execute(
     warnings.extend(accepted);
     Ok(RestoreReport {
         target: plan.target.clone(),
-        key: plan.source.key.clone(),
+        key: fetched.key,
+        instead_of: fetched.instead_of,
         version: plan.source.version.clone(),
         sha256_fetched: fetched.sha256,
         verified_by: fetched.verified_by,

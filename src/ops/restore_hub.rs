@@ -247,7 +247,11 @@ pub struct ConnectorReport {
     pub source_type: String,
     pub target: PathBuf,
     pub placement: Placement,
+    /// The object whose bytes were fetched.
     pub key: String,
+    /// The canonical object `key` stands in for (restore's `instead_of`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instead_of: Option<String>,
     pub version: Option<VersionId>,
     /// The time of the state restored (the stream's commit, the version's snapshot, or a
     /// legacy object's upload).
@@ -1017,7 +1021,7 @@ async fn prepare_one(
     }
     let download = Download {
         file: fetched.file,
-        key: step.source.key.clone(),
+        key: fetched.key.clone(),
         bytes: fetched.bytes,
         journal_mode: fetched
             .journal_mode
@@ -1072,7 +1076,8 @@ async fn prepare_one(
             source_type: c.create.source_type.clone(),
             target: step.target.clone(),
             placement,
-            key: step.source.key.clone(),
+            key: fetched.key.clone(),
+            instead_of: fetched.instead_of.clone(),
             version: step.source.version.clone(),
             behind_newest_seconds: c.window.behind(state_at),
             state_at,

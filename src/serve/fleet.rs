@@ -616,6 +616,7 @@ mod tests {
             key,
             size,
             last_modified: t(at),
+            e_tag: None,
         }
     }
 

@@ -440,7 +440,9 @@ impl Staging {
         // A crash leaves only a work directory that the next restore removes. Locked down
         // like every connection: the download is untrusted input.
         let mut conn = db::open_scratch(tmp).map_err(damaged)?;
+        let t0 = std::time::Instant::now();
         let check = db::check_integrity(&conn, tmp, size).map_err(damaged)?;
+        tracing::debug!("restore: {check} of the download took {:?}", t0.elapsed());
         let not_connector = |e: Error| {
             Error::check(
                 format!("{key}: the backup is not a connector database: {e}"),
@@ -514,11 +516,16 @@ impl Staging {
                 "another user is changing files in the connector's directory; stop it and run the restore again",
             ));
         }
+        let t0 = std::time::Instant::now();
         let mut file = work.open_file_rw(&tmp_name)?;
         let (sha256_installed, bytes) = fsio::sha256_of(&mut file, tmp)?;
         set_owner_and_mode(&file, tmp, dir, &target_name)?;
         file.sync_all()
             .map_err(|e| Error::io(tmp, "cannot fsync", e))?;
+        tracing::debug!(
+            "restore: sha256 and fsync of the result took {:?}",
+            t0.elapsed()
+        );
         drop(file);
         Ok(Prepared {
             staging: self,

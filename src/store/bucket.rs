@@ -45,7 +45,9 @@ pub(crate) const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between a blocking thread and the transfer.
 pub(crate) const IN_FLIGHT: usize = 4;
 /// The size of one ranged GET of a large object, and how many run at once: memory is
-/// bounded by about their product (plus what is in flight to the writer).
+/// bounded by about their product (plus what is in flight to the writer). 8 MiB is what
+/// AWS recommends for throughput; larger ranges would take the product past issue 13's
+/// 64 MiB of memory at 1 GiB (each range is held whole until its turn).
 const RANGE: u64 = 8 * 1024 * 1024;
 const RANGES_IN_FLIGHT: usize = 3;
 
@@ -55,6 +57,9 @@ pub struct ObjectInfo {
     pub key: Path,
     pub size: u64,
     pub last_modified: chrono::DateTime<chrono::Utc>,
+    /// The store's entity tag, when it gives one (S3 does; a local directory derives one
+    /// from the file's inode, mtime and size). Equal tags at one key mean the same upload.
+    pub e_tag: Option<String>,
 }
 
 impl From<object_store::ObjectMeta> for ObjectInfo {
@@ -63,6 +68,7 @@ impl From<object_store::ObjectMeta> for ObjectInfo {
             key: m.location,
             size: m.size,
             last_modified: m.last_modified,
+            e_tag: m.e_tag,
         }
     }
 }
@@ -263,41 +269,54 @@ impl Bucket {
         match expected.clone() {
             Landed::File(path) => {
                 let compared = self
-                    .get_into(key, &crate::progress::NoProgress, move |body| {
-                        let local = std::fs::File::open(&path)
-                            .map_err(|e| Error::io(&path, "cannot open", e))?;
-                        let total = local.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-                        let same = SameAs {
-                            local: std::io::BufReader::with_capacity(CHUNK, local),
-                            compared: 0,
-                        };
-                        let mut sink = Decoding::new(same, encoding)
-                            .map_err(|e| Error::io(&path, "zstd", e))?;
-                        while let Some(chunk) = body.next()? {
-                            sink.write_all(&chunk)
-                                .map_err(|e| Error::io(&path, "differs", e))?;
-                        }
-                        let same = sink.finish().map_err(|e| Error::io(&path, "differs", e))?;
-                        Ok(same.compared == total)
-                    })
+                    .get_into(
+                        key,
+                        Reading::for_encoding(encoding),
+                        &crate::progress::NoProgress,
+                        move |body| {
+                            let local = std::fs::File::open(&path)
+                                .map_err(|e| Error::io(&path, "cannot open", e))?;
+                            let total = local.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                            let same = SameAs {
+                                local: std::io::BufReader::with_capacity(CHUNK, local),
+                                compared: 0,
+                            };
+                            let mut sink = Decoding::new(same, encoding)
+                                .map_err(|e| Error::io(&path, "zstd", e))?;
+                            while let Some(chunk) = body.next()? {
+                                sink.write_all(&chunk)
+                                    .map_err(|e| Error::io(&path, "differs", e))?;
+                            }
+                            let same = sink.finish().map_err(|e| Error::io(&path, "differs", e))?;
+                            Ok(same.compared == total)
+                        },
+                    )
                     .await;
                 matches!(compared, Ok((true, _)))
             }
             Landed::Sha256(sha) if !sha.is_empty() => {
                 let shown = self.shown(key);
                 let hashed = self
-                    .get_into(key, &crate::progress::NoProgress, move |body| {
-                        let mut sink = Decoding::new(HashingWriter::new(std::io::sink()), encoding)
-                            .map_err(|e| Error::check(format!("{shown}: zstd: {e}"), "retry"))?;
-                        while let Some(chunk) = body.next()? {
-                            sink.write_all(&chunk)
+                    .get_into(
+                        key,
+                        Reading::for_encoding(encoding),
+                        &crate::progress::NoProgress,
+                        move |body| {
+                            let mut sink =
+                                Decoding::new(HashingWriter::new(std::io::sink()), encoding)
+                                    .map_err(|e| {
+                                        Error::check(format!("{shown}: zstd: {e}"), "retry")
+                                    })?;
+                            while let Some(chunk) = body.next()? {
+                                sink.write_all(&chunk)
+                                    .map_err(|e| Error::check(format!("{shown}: {e}"), "retry"))?;
+                            }
+                            let h = sink
+                                .finish()
                                 .map_err(|e| Error::check(format!("{shown}: {e}"), "retry"))?;
-                        }
-                        let h = sink
-                            .finish()
-                            .map_err(|e| Error::check(format!("{shown}: {e}"), "retry"))?;
-                        Ok(hex::encode(h.hasher.finalize()))
-                    })
+                            Ok(hex::encode(h.hasher.finalize()))
+                        },
+                    )
                     .await;
                 matches!(hashed, Ok((got, _)) if got == sha)
             }
@@ -334,9 +353,12 @@ impl Bucket {
             let dest_path = dest.to_path_buf();
             let key_shown = self.shown(key);
             let got = self
-                .get_into(key, progress, move |body| {
-                    write_download(body, &dest_path, encoding, &key_shown)
-                })
+                .get_into(
+                    key,
+                    Reading::for_encoding(encoding),
+                    progress,
+                    move |body| write_download(body, &dest_path, encoding, &key_shown),
+                )
                 .await;
             match got {
                 Err(e) if e.store_failure() == Some(StoreFailure::Conflict) && attempt < 3 => {
@@ -360,10 +382,11 @@ impl Bucket {
     async fn get_into<T: Send + 'static>(
         &self,
         key: &Path,
+        reading: Reading,
         progress: &dyn Progress,
         consume: impl FnOnce(&mut Body) -> Result<T> + Send + 'static,
     ) -> Result<(T, u64)> {
-        let (announced, mut stream) = self.body(key).await?;
+        let (announced, mut stream) = self.body(key, reading).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(IN_FLIGHT);
         let consumer = tokio::task::spawn_blocking(move || consume(&mut Body { rx }));
         progress.begin(key.as_ref(), announced);
@@ -421,13 +444,16 @@ impl Bucket {
     ///
     /// On S3 a large object is fetched as parallel ranged GETs ([`RANGE`] bytes each, at
     /// most [`RANGES_IN_FLIGHT`] at once, yielded in order): one connection to S3 moves
-    /// far less than the machine can. Every range after the first is conditional on the
-    /// first answer's ETag (If-Match), so an object replaced mid-download fails the
-    /// download (412) instead of mixing two objects. The first request is itself a
-    /// ranged GET: a small object costs one request, as a plain GET would.
+    /// far less than the machine can. With [`Reading::Streamed`] the rest after the first
+    /// range is ONE streamed ranged GET instead. Every request after the first is
+    /// conditional on the first answer's ETag (If-Match), so an object replaced
+    /// mid-download fails the download (412) instead of mixing two objects. The first
+    /// request is itself a ranged GET: a small object costs one request, as a plain GET
+    /// would, and the answer's Content-Range names the whole size apart from the body.
     async fn body(
         &self,
         key: &Path,
+        reading: Reading,
     ) -> Result<(
         u64,
         futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
@@ -460,6 +486,19 @@ impl Bucket {
         }
         let store = self.store.clone();
         let key = key.clone();
+        if reading == Reading::Streamed {
+            // Asked for once the first range is read: no body waits in memory.
+            let rest = futures::stream::once(async move {
+                let opts = object_store::GetOptions {
+                    range: Some(object_store::GetRange::Bounded(RANGE..size)),
+                    if_match: etag,
+                    ..Default::default()
+                };
+                store.get_opts(&key, opts).await.map(|r| r.into_stream())
+            })
+            .try_flatten();
+            return Ok((size, head.chain(rest).boxed()));
+        }
         let rest = futures::stream::iter((RANGE..size).step_by(RANGE as usize))
             .map(move |start| {
                 let (store, key, etag) = (store.clone(), key.clone(), etag.clone());
@@ -625,6 +664,28 @@ impl Bucket {
                 StoreFailure::from_io_kind(kind),
                 kind.to_string(),
             ),
+        }
+    }
+}
+
+/// How a large object is read from S3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reading {
+    /// Parallel ranged GETs: for plain objects, where the network is the bottleneck.
+    Parallel,
+    /// One streamed GET after the first range: for zstd objects, where the decoder is
+    /// (about 1 GB/s of output needs about 85 MB/s of input at the versions' 12x, what one
+    /// S3 connection gives), and where parallel ranges would only add requests (on moto,
+    /// which copies the whole object for each range, an 82 MiB version took 2.44 s in
+    /// 8 MiB ranges and 0.76 s in one GET: docs/BENCHMARKS.md, bench/ranges.sh).
+    Streamed,
+}
+
+impl Reading {
+    fn for_encoding(encoding: Encoding) -> Reading {
+        match encoding {
+            Encoding::Plain => Reading::Parallel,
+            Encoding::Zstd(_) => Reading::Streamed,
         }
     }
 }

@@ -91,15 +91,19 @@ impl LocalUpload {
 
     /// Waits for the last bytes, fsyncs the file, renames it to its key and fsyncs the
     /// directory: the object appears whole, durably, or not at all.
-    pub(crate) async fn commit(mut self) -> std::io::Result<()> {
+    pub(crate) async fn commit(mut self) -> std::io::Result<String> {
         self.tx = None;
         let file = self.join().await?;
         let (staging, dest) = (self.staging.clone(), self.dest.clone());
         let published = tokio::task::spawn_blocking(move || {
             file.sync_all()?;
+            // The file's tag as the local store will report it at the key: the rename
+            // keeps inode, size and mtime, and nothing writes to the file after this.
+            let e_tag = local_e_tag(&file.metadata()?);
             drop(file);
             std::fs::rename(&staging, &dest)?;
-            sync_parent(&dest)
+            sync_parent(&dest)?;
+            Ok(e_tag)
         })
         .await
         .map_err(std::io::Error::other)?;
@@ -258,6 +262,21 @@ fn write_at(file: &File, direct: &mut bool, buf: &[u8], offset: u64) -> std::io:
     }
 }
 
+/// The ETag object_store's `LocalFileSystem` gives a file (`get_etag` in its local.rs,
+/// 0.14: inode, modification time in microseconds and size, in hex). It must stay the
+/// same as the store's: `latest.json` records it and restore compares it with a HEAD
+/// (test `store::local::tests::a_committed_local_upload_reports_the_etag_the_store_gives_it`).
+fn local_e_tag(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok())
+        .unwrap_or_default()
+        .as_micros();
+    format!("\"{:x}-{:x}-{:x}\"", m.ino(), mtime, m.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +381,28 @@ mod tests {
         }
         assert_eq!(files(dir.path()), ["k/sqlite.db"]);
         assert!(bucket.get_bytes(&key).await.unwrap() == old);
+    }
+
+    #[tokio::test]
+    async fn a_committed_local_upload_reports_the_etag_the_store_gives_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Bucket::open(&format!("file://{}", dir.path().display())).unwrap();
+        let key = Key::from("org/datahub/a/connector/b/sqlite.db");
+        let committed = stage(&bucket, &key, content(SIZE))
+            .await
+            .commit_tagged()
+            .await
+            .unwrap();
+        assert_eq!(committed.stored, SIZE as u64);
+        let head = bucket
+            .head(&key)
+            .await
+            .unwrap()
+            .expect("the object is at its key");
+        assert_eq!(
+            committed.e_tag, head.e_tag,
+            "restore would not know our own upload"
+        );
+        assert!(committed.e_tag.is_some());
     }
 }

@@ -6,6 +6,7 @@ mod codec;
 mod local;
 pub mod s3;
 pub mod staged;
+mod tagged;
 pub mod url;
 
 pub use bucket::{Bucket, ObjectInfo, Transfer, WriteMode};

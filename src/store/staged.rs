@@ -18,6 +18,7 @@ use crate::store::bucket::{Bucket, CHUNK, IN_FLIGHT, PART_CONCURRENCY, PART_SIZE
 pub use crate::store::codec::Landed;
 use crate::store::codec::{self, Encoding};
 use crate::store::local::LocalUpload;
+use crate::store::tagged::{self, TagSlot};
 
 impl Bucket {
     /// Streams a local file to `key`, hashing the plain bytes on the way. Atomic: the
@@ -113,9 +114,14 @@ impl Bucket {
                     StagedUpload::local(self.clone(), key.clone(), local, zstd, landed.clone())
                 }
                 None => {
-                    let writer = BufWriter::with_capacity(self.store(), key.clone(), PART_SIZE)
+                    // The store's answer to the commit names the object we wrote (its ETag).
+                    let (store, e_tag) = tagged::recording(self.store());
+                    let writer = BufWriter::with_capacity(store, key.clone(), PART_SIZE)
                         .with_max_concurrency(PART_CONCURRENCY);
-                    StagedUpload::new(self.clone(), key.clone(), writer, zstd, landed.clone())
+                    let mut upload =
+                        StagedUpload::new(self.clone(), key.clone(), writer, zstd, landed.clone());
+                    upload.e_tag = Some(e_tag);
+                    upload
                 }
             };
             uploads.push(upload);
@@ -368,6 +374,19 @@ pub struct StagedUpload {
     /// What the object is compared with when the answer to the upload's last request
     /// was lost.
     landed: Landed,
+    /// Where the store's answer to the commit leaves the object's ETag.
+    e_tag: Option<TagSlot>,
+}
+
+/// What a committed upload is at its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// Bytes stored.
+    pub stored: u64,
+    /// The ETag the store answered the commit with: the object we wrote, and no later
+    /// one. `None` when the store gave none, or the answer was lost (the object was then
+    /// found whole by reading it back, which does not prove its tag is ours).
+    pub e_tag: Option<String>,
 }
 
 /// Where a staged upload's bytes go.
@@ -393,6 +412,7 @@ impl StagedUpload {
             stored: 0,
             zstd,
             landed,
+            e_tag: None,
         }
     }
 
@@ -404,6 +424,7 @@ impl StagedUpload {
             stored: 0,
             zstd,
             landed,
+            e_tag: None,
         }
     }
 
@@ -432,6 +453,11 @@ impl StagedUpload {
     /// Completes the upload: the object appears whole at its key. Returns the bytes
     /// stored.
     pub async fn commit(self) -> Result<u64> {
+        Ok(self.commit_tagged().await?.stored)
+    }
+
+    /// As [`StagedUpload::commit`], with the ETag the store gave the object.
+    pub async fn commit_tagged(self) -> Result<Committed> {
         let StagedUpload {
             bucket,
             key,
@@ -439,20 +465,30 @@ impl StagedUpload {
             stored,
             zstd,
             landed,
+            e_tag,
         } = self;
         let mut writer = match writer {
             Sink::Store(w) => w,
             Sink::Local(l) => {
                 let staging = l.staging().to_path_buf();
                 // A local rename either happened or not: no lost answer to look into.
+                // The ETag is the one the local store gives the file we wrote.
                 return match l.commit().await {
-                    Ok(()) => Ok(stored),
+                    Ok(e_tag) => Ok(Committed {
+                        stored,
+                        e_tag: Some(e_tag),
+                    }),
                     Err(e) => Err(bucket.local_err(&key, &staging, e)),
                 };
             }
         };
         match writer.shutdown().await {
-            Ok(()) => Ok(stored),
+            Ok(()) => Ok(Committed {
+                stored,
+                e_tag: e_tag
+                    .as_ref()
+                    .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            }),
             Err(e) => {
                 // No `abort` here: once shutdown has begun the writer cleans up after
                 // itself (a failed completion aborts the multipart upload), and
@@ -466,7 +502,10 @@ impl StagedUpload {
                         "{}: the upload's last answer was lost, but the object landed whole",
                         key
                     );
-                    Ok(stored)
+                    Ok(Committed {
+                        stored,
+                        e_tag: None,
+                    })
                 } else {
                     Err(err)
                 }

@@ -185,6 +185,7 @@ fn sample() -> Manifest {
         uploaded_at: at,
         tool: hubvault::model::manifest::tool(),
         host: "hub-1".into(),
+        canonical: None,
     }
 }
 

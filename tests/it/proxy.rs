@@ -73,6 +73,8 @@ pub struct Seen {
     /// The request's `x-amz-server-side-encryption` and its KMS key id header.
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
+    /// Bytes of the response body the server gave (before any fault cut it).
+    pub body_bytes: usize,
 }
 
 /// Names a rule given to [`Proxy::inject`], to ask how often it fired.
@@ -285,6 +287,7 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
                 sse_kms_key_id: req
                     .header("x-amz-server-side-encryption-aws-kms-key-id")
                     .map(str::to_string),
+                body_bytes: 0,
             });
             (fault, s.seen.len() - 1, s.generation)
         };
@@ -354,6 +357,12 @@ async fn serve(mut client: TcpStream, up: &str, st: &Mutex<State>) -> std::io::R
         };
         // Recorded before the first byte goes out: once the client has the response, the
         // log already says what was sent (a test may read it the moment its call returns).
+        {
+            let mut s = st.lock().unwrap();
+            if s.generation == generation {
+                s.seen[index].body_bytes = if bodiless { 0 } else { body.len() };
+            }
+        }
         set_status(status);
         match fault {
             Some(Fault::ResetMidBody) => {

@@ -386,6 +386,257 @@ both!(
     legacy_backup
 );
 
+// ------------------------------------------- the latest backup, fetched as its version
+
+/// `acme/.../hubvault/latest.json` of `spec`.
+fn latest_key(spec: &Spec) -> String {
+    format!(
+        "acme/datahub/{}/connector/{}/hubvault/latest.json",
+        spec.datahub, spec.connector
+    )
+}
+
+fn get(tb: &TestBucket, key: &str) -> Vec<u8> {
+    rt().block_on(tb.bucket().get_bytes(&object_store::path::Path::from(key)))
+        .unwrap()
+        .to_vec()
+}
+
+fn latest_backup_fetches_its_version(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hrb-cellario", 300);
+    let b = backup(tb, &db, false);
+    let version = b["version"].as_str().unwrap();
+    // latest.json names the canonical object by the ETag the store gave our upload.
+    let latest: serde_json::Value = serde_json::from_slice(&get(tb, &latest_key(&spec))).unwrap();
+    assert_eq!(latest["canonical"]["size"], b["bytes"]);
+    assert!(
+        latest["canonical"]["e_tag"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = json_of(
+        &restore(
+            tb,
+            &spec,
+            &["--dry-run", "--output", p(&dir.path().join("x.db"))],
+        ),
+        0,
+    );
+    let plan = &out["plan"];
+    assert_eq!(plan["instead_of"]["key"], canonical_key(&spec).as_str());
+    assert_eq!(plan["expected"]["kind"], "same_as_canonical");
+
+    let f = dir.path().join("r.db");
+    let (nd, nc) = new_ids();
+    let out = json_of(
+        &restore(
+            tb,
+            &spec,
+            &[
+                "--to-datahub",
+                &nd,
+                "--to-connector",
+                &nc,
+                "--output",
+                p(&f),
+            ],
+        ),
+        0,
+    );
+    let r = &out["restore"];
+    let want_key = format!(
+        "acme/datahub/{}/connector/{}/hubvault/versions/{version}.db.zst",
+        spec.datahub, spec.connector
+    );
+    assert_eq!(r["key"], want_key.as_str(), "{r}");
+    assert_eq!(r["instead_of"], canonical_key(&spec).as_str());
+    assert_eq!(r["verified_by"], latest_key(&spec).as_str());
+    assert_eq!(r["sha256_fetched"], b["sha256"]);
+    assert_eq!(r["warnings"], serde_json::json!([]));
+    assert_eq!(count(&f, "SELECT count(*) FROM Events"), 300);
+    assert_eq!(ids_of(&f), (nd, nc));
+    assert!(integrity_ok(&f));
+}
+both!(
+    restore_of_the_latest_backup_fetches_its_version_while_our_upload_is_at_the_key,
+    latest_backup_fetches_its_version
+);
+
+/// On S3, seen from the wire: the canonical object is only HEADed, the version is read
+/// (fewer bytes than the database).
+#[test]
+fn restore_from_s3_reads_the_version_and_only_heads_the_canonical_object() {
+    let proxy = crate::proxy::Proxy::s3();
+    let tb = TestBucket::s3();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 2000);
+    let b = backup(&tb, &db, false);
+    let size = b["bytes"].as_u64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    proxy.reset();
+    json_of(
+        &run(proxy
+            .cmd(&tb)
+            .args(["restore", "--json", "--yes"])
+            .args(["--datahub", &spec.datahub.to_string()])
+            .args(["--connector", &spec.connector.to_string()])
+            .args(["--output", p(&dir.path().join("r.db"))])),
+        0,
+    );
+    let log = proxy.log();
+    let canonical = |s: &&crate::proxy::Seen| {
+        s.path_and_query
+            .split('?')
+            .next()
+            .unwrap()
+            .ends_with("/sqlite.db")
+    };
+    let of_canonical: Vec<&str> = log
+        .iter()
+        .filter(canonical)
+        .map(|s| s.method.as_str())
+        .collect();
+    assert_eq!(of_canonical, vec!["HEAD"], "{log:#?}");
+    let version_bytes: usize = log
+        .iter()
+        .filter(|s| s.method == "GET" && s.path_and_query.contains(".db.zst"))
+        .map(|s| s.body_bytes)
+        .sum();
+    assert_eq!(version_bytes as u64, b["stored_bytes"].as_u64().unwrap());
+    assert!(version_bytes as u64 * 4 < size, "{version_bytes} of {size}");
+}
+
+fn replaced_by_another_uploader(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    let b = backup(tb, &db, false);
+    let dir = tempfile::tempdir().unwrap();
+    // Another uploader puts an object of the same size at the key: one byte differs
+    // (the version would pass its checksum; the object itself must be fetched and fail).
+    let mut other = get(tb, &canonical_key(&spec));
+    assert_eq!(other.len() as u64, b["bytes"].as_u64().unwrap());
+    let at = other.len() - 100;
+    other[at] ^= 0xff;
+    put(tb, &canonical_key(&spec), other);
+    let f = dir.path().join("r.db");
+    let out = restore(tb, &spec, &["--output", p(&f)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(err.contains(&canonical_key(&spec)), "{err}");
+    assert!(!f.exists());
+
+    // The platform's own upload of the same database (a new upload, its own tag): the
+    // object itself is fetched, and latest.json vouches for its bytes.
+    put_file(
+        tb,
+        &canonical_key(&spec),
+        &db_snapshot(tb, &spec, dir.path()),
+    );
+    let out = json_of(&restore(tb, &spec, &["--output", p(&f)]), 0);
+    let r = &out["restore"];
+    if tb.kind == crate::common::Kind::Local {
+        // A new file: a new tag. (S3's tag of a single PUT is the MD5 of the bytes: the
+        // same bytes give the same tag there, and the version may stand in.)
+        assert_eq!(r["key"], canonical_key(&spec).as_str(), "{r}");
+        assert!(r["instead_of"].is_null(), "{r}");
+    }
+    assert_eq!(r["verified_by"], latest_key(&spec).as_str());
+    assert_eq!(count(&f, "SELECT count(*) FROM Events"), 50);
+}
+both!(
+    restore_fetches_a_canonical_object_another_uploader_replaced_itself_and_checks_it,
+    replaced_by_another_uploader
+);
+
+/// The plain bytes our backup uploaded (its version, decompressed), in a file.
+fn db_snapshot(tb: &TestBucket, spec: &Spec, dir: &Path) -> PathBuf {
+    let latest: serde_json::Value = serde_json::from_slice(&get(tb, &latest_key(spec))).unwrap();
+    let key = format!(
+        "acme/datahub/{}/connector/{}/hubvault/versions/{}.db.zst",
+        spec.datahub,
+        spec.connector,
+        latest["version"].as_str().unwrap()
+    );
+    let dest = dir.join("snapshot.db");
+    rt().block_on(tb.bucket().get_to_file(
+        &object_store::path::Path::from(key.as_str()),
+        &dest,
+        Encoding::Zstd(0),
+        &NoProgress,
+    ))
+    .unwrap();
+    dest
+}
+
+fn latest_json_without_record(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "solace", 40);
+    backup(tb, &db, false);
+    // latest.json as an older hubvault wrote it: no ETag record.
+    let mut latest: serde_json::Value =
+        serde_json::from_slice(&get(tb, &latest_key(&spec))).unwrap();
+    assert!(
+        latest
+            .as_object_mut()
+            .unwrap()
+            .remove("canonical")
+            .is_some()
+    );
+    put(
+        tb,
+        &latest_key(&spec),
+        serde_json::to_vec_pretty(&latest).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.db");
+    let out = json_of(&restore(tb, &spec, &["--output", p(&f)]), 0);
+    let r = &out["restore"];
+    assert_eq!(r["key"], canonical_key(&spec).as_str(), "{r}");
+    assert!(r["instead_of"].is_null(), "{r}");
+    assert_eq!(r["verified_by"], latest_key(&spec).as_str());
+    assert_eq!(count(&f, "SELECT count(*) FROM Events"), 40);
+}
+both!(
+    restore_fetches_the_canonical_object_when_latest_json_has_no_etag_record,
+    latest_json_without_record
+);
+
+fn damaged_stand_in(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 30);
+    let b = backup(tb, &db, false);
+    let vkey = format!(
+        "acme/datahub/{}/connector/{}/hubvault/versions/{}.db.zst",
+        spec.datahub,
+        spec.connector,
+        b["version"].as_str().unwrap()
+    );
+    // The version is damaged after the backup; the canonical object is still ours.
+    put(tb, &vkey, b"not zstd at all".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.db");
+    let out = json_of(&restore(tb, &spec, &["--output", p(&f)]), 0);
+    let r = &out["restore"];
+    assert_eq!(r["key"], canonical_key(&spec).as_str(), "{r}");
+    assert!(r["instead_of"].is_null(), "{r}");
+    assert_eq!(r["verified_by"], latest_key(&spec).as_str());
+    let warning = r["warnings"][0].as_str().unwrap();
+    assert!(warning.contains(&vkey), "{warning}");
+    assert!(
+        warning.contains("canonical object was fetched instead"),
+        "{warning}"
+    );
+    assert_eq!(count(&f, "SELECT count(*) FROM Events"), 30);
+}
+both!(
+    restore_fetches_the_canonical_object_when_the_version_standing_in_for_it_is_damaged,
+    damaged_stand_in
+);
+
 fn inspect_backup(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (db, spec) = connector_db(hub.path(), "solace", 33);
@@ -768,7 +1019,9 @@ fn restore_dry_run_prints_the_plan_and_changes_nothing() {
     let before = listing(t.target.parent().unwrap());
     let out = json_of(&restore_onto(&tb, &spec, &t, &["--dry-run"]), 0);
     let plan = &out["plan"];
-    assert_eq!(plan["key"], canonical_key(&spec).as_str());
+    // The latest backup, fetched as its version (our upload is at the canonical key).
+    assert_eq!(plan["instead_of"]["key"], canonical_key(&spec).as_str());
+    assert!(plan["key"].as_str().unwrap().ends_with(".db.zst"), "{plan}");
     assert_eq!(plan["rewrite"], true);
     assert_eq!(plan["replaces"], true);
     assert_eq!(plan["target"], p(&t.target));

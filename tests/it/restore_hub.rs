@@ -175,6 +175,16 @@ fn onto_a_new_hub(tb: &TestBucket) {
     assert_eq!(out["hook"]["ok"], true);
     let report = out["restore"]["connectors"].as_array().unwrap();
     assert_eq!(report.len(), 4);
+    // Each connector's state at the common instant is its version, fetched as the zstd
+    // object (on S3 one streamed GET after the first range, not 8 MiB ranges).
+    for c in report {
+        let key = c["key"].as_str().unwrap();
+        assert!(
+            key.contains("/hubvault/versions/") && key.ends_with(".db.zst"),
+            "{c}"
+        );
+        assert!(c["instead_of"].is_null(), "{c}");
+    }
     for (((_, spec), original), new) in conns.iter().zip(&originals).zip(&new_ids) {
         let target = new_root.path().join(new.to_string()).join("sqlite.db");
         assert_eq!(integrity(&target), "ok");

@@ -383,3 +383,76 @@ fn an_object_replaced_during_a_ranged_download_is_read_again_whole_never_mixed()
         proxy.log()
     );
 }
+
+/// A zstd object (a version) on S3 is read as its first range and then ONE streamed
+/// ranged GET of the rest (the decoder, not the network, bounds it), still conditional on
+/// the first answer's ETag: replaced between the two, it is read again whole, never mixed.
+#[test]
+fn a_zstd_object_is_read_in_two_requests_and_read_again_whole_when_replaced_between_them() {
+    let proxy = Proxy::s3();
+    let tb = TestBucket::s3();
+    let patient = hubvault::store::s3::S3Settings {
+        timeout: Duration::from_secs(30),
+        ..short_settings()
+    };
+    let b = proxy.bucket(&tb, patient);
+    let direct = tb.bucket();
+    let key = Key::from("acme/ranged/v.db.zst");
+    // Incompressible (xorshift, seed 13): the stored object is past two ranges of 8 MiB.
+    let mut x: u64 = 13;
+    let first: Vec<u8> = (0..20 * 1024 * 1024 + 5)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let mut second = first.clone();
+    second.iter_mut().for_each(|x| *x = x.wrapping_add(1));
+    let mut src = tempfile::NamedTempFile::new().unwrap();
+    src.write_all(&first).unwrap();
+    rt().block_on(direct.put_file(&key, src.path(), Encoding::Zstd(1), &NoProgress))
+        .unwrap();
+
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = scratch.path().join("dl");
+    proxy.reset();
+    let got = rt()
+        .block_on(b.get_to_file(&key, &dest, Encoding::Zstd(0), &NoProgress))
+        .unwrap();
+    assert_eq!(got.sha256, sha(&first));
+    assert!(got.stored_bytes > 16 * 1024 * 1024, "{got:?}");
+    let gets = proxy.requests().iter().filter(|(m, _)| m == "GET").count();
+    assert_eq!(gets, 2, "{:?}", proxy.requests());
+
+    proxy.reset();
+    proxy.inject("GET", key.as_ref(), Fault::Delay(Duration::from_secs(5)), 1);
+    let dl = {
+        let (b, key, dest) = (b.clone(), key.clone(), dest.clone());
+        std::thread::spawn(move || {
+            rt().block_on(b.get_to_file(&key, &dest, Encoding::Zstd(0), &NoProgress))
+        })
+    };
+    let t = Instant::now();
+    while !proxy
+        .log()
+        .iter()
+        .any(|r| r.method == "GET" && r.status.is_some())
+    {
+        assert!(t.elapsed() < BOUND, "the download never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    src.as_file().set_len(0).unwrap();
+    std::fs::write(src.path(), &second).unwrap();
+    rt().block_on(direct.put_file(&key, src.path(), Encoding::Zstd(1), &NoProgress))
+        .unwrap();
+    let got = dl.join().unwrap().unwrap();
+    assert_eq!(got.sha256, sha(&second));
+    assert_eq!(std::fs::read(&dest).unwrap(), second);
+    assert!(
+        proxy.log().iter().any(|r| r.status == Some(412)),
+        "the replacement was not noticed: {:?}",
+        proxy.log()
+    );
+}
