@@ -32,7 +32,7 @@ read -r hub conn < "$work/ids"
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" > "$work/moto.log" 2>&1 &
 moto=$!
-trap 'kill $moto 2>/dev/null; kill ${ls_pid:-0} 2>/dev/null || true' EXIT
+trap 'kill $moto 2>/dev/null; [ -n "${ls_pid:-}" ] && kill "$ls_pid" 2>/dev/null || true' EXIT  # never "kill 0" (the whole group)
 url=http://127.0.0.1:$port
 for _ in $(seq 1 100); do curl -fsS "$url/moto-api/" -o /dev/null 2>/dev/null && break; sleep 0.1; done
 export AWS_ENDPOINT_URL=$url AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=y AWS_REGION=us-east-1
