@@ -520,6 +520,12 @@ impl Capture {
     /// drive capture with this and a [`crate::clock::ManualClock`]).
     pub async fn step(&mut self) {
         self.last_discovery = None;
+        // Without its waits: the rollback observation's real-time spacing too. A driven
+        // clock jumps while the real one barely moves, and under load a skipped look
+        // stamped a commit at a later wake-up than the one that made it.
+        for t in self.tracked.values_mut() {
+            t.observe_after = None;
+        }
         self.look(None).await;
         if self.has_pending() {
             self.upload().await;
