@@ -138,6 +138,13 @@ impl StreamProgress {
             .map_or(now, |t| (*t).min(now))
     }
 
+    fn landed(&self, hub: DatahubId, key: &object_store::path::Path, n: u64) {
+        let mut st = self.lock();
+        st.in_flight.remove(&hub);
+        st.hubs.insert(hub);
+        st.written.push((hub, key.clone(), n));
+    }
+
     fn wrote(&self, hub: DatahubId, key: &object_store::path::Path, n: u64) {
         let mut st = self.lock();
         st.hubs.insert(hub);
@@ -840,11 +847,9 @@ impl Capture {
         {
             Ok(_) => {
                 let f = self.in_flight.remove(&hub).expect("checked");
-                {
-                    let mut st = self.progress.lock();
-                    st.in_flight.remove(&hub);
-                }
-                self.progress.wrote(hub, &f.key, n);
+                // Landed and no longer in flight at once: a compactor that reads `settled`
+                // and then the keys written never misses a segment sent before it.
+                self.progress.landed(hub, &f.key, n);
                 tracing::debug!(key = %f.key, bytes = n, connectors = f.conns.len(), seq = f.name.seq, "capture: segment uploaded");
                 self.metrics.hub_segment(n);
                 for (c, count, last) in &f.conns {

@@ -2,7 +2,8 @@
 //! its capture writes to ([`crate::ops::compact`]).
 //!
 //! - It knows what capture wrote and which segment is still being sent
-//!   ([`StreamProgress`]): a minute is compacted a moment after it ends, without a LIST;
+//!   ([`StreamProgress`]): a minute is compacted a moment after it ends, without a LIST,
+//!   and the minute being captured gets a partial minute every pass while busy;
 //!   the hub's stream is listed once at start and again every hour (objects other
 //!   processes wrote or deleted, such as `hubvault prune`).
 //! - Retention runs every hour with the agent's `--keep-within`.
@@ -144,15 +145,24 @@ impl BackgroundCompactor {
             st.compactor.reload().await?;
             st.loaded = now;
         }
+        // Settled first, then what was written: every segment sent before `settled` has
+        // landed, and capture reports a landing and its end of flight at once, so each is
+        // among the keys taken next.
+        let settled = self.progress.settled(hub, now);
         for (k, n) in self.progress.take_written(hub) {
             st.compactor.learn(&k, n);
         }
-        let settled = self.progress.settled(hub, now);
         let cutoff = now.checked_sub_signed(keep).unwrap_or(Time::MIN_UTC);
-        let c = st
+        let mut c = st
             .compactor
             .compact(now, settled, Some(compact::horizon(cutoff)), false)
             .await?;
+        // The minute being captured: its partial, so that a restore of an instant in it
+        // reads about one pass of segments (docs/CONTINUOUS.md).
+        let p = st.compactor.partial(now, settled).await?;
+        c.partials += p.partials;
+        c.partials_deleted += p.partials_deleted;
+        c.problems.extend(p.problems);
         let r = if st.retained.is_none_or(|t| now - t >= RELOAD_EVERY) {
             st.retained = Some(now);
             Some(st.compactor.retain(cutoff, false).await?)

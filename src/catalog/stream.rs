@@ -3,17 +3,20 @@
 //! checked ([`build`]), and the span a connector can be restored to ([`window`]).
 //!
 //! Objects (docs/CONTINUOUS.md): bases (a connector's full image), segments (L0: one
-//! tick of the hub), minutes (L1: every commit of a minute's segments) and marks (L2:
-//! merged, cumulative from their parent mark; `model::windows`). A chain from a base's
-//! time to T takes, greedily, the mark that starts where the chain stands and reaches
-//! furthest without passing T (at most one of each kind), then the minutes, then the
-//! segments not compacted yet, and, for a restore `--at T`, the first object after T when
-//! the segment sent right after T may still hold commits observed at or before T.
+//! tick of the hub), minutes (L1: every commit of a minute's segments), partial minutes
+//! (every commit of the current minute's segments up to a recent instant) and marks
+//! (merged, cumulative from their parent's start; `model::windows`). A chain from a
+//! base's time to T takes, greedily, the mark that starts where the chain stands and
+//! reaches furthest without passing T (at most one of each kind), then minute by minute
+//! the minute, or its partial and the segments after it, or its segments, and, for a
+//! restore `--at T`, the first object after T when the segment sent right after T may
+//! still hold commits observed at or before T.
 //!
-//! Plan (LIST requests only): the connector's bases (one LIST), the marks from the base's
-//! day, the minutes and segments from where the marks end: each listing starts after a
-//! key and stops paging once past T, so a restore lists a handful of pages for any
-//! instant, never the whole history.
+//! Plan (LIST requests only, [`plan`]): the marks and the connector's bases in one
+//! listing, the segments' folder (1-minute marks, partial minute, segments) from the hour
+//! the marks reach, and the minutes only when no partial minute proves the chain: each
+//! listing starts after a key and stops paging once past what it needs, so a restore
+//! lists two or three pages for any instant, never the whole history.
 //!
 //! Build: the base's image (its chain checksum proven), then every object in order, its
 //! sections for this connector and generation, commits observed at or before T applied
@@ -90,14 +93,40 @@ pub struct ListedBase {
     pub size: u64,
 }
 
-/// What the bucket holds of one hub's stream, each level in key (= time) order.
+/// What the bucket holds of one hub's stream, each level in key order (segments,
+/// minutes and partial minutes: time order).
 #[derive(Clone, Debug, Default)]
 pub struct StreamIndex {
     pub segments: Vec<Listed>,
     pub minutes: Vec<Listed>,
-    /// By start, then end.
+    /// Partial minutes (level 1, `[minute start, x)`): the agent's, of the current minute.
+    pub partials: Vec<Listed>,
+    /// Level 2, every kind (1-minute marks are listed with the segments).
     pub marks: Vec<Listed>,
     pub bases: BTreeMap<ConnectorId, Vec<ListedBase>>,
+}
+
+/// Which vector of a [`StreamIndex`] an entry belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Segments,
+    Minutes,
+    Partials,
+    Marks,
+}
+
+fn slot(e: &Entry) -> Slot {
+    match e {
+        Entry::Segment(_) => Slot::Segments,
+        Entry::Window(w) if w.level == 1 => {
+            if crate::model::windows::is_partial(w.start, w.end) {
+                Slot::Partials
+            } else {
+                Slot::Minutes
+            }
+        }
+        Entry::Window(_) => Slot::Marks,
+    }
 }
 
 fn listed_objects(found: Vec<crate::store::bucket::ObjectInfo>) -> Vec<Listed> {
@@ -123,16 +152,14 @@ impl StreamIndex {
     /// Lists the whole stream of a hub: segments, minutes, marks and every base (four
     /// listings, each paged by 1,000 keys).
     pub async fn load(bucket: &Bucket, keys: &StreamKeys) -> Result<StreamIndex> {
-        let mut idx = StreamIndex {
-            segments: listed_objects(bucket.list(&keys.segments_dir()).await?),
-            minutes: listed_objects(bucket.list(&keys.minutes_dir()).await?),
-            marks: listed_objects(bucket.list(&keys.marks_dir()).await?),
-            bases: BTreeMap::new(),
-        };
-        idx.segments
-            .retain(|l| matches!(l.entry, Entry::Segment(_)));
-        idx.minutes.retain(|l| l.entry.level() == 1);
-        idx.marks.retain(|l| l.entry.level() == 2);
+        let mut idx = StreamIndex::default();
+        for l in listed_objects(bucket.list(&keys.segments_dir()).await?)
+            .into_iter()
+            .chain(listed_objects(bucket.list(&keys.minutes_dir()).await?))
+            .chain(listed_objects(bucket.list(&keys.marks_dir()).await?))
+        {
+            idx.insert(l);
+        }
         for o in bucket.list(&keys.prefix().join("base")).await? {
             let Some(name) = StreamKeys::parse_base(&o.key) else {
                 continue;
@@ -165,16 +192,22 @@ impl StreamIndex {
         self.segments
             .iter()
             .chain(self.minutes.iter())
+            .chain(self.partials.iter())
             .chain(self.marks.iter())
+    }
+
+    fn slot_mut(&mut self, s: Slot) -> &mut Vec<Listed> {
+        match s {
+            Slot::Segments => &mut self.segments,
+            Slot::Minutes => &mut self.minutes,
+            Slot::Partials => &mut self.partials,
+            Slot::Marks => &mut self.marks,
+        }
     }
 
     /// Adds an object written since the listing (keeps each level in order).
     pub fn insert(&mut self, l: Listed) {
-        let level = match l.entry.level() {
-            0 => &mut self.segments,
-            1 => &mut self.minutes,
-            _ => &mut self.marks,
-        };
+        let level = self.slot_mut(slot(&l.entry));
         match level.binary_search_by(|x| x.key.cmp(&l.key)) {
             Ok(i) => level[i] = l,
             Err(i) => level.insert(i, l),
@@ -191,16 +224,11 @@ impl StreamIndex {
 
     /// Forgets a deleted object or base (found by its key's kind, then by binary search).
     pub fn remove(&mut self, key: &Path) {
-        let level = if StreamKeys::parse_segment(key).is_some() {
-            Some(&mut self.segments)
-        } else {
-            match StreamKeys::parse_window(key).map(|w| w.level) {
-                Some(1) => Some(&mut self.minutes),
-                Some(_) => Some(&mut self.marks),
-                None => None,
-            }
+        let entry = match StreamKeys::parse_segment(key) {
+            Some(n) => Some(Entry::Segment(n)),
+            None => StreamKeys::parse_window(key).map(Entry::Window),
         };
-        match level {
+        match entry.map(|e| self.slot_mut(slot(&e))) {
             Some(v) => {
                 if let Ok(i) = v.binary_search_by(|l| l.key.cmp(key)) {
                     v.remove(i);
@@ -229,6 +257,13 @@ impl StreamIndex {
             .map(|i| &self.minutes[i])
     }
 
+    /// The partial minutes of minute `m`, in key (= end) order.
+    pub fn partials_of(&self, m: Time) -> &[Listed] {
+        let i = self.partials.partition_point(|l| l.entry.start() < m);
+        let j = self.partials.partition_point(|l| l.entry.start() <= m);
+        &self.partials[i..j]
+    }
+
     /// The newest instant the hub's stream has data for: the newest segment's time, or
     /// the end of the newest compacted window (less a millisecond) when all of it is
     /// compacted.
@@ -238,6 +273,7 @@ impl StreamIndex {
             .minutes
             .last()
             .into_iter()
+            .chain(self.partials.last())
             .chain(self.marks.iter().max_by_key(|l| l.entry.end()))
             .map(|l| l.entry.end() - chrono::TimeDelta::milliseconds(1))
             .max();
@@ -267,18 +303,16 @@ pub struct ChainObjects {
     pub straddler: Option<Listed>,
 }
 
-/// The objects (from `marks`, `minutes` and `segments`, each in key order) that take a
-/// chain from `from` to `until`. `at_start`: `from` is a base's time, and any object
-/// holding it may be used (the generation's sections in it start at the base); otherwise
-/// `from` is a window boundary and only objects starting there continue the chain.
-pub fn chain(
-    from: Time,
-    at_start: bool,
-    until: Until,
-    marks: &[Listed],
-    minutes: &[Listed],
-    segments: &[Listed],
-) -> ChainObjects {
+/// The objects of `idx` that take a chain from `from` to `until`. `at_start`: `from` is
+/// a base's time, and any object holding it may be used (the generation's sections in it
+/// start at the base); otherwise `from` is a window boundary and only objects starting
+/// there continue the chain.
+///
+/// After the marks, minute by minute: the minute if it is compacted; else its partial
+/// minute reaching furthest (within `until`) and the segments sent from the partial's
+/// end; else its segments. A segment inside a minute or a partial that does not name it
+/// (an upload that landed late) is not read: it repeats commits the window holds.
+pub fn chain(from: Time, at_start: bool, until: Until, idx: &StreamIndex) -> ChainObjects {
     let fits = |e: Time| match until {
         Until::Newest => true,
         Until::At(t) => e <= t,
@@ -289,7 +323,8 @@ pub fn chain(
     let mut objects: Vec<Listed> = Vec::new();
     // Marks: the one starting where the chain stands that reaches furthest.
     loop {
-        let best = marks
+        let best = idx
+            .marks
             .iter()
             .filter(|m| {
                 let (s, e) = (m.entry.start(), m.entry.end());
@@ -305,14 +340,28 @@ pub fn chain(
             None => break,
         }
     }
-    // Then minutes and the segments no minute holds, in time order.
-    let covered: BTreeSet<Time> = minutes.iter().map(|m| m.entry.start()).collect();
-    let mut finer: Vec<&Listed> = minutes
+    // Then minutes, partial minutes and the segments neither holds, in time order.
+    let usable = |l: &&Listed| l.entry.end() > p && (l.entry.start() >= p || first);
+    let covered: BTreeSet<Time> = idx.minutes.iter().map(|m| m.entry.start()).collect();
+    // Per minute not compacted: the partial reaching furthest (within `until` when that
+    // is a window's end; for a restore, past T is fine: commits after T are not applied).
+    let mut partial: BTreeMap<Time, &Listed> = BTreeMap::new();
+    for l in idx.partials.iter().filter(usable) {
+        let m = l.entry.start();
+        let within = !matches!(until, Until::Before(b) if l.entry.end() > b);
+        if within && !covered.contains(&m) {
+            partial.insert(m, l); // in key order: the last one reaches furthest
+        }
+    }
+    let mut finer: Vec<&Listed> = idx
+        .minutes
         .iter()
-        .filter(|m| m.entry.end() > p && (m.entry.start() >= p || first))
-        .chain(segments.iter().filter(|s| {
+        .filter(usable)
+        .chain(partial.values().copied())
+        .chain(idx.segments.iter().filter(|s| {
             let t = s.entry.start();
-            t >= p && !covered.contains(&crate::model::windows::minute_of(t))
+            let m = crate::model::windows::minute_of(t);
+            t >= p && !covered.contains(&m) && partial.get(&m).is_none_or(|w| t >= w.entry.end())
         }))
         .collect();
     finer.sort_by(|a, b| {
@@ -379,14 +428,7 @@ impl StreamPlan {
         base: &ListedBase,
         until: Until,
     ) -> StreamPlan {
-        let c = chain(
-            base.name.time,
-            true,
-            until,
-            &idx.marks,
-            &idx.minutes,
-            &idx.segments,
-        );
+        let c = chain(base.name.time, true, until, idx);
         let listed = idx.bases.get(&connector);
         let next_base =
             listed.and_then(|v| v.iter().map(|b| b.name.time).find(|t| *t > base.name.time));
@@ -435,9 +477,18 @@ fn before_t(at: Option<Time>) -> impl Fn(&Path) -> bool {
 }
 
 /// The plan for `connector` of `datahub` at `at` (None: newest), or `None` when the
-/// stream holds no base at or before it. LISTs only: the connector's bases; the marks
-/// from the base's day; the minutes and segments from where the marks end; each listing
-/// stops paging once past `at`.
+/// stream holds no base at or before it. LISTs only, each stopping once it has what it
+/// needs (docs/CONTINUOUS.md, "What a restore reads"):
+/// 1. the hub's stream from the marks of the day before T's day (newest: before today,
+///    by this machine's clock) through this connector's bases, which sort after the
+///    marks: the marks and the bases in one listing;
+/// 2. the segments' folder from the hour where those marks end, up to the first key past
+///    T: the 1-minute marks, the partial minute and the segments;
+/// 3. only when those do not prove the chain (no partial minute where the marks end): the
+///    compacted minutes from there, up to the first past T.
+///
+/// And, when the base chosen is older than the day before T's (days no compactor ran),
+/// the marks from the base's day.
 pub async fn plan(
     bucket: &Bucket,
     org: &OrgSlug,
@@ -445,19 +496,44 @@ pub async fn plan(
     connector: ConnectorId,
     at: Option<Time>,
 ) -> Result<Option<StreamPlan>> {
+    use crate::model::windows::{day_of, minute_of};
     let keys = StreamKeys::new(org.clone(), datahub);
-    let mut bases: Vec<ListedBase> = bucket
-        .list(&keys.bases_dir(connector))
-        .await?
-        .into_iter()
-        .filter_map(|o| {
-            StreamKeys::parse_base(&o.key).map(|name| ListedBase {
-                key: o.key,
-                name,
-                size: o.size,
-            })
+    // Where the marks' listing starts is only a guess at the base's day: a wrong guess
+    // costs one more LIST (below), never a wrong plan.
+    let from_day = day_of(at.unwrap_or_else(chrono::Utc::now)) - chrono::TimeDelta::days(1);
+    let bases_dir = keys.bases_dir(connector);
+    // Every key of the connector's base folder sorts before this one ('/' < '0').
+    let past_bases = format!("{bases_dir}0");
+    let mut idx = StreamIndex::default();
+    let mut bases: Vec<ListedBase> = Vec::new();
+    for o in bucket
+        .list_after_until(&keys.prefix(), &keys.marks_day(from_day), |k| {
+            k.as_ref() < past_bases.as_str()
         })
-        .collect();
+        .await?
+    {
+        if o.key
+            .prefix_match(&bases_dir)
+            .is_some_and(|mut r| r.nth(1).is_none())
+        {
+            if let Some(name) = StreamKeys::parse_base(&o.key) {
+                bases.push(ListedBase {
+                    key: o.key,
+                    name,
+                    size: o.size,
+                });
+            }
+        } else if let Some(w) = StreamKeys::parse_window(&o.key)
+            && w.level == 2
+            && at.is_none_or(|t| w.start <= t)
+        {
+            idx.insert(Listed {
+                key: o.key,
+                entry: Entry::Window(w),
+                size: o.size,
+            });
+        }
+    }
     let mut lists = 1;
     bases.sort_by(|a, b| a.name.cmp(&b.name));
     let pick = bases
@@ -467,42 +543,74 @@ pub async fn plan(
     let base = bases[i].clone();
     let next_base = bases.get(i + 1).map(|b| b.name.time);
     let tb = base.name.time;
-
-    // Marks from the base's day on; the listing stops at the first mark past T.
-    // (A folder's own name sorts before every key in it and after every earlier folder:
-    // the listing starts there.)
-    let marks = listed_objects(
-        bucket
-            .list_after_until(&keys.marks_dir(), &keys.marks_day(tb), before_t(at))
-            .await?,
-    );
-    lists += 1;
+    if day_of(tb) < from_day {
+        // (A folder's own name sorts before every key in it and after every earlier
+        // folder: the listing starts there.)
+        for l in listed_objects(
+            bucket
+                .list_after_until(&keys.marks_dir(), &keys.marks_day(tb), before_t(at))
+                .await?,
+        ) {
+            if l.entry.level() == 2 {
+                idx.insert(l);
+            }
+        }
+        lists += 1;
+    }
     let until = at.map_or(Until::Newest, Until::At);
-    let after_marks = chain(tb, true, until, &marks, &[], &[]);
-    let p = after_marks.objects.last().map_or(tb, |m| m.entry.end());
-    // Minutes and segments from the hour the marks reach (the minute holding a base's
-    // time starts before it: list from that minute's hour).
-    let hour_from = crate::model::windows::minute_of(p);
-    let minutes = listed_objects(
-        bucket
-            .list_after_until(
-                &keys.minutes_dir(),
-                &keys.minutes_hour(hour_from),
-                before_t(at),
-            )
-            .await?,
-    );
-    let segments = listed_objects(
+    // Where the marks end: the segments' folder from that hour (the minute holding a
+    // base's time starts before it: from that minute's hour).
+    let p = chain(tb, true, until, &idx)
+        .objects
+        .last()
+        .map_or(tb, |m| m.entry.end());
+    for l in listed_objects(
         bucket
             .list_after_until(
                 &keys.segments_dir(),
-                &keys.segment_hour(hour_from),
+                &keys.segment_hour(minute_of(p)),
                 before_t(at),
             )
             .await?,
-    );
-    lists += 2;
-    let c = chain(tb, true, until, &marks, &minutes, &segments);
+    ) {
+        idx.insert(l);
+    }
+    lists += 1;
+    let mut c = chain(tb, true, until, &idx);
+    // Proven without the minutes: the chain goes on from the marks' end with that
+    // minute's partial. A partial exists only while its minute's segments all do and no
+    // later minute is compacted (ops::compact deletes it first, and compacts in order).
+    let marks_end = c
+        .objects
+        .iter()
+        .take_while(|l| l.entry.level() == 2)
+        .last()
+        .map_or(tb, |m| m.entry.end());
+    let proven = c
+        .objects
+        .iter()
+        .chain(c.straddler.iter())
+        .find(|l| l.entry.level() != 2)
+        .is_some_and(|l| {
+            slot(&l.entry) == Slot::Partials && l.entry.start() == minute_of(marks_end)
+        });
+    if !proven {
+        for l in listed_objects(
+            bucket
+                .list_after_until(
+                    &keys.minutes_dir(),
+                    &keys.minutes_hour(minute_of(marks_end)),
+                    before_t(at),
+                )
+                .await?,
+        ) {
+            if slot(&l.entry) == Slot::Minutes {
+                idx.insert(l);
+            }
+        }
+        lists += 1;
+        c = chain(tb, true, until, &idx);
+    }
     let newest = c
         .objects
         .iter()
@@ -883,6 +991,8 @@ pub struct Window {
     pub bases: usize,
     pub segments: usize,
     pub minutes: usize,
+    /// Partial minutes (of the minute being captured).
+    pub partials: usize,
     pub marks: usize,
     /// Bytes of those objects.
     pub bytes: u64,
@@ -915,16 +1025,18 @@ pub fn window_of(
     let inside = |l: &&Listed| l.entry.end() >= from;
     let segments = idx.segments.iter().filter(inside).count();
     let minutes = idx.minutes.iter().filter(inside).count();
+    let partials = idx.partials.iter().filter(inside).count();
     let marks = idx.marks.iter().filter(inside).count();
     let bytes = bases.iter().map(|b| b.size).sum::<u64>()
         + idx.objects().filter(inside).map(|l| l.size).sum::<u64>();
     Some(Window {
         from,
         to,
-        objects: bases.len() + segments + minutes + marks,
+        objects: bases.len() + segments + minutes + partials + marks,
         bases: bases.len(),
         segments,
         minutes,
+        partials,
         marks,
         bytes,
     })

@@ -345,6 +345,8 @@ pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
 ///
 /// ```text
 /// {org}/stream/{datahubId}/L0/{YYYYMMDDTHH}/{stamp}-{run}-{seq:08}.hvs    one tick of the hub
+/// {org}/stream/{datahubId}/L0/{YYYYMMDDTHH}/{start}-{stamp}.hvs          a partial minute (to `stamp`)
+/// {org}/stream/{datahubId}/L0/{YYYYMMDDTHH}/{start}-{end}.hvs            a 1-minute mark
 /// {org}/stream/{datahubId}/L1/{YYYYMMDDTHH}/{start}-{end}.hvs            one minute, compacted
 /// {org}/stream/{datahubId}/L2/{YYYYMMDD}/{start}-{end}.hvs               a mark (model::windows)
 /// {org}/stream/{datahubId}/base/{connectorId}/{stamp}-{generation}.hvb   a chain's start
@@ -441,7 +443,19 @@ impl StreamKeys {
             .join(format!("{}-{}.hvs", window_stamp(start), window_stamp(end)).as_str())
     }
 
-    /// Level 2: the marks, in a folder per day.
+    /// A partial minute `[start, end)` (`end` inside the minute, to the millisecond),
+    /// beside the segments it holds: a restore of a recent instant lists both at once.
+    pub fn partial(
+        &self,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Path {
+        self.segment_hour(start)
+            .join(format!("{}-{}.hvs", window_stamp(start), stamp(end)).as_str())
+    }
+
+    /// Level 2: the marks, in a folder per day (1-minute marks: beside the segments, in
+    /// the folder of their hour).
     pub fn marks_dir(&self) -> Path {
         self.prefix().join("L2")
     }
@@ -456,14 +470,23 @@ impl StreamKeys {
         start: chrono::DateTime<chrono::Utc>,
         end: chrono::DateTime<chrono::Utc>,
     ) -> Path {
-        self.marks_day(start)
-            .join(format!("{}-{}.hvs", window_stamp(start), window_stamp(end)).as_str())
+        let name = format!("{}-{}.hvs", window_stamp(start), window_stamp(end));
+        if crate::model::windows::mark_kind(start, end) == Some(crate::model::windows::MINUTE_MARK)
+        {
+            self.segment_hour(start).join(name.as_str())
+        } else {
+            self.marks_day(start).join(name.as_str())
+        }
     }
 
     /// The key of a compacted window.
     pub fn window(&self, w: &WindowName) -> Path {
         if w.level == 1 {
-            self.minute(w.start)
+            if crate::model::windows::is_partial(w.start, w.end) {
+                self.partial(w.start, w.end)
+            } else {
+                self.minute(w.start)
+            }
         } else {
             self.mark(w.start, w.end)
         }
@@ -477,33 +500,52 @@ impl StreamKeys {
         let [.., level, folder, name] = all.as_slice() else {
             return None;
         };
+        use crate::model::windows::{MINUTE_MARK, is_partial, mark_kind, minute_end, minute_of};
         let (a, b) = name.strip_suffix(".hvs")?.split_once('-')?;
-        let (start, end) = (parse_window_stamp(a)?, parse_window_stamp(b)?);
+        let start = parse_window_stamp(a)?;
+        let hour = *folder == start.format("%Y%m%dT%H").to_string();
         let w = match level.as_str() {
-            "L1" => WindowName {
-                start,
-                end,
-                level: 1,
-            },
-            "L2" => WindowName {
-                start,
-                end,
-                level: 2,
-            },
+            "L0" => {
+                // A partial minute (its end to the millisecond) or a 1-minute mark.
+                if let Some(end) = is_stamp(b).then(|| VersionId::time_of(b)).flatten() {
+                    (hour && is_partial(start, end) && stamp(end) == b).then_some(WindowName {
+                        start,
+                        end,
+                        level: 1,
+                    })?
+                } else {
+                    let end = parse_window_stamp(b)?;
+                    (hour && mark_kind(start, end) == Some(MINUTE_MARK)).then_some(WindowName {
+                        start,
+                        end,
+                        level: 2,
+                    })?
+                }
+            }
+            "L1" => {
+                let end = parse_window_stamp(b)?;
+                (hour && minute_of(start) == start && end == minute_end(start)).then_some(
+                    WindowName {
+                        start,
+                        end,
+                        level: 1,
+                    },
+                )?
+            }
+            "L2" => {
+                let end = parse_window_stamp(b)?;
+                let kind = mark_kind(start, end)?;
+                (kind != MINUTE_MARK && *folder == start.format("%Y%m%d").to_string()).then_some(
+                    WindowName {
+                        start,
+                        end,
+                        level: 2,
+                    },
+                )?
+            }
             _ => return None,
         };
-        let ok = match w.level {
-            1 => {
-                crate::model::windows::minute_of(start) == start
-                    && end == crate::model::windows::minute_end(start)
-                    && *folder == start.format("%Y%m%dT%H").to_string()
-            }
-            _ => {
-                crate::model::windows::mark_kind(start, end).is_some()
-                    && *folder == start.format("%Y%m%d").to_string()
-            }
-        };
-        ok.then_some(w)
+        Some(w)
     }
 
     pub fn bases_dir(&self, connector: ConnectorId) -> Path {
@@ -662,6 +704,37 @@ mod tests {
         );
         let w = StreamKeys::parse_window(&mark).unwrap();
         assert_eq!((w.level, sk.window(&w)), (2, mark));
+        // Beside the segments: a 1-minute mark and a partial minute.
+        let m1 = sk.mark(
+            m - chrono::TimeDelta::minutes(1),
+            m + chrono::TimeDelta::minutes(2),
+        );
+        assert_eq!(
+            m1.as_ref(),
+            "acme/stream/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/L0/20261124T07/20261124T0700-20261124T0703.hvs"
+        );
+        let w = StreamKeys::parse_window(&m1).unwrap();
+        assert_eq!((w.level, sk.window(&w)), (2, m1));
+        let x = m + chrono::TimeDelta::milliseconds(17_250);
+        let partial = sk.partial(m, x);
+        assert_eq!(
+            partial.as_ref(),
+            "acme/stream/6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01/L0/20261124T07/20261124T0701-20261124T070117.250Z.hvs"
+        );
+        let w = StreamKeys::parse_window(&partial).unwrap();
+        assert_eq!(
+            (w.level, w.start, w.end, sk.window(&w)),
+            (1, m, x, partial.clone())
+        );
+        assert!(StreamKeys::parse_segment(&partial).is_none());
+        // In key order, a minute's windows come before its segments, after the minute
+        // before: a listing that stops at the first key past T stops in time order.
+        assert!(partial.as_ref() < sk.segment(m, "0a0b0c0d", 1).as_ref());
+        assert!(
+            sk.segment(m - chrono::TimeDelta::seconds(1), "0a0b0c0d", 1)
+                .as_ref()
+                < partial.as_ref()
+        );
         // Not ours: a window that is no mark, a minute in the wrong folder, a stamp we
         // never write.
         for bad in [
@@ -670,6 +743,9 @@ mod tests {
             "acme/stream/h/L1/20261124T07/20261124T0701-20261124T0703.hvs",
             "acme/stream/h/L1/20261124T07/20261124T07a1-20261124T0702.hvs",
             "acme/stream/h/L3/20261124/20261124T0600-20261124T0800.hvs",
+            "acme/stream/h/L2/20261124/20261124T0700-20261124T0703.hvs",
+            "acme/stream/h/L0/20261124T07/20261124T0700-20261124T0710.hvs",
+            "acme/stream/h/L0/20261124T07/20261124T0701-20261124T070200.000Z.hvs",
         ] {
             assert_eq!(
                 StreamKeys::parse_window(&Path::parse(bad).unwrap()),

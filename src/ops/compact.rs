@@ -4,15 +4,23 @@
 //!
 //! A pass, in order, each step idempotent:
 //! 1. **Leftovers**: a minute whose segments a killed run did not finish deleting: the
-//!    minute is read back (checksummed) and the segments it names as its sources are
-//!    deleted. A segment inside a compacted minute that it does not name (an upload that
-//!    landed late) is deleted only when every commit in it is already in the minute.
+//!    minute is read back (checksummed), its partial minutes are deleted, then the
+//!    segments it names as its sources. A segment inside a compacted minute that it does
+//!    not name (an upload that landed late) is deleted only when every commit in it is
+//!    already in the minute. Partial minutes a longer one supersedes are deleted once the
+//!    longer one is read back.
 //! 2. **Minutes (L1)**: the segments of every finished minute become one object holding
 //!    every commit, chained per connector and generation; written, read back and checked,
-//!    and only then are the segments deleted.
-//! 3. **Marks (L2)**: for every parent window (hour, 6 hours, day) with data, each of its
-//!    finished marks: the newest image of every page changed from the parent's start,
-//!    merged from the chain of objects that reaches the mark's end.
+//!    and only then are its partial minutes and then its segments deleted (in that order,
+//!    and in minute order: while a partial minute exists, every segment of its minute does
+//!    and no later minute is compacted, which lets a restore skip listing the minutes).
+//! 3. **Marks (level 2)**: for every parent window (10 minutes, hour, 6 hours, day) with
+//!    data, each of its finished marks: the newest image of every page changed from the
+//!    parent's start, merged from the chain of objects that reaches the mark's end.
+//!
+//! The agent also writes, every pass, the **partial minute** of the minute being captured
+//! ([`Compactor::partial`]): every commit of its segments so far, one PUT, deleting no
+//! segment.
 //! 4. **Bases**: at every finished day boundary, each connector's state there, built from
 //!    its newest base and the day's chain (chain checked, as a restore does); a connector
 //!    with no commit since is a server-side copy of its base.
@@ -50,6 +58,22 @@ use crate::store::{Bucket, WriteMode};
 /// agent is still sending.
 pub const PRUNE_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
+/// A partial minute is written once this many segments of the current minute are in
+/// none yet. A pass that writes none leaves at most 2, so a restore of a recent instant
+/// reads at most 2 + one pass of segments (10 at `--tick 1s`) after the partial; at
+/// `--tick 10s` (one segment a pass) about one partial a minute is written.
+pub const PARTIAL_AFTER: usize = 3;
+
+/// How long after their 10 minutes end 1-minute marks are kept: recent instants stay
+/// cheapest to restore; then they go (storage as without them).
+pub const MINUTE_MARKS_KEPT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// True if and only if the 1-minute marks of the 10 minutes starting at `p` are no
+/// longer kept at `settled`.
+fn minute_mark_done(p: Time, settled: Time) -> bool {
+    p + chrono::TimeDelta::minutes(10) + MINUTE_MARKS_KEPT <= settled
+}
+
 /// The default span of the continuous window (`--keep-within`).
 pub const DEFAULT_KEEP_WITHIN: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
@@ -62,7 +86,13 @@ pub struct CompactReport {
     pub segments_merged: usize,
     /// Segments deleted after their minute was read back (this pass's and leftovers).
     pub segments_deleted: usize,
+    /// Partial minutes written (the agent's, of the minute being captured), and deleted
+    /// (superseded by a longer one, or their minute written).
+    pub partials: usize,
+    pub partials_deleted: usize,
     pub marks: usize,
+    /// 1-minute marks deleted once their 10 minutes are long over.
+    pub marks_deleted: usize,
     /// Bases written at day boundaries, and bases copied (no commit since).
     pub bases: usize,
     pub bases_copied: usize,
@@ -98,6 +128,9 @@ pub struct Compactor {
     failed_bases: BTreeSet<(ConnectorId, Time)>,
     /// Every mark ending by then is written (a pass then looks only at the last day).
     marks_done: Option<Time>,
+    /// Segments read for a partial minute, kept until their minute is written (each
+    /// segment is read once: a minute's segments at most, as a minute's compaction holds).
+    read: BTreeMap<Path, (Vec<RunSpan>, Vec<Section>)>,
 }
 
 /// An object read whole: its header and every section in it.
@@ -194,6 +227,7 @@ impl Compactor {
             verified: BTreeSet::new(),
             failed_bases: BTreeSet::new(),
             marks_done: None,
+            read: BTreeMap::new(),
         })
     }
 
@@ -202,6 +236,15 @@ impl Compactor {
         self.index = StreamIndex::load(&self.bucket, &self.keys).await?;
         self.failed_bases.clear();
         self.marks_done = None;
+        self.read.clear();
+        // Forget what is gone (partial minutes come and go every pass).
+        let present: BTreeSet<&Path> = self
+            .index
+            .objects()
+            .map(|l| &l.key)
+            .chain(self.index.bases.values().flatten().map(|b| &b.key))
+            .collect();
+        self.verified.retain(|k| present.contains(k));
         Ok(())
     }
 
@@ -311,17 +354,33 @@ impl Compactor {
         Ok(r)
     }
 
-    /// Segments inside minutes that exist.
+    /// Segments and partial minutes inside minutes that exist (the partials first: while
+    /// one exists a restore may stand on it and on every segment sent after it), and
+    /// partial minutes a longer one of the same minute supersedes.
     async fn leftovers(&mut self, r: &mut CompactReport, dry_run: bool) -> Result<()> {
-        let mut inside: BTreeMap<Path, Vec<Path>> = BTreeMap::new();
+        let mut inside: BTreeMap<Path, (Vec<Path>, Vec<Path>)> = BTreeMap::new();
         for s in &self.index.segments {
             if let Some(m) = self.index.minute_at(windows::minute_of(s.entry.start())) {
-                inside.entry(m.key.clone()).or_default().push(s.key.clone());
+                inside
+                    .entry(m.key.clone())
+                    .or_default()
+                    .1
+                    .push(s.key.clone());
             }
         }
-        for (minute, segs) in inside {
+        for p in &self.index.partials {
+            if let Some(m) = self.index.minute_at(p.entry.start()) {
+                inside
+                    .entry(m.key.clone())
+                    .or_default()
+                    .0
+                    .push(p.key.clone());
+            }
+        }
+        for (minute, (partials, segs)) in inside {
             if dry_run {
                 r.segments_deleted += segs.len();
+                r.partials_deleted += partials.len();
                 continue;
             }
             let m = match self.verify(&minute).await {
@@ -334,6 +393,11 @@ impl Compactor {
             let ObjectHeader::Compact(h) = &m.header else {
                 continue;
             };
+            for p in partials {
+                self.bucket.delete(&p).await?;
+                self.index.remove(&p);
+                r.partials_deleted += 1;
+            }
             let sources: BTreeSet<&str> = h.sources.iter().map(String::as_str).collect();
             for seg in segs {
                 let named = sources.contains(name_of(&seg).as_str());
@@ -341,6 +405,7 @@ impl Compactor {
                 if drop {
                     self.bucket.delete(&seg).await?;
                     self.index.remove(&seg);
+                    self.read.remove(&seg);
                     r.segments_deleted += 1;
                 } else {
                     r.problems.push(format!(
@@ -349,6 +414,37 @@ impl Compactor {
                         self.bucket.shown(&minute)
                     ));
                 }
+            }
+        }
+        if dry_run {
+            return Ok(());
+        }
+        // Superseded partials (a pass killed between writing a longer one and deleting
+        // the shorter): the longest is read back before the others go.
+        let mut by_minute: BTreeMap<Time, Vec<Path>> = BTreeMap::new();
+        for p in &self.index.partials {
+            by_minute
+                .entry(p.entry.start())
+                .or_default()
+                .push(p.key.clone());
+        }
+        for (_, v) in by_minute {
+            let Some((longest, shorter)) = v.split_last() else {
+                continue;
+            };
+            if shorter.is_empty() {
+                continue;
+            }
+            if !self.verified.contains(longest)
+                && let Err(e) = self.verify(longest).await
+            {
+                r.problems.push(format!("{e}"));
+                continue;
+            }
+            for p in shorter {
+                self.bucket.delete(p).await?;
+                self.index.remove(p);
+                r.partials_deleted += 1;
             }
         }
         Ok(())
@@ -413,10 +509,16 @@ impl Compactor {
                 let Entry::Segment(n) = &l.entry else {
                     continue;
                 };
-                match read_whole(&self.bucket, &l.key).await {
-                    Ok(w) => {
-                        parts.push((w.header.runs(), Vec::new()));
-                        sections.extend(w.sections);
+                let got = match self.read.remove(&l.key) {
+                    Some(x) => Ok(x),
+                    None => read_whole(&self.bucket, &l.key)
+                        .await
+                        .map(|w| (w.header.runs(), w.sections)),
+                };
+                match got {
+                    Ok((runs, secs)) => {
+                        parts.push((runs, Vec::new()));
+                        sections.extend(secs);
                         sources.push(name_of(&l.key));
                     }
                     Err(e) if e.is_not_found() => {
@@ -471,6 +573,20 @@ impl Compactor {
             };
             let named: BTreeSet<&str> = h.sources.iter().map(String::as_str).collect();
             r.segments_merged += named.len();
+            // The minute's partials first: while one exists, a restore may stand on it
+            // and on every segment after it (catalog::stream::plan). A failure here ends
+            // the pass before any later minute is compacted.
+            let partials: Vec<Path> = self
+                .index
+                .partials_of(m)
+                .iter()
+                .map(|l| l.key.clone())
+                .collect();
+            for p in partials {
+                self.bucket.delete(&p).await?;
+                self.index.remove(&p);
+                r.partials_deleted += 1;
+            }
             for l in segs {
                 if named.contains(name_of(&l.key).as_str()) {
                     self.bucket.delete(&l.key).await?;
@@ -480,6 +596,106 @@ impl Compactor {
             }
         }
         Ok(())
+    }
+
+    /// The partial minute of the minute being captured (the agent's; `hubvault prune`
+    /// writes none): when at least [`PARTIAL_AFTER`] of its segments sent before
+    /// `settled` are in no partial minute yet, one object holding every commit of all its
+    /// segments so far, at the key naming `[minute start, just after the newest)`; read
+    /// back, then the shorter partials of the minute are deleted. It deletes no segment:
+    /// they go with the whole minute. Each segment is read once (kept for the minute).
+    pub async fn partial(&mut self, now: Time, settled: Time) -> Result<CompactReport> {
+        let mut r = CompactReport {
+            datahub: Some(self.keys.datahub),
+            ..Default::default()
+        };
+        let m = windows::minute_of(settled);
+        if self.index.minute_at(m).is_some() {
+            return Ok(r);
+        }
+        let segs: Vec<Listed> = self
+            .index
+            .segments
+            .iter()
+            .filter(|l| windows::minute_of(l.entry.start()) == m && l.entry.start() < settled)
+            .cloned()
+            .collect();
+        let older: Vec<Listed> = self.index.partials_of(m).to_vec();
+        let reach = older.last().map(|l| l.entry.end());
+        let fresh = segs
+            .iter()
+            .filter(|l| reach.is_none_or(|x| l.entry.start() >= x))
+            .count();
+        let Some(last) = segs.last() else {
+            return Ok(r);
+        };
+        let end = last.entry.start() + chrono::TimeDelta::milliseconds(1);
+        if fresh < PARTIAL_AFTER || !windows::is_partial(m, end) {
+            return Ok(r);
+        }
+        let mut parts = Vec::new();
+        let mut sections = Vec::new();
+        let mut sources = Vec::new();
+        for l in &segs {
+            if !self.read.contains_key(&l.key) {
+                match read_whole(&self.bucket, &l.key).await {
+                    Ok(w) => {
+                        self.read
+                            .insert(l.key.clone(), (w.header.runs(), w.sections));
+                    }
+                    Err(e) => {
+                        // The minute's compaction records it; a partial never hides it.
+                        r.problems.push(format!("partial minute not written: {e}"));
+                        return Ok(r);
+                    }
+                }
+            }
+            let (runs, secs) = &self.read[&l.key];
+            parts.push((runs.clone(), Vec::new()));
+            sections.extend(secs.iter().cloned());
+            sources.push(name_of(&l.key));
+        }
+        let (runs, gaps) = runs_and_gaps(&parts);
+        let chained: Vec<Section> = crate::blocking::blocking(move || {
+            Ok(group(sections)
+                .into_iter()
+                .flat_map(fmt::chain_sections)
+                .collect())
+        })
+        .await?;
+        let w = WindowName {
+            start: m,
+            end,
+            level: LEVEL_MINUTE,
+        };
+        let meta = CompactMeta {
+            org: self.keys.org.clone(),
+            datahub: self.keys.datahub,
+            level: LEVEL_MINUTE,
+            start_ms: m.timestamp_millis(),
+            end_ms: end.timestamp_millis(),
+            time_ms: now.timestamp_millis(),
+            runs,
+            gaps,
+            sources,
+        };
+        if let Err(e) = self.write_window(w, meta, chained).await {
+            r.problems.push(format!("{e}"));
+            return Ok(r);
+        }
+        r.partials += 1;
+        for l in older {
+            if l.entry.end() < end {
+                self.bucket.delete(&l.key).await?;
+                self.index.remove(&l.key);
+                r.partials_deleted += 1;
+            }
+        }
+        // Segments of earlier minutes are not read for a partial again.
+        self.read.retain(|k, _| {
+            StreamKeys::parse_segment(k).is_some_and(|n| windows::minute_of(n.time) >= m)
+        });
+        Ok(r)
     }
 
     /// Every finished mark of every parent window holding a minute.
@@ -522,7 +738,11 @@ impl Compactor {
         for m in &minutes {
             for kind in 0..windows::MARKS.len() {
                 for (p, e) in windows::marks_of_parent(kind, windows::parent_of(kind, *m)) {
-                    if e <= settled && horizon.is_none_or(|h| e > h) && !existing.contains(&(p, e))
+                    let kept = kind != windows::MINUTE_MARK || !minute_mark_done(p, settled);
+                    if kept
+                        && e <= settled
+                        && horizon.is_none_or(|h| e > h)
+                        && !existing.contains(&(p, e))
                     {
                         wanted.insert((e, kind, p));
                     }
@@ -535,14 +755,7 @@ impl Compactor {
                 r.marks += 1;
                 continue;
             }
-            let c = stream::chain(
-                p,
-                false,
-                Until::Before(e),
-                &self.index.marks,
-                &self.index.minutes,
-                &self.index.segments,
-            );
+            let c = stream::chain(p, false, Until::Before(e), &self.index);
             let mut parts = Vec::new();
             let mut sections = Vec::new();
             let mut sources = Vec::new();
@@ -604,6 +817,26 @@ impl Compactor {
         }
         if all_written && !dry_run {
             self.marks_done = Some(settled);
+        }
+        // 1-minute marks of 10 minutes long over: the next mark covers those minutes, and
+        // an instant inside them reads at most nine minutes more (within the 20 requests).
+        let done: Vec<Path> = self
+            .index
+            .marks
+            .iter()
+            .filter(|l| {
+                let (s, e) = (l.entry.start(), l.entry.end());
+                windows::mark_kind(s, e) == Some(windows::MINUTE_MARK)
+                    && minute_mark_done(s, settled)
+            })
+            .map(|l| l.key.clone())
+            .collect();
+        for k in done {
+            if !dry_run {
+                self.bucket.delete(&k).await?;
+                self.index.remove(&k);
+            }
+            r.marks_deleted += 1;
         }
         Ok(())
     }

@@ -115,16 +115,15 @@ pub struct SimSpec {
     pub compact: bool,
 }
 
-/// Simulates `spec.hours` of capture of a hub of two connectors into `bucket`.
-pub fn simulate(bucket: &Bucket, spec: &SimSpec, seed: u64) -> Sim {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let hub = tempfile::tempdir().unwrap();
+/// A hub of two connectors under `hub` (one WAL, one rollback journal), with a table
+/// the simulation writes.
+pub fn sim_dbs(hub: &std::path::Path) -> Vec<SimDb> {
     let datahub = hubvault::model::ids::DatahubId::random();
     let mut dbs = Vec::new();
     for (i, ty) in ["sdc", "solace"].into_iter().enumerate() {
         let mut s = Spec::new(ty, &format!("{ty} simulated"), 30);
         s.datahub = datahub;
-        let dir = hub.path().join(s.connector.to_string());
+        let dir = hub.join(s.connector.to_string());
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sqlite.db");
         crate::fixture::create(&path, &s).unwrap();
@@ -146,6 +145,15 @@ pub fn simulate(bucket: &Bucket, spec: &SimSpec, seed: u64) -> Sim {
             next: 0,
         });
     }
+    dbs
+}
+
+/// Simulates `spec.hours` of capture of a hub of two connectors into `bucket`.
+pub fn simulate(bucket: &Bucket, spec: &SimSpec, seed: u64) -> Sim {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
     let clock = ManualClock::new(spec.start);
     let end = spec.start + TimeDelta::hours(spec.hours);
     let mut instants: Vec<(Time, usize)> = (0..spec.instants)
@@ -314,7 +322,11 @@ fn a_day_compacts_and_restores_exactly(tb: &TestBucket) {
     for m in &minutes {
         for kind in 0..windows::MARKS.len() {
             for (p, e) in windows::marks_of_parent(kind, windows::parent_of(kind, *m)) {
-                if e <= settled {
+                // 1-minute marks go once their 10 minutes are long over.
+                let kept = kind != windows::MINUTE_MARK
+                    || p + TimeDelta::minutes(10) + hubvault::ops::compact::MINUTE_MARKS_KEPT
+                        > settled;
+                if e <= settled && kept {
                     want.insert(sk.mark(p, e).to_string());
                 }
             }
@@ -331,7 +343,12 @@ fn a_day_compacts_and_restores_exactly(tb: &TestBucket) {
         missing.is_empty() && extra.is_empty(),
         "missing {missing:?}\nextra {extra:?}"
     );
-    assert!(!keys.iter().any(|k| k.contains("/L0/")), "segments left");
+    assert!(
+        !keys.iter().any(
+            |k| StreamKeys::parse_segment(&object_store::path::Path::from(k.as_str())).is_some()
+        ),
+        "segments left"
+    );
     // Bases: the one capture wrote, and one at the next day boundary per connector.
     for db in &sim.dbs {
         let b: Vec<&String> = keys
@@ -686,11 +703,13 @@ fn the_agent_compactor_waits_for_a_segment_still_being_sent() {
     });
 }
 
+/// The segments (L0 also holds 1-minute marks and partial minutes).
 async fn l0(b: &Bucket, prefix: &str) -> Vec<String> {
     b.list(&object_store::path::Path::from(format!("{prefix}/L0")))
         .await
         .unwrap()
         .into_iter()
+        .filter(|o| StreamKeys::parse_segment(&o.key).is_some())
         .map(|o| o.key.to_string())
         .collect()
 }
@@ -722,3 +741,383 @@ fn keep_within_out_of_range_is_refused_naming_the_flag() {
         assert!(err.contains("--keep-within"), "{cmd} {v}: {err}");
     }
 }
+
+/// Requests a restore `--at` makes, counted: through the proxy (S3), and the plan's own
+/// count (LIST requests, the base, the objects after it, the object after T) on both.
+fn planned_requests(bucket: &Bucket, spec: &Spec, t: Time) -> (usize, u32) {
+    rt().block_on(async {
+        let p = hubvault::catalog::stream::plan(
+            bucket,
+            &hubvault::model::ids::OrgSlug::parse("acme").unwrap(),
+            spec.datahub,
+            spec.connector,
+            Some(t),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        (
+            p.lists as usize + 1 + p.objects.len() + usize::from(p.straddler.is_some()),
+            p.lists,
+        )
+    })
+}
+
+/// Issue 14's "any instant in <= 20 requests", for the newest instants at `--tick 1s`:
+/// capture of a hub of two connectors from 17:50 to past 19:10 (a base, then every kind
+/// of mark: 6-hour, hour, 10-minute, 1-minute), then minutes of a commit every second,
+/// with the agent's compactor (`BackgroundCompactor::pass` every `PASS_EVERY`, partial
+/// minutes included) on the driven clock. While a minute is being captured, instants in
+/// it (the newest captured one, and earlier ones of the same minute) are restored with
+/// `restore --at`: each equals its reference copy page for page, in at most 20 requests.
+fn newest_instants_restore_in_twenty_requests(tb: &TestBucket) {
+    use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions, PASS_EVERY};
+    let seed = seed_of("newest_instants");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let start = start_of_sim_day() + TimeDelta::minutes(17 * 60 + 50);
+    let busy_from = start + TimeDelta::minutes(82); // 19:12
+    let end = busy_from + TimeDelta::minutes(3);
+    let clock = ManualClock::new(start);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let rt = rt();
+    let mut capture = Capture::new(
+        bucket.clone(),
+        CaptureOptions {
+            hub_root: hub.path().to_path_buf(),
+            org: org.clone(),
+            tick: std::time::Duration::from_secs(1),
+            tmp_dir: Some(private_tmp().to_path_buf()),
+            clock: clock.clone(),
+        },
+        Metrics::new("acme"),
+    );
+    let mut compactor = BackgroundCompactor::new(
+        bucket.clone(),
+        CompactorOptions {
+            org,
+            keep_within: std::time::Duration::from_secs(30 * 86_400),
+            clock: clock.clone(),
+            pass_every: PASS_EVERY,
+        },
+        capture.progress(),
+    );
+    let pass_every = TimeDelta::from_std(PASS_EVERY).unwrap();
+    // Quiet at first (a burst of commits every few minutes), then a commit a second.
+    let mut wakes: BTreeSet<Time> = BTreeSet::new();
+    let mut t = start + TimeDelta::milliseconds(1);
+    while t < busy_from {
+        wakes.insert(t);
+        t += TimeDelta::milliseconds(rng.random_range(1_000..240_000));
+    }
+    let mut t = busy_from + TimeDelta::milliseconds(rng.random_range(0..1_000));
+    while t < end {
+        wakes.insert(t);
+        t += TimeDelta::seconds(1);
+    }
+    let mut next_pass = start + pass_every;
+    let stride_from = rng.random_range(0..9usize);
+    let out = tempfile::tempdir().unwrap();
+    let proxy = (tb.kind == Kind::S3).then(Proxy::s3);
+    // (instant, connector, reference image) of the minute being captured.
+    let mut refs: Vec<(Time, usize, Vec<u8>)> = Vec::new();
+    let (mut restored, mut worst, mut partials) = (0usize, (0usize, 0usize), 0usize);
+    let wakes: Vec<Time> = wakes.into_iter().collect();
+    for (k, w) in wakes.iter().enumerate() {
+        // The agent's compactor passes on its own clock, between wake-ups too.
+        while next_pass <= *w {
+            clock.set(next_pass);
+            let r = rt.block_on(compactor.pass());
+            for c in &r.compacted {
+                assert!(c.problems.is_empty(), "{:?}", c.problems);
+                partials += c.partials;
+            }
+            next_pass += pass_every;
+        }
+        clock.set(*w);
+        if k > 0 {
+            for db in dbs.iter_mut() {
+                db.commit(&mut rng);
+            }
+        }
+        rt.block_on(capture.step());
+        if *w < busy_from {
+            continue;
+        }
+        // The state now holds until the next wake-up.
+        let now = *w + TimeDelta::milliseconds(400);
+        refs.retain(|(r, _, _)| windows::minute_of(*r) == windows::minute_of(now));
+        if rng.random_range(0..4) == 0 {
+            let d = rng.random_range(0..2usize);
+            refs.push((now, d, dbs[d].image()));
+        }
+        // Every 9 s: over the passes' 10 s, every phase of a pass (right after one, right
+        // before the next, a minute's first seconds) comes round.
+        if (k + stride_from) % 9 != 0 {
+            continue;
+        }
+        // Restore the newest instant, and one earlier in this minute when there is one.
+        let newest = rng.random_range(0..2usize);
+        let mut todo = vec![(now, newest, dbs[newest].image())];
+        if refs.len() > 1 {
+            let i = rng.random_range(0..refs.len() - 1);
+            todo.push(refs[i].clone());
+        }
+        for (t, d, reference) in todo {
+            let spec = &dbs[d].spec;
+            let file = out.path().join(format!("n{restored}.db"));
+            let mut c = match &proxy {
+                Some(p) => {
+                    p.reset();
+                    p.cmd(tb)
+                }
+                None => tb.cmd(),
+            };
+            c.env("TMPDIR", private_tmp())
+                .args(["restore", "--json", "--yes", "--datahub"])
+                .arg(spec.datahub.to_string())
+                .arg("--connector")
+                .arg(spec.connector.to_string())
+                .arg("--output")
+                .arg(&file)
+                .args([
+                    "--at",
+                    &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ]);
+            let doc = json_of(&run(&mut c), 0);
+            let cont = &doc["restore"]["continuous"];
+            let want_sum = PageTable::of_image(4096, &reference).checksum().hex();
+            assert_eq!(
+                cont["checksum"], want_sum,
+                "instant {t} connector {d}: {doc}"
+            );
+            if let Err(e) = same_pages(&std::fs::read(&file).unwrap(), &reference) {
+                panic!("instant {t} connector {d}: {e}");
+            }
+            let (planned, lists) = planned_requests(&bucket, spec, t);
+            assert!(
+                planned <= 20,
+                "instant {t}: {planned} requests planned ({lists} LIST): {doc}"
+            );
+            if let Some(p) = &proxy {
+                let reqs = p.requests();
+                assert!(
+                    reqs.len() <= 20,
+                    "instant {t}: {} requests: {reqs:?}",
+                    reqs.len()
+                );
+                worst.1 = worst.1.max(reqs.len());
+            }
+            worst.0 = worst.0.max(planned);
+            restored += 1;
+        }
+    }
+    assert!(restored >= 20, "only {restored} restores");
+    assert!(partials >= 10, "only {partials} partial minutes written");
+    // The key set: every mark kind, partial minutes only of the minute being captured.
+    let prefix = format!("acme/stream/{datahub}");
+    let keys: Vec<String> = tb.keys(&prefix).into_iter().map(|(k, _)| k).collect();
+    let windows_now: Vec<hubvault::model::layout::WindowName> = keys
+        .iter()
+        .filter_map(|k| StreamKeys::parse_window(&object_store::path::Path::from(k.as_str())))
+        .collect();
+    for kind in 0..windows::MARKS.len() {
+        assert!(
+            windows_now
+                .iter()
+                .any(|w| w.level == 2 && windows::mark_kind(w.start, w.end) == Some(kind)),
+            "no mark of kind {kind}: {keys:?}"
+        );
+    }
+    let partial_minutes: BTreeSet<Time> = windows_now
+        .iter()
+        .filter(|w| w.level == 1 && windows::is_partial(w.start, w.end))
+        .map(|w| w.start)
+        .collect();
+    assert!(partial_minutes.len() <= 1, "{partial_minutes:?}");
+    eprintln!(
+        "newest instants: {restored} restores, at most {} requests planned, {} counted (S3), {partials} partial minutes written",
+        worst.0, worst.1
+    );
+}
+both!(
+    the_newest_instants_at_tick_1s_restore_exactly_in_at_most_20_requests,
+    newest_instants_restore_in_twenty_requests
+);
+
+/// The states a kill -9 can leave around a partial minute restore exactly, and the next
+/// pass finishes them: (a) the minute written while its partial and every segment are
+/// still there (the plan stands on the partial, without listing the minutes); (b) the
+/// partial deleted and half the segments gone (the plan must list the minutes and take
+/// the minute). Both restore an instant of that minute equal to its reference copy.
+fn partial_minute_kill_states(tb: &TestBucket) {
+    use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions};
+    use hubvault::store::WriteMode;
+    let seed = seed_of("partial_minute_kill_states");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+    let clock = ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let rt = rt();
+    let mut capture = Capture::new(
+        bucket.clone(),
+        CaptureOptions {
+            hub_root: hub.path().to_path_buf(),
+            org: org.clone(),
+            tick: std::time::Duration::from_secs(1),
+            tmp_dir: Some(private_tmp().to_path_buf()),
+            clock: clock.clone(),
+        },
+        Metrics::new("acme"),
+    );
+    let mut compactor = BackgroundCompactor::new(
+        bucket.clone(),
+        CompactorOptions {
+            org: org.clone(),
+            keep_within: std::time::Duration::from_secs(30 * 86_400),
+            clock: clock.clone(),
+            pass_every: hubvault::agent::compactor::PASS_EVERY,
+        },
+        capture.progress(),
+    );
+    // A commit a second for 100 s, a pass every 10 s (the agent's); a reference copy of
+    // one connector at an instant of the last minute (10:01:00.5 to 10:01:39.5).
+    let d = rng.random_range(0..2usize);
+    let s_ref = rng.random_range(60..100i64);
+    let mut reference = Vec::new();
+    for s in 0..100 {
+        let now = t0 + TimeDelta::seconds(s);
+        clock.set(now);
+        if s > 0 {
+            for db in dbs.iter_mut() {
+                db.commit(&mut rng);
+            }
+        }
+        rt.block_on(capture.step());
+        if s == s_ref {
+            reference = dbs[d].image();
+        }
+        if s % 10 == 9 {
+            let r = rt.block_on(compactor.pass());
+            assert!(r.compacted[0].problems.is_empty(), "{:?}", r.compacted);
+        }
+    }
+    let m = windows::minute_of(clock.now());
+    let t = t0 + TimeDelta::seconds(s_ref) + TimeDelta::milliseconds(400);
+    assert_eq!(windows::minute_of(t), m);
+    let spec = dbs[d].spec.clone();
+    let build = |at: Time| {
+        rt.block_on(async {
+            let p =
+                hubvault::catalog::stream::plan(&bucket, &org, datahub, spec.connector, Some(at))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            let lists = p.lists;
+            let planned =
+                p.lists as usize + 1 + p.objects.len() + usize::from(p.straddler.is_some());
+            let b = hubvault::catalog::stream::build(&bucket, &p).await.unwrap();
+            (b.image, lists, planned)
+        })
+    };
+    let newest_ref = dbs[d].image();
+    let (before, lists, planned) = build(t);
+    same_pages(&before, &reference).unwrap();
+    assert!(planned <= 20, "{planned} requests planned");
+    assert_eq!(
+        lists, 2,
+        "a partial proves the chain: no listing of the minutes"
+    );
+    let (now_img, _, _) = build(clock.now() + TimeDelta::milliseconds(400));
+    same_pages(&now_img, &newest_ref).unwrap();
+    // What a kill can leave: the minute's partial and segments, as they are now.
+    let sk = StreamKeys::new(org.clone(), datahub);
+    let of_minute: Vec<(object_store::path::Path, bytes::Bytes)> = rt.block_on(async {
+        let mut out = Vec::new();
+        for o in bucket.list(&sk.segments_dir()).await.unwrap() {
+            let start = StreamKeys::parse_segment(&o.key)
+                .map(|n| n.time)
+                .or_else(|| {
+                    StreamKeys::parse_window(&o.key)
+                        .filter(|w| w.level == 1)
+                        .map(|w| w.start)
+                });
+            if start.is_some_and(|s| windows::minute_of(s) == m) {
+                out.push((o.key.clone(), bucket.get_bytes(&o.key).await.unwrap()));
+            }
+        }
+        out
+    });
+    let partials = of_minute
+        .iter()
+        .filter(|(k, _)| StreamKeys::parse_window(k).is_some())
+        .count();
+    assert_eq!(partials, 1, "{of_minute:?}");
+    // The minute is over and compacted: minute written, partial and segments deleted.
+    clock.set(windows::minute_end(m) + TimeDelta::seconds(5));
+    let r = rt.block_on(compactor.pass());
+    assert_eq!(r.compacted[0].minutes, 1, "{:?}", r.compacted);
+    // (a) Killed right after writing the minute: partial and segments all back.
+    rt.block_on(async {
+        for (k, b) in &of_minute {
+            bucket
+                .put_bytes(k, b.clone(), WriteMode::Overwrite)
+                .await
+                .unwrap();
+        }
+    });
+    let (a, lists_a, planned_a) = build(t);
+    assert_eq!(a, before, "state (a)");
+    assert!(
+        planned_a <= 20 && lists_a == 2,
+        "{lists_a} LIST, {planned_a} requests"
+    );
+    // (b) Killed half-way through deleting: the partial gone, half the segments gone.
+    rt.block_on(async {
+        let mut segs = 0;
+        for (k, _) in &of_minute {
+            let is_partial = StreamKeys::parse_window(k).is_some();
+            if is_partial || segs % 2 == 0 {
+                bucket.delete(k).await.unwrap();
+            }
+            if !is_partial {
+                segs += 1;
+            }
+        }
+    });
+    let (b, lists_b, planned_b) = build(t);
+    assert_eq!(b, before, "state (b)");
+    assert!(
+        planned_b <= 20 && lists_b == 3,
+        "{lists_b} LIST, {planned_b} requests"
+    );
+    // The next passes finish: nothing of that minute is left in L0.
+    clock.set(windows::minute_end(m) + TimeDelta::hours(1) + TimeDelta::seconds(10));
+    let r = rt.block_on(compactor.pass());
+    assert!(r.compacted[0].problems.is_empty(), "{:?}", r.compacted);
+    let left: Vec<String> = rt.block_on(async {
+        bucket
+            .list(&sk.segments_dir())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| {
+                StreamKeys::parse_segment(&o.key).is_some()
+                    || StreamKeys::parse_window(&o.key).is_some_and(|w| w.level == 1)
+            })
+            .map(|o| o.key.to_string())
+            .collect()
+    });
+    assert!(left.is_empty(), "{left:?}");
+}
+both!(
+    a_partial_minute_left_by_a_kill_beside_its_minute_or_half_its_segments_restores_exactly,
+    partial_minute_kill_states
+);
