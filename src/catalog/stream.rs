@@ -476,12 +476,16 @@ fn before_t(at: Option<Time>) -> impl Fn(&Path) -> bool {
     }
 }
 
+/// Keys in one page of an S3 LIST answer.
+const LIST_PAGE: usize = 1000;
+
 /// The plan for `connector` of `datahub` at `at` (None: newest), or `None` when the
 /// stream holds no base at or before it. LISTs only, each stopping once it has what it
 /// needs (docs/CONTINUOUS.md, "What a restore reads"):
 /// 1. the hub's stream from the marks of the day before T's day (newest: before today,
 ///    by this machine's clock) through this connector's bases, which sort after the
-///    marks: the marks and the bases in one listing;
+///    marks: the marks and the bases in one listing (when a page ends past T's marks
+///    before the bases, two: that page, then the connector's bases);
 /// 2. the segments' folder from the hour where those marks end, up to the first key past
 ///    T: the 1-minute marks, the partial minute and the segments;
 /// 3. only when those do not prove the chain (no partial minute where the marks end): the
@@ -506,12 +510,37 @@ pub async fn plan(
     let past_bases = format!("{bases_dir}0");
     let mut idx = StreamIndex::default();
     let mut bases: Vec<ListedBase> = Vec::new();
-    for o in bucket
+    // One listing walks from the marks through to the bases, but an instant weeks back
+    // would walk every mark since (a day's worth a day; S3 answers 1,000 keys a page).
+    // Past T's marks, the listing stops at the end of a page (never asking for the
+    // next), and the connector's bases are listed apart: 2 LIST whatever the instant's
+    // age.
+    let marks_past = at.map(|t| {
+        keys.marks_day(day_of(t) + chrono::TimeDelta::days(1))
+            .to_string()
+    });
+    let mut walked = 0usize;
+    let mut cut = false;
+    let mut listed = bucket
         .list_after_until(&keys.prefix(), &keys.marks_day(from_day), |k| {
-            k.as_ref() < past_bases.as_str()
+            walked += 1;
+            if k.as_ref() >= past_bases.as_str() {
+                return false;
+            }
+            if walked % LIST_PAGE == 0 && marks_past.as_deref().is_some_and(|p| k.as_ref() >= p) {
+                cut = true;
+                return false;
+            }
+            true
         })
-        .await?
-    {
+        .await?;
+    let mut lists = 1;
+    if cut {
+        listed.retain(|o| o.key.prefix_match(&bases_dir).is_none());
+        listed.extend(bucket.list(&bases_dir).await?);
+        lists += 1;
+    }
+    for o in listed {
         if o.key
             .prefix_match(&bases_dir)
             .is_some_and(|mut r| r.nth(1).is_none())
@@ -534,7 +563,6 @@ pub async fn plan(
             });
         }
     }
-    let mut lists = 1;
     bases.sort_by(|a, b| a.name.cmp(&b.name));
     let pick = bases
         .iter()

@@ -1121,3 +1121,155 @@ both!(
     a_partial_minute_left_by_a_kill_beside_its_minute_or_half_its_segments_restores_exactly,
     partial_minute_kill_states
 );
+
+/// Issue 14's "at most a handful of LIST requests for any instant": the planner's first
+/// listing walks from the marks of the day before T through to the connector's bases,
+/// which sort after every mark. 2,160 marks of later days (18 days of 10-minute marks;
+/// a LIST page holds 1,000 keys) must not make a restore of T list them: the listing
+/// stops at the end of its first page past T's marks and lists the bases apart, one LIST
+/// more whatever the number of marks (S3: counted through the proxy), and the state is
+/// the same.
+fn old_instants_list_a_page_whatever_follows(tb: &TestBucket) {
+    use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions, PASS_EVERY};
+    use hubvault::store::WriteMode;
+    let seed = seed_of("old_instants_list");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+    let clock = ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let rt = rt();
+    let mut capture = Capture::new(
+        bucket.clone(),
+        CaptureOptions {
+            hub_root: hub.path().to_path_buf(),
+            org: org.clone(),
+            tick: std::time::Duration::from_secs(1),
+            tmp_dir: Some(private_tmp().to_path_buf()),
+            clock: clock.clone(),
+        },
+        Metrics::new("acme"),
+    );
+    let mut compactor = BackgroundCompactor::new(
+        bucket.clone(),
+        CompactorOptions {
+            org: org.clone(),
+            keep_within: std::time::Duration::from_secs(30 * 86_400),
+            clock: clock.clone(),
+            pass_every: PASS_EVERY,
+        },
+        capture.progress(),
+    );
+    // A commit a second for 80 s and the agent's passes; a reference copy of one
+    // connector at a seeded second.
+    let d = rng.random_range(0..2usize);
+    let s_ref = rng.random_range(5..75i64);
+    let mut reference = Vec::new();
+    for s in 0..80 {
+        clock.set(t0 + TimeDelta::seconds(s));
+        if s > 0 {
+            for db in dbs.iter_mut() {
+                db.commit(&mut rng);
+            }
+        }
+        rt.block_on(capture.step());
+        if s == s_ref {
+            reference = dbs[d].image();
+        }
+        if s % 10 == 9 {
+            let r = rt.block_on(compactor.pass());
+            assert!(r.compacted[0].problems.is_empty(), "{:?}", r.compacted);
+        }
+    }
+    let t = t0 + TimeDelta::seconds(s_ref) + TimeDelta::milliseconds(400);
+    let spec = dbs[d].spec.clone();
+    let proxy = (tb.kind == Kind::S3).then(Proxy::s3);
+    let out = tempfile::tempdir().unwrap();
+    // restore --at T: (plan's listings, LIST requests counted on S3).
+    let restore = |n: usize| -> (u32, Option<usize>) {
+        let lists = rt.block_on(async {
+            hubvault::catalog::stream::plan(&bucket, &org, datahub, spec.connector, Some(t))
+                .await
+                .unwrap()
+                .unwrap()
+                .lists
+        });
+        let file = out.path().join(format!("r{n}.db"));
+        let mut c = match &proxy {
+            Some(p) => {
+                p.reset();
+                p.cmd(tb)
+            }
+            None => tb.cmd(),
+        };
+        c.env("TMPDIR", private_tmp())
+            .args(["restore", "--json", "--yes", "--datahub"])
+            .arg(spec.datahub.to_string())
+            .arg("--connector")
+            .arg(spec.connector.to_string())
+            .arg("--output")
+            .arg(&file)
+            .args([
+                "--at",
+                &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ]);
+        let doc = json_of(&run(&mut c), 0);
+        let restored = std::fs::read(&file).unwrap();
+        if let Err(e) = same_pages(&restored, &reference) {
+            panic!("seed {seed}, instant {t}: {e}: {doc}");
+        }
+        let counted = proxy.as_ref().map(|p| {
+            p.requests()
+                .iter()
+                .filter(|(m, q)| m == "GET" && q.contains("list-type=2"))
+                .count()
+        });
+        (lists, counted)
+    };
+    let (lists_before, counted_before) = restore(0);
+    // 18 days of 10-minute marks (cumulative from each hour) from two days after T's
+    // (never read: they start after T).
+    let sk = StreamKeys::new(org.clone(), datahub);
+    let day = windows::day_of(t);
+    let keys: Vec<object_store::path::Path> = (2..20)
+        .flat_map(|d| {
+            (0..24 * 5).map(move |i| {
+                let start = day + TimeDelta::days(d) + TimeDelta::hours(i / 5);
+                (start, start + TimeDelta::minutes(10 * (i % 5 + 1)))
+            })
+        })
+        .map(|(s, e)| sk.mark(s, e))
+        .collect();
+    assert_eq!(keys.len(), 2160);
+    assert!(
+        keys.iter()
+            .all(|k| StreamKeys::parse_window(k).is_some_and(|w| w.level == 2))
+    );
+    rt.block_on(async {
+        for chunk in keys.chunks(48) {
+            let puts = chunk
+                .iter()
+                .map(|k| bucket.put_bytes(k, bytes::Bytes::new(), WriteMode::Overwrite));
+            for r in futures::future::join_all(puts).await {
+                r.unwrap();
+            }
+        }
+    });
+    let (lists_after, counted_after) = restore(1);
+    assert_eq!(
+        lists_after,
+        lists_before + 1,
+        "seed {seed}: the bases listed apart, the marks after T not walked"
+    );
+    if let (Some(b), Some(a)) = (counted_before, counted_after) {
+        assert_eq!(a, b + 1, "seed {seed}: LIST requests before {b}, after {a}");
+        assert!(a <= 4, "seed {seed}: {a} LIST");
+    }
+}
+both!(
+    a_restore_of_an_old_instant_lists_one_page_however_many_marks_follow_it,
+    old_instants_list_a_page_whatever_follows
+);
