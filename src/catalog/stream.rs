@@ -527,7 +527,9 @@ pub async fn plan(
             if k.as_ref() >= past_bases.as_str() {
                 return false;
             }
-            if walked % LIST_PAGE == 0 && marks_past.as_deref().is_some_and(|p| k.as_ref() >= p) {
+            if walked.is_multiple_of(LIST_PAGE)
+                && marks_past.as_deref().is_some_and(|p| k.as_ref() >= p)
+            {
                 cut = true;
                 return false;
             }
