@@ -483,12 +483,21 @@ impl Staging {
             ));
         }
         let rewrite = if rewriting {
-            Some(rewrite::apply(
+            // Once the UPDATEs are done, the kernel writes the file out while the final
+            // scan and the checks read it (the page cache holds it all; the rewrite dirtied
+            // most of it): the fsync before the install then waits for little.
+            let mut written = || {
+                if let Ok(f) = work.open_file_rw(&tmp_name) {
+                    fsio::start_writeback(&f);
+                }
+            };
+            Some(rewrite::apply_with(
                 &mut conn,
                 tmp,
                 d.from,
                 d.to,
                 d.accept_unrewritten,
+                &mut written,
             )?)
         } else {
             None
@@ -540,6 +549,8 @@ impl Staging {
         }
         let t0 = std::time::Instant::now();
         let mut file = work.open_file_rw(&tmp_name)?;
+        // Writing starts now and goes on while the sha256 reads the file.
+        fsio::start_writeback(&file);
         let (sha256_installed, bytes) = fsio::sha256_of(&mut file, tmp)?;
         set_owner_and_mode(&file, tmp, dir, &target_name)?;
         file.sync_all()
