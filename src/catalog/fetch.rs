@@ -343,7 +343,8 @@ pub struct ContinuousState {
 }
 
 /// Streams the chosen object into a temp file in `dir` (named `{prefix}*`) and checks
-/// its sha256 (see the module's rule) and its SQLite header.
+/// its sha256 (see the module's rule) and its SQLite header. The file is not fsynced:
+/// a caller that keeps it fsyncs it (a restore does, once, just before the install).
 pub async fn fetch(
     bucket: &Bucket,
     chosen: &Chosen,
@@ -425,7 +426,7 @@ async fn fetch_object(
     };
     let t0 = std::time::Instant::now();
     let got = bucket
-        .get_to_file(key_path, &file, encoding, progress)
+        .get_to_temp_file(key_path, &file, encoding, progress)
         .await?;
     tracing::debug!(
         "fetch: {key_path}: {} bytes stored, {} plain, fetched (and decoded) in {:?}",

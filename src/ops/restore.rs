@@ -182,6 +182,9 @@ pub async fn execute(
         from: plan.from,
         to: plan.to,
         accept_unrewritten: plan.accept_unrewritten,
+        // A manifest vouched for the bytes: a checked snapshot (not a legacy object,
+        // not a state built from the stream).
+        checked_at_backup: !fetched.legacy && fetched.continuous.is_none(),
     };
     let (prepared, kept) = blocking(move || {
         let prepared = staging.prepare(download)?;

@@ -1036,6 +1036,7 @@ async fn prepare_one(
             connector: new,
         },
         accept_unrewritten: plan.accept_unrewritten,
+        checked_at_backup: !fetched.legacy && fetched.continuous.is_none(),
     };
     let placement = step.placement;
     let (ready, p) = blocking(move || {

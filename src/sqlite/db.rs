@@ -314,17 +314,23 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Runs `integrity_check` (or `quick_check` past [`FULL_CHECK_MAX_BYTES`]) and
-/// `foreign_key_check`. Returns which check ran.
-pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {
+/// The check [`check_integrity`] runs on a database of `size` bytes: `integrity_check`,
+/// or `quick_check` past [`full_check_max_bytes`].
+pub fn check_for(size: u64) -> &'static str {
     // A malformed value is refused before any command starts (the binary calls
     // `full_check_max_bytes` first); here it can only be the default.
     let limit = full_check_max_bytes().unwrap_or(FULL_CHECK_MAX_BYTES);
-    let pragma = if size <= limit {
+    if size <= limit {
         "integrity_check"
     } else {
         "quick_check"
-    };
+    }
+}
+
+/// Runs `integrity_check` (or `quick_check` past [`FULL_CHECK_MAX_BYTES`]) and
+/// `foreign_key_check`. Returns which check ran.
+pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {
+    let pragma = check_for(size);
     let bad = |detail: String| {
         Error::db(
             path,

@@ -307,6 +307,14 @@ pub struct Download {
     /// rewrite's report and in [`Prepared::warnings`]); otherwise [`Staging::prepare`]
     /// refuses, before anything is installed.
     pub accept_unrewritten: bool,
+    /// True if and only if the bytes are a snapshot hubvault's backup checked before it
+    /// uploaded it: their sha256 equals a manifest's (`latest.json` or a version's), and
+    /// a manifest is only ever written for a snapshot that passed `integrity_check` /
+    /// `quick_check`, `foreign_key_check` and the ids (docs/DESIGN.md, "Restore onto new
+    /// ids: which checks run"). Then a rewrite skips the check of the download and keeps
+    /// the one of its result. False for a legacy object (no manifest: another uploader
+    /// wrote it) and for a state built from the stream.
+    pub checked_at_backup: bool,
 }
 
 /// A restored database, checked and ready in the work directory: [`Prepared::install`]
@@ -440,9 +448,23 @@ impl Staging {
         // A crash leaves only a work directory that the next restore removes. Locked down
         // like every connection: the download is untrusted input.
         let mut conn = db::open_scratch(tmp).map_err(damaged)?;
-        let t0 = std::time::Instant::now();
-        let check = db::check_integrity(&conn, tmp, size).map_err(damaged)?;
-        tracing::debug!("restore: {check} of the download took {:?}", t0.elapsed());
+        let rewriting = d.from != d.to;
+        // The check of the download is redundant only when both hold: the bytes are the
+        // ones a backup checked (their sha256 is a manifest's), and the rewrite checks its
+        // result before anything is installed. A download restored as it is, or bytes no
+        // manifest vouches for (another uploader's canonical object), are checked here,
+        // before the rewrite reads them.
+        let check = if rewriting && d.checked_at_backup {
+            tracing::debug!(
+                "restore: the download's sha256 is a checked backup's: its result is checked after the rewrite"
+            );
+            db::check_for(size)
+        } else {
+            let t0 = std::time::Instant::now();
+            let check = db::check_integrity(&conn, tmp, size).map_err(damaged)?;
+            tracing::debug!("restore: {check} of the download took {:?}", t0.elapsed());
+            check
+        };
         let not_connector = |e: Error| {
             Error::check(
                 format!("{key}: the backup is not a connector database: {e}"),
@@ -460,13 +482,22 @@ impl Staging {
                 "the object was copied to the wrong key; pass the ids it holds, or restore another version",
             ));
         }
-        let rewrite = if d.from != d.to {
-            Some(rewrite::apply(
+        let rewrite = if rewriting {
+            // Once the UPDATEs are done, the kernel writes the file out while the final
+            // scan and the checks read it (the page cache holds it all; the rewrite dirtied
+            // most of it): the fsync before the install then waits for little.
+            let mut written = || {
+                if let Ok(f) = work.open_file_rw(&tmp_name) {
+                    fsio::start_writeback(&f);
+                }
+            };
+            Some(rewrite::apply_with(
                 &mut conn,
                 tmp,
                 d.from,
                 d.to,
                 d.accept_unrewritten,
+                &mut written,
             )?)
         } else {
             None
@@ -518,6 +549,8 @@ impl Staging {
         }
         let t0 = std::time::Instant::now();
         let mut file = work.open_file_rw(&tmp_name)?;
+        // Writing starts now and goes on while the sha256 reads the file.
+        fsio::start_writeback(&file);
         let (sha256_installed, bytes) = fsio::sha256_of(&mut file, tmp)?;
         set_owner_and_mode(&file, tmp, dir, &target_name)?;
         file.sync_all()

@@ -946,6 +946,20 @@ pub fn apply(
     to: Ids,
     accept_unrewritten: bool,
 ) -> Result<RewritePlan> {
+    apply_with(conn, path, from, to, accept_unrewritten, &mut || {})
+}
+
+/// As [`apply`]; `written` is called once the `UPDATE`s are done, before the final scan
+/// and the checks read the result (a restore starts the file's writeback there: see
+/// [`crate::sqlite::install`]).
+pub fn apply_with(
+    conn: &mut Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    accept_unrewritten: bool,
+    written: &mut dyn FnMut(),
+) -> Result<RewritePlan> {
     check_ids(from, to)?;
     let encoding =
         Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
@@ -966,6 +980,7 @@ pub fn apply(
         path,
         RewritePlan::new(from, to, encoding),
         accept_unrewritten,
+        written,
     );
     // Put the connection back as it was, whatever happened.
     let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers_were_on);
@@ -980,6 +995,7 @@ fn rewrite_in_transaction(
     path: &Path,
     mut plan: RewritePlan,
     accept_unrewritten: bool,
+    written: &mut dyn FnMut(),
 ) -> Result<RewritePlan> {
     let (old, new) = changing(plan.from, plan.to);
     let tx = conn
@@ -1034,6 +1050,7 @@ fn rewrite_in_transaction(
         }
         contentless(&tx, path, &all, &old, &mut plan)?;
         note_scanned_only(&all, &mut plan);
+        written();
 
         let t0 = std::time::Instant::now();
         verify_written(&tx, path, &f, &all, &changed, &mut plan)?;

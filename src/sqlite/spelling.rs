@@ -122,6 +122,42 @@ pub struct Matcher {
     blob: Automaton,
     /// Exact (not case-folded) raw 16-byte forms; `None` without ids.
     raw: Option<AhoCorasick>,
+    /// A quick test that UTF-8 text holds no spelling at all: see [`anchors`]. `None`
+    /// when an id has no run of digits long enough to be worth it.
+    utf8_anchors: Option<Vec<memchr::memmem::Finder<'static>>>,
+}
+
+/// Shortest run of digits worth a pass of its own before the full search.
+const MIN_ANCHOR: usize = 3;
+
+/// For each id, the longest run of decimal digits inside one of its hyphen-separated
+/// groups (`1574` in `…-8c1574b71749`). Digits have no case and a group holds no hyphen,
+/// so every text spelling of that id (hyphenated or not, lowercase, uppercase or mixed)
+/// holds the run as it is: text holding none of the runs holds no spelling, and an
+/// exact substring search per id (SIMD, far cheaper than the case-insensitive automaton,
+/// which also runs over every value that does hold an id) says so. `None` if some id has no run of [`MIN_ANCHOR`] digits (then every value gets
+/// the full search, as it would without this test).
+fn anchors(old: &[uuid::Uuid]) -> Option<Vec<memchr::memmem::Finder<'static>>> {
+    let mut runs = Vec::new();
+    for id in old {
+        let text = id.hyphenated().to_string();
+        let longest = text
+            .split(|c: char| !c.is_ascii_digit())
+            .max_by_key(|r| r.len())
+            .unwrap_or("");
+        if longest.len() < MIN_ANCHOR {
+            return None;
+        }
+        runs.push(longest.as_bytes().to_vec());
+    }
+    if runs.is_empty() {
+        return None;
+    }
+    Some(
+        runs.iter()
+            .map(|r| memchr::memmem::Finder::new(r).into_owned())
+            .collect(),
+    )
 }
 
 impl Matcher {
@@ -170,6 +206,7 @@ impl Matcher {
                 .expect("a few 16-byte patterns always build")
         });
         Matcher {
+            utf8_anchors: anchors(old),
             utf8: Automaton::new(&spellings, |s| s.enc == Enc::Ascii),
             utf16le: Automaton::new(&spellings, |s| s.enc == Enc::Utf16Le),
             utf16be: Automaton::new(&spellings, |s| s.enc == Enc::Utf16Be),
@@ -188,9 +225,20 @@ impl Matcher {
         }
     }
 
+    /// True if `bytes` certainly hold no spelling of an old id (a quick test; false
+    /// says nothing).
+    fn surely_none(&self, kind: Kind, bytes: &[u8]) -> bool {
+        self.spellings.is_empty()
+            || (kind == Kind::Utf8Text
+                && self
+                    .utf8_anchors
+                    .as_ref()
+                    .is_some_and(|a| a.iter().all(|f| f.find(bytes).is_none())))
+    }
+
     /// True if and only if `bytes` hold any spelling of an old id, rewritable or not.
     pub fn is_match(&self, kind: Kind, bytes: &[u8]) -> bool {
-        if self.spellings.is_empty() {
+        if self.surely_none(kind, bytes) {
             return false;
         }
         self.automaton(kind).ac.is_match(bytes)
@@ -212,7 +260,7 @@ impl Matcher {
 
     fn scan(&self, kind: Kind, bytes: &[u8], write: bool) -> (Option<Vec<u8>>, Tally) {
         let mut tally = Tally::default();
-        if self.spellings.is_empty() {
+        if self.surely_none(kind, bytes) {
             return (None, tally);
         }
         let a = self.automaton(kind);
@@ -363,6 +411,36 @@ mod tests {
         );
         assert_eq!(out.unwrap(), want);
         assert_eq!(t.rewritable, 2);
+    }
+
+    #[test]
+    fn the_quick_test_never_hides_a_spelling_of_a_random_id() {
+        // Seeded: the same ids every run.
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        for _ in 0..2000 {
+            let id = uuid::Uuid::from_bytes(rng.random());
+            let m = Matcher::new(&[id], Some(&[uuid::Uuid::from_bytes(rng.random())]));
+            for form in [id.hyphenated().to_string(), id.simple().to_string()] {
+                let mixed: String = form
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i % 2 == 0 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                for text in [form.clone(), form.to_ascii_uppercase(), mixed] {
+                    let v = format!("{{\"a\":\"x{text}y\"}}");
+                    assert!(m.is_match(Kind::Utf8Text, v.as_bytes()), "{v}");
+                    assert!(!m.tally(Kind::Utf8Text, v.as_bytes()).is_empty(), "{v}");
+                }
+            }
+            assert!(!m.is_match(Kind::Utf8Text, b"2026-11-30T00:52:00.123Z 0123456789"));
+        }
     }
 
     #[test]

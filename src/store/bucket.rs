@@ -345,6 +345,34 @@ impl Bucket {
         encoding: Encoding,
         progress: &dyn Progress,
     ) -> Result<Transfer> {
+        self.get_to_file_as(key, dest, encoding, progress, Durable::Fsync)
+            .await
+    }
+
+    /// As [`Bucket::get_to_file`], without the fsync: for a temp file that is either
+    /// thrown away or fsynced by the caller before it is kept (a restore's download is
+    /// fsynced once, after its rewrite, before the install). Syncing it here as well
+    /// would write the file to disk twice, a second time after the rewrite changed
+    /// most of its pages.
+    pub async fn get_to_temp_file(
+        &self,
+        key: &Path,
+        dest: &std::path::Path,
+        encoding: Encoding,
+        progress: &dyn Progress,
+    ) -> Result<Transfer> {
+        self.get_to_file_as(key, dest, encoding, progress, Durable::CallerSyncs)
+            .await
+    }
+
+    async fn get_to_file_as(
+        &self,
+        key: &Path,
+        dest: &std::path::Path,
+        encoding: Encoding,
+        progress: &dyn Progress,
+        durable: Durable,
+    ) -> Result<Transfer> {
         // An object replaced while its ranges are read fails the If-Match of the later
         // ranges (a backup committing a new canonical object as we read it): read it
         // again, from the start, a bounded number of times.
@@ -357,7 +385,7 @@ impl Bucket {
                     key,
                     Reading::for_encoding(encoding),
                     progress,
-                    move |body| write_download(body, &dest_path, encoding, &key_shown),
+                    move |body| write_download(body, &dest_path, encoding, &key_shown, durable),
                 )
                 .await;
             match got {
@@ -721,6 +749,7 @@ fn write_download(
     dest: &std::path::Path,
     encoding: Encoding,
     key: &str,
+    durable: Durable,
 ) -> Result<(String, u64)> {
     let file = std::fs::File::create(dest)
         .map_err(|e| Error::io(dest, "cannot create download file", e))?;
@@ -751,10 +780,20 @@ fn write_download(
     let file = inner
         .into_inner()
         .map_err(|e| Error::io(dest, "cannot write download", e.into_error()))?;
-    file.sync_all()
-        .map_err(|e| Error::io(dest, "cannot fsync download", e))?;
+    if durable == Durable::Fsync {
+        file.sync_all()
+            .map_err(|e| Error::io(dest, "cannot fsync download", e))?;
+    }
     partial.0 = None;
     Ok((hex::encode(hasher.finalize()), count))
+}
+
+/// Whether a download is fsynced before [`Bucket::get_to_file`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durable {
+    Fsync,
+    /// The caller fsyncs the file before it keeps it (or throws it away).
+    CallerSyncs,
 }
 
 /// Removes the file it names when dropped, unless disarmed (set to `None`).

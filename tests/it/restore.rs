@@ -818,6 +818,84 @@ both!(
     damaged_legacy
 );
 
+/// A copy of `db` (in `dir`) whose index `events_status_updated` names its columns the
+/// other way round in the schema: every page and record reads, the rewrite of `Events`
+/// does not touch that index, and `integrity_check` fails.
+fn with_damaged_index(db: &Path, dir: &Path) -> PathBuf {
+    let copy = dir.join("damaged.db");
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute("VACUUM INTO ?1", [p(&copy)])
+        .unwrap();
+    let c = rusqlite::Connection::open(&copy).unwrap();
+    c.execute_batch(
+        "PRAGMA writable_schema=ON;
+         UPDATE sqlite_schema SET sql = replace(sql, '(`status`, `updatedAt`)', '(`updatedAt`, `status`)')
+          WHERE name = 'events_status_updated';
+         PRAGMA writable_schema=OFF;",
+    )
+    .unwrap();
+    drop(c);
+    assert!(!integrity_ok(&copy), "the copy must fail integrity_check");
+    copy
+}
+
+fn damaged_onto_new_ids(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let t = old_target();
+    let before = listing(t.target.parent().unwrap());
+
+    // Another uploader's canonical object (no manifest): checked BEFORE the rewrite.
+    let (db, spec) = connector_db(hub.path(), "sdc", 40);
+    let damaged = with_damaged_index(&db, hub.path());
+    put_file(tb, &canonical_key(&spec), &damaged);
+    let out = restore_onto(tb, &spec, &t, &[]);
+    assert_refused(&out, 1, "fails its check", &t, &before);
+    assert!(stderr(&out).contains("integrity_check"), "{}", stderr(&out));
+
+    // A manifest vouches for the damaged bytes (a forged latest.json: hubvault never
+    // writes one for a snapshot that failed its check). The check of the download is
+    // skipped, the check of the rewritten result still refuses, and nothing is installed.
+    let hub2 = tempfile::tempdir().unwrap();
+    let (db2, spec2) = connector_db(hub2.path(), "sdc", 40);
+    backup(tb, &db2, false);
+    let damaged2 = with_damaged_index(&db2, hub2.path());
+    put_file(tb, &canonical_key(&spec2), &damaged2);
+    let b = tb.bucket();
+    let key = object_store::path::Path::from(latest_key(&spec2).as_str());
+    let mut latest: serde_json::Value =
+        serde_json::from_slice(&rt().block_on(b.get_bytes(&key)).unwrap()).unwrap();
+    let sha = sha256_of(&damaged2);
+    // A version id ends with the first 12 hex digits of its sha256.
+    let version = latest["version"].as_str().unwrap().to_string();
+    let stamp = version.rsplit_once('-').unwrap().0;
+    latest["version"] = format!("{stamp}-{}", &sha[..12]).into();
+    latest["sha256"] = sha.into();
+    let size = std::fs::metadata(&damaged2).unwrap().len();
+    latest["size"] = size.into();
+    latest["page_count"] = (size / latest["page_size"].as_u64().unwrap()).into();
+    latest.as_object_mut().unwrap().remove("canonical");
+    put(
+        tb,
+        &latest_key(&spec2),
+        serde_json::to_vec(&latest).unwrap(),
+    );
+    let out = restore_onto(tb, &spec2, &t, &[]);
+    assert_refused(&out, 1, "after the rewrite", &t, &before);
+    assert!(stderr(&out).contains("integrity_check"), "{}", stderr(&out));
+    // The same bytes restored onto the same ids (no rewrite) are checked as downloaded.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.db");
+    let out = restore(tb, &spec2, &["--output", p(&f)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("fails its check"), "{}", stderr(&out));
+    assert!(!f.exists());
+}
+both!(
+    restore_onto_new_ids_refuses_a_damaged_backup_whether_or_not_a_manifest_vouches_for_it,
+    damaged_onto_new_ids
+);
+
 fn wrong_ids(tb: &TestBucket) {
     // Another connector's database at this connector's key.
     let hub = tempfile::tempdir().unwrap();
