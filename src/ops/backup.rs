@@ -389,7 +389,7 @@ struct OnePass {
     journal_mode: String,
     check: tokio::task::JoinHandle<Result<snapshot::Checked>>,
     /// Stops the check early when the backup fails anyway.
-    interrupt: rusqlite::InterruptHandle,
+    interrupt: snapshot::Interrupt,
     canonical: StagedUpload,
     spill: Spill,
 }

@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::model::stream::PageTable;
 use crate::sqlite::db::{self, ConnectorInfo};
 use crate::sqlite::fsio;
+use crate::sqlite::twin;
 use crate::sqlite::pages::image::{ImagePlan, ImageReader, pin_wal};
 use crate::sqlite::pages::rollback::{self, Locker, Skip};
 use crate::sqlite::pages::{FileSink, Mode, Source};
@@ -98,6 +99,9 @@ struct Held {
     // the database close, since closing any descriptor of a file drops every POSIX lock
     // the process holds on it, the connection's included.
     conn: std::sync::Mutex<Connection>,
+    /// A second connection on the same state (`twin`), so the checks split over two
+    /// cores; `None` when SQLite could not give one.
+    twin: Option<std::sync::Mutex<Connection>>,
     src: Source,
 }
 
@@ -166,11 +170,16 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                     },
                 )?;
                 let Some(plan) = plan else { continue };
-                tracing::debug!(pages = plan.pages, wal_pages = plan.wal_pages(),
+                let twin = match twin::open_on_snapshot(&conn, db)? {
+                    Some(t) => Some(t),
+                    None => twin_by_header(&mut src, plan.index, db)?,
+                };
+                tracing::debug!(twin = twin.is_some(), pages = plan.pages, wal_pages = plan.wal_pages(),
                     elapsed = ?started.elapsed(), "snapshot pinned (WAL read transaction)");
                 return Ok(Pinned {
                     held: Arc::new(Held {
                         conn: conn.into(),
+                        twin: twin.map(Into::into),
                         src,
                     }),
                     plan: Arc::new(plan),
@@ -193,6 +202,28 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
         "switched journal mode during every attempt at a snapshot",
         "try again",
     ))
+}
+
+/// A second connection on the snapshot whose wal-index header `pinned` is, proven the
+/// way [`pin_wal`] proves the first: the header read before and after its read
+/// transaction began is `pinned` both times (a header only moves forward), so that
+/// transaction took it. For an empty WAL, where SQLite has no snapshot handle; with a
+/// writer committing meanwhile there is none (`None`: one connection checks).
+fn twin_by_header(
+    src: &mut Source,
+    pinned: Option<crate::sqlite::pages::shm::IndexHeader>,
+    db: &Path,
+) -> Result<Option<Connection>> {
+    let Some(pinned) = pinned else {
+        return Ok(None);
+    };
+    let io = |e| Error::io(db, "cannot read the -shm", e);
+    let conn = twin::open_parked(db)?;
+    if src.shm_header().map_err(io)? != Some(pinned) {
+        return Ok(None);
+    }
+    twin::begin_read(&conn, db)?;
+    Ok((src.shm_header().map_err(io)? == Some(pinned)).then_some(conn))
 }
 
 /// The rollback-journal route: a lock-free copy vouched for by the change counter.
@@ -229,9 +260,11 @@ fn copy_rollback(
                 let copy_src = Source::open(&tmp)?;
                 let plan = ImagePlan::file(&copy_src)?;
                 let conn = db::open_read_only(&tmp)?;
+                let twin = twin::open_on_still_file(&tmp)?;
                 return Ok(Some(Pinned {
                     held: Arc::new(Held {
                         conn: conn.into(),
+                        twin: Some(twin.into()),
                         src: copy_src,
                     }),
                     plan: Arc::new(plan),
@@ -352,15 +385,26 @@ impl Checker {
     }
 
     /// Interrupts the checks from another thread (the upload failed: no need to finish).
-    pub fn interrupt_handle(&self) -> rusqlite::InterruptHandle {
-        self.conn().get_interrupt_handle()
+    pub fn interrupt_handle(&self) -> Interrupt {
+        let mut handles = vec![self.conn().get_interrupt_handle()];
+        if let Some(t) = &self.held.twin {
+            handles.push(lock(t).get_interrupt_handle());
+        }
+        Interrupt(handles)
     }
 
     /// Integrity and foreign-key checks, ids, row counts and page figures of the pinned
     /// state. Errors name the live database. The read transaction lasts until the
     /// [`Image`] is dropped too.
+    ///
+    /// With a second connection on the same state, `integrity_check` (the longest, about
+    /// three quarters of the checks' time) runs on this thread and everything else on
+    /// another, so the checks take about as long as `integrity_check` alone.
     pub fn check(self) -> Result<Checked> {
-        let c = check_conn(&self.conn(), &self.db, self.size)?;
+        let c = match &self.held.twin {
+            None => check_conn(&self.conn(), &self.db, self.size)?,
+            Some(twin) => self.check_split(twin)?,
+        };
         if (c.page_size, c.page_count) != (self.plan.0 as u64, self.plan.1 as u64) {
             return Err(Error::check(
                 format!(
@@ -376,6 +420,74 @@ impl Checker {
         }
         Ok(c)
     }
+}
+
+impl Checker {
+    fn check_split(&self, twin: &std::sync::Mutex<Connection>) -> Result<Checked> {
+        let started = Instant::now();
+        let db = self.db.as_path();
+        let conn = self.conn();
+        let stop_twin = lock(twin).get_interrupt_handle();
+        std::thread::scope(|s| {
+            let rest = std::thread::Builder::new()
+                .name("check-twin".into())
+                .spawn_scoped(s, || {
+                    let t = lock(twin);
+                    let r = check_rest(&t, db);
+                    tracing::debug!(elapsed = ?started.elapsed(), "snapshot checked: foreign keys, ids, counts");
+                    r
+                })
+                .map_err(|e| Error::io(db, "cannot start a check thread", e))?;
+            let structure = db::check_structure(&conn, db, self.size);
+            if structure.is_err() {
+                // Damaged: the other half's verdict no longer matters.
+                stop_twin.interrupt();
+            }
+            let rest = rest.join().map_err(|_| {
+                Error::check(
+                    format!("{}: a check thread panicked", db.display()),
+                    "report this as a bug",
+                )
+            });
+            tracing::debug!(elapsed = ?started.elapsed(), "snapshot checked: structure");
+            let check = structure?;
+            let (info, rows, page_size, page_count) = rest??;
+            Ok(Checked {
+                info,
+                rows,
+                page_size,
+                page_count,
+                check,
+            })
+        })
+    }
+}
+
+/// Stops both connections' checks (see [`Checker::interrupt_handle`]).
+pub struct Interrupt(Vec<rusqlite::InterruptHandle>);
+
+impl Interrupt {
+    pub fn interrupt(&self) {
+        for h in &self.0 {
+            h.interrupt();
+        }
+    }
+}
+
+/// A connection's mutex: only the checker's threads lock it, never poisoned for good.
+fn lock(m: &std::sync::Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Rest = (ConnectorInfo, BTreeMap<String, u64>, u64, u64);
+
+/// Everything but the structural check: foreign keys, ids, row counts, page figures.
+fn check_rest(conn: &Connection, db: &Path) -> Result<Rest> {
+    db::check_foreign_keys(conn, db)?;
+    let info = db::read_info(conn, db)?;
+    let rows = db::table_counts(conn, db)?;
+    let (page_size, page_count, _) = db::page_info(conn, db)?;
+    Ok((info, rows, page_size, page_count))
 }
 
 fn check_conn(conn: &Connection, db: &Path, size: u64) -> Result<Checked> {
