@@ -11,11 +11,15 @@
 //!   and the checks), as the online backup API's pass did.
 //! - **Rollback-journal mode**: any SHARED lock held while the database is read would
 //!   make a writer with a short busy timeout fail (a 1 GiB read takes a second). So the
-//!   pages are copied without a lock into a temp file in `--tmp-dir`, between two brief
-//!   SHARED locks that read the file change counter (`pages::rollback`): the same counter
-//!   at both proves no commit came between, and the copy is that state (a commit that
-//!   raced it is retried, waiting for a quiet moment). The copy is then read once and
-//!   checked, with no lock on the live file at all.
+//!   pages are read ONCE without a lock, between two brief SHARED locks that read the
+//!   file change counter (`pages::rollback`): lock #1 when pinned, lock #2 when the image
+//!   reader reaches the end ([`rollback::confirm_full`]). The same counter and size at
+//!   both, and page 1 re-read under lock #2 as it was streamed, prove no commit came
+//!   between. The bytes read go to the caller (hash, uploads, compressor) and, in the
+//!   same read, into a temp copy in `--tmp-dir`, which the checks read once lock #2 has
+//!   vouched for it (they wait until then, with no lock on the live file at all). A
+//!   commit that raced the read fails it with [`is_raced`]: the caller throws away what
+//!   it staged and tries again ([`Retry`]), waiting for a quiet moment.
 //!
 //! Either way the image starts with a page 1 that says rollback mode (header bytes 18
 //! and 19 = 1) when asked ([`Pinned::reader`]): the uploaded object is one self-contained
@@ -31,13 +35,12 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
-use crate::model::stream::PageTable;
 use crate::sqlite::db::{self, ConnectorInfo};
 use crate::sqlite::fsio;
 use crate::sqlite::twin;
 use crate::sqlite::pages::image::{ImagePlan, ImageReader, pin_wal};
 use crate::sqlite::pages::rollback::{self, Locker, Skip};
-use crate::sqlite::pages::{FileSink, Mode, Source};
+use crate::sqlite::pages::{DbHeader, Mode, Source};
 
 /// A checked snapshot in a temp file, removed when dropped.
 #[derive(Debug)]
@@ -77,9 +80,11 @@ pub struct Checked {
 pub struct Pinned {
     held: Arc<Held>,
     plan: Arc<ImagePlan>,
-    /// Rollback-journal mode: the consistent copy being read (removed when dropped) and
-    /// the descriptor holding its `flock`.
+    /// Rollback-journal mode: the copy the pass writes for the checks (removed when
+    /// dropped) and the descriptor holding its `flock`.
     copy: Option<(tempfile::TempPath, std::fs::File)>,
+    /// Rollback-journal mode: what lock #2 needs, for the image reader.
+    rollback: Option<RollbackPass>,
     db: PathBuf,
     /// The live database's journal mode.
     pub journal_mode: String,
@@ -110,16 +115,121 @@ pub struct Image {
     held: Arc<Held>,
     plan: Arc<ImagePlan>,
     legacy_header: bool,
-    /// The rollback-journal copy read (removed when the image is dropped; the checking
-    /// connection keeps its own descriptor).
+    /// Rollback-journal mode: lock #2's figures, the copy written in the same read, and
+    /// the word to the checker that the copy is a committed state.
+    rollback: Option<RollbackPass>,
+    /// The rollback-journal copy (removed when the image is dropped; the checking
+    /// connections keep their own descriptors).
     _copy: Option<(tempfile::TempPath, std::fs::File)>,
+}
+
+/// A rollback-journal image in the making: read from the live file without a lock,
+/// written into the copy as it is read, vouched for by lock #2 at its end.
+struct RollbackPass {
+    locker: Locker,
+    /// Header and size under lock #1.
+    first: (DbHeader, u64),
+    /// A write descriptor of the copy (the `flock` is held by another one).
+    copy: std::fs::File,
+    copy_path: PathBuf,
+    /// Told once the copy is proven a committed state; dropped unsent otherwise, which
+    /// tells the checker to give up.
+    ready: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// A commit came between the two SHARED locks of a rollback-journal read: the image is
+/// not a committed state. Carried inside the read's `io::Error` (see [`is_raced`]).
+#[derive(Debug)]
+struct CommitRaced;
+
+impl std::fmt::Display for CommitRaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a commit came while the database was read")
+    }
+}
+
+impl std::error::Error for CommitRaced {}
+
+/// True for the error of an image read that a commit raced (rollback-journal mode): the
+/// caller throws away what it built from it and reads again ([`Retry`]).
+pub fn is_raced(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. }
+        if source.get_ref().is_some_and(|r| r.is::<CommitRaced>()))
+}
+
+/// The image's bytes as read, and in rollback-journal mode also written into the copy
+/// for the checks (at the end of the image, lock #2 confirms the copy or the read fails
+/// with [`is_raced`]).
+pub struct ImageRead<'a> {
+    inner: ImageReader<'a>,
+    rollback: Option<&'a RollbackPass>,
+    src: &'a Source,
+    at: u64,
+    ended: bool,
+}
+
+impl std::io::Read for ImageRead<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.inner.read(out)?;
+        let Some(rb) = self.rollback else {
+            return Ok(n);
+        };
+        if n > 0 {
+            rb.copy.write_all_at(&out[..n], self.at).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot write the snapshot copy {}: {e}", rb.copy_path.display()),
+                )
+            })?;
+            self.at += n as u64;
+        } else if !self.ended {
+            self.ended = true;
+            self.confirm(rb)?;
+        }
+        Ok(n)
+    }
+}
+
+impl ImageRead<'_> {
+    /// Lock #2: the copy is a committed state, or the read fails as raced.
+    fn confirm(&self, rb: &RollbackPass) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let ps = rb.first.0.page_size as u64;
+        let got = rollback::confirm_full(self.src, &rb.locker, &rb.first, &mut |p, buf| {
+            rb.copy.read_exact_at(buf, (p as u64 - 1) * ps)
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        match got {
+            Ok(held) => {
+                tracing::debug!(lock_held = ?held, bytes = self.at, "rollback journal: image read once, confirmed under lock #2");
+                if let Some(tx) = &rb.ready {
+                    // The checker may be gone (a caller that checks nothing): fine.
+                    let _ = tx.send(());
+                }
+                Ok(())
+            }
+            Err(Skip::Raced) | Err(Skip::NowWal) => Err(std::io::Error::other(CommitRaced)),
+            Err(Skip::Busy(why)) => {
+                tracing::debug!(why, "rollback journal: lock #2 not had");
+                Err(std::io::Error::other(CommitRaced))
+            }
+        }
+    }
 }
 
 impl Image {
     /// The image's bytes in order (page 1 saying rollback mode when asked: see
-    /// [`Pinned::split`]).
-    pub fn reader(&self) -> ImageReader<'_> {
-        self.plan.reader(&self.held.src, self.legacy_header)
+    /// [`Pinned::split`]). Read it to its end: in rollback-journal mode the end is where
+    /// the image is proven a committed state (or fails with [`is_raced`]).
+    pub fn reader(&self) -> ImageRead<'_> {
+        ImageRead {
+            inner: self.plan.reader(&self.held.src, self.legacy_header),
+            rollback: self.rollback.as_ref(),
+            src: &self.held.src,
+            at: 0,
+            ended: false,
+        }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -133,6 +243,8 @@ pub struct Checker {
     db: PathBuf,
     size: u64,
     plan: (u32, u32),
+    /// Rollback-journal mode: word that the copy the checks read is whole and confirmed.
+    ready: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// How long a rollback-journal copy keeps trying to fit between two commits.
@@ -184,6 +296,7 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                     }),
                     plan: Arc::new(plan),
                     copy: None,
+                    rollback: None,
                     db: db.to_path_buf(),
                     journal_mode: Mode::Wal.name().to_string(),
                     taken_at,
@@ -191,9 +304,9 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                     pinned_after: started.elapsed(),
                 });
             }
-            Mode::Rollback => match copy_rollback(db, &src, tmp_dir, started)? {
+            Mode::Rollback => match pin_rollback(db, src, tmp_dir, started)? {
                 Some(p) => return Ok(p),
-                None => continue, // switched to WAL meanwhile
+                None => src = Source::open(db)?, // switched to WAL meanwhile
             },
         }
     }
@@ -226,73 +339,105 @@ fn twin_by_header(
     Ok((src.shm_header().map_err(io)? == Some(pinned)).then_some(conn))
 }
 
-/// The rollback-journal route: a lock-free copy vouched for by the change counter.
-/// `None`: the database is in WAL mode now.
-fn copy_rollback(
-    db: &Path,
-    src: &Source,
-    tmp_dir: &Path,
-    started: Instant,
-) -> Result<Option<Pinned>> {
+/// The rollback-journal route: lock #1 (change counter and size), a temp file for the
+/// copy the pass writes, and the checking connections on it (they read nothing before
+/// the copy is confirmed). `None`: the database is in WAL mode now.
+fn pin_rollback(db: &Path, src: Source, tmp_dir: &Path, started: Instant) -> Result<Option<Pinned>> {
     sweep_dead_snapshots(tmp_dir);
+    let locker = Locker::open(db)?;
+    let mut retry = Retry::new();
+    let first = loop {
+        match rollback::counter(&src, &locker) {
+            Ok((h, _)) if h.mode == Mode::Wal => return Ok(None),
+            Ok(first) => break first,
+            Err(Skip::NowWal) => return Ok(None),
+            Err(Skip::Raced) => retry.again(db, Duration::ZERO, "a commit came")?,
+            Err(Skip::Busy(why)) => retry.again(db, Duration::ZERO, &why)?,
+        }
+    };
+    let taken_at = chrono::Utc::now();
     let (owner, tmp) = locked_temp_file(tmp_dir, ".db")
         .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
-    let locker = Locker::open(db)?;
-    let empty = PageTable::new(0);
-    let mut attempts = 0;
-    let last_why = loop {
-        attempts += 1;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&*tmp, "cannot open the snapshot copy", e))?;
-        let mut sink = FileSink::new(file, &tmp);
-        let taken_at = chrono::Utc::now();
-        let pass = Instant::now();
-        let got = rollback::observe_into(src, &locker, &empty, &mut sink)
-            .map_err(|e| map_copy_error(db, &tmp, e))?;
-        let why = match got {
-            Ok(o) => {
-                tracing::debug!(attempts, pages = o.db_pages, lock_held = ?o.lock_held,
-                    elapsed = ?started.elapsed(), "snapshot copied (rollback journal, lock-free)");
-                drop(sink);
-                // Nothing else writes the copy: read it like a file.
-                let copy_src = Source::open(&tmp)?;
-                let plan = ImagePlan::file(&copy_src)?;
-                let conn = db::open_read_only(&tmp)?;
-                let twin = twin::open_on_still_file(&tmp)?;
-                return Ok(Some(Pinned {
-                    held: Arc::new(Held {
-                        conn: conn.into(),
-                        twin: Some(twin.into()),
-                        src: copy_src,
-                    }),
-                    plan: Arc::new(plan),
-                    copy: Some((tmp, owner)),
-                    db: db.to_path_buf(),
-                    journal_mode: Mode::Rollback.name().to_string(),
-                    taken_at,
-                    attempts,
-                    pinned_after: started.elapsed(),
-                }));
-            }
-            Err(Skip::NowWal) => return Ok(None),
-            Err(Skip::Raced) => "a commit came during the copy".to_string(),
-            Err(Skip::Busy(why)) => why,
-        };
-        if attempts >= ROLLBACK_TRIES || started.elapsed() >= ROLLBACK_BUDGET {
-            break why;
+    let copy = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(&*tmp, "cannot open the snapshot copy", e))?;
+    let (h, len) = first;
+    // The image is the file as lock #1 saw it; lock #2 proves it still is.
+    let mut plan = ImagePlan::file(&src)?;
+    plan.page_size = h.page_size;
+    plan.pages = (len / h.page_size as u64) as u32;
+    // Opened now, on an empty file: they read nothing until the copy is confirmed, and
+    // SQLite reads a file it has never read from scratch.
+    let conn = db::open_read_only(&tmp)?;
+    let twin = twin::open_on_still_file(&tmp)?;
+    tracing::debug!(pages = plan.pages, elapsed = ?started.elapsed(), "snapshot pinned (rollback journal: lock #1)");
+    let copy_path = tmp.to_path_buf();
+    Ok(Some(Pinned {
+        held: Arc::new(Held {
+            conn: conn.into(),
+            twin: Some(twin.into()),
+            src,
+        }),
+        plan: Arc::new(plan),
+        copy: Some((tmp, owner)),
+        rollback: Some(RollbackPass {
+            locker,
+            first,
+            copy,
+            copy_path,
+            ready: None,
+        }),
+        db: db.to_path_buf(),
+        journal_mode: Mode::Rollback.name().to_string(),
+        taken_at,
+        attempts: retry.attempts + 1,
+        pinned_after: started.elapsed(),
+    }))
+}
+
+/// Attempts at a consistent rollback-journal read, each after a quiet moment: at most
+/// [`ROLLBACK_TRIES`] in [`ROLLBACK_BUDGET`].
+pub struct Retry {
+    started: Instant,
+    attempts: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry::new()
+    }
+}
+
+impl Retry {
+    pub fn new() -> Retry {
+        Retry {
+            started: Instant::now(),
+            attempts: 0,
         }
-        wait_for_quiet(src, pass.elapsed(), started + ROLLBACK_BUDGET);
-    };
-    Err(Error::db(
-        db,
-        format!(
-            "changed during each of {attempts} attempts at a consistent copy in {:.0?} ({last_why})",
-            started.elapsed()
-        ),
-        "the connector commits without a pause long enough to read the database; the backup never holds a lock that could make it fail, so try again when it is quieter",
-    ))
+    }
+
+    /// Counts a failed attempt (`why`) and waits for a moment as quiet as the last read
+    /// (`pass`) took; an error naming `db` once the attempts or the time are used up.
+    pub fn again(&mut self, db: &Path, pass: Duration, why: &str) -> Result<()> {
+        self.attempts += 1;
+        if self.attempts >= ROLLBACK_TRIES || self.started.elapsed() >= ROLLBACK_BUDGET {
+            return Err(Error::db(
+                db,
+                format!(
+                    "changed during each of {} attempts at a consistent copy in {:.0?} ({why})",
+                    self.attempts,
+                    self.started.elapsed()
+                ),
+                "the connector commits without a pause long enough to read the database; the backup never holds a lock that could make it fail, so try again when it is quieter",
+            ));
+        }
+        if let Ok(src) = Source::open(db) {
+            wait_for_quiet(&src, pass, self.started + ROLLBACK_BUDGET);
+        }
+        Ok(())
+    }
 }
 
 /// Waits (bounded by `until`) until the change counter has stayed put for about as long
@@ -310,13 +455,6 @@ fn wait_for_quiet(src: &Source, pass: Duration, until: Instant) {
         } else if since.elapsed() >= want {
             return;
         }
-    }
-}
-
-fn map_copy_error(db: &Path, tmp: &Path, e: Error) -> Error {
-    match e {
-        Error::Io { path, source, .. } if path == tmp => map_tmp_io(db, tmp, source),
-        other => other,
     }
 }
 
@@ -362,16 +500,24 @@ impl Pinned {
     pub fn split(self, legacy_header: bool) -> (Image, Checker) {
         let size = self.plan.bytes();
         let plan = (self.plan.page_size, self.plan.pages);
+        let mut rollback = self.rollback;
+        let ready = rollback.as_mut().map(|rb| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            rb.ready = Some(tx);
+            rx
+        });
         let checker = Checker {
             held: self.held.clone(),
             db: self.db,
             size,
             plan,
+            ready,
         };
         let image = Image {
             held: self.held,
             plan: self.plan,
             legacy_header,
+            rollback,
             _copy: self.copy,
         };
         (image, checker)
@@ -401,6 +547,18 @@ impl Checker {
     /// three quarters of the checks' time) runs on this thread and everything else on
     /// another, so the checks take about as long as `integrity_check` alone.
     pub fn check(self) -> Result<Checked> {
+        if let Some(ready) = &self.ready
+            && ready.recv().is_err()
+        {
+            // The image was dropped before its end was confirmed: the caller failed.
+            return Err(Error::check(
+                format!(
+                    "{}: the database was not read to its end, nothing to check",
+                    self.db.display()
+                ),
+                "see the error of the read or the upload",
+            ));
+        }
         let c = match &self.held.twin {
             None => check_conn(&self.conn(), &self.db, self.size)?,
             Some(twin) => self.check_split(twin)?,
@@ -511,22 +669,28 @@ fn check_conn(conn: &Connection, db: &Path, size: u64) -> Result<Checked> {
 /// plain rollback-journal database.
 pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
     let started = Instant::now();
-    let mut pinned = pin(db, tmp_dir)?;
-    let (journal_mode, taken_at) = (pinned.journal_mode.clone(), pinned.taken_at);
-    let (file, owner) = match pinned.copy.take() {
-        Some(c) => c,
-        None => {
-            sweep_dead_snapshots(tmp_dir);
-            let (owner, tmp) = locked_temp_file(tmp_dir, ".db")
-                .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
-            let (image, checker) = pinned.split(true);
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&tmp)
-                .map_err(|e| Error::io(&*tmp, "cannot open the snapshot", e))?;
-            std::io::copy(&mut image.reader(), &mut out).map_err(|e| map_tmp_io(db, &tmp, e))?;
-            drop(checker);
-            (tmp, owner)
+    let mut retry = Retry::new();
+    let (file, owner, journal_mode, taken_at) = loop {
+        let pinned = pin(db, tmp_dir)?;
+        let (journal_mode, taken_at) = (pinned.journal_mode.clone(), pinned.taken_at);
+        let (owner, tmp) = locked_temp_file(tmp_dir, ".db")
+            .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
+        let (image, checker) = pinned.split(true);
+        drop(checker);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&*tmp, "cannot open the snapshot", e))?;
+        let pass = Instant::now();
+        match std::io::copy(&mut image.reader(), &mut out) {
+            Ok(_) => break (tmp, owner, journal_mode, taken_at),
+            Err(e) => {
+                let e = map_tmp_io(db, &tmp, e);
+                if !is_raced(&e) {
+                    return Err(e);
+                }
+                retry.again(db, pass.elapsed(), "a commit came during the read")?;
+            }
         }
     };
     let size = std::fs::metadata(&file)
