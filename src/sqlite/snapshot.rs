@@ -37,10 +37,10 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 use crate::sqlite::db::{self, ConnectorInfo};
 use crate::sqlite::fsio;
-use crate::sqlite::twin;
 use crate::sqlite::pages::image::{ImagePlan, ImageReader, pin_wal};
 use crate::sqlite::pages::rollback::{self, Locker, Skip};
 use crate::sqlite::pages::{DbHeader, Mode, Source};
+use crate::sqlite::twin;
 
 /// A checked snapshot in a temp file, removed when dropped.
 #[derive(Debug)]
@@ -83,8 +83,8 @@ pub struct Pinned {
     /// Rollback-journal mode: the copy the pass writes for the checks (removed when
     /// dropped) and the descriptor holding its `flock`.
     copy: Option<(tempfile::TempPath, std::fs::File)>,
-    /// Rollback-journal mode: what lock #2 needs, for the image reader.
-    rollback: Option<RollbackPass>,
+    /// Rollback-journal mode: what lock #2 needs, for the copy thread.
+    rollback: Option<RollbackStart>,
     db: PathBuf,
     /// The live database's journal mode.
     pub journal_mode: String,
@@ -123,18 +123,146 @@ pub struct Image {
     _copy: Option<(tempfile::TempPath, std::fs::File)>,
 }
 
-/// A rollback-journal image in the making: read from the live file without a lock,
-/// written into the copy as it is read, vouched for by lock #2 at its end.
-struct RollbackPass {
+/// What a rollback-journal read needs once split: lock #2's locker and figures, and the
+/// copy to write.
+struct RollbackStart {
     locker: Locker,
     /// Header and size under lock #1.
     first: (DbHeader, u64),
-    /// A write descriptor of the copy (the `flock` is held by another one).
+    /// A read-write descriptor of the copy, for the thread (the `flock` is held by
+    /// another one), and a read-only one for the image's reader.
     copy: std::fs::File,
+    read: std::fs::File,
     copy_path: PathBuf,
-    /// Told once the copy is proven a committed state; dropped unsent otherwise, which
-    /// tells the checker to give up.
-    ready: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// A rollback-journal image in the making. A thread of its own copies the live file,
+/// without a lock, into the copy and takes lock #2 as soon as it is done ([`copy_thread`]):
+/// the unlocked window is as short as a plain copy, whatever the consumer of the image
+/// does with the bytes. The image's reader follows that thread through the copy (the
+/// source is read once; the consumer's bytes come from the copy's page cache), so the
+/// copy and the hash/upload/compression overlap instead of running one after the other.
+struct RollbackPass {
+    progress: Arc<CopyProgress>,
+    /// The copy, read-only (an error if it could not be had: reads fail with it).
+    copy: std::io::Result<std::fs::File>,
+    copy_path: PathBuf,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RollbackPass {
+    fn drop(&mut self) {
+        // The copy must not be written after the image (and its temp file) is gone.
+        self.progress
+            .cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How far the copy thread is, and how it ended.
+#[derive(Default)]
+struct CopyProgress {
+    state: std::sync::Mutex<CopyState>,
+    moved: std::sync::Condvar,
+    cancel: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct CopyState {
+    copied: u64,
+    end: Option<CopyEnd>,
+}
+
+#[derive(Clone)]
+enum CopyEnd {
+    /// Lock #2 vouched for the copy.
+    Confirmed,
+    Raced,
+    Failed(std::io::ErrorKind, String),
+}
+
+impl CopyProgress {
+    fn state(&self) -> std::sync::MutexGuard<'_, CopyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut CopyState)) {
+        f(&mut self.state());
+        self.moved.notify_all();
+    }
+
+    /// Waits until `at` bytes are copied or the copy ended; returns the bytes copied and
+    /// the end, if any.
+    fn wait_for(&self, at: u64) -> (u64, Option<CopyEnd>) {
+        let mut st = self.state();
+        while st.copied < at && st.end.is_none() {
+            st = self.moved.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        (st.copied, st.end.clone())
+    }
+}
+
+/// The copy thread of a rollback-journal read (see [`RollbackPass`]): the live file as
+/// lock #1 sized it, copied in order, then lock #2 ([`rollback::confirm_full`]); tells
+/// the checker when the copy is confirmed.
+fn copy_thread(
+    held: Arc<Held>,
+    plan: Arc<ImagePlan>,
+    start: RollbackStart,
+    progress: Arc<CopyProgress>,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let started = Instant::now();
+    let failed = |e: std::io::Error, what: &str| CopyEnd::Failed(e.kind(), format!("{what}: {e}"));
+    let end = (|| {
+        let mut reader = plan.reader(&held.src, false);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        loop {
+            if progress.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return CopyEnd::Failed(std::io::ErrorKind::Interrupted, "stopped".into());
+            }
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return failed(e, "cannot read the database"),
+            };
+            if let Err(e) = start.copy.write_all_at(&buf[..n], at) {
+                let what = format!(
+                    "cannot write the snapshot copy {}",
+                    start.copy_path.display()
+                );
+                return failed(e, &what);
+            }
+            at += n as u64;
+            progress.update(|st| st.copied = at);
+        }
+        let ps = start.first.0.page_size as u64;
+        let copy = &start.copy;
+        let got = rollback::confirm_full(&held.src, &start.locker, &start.first, &mut |p, b| {
+            copy.read_exact_at(b, (p as u64 - 1) * ps)
+        });
+        match got {
+            Ok(Ok(held)) => {
+                tracing::debug!(lock_held = ?held, bytes = at, elapsed = ?started.elapsed(),
+                    "rollback journal: read once without a lock, confirmed under lock #2");
+                // The checker may be gone (a caller that checks nothing): fine.
+                let _ = ready.send(());
+                CopyEnd::Confirmed
+            }
+            Ok(Err(why)) => {
+                tracing::debug!(?why, "rollback journal: lock #2 refused the read");
+                CopyEnd::Raced
+            }
+            Err(e) => CopyEnd::Failed(std::io::ErrorKind::Other, e.to_string()),
+        }
+    })();
+    progress.update(|st| st.end = Some(end));
 }
 
 /// A commit came between the two SHARED locks of a rollback-journal read: the image is
@@ -157,64 +285,49 @@ pub fn is_raced(e: &Error) -> bool {
         if source.get_ref().is_some_and(|r| r.is::<CommitRaced>()))
 }
 
-/// The image's bytes as read, and in rollback-journal mode also written into the copy
-/// for the checks (at the end of the image, lock #2 confirms the copy or the read fails
-/// with [`is_raced`]).
+/// The image's bytes in order. In rollback-journal mode they are read from the copy as
+/// its thread writes it; at the end of the image lock #2 has confirmed the copy, or the
+/// read fails with [`is_raced`].
 pub struct ImageRead<'a> {
     inner: ImageReader<'a>,
     rollback: Option<&'a RollbackPass>,
-    src: &'a Source,
+    total: u64,
     at: u64,
-    ended: bool,
 }
 
 impl std::io::Read for ImageRead<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         use std::os::unix::fs::FileExt;
-        let n = self.inner.read(out)?;
         let Some(rb) = self.rollback else {
-            return Ok(n);
+            return self.inner.read(out);
         };
-        if n > 0 {
-            rb.copy.write_all_at(&out[..n], self.at).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot write the snapshot copy {}: {e}", rb.copy_path.display()),
-                )
-            })?;
-            self.at += n as u64;
-        } else if !self.ended {
-            self.ended = true;
-            self.confirm(rb)?;
+        let want = (out.len() as u64).min(self.total - self.at);
+        let (copied, end) = rb.progress.wait_for(self.at + want);
+        match end {
+            Some(CopyEnd::Raced) => return Err(std::io::Error::other(CommitRaced)),
+            Some(CopyEnd::Failed(kind, msg)) => return Err(std::io::Error::new(kind, msg)),
+            Some(CopyEnd::Confirmed) | None => {}
         }
+        let n = (copied.min(self.total) - self.at).min(want) as usize;
+        if n == 0 {
+            // The end of the image, confirmed (an unconfirmed end returned above).
+            return Ok(0);
+        }
+        let copy = rb
+            .copy
+            .as_ref()
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+        copy.read_exact_at(&mut out[..n], self.at).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot read the snapshot copy {}: {e}",
+                    rb.copy_path.display()
+                ),
+            )
+        })?;
+        self.at += n as u64;
         Ok(n)
-    }
-}
-
-impl ImageRead<'_> {
-    /// Lock #2: the copy is a committed state, or the read fails as raced.
-    fn confirm(&self, rb: &RollbackPass) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let ps = rb.first.0.page_size as u64;
-        let got = rollback::confirm_full(self.src, &rb.locker, &rb.first, &mut |p, buf| {
-            rb.copy.read_exact_at(buf, (p as u64 - 1) * ps)
-        })
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-        match got {
-            Ok(held) => {
-                tracing::debug!(lock_held = ?held, bytes = self.at, "rollback journal: image read once, confirmed under lock #2");
-                if let Some(tx) = &rb.ready {
-                    // The checker may be gone (a caller that checks nothing): fine.
-                    let _ = tx.send(());
-                }
-                Ok(())
-            }
-            Err(Skip::Raced) | Err(Skip::NowWal) => Err(std::io::Error::other(CommitRaced)),
-            Err(Skip::Busy(why)) => {
-                tracing::debug!(why, "rollback journal: lock #2 not had");
-                Err(std::io::Error::other(CommitRaced))
-            }
-        }
     }
 }
 
@@ -226,9 +339,8 @@ impl Image {
         ImageRead {
             inner: self.plan.reader(&self.held.src, self.legacy_header),
             rollback: self.rollback.as_ref(),
-            src: &self.held.src,
+            total: self.plan.bytes(),
             at: 0,
-            ended: false,
         }
     }
 
@@ -342,7 +454,12 @@ fn twin_by_header(
 /// The rollback-journal route: lock #1 (change counter and size), a temp file for the
 /// copy the pass writes, and the checking connections on it (they read nothing before
 /// the copy is confirmed). `None`: the database is in WAL mode now.
-fn pin_rollback(db: &Path, src: Source, tmp_dir: &Path, started: Instant) -> Result<Option<Pinned>> {
+fn pin_rollback(
+    db: &Path,
+    src: Source,
+    tmp_dir: &Path,
+    started: Instant,
+) -> Result<Option<Pinned>> {
     sweep_dead_snapshots(tmp_dir);
     let locker = Locker::open(db)?;
     let mut retry = Retry::new();
@@ -374,6 +491,8 @@ fn pin_rollback(db: &Path, src: Source, tmp_dir: &Path, started: Instant) -> Res
     let twin = twin::open_on_still_file(&tmp)?;
     tracing::debug!(pages = plan.pages, elapsed = ?started.elapsed(), "snapshot pinned (rollback journal: lock #1)");
     let copy_path = tmp.to_path_buf();
+    let read = std::fs::File::open(&tmp)
+        .map_err(|e| Error::io(&*tmp, "cannot open the snapshot copy", e))?;
     Ok(Some(Pinned {
         held: Arc::new(Held {
             conn: conn.into(),
@@ -382,12 +501,12 @@ fn pin_rollback(db: &Path, src: Source, tmp_dir: &Path, started: Instant) -> Res
         }),
         plan: Arc::new(plan),
         copy: Some((tmp, owner)),
-        rollback: Some(RollbackPass {
+        rollback: Some(RollbackStart {
             locker,
             first,
             copy,
+            read,
             copy_path,
-            ready: None,
         }),
         db: db.to_path_buf(),
         journal_mode: Mode::Rollback.name().to_string(),
@@ -500,11 +619,32 @@ impl Pinned {
     pub fn split(self, legacy_header: bool) -> (Image, Checker) {
         let size = self.plan.bytes();
         let plan = (self.plan.page_size, self.plan.pages);
-        let mut rollback = self.rollback;
-        let ready = rollback.as_mut().map(|rb| {
+        let mut ready = None;
+        let rollback = self.rollback.map(|start| {
             let (tx, rx) = std::sync::mpsc::channel();
-            rb.ready = Some(tx);
-            rx
+            ready = Some(rx);
+            let progress = Arc::new(CopyProgress::default());
+            let copy = start.read.try_clone();
+            let copy_path = start.copy_path.clone();
+            let (held, plan, p) = (self.held.clone(), self.plan.clone(), progress.clone());
+            let thread = std::thread::Builder::new()
+                .name("rollback-copy".into())
+                .spawn(move || copy_thread(held, plan, start, p, tx))
+                .ok();
+            if thread.is_none() {
+                progress.update(|st| {
+                    st.end = Some(CopyEnd::Failed(
+                        std::io::ErrorKind::Other,
+                        "cannot start the copy thread".into(),
+                    ))
+                });
+            }
+            RollbackPass {
+                progress,
+                copy,
+                copy_path,
+                thread,
+            }
         });
         let checker = Checker {
             held: self.held.clone(),

@@ -112,7 +112,8 @@ mod tests {
         let w = Connection::open(&path).unwrap();
         w.pragma_update(None, "journal_mode", "wal").unwrap();
         w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        w.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY)").unwrap();
+        w.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY)")
+            .unwrap();
         (path, w)
     }
 
@@ -125,7 +126,8 @@ mod tests {
     fn a_second_connection_reads_the_first_ones_snapshot_not_a_later_commit() {
         let dir = tempfile::tempdir().unwrap();
         let (path, w) = wal_db(dir.path());
-        w.execute_batch("INSERT INTO t VALUES (1), (2), (3)").unwrap();
+        w.execute_batch("INSERT INTO t VALUES (1), (2), (3)")
+            .unwrap();
         let first = open_parked(&path).unwrap();
         begin_read(&first, &path).unwrap();
         w.execute_batch("INSERT INTO t VALUES (4)").unwrap();
