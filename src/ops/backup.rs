@@ -197,12 +197,11 @@ pub async fn run(
     // fails it, and what it staged is thrown away before the next attempt.
     let mut retry = snapshot::Retry::new();
     let pass = loop {
-        let attempt = Instant::now();
         match one_pass(bucket, opts, &key, &tmp_dir, progress).await {
             Err(e) if snapshot::is_raced(&e) => {
-                tracing::debug!(elapsed = ?attempt.elapsed(), "a commit raced the read; again");
+                let took = snapshot::raced_read_took(&e).unwrap_or_default();
+                tracing::debug!(read_took = ?took, "a commit raced the read; again");
                 let db = opts.db.clone();
-                let took = attempt.elapsed();
                 let mut r = retry;
                 retry = blocking(move || {
                     r.again(&db, took, "a commit came during the read")?;

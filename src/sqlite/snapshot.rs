@@ -180,7 +180,8 @@ struct CopyState {
 enum CopyEnd {
     /// Lock #2 vouched for the copy.
     Confirmed,
-    Raced,
+    /// A commit came; the unlocked read took this long.
+    Raced(Duration),
     Failed(std::io::ErrorKind, String),
 }
 
@@ -257,7 +258,7 @@ fn copy_thread(
             }
             Ok(Err(why)) => {
                 tracing::debug!(?why, "rollback journal: lock #2 refused the read");
-                CopyEnd::Raced
+                CopyEnd::Raced(started.elapsed())
             }
             Err(e) => CopyEnd::Failed(std::io::ErrorKind::Other, e.to_string()),
         }
@@ -268,7 +269,10 @@ fn copy_thread(
 /// A commit came between the two SHARED locks of a rollback-journal read: the image is
 /// not a committed state. Carried inside the read's `io::Error` (see [`is_raced`]).
 #[derive(Debug)]
-struct CommitRaced;
+struct CommitRaced {
+    /// How long the unlocked read took: the quiet moment the next attempt needs.
+    read_took: Duration,
+}
 
 impl std::fmt::Display for CommitRaced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -281,8 +285,19 @@ impl std::error::Error for CommitRaced {}
 /// True for the error of an image read that a commit raced (rollback-journal mode): the
 /// caller throws away what it built from it and reads again ([`Retry`]).
 pub fn is_raced(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. }
-        if source.get_ref().is_some_and(|r| r.is::<CommitRaced>()))
+    raced_read_took(e).is_some()
+}
+
+/// For the error of a raced read ([`is_raced`]): how long its unlocked read took, the
+/// quiet moment to wait for before the next attempt ([`Retry::again`]).
+pub fn raced_read_took(e: &Error) -> Option<Duration> {
+    match e {
+        Error::Io { source, .. } => source
+            .get_ref()
+            .and_then(|r| r.downcast_ref::<CommitRaced>())
+            .map(|r| r.read_took),
+        _ => None,
+    }
 }
 
 /// The image's bytes in order. In rollback-journal mode they are read from the copy as
@@ -304,7 +319,9 @@ impl std::io::Read for ImageRead<'_> {
         let want = (out.len() as u64).min(self.total - self.at);
         let (copied, end) = rb.progress.wait_for(self.at + want);
         match end {
-            Some(CopyEnd::Raced) => return Err(std::io::Error::other(CommitRaced)),
+            Some(CopyEnd::Raced(read_took)) => {
+                return Err(std::io::Error::other(CommitRaced { read_took }));
+            }
             Some(CopyEnd::Failed(kind, msg)) => return Err(std::io::Error::new(kind, msg)),
             Some(CopyEnd::Confirmed) | None => {}
         }
@@ -821,15 +838,14 @@ pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
             .write(true)
             .open(&tmp)
             .map_err(|e| Error::io(&*tmp, "cannot open the snapshot", e))?;
-        let pass = Instant::now();
         match std::io::copy(&mut image.reader(), &mut out) {
             Ok(_) => break (tmp, owner, journal_mode, taken_at),
             Err(e) => {
                 let e = map_tmp_io(db, &tmp, e);
-                if !is_raced(&e) {
+                let Some(took) = raced_read_took(&e) else {
                     return Err(e);
-                }
-                retry.again(db, pass.elapsed(), "a commit came during the read")?;
+                };
+                retry.again(db, took, "a commit came during the read")?;
             }
         }
     };
