@@ -193,7 +193,25 @@ pub async fn run(
     }
 
     let tmp_dir = opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let pass = one_pass(bucket, opts, &key, &tmp_dir, progress).await?;
+    // A rollback-journal database is read without a lock: a commit that raced the read
+    // fails it, and what it staged is thrown away before the next attempt.
+    let mut retry = snapshot::Retry::new();
+    let pass = loop {
+        match one_pass(bucket, opts, &key, &tmp_dir, progress).await {
+            Err(e) if snapshot::is_raced(&e) => {
+                let took = snapshot::raced_read_took(&e).unwrap_or_default();
+                tracing::debug!(read_took = ?took, "a commit raced the read; again");
+                let db = opts.db.clone();
+                let mut r = retry;
+                retry = blocking(move || {
+                    r.again(&db, took, "a commit came during the read")?;
+                    Ok(r)
+                })
+                .await?;
+            }
+            other => break other?,
+        }
+    };
     let OnePass {
         sha256,
         bytes: snap_bytes,
@@ -389,7 +407,7 @@ struct OnePass {
     journal_mode: String,
     check: tokio::task::JoinHandle<Result<snapshot::Checked>>,
     /// Stops the check early when the backup fails anyway.
-    interrupt: rusqlite::InterruptHandle,
+    interrupt: snapshot::Interrupt,
     canonical: StagedUpload,
     spill: Spill,
 }
@@ -507,7 +525,7 @@ async fn one_pass(
 
 /// The image as the feed reads it, also written into the version's compressor.
 struct Tee<'a, W: std::io::Write> {
-    reader: crate::sqlite::pages::image::ImageReader<'a>,
+    reader: snapshot::ImageRead<'a>,
     enc: zstd::stream::write::Encoder<'static, W>,
     /// A failed write to the compressed temp file (the feed's error would blame the read).
     failed: Option<std::io::Error>,

@@ -330,6 +330,14 @@ pub fn check_for(size: u64) -> &'static str {
 /// Runs `integrity_check` (or `quick_check` past [`FULL_CHECK_MAX_BYTES`]) and
 /// `foreign_key_check`. Returns which check ran.
 pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {
+    let pragma = check_structure(conn, path, size)?;
+    check_foreign_keys(conn, path)?;
+    Ok(pragma)
+}
+
+/// The structural half of [`check_integrity`]: `integrity_check`, or `quick_check` over
+/// the size limit ([`check_for`]). Returns which ran.
+pub fn check_structure(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {
     let pragma = check_for(size);
     let bad = |detail: String| {
         Error::db(
@@ -345,6 +353,18 @@ pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'st
     if lines != ["ok"] {
         return Err(bad(lines.join("; ")));
     }
+    Ok(pragma)
+}
+
+/// `PRAGMA foreign_key_check`: no row may point at a parent row that does not exist.
+pub fn check_foreign_keys(conn: &Connection, path: &Path) -> Result<()> {
+    let bad = |detail: String| {
+        Error::db(
+            path,
+            format!("fails PRAGMA foreign_key_check: {detail}"),
+            "the database is damaged; it was not uploaded and the last good backup is kept. Restore it with `hubvault restore`",
+        )
+    };
     let fk: Vec<(String, Option<i64>, String, i64)> = conn
         .prepare("PRAGMA foreign_key_check")
         .and_then(|mut s| {
@@ -377,7 +397,7 @@ pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'st
             ),
         ));
     }
-    Ok(pragma)
+    Ok(())
 }
 
 /// `HUBVAULT_FULL_CHECK_MAX_BYTES` (a whole number of bytes), else

@@ -19,4 +19,5 @@ pub mod safedir;
 pub mod snapshot;
 pub mod spelling;
 pub mod sqltext;
+pub mod twin;
 pub mod vtab;

@@ -11,11 +11,15 @@
 //!   and the checks), as the online backup API's pass did.
 //! - **Rollback-journal mode**: any SHARED lock held while the database is read would
 //!   make a writer with a short busy timeout fail (a 1 GiB read takes a second). So the
-//!   pages are copied without a lock into a temp file in `--tmp-dir`, between two brief
-//!   SHARED locks that read the file change counter (`pages::rollback`): the same counter
-//!   at both proves no commit came between, and the copy is that state (a commit that
-//!   raced it is retried, waiting for a quiet moment). The copy is then read once and
-//!   checked, with no lock on the live file at all.
+//!   pages are read ONCE without a lock, between two brief SHARED locks that read the
+//!   file change counter (`pages::rollback`): lock #1 when pinned, lock #2 when the image
+//!   reader reaches the end ([`rollback::confirm_full`]). The same counter and size at
+//!   both, and page 1 re-read under lock #2 as it was streamed, prove no commit came
+//!   between. The bytes read go to the caller (hash, uploads, compressor) and, in the
+//!   same read, into a temp copy in `--tmp-dir`, which the checks read once lock #2 has
+//!   vouched for it (they wait until then, with no lock on the live file at all). A
+//!   commit that raced the read fails it with [`is_raced`]: the caller throws away what
+//!   it staged and tries again ([`Retry`]), waiting for a quiet moment.
 //!
 //! Either way the image starts with a page 1 that says rollback mode (header bytes 18
 //! and 19 = 1) when asked ([`Pinned::reader`]): the uploaded object is one self-contained
@@ -31,12 +35,12 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
-use crate::model::stream::PageTable;
 use crate::sqlite::db::{self, ConnectorInfo};
 use crate::sqlite::fsio;
 use crate::sqlite::pages::image::{ImagePlan, ImageReader, pin_wal};
 use crate::sqlite::pages::rollback::{self, Locker, Skip};
-use crate::sqlite::pages::{FileSink, Mode, Source};
+use crate::sqlite::pages::{DbHeader, Mode, Source};
+use crate::sqlite::twin;
 
 /// A checked snapshot in a temp file, removed when dropped.
 #[derive(Debug)]
@@ -76,9 +80,11 @@ pub struct Checked {
 pub struct Pinned {
     held: Arc<Held>,
     plan: Arc<ImagePlan>,
-    /// Rollback-journal mode: the consistent copy being read (removed when dropped) and
-    /// the descriptor holding its `flock`.
+    /// Rollback-journal mode: the copy the pass writes for the checks (removed when
+    /// dropped) and the descriptor holding its `flock`.
     copy: Option<(tempfile::TempPath, std::fs::File)>,
+    /// Rollback-journal mode: what lock #2 needs, for the copy thread.
+    rollback: Option<RollbackStart>,
     db: PathBuf,
     /// The live database's journal mode.
     pub journal_mode: String,
@@ -98,6 +104,9 @@ struct Held {
     // the database close, since closing any descriptor of a file drops every POSIX lock
     // the process holds on it, the connection's included.
     conn: std::sync::Mutex<Connection>,
+    /// A second connection on the same state (`twin`), so the checks split over two
+    /// cores; `None` when SQLite could not give one.
+    twin: Option<std::sync::Mutex<Connection>>,
     src: Source,
 }
 
@@ -106,16 +115,250 @@ pub struct Image {
     held: Arc<Held>,
     plan: Arc<ImagePlan>,
     legacy_header: bool,
-    /// The rollback-journal copy read (removed when the image is dropped; the checking
-    /// connection keeps its own descriptor).
+    /// Rollback-journal mode: lock #2's figures, the copy written in the same read, and
+    /// the word to the checker that the copy is a committed state.
+    rollback: Option<RollbackPass>,
+    /// The rollback-journal copy (removed when the image is dropped; the checking
+    /// connections keep their own descriptors).
     _copy: Option<(tempfile::TempPath, std::fs::File)>,
+}
+
+/// What a rollback-journal read needs once split: lock #2's locker and figures, and the
+/// copy to write.
+struct RollbackStart {
+    locker: Locker,
+    /// Header and size under lock #1.
+    first: (DbHeader, u64),
+    /// A read-write descriptor of the copy, for the thread (the `flock` is held by
+    /// another one), and a read-only one for the image's reader.
+    copy: std::fs::File,
+    read: std::fs::File,
+    copy_path: PathBuf,
+}
+
+/// A rollback-journal image in the making. A thread of its own copies the live file,
+/// without a lock, into the copy and takes lock #2 as soon as it is done ([`copy_thread`]):
+/// the unlocked window is as short as a plain copy, whatever the consumer of the image
+/// does with the bytes. The image's reader follows that thread through the copy (the
+/// source is read once; the consumer's bytes come from the copy's page cache), so the
+/// copy and the hash/upload/compression overlap instead of running one after the other.
+struct RollbackPass {
+    progress: Arc<CopyProgress>,
+    /// The copy, read-only (an error if it could not be had: reads fail with it).
+    copy: std::io::Result<std::fs::File>,
+    copy_path: PathBuf,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RollbackPass {
+    fn drop(&mut self) {
+        // The copy must not be written after the image (and its temp file) is gone.
+        self.progress
+            .cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How far the copy thread is, and how it ended.
+#[derive(Default)]
+struct CopyProgress {
+    state: std::sync::Mutex<CopyState>,
+    moved: std::sync::Condvar,
+    cancel: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct CopyState {
+    copied: u64,
+    end: Option<CopyEnd>,
+}
+
+#[derive(Clone)]
+enum CopyEnd {
+    /// Lock #2 vouched for the copy.
+    Confirmed,
+    /// A commit came; the unlocked read took this long.
+    Raced(Duration),
+    Failed(std::io::ErrorKind, String),
+}
+
+impl CopyProgress {
+    fn state(&self) -> std::sync::MutexGuard<'_, CopyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut CopyState)) {
+        f(&mut self.state());
+        self.moved.notify_all();
+    }
+
+    /// Waits until `at` bytes are copied or the copy ended; returns the bytes copied and
+    /// the end, if any.
+    fn wait_for(&self, at: u64) -> (u64, Option<CopyEnd>) {
+        let mut st = self.state();
+        while st.copied < at && st.end.is_none() {
+            st = self.moved.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        (st.copied, st.end.clone())
+    }
+}
+
+/// The copy thread of a rollback-journal read (see [`RollbackPass`]): the live file as
+/// lock #1 sized it, copied in order, then lock #2 ([`rollback::confirm_full`]); tells
+/// the checker when the copy is confirmed.
+fn copy_thread(
+    held: Arc<Held>,
+    plan: Arc<ImagePlan>,
+    start: RollbackStart,
+    progress: Arc<CopyProgress>,
+    ready: std::sync::mpsc::Sender<()>,
+) {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let started = Instant::now();
+    let failed = |e: std::io::Error, what: &str| CopyEnd::Failed(e.kind(), format!("{what}: {e}"));
+    let end = (|| {
+        let mut reader = plan.reader(&held.src, false);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        loop {
+            if progress.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                return CopyEnd::Failed(std::io::ErrorKind::Interrupted, "stopped".into());
+            }
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return failed(e, "cannot read the database"),
+            };
+            if let Err(e) = start.copy.write_all_at(&buf[..n], at) {
+                let what = format!(
+                    "cannot write the snapshot copy {}",
+                    start.copy_path.display()
+                );
+                return failed(e, &what);
+            }
+            at += n as u64;
+            progress.update(|st| st.copied = at);
+        }
+        let ps = start.first.0.page_size as u64;
+        let copy = &start.copy;
+        let got = rollback::confirm_full(&held.src, &start.locker, &start.first, &mut |p, b| {
+            copy.read_exact_at(b, (p as u64 - 1) * ps)
+        });
+        match got {
+            Ok(Ok(held)) => {
+                tracing::debug!(lock_held = ?held, bytes = at, elapsed = ?started.elapsed(),
+                    "rollback journal: read once without a lock, confirmed under lock #2");
+                // The checker may be gone (a caller that checks nothing): fine.
+                let _ = ready.send(());
+                CopyEnd::Confirmed
+            }
+            Ok(Err(why)) => {
+                tracing::debug!(?why, "rollback journal: lock #2 refused the read");
+                CopyEnd::Raced(started.elapsed())
+            }
+            Err(e) => CopyEnd::Failed(std::io::ErrorKind::Other, e.to_string()),
+        }
+    })();
+    progress.update(|st| st.end = Some(end));
+}
+
+/// A commit came between the two SHARED locks of a rollback-journal read: the image is
+/// not a committed state. Carried inside the read's `io::Error` (see [`is_raced`]).
+#[derive(Debug)]
+struct CommitRaced {
+    /// How long the unlocked read took: the quiet moment the next attempt needs.
+    read_took: Duration,
+}
+
+impl std::fmt::Display for CommitRaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a commit came while the database was read")
+    }
+}
+
+impl std::error::Error for CommitRaced {}
+
+/// True for the error of an image read that a commit raced (rollback-journal mode): the
+/// caller throws away what it built from it and reads again ([`Retry`]).
+pub fn is_raced(e: &Error) -> bool {
+    raced_read_took(e).is_some()
+}
+
+/// For the error of a raced read ([`is_raced`]): how long its unlocked read took, the
+/// quiet moment to wait for before the next attempt ([`Retry::again`]).
+pub fn raced_read_took(e: &Error) -> Option<Duration> {
+    match e {
+        Error::Io { source, .. } => source
+            .get_ref()
+            .and_then(|r| r.downcast_ref::<CommitRaced>())
+            .map(|r| r.read_took),
+        _ => None,
+    }
+}
+
+/// The image's bytes in order. In rollback-journal mode they are read from the copy as
+/// its thread writes it; at the end of the image lock #2 has confirmed the copy, or the
+/// read fails with [`is_raced`].
+pub struct ImageRead<'a> {
+    inner: ImageReader<'a>,
+    rollback: Option<&'a RollbackPass>,
+    total: u64,
+    at: u64,
+}
+
+impl std::io::Read for ImageRead<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let Some(rb) = self.rollback else {
+            return self.inner.read(out);
+        };
+        let want = (out.len() as u64).min(self.total - self.at);
+        let (copied, end) = rb.progress.wait_for(self.at + want);
+        match end {
+            Some(CopyEnd::Raced(read_took)) => {
+                return Err(std::io::Error::other(CommitRaced { read_took }));
+            }
+            Some(CopyEnd::Failed(kind, msg)) => return Err(std::io::Error::new(kind, msg)),
+            Some(CopyEnd::Confirmed) | None => {}
+        }
+        let n = (copied.min(self.total) - self.at).min(want) as usize;
+        if n == 0 {
+            // The end of the image, confirmed (an unconfirmed end returned above).
+            return Ok(0);
+        }
+        let copy = rb
+            .copy
+            .as_ref()
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+        copy.read_exact_at(&mut out[..n], self.at).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot read the snapshot copy {}: {e}",
+                    rb.copy_path.display()
+                ),
+            )
+        })?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 impl Image {
     /// The image's bytes in order (page 1 saying rollback mode when asked: see
-    /// [`Pinned::split`]).
-    pub fn reader(&self) -> ImageReader<'_> {
-        self.plan.reader(&self.held.src, self.legacy_header)
+    /// [`Pinned::split`]). Read it to its end: in rollback-journal mode the end is where
+    /// the image is proven a committed state (or fails with [`is_raced`]).
+    pub fn reader(&self) -> ImageRead<'_> {
+        ImageRead {
+            inner: self.plan.reader(&self.held.src, self.legacy_header),
+            rollback: self.rollback.as_ref(),
+            total: self.plan.bytes(),
+            at: 0,
+        }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -129,6 +372,8 @@ pub struct Checker {
     db: PathBuf,
     size: u64,
     plan: (u32, u32),
+    /// Rollback-journal mode: word that the copy the checks read is whole and confirmed.
+    ready: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// How long a rollback-journal copy keeps trying to fit between two commits.
@@ -166,15 +411,21 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                     },
                 )?;
                 let Some(plan) = plan else { continue };
-                tracing::debug!(pages = plan.pages, wal_pages = plan.wal_pages(),
+                let twin = match twin::open_on_snapshot(&conn, db)? {
+                    Some(t) => Some(t),
+                    None => twin_by_header(&mut src, plan.index, db)?,
+                };
+                tracing::debug!(twin = twin.is_some(), pages = plan.pages, wal_pages = plan.wal_pages(),
                     elapsed = ?started.elapsed(), "snapshot pinned (WAL read transaction)");
                 return Ok(Pinned {
                     held: Arc::new(Held {
                         conn: conn.into(),
+                        twin: twin.map(Into::into),
                         src,
                     }),
                     plan: Arc::new(plan),
                     copy: None,
+                    rollback: None,
                     db: db.to_path_buf(),
                     journal_mode: Mode::Wal.name().to_string(),
                     taken_at,
@@ -182,9 +433,9 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                     pinned_after: started.elapsed(),
                 });
             }
-            Mode::Rollback => match copy_rollback(db, &src, tmp_dir, started)? {
+            Mode::Rollback => match pin_rollback(db, src, tmp_dir, started)? {
                 Some(p) => return Ok(p),
-                None => continue, // switched to WAL meanwhile
+                None => src = Source::open(db)?, // switched to WAL meanwhile
             },
         }
     }
@@ -195,71 +446,134 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
     ))
 }
 
-/// The rollback-journal route: a lock-free copy vouched for by the change counter.
-/// `None`: the database is in WAL mode now.
-fn copy_rollback(
+/// A second connection on the snapshot whose wal-index header `pinned` is, proven the
+/// way [`pin_wal`] proves the first: the header read before and after its read
+/// transaction began is `pinned` both times (a header only moves forward), so that
+/// transaction took it. For an empty WAL, where SQLite has no snapshot handle; with a
+/// writer committing meanwhile there is none (`None`: one connection checks).
+fn twin_by_header(
+    src: &mut Source,
+    pinned: Option<crate::sqlite::pages::shm::IndexHeader>,
     db: &Path,
-    src: &Source,
+) -> Result<Option<Connection>> {
+    let Some(pinned) = pinned else {
+        return Ok(None);
+    };
+    let io = |e| Error::io(db, "cannot read the -shm", e);
+    let conn = twin::open_parked(db)?;
+    if src.shm_header().map_err(io)? != Some(pinned) {
+        return Ok(None);
+    }
+    twin::begin_read(&conn, db)?;
+    Ok((src.shm_header().map_err(io)? == Some(pinned)).then_some(conn))
+}
+
+/// The rollback-journal route: lock #1 (change counter and size), a temp file for the
+/// copy the pass writes, and the checking connections on it (they read nothing before
+/// the copy is confirmed). `None`: the database is in WAL mode now.
+fn pin_rollback(
+    db: &Path,
+    src: Source,
     tmp_dir: &Path,
     started: Instant,
 ) -> Result<Option<Pinned>> {
     sweep_dead_snapshots(tmp_dir);
+    let locker = Locker::open(db)?;
+    let mut retry = Retry::new();
+    let first = loop {
+        match rollback::counter(&src, &locker) {
+            Ok((h, _)) if h.mode == Mode::Wal => return Ok(None),
+            Ok(first) => break first,
+            Err(Skip::NowWal) => return Ok(None),
+            Err(Skip::Raced) => retry.again(db, Duration::ZERO, "a commit came")?,
+            Err(Skip::Busy(why)) => retry.again(db, Duration::ZERO, &why)?,
+        }
+    };
+    let taken_at = chrono::Utc::now();
     let (owner, tmp) = locked_temp_file(tmp_dir, ".db")
         .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
-    let locker = Locker::open(db)?;
-    let empty = PageTable::new(0);
-    let mut attempts = 0;
-    let last_why = loop {
-        attempts += 1;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&*tmp, "cannot open the snapshot copy", e))?;
-        let mut sink = FileSink::new(file, &tmp);
-        let taken_at = chrono::Utc::now();
-        let pass = Instant::now();
-        let got = rollback::observe_into(src, &locker, &empty, &mut sink)
-            .map_err(|e| map_copy_error(db, &tmp, e))?;
-        let why = match got {
-            Ok(o) => {
-                tracing::debug!(attempts, pages = o.db_pages, lock_held = ?o.lock_held,
-                    elapsed = ?started.elapsed(), "snapshot copied (rollback journal, lock-free)");
-                drop(sink);
-                // Nothing else writes the copy: read it like a file.
-                let copy_src = Source::open(&tmp)?;
-                let plan = ImagePlan::file(&copy_src)?;
-                let conn = db::open_read_only(&tmp)?;
-                return Ok(Some(Pinned {
-                    held: Arc::new(Held {
-                        conn: conn.into(),
-                        src: copy_src,
-                    }),
-                    plan: Arc::new(plan),
-                    copy: Some((tmp, owner)),
-                    db: db.to_path_buf(),
-                    journal_mode: Mode::Rollback.name().to_string(),
-                    taken_at,
-                    attempts,
-                    pinned_after: started.elapsed(),
-                }));
-            }
-            Err(Skip::NowWal) => return Ok(None),
-            Err(Skip::Raced) => "a commit came during the copy".to_string(),
-            Err(Skip::Busy(why)) => why,
-        };
-        if attempts >= ROLLBACK_TRIES || started.elapsed() >= ROLLBACK_BUDGET {
-            break why;
+    let copy = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(&*tmp, "cannot open the snapshot copy", e))?;
+    let (h, len) = first;
+    // The image is the file as lock #1 saw it; lock #2 proves it still is.
+    let mut plan = ImagePlan::file(&src)?;
+    plan.page_size = h.page_size;
+    plan.pages = (len / h.page_size as u64) as u32;
+    // Opened now, on an empty file: they read nothing until the copy is confirmed, and
+    // SQLite reads a file it has never read from scratch.
+    let conn = db::open_read_only(&tmp)?;
+    let twin = twin::open_on_still_file(&tmp)?;
+    tracing::debug!(pages = plan.pages, elapsed = ?started.elapsed(), "snapshot pinned (rollback journal: lock #1)");
+    let copy_path = tmp.to_path_buf();
+    let read = std::fs::File::open(&tmp)
+        .map_err(|e| Error::io(&*tmp, "cannot open the snapshot copy", e))?;
+    Ok(Some(Pinned {
+        held: Arc::new(Held {
+            conn: conn.into(),
+            twin: Some(twin.into()),
+            src,
+        }),
+        plan: Arc::new(plan),
+        copy: Some((tmp, owner)),
+        rollback: Some(RollbackStart {
+            locker,
+            first,
+            copy,
+            read,
+            copy_path,
+        }),
+        db: db.to_path_buf(),
+        journal_mode: Mode::Rollback.name().to_string(),
+        taken_at,
+        attempts: retry.attempts + 1,
+        pinned_after: started.elapsed(),
+    }))
+}
+
+/// Attempts at a consistent rollback-journal read, each after a quiet moment: at most
+/// [`ROLLBACK_TRIES`] in [`ROLLBACK_BUDGET`].
+pub struct Retry {
+    started: Instant,
+    attempts: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry::new()
+    }
+}
+
+impl Retry {
+    pub fn new() -> Retry {
+        Retry {
+            started: Instant::now(),
+            attempts: 0,
         }
-        wait_for_quiet(src, pass.elapsed(), started + ROLLBACK_BUDGET);
-    };
-    Err(Error::db(
-        db,
-        format!(
-            "changed during each of {attempts} attempts at a consistent copy in {:.0?} ({last_why})",
-            started.elapsed()
-        ),
-        "the connector commits without a pause long enough to read the database; the backup never holds a lock that could make it fail, so try again when it is quieter",
-    ))
+    }
+
+    /// Counts a failed attempt (`why`) and waits for a moment as quiet as the last read
+    /// (`pass`) took; an error naming `db` once the attempts or the time are used up.
+    pub fn again(&mut self, db: &Path, pass: Duration, why: &str) -> Result<()> {
+        self.attempts += 1;
+        if self.attempts >= ROLLBACK_TRIES || self.started.elapsed() >= ROLLBACK_BUDGET {
+            return Err(Error::db(
+                db,
+                format!(
+                    "changed during each of {} attempts at a consistent copy in {:.0?} ({why})",
+                    self.attempts,
+                    self.started.elapsed()
+                ),
+                "the connector commits without a pause long enough to read the database; the backup never holds a lock that could make it fail, so try again when it is quieter",
+            ));
+        }
+        if let Ok(src) = Source::open(db) {
+            wait_for_quiet(&src, pass, self.started + ROLLBACK_BUDGET);
+        }
+        Ok(())
+    }
 }
 
 /// Waits (bounded by `until`) until the change counter has stayed put for about as long
@@ -277,13 +591,6 @@ fn wait_for_quiet(src: &Source, pass: Duration, until: Instant) {
         } else if since.elapsed() >= want {
             return;
         }
-    }
-}
-
-fn map_copy_error(db: &Path, tmp: &Path, e: Error) -> Error {
-    match e {
-        Error::Io { path, source, .. } if path == tmp => map_tmp_io(db, tmp, source),
-        other => other,
     }
 }
 
@@ -329,16 +636,45 @@ impl Pinned {
     pub fn split(self, legacy_header: bool) -> (Image, Checker) {
         let size = self.plan.bytes();
         let plan = (self.plan.page_size, self.plan.pages);
+        let mut ready = None;
+        let rollback = self.rollback.map(|start| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            ready = Some(rx);
+            let progress = Arc::new(CopyProgress::default());
+            let copy = start.read.try_clone();
+            let copy_path = start.copy_path.clone();
+            let (held, plan, p) = (self.held.clone(), self.plan.clone(), progress.clone());
+            let thread = std::thread::Builder::new()
+                .name("rollback-copy".into())
+                .spawn(move || copy_thread(held, plan, start, p, tx))
+                .ok();
+            if thread.is_none() {
+                progress.update(|st| {
+                    st.end = Some(CopyEnd::Failed(
+                        std::io::ErrorKind::Other,
+                        "cannot start the copy thread".into(),
+                    ))
+                });
+            }
+            RollbackPass {
+                progress,
+                copy,
+                copy_path,
+                thread,
+            }
+        });
         let checker = Checker {
             held: self.held.clone(),
             db: self.db,
             size,
             plan,
+            ready,
         };
         let image = Image {
             held: self.held,
             plan: self.plan,
             legacy_header,
+            rollback,
             _copy: self.copy,
         };
         (image, checker)
@@ -352,15 +688,38 @@ impl Checker {
     }
 
     /// Interrupts the checks from another thread (the upload failed: no need to finish).
-    pub fn interrupt_handle(&self) -> rusqlite::InterruptHandle {
-        self.conn().get_interrupt_handle()
+    pub fn interrupt_handle(&self) -> Interrupt {
+        let mut handles = vec![self.conn().get_interrupt_handle()];
+        if let Some(t) = &self.held.twin {
+            handles.push(lock(t).get_interrupt_handle());
+        }
+        Interrupt(handles)
     }
 
     /// Integrity and foreign-key checks, ids, row counts and page figures of the pinned
     /// state. Errors name the live database. The read transaction lasts until the
     /// [`Image`] is dropped too.
+    ///
+    /// With a second connection on the same state, `integrity_check` (the longest, about
+    /// three quarters of the checks' time) runs on this thread and everything else on
+    /// another, so the checks take about as long as `integrity_check` alone.
     pub fn check(self) -> Result<Checked> {
-        let c = check_conn(&self.conn(), &self.db, self.size)?;
+        if let Some(ready) = &self.ready
+            && ready.recv().is_err()
+        {
+            // The image was dropped before its end was confirmed: the caller failed.
+            return Err(Error::check(
+                format!(
+                    "{}: the database was not read to its end, nothing to check",
+                    self.db.display()
+                ),
+                "see the error of the read or the upload",
+            ));
+        }
+        let c = match &self.held.twin {
+            None => check_conn(&self.conn(), &self.db, self.size)?,
+            Some(twin) => self.check_split(twin)?,
+        };
         if (c.page_size, c.page_count) != (self.plan.0 as u64, self.plan.1 as u64) {
             return Err(Error::check(
                 format!(
@@ -376,6 +735,74 @@ impl Checker {
         }
         Ok(c)
     }
+}
+
+impl Checker {
+    fn check_split(&self, twin: &std::sync::Mutex<Connection>) -> Result<Checked> {
+        let started = Instant::now();
+        let db = self.db.as_path();
+        let conn = self.conn();
+        let stop_twin = lock(twin).get_interrupt_handle();
+        std::thread::scope(|s| {
+            let rest = std::thread::Builder::new()
+                .name("check-twin".into())
+                .spawn_scoped(s, || {
+                    let t = lock(twin);
+                    let r = check_rest(&t, db);
+                    tracing::debug!(elapsed = ?started.elapsed(), "snapshot checked: foreign keys, ids, counts");
+                    r
+                })
+                .map_err(|e| Error::io(db, "cannot start a check thread", e))?;
+            let structure = db::check_structure(&conn, db, self.size);
+            if structure.is_err() {
+                // Damaged: the other half's verdict no longer matters.
+                stop_twin.interrupt();
+            }
+            let rest = rest.join().map_err(|_| {
+                Error::check(
+                    format!("{}: a check thread panicked", db.display()),
+                    "report this as a bug",
+                )
+            });
+            tracing::debug!(elapsed = ?started.elapsed(), "snapshot checked: structure");
+            let check = structure?;
+            let (info, rows, page_size, page_count) = rest??;
+            Ok(Checked {
+                info,
+                rows,
+                page_size,
+                page_count,
+                check,
+            })
+        })
+    }
+}
+
+/// Stops both connections' checks (see [`Checker::interrupt_handle`]).
+pub struct Interrupt(Vec<rusqlite::InterruptHandle>);
+
+impl Interrupt {
+    pub fn interrupt(&self) {
+        for h in &self.0 {
+            h.interrupt();
+        }
+    }
+}
+
+/// A connection's mutex: only the checker's threads lock it, never poisoned for good.
+fn lock(m: &std::sync::Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Rest = (ConnectorInfo, BTreeMap<String, u64>, u64, u64);
+
+/// Everything but the structural check: foreign keys, ids, row counts, page figures.
+fn check_rest(conn: &Connection, db: &Path) -> Result<Rest> {
+    db::check_foreign_keys(conn, db)?;
+    let info = db::read_info(conn, db)?;
+    let rows = db::table_counts(conn, db)?;
+    let (page_size, page_count, _) = db::page_info(conn, db)?;
+    Ok((info, rows, page_size, page_count))
 }
 
 fn check_conn(conn: &Connection, db: &Path, size: u64) -> Result<Checked> {
@@ -399,22 +826,27 @@ fn check_conn(conn: &Connection, db: &Path, size: u64) -> Result<Checked> {
 /// plain rollback-journal database.
 pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
     let started = Instant::now();
-    let mut pinned = pin(db, tmp_dir)?;
-    let (journal_mode, taken_at) = (pinned.journal_mode.clone(), pinned.taken_at);
-    let (file, owner) = match pinned.copy.take() {
-        Some(c) => c,
-        None => {
-            sweep_dead_snapshots(tmp_dir);
-            let (owner, tmp) = locked_temp_file(tmp_dir, ".db")
-                .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
-            let (image, checker) = pinned.split(true);
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&tmp)
-                .map_err(|e| Error::io(&*tmp, "cannot open the snapshot", e))?;
-            std::io::copy(&mut image.reader(), &mut out).map_err(|e| map_tmp_io(db, &tmp, e))?;
-            drop(checker);
-            (tmp, owner)
+    let mut retry = Retry::new();
+    let (file, owner, journal_mode, taken_at) = loop {
+        let pinned = pin(db, tmp_dir)?;
+        let (journal_mode, taken_at) = (pinned.journal_mode.clone(), pinned.taken_at);
+        let (owner, tmp) = locked_temp_file(tmp_dir, ".db")
+            .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
+        let (image, checker) = pinned.split(true);
+        drop(checker);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&*tmp, "cannot open the snapshot", e))?;
+        match std::io::copy(&mut image.reader(), &mut out) {
+            Ok(_) => break (tmp, owner, journal_mode, taken_at),
+            Err(e) => {
+                let e = map_tmp_io(db, &tmp, e);
+                let Some(took) = raced_read_took(&e) else {
+                    return Err(e);
+                };
+                retry.again(db, took, "a commit came during the read")?;
+            }
         }
     };
     let size = std::fs::metadata(&file)

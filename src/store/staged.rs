@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::store::bucket::{Bucket, CHUNK, IN_FLIGHT, PART_CONCURRENCY, PART_SIZE, Transfer};
 pub use crate::store::codec::Landed;
 use crate::store::codec::{self, Encoding};
-use crate::store::local::LocalUpload;
+use crate::store::local::{AlignedChunk, LocalUpload};
 use crate::store::tagged::{self, TagSlot};
 
 impl Bucket {
@@ -270,12 +270,13 @@ impl Feed {
         self.flush_partial()?;
         let mut total = 0u64;
         loop {
-            let mut chunk = BytesMut::zeroed(CHUNK);
+            // Aligned: a local upload writes it to the disk as it is (`O_DIRECT`).
+            let mut chunk = AlignedChunk::zeroed(CHUNK);
             let mut n = 0;
             // Fill the chunk: a short read (a page batch) is not the end.
             while n < CHUNK {
                 let got = src
-                    .read(&mut chunk[n..])
+                    .read(&mut chunk.as_mut()[n..])
                     .map_err(|e| Error::io(path, "read failed during upload", e))?;
                 if got == 0 {
                     break;
@@ -285,9 +286,8 @@ impl Feed {
             if n == 0 {
                 return Ok(total);
             }
-            chunk.truncate(n);
             total += n as u64;
-            self.send(chunk.freeze())?;
+            self.send(chunk.freeze(n))?;
             if n < CHUNK {
                 return Ok(total);
             }

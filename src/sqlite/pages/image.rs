@@ -21,6 +21,7 @@ use std::fs::File;
 use std::io::Read;
 
 use crate::error::{Error, Result};
+use crate::sqlite::pages::shm::IndexHeader;
 use crate::sqlite::pages::wal::{self, WalHeader, read_full};
 use crate::sqlite::pages::{Mode, Source};
 
@@ -38,6 +39,9 @@ pub struct ImagePlan {
     /// For a WAL database: the WAL (a descriptor of its own: SQLite locks nothing on the
     /// `-wal`, so closing it is harmless), its header, and page -> newest frame number.
     wal: Option<(File, WalHeader, HashMap<u32, u64>)>,
+    /// For a WAL database pinned by [`pin_wal`]: the wal-index header of the snapshot,
+    /// which another connection's read transaction can be proven to share.
+    pub index: Option<IndexHeader>,
 }
 
 impl ImagePlan {
@@ -55,6 +59,7 @@ impl ImagePlan {
             pages: (len / h.page_size as u64) as u32,
             mode: h.mode,
             wal: None,
+            index: None,
         })
     }
 
@@ -210,6 +215,7 @@ pub fn pin_wal(
             // Every reader reads the file alone, and checkpoints wait for this one.
             let mut plan = ImagePlan::file(src)?;
             plan.wal = None;
+            plan.index = Some(h);
             return Ok(Some(plan));
         }
         let ps = h.page_size;
@@ -251,6 +257,7 @@ pub fn pin_wal(
             pages: h.pages,
             mode: Mode::Wal,
             wal: Some((wal_file, wh, idx.frames)),
+            index: Some(h),
         }));
     }
     Err(Error::db(

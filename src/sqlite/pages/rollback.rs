@@ -220,3 +220,46 @@ pub fn counter(src: &Source, locker: &Locker) -> std::result::Result<(DbHeader, 
         Err(s) => Err(s),
     }
 }
+
+/// Lock #2 of a full image read without a lock and streamed elsewhere (a backup's one
+/// pass, which cannot take pages back once sent): under a brief SHARED lock the counter
+/// and size must still be `first`'s (taken under lock #1 with [`counter`]), and page 1
+/// (every page, for a database of at most [`RELOCK_PAGES`] pages, as [`observe_into`]
+/// re-reads its candidates) re-read there must equal what was streamed, which `streamed`
+/// reads back into its buffer. `Ok(Err(Skip::Raced))`: a commit came, the image is not
+/// a committed state. Returns how long the lock was held.
+pub fn confirm_full(
+    src: &Source,
+    locker: &Locker,
+    first: &(DbHeader, u64),
+    streamed: &mut dyn FnMut(u32, &mut [u8]) -> std::io::Result<()>,
+) -> Result<std::result::Result<Duration, Skip>> {
+    let (h, len) = first;
+    let ps = h.page_size as usize;
+    let pages = (len / ps as u64) as u32;
+    let relock = if pages as usize <= RELOCK_PAGES {
+        pages
+    } else {
+        1
+    };
+    let io = |e| Error::io(src.path(), "cannot read the database", e);
+    let confirmed = locker.shared(|| -> Result<bool> {
+        match counter_of(src) {
+            Some(now) if now == *first => {}
+            _ => return Ok(false),
+        }
+        let (mut live, mut sent) = (vec![0u8; ps], vec![0u8; ps]);
+        for p in 1..=relock {
+            read_full(src.db_file(), &mut live, (p as u64 - 1) * ps as u64).map_err(io)?;
+            streamed(p, &mut sent).map_err(io)?;
+            if live != sent {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    });
+    match confirmed {
+        Ok((r, held)) => Ok(if r? { Ok(held) } else { Err(Skip::Raced) }),
+        Err(s) => Ok(Err(s)),
+    }
+}
