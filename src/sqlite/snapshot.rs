@@ -204,6 +204,15 @@ impl CopyProgress {
         }
         (st.copied, st.end.clone())
     }
+
+    /// Waits until the copy ended (lock #2's verdict, or a failure).
+    fn wait_end(&self) -> (u64, Option<CopyEnd>) {
+        let mut st = self.state();
+        while st.end.is_none() {
+            st = self.moved.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        (st.copied, st.end.clone())
+    }
 }
 
 /// The copy thread of a rollback-journal read (see [`RollbackPass`]): the live file as
@@ -317,7 +326,13 @@ impl std::io::Read for ImageRead<'_> {
             return self.inner.read(out);
         };
         let want = (out.len() as u64).min(self.total - self.at);
-        let (copied, end) = rb.progress.wait_for(self.at + want);
+        // At the end of the image, the copy's end too: the whole copy may be written
+        // before lock #2 has said whether a commit raced it, and EOF means confirmed.
+        let (copied, end) = if self.at + want >= self.total {
+            rb.progress.wait_end()
+        } else {
+            rb.progress.wait_for(self.at + want)
+        };
         match end {
             Some(CopyEnd::Raced(read_took)) => {
                 return Err(std::io::Error::other(CommitRaced { read_took }));
