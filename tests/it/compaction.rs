@@ -698,7 +698,10 @@ fn the_agent_compactor_waits_for_a_segment_still_being_sent() {
                 .await
                 .unwrap()
                 .unwrap();
-        let built = hubvault::catalog::stream::build(&bucket, &p).await.unwrap();
+        let image = tempfile::NamedTempFile::new_in(private_tmp()).unwrap();
+        let built = hubvault::catalog::stream::build(&bucket, &p, image.path())
+            .await
+            .unwrap();
         assert_eq!(built.commits, 2);
     });
 }
@@ -1023,8 +1026,11 @@ fn partial_minute_kill_states(tb: &TestBucket) {
             let lists = p.lists;
             let planned =
                 p.lists as usize + 1 + p.objects.len() + usize::from(p.straddler.is_some());
-            let b = hubvault::catalog::stream::build(&bucket, &p).await.unwrap();
-            (b.image, lists, planned)
+            let image = tempfile::NamedTempFile::new_in(private_tmp()).unwrap();
+            hubvault::catalog::stream::build(&bucket, &p, image.path())
+                .await
+                .unwrap();
+            (std::fs::read(image.path()).unwrap(), lists, planned)
         })
     };
     let newest_ref = dbs[d].image();
