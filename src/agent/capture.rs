@@ -761,7 +761,8 @@ impl Capture {
             let at = chrono::DateTime::from_timestamp_millis(b.header.time_ms).unwrap_or_default();
             let key = keys.base(t.connector, at, &b.header.generation);
             let (h, path) = (b.header.clone(), b.image.to_path_buf());
-            let total = h.page_count as u64 * h.page_size as u64 / 3;
+            // The image's size: a large one takes the store's large-object path.
+            let total = h.page_count as u64 * h.page_size as u64;
             // Streamed from the image file, encoded on the way (a fresh key: the
             // generation is new).
             let sent = self

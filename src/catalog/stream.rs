@@ -932,10 +932,9 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan, dest: &std::path::Path) -
                 std::mem::replace(&mut table, PageTable::new(ps)),
                 dest.to_path_buf(),
             );
-            let a = crate::blocking::blocking(move || {
-                Ok(apply(&f, &dest_path, t, todo, at_ms_limit))
-            })
-            .await?;
+            let a =
+                crate::blocking::blocking(move || Ok(apply(&f, &dest_path, t, todo, at_ms_limit)))
+                    .await?;
             table = a.table;
             for (after, time_ms) in a.applied {
                 history.insert(after);
@@ -1057,13 +1056,11 @@ fn apply(
             break;
         }
         // Shrinking then growing reads as zeros, as SQLite reads a page it never wrote.
-        let written = file
-            .set_len(c.db_pages as u64 * ps)
-            .and_then(|()| {
-                c.pages
-                    .iter()
-                    .try_for_each(|(p, img)| file.write_all_at(img, (*p as u64 - 1) * ps))
-            });
+        let written = file.set_len(c.db_pages as u64 * ps).and_then(|()| {
+            c.pages
+                .iter()
+                .try_for_each(|(p, img)| file.write_all_at(img, (*p as u64 - 1) * ps))
+        });
         if let Err(e) = written {
             stop = Stop::Io(Error::io(path, "cannot write the image file", e));
             break;

@@ -322,7 +322,8 @@ pub fn encode_base_to(
         count: 0,
     };
     w.write_all(BASE_MAGIC).map_err(io)?;
-    w.write_all(&(json.len() as u32).to_le_bytes()).map_err(io)?;
+    w.write_all(&(json.len() as u32).to_le_bytes())
+        .map_err(io)?;
     w.write_all(&json).map_err(io)?;
     let size = header.page_count as u64 * header.page_size as u64;
     let mut z = zstd::stream::write::Encoder::new(&mut w, 1).map_err(io)?;
@@ -452,10 +453,7 @@ pub fn decode_base_from(
             z.read_exact(&mut buf).map_err(|e| {
                 damaged(
                     what,
-                    format!(
-                        "zstd: page {pgno} of {} announced: {e}",
-                        h.page_count
-                    ),
+                    format!("zstd: page {pgno} of {} announced: {e}", h.page_count),
                 )
             })?;
             table.push(page_hash(pgno, &buf));
@@ -1172,7 +1170,10 @@ mod tests {
         let mut streamed = Vec::new();
         let n = encode_base_to(&h, &mut &image[..], &mut streamed).unwrap();
         assert_eq!(n, streamed.len() as u64);
-        assert_eq!(decode_base(&streamed, "b").unwrap(), (h.clone(), image.clone()));
+        assert_eq!(
+            decode_base(&streamed, "b").unwrap(),
+            (h.clone(), image.clone())
+        );
         for bytes in [&whole, &streamed] {
             let mut got = Vec::new();
             let (h2, t) = decode_base_from(&mut &bytes[..], "b", &mut |p, pg| {
@@ -1181,7 +1182,10 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-            assert_eq!((h2, got, t.checksum()), (h.clone(), image.clone(), h.checksum));
+            assert_eq!(
+                (h2, got, t.checksum()),
+                (h.clone(), image.clone(), h.checksum)
+            );
         }
         for i in (0..streamed.len()).step_by(97).chain([streamed.len() - 1]) {
             let mut bad = streamed.clone();

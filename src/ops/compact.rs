@@ -966,7 +966,7 @@ impl Compactor {
                 journal_mode: built.journal_mode.clone(),
             };
             let path = image.to_path_buf();
-            let total = built.pages as u64 * built.page_size as u64 / 3;
+            let total = built.pages as u64 * built.page_size as u64;
             (_, size) = self
                 .bucket
                 .put_streamed(&key, total, move |w| {
