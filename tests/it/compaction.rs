@@ -1142,7 +1142,11 @@ fn large_databases_restore_exactly(tb: &TestBucket) {
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
     let mut dbs = sim_dbs(hub.path());
-    let blob = |rng: &mut StdRng| -> Vec<u8> { (0..8000).map(|_| rng.random::<u8>()).collect() };
+    let blob = |rng: &mut StdRng| -> Vec<u8> {
+        let mut b = vec![0u8; 8000];
+        rand::Rng::fill_bytes(rng, &mut b);
+        b
+    };
     for db in dbs.iter_mut() {
         let tx = db.conn.unchecked_transaction().unwrap();
         for i in 0..1500i64 {
