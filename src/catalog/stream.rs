@@ -18,9 +18,10 @@
 //! listing starts after a key and stops paging once past what it needs, so a restore
 //! lists two or three pages for any instant, never the whole history.
 //!
-//! Build: the base's image (its chain checksum proven), then every object in order, its
-//! sections for this connector and generation, commits observed at or before T applied
-//! in order. The chain must hold: each section's `prev` is the state built so far (a
+//! Build, into a file (memory flat in the database's size): the base's image decoded
+//! page by page from a streamed GET (its chain checksum proven), then every object in
+//! order, its sections for this connector and generation, commits observed at or before
+//! T applied in order at their pages' offsets. The chain must hold: each section's `prev` is the state built so far (a
 //! section that repeats commits already applied, as a retried upload can, is trimmed);
 //! each commit's `after` is the checksum of the state after applying it. A section that
 //! does not continue the chain, or a gap in a run's segment numbers / an unreadable
