@@ -520,11 +520,12 @@ fn main() {
                 .unwrap();
             match p {
                 Some(p) => {
-                    let built = stream::build(&bucket, &p).await.unwrap();
+                    let image = tempfile::NamedTempFile::new().unwrap();
+                    let built = stream::build(&bucket, &p, image.path()).await.unwrap();
                     Some((
                         p.segments,
                         built.commits,
-                        built.image.len(),
+                        built.pages as usize * built.page_size as usize,
                         built.state_time,
                         p.base_time,
                     ))

@@ -37,11 +37,12 @@ use crate::error::{Error, Result};
 use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
 use crate::model::layout::{ConnectorKey, SegmentName, StreamKeys};
 use crate::model::stream::{
-    self, BaseHeader, ChainSum, Commit, PageTable, Section, encode_base, encode_segment, page_hash,
+    self, BaseHeader, ChainSum, Commit, PageTable, Section, encode_base_to, encode_segment,
+    page_hash,
 };
 use crate::sqlite::pages::rollback::{self, Locker, Skip};
 use crate::sqlite::pages::wal::Tail;
-use crate::sqlite::pages::{Diff, Mode, Source, wal::WalPos};
+use crate::sqlite::pages::{Diff, DiffSink, FileSink, Mode, Sink, Source, wal::WalPos};
 use crate::store::{Bucket, WriteMode};
 
 pub use crate::agent::config::DEFAULT_TICK;
@@ -79,10 +80,11 @@ enum WalState {
     Empty(Option<[u8; 8]>),
 }
 
-/// A base waiting for its upload.
+/// A base waiting for its upload: its image in a temp file of ours (in `--tmp-dir`,
+/// removed once uploaded), encoded as it is sent, so memory stays flat in the size.
 struct PendingBase {
     header: BaseHeader,
-    image: Vec<u8>,
+    image: tempfile::TempPath,
 }
 
 /// A segment encoded and sent, not yet known to have landed: retried as it is (same key,
@@ -256,21 +258,17 @@ impl Tracked {
         self.pending.push(c);
     }
 
-    /// Starts a generation from a full image (`d` is a diff against an empty table).
+    /// Starts a generation from a full image of `db_pages` pages, read into the temp
+    /// file `image` (never into memory).
     fn start_generation(
         &mut self,
         org: &OrgSlug,
-        d: Diff,
+        image: tempfile::TempPath,
+        (ps, db_pages): (u32, u32),
         mode: Mode,
-        tmp: &std::path::Path,
     ) -> Result<()> {
-        let ps = d.page_size;
-        let mut image = vec![0u8; d.db_pages as usize * ps as usize];
-        for (p, img) in &d.pages {
-            image[(*p as usize - 1) * ps as usize..*p as usize * ps as usize].copy_from_slice(img);
-        }
-        let datahub = ids_of_image(&image, tmp, &self.db, self.connector)?;
-        let table = PageTable::of_image(ps, &image);
+        let table = table_of_file(&image, ps, db_pages)?;
+        let datahub = ids_of_image(&image, &self.db, self.connector)?;
         let generation = stream::new_generation();
         let header = BaseHeader {
             format: stream::FORMAT,
@@ -279,12 +277,12 @@ impl Tracked {
             connector: self.connector,
             generation: generation.clone(),
             page_size: ps,
-            page_count: d.db_pages,
+            page_count: db_pages,
             checksum: table.checksum(),
             time_ms: self.clock.now_ms(),
             journal_mode: mode.name().to_string(),
         };
-        tracing::info!(connector = %self.connector, generation = %generation, pages = d.db_pages,
+        tracing::info!(connector = %self.connector, generation = %generation, pages = db_pages,
             "capture: new generation (a fresh base); the chain starts here");
         self.datahub = Some(datahub);
         self.pending_prev = table.checksum();
@@ -320,9 +318,15 @@ impl Tracked {
             self.generation.is_none() || self.restart || header.page_size != self.table.page_size();
         if fresh {
             let empty = PageTable::new(header.page_size);
-            let got = self.image(header.mode, &empty, looked)?;
-            let Some(d) = got else { return Ok(()) };
-            return self.start_generation(org, d, header.mode, tmp);
+            let (file, path) = tempfile::Builder::new()
+                .prefix(".hubvault-capture-")
+                .tempfile_in(tmp)
+                .map_err(|e| Error::io(tmp, "cannot create a temp file for a base", e))?
+                .into_parts();
+            let mut sink = FileSink::new(file, &path);
+            let got = self.image_into(header.mode, &empty, &mut sink, looked)?;
+            let Some(size) = got else { return Ok(()) };
+            return self.start_generation(org, path, size, header.mode);
         }
         match header.mode {
             Mode::Wal => {
@@ -359,19 +363,32 @@ impl Tracked {
         table: &PageTable,
         looked: &mut Looked,
     ) -> Result<Option<Diff>> {
+        let mut sink = DiffSink::new(table);
+        Ok(self
+            .image_into(mode, table, &mut sink, looked)?
+            .map(|_| sink.into_diff()))
+    }
+
+    /// [`Tracked::image`] into any sink (a file for a base); returns the image's page
+    /// size and pages.
+    fn image_into(
+        &mut self,
+        mode: Mode,
+        table: &PageTable,
+        sink: &mut dyn Sink,
+        looked: &mut Looked,
+    ) -> Result<Option<(u32, u32)>> {
         match mode {
             Mode::Wal => {
-                let Some(crate::sqlite::pages::WalImage { diff: d, pos, shm }) =
-                    self.src.wal_image(table)?
-                else {
+                let Some(t) = self.src.wal_image_into(table, sink)? else {
                     tracing::warn!(connector = %self.connector, "capture: the WAL moved during every attempt at an image; retrying at the next tick (lag grows)");
                     return Ok(None);
                 };
-                self.wal = match pos {
+                self.wal = match t.pos {
                     Some(p) => WalState::At(p),
-                    None => WalState::Empty(shm),
+                    None => WalState::Empty(t.shm),
                 };
-                Ok(Some(d))
+                Ok(Some((t.page_size, t.db_pages)))
             }
             Mode::Rollback => {
                 if self.locker.is_none() {
@@ -379,11 +396,11 @@ impl Tracked {
                 }
                 let locker = self.locker.as_ref().expect("just set");
                 for _ in 0..RACE_TRIES {
-                    match rollback::observe(&self.src, locker, table)? {
+                    match rollback::observe_into(&self.src, locker, table, sink)? {
                         Ok(o) => {
                             *looked.lock_held.entry(self.connector).or_default() += o.lock_held;
                             self.counter = Some(o.change_counter);
-                            return Ok(Some(o.diff));
+                            return Ok(Some((o.page_size, o.db_pages)));
                         }
                         Err(Skip::Raced) => continue,
                         Err(Skip::NowWal) => {
@@ -448,29 +465,50 @@ impl Tracked {
     }
 }
 
-/// Writes the image to a temp file (not beside the database) and reads its datahub id;
-/// the connector id must be the directory's.
+/// The page table of the `pages` pages of size `ps` in `file`, read through a fixed
+/// buffer.
+fn table_of_file(file: &std::path::Path, ps: u32, pages: u32) -> Result<PageTable> {
+    use std::io::Read;
+    let f = std::fs::File::open(file).map_err(|e| Error::io(file, "cannot read the base", e))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut t = PageTable::new(ps);
+    let mut page = vec![0u8; ps as usize];
+    for p in 1..=pages {
+        r.read_exact(&mut page)
+            .map_err(|e| Error::io(file, "cannot read the base", e))?;
+        t.set(p, page_hash(p, &page));
+    }
+    Ok(t)
+}
+
+/// Reads the datahub id of the image in `image` (our temp file, never beside the
+/// database); the connector id must be the directory's. The image is opened as a plain
+/// file: a WAL-mode header (bytes 18, 19 = 2) would make SQLite look for a -shm beside
+/// it, so those two bytes read 1 while it is open and are put back after.
 fn ids_of_image(
-    image: &[u8],
-    tmp: &std::path::Path,
+    image: &std::path::Path,
     db: &std::path::Path,
     connector: ConnectorId,
 ) -> Result<DatahubId> {
-    let f = tempfile::Builder::new()
-        .prefix(".hubvault-capture-")
-        .tempfile_in(tmp)
-        .map_err(|e| Error::io(tmp, "cannot create a temp file", e))?;
-    // Read as a plain file: a WAL-mode header (bytes 18, 19 = 2) would make SQLite look
-    // for a -shm beside the temp file.
-    let mut plain = image.to_vec();
-    if plain.len() >= 20 {
-        plain[18] = 1;
-        plain[19] = 1;
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .map_err(|e| Error::io(image, "cannot open the base", e))?;
+    let mut mode = [0u8; 2];
+    let plain = f.read_exact_at(&mut mode, 18).is_ok();
+    if plain {
+        f.write_all_at(&[1, 1], 18)
+            .map_err(|e| Error::io(image, "cannot write", e))?;
     }
-    std::fs::write(f.path(), &plain).map_err(|e| Error::io(f.path(), "cannot write", e))?;
-    let conn = crate::sqlite::db::open_read_only(f.path())?;
-    // The image is in WAL mode when the database is: read it as a plain file.
-    let info = crate::sqlite::db::read_info(&conn, db)?;
+    let info = crate::sqlite::db::open_read_only(image)
+        .and_then(|conn| crate::sqlite::db::read_info(&conn, db));
+    if plain {
+        f.write_all_at(&mode, 18)
+            .map_err(|e| Error::io(image, "cannot write", e))?;
+    }
+    let info = info?;
     if info.connector != connector {
         return Err(Error::db(
             db,
@@ -722,17 +760,22 @@ impl Capture {
             let keys = StreamKeys::new(b.header.org.clone(), b.header.datahub);
             let at = chrono::DateTime::from_timestamp_millis(b.header.time_ms).unwrap_or_default();
             let key = keys.base(t.connector, at, &b.header.generation);
-            let (h, img) = (b.header.clone(), b.image.clone());
-            let bytes = match blocking(move || encode_base(&h, &img)).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(connector = %t.connector, "capture: {e}");
-                    continue;
-                }
-            };
-            let n = bytes.len() as u64;
-            match self.bucket.put_bytes(&key, bytes, WriteMode::Create).await {
-                Ok(_) => {
+            let (h, path) = (b.header.clone(), b.image.to_path_buf());
+            // The image's size: a large one takes the store's large-object path.
+            let total = h.page_count as u64 * h.page_size as u64;
+            // Streamed from the image file, encoded on the way (a fresh key: the
+            // generation is new).
+            let sent = self
+                .bucket
+                .put_streamed(&key, total, move |w| {
+                    let f = std::fs::File::open(&path)
+                        .map_err(|e| Error::io(&path, "cannot read the base's image", e))?;
+                    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+                    encode_base_to(&h, &mut r, w)
+                })
+                .await;
+            match sent {
+                Ok((_, n)) => {
                     tracing::info!(connector = %t.connector, key = %key, bytes = n, "capture: base uploaded");
                     self.progress.wrote(b.header.datahub, &key, n);
                     t.base = None;

@@ -64,6 +64,8 @@ pub struct BackgroundCompactor {
     hubs: BTreeMap<DatahubId, HubState>,
     /// Problems already logged (each once, not every pass).
     logged: std::collections::BTreeSet<String>,
+    /// Where day bases are built (`None`: the system's temp directory).
+    tmp_dir: Option<std::path::PathBuf>,
 }
 
 impl BackgroundCompactor {
@@ -74,6 +76,7 @@ impl BackgroundCompactor {
             progress,
             hubs: BTreeMap::new(),
             logged: Default::default(),
+            tmp_dir: None,
         }
     }
 
@@ -129,7 +132,10 @@ impl BackgroundCompactor {
     async fn pass_hub(&mut self, hub: DatahubId) -> Result<(CompactReport, Option<RetainReport>)> {
         let now = self.opts.clock.now();
         if !self.hubs.contains_key(&hub) {
-            let c = Compactor::load(&self.bucket, &self.opts.org, hub).await?;
+            let mut c = Compactor::load(&self.bucket, &self.opts.org, hub).await?;
+            if let Some(d) = &self.tmp_dir {
+                c.set_tmp_dir(d);
+            }
             self.hubs.insert(
                 hub,
                 HubState {
@@ -201,9 +207,11 @@ fn lowest_priority() {
 
 /// Runs the compactor on a thread of its own at the lowest priority, with its own
 /// runtime and its own bucket client (`open` makes it there). Returns when it stopped.
+/// Day bases are built in `tmp_dir` (the agent's `--tmp-dir`; `None`: the system's).
 pub fn spawn(
     open: impl FnOnce() -> Result<Bucket> + Send + 'static,
     opts: CompactorOptions,
+    tmp_dir: Option<std::path::PathBuf>,
     progress: Arc<StreamProgress>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -214,7 +222,9 @@ pub fn spawn(
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .on_thread_start(lowest_priority)
-                .max_blocking_threads(1)
+                // A streamed GET or PUT holds a blocking thread (its reader or writer)
+                // while the store's own file I/O needs others (a local directory).
+                .max_blocking_threads(4)
                 .build()
             {
                 Ok(rt) => rt,
@@ -230,6 +240,8 @@ pub fn spawn(
                     return;
                 }
             };
-            rt.block_on(BackgroundCompactor::new(bucket, opts, progress).run(shutdown));
+            let mut c = BackgroundCompactor::new(bucket, opts, progress);
+            c.tmp_dir = tmp_dir;
+            rt.block_on(c.run(shutdown));
         })
 }

@@ -506,37 +506,46 @@ async fn fetch_object(
     })
 }
 
-/// Builds the state from the stream (chain checked) into a temp file in `dir`.
+/// Builds the state from the stream (chain checked) into a temp file in `dir`, page by
+/// page (`stream::build`: memory stays flat in the database's size).
 async fn fetch_stream(
     bucket: &Bucket,
     p: &StreamPlan,
     dir: &Path,
     prefix: &str,
 ) -> Result<Fetched> {
-    let built = stream::build(bucket, p).await?;
-    let (dir, prefix, base) = (dir.to_path_buf(), prefix.to_string(), p.base.clone());
+    let file = {
+        let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
+        crate::blocking::blocking(move || {
+            tempfile::Builder::new()
+                .prefix(&prefix)
+                .tempfile_in(&dir)
+                .map(|f| f.into_temp_path())
+                .map_err(|e| Error::io(&dir, "cannot create the restore file", e))
+        })
+        .await?
+    };
+    let built = stream::build(bucket, p, &file).await?;
+    let base = p.base.clone();
     crate::blocking::blocking(move || {
-        use sha2::Digest;
-        let mut image = built.image;
+        use std::os::unix::fs::FileExt;
         // A plain file: the journal mode is put back by the restore (WAL header bytes
-        // would make SQLite look for a -wal beside the temp file).
-        if image.len() >= 20 {
-            image[18] = 1;
-            image[19] = 1;
+        // would make SQLite look for a -wal beside the temp file). `plain_sha256` is the
+        // hash of the file with these bytes.
+        if built.pages > 0 {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .map_err(|e| Error::io(&file, "cannot open the restore file", e))?;
+            f.write_all_at(&[1, 1], 18)
+                .map_err(|e| Error::io(&file, "cannot write the restore file", e))?;
         }
-        let file = tempfile::Builder::new()
-            .prefix(&prefix)
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir, "cannot create the restore file", e))?;
-        std::fs::write(file.path(), &image)
-            .map_err(|e| Error::io(file.path(), "cannot write the restore file", e))?;
-        let sha = hex::encode(sha2::Sha256::digest(&image));
         Ok(Fetched {
-            file: file.into_temp_path(),
+            file,
             key: base.clone(),
             instead_of: None,
-            sha256: sha,
-            bytes: image.len() as u64,
+            sha256: built.plain_sha256,
+            bytes: built.pages as u64 * built.page_size as u64,
             verified_by: format!(
                 "chain checksum {} (base {} + {} commits from {} segments)",
                 built.checksum, base, built.commits, built.segments_read

@@ -18,9 +18,10 @@
 //! listing starts after a key and stops paging once past what it needs, so a restore
 //! lists two or three pages for any instant, never the whole history.
 //!
-//! Build: the base's image (its chain checksum proven), then every object in order, its
-//! sections for this connector and generation, commits observed at or before T applied
-//! in order. The chain must hold: each section's `prev` is the state built so far (a
+//! Build, into a file (memory flat in the database's size): the base's image decoded
+//! page by page from a streamed GET (its chain checksum proven), then every object in
+//! order, its sections for this connector and generation, commits observed at or before
+//! T applied in order at their pages' offsets. The chain must hold: each section's `prev` is the state built so far (a
 //! section that repeats commits already applied, as a retried upload can, is trimmed);
 //! each commit's `after` is the checksum of the state after applying it. A section that
 //! does not continue the chain, or a gap in a run's segment numbers / an unreadable
@@ -28,6 +29,8 @@
 //! and the nearest restorable instants, never a silently older state.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use std::io::Write;
 
 use futures::StreamExt;
 use object_store::path::Path;
@@ -664,9 +667,12 @@ pub async fn plan(
     }))
 }
 
-/// The state built from the stream.
+/// The state built from the stream (its image is in the file [`build`] was given).
 pub struct Built {
-    pub image: Vec<u8>,
+    /// The image's size in pages.
+    pub pages: u32,
+    /// The sha256 of the image as a plain file (journal-mode bytes 18 and 19 set to 1).
+    pub plain_sha256: String,
     pub page_size: u32,
     pub journal_mode: String,
     pub checksum: ChainSum,
@@ -771,13 +777,34 @@ fn runs_sent_after(r: &Read, t: Time) -> BTreeSet<String> {
     out
 }
 
-/// Reads the plan's objects and builds the state at `plan.at` (or the newest).
-pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
+/// Reads the plan's objects and builds the state at `plan.at` (or the newest) into the
+/// file `dest` (created or truncated; the caller's temp file, discarded on an error):
+/// the base's pages are written as they are decoded from its streamed GET, then each
+/// commit's pages at their offsets, in order (later objects win). Memory holds one
+/// stream object at a time (a few, read ahead), never the image: flat in the
+/// database's size.
+pub async fn build(bucket: &Bucket, plan: &StreamPlan, dest: &std::path::Path) -> Result<Built> {
     let what = bucket.shown(&plan.base_key);
-    let bytes = bucket.get_bytes(&plan.base_key).await?;
-    let (header, mut image) = {
-        let what = what.clone();
-        crate::blocking::blocking(move || stream::decode_base(&bytes, &what)).await?
+    let ((header, table), _) = {
+        let (what, dest) = (what.clone(), dest.to_path_buf());
+        bucket
+            .read_with(&plan.base_key, move |r| {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&dest)
+                    .map_err(|e| Error::io(&dest, "cannot create the image file", e))?;
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+                let got = stream::decode_base_from(r, &what, &mut |_, page| {
+                    w.write_all(page)
+                        .map_err(|e| Error::io(&dest, "cannot write the image file", e))
+                })?;
+                w.flush()
+                    .map_err(|e| Error::io(&dest, "cannot write the image file", e))?;
+                Ok(got)
+            })
+            .await?
     };
     if header.connector != plan.connector || header.generation != plan.generation {
         return Err(Error::check(
@@ -785,8 +812,15 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
             "the object was copied to the wrong key; restore a kept version (`hubvault versions`)",
         ));
     }
+    let file = std::sync::Arc::new(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dest)
+            .map_err(|e| Error::io(dest, "cannot open the image file", e))?,
+    );
     let ps = header.page_size;
-    let mut table = PageTable::of_image(ps, &image);
+    let mut table = table;
     let mut history: BTreeSet<ChainSum> = BTreeSet::from([table.checksum()]);
     let mut state_time = at_ms(header.time_ms);
     let (mut commits, mut sections, mut segments_read) = (0u64, 0u64, 0u64);
@@ -923,33 +957,37 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
             }
             suspect = None;
             sections += 1;
-            for c in s.commits.into_iter().skip(skip) {
-                if at_ms_limit.is_some_and(|t| c.time_ms > t) {
-                    done = true;
-                    break;
-                }
-                image.resize(c.db_pages as usize * ps as usize, 0);
-                for (p, img) in &c.pages {
-                    let at = (*p as usize - 1) * ps as usize;
-                    image[at..at + ps as usize].copy_from_slice(img);
-                    table.set(*p, page_hash(*p, img));
-                }
-                table.resize(c.db_pages);
-                if table.checksum() != c.after {
+            let todo: Vec<stream::Commit> = s.commits.into_iter().skip(skip).collect();
+            let (f, t, dest_path) = (
+                file.clone(),
+                std::mem::replace(&mut table, PageTable::new(ps)),
+                dest.to_path_buf(),
+            );
+            let a =
+                crate::blocking::blocking(move || Ok(apply(&f, &dest_path, t, todo, at_ms_limit)))
+                    .await?;
+            table = a.table;
+            for (after, time_ms) in a.applied {
+                history.insert(after);
+                state_time = at_ms(time_ms);
+                commits += 1;
+            }
+            match a.stop {
+                Stop::Io(e) => return Err(e),
+                Stop::Mismatch(time_ms) => {
                     return Err(broken(
                         format!(
                             "{shown}: applying the commit observed at {} does not give its recorded checksum",
-                            at_ms(c.time_ms).to_rfc3339()
+                            at_ms(time_ms).to_rfc3339()
                         ),
                         vec![state_time.to_rfc3339()],
                     ));
                 }
-                history.insert(c.after);
-                state_time = at_ms(c.time_ms);
-                commits += 1;
-            }
-            if done {
-                break;
+                Stop::PastT => {
+                    done = true;
+                    break;
+                }
+                Stop::End => {}
             }
         }
         // Segments missing inside a compacted window: as if at its end (conservative).
@@ -987,8 +1025,12 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
             ));
         }
     }
-    // The final proof: the image built has the checksum the chain ends with.
-    if PageTable::of_image(ps, &image).checksum() != table.checksum() {
+    // The final proof: the image built, read back and hashed from scratch, has the
+    // checksum the chain ends with.
+    let (f, dest_path, pages) = (file.clone(), dest.to_path_buf(), table.pages());
+    let (fresh, plain_sha256) =
+        crate::blocking::blocking(move || rehash(&f, &dest_path, ps, pages)).await?;
+    if fresh != table.checksum() {
         return Err(Error::check(
             "the state built from the stream does not have its chain checksum",
             "report this as a bug; restore a kept version (`hubvault versions`)",
@@ -996,7 +1038,8 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
     }
     Ok(Built {
         checksum: table.checksum(),
-        image,
+        pages,
+        plain_sha256,
         page_size: ps,
         journal_mode: header.journal_mode,
         state_time,
@@ -1005,6 +1048,103 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan) -> Result<Built> {
         segments_read,
         warnings,
     })
+}
+
+/// Why [`apply`] stopped.
+enum Stop {
+    /// Every commit given was applied.
+    End,
+    /// A commit observed after T: it and what follows are not applied.
+    PastT,
+    /// The commit observed at this time did not give its recorded checksum.
+    Mismatch(i64),
+    Io(Error),
+}
+
+/// What [`apply`] did: the table after it, each applied commit's checksum and time.
+struct Applied {
+    table: PageTable,
+    applied: Vec<(ChainSum, i64)>,
+    stop: Stop,
+}
+
+/// Applies `commits` in order to the image in `file` (blocking): its size, then its
+/// pages at their offsets; each commit's result must have its recorded checksum.
+fn apply(
+    file: &std::fs::File,
+    path: &std::path::Path,
+    mut table: PageTable,
+    commits: Vec<stream::Commit>,
+    limit_ms: Option<i64>,
+) -> Applied {
+    use std::os::unix::fs::FileExt;
+    let ps = table.page_size() as u64;
+    let mut applied = Vec::new();
+    let mut stop = Stop::End;
+    for c in commits {
+        if limit_ms.is_some_and(|t| c.time_ms > t) {
+            stop = Stop::PastT;
+            break;
+        }
+        // Shrinking then growing reads as zeros, as SQLite reads a page it never wrote.
+        let written = file.set_len(c.db_pages as u64 * ps).and_then(|()| {
+            c.pages
+                .iter()
+                .try_for_each(|(p, img)| file.write_all_at(img, (*p as u64 - 1) * ps))
+        });
+        if let Err(e) = written {
+            stop = Stop::Io(Error::io(path, "cannot write the image file", e));
+            break;
+        }
+        for (p, img) in &c.pages {
+            table.set(*p, page_hash(*p, img));
+        }
+        table.resize(c.db_pages);
+        if table.checksum() != c.after {
+            stop = Stop::Mismatch(c.time_ms);
+            break;
+        }
+        applied.push((c.after, c.time_ms));
+    }
+    Applied {
+        table,
+        applied,
+        stop,
+    }
+}
+
+/// The chain checksum of the `pages` pages in `file`, hashed from scratch, and the
+/// sha256 of the image as a plain file (page 1's journal-mode bytes 18 and 19 set to 1,
+/// as a restore installs it), in one read through a fixed buffer.
+fn rehash(
+    file: &std::fs::File,
+    path: &std::path::Path,
+    page_size: u32,
+    pages: u32,
+) -> Result<(ChainSum, String)> {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    let ps = page_size as usize;
+    let mut t = PageTable::new(page_size);
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; ps * 256];
+    let mut p = 1u32;
+    while p <= pages {
+        let n = (pages - p + 1).min(256) as usize;
+        let b = &mut buf[..n * ps];
+        file.read_exact_at(b, (p as u64 - 1) * ps as u64)
+            .map_err(|e| Error::io(path, "cannot read the image file back", e))?;
+        for (i, page) in b.chunks_exact(ps).enumerate() {
+            t.set(p + i as u32, page_hash(p + i as u32, page));
+        }
+        if p == 1 && b.len() >= 20 {
+            b[18] = 1;
+            b[19] = 1;
+        }
+        sha.update(&*b);
+        p += n as u32;
+    }
+    Ok((t.checksum(), hex::encode(sha.finalize())))
 }
 
 /// The span of instants a connector can be restored to from the stream, and what it

@@ -150,6 +150,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 clock: hubvault::clock::system(),
                 pass_every: compact_every,
             },
+            cfg.tmp_dir.clone(),
             capture.progress(),
             rx.clone(),
         )

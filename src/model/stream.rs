@@ -14,7 +14,7 @@
 //!   number 0 or past the commit's size, a decompressed size past what the header
 //!   announces: all are errors, never a partial result.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -283,6 +283,203 @@ pub fn decode_base(bytes: &[u8], what: &str) -> Result<(BaseHeader, Vec<u8>)> {
         return Err(damaged(what, "the image does not have its chain checksum"));
     }
     Ok((h, image))
+}
+
+/// A writer that hashes (sha256) and counts what passes through it.
+struct Hashing<W: Write> {
+    inner: W,
+    sha: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// [`encode_base`] streamed: the image is read from `image` (exactly the header's page
+/// count of pages) and the object written to `out` as it is encoded, through buffers of
+/// a fixed size whatever the image's size. Returns the bytes written. The layout is the
+/// same (the header's length is known before the body: page count and checksum are).
+pub fn encode_base_to(
+    header: &BaseHeader,
+    image: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let io = |e: std::io::Error| Error::check(format!("writing a base: {e}"), "see the error");
+    let json = serde_json::to_vec(header).expect("a base header serialises");
+    let mut w = Hashing {
+        inner: out,
+        sha: Sha256::new(),
+        count: 0,
+    };
+    w.write_all(BASE_MAGIC).map_err(io)?;
+    w.write_all(&(json.len() as u32).to_le_bytes())
+        .map_err(io)?;
+    w.write_all(&json).map_err(io)?;
+    let size = header.page_count as u64 * header.page_size as u64;
+    let mut z = zstd::stream::write::Encoder::new(&mut w, 1).map_err(io)?;
+    z.include_contentsize(true).map_err(io)?;
+    z.set_pledged_src_size(Some(size)).map_err(io)?;
+    let copied = std::io::copy(&mut image.take(size), &mut z).map_err(io)?;
+    if copied != size {
+        return Err(Error::check(
+            format!("a base image ended after {copied} of {size} bytes"),
+            "the image file was cut short; the next pass writes it again",
+        ));
+    }
+    z.finish().map_err(io)?;
+    let sum = w.sha.clone().finalize();
+    w.write_all(&sum).map_err(io)?;
+    Ok(w.count)
+}
+
+/// Passes on every byte of `inner` but the last 32 (a trailer), hashing what it passes.
+struct HoldTrailer<'r> {
+    inner: &'r mut dyn Read,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    sha: Sha256,
+}
+
+const TRAILER: usize = 32;
+
+impl HoldTrailer<'_> {
+    /// Reads more into the buffer; false at the end of `inner`.
+    fn more(&mut self) -> std::io::Result<bool> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The trailer and the hash of every byte before it, once `inner` is at its end;
+    /// `None` when bytes are left before the trailer or the object is shorter than one.
+    fn finish(mut self) -> std::io::Result<Option<([u8; 32], [u8; 32])>> {
+        while !self.eof {
+            self.more()?;
+        }
+        if self.end - self.start != TRAILER {
+            return Ok(None);
+        }
+        let mut t = [0u8; 32];
+        t.copy_from_slice(&self.buf[self.start..self.end]);
+        Ok(Some((t, self.sha.finalize().into())))
+    }
+}
+
+impl Read for HoldTrailer<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.end - self.start <= TRAILER && !self.eof {
+            self.more()?;
+        }
+        let avail = (self.end - self.start).saturating_sub(TRAILER);
+        let n = avail.min(out.len());
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.sha.update(&out[..n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
+/// [`decode_base`] streamed: reads a base from `r` and gives each page of its image, in
+/// order, to `page` as it is decoded (one page in memory at a time). The checks are
+/// [`decode_base`]'s, made as the bytes pass: only when this returns `Ok` were the pages
+/// given the base's (a caller writing them somewhere discards them on an error). Returns
+/// the header and the image's page table.
+pub fn decode_base_from(
+    r: &mut dyn Read,
+    what: &str,
+    page: &mut dyn FnMut(u32, &[u8]) -> Result<()>,
+) -> Result<(BaseHeader, PageTable)> {
+    let short = |e: std::io::Error| damaged(what, format!("cut short or unreadable: {e}"));
+    let mut sha = Sha256::new();
+    let mut head = [0u8; 12];
+    r.read_exact(&mut head).map_err(short)?;
+    if &head[..8] != BASE_MAGIC {
+        return Err(damaged(what, "not a hubvault stream object (magic)"));
+    }
+    sha.update(head);
+    let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+    if len > MAX_HEADER {
+        return Err(damaged(what, "header length past the end"));
+    }
+    let mut json = vec![0u8; len];
+    r.read_exact(&mut json).map_err(short)?;
+    sha.update(&json);
+    let h: BaseHeader = serde_json::from_slice(&json).map_err(|e| damaged(what, e))?;
+    check_page_size(h.page_size, what)?;
+    if h.format != FORMAT || !is_generation(&h.generation) {
+        return Err(damaged(what, "unknown format or generation"));
+    }
+    let mut body = HoldTrailer {
+        inner: r,
+        buf: vec![0u8; 256 * 1024],
+        start: 0,
+        end: 0,
+        eof: false,
+        sha,
+    };
+    let mut table = PageTable::new(h.page_size);
+    {
+        let mut z = zstd::stream::read::Decoder::new(&mut body).map_err(|e| damaged(what, e))?;
+        let mut buf = vec![0u8; h.page_size as usize];
+        for pgno in 1..=h.page_count {
+            z.read_exact(&mut buf).map_err(|e| {
+                damaged(
+                    what,
+                    format!("zstd: page {pgno} of {} announced: {e}", h.page_count),
+                )
+            })?;
+            table.push(page_hash(pgno, &buf));
+            page(pgno, &buf)?;
+        }
+        let mut extra = [0u8; 1];
+        match z.read(&mut extra) {
+            Ok(0) => {}
+            Ok(_) => {
+                return Err(damaged(
+                    what,
+                    format!("more than the {} pages announced", h.page_count),
+                ));
+            }
+            Err(e) => return Err(damaged(what, format!("zstd: {e}"))),
+        }
+    }
+    match body.finish().map_err(short)? {
+        Some((trailer, sum)) if trailer == sum => {}
+        Some(_) => return Err(damaged(what, "its sha256 trailer does not match")),
+        None => return Err(damaged(what, "bytes after the image")),
+    }
+    if table.checksum() != h.checksum {
+        return Err(damaged(what, "the image does not have its chain checksum"));
+    }
+    Ok((h, table))
 }
 
 fn check_page_size(p: u32, what: &str) -> Result<()> {
@@ -944,6 +1141,69 @@ mod tests {
         assert!(decode_base(&bytes, "base").is_err());
     }
 
+    /// Existing buckets hold bases written whole by `encode_base`; the streamed writer
+    /// writes what both readers read; the streamed reader refuses what the whole one does.
+    #[test]
+    fn a_base_streams_both_ways_and_a_flipped_byte_is_refused() {
+        let ps = 512u32;
+        // More than the reader's buffers (256 KiB) and zstd's blocks.
+        let image: Vec<u8> = (0..1500u32)
+            .flat_map(|i| {
+                let mut p = page(512, (i % 251) as u8);
+                p[..4].copy_from_slice(&i.to_le_bytes());
+                p
+            })
+            .collect();
+        let h = BaseHeader {
+            format: FORMAT,
+            org: org(),
+            datahub: DatahubId::random(),
+            connector: ConnectorId::random(),
+            generation: new_generation(),
+            page_size: ps,
+            page_count: 1500,
+            checksum: PageTable::of_image(ps, &image).checksum(),
+            time_ms: 5,
+            journal_mode: "wal".into(),
+        };
+        let whole = encode_base(&h, &image).unwrap();
+        let mut streamed = Vec::new();
+        let n = encode_base_to(&h, &mut &image[..], &mut streamed).unwrap();
+        assert_eq!(n, streamed.len() as u64);
+        assert_eq!(
+            decode_base(&streamed, "b").unwrap(),
+            (h.clone(), image.clone())
+        );
+        for bytes in [&whole, &streamed] {
+            let mut got = Vec::new();
+            let (h2, t) = decode_base_from(&mut &bytes[..], "b", &mut |p, pg| {
+                assert_eq!(p as usize, got.len() / 512 + 1);
+                got.extend_from_slice(pg);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(
+                (h2, got, t.checksum()),
+                (h.clone(), image.clone(), h.checksum)
+            );
+        }
+        for i in (0..streamed.len()).step_by(97).chain([streamed.len() - 1]) {
+            let mut bad = streamed.clone();
+            bad[i] ^= 0x20;
+            assert!(
+                decode_base_from(&mut &bad[..], "b", &mut |_, _| Ok(())).is_err(),
+                "byte {i}"
+            );
+        }
+        let cut = &streamed[..streamed.len() - 1];
+        assert!(decode_base_from(&mut &cut[..], "b", &mut |_, _| Ok(())).is_err());
+        let mut longer = streamed.clone();
+        longer.push(0);
+        assert!(decode_base_from(&mut &longer[..], "b", &mut |_, _| Ok(())).is_err());
+        // An image shorter than its header says is refused by the writer.
+        assert!(encode_base_to(&h, &mut &image[..512 * 1499], &mut Vec::new()).is_err());
+    }
+
     /// Applies a commit to an image as a restore does.
     fn apply_image(image: &mut Vec<u8>, c: &Commit, ps: usize) {
         for (p, img) in &c.pages {
@@ -1068,6 +1328,7 @@ mod tests {
                 }
                 let _ = decode_segment_header(&bytes, "x");
                 let _ = decode_base(&bytes, "x");
+                let _ = decode_base_from(&mut &bytes[..], "x", &mut |_, _| Ok(()));
                 let e = SectionEntry {
                     connector: ConnectorId::random(), generation: "0123456789abcdef".into(),
                     page_size: 512, prev: ChainSum(0), after: ChainSum(0), commits: 1,

@@ -131,6 +131,8 @@ pub struct Compactor {
     /// Segments read for a partial minute, kept until their minute is written (each
     /// segment is read once: a minute's segments at most, as a minute's compaction holds).
     read: BTreeMap<Path, (Vec<RunSpan>, Vec<Section>)>,
+    /// Where a day base's image is built (a temp file: never in memory).
+    tmp_dir: std::path::PathBuf,
 }
 
 /// An object read whole: its header and every section in it.
@@ -161,6 +163,18 @@ async fn read_whole(bucket: &Bucket, key: &Path) -> Result<Whole> {
         sections,
         bytes,
     })
+}
+
+/// Reads a base back streamed and checks it whole (trailer, size, chain checksum)
+/// without holding its image.
+async fn read_back_base(bucket: &Bucket, key: &Path) -> Result<BaseHeader> {
+    let what = bucket.shown(key);
+    let ((h, _), _) = bucket
+        .read_with(key, move |r| {
+            fmt::decode_base_from(r, &what, &mut |_, _| Ok(()))
+        })
+        .await?;
+    Ok(h)
 }
 
 /// Groups sections by connector and generation, keeping the order of first appearance
@@ -228,7 +242,14 @@ impl Compactor {
             failed_bases: BTreeSet::new(),
             marks_done: None,
             read: BTreeMap::new(),
+            tmp_dir: std::env::temp_dir(),
         })
+    }
+
+    /// Builds day bases' images in `dir` (the agent's `--tmp-dir`) instead of the
+    /// system's temp directory.
+    pub fn set_tmp_dir(&mut self, dir: &std::path::Path) {
+        self.tmp_dir = dir.to_path_buf();
     }
 
     /// Lists the hub's stream again (objects other processes wrote or deleted).
@@ -904,16 +925,32 @@ impl Compactor {
     }
 
     /// Writes connector `c`'s base at day boundary `d` from its base `from`; true if and
-    /// only if it was a copy (no commit in between).
+    /// only if it was a copy (no commit in between). The state is built into a temp file
+    /// and the base encoded from it as it is uploaded, then read back streamed: memory
+    /// stays flat in the database's size.
     async fn base_at(&mut self, c: ConnectorId, from: &ListedBase, d: Time) -> Result<bool> {
         let plan = StreamPlan::from_index(&self.index, c, from, Until::Before(d));
         let key = self.keys.base(c, d, &from.name.generation);
-        let built = stream::build(&self.bucket, &plan).await?;
+        let image = {
+            let dir = self.tmp_dir.clone();
+            crate::blocking::blocking(move || {
+                tempfile::Builder::new()
+                    .prefix(".hubvault-base-")
+                    .tempfile_in(&dir)
+                    .map(|f| f.into_temp_path())
+                    .map_err(|e| Error::io(&dir, "cannot create a temp file for a day base", e))
+            })
+            .await?
+        };
+        let built = stream::build(&self.bucket, &plan, &image).await?;
         let size;
         let copied = built.commits == 0;
         if copied {
             self.bucket.copy(&from.key, &key).await?;
             size = from.size;
+        } else if let Some(there) = self.bucket.head(&key).await? {
+            // Another process wrote it first: its object stands (it is checked like ours).
+            size = there.size;
         } else {
             let header = BaseHeader {
                 format: fmt::FORMAT,
@@ -922,24 +959,27 @@ impl Compactor {
                 connector: c,
                 generation: from.name.generation.clone(),
                 page_size: built.page_size,
-                page_count: (built.image.len() / built.page_size as usize) as u32,
+                page_count: built.pages,
                 checksum: built.checksum,
                 // The state as of its newest commit: what a restore reports.
                 time_ms: built.state_time.timestamp_millis(),
                 journal_mode: built.journal_mode.clone(),
             };
-            let image = built.image;
-            let bytes =
-                crate::blocking::blocking(move || fmt::encode_base(&header, &image)).await?;
-            size = bytes.len() as u64;
-            self.bucket
-                .put_bytes(&key, bytes, WriteMode::Create)
+            let path = image.to_path_buf();
+            let total = built.pages as u64 * built.page_size as u64;
+            (_, size) = self
+                .bucket
+                .put_streamed(&key, total, move |w| {
+                    let f = std::fs::File::open(&path)
+                        .map_err(|e| Error::io(&path, "cannot read the day base's image", e))?;
+                    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+                    fmt::encode_base_to(&header, &mut r, w)
+                })
                 .await?;
         }
+        drop(image);
         // Read back: the image must have its chain checksum, and be the one built.
-        let back = self.bucket.get_bytes(&key).await?;
-        let what = self.bucket.shown(&key);
-        let (h, _) = crate::blocking::blocking(move || fmt::decode_base(&back, &what)).await?;
+        let h = read_back_base(&self.bucket, &key).await?;
         if h.checksum != built.checksum || h.connector != c || h.generation != from.name.generation
         {
             return Err(Error::check(
@@ -985,16 +1025,10 @@ impl Compactor {
                 .unwrap_or(0);
             let start = &bases[i];
             if i > 0 && !dry_run && !self.verified.contains(&start.key) {
-                let bytes = self.bucket.get_bytes(&start.key).await;
-                let what = self.bucket.shown(&start.key);
-                let ok = match bytes {
-                    Ok(b) => {
-                        crate::blocking::blocking(move || fmt::decode_base(&b, &what).map(|_| ()))
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
+                let ok = read_back_base(&self.bucket, &start.key)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
                 match ok {
                     Ok(()) => {
                         self.verified.insert(start.key.clone());

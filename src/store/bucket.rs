@@ -743,6 +743,60 @@ impl Body {
     }
 }
 
+/// [`Body`] as a `Read`: a transfer that stopped before the end reads as an error.
+struct BodyReader<'a> {
+    body: &'a mut Body,
+    cur: Bytes,
+    ended: bool,
+}
+
+impl std::io::Read for BodyReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.body.next() {
+                Ok(Some(b)) => self.cur = b,
+                Ok(None) => self.ended = true,
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+impl Bucket {
+    /// Streams the object at `key`, as stored, to `consume`, which runs on a blocking
+    /// thread and reads it as a `Read` (one streamed GET; memory stays a few chunks
+    /// whatever the object's size). The read ends only when every byte the store
+    /// announced arrived; a transfer cut off is an error (the store's, when it gave one).
+    /// Returns what `consume` returned and the bytes received.
+    pub async fn read_with<T: Send + 'static>(
+        &self,
+        key: &Path,
+        consume: impl FnOnce(&mut dyn std::io::Read) -> Result<T> + Send + 'static,
+    ) -> Result<(T, u64)> {
+        self.get_into(
+            key,
+            Reading::Streamed,
+            &crate::progress::NoProgress,
+            move |body| {
+                let mut r = BodyReader {
+                    body,
+                    cur: Bytes::new(),
+                    ended: false,
+                };
+                consume(&mut r)
+            },
+        )
+        .await
+    }
+}
+
 /// The blocking half of [`Bucket::get_to_file`].
 fn write_download(
     body: &mut Body,

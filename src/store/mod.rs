@@ -6,6 +6,7 @@ mod codec;
 mod local;
 pub mod s3;
 pub mod staged;
+mod streamed;
 mod tagged;
 pub mod url;
 

@@ -156,7 +156,8 @@ fn stream_prune_killed_at_random_points(tb: &TestBucket) {
                             .await
                             .unwrap()
                             .unwrap_or_else(|| panic!("run {run} ({when}): no base for {t}"));
-                        let built = stream::build(&b, &p)
+                        let image = tempfile::NamedTempFile::new().unwrap();
+                        let built = stream::build(&b, &p, image.path())
                             .await
                             .unwrap_or_else(|e| panic!("run {run} ({when}): {t}: {e}"));
                         assert_eq!(
@@ -461,7 +462,8 @@ fn agent_killed_mid_compaction(tb: &TestBucket) {
                             .await
                             .unwrap()
                             .unwrap_or_else(|| panic!("run {run} ({when}): no base for {t}"));
-                        let built = stream::build(&b, &p)
+                        let image = tempfile::NamedTempFile::new().unwrap();
+                        let built = stream::build(&b, &p, image.path())
                             .await
                             .unwrap_or_else(|e| panic!("run {run} ({when}): {t}: {e}"));
                         assert_eq!(
