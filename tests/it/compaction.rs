@@ -951,83 +951,129 @@ both!(
     newest_instants_restore_in_twenty_requests
 );
 
+/// A hub of two connectors captured at `--tick 1s` on a driven clock from 10:00:00.5 of
+/// the simulated day, with the agent's compactor passing every 10 s (as the agent's).
+struct BusyHub {
+    bucket: Bucket,
+    _hub: tempfile::TempDir,
+    dbs: Vec<SimDb>,
+    clock: std::sync::Arc<ManualClock>,
+    org: hubvault::model::ids::OrgSlug,
+    rt: tokio::runtime::Runtime,
+    capture: Capture,
+    compactor: hubvault::agent::compactor::BackgroundCompactor,
+    t0: Time,
+}
+
+impl BusyHub {
+    fn new(tb: &TestBucket) -> BusyHub {
+        use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions, PASS_EVERY};
+        let bucket = tb.bucket();
+        let hub = tempfile::tempdir().unwrap();
+        let dbs = sim_dbs(hub.path());
+        let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+        let clock = ManualClock::new(t0);
+        let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+        let capture = Capture::new(
+            bucket.clone(),
+            CaptureOptions {
+                hub_root: hub.path().to_path_buf(),
+                org: org.clone(),
+                tick: std::time::Duration::from_secs(1),
+                tmp_dir: Some(private_tmp().to_path_buf()),
+                clock: clock.clone(),
+            },
+            Metrics::new("acme"),
+        );
+        let compactor = BackgroundCompactor::new(
+            bucket.clone(),
+            CompactorOptions {
+                org: org.clone(),
+                keep_within: std::time::Duration::from_secs(30 * 86_400),
+                clock: clock.clone(),
+                pass_every: PASS_EVERY,
+            },
+            capture.progress(),
+        );
+        BusyHub {
+            bucket,
+            _hub: hub,
+            dbs,
+            clock,
+            org,
+            rt: rt(),
+            capture,
+            compactor,
+            t0,
+        }
+    }
+
+    /// A commit a second on every connector for `seconds`, a pass every 10 s; returns
+    /// connector `d`'s reference copy taken right after second `s_ref`'s commit.
+    fn run(&mut self, rng: &mut StdRng, seconds: i64, d: usize, s_ref: i64) -> Vec<u8> {
+        let mut reference = Vec::new();
+        for s in 0..seconds {
+            self.clock.set(self.t0 + TimeDelta::seconds(s));
+            if s > 0 {
+                for db in self.dbs.iter_mut() {
+                    db.commit(rng);
+                }
+            }
+            self.rt.block_on(self.capture.step());
+            if s == s_ref {
+                reference = self.dbs[d].image();
+            }
+            if s % 10 == 9 {
+                let r = self.rt.block_on(self.compactor.pass());
+                assert!(r.compacted[0].problems.is_empty(), "{:?}", r.compacted);
+            }
+        }
+        reference
+    }
+}
+
 /// The states a kill -9 can leave around a partial minute restore exactly, and the next
 /// pass finishes them: (a) the minute written while its partial and every segment are
 /// still there (the plan stands on the partial, without listing the minutes); (b) the
 /// partial deleted and half the segments gone (the plan must list the minutes and take
 /// the minute). Both restore an instant of that minute equal to its reference copy.
 fn partial_minute_kill_states(tb: &TestBucket) {
-    use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions};
     use hubvault::store::WriteMode;
     let seed = seed_of("partial_minute_kill_states");
     let mut rng = StdRng::seed_from_u64(seed);
-    let bucket = tb.bucket();
-    let hub = tempfile::tempdir().unwrap();
-    let mut dbs = sim_dbs(hub.path());
-    let datahub = dbs[0].spec.datahub;
-    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
-    let clock = ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let rt = rt();
-    let mut capture = Capture::new(
-        bucket.clone(),
-        CaptureOptions {
-            hub_root: hub.path().to_path_buf(),
-            org: org.clone(),
-            tick: std::time::Duration::from_secs(1),
-            tmp_dir: Some(private_tmp().to_path_buf()),
-            clock: clock.clone(),
-        },
-        Metrics::new("acme"),
-    );
-    let mut compactor = BackgroundCompactor::new(
-        bucket.clone(),
-        CompactorOptions {
-            org: org.clone(),
-            keep_within: std::time::Duration::from_secs(30 * 86_400),
-            clock: clock.clone(),
-            pass_every: hubvault::agent::compactor::PASS_EVERY,
-        },
-        capture.progress(),
-    );
+    let mut h = BusyHub::new(tb);
     // A commit a second for 100 s, a pass every 10 s (the agent's); a reference copy of
     // one connector at an instant of the last minute (10:01:00.5 to 10:01:39.5).
     let d = rng.random_range(0..2usize);
     let s_ref = rng.random_range(60..100i64);
-    let mut reference = Vec::new();
-    for s in 0..100 {
-        let now = t0 + TimeDelta::seconds(s);
-        clock.set(now);
-        if s > 0 {
-            for db in dbs.iter_mut() {
-                db.commit(&mut rng);
-            }
-        }
-        rt.block_on(capture.step());
-        if s == s_ref {
-            reference = dbs[d].image();
-        }
-        if s % 10 == 9 {
-            let r = rt.block_on(compactor.pass());
-            assert!(r.compacted[0].problems.is_empty(), "{:?}", r.compacted);
-        }
-    }
+    let reference = h.run(&mut rng, 100, d, s_ref);
+    let BusyHub {
+        bucket,
+        dbs,
+        clock,
+        org,
+        rt,
+        compactor,
+        t0,
+        ..
+    } = &mut h;
+    let (bucket, dbs, clock, org, rt, t0) = (&*bucket, &*dbs, &*clock, &*org, &*rt, *t0);
+    let datahub = dbs[0].spec.datahub;
     let m = windows::minute_of(clock.now());
     let t = t0 + TimeDelta::seconds(s_ref) + TimeDelta::milliseconds(400);
     assert_eq!(windows::minute_of(t), m);
     let spec = dbs[d].spec.clone();
     let build = |at: Time| {
         rt.block_on(async {
-            let p =
-                hubvault::catalog::stream::plan(&bucket, &org, datahub, spec.connector, Some(at))
-                    .await
-                    .unwrap()
-                    .unwrap();
+            let p = hubvault::catalog::stream::plan(bucket, org, datahub, spec.connector, Some(at))
+                .await
+                .unwrap()
+                .unwrap();
             let lists = p.lists;
             let planned =
                 p.lists as usize + 1 + p.objects.len() + usize::from(p.straddler.is_some());
             let image = tempfile::NamedTempFile::new_in(private_tmp()).unwrap();
-            hubvault::catalog::stream::build(&bucket, &p, image.path())
+            hubvault::catalog::stream::build(bucket, &p, image.path())
                 .await
                 .unwrap();
             (std::fs::read(image.path()).unwrap(), lists, planned)
@@ -1136,60 +1182,17 @@ both!(
 /// more whatever the number of marks (S3: counted through the proxy), and the state is
 /// the same.
 fn old_instants_list_a_page_whatever_follows(tb: &TestBucket) {
-    use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions, PASS_EVERY};
     use hubvault::store::WriteMode;
     let seed = seed_of("old_instants_list");
     let mut rng = StdRng::seed_from_u64(seed);
-    let bucket = tb.bucket();
-    let hub = tempfile::tempdir().unwrap();
-    let mut dbs = sim_dbs(hub.path());
-    let datahub = dbs[0].spec.datahub;
-    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
-    let clock = ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let rt = rt();
-    let mut capture = Capture::new(
-        bucket.clone(),
-        CaptureOptions {
-            hub_root: hub.path().to_path_buf(),
-            org: org.clone(),
-            tick: std::time::Duration::from_secs(1),
-            tmp_dir: Some(private_tmp().to_path_buf()),
-            clock: clock.clone(),
-        },
-        Metrics::new("acme"),
-    );
-    let mut compactor = BackgroundCompactor::new(
-        bucket.clone(),
-        CompactorOptions {
-            org: org.clone(),
-            keep_within: std::time::Duration::from_secs(30 * 86_400),
-            clock: clock.clone(),
-            pass_every: PASS_EVERY,
-        },
-        capture.progress(),
-    );
+    let mut h = BusyHub::new(tb);
     // A commit a second for 80 s and the agent's passes; a reference copy of one
     // connector at a seeded second.
     let d = rng.random_range(0..2usize);
     let s_ref = rng.random_range(5..75i64);
-    let mut reference = Vec::new();
-    for s in 0..80 {
-        clock.set(t0 + TimeDelta::seconds(s));
-        if s > 0 {
-            for db in dbs.iter_mut() {
-                db.commit(&mut rng);
-            }
-        }
-        rt.block_on(capture.step());
-        if s == s_ref {
-            reference = dbs[d].image();
-        }
-        if s % 10 == 9 {
-            let r = rt.block_on(compactor.pass());
-            assert!(r.compacted[0].problems.is_empty(), "{:?}", r.compacted);
-        }
-    }
+    let reference = h.run(&mut rng, 80, d, s_ref);
+    let (bucket, dbs, org, rt, t0) = (&h.bucket, &h.dbs, &h.org, &h.rt, h.t0);
+    let datahub = dbs[0].spec.datahub;
     let t = t0 + TimeDelta::seconds(s_ref) + TimeDelta::milliseconds(400);
     let spec = dbs[d].spec.clone();
     let proxy = (tb.kind == Kind::S3).then(Proxy::s3);
@@ -1197,7 +1200,7 @@ fn old_instants_list_a_page_whatever_follows(tb: &TestBucket) {
     // restore --at T: (plan's listings, LIST requests counted on S3).
     let restore = |n: usize| -> (u32, Option<usize>) {
         let lists = rt.block_on(async {
-            hubvault::catalog::stream::plan(&bucket, &org, datahub, spec.connector, Some(t))
+            hubvault::catalog::stream::plan(bucket, org, datahub, spec.connector, Some(t))
                 .await
                 .unwrap()
                 .unwrap()
