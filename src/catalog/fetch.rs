@@ -408,17 +408,7 @@ async fn fetch_object(
     progress: &dyn Progress,
 ) -> Result<Fetched> {
     let key_path = &chosen.key_path;
-    let file = {
-        let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
-        crate::blocking::blocking(move || {
-            tempfile::Builder::new()
-                .prefix(&prefix)
-                .tempfile_in(&dir)
-                .map(|f| f.into_temp_path())
-                .map_err(|e| Error::io(&dir, "cannot create the download file", e))
-        })
-        .await?
-    };
+    let file = staging_file(dir, prefix, "cannot create the download file").await?;
     let encoding = if chosen.compressed {
         Encoding::Zstd(0)
     } else {
@@ -506,6 +496,20 @@ async fn fetch_object(
     })
 }
 
+/// A new file named `{prefix}…` in `dir` for a restore to write into, removed when
+/// dropped unless it is kept (installed).
+async fn staging_file(dir: &Path, prefix: &str, what: &'static str) -> Result<tempfile::TempPath> {
+    let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
+    crate::blocking::blocking(move || {
+        tempfile::Builder::new()
+            .prefix(&prefix)
+            .tempfile_in(&dir)
+            .map(|f| f.into_temp_path())
+            .map_err(|e| Error::io(&dir, what, e))
+    })
+    .await
+}
+
 /// Builds the state from the stream (chain checked) into a temp file in `dir`, page by
 /// page (`stream::build`: memory stays flat in the database's size).
 async fn fetch_stream(
@@ -514,17 +518,7 @@ async fn fetch_stream(
     dir: &Path,
     prefix: &str,
 ) -> Result<Fetched> {
-    let file = {
-        let (dir, prefix) = (dir.to_path_buf(), prefix.to_string());
-        crate::blocking::blocking(move || {
-            tempfile::Builder::new()
-                .prefix(&prefix)
-                .tempfile_in(&dir)
-                .map(|f| f.into_temp_path())
-                .map_err(|e| Error::io(&dir, "cannot create the restore file", e))
-        })
-        .await?
-    };
+    let file = staging_file(dir, prefix, "cannot create the restore file").await?;
     let built = stream::build(bucket, p, &file).await?;
     let base = p.base.clone();
     crate::blocking::blocking(move || {
