@@ -391,24 +391,7 @@ fn a_day_compacts_and_restores_exactly(tb: &TestBucket) {
                         continue;
                     }
                     let file = out.path().join(format!("r{n}.db"));
-                    let mut c = match &proxy {
-                        Some(p) => {
-                            p.reset();
-                            p.cmd(tb)
-                        }
-                        None => tb.cmd(),
-                    };
-                    c.env("TMPDIR", private_tmp())
-                        .args(["restore", "--json", "--yes", "--datahub"])
-                        .arg(spec.datahub.to_string())
-                        .arg("--connector")
-                        .arg(spec.connector.to_string())
-                        .arg("--output")
-                        .arg(&file)
-                        .args([
-                            "--at",
-                            &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                        ]);
+                    let mut c = restore_at_cmd(tb, proxy.as_ref(), spec, &file, *t);
                     let doc = json_of(&run(&mut c), 0);
                     let cont = &doc["restore"]["continuous"];
                     let want_sum = PageTable::of_image(4096, reference).checksum().hex();
@@ -531,19 +514,7 @@ fn prune_keeps_the_window(tb: &TestBucket) {
     for (n, (t, i, reference)) in sim.refs.iter().enumerate() {
         let s = &sim.dbs[*i].spec;
         let file = out.path().join(format!("p{n}.db"));
-        let o = run(tb
-            .cmd()
-            .env("TMPDIR", private_tmp())
-            .args(["restore", "--json", "--yes", "--datahub"])
-            .arg(s.datahub.to_string())
-            .arg("--connector")
-            .arg(s.connector.to_string())
-            .arg("--output")
-            .arg(&file)
-            .args([
-                "--at",
-                &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ]));
+        let o = run(&mut restore_at_cmd(tb, None, s, &file, *t));
         if *t >= d {
             let doc = json_of(&o, 0);
             let want = PageTable::of_image(4096, reference).checksum().hex();
@@ -745,6 +716,36 @@ fn keep_within_out_of_range_is_refused_naming_the_flag() {
     }
 }
 
+/// `hubvault restore --json --yes --at T --output FILE` of one connector, through `proxy`
+/// when given (its count of requests reset first: each restore's requests alone).
+fn restore_at_cmd(
+    tb: &TestBucket,
+    proxy: Option<&Proxy>,
+    spec: &Spec,
+    file: &std::path::Path,
+    t: Time,
+) -> std::process::Command {
+    let mut c = match proxy {
+        Some(p) => {
+            p.reset();
+            p.cmd(tb)
+        }
+        None => tb.cmd(),
+    };
+    c.env("TMPDIR", private_tmp())
+        .args(["restore", "--json", "--yes", "--datahub"])
+        .arg(spec.datahub.to_string())
+        .arg("--connector")
+        .arg(spec.connector.to_string())
+        .arg("--output")
+        .arg(file)
+        .args([
+            "--at",
+            &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ]);
+    c
+}
+
 /// Requests a restore `--at` makes, counted: through the proxy (S3), and the plan's own
 /// count (LIST requests, the base, the objects after it, the object after T) on both.
 fn planned_requests(bucket: &Bucket, spec: &Spec, t: Time) -> (usize, u32) {
@@ -872,24 +873,7 @@ fn newest_instants_restore_in_twenty_requests(tb: &TestBucket) {
         for (t, d, reference) in todo {
             let spec = &dbs[d].spec;
             let file = out.path().join(format!("n{restored}.db"));
-            let mut c = match &proxy {
-                Some(p) => {
-                    p.reset();
-                    p.cmd(tb)
-                }
-                None => tb.cmd(),
-            };
-            c.env("TMPDIR", private_tmp())
-                .args(["restore", "--json", "--yes", "--datahub"])
-                .arg(spec.datahub.to_string())
-                .arg("--connector")
-                .arg(spec.connector.to_string())
-                .arg("--output")
-                .arg(&file)
-                .args([
-                    "--at",
-                    &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                ]);
+            let mut c = restore_at_cmd(tb, proxy.as_ref(), spec, &file, t);
             let doc = json_of(&run(&mut c), 0);
             let cont = &doc["restore"]["continuous"];
             let want_sum = PageTable::of_image(4096, &reference).checksum().hex();
@@ -1207,24 +1191,7 @@ fn old_instants_list_a_page_whatever_follows(tb: &TestBucket) {
                 .lists
         });
         let file = out.path().join(format!("r{n}.db"));
-        let mut c = match &proxy {
-            Some(p) => {
-                p.reset();
-                p.cmd(tb)
-            }
-            None => tb.cmd(),
-        };
-        c.env("TMPDIR", private_tmp())
-            .args(["restore", "--json", "--yes", "--datahub"])
-            .arg(spec.datahub.to_string())
-            .arg("--connector")
-            .arg(spec.connector.to_string())
-            .arg("--output")
-            .arg(&file)
-            .args([
-                "--at",
-                &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ]);
+        let mut c = restore_at_cmd(tb, proxy.as_ref(), &spec, &file, t);
         let doc = json_of(&run(&mut c), 0);
         let restored = std::fs::read(&file).unwrap();
         if let Err(e) = same_pages(&restored, &reference) {
@@ -1381,18 +1348,7 @@ fn large_databases_restore_exactly(tb: &TestBucket) {
         assert!(reference.len() > 10 << 20, "{} bytes", reference.len());
         let spec = &dbs[*i].spec;
         let file = out.path().join(format!("r{n}.db"));
-        let mut c = tb.cmd();
-        c.env("TMPDIR", private_tmp())
-            .args(["restore", "--json", "--yes", "--datahub"])
-            .arg(spec.datahub.to_string())
-            .arg("--connector")
-            .arg(spec.connector.to_string())
-            .arg("--output")
-            .arg(&file)
-            .args([
-                "--at",
-                &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ]);
+        let mut c = restore_at_cmd(tb, None, spec, &file, *t);
         let doc = json_of(&run(&mut c), 0);
         let cont = &doc["restore"]["continuous"];
         assert_eq!(
