@@ -126,9 +126,10 @@ pub fn remap_file(
             .map_err(|e| Error::sqlite(db_path, "cannot copy the database", e))?;
         mode
     };
-    // A temp file nobody else sees: no rollback journal needed (on failure it is removed).
+    // A temp file nobody else sees: no rollback journal needed, and the rewrite commits
+    // before its checks, which then run on two cores (on failure the file is removed).
     let mut conn = db::open_scratch(&tmp)?;
-    let done = rewrite::apply(&mut conn, &tmp, from, to, accept_unrewritten)?;
+    let unchecked = rewrite::apply_unchecked(&mut conn, &tmp, from, to, accept_unrewritten)?;
     conn.pragma_update(
         None,
         "journal_mode",
@@ -141,7 +142,11 @@ pub fn remap_file(
     .map_err(|e| Error::sqlite(&*tmp, "cannot set the journal mode", e))?;
     conn.close()
         .map_err(|(_, e)| Error::sqlite(&*tmp, "cannot close", e))?;
+    let done = unchecked.check(&tmp);
+    // The checks' read-only connections leave an empty -wal and -shm beside a WAL file:
+    // gone whatever the verdict (the temp file itself goes when `tmp` is dropped).
     fsio::remove_side_files(&tmp);
+    let done = done?;
     if let Ok(m) = std::fs::metadata(db_path) {
         let _ = std::fs::set_permissions(&tmp, m.permissions());
     }

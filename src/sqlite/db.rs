@@ -335,6 +335,50 @@ pub fn check_integrity(conn: &Connection, path: &Path, size: u64) -> Result<&'st
     Ok(pragma)
 }
 
+/// As [`check_integrity`] on two cores: the structure check on a second, read-only
+/// connection to `path` (another thread) while `conn` runs `foreign_key_check`. Only for
+/// a file nobody writes meanwhile (our own copy), so that both connections read one state.
+pub fn check_integrity_on_two(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {
+    let (fk, structure) = with_structure_check(path, size, || check_foreign_keys(conn, path))?;
+    fk?;
+    structure
+}
+
+/// Runs [`check_structure`] on a new read-only connection to `path`, on another thread,
+/// while `rest` runs on this one; returns both verdicts (`rest`'s first: when it fails,
+/// the structure check is interrupted, not waited for in full). For a file nobody writes
+/// meanwhile (a copy of our own).
+pub fn with_structure_check<T>(
+    path: &Path,
+    size: u64,
+    rest: impl FnOnce() -> Result<T>,
+) -> Result<(Result<T>, Result<&'static str>)> {
+    let checker = open_read_only(path)?;
+    let interrupt = checker.get_interrupt_handle();
+    std::thread::scope(|s| {
+        let structure = s.spawn(move || {
+            let t0 = std::time::Instant::now();
+            let r = check_structure(&checker, path, size);
+            tracing::debug!(
+                "{} on a second connection took {:?}",
+                check_for(size),
+                t0.elapsed()
+            );
+            r
+        });
+        let t0 = std::time::Instant::now();
+        let rest = rest();
+        tracing::debug!("the checks beside it took {:?}", t0.elapsed());
+        if rest.is_err() {
+            interrupt.interrupt();
+        }
+        let structure = structure
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        Ok((rest, structure))
+    })
+}
+
 /// The structural half of [`check_integrity`]: `integrity_check`, or `quick_check` over
 /// the size limit ([`check_for`]). Returns which ran.
 pub fn check_structure(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {

@@ -461,7 +461,7 @@ impl Staging {
             db::check_for(size)
         } else {
             let t0 = std::time::Instant::now();
-            let check = db::check_integrity(&conn, tmp, size).map_err(damaged)?;
+            let check = db::check_integrity_on_two(&conn, tmp, size).map_err(damaged)?;
             tracing::debug!("restore: {check} of the download took {:?}", t0.elapsed());
             check
         };
@@ -482,38 +482,42 @@ impl Staging {
                 "the object was copied to the wrong key; pass the ids it holds, or restore another version",
             ));
         }
-        let rewrite = if rewriting {
-            // Once the UPDATEs are done, the kernel writes the file out while the final
-            // scan and the checks read it (the page cache holds it all; the rewrite dirtied
-            // most of it): the fsync before the install then waits for little.
-            let mut written = || {
-                if let Ok(f) = work.open_file_rw(&tmp_name) {
-                    fsio::start_writeback(&f);
-                }
-            };
-            Some(rewrite::apply_with(
-                &mut conn,
-                tmp,
-                d.from,
-                d.to,
-                d.accept_unrewritten,
-                &mut written,
-            )?)
-        } else {
-            None
-        };
-        let warnings: Vec<String> = rewrite.iter().filter_map(unrewritten_warning).collect();
         // Put back the live database's journal mode; else the old target's; else leave it.
         let journal_mode = match d.journal_mode.as_ref() {
             Some(m) => Some(m.clone()),
             None => journal_mode_of(dir, &target_name),
         };
-        if let Some(m) = journal_mode.as_deref().filter(|m| *m == "wal") {
-            conn.pragma_update(None, "journal_mode", m)
-                .map_err(|e| Error::sqlite(tmp, "cannot set the journal mode", e))?;
-        }
-        conn.close()
-            .map_err(|(_, e)| Error::sqlite(tmp, "cannot close the restored database", e))?;
+        let set_journal_mode = |conn: &rusqlite::Connection| -> Result<()> {
+            if let Some(m) = journal_mode.as_deref().filter(|m| *m == "wal") {
+                conn.pragma_update(None, "journal_mode", m)
+                    .map_err(|e| Error::sqlite(tmp, "cannot set the journal mode", e))?;
+            }
+            Ok(())
+        };
+        let mut hashed = None;
+        let rewrite = if rewriting {
+            // The copy is ours alone and thrown away on any error: the rewrite commits at
+            // once and is checked after, on two read-only connections, while a third
+            // thread hashes the file (and starts its writeback) for the install. Only
+            // read-only connections are open then: nothing writes the file.
+            let unchecked =
+                rewrite::apply_unchecked(&mut conn, tmp, d.from, d.to, d.accept_unrewritten)?;
+            set_journal_mode(&conn)?;
+            conn.close()
+                .map_err(|(_, e)| Error::sqlite(tmp, "cannot close the restored database", e))?;
+            let (plan, hash) = std::thread::scope(|s| {
+                let hash = s.spawn(|| hash_of_file(work, &tmp_name, tmp));
+                (unchecked.check(tmp), hash.join())
+            });
+            hashed = hash.ok().and_then(|h| h.ok());
+            Some(plan?)
+        } else {
+            set_journal_mode(&conn)?;
+            conn.close()
+                .map_err(|(_, e)| Error::sqlite(tmp, "cannot close the restored database", e))?;
+            None
+        };
+        let warnings: Vec<String> = rewrite.iter().filter_map(unrewritten_warning).collect();
 
         // The file alone (closing checkpointed and removed any -wal) must name the new ids.
         let (final_mode, events) = {
@@ -548,10 +552,12 @@ impl Staging {
             ));
         }
         let t0 = std::time::Instant::now();
-        let mut file = work.open_file_rw(&tmp_name)?;
-        // Writing starts now and goes on while the sha256 reads the file.
-        fsio::start_writeback(&file);
-        let (sha256_installed, bytes) = fsio::sha256_of(&mut file, tmp)?;
+        let file = work.open_file_rw(&tmp_name)?;
+        // Taken beside the checks (no connection could write the file then), or now.
+        let (sha256_installed, bytes) = match hashed {
+            Some(h) => h,
+            None => hash_of_file(work, &tmp_name, tmp)?,
+        };
         set_owner_and_mode(&file, tmp, dir, &target_name)?;
         file.sync_all()
             .map_err(|e| Error::io(tmp, "cannot fsync", e))?;
@@ -572,6 +578,14 @@ impl Staging {
             warnings,
         })
     }
+}
+
+/// The work file's sha256 and size. Starts its writeback first, so that the fsync
+/// before the install waits for little.
+fn hash_of_file(work: &SafeDir, name: &OsStr, path: &Path) -> Result<(String, u64)> {
+    let mut file = work.open_file_rw(name)?;
+    fsio::start_writeback(&file);
+    fsio::sha256_of(&mut file, path)
 }
 
 /// The warning for old ids a rewrite left in place because they were accepted

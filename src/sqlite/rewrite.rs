@@ -946,20 +946,6 @@ pub fn apply(
     to: Ids,
     accept_unrewritten: bool,
 ) -> Result<RewritePlan> {
-    apply_with(conn, path, from, to, accept_unrewritten, &mut || {})
-}
-
-/// As [`apply`]; `written` is called once the `UPDATE`s are done, before the final scan
-/// and the checks read the result (a restore starts the file's writeback there: see
-/// [`crate::sqlite::install`]).
-pub fn apply_with(
-    conn: &mut Connection,
-    path: &Path,
-    from: Ids,
-    to: Ids,
-    accept_unrewritten: bool,
-    written: &mut dyn FnMut(),
-) -> Result<RewritePlan> {
     check_ids(from, to)?;
     let encoding =
         Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
@@ -980,7 +966,6 @@ pub fn apply_with(
         path,
         RewritePlan::new(from, to, encoding),
         accept_unrewritten,
-        written,
     );
     // Put the connection back as it was, whatever happened.
     let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers_were_on);
@@ -990,99 +975,116 @@ pub fn apply_with(
     Ok(plan)
 }
 
+/// A rewrite committed into a private copy whose result is not checked yet: see
+/// [`apply_unchecked`].
+pub struct Unchecked {
+    plan: RewritePlan,
+    /// `None` when the old ids are the new ids (nothing was written).
+    rewritten: Option<Rewritten>,
+    accept_unrewritten: bool,
+}
+
+/// As [`apply_with`], for a private copy that no other connection opens and that is
+/// thrown away on any error (a restore's download, `remap --output`'s temp file): the
+/// rewrite is committed at once and its result is checked afterwards by
+/// [`Unchecked::check`], which runs the structure check on a second connection, on the
+/// other core, while the first one scans what was written and runs `foreign_key_check`.
+/// The checks are the same as [`apply`]'s; only their order with the commit differs, so
+/// the copy must not be used (installed, renamed) unless `check` returned `Ok`.
+pub fn apply_unchecked(
+    conn: &mut Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    accept_unrewritten: bool,
+) -> Result<Unchecked> {
+    check_ids(from, to)?;
+    let encoding =
+        Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
+    let mut plan = RewritePlan::new(from, to, encoding);
+    if changing(from, to).0.is_empty() {
+        return Ok(Unchecked {
+            plan,
+            rewritten: None,
+            accept_unrewritten,
+        });
+    }
+    let q = |what: &'static str| move |e| Error::sqlite(path, what, e);
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(q("cannot switch foreign keys off"))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+        .map_err(q("cannot disable triggers"))?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| Error::sqlite(path, "cannot begin the rewrite transaction", e))?;
+    let rewritten = rewrite_rows(&tx, path, &mut plan)?;
+    let t0 = std::time::Instant::now();
+    tx.commit()
+        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
+    tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
+    Ok(Unchecked {
+        plan,
+        rewritten: Some(rewritten),
+        accept_unrewritten,
+    })
+}
+
+impl Unchecked {
+    /// Every check [`apply`] runs before its commit, on the committed copy: what was
+    /// written holds no rewritable old id, old ids are left only where accepted, the
+    /// database names the new ids, `foreign_key_check` is empty (all on one read-only
+    /// connection), and the structure check ([`db::check_for`] the file's size) passes
+    /// on a second one at the same time. Nobody may write the file meanwhile: close the
+    /// connection that rewrote it first.
+    pub fn check(self, path: &Path) -> Result<RewritePlan> {
+        let Unchecked {
+            mut plan,
+            rewritten,
+            accept_unrewritten,
+        } = self;
+        let Some(rewritten) = rewritten else {
+            return Ok(plan);
+        };
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let t0 = std::time::Instant::now();
+        let conn = db::open_read_only(path)?;
+        let (rest, structure) = db::with_structure_check(path, size, || {
+            rewritten.verify(&conn, path, &mut plan, accept_unrewritten)?;
+            db::check_foreign_keys(&conn, path).map_err(|e| after_rewrite(path, e))
+        })?;
+        rest?;
+        structure.map_err(|e| after_rewrite(path, e))?;
+        tracing::debug!("rewrite: checks of the result took {:?}", t0.elapsed());
+        Ok(plan)
+    }
+}
+
 fn rewrite_in_transaction(
     conn: &mut Connection,
     path: &Path,
     mut plan: RewritePlan,
     accept_unrewritten: bool,
-    written: &mut dyn FnMut(),
 ) -> Result<RewritePlan> {
-    let (old, new) = changing(plan.from, plan.to);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| Error::sqlite(path, "cannot begin the rewrite transaction", e))?;
-    {
-        let m = Matcher::new(&old, Some(&new));
-        let before = schema_rows(&tx, path)?;
-        let redo = schema_pass(&before, &m, &mut plan);
-        if !plan.blockers.is_empty() {
-            return Err(Error::db(
-                path,
-                format!(
-                    "the old ids cannot all be rewritten: {}",
-                    plan.blockers.join("; ")
-                ),
-                "nothing was changed; fix these schema objects by hand (e.g. with sqlite3) and run the command again",
-            ));
-        }
-        let f = IdFunctions::register(&tx, m)
-            .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
-        recreate(&tx, path, &before, &redo)?;
-
-        // One UPDATE per table: a row holding ids in several columns is written once.
-        let all = tables(&tx, path)?;
-        for t in all
-            .iter()
-            .filter(|t| t.is_written() && !t.writable.is_empty())
-        {
-            let cols: Vec<&str> = t.writable.iter().map(String::as_str).collect();
-            let counts = pass(&tx, path, &f, &t.name, &cols, true)?;
-            note(&tx, path, &f, t, &cols, &counts, &mut plan)?;
-        }
-        let changed: BTreeSet<String> = plan
-            .changes
-            .iter()
-            .map(|c| c.table.to_ascii_lowercase())
-            .collect();
-        for (name, tr) in fts_to_rebuild(&all, &changed) {
-            let t0 = std::time::Instant::now();
-            vtab::rebuild(&tx, &name).map_err(|e| {
-                Error::sqlite(path, &format!("cannot rebuild full-text index {name}"), e)
-            })?;
-            vtab::integrity_check(&tx, &name, &tr).map_err(|e| Error::Database {
-                path: path.to_path_buf(),
-                message: format!("full-text index {name} fails its integrity check after the rewrite"),
-                hint: "nothing was changed; check the index with `sqlite3 FILE \"INSERT INTO <index>(<index>) VALUES('integrity-check')\"`".into(),
-                source: Some(e),
-            })?;
-            tracing::debug!("rewrite: rebuilding {name} took {:?}", t0.elapsed());
-            plan.fts_rebuilt.push(name);
-        }
-        contentless(&tx, path, &all, &old, &mut plan)?;
-        note_scanned_only(&all, &mut plan);
-        written();
-
-        let t0 = std::time::Instant::now();
-        verify_written(&tx, path, &f, &all, &changed, &mut plan)?;
-        tracing::debug!("rewrite: final scan took {:?}", t0.elapsed());
-    }
-    if !plan.unrewritten.is_empty() && !accept_unrewritten {
-        return Err(Error::db(
-            path,
-            format!(
-                "old ids that cannot be rewritten: {}",
-                plan.unrewritten_list()
-            ),
-            "nothing was changed; pass --accept-unrewritten to rewrite everything else and keep these as they are (then fix them by hand, e.g. with sqlite3)",
-        ));
-    }
-    plan.accepted_unrewritten = !plan.unrewritten.is_empty();
-    let info = db::read_info(&tx, path)?;
-    if info.datahub != plan.to.datahub || info.connector != plan.to.connector {
-        return Err(Error::db(
-            path,
-            format!(
-                "after the rewrite the database names datahub {} and connector {}, not the new ids",
-                info.datahub, info.connector
-            ),
-            "nothing was changed; the id in Integrations is spelled in a way hubvault does not rewrite (see above), or this is a bug",
-        ));
-    }
+    let rewritten = rewrite_rows(&tx, path, &mut plan)?;
+    rewritten.verify(&tx, path, &mut plan, accept_unrewritten)?;
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let t0 = std::time::Instant::now();
     let checked = db::check_integrity(&tx, path, size);
     tracing::debug!("rewrite: integrity checks took {:?}", t0.elapsed());
-    checked.map_err(|e| match e {
+    checked.map_err(|e| after_rewrite(path, e))?;
+    let t0 = std::time::Instant::now();
+    tx.commit()
+        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
+    tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
+    Ok(plan)
+}
+
+/// A check of the result that failed: the message says it was after the rewrite.
+fn after_rewrite(path: &Path, e: Error) -> Error {
+    match e {
         Error::Database { message, source, .. } => Error::Database {
             path: path.to_path_buf(),
             message: format!("after the rewrite: {message}"),
@@ -1090,12 +1092,119 @@ fn rewrite_in_transaction(
             source,
         },
         other => other,
-    })?;
-    let t0 = std::time::Instant::now();
-    tx.commit()
-        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
-    tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
-    Ok(plan)
+    }
+}
+
+/// What the `UPDATE`s of one rewrite wrote, for the checks that read it again.
+struct Rewritten {
+    old: Vec<uuid::Uuid>,
+    new: Vec<uuid::Uuid>,
+    all: Vec<Table>,
+    /// Tables with a changed column (lowercase names).
+    changed: BTreeSet<String>,
+}
+
+/// Inside the caller's write transaction: the schema objects created again, one `UPDATE`
+/// per table, the full-text indexes rebuilt and checked. Nothing of the result is read
+/// back here ([`Rewritten::verify`] does).
+fn rewrite_rows(conn: &Connection, path: &Path, plan: &mut RewritePlan) -> Result<Rewritten> {
+    let (old, new) = changing(plan.from, plan.to);
+    let m = Matcher::new(&old, Some(&new));
+    let before = schema_rows(conn, path)?;
+    let redo = schema_pass(&before, &m, plan);
+    if !plan.blockers.is_empty() {
+        return Err(Error::db(
+            path,
+            format!(
+                "the old ids cannot all be rewritten: {}",
+                plan.blockers.join("; ")
+            ),
+            "nothing was changed; fix these schema objects by hand (e.g. with sqlite3) and run the command again",
+        ));
+    }
+    let f = IdFunctions::register(conn, m)
+        .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+    recreate(conn, path, &before, &redo)?;
+
+    // One UPDATE per table: a row holding ids in several columns is written once.
+    let all = tables(conn, path)?;
+    for t in all
+        .iter()
+        .filter(|t| t.is_written() && !t.writable.is_empty())
+    {
+        let cols: Vec<&str> = t.writable.iter().map(String::as_str).collect();
+        let counts = pass(conn, path, &f, &t.name, &cols, true)?;
+        note(conn, path, &f, t, &cols, &counts, plan)?;
+    }
+    let changed: BTreeSet<String> = plan
+        .changes
+        .iter()
+        .map(|c| c.table.to_ascii_lowercase())
+        .collect();
+    for (name, tr) in fts_to_rebuild(&all, &changed) {
+        let t0 = std::time::Instant::now();
+        vtab::rebuild(conn, &name).map_err(|e| {
+            Error::sqlite(path, &format!("cannot rebuild full-text index {name}"), e)
+        })?;
+        vtab::integrity_check(conn, &name, &tr).map_err(|e| Error::Database {
+            path: path.to_path_buf(),
+            message: format!("full-text index {name} fails its integrity check after the rewrite"),
+            hint: "nothing was changed; check the index with `sqlite3 FILE \"INSERT INTO <index>(<index>) VALUES('integrity-check')\"`".into(),
+            source: Some(e),
+        })?;
+        tracing::debug!("rewrite: rebuilding {name} took {:?}", t0.elapsed());
+        plan.fts_rebuilt.push(name);
+    }
+    contentless(conn, path, &all, &old, plan)?;
+    note_scanned_only(&all, plan);
+    Ok(Rewritten {
+        old,
+        new,
+        all,
+        changed,
+    })
+}
+
+impl Rewritten {
+    /// Reads back what was written: no rewritable old id left ([`verify_written`]), old
+    /// ids left only where accepted, and the database names the new ids. The structure
+    /// and foreign-key checks are the caller's.
+    fn verify(
+        &self,
+        conn: &Connection,
+        path: &Path,
+        plan: &mut RewritePlan,
+        accept_unrewritten: bool,
+    ) -> Result<()> {
+        let f = IdFunctions::register(conn, Matcher::new(&self.old, Some(&self.new)))
+            .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+        let t0 = std::time::Instant::now();
+        verify_written(conn, path, &f, &self.all, &self.changed, plan)?;
+        tracing::debug!("rewrite: final scan took {:?}", t0.elapsed());
+        if !plan.unrewritten.is_empty() && !accept_unrewritten {
+            return Err(Error::db(
+                path,
+                format!(
+                    "old ids that cannot be rewritten: {}",
+                    plan.unrewritten_list()
+                ),
+                "nothing was changed; pass --accept-unrewritten to rewrite everything else and keep these as they are (then fix them by hand, e.g. with sqlite3)",
+            ));
+        }
+        plan.accepted_unrewritten = !plan.unrewritten.is_empty();
+        let info = db::read_info(conn, path)?;
+        if info.datahub != plan.to.datahub || info.connector != plan.to.connector {
+            return Err(Error::db(
+                path,
+                format!(
+                    "after the rewrite the database names datahub {} and connector {}, not the new ids",
+                    info.datahub, info.connector
+                ),
+                "nothing was changed; the id in Integrations is spelled in a way hubvault does not rewrite (see above), or this is a bug",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The proof, before anything is committed. The `UPDATE`s read every writable column of

@@ -389,3 +389,46 @@ fn remap_output_writes_a_new_checked_file_and_leaves_the_source_alone() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// `--output` commits its rewrite into a temp file before checking it (the checks then
+/// run on two cores): a refusal found by those checks must still leave no file at
+/// `--output`, no temp file, and the source as it was.
+#[test]
+fn remap_output_refused_by_the_checks_of_its_result_leaves_no_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(dir.path(), "sdc", 30);
+    let c = spec.connector.to_string();
+    let at = c.find(|ch: char| ch.is_ascii_lowercase()).unwrap();
+    let mixed = format!("{}{}{}", &c[..at], c[at..=at].to_uppercase(), &c[at + 1..]);
+    // An orphan the rewrite keeps (foreign keys are off while it runs): its result fails
+    // foreign_key_check. And, in another copy, an old id it cannot rewrite.
+    let orphan = copy(&db, dir.path(), "orphan.db");
+    sqlite3(
+        &orphan,
+        "PRAGMA foreign_keys=OFF; INSERT INTO Uploads (eventId, filePath, createdAt, updatedAt) VALUES (999999, 'x', 'now', 'now');",
+    );
+    let mixed_db = copy(&db, dir.path(), "mixed.db");
+    sqlite3(
+        &mixed_db,
+        &format!("CREATE TABLE Notes (t TEXT); INSERT INTO Notes VALUES ('see {mixed}');"),
+    );
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    for (src, says) in [(&orphan, "foreign_key_check"), (&mixed_db, "Notes.t")] {
+        let before = sha256_of(src);
+        let out_db = dir.path().join("out.db");
+        let out = remap(src, &hub, &conn, &["--output", out_db.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+        assert!(!out_db.exists(), "{}", stderr(&out));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("hubvault-remap"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_eq!(sha256_of(src), before);
+    }
+}
