@@ -129,6 +129,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             retained,
         });
     }
+    let staging = prune::sweep_staging(&bucket, &scope, a.dry_run).await?;
     let keep_text = humantime::format_duration(keep_within).to_string();
     if g.json {
         let mut doc = match &versions {
@@ -144,6 +145,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         };
         doc["keep_within"] = keep_text.into();
         doc["stream"] = serde_json::to_value(&stream).expect("a report serialises");
+        doc["staging"] = serde_json::to_value(&staging).expect("a report serialises");
         output::print_json(&doc);
         return Ok(ExitCode::SUCCESS);
     }
@@ -181,6 +183,16 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         for p in c.problems.iter().chain(r.problems.iter()) {
             outln!("  ! {p}");
         }
+    }
+    if !staging.files.is_empty() {
+        for f in &staging.files {
+            outln!("  {verb:<7} {}  (left by a killed upload)", f.key);
+        }
+        outln!(
+            "{verb} {} staging files killed uploads left ({:.1} MiB)",
+            staging.files.len(),
+            staging.bytes as f64 / (1024.0 * 1024.0)
+        );
     }
     if a.dry_run {
         outln!("dry run: nothing was deleted or written");

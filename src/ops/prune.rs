@@ -22,8 +22,9 @@ use crate::catalog::retention::{self, Policy};
 use crate::error::{Error, Result};
 use crate::model::drill::DrillRecord;
 use crate::model::ids::{ConnectorId, DatahubId};
+use crate::model::layout::StreamKeys;
 use crate::model::layout::{ConnectorKey, VersionId};
-use crate::store::Bucket;
+use crate::store::{Bucket, StagingLeft};
 
 /// How old an incomplete version must be before prune removes it: a backup may be
 /// writing it right now.
@@ -154,6 +155,47 @@ pub async fn prune(
     })
 }
 
+/// What [`sweep_staging`] found and removed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StagingSweep {
+    /// Staging files older than [`INCOMPLETE_GRACE`], by key.
+    pub files: Vec<StagingLeft>,
+    pub bytes: u64,
+    /// How many were removed (0 in a dry run).
+    pub removed: usize,
+}
+
+/// Removes (unless `dry_run`) the staging files that killed uploads left in a
+/// local-directory bucket under `scope` (versions, canonical objects, the hubs'
+/// continuous streams) once they are older than [`INCOMPLETE_GRACE`]: an upload under
+/// way writes its file all the time, and none lasts a day. Nothing to do on S3 (see
+/// [`Bucket::staging_left`]).
+pub async fn sweep_staging(bucket: &Bucket, scope: &Scope, dry_run: bool) -> Result<StagingSweep> {
+    let grace = INCOMPLETE_GRACE.to_std().expect("a positive grace");
+    let prefixes: Vec<object_store::path::Path> = match (&scope.org, scope.datahub, scope.connector)
+    {
+        (Some(org), Some(hub), None) => {
+            vec![scope.prefix(), StreamKeys::new(org.clone(), hub).prefix()]
+        }
+        (Some(org), None, _) => vec![object_store::path::Path::from(org.as_str())],
+        _ => vec![scope.prefix()],
+    };
+    let mut sweep = StagingSweep::default();
+    for prefix in prefixes {
+        sweep
+            .files
+            .extend(bucket.staging_left(&prefix, grace).await?);
+    }
+    sweep.bytes = sweep.files.iter().map(|f| f.bytes).sum();
+    if !dry_run {
+        for f in &sweep.files {
+            bucket.remove_staging(f).await?;
+            sweep.removed += 1;
+        }
+    }
+    Ok(sweep)
+}
+
 /// The version named by the newest successful drill record, if any (one GET).
 async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Option<VersionId> {
     let mark = listed.drills.iter().rev().find(|d| d.ok)?;
@@ -165,14 +207,26 @@ async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Option<Versi
 /// versions it removed. The backup itself succeeded: a failed prune is logged and gives
 /// `None`, never an error.
 pub async fn after_upload(bucket: &Bucket, ck: &ConnectorKey, policy: &Policy) -> Option<usize> {
-    if policy.is_empty() {
-        return None;
-    }
     let scope = Scope {
         org: Some(ck.org.clone()),
         datahub: Some(ck.datahub),
         connector: Some(ck.connector),
     };
+    // What an earlier, killed upload of this connector left in a local directory.
+    match sweep_staging(bucket, &scope, false).await {
+        Ok(s) if s.removed > 0 => tracing::info!(
+            "removed {} staging files ({} bytes) that killed uploads left",
+            s.removed,
+            s.bytes
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "backup done, but removing staging files killed uploads left failed: {e}"
+        ),
+    }
+    if policy.is_empty() {
+        return None;
+    }
     match prune(bucket, &scope, policy, false).await {
         Ok(r) => Some(r.versions_removed),
         Err(e) => {

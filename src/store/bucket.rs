@@ -30,6 +30,7 @@ use crate::blocking::join_error;
 use crate::error::{Error, Result, StoreFailure};
 use crate::progress::Progress;
 use crate::store::codec::{Decoding, Encoding, HashingWriter, Landed, SameAs};
+use crate::store::local::{self, StagingLeft};
 use crate::store::s3::{self, S3Settings};
 pub use crate::store::url::redact_url;
 use crate::store::url::{BucketUrl, parse_bucket_url};
@@ -650,6 +651,47 @@ impl Bucket {
             .copy(from, to)
             .await
             .map_err(|e| self.err("COPY", to, e))
+    }
+
+    /// The staging files killed uploads left under `prefix` in a local-directory bucket
+    /// ([`StagingLeft`]) that were last written more than `grace` ago (an upload under
+    /// way writes its file all the time). Empty for S3, where a killed multipart upload
+    /// leaves parts that only a lifecycle rule (`AbortIncompleteMultipartUpload`) or the
+    /// bucket's owner can see.
+    pub async fn staging_left(
+        &self,
+        prefix: &Path,
+        grace: std::time::Duration,
+    ) -> Result<Vec<StagingLeft>> {
+        let Some(fs) = self.local.clone() else {
+            return Ok(Vec::new());
+        };
+        let dir = fs
+            .path_to_filesystem(prefix)
+            .map_err(|e| self.err("LIST", prefix, e))?;
+        let before = std::time::SystemTime::now() - grace;
+        let key = prefix.to_string();
+        let shown = dir.clone();
+        tokio::task::spawn_blocking(move || local::staging_left(&dir, &key, before))
+            .await
+            .map_err(join_error)?
+            .map_err(|e| {
+                Error::io(
+                    &shown,
+                    "cannot walk the bucket directory for staging files",
+                    e,
+                )
+            })
+    }
+
+    /// Removes one file [`Bucket::staging_left`] found (if it is still a regular file).
+    pub async fn remove_staging(&self, s: &StagingLeft) -> Result<()> {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            local::remove_staging(&s).map_err(|e| Error::io(&s.path, "cannot remove", e))
+        })
+        .await
+        .map_err(join_error)?
     }
 
     /// Deletes the object; deleting a missing object is not an error.

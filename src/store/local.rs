@@ -531,3 +531,100 @@ mod tests {
         assert!(committed.e_tag.is_some());
     }
 }
+
+/// A staging file that a killed upload left in a local-directory bucket (`{key}#{n}`):
+/// invisible to LIST and GET (object_store skips such names), as large as the object was
+/// going to be, and never removed by anything else.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StagingLeft {
+    /// The key it was staging, with its `#n`.
+    pub key: String,
+    pub bytes: u64,
+    #[serde(skip)]
+    pub(crate) path: PathBuf,
+}
+
+/// True if and only if object_store's local listing skips `name` as a staging file: what
+/// follows its first `#` is one or more ASCII digits (object_store 0.14,
+/// `local::is_valid_file_path`).
+fn is_staging_name(name: &[u8]) -> bool {
+    match name.iter().position(|b| *b == b'#') {
+        Some(i) => i + 1 < name.len() && name[i + 1..].iter().all(u8::is_ascii_digit),
+        None => false,
+    }
+}
+
+/// The staging files under `dir` (the directory of the key prefix `prefix`) last
+/// modified before `before`. Walks without following symbolic links: a link is neither
+/// entered nor reported, whatever its name.
+pub(crate) fn staging_left(
+    dir: &Path,
+    prefix: &str,
+    before: std::time::SystemTime,
+) -> std::io::Result<Vec<StagingLeft>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut found = Vec::new();
+    let mut todo = vec![(dir.to_path_buf(), prefix.trim_matches('/').to_string())];
+    while let Some((d, key)) = todo.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            // The prefix does not exist (yet): nothing was staged under it.
+            Err(e) if e.kind() == ErrorKind::NotFound && d == dir => return Ok(found),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let child = if key.is_empty() {
+                name.to_string_lossy().into_owned()
+            } else {
+                format!("{key}/{}", name.to_string_lossy())
+            };
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                todo.push((entry.path(), child));
+            } else if ft.is_file() && is_staging_name(name.as_bytes()) {
+                let m = entry.metadata()?;
+                if m.modified()? < before {
+                    found.push(StagingLeft {
+                        key: child,
+                        bytes: m.len(),
+                        path: entry.path(),
+                    });
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(found)
+}
+
+/// Removes one file [`staging_left`] found, if it is still a regular file (never a link
+/// put there meanwhile). Gone already is fine.
+pub(crate) fn remove_staging(s: &StagingLeft) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(&s.path) {
+        Ok(m) if m.file_type().is_file() => match std::fs::remove_file(&s.path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod staging_tests {
+    use super::is_staging_name;
+
+    #[test]
+    fn a_name_is_staging_exactly_when_object_stores_listing_skips_it() {
+        for yes in ["sqlite.db#1", "x.zst#12", "x#007", "#1"] {
+            assert!(is_staging_name(yes.as_bytes()), "{yes}");
+        }
+        // object_store lists these: its rule looks past the FIRST `#` only.
+        for no in ["sqlite.db", "a#", "a#1b", "a#1.zst", "a1", "a#b#1"] {
+            assert!(!is_staging_name(no.as_bytes()), "{no}");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 pub mod bucket;
 mod codec;
 mod local;
+pub use local::StagingLeft;
 pub mod s3;
 pub mod staged;
 mod streamed;

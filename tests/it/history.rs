@@ -444,3 +444,97 @@ both!(
     retention_from_the_config_file_is_applied_by_backup_and_agent,
     config_retention_applies_to_backup_and_agent
 );
+
+fn set_mtime(path: &std::path::Path, ago: std::time::Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - ago)
+        .unwrap();
+}
+
+/// A killed upload into a local-directory bucket leaves `{key}#{n}` beside the key, which
+/// no LIST or GET shows. `prune` (and the agent, after each backup of that connector)
+/// removes those a day old, and only those: not a fresh one (an upload under way), not a
+/// link with a staging name, not a listed object. Local only: S3 has no such files (a
+/// killed multipart upload's parts are a lifecycle rule's, docs/AGENT.md).
+#[test]
+fn prune_removes_the_staging_files_killed_uploads_left_a_day_ago_and_nothing_else() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 20);
+    backup(&tb, &db, &[]);
+    let ck = ck_of(&spec);
+    let root = tb.dir.as_ref().unwrap().path().to_path_buf();
+    let canonical = tb
+        .keys(ck.prefix().as_ref())
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| k.ends_with("sqlite.db"))
+        .expect("the canonical object");
+    let listed_before = tb.keys("");
+    let day = std::time::Duration::from_secs(25 * 3600);
+    let old = root.join(format!("{canonical}#1"));
+    std::fs::write(&old, vec![7u8; 4096]).unwrap();
+    set_mtime(&old, day);
+    // Under the hub's continuous stream too (the agent's segments are uploads as well).
+    let stream_dir = root.join(format!("acme/stream/{}/L0", spec.datahub));
+    std::fs::create_dir_all(&stream_dir).unwrap();
+    let old_segment = stream_dir.join("00000001.seg#3");
+    std::fs::write(&old_segment, b"seg").unwrap();
+    set_mtime(&old_segment, day);
+    let fresh = root.join(format!("{canonical}#2"));
+    std::fs::write(&fresh, b"an upload under way").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("precious");
+    std::fs::write(&target, b"not the bucket's").unwrap();
+    let link = root.join(format!("{canonical}#9"));
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    // A listed name that merely holds a `#`: object_store lists it, so it is an object.
+    let listed_hash = root.join(format!("{}/notes#v1", ck.prefix()));
+    std::fs::write(&listed_hash, b"x").unwrap();
+    set_mtime(&listed_hash, day);
+
+    let org = ["--datahub", &spec.datahub.to_string()];
+    let dry = json_of(
+        &run(tb
+            .cmd()
+            .args(["prune", "--json", "--dry-run", "--keep-last", "5"])
+            .args(org)),
+        0,
+    );
+    let named: Vec<&str> = dry["staging"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
+    let seg_key = format!("acme/stream/{}/L0/00000001.seg#3", spec.datahub);
+    let mut want = vec![format!("{canonical}#1"), seg_key];
+    want.sort();
+    assert_eq!(named, want);
+    assert_eq!(dry["staging"]["removed"], 0);
+    assert!(
+        old.exists() && old_segment.exists(),
+        "a dry run removes nothing"
+    );
+
+    let real = json_of(
+        &run(tb
+            .cmd()
+            .args(["prune", "--json", "--keep-last", "5"])
+            .args(org)),
+        0,
+    );
+    assert_eq!(real["staging"]["removed"], 2);
+    assert_eq!(real["staging"]["bytes"], 4096 + 3);
+    assert!(!old.exists() && !old_segment.exists());
+    assert!(fresh.exists(), "an upload under way is not touched");
+    assert!(link.symlink_metadata().is_ok(), "a link is not removed");
+    assert_eq!(std::fs::read(&target).unwrap(), b"not the bucket's");
+    assert!(listed_hash.exists());
+    let mut listed_now = tb.keys("");
+    listed_now.retain(|(k, _)| !k.ends_with("notes#v1"));
+    assert_eq!(listed_now, listed_before, "no object was touched");
+}
