@@ -977,3 +977,7 @@ pub fn sweep_dead_snapshots(tmp_dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "snapshot_races.rs"]
+mod races;

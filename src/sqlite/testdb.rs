@@ -54,7 +54,7 @@ pub fn commit_rows(c: &Connection, from: u64, n: u64) {
 /// dirty pages into the database file before any commit (rollback-journal mode): the
 /// state a reader without a lock sees mid-transaction. Asserts the spill reached the file.
 pub fn spill_open_transaction(c: &Connection, path: &Path, from: u64, to: u64, mark: char) {
-    let before = std::fs::read(path).unwrap();
+    let before = read_live(path);
     c.execute_batch("PRAGMA cache_size=10; PRAGMA cache_spill=10; BEGIN IMMEDIATE")
         .unwrap();
     c.execute(
@@ -62,7 +62,7 @@ pub fn spill_open_transaction(c: &Connection, path: &Path, from: u64, to: u64, m
         rusqlite::params![PAYLOAD as i64, mark.to_string(), from as i64, to as i64],
     )
     .unwrap();
-    let during = std::fs::read(path).unwrap();
+    let during = read_live(path);
     assert_eq!(
         during.len(),
         before.len(),
@@ -72,6 +72,18 @@ pub fn spill_open_transaction(c: &Connection, path: &Path, from: u64, to: u64, m
         during, before,
         "the open transaction spilled pages into the file"
     );
+}
+
+/// The live database file's bytes, read through the descriptor the page reader keeps:
+/// closing a descriptor of our own would drop every POSIX lock this process holds on the
+/// file, the writer's included (`pages::open_kept`).
+fn read_live(path: &Path) -> Vec<u8> {
+    let src = crate::sqlite::pages::Source::open(path).unwrap();
+    let len = src.db_file().metadata().unwrap().len() as usize;
+    let mut buf = vec![0u8; len];
+    let got = crate::sqlite::pages::wal::read_full(src.db_file(), &mut buf, 0).unwrap();
+    assert_eq!(got, len);
+    buf
 }
 
 /// What a database (or an image of one) holds: rows, the smallest and largest n, and

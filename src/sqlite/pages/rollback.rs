@@ -127,13 +127,12 @@ impl Stamp {
         (self.len / self.header.page_size as u64) as u32
     }
 
-    /// How long until a write stamps the file with a time other than `written`, when
-    /// the file system's clock reads `now` (nanoseconds, the coarse clock it stamps with):
-    /// zero once `now` is at least one timestamp step past the last write. A file system
-    /// that stores whole seconds (nanoseconds 0) is given 2 s (FAT stores 2 s steps); one
-    /// that rounds to 10^k ns is given 10^k ns; a write in the current step could
-    /// otherwise be stamped the same time as the one before it.
-    fn unwritten_wait(&self, now: i128) -> Duration {
+    /// The file system clock's reading (nanoseconds, the coarse clock it stamps with) from
+    /// which any write stamps the file with a time other than `written`: one timestamp
+    /// step past it. A file system that stores whole seconds (nanoseconds 0) is given 2 s
+    /// (FAT stores 2 s steps); one that rounds to 10^k ns, 10^k ns. Before that, a write
+    /// could be stamped the same time as the one before it.
+    fn rewritten_from(&self) -> i128 {
         let nanos = self.written.rem_euclid(1_000_000_000);
         let step: i128 = if nanos == 0 {
             2_000_000_000
@@ -144,8 +143,7 @@ impl Stamp {
             }
             step
         };
-        let due = self.written + step;
-        Duration::from_nanos((due - now).clamp(0, 2_000_000_000) as u64)
+        self.written + step
     }
 }
 
@@ -176,27 +174,32 @@ fn stamp_of(src: &Source) -> Option<Stamp> {
 }
 
 /// Times lock #1 is taken again while the file's last write is as recent as the file
-/// system's timestamp step; each wait is one step (a few ms; 2 s on a file system that
-/// stores whole seconds).
-const FIRST_LOCK_TRIES: usize = 8;
+/// system's timestamp step (each time after waiting for the clock to pass it).
+const FIRST_LOCK_TRIES: usize = 4;
+/// The longest wait for the file system's clock (2 s steps, and a little more).
+const CLOCK_WAIT: Duration = Duration::from_millis(2500);
 
 /// SHARED lock #1: the [`Stamp`] of a committed state, taken when any later write is
 /// sure to change the file's write time. Under the lock no writer is half-way through a
 /// commit or holds a spilled transaction (both need the EXCLUSIVE lock), and the file
 /// system's clock is read after the file's time: when it is a timestamp step past that
 /// time, every write after the lock is dropped (a spill, its rollback, a commit) stamps a
-/// different one. Otherwise the lock is dropped, and taken again once the clock has moved.
+/// different one. Otherwise the lock is dropped, and taken again once the clock has moved
+/// (the coarse clock moves every few ms: the wait is one tick, the file unlocked).
 fn first_lock(src: &Source, locker: &Locker) -> std::result::Result<(Stamp, Duration), Skip> {
     let mut held = Duration::ZERO;
     for _ in 0..FIRST_LOCK_TRIES {
         let ((stamp, now), h) = locker.shared(|| (stamp_of(src), fs_clock()))?;
         held += h;
         let stamp = stamp.ok_or_else(|| Skip::Busy("no valid header".into()))?;
-        let wait = stamp.unwritten_wait(now);
-        if wait.is_zero() {
+        let due = stamp.rewritten_from();
+        if now >= due {
             return Ok((stamp, held));
         }
-        std::thread::sleep(wait);
+        let started = Instant::now();
+        while fs_clock() < due && started.elapsed() < CLOCK_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     // Written within the last timestamp step at each try: a writer busy enough that
     // this read would have raced it anyway.
