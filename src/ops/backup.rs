@@ -670,6 +670,11 @@ mod tests {
     }
 
     fn setup() -> Setup {
+        setup_in(false)
+    }
+
+    /// As [`setup`]; `wal`: the database is in WAL mode.
+    fn setup_in(wal: bool) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let (hub, bucket_dir, tmp) = (
             dir.path().join("hub"),
@@ -680,7 +685,7 @@ mod tests {
             std::fs::create_dir(d).unwrap();
         }
         let db = hub.join("sqlite.db");
-        let writer = testdb::create(&db, ROWS, false);
+        let writer = testdb::create(&db, ROWS, wal);
         let mut opts = BackupOptions::new(&db, OrgSlug::parse("acme").unwrap());
         opts.force = true;
         opts.tmp_dir = Some(tmp);
@@ -789,5 +794,44 @@ mod tests {
             "{uploaded:?}"
         );
         assert_eq!(uploaded, testdb::rows_now(&s.db));
+    }
+
+    #[test]
+    fn a_wal_backup_whose_second_connection_sqlite_refuses_checks_on_one_and_uploads_the_pinned_state()
+     {
+        let s = setup_in(true);
+        let w = writer(&s.writer);
+        // Every frame in the file, the WAL kept: the backup's reader reads the file alone
+        // (read mark 0), under which another connection may restart the WAL.
+        let busy: i64 = w
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(busy, 0);
+        drop(w);
+        let pinned = testdb::rows_now(&s.db);
+        let restarted = Arc::new(Mutex::new(false));
+        let _hook = {
+            let (w, db, restarted) = (s.writer.clone(), s.db.clone(), restarted.clone());
+            seam::set(&s.db, move |at| {
+                let mut done = restarted.lock().unwrap();
+                if at == Point::WalPinned && !*done {
+                    // The snapshot's WAL restarted (sqlite3_snapshot_open refuses it) and
+                    // a commit moved the wal-index header (no proof by header either).
+                    let other = rusqlite::Connection::open(&db).unwrap();
+                    let busy: i64 = other
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                        .unwrap();
+                    assert_eq!(busy, 0, "the truncation was not held back");
+                    testdb::commit_rows(&writer(&w), ROWS + 1, 1);
+                    *done = true;
+                }
+            })
+        };
+        let (report, uploaded) = backup(&s);
+        assert!(*restarted.lock().unwrap());
+        assert_eq!(report.check, Some("integrity_check"));
+        assert_eq!(uploaded, pinned, "the upload is the pinned state");
+        assert!(uploaded.is_committed_prefix("c"), "{uploaded:?}");
+        assert_eq!(testdb::rows_now(&s.db).count, ROWS + 1, "the commit landed");
     }
 }
