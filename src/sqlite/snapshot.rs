@@ -12,10 +12,11 @@
 //! - **Rollback-journal mode**: any SHARED lock held while the database is read would
 //!   make a writer with a short busy timeout fail (a 1 GiB read takes a second). So the
 //!   pages are read ONCE without a lock, between two brief SHARED locks that read the
-//!   file change counter (`pages::rollback`): lock #1 when pinned, lock #2 when the image
-//!   reader reaches the end ([`rollback::confirm_full`]). The same counter and size at
-//!   both, and page 1 re-read under lock #2 as it was streamed, prove no commit came
-//!   between. The bytes read go to the caller (hash, uploads, compressor) and, in the
+//!   file change counter, size and time of the last write (`pages::rollback::Stamp`):
+//!   lock #1 when pinned, lock #2 when the image reader reaches the end
+//!   ([`rollback::confirm_full`]). The same stamp at both, and page 1 re-read under lock
+//!   #2 as it was streamed, prove nothing wrote the file between: no commit, and no
+//!   transaction that spilled pages into it and rolled back. The bytes read go to the caller (hash, uploads, compressor) and, in the
 //!   same read, into a temp copy in `--tmp-dir`, which the checks read once lock #2 has
 //!   vouched for it (they wait until then, with no lock on the live file at all). A
 //!   commit that raced the read fails it with [`is_raced`]: the caller throws away what
