@@ -10,7 +10,8 @@
 //! checkpointed away, so the open can only fail in corner cases (a WAL restarted under a
 //! reader that used no frame): then the caller runs every check on the first
 //! connection, as before. Either way the second snapshot is compared with the first
-//! (`sqlite3_snapshot_cmp`) before it is used.
+//! (`sqlite3_snapshot_cmp`) before it is used. `snapshot_races.rs` forces each route with
+//! a real writer, the restart included (`wal_checkpoint(TRUNCATE)` under the pin).
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -50,7 +51,8 @@ impl Drop for Snap {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoTwin {
     /// SQLite has no snapshot handle for `first`'s read transaction: not WAL, no read
-    /// transaction, or an empty WAL.
+    /// transaction, or a WAL never written since it was created (a WAL truncated by a
+    /// checkpoint keeps its frame checksum in the wal-index, and has one).
     NoHandle,
     /// SQLite refused to open that snapshot on the second connection (the WAL restarted,
     /// or a checkpoint went past it), or opened another one.
