@@ -367,3 +367,37 @@ pub fn confirm_full(
         Err(s) => Ok(Err(s)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(written: i128) -> Stamp {
+        Stamp {
+            header: DbHeader {
+                page_size: 4096,
+                mode: Mode::Rollback,
+                change_counter: 1,
+            },
+            len: 4096,
+            written,
+        }
+    }
+
+    #[test]
+    fn a_write_time_is_trusted_one_timestamp_step_after_it_whatever_the_file_systems_step() {
+        const S: i128 = 1_000_000_000;
+        // Nanosecond stamps (ext4, xfs, tmpfs): the next nanosecond.
+        assert_eq!(
+            stamp(1_700 * S + 123_456_789).rewritten_from(),
+            1_700 * S + 123_456_790
+        );
+        // Microsecond stamps: the next microsecond.
+        assert_eq!(
+            stamp(1_700 * S + 123_456_000).rewritten_from(),
+            1_700 * S + 123_457_000
+        );
+        // Whole seconds (or FAT's 2 s steps): 2 s later.
+        assert_eq!(stamp(1_700 * S).rewritten_from(), 1_702 * S);
+    }
+}
