@@ -646,3 +646,192 @@ pub fn db_file_name(db: &Path) -> Result<DbFileName> {
     })?;
     DbFileName::parse(name)
 }
+
+/// The backup's one pass over a rollback-journal database, raced by a real writer at the
+/// read's seams (`sqlite::pages::seam`): what reaches the bucket is a committed state.
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::sqlite::pages::seam::{self, Point};
+    use crate::sqlite::testdb::{self, Rows};
+
+    /// About 480 pages (2 MB): more than `rollback::RELOCK_PAGES` (lock #2 re-reads page
+    /// 1 only) and more than one 1 MiB read of the copy thread.
+    const ROWS: u64 = 8000;
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        db: PathBuf,
+        bucket_dir: PathBuf,
+        opts: BackupOptions,
+        writer: Arc<Mutex<rusqlite::Connection>>,
+    }
+
+    fn setup() -> Setup {
+        setup_in(false)
+    }
+
+    /// As [`setup`]; `wal`: the database is in WAL mode.
+    fn setup_in(wal: bool) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let (hub, bucket_dir, tmp) = (
+            dir.path().join("hub"),
+            dir.path().join("bucket"),
+            dir.path().join("tmp"),
+        );
+        for d in [&hub, &bucket_dir, &tmp] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let db = hub.join("sqlite.db");
+        let writer = testdb::create(&db, ROWS, wal);
+        let mut opts = BackupOptions::new(&db, OrgSlug::parse("acme").unwrap());
+        opts.force = true;
+        opts.tmp_dir = Some(tmp);
+        Setup {
+            _dir: dir,
+            db,
+            bucket_dir,
+            opts,
+            writer: Arc::new(Mutex::new(writer)),
+        }
+    }
+
+    /// Runs one backup; returns its report and the rows of the canonical object it wrote.
+    fn backup(s: &Setup) -> (BackupReport, Rows) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let bucket = Bucket::open(&format!("file://{}", s.bucket_dir.display())).unwrap();
+        let report = rt
+            .block_on(run(&bucket, &s.opts, &crate::progress::NoProgress))
+            .unwrap();
+        let rows = testdb::rows_of_file(&s.bucket_dir.join(&report.key));
+        (report, rows)
+    }
+
+    fn writer(
+        w: &Arc<Mutex<rusqlite::Connection>>,
+    ) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        w.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[test]
+    fn a_backup_whose_unlocked_read_a_commit_tears_is_retried_and_uploads_the_committed_state() {
+        let s = setup();
+        // Lock #2 is reached once per attempt.
+        let attempts = Arc::new(Mutex::new(0u32));
+        let _hook = {
+            let (w, attempts) = (s.writer.clone(), attempts.clone());
+            seam::set(&s.db, move |at| {
+                let mut n = attempts.lock().unwrap();
+                match at {
+                    // Half the file copied: every row rewritten, committed.
+                    Point::Reading if *n == 0 => {
+                        writer(&w)
+                            .execute(
+                                "UPDATE Events SET payload = printf('%.*c', ?1, 'd')",
+                                [testdb::PAYLOAD as i64],
+                            )
+                            .unwrap();
+                    }
+                    Point::BeforeLock2 => *n += 1,
+                    _ => {}
+                }
+            })
+        };
+        let (report, uploaded) = backup(&s);
+        assert_eq!(
+            *attempts.lock().unwrap(),
+            2,
+            "the torn read was refused, once"
+        );
+        assert_eq!(report.decision, Decision::Uploaded);
+        assert_eq!(report.check, Some("integrity_check"));
+        assert!(
+            uploaded.is_committed_prefix("d") && uploaded.count == ROWS,
+            "{uploaded:?}"
+        );
+        assert_eq!(uploaded, testdb::rows_now(&s.db));
+    }
+
+    #[test]
+    fn a_backup_never_uploads_the_pages_of_a_transaction_that_spilled_and_rolled_back_during_its_read()
+     {
+        let s = setup();
+        let attempts = Arc::new(Mutex::new(0u32));
+        let _hook = {
+            let (w, attempts, db) = (s.writer.clone(), attempts.clone(), s.db.clone());
+            seam::set(&s.db, move |at| {
+                let mut n = attempts.lock().unwrap();
+                match at {
+                    // Lock #1 dropped: a transaction rewrites every row and spills.
+                    Point::Unlocked if *n == 0 => {
+                        testdb::spill_open_transaction(&writer(&w), &db, 1, ROWS, 'U')
+                    }
+                    // The copy is read: it rolls back; counter and size are lock #1's.
+                    Point::BeforeLock2 => {
+                        if *n == 0 {
+                            writer(&w).execute_batch("ROLLBACK").unwrap();
+                        }
+                        *n += 1;
+                    }
+                    _ => {}
+                }
+            })
+        };
+        let (_, uploaded) = backup(&s);
+        assert_eq!(
+            *attempts.lock().unwrap(),
+            2,
+            "the spilled read was refused, once"
+        );
+        assert!(
+            uploaded.is_committed_prefix("c") && uploaded.count == ROWS,
+            "{uploaded:?}"
+        );
+        assert_eq!(uploaded, testdb::rows_now(&s.db));
+    }
+
+    #[test]
+    fn a_wal_backup_whose_second_connection_sqlite_refuses_checks_on_one_and_uploads_the_pinned_state()
+     {
+        let s = setup_in(true);
+        let w = writer(&s.writer);
+        // Every frame in the file, the WAL kept: the backup's reader reads the file alone
+        // (read mark 0), under which another connection may restart the WAL.
+        let busy: i64 = w
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(busy, 0);
+        drop(w);
+        let pinned = testdb::rows_now(&s.db);
+        let restarted = Arc::new(Mutex::new(false));
+        let _hook = {
+            let (w, db, restarted) = (s.writer.clone(), s.db.clone(), restarted.clone());
+            seam::set(&s.db, move |at| {
+                let mut done = restarted.lock().unwrap();
+                if at == Point::WalPinned && !*done {
+                    // The snapshot's WAL restarted (sqlite3_snapshot_open refuses it) and
+                    // a commit moved the wal-index header (no proof by header either).
+                    let other = rusqlite::Connection::open(&db).unwrap();
+                    let busy: i64 = other
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                        .unwrap();
+                    assert_eq!(busy, 0, "the truncation was not held back");
+                    testdb::commit_rows(&writer(&w), ROWS + 1, 1);
+                    *done = true;
+                }
+            })
+        };
+        let (report, uploaded) = backup(&s);
+        assert!(*restarted.lock().unwrap());
+        assert_eq!(report.check, Some("integrity_check"));
+        assert_eq!(uploaded, pinned, "the upload is the pinned state");
+        assert!(uploaded.is_committed_prefix("c"), "{uploaded:?}");
+        assert_eq!(testdb::rows_now(&s.db).count, ROWS + 1, "the commit landed");
+    }
+}

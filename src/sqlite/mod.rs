@@ -19,5 +19,7 @@ pub mod safedir;
 pub mod snapshot;
 pub mod spelling;
 pub mod sqltext;
+#[cfg(test)]
+pub(crate) mod testdb;
 pub mod twin;
 pub mod vtab;

@@ -12,10 +12,11 @@
 //! - **Rollback-journal mode**: any SHARED lock held while the database is read would
 //!   make a writer with a short busy timeout fail (a 1 GiB read takes a second). So the
 //!   pages are read ONCE without a lock, between two brief SHARED locks that read the
-//!   file change counter (`pages::rollback`): lock #1 when pinned, lock #2 when the image
-//!   reader reaches the end ([`rollback::confirm_full`]). The same counter and size at
-//!   both, and page 1 re-read under lock #2 as it was streamed, prove no commit came
-//!   between. The bytes read go to the caller (hash, uploads, compressor) and, in the
+//!   file change counter, size and time of the last write (`pages::rollback::Stamp`):
+//!   lock #1 when pinned, lock #2 when the image reader reaches the end
+//!   ([`rollback::confirm_full`]). The same stamp at both, and page 1 re-read under lock
+//!   #2 as it was streamed, prove nothing wrote the file between: no commit, and no
+//!   transaction that spilled pages into it and rolled back. The bytes read go to the caller (hash, uploads, compressor) and, in the
 //!   same read, into a temp copy in `--tmp-dir`, which the checks read once lock #2 has
 //!   vouched for it (they wait until then, with no lock on the live file at all). A
 //!   commit that raced the read fails it with [`is_raced`]: the caller throws away what
@@ -39,7 +40,8 @@ use crate::sqlite::db::{self, ConnectorInfo};
 use crate::sqlite::fsio;
 use crate::sqlite::pages::image::{ImagePlan, ImageReader, pin_wal};
 use crate::sqlite::pages::rollback::{self, Locker, Skip};
-use crate::sqlite::pages::{DbHeader, Mode, Source};
+use crate::sqlite::pages::seam::{self, Point};
+use crate::sqlite::pages::{Mode, Source};
 use crate::sqlite::twin;
 
 /// A checked snapshot in a temp file, removed when dropped.
@@ -89,10 +91,28 @@ pub struct Pinned {
     /// The live database's journal mode.
     pub journal_mode: String,
     pub taken_at: chrono::DateTime<chrono::Utc>,
+    /// Which connections will check the state.
+    pub checks: Checks,
     /// Attempts a rollback-journal copy needed (a commit raced the others); 1 in WAL mode.
     pub attempts: u32,
     /// Time until the state was pinned (a rollback-journal database: copied).
     pub pinned_after: Duration,
+}
+
+/// Which connections check a pinned state: two split the checks over two cores when
+/// both provably see it (see `twin`); otherwise the first runs every check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checks {
+    /// A second connection opened on the first one's WAL snapshot (`sqlite3_snapshot_open`).
+    TwinBySnapshot,
+    /// A second connection whose read transaction the wal-index header, read before and
+    /// after it began, proves the same (an empty WAL, for which SQLite has no handle).
+    TwinByHeader,
+    /// Two connections on the rollback-journal copy, which nothing writes.
+    TwinOnCopy,
+    /// The first connection alone: SQLite gave no second one on the snapshot (why), and
+    /// a commit (or a WAL restart) moved the wal-index header before one could be proven.
+    One(twin::NoTwin),
 }
 
 /// What pins the state, shared by the [`Image`] and the [`Checker`]: it lasts until BOTH
@@ -127,8 +147,8 @@ pub struct Image {
 /// copy to write.
 struct RollbackStart {
     locker: Locker,
-    /// Header and size under lock #1.
-    first: (DbHeader, u64),
+    /// What lock #1 saw (counter, size, time of the last write).
+    first: rollback::Stamp,
     /// A read-write descriptor of the copy, for the thread (the `flock` is held by
     /// another one), and a read-only one for the image's reader.
     copy: std::fs::File,
@@ -249,10 +269,13 @@ fn copy_thread(
                 );
                 return failed(e, &what);
             }
+            if at == 0 && (n as u64) < plan.bytes() {
+                seam::at(held.src.path(), Point::Reading);
+            }
             at += n as u64;
             progress.update(|st| st.copied = at);
         }
-        let ps = start.first.0.page_size as u64;
+        let ps = start.first.header.page_size as u64;
         let copy = &start.copy;
         let got = rollback::confirm_full(&held.src, &start.locker, &start.first, &mut |p, b| {
             copy.read_exact_at(b, (p as u64 - 1) * ps)
@@ -426,11 +449,15 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                     },
                 )?;
                 let Some(plan) = plan else { continue };
-                let twin = match twin::open_on_snapshot(&conn, db)? {
-                    Some(t) => Some(t),
-                    None => twin_by_header(&mut src, plan.index, db)?,
+                seam::at(db, Point::WalPinned);
+                let (twin, checks) = match twin::open_on_snapshot(&conn, db)? {
+                    Ok(t) => (Some(t), Checks::TwinBySnapshot),
+                    Err(no) => match twin_by_header(&mut src, plan.index, db)? {
+                        Some(t) => (Some(t), Checks::TwinByHeader),
+                        None => (None, Checks::One(no)),
+                    },
                 };
-                tracing::debug!(twin = twin.is_some(), pages = plan.pages, wal_pages = plan.wal_pages(),
+                tracing::debug!(?checks, pages = plan.pages, wal_pages = plan.wal_pages(),
                     elapsed = ?started.elapsed(), "snapshot pinned (WAL read transaction)");
                 return Ok(Pinned {
                     held: Arc::new(Held {
@@ -444,6 +471,7 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                     db: db.to_path_buf(),
                     journal_mode: Mode::Wal.name().to_string(),
                     taken_at,
+                    checks,
                     attempts: 1,
                     pinned_after: started.elapsed(),
                 });
@@ -497,7 +525,7 @@ fn pin_rollback(
     let mut retry = Retry::new();
     let first = loop {
         match rollback::counter(&src, &locker) {
-            Ok((h, _)) if h.mode == Mode::Wal => return Ok(None),
+            Ok(first) if first.header.mode == Mode::Wal => return Ok(None),
             Ok(first) => break first,
             Err(Skip::NowWal) => return Ok(None),
             Err(Skip::Raced) => retry.again(db, Duration::ZERO, "a commit came")?,
@@ -512,11 +540,10 @@ fn pin_rollback(
         .read(true)
         .open(&tmp)
         .map_err(|e| Error::io(&*tmp, "cannot open the snapshot copy", e))?;
-    let (h, len) = first;
     // The image is the file as lock #1 saw it; lock #2 proves it still is.
     let mut plan = ImagePlan::file(&src)?;
-    plan.page_size = h.page_size;
-    plan.pages = (len / h.page_size as u64) as u32;
+    plan.page_size = first.header.page_size;
+    plan.pages = first.pages();
     // Opened now, on an empty file: they read nothing until the copy is confirmed, and
     // SQLite reads a file it has never read from scratch.
     let conn = db::open_read_only(&tmp)?;
@@ -543,6 +570,7 @@ fn pin_rollback(
         db: db.to_path_buf(),
         journal_mode: Mode::Rollback.name().to_string(),
         taken_at,
+        checks: Checks::TwinOnCopy,
         attempts: retry.attempts + 1,
         pinned_after: started.elapsed(),
     }))
@@ -950,3 +978,7 @@ pub fn sweep_dead_snapshots(tmp_dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "snapshot_races.rs"]
+mod races;

@@ -10,7 +10,8 @@
 //! checkpointed away, so the open can only fail in corner cases (a WAL restarted under a
 //! reader that used no frame): then the caller runs every check on the first
 //! connection, as before. Either way the second snapshot is compared with the first
-//! (`sqlite3_snapshot_cmp`) before it is used.
+//! (`sqlite3_snapshot_cmp`) before it is used. `snapshot_races.rs` forces each route with
+//! a real writer, the restart included (`wal_checkpoint(TRUNCATE)` under the pin).
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -46,15 +47,29 @@ impl Drop for Snap {
     }
 }
 
+/// Why [`open_on_snapshot`] gave no second connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoTwin {
+    /// SQLite has no snapshot handle for `first`'s read transaction: not WAL, no read
+    /// transaction, or a WAL never written since it was created (a WAL truncated by a
+    /// checkpoint keeps its frame checksum in the wal-index, and has one).
+    NoHandle,
+    /// SQLite refused to open that snapshot on the second connection (the WAL restarted,
+    /// or a checkpoint went past it), or opened another one.
+    Refused,
+}
+
 /// Opens a second read-only connection on `path` whose read transaction sees exactly
-/// the snapshot of `first`'s open read transaction. `Ok(None)`: that cannot be had here
-/// (not WAL, an empty WAL, for which SQLite has no snapshot handle, or SQLite refused the
-/// snapshot); the caller may prove the state another way ([`open_parked`],
+/// the snapshot of `first`'s open read transaction. `Ok(Err(_))`: that cannot be had
+/// here (see [`NoTwin`]); the caller may prove the state another way ([`open_parked`],
 /// [`begin_read`]) or read everything through `first`. Errors: the database cannot be
 /// opened or read at all.
-pub fn open_on_snapshot(first: &Connection, path: &Path) -> Result<Option<Connection>> {
+pub fn open_on_snapshot(
+    first: &Connection,
+    path: &Path,
+) -> Result<std::result::Result<Connection, NoTwin>> {
     let Some(snap) = Snap::of(first) else {
-        return Ok(None);
+        return Ok(Err(NoTwin::NoHandle));
     };
     let second = open_parked(path)?;
     // A transaction that has read nothing yet, for the snapshot to open into.
@@ -65,14 +80,18 @@ pub fn open_on_snapshot(first: &Connection, path: &Path) -> Result<Option<Connec
     let rc = unsafe { ffi::sqlite3_snapshot_open(second.handle(), MAIN.as_ptr(), snap.0) };
     if rc != ffi::SQLITE_OK {
         tracing::debug!(rc, "second connection: snapshot not opened");
-        return Ok(None);
+        return Ok(Err(NoTwin::Refused));
     }
     let Some(got) = Snap::of(&second) else {
-        return Ok(None);
+        return Ok(Err(NoTwin::Refused));
     };
     // SAFETY: two live snapshot objects of the same database.
     let same = unsafe { ffi::sqlite3_snapshot_cmp(snap.0, got.0) } == 0;
-    Ok(same.then_some(second))
+    Ok(if same {
+        Ok(second)
+    } else {
+        Err(NoTwin::Refused)
+    })
 }
 
 /// A read-only connection that has read once (in WAL mode that opens its WAL and
@@ -148,10 +167,16 @@ mod tests {
         // starts with an empty WAL, as a connector's database at rest often is.
         drop(w);
         let first = open_parked(&path).unwrap();
-        assert!(open_on_snapshot(&first, &path).unwrap().is_none());
+        assert_eq!(
+            open_on_snapshot(&first, &path).unwrap().err(),
+            Some(NoTwin::NoHandle)
+        );
         begin_read(&first, &path).unwrap();
         // SQLite gives no handle for an empty WAL: snapshot.rs proves the state by the
         // wal-index header instead.
-        assert!(open_on_snapshot(&first, &path).unwrap().is_none());
+        assert_eq!(
+            open_on_snapshot(&first, &path).unwrap().err(),
+            Some(NoTwin::NoHandle)
+        );
     }
 }

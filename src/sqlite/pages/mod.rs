@@ -21,6 +21,7 @@
 
 pub mod image;
 pub mod rollback;
+pub mod seam;
 pub mod shm;
 pub mod wal;
 
@@ -574,5 +575,7 @@ impl Source {
     }
 }
 
+#[cfg(test)]
+mod races;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,261 @@
+//! A WAL snapshot's checks on two connections (`twin`) against a real writer: the second
+//! connection opens on the first one's state, or the first runs every check, and either
+//! way the checks count what the image holds. The writer commits at a named point of the
+//! pin (`pages::seam`: between the first connection's read transaction and the second
+//! connection) and then all through the pass.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::sqlite::pages::seam::{self, Point};
+use crate::sqlite::snapshot::{self, Checks};
+use crate::sqlite::testdb::{self, Rows};
+use crate::sqlite::twin::NoTwin;
+
+const ROWS: u64 = 2000;
+
+struct Db {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+}
+
+/// A WAL database of [`ROWS`] rows whose WAL is as `wal` says, and an idle writer.
+fn wal_db(wal: Wal) -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut w = testdb::create(&path, ROWS, true);
+    match wal {
+        Wal::Frames => {}
+        Wal::Fresh => {
+            // The last connection to close checkpoints and deletes the WAL; the next one
+            // starts a new, empty one, whose wal-index SQLite gives no snapshot handle.
+            drop(w);
+            assert!(!wal_path(&path).exists());
+            w = Connection::open(&path).unwrap();
+            w.busy_timeout(Duration::from_secs(5)).unwrap();
+            w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+            // A first read opens the new -wal (0 bytes) and -shm.
+            assert_eq!(testdb::rows(&w).count, ROWS);
+            assert_eq!(std::fs::metadata(wal_path(&path)).unwrap().len(), 0);
+        }
+        Wal::Truncated => {
+            checkpoint(&w, "TRUNCATE");
+            assert_eq!(std::fs::metadata(wal_path(&path)).unwrap().len(), 0);
+        }
+        Wal::Backfilled => {
+            // Every frame copied into the file, the WAL kept: a new reader then reads the
+            // file alone (read mark 0), under which a writer may restart the WAL.
+            checkpoint(&w, "PASSIVE");
+            assert!(std::fs::metadata(wal_path(&path)).unwrap().len() > 0);
+        }
+    }
+    Db {
+        _dir: dir,
+        path,
+        tmp,
+        writer: Arc::new(Mutex::new(w)),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Wal {
+    /// Frames not yet in the file.
+    Frames,
+    /// No WAL when the connections opened: an empty one, never written.
+    Fresh,
+    /// Checkpointed and truncated to 0 bytes (restarted).
+    Truncated,
+    /// Every frame checkpointed into the file, the WAL file kept.
+    Backfilled,
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+/// Runs `PRAGMA wal_checkpoint(mode)`; asserts no reader or writer held it back.
+fn checkpoint(c: &Connection, mode: &str) {
+    let busy: i64 = c
+        .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(busy, 0, "wal_checkpoint({mode}) was held back");
+}
+
+fn lock(w: &Arc<Mutex<Connection>>) -> std::sync::MutexGuard<'_, Connection> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What one pinned pass saw.
+struct Pass {
+    checks: Checks,
+    /// The rows before the pin (no commit came between them and the pin).
+    pinned: Rows,
+    image: Rows,
+    /// Rows of `Events` as the checks counted them.
+    checked: u64,
+    check: &'static str,
+    /// Commits the concurrent writer made while the pass ran.
+    commits_during: u64,
+}
+
+/// Pins `db` (the hook, if any, runs at `Point::WalPinned`), then reads the image and
+/// runs the checks on two threads while a writer commits one row after another (and
+/// once, for sure, before the first byte is read), as a backup's pass does.
+fn pass(db: &Db, at_pinned: Option<Box<dyn FnMut() + Send>>) -> Pass {
+    let pinned = testdb::rows_now(&db.path);
+    let _hook = at_pinned.map(|mut f| {
+        let mut fired = false;
+        seam::set(&db.path, move |at| {
+            if at == Point::WalPinned && !fired {
+                fired = true;
+                f();
+            }
+        })
+    });
+    let p = snapshot::pin(&db.path, &db.tmp).unwrap();
+    let checks = p.checks;
+    let next = testdb::rows_now(&db.path).max + 1;
+    testdb::commit_rows(&lock(&db.writer), next, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (w, stop) = (db.writer.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (started, mut n) = (Instant::now(), 0u64);
+            // Bounded in count and time; the pass stops it sooner.
+            while !stop.load(Ordering::Relaxed)
+                && n < 5_000
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                testdb::commit_rows(&lock(&w), next + 1 + n, 1);
+                n += 1;
+            }
+            n
+        })
+    };
+    let (image, checker) = p.split(true);
+    let check = std::thread::spawn(move || checker.check());
+    let mut bytes = Vec::new();
+    image.reader().read_to_end(&mut bytes).unwrap();
+    let checked = check.join().unwrap().unwrap();
+    drop(image);
+    stop.store(true, Ordering::Relaxed);
+    let commits_during = writer.join().unwrap() + 1;
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &bytes).unwrap();
+    Pass {
+        checks,
+        pinned,
+        image: testdb::rows_of_file(f.path()),
+        checked: checked.rows["Events"],
+        check: checked.check,
+        commits_during,
+    }
+}
+
+/// What every pass must show: the image is the state at the pin (a committed prefix),
+/// the checks counted that state, and the writer did go on meanwhile.
+fn assert_same_state(p: &Pass, db: &Db) {
+    assert_eq!(p.image, p.pinned, "the image is the pinned state");
+    assert!(p.image.is_committed_prefix("c"), "{:?}", p.image);
+    assert_eq!(
+        p.checked, p.image.count,
+        "the checks counted the image's rows"
+    );
+    assert_eq!(p.check, "integrity_check");
+    let now = testdb::rows_now(&db.path);
+    assert!(
+        now.count >= p.pinned.count + p.commits_during && p.commits_during > 0,
+        "the writer went on"
+    );
+}
+
+#[test]
+fn a_second_connection_opens_on_the_snapshot_and_counts_the_images_rows_while_a_writer_commits() {
+    let db = wal_db(Wal::Frames);
+    let w = db.writer.clone();
+    // A commit between the pin and the second connection: the snapshot API still opens
+    // the first one's state, not the newer one.
+    let p = pass(
+        &db,
+        Some(Box::new(move || {
+            testdb::commit_rows(&lock(&w), ROWS + 100_000, 1)
+        })),
+    );
+    assert_eq!(p.checks, Checks::TwinBySnapshot);
+    assert_same_state(&p, &db);
+}
+
+#[test]
+fn on_a_fresh_empty_wal_the_second_connection_is_proven_by_the_wal_index_header_and_counts_the_images_rows()
+ {
+    let db = wal_db(Wal::Fresh);
+    let p = pass(&db, None);
+    assert_eq!(p.checks, Checks::TwinByHeader);
+    assert_same_state(&p, &db);
+}
+
+#[test]
+fn on_a_just_truncated_wal_the_second_connection_opens_on_the_snapshot_despite_a_commit_before_it()
+{
+    let db = wal_db(Wal::Truncated);
+    let w = db.writer.clone();
+    let p = pass(
+        &db,
+        Some(Box::new(move || {
+            testdb::commit_rows(&lock(&w), ROWS + 100_000, 1)
+        })),
+    );
+    // A restarted WAL keeps its frame checksum in the wal-index: SQLite has a handle.
+    assert_eq!(p.checks, Checks::TwinBySnapshot);
+    assert_same_state(&p, &db);
+}
+
+#[test]
+fn on_a_fresh_empty_wal_a_commit_before_the_second_connection_leaves_every_check_to_the_first() {
+    let db = wal_db(Wal::Fresh);
+    let w = db.writer.clone();
+    let p = pass(
+        &db,
+        Some(Box::new(move || {
+            testdb::commit_rows(&lock(&w), ROWS + 100_000, 1)
+        })),
+    );
+    assert_eq!(p.checks, Checks::One(NoTwin::NoHandle));
+    assert_same_state(&p, &db);
+}
+
+#[test]
+fn a_wal_restarted_under_the_pin_makes_sqlite_refuse_the_snapshot_and_the_first_connection_checks_everything()
+ {
+    let db = wal_db(Wal::Backfilled);
+    let salts = |p: &Path| std::fs::read(wal_path(p)).map(|b| b.get(16..24).map(<[u8]>::to_vec));
+    let before = salts(&db.path).unwrap().expect("a WAL header");
+    let (w, path) = (db.writer.clone(), db.path.clone());
+    let restarted = Arc::new(Mutex::new(None));
+    let seen = restarted.clone();
+    let p = pass(
+        &db,
+        Some(Box::new(move || {
+            // Another connection truncates the WAL (the first reads the file alone, which
+            // does not hold a restart back), and the writer commits into the new WAL.
+            checkpoint(&Connection::open(&path).unwrap(), "TRUNCATE");
+            testdb::commit_rows(&lock(&w), ROWS + 100_000, 1);
+            *seen.lock().unwrap() = salts(&path).ok().flatten();
+        })),
+    );
+    let after = restarted.lock().unwrap().clone().expect("a new WAL header");
+    assert_ne!(after, before, "the WAL restarted under the pin");
+    assert_eq!(p.checks, Checks::One(NoTwin::Refused));
+    assert_same_state(&p, &db);
+}
