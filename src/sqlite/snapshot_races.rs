@@ -112,6 +112,12 @@ struct Pass {
 /// Pins `db` (the hook, if any, runs at `Point::WalPinned`), then reads the image and
 /// runs the checks on two threads while a writer commits one row after another (and
 /// once, for sure, before the first byte is read), as a backup's pass does.
+/// A hook for [`pass`]: the writer commits one row past the fixture's.
+fn one_commit(db: &Db) -> Box<dyn FnMut() + Send> {
+    let w = db.writer.clone();
+    Box::new(move || testdb::commit_rows(&lock(&w), ROWS + 100_000, 1))
+}
+
 fn pass(db: &Db, at_pinned: Option<Box<dyn FnMut() + Send>>) -> Pass {
     let pinned = testdb::rows_now(&db.path);
     let _hook = at_pinned.map(|mut f| {
@@ -183,15 +189,9 @@ fn assert_same_state(p: &Pass, db: &Db) {
 #[test]
 fn a_second_connection_opens_on_the_snapshot_and_counts_the_images_rows_while_a_writer_commits() {
     let db = wal_db(Wal::Frames);
-    let w = db.writer.clone();
     // A commit between the pin and the second connection: the snapshot API still opens
     // the first one's state, not the newer one.
-    let p = pass(
-        &db,
-        Some(Box::new(move || {
-            testdb::commit_rows(&lock(&w), ROWS + 100_000, 1)
-        })),
-    );
+    let p = pass(&db, Some(one_commit(&db)));
     assert_eq!(p.checks, Checks::TwinBySnapshot);
     assert_same_state(&p, &db);
 }
@@ -209,13 +209,7 @@ fn on_a_fresh_empty_wal_the_second_connection_is_proven_by_the_wal_index_header_
 fn on_a_just_truncated_wal_the_second_connection_opens_on_the_snapshot_despite_a_commit_before_it()
 {
     let db = wal_db(Wal::Truncated);
-    let w = db.writer.clone();
-    let p = pass(
-        &db,
-        Some(Box::new(move || {
-            testdb::commit_rows(&lock(&w), ROWS + 100_000, 1)
-        })),
-    );
+    let p = pass(&db, Some(one_commit(&db)));
     // A restarted WAL keeps its frame checksum in the wal-index: SQLite has a handle.
     assert_eq!(p.checks, Checks::TwinBySnapshot);
     assert_same_state(&p, &db);
@@ -224,13 +218,7 @@ fn on_a_just_truncated_wal_the_second_connection_opens_on_the_snapshot_despite_a
 #[test]
 fn on_a_fresh_empty_wal_a_commit_before_the_second_connection_leaves_every_check_to_the_first() {
     let db = wal_db(Wal::Fresh);
-    let w = db.writer.clone();
-    let p = pass(
-        &db,
-        Some(Box::new(move || {
-            testdb::commit_rows(&lock(&w), ROWS + 100_000, 1)
-        })),
-    );
+    let p = pass(&db, Some(one_commit(&db)));
     assert_eq!(p.checks, Checks::One(NoTwin::NoHandle));
     assert_same_state(&p, &db);
 }

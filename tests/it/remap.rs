@@ -296,16 +296,26 @@ fn remap_rewrites_unknown_tables_json_keys_paths_blobs_and_uppercase_and_keeps_e
     );
 }
 
+/// `id` with one letter upper case and the rest lower: mixed whatever the id (its first
+/// characters can all be digits, so upper-casing them would not be enough).
+fn mixed_case(id: &str) -> String {
+    let at = id.find(|ch: char| ch.is_ascii_lowercase()).unwrap();
+    let mixed = format!(
+        "{}{}{}",
+        &id[..at],
+        id[at..=at].to_uppercase(),
+        &id[at + 1..]
+    );
+    assert!(mixed != id && mixed != id.to_uppercase(), "{mixed}");
+    mixed
+}
+
 #[test]
 fn remap_refuses_a_mixed_case_id_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (db, spec) = connector_db(dir.path(), "sdc", 20);
     let c = spec.connector.to_string();
-    // One letter upper case, the rest lower: mixed whatever the id (the first four
-    // characters can all be digits, so upper-casing them is not enough).
-    let at = c.find(|ch: char| ch.is_ascii_lowercase()).unwrap();
-    let mixed = format!("{}{}{}", &c[..at], c[at..=at].to_uppercase(), &c[at + 1..]);
-    assert!(mixed != c && mixed != c.to_uppercase(), "{mixed}");
+    let mixed = mixed_case(&c);
     sqlite3(
         &db,
         &format!("CREATE TABLE Notes (t TEXT); INSERT INTO Notes VALUES ('see {mixed}');"),
@@ -355,6 +365,16 @@ fn remap_refuses_malformed_new_ids_naming_the_flag() {
     assert_eq!(sha256_of(&db), before);
 }
 
+/// No temp file of `remap --output` (nor its `-wal`/`-shm`) is left in `dir`.
+fn assert_no_remap_temp_files(dir: &Path) {
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("hubvault-remap"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 #[test]
 fn remap_output_writes_a_new_checked_file_and_leaves_the_source_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -382,12 +402,7 @@ fn remap_output_writes_a_new_checked_file_and_leaves_the_source_alone() {
     let again = remap(&db, &hub, &conn, &["--output", &out_arg]);
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("already exists"));
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("hubvault-remap"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_remap_temp_files(dir.path());
 }
 
 /// `--output` commits its rewrite into a temp file before checking it (the checks then
@@ -397,9 +412,7 @@ fn remap_output_writes_a_new_checked_file_and_leaves_the_source_alone() {
 fn remap_output_refused_by_the_checks_of_its_result_leaves_no_file_behind() {
     let dir = tempfile::tempdir().unwrap();
     let (db, spec) = connector_db(dir.path(), "sdc", 30);
-    let c = spec.connector.to_string();
-    let at = c.find(|ch: char| ch.is_ascii_lowercase()).unwrap();
-    let mixed = format!("{}{}{}", &c[..at], c[at..=at].to_uppercase(), &c[at + 1..]);
+    let mixed = mixed_case(&spec.connector.to_string());
     // An orphan the rewrite keeps (foreign keys are off while it runs): its result fails
     // foreign_key_check. And, in another copy, an old id it cannot rewrite.
     let orphan = copy(&db, dir.path(), "orphan.db");
@@ -423,12 +436,7 @@ fn remap_output_refused_by_the_checks_of_its_result_leaves_no_file_behind() {
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         assert!(stderr(&out).contains(says), "{}", stderr(&out));
         assert!(!out_db.exists(), "{}", stderr(&out));
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().contains("hubvault-remap"))
-            .collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_no_remap_temp_files(dir.path());
         assert_eq!(sha256_of(src), before);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
+use super::tests::apply;
 use super::*;
 use crate::model::stream::PageTable;
 use crate::sqlite::pages::seam::{self, Point};
@@ -33,17 +34,6 @@ fn setup(dir: &Path) -> (PathBuf, Arc<Mutex<Connection>>, Source, rollback::Lock
 
 fn writer(w: &Arc<Mutex<Connection>>) -> std::sync::MutexGuard<'_, Connection> {
     w.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The image `d` makes of `image` (page by page), and the table beside it.
-fn apply(table: &mut PageTable, image: &mut Vec<u8>, d: &Diff) {
-    let ps = d.page_size as usize;
-    image.resize(d.db_pages as usize * ps, 0);
-    for (p, img) in &d.pages {
-        image[(*p as usize - 1) * ps..*p as usize * ps].copy_from_slice(img);
-        table.set(*p, page_hash(*p, img));
-    }
-    table.resize(d.db_pages);
 }
 
 fn rows_of_image(image: &[u8]) -> Rows {

@@ -30,7 +30,7 @@ fn insert(c: &Connection, from: i64, n: i64) {
 }
 
 /// Applies a diff to a table and to an image kept beside it.
-fn apply(table: &mut PageTable, image: &mut Vec<u8>, d: &Diff) {
+pub(super) fn apply(table: &mut PageTable, image: &mut Vec<u8>, d: &Diff) {
     let ps = d.page_size as usize;
     image.resize(d.db_pages as usize * ps, 0);
     for (p, img) in &d.pages {
