@@ -290,7 +290,34 @@ pub async fn check_bucket(bucket: &Bucket, org: &OrgSlug, local: bool) -> Vec<Ch
             out.push(Check::skipped("clock skew", "needs the round trip"));
         }
     }
+    if local {
+        out.push(staging_check(bucket, org, &org_prefix).await);
+    }
     out
+}
+
+/// A local-directory bucket: the staging files killed uploads left under `{org}/`, which
+/// no listing shows and which `prune` (or the agent, connector by connector, after its
+/// next backup) removes once a day old.
+async fn staging_check(bucket: &Bucket, org: &OrgSlug, prefix: &object_store::path::Path) -> Check {
+    const NAME: &str = "staging files";
+    match bucket.staging_left(prefix, Bucket::STAGING_GRACE).await {
+        Ok(files) if files.is_empty() => Check::ok(
+            NAME,
+            format!("none left by killed uploads under {org}/ (a day old or more)"),
+        ),
+        Ok(files) => Check::warning(
+            NAME,
+            format!(
+                "{} left by killed uploads under {org}/ ({}), e.g. {}",
+                files.len(),
+                bytes_text(files.iter().map(|f| f.bytes).sum()),
+                files[0].key
+            ),
+            "they are not backups (no listing shows them) but take disk space: `hubvault prune --keep-within <your window> --dry-run` lists them and the same without --dry-run removes them; the agent removes a connector's own after its next backup",
+        ),
+        Err(e) => Check::failed(NAME, &e),
+    }
 }
 
 async fn round_trip(

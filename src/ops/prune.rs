@@ -158,7 +158,7 @@ pub async fn prune(
 /// What [`sweep_staging`] found and removed.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StagingSweep {
-    /// Staging files older than [`INCOMPLETE_GRACE`], by key.
+    /// Staging files older than [`Bucket::STAGING_GRACE`], by key.
     pub files: Vec<StagingLeft>,
     pub bytes: u64,
     /// How many were removed (0 in a dry run).
@@ -167,11 +167,10 @@ pub struct StagingSweep {
 
 /// Removes (unless `dry_run`) the staging files that killed uploads left in a
 /// local-directory bucket under `scope` (versions, canonical objects, the hubs'
-/// continuous streams) once they are older than [`INCOMPLETE_GRACE`]: an upload under
-/// way writes its file all the time, and none lasts a day. Nothing to do on S3 (see
-/// [`Bucket::staging_left`]).
+/// continuous streams) once they are older than [`Bucket::STAGING_GRACE`] (a day).
+/// Nothing to do on S3 (see [`Bucket::staging_left`]).
 pub async fn sweep_staging(bucket: &Bucket, scope: &Scope, dry_run: bool) -> Result<StagingSweep> {
-    let grace = INCOMPLETE_GRACE.to_std().expect("a positive grace");
+    let grace = Bucket::STAGING_GRACE;
     let prefixes: Vec<object_store::path::Path> = match (&scope.org, scope.datahub, scope.connector)
     {
         (Some(org), Some(hub), None) => {

@@ -653,6 +653,10 @@ impl Bucket {
             .map_err(|e| self.err("COPY", to, e))
     }
 
+    /// How old a staging file must be to be taken as left by a killed upload: one under
+    /// way writes its file all the time, and none lasts a day.
+    pub const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
     /// The staging files killed uploads left under `prefix` in a local-directory bucket
     /// ([`StagingLeft`]) that were last written more than `grace` ago (an upload under
     /// way writes its file all the time). Empty for S3, where a killed multipart upload

@@ -68,6 +68,9 @@ fn passes(tb: &TestBucket) {
         config.contains("from HUBVAULT_BUCKET") && config.contains("org acme"),
         "{config}"
     );
+    if tb.kind == crate::common::Kind::Local {
+        assert_eq!(check(&doc, "staging files")["state"], "ok", "{doc:#}");
+    }
     if tb.kind == crate::common::Kind::S3 {
         assert_eq!(check(&doc, "credentials")["state"], "ok", "{doc:#}");
         assert!(!doc.to_string().contains("hubvault-test-secret"));
@@ -205,4 +208,41 @@ fn doctor_as_another_user_names_the_database_it_cannot_read() {
     assert!(c["hint"].as_str().is_some());
     assert_eq!(check(&doc, "write-read-delete")["state"], "ok", "{doc:#}");
     let _ = spec;
+}
+
+/// A day-old staging file that a killed upload left in a local-directory bucket is a
+/// warning that names it and what removes it; the doctor still passes (exit 0), and a
+/// fresh one (an upload under way) is not counted. Local only: S3 has no such files.
+#[test]
+fn doctor_warns_of_staging_files_killed_uploads_left_in_a_local_bucket() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    connector_db(hub.path(), "sdc", 5);
+    let conf = empty_config(hub.path());
+    let dir = tb.dir.as_ref().unwrap().path().join("acme/datahub/x/connector/y");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("sqlite.db#1");
+    std::fs::write(&old, vec![0u8; 2048]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 3600))
+        .unwrap();
+    std::fs::write(dir.join("sqlite.db#2"), b"under way").unwrap();
+    let out = run(cmd_private_tmp(&tb)
+        .args(["doctor", "--json", "--config"])
+        .arg(&conf)
+        .arg("--hub-root")
+        .arg(hub.path()));
+    let doc = json_of(&out, 0);
+    let c = check(&doc, "staging files");
+    assert_eq!(c["state"], "warning", "{doc:#}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("1 left by killed uploads") && detail.contains("sqlite.db#1"),
+        "{detail}"
+    );
+    assert!(c["hint"].as_str().unwrap().contains("hubvault prune"), "{c}");
+    assert!(old.exists(), "the doctor removes nothing");
 }
