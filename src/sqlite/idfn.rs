@@ -113,8 +113,9 @@ type Tallies = Arc<Counters>;
 /// Most arguments given to one `hubvault_hit` call (SQLite allows 127 by default).
 const HIT_ARGS: usize = 100;
 
-const NAMES: [(&str, i32); 5] = [
+const NAMES: [(&str, i32); 6] = [
     ("hubvault_hit", -1),
+    ("hubvault_text_kept", 3),
     ("hubvault_rw", 2),
     ("hubvault_rw16", 2),
     ("hubvault_tally", 2),
@@ -145,6 +146,16 @@ impl ToSql for Out {
             Out::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
         })
     }
+}
+
+/// True if SQLite would store `text` as a number in a column of numeric affinity: it
+/// reads as a decimal integer or real, spaces around it allowed (conservative: Rust's
+/// float syntax also takes `inf` and `nan`, which only makes the refusal wider).
+fn reads_as_number(text: &[u8]) -> bool {
+    std::str::from_utf8(text).is_ok_and(|t| {
+        let t = t.trim_matches(|c: char| c.is_ascii_whitespace());
+        !t.is_empty() && t.parse::<f64>().is_ok()
+    })
 }
 
 /// The slot argument: a column index, or NULL/negative for "do not count".
@@ -256,6 +267,29 @@ impl<'c> IdFunctions<'c> {
                 Ok(Out::Int(bits(t)))
             })?;
         }
+        // hubvault_text_kept(value, typeof(old value), 'column'): the value, unless a TEXT
+        // value would be turned into a number when stored (a column of INTEGER, REAL or
+        // NUMERIC affinity converts text that reads as a number, losing digits past 15:
+        // an unhyphenated id of decimal digits only), which fails the UPDATE instead.
+        conn.create_scalar_function("hubvault_text_kept", 3, flags, move |ctx| {
+            let was_text = matches!(ctx.get_raw(1), ValueRef::Text(b) if b == b"text");
+            if let (true, ValueRef::Text(b)) = (was_text, ctx.get_raw(0))
+                && reads_as_number(b)
+            {
+                let col = match ctx.get_raw(2) {
+                    ValueRef::Text(c) => String::from_utf8_lossy(c).into_owned(),
+                    _ => String::new(),
+                };
+                return Err(rusqlite::Error::UserFunctionError(
+                    format!(
+                        "column {col}: the text {:?} would be stored as a number (the column's declared type gives it numeric affinity), which changes its type and can lose digits",
+                        String::from_utf8_lossy(b)
+                    )
+                    .into(),
+                ));
+            }
+            Ok(Out::Arg(0))
+        })?;
         Ok(me)
     }
 
@@ -337,6 +371,18 @@ impl<'c> IdFunctions<'c> {
                 "CASE typeof({q}) WHEN 'text' THEN CAST(hubvault_rw16({slot}, CAST({q} AS BLOB)) AS TEXT) ELSE hubvault_rw({slot}, {q}) END"
             )
         }
+    }
+
+    /// As [`IdFunctions::rewrite_expr`], for a column whose affinity converts text that
+    /// reads as a number (INTEGER, REAL, NUMERIC): the `UPDATE` fails rather than store a
+    /// text value as a number.
+    pub fn rewrite_kept_expr(&self, slot: usize, col: &str) -> String {
+        let q = quote_ident(col);
+        let name = col.replace('\'', "''");
+        format!(
+            "hubvault_text_kept({}, typeof({q}), '{name}')",
+            self.rewrite_expr(slot, col)
+        )
     }
 
     /// The bit set of what the column's value holds, counted in `slot` if given.

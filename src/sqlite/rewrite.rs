@@ -262,6 +262,9 @@ struct Table {
     without_rowid: bool,
     /// Columns that can be written (not generated, not hidden).
     writable: Vec<String>,
+    /// Per writable column: its declared type gives it INTEGER, REAL or NUMERIC affinity
+    /// (text that reads as a number is stored as one).
+    numeric: Vec<bool>,
     /// Every column, generated and hidden ones included.
     all: Vec<String>,
 }
@@ -331,6 +334,11 @@ fn tables(conn: &Connection, path: &Path) -> Result<Vec<Table>> {
                 .filter(|c| c.1 == 0)
                 .map(|c| c.0.clone())
                 .collect(),
+            numeric: cols
+                .iter()
+                .filter(|c| c.1 == 0)
+                .map(|c| numeric_affinity(&c.2))
+                .collect(),
             all: cols.into_iter().map(|c| c.0).collect(),
             name,
             kind,
@@ -338,6 +346,23 @@ fn tables(conn: &Connection, path: &Path) -> Result<Vec<Table>> {
         });
     }
     Ok(out)
+}
+
+/// True if a column declared `decl` has INTEGER, REAL or NUMERIC affinity (SQLite's
+/// rules, <https://www.sqlite.org/datatype3.html> 3.1, in order). A virtual table's
+/// columns are given no such type by hubvault's concern here: their module stores values.
+fn numeric_affinity(decl: &str) -> bool {
+    let d = decl.to_ascii_uppercase();
+    if d.contains("INT") {
+        return true;
+    }
+    if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") {
+        return false;
+    }
+    if d.contains("BLOB") || d.trim().is_empty() {
+        return false;
+    }
+    true
 }
 
 /// A row of `sqlite_schema` (its SQL as UTF-8 bytes, as SQLite hands it over).
@@ -587,12 +612,18 @@ const SAMPLE_ROWS: usize = 1000;
 /// in which it sees an old id, and the columns the guess missed (ids only in later rows)
 /// get one more `UPDATE`, for them alone. So a table is read once when the guess is
 /// right (the connector tables: every row names the ids), at most twice otherwise.
+/// What `hubvault_text_kept`'s refusal says (crate::sqlite::idfn).
+const NUMBER_REFUSED: &str = "would be stored as a number";
+
+/// `numeric[i]`: `cols[i]` has numeric affinity (see [`Table::numeric`]); only read when
+/// writing.
 fn pass(
     conn: &Connection,
     path: &Path,
     f: &IdFunctions<'_>,
     table: &str,
     cols: &[&str],
+    numeric: &[bool],
     write: bool,
 ) -> Result<Vec<ColTally>> {
     f.reset();
@@ -643,13 +674,31 @@ fn pass(
         } else {
             let sets: Vec<String> = which
                 .iter()
-                .map(|i| format!("{} = {}", quoted[*i], f.rewrite_expr(*i, cols[*i])))
+                .map(|i| {
+                    let v = if numeric.get(*i) == Some(&true) {
+                        f.rewrite_kept_expr(*i, cols[*i])
+                    } else {
+                        f.rewrite_expr(*i, cols[*i])
+                    };
+                    format!("{} = {v}", quoted[*i])
+                })
                 .collect();
             conn.execute(
                 &format!("UPDATE {qt} SET {} WHERE {hit}", sets.join(", ")),
                 [],
             )
-            .map_err(|e| Error::sqlite(path, &format!("cannot rewrite table {table}"), e))?;
+            .map_err(|e| {
+                let said = e.to_string();
+                if said.contains(NUMBER_REFUSED) {
+                    // hubvault_text_kept refused (see IdFunctions::rewrite_kept_expr).
+                    return Error::db(
+                        path,
+                        format!("cannot rewrite table {table}: {said}"),
+                        "nothing was changed; the new id is spelled with decimal digits only, and SQL cannot store it as text in that column; report this (with the column's declared type)",
+                    );
+                }
+                Error::sqlite(path, &format!("cannot rewrite table {table}"), e)
+            })?;
         }
         Ok(f.seen(cols.len()).iter().map(|n| *n > 0).collect())
     };
@@ -842,7 +891,7 @@ pub fn plan(conn: &Connection, path: &Path, from: Ids, to: Ids) -> Result<Rewrit
         .filter(|t| t.is_written() && !t.writable.is_empty())
     {
         let cols: Vec<&str> = t.writable.iter().map(String::as_str).collect();
-        let counts = pass(conn, path, &f, &t.name, &cols, false)?;
+        let counts = pass(conn, path, &f, &t.name, &cols, &[], false)?;
         note(conn, path, &f, t, &cols, &counts, &mut plan)?;
     }
     let changed: BTreeSet<String> = plan
@@ -918,7 +967,7 @@ pub fn scan(conn: &Connection, path: &Path, old: &[String]) -> Result<Vec<Found>
         let cols: Vec<&str> = t.all.iter().map(String::as_str).collect();
         for (c, n) in cols
             .iter()
-            .zip(pass(conn, path, &f, &t.name, &cols, false)?)
+            .zip(pass(conn, path, &f, &t.name, &cols, &[], false)?)
         {
             if n.hit > 0 {
                 found.push(Found {
@@ -1133,7 +1182,7 @@ fn rewrite_rows(conn: &Connection, path: &Path, plan: &mut RewritePlan) -> Resul
         .filter(|t| t.is_written() && !t.writable.is_empty())
     {
         let cols: Vec<&str> = t.writable.iter().map(String::as_str).collect();
-        let counts = pass(conn, path, &f, &t.name, &cols, true)?;
+        let counts = pass(conn, path, &f, &t.name, &cols, &t.numeric, true)?;
         note(conn, path, &f, t, &cols, &counts, plan)?;
     }
     let changed: BTreeSet<String> = plan
@@ -1251,7 +1300,7 @@ fn verify_written(
         if cols.is_empty() {
             continue;
         }
-        let counts = pass(conn, path, f, &t.name, &cols, false)?;
+        let counts = pass(conn, path, f, &t.name, &cols, &[], false)?;
         for (c, n) in cols.iter().zip(&counts) {
             if n.rewritable > 0 {
                 left.push(format!("{}.{} ({})", t.name, c, n.rewritable));

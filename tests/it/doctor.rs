@@ -219,7 +219,12 @@ fn doctor_warns_of_staging_files_killed_uploads_left_in_a_local_bucket() {
     let hub = tempfile::tempdir().unwrap();
     connector_db(hub.path(), "sdc", 5);
     let conf = empty_config(hub.path());
-    let dir = tb.dir.as_ref().unwrap().path().join("acme/datahub/x/connector/y");
+    let dir = tb
+        .dir
+        .as_ref()
+        .unwrap()
+        .path()
+        .join("acme/datahub/x/connector/y");
     std::fs::create_dir_all(&dir).unwrap();
     let old = dir.join("sqlite.db#1");
     std::fs::write(&old, vec![0u8; 2048]).unwrap();
@@ -243,6 +248,9 @@ fn doctor_warns_of_staging_files_killed_uploads_left_in_a_local_bucket() {
         detail.starts_with("1 left by killed uploads") && detail.contains("sqlite.db#1"),
         "{detail}"
     );
-    assert!(c["hint"].as_str().unwrap().contains("hubvault prune"), "{c}");
+    assert!(
+        c["hint"].as_str().unwrap().contains("hubvault prune"),
+        "{c}"
+    );
     assert!(old.exists(), "the doctor removes nothing");
 }

@@ -440,3 +440,48 @@ fn remap_output_refused_by_the_checks_of_its_result_leaves_no_file_behind() {
         assert_eq!(sha256_of(src), before);
     }
 }
+
+/// A column declared with numeric affinity (`UUID` is one: NUMERIC) stores text that reads
+/// as a number as a number. An unhyphenated id is such text when the new id has decimal
+/// digits only: written by SQL it would become a REAL with 15 digits. The rewrite refuses
+/// (exit 1, naming the column), in place and with `--output`, and changes nothing.
+#[test]
+fn remap_refuses_to_let_a_numeric_column_store_a_new_id_as_a_number_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(dir.path(), "sdc", 10);
+    let plain = spec.datahub.as_uuid().simple().to_string();
+    sqlite3(
+        &db,
+        &format!(
+            "CREATE TABLE Links (hub UUID, note TEXT); INSERT INTO Links VALUES ('{plain}', 'x');"
+        ),
+    );
+    let before = sha256_of(&db);
+    let digits_only = "11111111-2222-4333-8444-555555555555";
+    let conn = "66666666-7777-4888-8999-aaaaaaaaaaaa".to_string();
+    let out_db = dir.path().join("out.db");
+    for extra in [vec![], vec!["--output", out_db.to_str().unwrap()]] {
+        let out = remap(&db, digits_only, &conn, &extra);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("Links") && err.contains("column hub") && err.contains("as a number"),
+            "{err}"
+        );
+        assert_eq!(sha256_of(&db), before, "{extra:?}");
+        assert!(!out_db.exists());
+        assert_no_remap_temp_files(dir.path());
+    }
+    assert_eq!(
+        sqlite3(&db, "SELECT typeof(hub), hub FROM Links"),
+        format!("text|{plain}")
+    );
+    // A new id with a letter is text whatever the column: rewritten, still text.
+    let hub = "6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01".to_string();
+    json_of(&remap(&db, &hub, &conn, &[]), 0);
+    let new_plain = hub.replace('-', "");
+    assert_eq!(
+        sqlite3(&db, "SELECT typeof(hub), hub FROM Links"),
+        format!("text|{new_plain}")
+    );
+}
