@@ -113,9 +113,10 @@ type Tallies = Arc<Counters>;
 /// Most arguments given to one `hubvault_hit` call (SQLite allows 127 by default).
 const HIT_ARGS: usize = 100;
 
-const NAMES: [(&str, i32); 6] = [
+const NAMES: [(&str, i32); 7] = [
     ("hubvault_hit", -1),
     ("hubvault_text_kept", 3),
+    ("hubvault_text_kept16", 2),
     ("hubvault_rw", 2),
     ("hubvault_rw16", 2),
     ("hubvault_tally", 2),
@@ -290,6 +291,32 @@ impl<'c> IdFunctions<'c> {
             }
             Ok(Out::Arg(0))
         })?;
+        // hubvault_text_kept16(stored bytes of a UTF-16 TEXT value, 'column'): the same
+        // test on the bytes as they are stored (a text argument would be converted to
+        // UTF-8 and back, which turns an unpaired surrogate into U+FFFD); returns them
+        // untouched.
+        conn.create_scalar_function("hubvault_text_kept16", 2, flags, move |ctx| {
+            if let ValueRef::Blob(b) = ctx.get_raw(0) {
+                let units = b.chunks_exact(2).map(|p| match text16 {
+                    Kind::Utf16BeText => u16::from_be_bytes([p[0], p[1]]),
+                    _ => u16::from_le_bytes([p[0], p[1]]),
+                });
+                let text = String::from_utf16_lossy(&units.collect::<Vec<u16>>());
+                if reads_as_number(text.as_bytes()) {
+                    let col = match ctx.get_raw(1) {
+                        ValueRef::Text(c) => String::from_utf8_lossy(c).into_owned(),
+                        _ => String::new(),
+                    };
+                    return Err(rusqlite::Error::UserFunctionError(
+                        format!(
+                            "column {col}: the text {text:?} would be stored as a number (the column's declared type gives it numeric affinity), which changes its type and can lose digits"
+                        )
+                        .into(),
+                    ));
+                }
+            }
+            Ok(Out::Arg(0))
+        })?;
         Ok(me)
     }
 
@@ -379,10 +406,18 @@ impl<'c> IdFunctions<'c> {
     pub fn rewrite_kept_expr(&self, slot: usize, col: &str) -> String {
         let q = quote_ident(col);
         let name = col.replace('\'', "''");
-        format!(
-            "hubvault_text_kept({}, typeof({q}), '{name}')",
-            self.rewrite_expr(slot, col)
-        )
+        if self.enc == Encoding::Utf8 {
+            format!(
+                "hubvault_text_kept({}, typeof({q}), '{name}')",
+                self.rewrite_expr(slot, col)
+            )
+        } else {
+            // Text is tested as its stored bytes (see hubvault_text_kept16); other types
+            // are stored as they are.
+            format!(
+                "CASE typeof({q}) WHEN 'text' THEN CAST(hubvault_text_kept16(hubvault_rw16({slot}, CAST({q} AS BLOB)), '{name}') AS TEXT) ELSE hubvault_rw({slot}, {q}) END"
+            )
+        }
     }
 
     /// The bit set of what the column's value holds, counted in `slot` if given.

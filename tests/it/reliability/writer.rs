@@ -274,9 +274,12 @@ fn a_rollback_journal_writer_with_a_100_ms_busy_timeout_never_fails_while_backup
         spec.datahub, spec.connector
     ));
     let deadline = Deadline::after(limit);
-    let mut seen = Vec::new();
-    for i in 0..backups {
-        if deadline.passed() {
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    // At least `backups`, and on until one ran while the writer committed: the writer
+    // pauses up to 1.2 s now and then, which can hold three quick backups (bounded:
+    // ten times as many, and the deadline).
+    for i in 0..backups * 10 {
+        if deadline.passed() || (i >= backups && seen.iter().any(|(b, a)| a > b)) {
             break;
         }
         let before = done.load(Ordering::Relaxed);
@@ -309,7 +312,7 @@ fn a_rollback_journal_writer_with_a_100_ms_busy_timeout_never_fails_while_backup
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert_eq!(seen.len(), backups, "only {} backups in time", seen.len());
+    assert!(seen.len() >= backups, "only {} backups in time", seen.len());
     assert!(
         seen.iter().any(|(b, a)| a > b),
         "the writer never committed while a backup ran: {seen:?}"
