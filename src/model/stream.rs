@@ -1117,21 +1117,26 @@ mod tests {
         assert!(decode_segment_header(&bytes[..bytes.len() - 1], "seg").is_err());
     }
 
-    #[test]
-    fn a_base_round_trips_and_proves_its_checksum() {
-        let image: Vec<u8> = (0..5).flat_map(|i| page(1024, i as u8 * 3)).collect();
-        let h = BaseHeader {
+    /// The header of a base holding `image` (pages of `ps` bytes), with new ids.
+    fn base_header(ps: u32, image: &[u8]) -> BaseHeader {
+        BaseHeader {
             format: FORMAT,
             org: org(),
             datahub: DatahubId::random(),
             connector: ConnectorId::random(),
             generation: new_generation(),
-            page_size: 1024,
-            page_count: 5,
-            checksum: PageTable::of_image(1024, &image).checksum(),
+            page_size: ps,
+            page_count: (image.len() / ps as usize) as u32,
+            checksum: PageTable::of_image(ps, image).checksum(),
             time_ms: 5,
             journal_mode: "wal".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_base_round_trips_and_proves_its_checksum() {
+        let image: Vec<u8> = (0..5).flat_map(|i| page(1024, i as u8 * 3)).collect();
+        let h = base_header(1024, &image);
         let bytes = encode_base(&h, &image).unwrap();
         let (h2, img2) = decode_base(&bytes, "base").unwrap();
         assert_eq!((h2, img2), (h.clone(), image.clone()));
@@ -1154,18 +1159,7 @@ mod tests {
                 p
             })
             .collect();
-        let h = BaseHeader {
-            format: FORMAT,
-            org: org(),
-            datahub: DatahubId::random(),
-            connector: ConnectorId::random(),
-            generation: new_generation(),
-            page_size: ps,
-            page_count: 1500,
-            checksum: PageTable::of_image(ps, &image).checksum(),
-            time_ms: 5,
-            journal_mode: "wal".into(),
-        };
+        let h = base_header(ps, &image);
         let whole = encode_base(&h, &image).unwrap();
         let mut streamed = Vec::new();
         let n = encode_base_to(&h, &mut &image[..], &mut streamed).unwrap();

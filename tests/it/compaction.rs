@@ -27,6 +27,26 @@ use crate::common::{Kind, TestBucket, json_of, private_tmp, rt, run};
 use crate::fixture::Spec;
 use crate::proxy::Proxy;
 
+/// Capture of the hub at `hub` into `bucket` for org `org`, at `--tick 1s`, on `clock`.
+fn manual_capture(
+    bucket: &Bucket,
+    hub: &std::path::Path,
+    org: &hubvault::model::ids::OrgSlug,
+    clock: hubvault::clock::SharedClock,
+) -> Capture {
+    Capture::new(
+        bucket.clone(),
+        CaptureOptions {
+            hub_root: hub.to_path_buf(),
+            org: org.clone(),
+            tick: std::time::Duration::from_secs(1),
+            tmp_dir: Some(private_tmp().to_path_buf()),
+            clock,
+        },
+        Metrics::new("acme"),
+    )
+}
+
 type Time = chrono::DateTime<chrono::Utc>;
 
 pub fn seed_of(test: &str) -> u64 {
@@ -171,17 +191,7 @@ pub fn simulate(bucket: &Bucket, spec: &SimSpec, seed: u64) -> Sim {
     instants.sort();
     let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
     let rt = rt();
-    let mut capture = Capture::new(
-        bucket.clone(),
-        CaptureOptions {
-            hub_root: hub.path().to_path_buf(),
-            org: org.clone(),
-            tick: std::time::Duration::from_secs(1),
-            tmp_dir: Some(private_tmp().to_path_buf()),
-            clock: clock.clone(),
-        },
-        Metrics::new("acme"),
-    );
+    let mut capture = manual_capture(bucket, hub.path(), &org, clock.clone());
     let progress = capture.progress();
     let mut compactor: Option<Compactor> = None;
     let mut segments = Vec::new();
@@ -610,17 +620,7 @@ fn the_agent_compactor_waits_for_a_segment_still_being_sent() {
     let t0 = windows::day_of(chrono::Utc::now()) - TimeDelta::days(1) + TimeDelta::hours(10);
     let clock = ManualClock::new(t0 + TimeDelta::seconds(10));
     let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let mut capture = Capture::new(
-        bucket.clone(),
-        CaptureOptions {
-            hub_root: hub.path().to_path_buf(),
-            org: org.clone(),
-            tick: std::time::Duration::from_secs(1),
-            tmp_dir: Some(private_tmp().to_path_buf()),
-            clock: clock.clone(),
-        },
-        Metrics::new("acme"),
-    );
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
     let mut compactor = BackgroundCompactor::new(
         bucket.clone(),
         CompactorOptions {
@@ -788,17 +788,7 @@ fn newest_instants_restore_in_twenty_requests(tb: &TestBucket) {
     let clock = ManualClock::new(start);
     let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
     let rt = rt();
-    let mut capture = Capture::new(
-        bucket.clone(),
-        CaptureOptions {
-            hub_root: hub.path().to_path_buf(),
-            org: org.clone(),
-            tick: std::time::Duration::from_secs(1),
-            tmp_dir: Some(private_tmp().to_path_buf()),
-            clock: clock.clone(),
-        },
-        Metrics::new("acme"),
-    );
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
     let mut compactor = BackgroundCompactor::new(
         bucket.clone(),
         CompactorOptions {
@@ -958,17 +948,7 @@ impl BusyHub {
         let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
         let clock = ManualClock::new(t0);
         let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-        let capture = Capture::new(
-            bucket.clone(),
-            CaptureOptions {
-                hub_root: hub.path().to_path_buf(),
-                org: org.clone(),
-                tick: std::time::Duration::from_secs(1),
-                tmp_dir: Some(private_tmp().to_path_buf()),
-                clock: clock.clone(),
-            },
-            Metrics::new("acme"),
-        );
+        let capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
         let compactor = BackgroundCompactor::new(
             bucket.clone(),
             CompactorOptions {
@@ -1285,17 +1265,7 @@ fn large_databases_restore_exactly(tb: &TestBucket) {
     let clock = ManualClock::new(t0);
     let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
     let datahub = dbs[0].spec.datahub;
-    let mut capture = Capture::new(
-        bucket.clone(),
-        CaptureOptions {
-            hub_root: hub.path().to_path_buf(),
-            org: org.clone(),
-            tick: std::time::Duration::from_secs(1),
-            tmp_dir: Some(private_tmp().to_path_buf()),
-            clock: clock.clone(),
-        },
-        Metrics::new("acme"),
-    );
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
     // (instant, connector, reference image)
     let mut refs: Vec<(Time, usize, Vec<u8>)> = Vec::new();
     let rt = rt();
