@@ -13,6 +13,7 @@ pub mod hubstage;
 pub mod idfn;
 pub mod install;
 pub mod lock;
+pub mod pagerewrite;
 pub mod pages;
 pub mod rewrite;
 pub mod safedir;
