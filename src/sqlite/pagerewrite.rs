@@ -520,10 +520,12 @@ pub fn rewrite_file(path: &Path, m: &Matcher, tables: &[TableSpec]) -> std::io::
     let run = || -> Result<Done, Stop> {
         let h = header(&file, path)?;
         // First pass: structure only. Nothing is written unless all of it holds.
+        let t0 = std::time::Instant::now();
         let mut p = Pager::new(&file, h);
         for (t, spec) in tables.iter().enumerate() {
             walk_table(&mut p, spec, t, None)?;
         }
+        tracing::debug!("pagerewrite: structure pass took {:?}", t0.elapsed());
         let mut r = Rewrite {
             m,
             done: Done {
