@@ -1054,7 +1054,7 @@ pub fn apply_unchecked_switched(
 ) -> Result<Unchecked> {
     if page_rewrite_on() {
         match apply_unchecked_pages(conn, path, from, to, accept_unrewritten)? {
-            PageOutcome::Done(u) => return Ok(u),
+            PageOutcome::Done(u) => return Ok(*u),
             PageOutcome::Refused(why) => {
                 tracing::debug!(
                     "rewrite: the page rewrite refused ({why}): the SQL rewrite instead"
@@ -1069,7 +1069,7 @@ pub fn apply_unchecked_switched(
 pub enum PageOutcome {
     /// Rewritten on the pages and the touched indexes rebuilt; check it with
     /// [`Unchecked::check`] as the SQL path's result.
-    Done(Unchecked),
+    Done(Box<Unchecked>),
     /// Nothing was written: the file holds something the page rewrite does not handle
     /// (the reason). [`apply_unchecked`] is the way.
     Refused(String),
@@ -1098,11 +1098,11 @@ pub fn apply_unchecked_pages(
     let mut plan = RewritePlan::new(from, to, encoding);
     let (old, new) = changing(from, to);
     if old.is_empty() {
-        return Ok(PageOutcome::Done(Unchecked {
+        return Ok(PageOutcome::Done(Box::new(Unchecked {
             plan,
             rewritten: None,
             accept_unrewritten,
-        }));
+        })));
     }
     let refused = |why: String| Ok(PageOutcome::Refused(why));
     // What only the SQL path handles, read with SQL before the pages are touched.
@@ -1214,7 +1214,7 @@ pub fn apply_unchecked_pages(
         .iter()
         .map(|c| c.table.to_ascii_lowercase())
         .collect();
-    Ok(PageOutcome::Done(Unchecked {
+    Ok(PageOutcome::Done(Box::new(Unchecked {
         plan,
         rewritten: Some(Rewritten {
             old,
@@ -1223,7 +1223,7 @@ pub fn apply_unchecked_pages(
             changed,
         }),
         accept_unrewritten,
-    }))
+    })))
 }
 
 /// The indexes of `table` that a page rewrite of `changed` columns leaves stale: those
