@@ -467,6 +467,10 @@ fn record(
             return Err("has more values than its table has columns".into());
         }
         let size = value_size(st).ok_or("has a value of a reserved serial type")?;
+        // `size` comes from the file (up to 2^63): checked before any addition.
+        if size > payload.len() as u64 - body {
+            return Err("has a value past its payload".into());
+        }
         let end = body + size;
         if end > payload.len() as u64 {
             return Err("has a value past its payload".into());
@@ -556,5 +560,58 @@ pub fn rewrite_file(path: &Path, m: &Matcher, tables: &[TableSpec]) -> std::io::
         Ok(done) => Ok(Outcome::Done(done)),
         Err(Stop::Refuse(why)) => Ok(Outcome::Refused(why)),
         Err(Stop::Io(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(columns: usize) -> TableSpec {
+        TableSpec {
+            name: "t".into(),
+            root: 2,
+            columns: (0..columns).map(|i| format!("c{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn local_payload_follows_the_file_format() {
+        // U = 4096: X = 4061, M = ((4096-12)*32/255)-23 = 489.
+        assert_eq!(local_size(4096, 4061), 4061);
+        // P = 4062: K = 489 + 3573 = 4062 > X, so only M stays local.
+        assert_eq!(local_size(4096, 4062), 489);
+        // K = M + 100 <= X: K stays local (the rest fills one overflow page exactly).
+        assert_eq!(local_size(4096, 489 + 4092 + 100), 589);
+        // K > X: M stays local.
+        // K = M + 4000 > X: only M stays local.
+        assert_eq!(local_size(4096, 489 + 4092 + 4000), 489);
+    }
+
+    #[test]
+    fn a_record_header_from_a_hostile_file_is_refused_never_a_panic() {
+        let cases: [&[u8]; 6] = [
+            // A serial type of 2^63-ish: a value far past the payload.
+            &[10, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+            // Reserved serial type 10.
+            &[2, 10],
+            // Header size past the payload.
+            &[50, 1],
+            // Header size smaller than its own varint.
+            &[0],
+            // More values than columns.
+            &[4, 1, 1, 1, 1, 2, 3],
+            // A varint that runs past the header.
+            &[2, 0x81],
+        ];
+        for c in cases {
+            let mut b = c.to_vec();
+            assert!(
+                record(&spec(2), 0, Kind::Utf8Text, &mut b, None).is_err(),
+                "{c:?}"
+            );
+        }
+        let mut ok = vec![3, 1, 15, 7, b'a'];
+        assert_eq!(record(&spec(2), 0, Kind::Utf8Text, &mut ok, None), Ok(None));
     }
 }
