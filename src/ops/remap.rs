@@ -129,7 +129,8 @@ pub fn remap_file(
     // A temp file nobody else sees: no rollback journal needed, and the rewrite commits
     // before its checks, which then run on two cores (on failure the file is removed).
     let mut conn = db::open_scratch(&tmp)?;
-    let unchecked = rewrite::apply_unchecked(&mut conn, &tmp, from, to, accept_unrewritten)?;
+    let unchecked =
+        rewrite::apply_unchecked_switched(&mut conn, &tmp, from, to, accept_unrewritten)?;
     conn.pragma_update(
         None,
         "journal_mode",

@@ -500,8 +500,13 @@ impl Staging {
             // once and is checked after, on two read-only connections, while a third
             // thread hashes the file (and starts its writeback) for the install. Only
             // read-only connections are open then: nothing writes the file.
-            let unchecked =
-                rewrite::apply_unchecked(&mut conn, tmp, d.from, d.to, d.accept_unrewritten)?;
+            let unchecked = rewrite::apply_unchecked_switched(
+                &mut conn,
+                tmp,
+                d.from,
+                d.to,
+                d.accept_unrewritten,
+            )?;
             set_journal_mode(&conn)?;
             conn.close()
                 .map_err(|(_, e)| Error::sqlite(tmp, "cannot close the restored database", e))?;

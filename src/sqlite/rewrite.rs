@@ -46,6 +46,7 @@ use crate::error::{Error, Result};
 use crate::model::ids::Ids;
 use crate::sqlite::db::{self, quote_ident};
 use crate::sqlite::idfn::{ColTally, Encoding, IdFunctions};
+use crate::sqlite::pagerewrite;
 use crate::sqlite::spelling::{Kind, Matcher};
 use crate::sqlite::sqltext::{self, Creates};
 use crate::sqlite::vtab::{self, Treatment};
@@ -1076,6 +1077,255 @@ pub fn apply_unchecked(
         rewritten: Some(rewritten),
         accept_unrewritten,
     })
+}
+
+/// The environment switch of the page rewrite: on unless `HUBVAULT_PAGE_REWRITE=0`,
+/// which makes [`apply_unchecked_switched`] take the SQL rewrite alone (to compare the
+/// two paths, in benchmarks and tests, or to step around a page-path defect in the
+/// field without a new build).
+pub const PAGE_REWRITE_ENV: &str = "HUBVAULT_PAGE_REWRITE";
+
+/// False if and only if `HUBVAULT_PAGE_REWRITE=0`.
+pub fn page_rewrite_on() -> bool {
+    std::env::var_os(PAGE_REWRITE_ENV).is_none_or(|v| v != "0")
+}
+
+/// [`apply_unchecked`], or with [`page_rewrite_on`] the page rewrite
+/// ([`apply_unchecked_pages`]), falling back to [`apply_unchecked`] on the same file when
+/// the page rewrite refuses it (it then wrote nothing). `conn` must be the only
+/// connection to `path`, opened with [`db::open_scratch`]; the page path closes it and
+/// leaves a new one in its place.
+pub fn apply_unchecked_switched(
+    conn: &mut Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    accept_unrewritten: bool,
+) -> Result<Unchecked> {
+    if page_rewrite_on() {
+        match apply_unchecked_pages(conn, path, from, to, accept_unrewritten)? {
+            PageOutcome::Done(u) => return Ok(*u),
+            PageOutcome::Refused(why) => {
+                tracing::debug!(
+                    "rewrite: the page rewrite refused ({why}): the SQL rewrite instead"
+                );
+            }
+        }
+    }
+    apply_unchecked(conn, path, from, to, accept_unrewritten)
+}
+
+/// What [`apply_unchecked_pages`] did.
+pub enum PageOutcome {
+    /// Rewritten on the pages and the touched indexes rebuilt; check it with
+    /// [`Unchecked::check`] as the SQL path's result.
+    Done(Box<Unchecked>),
+    /// Nothing was written: the file holds something the page rewrite does not handle
+    /// (the reason). [`apply_unchecked`] is the way.
+    Refused(String),
+}
+
+/// As [`apply_unchecked`], done on the file's pages ([`pagerewrite`]) instead of with
+/// `UPDATE`s, then a `REINDEX` of every index the rewrite made stale (an index of a
+/// changed column, an expression index or a partial index of a changed table). Refused,
+/// with nothing written, when the database holds what only the SQL path handles: an old
+/// id in the schema's SQL (views and triggers are created again there), a virtual
+/// table or its shadow tables, a table with generated columns, an old id in a
+/// `WITHOUT ROWID` table, or anything [`pagerewrite::rewrite_file`] refuses. `conn`
+/// must be the only connection to `path` (a private copy, opened with
+/// [`db::open_scratch`]): it is closed while the pages are written and a new one is left
+/// in its place.
+pub fn apply_unchecked_pages(
+    conn: &mut Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    accept_unrewritten: bool,
+) -> Result<PageOutcome> {
+    check_ids(from, to)?;
+    let encoding =
+        Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
+    let mut plan = RewritePlan::new(from, to, encoding);
+    let (old, new) = changing(from, to);
+    if old.is_empty() {
+        return Ok(PageOutcome::Done(Box::new(Unchecked {
+            plan,
+            rewritten: None,
+            accept_unrewritten,
+        })));
+    }
+    let refused = |why: String| Ok(PageOutcome::Refused(why));
+    // What only the SQL path handles, read with SQL before the pages are touched.
+    schema_pass(
+        &schema_rows(conn, path)?,
+        &Matcher::new(&old, None),
+        &mut plan,
+    );
+    if !plan.schema_objects.is_empty() || !plan.blockers.is_empty() {
+        return refused("an old id in the schema's SQL".into());
+    }
+    let all = tables(conn, path)?;
+    // A column of numeric affinity stores text that reads as a number as a number. The
+    // SQL path tests each value it writes (hubvault_text_kept); the pages keep the text,
+    // which integrity_check then reports ("TEXT value in t.c") and lookups by the id
+    // miss. A new id can read as a number only if its unhyphenated spelling is made of
+    // decimal digits and at most `e`s: leave those rare ids to the SQL path.
+    let numberlike = new.iter().any(|id| {
+        id.simple()
+            .to_string()
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'e')
+    });
+    if numberlike && all.iter().any(|t| t.numeric.iter().any(|n| *n)) {
+        return refused("a new id of decimal digits and a column of numeric affinity".into());
+    }
+    let mut specs = Vec::new();
+    {
+        let f = IdFunctions::register(conn, Matcher::new(&old, None))
+            .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+        for t in &all {
+            match &t.kind {
+                TableKind::Ordinary => {}
+                _ => return refused(format!("virtual or shadow table {}", t.name)),
+            }
+            if t.all != t.writable {
+                return refused(format!("table {} has generated columns", t.name));
+            }
+            if t.without_rowid {
+                let cols: Vec<&str> = t.all.iter().map(String::as_str).collect();
+                if pass(conn, path, &f, &t.name, &cols, &[], false)?
+                    .iter()
+                    .any(|c| c.hit > 0)
+                {
+                    return refused(format!("an old id in WITHOUT ROWID table {}", t.name));
+                }
+                continue;
+            }
+            let root: i64 = conn
+                .query_row(
+                    "SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                    [&t.name],
+                    |r| r.get(0),
+                )
+                .map_err(|e| scan_error(path, &t.name, e))?;
+            let Ok(root) = u32::try_from(root) else {
+                return refused(format!("table {}: root page {root}", t.name));
+            };
+            specs.push(pagerewrite::TableSpec {
+                name: t.name.clone(),
+                root,
+                columns: t.all.clone(),
+            });
+        }
+    }
+    // No connection may be open while the pages are written: its cache would go stale.
+    let scratch = std::mem::replace(
+        conn,
+        Connection::open_in_memory()
+            .map_err(|e| Error::sqlite(path, "cannot open a placeholder connection", e))?,
+    );
+    scratch
+        .close()
+        .map_err(|(_, e)| Error::sqlite(path, "cannot close the database", e))?;
+    let t0 = std::time::Instant::now();
+    let outcome = pagerewrite::rewrite_file(path, &Matcher::new(&old, Some(&new)), &specs);
+    *conn = db::open_scratch(path)?;
+    let done = match outcome.map_err(|e| Error::io(path, "cannot rewrite the pages", e))? {
+        pagerewrite::Outcome::Refused(why) => return refused(why),
+        pagerewrite::Outcome::Done(done) => done,
+    };
+    tracing::debug!(
+        "rewrite: pages rewritten in {:?} ({} pages written)",
+        t0.elapsed(),
+        done.pages_written
+    );
+    // The plan, as the SQL path makes it (its rows for what is left need SQL).
+    let f = IdFunctions::register(conn, Matcher::new(&old, Some(&new)))
+        .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+    let mut stale = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let t = all
+            .iter()
+            .find(|t| t.name == spec.name)
+            .expect("specs come from `all`");
+        let cols: Vec<&str> = spec.columns.iter().map(String::as_str).collect();
+        note(conn, path, &f, t, &cols, &done.tallies[i], &mut plan)?;
+        let changed: Vec<&str> = cols
+            .iter()
+            .zip(&done.changed[i])
+            .filter(|(_, c)| **c)
+            .map(|(n, _)| *n)
+            .collect();
+        if !changed.is_empty() {
+            stale.extend(stale_indexes(conn, path, &t.name, &changed)?);
+        }
+    }
+    drop(f);
+    let t0 = std::time::Instant::now();
+    for idx in &stale {
+        conn.execute_batch(&format!("REINDEX {}", quote_ident(idx)))
+            .map_err(|e| {
+                Error::sqlite(
+                    path,
+                    &format!("cannot rebuild index {idx} after the rewrite"),
+                    e,
+                )
+            })?;
+    }
+    tracing::debug!("rewrite: REINDEX of {stale:?} took {:?}", t0.elapsed());
+    let changed: BTreeSet<String> = plan
+        .changes
+        .iter()
+        .map(|c| c.table.to_ascii_lowercase())
+        .collect();
+    Ok(PageOutcome::Done(Box::new(Unchecked {
+        plan,
+        rewritten: Some(Rewritten {
+            old,
+            new,
+            all,
+            changed,
+        }),
+        accept_unrewritten,
+    })))
+}
+
+/// The indexes of `table` that a page rewrite of `changed` columns leaves stale: those
+/// with a changed column in their key, an expression in their key, or a `WHERE`.
+fn stale_indexes(
+    conn: &Connection,
+    path: &Path,
+    table: &str,
+    changed: &[&str],
+) -> Result<Vec<String>> {
+    let q = |e| Error::sqlite(path, &format!("cannot list the indexes of {table}"), e);
+    let list: Vec<(String, bool)> = conn
+        .prepare("SELECT name, partial FROM pragma_index_list(?1)")
+        .and_then(|mut s| {
+            s.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .map_err(q)?;
+    let mut out = Vec::new();
+    for (name, partial) in list {
+        let cols: Vec<(i64, Option<String>)> = conn
+            .prepare("SELECT cid, name FROM pragma_index_info(?1)")
+            .and_then(|mut s| {
+                s.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(q)?;
+        let touched = partial
+            || cols.iter().any(|(cid, c)| {
+                *cid < 0
+                    || c.as_deref()
+                        .is_some_and(|c| changed.iter().any(|x| x.eq_ignore_ascii_case(c)))
+            });
+        if touched {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }
 
 impl Unchecked {

@@ -20,6 +20,7 @@ mod hostile;
 mod hostile_db;
 mod layers;
 mod package;
+mod pagerewrite;
 mod props;
 mod proxy;
 mod reliability;

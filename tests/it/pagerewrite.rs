@@ -1,0 +1,579 @@
+//! The id rewrite on the pages (`sqlite::pagerewrite`, `rewrite::apply_unchecked_pages`)
+//! against the SQL rewrite (`rewrite::apply_unchecked`), the reference: on the same input
+//! both give the same rows, the same per-column counts and the same list of what is left;
+//! the page path's result passes `integrity_check` and `foreign_key_check`. What the page
+//! path does not handle it refuses with nothing written, and a damaged file never makes
+//! it panic or write anything but an id over an id.
+
+use std::path::{Path, PathBuf};
+
+use hubvault::model::ids::{ConnectorId, DatahubId, Ids};
+use hubvault::sqlite::rewrite::{self, PageOutcome, RewritePlan};
+use hubvault::sqlite::spelling::Matcher;
+use hubvault::sqlite::{db, pagerewrite};
+use rand::{RngExt, SeedableRng};
+use rusqlite::Connection;
+
+use crate::both;
+use crate::common::{TestBucket, connector_db, hubvault, json_of, run};
+use crate::fixture::{self, Spec};
+
+fn ids(spec: &Spec) -> Ids {
+    Ids {
+        datahub: spec.datahub,
+        connector: spec.connector,
+    }
+}
+
+fn new_ids() -> Ids {
+    Ids {
+        datahub: DatahubId::random(),
+        connector: ConnectorId::random(),
+    }
+}
+
+/// A fixture database in `dir`, with `extra` SQL run on it afterwards (`{D}` and `{C}`
+/// stand for the datahub and connector ids).
+fn base(dir: &Path, spec: &Spec, extra: &str) -> PathBuf {
+    let path = dir.join("src.db");
+    fixture::create(&path, spec).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=DELETE").unwrap();
+    let sql = extra
+        .replace("{D}", &spec.datahub.to_string())
+        .replace("{C}", &spec.connector.to_string());
+    conn.execute_batch(&sql).unwrap();
+    drop(conn);
+    path
+}
+
+/// Every table's rows, each value as its type and the hex of its stored bytes.
+fn content(path: &Path) -> Vec<(String, Vec<String>)> {
+    let conn = db::open_read_only(path).unwrap();
+    let tables: Vec<(String, bool)> = conn
+        .prepare("SELECT name, wr FROM pragma_table_list WHERE schema = 'main' AND type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let mut out = Vec::new();
+    for (t, without_rowid) in tables {
+        let cols: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_xinfo(?1) ORDER BY cid")
+            .unwrap()
+            .query_map([&t], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expr: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                let q = format!("\"{}\"", c.replace('"', "\"\""));
+                format!("typeof({q}) || ':' || hex({q})")
+            })
+            .collect();
+        let order = if without_rowid { "" } else { " ORDER BY rowid" };
+        let sql = format!(
+            "SELECT {} FROM \"{}\"{order}",
+            expr.join(" || ',' || "),
+            t.replace('"', "\"\"")
+        );
+        let rows: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        out.push((t, rows));
+    }
+    out
+}
+
+fn integrity_and_foreign_keys(path: &Path) {
+    let conn = db::open_read_only(path).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok", "{}", path.display());
+    let fk: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(fk, 0);
+}
+
+/// The SQL path on one copy of `src`, the page path on another; both plans.
+fn both_paths(src: &Path, from: Ids, to: Ids, accept: bool) -> (RewritePlan, RewritePlan, PathBuf) {
+    let dir = src.parent().unwrap();
+    let (a, b) = (dir.join("sql.db"), dir.join("pages.db"));
+    std::fs::copy(src, &a).unwrap();
+    std::fs::copy(src, &b).unwrap();
+    let mut conn = db::open_scratch(&a).unwrap();
+    let u = rewrite::apply_unchecked(&mut conn, &a, from, to, accept).unwrap();
+    conn.close().unwrap();
+    let sql = u.check(&a).unwrap();
+    let mut conn = db::open_scratch(&b).unwrap();
+    let u = match rewrite::apply_unchecked_pages(&mut conn, &b, from, to, accept).unwrap() {
+        PageOutcome::Done(u) => u,
+        PageOutcome::Refused(why) => panic!("the page path refused: {why}"),
+    };
+    conn.close().unwrap();
+    let pages = u.check(&b).unwrap();
+    assert_eq!(content(&a), content(&b), "the two paths' rows differ");
+    integrity_and_foreign_keys(&b);
+    assert_eq!(sql.changes, pages.changes);
+    assert_eq!(sql.unrewritten, pages.unrewritten);
+    assert_eq!(sql.accepted_unrewritten, pages.accepted_unrewritten);
+    (sql, pages, b)
+}
+
+#[test]
+fn page_rewrite_equals_the_sql_rewrite_on_each_connector_type() {
+    for t in ["hrb-cellario", "idbs-eworkbook", "sdc", "solace"] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec::new(t, "Pages", 400);
+        let src = base(dir.path(), &spec, "");
+        let (sql, _, out) = both_paths(&src, ids(&spec), new_ids(), false);
+        assert!(sql.total_values() >= 800, "{t}: {:?}", sql.changes);
+        assert_ne!(std::fs::read(&src).unwrap(), std::fs::read(&out).unwrap());
+    }
+}
+
+/// Hostile shapes: ids in overflow values at many offsets (straddling the local part and
+/// overflow pages, and two overflow pages), every spelling, mixed case, raw bytes, a
+/// UNIQUE index and an ordinary index whose order the rewrite changes, an expression
+/// index, a partial index, a foreign key over ids, an id in a non-indexed column only.
+fn hostile_sql(seed: u64) -> String {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut sql = String::from(
+        "CREATE TABLE big(id INTEGER PRIMARY KEY, body TEXT, b BLOB);
+         CREATE TABLE spell(a TEXT, b TEXT, c TEXT, d BLOB, e BLOB);
+         CREATE INDEX spell_upper ON spell(upper(a));
+         CREATE INDEX spell_partial ON spell(b) WHERE c LIKE '%x%';
+         CREATE TABLE ord(k TEXT UNIQUE, n INTEGER);
+         CREATE INDEX ord_n_k ON ord(n, k);
+         CREATE TABLE plain(x TEXT, y INTEGER);
+         CREATE TABLE par(id TEXT PRIMARY KEY, n INTEGER);
+         CREATE TABLE chi(p TEXT REFERENCES par(id), q TEXT);
+         CREATE TABLE noid(a TEXT PRIMARY KEY, b BLOB) WITHOUT ROWID; INSERT INTO noid VALUES ('x', x'00');
+         INSERT INTO plain VALUES ('{C}', 1), ('path/{D}/{C}.json', 2), (NULL, 3);
+         INSERT INTO par VALUES ('{C}', 1), ('{D}', 2), ('other', 3);
+         INSERT INTO chi VALUES ('{C}', 'x'), ('{D}', '{C}'), ('other', NULL);
+         INSERT INTO spell VALUES (upper('{D}'), replace('{C}', '-', ''), upper(replace('{D}', '-', '')) || 'x', CAST('{C}' AS BLOB), NULL);
+         INSERT INTO ord VALUES ('{C}', 1), ('{D}', 1), ('{C}/a', 2), ('{D}/b', 2), ('0', 3), ('8', 3), ('g', 3);",
+    );
+    // Offsets chosen so that ids straddle every boundary: the end of the local part and
+    // the seams between overflow pages (4092 bytes each with 4096-byte pages).
+    for i in 0..60 {
+        let len: usize = rng.random_range(5 * 1024..20 * 1024);
+        let mut body = String::new();
+        let mut at = rng.random_range(0..200usize);
+        while body.len() < len {
+            while body.len() < at {
+                body.push(char::from(b'a' + (body.len() % 23) as u8));
+            }
+            body.push_str(if at % 2 == 0 { "{C}" } else { "{D}" });
+            at += rng.random_range(40..900usize);
+        }
+        // Exactly straddling: the id begins a few bytes before a seam.
+        let seam = 4092 * rng.random_range(1..4usize) - rng.random_range(1..35usize);
+        let straddle = format!("{}{{C}}", "s".repeat(seam));
+        sql.push_str(&format!(
+            "INSERT INTO big VALUES ({i}, '{body}', CAST('{straddle}' AS BLOB));"
+        ));
+    }
+    sql
+}
+
+#[test]
+fn page_rewrite_equals_the_sql_rewrite_on_hostile_shapes_in_each_encoding() {
+    for (n, enc) in [None, Some("UTF-16le"), Some("UTF-16be")]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = Spec::new("sdc", "Hostile", 50);
+        spec.encoding = enc;
+        let src = base(dir.path(), &spec, &hostile_sql(13 + n as u64));
+        let (sql, _, _) = both_paths(&src, ids(&spec), new_ids(), false);
+        let get = |t: &str, c: &str| {
+            sql.changes
+                .iter()
+                .find(|x| x.table == t && x.column == c)
+                .map_or(0, |x| x.values)
+        };
+        assert_eq!(get("big", "body"), 60, "{enc:?}");
+        assert_eq!(get("big", "b"), 60, "{enc:?}");
+        assert_eq!(get("ord", "k"), 4);
+        assert_eq!(get("plain", "x"), 2);
+        assert_eq!(get("spell", "d"), 1);
+    }
+}
+
+#[test]
+fn mixed_case_and_raw_bytes_are_reported_the_same_by_both_paths_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new("solace", "Mixed", 20);
+    // A fixed id: its mixed-case spelling is mixed whatever the draw.
+    spec.connector = ConnectorId::parse("6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01").unwrap();
+    let mixed = "6F1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01".to_string();
+    let raw: String = spec
+        .connector
+        .as_uuid()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let extra = format!(
+        "CREATE TABLE odd(m TEXT, r BLOB); CREATE INDEX odd_m ON odd(m);
+         INSERT INTO odd VALUES ('{mixed}', x'00{raw}00'), ('{{D}}', NULL);"
+    );
+    let src = base(dir.path(), &spec, &extra);
+    // Refused by both without --accept-unrewritten.
+    let copy = dir.path().join("refused.db");
+    std::fs::copy(&src, &copy).unwrap();
+    let mut conn = db::open_scratch(&copy).unwrap();
+    let PageOutcome::Done(u) =
+        rewrite::apply_unchecked_pages(&mut conn, &copy, ids(&spec), new_ids(), false).unwrap()
+    else {
+        panic!("refused")
+    };
+    drop(conn);
+    assert!(
+        u.check(&copy)
+            .unwrap_err()
+            .to_string()
+            .contains("mixed case")
+    );
+    let (_, pages, out) = both_paths(&src, ids(&spec), new_ids(), true);
+    let reasons: Vec<(String, String)> = pages
+        .unrewritten
+        .iter()
+        .map(|u| (u.column.clone(), format!("{:?}", u.reason)))
+        .collect();
+    assert!(
+        reasons.contains(&("m".into(), "MixedCase".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("r".into(), "RawBytes".into())),
+        "{reasons:?}"
+    );
+    let c = db::open_read_only(&out).unwrap();
+    let m: String = c
+        .query_row("SELECT m FROM odd WHERE rowid = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(m, mixed);
+}
+
+fn refused(src: &Path, from: Ids, why: &str) {
+    let before = std::fs::read(src).unwrap();
+    let mut conn = db::open_scratch(src).unwrap();
+    match rewrite::apply_unchecked_pages(&mut conn, src, from, new_ids(), false).unwrap() {
+        PageOutcome::Refused(w) => assert!(w.contains(why), "{w}"),
+        PageOutcome::Done(_) => panic!("not refused"),
+    }
+    drop(conn);
+    // open_scratch may rewrite the header's journal bytes: compare past the header.
+    assert_eq!(std::fs::read(src).unwrap()[100..], before[100..]);
+}
+
+#[test]
+fn page_rewrite_refuses_without_rowid_ids_virtual_tables_and_ids_in_the_schema() {
+    for (extra, why) in [
+        (
+            "CREATE TABLE w(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID; INSERT INTO w VALUES ('a', '{C}');",
+            "WITHOUT ROWID",
+        ),
+        (
+            "CREATE VIRTUAL TABLE f USING fts5(x); INSERT INTO f VALUES ('hello');",
+            "virtual",
+        ),
+        ("CREATE VIEW v AS SELECT '{C}' AS x;", "schema"),
+        (
+            "CREATE TABLE g(a TEXT, b TEXT GENERATED ALWAYS AS (upper(a)) STORED);",
+            "generated",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec::new("sdc", "Refused", 20);
+        let src = base(dir.path(), &spec, extra);
+        refused(&src, ids(&spec), why);
+    }
+    // A WITHOUT ROWID table with no id in it is no reason to refuse.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new("sdc", "Fine", 20);
+    let src = base(
+        dir.path(),
+        &spec,
+        "CREATE TABLE w(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID; INSERT INTO w VALUES ('a', 'b');",
+    );
+    both_paths(&src, ids(&spec), new_ids(), false);
+}
+
+/// A small database with an overflow table, its table specs (from the undamaged file)
+/// and its page size.
+fn damaged_base(dir: &Path) -> (PathBuf, Spec, Vec<pagerewrite::TableSpec>) {
+    let spec = Spec::new("hrb-cellario", "Damaged", 30);
+    let src = base(dir, &spec, &hostile_sql(7));
+    let conn = db::open_read_only(&src).unwrap();
+    let specs = conn
+        .prepare("SELECT name, rootpage FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%' AND sql NOT LIKE '%WITHOUT ROWID%'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+        .unwrap()
+        .map(|r| {
+            let (name, root) = r.unwrap();
+            let columns = conn
+                .prepare("SELECT name FROM pragma_table_xinfo(?1)")
+                .unwrap()
+                .query_map([&name], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .unwrap();
+            pagerewrite::TableSpec {
+                name,
+                root,
+                columns,
+            }
+        })
+        .collect();
+    (src, spec, specs)
+}
+
+fn matcher(spec: &Spec) -> Matcher {
+    let to = new_ids();
+    Matcher::new(
+        &[spec.datahub.as_uuid(), spec.connector.as_uuid()],
+        Some(&[to.datahub.as_uuid(), to.connector.as_uuid()]),
+    )
+}
+
+fn root_of(specs: &[pagerewrite::TableSpec], name: &str) -> u32 {
+    specs.iter().find(|s| s.name == name).unwrap().root
+}
+
+/// Runs the page rewrite on `bytes` written to a file; refused (with the file
+/// unchanged) or done.
+fn on_bytes(
+    dir: &Path,
+    bytes: &[u8],
+    m: &Matcher,
+    specs: &[pagerewrite::TableSpec],
+) -> (pagerewrite::Outcome, Vec<u8>) {
+    let f = dir.join("damaged.db");
+    std::fs::write(&f, bytes).unwrap();
+    let out = pagerewrite::rewrite_file(&f, m, specs).unwrap();
+    let after = std::fs::read(&f).unwrap();
+    if let pagerewrite::Outcome::Refused(_) = out {
+        assert!(after == bytes, "a refusal wrote to the file");
+    }
+    (out, after)
+}
+
+#[test]
+fn damaged_files_are_refused_with_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, spec, specs) = damaged_base(dir.path());
+    let m = matcher(&spec);
+    let good = std::fs::read(&src).unwrap();
+    let ps = 4096;
+    let page = |n: u32| (n as usize - 1) * ps;
+    let refusal = |bytes: &[u8], what: &str| {
+        let (out, _) = on_bytes(dir.path(), bytes, &m, &specs);
+        match out {
+            pagerewrite::Outcome::Refused(w) => w,
+            pagerewrite::Outcome::Done(_) => panic!("{what}: not refused"),
+        }
+    };
+    // The undamaged file is rewritten.
+    assert!(matches!(
+        on_bytes(dir.path(), &good, &m, &specs).0,
+        pagerewrite::Outcome::Done(_)
+    ));
+
+    // A cell pointer past the page (`plain`'s root is one leaf page).
+    let leaf = page(root_of(&specs, "plain"));
+    assert_eq!(good[leaf], 0x0D);
+    let mut b = good.clone();
+    b[leaf + 8..leaf + 10].copy_from_slice(&0xFFF0u16.to_be_bytes());
+    assert!(refusal(&b, "cell pointer").contains("outside the page"));
+
+    // A cell header's bytes flipped: a payload size that runs past the page.
+    let mut b = good.clone();
+    let cell = leaf + u16::from_be_bytes([good[leaf + 8], good[leaf + 9]]) as usize;
+    b[cell] = 0xFF;
+    b[cell + 1] = 0xFF;
+    refusal(&b, "cell header");
+
+    // A record header with a reserved serial type.
+    let mut b = good.clone();
+    let (size_len, rowid_len) = (1, 1);
+    b[cell + size_len + rowid_len + 1] = 10;
+    assert!(refusal(&b, "serial type").contains("reserved"));
+
+    // An overflow chain that loops: `big`'s first overflow page pointing to itself.
+    let big = root_of(&specs, "big");
+    let mut b = good.clone();
+    let mut looped = false;
+    for n in 2..(good.len() / ps) as u32 {
+        // An overflow page of `big`: not a B-tree page, its "next" a page in the file.
+        let p = page(n);
+        let next = u32::from_be_bytes(good[p..p + 4].try_into().unwrap());
+        if n != big
+            && ![0x02, 0x05, 0x0A, 0x0D].contains(&good[p])
+            && next > 1
+            && (next as usize) <= good.len() / ps
+            && next != n
+        {
+            b[p..p + 4].copy_from_slice(&n.to_be_bytes());
+            looped = true;
+            break;
+        }
+    }
+    assert!(looped, "no overflow page found");
+    assert!(refusal(&b, "loop").contains("used twice"));
+
+    // A truncated file.
+    refusal(&good[..good.len() - ps / 2], "truncated");
+    let short = &good[..good.len() - 8 * ps];
+    refusal(short, "truncated by pages");
+}
+
+/// Seeded random damage (seed 13, 150 files): no panic; a refusal writes nothing, and a
+/// rewrite changes no byte but where an old id is replaced by its new id.
+#[test]
+fn random_damage_never_panics_and_never_writes_but_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, spec, specs) = damaged_base(dir.path());
+    let m = matcher(&spec);
+    let good = std::fs::read(&src).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let (mut done, mut refused) = (0, 0);
+    for _ in 0..150 {
+        let mut b = good.clone();
+        for _ in 0..rng.random_range(1..8usize) {
+            // Mostly the B-tree structure: the first bytes of pages and the cell pointers.
+            let page = rng.random_range(1..b.len() / 4096);
+            let at = page * 4096
+                + if rng.random_bool(0.5) {
+                    rng.random_range(0..64usize)
+                } else {
+                    rng.random_range(0..4096usize)
+                };
+            b[at] = rng.random();
+        }
+        let (out, after) = on_bytes(dir.path(), &b, &m, &specs);
+        match out {
+            pagerewrite::Outcome::Refused(_) => refused += 1,
+            pagerewrite::Outcome::Done(_) => {
+                done += 1;
+                // Every byte that changed is a hex digit of an id replaced by one of the
+                // new id. (Not "what a rewrite of the whole file as one BLOB changes":
+                // an id that straddles two overflow pages is not contiguous in the file.)
+                assert_eq!(after.len(), b.len());
+                for i in 0..b.len() {
+                    if after[i] != b[i] {
+                        assert!(
+                            b[i].is_ascii_hexdigit() && after[i].is_ascii_hexdigit(),
+                            "byte {i} changed but is not a digit of an id"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(done > 0 && refused > 0, "done {done}, refused {refused}");
+}
+
+/// The switch, through the binary: `remap --output` on the page path (the default) gives
+/// the rows the SQL path (`HUBVAULT_PAGE_REWRITE=0`) gives.
+#[test]
+fn remap_output_on_the_page_path_gives_the_rows_of_the_sql_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new("idbs-eworkbook", "Switch", 200);
+    let src = base(dir.path(), &spec, &hostile_sql(3));
+    let to = new_ids();
+    let remap = |out: &Path, pages: bool| {
+        let mut c = hubvault();
+        c.args(["remap", "--json", "--db"])
+            .arg(&src)
+            .args(["--to-datahub", &to.datahub.to_string()])
+            .args(["--to-connector", &to.connector.to_string(), "--output"])
+            .arg(out)
+            .env("RUST_LOG", "hubvault=debug");
+        if pages {
+            c.env_remove(rewrite::PAGE_REWRITE_ENV);
+        } else {
+            c.env(rewrite::PAGE_REWRITE_ENV, "0");
+        }
+        let o = run(&mut c);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let sql = remap(&a, false);
+    let pages = remap(&b, true);
+    let json = |o: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    assert_eq!(json(&sql)["changes"], json(&pages)["changes"]);
+    // The page path ran (no silent fallback), and only with the switch.
+    let said =
+        |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).contains("pages rewritten");
+    assert!(said(&pages) && !said(&sql));
+    assert_eq!(content(&a), content(&b));
+    integrity_and_foreign_keys(&b);
+}
+
+/// The switch in a restore onto new ids (`install::prepare`): by default the page path
+/// runs, and the restored rows are those of the SQL path (`HUBVAULT_PAGE_REWRITE=0`).
+fn restore_with_the_switch(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hrb-cellario", 120);
+    let conn = Connection::open(&db).unwrap();
+    let sql = hostile_sql(5)
+        .replace("{D}", &spec.datahub.to_string())
+        .replace("{C}", &spec.connector.to_string());
+    conn.execute_batch(&sql).unwrap();
+    drop(conn);
+    json_of(
+        &run(tb
+            .cmd()
+            .args(["backup", "--json", "--force", "--db"])
+            .arg(&db)),
+        0,
+    );
+    let to = new_ids();
+    let dir = tempfile::tempdir().unwrap();
+    let restore = |file: &Path, pages: bool| {
+        let mut c = tb.cmd();
+        c.args(["restore", "--json", "--yes"])
+            .args(["--datahub", &spec.datahub.to_string()])
+            .args(["--connector", &spec.connector.to_string()])
+            .args(["--to-datahub", &to.datahub.to_string()])
+            .args(["--to-connector", &to.connector.to_string(), "--output"])
+            .arg(file)
+            .env("RUST_LOG", "hubvault=debug");
+        if pages {
+            c.env_remove(rewrite::PAGE_REWRITE_ENV);
+        } else {
+            c.env(rewrite::PAGE_REWRITE_ENV, "0");
+        }
+        let o = run(&mut c);
+        json_of(&o, 0);
+        String::from_utf8_lossy(&o.stderr).contains("pages rewritten")
+    };
+    let (a, b) = (dir.path().join("sql.db"), dir.path().join("pages.db"));
+    assert!(!restore(&a, false));
+    assert!(restore(&b, true), "the page path did not run");
+    assert_eq!(content(&a), content(&b));
+    integrity_and_foreign_keys(&b);
+}
+both!(
+    restore_onto_new_ids_on_the_page_path_gives_the_rows_of_the_sql_path,
+    restore_with_the_switch
+);
