@@ -152,7 +152,7 @@ impl ToSql for Out {
 /// True if SQLite would store `text` as a number in a column of numeric affinity: it
 /// reads as a decimal integer or real, spaces around it allowed (conservative: Rust's
 /// float syntax also takes `inf` and `nan`, which only makes the refusal wider).
-fn reads_as_number(text: &[u8]) -> bool {
+pub(crate) fn reads_as_number(text: &[u8]) -> bool {
     std::str::from_utf8(text).is_ok_and(|t| {
         let t = t.trim_matches(|c: char| c.is_ascii_whitespace());
         !t.is_empty() && t.parse::<f64>().is_ok()

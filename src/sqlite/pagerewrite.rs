@@ -34,7 +34,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::sqlite::idfn::ColTally;
+use crate::sqlite::idfn::{ColTally, reads_as_number};
 use crate::sqlite::spelling::{Kind, Matcher};
 
 /// One ordinary ROWID table to rewrite.
@@ -45,6 +45,11 @@ pub struct TableSpec {
     pub root: u32,
     /// Its columns in record order (a table with generated columns is never given).
     pub columns: Vec<String>,
+    /// Per column (missing = false): a TEXT value whose rewrite would read as a number
+    /// makes the first pass refuse. SQLite stores such text as a number in a column of
+    /// numeric affinity; the pages would keep it TEXT, which `integrity_check` reports
+    /// and lookups by the id miss. The SQL rewrite refuses these values one by one.
+    pub guarded: Vec<bool>,
 }
 
 /// What a rewrite changed.
@@ -268,6 +273,7 @@ fn walk_table(
     spec: &TableSpec,
     t: usize,
     mut rw: Option<&mut Rewrite<'_>>,
+    guard: Option<&Matcher>,
 ) -> Result<(), Stop> {
     let usable = p.h.usable;
     let mut page = vec![0u8; p.h.page_size];
@@ -351,7 +357,7 @@ fn walk_table(
             spans.push((c, end));
             if !spills {
                 let payload = &mut page[start..start + local];
-                dirty |= record(spec, t, p.h.text, payload, rw.as_deref_mut())
+                dirty |= record(spec, t, p.h.text, payload, rw.as_deref_mut(), guard)
                     .map_err(|w| bad(&w))?
                     .is_some();
                 continue;
@@ -390,7 +396,7 @@ fn walk_table(
                 return Err(bad("has an overflow chain longer than its payload"));
             }
             let before = rw.is_some().then(|| assembled.clone());
-            if record(spec, t, p.h.text, &mut assembled, rw.as_deref_mut())
+            if record(spec, t, p.h.text, &mut assembled, rw.as_deref_mut(), guard)
                 .map_err(|w| bad(&w))?
                 .is_some()
             {
@@ -442,13 +448,16 @@ fn value_size(st: u64) -> Option<u64> {
 }
 
 /// Checks one record and, in a rewriting pass, rewrites its TEXT and BLOB values in
-/// place and counts what they held. `Some(())` when a byte changed.
+/// place and counts what they held. `Some(())` when a byte changed. With `guard` (the
+/// checking pass), the TEXT values of [`TableSpec::guarded`] columns are rewritten in a
+/// copy and refused if the result would read as a number.
 fn record(
     spec: &TableSpec,
     t: usize,
     text: Kind,
     payload: &mut [u8],
     rw: Option<&mut Rewrite<'_>>,
+    guard: Option<&Matcher>,
 ) -> Result<Option<()>, String> {
     let (hsize, a) = varint(payload, 0, payload.len()).ok_or("has a broken record header")?;
     if hsize > payload.len() as u64 || hsize < a as u64 {
@@ -474,6 +483,18 @@ fn record(
         let end = body + size;
         if end > payload.len() as u64 {
             return Err("has a value past its payload".into());
+        }
+        if st >= 13
+            && st % 2 == 1
+            && spec.guarded.get(col) == Some(&true)
+            && let Some(m) = guard
+            && let (Some(new), _) = m.rewrite(text, &payload[body as usize..end as usize])
+            && text_reads_as_number(text, &new)
+        {
+            return Err(format!(
+                "column {}: a rewritten text value would read as a number (numeric affinity)",
+                spec.columns[col]
+            ));
         }
         if st >= 12
             && size > 0
@@ -506,6 +527,29 @@ fn record(
     Ok(changed)
 }
 
+/// True if TEXT `bytes` in encoding `text` reads as a number (SQLite would store it as
+/// one in a column of numeric affinity).
+fn text_reads_as_number(text: Kind, bytes: &[u8]) -> bool {
+    let units = |be: bool| {
+        let u: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|p| {
+                if be {
+                    u16::from_be_bytes([p[0], p[1]])
+                } else {
+                    u16::from_le_bytes([p[0], p[1]])
+                }
+            })
+            .collect();
+        String::from_utf16_lossy(&u).into_bytes()
+    };
+    match text {
+        Kind::Utf16LeText => reads_as_number(&units(false)),
+        Kind::Utf16BeText => reads_as_number(&units(true)),
+        _ => reads_as_number(bytes),
+    }
+}
+
 /// Rewrites the old ids of `m` in the records of `tables` in the file at `path`, as the
 /// module's contract says. `Err` only for I/O; a file this does not handle is
 /// `Ok(Outcome::Refused)` with nothing written.
@@ -527,7 +571,7 @@ pub fn rewrite_file(path: &Path, m: &Matcher, tables: &[TableSpec]) -> std::io::
         let t0 = std::time::Instant::now();
         let mut p = Pager::new(&file, h);
         for (t, spec) in tables.iter().enumerate() {
-            walk_table(&mut p, spec, t, None)?;
+            walk_table(&mut p, spec, t, None, Some(m))?;
         }
         tracing::debug!("pagerewrite: structure pass took {:?}", t0.elapsed());
         let mut r = Rewrite {
@@ -546,7 +590,7 @@ pub fn rewrite_file(path: &Path, m: &Matcher, tables: &[TableSpec]) -> std::io::
         };
         let mut p = Pager::new(&file, h);
         for (t, spec) in tables.iter().enumerate() {
-            walk_table(&mut p, spec, t, Some(&mut r)).map_err(|e| match e {
+            walk_table(&mut p, spec, t, Some(&mut r), None).map_err(|e| match e {
                 // The first pass checked all of it: a refusal now means the file changed.
                 Stop::Refuse(why) => Stop::Io(std::io::Error::other(format!(
                     "the file changed during the rewrite: {why}"
@@ -572,6 +616,7 @@ mod tests {
             name: "t".into(),
             root: 2,
             columns: (0..columns).map(|i| format!("c{i}")).collect(),
+            guarded: Vec::new(),
         }
     }
 
@@ -607,11 +652,14 @@ mod tests {
         for c in cases {
             let mut b = c.to_vec();
             assert!(
-                record(&spec(2), 0, Kind::Utf8Text, &mut b, None).is_err(),
+                record(&spec(2), 0, Kind::Utf8Text, &mut b, None, None).is_err(),
                 "{c:?}"
             );
         }
         let mut ok = vec![3, 1, 15, 7, b'a'];
-        assert_eq!(record(&spec(2), 0, Kind::Utf8Text, &mut ok, None), Ok(None));
+        assert_eq!(
+            record(&spec(2), 0, Kind::Utf8Text, &mut ok, None, None),
+            Ok(None)
+        );
     }
 }

@@ -1166,19 +1166,17 @@ pub fn apply_unchecked_pages(
     }
     let all = tables(conn, path)?;
     // A column of numeric affinity stores text that reads as a number as a number. The
-    // SQL path tests each value it writes (hubvault_text_kept); the pages keep the text,
-    // which integrity_check then reports ("TEXT value in t.c") and lookups by the id
-    // miss. A new id can read as a number only if its unhyphenated spelling is made of
-    // decimal digits and at most `e`s: leave those rare ids to the SQL path.
+    // SQL path tests each value it writes (hubvault_text_kept); the pages would keep the
+    // text, which integrity_check reports ("TEXT value in t.c") and lookups by the id
+    // miss. A new id can make a value read as a number only if its unhyphenated
+    // spelling is made of decimal digits and `e`s: then the first page pass tests the
+    // TEXT values of those columns ([`pagerewrite::TableSpec::guarded`]).
     let numberlike = new.iter().any(|id| {
         id.simple()
             .to_string()
             .bytes()
             .all(|b| b.is_ascii_digit() || b == b'e')
     });
-    if numberlike && all.iter().any(|t| t.numeric.iter().any(|n| *n)) {
-        return refused("a new id of decimal digits and a column of numeric affinity".into());
-    }
     let mut specs = Vec::new();
     {
         let f = IdFunctions::register(conn, Matcher::new(&old, None))
@@ -1215,6 +1213,11 @@ pub fn apply_unchecked_pages(
                 name: t.name.clone(),
                 root,
                 columns: t.all.clone(),
+                guarded: if numberlike {
+                    t.numeric.clone()
+                } else {
+                    Vec::new()
+                },
             });
         }
     }

@@ -338,6 +338,7 @@ fn damaged_base(dir: &Path) -> (PathBuf, Spec, Vec<pagerewrite::TableSpec>) {
                 name,
                 root,
                 columns,
+                guarded: Vec::new(),
             }
         })
         .collect();
@@ -577,3 +578,55 @@ both!(
     restore_onto_new_ids_on_the_page_path_gives_the_rows_of_the_sql_path,
     restore_with_the_switch
 );
+
+/// A new id spelled with decimal digits only (unhyphenated, it reads as a number): where
+/// a column of numeric affinity (here `UUID`) holds the old id, the page path refuses in
+/// its checking pass with nothing written, in each encoding (the SQL path then refuses
+/// value by value: tests/it/remap.rs); where the ids are only in text columns (the
+/// connector tables' INTEGER keys hold none), it rewrites, and the rows are the SQL path's.
+#[test]
+fn page_rewrite_refuses_a_new_id_that_would_read_as_a_number_only_where_a_numeric_column_holds_an_old_id()
+ {
+    let to = Ids {
+        datahub: DatahubId::parse("11111111-2222-4333-8444-555555555555").unwrap(),
+        connector: ConnectorId::parse("66666666-7777-4888-8999-aaaaaaaaaaaa").unwrap(),
+    };
+    for enc in [None, Some("UTF-16le"), Some("UTF-16be")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = Spec::new("hrb-cellario", "Digits", 30);
+        spec.encoding = enc;
+        let plain = spec.datahub.as_uuid().simple().to_string();
+        let src = base(dir.path(), &spec, "");
+        let (sql, _, out) = both_paths(&src, ids(&spec), to, false);
+        assert!(sql.total_values() >= 60, "{enc:?}: {:?}", sql.changes);
+        assert!(plain_text(&out, "SELECT count(*) FROM Events") > 0);
+        let guarded = dir.path().join("guarded.db");
+        std::fs::copy(&src, &guarded).unwrap();
+        let c = Connection::open(&guarded).unwrap();
+        c.execute_batch(&format!(
+            "CREATE TABLE Links (hub UUID, note TEXT); INSERT INTO Links VALUES ('{plain}', 'x');"
+        ))
+        .unwrap();
+        drop(c);
+        let before = std::fs::read(&guarded).unwrap();
+        let mut conn = db::open_scratch(&guarded).unwrap();
+        match rewrite::apply_unchecked_pages(&mut conn, &guarded, ids(&spec), to, false).unwrap() {
+            PageOutcome::Refused(w) => {
+                assert!(
+                    w.contains("column hub") && w.contains("number"),
+                    "{enc:?}: {w}"
+                )
+            }
+            PageOutcome::Done(_) => panic!("{enc:?}: not refused"),
+        }
+        drop(conn);
+        assert_eq!(std::fs::read(&guarded).unwrap()[100..], before[100..]);
+    }
+}
+
+fn plain_text(path: &Path, sql: &str) -> i64 {
+    db::open_read_only(path)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
