@@ -658,3 +658,112 @@ unsafe extern "C" fn x_current_time_int64(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rusqlite::Connection;
+
+    use crate::sqlite::db;
+
+    /// Every row's text, in rowid order, joined: what a reader sees of `t`.
+    fn contents(c: &Connection) -> String {
+        c.query_row(
+            "SELECT group_concat(id || ':' || v, ',') FROM (SELECT id, v FROM t ORDER BY id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    /// A table of `rows` rows of 500 bytes (many pages, laid out in rowid order, so a
+    /// scan reads forward and fills the read-ahead's blocks), with an index when asked.
+    fn create(path: &Path, wal: bool, rows: i64, index: bool) -> Connection {
+        let w = Connection::open(path).unwrap();
+        let mode = if wal { "wal" } else { "delete" };
+        w.query_row(&format!("PRAGMA journal_mode={mode}"), [], |_| Ok(()))
+            .unwrap();
+        w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        w.execute_batch(&format!(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+             INSERT INTO t SELECT i, printf('%.500c', char(65 + i % 26)) FROM n;"
+        ))
+        .unwrap();
+        if index {
+            w.execute_batch("CREATE INDEX t_v ON t(v)").unwrap();
+        }
+        w
+    }
+
+    #[test]
+    fn the_checks_read_through_it_see_what_the_default_vfs_sees() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        drop(create(&path, true, 3000, true));
+        let plain = db::open_read_only(&path).unwrap();
+        let ahead = db::open_check(&path).unwrap();
+        assert_eq!(contents(&ahead), contents(&plain));
+        for pragma in ["integrity_check", "quick_check", "foreign_key_check"] {
+            let run = |c: &Connection| -> Vec<String> {
+                c.prepare(&format!("PRAGMA {pragma}"))
+                    .unwrap()
+                    .query_map([], |r| r.get::<_, String>(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap()
+            };
+            assert_eq!(run(&ahead), run(&plain), "{pragma}");
+        }
+    }
+
+    /// The blocks read ahead in one read transaction are never served in the next: a
+    /// commit in between (rollback journal: written in place; WAL: checkpointed into the
+    /// file) is seen.
+    #[test]
+    fn a_new_read_transaction_sees_commits_made_since_the_last_one_in_both_journal_modes() {
+        for wal in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("x.db");
+            // 1000 rows: the whole table fits in the blocks one scan reads ahead.
+            let w = create(&path, wal, 1000, false);
+            let ahead = db::open_check(&path).unwrap();
+            let before = contents(&ahead);
+            // Same-length values: the pages change in place, the file keeps its size.
+            w.execute_batch("UPDATE t SET v = printf('%.500c', 'z') WHERE id % 7 = 0")
+                .unwrap();
+            if wal {
+                w.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .unwrap();
+            }
+            let after = contents(&ahead);
+            assert_ne!(after, before, "wal={wal}");
+            assert_eq!(
+                after,
+                contents(&db::open_read_only(&path).unwrap()),
+                "wal={wal}"
+            );
+        }
+    }
+
+    /// Within one read transaction the state stays the one it began on, with a writer
+    /// committing and checkpointing meanwhile (the snapshot a backup checks).
+    #[test]
+    fn an_open_read_transaction_keeps_its_state_while_a_writer_commits_and_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let w = create(&path, true, 1000, false);
+        let ahead = db::open_check(&path).unwrap();
+        ahead.execute_batch("BEGIN").unwrap();
+        let before = contents(&ahead);
+        w.execute_batch("UPDATE t SET v = printf('%.500c', 'z') WHERE id % 5 = 0")
+            .unwrap();
+        // Checkpoints what it can: not past the open reader.
+        w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .unwrap();
+        assert_eq!(contents(&ahead), before);
+        ahead.execute_batch("COMMIT").unwrap();
+        assert_ne!(contents(&ahead), before);
+    }
+}
