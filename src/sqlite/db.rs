@@ -83,23 +83,6 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, None)
 }
 
-/// [`open_read_only`] through the read-ahead VFS ([`crate::sqlite::readahead`]): for the
-/// connections that check a pinned state page by page (a backup's snapshot), where one
-/// `pread` per page cost as much CPU as the copy itself. Same file, same bytes.
-pub fn open_check(path: &Path) -> Result<Connection> {
-    let vfs = crate::sqlite::readahead::name().map_err(|e| {
-        Error::db(
-            path,
-            format!("cannot set up SQLite's read-ahead VFS: {e}"),
-            "report this as a bug",
-        )
-    })?;
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags_and_vfs(not_a_uri(path), flags, vfs)
-        .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
-    set_up(conn, path, None)
-}
-
 /// Opens a database for writing (a file we own: a snapshot, a download, a remap copy).
 pub fn open_read_write(path: &Path) -> Result<Connection> {
     open(path, OpenFlags::SQLITE_OPEN_READ_WRITE, None)
@@ -135,11 +118,6 @@ fn open(path: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection>
     let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(not_a_uri(path), flags)
         .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
-    set_up(conn, path, setup)
-}
-
-/// Busy timeout, `setup`, lock-down: what every [`open`] does after opening.
-fn set_up(conn: Connection, path: &Path, setup: Option<&str>) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
     if let Some(sql) = setup {

@@ -14,7 +14,6 @@ pub mod idfn;
 pub mod install;
 pub mod lock;
 pub mod pages;
-pub mod readahead;
 pub mod rewrite;
 pub mod safedir;
 pub mod snapshot;

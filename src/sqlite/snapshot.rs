@@ -431,7 +431,7 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                 // Opening a WAL database can create its -wal and -shm. Run as root, SQLite
                 // gives them to the database file's owner itself (fchown on the new
                 // descriptor, in os_unix.c), so a connector is never locked out of them.
-                let conn = db::open_check(db)?;
+                let conn = db::open_read_only(db)?;
                 let q = |e| Error::sqlite(db, "cannot read the database", e);
                 // A first read sets up the wal-index if no connection had.
                 conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
@@ -546,7 +546,7 @@ fn pin_rollback(
     plan.pages = first.pages();
     // Opened now, on an empty file: they read nothing until the copy is confirmed, and
     // SQLite reads a file it has never read from scratch.
-    let conn = db::open_check(&tmp)?;
+    let conn = db::open_read_only(&tmp)?;
     let twin = twin::open_on_still_file(&tmp)?;
     tracing::debug!(pages = plan.pages, elapsed = ?started.elapsed(), "snapshot pinned (rollback journal: lock #1)");
     let copy_path = tmp.to_path_buf();

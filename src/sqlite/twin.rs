@@ -98,7 +98,7 @@ pub fn open_on_snapshot(
 /// wal-index) and holds no transaction: [`begin_read`] then takes its snapshot with
 /// nothing else in between.
 pub fn open_parked(path: &Path) -> Result<Connection> {
-    let conn = db::open_check(path)?;
+    let conn = db::open_read_only(path)?;
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
         .map_err(|e| Error::sqlite(path, "cannot read the database", e))?;
     Ok(conn)
@@ -115,7 +115,7 @@ pub fn begin_read(conn: &Connection, path: &Path) -> Result<()> {
 /// A second read-only connection on a file nothing writes (a temp copy): any read
 /// transaction of it sees the same state as the first's.
 pub fn open_on_still_file(path: &Path) -> Result<Connection> {
-    let second = db::open_check(path)?;
+    let second = db::open_read_only(path)?;
     second
         .execute_batch("BEGIN")
         .map_err(|e| Error::sqlite(path, "cannot read the database", e))?;
