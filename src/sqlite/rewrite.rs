@@ -1034,7 +1034,30 @@ pub struct Unchecked {
     accept_unrewritten: bool,
 }
 
-/// As [`apply_with`], for a private copy that no other connection opens and that is
+/// The start of both rewrites of a private copy: the ids checked and the plan begun, or,
+/// when no id changes, `Err` with the (empty) result to return at once.
+fn begin(
+    conn: &Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    accept_unrewritten: bool,
+) -> Result<std::result::Result<RewritePlan, Unchecked>> {
+    check_ids(from, to)?;
+    let encoding =
+        Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
+    let plan = RewritePlan::new(from, to, encoding);
+    if changing(from, to).0.is_empty() {
+        return Ok(Err(Unchecked {
+            plan,
+            rewritten: None,
+            accept_unrewritten,
+        }));
+    }
+    Ok(Ok(plan))
+}
+
+/// As [`apply`], for a private copy that no other connection opens and that is
 /// thrown away on any error (a restore's download, `remap --output`'s temp file): the
 /// rewrite is committed at once and its result is checked afterwards by
 /// [`Unchecked::check`], which runs the structure check on a second connection, on the
@@ -1048,17 +1071,10 @@ pub fn apply_unchecked(
     to: Ids,
     accept_unrewritten: bool,
 ) -> Result<Unchecked> {
-    check_ids(from, to)?;
-    let encoding =
-        Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
-    let mut plan = RewritePlan::new(from, to, encoding);
-    if changing(from, to).0.is_empty() {
-        return Ok(Unchecked {
-            plan,
-            rewritten: None,
-            accept_unrewritten,
-        });
-    }
+    let mut plan = match begin(conn, path, from, to, accept_unrewritten)? {
+        Ok(plan) => plan,
+        Err(nothing) => return Ok(nothing),
+    };
     let q = |what: &'static str| move |e| Error::sqlite(path, what, e);
     conn.pragma_update(None, "foreign_keys", false)
         .map_err(q("cannot switch foreign keys off"))?;
@@ -1142,18 +1158,11 @@ pub fn apply_unchecked_pages(
     to: Ids,
     accept_unrewritten: bool,
 ) -> Result<PageOutcome> {
-    check_ids(from, to)?;
-    let encoding =
-        Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
-    let mut plan = RewritePlan::new(from, to, encoding);
+    let mut plan = match begin(conn, path, from, to, accept_unrewritten)? {
+        Ok(plan) => plan,
+        Err(nothing) => return Ok(PageOutcome::Done(Box::new(nothing))),
+    };
     let (old, new) = changing(from, to);
-    if old.is_empty() {
-        return Ok(PageOutcome::Done(Box::new(Unchecked {
-            plan,
-            rewritten: None,
-            accept_unrewritten,
-        })));
-    }
     let refused = |why: String| Ok(PageOutcome::Refused(why));
     // What only the SQL path handles, read with SQL before the pages are touched.
     schema_pass(

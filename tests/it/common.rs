@@ -171,6 +171,22 @@ pub fn connector_db(hub_root: &Path, source_type: &str, events: usize) -> (PathB
 }
 
 /// Runs a command, returning its output; prints it on failure to help debugging.
+/// The ids of a fixture's connector.
+pub fn spec_ids(spec: &Spec) -> hubvault::model::ids::Ids {
+    hubvault::model::ids::Ids {
+        datahub: spec.datahub,
+        connector: spec.connector,
+    }
+}
+
+/// Fresh random ids: a new hub and connector to restore onto.
+pub fn random_ids() -> hubvault::model::ids::Ids {
+    hubvault::model::ids::Ids {
+        datahub: hubvault::model::ids::DatahubId::random(),
+        connector: hubvault::model::ids::ConnectorId::random(),
+    }
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("the binary runs");
     if std::env::var("HUBVAULT_TEST_VERBOSE").is_ok() {

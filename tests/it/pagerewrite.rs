@@ -18,19 +18,7 @@ use crate::both;
 use crate::common::{TestBucket, connector_db, hubvault, json_of, run};
 use crate::fixture::{self, Spec};
 
-fn ids(spec: &Spec) -> Ids {
-    Ids {
-        datahub: spec.datahub,
-        connector: spec.connector,
-    }
-}
-
-fn new_ids() -> Ids {
-    Ids {
-        datahub: DatahubId::random(),
-        connector: ConnectorId::random(),
-    }
-}
+use crate::common::{random_ids as new_ids, spec_ids as ids};
 
 /// A fixture database in `dir`, with `extra` SQL run on it afterwards (`{D}` and `{C}`
 /// stand for the datahub and connector ids).
@@ -506,11 +494,7 @@ fn remap_output_on_the_page_path_gives_the_rows_of_the_sql_path() {
             .args(["--to-connector", &to.connector.to_string(), "--output"])
             .arg(out)
             .env("RUST_LOG", "hubvault=debug");
-        if pages {
-            c.env_remove(rewrite::PAGE_REWRITE_ENV);
-        } else {
-            c.env(rewrite::PAGE_REWRITE_ENV, "0");
-        }
+        page_switch(&mut c, pages);
         let o = run(&mut c);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         o
@@ -559,11 +543,7 @@ fn restore_with_the_switch(tb: &TestBucket) {
             .args(["--to-connector", &to.connector.to_string(), "--output"])
             .arg(file)
             .env("RUST_LOG", "hubvault=debug");
-        if pages {
-            c.env_remove(rewrite::PAGE_REWRITE_ENV);
-        } else {
-            c.env(rewrite::PAGE_REWRITE_ENV, "0");
-        }
+        page_switch(&mut c, pages);
         let o = run(&mut c);
         json_of(&o, 0);
         String::from_utf8_lossy(&o.stderr).contains("pages rewritten")
@@ -629,4 +609,13 @@ fn plain_text(path: &Path, sql: &str) -> i64 {
         .unwrap()
         .query_row(sql, [], |r| r.get(0))
         .unwrap()
+}
+
+/// The page rewrite on (the default, `pages`) or off for one command.
+fn page_switch(c: &mut std::process::Command, pages: bool) {
+    if pages {
+        c.env_remove(rewrite::PAGE_REWRITE_ENV);
+    } else {
+        c.env(rewrite::PAGE_REWRITE_ENV, "0");
+    }
 }

@@ -3,24 +3,11 @@
 
 use std::path::Path;
 
-use hubvault::model::ids::{ConnectorId, DatahubId, Ids};
 use hubvault::sqlite::{db, fsio, rewrite};
 
 use crate::fixture::{self, Spec};
 
-fn ids(spec: &Spec) -> Ids {
-    Ids {
-        datahub: spec.datahub,
-        connector: spec.connector,
-    }
-}
-
-fn new_ids() -> Ids {
-    Ids {
-        datahub: DatahubId::random(),
-        connector: ConnectorId::random(),
-    }
-}
+use crate::common::{random_ids as new_ids, spec_ids as ids};
 
 fn fixture_db(dir: &Path) -> (std::path::PathBuf, Spec) {
     let path = dir.join("sqlite.db");
