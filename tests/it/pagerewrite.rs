@@ -432,15 +432,21 @@ fn damaged_files_are_refused_with_nothing_written() {
     refusal(short, "truncated by pages");
 }
 
-/// Seeded random damage (seed 13, 150 files): no panic; a refusal writes nothing, and a
-/// rewrite changes no byte but where an old id is replaced by its new id.
+/// Seeded random damage (seed 13, or `HUBVAULT_SEED` to sweep others; 150 files): no
+/// panic; a refusal writes nothing, and a rewrite changes no byte but where an old id is
+/// replaced by its new id.
 #[test]
 fn random_damage_never_panics_and_never_writes_but_ids() {
     let dir = tempfile::tempdir().unwrap();
     let (src, spec, specs) = damaged_base(dir.path());
     let m = matcher(&spec);
     let good = std::fs::read(&src).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let seed = std::env::var("HUBVAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(13u64);
+    eprintln!("random_damage: HUBVAULT_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (mut done, mut refused) = (0, 0);
     for _ in 0..150 {
         let mut b = good.clone();
