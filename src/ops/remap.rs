@@ -10,6 +10,7 @@ use crate::model::ids::Ids;
 use crate::sqlite::db;
 use crate::sqlite::fsio;
 use crate::sqlite::rewrite::{self, RewritePlan};
+use crate::sqlite::snapshot;
 
 /// What `hubvault remap` did (or, with `dry_run`, would do) to a database file.
 #[derive(Clone, Debug, Serialize)]
@@ -28,7 +29,7 @@ pub struct RemapReport {
 
 /// Steps 5 to 10 of the platform's manual restore on a local file: reads the old ids from `db`, rewrites them to
 /// `to` in place (one transaction), or into a new file `output` (a copy made with the
-/// online backup API into a temp file beside it, renamed into place once checked: the
+/// shared page reader into a temp file beside it, as a backup reads it, renamed into place once checked: the
 /// source is not changed and `output` never holds a half-written database). With
 /// `dry_run`, only plans. Old ids the rewrite cannot rewrite make it refuse (nothing
 /// written) unless `accept_unrewritten`; the report lists them either way.
@@ -109,22 +110,15 @@ pub fn remap_file(
         .tempfile_in(parent)
         .map_err(|e| Error::io(parent, "cannot create a temp file for --output", e))?
         .into_temp_path();
+    // The copy is read as a backup reads it (the shared page reader: one pass, a
+    // consistent state even of a database in use); a rollback-journal source is first
+    // copied beside the output, between two SHARED locks.
     let journal_mode = {
-        let src = db::open_read_only(db_path)?;
-        let mode = db::page_info(&src, db_path)?.2;
-        let mut dst = db::open_read_write(&tmp)?;
-        rusqlite::backup::Backup::new(&src, &mut dst)
-            .and_then(|b| {
-                loop {
-                    match b.step(-1)? {
-                        rusqlite::backup::StepResult::Done => break Ok(()),
-                        rusqlite::backup::StepResult::More => continue,
-                        _ => std::thread::sleep(std::time::Duration::from_millis(50)),
-                    }
-                }
-            })
-            .map_err(|e| Error::sqlite(db_path, "cannot copy the database", e))?;
-        mode
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&*tmp, "cannot open the temp file for --output", e))?;
+        snapshot::copy_into(db_path, parent, &mut out, &tmp)?.0
     };
     // A temp file nobody else sees: no rollback journal needed, and the rewrite commits
     // before its checks, which then run on two cores (on failure the file is removed).

@@ -864,34 +864,55 @@ fn check_conn(conn: &Connection, db: &Path, size: u64) -> Result<Checked> {
     })
 }
 
-/// Takes a snapshot of `db` into a temp file in `tmp_dir`, checks it, and reads the
-/// connector's ids and row counts from the snapshot (not the live file). The file is a
-/// plain rollback-journal database.
-pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
-    let started = Instant::now();
+/// Copies a consistent state of the live database `db` into `out` (the file at
+/// `out_path`, truncated first) with the page reader, in one pass as a backup reads it:
+/// in WAL mode the file and the frames the pinned snapshot sees, in rollback-journal mode
+/// a copy in `tmp_dir` proven between two SHARED locks. The result is a plain
+/// rollback-journal database. A commit that raced the read starts the copy over, within
+/// the bounds of [`Retry`]. Returns the source's journal mode and when the state was
+/// pinned.
+pub fn copy_into(
+    db: &Path,
+    tmp_dir: &Path,
+    out: &mut std::fs::File,
+    out_path: &Path,
+) -> Result<(String, chrono::DateTime<chrono::Utc>)> {
     let mut retry = Retry::new();
-    let (file, owner, journal_mode, taken_at) = loop {
+    loop {
         let pinned = pin(db, tmp_dir)?;
         let (journal_mode, taken_at) = (pinned.journal_mode.clone(), pinned.taken_at);
-        let (owner, tmp) = locked_temp_file(tmp_dir, ".db")
-            .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
         let (image, checker) = pinned.split(true);
         drop(checker);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&*tmp, "cannot open the snapshot", e))?;
-        match std::io::copy(&mut image.reader(), &mut out) {
-            Ok(_) => break (tmp, owner, journal_mode, taken_at),
+        use std::io::Seek;
+        out.set_len(0)
+            .and_then(|()| out.rewind())
+            .map_err(|e| Error::io(out_path, "cannot truncate the copy", e))?;
+        match std::io::copy(&mut image.reader(), out) {
+            Ok(_) => return Ok((journal_mode, taken_at)),
             Err(e) => {
-                let e = map_tmp_io(db, &tmp, e);
+                let e = map_tmp_io(db, out_path, e);
                 let Some(took) = raced_read_took(&e) else {
                     return Err(e);
                 };
                 retry.again(db, took, "a commit came during the read")?;
             }
         }
-    };
+    }
+}
+
+/// Takes a snapshot of `db` into a temp file in `tmp_dir`, checks it, and reads the
+/// connector's ids and row counts from the snapshot (not the live file). The file is a
+/// plain rollback-journal database.
+pub fn take(db: &Path, tmp_dir: &Path) -> Result<Snapshot> {
+    let started = Instant::now();
+    let (owner, file) = locked_temp_file(tmp_dir, ".db")
+        .map_err(|e| Error::io(tmp_dir, "cannot create a temp file for the snapshot", e))?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .map_err(|e| Error::io(&*file, "cannot open the snapshot", e))?;
+    let (journal_mode, taken_at) = copy_into(db, tmp_dir, &mut out, &file)?;
+    drop(out);
     let size = std::fs::metadata(&file)
         .map_err(|e| Error::io(&*file, "cannot stat the snapshot", e))?
         .len();
