@@ -485,3 +485,50 @@ fn remap_refuses_to_let_a_numeric_column_store_a_new_id_as_a_number_and_changes_
         format!("text|{new_plain}")
     );
 }
+
+/// `--output` reads its source as a backup does (the shared page reader): rows committed
+/// only in the `-wal` of a database in use (a connection holds it open, nothing
+/// checkpointed) are in the output, and a rollback-journal source gives the same rows in
+/// its own journal mode.
+#[test]
+fn remap_output_copies_the_rows_committed_only_in_the_wal_of_a_database_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = connector_db(dir.path(), "solace", 40);
+    let live = rusqlite::Connection::open(&db).unwrap();
+    live.execute_batch(
+        "PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE extra(n INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 500)
+         INSERT INTO extra SELECT n, printf('row %d', n) FROM c;",
+    )
+    .unwrap();
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "rows in the -wal"
+    );
+    let rollback = dir.path().join("rollback.db");
+    live.execute("VACUUM INTO ?1", [rollback.to_str().unwrap()])
+        .unwrap();
+    assert_eq!(sqlite3(&rollback, "PRAGMA journal_mode"), "delete");
+    for (src, mode) in [(&db, "wal"), (&rollback, "delete")] {
+        let out_db = dir.path().join(format!("out-{mode}.db"));
+        let (hub, conn) = (
+            DatahubId::random().to_string(),
+            ConnectorId::random().to_string(),
+        );
+        json_of(
+            &remap(src, &hub, &conn, &["--output", out_db.to_str().unwrap()]),
+            0,
+        );
+        assert_eq!(
+            sqlite3(&out_db, "SELECT count(*), sum(n) FROM extra"),
+            "500|125250",
+            "{mode}"
+        );
+        assert_eq!(sqlite3(&out_db, "SELECT id FROM Integrations"), hub);
+        assert_eq!(sqlite3(&out_db, "PRAGMA journal_mode"), mode);
+    }
+    drop(live);
+    assert_no_remap_temp_files(dir.path());
+}
