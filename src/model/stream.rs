@@ -543,15 +543,32 @@ impl Section {
     }
 }
 
+/// Bytes of a commit's head in a plain section body ([`commit_head`]).
+pub const COMMIT_HEAD: usize = 32;
+
+/// A commit's head in a plain section body: `time_ms i64 | db_pages u32 | after u128 |
+/// n u32`, little-endian; its `n` pages (`pgno u32 | page`) follow. Capture writes
+/// bodies page by page into a spool and patches the head once the commit is complete.
+pub fn commit_head(time_ms: i64, db_pages: u32, after: ChainSum, n: u32) -> [u8; COMMIT_HEAD] {
+    let mut h = [0u8; COMMIT_HEAD];
+    h[..8].copy_from_slice(&time_ms.to_le_bytes());
+    h[8..12].copy_from_slice(&db_pages.to_le_bytes());
+    h[12..28].copy_from_slice(&after.0.to_le_bytes());
+    h[28..].copy_from_slice(&n.to_le_bytes());
+    h
+}
+
 /// Plain section body: per commit `time_ms i64 | db_pages u32 | after u128 | n u32 |
 /// n × (pgno u32 | page)`, all little-endian.
 fn section_body(s: &Section) -> Vec<u8> {
     let mut out = Vec::new();
     for c in &s.commits {
-        out.extend_from_slice(&c.time_ms.to_le_bytes());
-        out.extend_from_slice(&c.db_pages.to_le_bytes());
-        out.extend_from_slice(&c.after.0.to_le_bytes());
-        out.extend_from_slice(&(c.pages.len() as u32).to_le_bytes());
+        out.extend_from_slice(&commit_head(
+            c.time_ms,
+            c.db_pages,
+            c.after,
+            c.pages.len() as u32,
+        ));
         for (pgno, page) in &c.pages {
             debug_assert_eq!(page.len(), s.page_size as usize);
             out.extend_from_slice(&pgno.to_le_bytes());
@@ -591,15 +608,137 @@ fn encode_sections(
     Ok((entries, bodies))
 }
 
-/// `magic || u32 header length || header JSON || sections || sha256`, the section table's
-/// offsets settled (they depend on the header's length, which depends on the offsets'
-/// digits: two rounds at most in practice).
-fn assemble<H: Serialize>(
-    magic: &[u8; 8],
-    header: &mut H,
-    table: fn(&mut H) -> &mut Vec<SectionEntry>,
-    bodies: &[Vec<u8>],
-) -> Vec<u8> {
+/// What a section says about itself when its plain body was written elsewhere (capture's
+/// spool): [`compress_section_to`] turns it into a table entry.
+#[derive(Clone, Debug)]
+pub struct SpooledSection {
+    pub connector: ConnectorId,
+    pub generation: String,
+    pub page_size: u32,
+    pub prev: ChainSum,
+    pub after: ChainSum,
+    pub commits: u32,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// A writer that counts and hashes what goes through it.
+struct Tally<'w> {
+    inner: &'w mut dyn Write,
+    n: u64,
+    sha: Sha256,
+}
+
+impl Write for Tally<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        self.sha.update(&buf[..k]);
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Compresses a plain section body read from `plain` (a spool: never whole in memory)
+/// into `out`, as [`encode_segment`] would; returns its table entry (offset still 0).
+pub fn compress_section_to(
+    s: &SpooledSection,
+    plain: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<SectionEntry> {
+    let zerr = |e: std::io::Error| Error::check(format!("zstd: {e}"), "report this as a bug");
+    let mut tally = Tally {
+        inner: out,
+        n: 0,
+        sha: Sha256::new(),
+    };
+    let mut z = zstd::stream::Encoder::new(&mut tally, 1).map_err(zerr)?;
+    let plain_len = std::io::copy(plain, &mut z).map_err(|e| {
+        Error::check(
+            format!("cannot spool a section: {e}"),
+            "check free space in --tmp-dir",
+        )
+    })?;
+    z.finish().map_err(zerr)?;
+    Ok(SectionEntry {
+        connector: s.connector,
+        generation: s.generation.clone(),
+        page_size: s.page_size,
+        prev: s.prev,
+        after: s.after,
+        commits: s.commits,
+        first_ms: s.first_ms,
+        last_ms: s.last_ms,
+        offset: 0,
+        length: tally.n,
+        plain: plain_len,
+        sha256: hex::encode(tally.sha.finalize()),
+    })
+}
+
+/// A segment's header over sections already compressed ([`compress_section_to`]).
+pub fn segment_header(
+    org: &OrgSlug,
+    datahub: DatahubId,
+    run: &str,
+    seq: u64,
+    time_ms: i64,
+    sections: Vec<SectionEntry>,
+) -> SegmentHeader {
+    SegmentHeader {
+        format: FORMAT,
+        org: org.clone(),
+        datahub,
+        run: run.to_string(),
+        seq,
+        time_ms,
+        sections,
+    }
+}
+
+/// [`encode_segment`]'s bytes, written to `out` from the compressed sections read from
+/// `bodies` in table order (exactly the entries' lengths): memory stays a buffer.
+/// Returns the bytes written.
+pub fn assemble_segment_to(
+    header: &mut SegmentHeader,
+    bodies: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let json = settle_offsets(header, |h| &mut h.sections);
+    let ioerr = |e: std::io::Error| {
+        Error::check(
+            format!("cannot write a segment: {e}"),
+            "check free space in --tmp-dir",
+        )
+    };
+    let mut tally = Tally {
+        inner: out,
+        n: 0,
+        sha: Sha256::new(),
+    };
+    tally.write_all(SEGMENT_MAGIC).map_err(ioerr)?;
+    tally
+        .write_all(&(json.len() as u32).to_le_bytes())
+        .map_err(ioerr)?;
+    tally.write_all(&json).map_err(ioerr)?;
+    let want: u64 = header.sections.iter().map(|e| e.length).sum();
+    let got = std::io::copy(&mut bodies.take(want), &mut tally).map_err(ioerr)?;
+    if got != want {
+        return Err(Error::check(
+            format!("a segment's sections were {got} bytes, not {want}"),
+            "report this as a bug",
+        ));
+    }
+    let sum = tally.sha.clone().finalize();
+    tally.inner.write_all(&sum).map_err(ioerr)?;
+    Ok(tally.n + sum.len() as u64)
+}
+
+/// The header JSON with the section table's offsets settled (see [`assemble`]).
+fn settle_offsets<H: Serialize>(header: &mut H, table: fn(&mut H) -> &mut Vec<SectionEntry>) -> Vec<u8> {
     let mut json = serde_json::to_vec(header).expect("a header serialises");
     loop {
         let mut at = 12 + json.len() as u64;
@@ -609,11 +748,22 @@ fn assemble<H: Serialize>(
         }
         let again = serde_json::to_vec(header).expect("a header serialises");
         if again.len() == json.len() {
-            json = again;
-            break;
+            return again;
         }
         json = again;
     }
+}
+
+/// `magic || u32 header length || header JSON || sections || sha256`, the section table's
+/// offsets settled (they depend on the header's length, which depends on the offsets'
+/// digits: two rounds at most in practice).
+fn assemble<H: Serialize>(
+    magic: &[u8; 8],
+    header: &mut H,
+    table: fn(&mut H) -> &mut Vec<SectionEntry>,
+    bodies: &[Vec<u8>],
+) -> Vec<u8> {
+    let json = settle_offsets(header, table);
     let mut out = Vec::with_capacity(json.len() + bodies.iter().map(Vec::len).sum::<usize>() + 44);
     out.extend_from_slice(magic);
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());

@@ -18,6 +18,7 @@ pub mod pages;
 pub mod rewrite;
 pub mod safedir;
 pub mod snapshot;
+pub mod spill;
 pub mod spelling;
 pub mod sqltext;
 #[cfg(test)]

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::model::stream::{PageTable, page_hash};
 use crate::sqlite::fsio::side_path;
+use crate::sqlite::spill::Spill;
 use wal::{WalHeader, WalPos, read_full};
 
 /// Where a lock-free image goes as it is read. A page may come more than once (the
@@ -102,6 +103,89 @@ impl Sink for DiffSink<'_> {
         }
         self.diff.db_pages = db_pages;
         self.diff.pages = pages;
+        Ok(())
+    }
+}
+
+/// A [`Sink`] like [`DiffSink`] whose pages live in a [`Spill`] (a temp file of ours past
+/// a few MiB): a resync after a VACUUM differs in every page, and memory must stay flat
+/// in that. The index holds 12 bytes a page given; [`SpillSink::changed`] hands the
+/// pages that differ from the table out in page order, one at a time.
+pub struct SpillSink {
+    spill: Spill,
+    at: std::collections::BTreeMap<u32, u64>,
+    page_size: u32,
+    db_pages: u32,
+    file_pages: u32,
+}
+
+impl SpillSink {
+    pub fn new(dir: &Path, spill_at: usize) -> SpillSink {
+        SpillSink {
+            spill: Spill::new(dir, spill_at),
+            at: Default::default(),
+            page_size: 0,
+            db_pages: 0,
+            file_pages: 0,
+        }
+    }
+
+    /// True if the pages went to a temp file.
+    pub fn spilled(&self) -> bool {
+        self.spill.spilled()
+    }
+
+    /// The image's size in pages (after [`Sink::finish`]).
+    pub fn db_pages(&self) -> u32 {
+        self.db_pages
+    }
+
+    /// Calls `each(pgno, page, hash)` in page order for every page of the image that
+    /// differs from `table` (as [`DiffSink`] keeps them).
+    pub fn changed(
+        &self,
+        table: &PageTable,
+        mut each: impl FnMut(u32, &[u8], u128) -> Result<()>,
+    ) -> Result<()> {
+        let ps = self.page_size;
+        let same_size = table.page_size() == ps;
+        let mut page = vec![0u8; ps as usize];
+        for p in 1..=self.db_pages {
+            match self.at.get(&p) {
+                Some(off) => self.spill.read_at(*off, &mut page)?,
+                None if p <= self.file_pages => continue, // same as the table
+                None => page.fill(0),
+            }
+            let h = page_hash(p, &page);
+            if !same_size || table.get(p) != Some(h) {
+                each(p, &page, h)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for SpillSink {
+    fn restart(&mut self, page_size: u32) -> Result<()> {
+        self.spill.truncate(0)?;
+        self.at.clear();
+        self.page_size = page_size;
+        Ok(())
+    }
+
+    fn page(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
+        match self.at.get(&pgno) {
+            Some(off) => self.spill.patch(*off, page),
+            None => {
+                self.at.insert(pgno, self.spill.len());
+                self.spill.write(page)
+            }
+        }
+    }
+
+    fn finish(&mut self, db_pages: u32, file_pages: u32) -> Result<()> {
+        self.db_pages = db_pages;
+        self.file_pages = file_pages;
         Ok(())
     }
 }
@@ -413,6 +497,43 @@ impl Source {
                 wal::read_after(f, pos).map_err(|e| Error::io(&path, "cannot read the -wal", e))
             }
         }
+    }
+
+    /// [`Source::wal_tail`] without the pages: where each commit's newest image of each
+    /// page lies (read them with [`Source::wal_frame`]), so a commit of any size costs a
+    /// few bytes a page here.
+    pub fn wal_tail_index(&mut self, pos: &WalPos) -> Result<wal::Tail<wal::IndexedCommit>> {
+        let path = self.path.clone();
+        match self
+            .wal
+            .current()
+            .map_err(|e| Error::io(&path, "cannot open the -wal", e))?
+        {
+            None => Ok(wal::Tail::Discontinuous("the -wal file is gone")),
+            Some(f) => wal::read_after_indexed(f, pos)
+                .map_err(|e| Error::io(&path, "cannot read the -wal", e)),
+        }
+    }
+
+    /// The page of frame `n` of the WAL with header `h` into `page`; false if that slot
+    /// no longer holds it (the WAL was restarted and rewritten since it was indexed, or
+    /// the `-wal` is gone).
+    pub fn wal_frame(
+        &mut self,
+        h: &WalHeader,
+        n: u64,
+        pgno: u32,
+        page: &mut [u8],
+    ) -> Result<bool> {
+        let path = self.path.clone();
+        let Some(f) = self
+            .wal
+            .current()
+            .map_err(|e| Error::io(&path, "cannot open the -wal", e))?
+        else {
+            return Ok(false);
+        };
+        wal::read_frame(f, h, n, pgno, page).map_err(|e| Error::io(&path, "cannot read the -wal", e))
     }
 
     /// True if and only if a `-wal` file with a valid header is there now.
