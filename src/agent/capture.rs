@@ -42,7 +42,7 @@ use crate::model::stream::{
 };
 use crate::sqlite::pages::rollback::{self, Locker, Skip};
 use crate::sqlite::pages::wal::Tail;
-use crate::sqlite::pages::{FileSink, Mode, Sink, SpillSink, Source, wal::WalPos};
+use crate::sqlite::pages::{FileSink, Mode, Sink, Source, SpillSink, wal::WalPos};
 use crate::sqlite::spill::{SPILL_AT, Spill, Spilled};
 use crate::store::{Bucket, WriteMode};
 
@@ -203,7 +203,14 @@ impl Pending {
         self.body.write(page)
     }
 
-    fn end(&mut self, mark: u64, time_ms: i64, db_pages: u32, after: ChainSum, n: u32) -> Result<()> {
+    fn end(
+        &mut self,
+        mark: u64,
+        time_ms: i64,
+        db_pages: u32,
+        after: ChainSum,
+        n: u32,
+    ) -> Result<()> {
         self.body
             .patch(mark, &commit_head(time_ms, db_pages, after, n))?;
         if self.commits == 0 {
@@ -989,7 +996,9 @@ impl Capture {
                 Ok(b) => b,
                 Err(e) => {
                     // The commits left their spools: the chain cannot go on from them.
-                    tracing::error!("capture: cannot encode a segment, its connectors start new generations: {e}");
+                    tracing::error!(
+                        "capture: cannot encode a segment, its connectors start new generations: {e}"
+                    );
                     for c in &conns {
                         let t = self.tracked.get_mut(c).expect("listed above");
                         t.inflight_bytes = 0;

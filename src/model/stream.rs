@@ -738,7 +738,10 @@ pub fn assemble_segment_to(
 }
 
 /// The header JSON with the section table's offsets settled (see [`assemble`]).
-fn settle_offsets<H: Serialize>(header: &mut H, table: fn(&mut H) -> &mut Vec<SectionEntry>) -> Vec<u8> {
+fn settle_offsets<H: Serialize>(
+    header: &mut H,
+    table: fn(&mut H) -> &mut Vec<SectionEntry>,
+) -> Vec<u8> {
     let mut json = serde_json::to_vec(header).expect("a header serialises");
     loop {
         let mut at = 12 + json.len() as u64;

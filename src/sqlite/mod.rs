@@ -18,8 +18,8 @@ pub mod pages;
 pub mod rewrite;
 pub mod safedir;
 pub mod snapshot;
-pub mod spill;
 pub mod spelling;
+pub mod spill;
 pub mod sqltext;
 #[cfg(test)]
 pub(crate) mod testdb;

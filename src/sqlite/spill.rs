@@ -129,7 +129,10 @@ impl Spill {
 
     /// Overwrites bytes already written at `at`.
     pub fn patch(&mut self, at: u64, b: &[u8]) -> Result<()> {
-        assert!(at + b.len() as u64 <= self.len, "a patch inside the written bytes");
+        assert!(
+            at + b.len() as u64 <= self.len,
+            "a patch inside the written bytes"
+        );
         match &self.file {
             Some((f, _)) => f
                 .write_all_at(b, at)
@@ -143,7 +146,10 @@ impl Spill {
 
     /// Reads `buf.len()` bytes at `at` (inside the written bytes).
     pub fn read_at(&self, at: u64, buf: &mut [u8]) -> Result<()> {
-        assert!(at + buf.len() as u64 <= self.len, "a read inside the written bytes");
+        assert!(
+            at + buf.len() as u64 <= self.len,
+            "a read inside the written bytes"
+        );
         match &self.file {
             Some((f, _)) => f
                 .read_exact_at(buf, at)
@@ -175,7 +181,9 @@ impl Spill {
         match &self.file {
             Some((_, p)) => {
                 let f = File::open(p).map_err(|e| self.io("cannot read a spilled commit", e))?;
-                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f).take(self.len)))
+                Ok(Box::new(
+                    std::io::BufReader::with_capacity(1 << 20, f).take(self.len),
+                ))
             }
             None => Ok(Box::new(&self.mem[..])),
         }

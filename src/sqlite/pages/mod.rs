@@ -518,13 +518,7 @@ impl Source {
     /// The page of frame `n` of the WAL with header `h` into `page`; false if that slot
     /// no longer holds it (the WAL was restarted and rewritten since it was indexed, or
     /// the `-wal` is gone).
-    pub fn wal_frame(
-        &mut self,
-        h: &WalHeader,
-        n: u64,
-        pgno: u32,
-        page: &mut [u8],
-    ) -> Result<bool> {
+    pub fn wal_frame(&mut self, h: &WalHeader, n: u64, pgno: u32, page: &mut [u8]) -> Result<bool> {
         let path = self.path.clone();
         let Some(f) = self
             .wal
@@ -533,7 +527,8 @@ impl Source {
         else {
             return Ok(false);
         };
-        wal::read_frame(f, h, n, pgno, page).map_err(|e| Error::io(&path, "cannot read the -wal", e))
+        wal::read_frame(f, h, n, pgno, page)
+            .map_err(|e| Error::io(&path, "cannot read the -wal", e))
     }
 
     /// True if and only if a `-wal` file with a valid header is there now.
