@@ -3,7 +3,10 @@
 # removed by the sqlite3 CLI's close: a resync). The real agent captures a copy of SRC
 # (a WAL-mode connector database) into a local-directory bucket; once its base is up,
 #
-#   sqlite3 DB "delete from Events where id % 3 = 0; VACUUM;"
+#   sqlite3 DB "delete from Uploads where eventId % 3 = 0; delete from Events where id % 3 = 0; VACUUM;"
+#
+# (the lead's command deleted Events only; their Uploads then fail the restore's foreign-key
+# check, so the bench deletes those too)
 #
 # runs as a connector would, and the agent is watched until the resync's segment is
 # uploaded, then WATCH seconds more (default 75: past a minute boundary, so the
@@ -12,6 +15,8 @@
 # at the end of the window, VmRSS at the end, CPU seconds (user + system, GNU time) and
 # wall seconds of the agent. Then `restore` (newest) must give the database's rows.
 # With BASELINE, an older binary runs the same steps, the two alternated run by run.
+# COMPACT_EVERY (e.g. 1h) sets HUBVAULT_COMPACT_EVERY: with 1h the in-agent compaction
+# makes no pass in the window, so the figures are capture's alone.
 #
 #   SRC=/path/to/sqlite.db IDS=/path/to/ids bench/vacuum_memory.sh
 #   BASELINE=/path/to/old/hubvault RUNS=3 SRC=... IDS=... bench/vacuum_memory.sh
@@ -53,7 +58,8 @@ one() { # one LABEL BINARY
   sqlite3 "$db" 'PRAGMA journal_mode=wal;' >/dev/null
   "$bin" backup --db "$db" --bucket "file://$bucket" --org bench --tmp-dir "$tmp" >/dev/null
   sync; sleep 0.5
-  /usr/bin/time -f '%e %M %U %S' -o "$work/agent.t" \
+  HUBVAULT_COMPACT_EVERY=${COMPACT_EVERY:-} RUST_LOG=warn,hubvault=debug \
+    /usr/bin/time -f '%e %M %U %S' -o "$work/agent.t" \
     "$bin" agent --hub-root "$work/hub" --bucket "file://$bucket" --org bench \
     --tmp-dir "$tmp" --tick 1s -v > "$work/agent.log" 2>&1 &
   local timer=$! agent=""
@@ -63,7 +69,7 @@ one() { # one LABEL BINARY
   kib VmRSS "$agent" >> "$work/$label.idle"
   local before
   before=$(grep -c "segment uploaded" "$work/agent.log" || true)
-  sqlite3 "$db" "delete from Events where id % 3 = 0; VACUUM;"
+  sqlite3 "$db" "delete from Uploads where eventId % 3 = 0; delete from Events where id % 3 = 0; VACUUM;"
   # The resync after the WAL's removal is the last capture of the VACUUM.
   wait_for "$work/agent.log" "resyncing" 300
   wait_for "$work/agent.log" "segment uploaded" 300 $((before + 1))
@@ -90,7 +96,7 @@ one() { # one LABEL BINARY
 stats() { sort -n | awk '{a[NR]=$1} END {printf "%s (%s-%s)", a[int((NR+1)/2)], a[1], a[NR]}'; }
 mib() { sort -n | awk '{a[NR]=$1} END {printf "%d (%d-%d)", a[int((NR+1)/2)]/1024, a[1]/1024, a[NR]/1024}'; }
 
-echo "database: $size MiB (WAL); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "database: $size MiB (WAL); compaction every: ${COMPACT_EVERY:-default}; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 labels=(new)
 [ -n "$base" ] && labels=(new baseline)
 for i in $(seq 1 "$runs"); do

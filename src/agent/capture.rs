@@ -527,14 +527,15 @@ impl Tracked {
         };
         if let Some(pos) = pos {
             match self.src.wal_tail_index(&pos)? {
-                Tail::Commits(commits, next) => {
-                    if self.tail_into_pending(&commits, &next)? {
+                (Tail::Commits(commits, next), Some(frames)) => {
+                    if self.tail_into_pending(&commits, &next, &frames)? {
                         self.wal = WalState::At(next);
                         return Ok(());
                     }
                     tracing::info!(connector = %self.connector, "capture: the WAL was rewritten while its commits were read; resyncing from a lock-free image");
                 }
-                Tail::Discontinuous(why) => {
+                (Tail::Commits(..), None) => {}
+                (Tail::Discontinuous(why), _) => {
                     tracing::info!(connector = %self.connector, "capture: {why}; resyncing from a lock-free image");
                 }
             }
@@ -551,6 +552,7 @@ impl Tracked {
         &mut self,
         commits: &[crate::sqlite::pages::wal::IndexedCommit],
         next: &WalPos,
+        frames: &crate::sqlite::pages::WalFrames,
     ) -> Result<bool> {
         if commits.is_empty() {
             return Ok(true);
@@ -565,7 +567,7 @@ impl Tracked {
             let mark = self.pending.begin()?;
             let mut hashes = Vec::with_capacity(c.frames.len());
             for (p, n) in &c.frames {
-                let ok = match self.src.wal_frame(&h, *n, *p, &mut page) {
+                let ok = match frames.read(&h, *n, *p, &mut page) {
                     Ok(ok) => ok,
                     Err(e) => {
                         self.pending.abandon(start)?;

@@ -320,6 +320,21 @@ pub struct WalImage {
     pub shm: Option<[u8; 8]>,
 }
 
+/// The `-wal` descriptor a tail was indexed from ([`Source::wal_tail_index`]).
+pub struct WalFrames {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl WalFrames {
+    /// The page of frame `n` of the WAL with header `h` into `page`; false if that slot
+    /// no longer holds it (the WAL was restarted and rewritten since it was indexed).
+    pub fn read(&self, h: &WalHeader, n: u64, pgno: u32, page: &mut [u8]) -> Result<bool> {
+        wal::read_frame(&self.file, h, n, pgno, page)
+            .map_err(|e| Error::io(&self.path, "cannot read the -wal", e))
+    }
+}
+
 /// A side file (`-wal`, `-shm`) kept open while its inode stays the one at its path.
 #[derive(Debug)]
 struct Side {
@@ -500,38 +515,35 @@ impl Source {
     }
 
     /// [`Source::wal_tail`] without the pages: where each commit's newest image of each
-    /// page lies (read them with [`Source::wal_frame`]), so a commit of any size costs a
-    /// few bytes a page here.
-    pub fn wal_tail_index(&mut self, pos: &WalPos) -> Result<wal::Tail<wal::IndexedCommit>> {
+    /// page lies, and the `-wal` descriptor they lie in (read them with
+    /// [`WalFrames::read`]: from that descriptor, so a WAL deleted meanwhile by the last
+    /// connection's close still gives them). A commit of any size costs a few bytes a
+    /// page here.
+    pub fn wal_tail_index(
+        &mut self,
+        pos: &WalPos,
+    ) -> Result<(wal::Tail<wal::IndexedCommit>, Option<WalFrames>)> {
         let path = self.path.clone();
-        match self
+        if self
             .wal
             .current()
             .map_err(|e| Error::io(&path, "cannot open the -wal", e))?
+            .is_none()
         {
-            None => Ok(wal::Tail::Discontinuous("the -wal file is gone")),
-            Some(f) => wal::read_after_indexed(f, pos)
-                .map_err(|e| Error::io(&path, "cannot read the -wal", e)),
+            return Ok((wal::Tail::Discontinuous("the -wal file is gone"), None));
         }
-    }
-
-    /// The page of frame `n` of the WAL with header `h` into `page`; false if that slot
-    /// no longer holds it (the WAL was restarted and rewritten since it was indexed, or
-    /// the `-wal` is gone).
-    pub fn wal_frame(&mut self, h: &WalHeader, n: u64, pgno: u32, page: &mut [u8]) -> Result<bool> {
-        let path = self.path.clone();
-        let Some(f) = self
+        let f = self
             .wal
-            .current()
-            .map_err(|e| Error::io(&path, "cannot open the -wal", e))?
-        else {
-            return Ok(false);
-        };
-        wal::read_frame(f, h, n, pgno, page)
-            .map_err(|e| Error::io(&path, "cannot read the -wal", e))
+            .open
+            .as_ref()
+            .map(|(f, _)| f.clone())
+            .expect("current");
+        let tail = wal::read_after_indexed(&f, pos)
+            .map_err(|e| Error::io(&path, "cannot read the -wal", e))?;
+        Ok((tail, Some(WalFrames { file: f, path })))
     }
 
-    /// True if and only if a `-wal` file with a valid header is there now.
+    /// True if and only if a `-wal` file with a valid header is there now.    /// True if and only if a `-wal` file with a valid header is there now.
     pub fn wal_has_header(&mut self) -> bool {
         matches!(self.wal_header(), Ok(Some(_)))
     }
