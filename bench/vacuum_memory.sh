@@ -21,6 +21,9 @@
 #   SRC=/path/to/sqlite.db IDS=/path/to/ids bench/vacuum_memory.sh
 #   BASELINE=/path/to/old/hubvault RUNS=3 SRC=... IDS=... bench/vacuum_memory.sh
 #
+# MOVE=1 (one run, no BASELINE) moves SRC in instead of copying it, and so deletes it:
+# for a 1 GiB database made for the run (`target/release/examples/make_fixture DB
+# 1300000`), so that only one copy exists.
 # IDS holds "<datahubId> <connectorId>" (make_fixture's output). ONE copy of SRC is kept
 # in $BENCH_DIR (default /tmp/hubvault-bench-vacuum) and rewritten before each run;
 # the whole directory is removed at the end. Needs sqlite3 and GNU time.
@@ -38,6 +41,9 @@ rm -rf "$work" && mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 db="$work/hub/$conn/sqlite.db"
 size=$(du -m "$src" | cut -f1)
+if [ -n "${MOVE:-}" ] && { [ "$runs" != 1 ] || [ -n "$base" ]; }; then
+  echo "MOVE=1 needs RUNS=1 and no BASELINE" >&2; exit 2
+fi
 
 wait_for() { # wait_for FILE TEXT SECONDS [COUNT]: until FILE holds TEXT COUNT times
   local i
@@ -54,7 +60,7 @@ kib() { awk -v k="$1" "/$1/ {print \$2}" "/proc/$2/status"; }
 one() { # one LABEL BINARY
   local label=$1 bin=$2 bucket="$work/bucket" tmp="$work/tmp"
   rm -rf "$bucket" "$tmp" "$work/hub" "$work/out.db" && mkdir -p "$bucket" "$tmp" "$work/hub/$conn"
-  cp "$src" "$db"
+  if [ -n "${MOVE:-}" ]; then mv "$src" "$db"; else cp "$src" "$db"; fi
   sqlite3 "$db" 'PRAGMA journal_mode=wal;' >/dev/null
   "$bin" backup --db "$db" --bucket "file://$bucket" --org bench --tmp-dir "$tmp" >/dev/null
   sync; sleep 0.5
