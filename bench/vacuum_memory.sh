@@ -38,7 +38,8 @@ base=${BASELINE:-}
 src=${SRC:?SRC=path of a WAL-mode connector database}
 read -r hub conn < "${IDS:?IDS=path of its ids file}"
 rm -rf "$work" && mkdir -p "$work"
-trap 'rm -rf "$work"' EXIT
+agent=""
+trap '[ -n "$agent" ] && kill -TERM "$agent" 2>/dev/null; sleep 1; rm -rf "$work"' EXIT
 db="$work/hub/$conn/sqlite.db"
 size=$(du -m "$src" | cut -f1)
 if [ -n "${MOVE:-}" ] && { [ "$runs" != 1 ] || [ -n "$base" ]; }; then
@@ -68,14 +69,16 @@ one() { # one LABEL BINARY
     /usr/bin/time -f '%e %M %U %S' -o "$work/agent.t" \
     "$bin" agent --hub-root "$work/hub" --bucket "file://$bucket" --org bench \
     --tmp-dir "$tmp" --tick 1s -v > "$work/agent.log" 2>&1 &
-  local timer=$! agent=""
+  local timer=$!
+  agent=""
   for _ in $(seq 1 50); do agent=$(pgrep -P "$timer" || true); [ -n "$agent" ] && break; sleep 0.1; done
   wait_for "$work/agent.log" "base uploaded" 600
   sleep 2
   kib VmRSS "$agent" >> "$work/$label.idle"
   local before
   before=$(grep -c "segment uploaded" "$work/agent.log" || true)
-  sqlite3 "$db" "delete from Uploads where eventId % 3 = 0; delete from Events where id % 3 = 0; VACUUM;"
+  # A connector's busy timeout: the first statement may meet the agent's first look.
+  sqlite3 -cmd ".timeout 5000" "$db" "delete from Uploads where eventId % 3 = 0; delete from Events where id % 3 = 0; VACUUM;"
   # The resync after the WAL's removal is the last capture of the VACUUM.
   wait_for "$work/agent.log" "resyncing" 300
   wait_for "$work/agent.log" "segment uploaded" 300 $((before + 1))
@@ -87,6 +90,7 @@ one() { # one LABEL BINARY
   grep -c "spilled" "$work/agent.log" >> "$work/$label.spills" || true
   kill -TERM "$agent"
   wait "$timer" || true
+  agent=""
   read -r t m u s < "$work/agent.t"
   echo "$t" >> "$work/$label.wall"
   echo "$u $s" | awk '{printf "%.2f\n", $1 + $2}' >> "$work/$label.cpu"
