@@ -1449,7 +1449,7 @@ mod tests {
         let mut a2 = a1.clone();
         a2.extend(commits(&mut rng, 13, 2));
         let a3 = commits(&mut rng, 15, 2);
-        let segments = vec![
+        let segments = [
             vec![
                 section(a, &ga, 9, a1),
                 section(b, &gb, 99, commits(&mut rng, 100, 1)),
