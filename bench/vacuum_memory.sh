@@ -88,6 +88,7 @@ one() { # one LABEL BINARY
   kib VmHWM "$agent" >> "$work/$label.hwm"
   kib VmRSS "$agent" >> "$work/$label.rss"
   grep -c "spilled" "$work/agent.log" >> "$work/$label.spills" || true
+  grep -c "compaction: a large object spilled" "$work/agent.log" >> "$work/$label.cspills" || true
   kill -TERM "$agent"
   wait "$timer" || true
   agent=""
@@ -121,4 +122,7 @@ for l in "${labels[@]}"; do
   printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$l" "$(mib < "$work/$l.idle")" \
     "$(mib < "$work/$l.up")" "$(mib < "$work/$l.hwm")" "$(mib < "$work/$l.rss")" \
     "$(stats < "$work/$l.cpu")" "$(stats < "$work/$l.wall")"
+done
+for l in "${labels[@]}"; do
+  echo "$l: log lines \"compaction: a large object spilled\" per run: $(tr '\n' ' ' < "$work/$l.cspills")"
 done
