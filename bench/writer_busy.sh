@@ -26,7 +26,7 @@ mv "$work/x.db" "$work/hub/$conn/sqlite.db"
 db="$work/hub/$conn/sqlite.db"
 sqlite3 "$db" "PRAGMA journal_mode=$mode; CREATE TABLE IF NOT EXISTS bench_w(id INTEGER PRIMARY KEY, v BLOB);" >/dev/null
 "$hv" backup --db "$db" --bucket "file://$work/bucket" --org bench --tmp-dir "$work/tmp" >/dev/null
-RUST_LOG=warn,hubvault=info "$hv" agent --hub-root "$work/hub" --bucket "file://$work/bucket" \
+RUST_LOG=warn,hubvault=debug "$hv" agent --hub-root "$work/hub" --bucket "file://$work/bucket" \
   --org bench --tmp-dir "$work/tmp" --tick 1s > "$work/agent.log" 2>&1 &
 agent=$!
 for _ in $(seq 1 600); do grep -q "base uploaded" "$work/agent.log" && break; sleep 0.1; done
