@@ -37,12 +37,13 @@ use crate::error::{Error, Result};
 use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
 use crate::model::layout::{ConnectorKey, SegmentName, StreamKeys};
 use crate::model::stream::{
-    self, BaseHeader, ChainSum, Commit, PageTable, Section, encode_base_to, encode_segment,
-    page_hash,
+    self, BaseHeader, COMMIT_HEAD, ChainSum, PageTable, SpooledSection, assemble_segment_to,
+    commit_head, compress_section_to, encode_base_to, page_hash, segment_header,
 };
 use crate::sqlite::pages::rollback::{self, Locker, Skip};
 use crate::sqlite::pages::wal::Tail;
-use crate::sqlite::pages::{Diff, DiffSink, FileSink, Mode, Sink, Source, wal::WalPos};
+use crate::sqlite::pages::{FileSink, Mode, Sink, Source, SpillSink, wal::WalPos};
+use crate::sqlite::spill::{SPILL_AT, Spill, Spilled};
 use crate::store::{Bucket, WriteMode};
 
 pub use crate::agent::config::DEFAULT_TICK;
@@ -93,7 +94,11 @@ struct PendingBase {
 struct InFlight {
     key: object_store::path::Path,
     name: SegmentName,
-    bytes: bytes::Bytes,
+    /// The encoded segment: in memory, or in a temp file of ours past [`SPILL_AT`].
+    bytes: Spilled,
+    /// An attempt was made: before sending a temp file again (an overwrite), a HEAD
+    /// says whether that attempt landed.
+    tried: bool,
     /// Per connector: commits in it, the newest commit's time.
     conns: Vec<(ConnectorId, u64, Option<i64>)>,
 }
@@ -154,6 +159,75 @@ impl StreamProgress {
     }
 }
 
+/// A connector's commits not yet uploaded, as the plain body of its next section (the
+/// segment format's, `model::stream`), written page by page into a [`Spill`]: in memory
+/// up to a few MiB, then in a temp file in `--tmp-dir`. A VACUUM (every page in one
+/// commit) or a resync after it thus costs a file, not memory.
+struct Pending {
+    body: Spill,
+    commits: u32,
+    first_ms: i64,
+    last_ms: i64,
+    /// The chain checksum after the last commit.
+    after: ChainSum,
+}
+
+impl Pending {
+    fn new(tmp: &std::path::Path) -> Pending {
+        Pending {
+            body: Spill::new(tmp, SPILL_AT),
+            commits: 0,
+            first_ms: 0,
+            last_ms: 0,
+            after: ChainSum::default(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.commits == 0
+    }
+
+    fn bytes(&self) -> usize {
+        self.body.len() as usize
+    }
+
+    /// Starts a commit: its head is written once its pages are (`end`); returns where.
+    fn begin(&mut self) -> Result<u64> {
+        let mark = self.body.len();
+        self.body.write(&[0u8; COMMIT_HEAD])?;
+        Ok(mark)
+    }
+
+    fn page(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
+        self.body.write(&pgno.to_le_bytes())?;
+        self.body.write(page)
+    }
+
+    fn end(
+        &mut self,
+        mark: u64,
+        time_ms: i64,
+        db_pages: u32,
+        after: ChainSum,
+        n: u32,
+    ) -> Result<()> {
+        self.body
+            .patch(mark, &commit_head(time_ms, db_pages, after, n))?;
+        if self.commits == 0 {
+            self.first_ms = time_ms;
+        }
+        self.commits += 1;
+        self.last_ms = time_ms;
+        self.after = after;
+        Ok(())
+    }
+
+    /// Forgets every byte from `mark` on (commits that could not be read whole).
+    fn abandon(&mut self, mark: u64) -> Result<()> {
+        self.body.truncate(mark)
+    }
+}
+
 /// One connector under capture.
 pub struct Tracked {
     connector: ConnectorId,
@@ -167,10 +241,11 @@ pub struct Tracked {
     wal: WalState,
     counter: Option<u32>,
     base: Option<PendingBase>,
+    /// Where spills go (`--tmp-dir`).
+    tmp: PathBuf,
     /// Commits not yet uploaded, and the chain checksum before the first of them.
-    pending: Vec<Commit>,
+    pending: Pending,
     pending_prev: ChainSum,
-    pending_bytes: usize,
     pending_since: Option<chrono::DateTime<chrono::Utc>>,
     /// Bytes of this connector's commits in a segment still being sent, and since when.
     inflight_bytes: usize,
@@ -202,7 +277,12 @@ struct Looked {
 }
 
 impl Tracked {
-    fn new(connector: ConnectorId, db: PathBuf, clock: SharedClock) -> Result<Tracked> {
+    fn new(
+        connector: ConnectorId,
+        db: PathBuf,
+        tmp: PathBuf,
+        clock: SharedClock,
+    ) -> Result<Tracked> {
         let src = Source::open(&db)?;
         Ok(Tracked {
             connector,
@@ -216,9 +296,9 @@ impl Tracked {
             wal: WalState::Unknown,
             counter: None,
             base: None,
-            pending: Vec::new(),
+            pending: Pending::new(&tmp),
+            tmp,
             pending_prev: ChainSum::default(),
-            pending_bytes: 0,
             pending_since: None,
             inflight_bytes: 0,
             inflight_since: None,
@@ -233,29 +313,57 @@ impl Tracked {
         })
     }
 
-    /// Records a diff as one commit (a resync or a rollback-journal observation).
-    fn push_diff(&mut self, d: Diff, time_ms: i64) {
-        if d.is_empty_for(&self.table) {
-            return;
-        }
-        for (p, img) in &d.pages {
-            self.table.set(*p, page_hash(*p, img));
-        }
-        self.table.resize(d.db_pages);
-        self.push(Commit {
-            time_ms,
-            db_pages: d.db_pages,
-            after: self.table.checksum(),
-            pages: d.pages,
-        });
-    }
-
-    fn push(&mut self, c: Commit) {
-        if self.pending.is_empty() {
+    /// A commit goes pending.
+    fn pushed(&mut self, was_spilled: bool) {
+        if self.pending.commits == 1 {
             self.pending_since = Some(self.clock.now());
         }
-        self.pending_bytes += c.pages.len() * (self.table.page_size() as usize + 4) + 32;
-        self.pending.push(c);
+        if !was_spilled && self.pending.body.spilled() {
+            tracing::info!(connector = %self.connector, mib = self.pending.bytes() >> 20,
+                "capture: large commits spilled to a temp file in --tmp-dir (memory stays flat)");
+        }
+    }
+
+    /// Takes a consistent image (a resync, or a rollback-journal observation) and records
+    /// the pages that differ from the last captured state as one commit. The image goes
+    /// through a [`SpillSink`] and the commit into the pending spool page by page: memory
+    /// stays flat however many pages changed.
+    fn capture_image(&mut self, mode: Mode, looked: &mut Looked) -> Result<()> {
+        let table = self.table.clone();
+        let mut sink = SpillSink::new(&self.tmp, SPILL_AT);
+        if self.image_into(mode, &table, &mut sink, looked)?.is_none() {
+            return Ok(());
+        }
+        drop(table);
+        if sink.spilled() {
+            tracing::info!(connector = %self.connector, pages = sink.db_pages(),
+                "capture: the image spilled to a temp file in --tmp-dir (memory stays flat)");
+        }
+        let time_ms = self.clock.now_ms();
+        let was_spilled = self.pending.body.spilled();
+        let mark = self.pending.begin()?;
+        let mut hashes: Vec<(u32, u128)> = Vec::new();
+        let (table, pending) = (&self.table, &mut self.pending);
+        let wrote = sink.changed(table, |p, page, h| {
+            hashes.push((p, h));
+            pending.page(p, page)
+        });
+        if let Err(e) = wrote {
+            self.pending.abandon(mark)?;
+            return Err(e);
+        }
+        if hashes.is_empty() && sink.db_pages() == self.table.pages() {
+            return self.pending.abandon(mark);
+        }
+        for (p, h) in &hashes {
+            self.table.set(*p, *h);
+        }
+        self.table.resize(sink.db_pages());
+        let after = self.table.checksum();
+        self.pending
+            .end(mark, time_ms, sink.db_pages(), after, hashes.len() as u32)?;
+        self.pushed(was_spilled);
+        Ok(())
     }
 
     /// Starts a generation from a full image of `db_pages` pages, read into the temp
@@ -289,8 +397,7 @@ impl Tracked {
         self.table = table;
         self.generation = Some(generation);
         self.base = Some(PendingBase { header, image });
-        self.pending.clear();
-        self.pending_bytes = 0;
+        self.pending = Pending::new(&self.tmp);
         self.pending_since = None;
         self.restart = false;
         Ok(())
@@ -302,7 +409,12 @@ impl Tracked {
             tracing::info!(connector = %self.connector, db = %self.db.display(),
                 "capture: the database file was replaced (a restore?); starting over");
             let marker_at = self.marker_at;
-            *self = Tracked::new(self.connector, self.db.clone(), self.clock.clone())?;
+            *self = Tracked::new(
+                self.connector,
+                self.db.clone(),
+                self.tmp.clone(),
+                self.clock.clone(),
+            )?;
             self.marker_at = marker_at;
         }
         let header = self.src.header()?;
@@ -344,33 +456,16 @@ impl Tracked {
                 }
                 self.rollback_waiting = false;
                 let started = Instant::now();
-                let table = self.table.clone();
-                if let Some(d) = self.image(Mode::Rollback, &table, looked)? {
-                    let t = self.clock.now_ms();
-                    self.push_diff(d, t);
-                }
+                self.capture_image(Mode::Rollback, looked)?;
                 self.observe_after = Some(Instant::now() + started.elapsed() * ROLLBACK_SPACING);
                 Ok(())
             }
         }
     }
 
-    /// A consistent image of the current state as a diff against `table`; `None` when
+    /// A consistent image of the current state (the pages that differ from `table`) into
+    /// a sink (a file for a base); returns the image's page size and pages; `None` when
     /// it could not be had now (busy writer, hot journal): the next wake-up retries.
-    fn image(
-        &mut self,
-        mode: Mode,
-        table: &PageTable,
-        looked: &mut Looked,
-    ) -> Result<Option<Diff>> {
-        let mut sink = DiffSink::new(table);
-        Ok(self
-            .image_into(mode, table, &mut sink, looked)?
-            .map(|_| sink.into_diff()))
-    }
-
-    /// [`Tracked::image`] into any sink (a file for a base); returns the image's page
-    /// size and pages.
     fn image_into(
         &mut self,
         mode: Mode,
@@ -431,37 +526,78 @@ impl Tracked {
             WalState::Unknown => None,
         };
         if let Some(pos) = pos {
-            match self.src.wal_tail(&pos)? {
-                Tail::Commits(commits, next) => {
-                    self.wal = WalState::At(next);
-                    let t = self.clock.now_ms();
-                    for c in commits {
-                        for (p, img) in &c.pages {
-                            self.table.set(*p, page_hash(*p, img));
-                        }
-                        self.table.resize(c.db_pages);
-                        let after = self.table.checksum();
-                        self.push(Commit {
-                            time_ms: t,
-                            db_pages: c.db_pages,
-                            after,
-                            pages: c.pages.into_iter().collect(),
-                        });
+            match self.src.wal_tail_index(&pos)? {
+                (Tail::Commits(commits, next), Some(frames)) => {
+                    if self.tail_into_pending(&commits, &next, &frames)? {
+                        self.wal = WalState::At(next);
+                        return Ok(());
                     }
-                    return Ok(());
+                    tracing::info!(connector = %self.connector, "capture: the WAL was rewritten while its commits were read; resyncing from a lock-free image");
                 }
-                Tail::Discontinuous(why) => {
+                (Tail::Commits(..), None) => {}
+                (Tail::Discontinuous(why), _) => {
                     tracing::info!(connector = %self.connector, "capture: {why}; resyncing from a lock-free image");
                 }
             }
         }
         *looked.resyncs.entry(self.connector).or_default() += 1;
-        let table = self.table.clone();
-        if let Some(d) = self.image(Mode::Wal, &table, looked)? {
-            let t = self.clock.now_ms();
-            self.push_diff(d, t);
+        self.capture_image(Mode::Wal, looked)
+    }
+
+    /// Reads the pages of the commits found after the position (newest image of each page
+    /// of each commit, by frame number) into the pending spool, one page at a time, and
+    /// only then moves the page table and the chain on. False (nothing recorded) when a
+    /// frame no longer holds its page: the WAL was restarted and rewritten meanwhile.
+    fn tail_into_pending(
+        &mut self,
+        commits: &[crate::sqlite::pages::wal::IndexedCommit],
+        next: &WalPos,
+        frames: &crate::sqlite::pages::WalFrames,
+    ) -> Result<bool> {
+        if commits.is_empty() {
+            return Ok(true);
         }
-        Ok(())
+        let h = next.header;
+        let time_ms = self.clock.now_ms();
+        let mut was_spilled = self.pending.body.spilled();
+        let start = self.pending.body.len();
+        let mut page = vec![0u8; h.page_size as usize];
+        let mut read: Vec<(u64, Vec<(u32, u128)>)> = Vec::with_capacity(commits.len());
+        for c in commits {
+            let mark = self.pending.begin()?;
+            let mut hashes = Vec::with_capacity(c.frames.len());
+            for (p, n) in &c.frames {
+                let ok = match frames.read(&h, *n, *p, &mut page) {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        self.pending.abandon(start)?;
+                        return Err(e);
+                    }
+                };
+                if !ok {
+                    self.pending.abandon(start)?;
+                    return Ok(false);
+                }
+                if let Err(e) = self.pending.page(*p, &page) {
+                    self.pending.abandon(start)?;
+                    return Err(e);
+                }
+                hashes.push((*p, page_hash(*p, &page)));
+            }
+            read.push((mark, hashes));
+        }
+        for (c, (mark, hashes)) in commits.iter().zip(read) {
+            for (p, hash) in &hashes {
+                self.table.set(*p, *hash);
+            }
+            self.table.resize(c.db_pages);
+            let after = self.table.checksum();
+            self.pending
+                .end(mark, time_ms, c.db_pages, after, hashes.len() as u32)?;
+            self.pushed(was_spilled);
+            was_spilled = self.pending.body.spilled();
+        }
+        Ok(true)
     }
 }
 
@@ -683,7 +819,8 @@ impl Capture {
         });
         for d in found {
             if let std::collections::btree_map::Entry::Vacant(e) = self.tracked.entry(d.connector) {
-                match Tracked::new(d.connector, d.db.clone(), self.opts.clock.clone()) {
+                let tmp = self.opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+                match Tracked::new(d.connector, d.db.clone(), tmp, self.opts.clock.clone()) {
                     Ok(t) => {
                         e.insert(t);
                     }
@@ -805,20 +942,35 @@ impl Capture {
                 hubs.entry(h).or_default().push(*c);
             }
         }
+        let tmp = self.opts.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
         for (hub, conns) in hubs {
-            let sections: Vec<Section> = conns
-                .iter()
-                .map(|c| {
-                    let t = &self.tracked[c];
-                    Section {
-                        connector: *c,
-                        generation: t.generation.clone().expect("a generation before commits"),
-                        page_size: t.table.page_size(),
-                        prev: t.pending_prev,
-                        commits: t.pending.clone(),
-                    }
-                })
-                .collect();
+            // The connectors' spools move into the segment: each section is compressed
+            // from its spool, and the segment assembled into memory or, past SPILL_AT, a
+            // temp file; nothing holds a whole commit in memory.
+            let mut parts = Vec::new();
+            let mut per_conn = Vec::new();
+            for c in &conns {
+                let t = self.tracked.get_mut(c).expect("listed above");
+                let p = std::mem::replace(&mut t.pending, Pending::new(&t.tmp));
+                per_conn.push((*c, p.commits as u64, Some(p.last_ms)));
+                let section = SpooledSection {
+                    connector: *c,
+                    generation: t.generation.clone().expect("a generation before commits"),
+                    page_size: t.table.page_size(),
+                    prev: t.pending_prev,
+                    after: p.after,
+                    commits: p.commits,
+                    first_ms: p.first_ms,
+                    last_ms: p.last_ms,
+                };
+                t.pending_prev = p.after;
+                t.inflight_bytes += p.bytes();
+                if t.inflight_since.is_none() {
+                    t.inflight_since = t.pending_since;
+                }
+                t.pending_since = None;
+                parts.push((section, p.body));
+            }
             let now = self.opts.clock.now();
             // A number for every segment encoded: it is sent until it lands (or dropped
             // with its commits, see MAX_PENDING_BYTES), so a gap in a run's numbers is a
@@ -826,35 +978,39 @@ impl Capture {
             let seq = self.seq;
             let keys = StreamKeys::new(self.opts.org.clone(), hub);
             let key = keys.segment(now, &self.run, seq);
-            let (org, run) = (self.opts.org.clone(), self.run.clone());
-            let bytes = match blocking(move || {
-                encode_segment(&org, hub, &run, seq, now.timestamp_millis(), &sections)
+            let (org, run, tmp) = (self.opts.org.clone(), self.run.clone(), tmp.clone());
+            let encoded = blocking(move || {
+                let mut bodies = Spill::new(&tmp, SPILL_AT);
+                let mut entries = Vec::with_capacity(parts.len());
+                for (s, body) in &parts {
+                    let mut r = body.reader()?;
+                    entries.push(compress_section_to(s, &mut r, &mut bodies)?);
+                }
+                drop(parts);
+                let mut header =
+                    segment_header(&org, hub, &run, seq, now.timestamp_millis(), entries);
+                let mut out = Spill::new(&tmp, SPILL_AT);
+                assemble_segment_to(&mut header, &mut bodies.reader()?, &mut out)?;
+                Ok(out.finish())
             })
-            .await
-            {
+            .await;
+            let bytes = match encoded {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!("capture: {e}");
+                    // The commits left their spools: the chain cannot go on from them.
+                    tracing::error!(
+                        "capture: cannot encode a segment, its connectors start new generations: {e}"
+                    );
+                    for c in &conns {
+                        let t = self.tracked.get_mut(c).expect("listed above");
+                        t.inflight_bytes = 0;
+                        t.inflight_since = None;
+                        t.restart = true;
+                    }
                     continue;
                 }
             };
             self.seq += 1;
-            let mut per_conn = Vec::new();
-            for c in &conns {
-                let t = self.tracked.get_mut(c).expect("listed above");
-                per_conn.push((
-                    *c,
-                    t.pending.len() as u64,
-                    t.pending.last().map(|c| c.time_ms),
-                ));
-                t.pending_prev = t.table_checksum_after_pending();
-                t.pending.clear();
-                t.inflight_bytes += std::mem::take(&mut t.pending_bytes);
-                if t.inflight_since.is_none() {
-                    t.inflight_since = t.pending_since;
-                }
-                t.pending_since = None;
-            }
             self.progress.lock().in_flight.insert(hub, now);
             self.in_flight.insert(
                 hub,
@@ -865,7 +1021,8 @@ impl Capture {
                         run: self.run.clone(),
                         seq,
                     },
-                    bytes: bytes.into(),
+                    bytes,
+                    tried: false,
                     conns: per_conn,
                 },
             );
@@ -880,14 +1037,44 @@ impl Capture {
         let Some(f) = self.in_flight.get(&hub) else {
             return;
         };
-        let n = f.bytes.len() as u64;
+        let n = f.bytes.len();
         // Create: our run's key is ours alone, so "already there" means an earlier
-        // attempt landed, with these very bytes.
-        match self
-            .bucket
-            .put_bytes(&f.key, f.bytes.clone(), WriteMode::Create)
-            .await
-        {
+        // attempt landed, with these very bytes. A large segment is streamed from its
+        // temp file (an overwrite: the same bytes again), after a HEAD when an attempt
+        // was made.
+        let sent = match &f.bytes {
+            Spilled::Mem(b) => self
+                .bucket
+                .put_bytes(&f.key, b.clone(), WriteMode::Create)
+                .await
+                .map(|_| ()),
+            Spilled::File(path, len) => {
+                let landed = if f.tried {
+                    matches!(self.bucket.head(&f.key).await, Ok(Some(i)) if i.size == *len)
+                } else {
+                    false
+                };
+                if landed {
+                    Ok(())
+                } else {
+                    let path = path.to_path_buf();
+                    self.bucket
+                        .put_streamed(&f.key, *len, move |w| {
+                            let mut r = std::fs::File::open(&path)
+                                .map_err(|e| Error::io(&path, "cannot read the segment", e))?;
+                            std::io::copy(&mut r, w)
+                                .map_err(|e| Error::io(&path, "cannot send the segment", e))?;
+                            Ok(())
+                        })
+                        .await
+                        .map(|_| ())
+                }
+            }
+        };
+        if let Some(f) = self.in_flight.get_mut(&hub) {
+            f.tried = true;
+        }
+        match sent {
             Ok(_) => {
                 let f = self.in_flight.remove(&hub).expect("checked");
                 // Landed and no longer in flight at once: a compactor that reads `settled`
@@ -920,11 +1107,12 @@ impl Capture {
                 }
             }
             Err(e) => {
+                let f = self.in_flight.get(&hub).expect("checked");
                 tracing::warn!(key = %f.key, "capture: segment upload failed, retrying next tick: {e}");
                 let over = f.conns.iter().any(|(c, _, _)| {
                     self.tracked
                         .get(c)
-                        .is_some_and(|t| t.pending_bytes + t.inflight_bytes > MAX_PENDING_BYTES)
+                        .is_some_and(|t| t.pending.bytes() + t.inflight_bytes > MAX_PENDING_BYTES)
                 });
                 if over {
                     let f = self.in_flight.remove(&hub).expect("checked");
@@ -933,9 +1121,8 @@ impl Capture {
                         let Some(t) = self.tracked.get_mut(c) else {
                             continue;
                         };
-                        tracing::error!(connector = %c, "capture: {} MiB of commits held back while the bucket fails; dropping them, a new generation starts when it answers", (t.pending_bytes + t.inflight_bytes) >> 20);
-                        t.pending.clear();
-                        t.pending_bytes = 0;
+                        tracing::error!(connector = %c, "capture: {} MiB of commits held back while the bucket fails; dropping them, a new generation starts when it answers", (t.pending.bytes() + t.inflight_bytes) >> 20);
+                        t.pending = Pending::new(&t.tmp);
                         t.inflight_bytes = 0;
                         t.inflight_since = None;
                         t.pending_since = None;
@@ -955,12 +1142,5 @@ impl Capture {
             self.metrics
                 .update(&c.to_string(), |s| s.capture.pending_since = since);
         }
-    }
-}
-
-impl Tracked {
-    /// The chain checksum after every pending commit (the table's state).
-    fn table_checksum_after_pending(&self) -> ChainSum {
-        self.pending.last().map_or(self.pending_prev, |c| c.after)
     }
 }

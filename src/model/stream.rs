@@ -543,15 +543,32 @@ impl Section {
     }
 }
 
+/// Bytes of a commit's head in a plain section body ([`commit_head`]).
+pub const COMMIT_HEAD: usize = 32;
+
+/// A commit's head in a plain section body: `time_ms i64 | db_pages u32 | after u128 |
+/// n u32`, little-endian; its `n` pages (`pgno u32 | page`) follow. Capture writes
+/// bodies page by page into a spool and patches the head once the commit is complete.
+pub fn commit_head(time_ms: i64, db_pages: u32, after: ChainSum, n: u32) -> [u8; COMMIT_HEAD] {
+    let mut h = [0u8; COMMIT_HEAD];
+    h[..8].copy_from_slice(&time_ms.to_le_bytes());
+    h[8..12].copy_from_slice(&db_pages.to_le_bytes());
+    h[12..28].copy_from_slice(&after.0.to_le_bytes());
+    h[28..].copy_from_slice(&n.to_le_bytes());
+    h
+}
+
 /// Plain section body: per commit `time_ms i64 | db_pages u32 | after u128 | n u32 |
 /// n × (pgno u32 | page)`, all little-endian.
 fn section_body(s: &Section) -> Vec<u8> {
     let mut out = Vec::new();
     for c in &s.commits {
-        out.extend_from_slice(&c.time_ms.to_le_bytes());
-        out.extend_from_slice(&c.db_pages.to_le_bytes());
-        out.extend_from_slice(&c.after.0.to_le_bytes());
-        out.extend_from_slice(&(c.pages.len() as u32).to_le_bytes());
+        out.extend_from_slice(&commit_head(
+            c.time_ms,
+            c.db_pages,
+            c.after,
+            c.pages.len() as u32,
+        ));
         for (pgno, page) in &c.pages {
             debug_assert_eq!(page.len(), s.page_size as usize);
             out.extend_from_slice(&pgno.to_le_bytes());
@@ -591,14 +608,194 @@ fn encode_sections(
     Ok((entries, bodies))
 }
 
-/// `magic || u32 header length || header JSON || sections || sha256`, the section table's
-/// offsets settled (they depend on the header's length, which depends on the offsets'
-/// digits: two rounds at most in practice).
-fn assemble<H: Serialize>(
+/// What a section says about itself when its plain body was written elsewhere (capture's
+/// spool): [`compress_section_to`] turns it into a table entry.
+#[derive(Clone, Debug)]
+pub struct SpooledSection {
+    pub connector: ConnectorId,
+    pub generation: String,
+    pub page_size: u32,
+    pub prev: ChainSum,
+    pub after: ChainSum,
+    pub commits: u32,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// A writer that counts what goes through it.
+struct CountWrite<'w> {
+    inner: &'w mut dyn Write,
+    n: u64,
+}
+
+impl Write for CountWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A writer that counts and hashes what goes through it.
+struct Tally<'w> {
+    inner: &'w mut dyn Write,
+    n: u64,
+    sha: Sha256,
+}
+
+impl Write for Tally<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        self.sha.update(&buf[..k]);
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Compresses a plain section body read from `plain` (a spool: never whole in memory)
+/// into `out`, as [`encode_segment`] would; returns its table entry (offset still 0).
+pub fn compress_section_to(
+    s: &SpooledSection,
+    plain: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<SectionEntry> {
+    compress_section_from(s, out, &mut |z| {
+        std::io::copy(plain, z).map(|_| ()).map_err(|e| {
+            Error::check(
+                format!("cannot spool a section: {e}"),
+                "check free space in --tmp-dir",
+            )
+        })
+    })
+}
+
+/// As [`compress_section_to`], the plain body written by `produce` (a merged commit
+/// written page by page) instead of read.
+pub fn compress_section_from(
+    s: &SpooledSection,
+    out: &mut dyn Write,
+    produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+) -> Result<SectionEntry> {
+    let zerr = |e: std::io::Error| Error::check(format!("zstd: {e}"), "report this as a bug");
+    let mut tally = Tally {
+        inner: out,
+        n: 0,
+        sha: Sha256::new(),
+    };
+    let mut z = zstd::stream::Encoder::new(&mut tally, 1).map_err(zerr)?;
+    let mut counted = CountWrite {
+        inner: &mut z,
+        n: 0,
+    };
+    produce(&mut counted)?;
+    let plain_len = counted.n;
+    z.finish().map_err(zerr)?;
+    Ok(SectionEntry {
+        connector: s.connector,
+        generation: s.generation.clone(),
+        page_size: s.page_size,
+        prev: s.prev,
+        after: s.after,
+        commits: s.commits,
+        first_ms: s.first_ms,
+        last_ms: s.last_ms,
+        offset: 0,
+        length: tally.n,
+        plain: plain_len,
+        sha256: hex::encode(tally.sha.finalize()),
+    })
+}
+
+/// A segment's header over sections already compressed ([`compress_section_to`]).
+pub fn segment_header(
+    org: &OrgSlug,
+    datahub: DatahubId,
+    run: &str,
+    seq: u64,
+    time_ms: i64,
+    sections: Vec<SectionEntry>,
+) -> SegmentHeader {
+    SegmentHeader {
+        format: FORMAT,
+        org: org.clone(),
+        datahub,
+        run: run.to_string(),
+        seq,
+        time_ms,
+        sections,
+    }
+}
+
+/// [`encode_segment`]'s bytes, written to `out` from the compressed sections read from
+/// `bodies` in table order (exactly the entries' lengths): memory stays a buffer.
+/// Returns the bytes written.
+pub fn assemble_segment_to(
+    header: &mut SegmentHeader,
+    bodies: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    assemble_to(SEGMENT_MAGIC, header, |h| &mut h.sections, bodies, out)
+}
+
+/// [`encode_compact`]'s bytes, written to `out` as [`assemble_segment_to`] writes a
+/// segment's (the header from [`compact_header`]).
+pub fn assemble_compact_to(
+    header: &mut CompactHeader,
+    bodies: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    assemble_to(COMPACT_MAGIC, header, |h| &mut h.sections, bodies, out)
+}
+
+fn assemble_to<H: Serialize>(
     magic: &[u8; 8],
     header: &mut H,
     table: fn(&mut H) -> &mut Vec<SectionEntry>,
-    bodies: &[Vec<u8>],
+    bodies: &mut dyn Read,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let json = settle_offsets(header, table);
+    let want: u64 = table(header).iter().map(|e| e.length).sum();
+    let ioerr = |e: std::io::Error| {
+        Error::check(
+            format!("cannot write a stream object: {e}"),
+            "check free space in --tmp-dir",
+        )
+    };
+    let mut tally = Tally {
+        inner: out,
+        n: 0,
+        sha: Sha256::new(),
+    };
+    tally.write_all(magic).map_err(ioerr)?;
+    tally
+        .write_all(&(json.len() as u32).to_le_bytes())
+        .map_err(ioerr)?;
+    tally.write_all(&json).map_err(ioerr)?;
+    let got = std::io::copy(&mut bodies.take(want), &mut tally).map_err(ioerr)?;
+    if got != want {
+        return Err(Error::check(
+            format!("a segment's sections were {got} bytes, not {want}"),
+            "report this as a bug",
+        ));
+    }
+    let sum = tally.sha.clone().finalize();
+    tally.inner.write_all(&sum).map_err(ioerr)?;
+    Ok(tally.n + sum.len() as u64)
+}
+
+/// The header JSON with the section table's offsets settled (see [`assemble`]).
+fn settle_offsets<H: Serialize>(
+    header: &mut H,
+    table: fn(&mut H) -> &mut Vec<SectionEntry>,
 ) -> Vec<u8> {
     let mut json = serde_json::to_vec(header).expect("a header serialises");
     loop {
@@ -609,11 +806,22 @@ fn assemble<H: Serialize>(
         }
         let again = serde_json::to_vec(header).expect("a header serialises");
         if again.len() == json.len() {
-            json = again;
-            break;
+            return again;
         }
         json = again;
     }
+}
+
+/// `magic || u32 header length || header JSON || sections || sha256`, the section table's
+/// offsets settled (they depend on the header's length, which depends on the offsets'
+/// digits: two rounds at most in practice).
+fn assemble<H: Serialize>(
+    magic: &[u8; 8],
+    header: &mut H,
+    table: fn(&mut H) -> &mut Vec<SectionEntry>,
+    bodies: &[Vec<u8>],
+) -> Vec<u8> {
+    let json = settle_offsets(header, table);
     let mut out = Vec::with_capacity(json.len() + bodies.iter().map(Vec::len).sum::<usize>() + 44);
     out.extend_from_slice(magic);
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
@@ -828,6 +1036,24 @@ pub struct CompactMeta {
     pub sources: Vec<String>,
 }
 
+/// A compacted object's header over sections already compressed
+/// ([`compress_section_to`]), for [`assemble_compact_to`].
+pub fn compact_header(meta: &CompactMeta, sections: Vec<SectionEntry>) -> CompactHeader {
+    CompactHeader {
+        format: FORMAT,
+        org: meta.org.clone(),
+        datahub: meta.datahub,
+        level: meta.level,
+        start_ms: meta.start_ms,
+        end_ms: meta.end_ms,
+        time_ms: meta.time_ms,
+        runs: meta.runs.clone(),
+        gaps: meta.gaps.clone(),
+        sources: meta.sources.clone(),
+        sections,
+    }
+}
+
 /// `HVCOMP magic || u32 header length || header JSON || sections (each zstd) || sha256`:
 /// the segment's layout, so one section reads alone the same way.
 pub fn encode_compact(meta: &CompactMeta, sections: &[Section]) -> Result<Vec<u8>> {
@@ -912,6 +1138,228 @@ pub fn decode_object_header(bytes: &[u8], what: &str) -> Result<ObjectHeader> {
     }
 }
 
+// ---------------------------------------------------------------- streamed reading
+
+/// A commit's head in a plain section body ([`commit_head`]), as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitHead {
+    pub time_ms: i64,
+    pub db_pages: u32,
+    pub after: ChainSum,
+    /// Pages that follow the head.
+    pub pages: u32,
+}
+
+impl CommitHead {
+    fn parse(h: &[u8; COMMIT_HEAD]) -> CommitHead {
+        CommitHead {
+            time_ms: i64::from_le_bytes(h[..8].try_into().expect("8")),
+            db_pages: u32::from_le_bytes(h[8..12].try_into().expect("4")),
+            after: ChainSum(u128::from_le_bytes(h[12..28].try_into().expect("16"))),
+            pages: u32::from_le_bytes(h[28..].try_into().expect("4")),
+        }
+    }
+
+    /// Bytes of the commit in a plain section body, head included.
+    pub fn plain_len(&self, page_size: u32) -> u64 {
+        COMMIT_HEAD as u64 + self.pages as u64 * (4 + page_size as u64)
+    }
+}
+
+/// A reader that hashes (sha256) and counts what is read through it.
+struct HashRead<'r> {
+    inner: &'r mut dyn Read,
+    sha: Sha256,
+    n: u64,
+}
+
+impl Read for HashRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.sha.update(&buf[..k]);
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+/// A reader that counts what is read through it.
+struct CountRead<'r> {
+    inner: &'r mut dyn Read,
+    n: u64,
+}
+
+impl Read for CountRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+/// Reads a stream object (a segment or a compacted object) as it arrives from `r`,
+/// checking what the whole-object readers check: magic, header, section table, each
+/// section's sha256 and plain size, the trailer, nothing after it. `on_section` gets
+/// each section's entry and its plain body as a reader; what it leaves unread is read
+/// (and checked) here. Memory stays a few buffers whatever the object's size; an error
+/// may come after `on_section` saw a section (the caller keeps nothing of an object
+/// that fails).
+pub fn read_object_from(
+    r: &mut dyn Read,
+    what: &str,
+    on_section: &mut dyn FnMut(&SectionEntry, &mut dyn Read) -> Result<()>,
+) -> Result<ObjectHeader> {
+    let short = |e: std::io::Error| damaged(what, format!("cut short: {e}"));
+    let mut outer = HashRead {
+        inner: r,
+        sha: Sha256::new(),
+        n: 0,
+    };
+    let mut head = [0u8; 12];
+    outer
+        .read_exact(&mut head)
+        .map_err(|_| damaged(what, "not a hubvault stream object (magic)"))?;
+    let magic = &head[..8];
+    if magic != COMPACT_MAGIC && magic != SEGMENT_MAGIC {
+        return Err(damaged(what, "not a hubvault stream object (magic)"));
+    }
+    let len = u32::from_le_bytes(head[8..].try_into().expect("4 bytes")) as usize;
+    if len > MAX_HEADER {
+        return Err(damaged(what, "header length past the end"));
+    }
+    let mut json = vec![0u8; len];
+    outer.read_exact(&mut json).map_err(short)?;
+    let header = if magic == COMPACT_MAGIC {
+        let h: CompactHeader = serde_json::from_slice(&json).map_err(|e| damaged(what, e))?;
+        if h.format != FORMAT
+            || !(LEVEL_MINUTE..=LEVEL_MERGED).contains(&h.level)
+            || h.start_ms >= h.end_ms
+        {
+            return Err(damaged(what, "unknown format, level or window"));
+        }
+        ObjectHeader::Compact(h)
+    } else {
+        let h: SegmentHeader = serde_json::from_slice(&json).map_err(|e| damaged(what, e))?;
+        if h.format != FORMAT {
+            return Err(damaged(what, format!("format {}", h.format)));
+        }
+        ObjectHeader::Segment(h)
+    };
+    let body = header
+        .sections()
+        .iter()
+        .try_fold(0u64, |a, e| a.checked_add(e.length))
+        .ok_or_else(|| damaged(what, "section length"))?;
+    check_table(header.sections(), len, body as usize, what)?;
+    for e in header.sections() {
+        if e.plain > (1u64 << 34) {
+            return Err(damaged(what, "section too large"));
+        }
+        let mut take = (&mut outer).take(e.length);
+        let mut hz = HashRead {
+            inner: &mut take,
+            sha: Sha256::new(),
+            n: 0,
+        };
+        {
+            let mut d = zstd::stream::read::Decoder::new(&mut hz).map_err(|e| damaged(what, e))?;
+            let mut bounded = (&mut d).take(e.plain + 1);
+            let mut plain = CountRead {
+                inner: &mut bounded,
+                n: 0,
+            };
+            on_section(e, &mut plain)?;
+            std::io::copy(&mut plain, &mut std::io::sink())
+                .map_err(|e| damaged(what, format!("zstd: {e}")))?;
+            if plain.n != e.plain {
+                return Err(damaged(
+                    what,
+                    format!("{} bytes decompressed, {} announced", plain.n, e.plain),
+                ));
+            }
+        }
+        std::io::copy(&mut hz, &mut std::io::sink()).map_err(short)?;
+        if hz.n != e.length {
+            return Err(damaged(what, "cut short"));
+        }
+        if hex::encode(hz.sha.finalize()) != e.sha256 {
+            return Err(damaged(
+                what,
+                format!("section of {} fails its sha256", e.connector),
+            ));
+        }
+    }
+    let sum = outer.sha.finalize();
+    let mut trailer = [0u8; 32];
+    outer.inner.read_exact(&mut trailer).map_err(short)?;
+    if sum.as_slice() != trailer {
+        return Err(damaged(what, "its sha256 trailer does not match"));
+    }
+    let mut more = [0u8; 1];
+    if outer.inner.read(&mut more).map_err(short)? != 0 {
+        return Err(damaged(what, "bytes after its trailer"));
+    }
+    Ok(header)
+}
+
+/// Reads a section's plain body from `plain` commit by commit, checking it as
+/// [`decode_section_bytes`] does, and copies it to `out` as read: returns each commit's
+/// head. Memory: one page.
+pub fn scan_section(
+    e: &SectionEntry,
+    plain: &mut dyn Read,
+    out: &mut dyn Write,
+    what: &str,
+) -> Result<Vec<CommitHead>> {
+    let short = |err: std::io::Error| damaged(what, format!("record past the end: {err}"));
+    let wrote = |err: std::io::Error| {
+        Error::check(
+            format!("cannot keep a section of {what}: {err}"),
+            "check free space in --tmp-dir",
+        )
+    };
+    let ps = e.page_size as u64;
+    let mut page = vec![0u8; e.page_size as usize];
+    let mut heads = Vec::new();
+    let mut at = 0u64;
+    let mut last_time = i64::MIN;
+    while at < e.plain {
+        let mut h = [0u8; COMMIT_HEAD];
+        plain.read_exact(&mut h).map_err(short)?;
+        out.write_all(&h).map_err(wrote)?;
+        at += COMMIT_HEAD as u64;
+        let c = CommitHead::parse(&h);
+        if c.pages as u64 > e.plain.saturating_sub(at) / (4 + ps) {
+            return Err(damaged(what, "page count past the end"));
+        }
+        let mut prev_pgno = 0u32;
+        for _ in 0..c.pages {
+            let mut p = [0u8; 4];
+            plain.read_exact(&mut p).map_err(short)?;
+            let pgno = u32::from_le_bytes(p);
+            if pgno <= prev_pgno || pgno > c.db_pages {
+                return Err(damaged(what, format!("page number {pgno} out of order")));
+            }
+            prev_pgno = pgno;
+            plain.read_exact(&mut page).map_err(short)?;
+            out.write_all(&p).map_err(wrote)?;
+            out.write_all(&page).map_err(wrote)?;
+        }
+        at += c.pages as u64 * (4 + ps);
+        if c.time_ms < last_time {
+            return Err(damaged(what, "commits out of time order"));
+        }
+        last_time = c.time_ms;
+        heads.push(c);
+    }
+    if at != e.plain
+        || heads.len() != e.commits as usize
+        || heads.last().map(|c| c.after) != Some(e.after)
+    {
+        return Err(damaged(what, "section does not match its entry"));
+    }
+    Ok(heads)
+}
+
 // ---------------------------------------------------------------- chaining and merging
 
 /// Chains sections of ONE connector and generation, given in the order they were sent,
@@ -920,37 +1368,67 @@ pub fn decode_object_header(bytes: &[u8], what: &str) -> Result<ObjectHeader> {
 /// attempt landed) is trimmed to the commits after that state; one that does neither
 /// starts a new section, so a break stays visible to the restore, which reports it.
 pub fn chain_sections(input: Vec<Section>) -> Vec<Section> {
-    let mut out: Vec<Section> = Vec::new();
+    let shapes: Vec<(ChainSum, Vec<ChainSum>)> = input
+        .iter()
+        .map(|s| (s.prev, s.commits.iter().map(|c| c.after).collect()))
+        .collect();
+    let plan = chain_plan(&shapes);
+    let mut input: Vec<Option<Section>> = input.into_iter().map(Some).collect();
+    plan.into_iter()
+        .map(|parts| {
+            let mut it = parts.into_iter();
+            let (first, skip) = it.next().expect("a chained section has a part");
+            let mut out = input[first].take().expect("each section used once");
+            out.commits.drain(..skip);
+            for (i, skip) in it {
+                let s = input[i].take().expect("each section used once");
+                out.commits.extend(s.commits.into_iter().skip(skip));
+            }
+            out
+        })
+        .collect()
+}
+
+/// [`chain_sections`] on the sections' shapes alone (`prev` and each commit's `after`,
+/// in the order sent): the chained sections, each as the input sections it is made of
+/// with how many of their first commits to skip. Compaction plans with it and copies
+/// the commits from its temp files, never holding a section's pages.
+pub fn chain_plan(input: &[(ChainSum, Vec<ChainSum>)]) -> Vec<Vec<(usize, usize)>> {
+    let mut out: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut current = ChainSum(0);
     let mut history: std::collections::BTreeSet<ChainSum> = Default::default();
-    for s in input {
-        if s.commits.is_empty() {
-            continue;
-        }
-        let Some(cur) = out.last_mut() else {
-            history.insert(s.prev);
-            history.extend(s.commits.iter().map(|c| c.after));
-            out.push(s);
+    for (i, (prev, afters)) in input.iter().enumerate() {
+        let Some(last) = afters.last() else {
             continue;
         };
-        debug_assert!(cur.connector == s.connector && cur.generation == s.generation);
-        let current = cur.after();
-        if s.prev == current {
-            history.extend(s.commits.iter().map(|c| c.after));
-            cur.commits.extend(s.commits);
+        let Some(cur) = out.last_mut() else {
+            history.insert(*prev);
+            history.extend(afters.iter().copied());
+            out.push(vec![(i, 0)]);
+            current = *last;
+            continue;
+        };
+        if *prev == current {
+            history.extend(afters.iter().copied());
+            cur.push((i, 0));
+            current = *last;
             continue;
         }
-        if history.contains(&s.prev)
-            && let Some(i) = s.commits.iter().position(|c| c.after == current)
+        if history.contains(prev)
+            && let Some(k) = afters.iter().position(|a| *a == current)
         {
-            let rest: Vec<Commit> = s.commits.into_iter().skip(i + 1).collect();
-            history.extend(rest.iter().map(|c| c.after));
-            cur.commits.extend(rest);
+            history.extend(afters[k + 1..].iter().copied());
+            if k + 1 < afters.len() {
+                cur.push((i, k + 1));
+                current = *last;
+            }
             continue;
         }
         // A break: kept as a section of its own.
-        history.insert(s.prev);
-        history.extend(s.commits.iter().map(|c| c.after));
-        out.push(s);
+        history.insert(*prev);
+        history.extend(afters.iter().copied());
+        out.push(vec![(i, 0)]);
+        current = *last;
     }
     out
 }
@@ -1098,6 +1576,53 @@ mod tests {
         }
     }
 
+    /// Capture's path: plain bodies written commit head by commit head, compressed and
+    /// assembled through readers and writers, read back as `encode_segment`'s are.
+    #[test]
+    fn a_segment_assembled_from_spooled_bodies_reads_as_an_encoded_one() {
+        let (a, b) = (ConnectorId::random(), ConnectorId::random());
+        let hub = DatahubId::random();
+        let mut zbodies = Vec::new();
+        let mut entries = Vec::new();
+        for conn in [a, b] {
+            let s = section(conn);
+            let mut plain = Vec::new();
+            for c in &s.commits {
+                plain.extend_from_slice(&commit_head(
+                    c.time_ms,
+                    c.db_pages,
+                    c.after,
+                    c.pages.len() as u32,
+                ));
+                for (p, img) in &c.pages {
+                    plain.extend_from_slice(&p.to_le_bytes());
+                    plain.extend_from_slice(img);
+                }
+            }
+            assert_eq!(plain, section_body(&s));
+            let meta = SpooledSection {
+                connector: conn,
+                generation: s.generation.clone(),
+                page_size: s.page_size,
+                prev: s.prev,
+                after: s.after(),
+                commits: s.commits.len() as u32,
+                first_ms: 10,
+                last_ms: 12,
+            };
+            entries.push(compress_section_to(&meta, &mut &plain[..], &mut zbodies).unwrap());
+        }
+        let mut header = segment_header(&org(), hub, "0a0b0c0d", 3, 99, entries);
+        let mut bytes = Vec::new();
+        let n = assemble_segment_to(&mut header, &mut &zbodies[..], &mut bytes).unwrap();
+        assert_eq!(n, bytes.len() as u64);
+        let h = decode_segment_header(&bytes, "seg").unwrap();
+        assert_eq!(h, header);
+        for (e, want) in h.sections.iter().zip([a, b]) {
+            assert_eq!(decode_section(&bytes, e, "seg").unwrap(), section(want));
+        }
+    }
+
     #[test]
     fn a_flipped_byte_anywhere_is_refused() {
         let bytes = encode_segment(
@@ -1109,12 +1634,37 @@ mod tests {
             &[section(ConnectorId::random())],
         )
         .unwrap();
+        // Streamed (compaction's reader): the sections scanned read back as decoded,
+        // and every flipped byte, a missing or an extra byte, is refused too.
+        let streamed = |b: &[u8]| {
+            let mut plains = Vec::new();
+            read_object_from(&mut &b[..], "seg", &mut |e, r| {
+                let mut plain = Vec::new();
+                let heads = scan_section(e, r, &mut plain, "seg")?;
+                plains.push((heads, plain));
+                Ok(())
+            })
+            .map(|h| (h, plains))
+        };
+        let (h, plains) = streamed(&bytes).unwrap();
+        let s = decode_section(&bytes, &h.sections()[0], "seg").unwrap();
+        assert_eq!(plains[0].1, section_body(&s));
+        let afters: Vec<ChainSum> = plains[0].0.iter().map(|c| c.after).collect();
+        assert_eq!(
+            afters,
+            s.commits.iter().map(|c| c.after).collect::<Vec<_>>()
+        );
         for i in (0..bytes.len()).step_by(7) {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
             assert!(decode_segment_header(&bad, "seg").is_err(), "byte {i}");
+            assert!(streamed(&bad).is_err(), "byte {i}, streamed");
         }
         assert!(decode_segment_header(&bytes[..bytes.len() - 1], "seg").is_err());
+        assert!(streamed(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(streamed(&longer).is_err());
     }
 
     /// The header of a base holding `image` (pages of `ps` bytes), with new ids.
@@ -1330,6 +1880,9 @@ mod tests {
                     plain: 4096, sha256: hex::encode(Sha256::digest(&bytes)),
                 };
                 let _ = decode_section_bytes(&bytes, &e, "x");
+                let _ = read_object_from(&mut &bytes[..], "x", &mut |e, r| {
+                    scan_section(e, r, &mut std::io::sink(), "x").map(|_| ())
+                });
             }
 
             /// Applying the merged commit to ANY state gives what applying the commits

@@ -38,6 +38,7 @@
 //! by the next pass.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 
 use object_store::path::Path;
 use serde::Serialize;
@@ -47,10 +48,11 @@ use crate::error::{Error, Result};
 use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
 use crate::model::layout::{StreamKeys, WindowName};
 use crate::model::stream::{
-    self as fmt, BaseHeader, CompactMeta, Gap, LEVEL_MERGED, LEVEL_MINUTE, ObjectHeader, RunSpan,
-    Section,
+    self as fmt, BaseHeader, ChainSum, CommitHead, CompactMeta, Gap, LEVEL_MERGED, LEVEL_MINUTE,
+    ObjectHeader, RunSpan, SectionEntry,
 };
 use crate::model::windows::{self, Time};
+use crate::sqlite::spill::{SPILL_AT, Spill, Spilled};
 use crate::store::{Bucket, WriteMode};
 
 /// How long after a window's end `prune` waits before it calls it finished: longer than
@@ -96,6 +98,9 @@ pub struct CompactReport {
     /// Bases written at day boundaries, and bases copied (no commit since).
     pub bases: usize,
     pub bases_copied: usize,
+    /// Bytes this pass kept in temp files in `--tmp-dir` instead of memory: the pages
+    /// of large objects read and written (a minute holding a VACUUM).
+    pub spilled: u64,
     /// What could not be done now (logged; the next pass tries again).
     pub problems: Vec<String>,
 }
@@ -129,40 +134,308 @@ pub struct Compactor {
     /// Every mark ending by then is written (a pass then looks only at the last day).
     marks_done: Option<Time>,
     /// Segments read for a partial minute, kept until their minute is written (each
-    /// segment is read once: a minute's segments at most, as a minute's compaction holds).
-    read: BTreeMap<Path, (Vec<RunSpan>, Vec<Section>)>,
+    /// segment is read once; their pages in spools, see [`Spooled`]).
+    read: BTreeMap<Path, std::sync::Arc<Spooled>>,
+    /// Bytes spooled to temp files since the process started (see
+    /// [`CompactReport::spilled`]).
+    spilled: u64,
     /// Where a day base's image is built (a temp file: never in memory).
     tmp_dir: std::path::PathBuf,
 }
 
-/// An object read whole: its header and every section in it.
-struct Whole {
-    header: ObjectHeader,
-    sections: Vec<Section>,
-    bytes: bytes::Bytes,
+/// One section of a [`Spooled`] object: its entry, where its plain body starts in the
+/// object's spool (when kept), and its commits' heads.
+struct Part {
+    entry: SectionEntry,
+    at: u64,
+    heads: Vec<CommitHead>,
 }
+
+/// An object read through (one streamed GET, checked whole as it arrives): its header,
+/// its sections' heads and, when kept, their plain bodies in a spool (in memory up to
+/// [`SPOOL_AT`], then a temp file in `--tmp-dir`). A minute holding a VACUUM of a 1 GiB
+/// database never sits in memory.
+struct Spooled {
+    header: ObjectHeader,
+    parts: Vec<Part>,
+    plain: Option<Spill>,
+    /// Bytes of the object as stored.
+    size: u64,
+}
+
+impl Spooled {
+    /// Bytes this object keeps in a temp file.
+    fn spilled(&self) -> u64 {
+        self.plain
+            .as_ref()
+            .filter(|p| p.spilled())
+            .map_or(0, |p| p.len())
+    }
+}
+
+/// Bytes of one object's plain sections held in memory before its spool moves to a temp
+/// file: a partial minute keeps up to a minute of segments (60 at `--tick 1s`), so each
+/// keeps little.
+const SPOOL_AT: usize = SPILL_AT / 16;
 
 fn name_of(key: &Path) -> String {
     key.filename().unwrap_or_default().to_string()
 }
 
-async fn read_whole(bucket: &Bucket, key: &Path) -> Result<Whole> {
-    let bytes = bucket.get_bytes(key).await?;
-    let (what, b) = (bucket.shown(key), bytes.clone());
-    let (header, sections) = crate::blocking::blocking(move || {
-        let h = fmt::decode_object_header(&b, &what)?;
-        let mut out = Vec::new();
-        for e in h.sections() {
-            out.push(fmt::decode_section(&b, e, &what)?);
-        }
-        Ok((h, out))
-    })
-    .await?;
-    Ok(Whole {
+/// Reads the object at `key` through, checked whole; keeps its sections' plain bodies
+/// (in `dir`) when `keep`, else only their heads.
+async fn spool(bucket: &Bucket, key: &Path, keep: bool, dir: &std::path::Path) -> Result<Spooled> {
+    let what = bucket.shown(key);
+    let dir = dir.to_path_buf();
+    let (mut s, size) = bucket
+        .read_with(key, move |r| spool_from(r, &what, keep, &dir))
+        .await?;
+    s.size = size;
+    Ok(s)
+}
+
+/// [`spool`]'s reading, from any reader of the object's bytes.
+fn spool_from(
+    r: &mut dyn std::io::Read,
+    what: &str,
+    keep: bool,
+    dir: &std::path::Path,
+) -> Result<Spooled> {
+    let mut plain = keep.then(|| Spill::new(dir, SPOOL_AT));
+    let mut parts = Vec::new();
+    let header = fmt::read_object_from(r, what, &mut |e, body| {
+        let (at, heads) = match &mut plain {
+            Some(p) => {
+                let at = p.len();
+                let mut w = std::io::BufWriter::with_capacity(256 << 10, &mut *p);
+                let heads = fmt::scan_section(e, body, &mut w, what)?;
+                w.flush().map_err(|e| {
+                    Error::check(
+                        format!("cannot keep a section of {what}: {e}"),
+                        "check free space in --tmp-dir",
+                    )
+                })?;
+                (at, heads)
+            }
+            None => (0, fmt::scan_section(e, body, &mut std::io::sink(), what)?),
+        };
+        parts.push(Part {
+            entry: e.clone(),
+            at,
+            heads,
+        });
+        Ok(())
+    })?;
+    Ok(Spooled {
         header,
-        sections,
-        bytes,
+        parts,
+        plain,
+        size: 0,
     })
+}
+
+/// A reader of `len` bytes of a spool from `at`.
+struct SpillRange<'s> {
+    spill: &'s Spill,
+    at: u64,
+    end: u64,
+}
+
+impl std::io::Read for SpillRange<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.end - self.at).min(buf.len() as u64) as usize;
+        self.spill
+            .read_at(self.at, &mut buf[..n])
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// One section of a compacted object: the connector's sections it chains, each as
+/// (object, section, commits skipped).
+struct Chained {
+    parts: Vec<(usize, usize, usize)>,
+}
+
+/// The sections of `sources` (in order) grouped by connector and generation (in the
+/// order of first appearance), each group chained ([`fmt::chain_plan`]).
+fn chain_all(sources: &[std::sync::Arc<Spooled>]) -> Vec<Chained> {
+    let mut order: Vec<(ConnectorId, String)> = Vec::new();
+    let mut groups: BTreeMap<(ConnectorId, String), Vec<(usize, usize)>> = BTreeMap::new();
+    for (o, s) in sources.iter().enumerate() {
+        for (i, p) in s.parts.iter().enumerate() {
+            let k = (p.entry.connector, p.entry.generation.clone());
+            if !groups.contains_key(&k) {
+                order.push(k.clone());
+            }
+            groups.entry(k).or_default().push((o, i));
+        }
+    }
+    let mut out = Vec::new();
+    for k in order {
+        let members = groups.remove(&k).expect("grouped");
+        let shapes: Vec<(ChainSum, Vec<ChainSum>)> = members
+            .iter()
+            .map(|(o, i)| {
+                let p = &sources[*o].parts[*i];
+                (p.entry.prev, p.heads.iter().map(|h| h.after).collect())
+            })
+            .collect();
+        for plan in fmt::chain_plan(&shapes) {
+            out.push(Chained {
+                parts: plan
+                    .into_iter()
+                    .map(|(m, skip)| (members[m].0, members[m].1, skip))
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
+/// The compacted sections of `sources`: chained and, when `merge`, each merged to one
+/// commit ([`fmt::merge_commits`]'s rule), compressed one after another into a spool in
+/// `dir`. Pages are copied from the sources' spools, never all held: memory is the
+/// merge's page index (16 bytes a page) and buffers.
+fn compose(
+    sources: &[std::sync::Arc<Spooled>],
+    merge: bool,
+    dir: &std::path::Path,
+) -> Result<(Vec<SectionEntry>, Spill)> {
+    let mut bodies = Spill::new(dir, SPILL_AT);
+    let mut entries = Vec::new();
+    let spill_of = |o: usize| -> Result<&Spill> {
+        sources[o].plain.as_ref().ok_or_else(|| {
+            Error::check(
+                "a compaction source read without its pages",
+                "report this as a bug",
+            )
+        })
+    };
+    for c in chain_all(sources) {
+        let (o0, i0, skip0) = c.parts[0];
+        let first = &sources[o0].parts[i0];
+        let e0 = &first.entry;
+        let ps = e0.page_size;
+        // (object, section, commit) of every commit kept, in order, and where its
+        // plain bytes start in its object's spool.
+        let mut commits: Vec<(usize, CommitHead, u64)> = Vec::new();
+        for &(o, i, skip) in &c.parts {
+            let p = &sources[o].parts[i];
+            let mut at = p.at;
+            for (k, h) in p.heads.iter().enumerate() {
+                if k >= skip {
+                    commits.push((o, *h, at));
+                }
+                at += h.plain_len(ps);
+            }
+        }
+        let (Some(first_c), Some(last_c)) = (commits.first(), commits.last()) else {
+            continue;
+        };
+        let prev = if skip0 == 0 {
+            e0.prev
+        } else {
+            first.heads[skip0 - 1].after
+        };
+        let meta = fmt::SpooledSection {
+            connector: e0.connector,
+            generation: e0.generation.clone(),
+            page_size: ps,
+            prev,
+            after: last_c.1.after,
+            commits: if merge { 1 } else { commits.len() as u32 },
+            first_ms: if merge {
+                last_c.1.time_ms
+            } else {
+                first_c.1.time_ms
+            },
+            last_ms: last_c.1.time_ms,
+        };
+        let mut out = std::io::BufWriter::with_capacity(256 << 10, &mut bodies);
+        let entry = if !merge {
+            fmt::compress_section_from(&meta, &mut out, &mut |z| {
+                for (o, h, at) in &commits {
+                    let mut r = std::io::BufReader::with_capacity(
+                        1 << 20,
+                        SpillRange {
+                            spill: spill_of(*o)?,
+                            at: *at,
+                            end: at + h.plain_len(ps),
+                        },
+                    );
+                    std::io::copy(&mut r, z).map_err(|e| {
+                        Error::check(
+                            format!("cannot compact a section: {e}"),
+                            "check free space and permissions in --tmp-dir",
+                        )
+                    })?;
+                }
+                Ok(())
+            })?
+        } else {
+            // The newest image of each page, where it lies in its object's spool.
+            let mut newest: BTreeMap<u32, (usize, u64)> = BTreeMap::new();
+            let mut smallest = u32::MAX;
+            let mut pgno = [0u8; 4];
+            for (o, h, at) in &commits {
+                let spill = spill_of(*o)?;
+                let mut off = at + fmt::COMMIT_HEAD as u64;
+                for _ in 0..h.pages {
+                    spill.read_at(off, &mut pgno)?;
+                    newest.insert(u32::from_le_bytes(pgno), (*o, off + 4));
+                    off += 4 + ps as u64;
+                }
+                smallest = smallest.min(h.db_pages);
+                if newest
+                    .last_key_value()
+                    .is_some_and(|(p, _)| *p > h.db_pages)
+                {
+                    newest.retain(|p, _| *p <= h.db_pages);
+                }
+            }
+            let last = last_c.1;
+            let n = (1..=last.db_pages)
+                .filter(|p| newest.contains_key(p) || *p > smallest)
+                .count() as u32;
+            fmt::compress_section_from(&meta, &mut out, &mut |z| {
+                let werr = |e: std::io::Error| {
+                    Error::check(
+                        format!("cannot compact a section: {e}"),
+                        "check free space and permissions in --tmp-dir",
+                    )
+                };
+                z.write_all(&fmt::commit_head(
+                    last.time_ms,
+                    last.db_pages,
+                    last.after,
+                    n,
+                ))
+                .map_err(werr)?;
+                let mut page = vec![0u8; ps as usize];
+                for p in 1..=last.db_pages {
+                    match newest.get(&p) {
+                        Some((o, off)) => spill_of(*o)?.read_at(*off, &mut page)?,
+                        None if p > smallest => page.fill(0),
+                        None => continue,
+                    }
+                    z.write_all(&p.to_le_bytes()).map_err(werr)?;
+                    z.write_all(&page).map_err(werr)?;
+                }
+                Ok(())
+            })?
+        };
+        out.flush().map_err(|e| {
+            Error::check(
+                format!("cannot compact a section: {e}"),
+                "check free space and permissions in --tmp-dir",
+            )
+        })?;
+        drop(out);
+        entries.push(entry);
+    }
+    Ok((entries, bodies))
 }
 
 /// Reads a base back streamed and checks it whole (trailer, size, chain checksum)
@@ -175,24 +448,6 @@ async fn read_back_base(bucket: &Bucket, key: &Path) -> Result<BaseHeader> {
         })
         .await?;
     Ok(h)
-}
-
-/// Groups sections by connector and generation, keeping the order of first appearance
-/// and, inside a group, the order given.
-fn group(sections: Vec<Section>) -> Vec<Vec<Section>> {
-    let mut order: Vec<(ConnectorId, String)> = Vec::new();
-    let mut groups: BTreeMap<(ConnectorId, String), Vec<Section>> = BTreeMap::new();
-    for s in sections {
-        let k = (s.connector, s.generation.clone());
-        if !groups.contains_key(&k) {
-            order.push(k.clone());
-        }
-        groups.entry(k).or_default().push(s);
-    }
-    order
-        .into_iter()
-        .map(|k| groups.remove(&k).expect("grouped"))
-        .collect()
 }
 
 /// Runs and gaps of a sequence of objects (in order): each object's runs merged, a jump
@@ -242,6 +497,7 @@ impl Compactor {
             failed_bases: BTreeSet::new(),
             marks_done: None,
             read: BTreeMap::new(),
+            spilled: 0,
             tmp_dir: std::env::temp_dir(),
         })
     }
@@ -299,29 +555,73 @@ impl Compactor {
     }
 
     /// Reads an object back and checks it whole (trailer, header, every section), once
-    /// per process.
-    async fn verify(&mut self, key: &Path) -> Result<Whole> {
-        let w = read_whole(&self.bucket, key).await?;
+    /// per process; keeps its commits' heads, not its pages.
+    async fn verify(&mut self, key: &Path) -> Result<Spooled> {
+        let w = spool(&self.bucket, key, false, &self.tmp_dir).await?;
         self.verified.insert(key.clone());
         Ok(w)
     }
 
+    /// Reads an object through, its pages kept in a spool (see [`Spooled`]).
+    async fn spool(&mut self, key: &Path) -> Result<std::sync::Arc<Spooled>> {
+        let s = spool(&self.bucket, key, true, &self.tmp_dir).await?;
+        if s.spilled() > 0 {
+            tracing::info!(key = %self.bucket.shown(key), bytes = s.spilled(), "compaction: a large object spilled to --tmp-dir");
+            self.spilled += s.spilled();
+        }
+        Ok(std::sync::Arc::new(s))
+    }
+
+    /// Writes the window `w` from `sources` (chained; merged when `merge`), streamed
+    /// through a spool in `--tmp-dir` past [`SPILL_AT`], then reads it back.
     async fn write_window(
         &mut self,
         w: WindowName,
         meta: CompactMeta,
-        sections: Vec<Section>,
-    ) -> Result<Whole> {
+        sources: Vec<std::sync::Arc<Spooled>>,
+        merge: bool,
+    ) -> Result<Spooled> {
         let key = self.keys.window(&w);
-        let bytes =
-            crate::blocking::blocking(move || fmt::encode_compact(&meta, &sections)).await?;
-        let n = bytes.len() as u64;
-        let ours = bytes::Bytes::from(bytes);
-        // Create: a window's key is its content's name; if another process wrote it
-        // first, its object stands (it is checked like ours).
-        self.bucket
-            .put_bytes(&key, ours.clone(), WriteMode::Create)
-            .await?;
+        let dir = self.tmp_dir.clone();
+        let (entries, bodies) =
+            crate::blocking::blocking(move || compose(&sources, merge, &dir)).await?;
+        let mut header = fmt::compact_header(&meta, entries);
+        if bodies.spilled() {
+            tracing::info!(key = %self.bucket.shown(&key), bytes = bodies.len(), "compaction: a large object spilled to --tmp-dir");
+            self.spilled += bodies.len();
+        }
+        match bodies.finish() {
+            Spilled::Mem(b) => {
+                let bytes = crate::blocking::blocking(move || {
+                    let mut out = Vec::with_capacity(b.len() + 4096);
+                    fmt::assemble_compact_to(&mut header, &mut &b[..], &mut out)?;
+                    Ok(out)
+                })
+                .await?;
+                // Create: a window's key is its content's name; if another process wrote
+                // it first, its object stands (it is checked like ours).
+                self.bucket
+                    .put_bytes(&key, bytes::Bytes::from(bytes), WriteMode::Create)
+                    .await?;
+            }
+            Spilled::File(path, n) => {
+                // Streamed from the spool (an overwrite): written only when no other
+                // process wrote it first, as above.
+                if self.bucket.head(&key).await?.is_none() {
+                    self.bucket
+                        .put_streamed(&key, n, move |out| {
+                            let f = std::fs::File::open(&path).map_err(|e| {
+                                Error::io(&path, "cannot read a compacted object's sections", e)
+                            })?;
+                            let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+                            fmt::assemble_compact_to(&mut header, &mut r, out)?;
+                            drop(path);
+                            Ok(())
+                        })
+                        .await?;
+                }
+            }
+        }
         let back = self.verify(&key).await?;
         if let ObjectHeader::Compact(h) = &back.header
             && (h.start_ms, h.end_ms, h.level)
@@ -342,11 +642,7 @@ impl Compactor {
         self.index.insert(Listed {
             key: key.clone(),
             entry: Entry::Window(w),
-            size: if back.bytes == ours {
-                n
-            } else {
-                back.bytes.len() as u64
-            },
+            size: back.size,
         });
         Ok(back)
     }
@@ -368,10 +664,12 @@ impl Compactor {
             datahub: Some(self.keys.datahub),
             ..Default::default()
         };
+        let spilled = self.spilled;
         self.leftovers(&mut r, dry_run).await?;
         self.minutes(&mut r, now, settled, horizon, dry_run).await?;
         self.marks(&mut r, now, settled, horizon, dry_run).await?;
         self.bases(&mut r, settled, horizon, dry_run).await?;
+        r.spilled = self.spilled - spilled;
         Ok(r)
     }
 
@@ -473,19 +771,22 @@ impl Compactor {
 
     /// True if and only if every commit of the segment at `seg` is already in `minute`
     /// (a retried upload that landed late), or the segment is gone.
-    async fn repeats(&self, seg: &Path, minute: &Whole) -> bool {
-        let s = match read_whole(&self.bucket, seg).await {
+    async fn repeats(&self, seg: &Path, minute: &Spooled) -> bool {
+        let s = match spool(&self.bucket, seg, false, &self.tmp_dir).await {
             Ok(s) => s,
             Err(e) => return e.is_not_found(),
         };
-        s.sections.iter().all(|sec| {
-            minute.sections.iter().any(|m| {
-                m.connector == sec.connector && m.generation == sec.generation && {
-                    let have: BTreeSet<_> = std::iter::once(m.prev)
-                        .chain(m.commits.iter().map(|c| c.after))
-                        .collect();
-                    have.contains(&sec.prev) && sec.commits.iter().all(|c| have.contains(&c.after))
-                }
+        s.parts.iter().all(|sec| {
+            minute.parts.iter().any(|m| {
+                m.entry.connector == sec.entry.connector
+                    && m.entry.generation == sec.entry.generation
+                    && {
+                        let have: BTreeSet<_> = std::iter::once(m.entry.prev)
+                            .chain(m.heads.iter().map(|c| c.after))
+                            .collect();
+                        have.contains(&sec.entry.prev)
+                            && sec.heads.iter().all(|c| have.contains(&c.after))
+                    }
             })
         })
     }
@@ -523,7 +824,7 @@ impl Compactor {
                 continue;
             }
             let mut parts = Vec::new();
-            let mut sections = Vec::new();
+            let mut objects = Vec::new();
             let mut sources = Vec::new();
             let mut unreadable: Vec<Gap> = Vec::new();
             for l in &segs {
@@ -532,14 +833,12 @@ impl Compactor {
                 };
                 let got = match self.read.remove(&l.key) {
                     Some(x) => Ok(x),
-                    None => read_whole(&self.bucket, &l.key)
-                        .await
-                        .map(|w| (w.header.runs(), w.sections)),
+                    None => self.spool(&l.key).await,
                 };
                 match got {
-                    Ok((runs, secs)) => {
-                        parts.push((runs, Vec::new()));
-                        sections.extend(secs);
+                    Ok(o) => {
+                        parts.push((o.header.runs(), Vec::new()));
+                        objects.push(o);
                         sources.push(name_of(&l.key));
                     }
                     Err(e) if e.is_not_found() => {
@@ -560,10 +859,6 @@ impl Compactor {
             }
             let (runs, mut gaps) = runs_and_gaps(&parts);
             gaps.extend(unreadable);
-            let chained: Vec<Section> = group(sections)
-                .into_iter()
-                .flat_map(fmt::chain_sections)
-                .collect();
             let w = WindowName {
                 start: m,
                 end: windows::minute_end(m),
@@ -580,7 +875,7 @@ impl Compactor {
                 gaps,
                 sources,
             };
-            let back = match self.write_window(w, meta, chained).await {
+            let back = match self.write_window(w, meta, objects, false).await {
                 Ok(b) => b,
                 Err(e) => {
                     r.problems.push(format!("{e}"));
@@ -655,14 +950,14 @@ impl Compactor {
             return Ok(r);
         }
         let mut parts = Vec::new();
-        let mut sections = Vec::new();
+        let mut objects = Vec::new();
         let mut sources = Vec::new();
+        let spilled = self.spilled;
         for l in &segs {
             if !self.read.contains_key(&l.key) {
-                match read_whole(&self.bucket, &l.key).await {
-                    Ok(w) => {
-                        self.read
-                            .insert(l.key.clone(), (w.header.runs(), w.sections));
+                match self.spool(&l.key).await {
+                    Ok(o) => {
+                        self.read.insert(l.key.clone(), o);
                     }
                     Err(e) => {
                         // The minute's compaction records it; a partial never hides it.
@@ -671,19 +966,12 @@ impl Compactor {
                     }
                 }
             }
-            let (runs, secs) = &self.read[&l.key];
-            parts.push((runs.clone(), Vec::new()));
-            sections.extend(secs.iter().cloned());
+            let o = &self.read[&l.key];
+            parts.push((o.header.runs(), Vec::new()));
+            objects.push(o.clone());
             sources.push(name_of(&l.key));
         }
         let (runs, gaps) = runs_and_gaps(&parts);
-        let chained: Vec<Section> = crate::blocking::blocking(move || {
-            Ok(group(sections)
-                .into_iter()
-                .flat_map(fmt::chain_sections)
-                .collect())
-        })
-        .await?;
         let w = WindowName {
             start: m,
             end,
@@ -700,7 +988,9 @@ impl Compactor {
             gaps,
             sources,
         };
-        if let Err(e) = self.write_window(w, meta, chained).await {
+        let written = self.write_window(w, meta, objects, false).await;
+        r.spilled = self.spilled - spilled;
+        if let Err(e) = written {
             r.problems.push(format!("{e}"));
             return Ok(r);
         }
@@ -778,14 +1068,14 @@ impl Compactor {
             }
             let c = stream::chain(p, false, Until::Before(e), &self.index);
             let mut parts = Vec::new();
-            let mut sections = Vec::new();
+            let mut objects = Vec::new();
             let mut sources = Vec::new();
             let mut failed = None;
             for l in &c.objects {
-                match read_whole(&self.bucket, &l.key).await {
-                    Ok(w) => {
-                        parts.push((w.header.runs(), w.header.gaps().to_vec()));
-                        sections.extend(w.sections);
+                match self.spool(&l.key).await {
+                    Ok(o) => {
+                        parts.push((o.header.runs(), o.header.gaps().to_vec()));
+                        objects.push(o);
                         sources.push(name_of(&l.key));
                     }
                     Err(err) => {
@@ -804,14 +1094,6 @@ impl Compactor {
                 continue;
             }
             let (runs, gaps) = runs_and_gaps(&parts);
-            let merged: Vec<Section> = crate::blocking::blocking(move || {
-                Ok(group(sections)
-                    .into_iter()
-                    .flat_map(fmt::chain_sections)
-                    .map(fmt::merge_section)
-                    .collect())
-            })
-            .await?;
             let w = WindowName {
                 start: p,
                 end: e,
@@ -828,7 +1110,7 @@ impl Compactor {
                 gaps,
                 sources,
             };
-            match self.write_window(w, meta, merged).await {
+            match self.write_window(w, meta, objects, true).await {
                 Ok(_) => r.marks += 1,
                 Err(err) => {
                     all_written = false;
@@ -1099,4 +1381,160 @@ pub fn prune_settled(now: Time) -> Time {
 /// the cut-off (its base is the chain start retention keeps).
 pub fn horizon(cutoff: Time) -> Time {
     windows::day_of(cutoff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::stream::{Commit, Section};
+    use rand::{Rng, RngExt, SeedableRng, rngs::StdRng};
+
+    fn org() -> OrgSlug {
+        OrgSlug::parse("acme").unwrap()
+    }
+
+    /// Commits of random pages (some past a spool's threshold), sizes shrinking and
+    /// growing back, `after` numbered from `first`.
+    fn commits(rng: &mut StdRng, first: u128, n: usize) -> Vec<Commit> {
+        (0..n)
+            .map(|k| {
+                let db_pages = rng.random_range(40..140u32);
+                let mut pgnos: Vec<u32> = (1..=db_pages)
+                    .filter(|_| rng.random_range(0..3) == 0)
+                    .collect();
+                pgnos.dedup();
+                Commit {
+                    time_ms: 1000 + (first as i64) * 10 + k as i64,
+                    db_pages,
+                    after: ChainSum(first + k as u128),
+                    pages: pgnos
+                        .into_iter()
+                        .map(|p| {
+                            let mut page = vec![0u8; 4096];
+                            rng.fill_bytes(&mut page[..64]);
+                            (p, page)
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn section(conn: ConnectorId, generation: &str, prev: u128, commits: Vec<Commit>) -> Section {
+        Section {
+            connector: conn,
+            generation: generation.to_string(),
+            page_size: 4096,
+            prev: ChainSum(prev),
+            commits,
+        }
+    }
+
+    /// Compaction's streamed path (segments read through into spools, sections chained
+    /// and merged from them) writes what the in-memory rule writes: chaining trims a
+    /// retried upload and keeps a break, merging keeps the newest image of each page and
+    /// zeros for a page cut off and grown back. Seeded (`HUBVAULT_SEED` to replay).
+    #[test]
+    fn sections_composed_from_spools_equal_the_in_memory_chain_and_merge() {
+        let seed = std::env::var("HUBVAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random::<u64>);
+        eprintln!("HUBVAULT_SEED={seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (ConnectorId::random(), ConnectorId::random());
+        let (ga, gb) = (fmt::new_generation(), fmt::new_generation());
+        let a1 = commits(&mut rng, 10, 3);
+        let mut a2 = a1.clone();
+        a2.extend(commits(&mut rng, 13, 2));
+        let a3 = commits(&mut rng, 15, 2);
+        let segments = [
+            vec![
+                section(a, &ga, 9, a1),
+                section(b, &gb, 99, commits(&mut rng, 100, 1)),
+            ],
+            // A retried upload: the first attempt's commits again, and two more.
+            vec![section(a, &ga, 9, a2)],
+            // A break for b.
+            vec![
+                section(b, &gb, 500, commits(&mut rng, 501, 2)),
+                section(a, &ga, 14, a3),
+            ],
+        ];
+        let mut sources = Vec::new();
+        let mut all: Vec<Section> = Vec::new();
+        for (i, secs) in segments.iter().enumerate() {
+            let bytes =
+                fmt::encode_segment(&org(), DatahubId::random(), "0a0b0c0d", i as u64, 5, secs)
+                    .unwrap();
+            let s = spool_from(&mut &bytes[..], "seg", true, dir.path()).unwrap();
+            assert_eq!(s.parts.len(), secs.len());
+            sources.push(std::sync::Arc::new(s));
+            all.extend(secs.iter().cloned());
+        }
+        assert!(
+            sources.iter().any(|s| s.spilled() > 0),
+            "a source past the threshold is in a temp file"
+        );
+        // The in-memory rule: grouped by connector and generation, chained, merged.
+        let grouped: Vec<Vec<Section>> = [a, b]
+            .iter()
+            .map(|c| all.iter().filter(|s| s.connector == *c).cloned().collect())
+            .collect();
+        for merge in [false, true] {
+            let want: Vec<Section> = grouped
+                .iter()
+                .cloned()
+                .flat_map(fmt::chain_sections)
+                .map(|s| if merge { fmt::merge_section(s) } else { s })
+                .collect();
+            let (entries, bodies) = compose(&sources, merge, dir.path()).unwrap();
+            let meta = CompactMeta {
+                org: org(),
+                datahub: DatahubId::random(),
+                level: if merge { LEVEL_MERGED } else { LEVEL_MINUTE },
+                start_ms: 0,
+                end_ms: 60_000,
+                time_ms: 1,
+                runs: vec![],
+                gaps: vec![],
+                sources: vec![],
+            };
+            let mut header = fmt::compact_header(&meta, entries);
+            let mut out = Vec::new();
+            fmt::assemble_compact_to(&mut header, &mut bodies.reader().unwrap(), &mut out).unwrap();
+            let h = fmt::decode_compact_header(&out, "minute").unwrap();
+            let got: Vec<Section> = h
+                .sections
+                .iter()
+                .map(|e| fmt::decode_section(&out, e, "minute").unwrap())
+                .collect();
+            assert_eq!(got.len(), want.len(), "merge {merge}");
+            assert_eq!(got, want, "merge {merge}");
+            // The table says what encode_compact's says (the compressed bytes differ:
+            // streamed zstd frames).
+            let whole = fmt::encode_compact(&meta, &want).unwrap();
+            let h2 = fmt::decode_compact_header(&whole, "m").unwrap();
+            let said = |h: &fmt::CompactHeader| -> Vec<_> {
+                h.sections
+                    .iter()
+                    .map(|e| {
+                        let e = e.clone();
+                        (
+                            e.connector,
+                            e.generation,
+                            e.prev,
+                            e.after,
+                            e.commits,
+                            e.first_ms,
+                            e.last_ms,
+                            e.plain,
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(said(&h2), said(&h), "merge {merge}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub mod rewrite;
 pub mod safedir;
 pub mod snapshot;
 pub mod spelling;
+pub mod spill;
 pub mod sqltext;
 #[cfg(test)]
 pub(crate) mod testdb;

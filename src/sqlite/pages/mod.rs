@@ -33,6 +33,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::model::stream::{PageTable, page_hash};
 use crate::sqlite::fsio::side_path;
+use crate::sqlite::spill::Spill;
 use wal::{WalHeader, WalPos, read_full};
 
 /// Where a lock-free image goes as it is read. A page may come more than once (the
@@ -102,6 +103,89 @@ impl Sink for DiffSink<'_> {
         }
         self.diff.db_pages = db_pages;
         self.diff.pages = pages;
+        Ok(())
+    }
+}
+
+/// A [`Sink`] like [`DiffSink`] whose pages live in a [`Spill`] (a temp file of ours past
+/// a few MiB): a resync after a VACUUM differs in every page, and memory must stay flat
+/// in that. The index holds 12 bytes a page given; [`SpillSink::changed`] hands the
+/// pages that differ from the table out in page order, one at a time.
+pub struct SpillSink {
+    spill: Spill,
+    at: std::collections::BTreeMap<u32, u64>,
+    page_size: u32,
+    db_pages: u32,
+    file_pages: u32,
+}
+
+impl SpillSink {
+    pub fn new(dir: &Path, spill_at: usize) -> SpillSink {
+        SpillSink {
+            spill: Spill::new(dir, spill_at),
+            at: Default::default(),
+            page_size: 0,
+            db_pages: 0,
+            file_pages: 0,
+        }
+    }
+
+    /// True if the pages went to a temp file.
+    pub fn spilled(&self) -> bool {
+        self.spill.spilled()
+    }
+
+    /// The image's size in pages (after [`Sink::finish`]).
+    pub fn db_pages(&self) -> u32 {
+        self.db_pages
+    }
+
+    /// Calls `each(pgno, page, hash)` in page order for every page of the image that
+    /// differs from `table` (as [`DiffSink`] keeps them).
+    pub fn changed(
+        &self,
+        table: &PageTable,
+        mut each: impl FnMut(u32, &[u8], u128) -> Result<()>,
+    ) -> Result<()> {
+        let ps = self.page_size;
+        let same_size = table.page_size() == ps;
+        let mut page = vec![0u8; ps as usize];
+        for p in 1..=self.db_pages {
+            match self.at.get(&p) {
+                Some(off) => self.spill.read_at(*off, &mut page)?,
+                None if p <= self.file_pages => continue, // same as the table
+                None => page.fill(0),
+            }
+            let h = page_hash(p, &page);
+            if !same_size || table.get(p) != Some(h) {
+                each(p, &page, h)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for SpillSink {
+    fn restart(&mut self, page_size: u32) -> Result<()> {
+        self.spill.truncate(0)?;
+        self.at.clear();
+        self.page_size = page_size;
+        Ok(())
+    }
+
+    fn page(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
+        match self.at.get(&pgno) {
+            Some(off) => self.spill.patch(*off, page),
+            None => {
+                self.at.insert(pgno, self.spill.len());
+                self.spill.write(page)
+            }
+        }
+    }
+
+    fn finish(&mut self, db_pages: u32, file_pages: u32) -> Result<()> {
+        self.db_pages = db_pages;
+        self.file_pages = file_pages;
         Ok(())
     }
 }
@@ -234,6 +318,21 @@ pub struct WalImage {
     pub pos: Option<WalPos>,
     /// With no WAL: the `-shm` salts that the next WAL's header will carry.
     pub shm: Option<[u8; 8]>,
+}
+
+/// The `-wal` descriptor a tail was indexed from ([`Source::wal_tail_index`]).
+pub struct WalFrames {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+impl WalFrames {
+    /// The page of frame `n` of the WAL with header `h` into `page`; false if that slot
+    /// no longer holds it (the WAL was restarted and rewritten since it was indexed).
+    pub fn read(&self, h: &WalHeader, n: u64, pgno: u32, page: &mut [u8]) -> Result<bool> {
+        wal::read_frame(&self.file, h, n, pgno, page)
+            .map_err(|e| Error::io(&self.path, "cannot read the -wal", e))
+    }
 }
 
 /// A side file (`-wal`, `-shm`) kept open while its inode stays the one at its path.
@@ -415,7 +514,36 @@ impl Source {
         }
     }
 
-    /// True if and only if a `-wal` file with a valid header is there now.
+    /// [`Source::wal_tail`] without the pages: where each commit's newest image of each
+    /// page lies, and the `-wal` descriptor they lie in (read them with
+    /// [`WalFrames::read`]: from that descriptor, so a WAL deleted meanwhile by the last
+    /// connection's close still gives them). A commit of any size costs a few bytes a
+    /// page here.
+    pub fn wal_tail_index(
+        &mut self,
+        pos: &WalPos,
+    ) -> Result<(wal::Tail<wal::IndexedCommit>, Option<WalFrames>)> {
+        let path = self.path.clone();
+        if self
+            .wal
+            .current()
+            .map_err(|e| Error::io(&path, "cannot open the -wal", e))?
+            .is_none()
+        {
+            return Ok((wal::Tail::Discontinuous("the -wal file is gone"), None));
+        }
+        let f = self
+            .wal
+            .open
+            .as_ref()
+            .map(|(f, _)| f.clone())
+            .expect("current");
+        let tail = wal::read_after_indexed(&f, pos)
+            .map_err(|e| Error::io(&path, "cannot read the -wal", e))?;
+        Ok((tail, Some(WalFrames { file: f, path })))
+    }
+
+    /// True if and only if a `-wal` file with a valid header is there now.    /// True if and only if a `-wal` file with a valid header is there now.
     pub fn wal_has_header(&mut self) -> bool {
         matches!(self.wal_header(), Ok(Some(_)))
     }

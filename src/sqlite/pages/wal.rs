@@ -120,11 +120,19 @@ pub struct WalCommit {
     pub pages: BTreeMap<u32, Vec<u8>>,
 }
 
+/// One commit found in the WAL, without its pages: (page number, frame number of the
+/// newest image of that page in the commit), in page order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedCommit {
+    pub db_pages: u32,
+    pub frames: Vec<(u32, u64)>,
+}
+
 /// What reading after a position found.
 #[derive(Debug)]
-pub enum Tail {
+pub enum Tail<C = WalCommit> {
     /// Zero or more commits, and the position after the last one.
-    Commits(Vec<WalCommit>, WalPos),
+    Commits(Vec<C>, WalPos),
     /// The header is not the position's (a restart), or the file is shorter than the
     /// position (a truncation): continuity from the position cannot be proven.
     Discontinuous(&'static str),
@@ -136,13 +144,26 @@ const BATCH_FRAMES: u64 = 64;
 /// Reads the committed frames after `pos`. Never fails on a partly written frame: it
 /// is simply not taken yet.
 pub fn read_after(wal: &File, pos: &WalPos) -> std::io::Result<Tail> {
+    read_after_with(wal, pos, scan)
+}
+
+/// [`read_after`] without the pages ([`IndexedCommit`]).
+pub fn read_after_indexed(wal: &File, pos: &WalPos) -> std::io::Result<Tail<IndexedCommit>> {
+    read_after_with(wal, pos, scan_index)
+}
+
+/// How the frames after a position are read: the commits, the position after the last
+/// one, and the number of valid frames from the WAL's start.
+type Scan<C> = fn(&File, &WalPos, u64) -> std::io::Result<(Vec<C>, WalPos, u64)>;
+
+fn read_after_with<C>(wal: &File, pos: &WalPos, scan: Scan<C>) -> std::io::Result<Tail<C>> {
     let mut raw = [0u8; HEADER];
     let n = read_full(wal, &mut raw, 0)?;
     if n < HEADER {
         return Ok(Tail::Discontinuous("the WAL has no header (truncated)"));
     }
     if raw != pos.header.raw {
-        return across_restart(wal, pos, &raw);
+        return across_restart(wal, pos, &raw, scan);
     }
     let len = wal.metadata()?.len();
     let fs = pos.header.frame_size();
@@ -161,7 +182,12 @@ pub fn read_after(wal: &File, pos: &WalPos) -> std::io::Result<Tail> {
 /// the frame after our position was never written in the old WAL (it is still there,
 /// not yet overwritten by the new one, and not a valid old frame), nothing was missed:
 /// the new WAL's frames follow our position. Anything else is discontinuous.
-fn across_restart(wal: &File, pos: &WalPos, raw: &[u8]) -> std::io::Result<Tail> {
+fn across_restart<C>(
+    wal: &File,
+    pos: &WalPos,
+    raw: &[u8],
+    scan: Scan<C>,
+) -> std::io::Result<Tail<C>> {
     let restarted = Tail::Discontinuous("the WAL header changed (restart)");
     let Some(new) = WalHeader::parse(raw) else {
         return Ok(restarted);
@@ -281,6 +307,40 @@ pub fn scan(wal: &File, pos: &WalPos, len: u64) -> std::io::Result<(Vec<WalCommi
             commits.push(WalCommit {
                 db_pages: f.size_after,
                 pages,
+            });
+            committed = WalPos {
+                header: h,
+                frames: f.n,
+                checksum: f.checksum,
+            };
+        }
+    })?;
+    Ok((commits, committed, valid))
+}
+
+/// [`scan`] without the pages: memory is a few bytes per frame, whatever the commit's
+/// size.
+pub fn scan_index(
+    wal: &File,
+    pos: &WalPos,
+    len: u64,
+) -> std::io::Result<(Vec<IndexedCommit>, WalPos, u64)> {
+    let h = pos.header;
+    let mut commits = Vec::new();
+    let mut committed = *pos;
+    let mut pending: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut valid = pos.frames;
+    walk(wal, &h, pos.frames, pos.checksum, len, None, |f| {
+        valid = f.n;
+        pending.insert(f.pgno, f.n);
+        if f.size_after != 0 {
+            let frames = std::mem::take(&mut pending)
+                .into_iter()
+                .filter(|(p, _)| *p <= f.size_after)
+                .collect();
+            commits.push(IndexedCommit {
+                db_pages: f.size_after,
+                frames,
             });
             committed = WalPos {
                 header: h,
