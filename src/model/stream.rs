@@ -1058,19 +1058,7 @@ pub fn compact_header(meta: &CompactMeta, sections: Vec<SectionEntry>) -> Compac
 /// the segment's layout, so one section reads alone the same way.
 pub fn encode_compact(meta: &CompactMeta, sections: &[Section]) -> Result<Vec<u8>> {
     let (entries, bodies) = encode_sections(sections, meta.end_ms)?;
-    let mut header = CompactHeader {
-        format: FORMAT,
-        org: meta.org.clone(),
-        datahub: meta.datahub,
-        level: meta.level,
-        start_ms: meta.start_ms,
-        end_ms: meta.end_ms,
-        time_ms: meta.time_ms,
-        runs: meta.runs.clone(),
-        gaps: meta.gaps.clone(),
-        sources: meta.sources.clone(),
-        sections: entries,
-    };
+    let mut header = compact_header(meta, entries);
     Ok(assemble(
         COMPACT_MAGIC,
         &mut header,

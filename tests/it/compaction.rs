@@ -1244,22 +1244,7 @@ fn large_databases_restore_exactly(tb: &TestBucket) {
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
     let mut dbs = sim_dbs(hub.path());
-    let blob = |rng: &mut StdRng| -> Vec<u8> {
-        let mut b = vec![0u8; 8000];
-        rand::Rng::fill_bytes(rng, &mut b);
-        b
-    };
-    for db in dbs.iter_mut() {
-        let tx = db.conn.unchecked_transaction().unwrap();
-        for i in 0..1500i64 {
-            tx.execute(
-                "INSERT INTO cdc_rows VALUES (?1, ?2)",
-                rusqlite::params![1_000_000 + i, blob(&mut rng)],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-    }
+    grow_past_every_buffer(&mut dbs, &mut rng);
     let day = start_of_sim_day() + TimeDelta::days(1);
     let t0 = day - TimeDelta::minutes(2);
     let clock = ManualClock::new(t0);
@@ -1284,7 +1269,7 @@ fn large_databases_restore_exactly(tb: &TestBucket) {
                     db.conn
                         .execute(
                             "UPDATE cdc_rows SET payload = ?1 WHERE id = ?2",
-                            rusqlite::params![blob(&mut rng), id],
+                            rusqlite::params![random_blob(&mut rng), id],
                         )
                         .unwrap();
                 }
@@ -1361,22 +1346,7 @@ fn large_minute_compaction_spills(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let spool = tempfile::tempdir().unwrap();
     let mut dbs = sim_dbs(hub.path());
-    let blob = |rng: &mut StdRng| -> Vec<u8> {
-        let mut b = vec![0u8; 8000];
-        rand::Rng::fill_bytes(rng, &mut b);
-        b
-    };
-    for db in dbs.iter_mut() {
-        let tx = db.conn.unchecked_transaction().unwrap();
-        for i in 0..1500i64 {
-            tx.execute(
-                "INSERT INTO cdc_rows VALUES (?1, ?2)",
-                rusqlite::params![1_000_000 + i, blob(&mut rng)],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-    }
+    grow_past_every_buffer(&mut dbs, &mut rng);
     let m0 = start_of_sim_day() + TimeDelta::hours(5);
     let clock = ManualClock::new(m0 + TimeDelta::seconds(5));
     let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
@@ -1393,7 +1363,7 @@ fn large_minute_compaction_spills(tb: &TestBucket) {
             for i in 0..1500i64 {
                 tx.execute(
                     "UPDATE cdc_rows SET payload = ?1 WHERE id = ?2",
-                    rusqlite::params![blob(&mut rng), 1_000_000 + i],
+                    rusqlite::params![random_blob(&mut rng), 1_000_000 + i],
                 )
                 .unwrap();
             }
@@ -1471,4 +1441,27 @@ both!(
 
 fn stamp_of(t: Time) -> String {
     hubvault::model::layout::stamp(t)
+}
+
+/// 1,500 rows of 8,000 random bytes into each simulated database, one transaction each:
+/// ~12 MB a database, larger than every buffer and than the spill threshold.
+fn grow_past_every_buffer(dbs: &mut [SimDb], rng: &mut StdRng) {
+    for db in dbs.iter_mut() {
+        let tx = db.conn.unchecked_transaction().unwrap();
+        for i in 0..1500i64 {
+            tx.execute(
+                "INSERT INTO cdc_rows VALUES (?1, ?2)",
+                rusqlite::params![1_000_000 + i, random_blob(rng)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+}
+
+/// 8,000 random bytes: a page and more, which no compression shrinks.
+fn random_blob(rng: &mut StdRng) -> Vec<u8> {
+    let mut b = vec![0u8; 8000];
+    rand::Rng::fill_bytes(rng, &mut b);
+    b
 }
