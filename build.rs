@@ -27,7 +27,8 @@ fn main() {
         eprintln!(
             "hubvault needs the bundled SQLite built with SQLITE_ENABLE_SNAPSHOT, and LIBSQLITE3_FLAGS is {flags:?}.\n\
              Run cargo from the project directory (its .cargo/config.toml sets it), or set\n\
-             LIBSQLITE3_FLAGS=\"-DSQLITE_ENABLE_SNAPSHOT\" (plus any flags of your own) in the environment."
+             LIBSQLITE3_FLAGS=\"-DSQLITE_ENABLE_SNAPSHOT -DSQLITE_ENABLE_DBPAGE_VTAB\" (plus any flags of your own) in\n\
+             the environment (SQLITE_ENABLE_DBPAGE_VTAB: without it `remap` in place takes the slower SQL rewrite)."
         );
         std::process::exit(1);
     }

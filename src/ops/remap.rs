@@ -91,7 +91,7 @@ pub fn remap_file(
     }
     let Some(out) = output else {
         let mut conn = db::open_read_write(db_path)?;
-        let done = rewrite::apply(&mut conn, db_path, from, to, accept_unrewritten)?;
+        let done = rewrite::apply_switched(&mut conn, db_path, from, to, accept_unrewritten)?;
         conn.close()
             .map_err(|(_, e)| Error::sqlite(db_path, "cannot close", e))?;
         return Ok(report(done, None));

@@ -390,7 +390,16 @@ pub fn with_structure_check<T>(
 /// The structural half of [`check_integrity`]: `integrity_check`, or `quick_check` over
 /// the size limit ([`check_for`]). Returns which ran.
 pub fn check_structure(conn: &Connection, path: &Path, size: u64) -> Result<&'static str> {
-    let pragma = check_for(size);
+    check_structure_with(conn, path, check_for(size))
+}
+
+/// `PRAGMA pragma` (`integrity_check` or `quick_check`): the verdict of
+/// [`check_structure`] with the check chosen by the caller.
+pub fn check_structure_with(
+    conn: &Connection,
+    path: &Path,
+    pragma: &'static str,
+) -> Result<&'static str> {
     let bad = |detail: String| {
         Error::db(
             path,

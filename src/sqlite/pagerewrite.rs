@@ -34,6 +34,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use rusqlite::Connection;
+
 use crate::sqlite::idfn::{ColTally, reads_as_number};
 use crate::sqlite::spelling::{Kind, Matcher};
 
@@ -116,10 +118,16 @@ fn header(file: &File, path: &Path) -> Result<Header, Stop> {
     }
     let mut h = [0u8; 100];
     file.read_exact_at(&mut h, 0)?;
-    if &h[..16] != b"SQLite format 3\0" {
+    header_of(&h, len)
+}
+
+/// The header fields of a database whose first 100 bytes are `h` and whose size is
+/// `len` bytes.
+fn header_of(h: &[u8; 100], len: u64) -> Result<Header, Stop> {
+    if len < 512 || &h[..16] != b"SQLite format 3\0" {
         return refuse("not an SQLite 3 file");
     }
-    let page_size = match u16_at(&h, 16) {
+    let page_size = match u16_at(h, 16) {
         1 => 65536,
         n if n >= 512 && n.is_power_of_two() => n,
         n => return refuse(format!("page size {n}")),
@@ -136,7 +144,7 @@ fn header(file: &File, path: &Path) -> Result<Header, Stop> {
     if h[21] != 64 || h[22] != 32 || h[23] != 32 {
         return refuse("unusual payload fractions");
     }
-    if len % page_size as u64 != 0 {
+    if !len.is_multiple_of(page_size as u64) {
         return refuse("the file is not a whole number of pages");
     }
     let file_pages = len / page_size as u64;
@@ -145,8 +153,8 @@ fn header(file: &File, path: &Path) -> Result<Header, Stop> {
     }
     let pages = file_pages as u32;
     // The in-header size is valid when the change counter equals "version-valid-for".
-    let in_header = u32_at(&h, 28);
-    if u32_at(&h, 24) == u32_at(&h, 92) && in_header != 0 && in_header != pages {
+    let in_header = u32_at(h, 28);
+    if u32_at(h, 24) == u32_at(h, 92) && in_header != 0 && in_header != pages {
         return refuse(format!(
             "the header says {in_header} pages, the file holds {pages}"
         ));
@@ -154,10 +162,10 @@ fn header(file: &File, path: &Path) -> Result<Header, Stop> {
     // Largest root page for auto-vacuum: pointer-map pages exist. Patching values in
     // place moves no page, so they would stay right, but they are not read here: refused
     // rather than walked past unchecked.
-    if u32_at(&h, 52) != 0 {
+    if u32_at(h, 52) != 0 {
         return refuse("auto_vacuum is on (pointer-map pages)");
     }
-    let text = match u32_at(&h, 56) {
+    let text = match u32_at(h, 56) {
         1 => Kind::Utf8Text,
         2 => Kind::Utf16LeText,
         3 => Kind::Utf16BeText,
@@ -211,9 +219,101 @@ struct Segment {
     len: usize,
 }
 
+/// Where a pass reads and writes whole pages (numbered from 1).
+trait Pages {
+    fn read(&mut self, n: u32, buf: &mut [u8]) -> std::io::Result<()>;
+    /// Writes `bytes` at offset `at` of page `n`.
+    fn write(&mut self, n: u32, at: usize, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+/// A file nobody else has open: pages read and written with `pread`/`pwrite`.
+struct FilePages<'a> {
+    file: &'a File,
+    page_size: u64,
+}
+
+impl Pages for FilePages<'_> {
+    fn read(&mut self, n: u32, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file
+            .read_exact_at(buf, (n as u64 - 1) * self.page_size)
+    }
+
+    fn write(&mut self, n: u32, at: usize, bytes: &[u8]) -> std::io::Result<()> {
+        self.file
+            .write_all_at(bytes, (n as u64 - 1) * self.page_size + at as u64)
+    }
+}
+
+/// The pages of the main database of a connection inside its write transaction, read and
+/// written through `sqlite_dbpage`: every write goes through SQLite's pager, so it is in
+/// the transaction's journal (or WAL) and is committed or rolled back with it, and other
+/// connections see the old pages until the commit.
+struct DbPages<'c> {
+    conn: &'c Connection,
+    page_size: usize,
+    /// A page read back for a partial write.
+    scratch: Vec<u8>,
+}
+
+impl DbPages<'_> {
+    const READ: &'static str = "SELECT data FROM sqlite_dbpage WHERE pgno = ?1";
+    const WRITE: &'static str = "UPDATE sqlite_dbpage SET data = ?2 WHERE pgno = ?1";
+
+    fn put(&mut self, n: u32, page: &[u8]) -> rusqlite::Result<usize> {
+        self.conn
+            .prepare_cached(Self::WRITE)?
+            .execute(rusqlite::params![n, page])
+    }
+}
+
+impl Pages for DbPages<'_> {
+    fn read(&mut self, n: u32, buf: &mut [u8]) -> std::io::Result<()> {
+        let len = self
+            .conn
+            .prepare_cached(Self::READ)
+            .and_then(|mut st| {
+                st.query_row([n], |r| {
+                    let b = r.get_ref(0)?.as_blob()?;
+                    if b.len() == buf.len() {
+                        buf.copy_from_slice(b);
+                    }
+                    Ok(b.len())
+                })
+            })
+            .map_err(|e| std::io::Error::other(format!("sqlite_dbpage, page {n}: {e}")))?;
+        if len != buf.len() {
+            return Err(std::io::Error::other(format!(
+                "sqlite_dbpage gave {len} bytes for page {n}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, n: u32, at: usize, bytes: &[u8]) -> std::io::Result<()> {
+        let mut page = std::mem::take(&mut self.scratch);
+        let whole = at == 0 && bytes.len() == self.page_size;
+        if !whole {
+            page.resize(self.page_size, 0);
+            self.read(n, &mut page)?;
+            page[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        let put = self.put(n, if whole { bytes } else { &page });
+        self.scratch = page;
+        match put {
+            Ok(1) => Ok(()),
+            Ok(k) => Err(std::io::Error::other(format!(
+                "sqlite_dbpage wrote {k} rows for page {n}"
+            ))),
+            Err(e) => Err(std::io::Error::other(format!(
+                "sqlite_dbpage, writing page {n}: {e}"
+            ))),
+        }
+    }
+}
+
 /// The pages read and written, and the one-use-per-page rule.
 struct Pager<'a> {
-    file: &'a File,
+    pages: &'a mut dyn Pages,
     h: Header,
     /// One bit per page: already used by a B-tree or an overflow chain in this pass.
     seen: Vec<u64>,
@@ -222,9 +322,9 @@ struct Pager<'a> {
 }
 
 impl<'a> Pager<'a> {
-    fn new(file: &'a File, h: Header) -> Pager<'a> {
+    fn new(pages: &'a mut dyn Pages, h: Header) -> Pager<'a> {
         Pager {
-            file,
+            pages,
             h,
             seen: vec![0; (h.pages as usize).div_ceil(64) + 1],
             lock_page: (1u64 << 30) / h.page_size as u64 + 1,
@@ -244,19 +344,17 @@ impl<'a> Pager<'a> {
         Ok(())
     }
 
-    fn read(&self, n: u32, buf: &mut [u8]) -> Result<(), Stop> {
-        self.file
-            .read_exact_at(buf, (n as u64 - 1) * self.h.page_size as u64)?;
+    fn read(&mut self, n: u32, buf: &mut [u8]) -> Result<(), Stop> {
+        self.pages.read(n, buf)?;
         Ok(())
     }
 
-    fn write(&self, n: u32, at: usize, bytes: &[u8]) -> Result<(), Stop> {
+    fn write(&mut self, n: u32, at: usize, bytes: &[u8]) -> Result<(), Stop> {
         // Checked again here: whatever the caller computed, nothing lands past its page.
         if at + bytes.len() > self.h.page_size || n < 2 || n > self.h.pages {
             return refuse("a write past its page");
         }
-        self.file
-            .write_all_at(bytes, (n as u64 - 1) * self.h.page_size as u64 + at as u64)?;
+        self.pages.write(n, at, bytes)?;
         Ok(())
     }
 }
@@ -265,6 +363,25 @@ impl<'a> Pager<'a> {
 struct Rewrite<'m> {
     m: &'m Matcher,
     done: Done,
+}
+
+impl<'m> Rewrite<'m> {
+    fn new(m: &'m Matcher, tables: &[TableSpec]) -> Rewrite<'m> {
+        Rewrite {
+            m,
+            done: Done {
+                tallies: tables
+                    .iter()
+                    .map(|s| vec![ColTally::default(); s.columns.len()])
+                    .collect(),
+                changed: tables
+                    .iter()
+                    .map(|s| vec![false; s.columns.len()])
+                    .collect(),
+                pages_written: 0,
+            },
+        }
+    }
 }
 
 /// One pass over the B-tree of table `t`.
@@ -567,44 +684,120 @@ pub fn rewrite_file(path: &Path, m: &Matcher, tables: &[TableSpec]) -> std::io::
         .open(path)?;
     let run = || -> Result<Done, Stop> {
         let h = header(&file, path)?;
-        // First pass: structure only. Nothing is written unless all of it holds.
-        let t0 = std::time::Instant::now();
-        let mut p = Pager::new(&file, h);
-        for (t, spec) in tables.iter().enumerate() {
-            walk_table(&mut p, spec, t, None, Some(m))?;
-        }
-        tracing::debug!("pagerewrite: structure pass took {:?}", t0.elapsed());
-        let mut r = Rewrite {
-            m,
-            done: Done {
-                tallies: tables
-                    .iter()
-                    .map(|s| vec![ColTally::default(); s.columns.len()])
-                    .collect(),
-                changed: tables
-                    .iter()
-                    .map(|s| vec![false; s.columns.len()])
-                    .collect(),
-                pages_written: 0,
-            },
+        let mut pages = FilePages {
+            file: &file,
+            page_size: h.page_size as u64,
         };
-        let mut p = Pager::new(&file, h);
-        for (t, spec) in tables.iter().enumerate() {
-            walk_table(&mut p, spec, t, Some(&mut r), None).map_err(|e| match e {
-                // The first pass checked all of it: a refusal now means the file changed.
-                Stop::Refuse(why) => Stop::Io(std::io::Error::other(format!(
-                    "the file changed during the rewrite: {why}"
-                ))),
-                e => e,
-            })?;
+        passes(&mut pages, h, m, tables)
+    };
+    outcome(run())
+}
+
+/// As [`rewrite_file`], on the main database of `conn`, which must be inside a write
+/// transaction (`BEGIN IMMEDIATE`), through `sqlite_dbpage`: the pages written are part
+/// of that transaction, so the caller checks the result and then commits, or rolls
+/// everything back. Other connections, other processes included, see the old pages until
+/// the commit. Unlike [`rewrite_file`], one pass checks and rewrites: on `Refused`, as on
+/// `Err`, some pages may have been written, so the caller rolls the transaction back
+/// (and may then take the SQL rewrite). Also `Refused` when this build of SQLite has no
+/// `sqlite_dbpage` or the connection may not write it (`SQLITE_DBCONFIG_DEFENSIVE` on).
+pub fn rewrite_in_transaction(
+    conn: &Connection,
+    m: &Matcher,
+    tables: &[TableSpec],
+) -> std::io::Result<Outcome> {
+    if conn.is_autocommit() {
+        return Err(std::io::Error::other(
+            "the page rewrite through sqlite_dbpage needs a write transaction (a bug)",
+        ));
+    }
+    let sql = |what: &str, e: rusqlite::Error| std::io::Error::other(format!("{what}: {e}"));
+    // A missing sqlite_dbpage (a build without SQLITE_ENABLE_DBPAGE_VTAB) fails here.
+    let page1: Vec<u8> = match conn
+        .prepare_cached(DbPages::READ)
+        .and_then(|mut st| st.query_row([1], |r| r.get(0)))
+    {
+        Ok(b) => b,
+        Err(e) => return Ok(Outcome::Refused(format!("sqlite_dbpage: {e}"))),
+    };
+    let pragma = |name: &str| -> std::io::Result<u64> {
+        conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+            .map_err(|e| sql(name, e))
+            .map(|v| v.max(0) as u64)
+    };
+    let (page_size, page_count) = (pragma("page_size")?, pragma("page_count")?);
+    if conn
+        .db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE)
+        .map_err(|e| sql("SQLITE_DBCONFIG_DEFENSIVE", e))?
+    {
+        return Ok(Outcome::Refused(
+            "the connection is in defensive mode: sqlite_dbpage is read-only".into(),
+        ));
+    }
+    let run = || -> Result<Done, Stop> {
+        let Some(h) = page1.first_chunk::<100>() else {
+            return refuse("page 1 is shorter than the header");
+        };
+        let h = header_of(h, page_count.saturating_mul(page_size))?;
+        if h.page_size as u64 != page_size {
+            return refuse("the header's page size is not the connection's");
         }
+        let mut pages = DbPages {
+            conn,
+            page_size: h.page_size,
+            scratch: Vec::new(),
+        };
+        // One pass that checks and rewrites at once: a refusal half-way is rolled back
+        // with the transaction, so nothing needs to be known before the first write.
+        let t0 = std::time::Instant::now();
+        let mut r = Rewrite::new(m, tables);
+        let mut p = Pager::new(&mut pages, h);
+        for (t, spec) in tables.iter().enumerate() {
+            walk_table(&mut p, spec, t, Some(&mut r), Some(m))?;
+        }
+        tracing::debug!(
+            "pagerewrite: one pass in the transaction took {:?}",
+            t0.elapsed()
+        );
         Ok(r.done)
     };
-    match run() {
+    outcome(run())
+}
+
+fn outcome(r: Result<Done, Stop>) -> std::io::Result<Outcome> {
+    match r {
         Ok(done) => Ok(Outcome::Done(done)),
         Err(Stop::Refuse(why)) => Ok(Outcome::Refused(why)),
         Err(Stop::Io(e)) => Err(e),
     }
+}
+
+/// The two passes over `pages`: structure only, then, if all of it holds, the rewrite.
+fn passes(
+    pages: &mut dyn Pages,
+    h: Header,
+    m: &Matcher,
+    tables: &[TableSpec],
+) -> Result<Done, Stop> {
+    // First pass: structure only. Nothing is written unless all of it holds.
+    let t0 = std::time::Instant::now();
+    let mut p = Pager::new(pages, h);
+    for (t, spec) in tables.iter().enumerate() {
+        walk_table(&mut p, spec, t, None, Some(m))?;
+    }
+    tracing::debug!("pagerewrite: structure pass took {:?}", t0.elapsed());
+    let mut r = Rewrite::new(m, tables);
+    let mut p = Pager::new(pages, h);
+    for (t, spec) in tables.iter().enumerate() {
+        walk_table(&mut p, spec, t, Some(&mut r), None).map_err(|e| match e {
+            // The first pass checked all of it: a refusal now means the pages changed.
+            Stop::Refuse(why) => Stop::Io(std::io::Error::other(format!(
+                "the pages changed during the rewrite: {why}"
+            ))),
+            e => e,
+        })?;
+    }
+    Ok(r.done)
 }
 
 #[cfg(test)]

@@ -996,11 +996,77 @@ pub fn apply(
     to: Ids,
     accept_unrewritten: bool,
 ) -> Result<RewritePlan> {
+    apply_with(
+        conn,
+        path,
+        from,
+        to,
+        |conn, plan| rewrite_in_transaction(conn, path, plan, accept_unrewritten),
+        |plan| plan,
+    )
+}
+
+/// [`apply`], or with [`page_rewrite_on`] first [`apply_pages`]; when the page rewrite
+/// refuses the database (its transaction was rolled back, nothing changed), the SQL
+/// rewrite of [`apply`] runs instead. For a database others may have open (`remap` in
+/// place): nothing is visible to them before the commit, and on any error nothing
+/// changed.
+pub fn apply_switched(
+    conn: &mut Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    accept_unrewritten: bool,
+) -> Result<RewritePlan> {
+    if page_rewrite_on() {
+        match apply_pages(conn, path, from, to, accept_unrewritten)? {
+            Ok(plan) => return Ok(plan),
+            Err(why) => tracing::debug!(
+                "rewrite: the page rewrite refused ({why}): the SQL rewrite instead"
+            ),
+        }
+    }
+    apply(conn, path, from, to, accept_unrewritten)
+}
+
+/// As [`apply`], with the rewrite done on the pages (`sqlite_dbpage`) inside the same
+/// kind of transaction, then the stale indexes rebuilt, the same checks and the commit
+/// (see [`pages_in_transaction`] for the order of the checks). `Ok(Err(why))` when the
+/// page rewrite does not handle the database ([`apply_unchecked_pages`] lists what):
+/// its transaction was rolled back and nothing changed.
+pub fn apply_pages(
+    conn: &mut Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    accept_unrewritten: bool,
+) -> Result<std::result::Result<RewritePlan, String>> {
+    apply_with(
+        conn,
+        path,
+        from,
+        to,
+        |conn, plan| pages_in_transaction(conn, path, plan, accept_unrewritten),
+        Ok,
+    )
+}
+
+/// The frame of both in-place rewrites: the ids checked, foreign keys and triggers off
+/// around `rewrite` (given a new plan), and put back as they were whatever happened.
+/// When no id changes, `unchanged` of the empty plan, with nothing done.
+fn apply_with<T>(
+    conn: &mut Connection,
+    path: &Path,
+    from: Ids,
+    to: Ids,
+    rewrite: impl FnOnce(&mut Connection, RewritePlan) -> Result<T>,
+    unchanged: impl FnOnce(RewritePlan) -> T,
+) -> Result<T> {
     check_ids(from, to)?;
     let encoding =
         Encoding::of(conn).map_err(|e| Error::sqlite(path, "cannot read PRAGMA encoding", e))?;
     if changing(from, to).0.is_empty() {
-        return Ok(RewritePlan::new(from, to, encoding));
+        return Ok(unchanged(RewritePlan::new(from, to, encoding)));
     }
     let q = |what: &'static str| move |e| Error::sqlite(path, what, e);
     let fk_was_on: bool = conn
@@ -1011,18 +1077,135 @@ pub fn apply(
     let triggers_were_on = conn
         .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
         .map_err(q("cannot disable triggers"))?;
-    let result = rewrite_in_transaction(
-        conn,
-        path,
-        RewritePlan::new(from, to, encoding),
-        accept_unrewritten,
-    );
+    let result = rewrite(conn, RewritePlan::new(from, to, encoding));
     // Put the connection back as it was, whatever happened.
     let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers_were_on);
     let restored = conn.pragma_update(None, "foreign_keys", fk_was_on);
     let plan = result?;
     restored.map_err(q("cannot switch foreign keys back on"))?;
     Ok(plan)
+}
+
+/// The page rewrite of [`apply_switched`], in one `BEGIN IMMEDIATE` transaction: the
+/// tables read, the pages rewritten through `sqlite_dbpage`, the stale indexes rebuilt,
+/// then [`apply`]'s checks and the commit. `Ok(Err(why))` when the page rewrite refuses
+/// the database: the transaction was rolled back, so nothing was changed.
+fn pages_in_transaction(
+    conn: &mut Connection,
+    path: &Path,
+    mut plan: RewritePlan,
+    accept_unrewritten: bool,
+) -> Result<std::result::Result<RewritePlan, String>> {
+    let (old, new) = changing(plan.from, plan.to);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| Error::sqlite(path, "cannot begin the rewrite transaction", e))?;
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mode: String = tx
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(|e| Error::sqlite(path, "cannot read PRAGMA journal_mode", e))?;
+    // In WAL mode the full structure check (`integrity_check`, or `quick_check` past
+    // FULL_CHECK_MAX_BYTES) runs on the state this transaction starts from, on a second
+    // connection and the other core, while this one rewrites: nobody else can commit
+    // while the transaction holds the write lock, so that state is the one rewritten.
+    // After the rewrite, before the commit, `quick_check` (every page, record, NOT NULL
+    // and CHECK constraint) runs on the result beside `foreign_key_check` and the scan
+    // for old ids: the rewrite changes no page's structure and only id bytes, the
+    // indexes it made stale were rebuilt by REINDEX, and the others hold no changed
+    // column. In rollback-journal mode a reader's lock would hold the rewrite's writes
+    // back, so the full check runs after the rewrite, as on the SQL path.
+    let before = if mode.eq_ignore_ascii_case("wal") {
+        let c = db::open_read_only(path)?;
+        c.execute_batch("BEGIN")
+            .and_then(|_| c.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
+            .map_err(|e| Error::sqlite(path, "cannot start the check's read transaction", e))?;
+        Some(c)
+    } else {
+        None
+    };
+    let after = if before.is_some() {
+        "quick_check"
+    } else {
+        db::check_for(size)
+    };
+    let interrupt = before.as_ref().map(|c| c.get_interrupt_handle());
+    std::thread::scope(|s| {
+        let checker = before.map(|c| {
+            s.spawn(move || {
+                let t0 = std::time::Instant::now();
+                let r = db::check_structure_with(&c, path, db::check_for(size));
+                tracing::debug!(
+                    "rewrite: structure check before, beside it, took {:?}",
+                    t0.elapsed()
+                );
+                r
+            })
+        });
+        let rewritten = rewrite_pages(&tx, path, &mut plan, &old, &new);
+        if !matches!(rewritten, Ok(Ok(_)))
+            && let Some(i) = &interrupt
+        {
+            i.interrupt();
+        }
+        // Joined before the commit: its read mark would keep the commit's checkpoint
+        // from resetting the WAL.
+        let checked = checker.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        let rewritten = match rewritten? {
+            Ok(r) => r,
+            Err(why) => return Ok(Err(why)),
+        };
+        if let Some(checked) = checked {
+            checked.map_err(|e| check_failed(path, "before the rewrite", e))?;
+        }
+        check_and_commit(tx, path, rewritten, &mut plan, accept_unrewritten, after)?;
+        Ok(Ok(plan))
+    })
+}
+
+/// Inside [`pages_in_transaction`]'s transaction: the tables read, the pages rewritten,
+/// the stale indexes rebuilt; `Ok(Err(why))` when the page rewrite refuses (the caller
+/// rolls back: pages may have been written).
+fn rewrite_pages(
+    tx: &Connection,
+    path: &Path,
+    plan: &mut RewritePlan,
+    old: &[uuid::Uuid],
+    new: &[uuid::Uuid],
+) -> Result<std::result::Result<Rewritten, String>> {
+    // Read inside the transaction: nobody changes the schema between this and the pages.
+    let (all, specs) = match page_specs(tx, path, plan, old, new)? {
+        Ok(found) => found,
+        Err(why) => return Ok(Err(why)),
+    };
+    // sqlite_dbpage writes only with defensive mode off: off for the page writes alone
+    // (it is direct-only, so no SQL stored in the file can reach it meanwhile).
+    let q = |what: &'static str| move |e| Error::sqlite(path, what, e);
+    tx.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
+        .map_err(q("cannot let sqlite_dbpage write"))?;
+    let t0 = std::time::Instant::now();
+    let outcome = pagerewrite::rewrite_in_transaction(tx, &Matcher::new(old, Some(new)), &specs);
+    tx.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(q("cannot lock the connection down again"))?;
+    let done = match outcome.map_err(|e| Error::io(path, "cannot rewrite the pages", e))? {
+        pagerewrite::Outcome::Refused(why) => return Ok(Err(why)),
+        pagerewrite::Outcome::Done(done) => done,
+    };
+    tracing::debug!(
+        "rewrite: pages rewritten in {:?} ({} pages written)",
+        t0.elapsed(),
+        done.pages_written
+    );
+    let rewritten = after_pages(
+        tx,
+        path,
+        plan,
+        &specs,
+        &done,
+        all,
+        old.to_vec(),
+        new.to_vec(),
+    )?;
+    Ok(Ok(rewritten))
 }
 
 /// A rewrite committed into a private copy whose result is not checked yet: see
@@ -1096,7 +1279,8 @@ pub fn apply_unchecked(
 }
 
 /// The environment switch of the page rewrite: on unless `HUBVAULT_PAGE_REWRITE=0`,
-/// which makes [`apply_unchecked_switched`] take the SQL rewrite alone (to compare the
+/// which makes [`apply_unchecked_switched`] and [`apply_switched`] take the SQL rewrite
+/// alone (to compare the
 /// two paths, in benchmarks and tests, or to step around a page-path defect in the
 /// field without a new build).
 pub const PAGE_REWRITE_ENV: &str = "HUBVAULT_PAGE_REWRITE";
@@ -1163,13 +1347,54 @@ pub fn apply_unchecked_pages(
         Err(nothing) => return Ok(PageOutcome::Done(Box::new(nothing))),
     };
     let (old, new) = changing(from, to);
-    let refused = |why: String| Ok(PageOutcome::Refused(why));
-    // What only the SQL path handles, read with SQL before the pages are touched.
-    schema_pass(
-        &schema_rows(conn, path)?,
-        &Matcher::new(&old, None),
-        &mut plan,
+    let (all, specs) = match page_specs(conn, path, &mut plan, &old, &new)? {
+        Ok(found) => found,
+        Err(why) => return Ok(PageOutcome::Refused(why)),
+    };
+    // No connection may be open while the pages are written: its cache would go stale.
+    let scratch = std::mem::replace(
+        conn,
+        Connection::open_in_memory()
+            .map_err(|e| Error::sqlite(path, "cannot open a placeholder connection", e))?,
     );
+    scratch
+        .close()
+        .map_err(|(_, e)| Error::sqlite(path, "cannot close the database", e))?;
+    let t0 = std::time::Instant::now();
+    let outcome = pagerewrite::rewrite_file(path, &Matcher::new(&old, Some(&new)), &specs);
+    *conn = db::open_scratch(path)?;
+    let done = match outcome.map_err(|e| Error::io(path, "cannot rewrite the pages", e))? {
+        pagerewrite::Outcome::Refused(why) => return Ok(PageOutcome::Refused(why)),
+        pagerewrite::Outcome::Done(done) => done,
+    };
+    tracing::debug!(
+        "rewrite: pages rewritten in {:?} ({} pages written)",
+        t0.elapsed(),
+        done.pages_written
+    );
+    let rewritten = after_pages(conn, path, &mut plan, &specs, &done, all, old, new)?;
+    Ok(PageOutcome::Done(Box::new(Unchecked {
+        plan,
+        rewritten: Some(rewritten),
+        accept_unrewritten,
+    })))
+}
+
+/// What the page rewrite is given: every ordinary ROWID table with its root page, read
+/// with SQL before the pages are touched; `Ok(Err(why))` when the database holds what
+/// only the SQL path handles: an old id in the schema's SQL (views and triggers are
+/// created again there), a virtual table or its shadow tables, a table with generated
+/// columns, an old id in a `WITHOUT ROWID` table.
+#[allow(clippy::type_complexity)]
+fn page_specs(
+    conn: &Connection,
+    path: &Path,
+    plan: &mut RewritePlan,
+    old: &[uuid::Uuid],
+    new: &[uuid::Uuid],
+) -> Result<std::result::Result<(Vec<Table>, Vec<pagerewrite::TableSpec>), String>> {
+    let refused = |why: String| Ok(Err(why));
+    schema_pass(&schema_rows(conn, path)?, &Matcher::new(old, None), plan);
     if !plan.schema_objects.is_empty() || !plan.blockers.is_empty() {
         return refused("an old id in the schema's SQL".into());
     }
@@ -1187,71 +1412,65 @@ pub fn apply_unchecked_pages(
             .all(|b| b.is_ascii_digit() || b == b'e')
     });
     let mut specs = Vec::new();
-    {
-        let f = IdFunctions::register(conn, Matcher::new(&old, None))
-            .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
-        for t in &all {
-            match &t.kind {
-                TableKind::Ordinary => {}
-                _ => return refused(format!("virtual or shadow table {}", t.name)),
-            }
-            if t.all != t.writable {
-                return refused(format!("table {} has generated columns", t.name));
-            }
-            if t.without_rowid {
-                let cols: Vec<&str> = t.all.iter().map(String::as_str).collect();
-                if pass(conn, path, &f, &t.name, &cols, &[], false)?
-                    .iter()
-                    .any(|c| c.hit > 0)
-                {
-                    return refused(format!("an old id in WITHOUT ROWID table {}", t.name));
-                }
-                continue;
-            }
-            let root: i64 = conn
-                .query_row(
-                    "SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-                    [&t.name],
-                    |r| r.get(0),
-                )
-                .map_err(|e| scan_error(path, &t.name, e))?;
-            let Ok(root) = u32::try_from(root) else {
-                return refused(format!("table {}: root page {root}", t.name));
-            };
-            specs.push(pagerewrite::TableSpec {
-                name: t.name.clone(),
-                root,
-                columns: t.all.clone(),
-                guarded: if numberlike {
-                    t.numeric.clone()
-                } else {
-                    Vec::new()
-                },
-            });
+    let f = IdFunctions::register(conn, Matcher::new(old, None))
+        .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
+    for t in &all {
+        match &t.kind {
+            TableKind::Ordinary => {}
+            _ => return refused(format!("virtual or shadow table {}", t.name)),
         }
+        if t.all != t.writable {
+            return refused(format!("table {} has generated columns", t.name));
+        }
+        if t.without_rowid {
+            let cols: Vec<&str> = t.all.iter().map(String::as_str).collect();
+            if pass(conn, path, &f, &t.name, &cols, &[], false)?
+                .iter()
+                .any(|c| c.hit > 0)
+            {
+                return refused(format!("an old id in WITHOUT ROWID table {}", t.name));
+            }
+            continue;
+        }
+        let root: i64 = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [&t.name],
+                |r| r.get(0),
+            )
+            .map_err(|e| scan_error(path, &t.name, e))?;
+        let Ok(root) = u32::try_from(root) else {
+            return refused(format!("table {}: root page {root}", t.name));
+        };
+        specs.push(pagerewrite::TableSpec {
+            name: t.name.clone(),
+            root,
+            columns: t.all.clone(),
+            guarded: if numberlike {
+                t.numeric.clone()
+            } else {
+                Vec::new()
+            },
+        });
     }
-    // No connection may be open while the pages are written: its cache would go stale.
-    let scratch = std::mem::replace(
-        conn,
-        Connection::open_in_memory()
-            .map_err(|e| Error::sqlite(path, "cannot open a placeholder connection", e))?,
-    );
-    scratch
-        .close()
-        .map_err(|(_, e)| Error::sqlite(path, "cannot close the database", e))?;
-    let t0 = std::time::Instant::now();
-    let outcome = pagerewrite::rewrite_file(path, &Matcher::new(&old, Some(&new)), &specs);
-    *conn = db::open_scratch(path)?;
-    let done = match outcome.map_err(|e| Error::io(path, "cannot rewrite the pages", e))? {
-        pagerewrite::Outcome::Refused(why) => return refused(why),
-        pagerewrite::Outcome::Done(done) => done,
-    };
-    tracing::debug!(
-        "rewrite: pages rewritten in {:?} ({} pages written)",
-        t0.elapsed(),
-        done.pages_written
-    );
-    // The plan, as the SQL path makes it (its rows for what is left need SQL).
+    drop(f);
+    Ok(Ok((all, specs)))
+}
+
+/// After the pages of `specs` were rewritten (`done`): the plan noted as the SQL path
+/// makes it (its rows for what is left need SQL), and every index the rewrite made stale
+/// rebuilt with `REINDEX`.
+#[allow(clippy::too_many_arguments)]
+fn after_pages(
+    conn: &Connection,
+    path: &Path,
+    plan: &mut RewritePlan,
+    specs: &[pagerewrite::TableSpec],
+    done: &pagerewrite::Done,
+    all: Vec<Table>,
+    old: Vec<uuid::Uuid>,
+    new: Vec<uuid::Uuid>,
+) -> Result<Rewritten> {
     let f = IdFunctions::register(conn, Matcher::new(&old, Some(&new)))
         .map_err(|e| Error::sqlite(path, "cannot register the rewrite's SQL functions", e))?;
     let mut stale = Vec::new();
@@ -1261,7 +1480,7 @@ pub fn apply_unchecked_pages(
             .find(|t| t.name == spec.name)
             .expect("specs come from `all`");
         let cols: Vec<&str> = spec.columns.iter().map(String::as_str).collect();
-        note(conn, path, &f, t, &cols, &done.tallies[i], &mut plan)?;
+        note(conn, path, &f, t, &cols, &done.tallies[i], plan)?;
         let changed: Vec<&str> = cols
             .iter()
             .zip(&done.changed[i])
@@ -1290,16 +1509,12 @@ pub fn apply_unchecked_pages(
         .iter()
         .map(|c| c.table.to_ascii_lowercase())
         .collect();
-    Ok(PageOutcome::Done(Box::new(Unchecked {
-        plan,
-        rewritten: Some(Rewritten {
-            old,
-            new,
-            all,
-            changed,
-        }),
-        accept_unrewritten,
-    })))
+    Ok(Rewritten {
+        old,
+        new,
+        all,
+        changed,
+    })
 }
 
 /// The indexes of `table` that a page rewrite of `changed` columns leaves stale: those
@@ -1380,25 +1595,57 @@ fn rewrite_in_transaction(
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| Error::sqlite(path, "cannot begin the rewrite transaction", e))?;
     let rewritten = rewrite_rows(&tx, path, &mut plan)?;
-    rewritten.verify(&tx, path, &mut plan, accept_unrewritten)?;
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    check_and_commit(
+        tx,
+        path,
+        rewritten,
+        &mut plan,
+        accept_unrewritten,
+        db::check_for(size),
+    )?;
+    Ok(plan)
+}
+
+/// The checks of an in-place rewrite inside its transaction, then the commit: what was
+/// written holds no rewritable old id, old ids are left only where accepted, the
+/// structure check (`PRAGMA structure`) and `foreign_key_check` pass. On any failure the
+/// transaction rolls back (dropped uncommitted).
+fn check_and_commit(
+    tx: rusqlite::Transaction<'_>,
+    path: &Path,
+    rewritten: Rewritten,
+    plan: &mut RewritePlan,
+    accept_unrewritten: bool,
+    structure: &'static str,
+) -> Result<()> {
+    rewritten.verify(&tx, path, plan, accept_unrewritten)?;
     let t0 = std::time::Instant::now();
-    let checked = db::check_integrity(&tx, path, size);
-    tracing::debug!("rewrite: integrity checks took {:?}", t0.elapsed());
+    let checked = db::check_structure_with(&tx, path, structure)
+        .and_then(|_| db::check_foreign_keys(&tx, path));
+    tracing::debug!(
+        "rewrite: {structure} and foreign_key_check took {:?}",
+        t0.elapsed()
+    );
     checked.map_err(|e| after_rewrite(path, e))?;
     let t0 = std::time::Instant::now();
     tx.commit()
         .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
     tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
-    Ok(plan)
+    Ok(())
 }
 
 /// A check of the result that failed: the message says it was after the rewrite.
 fn after_rewrite(path: &Path, e: Error) -> Error {
+    check_failed(path, "after the rewrite", e)
+}
+
+/// A check that failed `when` (before or after the rewrite): nothing was changed.
+fn check_failed(path: &Path, when: &str, e: Error) -> Error {
     match e {
         Error::Database { message, source, .. } => Error::Database {
             path: path.to_path_buf(),
-            message: format!("after the rewrite: {message}"),
+            message: format!("{when}: {message}"),
             hint: "nothing was changed; check the database with `sqlite3 FILE 'PRAGMA integrity_check; PRAGMA foreign_key_check'`".into(),
             source,
         },

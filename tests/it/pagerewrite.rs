@@ -35,8 +35,11 @@ fn base(dir: &Path, spec: &Spec, extra: &str) -> PathBuf {
     path
 }
 
-/// Every table's rows, each value as its type and the hex of its stored bytes.
-fn content(path: &Path) -> Vec<(String, Vec<String>)> {
+/// Every table's name and rows, each value as its type and the hex of its stored bytes.
+type Rows = Vec<(String, Vec<String>)>;
+
+/// Every table's rows (see [`Rows`]).
+fn content(path: &Path) -> Rows {
     let conn = db::open_read_only(path).unwrap();
     let tables: Vec<(String, bool)> = conn
         .prepare("SELECT name, wr FROM pragma_table_list WHERE schema = 'main' AND type = 'table' ORDER BY name")
@@ -115,7 +118,53 @@ fn both_paths(src: &Path, from: Ids, to: Ids, accept: bool) -> (RewritePlan, Rew
     assert_eq!(sql.changes, pages.changes);
     assert_eq!(sql.unrewritten, pages.unrewritten);
     assert_eq!(sql.accepted_unrewritten, pages.accepted_unrewritten);
+    for mode in ["DELETE", "WAL"] {
+        let (c, rows) = in_place(src, mode, from, to, accept)
+            .unwrap_or_else(|why| panic!("in place, {mode}: the page path refused: {why}"));
+        assert_eq!(
+            content(&a),
+            rows,
+            "in place, {mode}: rows differ from the SQL path's"
+        );
+        assert_eq!(sql.changes, c.changes, "in place, {mode}");
+        assert_eq!(sql.unrewritten, c.unrewritten, "in place, {mode}");
+        assert_eq!(sql.accepted_unrewritten, c.accepted_unrewritten);
+    }
     (sql, pages, b)
+}
+
+/// The in-place page rewrite (`rewrite::apply_pages`, what `remap` without `--output`
+/// runs) on a copy of `src` switched to journal mode `mode`: its plan and rows (checked
+/// for integrity), or why it refused, after checking that a refusal changed no row.
+fn in_place(
+    src: &Path,
+    mode: &str,
+    from: Ids,
+    to: Ids,
+    accept: bool,
+) -> Result<(RewritePlan, Rows), String> {
+    let c = src.parent().unwrap().join(format!("in-place-{mode}.db"));
+    for side in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", c.display()));
+    }
+    std::fs::copy(src, &c).unwrap();
+    let mut conn = db::open_read_write(&c).unwrap();
+    let _: String = conn
+        .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+        .unwrap();
+    let before = content(&c);
+    let done = rewrite::apply_pages(&mut conn, &c, from, to, accept).unwrap();
+    conn.close().unwrap();
+    match done {
+        Ok(plan) => {
+            integrity_and_foreign_keys(&c);
+            Ok((plan, content(&c)))
+        }
+        Err(why) => {
+            assert_eq!(content(&c), before, "in place, {mode}: refused but changed");
+            Err(why)
+        }
+    }
 }
 
 #[test]
@@ -267,6 +316,12 @@ fn refused(src: &Path, from: Ids, why: &str) {
     drop(conn);
     // open_scratch may rewrite the header's journal bytes: compare past the header.
     assert_eq!(std::fs::read(src).unwrap()[100..], before[100..]);
+    for mode in ["DELETE", "WAL"] {
+        match in_place(src, mode, from, new_ids(), false) {
+            Err(w) => assert!(w.contains(why), "in place, {mode}: {w}"),
+            Ok(_) => panic!("in place, {mode}: not refused"),
+        }
+    }
 }
 
 #[test]
@@ -363,6 +418,50 @@ fn on_bytes(
     (out, after)
 }
 
+/// As [`on_bytes`], through `sqlite_dbpage` inside a write transaction (the in-place
+/// path): a refusal or an error is rolled back, a rewrite committed. The header's change
+/// counter and version-valid-for (bytes 24..28 and 92..96) move with any commit: they are
+/// given as they were.
+fn on_bytes_in_transaction(
+    dir: &Path,
+    bytes: &[u8],
+    m: &Matcher,
+    specs: &[pagerewrite::TableSpec],
+) -> (pagerewrite::Outcome, Vec<u8>) {
+    let f = dir.join("damaged-in-place.db");
+    std::fs::write(&f, bytes).unwrap();
+    let conn = Connection::open(&f).unwrap();
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
+        .unwrap();
+    let out = match conn.execute_batch("BEGIN IMMEDIATE") {
+        Ok(()) => match pagerewrite::rewrite_in_transaction(&conn, m, specs) {
+            Ok(pagerewrite::Outcome::Done(d)) => match conn.execute_batch("COMMIT") {
+                Ok(()) => pagerewrite::Outcome::Done(d),
+                Err(e) => pagerewrite::Outcome::Refused(format!("commit: {e}")),
+            },
+            Ok(refused) => refused,
+            Err(e) => pagerewrite::Outcome::Refused(format!("error: {e}")),
+        },
+        Err(e) => pagerewrite::Outcome::Refused(format!("begin: {e}")),
+    };
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK").unwrap();
+    }
+    drop(conn);
+    let mut after = std::fs::read(&f).unwrap();
+    if after.len() >= 100 && bytes.len() >= 100 {
+        after[24..28].copy_from_slice(&bytes[24..28]);
+        after[92..96].copy_from_slice(&bytes[92..96]);
+    }
+    if let pagerewrite::Outcome::Refused(_) = out {
+        assert!(
+            after == bytes,
+            "a refusal in a transaction changed the file"
+        );
+    }
+    (out, after)
+}
+
 #[test]
 fn damaged_files_are_refused_with_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -373,14 +472,23 @@ fn damaged_files_are_refused_with_nothing_written() {
     let page = |n: u32| (n as usize - 1) * ps;
     let refusal = |bytes: &[u8], what: &str| {
         let (out, _) = on_bytes(dir.path(), bytes, &m, &specs);
+        if let (pagerewrite::Outcome::Done(_), _) =
+            on_bytes_in_transaction(dir.path(), bytes, &m, &specs)
+        {
+            panic!("{what}: not refused in a transaction");
+        }
         match out {
             pagerewrite::Outcome::Refused(w) => w,
             pagerewrite::Outcome::Done(_) => panic!("{what}: not refused"),
         }
     };
-    // The undamaged file is rewritten.
+    // The undamaged file is rewritten, both ways.
     assert!(matches!(
         on_bytes(dir.path(), &good, &m, &specs).0,
+        pagerewrite::Outcome::Done(_)
+    ));
+    assert!(matches!(
+        on_bytes_in_transaction(dir.path(), &good, &m, &specs).0,
         pagerewrite::Outcome::Done(_)
     ));
 
@@ -461,27 +569,36 @@ fn random_damage_never_panics_and_never_writes_but_ids() {
                 };
             b[at] = rng.random();
         }
-        let (out, after) = on_bytes(dir.path(), &b, &m, &specs);
-        match out {
-            pagerewrite::Outcome::Refused(_) => refused += 1,
-            pagerewrite::Outcome::Done(_) => {
-                done += 1;
-                // Every byte that changed is a hex digit of an id replaced by one of the
-                // new id. (Not "what a rewrite of the whole file as one BLOB changes":
-                // an id that straddles two overflow pages is not contiguous in the file.)
-                assert_eq!(after.len(), b.len());
-                for i in 0..b.len() {
-                    if after[i] != b[i] {
-                        assert!(
-                            b[i].is_ascii_hexdigit() && after[i].is_ascii_hexdigit(),
-                            "byte {i} changed but is not a digit of an id"
-                        );
-                    }
-                }
-            }
+        for (out, after) in [
+            on_bytes(dir.path(), &b, &m, &specs),
+            on_bytes_in_transaction(dir.path(), &b, &m, &specs),
+        ] {
+            ids_only(out, &b, &after, &mut done, &mut refused);
         }
     }
     assert!(done > 0 && refused > 0, "done {done}, refused {refused}");
+}
+
+/// A refusal counted; a rewrite counted and checked: every byte of `after` that differs
+/// from `b` is a hex digit of an id replaced by one of the new id.
+fn ids_only(out: pagerewrite::Outcome, b: &[u8], after: &[u8], done: &mut u32, refused: &mut u32) {
+    if let pagerewrite::Outcome::Refused(_) = out {
+        *refused += 1;
+        return;
+    }
+    *done += 1;
+    // Every byte that changed is a hex digit of an id replaced by one of the new id.
+    // (Not "what a rewrite of the whole file as one BLOB changes": an id that straddles
+    // two overflow pages is not contiguous in the file.)
+    assert_eq!(after.len(), b.len());
+    for i in 0..b.len() {
+        if after[i] != b[i] {
+            assert!(
+                b[i].is_ascii_hexdigit() && after[i].is_ascii_hexdigit(),
+                "byte {i} changed but is not a digit of an id"
+            );
+        }
+    }
 }
 
 /// The switch, through the binary: `remap --output` on the page path (the default) gives
@@ -607,7 +724,71 @@ fn page_rewrite_refuses_a_new_id_that_would_read_as_a_number_only_where_a_numeri
         }
         drop(conn);
         assert_eq!(std::fs::read(&guarded).unwrap()[100..], before[100..]);
+        for mode in ["DELETE", "WAL"] {
+            match in_place(&guarded, mode, ids(&spec), to, false) {
+                Err(w) => assert!(w.contains("column hub") && w.contains("number"), "{w}"),
+                Ok(_) => panic!("{enc:?}, in place, {mode}: not refused"),
+            }
+        }
     }
+}
+
+/// Rows with the old ids in `table.column`, as `conn` sees them.
+fn old_rows(conn: &Connection, spec: &Spec) -> i64 {
+    conn.query_row(
+        "SELECT count(*) FROM Events WHERE integration = ?1",
+        [spec.datahub.to_string()],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn remap_in_place_on_the_pages_rewrites_rows_only_in_the_wal_and_shows_nothing_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new("hrb-cellario", "Live", 200);
+    let src = base(dir.path(), &spec, "");
+    // A connector's connection: WAL, no checkpoint, so its last commits live in the -wal.
+    let writer = Connection::open(&src).unwrap();
+    writer
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+             INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt)
+             SELECT integration, source, externalId || '-wal', eventType, createdAt, updatedAt
+             FROM Events;",
+        )
+        .unwrap();
+    let wal = std::fs::metadata(format!("{}-wal", src.display())).unwrap();
+    assert!(wal.len() > 0, "the new rows are in the -wal");
+    // A reader inside a read transaction, begun before the rewrite.
+    let reader = Connection::open(&src).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let before = old_rows(&reader, &spec);
+    assert_eq!(before, 400, "200 rows and their 200 copies in the -wal");
+    let to = new_ids();
+    let mut conn = db::open_read_write(&src).unwrap();
+    let plan = rewrite::apply_pages(&mut conn, &src, ids(&spec), to, false)
+        .unwrap()
+        .unwrap_or_else(|why| panic!("refused: {why}"));
+    drop(conn);
+    assert!(plan.total_values() >= 800, "{:?}", plan.changes);
+    assert_eq!(
+        old_rows(&reader, &spec),
+        before,
+        "the reader's snapshot is kept"
+    );
+    reader.execute_batch("COMMIT").unwrap();
+    assert_eq!(old_rows(&reader, &spec), 0);
+    let new: i64 = writer
+        .query_row(
+            "SELECT count(*) FROM Events WHERE integration = ?1",
+            [to.datahub.to_string()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(new, 400, "the connector's own connection sees the rewrite");
+    drop((reader, writer));
+    integrity_and_foreign_keys(&src);
 }
 
 fn plain_text(path: &Path, sql: &str) -> i64 {

@@ -532,3 +532,43 @@ fn remap_output_copies_the_rows_committed_only_in_the_wal_of_a_database_in_use()
     drop(live);
     assert_no_remap_temp_files(dir.path());
 }
+
+/// A database whose index no longer matches its table (its definition edited in
+/// `sqlite_schema`: `integrity_check` fails, the page walk and `quick_check` do not).
+/// Remap in place refuses it (exit 1, naming the check) and changes no row, in WAL mode,
+/// where the full check runs on the state before the rewrite beside it, and in
+/// rollback-journal mode, where it runs on the result before the commit.
+#[test]
+fn remap_in_place_refuses_a_database_that_fails_integrity_check_and_changes_nothing() {
+    for (mode, when) in [
+        ("wal", "before the rewrite"),
+        ("delete", "after the rewrite"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = connector_db(dir.path(), "sdc", 40);
+        sqlite3(
+            &db,
+            &format!(
+                "PRAGMA journal_mode={mode}; PRAGMA writable_schema=ON;
+                 UPDATE sqlite_schema SET sql = 'CREATE INDEX `events_status_updated` ON `Events` (`eventType`, `updatedAt`)'
+                 WHERE name = 'events_status_updated';"
+            ),
+        );
+        assert_ne!(sqlite3(&db, "PRAGMA integrity_check"), "ok");
+        assert_eq!(sqlite3(&db, "PRAGMA quick_check"), "ok");
+        let before = table_rows(&db, "Events");
+        let out = remap(
+            &db,
+            &DatahubId::random().to_string(),
+            &ConnectorId::random().to_string(),
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(when) && err.contains("integrity_check"),
+            "{mode}: {err}"
+        );
+        assert_eq!(table_rows(&db, "Events"), before, "{mode}");
+    }
+}
