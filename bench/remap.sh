@@ -5,6 +5,10 @@
 #   bench/remap.sh [EVENTS] [WORKDIR]       (results: docs/BENCHMARKS.md, section "remap")
 #   BASELINE=/path/to/other/hubvault bench/remap.sh ...   (also times that binary in the same run:
 #                                                         before/after on the same load)
+#   JOURNAL=delete bench/remap.sh ...      (the same database in rollback-journal mode: base-delete.db)
+#
+# `hubvault remap` in place runs twice: on the pages (the default) and with the SQL rewrite
+# (HUBVAULT_PAGE_REWRITE=0). hyperfine runs each command's runs back to back.
 #
 # Needs hyperfine (apt-get install hyperfine) and sqlite3. Uses the release build.
 set -euo pipefail
@@ -18,6 +22,13 @@ base="$work/base.db"
 if [ ! -f "$base" ]; then
   target/release/examples/make_fixture "$base" "$events" > "$work/ids"
   sqlite3 "$base" 'PRAGMA wal_checkpoint(TRUNCATE);' > /dev/null
+fi
+if [ "${JOURNAL:-wal}" = delete ]; then
+  if [ ! -f "$work/base-delete.db" ]; then
+    cp "$base" "$work/base-delete.db"
+    sqlite3 "$work/base-delete.db" 'PRAGMA journal_mode=DELETE;' > /dev/null
+  fi
+  base="$work/base-delete.db"
 fi
 old_hub=$(cut -d" " -f1 "$work/ids")
 new_hub=11111111-2222-4333-8444-555555555555
@@ -46,6 +57,7 @@ hyperfine --runs "${RUNS:-3}" --export-markdown "$work/result.md" \
   --prepare "rm -f $work/copy.db* $work/out.db*; cp $base $work/copy.db; sync" \
   -n "seed's SQL (sqlite3 CLI, in place)" "sqlite3 $work/copy.db < $work/seed.sql" \
   -n "hubvault remap (in place)" "$bin remap --db $work/copy.db --to-datahub $new_hub --to-connector $new_conn" \
+  -n "hubvault remap (in place, SQL rewrite)" "HUBVAULT_PAGE_REWRITE=0 $bin remap --db $work/copy.db --to-datahub $new_hub --to-connector $new_conn" \
   -n "hubvault remap --output" "$bin remap --db $work/copy.db --to-datahub $new_hub --to-connector $new_conn --output $work/out.db" \
   "${baseline[@]}"
 cat "$work/result.md"
