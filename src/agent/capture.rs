@@ -77,8 +77,51 @@ enum WalState {
     /// Tailing from this position.
     At(WalPos),
     /// The last image was taken with no WAL; a WAL whose header carries these `-shm`
-    /// salts follows it.
-    Empty(Option<[u8; 8]>),
+    /// salts follows it, as long as the file is still as it was when that image began
+    /// (`stamp`). A connector that opens, commits and closes between two looks leaves no
+    /// WAL behind (its close checkpoints the commit into the file and deletes the
+    /// `-wal`): only the file's times show it.
+    Empty {
+        shm: Option<[u8; 8]>,
+        stamp: Option<FileStamp>,
+    },
+}
+
+/// What `lstat` says of the database file: any write to it moves its modification and
+/// change times. Taken before an image is read, so a write after the stamp either is in
+/// the image or shows as a different stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    /// File times are kept at the kernel's coarse clock (a few ms): a write just after
+    /// one made within that grain would leave the same times. A stamp of a file written
+    /// less than this before is no proof, and the next look resyncs instead.
+    const GRAIN: Duration = Duration::from_millis(100);
+
+    /// The stamp of `db` now (never follows a link); `None` when it cannot be read or
+    /// the file was written less than [`FileStamp::GRAIN`] ago.
+    fn of(db: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(db).ok()?;
+        // A write of the content moves the modification time (and the change time with it).
+        let settled = std::time::SystemTime::now()
+            .duration_since(m.modified().ok()?)
+            .is_ok_and(|d| d >= Self::GRAIN);
+        settled.then_some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
 }
 
 /// A base waiting for its upload: its image in a temp file of ours (in `--tmp-dir`,
@@ -475,13 +518,15 @@ impl Tracked {
     ) -> Result<Option<(u32, u32)>> {
         match mode {
             Mode::Wal => {
+                // Before the image's first read: see `WalState::Empty`.
+                let stamp = FileStamp::of(&self.db);
                 let Some(t) = self.src.wal_image_into(table, sink)? else {
                     tracing::warn!(connector = %self.connector, "capture: the WAL moved during every attempt at an image; retrying at the next tick (lag grows)");
                     return Ok(None);
                 };
                 self.wal = match t.pos {
                     Some(p) => WalState::At(p),
-                    None => WalState::Empty(t.shm),
+                    None => WalState::Empty { shm: t.shm, stamp },
                 };
                 Ok(Some((t.page_size, t.db_pages)))
             }
@@ -517,9 +562,17 @@ impl Tracked {
     fn wal_look(&mut self, looked: &mut Looked) -> Result<()> {
         let pos = match self.wal {
             WalState::At(p) => Some(p),
-            WalState::Empty(shm) => match self.src.wal_follows(shm)? {
+            // The file written since the image began (a commit checkpointed into it, its
+            // WAL maybe gone), or no proof it was not: resync.
+            WalState::Empty { stamp, .. }
+                if stamp.is_none() || stamp != FileStamp::of(&self.db) =>
+            {
+                tracing::debug!(connector = %self.connector, "capture: the file changed with no WAL seen (or may have); resyncing");
+                None
+            }
+            WalState::Empty { shm, .. } => match self.src.wal_follows(shm)? {
                 Some(p) => Some(p),
-                // Still no WAL: nothing can have changed the file.
+                // Still no WAL and the file as it was: nothing changed.
                 None if !self.src.wal_has_header() => return Ok(()),
                 None => None,
             },

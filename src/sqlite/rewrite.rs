@@ -1074,8 +1074,11 @@ fn apply_with<T>(
         .map_err(q("cannot read PRAGMA foreign_keys"))?;
     conn.pragma_update(None, "foreign_keys", false)
         .map_err(q("cannot switch foreign keys off"))?;
+    // Read before: `set_db_config` returns the value after the call.
     let triggers_were_on = conn
-        .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+        .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)
+        .map_err(q("cannot read whether triggers are on"))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
         .map_err(q("cannot disable triggers"))?;
     let result = rewrite(conn, RewritePlan::new(from, to, encoding));
     // Put the connection back as it was, whatever happened.
@@ -1499,7 +1502,10 @@ fn after_pages(
         .map_err(|e| Error::sqlite(path, "cannot set PRAGMA threads", e))?;
     let t0 = std::time::Instant::now();
     for idx in &stale {
-        conn.execute_batch(&format!("REINDEX {}", quote_ident(idx)))
+        // Schema-qualified: a bare `REINDEX name` is read as a collation first, so an
+        // index named `nocase`, `rtrim` or `binary` would rebuild the indexes using that
+        // collation and leave itself stale.
+        conn.execute_batch(&format!("REINDEX main.{}", quote_ident(idx)))
             .map_err(|e| {
                 Error::sqlite(
                     path,

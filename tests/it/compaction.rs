@@ -28,7 +28,7 @@ use crate::fixture::Spec;
 use crate::proxy::Proxy;
 
 /// Capture of the hub at `hub` into `bucket` for org `org`, at `--tick 1s`, on `clock`.
-fn manual_capture(
+pub fn manual_capture(
     bucket: &Bucket,
     hub: &std::path::Path,
     org: &hubvault::model::ids::OrgSlug,

@@ -984,3 +984,67 @@ both!(
     a_commit_and_a_resync_of_many_mib_spill_to_tmp_dir_and_restore_exactly,
     large_commit_and_resync_spill
 );
+
+/// A connector that opens its WAL database, commits and closes between two looks of the
+/// agent: the close checkpoints the commit into the file and deletes the `-wal`, so the
+/// agent never sees a WAL. The file changed under its last image all the same, so the
+/// next look captures the commit, and `restore --at` gives it after that look and not
+/// before. A look with nothing changed uploads nothing.
+fn commit_between_looks(tb: &TestBucket) {
+    use crate::compaction::{manual_capture, start_of_sim_day};
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let spec = crate::fixture::Spec::new("sdc", "Opens and closes", 20);
+    let dir = hub.path().join(spec.connector.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("sqlite.db");
+    crate::fixture::create(&db, &spec).unwrap();
+    let wal = dir.join("sqlite.db-wal");
+    let open_commit_close = |sql: &str| {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(sql).unwrap();
+        c.close().unwrap();
+        assert!(!wal.exists(), "the last close removes the -wal");
+    };
+    open_commit_close("PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY);");
+    // The file's last write a minute ago: an image taken just after a write is not taken
+    // as proof of anything (file times are coarse), and this test is about the other case.
+    std::fs::File::options()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    let t0 = start_of_sim_day();
+    let clock = hubvault::clock::ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
+    let stream = format!("acme/stream/{}", spec.datahub);
+    let at =
+        |s: i64| rfc3339((t0 + chrono::TimeDelta::seconds(s)).timestamp_millis() as f64 / 1000.0);
+    let rt = crate::common::rt();
+    rt.block_on(capture.step()); // the base
+    let after_base = tb.keys(&stream);
+    clock.set(t0 + chrono::TimeDelta::seconds(10));
+    rt.block_on(capture.step());
+    assert_eq!(
+        tb.keys(&stream),
+        after_base,
+        "nothing changed, nothing uploaded"
+    );
+    open_commit_close("INSERT INTO cdc_rows VALUES (42);");
+    clock.set(t0 + chrono::TimeDelta::seconds(20));
+    rt.block_on(capture.step());
+    assert_ne!(tb.keys(&stream), after_base, "the commit was captured");
+    let out = tempfile::tempdir().unwrap();
+    let (code, v, err, before) = restore(tb, &spec, Some(&at(15)), out.path(), "before.db");
+    assert_eq!(code, 0, "{v} {err}");
+    assert_eq!(ids_in(&before), Vec::<i64>::new());
+    let (code, v, err, after) = restore(tb, &spec, Some(&at(25)), out.path(), "after.db");
+    assert_eq!(code, 0, "{v} {err}");
+    assert_eq!(ids_in(&after), vec![42]);
+}
+both!(
+    a_commit_made_and_checkpointed_between_two_looks_is_captured_at_the_next,
+    commit_between_looks
+);

@@ -543,7 +543,7 @@ impl Source {
         Ok((tail, Some(WalFrames { file: f, path })))
     }
 
-    /// True if and only if a `-wal` file with a valid header is there now.    /// True if and only if a `-wal` file with a valid header is there now.
+    /// True if and only if a `-wal` file with a valid header is there now.
     pub fn wal_has_header(&mut self) -> bool {
         matches!(self.wal_header(), Ok(Some(_)))
     }
