@@ -26,18 +26,18 @@ use bytes::Bytes;
 /// Bytes per direct write of gathered unaligned bytes (a multiple of [`ALIGN`]): large
 /// writes keep the disk busy.
 const WRITE_SIZE: usize = 8 * 1024 * 1024;
-/// Aligned chunks gathered into one `pwritev`, at least: 4 MiB keeps direct writes large
-/// while the chunks held stay few (with [`QUEUED`], what the writer holds is bounded:
-/// [`LocalUpload::peak_held`]).
-const BATCH_SIZE: usize = 4 * 1024 * 1024;
+/// Aligned chunks gathered into one `pwritev`, at least: large direct writes keep the
+/// disk busy (with [`QUEUED`], what the writer holds is bounded:
+/// [`LocalUpload::peak_held`]). 4 MiB with 4 chunks queued measured a forced backup of
+/// 979 MiB at 4.54 s against 4.07 (5 pairs, load average 5.5): not kept without a quiet
+/// rerun; 8 and 8 give main's time (docs/BENCHMARKS.md).
+const BATCH_SIZE: usize = 8 * 1024 * 1024;
 /// Alignment of a direct write's memory, offset and length (the largest logical block
 /// size in use).
 pub(crate) const ALIGN: usize = 4096;
-/// Chunks waiting for the writer thread: a batch's worth, so the producer rarely waits
-/// while a write is on its way to the disk. (8, with 8 MiB batches and a copy of every
-/// streamed byte into an 8 MiB buffer, was a fifth of the agent's peak when a 1 GiB
-/// connector VACUUMs: docs/BENCHMARKS.md.)
-const QUEUED: usize = 4;
+/// Chunks waiting for the writer thread: about one write's worth, so the producer rarely
+/// waits while a write is on its way to the disk.
+const QUEUED: usize = 8;
 
 /// Bytes of chunks an upload's writer holds (queued, batched or being copied), and the
 /// most it held at once.
@@ -560,7 +560,7 @@ mod tests {
 
     /// A producer far ahead of the disk (40 MiB fed at once, in the feed's aligned 1 MiB
     /// chunks): the writer never holds more than `QUEUED` chunks, one waiting to be
-    /// queued, and one batch, and the file is the bytes fed.
+    /// queued, and one batch (17 MiB), and the file is the bytes fed.
     #[tokio::test]
     async fn a_writer_holds_a_bounded_number_of_chunks_whatever_the_size() {
         // The feed's chunk size (the test's own: the bound is in the chunks it sends).
