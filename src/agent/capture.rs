@@ -372,12 +372,15 @@ impl Tracked {
     /// through a [`SpillSink`] and the commit into the pending spool page by page: memory
     /// stays flat however many pages changed.
     fn capture_image(&mut self, mode: Mode, looked: &mut Looked) -> Result<()> {
-        let table = self.table.clone();
+        // The table as captured: the image is diffed against it, and it stays what the
+        // table is again if the commit cannot be recorded. The live table takes each
+        // changed page's hash as the page goes pending (no list of hashes: a VACUUM's
+        // resync changes every page).
+        let old = self.table.clone();
         let mut sink = SpillSink::new(&self.tmp, SPILL_AT);
-        if self.image_into(mode, &table, &mut sink, looked)?.is_none() {
+        if self.image_into(mode, &old, &mut sink, looked)?.is_none() {
             return Ok(());
         }
-        drop(table);
         if sink.spilled() {
             tracing::info!(connector = %self.connector, pages = sink.db_pages(),
                 "capture: the image spilled to a temp file in --tmp-dir (memory stays flat)");
@@ -385,26 +388,26 @@ impl Tracked {
         let time_ms = self.clock.now_ms();
         let was_spilled = self.pending.body.spilled();
         let mark = self.pending.begin()?;
-        let mut hashes: Vec<(u32, u128)> = Vec::new();
-        let (table, pending) = (&self.table, &mut self.pending);
-        let wrote = sink.changed(table, |p, page, h| {
-            hashes.push((p, h));
+        let mut changed = 0u32;
+        let (table, pending) = (&mut self.table, &mut self.pending);
+        let wrote = sink.changed(&old, |p, page, h| {
+            table.set(p, h);
+            changed += 1;
             pending.page(p, page)
         });
         if let Err(e) = wrote {
+            self.table = old;
             self.pending.abandon(mark)?;
             return Err(e);
         }
-        if hashes.is_empty() && sink.db_pages() == self.table.pages() {
+        drop(old);
+        if changed == 0 && sink.db_pages() == self.table.pages() {
             return self.pending.abandon(mark);
-        }
-        for (p, h) in &hashes {
-            self.table.set(*p, *h);
         }
         self.table.resize(sink.db_pages());
         let after = self.table.checksum();
         self.pending
-            .end(mark, time_ms, sink.db_pages(), after, hashes.len() as u32)?;
+            .end(mark, time_ms, sink.db_pages(), after, changed)?;
         self.pushed(was_spilled);
         Ok(())
     }
@@ -615,7 +618,8 @@ impl Tracked {
         let mut was_spilled = self.pending.body.spilled();
         let start = self.pending.body.len();
         let mut page = vec![0u8; h.page_size as usize];
-        let mut read: Vec<(u64, Vec<(u32, u128)>)> = Vec::with_capacity(commits.len());
+        // Each commit's page hashes, in the order of its frames (their page numbers).
+        let mut read: Vec<(u64, Vec<u128>)> = Vec::with_capacity(commits.len());
         for c in commits {
             let mark = self.pending.begin()?;
             let mut hashes = Vec::with_capacity(c.frames.len());
@@ -635,12 +639,12 @@ impl Tracked {
                     self.pending.abandon(start)?;
                     return Err(e);
                 }
-                hashes.push((*p, page_hash(*p, &page)));
+                hashes.push(page_hash(*p, &page));
             }
             read.push((mark, hashes));
         }
         for (c, (mark, hashes)) in commits.iter().zip(read) {
-            for (p, hash) in &hashes {
+            for ((p, _), hash) in c.frames.iter().zip(&hashes) {
                 self.table.set(*p, *hash);
             }
             self.table.resize(c.db_pages);

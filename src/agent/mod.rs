@@ -7,6 +7,7 @@ pub mod capture;
 pub mod compactor;
 pub mod config;
 pub mod log;
+pub mod malloc;
 pub mod metrics;
 pub mod scheduler;
 pub mod shutdown;

@@ -267,6 +267,12 @@ pub fn main() -> ExitCode {
         logging.verbose = logging.verbose.max(1);
     }
     output::init_logging(&logging);
+    if matches!(cli.command, Command::Agent(_)) {
+        // Before the runtime's threads exist: arenas already made would stay.
+        if let Some(n) = hubvault::agent::malloc::limit_arenas() {
+            tracing::debug!("malloc: at most {n} arenas (MALLOC_ARENA_MAX overrides)");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use sha2::{Digest, Sha256};
@@ -221,7 +221,10 @@ pub struct Feed {
     hasher: Option<Sha256>,
     plain: u64,
     tx: tokio::sync::mpsc::Sender<(usize, Vec<Bytes>)>,
-    buf: BytesMut,
+    /// The chunk being filled by [`Feed::write`] and its bytes written: aligned, so a
+    /// local upload writes it to the disk as it is, without a copy into a buffer of its
+    /// own.
+    buf: Option<(AlignedChunk, usize)>,
 }
 
 fn gone() -> Error {
@@ -255,13 +258,13 @@ impl Feed {
             hasher: hash.then(Sha256::new),
             plain: 0,
             tx,
-            buf: BytesMut::new(),
+            buf: None,
         })
     }
 
     /// Plain bytes written so far.
     pub fn plain_bytes(&self) -> u64 {
-        self.plain + self.buf.len() as u64
+        self.plain + self.buf.as_ref().map_or(0, |(_, n)| *n as u64)
     }
 
     /// Reads `src` to its end straight into the chunks sent (`path` names it in errors);
@@ -297,14 +300,14 @@ impl Feed {
     /// Writes plain bytes (buffered into chunks).
     pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
-            if self.buf.capacity() == 0 {
-                self.buf.reserve(CHUNK);
-            }
-            let room = CHUNK - self.buf.len();
-            let n = room.min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
+            let (chunk, fill) = self
+                .buf
+                .get_or_insert_with(|| (AlignedChunk::zeroed(CHUNK), 0));
+            let n = (CHUNK - *fill).min(data.len());
+            chunk.as_mut()[*fill..*fill + n].copy_from_slice(&data[..n]);
+            *fill += n;
             data = &data[n..];
-            if self.buf.len() == CHUNK {
+            if *fill == CHUNK {
                 self.flush_partial()?;
             }
         }
@@ -312,11 +315,10 @@ impl Feed {
     }
 
     fn flush_partial(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+        match self.buf.take() {
+            Some((chunk, n)) if n > 0 => self.send(chunk.freeze(n)),
+            _ => Ok(()),
         }
-        let chunk = std::mem::take(&mut self.buf).freeze();
-        self.send(chunk)
     }
 
     fn send(&mut self, chunk: Bytes) -> Result<()> {

@@ -340,3 +340,112 @@ fn a_closed_wal_database_is_pinned_from_its_file_alone() {
     let expected = rows(&reader);
     assert_eq!(rows_of_image(&stream(&plan, &src)), expected);
 }
+
+#[test]
+fn the_wal_tails_index_names_the_newest_frame_of_each_page_the_full_reader_keeps() {
+    // A tiny page cache spills pages into the WAL before the commit, so one commit holds
+    // several frames of the same page: the index must keep the newest, in page order.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    w.pragma_update(None, "cache_size", 2).unwrap();
+    let tx = w.unchecked_transaction().unwrap();
+    for round in 0..3 {
+        for i in 0..400i64 {
+            tx.execute(
+                "INSERT OR REPLACE INTO t VALUES (?1, ?2)",
+                rusqlite::params![i, format!("{round}").repeat(200)],
+            )
+            .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    insert(&w, 1000, 50);
+    use std::os::unix::fs::FileExt;
+    let wal_path = dir.path().join("sqlite.db-wal");
+    let f = std::fs::File::open(&wal_path).unwrap();
+    let mut raw = [0u8; wal::HEADER];
+    f.read_exact_at(&mut raw, 0).unwrap();
+    let h = wal::WalHeader::parse(&raw).unwrap();
+    let start = wal::WalPos::start(h);
+    let wal::Tail::Commits(full, p1) = wal::read_after(&f, &start).unwrap() else {
+        panic!("continuous")
+    };
+    let wal::Tail::Commits(indexed, p2) = wal::read_after_indexed(&f, &start).unwrap() else {
+        panic!("continuous")
+    };
+    assert_eq!((p1.frames, p1.checksum), (p2.frames, p2.checksum));
+    assert_eq!(full.len(), indexed.len());
+    let frames: u64 = p1.frames;
+    let pages: usize = full.iter().map(|c| c.pages.len()).sum();
+    assert!(
+        frames as usize > pages,
+        "a commit repeats pages ({frames} frames, {pages} pages)"
+    );
+    let mut page = vec![0u8; h.page_size as usize];
+    for (c, i) in full.iter().zip(&indexed) {
+        assert_eq!(c.db_pages, i.db_pages);
+        let nums: Vec<u32> = i.frames.iter().map(|(p, _)| *p).collect();
+        assert_eq!(nums, c.pages.keys().copied().collect::<Vec<_>>());
+        for (p, n) in &i.frames {
+            assert!(wal::read_frame(&f, &h, *n, *p, &mut page).unwrap());
+            assert_eq!(
+                &page, &c.pages[p],
+                "page {p}: frame {n} is not the newest image"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_spill_sinks_index_of_a_pass_in_page_order_is_four_bytes_a_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = SpillSink::new(dir.path(), 1 << 20);
+    sink.restart(512).unwrap();
+    let page = |p: u32, v: u8| {
+        let mut b = vec![v; 512];
+        b[..4].copy_from_slice(&p.to_le_bytes());
+        b
+    };
+    // A pass over the file: every third page differs, in ascending order.
+    let pages: Vec<u32> = (1..=30_000).filter(|p| p % 3 != 0).collect();
+    for p in &pages {
+        sink.page(*p, &page(*p, 1)).unwrap();
+    }
+    let ascending = sink.index_bytes();
+    assert!(
+        ascending <= pages.len() * 4 * 2,
+        "{ascending} bytes for {} pages",
+        pages.len()
+    );
+    // Then the WAL's pages, out of order: some given before (patched), some new.
+    for p in [29_999u32, 6, 7, 30_003, 3, 12] {
+        sink.page(p, &page(p, 2)).unwrap();
+    }
+    sink.finish(30_003, 30_000).unwrap();
+    let table = PageTable::new(512);
+    let mut seen = Vec::new();
+    sink.changed(&table, |p, img, _| {
+        seen.push((p, img[4]));
+        if img.iter().any(|b| *b != 0) {
+            assert_eq!(
+                &img[..4],
+                &p.to_le_bytes(),
+                "page {p} read from another's slot"
+            );
+        }
+        Ok(())
+    })
+    .unwrap();
+    let want: std::collections::BTreeMap<u32, u8> = pages
+        .iter()
+        .map(|p| (*p, 1))
+        .chain([29_999u32, 6, 7, 30_003, 3, 12].map(|p| (p, 2)))
+        .collect();
+    // Pages past the file that were never given read as zeros (30,001 and 30,002).
+    let got: std::collections::BTreeMap<u32, u8> = seen
+        .into_iter()
+        .filter(|(p, _)| *p <= 30_000 || *p == 30_003)
+        .collect();
+    assert_eq!(got, want);
+}
