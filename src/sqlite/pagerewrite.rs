@@ -27,6 +27,11 @@
 //!   this cannot handle (ids in `WITHOUT ROWID` tables, virtual tables, generated columns,
 //!   ids in the schema's SQL), and rebuilds the indexes afterwards.
 //!
+//! An index of a changed column is then patched in place by
+//! [`patch_indexes_in_transaction`] when that is provably the index `REINDEX` would build
+//! (every key column the rewrite changes holds one value in the whole index: see there),
+//! and rebuilt otherwise.
+//!
 //! File format: <https://www.sqlite.org/fileformat2.html> ("The Database Header",
 //! "B-tree Pages", "Record Format").
 
@@ -52,6 +57,15 @@ pub struct TableSpec {
     /// numeric affinity; the pages would keep it TEXT, which `integrity_check` reports
     /// and lookups by the id miss. The SQL rewrite refuses these values one by one.
     pub guarded: Vec<bool>,
+}
+
+/// One index of a table the rewrite changed, to patch in place: see
+/// [`patch_indexes_in_transaction`].
+#[derive(Clone, Debug)]
+pub struct IndexSpec {
+    pub name: String,
+    /// Its root page (`sqlite_schema.rootpage`).
+    pub root: u32,
 }
 
 /// What a rewrite changed.
@@ -706,42 +720,11 @@ pub fn rewrite_in_transaction(
     m: &Matcher,
     tables: &[TableSpec],
 ) -> std::io::Result<Outcome> {
-    if conn.is_autocommit() {
-        return Err(std::io::Error::other(
-            "the page rewrite through sqlite_dbpage needs a write transaction (a bug)",
-        ));
-    }
-    let sql = |what: &str, e: rusqlite::Error| std::io::Error::other(format!("{what}: {e}"));
-    // A missing sqlite_dbpage (a build without SQLITE_ENABLE_DBPAGE_VTAB) fails here.
-    let page1: Vec<u8> = match conn
-        .prepare_cached(DbPages::READ)
-        .and_then(|mut st| st.query_row([1], |r| r.get(0)))
-    {
-        Ok(b) => b,
-        Err(e) => return Ok(Outcome::Refused(format!("sqlite_dbpage: {e}"))),
+    let h = match in_transaction(conn)? {
+        Ok(h) => h,
+        Err(why) => return Ok(Outcome::Refused(why)),
     };
-    let pragma = |name: &str| -> std::io::Result<u64> {
-        conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0))
-            .map_err(|e| sql(name, e))
-            .map(|v| v.max(0) as u64)
-    };
-    let (page_size, page_count) = (pragma("page_size")?, pragma("page_count")?);
-    if conn
-        .db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE)
-        .map_err(|e| sql("SQLITE_DBCONFIG_DEFENSIVE", e))?
-    {
-        return Ok(Outcome::Refused(
-            "the connection is in defensive mode: sqlite_dbpage is read-only".into(),
-        ));
-    }
     let run = || -> Result<Done, Stop> {
-        let Some(h) = page1.first_chunk::<100>() else {
-            return refuse("page 1 is shorter than the header");
-        };
-        let h = header_of(h, page_count.saturating_mul(page_size))?;
-        if h.page_size as u64 != page_size {
-            return refuse("the header's page size is not the connection's");
-        }
         let mut pages = DbPages {
             conn,
             page_size: h.page_size,
@@ -762,6 +745,260 @@ pub fn rewrite_in_transaction(
         Ok(r.done)
     };
     outcome(run())
+}
+
+/// The header of the main database of `conn` for page writes through `sqlite_dbpage`
+/// inside its write transaction; `Ok(Err(why))` when this build of SQLite has no
+/// `sqlite_dbpage`, the connection may not write it (`SQLITE_DBCONFIG_DEFENSIVE` on) or
+/// the header is one the walks do not handle.
+fn in_transaction(conn: &Connection) -> std::io::Result<Result<Header, String>> {
+    if conn.is_autocommit() {
+        return Err(std::io::Error::other(
+            "the page rewrite through sqlite_dbpage needs a write transaction (a bug)",
+        ));
+    }
+    let sql = |what: &str, e: rusqlite::Error| std::io::Error::other(format!("{what}: {e}"));
+    // A missing sqlite_dbpage (a build without SQLITE_ENABLE_DBPAGE_VTAB) fails here.
+    let page1: Vec<u8> = match conn
+        .prepare_cached(DbPages::READ)
+        .and_then(|mut st| st.query_row([1], |r| r.get(0)))
+    {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(format!("sqlite_dbpage: {e}"))),
+    };
+    let pragma = |name: &str| -> std::io::Result<u64> {
+        conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+            .map_err(|e| sql(name, e))
+            .map(|v| v.max(0) as u64)
+    };
+    let (page_size, page_count) = (pragma("page_size")?, pragma("page_count")?);
+    if conn
+        .db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE)
+        .map_err(|e| sql("SQLITE_DBCONFIG_DEFENSIVE", e))?
+    {
+        return Ok(Err(
+            "the connection is in defensive mode: sqlite_dbpage is read-only".into(),
+        ));
+    }
+    let Some(h) = page1.first_chunk::<100>() else {
+        return Ok(Err("page 1 is shorter than the header".into()));
+    };
+    let h = match header_of(h, page_count.saturating_mul(page_size)) {
+        Ok(h) => h,
+        Err(Stop::Refuse(why)) => return Ok(Err(why)),
+        Err(Stop::Io(e)) => return Err(e),
+    };
+    if h.page_size as u64 != page_size {
+        return Ok(Err("the header's page size is not the connection's".into()));
+    }
+    Ok(Ok(h))
+}
+
+/// After [`rewrite_in_transaction`] (or a committed [`rewrite_file`]), in a write
+/// transaction of `conn` on the same database: the ids in the keys of each index of
+/// `indexes` replaced as the rewrite replaced them in the rows. Per index, `Ok(pages
+/// written)`, or `Err(why)` when it must be rebuilt with `REINDEX` instead.
+///
+/// Why this is the index `REINDEX` would build: an index entry holds a copy of its row's
+/// key columns, byte for byte, and the rewrite is a function of a value's bytes, so each
+/// patched entry is its rewritten row's entry. What could go wrong is the order: a new id
+/// may sort elsewhere than the old one among the other values. So an index is patched
+/// only if every key column in which the rewrite changed a value holds the same bytes
+/// in every entry: two entries then compare equal there before and after, whatever the
+/// collation or direction, and every other column is unchanged, so their order (and any
+/// UNIQUE constraint) is as before. Otherwise, and for a key that overflows its page or a
+/// page this walk does not expect, `Err`: the pages already patched do not matter, since
+/// `REINDEX` empties the index before it fills it again.
+pub fn patch_indexes_in_transaction(
+    conn: &Connection,
+    m: &Matcher,
+    indexes: &[IndexSpec],
+) -> std::io::Result<Vec<Result<u64, String>>> {
+    let h = match in_transaction(conn)? {
+        Ok(h) => h,
+        Err(why) => return Ok(indexes.iter().map(|_| Err(why.clone())).collect()),
+    };
+    let mut pages = DbPages {
+        conn,
+        page_size: h.page_size,
+        scratch: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(indexes.len());
+    for spec in indexes {
+        let mut p = Pager::new(&mut pages, h);
+        out.push(match walk_index(&mut p, spec, m) {
+            Ok(written) => Ok(written),
+            Err(Stop::Refuse(why)) => Err(why),
+            Err(Stop::Io(e)) => return Err(e),
+        });
+    }
+    Ok(out)
+}
+
+/// What the keys of one index held, position by position in the key record: the first
+/// value met (serial type and bytes, before any rewrite), whether another entry holds a
+/// different one, and whether the rewrite changed a value there.
+#[derive(Default)]
+struct Keys {
+    /// Positions per key record: set by the first one, the same in all.
+    width: Option<usize>,
+    first: Vec<(u64, Vec<u8>)>,
+    varies: Vec<bool>,
+    changed: Vec<bool>,
+}
+
+impl Keys {
+    /// A key column whose values the rewrite changed and that holds more than one value:
+    /// the patched order could differ from SQLite's.
+    fn unsafe_column(&self) -> Option<usize> {
+        (0..self.changed.len()).find(|&i| self.changed[i] && self.varies[i])
+    }
+}
+
+/// One pass over the B-tree of index `spec`, patching its keys ([`key_record`]); the pages
+/// written, or refused (rebuild it instead) as soon as the patch could be out of order.
+fn walk_index(p: &mut Pager<'_>, spec: &IndexSpec, m: &Matcher) -> Result<u64, Stop> {
+    let usable = p.h.usable;
+    // The largest payload an index cell keeps on its page (file format: X for index
+    // pages); a longer key overflows, which this walk leaves to REINDEX.
+    let max_local = (usable - 12) * 64 / 255 - 23;
+    let mut page = vec![0u8; p.h.page_size];
+    let mut keys = Keys::default();
+    let mut written = 0;
+    let mut stack = vec![spec.root];
+    p.claim(spec.root)?;
+    while let Some(n) = stack.pop() {
+        p.read(n, &mut page)?;
+        let leaf = match page[0] {
+            0x0A => true,
+            0x02 => false,
+            kind => {
+                return refuse(format!(
+                    "index {}: page {n} is not an index B-tree page (type {kind:#x})",
+                    spec.name
+                ));
+            }
+        };
+        let cells = u16_at(&page, 3);
+        let head = if leaf { 8 } else { 12 };
+        let ptrs_end = head + 2 * cells;
+        if ptrs_end > usable {
+            return refuse(format!("index {}: page {n}: too many cells", spec.name));
+        }
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(cells);
+        let mut children = Vec::new();
+        let mut dirty = false;
+        for i in 0..cells {
+            let c = u16_at(&page, head + 2 * i);
+            let bad = |what: &str| {
+                Stop::Refuse(format!("index {}: page {n}: cell {i} {what}", spec.name))
+            };
+            // An interior cell starts with its left child's page number.
+            let at = if leaf { c } else { c + 4 };
+            if c < ptrs_end || at >= usable {
+                return Err(bad("outside the page"));
+            }
+            if !leaf {
+                children.push(u32_at(&page, c));
+            }
+            let (size, a) = varint(&page, at, usable).ok_or_else(|| bad("runs past the page"))?;
+            if size > max_local as u64 {
+                return Err(bad("is a key that overflows its page"));
+            }
+            let (start, end) = (at + a, at + a + size as usize);
+            if end > usable {
+                return Err(bad("runs past the page"));
+            }
+            spans.push((c, end));
+            dirty |=
+                key_record(p.h.text, &mut page[start..end], m, &mut keys).map_err(|w| bad(&w))?;
+        }
+        if let Some(col) = keys.unsafe_column() {
+            return refuse(format!(
+                "index {}: key column {col} holds more than one value, so the new ids may sort elsewhere",
+                spec.name
+            ));
+        }
+        spans.sort_unstable();
+        if spans.windows(2).any(|w| w[0].1 > w[1].0) {
+            return refuse(format!("index {}: page {n}: cells overlap", spec.name));
+        }
+        if !leaf {
+            children.push(u32_at(&page, 8));
+            for &c in children.iter().rev() {
+                p.claim(c)?;
+                stack.push(c);
+            }
+        }
+        if dirty {
+            p.write(n, 0, &page)?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// Rewrites the TEXT and BLOB values of one index key record in place (as [`record`] does
+/// a row's) and notes in `keys` what each position held before. `Ok(true)` when a byte
+/// changed.
+fn key_record(
+    text: Kind,
+    payload: &mut [u8],
+    m: &Matcher,
+    keys: &mut Keys,
+) -> Result<bool, String> {
+    let (hsize, a) = varint(payload, 0, payload.len()).ok_or("has a broken record header")?;
+    if hsize > payload.len() as u64 || hsize < a as u64 {
+        return Err("has a record header past its payload".into());
+    }
+    let hsize = hsize as usize;
+    let (mut at, mut body, mut pos) = (a, hsize as u64, 0);
+    let mut changed = false;
+    while at < hsize {
+        let (st, l) = varint(payload, at, hsize).ok_or("has a broken record header")?;
+        at += l;
+        let size = value_size(st).ok_or("has a value of a reserved serial type")?;
+        if size > payload.len() as u64 - body {
+            return Err("has a value past its payload".into());
+        }
+        let (s, e) = (body as usize, (body + size) as usize);
+        if pos == keys.first.len() {
+            if keys.width.is_some() {
+                return Err("has more key columns than the index's other keys".into());
+            }
+            keys.first.push((st, payload[s..e].to_vec()));
+            keys.varies.push(false);
+            keys.changed.push(false);
+        } else if !keys.varies[pos]
+            && (keys.first[pos].0 != st || keys.first[pos].1 != payload[s..e])
+        {
+            keys.varies[pos] = true;
+        }
+        if st >= 12 && size > 0 {
+            let kind = if st % 2 == 1 { text } else { Kind::Blob };
+            let v = &mut payload[s..e];
+            if let (Some(new), _) = m.rewrite(kind, v) {
+                if new.len() != v.len() {
+                    return Err("would change length (a bug: ids are replaced by ids)".into());
+                }
+                if new.as_slice() != &*v {
+                    v.copy_from_slice(&new);
+                    keys.changed[pos] = true;
+                    changed = true;
+                }
+            }
+        }
+        body += size;
+        pos += 1;
+    }
+    match keys.width {
+        None => keys.width = Some(pos),
+        Some(w) if w != pos => {
+            return Err("has fewer key columns than the index's other keys".into());
+        }
+        Some(_) => {}
+    }
+    Ok(changed)
 }
 
 fn outcome(r: Result<Done, Stop>) -> std::io::Result<Outcome> {

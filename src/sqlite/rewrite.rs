@@ -1180,15 +1180,10 @@ fn rewrite_pages(
         Ok(found) => found,
         Err(why) => return Ok(Err(why)),
     };
-    // sqlite_dbpage writes only with defensive mode off: off for the page writes alone
-    // (it is direct-only, so no SQL stored in the file can reach it meanwhile).
-    let q = |what: &'static str| move |e| Error::sqlite(path, what, e);
-    tx.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
-        .map_err(q("cannot let sqlite_dbpage write"))?;
     let t0 = std::time::Instant::now();
-    let outcome = pagerewrite::rewrite_in_transaction(tx, &Matcher::new(old, Some(new)), &specs);
-    tx.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
-        .map_err(q("cannot lock the connection down again"))?;
+    let outcome = with_page_writes(tx, path, || {
+        pagerewrite::rewrite_in_transaction(tx, &Matcher::new(old, Some(new)), &specs)
+    })?;
     let done = match outcome.map_err(|e| Error::io(path, "cannot rewrite the pages", e))? {
         pagerewrite::Outcome::Refused(why) => return Ok(Err(why)),
         pagerewrite::Outcome::Done(done) => done,
@@ -1209,6 +1204,18 @@ fn rewrite_pages(
         new.to_vec(),
     )?;
     Ok(Ok(rewritten))
+}
+
+/// `f` with `sqlite_dbpage` writable on `conn`: defensive mode is off for `f` alone (the
+/// table is direct-only, so no SQL stored in the file can reach it meanwhile).
+fn with_page_writes<T>(conn: &Connection, path: &Path, f: impl FnOnce() -> T) -> Result<T> {
+    let q = |what: &'static str| move |e| Error::sqlite(path, what, e);
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
+        .map_err(q("cannot let sqlite_dbpage write"))?;
+    let out = f();
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(q("cannot lock the connection down again"))?;
+    Ok(out)
 }
 
 /// A rewrite committed into a private copy whose result is not checked yet: see
@@ -1495,6 +1502,7 @@ fn after_pages(
         }
     }
     drop(f);
+    let stale = patch_indexes(conn, path, &Matcher::new(&old, Some(&new)), stale)?;
     // The index sorts of REINDEX may use helper threads (SQLite's sorter): about a fifth
     // less time on the bench database's UNIQUE index, on two cores.
     let helpers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
@@ -1528,6 +1536,15 @@ fn after_pages(
     })
 }
 
+/// An index a page rewrite left stale.
+struct Stale {
+    name: String,
+    /// Its key is plain columns and it has no `WHERE`: its entries may be patched
+    /// ([`pagerewrite::patch_indexes_in_transaction`]). An expression's value or a
+    /// partial index's choice of rows may change in ways only SQLite can compute.
+    patchable: bool,
+}
+
 /// The indexes of `table` that a page rewrite of `changed` columns leaves stale: those
 /// with a changed column in their key, an expression in their key, or a `WHERE`.
 fn stale_indexes(
@@ -1535,7 +1552,7 @@ fn stale_indexes(
     path: &Path,
     table: &str,
     changed: &[&str],
-) -> Result<Vec<String>> {
+) -> Result<Vec<Stale>> {
     let q = |e| Error::sqlite(path, &format!("cannot list the indexes of {table}"), e);
     let list: Vec<(String, bool)> = conn
         .prepare("SELECT name, partial FROM pragma_index_list(?1)")
@@ -1553,17 +1570,89 @@ fn stale_indexes(
                     .collect()
             })
             .map_err(q)?;
+        // cid -2: an expression; -1: the rowid.
+        let expression = cols.iter().any(|(cid, _)| *cid < -1);
         let touched = partial
-            || cols.iter().any(|(cid, c)| {
-                *cid < 0
-                    || c.as_deref()
-                        .is_some_and(|c| changed.iter().any(|x| x.eq_ignore_ascii_case(c)))
+            || expression
+            || cols.iter().any(|(_, c)| {
+                c.as_deref()
+                    .is_some_and(|c| changed.iter().any(|x| x.eq_ignore_ascii_case(c)))
             });
         if touched {
-            out.push(name);
+            out.push(Stale {
+                name,
+                patchable: !partial && !expression,
+            });
         }
     }
     Ok(out)
+}
+
+/// The `stale` indexes whose keys can be patched, patched in a write transaction of
+/// `conn` (the caller's, or one of its own on a private copy); the names of the others,
+/// to rebuild with `REINDEX`.
+fn patch_indexes(
+    conn: &Connection,
+    path: &Path,
+    m: &Matcher,
+    stale: Vec<Stale>,
+) -> Result<Vec<String>> {
+    let mut specs = Vec::new();
+    let mut rebuild = Vec::new();
+    for s in stale {
+        let root: Option<i64> = if s.patchable {
+            conn.query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                [&s.name],
+                |r| r.get(0),
+            )
+            .map_err(|e| Error::sqlite(path, &format!("cannot read index {}", s.name), e))?
+        } else {
+            None
+        };
+        match root.and_then(|r| u32::try_from(r).ok()) {
+            Some(root) if root > 1 => specs.push(pagerewrite::IndexSpec { name: s.name, root }),
+            _ => rebuild.push(s.name),
+        }
+    }
+    if specs.is_empty() {
+        return Ok(rebuild);
+    }
+    let t0 = std::time::Instant::now();
+    // A private copy's connection is in autocommit: its own transaction (no journal, as
+    // the copy is thrown away on any error).
+    let own = conn.is_autocommit();
+    if own {
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| Error::sqlite(path, "cannot begin the index patch", e))?;
+    }
+    let patched = with_page_writes(conn, path, || {
+        pagerewrite::patch_indexes_in_transaction(conn, m, &specs)
+    })
+    .and_then(|r| r.map_err(|e| Error::io(path, "cannot patch the indexes", e)));
+    if own {
+        let end = if patched.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        conn.execute_batch(end)
+            .map_err(|e| Error::sqlite(path, "cannot end the index patch", e))?;
+    }
+    for (spec, r) in specs.into_iter().zip(patched?) {
+        match r {
+            Ok(pages) => tracing::debug!(
+                "rewrite: index {} patched in place ({pages} pages written)",
+                spec.name
+            ),
+            Err(why) => {
+                tracing::debug!("rewrite: index {} to rebuild: {why}", spec.name);
+                rebuild.push(spec.name);
+            }
+        }
+    }
+    tracing::debug!("rewrite: index patch took {:?}", t0.elapsed());
+    Ok(rebuild)
 }
 
 impl Unchecked {
