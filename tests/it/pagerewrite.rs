@@ -357,35 +357,30 @@ fn page_rewrite_refuses_without_rowid_ids_virtual_tables_and_ids_in_the_schema()
     both_paths(&src, ids(&spec), new_ids(), false);
 }
 
-/// A small database with an overflow table, its table specs (from the undamaged file)
-/// and its page size.
-fn damaged_base(dir: &Path) -> (PathBuf, Spec, Vec<pagerewrite::TableSpec>) {
+/// A small database with an overflow table, its table specs and the specs of the
+/// indexes the in-place path may patch (from the undamaged file): the fixture's UNIQUE
+/// autoindex, whose hub id column holds one value, and three whose values vary.
+fn damaged_base(
+    dir: &Path,
+) -> (
+    PathBuf,
+    Spec,
+    Vec<pagerewrite::TableSpec>,
+    Vec<pagerewrite::IndexSpec>,
+) {
     let spec = Spec::new("hrb-cellario", "Damaged", 30);
     let src = base(dir, &spec, &hostile_sql(7));
     let conn = db::open_read_only(&src).unwrap();
-    let specs = conn
-        .prepare("SELECT name, rootpage FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%' AND sql NOT LIKE '%WITHOUT ROWID%'")
-        .unwrap()
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
-        .unwrap()
-        .map(|r| {
-            let (name, root) = r.unwrap();
-            let columns = conn
-                .prepare("SELECT name FROM pragma_table_xinfo(?1)")
-                .unwrap()
-                .query_map([&name], |r| r.get(0))
-                .unwrap()
-                .collect::<rusqlite::Result<Vec<String>>>()
-                .unwrap();
-            pagerewrite::TableSpec {
-                name,
-                root,
-                columns,
-                guarded: Vec::new(),
-            }
-        })
-        .collect();
-    (src, spec, specs)
+    let indexes = index_specs(
+        &conn,
+        &[
+            "sqlite_autoindex_Events_1",
+            "sqlite_autoindex_ord_1",
+            "ord_n_k",
+            "sqlite_autoindex_par_1",
+        ],
+    );
+    (src, spec, table_specs(&conn), indexes)
 }
 
 fn matcher(spec: &Spec) -> Matcher {
@@ -427,18 +422,27 @@ fn on_bytes_in_transaction(
     bytes: &[u8],
     m: &Matcher,
     specs: &[pagerewrite::TableSpec],
-) -> (pagerewrite::Outcome, Vec<u8>) {
+    indexes: &[pagerewrite::IndexSpec],
+) -> (pagerewrite::Outcome, Vec<u8>, Vec<Result<u64, String>>) {
     let f = dir.join("damaged-in-place.db");
     std::fs::write(&f, bytes).unwrap();
     let conn = Connection::open(&f).unwrap();
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
         .unwrap();
+    let mut patched = Vec::new();
     let out = match conn.execute_batch("BEGIN IMMEDIATE") {
         Ok(()) => match pagerewrite::rewrite_in_transaction(&conn, m, specs) {
-            Ok(pagerewrite::Outcome::Done(d)) => match conn.execute_batch("COMMIT") {
-                Ok(()) => pagerewrite::Outcome::Done(d),
-                Err(e) => pagerewrite::Outcome::Refused(format!("commit: {e}")),
-            },
+            Ok(pagerewrite::Outcome::Done(d)) => {
+                match pagerewrite::patch_indexes_in_transaction(&conn, m, indexes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| {
+                        patched = p;
+                        conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+                    }) {
+                    Ok(()) => pagerewrite::Outcome::Done(d),
+                    Err(e) => pagerewrite::Outcome::Refused(format!("commit: {e}")),
+                }
+            }
             Ok(refused) => refused,
             Err(e) => pagerewrite::Outcome::Refused(format!("error: {e}")),
         },
@@ -459,21 +463,21 @@ fn on_bytes_in_transaction(
             "a refusal in a transaction changed the file"
         );
     }
-    (out, after)
+    (out, after, patched)
 }
 
 #[test]
 fn damaged_files_are_refused_with_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, spec, specs) = damaged_base(dir.path());
+    let (src, spec, specs, indexes) = damaged_base(dir.path());
     let m = matcher(&spec);
     let good = std::fs::read(&src).unwrap();
     let ps = 4096;
     let page = |n: u32| (n as usize - 1) * ps;
     let refusal = |bytes: &[u8], what: &str| {
         let (out, _) = on_bytes(dir.path(), bytes, &m, &specs);
-        if let (pagerewrite::Outcome::Done(_), _) =
-            on_bytes_in_transaction(dir.path(), bytes, &m, &specs)
+        if let (pagerewrite::Outcome::Done(_), _, _) =
+            on_bytes_in_transaction(dir.path(), bytes, &m, &specs, &indexes)
         {
             panic!("{what}: not refused in a transaction");
         }
@@ -488,9 +492,36 @@ fn damaged_files_are_refused_with_nothing_written() {
         pagerewrite::Outcome::Done(_)
     ));
     assert!(matches!(
-        on_bytes_in_transaction(dir.path(), &good, &m, &specs).0,
+        on_bytes_in_transaction(dir.path(), &good, &m, &specs, &indexes).0,
         pagerewrite::Outcome::Done(_)
     ));
+
+    // Its indexes: the autoindex of one hub id patched, the three whose values vary left
+    // to REINDEX.
+    let (_, _, patched) = on_bytes_in_transaction(dir.path(), &good, &m, &specs, &indexes);
+    assert!(patched[0].is_ok(), "{patched:?}");
+    assert!(
+        patched[1..]
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|w| w.contains("more than one value"))),
+        "{patched:?}"
+    );
+    // A damaged index page: the tables are still rewritten, that index is left to
+    // REINDEX, and nothing but ids changed.
+    let auto = page(indexes[0].root);
+    assert_eq!(good[auto], 0x0A, "the autoindex is one leaf page");
+    let mut b = good.clone();
+    b[auto + 8..auto + 10].copy_from_slice(&0xFFF0u16.to_be_bytes());
+    let (out, after, patched) = on_bytes_in_transaction(dir.path(), &b, &m, &specs, &indexes);
+    assert!(
+        patched[0]
+            .as_ref()
+            .is_err_and(|w| w.contains("outside the page")),
+        "{patched:?}"
+    );
+    let (mut done, mut refused) = (0, 0);
+    ids_only(out, &b, &after, &mut done, &mut refused);
+    assert_eq!((done, refused), (1, 0));
 
     // A cell pointer past the page (`plain`'s root is one leaf page).
     let leaf = page(root_of(&specs, "plain"));
@@ -546,7 +577,7 @@ fn damaged_files_are_refused_with_nothing_written() {
 #[test]
 fn random_damage_never_panics_and_never_writes_but_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, spec, specs) = damaged_base(dir.path());
+    let (src, spec, specs, indexes) = damaged_base(dir.path());
     let m = matcher(&spec);
     let good = std::fs::read(&src).unwrap();
     let seed = std::env::var("HUBVAULT_SEED")
@@ -569,10 +600,10 @@ fn random_damage_never_panics_and_never_writes_but_ids() {
                 };
             b[at] = rng.random();
         }
-        for (out, after) in [
-            on_bytes(dir.path(), &b, &m, &specs),
-            on_bytes_in_transaction(dir.path(), &b, &m, &specs),
-        ] {
+        for (out, after) in [on_bytes(dir.path(), &b, &m, &specs), {
+            let (out, after, _) = on_bytes_in_transaction(dir.path(), &b, &m, &specs, &indexes);
+            (out, after)
+        }] {
             ids_only(out, &b, &after, &mut done, &mut refused);
         }
     }
@@ -858,4 +889,154 @@ fn indexes_named_after_a_collation_are_rebuilt_and_keep_their_unique_constraint(
         assert!(err.contains("UNIQUE"), "{mode}: {err}");
         assert_eq!(content(&c), before, "{mode}");
     }
+}
+
+/// Fixed ids for the index tests: `5` sorts between the old hub id and the new one, so
+/// an index holding both `5` and the hub id changes its order with the rewrite.
+fn sorting_ids(spec: &mut Spec) -> Ids {
+    spec.datahub = DatahubId::parse("11111111-1111-4111-8111-111111111111").unwrap();
+    spec.connector = ConnectorId::parse("12121212-1212-4212-8212-121212121212").unwrap();
+    Ids {
+        datahub: DatahubId::parse("eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee").unwrap(),
+        connector: ConnectorId::parse("edededed-eded-4ded-8ded-edededededed").unwrap(),
+    }
+}
+
+/// Indexes of the fixture's `Events` whose changed column holds one value in every
+/// entry (the hub id: ascending, descending, NOCASE, and the UNIQUE autoindex), and one
+/// of a table where `5` sits between the old and the new hub id.
+const INDEXES: &str = "CREATE INDEX ev_desc ON Events(integration DESC, occurredAt);
+    CREATE INDEX ev_nocase ON Events(integration COLLATE NOCASE, eventType);
+    CREATE TABLE two(k TEXT, n INTEGER); CREATE INDEX two_k ON two(k);
+    INSERT INTO two VALUES ('{D}', 1), ('5', 2);";
+
+/// The index specs of `names` in `conn`.
+fn index_specs(conn: &Connection, names: &[&str]) -> Vec<pagerewrite::IndexSpec> {
+    names
+        .iter()
+        .map(|n| pagerewrite::IndexSpec {
+            name: n.to_string(),
+            root: conn
+                .query_row(
+                    "SELECT rootpage FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                    [n],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+        })
+        .collect()
+}
+
+/// The table specs of every ordinary ROWID table of `conn`.
+fn table_specs(conn: &Connection) -> Vec<pagerewrite::TableSpec> {
+    conn.prepare("SELECT name, rootpage FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%' AND sql NOT LIKE '%WITHOUT ROWID%'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+        .unwrap()
+        .map(|r| {
+            let (name, root) = r.unwrap();
+            let columns = conn
+                .prepare("SELECT name FROM pragma_table_xinfo(?1)")
+                .unwrap()
+                .query_map([&name], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .unwrap();
+            pagerewrite::TableSpec {
+                name,
+                root,
+                columns,
+                guarded: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// The rule, on the pages: an index whose changed key column holds one value in every
+/// entry is patched (the UNIQUE autoindex here spans interior pages), whatever its
+/// direction or collation; one where another value sits between the old id and the new
+/// one is left to REINDEX. After that REINDEX, the database passes `integrity_check`
+/// (which looks every row up in every index), every index finds the rows by the new
+/// id, and the UNIQUE index still refuses a duplicate.
+#[test]
+fn an_index_is_patched_in_place_only_when_its_changed_key_column_holds_one_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new("sdc", "Patch", 3000);
+    let to = sorting_ids(&mut spec);
+    let src = base(dir.path(), &spec, INDEXES);
+    let conn = Connection::open(&src).unwrap();
+    let auto = "sqlite_autoindex_Events_1";
+    let names = [
+        auto,
+        "ev_desc",
+        "ev_nocase",
+        "sqlite_autoindex_Integrations_1",
+        "two_k",
+    ];
+    let indexes = index_specs(&conn, &names);
+    let root_type: u8 = conn
+        .query_row(
+            "SELECT substr(data, 1, 1) FROM sqlite_dbpage WHERE pgno = ?1",
+            [indexes[0].root],
+            |r| r.get::<_, Vec<u8>>(0),
+        )
+        .unwrap()[0];
+    assert_eq!(root_type, 0x02, "the autoindex's root is an interior page");
+    let m = Matcher::new(
+        &[spec.datahub.as_uuid(), spec.connector.as_uuid()],
+        Some(&[to.datahub.as_uuid(), to.connector.as_uuid()]),
+    );
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
+        .unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let done = pagerewrite::rewrite_in_transaction(&conn, &m, &table_specs(&conn)).unwrap();
+    assert!(matches!(done, pagerewrite::Outcome::Done(_)), "{done:?}");
+    let patched = pagerewrite::patch_indexes_in_transaction(&conn, &m, &indexes).unwrap();
+    for (name, r) in names.iter().zip(&patched) {
+        match (*name, r) {
+            ("two_k", Err(why)) => assert!(why.contains("more than one value"), "{why}"),
+            ("two_k", Ok(_)) => panic!("two_k was patched although its order changes"),
+            (_, Ok(pages)) => assert!(*pages > 0, "{name}: nothing written"),
+            (_, Err(why)) => panic!("{name} was not patched: {why}"),
+        }
+    }
+    assert!(patched[0].as_ref().unwrap() > &10, "{patched:?}");
+    conn.execute_batch("REINDEX main.two_k; COMMIT").unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let hub = to.datahub.to_string();
+    for idx in &names[..3] {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM Events INDEXED BY {idx} WHERE integration = ?1"),
+                [&hub],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 3000, "{idx}");
+    }
+    let dup = conn.execute(
+        "INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt)
+         SELECT integration, source, externalId, eventType, createdAt, updatedAt FROM Events LIMIT 1",
+        [],
+    );
+    assert!(
+        dup.unwrap_err().to_string().contains("UNIQUE"),
+        "the patched UNIQUE index lets a duplicate in"
+    );
+}
+
+/// The same database through every path (`both_paths`: a private copy and in place in
+/// both journal modes, each checked with `integrity_check`, the rows compared with the
+/// SQL rewrite's).
+#[test]
+fn patched_and_rebuilt_indexes_give_the_rows_of_the_sql_rewrite_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new("sdc", "Patch", 3000);
+    let to = sorting_ids(&mut spec);
+    let src = base(dir.path(), &spec, INDEXES);
+    let (sql, _, _) = both_paths(&src, ids(&spec), to, false);
+    assert!(sql.total_values() >= 6000, "{:?}", sql.changes);
 }
