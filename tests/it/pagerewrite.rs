@@ -1040,3 +1040,233 @@ fn patched_and_rebuilt_indexes_give_the_rows_of_the_sql_rewrite_on_every_path() 
     let (sql, _, _) = both_paths(&src, ids(&spec), to, false);
     assert!(sql.total_values() >= 6000, "{:?}", sql.changes);
 }
+
+// --- Review of the index patch (`patch_indexes_in_transaction`): a patched index must be
+// the index REINDEX builds, entry for entry and in the same order, on every shape below.
+
+/// Every entry of index `idx` in the order of its B-tree, each key value and the rowid
+/// as its type and the hex of its stored bytes: a covering scan forced with INDEXED BY
+/// (checked in the plan), so the values are read from the index, not the table.
+fn index_entries(conn: &Connection, idx: &str) -> Vec<String> {
+    let table: String = conn
+        .query_row(
+            "SELECT tbl_name FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+            [idx],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let cols: Vec<Option<String>> = conn
+        .prepare("SELECT name FROM pragma_index_xinfo(?1) ORDER BY seqno")
+        .unwrap()
+        .query_map([idx], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let expr: Vec<String> = cols
+        .iter()
+        .map(|c| {
+            let q = c
+                .as_ref()
+                .map_or("rowid".to_string(), |c| format!("\"{c}\""));
+            format!("typeof({q}) || ':' || hex({q})")
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM \"{table}\" INDEXED BY \"{idx}\"",
+        expr.join(" || ',' || ")
+    );
+    let plan: String = conn
+        .query_row(&format!("EXPLAIN QUERY PLAN {sql}"), [], |r| r.get(3))
+        .unwrap();
+    assert!(plan.contains(&format!("COVERING INDEX {idx}")), "{plan}");
+    conn.prepare(&sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// On a copy of `src`: the pages rewritten and the indexes `names` patched in one
+/// transaction (as the in-place path does), then each patched index compared, entry for
+/// entry in B-tree order, with what `REINDEX` makes of it on the same rows; after
+/// `REINDEX` of everything the result passes `integrity_check`. Each index's outcome (pages written, or why it is left to
+/// REINDEX).
+fn patched_against_reindex(
+    src: &Path,
+    spec: &Spec,
+    to: Ids,
+    names: &[&str],
+) -> Vec<Result<u64, String>> {
+    let c = src.parent().unwrap().join("patched.db");
+    std::fs::copy(src, &c).unwrap();
+    let conn = Connection::open(&c).unwrap();
+    let m = Matcher::new(
+        &[spec.datahub.as_uuid(), spec.connector.as_uuid()],
+        Some(&[to.datahub.as_uuid(), to.connector.as_uuid()]),
+    );
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
+        .unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let done = pagerewrite::rewrite_in_transaction(&conn, &m, &table_specs(&conn)).unwrap();
+    assert!(matches!(done, pagerewrite::Outcome::Done(_)), "{done:?}");
+    let patched =
+        pagerewrite::patch_indexes_in_transaction(&conn, &m, &index_specs(&conn, names)).unwrap();
+    conn.execute_batch("COMMIT").unwrap();
+    let before: Vec<Option<Vec<String>>> = names
+        .iter()
+        .zip(&patched)
+        .map(|(n, r)| r.as_ref().ok().map(|_| index_entries(&conn, n)))
+        .collect();
+    // Every index, including the stale ones of the fixture's tables not named here.
+    conn.execute_batch("REINDEX").unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    for (n, b) in names.iter().zip(before) {
+        if let Some(b) = b {
+            assert_eq!(
+                b,
+                index_entries(&conn, n),
+                "{n}: patched is not what REINDEX builds"
+            );
+        }
+    }
+    patched
+}
+
+/// `expect`: per index, `None` if it must be patched, or a word of why it must be left
+/// to REINDEX. Checked on the pages ([`patched_against_reindex`]), then through every
+/// path ([`both_paths`]), where each index must hold the entries the SQL rewrite's does.
+fn indexes_as_expected(src: &Path, spec: &Spec, to: Ids, expect: &[(&str, Option<&str>)]) {
+    let names: Vec<&str> = expect.iter().map(|e| e.0).collect();
+    let got = patched_against_reindex(src, spec, to, &names);
+    for ((name, want), r) in expect.iter().zip(&got) {
+        match (want, r) {
+            (None, Ok(_)) => {}
+            (Some(w), Err(why)) => assert!(why.contains(w), "{name}: {why}"),
+            (None, Err(why)) => panic!("{name} not patched: {why}"),
+            (Some(_), Ok(p)) => panic!("{name} patched ({p} pages) although it must not be"),
+        }
+    }
+    let (_, _, pages) = both_paths(src, ids(spec), to, false);
+    let dir = src.parent().unwrap();
+    let sql = Connection::open(dir.join("sql.db")).unwrap();
+    for other in [
+        pages,
+        dir.join("in-place-DELETE.db"),
+        dir.join("in-place-WAL.db"),
+    ] {
+        let conn = Connection::open(&other).unwrap();
+        for n in &names {
+            assert_eq!(
+                index_entries(&sql, n),
+                index_entries(&conn, n),
+                "{n} in {}",
+                other.display()
+            );
+        }
+    }
+}
+
+/// Shapes around the rule: collations where byte-different values compare equal
+/// (RTRIM, NOCASE), DESC columns, a multi-column key where one changed column is
+/// constant and another varies, ids as TEXT in columns of numeric affinity, NULLs,
+/// columns added by ALTER TABLE ADD COLUMN (rows shorter than the key), an id inside a
+/// constant path and JSON, UNIQUE indexes, and sqlite_stat1 after ANALYZE.
+const SHAPES: &str = "
+    CREATE TABLE col(k TEXT, r TEXT COLLATE RTRIM, n INTEGER, j TEXT, u TEXT);
+    CREATE TABLE mc(a TEXT, b TEXT, n INTEGER);
+    CREATE TABLE num(i INTEGER, r REAL, x NUMERIC, n INTEGER);
+    CREATE TABLE nul(k TEXT, z TEXT, n INTEGER, w TEXT);
+    CREATE TABLE alt(a TEXT, n INTEGER);
+    CREATE TABLE uq(k TEXT, m TEXT, UNIQUE(m, k));
+    WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 400)
+    INSERT INTO col SELECT '{D}', '{C}' || CASE WHEN i % 2 THEN '' ELSE '  ' END, i,
+        '{\"hub\":\"{D}\",\"path\":\"/hubs/{D}/c/{C}.json\"}',
+        CASE WHEN i % 2 THEN 'x/{C}' ELSE 'X/{C}' END FROM s;
+    WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 400)
+    INSERT INTO mc SELECT '{D}', CASE WHEN i % 3 THEN '{C}' ELSE '5' END, i FROM s;
+    WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 400)
+    INSERT INTO num SELECT '{D}', '{C}', CASE WHEN i % 4 THEN '{D}' ELSE 42 END, i FROM s;
+    WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 400)
+    INSERT INTO nul SELECT CASE WHEN i % 7 THEN '{D}' END, NULL, i, '{D}' FROM s;
+    WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 400)
+    INSERT INTO alt SELECT '{D}', i FROM s;
+    ALTER TABLE alt ADD COLUMN b TEXT DEFAULT 'none';
+    ALTER TABLE alt ADD COLUMN c TEXT;
+    UPDATE alt SET c = '{C}' WHERE n % 3 = 0;
+    WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 400)
+    INSERT INTO uq SELECT '{D}', 'm' || i FROM s;
+    CREATE INDEX col_nocase ON col(k COLLATE NOCASE, n);
+    CREATE UNIQUE INDEX col_u ON col(k, n);
+    CREATE INDEX col_desc ON col(k DESC, j DESC);
+    CREATE INDEX col_rtrim ON col(r, n);
+    CREATE INDEX col_case ON col(u COLLATE NOCASE, n DESC);
+    CREATE INDEX mc_ab ON mc(a, b);
+    CREATE INDEX mc_ba ON mc(b DESC, a);
+    CREATE INDEX mc_an ON mc(a DESC, n);
+    CREATE INDEX num_ir ON num(i, r, n);
+    CREATE INDEX num_x ON num(x);
+    CREATE INDEX nul_kn ON nul(k, n);
+    CREATE INDEX nul_zw ON nul(z, w, n);
+    CREATE INDEX alt_ba ON alt(b, a, n);
+    CREATE INDEX alt_ca ON alt(c, a);
+    ANALYZE;";
+
+/// What each index of [`SHAPES`] must get: patched when every changed key column holds
+/// one value, left to REINDEX otherwise.
+const SHAPES_EXPECT: &[(&str, Option<&str>)] = &[
+    ("col_nocase", None),
+    ("col_u", None),
+    ("col_desc", None),
+    ("col_rtrim", Some("more than one value")),
+    ("col_case", Some("more than one value")),
+    ("mc_ab", Some("more than one value")),
+    ("mc_ba", Some("more than one value")),
+    ("mc_an", None),
+    ("num_ir", None),
+    ("num_x", Some("more than one value")),
+    ("nul_kn", Some("more than one value")),
+    ("nul_zw", None),
+    ("alt_ba", None),
+    ("alt_ca", Some("more than one value")),
+    ("sqlite_autoindex_uq_1", None),
+];
+
+/// The shapes, in each text encoding: every index patched is entry for entry the one
+/// REINDEX builds, every path gives the SQL rewrite's indexes, and the patched UNIQUE
+/// indexes still refuse a duplicate of the new id.
+#[test]
+fn patched_indexes_equal_reindex_on_collations_nulls_numeric_affinity_and_added_columns_in_each_encoding()
+ {
+    for enc in [None, Some("UTF-16le"), Some("UTF-16be")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = Spec::new("sdc", "Shapes", 30);
+        spec.encoding = enc;
+        let to = sorting_ids(&mut spec);
+        let src = base(dir.path(), &spec, SHAPES);
+        indexes_as_expected(&src, &spec, to, SHAPES_EXPECT);
+        let conn = Connection::open(dir.path().join("in-place-WAL.db")).unwrap();
+        let hub = to.datahub.to_string();
+        for (sql, what) in [
+            ("INSERT INTO col(k, n) VALUES (?1, 7)", "col_u"),
+            (
+                "INSERT INTO uq(k, m) VALUES (?1, 'm7')",
+                "sqlite_autoindex_uq_1",
+            ),
+        ] {
+            let e = conn.execute(sql, [&hub]).unwrap_err().to_string();
+            assert!(e.contains("UNIQUE"), "{enc:?} {what}: {e}");
+        }
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM col INDEXED BY col_nocase WHERE k COLLATE NOCASE = upper(?1)",
+                [&hub],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 400, "{enc:?}");
+    }
+}
