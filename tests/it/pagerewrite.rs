@@ -1270,3 +1270,127 @@ fn patched_indexes_equal_reindex_on_collations_nulls_numeric_affinity_and_added_
         assert_eq!(n, 400, "{enc:?}");
     }
 }
+
+/// Keys at the overflow limit of an index page (X = (U-12)*64/255 - 23 bytes of
+/// payload): a key of X bytes is on its page and patched, one of X+1 spills to an
+/// overflow page and is left to REINDEX; both give the entries REINDEX builds.
+#[test]
+fn index_keys_at_the_overflow_limit_are_patched_up_to_it_and_rebuilt_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new("sdc", "Overflow", 30);
+    let to = sorting_ids(&mut spec);
+    let probe = base(dir.path(), &spec, "");
+    let page = Connection::open(&probe)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        .unwrap() as usize;
+    let x = (page - 12) * 64 / 255 - 23;
+    // Key record of `k` (UTF-8 TEXT of L >= 58 bytes), `n` and the rowid (both below
+    // 128): a header of 5 bytes (its size, a 2-byte serial type, 1, 1), L + 1 + 1 bytes.
+    let lens: Vec<usize> = (x - 9..=x - 5).collect();
+    let mut sql = String::new();
+    for l in &lens {
+        sql.push_str(&format!(
+            "CREATE TABLE ov{l}(k TEXT, n INTEGER); CREATE INDEX ov{l}_k ON ov{l}(k, n);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 5)
+             INSERT INTO ov{l} SELECT substr('/{{D}}/' || replace(hex(zeroblob({page})), '0', 'x'), 1, {l}), i
+               FROM s;"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = base(dir.path(), &spec, &sql);
+    let names: Vec<String> = lens.iter().map(|l| format!("ov{l}_k")).collect();
+    let expect: Vec<(&str, Option<&str>)> = names
+        .iter()
+        .zip(&lens)
+        .map(|(n, l)| (n.as_str(), (l + 7 > x).then_some("overflows")))
+        .collect();
+    indexes_as_expected(&src, &spec, to, &expect);
+}
+
+/// The table `pos(t, k)` with its index `pos_tk` of 300 entries over several pages: `k`
+/// holds the hub id in every row but the one whose `t` is `odd_at` (if any), which holds
+/// another value of the same length.
+fn positions(dir: &Path, spec: &Spec, odd_at: Option<&str>) -> PathBuf {
+    let odd = odd_at.unwrap_or("none");
+    base(
+        dir,
+        spec,
+        &format!(
+            "CREATE TABLE pos(t TEXT, k TEXT);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300)
+             INSERT INTO pos SELECT printf('row%05d', i),
+                 CASE WHEN printf('row%05d', i) = '{odd}'
+                      THEN '55555555-5555-4555-8555-555555555555' ELSE '{{D}}' END
+               FROM s;
+             CREATE INDEX pos_tk ON pos(t, k);"
+        ),
+    )
+}
+
+/// The cells of `pos_tk`'s root page in `conn`: its page number and each cell's `t` and
+/// `k` (a child page number, the payload size in 1 byte as it is under 128, the record:
+/// its header, `t` in 8 bytes, `k` in 36).
+fn root_cells(conn: &Connection) -> (u32, Vec<(String, String)>) {
+    let root: u32 = index_specs(conn, &["pos_tk"])[0].root;
+    let data: Vec<u8> = conn
+        .query_row(
+            "SELECT data FROM sqlite_dbpage WHERE pgno = ?1",
+            [root],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(data[0], 0x02, "pos_tk's root is an interior page");
+    let cells = u16::from_be_bytes([data[3], data[4]]) as usize;
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    let cells = (0..cells)
+        .map(|i| {
+            let c = u16::from_be_bytes([data[12 + 2 * i], data[13 + 2 * i]]) as usize;
+            let body = c + 5 + data[c + 5] as usize;
+            (
+                text(&data[body..body + 8]),
+                text(&data[body + 8..body + 44]),
+            )
+        })
+        .collect();
+    (root, cells)
+}
+
+/// The constancy check covers every cell of every page: one other value in the changed
+/// column, in the first leaf, the last leaf, or a cell of the interior root page, is
+/// enough to leave the index to REINDEX (the walk reads the root first: there the
+/// other value may even be the first one it meets).
+#[test]
+fn one_other_value_on_a_leaf_or_the_interior_root_leaves_the_index_to_reindex() {
+    let mut spec = Spec::new("sdc", "Positions", 30);
+    let to = sorting_ids(&mut spec);
+    let probe = tempfile::tempdir().unwrap();
+    let src = positions(probe.path(), &spec, None);
+    let (_, cells) = root_cells(&Connection::open(&src).unwrap());
+    assert!(cells.len() >= 2, "{cells:?}");
+    assert!(patched_against_reindex(&src, &spec, to, &["pos_tk"])[0].is_ok());
+    // The layout depends only on the sizes of the entries: the same with the other value
+    // (same length and type) in the row of a root cell.
+    let odd = "55555555-5555-4555-8555-555555555555";
+    for (at, in_root) in [
+        ("row00001", false),
+        (cells[0].0.as_str(), true),
+        (cells[cells.len() - 1].0.as_str(), true),
+        ("row00300", false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = positions(dir.path(), &spec, Some(at));
+        let (_, got) = root_cells(&Connection::open(&src).unwrap());
+        assert_eq!(got.iter().any(|(_, k)| k == odd), in_root, "{at}: {got:?}");
+        let got = patched_against_reindex(&src, &spec, to, &["pos_tk"]);
+        assert!(
+            got[0]
+                .as_ref()
+                .is_err_and(|w| w.contains("more than one value")),
+            "{at}: {got:?}"
+        );
+        if at == cells[0].0 {
+            indexes_as_expected(&src, &spec, to, &[("pos_tk", Some("more than one value"))]);
+        }
+    }
+}
