@@ -1476,3 +1476,74 @@ fn damage_on_index_pages_never_panics_and_never_writes_but_ids() {
         "done {done}, refused {refused}, patched {patched}, left to REINDEX {rebuilt}"
     );
 }
+
+/// In a UTF-16 database, TEXT whose bytes spell an old id only at an odd offset (the
+/// id's characters as the high bytes of CJK characters U+3100, U+6100, ..., each
+/// followed by a zero byte: `㄀愀...` in UTF-16le) holds no id: every path leaves it, and
+/// the index over it, as it was, and the counts say nothing was found there.
+#[test]
+fn utf16_text_spelling_an_id_at_an_odd_byte_offset_is_left_alone_on_every_path() {
+    for enc in ["UTF-16le", "UTF-16be"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = Spec::new("sdc", "Odd", 30);
+        spec.encoding = Some(enc);
+        let to = sorting_ids(&mut spec);
+        let src = base(
+            dir.path(),
+            &spec,
+            "CREATE TABLE odd(t TEXT, n INTEGER); CREATE INDEX odd_t ON odd(t, n);",
+        );
+        // The id's UTF-16 spelling in this byte order, one byte off: a byte before it and
+        // one after, read as characters (`㄀愀...`: no surrogates, no id).
+        let id = spec.connector.to_string();
+        let mut spelled = Vec::new();
+        for b in id.bytes() {
+            spelled.extend(if enc == "UTF-16le" { [b, 0] } else { [0, b] });
+        }
+        let bytes: Vec<u8> = [&[0x20][..], &spelled, &[0x4E]].concat();
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|p| {
+                if enc == "UTF-16le" {
+                    u16::from_le_bytes([p[0], p[1]])
+                } else {
+                    u16::from_be_bytes([p[0], p[1]])
+                }
+            })
+            .collect();
+        let text = String::from_utf16(&units).unwrap();
+        let conn = Connection::open(&src).unwrap();
+        conn.execute(
+            "INSERT INTO odd VALUES (?1, 1), (?2, 2)",
+            [&text, &spec.connector.to_string()],
+        )
+        .unwrap();
+        let stored: Vec<u8> = conn
+            .query_row("SELECT CAST(t AS BLOB) FROM odd WHERE n = 1", [], |r| r.get(0))
+            .unwrap();
+        drop(conn);
+        let at = stored
+            .windows(spelled.len())
+            .position(|w| w == spelled.as_slice());
+        assert!(at.is_some_and(|a| a % 2 == 1), "{enc}: {stored:02x?}");
+        let (sql, _, pages) = both_paths(&src, ids(&spec), to, false);
+        let odd: Vec<_> = sql.changes.iter().filter(|c| c.table == "odd").collect();
+        assert!(
+            odd.len() == 1 && odd[0].values == 1,
+            "{enc}: only the row holding the id itself: {odd:?}"
+        );
+        for out in [
+            dir.path().join("sql.db"),
+            pages,
+            dir.path().join("in-place-WAL.db"),
+        ] {
+            let got: String = Connection::open(&out)
+                .unwrap()
+                .query_row("SELECT t FROM odd INDEXED BY odd_t WHERE n = 1", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(got, text, "{enc}: {}", out.display());
+        }
+    }
+}
