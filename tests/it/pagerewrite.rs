@@ -1519,7 +1519,9 @@ fn utf16_text_spelling_an_id_at_an_odd_byte_offset_is_left_alone_on_every_path()
         )
         .unwrap();
         let stored: Vec<u8> = conn
-            .query_row("SELECT CAST(t AS BLOB) FROM odd WHERE n = 1", [], |r| r.get(0))
+            .query_row("SELECT CAST(t AS BLOB) FROM odd WHERE n = 1", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         drop(conn);
         let at = stored
