@@ -298,13 +298,24 @@ impl Matcher {
     }
 
     /// The spellings in `bytes` as (start, spelling), leftmost first, no overlap.
+    ///
+    /// In UTF-16 text a spelling counts only at an even byte offset: at an odd one its
+    /// bytes are halves of other characters (`㄀愀…` holds `1\0a\0…` one byte in), and
+    /// rewriting them would change those characters. Dropping such a match hides no
+    /// other: an odd and an even match of these patterns (an ASCII byte and a zero byte,
+    /// alternating) cannot overlap, as each byte they share would have to be zero in one
+    /// and not in the other.
     fn matches(&self, kind: Kind, bytes: &[u8]) -> Vec<(usize, usize)> {
         if kind == Kind::Utf8Text
             && let Some(anchors) = &self.utf8_anchors
         {
             return self.by_anchors(anchors, bytes);
         }
-        self.by_automaton(kind, bytes)
+        let mut found = self.by_automaton(kind, bytes);
+        if matches!(kind, Kind::Utf16LeText | Kind::Utf16BeText) {
+            found.retain(|(start, _)| start % 2 == 0);
+        }
+        found
     }
 
     fn by_automaton(&self, kind: Kind, bytes: &[u8]) -> Vec<(usize, usize)> {
@@ -323,6 +334,9 @@ impl Matcher {
         }
         if self.surely_none(kind, bytes) {
             return false;
+        }
+        if matches!(kind, Kind::Utf16LeText | Kind::Utf16BeText) {
+            return !self.matches(kind, bytes).is_empty();
         }
         self.automaton(kind).ac.is_match(bytes)
             || (kind == Kind::Blob && self.raw.as_ref().is_some_and(|r| r.is_match(bytes)))
@@ -455,6 +469,30 @@ mod tests {
                     .0
                     .is_none()
             );
+        }
+    }
+
+    #[test]
+    fn utf16_text_spelling_an_id_one_byte_off_is_neither_found_nor_rewritten() {
+        let m = m();
+        let id = "6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01";
+        for (le, kind) in [(true, Kind::Utf16LeText), (false, Kind::Utf16BeText)] {
+            let spelled: Vec<u8> = id
+                .bytes()
+                .flat_map(|b| if le { [b, 0] } else { [0, b] })
+                .collect();
+            // One byte off: other characters (CJK, U+3620 U+6600 ...), no id.
+            let odd = [&[0x20][..], &spelled, &[0x4E]].concat();
+            assert_eq!(m.rewrite(kind, &odd), (None, Tally::default()), "le {le}");
+            assert!(!m.is_match(kind, &odd), "le {le}");
+            // The same bytes on an even offset, after it, are still the id.
+            let both = [&odd[..], &spelled].concat();
+            let (out, t) = m.rewrite(kind, &both);
+            assert_eq!(t.rewritable, 1, "le {le}");
+            let out = out.unwrap();
+            assert_eq!(out[..odd.len()], odd[..], "le {le}");
+            assert_ne!(out[odd.len()..], spelled[..], "le {le}");
+            assert!(m.is_match(kind, &both), "le {le}");
         }
     }
 
