@@ -952,6 +952,27 @@ fn table_specs(conn: &Connection) -> Vec<pagerewrite::TableSpec> {
         .collect()
 }
 
+/// In a write transaction of `conn` left open: every table's ids rewritten on the pages
+/// from `spec`'s ids to `to`, then the keys of `indexes` patched; what the patch says of
+/// each index.
+fn rewrite_and_patch(
+    conn: &Connection,
+    spec: &Spec,
+    to: Ids,
+    indexes: &[pagerewrite::IndexSpec],
+) -> Vec<Result<u64, String>> {
+    let m = Matcher::new(
+        &[spec.datahub.as_uuid(), spec.connector.as_uuid()],
+        Some(&[to.datahub.as_uuid(), to.connector.as_uuid()]),
+    );
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
+        .unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let done = pagerewrite::rewrite_in_transaction(conn, &m, &table_specs(conn)).unwrap();
+    assert!(matches!(done, pagerewrite::Outcome::Done(_)), "{done:?}");
+    pagerewrite::patch_indexes_in_transaction(conn, &m, indexes).unwrap()
+}
+
 /// The rule, on the pages: an index whose changed key column holds one value in every
 /// entry is patched (the UNIQUE autoindex here spans interior pages), whatever its
 /// direction or collation; one where another value sits between the old id and the new
@@ -982,16 +1003,7 @@ fn an_index_is_patched_in_place_only_when_its_changed_key_column_holds_one_value
         )
         .unwrap()[0];
     assert_eq!(root_type, 0x02, "the autoindex's root is an interior page");
-    let m = Matcher::new(
-        &[spec.datahub.as_uuid(), spec.connector.as_uuid()],
-        Some(&[to.datahub.as_uuid(), to.connector.as_uuid()]),
-    );
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
-        .unwrap();
-    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let done = pagerewrite::rewrite_in_transaction(&conn, &m, &table_specs(&conn)).unwrap();
-    assert!(matches!(done, pagerewrite::Outcome::Done(_)), "{done:?}");
-    let patched = pagerewrite::patch_indexes_in_transaction(&conn, &m, &indexes).unwrap();
+    let patched = rewrite_and_patch(&conn, &spec, to, &indexes);
     for (name, r) in names.iter().zip(&patched) {
         match (*name, r) {
             ("two_k", Err(why)) => assert!(why.contains("more than one value"), "{why}"),
@@ -1101,17 +1113,7 @@ fn patched_against_reindex(
     let c = src.parent().unwrap().join("patched.db");
     std::fs::copy(src, &c).unwrap();
     let conn = Connection::open(&c).unwrap();
-    let m = Matcher::new(
-        &[spec.datahub.as_uuid(), spec.connector.as_uuid()],
-        Some(&[to.datahub.as_uuid(), to.connector.as_uuid()]),
-    );
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, false)
-        .unwrap();
-    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let done = pagerewrite::rewrite_in_transaction(&conn, &m, &table_specs(&conn)).unwrap();
-    assert!(matches!(done, pagerewrite::Outcome::Done(_)), "{done:?}");
-    let patched =
-        pagerewrite::patch_indexes_in_transaction(&conn, &m, &index_specs(&conn, names)).unwrap();
+    let patched = rewrite_and_patch(&conn, spec, to, &index_specs(&conn, names));
     conn.execute_batch("COMMIT").unwrap();
     let before: Vec<Option<Vec<String>>> = names
         .iter()
