@@ -398,6 +398,67 @@ impl<'m> Rewrite<'m> {
     }
 }
 
+/// One family of B-tree pages: its leaf and interior type bytes, and how messages name it.
+struct Family {
+    leaf: u8,
+    interior: u8,
+    /// "table" or "index".
+    noun: &'static str,
+    /// "a table" or "an index".
+    a_noun: &'static str,
+}
+
+const TABLE_PAGES: Family = Family {
+    leaf: 0x0D,
+    interior: 0x05,
+    noun: "table",
+    a_noun: "a table",
+};
+
+const INDEX_PAGES: Family = Family {
+    leaf: 0x0A,
+    interior: 0x02,
+    noun: "index",
+    a_noun: "an index",
+};
+
+/// The header of a B-tree page, checked against its page.
+struct PageHead {
+    leaf: bool,
+    cells: usize,
+    /// Where the cell pointer array starts (after the 8- or 12-byte page header)...
+    head: usize,
+    /// ...and where it ends (never past the usable bytes).
+    ptrs_end: usize,
+}
+
+/// The header of page `n` of the B-tree `name` of family `f`; refused when the page is
+/// of another type or its cell pointers would run past the usable bytes.
+fn page_head(page: &[u8], usable: usize, f: Family, name: &str, n: u32) -> Result<PageHead, Stop> {
+    let leaf = match page[0] {
+        k if k == f.leaf => true,
+        k if k == f.interior => false,
+        kind => {
+            return refuse(format!(
+                "{} {name}: page {n} is not {} B-tree page (type {kind:#x})",
+                f.noun, f.a_noun
+            ));
+        }
+    };
+    let cells = u16_at(page, 3);
+    let head = if leaf { 8 } else { 12 };
+    let ptrs_end = head + 2 * cells;
+    if ptrs_end > usable {
+        return refuse(format!("{} {name}: page {n}: too many cells", f.noun));
+    }
+    Ok(PageHead {
+        leaf,
+        cells,
+        head,
+        ptrs_end,
+    })
+}
+
 /// One pass over the B-tree of table `t`.
 fn walk_table(
     p: &mut Pager<'_>,
@@ -418,23 +479,12 @@ fn walk_table(
     })?;
     while let Some(n) = stack.pop() {
         p.read(n, &mut page)?;
-        let kind = page[0];
-        let leaf = match kind {
-            0x0D => true,
-            0x05 => false,
-            _ => {
-                return refuse(format!(
-                    "table {}: page {n} is not a table B-tree page (type {kind:#x})",
-                    spec.name
-                ));
-            }
-        };
-        let cells = u16_at(&page, 3);
-        let head = if leaf { 8 } else { 12 };
-        let ptrs_end = head + 2 * cells;
-        if ptrs_end > usable {
-            return refuse(format!("table {}: page {n}: too many cells", spec.name));
-        }
+        let PageHead {
+            leaf,
+            cells,
+            head,
+            ptrs_end,
+        } = page_head(&page, usable, TABLE_PAGES, &spec.name, n)?;
         if !leaf {
             // Children: each cell's left pointer, then the right-most pointer. Pushed in
             // reverse so that pages are visited in key order (no rule depends on it).
@@ -869,22 +919,12 @@ fn walk_index(p: &mut Pager<'_>, spec: &IndexSpec, m: &Matcher) -> Result<u64, S
     p.claim(spec.root)?;
     while let Some(n) = stack.pop() {
         p.read(n, &mut page)?;
-        let leaf = match page[0] {
-            0x0A => true,
-            0x02 => false,
-            kind => {
-                return refuse(format!(
-                    "index {}: page {n} is not an index B-tree page (type {kind:#x})",
-                    spec.name
-                ));
-            }
-        };
-        let cells = u16_at(&page, 3);
-        let head = if leaf { 8 } else { 12 };
-        let ptrs_end = head + 2 * cells;
-        if ptrs_end > usable {
-            return refuse(format!("index {}: page {n}: too many cells", spec.name));
-        }
+        let PageHead {
+            leaf,
+            cells,
+            head,
+            ptrs_end,
+        } = page_head(&page, usable, INDEX_PAGES, &spec.name, n)?;
         let mut spans: Vec<(usize, usize)> = Vec::with_capacity(cells);
         let mut children = Vec::new();
         let mut dirty = false;
