@@ -136,6 +136,73 @@ fn open(path: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection>
     Ok(conn)
 }
 
+/// A read-only connection that takes no lock and reads the file as it is on disk
+/// (SQLite's `immutable=1`: no hot-journal check, no change detection). Only for a file
+/// that cannot change while the connection reads: the one whose `EXCLUSIVE` lock our own
+/// write transaction holds after `cache_flush` has put every page it changed into the
+/// file (the originals are in its synced journal), so that several connections can check
+/// the result on several cores before the commit. Closing it cannot drop the writer's
+/// locks: it opens the file through the same unix VFS, which keeps a descriptor open
+/// while the process holds a lock on the file.
+pub fn open_frozen(path: &Path) -> Result<Connection> {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_');
+    let abs =
+        std::path::absolute(path).map_err(|e| Error::io(path, "cannot resolve the path", e))?;
+    let uri = format!(
+        "file:{}?immutable=1",
+        percent_encoding::percent_encode(abs.as_os_str().as_encoded_bytes(), KEEP)
+    );
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(uri, flags)
+        .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
+    lock_down(&conn).map_err(|e| Error::sqlite(path, "cannot lock the connection down", e))?;
+    Ok(conn)
+}
+
+/// Flushes `conn`'s database file to disk through SQLite's own file handle (`xSync`).
+/// For a [`open_frozen`] connection while the writer's commit is still ahead: the
+/// commit's own sync then finds little left to write. Never through a descriptor of our
+/// own: closing it would drop the process's POSIX locks on the file, the writer's too.
+pub fn sync_main_file(conn: &Connection, path: &Path) -> Result<()> {
+    use rusqlite::ffi;
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: the handle is live and used by this thread alone; SQLite writes the main
+    // database's file object (owned by the connection, live while it is open) into `file`.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&mut file as *mut *mut ffi::sqlite3_file).cast(),
+        )
+    };
+    let failed = |what: String| Error::db(path, what, "nothing was changed; try again");
+    if rc != ffi::SQLITE_OK || file.is_null() {
+        return Err(failed(format!(
+            "cannot reach the file to sync it (SQLite code {rc})"
+        )));
+    }
+    // SAFETY: `file` is the connection's open main file; its methods are set while open.
+    let rc = unsafe {
+        match (*file).pMethods.as_ref().and_then(|m| m.xSync) {
+            Some(sync) => sync(file, ffi::SQLITE_SYNC_NORMAL),
+            None => ffi::SQLITE_OK,
+        }
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(failed(format!(
+            "cannot sync the file to disk (SQLite code {rc})"
+        )));
+    }
+    Ok(())
+}
+
 /// `path`, spelled so that SQLite cannot read it as a URI.
 fn not_a_uri(path: &Path) -> std::path::PathBuf {
     if path.is_absolute() {

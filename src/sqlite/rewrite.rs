@@ -1116,7 +1116,9 @@ fn pages_in_transaction(
     // for old ids: the rewrite changes no page's structure and only id bytes, the
     // indexes it made stale were rebuilt by REINDEX, and the others hold no changed
     // column. In rollback-journal mode a reader's lock would hold the rewrite's writes
-    // back, so the full check runs after the rewrite, as on the SQL path.
+    // back, so the full check runs on the result, after the rewrite, as on the SQL path:
+    // on connections that read the file once the transaction has flushed its pages into
+    // it, beside the scan and `foreign_key_check` (`check_flushed_and_commit`).
     let before = if mode.eq_ignore_ascii_case("wal") {
         let c = db::open_read_only(path)?;
         c.execute_batch("BEGIN")
@@ -1160,9 +1162,94 @@ fn pages_in_transaction(
         if let Some(checked) = checked {
             checked.map_err(|e| check_failed(path, "before the rewrite", e))?;
         }
-        check_and_commit(tx, path, rewritten, &mut plan, accept_unrewritten, after)?;
+        if on_disk_journal(&mode) {
+            check_flushed_and_commit(tx, path, rewritten, &mut plan, accept_unrewritten, after)?;
+        } else {
+            check_and_commit(tx, path, rewritten, &mut plan, accept_unrewritten, after)?;
+        }
         Ok(Ok(plan))
     })
+}
+
+/// A rollback journal on disk, which holds the original of every page the transaction
+/// writes into the file before it is written (`delete`, `truncate`, `persist`).
+fn on_disk_journal(mode: &str) -> bool {
+    ["delete", "truncate", "persist"]
+        .iter()
+        .any(|m| mode.eq_ignore_ascii_case(m))
+}
+
+/// [`check_and_commit`] on several cores, for a rollback-journal database: every page the
+/// transaction changed is written into the file first (`cache_flush`: the journal with
+/// the originals is synced before, as for any spill, and the transaction keeps the
+/// file's `EXCLUSIVE` lock, so no other process reads or writes it meanwhile); the file
+/// then holds exactly the result, which connections that take no lock
+/// ([`db::open_frozen`]) check at once: the structure check on one, the scan for old ids
+/// and `foreign_key_check` on the other. Only then the commit; on any failure the
+/// transaction rolls back (the journal puts the originals back). Where the flush cannot
+/// be had (another process holds a lock on the file), the checks run inside the
+/// transaction as before.
+fn check_flushed_and_commit(
+    tx: rusqlite::Transaction<'_>,
+    path: &Path,
+    rewritten: Rewritten,
+    plan: &mut RewritePlan,
+    accept_unrewritten: bool,
+    structure: &'static str,
+) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    if let Err(e) = tx.cache_flush() {
+        tracing::debug!(
+            "rewrite: pages not flushed before the checks ({e}): checked in the transaction"
+        );
+        return check_and_commit(tx, path, rewritten, plan, accept_unrewritten, structure);
+    }
+    tracing::debug!("rewrite: flushed into the file in {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
+    let first = db::open_frozen(path)?;
+    let second = db::open_frozen(path)?;
+    let interrupt = first.get_interrupt_handle();
+    let (rest, checked, first) = std::thread::scope(|s| {
+        let checker = s.spawn(move || {
+            let r = db::check_structure_with(&first, path, structure);
+            (r, first)
+        });
+        let rest = rewritten
+            .verify(&second, path, plan, accept_unrewritten)
+            .and_then(|_| {
+                db::check_foreign_keys(&second, path).map_err(|e| after_rewrite(path, e))
+            });
+        if rest.is_err() {
+            interrupt.interrupt();
+        } else {
+            // While the structure check still runs: the commit's sync of the file then
+            // finds the pages on disk already (they are journaled: a crash rolls back).
+            let t0 = std::time::Instant::now();
+            let synced = db::sync_main_file(&second, path);
+            tracing::debug!(
+                "rewrite: file synced beside the check in {:?} ({synced:?})",
+                t0.elapsed()
+            );
+        }
+        let (checked, first) = checker
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (rest, checked, first)
+    });
+    tracing::debug!(
+        "rewrite: {structure}, foreign_key_check and the scan on two connections took {:?}",
+        t0.elapsed()
+    );
+    rest?;
+    checked.map_err(|e| after_rewrite(path, e))?;
+    let t0 = std::time::Instant::now();
+    tx.commit()
+        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
+    tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
+    // Closed after the commit (they could not drop its locks before either: see
+    // `open_frozen`).
+    drop((first, second));
+    Ok(())
 }
 
 /// Inside [`pages_in_transaction`]'s transaction: the tables read, the pages rewritten,

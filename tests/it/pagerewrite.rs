@@ -1551,3 +1551,146 @@ fn utf16_text_spelling_an_id_at_an_odd_byte_offset_is_left_alone_on_every_path()
         }
     }
 }
+
+/// In rollback-journal mode the checks of an in-place rewrite run on connections that
+/// read the file after the transaction has put every changed page into it (spilled during
+/// the pass with a 16-page cache, the rest flushed; the originals in its journal). A
+/// check that fails there, on either of the two connections, rolls the file back to
+/// every byte it had and leaves no journal behind.
+#[test]
+fn in_place_with_a_rollback_journal_a_failed_check_of_the_flushed_result_puts_every_byte_back() {
+    let cases = [
+        (
+            "integrity_check",
+            "PRAGMA writable_schema=ON;
+             UPDATE sqlite_schema SET sql = 'CREATE INDEX `events_status_updated` ON `Events` (`eventType`, `updatedAt`)'
+             WHERE name = 'events_status_updated';",
+        ),
+        (
+            "foreign_key_check",
+            "PRAGMA foreign_keys=OFF;
+             INSERT INTO Uploads (eventId, filePath, createdAt, updatedAt) VALUES (999999, 'x', 'now', 'now');",
+        ),
+    ];
+    for (check, sql) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec::new("sdc", "Flushed", 600);
+        let src = base(dir.path(), &spec, sql);
+        let before = std::fs::read(&src).unwrap();
+        let mut conn = db::open_read_write(&src).unwrap();
+        conn.execute_batch("PRAGMA cache_size=16").unwrap();
+        let err = match rewrite::apply_pages(&mut conn, &src, ids(&spec), new_ids(), false) {
+            Err(e) => e.to_string(),
+            Ok(r) => panic!("{check}: not refused: {r:?}"),
+        };
+        conn.close().unwrap();
+        assert!(
+            err.contains("after the rewrite") && err.contains(check),
+            "{check}: {err}"
+        );
+        assert!(
+            std::fs::read(&src).unwrap() == before,
+            "{check}: the file's bytes changed"
+        );
+        assert!(!Path::new(&format!("{}-journal", src.display())).exists());
+    }
+}
+
+/// A reader of a rollback-journal database while `remap` rewrites it in place (pages
+/// spilled into the file during the pass, the rest flushed, the result checked from the
+/// file before the commit) sees every old id or every new one, never part of the
+/// rewrite, and when the checks refuse the result, never a new id: the rewrite holds the
+/// file's lock from its first spill to its commit or rollback, the connections that
+/// check the flushed file included. It meets no error, only busy waits.
+#[test]
+fn a_reader_of_a_rollback_journal_database_sees_all_or_nothing_of_an_in_place_rewrite() {
+    let refused = "PRAGMA writable_schema=ON;
+         UPDATE sqlite_schema SET sql = 'CREATE INDEX `events_status_updated` ON `Events` (`eventType`, `updatedAt`)'
+         WHERE name = 'events_status_updated';";
+    for (sql, commits) in [("", true), (refused, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec::new("hrb-cellario", "Reader", 2000);
+        let src = base(dir.path(), &spec, sql);
+        let total = plain_text(&src, "SELECT count(*) FROM Events");
+        let to = new_ids();
+        let (seen, done) = read_while(&src, &spec.datahub, &to.datahub, || {
+            let mut conn = db::open_read_write(&src).unwrap();
+            conn.execute_batch("PRAGMA cache_size=16").unwrap();
+            let done = rewrite::apply_pages(&mut conn, &src, ids(&spec), to, false);
+            conn.close().unwrap();
+            done
+        });
+        let allowed: &[(i64, i64)] = if commits {
+            done.unwrap().unwrap_or_else(|why| panic!("refused: {why}"));
+            &[(total, 0), (0, total)]
+        } else {
+            let err = done.expect_err("the check refuses the result").to_string();
+            assert!(err.contains("integrity_check"), "{err}");
+            &[(total, 0)]
+        };
+        assert!(
+            seen.iter().all(|c| allowed.contains(c)),
+            "commits {commits}: {seen:?}"
+        );
+        let new = plain_text(
+            &src,
+            &format!(
+                "SELECT count(*) FROM Events WHERE integration = '{}'",
+                to.datahub
+            ),
+        );
+        assert_eq!(new, if commits { total } else { 0 });
+    }
+}
+
+/// Runs `f` while another process (the sqlite3 CLI, as a connector's reader would be)
+/// counts, over and over, the Events rows with hub `old` and with hub `new` (each count
+/// one read transaction): the pairs it saw, and what `f` returned.
+fn read_while<T>(
+    src: &Path,
+    old: &DatahubId,
+    new: &DatahubId,
+    f: impl FnOnce() -> T,
+) -> (std::collections::BTreeSet<(i64, i64)>, T) {
+    use std::io::{BufRead, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let query = format!(
+        "SELECT count(*) FILTER (WHERE integration = '{old}'), count(*) FILTER (WHERE integration = '{new}') FROM Events;\n"
+    );
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut child = std::process::Command::new("sqlite3")
+                .args(["-batch", "-cmd", ".timeout 60000"])
+                .arg(src)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("sqlite3 (Debian package sqlite3) runs");
+            let mut stdin = child.stdin.take().unwrap();
+            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let t0 = std::time::Instant::now();
+            let mut seen = std::collections::BTreeSet::new();
+            // Bounded in count and time; ends as soon as `f` returned.
+            for _ in 0..100_000 {
+                stdin.write_all(query.as_bytes()).unwrap();
+                let mut line = String::new();
+                stdout.read_line(&mut line).unwrap();
+                let (a, b) = line
+                    .trim()
+                    .split_once('|')
+                    .unwrap_or_else(|| panic!("sqlite3 said {line:?}"));
+                seen.insert((a.parse().unwrap(), b.parse().unwrap()));
+                if done.load(Ordering::Acquire) || t0.elapsed().as_secs() > 120 {
+                    break;
+                }
+            }
+            drop(stdin);
+            assert!(child.wait().unwrap().success());
+            seen
+        });
+        let out = f();
+        done.store(true, Ordering::Release);
+        (reader.join().unwrap(), out)
+    })
+}
