@@ -1660,8 +1660,13 @@ fn read_while<T>(
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let reader = s.spawn(|| {
-            let mut child = std::process::Command::new("sqlite3")
-                .args(["-batch", "-cmd", ".timeout 60000"])
+            // Its errors on stdout too: an error line fails the parse below instead of
+            // leaving the read waiting for an answer that never comes.
+            let mut child = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    "exec sqlite3 -batch -cmd '.timeout 60000' \"$0\" 2>&1",
+                ])
                 .arg(src)
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
