@@ -1148,9 +1148,10 @@ fn pages_in_transaction(
         });
         let rewritten = rewrite_pages(&tx, path, &mut plan, &old, &new);
         if !matches!(rewritten, Ok(Ok(_)))
-            && let Some(i) = &interrupt
+            && let (Some(i), Some(h)) = (&interrupt, &checker)
         {
-            i.interrupt();
+            // The write lock is still held: stop the check rather than wait for it.
+            db::interrupt_until(i, || h.is_finished());
         }
         // Joined before the commit: its read mark would keep the commit's checkpoint
         // from resetting the WAL.
@@ -1220,7 +1221,7 @@ fn check_flushed_and_commit(
                 db::check_foreign_keys(&second, path).map_err(|e| after_rewrite(path, e))
             });
         if rest.is_err() {
-            interrupt.interrupt();
+            db::interrupt_until(&interrupt, || checker.is_finished());
         } else {
             // While the structure check still runs: the commit's sync of the file then
             // finds the pages on disk already (they are journaled: a crash rolls back).
