@@ -52,6 +52,22 @@ pub fn fsync_file(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(path, "cannot fsync", e))
 }
 
+/// fsyncs (data only) the write-ahead log beside `db` (`O_NOFOLLOW`: it is in a
+/// connector's directory), while a write transaction of ours that spilled into it still
+/// runs: frames not yet committed are ignored by SQLite's recovery, so writing them early
+/// is safe, and the commit's own sync then waits for little. SQLite takes no POSIX lock
+/// on the `-wal` file, so closing this descriptor drops none.
+pub fn sync_wal_early(db: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let wal = side_path(db, "-wal");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(&wal)
+        .and_then(|f| f.sync_data())
+        .map_err(|e| Error::io(&wal, "cannot fsync", e))
+}
+
 /// The directory `path` is in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> &Path {
     path.parent()
@@ -105,5 +121,26 @@ pub fn try_lock(f: &std::fs::File) -> std::io::Result<()> {
             "locked by another process",
         )),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The early WAL sync opens the connector's `-wal` without following a link: a link
+    /// planted there is an error naming the file (the open's ELOOP); a plain file syncs.
+    #[test]
+    fn the_early_wal_sync_refuses_a_link_in_place_of_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("sqlite.db");
+        std::fs::write(&db, b"").unwrap();
+        std::fs::write(dir.path().join("elsewhere"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), side_path(&db, "-wal")).unwrap();
+        let err = sync_wal_early(&db).unwrap_err().to_string();
+        assert!(err.contains("sqlite.db-wal"), "{err}");
+        std::fs::remove_file(side_path(&db, "-wal")).unwrap();
+        std::fs::write(side_path(&db, "-wal"), b"frames").unwrap();
+        sync_wal_early(&db).unwrap();
     }
 }

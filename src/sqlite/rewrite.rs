@@ -45,6 +45,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::ids::Ids;
 use crate::sqlite::db::{self, quote_ident};
+use crate::sqlite::fsio;
 use crate::sqlite::idfn::{ColTally, Encoding, IdFunctions};
 use crate::sqlite::pagerewrite;
 use crate::sqlite::spelling::{Kind, Matcher};
@@ -1165,6 +1166,8 @@ fn pages_in_transaction(
         }
         if on_disk_journal(&mode) {
             check_flushed_and_commit(tx, path, rewritten, &mut plan, accept_unrewritten, after)?;
+        } else if mode.eq_ignore_ascii_case("wal") {
+            check_and_commit_wal(tx, path, rewritten, &mut plan, accept_unrewritten, after)?;
         } else {
             check_and_commit(tx, path, rewritten, &mut plan, accept_unrewritten, after)?;
         }
@@ -1807,15 +1810,61 @@ fn check_and_commit(
     accept_unrewritten: bool,
     structure: &'static str,
 ) -> Result<()> {
-    rewritten.verify(&tx, path, plan, accept_unrewritten)?;
+    let checked = checks_in_transaction(&tx, path, rewritten, plan, accept_unrewritten, structure);
+    checked?;
     let t0 = std::time::Instant::now();
-    let checked = db::check_structure_with(&tx, path, structure)
-        .and_then(|_| db::check_foreign_keys(&tx, path));
+    tx.commit()
+        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
+    tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
+    Ok(())
+}
+
+/// The checks of [`check_and_commit`], on the transaction's connection.
+fn checks_in_transaction(
+    tx: &Connection,
+    path: &Path,
+    rewritten: Rewritten,
+    plan: &mut RewritePlan,
+    accept_unrewritten: bool,
+    structure: &'static str,
+) -> Result<()> {
+    rewritten.verify(tx, path, plan, accept_unrewritten)?;
+    let t0 = std::time::Instant::now();
+    let checked = db::check_structure_with(tx, path, structure)
+        .and_then(|_| db::check_foreign_keys(tx, path));
     tracing::debug!(
         "rewrite: {structure} and foreign_key_check took {:?}",
         t0.elapsed()
     );
-    checked.map_err(|e| after_rewrite(path, e))?;
+    checked.map_err(|e| after_rewrite(path, e))
+}
+
+/// [`check_and_commit`] for a WAL database, with the WAL synced on another thread while
+/// the checks run (see [`fsio::sync_wal_early`]): the pass spilled most of its pages
+/// into it, and the commit's sync then finds them on disk.
+fn check_and_commit_wal(
+    tx: rusqlite::Transaction<'_>,
+    path: &Path,
+    rewritten: Rewritten,
+    plan: &mut RewritePlan,
+    accept_unrewritten: bool,
+    structure: &'static str,
+) -> Result<()> {
+    let checked = std::thread::scope(|s| {
+        let early = s.spawn(|| {
+            let t0 = std::time::Instant::now();
+            let synced = fsio::sync_wal_early(path);
+            tracing::debug!(
+                "rewrite: WAL synced beside the checks in {:?} ({synced:?})",
+                t0.elapsed()
+            );
+        });
+        let checked =
+            checks_in_transaction(&tx, path, rewritten, plan, accept_unrewritten, structure);
+        let _ = early.join();
+        checked
+    });
+    checked?;
     let t0 = std::time::Instant::now();
     tx.commit()
         .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
