@@ -449,3 +449,68 @@ fn a_spill_sinks_index_of_a_pass_in_page_order_is_four_bytes_a_page() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// Commits after our position, then the connector's own `wal_checkpoint(TRUNCATE)`, then
+/// one small commit in the same connection, all between two looks: the new WAL's header
+/// is the old one's salt-1 + 1 (one restart) and it is shorter than our position, so the
+/// slot after the position holds nothing. The commits made between the position and the
+/// truncation are in the database file only: a tail that took the new WAL's commit as
+/// the next one would lose them. The tail must say it cannot prove continuity (resync),
+/// and the resync's image must be the writer's state.
+#[test]
+fn commits_truncated_away_before_a_restarted_wal_are_never_skipped_by_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 200);
+    let mut src = Source::open(&path).unwrap();
+    let mut table = PageTable::new(4096);
+    let mut image = Vec::new();
+    let WalImage { diff: d, pos, .. } = src.wal_image(&table).unwrap().unwrap();
+    apply(&mut table, &mut image, &d);
+    let pos = pos.expect("a WAL with frames");
+    assert!(
+        pos.frames > 2,
+        "the position must be past the new WAL's frames"
+    );
+
+    // Between two looks: a commit of new rows (new pages), the truncation, and a small
+    // commit (one or two frames) touching another page.
+    insert(&w, 5000, 100);
+    w.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    w.execute("UPDATE t SET v = 'changed' WHERE id = 1", [])
+        .unwrap();
+    let wal_len = std::fs::metadata(dir.path().join("sqlite.db-wal"))
+        .unwrap()
+        .len();
+    assert!(
+        wal_len < wal::HEADER as u64 + pos.frames * (wal::FRAME_HEADER as u64 + 4096),
+        "the new WAL ({wal_len} bytes) must be shorter than the position"
+    );
+    match src.wal_tail(&pos).unwrap() {
+        wal::Tail::Discontinuous(_) => {}
+        wal::Tail::Commits(cs, _) => {
+            for c in cs {
+                let d = Diff {
+                    page_size: 4096,
+                    db_pages: c.db_pages,
+                    pages: c.pages.into_iter().collect(),
+                };
+                apply(&mut table, &mut image, &d);
+            }
+            // (Compared as a boolean: the rows would fill the screen.)
+            let (got, want) = (rows_of_image(&image), rows(&w));
+            assert!(
+                got == want,
+                "the tail went on across the truncation and lost the commit before it: \
+                 {} rows captured, {} committed",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+    let d = src.wal_image(&table).unwrap().unwrap().diff;
+    apply(&mut table, &mut image, &d);
+    assert_eq!(rows_of_image(&image), rows(&w));
+}
