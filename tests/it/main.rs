@@ -11,6 +11,7 @@ mod agent;
 mod backup;
 mod compaction;
 mod conformance;
+mod capture_writer;
 mod continuous;
 mod demo;
 mod doctor;

@@ -1,0 +1,315 @@
+//! Adversarial capture: a seeded writer does what connectors do between two looks of
+//! the capture (commits of every size, pages rewritten within a commit, checkpoints of
+//! the four modes, the WAL truncated and restarted with a new salt, the last close
+//! deleting the WAL, VACUUM shrinking the file, journal-mode switches both ways, a page
+//! size change, the file replaced by a rename), the capture driven step by step on a
+//! manual clock; after each step a reference copy of the committed state is taken with
+//! SQLite's backup API. `restore --at` an instant after each step must equal, page for
+//! page, a state committed at or before it: the latest one while in WAL mode (nothing
+//! defers a WAL look), an earlier one allowed only while in rollback-journal mode (an
+//! observation waits for the kernel's coarse clock to pass the last write). Seeded: the
+//! seed is printed; `HUBVAULT_SEED` replays one.
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::path::{Path, PathBuf};
+
+use crate::both;
+use crate::common::{TestBucket, cmd_private_tmp, run, stderr};
+use crate::compaction::{manual_capture, same_pages, seed_of, start_of_sim_day};
+
+/// The connector's writer: one rusqlite connection, reopened when the test closes it.
+struct Writer {
+    path: PathBuf,
+    conn: Option<rusqlite::Connection>,
+    next: i64,
+    wal: bool,
+    page_size: u32,
+}
+
+impl Writer {
+    fn c(&mut self) -> &rusqlite::Connection {
+        if self.conn.is_none() {
+            let c = rusqlite::Connection::open(&self.path).unwrap();
+            c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+            self.conn = Some(c);
+        }
+        self.conn.as_ref().unwrap()
+    }
+
+    fn insert(&mut self, n: i64, size: usize) {
+        let first = self.next;
+        self.next += n;
+        let c = self.c();
+        let tx = c.unchecked_transaction().unwrap();
+        for i in first..first + n {
+            tx.execute(
+                "INSERT INTO cdc_rows VALUES (?1, ?2)",
+                rusqlite::params![i, format!("{i:08}").repeat(size / 8 + 1)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    fn checkpoint(&mut self, mode: &str) {
+        if self.wal {
+            self.c()
+                .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+                .unwrap();
+        }
+    }
+
+    fn set_mode(&mut self, wal: bool) {
+        let want = if wal { "wal" } else { "delete" };
+        let got: String = self
+            .c()
+            .query_row(&format!("PRAGMA journal_mode={want}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(got, want);
+        self.wal = wal;
+    }
+
+    /// The committed state now, page for page: the database and its `-wal` copied as
+    /// they are (the writer is between transactions), the copy opened (SQLite recovers
+    /// the WAL) and checkpointed into its file. Nothing touches the writer's files.
+    fn reference(&mut self) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ref.db");
+        std::fs::copy(&self.path, &p).unwrap();
+        let wal = side(&self.path, "-wal");
+        if wal.exists() {
+            std::fs::copy(&wal, side(&p, "-wal")).unwrap();
+        }
+        let c = rusqlite::Connection::open(&p).unwrap();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        if mode == "wal" {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+        drop(c);
+        std::fs::read(&p).unwrap()
+    }
+
+    /// One thing a connector does (or a few, between the same two looks).
+    fn act(&mut self, rng: &mut StdRng, log: &mut Vec<String>) {
+        let op = rng.random_range(0..100);
+        log.push(format!("op {op} (wal={})", self.wal));
+        match op {
+            // Small commits.
+            0..=24 => {
+                for _ in 0..rng.random_range(1..4) {
+                    self.insert(rng.random_range(1..6), rng.random_range(50..900));
+                }
+            }
+            // One commit that rewrites the same pages several times (several frames of
+            // a page in one commit: the newest must win).
+            25..=34 => {
+                let c = self.c();
+                let tx = c.unchecked_transaction().unwrap();
+                for k in 0..4 {
+                    tx.execute(
+                        "UPDATE cdc_rows SET payload = ?1 WHERE id % 4 = ?2",
+                        rusqlite::params![format!("r{k}-").repeat(30), k % 2],
+                    )
+                    .unwrap();
+                }
+                tx.commit().unwrap();
+            }
+            // The database shrinks: rows deleted, then VACUUM cuts pages off the end.
+            35..=41 => {
+                let c = self.c();
+                c.execute("DELETE FROM cdc_rows WHERE id % 3 <> 0", [])
+                    .unwrap();
+                if rng.random_range(0..2) == 0 {
+                    c.execute_batch("VACUUM").unwrap();
+                }
+            }
+            // The connector's own checkpoints, in each mode.
+            42..=53 => {
+                let mode = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"][rng.random_range(0..4)];
+                self.checkpoint(mode);
+            }
+            // Commits after the capture's position, the WAL truncated, and a small
+            // commit in a new WAL (salt-1 + 1) shorter than the position.
+            54..=63 => {
+                self.insert(rng.random_range(5..40), 600);
+                self.checkpoint(if rng.random_range(0..2) == 0 {
+                    "TRUNCATE"
+                } else {
+                    "RESTART"
+                });
+                self.insert(1, 10);
+            }
+            // The writer closes: its close checkpoints and deletes the -wal (and -shm);
+            // it reopens and goes on.
+            64..=71 => {
+                self.conn = None;
+                if rng.random_range(0..2) == 0 {
+                    self.insert(rng.random_range(1..5), 300);
+                }
+            }
+            // A commit past the capture's 4 MiB spill threshold.
+            72..=75 => self.insert(1100, 4000),
+            // A journal-mode switch, with commits on the other side.
+            76..=83 => {
+                let wal = !self.wal;
+                self.set_mode(wal);
+                self.insert(rng.random_range(1..10), 500);
+            }
+            // A page-size change (VACUUM in rollback-journal mode), then back to WAL
+            // or not.
+            84..=87 => {
+                let was_wal = self.wal;
+                if was_wal {
+                    self.set_mode(false);
+                }
+                self.page_size = if self.page_size == 4096 { 8192 } else { 4096 };
+                let ps = self.page_size;
+                self.c()
+                    .execute_batch(&format!("PRAGMA page_size={ps}; VACUUM;"))
+                    .unwrap();
+                if was_wal {
+                    self.set_mode(true);
+                }
+                self.insert(2, 100);
+            }
+            // The database replaced by a rename: a copy with more rows, renamed over it.
+            88..=91 => {
+                let copy = self.path.with_file_name("replacement.db");
+                let _ = std::fs::remove_file(&copy);
+                let mut dst = rusqlite::Connection::open(&copy).unwrap();
+                {
+                    let b = rusqlite::backup::Backup::new(self.c(), &mut dst).unwrap();
+                    b.run_to_completion(1 << 20, std::time::Duration::ZERO, None)
+                        .unwrap();
+                }
+                let next = self.next;
+                dst.execute(
+                    "INSERT INTO cdc_rows VALUES (?1, 'in the replacement')",
+                    [next],
+                )
+                .unwrap();
+                let mode: String = dst
+                    .query_row(
+                        &format!(
+                            "PRAGMA journal_mode={}",
+                            if self.wal { "wal" } else { "delete" }
+                        ),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert!(mode == "wal" || mode == "delete");
+                drop(dst);
+                self.next += 1;
+                self.conn = None;
+                std::fs::rename(&copy, &self.path).unwrap();
+            }
+            // Several small commits and a delete in one look.
+            _ => {
+                self.insert(3, 100);
+                self.c()
+                    .execute("DELETE FROM cdc_rows WHERE id % 7 = 0", [])
+                    .unwrap();
+                self.insert(2, 2000);
+            }
+        }
+    }
+}
+
+fn side(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `restore --output` of the connector at `at`; the file's bytes.
+fn restore_at(tb: &TestBucket, spec: &crate::fixture::Spec, at: &str, out: &Path) -> Vec<u8> {
+    let _ = std::fs::remove_file(out);
+    let mut c = cmd_private_tmp(tb);
+    c.args(["restore", "--json", "--yes", "--datahub"])
+        .arg(spec.datahub.to_string())
+        .arg("--connector")
+        .arg(spec.connector.to_string())
+        .arg("--output")
+        .arg(out)
+        .args(["--at", at]);
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(0), "restore --at {at}: {}", stderr(&o));
+    std::fs::read(out).unwrap()
+}
+
+fn seeded_writer(tb: &TestBucket) {
+    let seed = seed_of("seeded_writer");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let spec = crate::fixture::Spec::new("sdc", "Seeded writer", 20);
+    let dir = hub.path().join(spec.connector.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("sqlite.db");
+    crate::fixture::create(&db, &spec).unwrap();
+    let mut w = Writer {
+        path: db.clone(),
+        conn: None,
+        next: 0,
+        wal: true,
+        page_size: 4096,
+    };
+    w.set_mode(true);
+    w.c()
+        .execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT)")
+        .unwrap();
+    w.insert(200, 300);
+    let t0 = start_of_sim_day();
+    let clock = hubvault::clock::ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
+    let rt = crate::common::rt();
+    rt.block_on(capture.step()); // the base
+    // (reference, in WAL mode at the step)
+    let mut refs: Vec<(Vec<u8>, bool)> = vec![(w.reference(), w.wal)];
+    let mut log = Vec::new();
+    const STEPS: i64 = 24;
+    for k in 1..=STEPS {
+        for _ in 0..rng.random_range(1..4) {
+            w.act(&mut rng, &mut log);
+        }
+        log.push(format!("step {k}"));
+        clock.set(t0 + chrono::TimeDelta::seconds(10 * k));
+        rt.block_on(capture.step());
+        refs.push((w.reference(), w.wal));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("at.db");
+    let mut latest = 0;
+    for (k, (reference, wal)) in refs.iter().enumerate() {
+        let at = t0 + chrono::TimeDelta::seconds(10 * k as i64 + 5);
+        let got = restore_at(tb, &spec, &at.to_rfc3339(), &file);
+        match same_pages(&got, reference) {
+            Ok(()) => latest += 1,
+            Err(why) => {
+                // Only a rollback-journal observation may wait for a later look; the
+                // state handed back must still be one committed before.
+                let earlier = (0..k).rev().find(|j| same_pages(&got, &refs[*j].0).is_ok());
+                assert!(
+                    !*wal && earlier.is_some(),
+                    "seed {seed}: restore --at step {k} ({}) is not the state committed \
+                     then ({why}), nor an earlier one (found {earlier:?}); ops: {log:?}",
+                    if *wal { "WAL" } else { "rollback journal" }
+                );
+            }
+        }
+    }
+    eprintln!(
+        "seeded_writer: seed {seed}: {latest} of {} instants gave the latest state",
+        refs.len()
+    );
+}
+both!(
+    restore_at_each_look_of_a_seeded_writer_is_a_state_it_committed_page_for_page,
+    seeded_writer
+);
