@@ -761,8 +761,10 @@ impl Capture {
         // Without its waits: the rollback observation's real-time spacing too. A driven
         // clock jumps while the real one barely moves, and under load a skipped look
         // stamped a commit at a later wake-up than the one that made it.
+        // And a failed connector's 10 s pause: a driven step looks at every connector.
         for t in self.tracked.values_mut() {
             t.observe_after = None;
+            t.retry_after = None;
         }
         self.look(None).await;
         if self.has_pending() {

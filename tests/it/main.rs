@@ -9,9 +9,9 @@ pub mod fixture;
 
 mod agent;
 mod backup;
+mod capture_writer;
 mod compaction;
 mod conformance;
-mod capture_writer;
 mod continuous;
 mod demo;
 mod doctor;
