@@ -296,10 +296,48 @@ fn seeded_writer(tb: &TestBucket) {
     }
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("at.db");
+    let latest = check_instants(tb, &spec, t0, &refs, &file, seed, &log);
+    eprintln!(
+        "seeded_writer: seed {seed}: {latest} of {} instants gave the latest state",
+        refs.len()
+    );
+    // Compacted (minutes, 1-minute and 10-minute marks, as the agent would once the
+    // minutes are over): every instant still restores a committed state.
+    rt.block_on(async {
+        clock.set(t0 + chrono::TimeDelta::seconds(10 * STEPS) + chrono::TimeDelta::minutes(3));
+        let mut c = hubvault::ops::compact::Compactor::load(&bucket, &org, spec.datahub)
+            .await
+            .unwrap();
+        let now = hubvault::clock::Clock::now(&*clock);
+        let r = c.compact(now, now, None, false).await.unwrap();
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert!(
+            r.minutes >= 4 && r.segments_deleted > 0 && r.marks > 0,
+            "the looks' segments went into minutes and marks: {r:?}"
+        );
+    });
+    let compacted = check_instants(tb, &spec, t0, &refs, &file, seed, &log);
+    assert_eq!(
+        compacted, latest,
+        "compaction changed what an instant restores"
+    );
+}
+
+/// Restores each instant (5 s after each look) and checks it against the references;
+/// returns how many gave the latest state.
+fn check_instants(
+    tb: &TestBucket,
+    spec: &crate::fixture::Spec,
+    t0: chrono::DateTime<chrono::Utc>,
+    refs: &[(Vec<u8>, bool)],
+    file: &Path,
+    seed: u64,
+    log: &[String],
+) -> usize {
     let mut latest = 0;
     for (k, (reference, wal)) in refs.iter().enumerate() {
         let at = t0 + chrono::TimeDelta::seconds(10 * k as i64 + 5);
-        let got = restore_at(tb, &spec, &at.to_rfc3339(), &file);
+        let got = restore_at(tb, spec, &at.to_rfc3339(), file);
         match same_pages(&got, reference) {
             Ok(()) => latest += 1,
             Err(why) => {
@@ -315,10 +353,7 @@ fn seeded_writer(tb: &TestBucket) {
             }
         }
     }
-    eprintln!(
-        "seeded_writer: seed {seed}: {latest} of {} instants gave the latest state",
-        refs.len()
-    );
+    latest
 }
 both!(
     restore_at_each_look_of_a_seeded_writer_is_a_state_it_committed_page_for_page,
