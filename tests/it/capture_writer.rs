@@ -76,10 +76,22 @@ impl Writer {
     fn reference(&mut self) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ref.db");
-        std::fs::copy(&self.path, &p).unwrap();
+        // Copied by `cp`, a process of its own: closing a descriptor of the database in
+        // this process would drop every POSIX lock this process holds on it, the
+        // writer's SHARED lock included (then another process's close would checkpoint
+        // and delete the WAL under it).
+        let cp = |from: &Path, to: &Path| {
+            let o = std::process::Command::new("cp")
+                .arg(from)
+                .arg(to)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "cp: {o:?}");
+        };
+        cp(&self.path, &p);
         let wal = side(&self.path, "-wal");
         if wal.exists() {
-            std::fs::copy(&wal, side(&p, "-wal")).unwrap();
+            cp(&wal, &side(&p, "-wal"));
         }
         let c = rusqlite::Connection::open(&p).unwrap();
         let mode: String = c
@@ -448,4 +460,115 @@ fn resync_fails_on_a_full_tmp_dir(tb: &TestBucket) {
 both!(
     a_resync_not_recorded_for_a_full_tmp_dir_leaves_no_position_to_tail_from,
     resync_fails_on_a_full_tmp_dir
+);
+
+/// A third-party writer: the `sqlite3` shell, a process of its own, run between two
+/// looks, while an idle connection of the test keeps the database open (so the shell's
+/// close is not the last and the WAL stays). Each round commits past the capture's
+/// position, checkpoints in one of the four modes, and commits once more; two rounds
+/// switch to rollback-journal mode and back. `restore --at` after each look equals the
+/// committed state page for page.
+fn sqlite3_shell_writer(tb: &TestBucket) {
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let spec = crate::fixture::Spec::new("sdc", "sqlite3 shell writer", 20);
+    let dir = hub.path().join(spec.connector.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("sqlite.db");
+    crate::fixture::create(&db, &spec).unwrap();
+    let mut idle = Writer {
+        path: db.clone(),
+        conn: None,
+        next: 0,
+        wal: true,
+        page_size: 4096,
+    };
+    idle.set_mode(true);
+    idle.c()
+        .execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT)")
+        .unwrap();
+    let shell = |sql: &str| -> String {
+        let o = std::process::Command::new("sqlite3")
+            .args(["-bail", "-cmd", ".timeout 5000"])
+            .arg(&db)
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "sqlite3: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let count = || -> i64 {
+        shell("SELECT count(*) FROM cdc_rows;")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let t0 = start_of_sim_day();
+    let clock = hubvault::clock::ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
+    let rt = crate::common::rt();
+    shell("INSERT INTO cdc_rows SELECT value, printf('%.500c', 'b') FROM generate_series(0, 99);");
+    rt.block_on(capture.step()); // the base
+    let mut refs = vec![(idle.reference(), true)];
+    let modes = [
+        "TRUNCATE", "PASSIVE", "RESTART", "FULL", "TRUNCATE", "TRUNCATE",
+    ];
+    for (k, mode) in modes.iter().enumerate() {
+        let from = 1000 * (k + 1);
+        let mut sql = format!(
+            "BEGIN; INSERT INTO cdc_rows SELECT value, printf('%.900c', 'n') \
+             FROM generate_series({from}, {}); COMMIT;\n\
+             UPDATE cdc_rows SET payload = 'u{k}' WHERE id % 5 = {};\n\
+             PRAGMA wal_checkpoint({mode});\n\
+             INSERT INTO cdc_rows VALUES ({}, 'after');\n",
+            from + 60,
+            k % 5,
+            from + 999
+        );
+        let before = count();
+        let switch = k % 3 == 1;
+        if switch {
+            // To rollback-journal mode, commits there, and back: the idle connection
+            // lets go first (no switch out of WAL while another connection is open);
+            // the shell's close is then the last and removes the WAL.
+            idle.conn = None;
+            sql.push_str(
+                "PRAGMA journal_mode=delete; DELETE FROM cdc_rows WHERE id % 4 = 0; \
+                 VACUUM; PRAGMA journal_mode=wal;\n",
+            );
+        }
+        let said = shell(&sql);
+        if switch {
+            assert!(
+                said.contains("delete"),
+                "the shell switched modes: {said:?}"
+            );
+            // Reopened; its first read takes the SHARED lock it then keeps.
+            idle.c()
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                .unwrap();
+        } else {
+            assert!(
+                side(&db, "-wal").exists(),
+                "the idle connection kept the WAL"
+            );
+        }
+        assert_ne!(count(), before, "the shell committed");
+        clock.set(t0 + chrono::TimeDelta::seconds(10 * (k as i64 + 1)));
+        rt.block_on(capture.step());
+        refs.push((idle.reference(), true));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("at.db");
+    let latest = check_instants(tb, &spec, t0, &refs, &file, 0, &[]);
+    assert_eq!(latest, refs.len(), "every look gave the latest state");
+}
+both!(
+    a_sqlite3_shell_writer_checkpointing_between_looks_is_restored_exactly,
+    sqlite3_shell_writer
 );
