@@ -572,3 +572,128 @@ both!(
     a_sqlite3_shell_writer_checkpointing_between_looks_is_restored_exactly,
     sqlite3_shell_writer
 );
+
+/// A writer committing as fast as it can on a thread while the capture looks: each
+/// commit inserts row i and sets a counter row to i + 1 (the counter's page rewritten by
+/// every commit), and it checkpoints in the four modes in turn and reopens now and then.
+/// Whatever the looks raced, `restore --at` each look is a state the writer committed:
+/// rows exactly 0..n, the counter n, n never going back from one look to the next, and
+/// the last look (the writer stopped) every row.
+fn racing_writer(tb: &TestBucket) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let spec = crate::fixture::Spec::new("sdc", "Racing writer", 20);
+    let dir = hub.path().join(spec.connector.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("sqlite.db");
+    crate::fixture::create(&db, &spec).unwrap();
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);
+             CREATE TABLE meta(k INTEGER PRIMARY KEY, n INTEGER); INSERT INTO meta VALUES (1, 0);",
+        )
+        .unwrap();
+    }
+    let t0 = start_of_sim_day();
+    let clock = hubvault::clock::ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
+    let rt = crate::common::rt();
+    rt.block_on(capture.step()); // the base
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicI64::new(0));
+    let writer = {
+        let (stop, done, db) = (stop.clone(), done.clone(), db.clone());
+        std::thread::spawn(move || {
+            let open = || {
+                let c = rusqlite::Connection::open(&db).unwrap();
+                c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+                c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+                c
+            };
+            let mut c = open();
+            let modes = ["PASSIVE", "FULL", "RESTART", "TRUNCATE"];
+            // Bounded: 20,000 commits at most, whatever the looks do.
+            for i in 0..20_000i64 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let tx = c.unchecked_transaction().unwrap();
+                tx.execute(
+                    "INSERT INTO cdc_rows VALUES (?1, ?2)",
+                    rusqlite::params![i, "w".repeat(100 + (i as usize * 37) % 3000)],
+                )
+                .unwrap();
+                tx.execute("UPDATE meta SET n = ?1 WHERE k = 1", [i + 1])
+                    .unwrap();
+                tx.commit().unwrap();
+                done.store(i + 1, Ordering::SeqCst);
+                if i % 37 == 36 {
+                    let m = modes[(i as usize / 37) % 4];
+                    c.query_row(&format!("PRAGMA wal_checkpoint({m})"), [], |_| Ok(()))
+                        .unwrap();
+                }
+                if i % 401 == 400 {
+                    drop(c);
+                    c = open();
+                }
+            }
+        })
+    };
+    const LOOKS: i64 = 20;
+    for k in 1..=LOOKS {
+        // Let the writer get ahead by some commits (bounded: 10 s a look at most): the
+        // looks then race commits, checkpoints and reopenings.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while done.load(Ordering::SeqCst) < k * 40 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        clock.set(t0 + chrono::TimeDelta::seconds(10 * k));
+        rt.block_on(capture.step());
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let total = done.load(Ordering::SeqCst);
+    clock.set(t0 + chrono::TimeDelta::seconds(10 * (LOOKS + 1)));
+    rt.block_on(capture.step());
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("at.db");
+    let mut last = 0i64;
+    let mut seen: Vec<i64> = Vec::new();
+    for k in 1..=LOOKS + 1 {
+        let at = (t0 + chrono::TimeDelta::seconds(10 * k + 5)).to_rfc3339();
+        restore_at(tb, &spec, &at, &file);
+        let c = rusqlite::Connection::open(&file).unwrap();
+        let n: i64 = c
+            .query_row("SELECT n FROM meta WHERE k = 1", [], |r| r.get(0))
+            .unwrap();
+        let (count, min, max): (i64, Option<i64>, Option<i64>) = c
+            .query_row("SELECT count(*), min(id), max(id) FROM cdc_rows", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert!(
+            count == n && (n == 0 || (min == Some(0) && max == Some(n - 1))),
+            "look {k}: the counter says {n}, the rows {count} ({min:?}..{max:?}): not a \
+             committed state"
+        );
+        assert!(
+            n >= last,
+            "look {k}: {n} rows after {last} at the look before"
+        );
+        last = n;
+        seen.push(n);
+    }
+    assert_eq!(
+        last, total,
+        "the look after the writer stopped has every row"
+    );
+    eprintln!("racing_writer: {total} commits; rows at each look: {seen:?}");
+}
+both!(
+    restore_at_each_look_raced_by_a_checkpointing_writer_is_a_committed_state,
+    racing_writer
+);
