@@ -587,3 +587,45 @@ fn a_restarted_wal_caught_mid_frame_at_our_slot_is_not_taken_as_following() {
         ),
     }
 }
+
+/// What the restart rule still lets through without a resync: every frame checkpointed
+/// (PASSIVE, nothing after our position), then a commit that restarts the WAL (salt-1 +
+/// 1) with fewer frames than our position, over the old frames: the frame at our
+/// position is still the old WAL's and nothing valid follows it, so the tail goes on in
+/// the new WAL, and the state is the writer's.
+#[test]
+fn a_restart_after_a_checkpoint_of_everything_we_read_is_tailed_without_a_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 200);
+    let mut src = Source::open(&path).unwrap();
+    let mut table = PageTable::new(4096);
+    let mut image = Vec::new();
+    let WalImage { diff: d, pos, .. } = src.wal_image(&table).unwrap().unwrap();
+    apply(&mut table, &mut image, &d);
+    let pos = pos.unwrap();
+    w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    w.execute("UPDATE t SET v = 'restarted' WHERE id = 7", [])
+        .unwrap();
+    match src.wal_tail(&pos).unwrap() {
+        wal::Tail::Commits(cs, next) => {
+            assert_eq!(cs.len(), 1);
+            assert_ne!(next.header.salts, pos.header.salts, "the WAL restarted");
+            for c in cs {
+                let d = Diff {
+                    page_size: 4096,
+                    db_pages: c.db_pages,
+                    pages: c.pages.into_iter().collect(),
+                };
+                apply(&mut table, &mut image, &d);
+            }
+            assert!(
+                rows_of_image(&image) == rows(&w),
+                "the tailed state is the writer's"
+            );
+        }
+        wal::Tail::Discontinuous(why) => panic!("a plain restart resynced: {why}"),
+    }
+}
