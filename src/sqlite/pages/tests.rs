@@ -589,8 +589,8 @@ fn a_restarted_wal_caught_mid_frame_at_our_slot_is_not_taken_as_following() {
 }
 
 /// What the restart rule still lets through without a resync: every frame checkpointed
-/// (PASSIVE, nothing after our position), then a commit that restarts the WAL (salt-1 +
-/// 1) with fewer frames than our position, over the old frames: the frame at our
+/// (PASSIVE, nothing after our position), then a commit that restarts the WAL (salt-1
+/// plus one) with fewer frames than our position, over the old frames: the frame at our
 /// position is still the old WAL's and nothing valid follows it, so the tail goes on in
 /// the new WAL, and the state is the writer's.
 #[test]
