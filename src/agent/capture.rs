@@ -381,6 +381,22 @@ impl Tracked {
         if self.image_into(mode, &old, &mut sink, looked)?.is_none() {
             return Ok(());
         }
+        // The image moved the WAL position (or the change counter) on to its state; if
+        // its commit is not recorded, nothing may go on from there: the next look
+        // resyncs against the table as captured (tailing from the image's position would
+        // put later commits on a state without its pages).
+        let recorded = self.record_image(&sink, old);
+        if recorded.is_err() {
+            self.wal = WalState::Unknown;
+            self.counter = None;
+        }
+        recorded
+    }
+
+    /// [`Tracked::capture_image`]'s commit: the pages of the image that differ from `old`
+    /// (the table as captured) go pending as one commit; on an error, the table is `old`
+    /// again and nothing is pending of it.
+    fn record_image(&mut self, sink: &SpillSink, old: PageTable) -> Result<()> {
         if sink.spilled() {
             tracing::info!(connector = %self.connector, pages = sink.db_pages(),
                 "capture: the image spilled to a temp file in --tmp-dir (memory stays flat)");
@@ -400,14 +416,20 @@ impl Tracked {
             self.pending.abandon(mark)?;
             return Err(e);
         }
-        drop(old);
         if changed == 0 && sink.db_pages() == self.table.pages() {
             return self.pending.abandon(mark);
         }
         self.table.resize(sink.db_pages());
         let after = self.table.checksum();
-        self.pending
-            .end(mark, time_ms, sink.db_pages(), after, changed)?;
+        if let Err(e) = self
+            .pending
+            .end(mark, time_ms, sink.db_pages(), after, changed)
+        {
+            self.table = old;
+            self.pending.abandon(mark)?;
+            return Err(e);
+        }
+        drop(old);
         self.pushed(was_spilled);
         Ok(())
     }
@@ -761,8 +783,10 @@ impl Capture {
         // Without its waits: the rollback observation's real-time spacing too. A driven
         // clock jumps while the real one barely moves, and under load a skipped look
         // stamped a commit at a later wake-up than the one that made it.
+        // And a failed connector's 10 s pause: a driven step looks at every connector.
         for t in self.tracked.values_mut() {
             t.observe_after = None;
+            t.retry_after = None;
         }
         self.look(None).await;
         if self.has_pending() {

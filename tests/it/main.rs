@@ -9,6 +9,7 @@ pub mod fixture;
 
 mod agent;
 mod backup;
+mod capture_writer;
 mod compaction;
 mod conformance;
 mod continuous;

@@ -449,3 +449,183 @@ fn a_spill_sinks_index_of_a_pass_in_page_order_is_four_bytes_a_page() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// Commits after our position, then the connector's own `wal_checkpoint(TRUNCATE)`, then
+/// one small commit in the same connection, all between two looks: the new WAL's header
+/// is the old one's salt-1 + 1 (one restart) and it is shorter than our position, so the
+/// slot after the position holds nothing. The commits made between the position and the
+/// truncation are in the database file only: a tail that took the new WAL's commit as
+/// the next one would lose them. The tail must say it cannot prove continuity (resync),
+/// and the resync's image must be the writer's state.
+#[test]
+fn commits_truncated_away_before_a_restarted_wal_are_never_skipped_by_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 200);
+    let mut src = Source::open(&path).unwrap();
+    let mut table = PageTable::new(4096);
+    let mut image = Vec::new();
+    let WalImage { diff: d, pos, .. } = src.wal_image(&table).unwrap().unwrap();
+    apply(&mut table, &mut image, &d);
+    let pos = pos.expect("a WAL with frames");
+    assert!(
+        pos.frames > 2,
+        "the position must be past the new WAL's frames"
+    );
+
+    // Between two looks: a commit of new rows (new pages), the truncation, and a small
+    // commit (one or two frames) touching another page.
+    insert(&w, 5000, 100);
+    w.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    w.execute("UPDATE t SET v = 'changed' WHERE id = 1", [])
+        .unwrap();
+    let wal_len = std::fs::metadata(dir.path().join("sqlite.db-wal"))
+        .unwrap()
+        .len();
+    assert!(
+        wal_len < wal::HEADER as u64 + pos.frames * (wal::FRAME_HEADER as u64 + 4096),
+        "the new WAL ({wal_len} bytes) must be shorter than the position"
+    );
+    match src.wal_tail(&pos).unwrap() {
+        wal::Tail::Discontinuous(_) => {}
+        wal::Tail::Commits(cs, _) => {
+            for c in cs {
+                let d = Diff {
+                    page_size: 4096,
+                    db_pages: c.db_pages,
+                    pages: c.pages.into_iter().collect(),
+                };
+                apply(&mut table, &mut image, &d);
+            }
+            // (Compared as a boolean: the rows would fill the screen.)
+            let (got, want) = (rows_of_image(&image), rows(&w));
+            assert!(
+                got == want,
+                "the tail went on across the truncation and lost the commit before it: \
+                 {} rows captured, {} committed",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+    let d = src.wal_image(&table).unwrap().unwrap().diff;
+    apply(&mut table, &mut image, &d);
+    assert_eq!(rows_of_image(&image), rows(&w));
+}
+
+/// A restart caught mid-write at the slot after our position: SQLite writes a frame's
+/// header and its page in two writes, so the new WAL (salt-1 + 1) can show frames
+/// 1..P whole and only the header of frame P+1, over the old WAL's frame P+1 (a commit
+/// made after our position, checkpointed before the restart). The slot then is neither
+/// a valid old frame nor a valid new one, and the new WAL's valid frames stop at our
+/// position: that proves nothing, and the old frame P+1 held a commit. Built by hand
+/// from a real WAL (the new frames' checksums computed as SQLite does).
+#[test]
+fn a_restarted_wal_caught_mid_frame_at_our_slot_is_not_taken_as_following() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 50);
+    let mut src = Source::open(&path).unwrap();
+    let table = PageTable::new(4096);
+    let pos = src.wal_image(&table).unwrap().unwrap().pos.unwrap();
+    // A commit after our position, then every frame copied into the file.
+    insert(&w, 5000, 20);
+    w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    let old = std::fs::read(dir.path().join("sqlite.db-wal")).unwrap();
+    let h = pos.header;
+    let fs = h.frame_size() as usize;
+    let p = pos.frames as usize;
+    assert!(
+        old.len() >= wal::HEADER + (p + 1) * fs,
+        "a frame after our position"
+    );
+
+    // The restart: a new header (salt-1 + 1), frames 1..P (one commit), and only the
+    // header of frame P+1.
+    let be = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    let mut new = old.clone();
+    let salts = (h.salts.0.wrapping_add(1), h.salts.1 ^ 0x5a5a_5a5a);
+    be(&mut new, 12, h.checkpoint_seq + 1);
+    be(&mut new, 16, salts.0);
+    be(&mut new, 20, salts.1);
+    let c = wal::cksum(h.big_endian, &new[..24], (0, 0));
+    be(&mut new, 24, c.0);
+    be(&mut new, 28, c.1);
+    let mut running = c;
+    let page = vec![7u8; 4096];
+    for i in 0..=p {
+        let at = wal::HEADER + i * fs;
+        let n = i as u32 + 1;
+        be(&mut new, at, n.min(3)); // some page numbers
+        be(&mut new, at + 4, if i + 1 == p { 3 } else { 0 });
+        be(&mut new, at + 8, salts.0);
+        be(&mut new, at + 12, salts.1);
+        // Every header sums the new page; frame P+1's page is not written yet (the
+        // old bytes stay under its new header).
+        let c = wal::cksum(h.big_endian, &new[at..at + 8], running);
+        let c = wal::cksum(h.big_endian, &page, c);
+        be(&mut new, at + 16, c.0);
+        be(&mut new, at + 20, c.1);
+        if i < p {
+            new[at + 24..at + fs].copy_from_slice(&page);
+            running = c;
+        }
+    }
+    let crafted = dir.path().join("crafted-wal");
+    std::fs::write(&crafted, &new).unwrap();
+    let f = std::fs::File::open(&crafted).unwrap();
+    match wal::read_after(&f, &pos).unwrap() {
+        wal::Tail::Discontinuous(_) => {}
+        wal::Tail::Commits(cs, _) => panic!(
+            "the new WAL was taken as following our position ({} commits), losing the \
+             commit after it",
+            cs.len()
+        ),
+    }
+}
+
+/// What the restart rule still lets through without a resync: every frame checkpointed
+/// (PASSIVE, nothing after our position), then a commit that restarts the WAL (salt-1
+/// plus one) with fewer frames than our position, over the old frames: the frame at our
+/// position is still the old WAL's and nothing valid follows it, so the tail goes on in
+/// the new WAL, and the state is the writer's.
+#[test]
+fn a_restart_after_a_checkpoint_of_everything_we_read_is_tailed_without_a_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sqlite.db");
+    let w = writer(&path, true);
+    insert(&w, 0, 200);
+    let mut src = Source::open(&path).unwrap();
+    let mut table = PageTable::new(4096);
+    let mut image = Vec::new();
+    let WalImage { diff: d, pos, .. } = src.wal_image(&table).unwrap().unwrap();
+    apply(&mut table, &mut image, &d);
+    let pos = pos.unwrap();
+    w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .unwrap();
+    w.execute("UPDATE t SET v = 'restarted' WHERE id = 7", [])
+        .unwrap();
+    match src.wal_tail(&pos).unwrap() {
+        wal::Tail::Commits(cs, next) => {
+            assert_eq!(cs.len(), 1);
+            assert_ne!(next.header.salts, pos.header.salts, "the WAL restarted");
+            for c in cs {
+                let d = Diff {
+                    page_size: 4096,
+                    db_pages: c.db_pages,
+                    pages: c.pages.into_iter().collect(),
+                };
+                apply(&mut table, &mut image, &d);
+            }
+            assert!(
+                rows_of_image(&image) == rows(&w),
+                "the tailed state is the writer's"
+            );
+        }
+        wal::Tail::Discontinuous(why) => panic!("a plain restart resynced: {why}"),
+    }
+}

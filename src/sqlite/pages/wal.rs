@@ -178,10 +178,11 @@ fn read_after_with<C>(wal: &File, pos: &WalPos, scan: Scan<C>) -> std::io::Resul
 }
 
 /// The header changed. A writer restarts the WAL only when every frame was copied into
-/// the database, and a restart adds 1 to salt-1. If exactly one restart happened, and
-/// the frame after our position was never written in the old WAL (it is still there,
-/// not yet overwritten by the new one, and not a valid old frame), nothing was missed:
-/// the new WAL's frames follow our position. Anything else is discontinuous.
+/// the database, and a restart adds 1 to salt-1. If exactly one restart happened, the
+/// old WAL is still in the file through our position (no truncation since, the new WAL
+/// not there yet), and the frame after our position was never written in the old WAL
+/// (not a valid old frame), nothing was missed: the new WAL's frames follow our
+/// position. Anything else is discontinuous.
 fn across_restart<C>(
     wal: &File,
     pos: &WalPos,
@@ -197,6 +198,23 @@ fn across_restart<C>(
         return Ok(restarted);
     }
     let fs = old.frame_size();
+    // The frame at our position must still be the old WAL's (its salts, and the running
+    // checksum we stand at): then the WAL was not truncated since (a
+    // `wal_checkpoint(TRUNCATE)` empties the file before the new WAL is written, so the
+    // slot after our position would hold nothing whatever the old WAL held there), and
+    // the new WAL has not reached our slot (it writes its frames in order). At the
+    // WAL's start (no frame consumed) nothing can prove that: resync.
+    if pos.frames == 0 {
+        return Ok(restarted);
+    }
+    let mut ours = [0u8; FRAME_HEADER];
+    let got = read_full(wal, &mut ours, HEADER as u64 + (pos.frames - 1) * fs)?;
+    if got < FRAME_HEADER
+        || (be32(&ours, 8), be32(&ours, 12)) != old.salts
+        || (be32(&ours, 16), be32(&ours, 20)) != pos.checksum
+    {
+        return Ok(restarted);
+    }
     let mut next = vec![0u8; fs as usize];
     let got = read_full(wal, &mut next, HEADER as u64 + pos.frames * fs)?;
     if got == next.len() && (be32(&next, 8), be32(&next, 12)) == old.salts {

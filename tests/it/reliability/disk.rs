@@ -20,12 +20,12 @@ use super::{figures, files_in};
 use crate::common::{TestBucket, connector_db, json_of, rt, run};
 
 /// A tmpfs of `size` bytes, unmounted when dropped.
-struct SmallFs {
+pub(crate) struct SmallFs {
     dir: tempfile::TempDir,
 }
 
 impl SmallFs {
-    fn mount(size: u64) -> Option<SmallFs> {
+    pub(crate) fn mount(size: u64) -> Option<SmallFs> {
         let dir = tempfile::tempdir().unwrap();
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -34,7 +34,7 @@ impl SmallFs {
             .is_ok_and(|o| o.status.success());
         ok.then_some(SmallFs { dir })
     }
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
     fn read_only(&self) {

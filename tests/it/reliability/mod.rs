@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 mod crash;
-mod disk;
+pub(crate) mod disk;
 mod faults;
 mod secrets;
 mod stream;
