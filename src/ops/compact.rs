@@ -28,9 +28,10 @@
 //! A window is finished when no segment sent inside it can still arrive: the caller says
 //! until when that holds (`settled`: the agent knows the segment it is still sending;
 //! `prune` allows a margin, and stops at the hub's newest data). Nothing is deleted that
-//! a restore of an instant inside the kept window needs: compaction deletes only segments whose commits are in a minute read
-//! back; retention only what lies before each connector's chain start (the newest base
-//! at or before the cut-off), and never a connector's newest state.
+//! a restore of an instant inside the kept window needs: compaction deletes only
+//! segments whose commits are in a minute read back; retention only what lies before each
+//! connector's chain start (the newest base at or before the cut-off), and never a
+//! connector's newest state.
 //!
 //! kill -9 anywhere: every write is one atomic PUT at a key named by its window; a
 //! minute and its sources side by side is a consistent pair (the planner takes the
