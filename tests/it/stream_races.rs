@@ -10,8 +10,8 @@ use hubvault::model::ids::{DatahubId, OrgSlug};
 use hubvault::model::layout::StreamKeys;
 use hubvault::model::windows;
 use hubvault::store::{Bucket, WriteMode};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 use crate::both;
 use crate::common::{TestBucket, json_of, private_tmp, rt, run};
@@ -238,4 +238,157 @@ fn two_compactors_at_once(tb: &TestBucket) {
 both!(
     two_compactors_at_once_and_one_on_a_stale_listing_lose_no_instant,
     two_compactors_at_once
+);
+
+/// Capture of the hub from `from` to `to` by `capture`: wake-ups 1 to 30 s apart, each
+/// connector committing at two in three; reference copies of both connectors 500 ms
+/// after a wake-up (the state holds until the next) at one in five and at every wake-up
+/// within 90 s of an instant in `near`.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    rt: &tokio::runtime::Runtime,
+    clock: &ManualClock,
+    capture: &mut hubvault::agent::capture::Capture,
+    dbs: &mut [SimDb],
+    rng: &mut StdRng,
+    (from, to): (Time, Time),
+    near: &[Time],
+    refs: &mut Vec<(Time, usize, Vec<u8>)>,
+) {
+    let mut t = from;
+    let mut first = true;
+    while t < to {
+        clock.set(t);
+        if !first {
+            for db in dbs.iter_mut() {
+                if rng.random_range(0..3) > 0 {
+                    db.commit(rng);
+                }
+            }
+        }
+        first = false;
+        rt.block_on(capture.step());
+        let at = t + TimeDelta::milliseconds(500);
+        let close = near.iter().any(|n| (*n - at).num_seconds().abs() <= 90);
+        if close || rng.random_range(0..5) == 0 {
+            for (i, db) in dbs.iter().enumerate() {
+                refs.push((at, i, db.image()));
+            }
+        }
+        t += TimeDelta::milliseconds(rng.random_range(1_000..30_000));
+    }
+}
+
+/// Claim 3 of the review, `--keep-within` across an agent restart: capture from 23:20 to
+/// 00:20 (a base at 23:20), the agent down until 00:25, a new run from 00:25 to 00:50
+/// (new generations, new bases), across midnight. Compacted (no day base at 00:00: the
+/// newest base of each connector is its new generation's), then retention at cut-offs
+/// moving forward: before midnight, just after it and while the agent was down (the
+/// 23:20 bases stay the chain starts: the instants while it was down are the state
+/// before the restart), after the restart (the new generation's bases are the chain
+/// starts: the old generation goes) and past the newest data (the newest state stays). After each, every reference instant at
+/// or after the cut-off (up to 12, seeded, and the first two after it) and the newest
+/// state restore exactly. Seeded (13, `HUBVAULT_SEED` to sweep).
+fn retention_across_a_restart(tb: &TestBucket) {
+    use hubvault::catalog::stream::plan;
+    let mut rng = seeded("retention_across_a_restart");
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let d = windows::day_of(chrono::Utc::now()) - TimeDelta::days(2);
+    let m = TimeDelta::minutes;
+    let cutoffs = [d - m(10), d + m(10), d + m(22), d + m(30), d + m(52)];
+    let mut near = vec![d, d + m(20), d + m(25)];
+    near.extend(cutoffs);
+    let clock = ManualClock::new(d - m(40));
+    let rt = rt();
+    let mut refs = Vec::new();
+    {
+        let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
+        let span = (d - m(40), d + m(20));
+        drive(
+            &rt,
+            &clock,
+            &mut capture,
+            &mut dbs,
+            &mut rng,
+            span,
+            &near,
+            &mut refs,
+        );
+    }
+    // The agent restarts: a new run, new generations.
+    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
+    let span = (d + m(25), d + m(50));
+    drive(
+        &rt,
+        &clock,
+        &mut capture,
+        &mut dbs,
+        &mut rng,
+        span,
+        &near,
+        &mut refs,
+    );
+    let newest: Vec<Vec<u8>> = dbs.iter().map(|db| db.image()).collect();
+    let now = d + m(53);
+    let mut c = rt
+        .block_on(Compactor::load(&bucket, &acme(), datahub))
+        .unwrap();
+    let r = rt.block_on(c.compact(now, now, None, false)).unwrap();
+    // No day base at 00:00: each connector's newest base is its new generation's (00:25),
+    // and day bases follow the newest base only.
+    assert!(
+        r.problems.is_empty() && r.minutes > 0 && r.bases == 0,
+        "{r:?}"
+    );
+    for cutoff in cutoffs {
+        let r = rt.block_on(c.retain(cutoff, false)).unwrap();
+        assert!(r.problems.is_empty(), "{r:?}");
+        let inside: Vec<&(Time, usize, Vec<u8>)> =
+            refs.iter().filter(|(t, _, _)| *t >= cutoff).collect();
+        let mut check: Vec<&(Time, usize, Vec<u8>)> = inside.iter().take(2).copied().collect();
+        for _ in 0..10 {
+            if !inside.is_empty() {
+                check.push(inside[rng.random_range(0..inside.len())]);
+            }
+        }
+        for (t, i, reference) in check {
+            let got = build(&bucket, datahub, &dbs[*i], Some(*t));
+            same_pages(&got, reference).unwrap_or_else(|e| {
+                panic!(
+                    "cut-off {cutoff}: connector {i} at {t}: {e} (deleted {:?})",
+                    r.delete
+                )
+            });
+        }
+        for (i, db) in dbs.iter().enumerate() {
+            same_pages(&build(&bucket, datahub, db, None), &newest[i])
+                .unwrap_or_else(|e| panic!("cut-off {cutoff}: connector {i}, newest: {e}"));
+        }
+        // Before the window: nothing left a chain start does not need.
+        let (starts, planned) = rt.block_on(async {
+            let mut starts = Vec::new();
+            for db in &dbs {
+                let p = plan(&bucket, &acme(), datahub, db.spec.connector, Some(cutoff))
+                    .await
+                    .unwrap();
+                starts.push(p.map(|p| p.base_time));
+            }
+            (starts, r.chain_starts.clone())
+        });
+        eprintln!("cut-off {cutoff}: chain starts {planned:?}, planned from {starts:?}");
+        for (db, s) in dbs.iter().zip(&starts) {
+            assert_eq!(
+                planned.get(&db.spec.connector).copied(),
+                *s,
+                "cut-off {cutoff}: the instant at the cut-off stands on the chain start"
+            );
+        }
+    }
+}
+both!(
+    retention_across_an_agent_restart_keeps_every_instant_of_the_window_and_the_newest_state,
+    retention_across_a_restart
 );
