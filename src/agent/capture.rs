@@ -188,6 +188,17 @@ impl StreamProgress {
             .map_or(now, |t| (*t).min(now))
     }
 
+    /// The stamp of a segment of `hub` about to be made, read from `clock` while the
+    /// segment is marked as on its way: a compactor's [`StreamProgress::settled`] is
+    /// either before this (the lock) or sees the segment in flight, never a window past
+    /// the stamp without it.
+    fn begin_flight(&self, hub: DatahubId, clock: &dyn crate::clock::Clock) -> Time {
+        let mut st = self.lock();
+        let now = clock.now();
+        st.in_flight.insert(hub, now);
+        now
+    }
+
     fn landed(&self, hub: DatahubId, key: &object_store::path::Path, n: u64) {
         let mut st = self.lock();
         st.in_flight.remove(&hub);
@@ -1052,7 +1063,9 @@ impl Capture {
                 t.pending_since = None;
                 parts.push((section, p.body));
             }
-            let now = self.opts.clock.now();
+            // Stamped and said to be on its way at once: a compactor pass between the
+            // two would call the stamp's minute finished without this segment.
+            let now = self.progress.begin_flight(hub, &*self.opts.clock);
             // A number for every segment encoded: it is sent until it lands (or dropped
             // with its commits, see MAX_PENDING_BYTES), so a gap in a run's numbers is a
             // missing segment (restore checks).
@@ -1088,11 +1101,11 @@ impl Capture {
                         t.inflight_since = None;
                         t.restart = true;
                     }
+                    self.progress.lock().in_flight.remove(&hub);
                     continue;
                 }
             };
             self.seq += 1;
-            self.progress.lock().in_flight.insert(hub, now);
             self.in_flight.insert(
                 hub,
                 InFlight {

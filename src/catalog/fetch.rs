@@ -129,6 +129,41 @@ pub async fn canonical_state(
     (canonical.last_modified, None)
 }
 
+/// How long the stream may hold nothing before T before a restore `--at T` asks whether
+/// a kept version is newer: a live capture uploads a commit within a tick (at most a
+/// few seconds), so instants of a busy stream cost no request more.
+const STREAM_QUIET: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// For `--at T`: the stream's plan, unless the stream holds nothing after T and nothing
+/// in the last [`STREAM_QUIET`] before it (capture was not running, or the connector was
+/// idle) while a complete kept version was snapshotted after the stream's newest data and
+/// at or before T: that version is the newer state at T (capture stopped, the database
+/// changed, a backup kept it), as for the newest state ([`choose`]'s canonical rule).
+/// Costs one GET (`latest.json`) when the stream is quiet, and one LIST when it is older
+/// than the newest version.
+async fn stream_or_newer_version(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    p: StreamPlan,
+    t: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<StreamPlan>> {
+    let known = p.newest_data();
+    if p.straddler.is_some() || t - known <= STREAM_QUIET {
+        return Ok(Some(p));
+    }
+    if history::read_latest(bucket, ck)
+        .await
+        .is_none_or(|m| m.snapshot_at <= known)
+    {
+        return Ok(Some(p));
+    }
+    let versions = history::list_versions(bucket, ck).await?;
+    Ok(match history::newest_at_or_before(&versions, t) {
+        Some(v) if v.id.time() > known => None,
+        _ => Some(p),
+    })
+}
+
 fn from_stream(p: StreamPlan, ck: &ConnectorKey) -> Chosen {
     Chosen {
         key: p.base.clone(),
@@ -176,6 +211,10 @@ pub async fn choose(
     let streamed = match source {
         Source::Version(_) => None,
         _ => stream::plan(bucket, &ck.org, ck.datahub, ck.connector, at).await?,
+    };
+    let streamed = match (source, streamed) {
+        (Source::At(t), Some(p)) => stream_or_newer_version(bucket, ck, p, *t).await?,
+        (_, p) => p,
     };
     match source {
         Source::Latest => {

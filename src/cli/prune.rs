@@ -111,13 +111,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let mut stream = Vec::new();
     for hub in hubs {
         let mut c = compact::Compactor::load(&bucket, &org, hub).await?;
+        let settled = c.prune_settled(now);
         let compacted = c
-            .compact(
-                now,
-                compact::prune_settled(now),
-                Some(compact::horizon(cutoff)),
-                a.dry_run,
-            )
+            .compact(now, settled, Some(compact::horizon(cutoff)), a.dry_run)
             .await?;
         let retained = c.retain(cutoff, a.dry_run).await?;
         stream.push(StreamPrune {

@@ -27,10 +27,11 @@
 //!
 //! A window is finished when no segment sent inside it can still arrive: the caller says
 //! until when that holds (`settled`: the agent knows the segment it is still sending;
-//! `prune` allows a margin). Nothing is deleted that a restore of an instant inside the
-//! kept window needs: compaction deletes only segments whose commits are in a minute read
-//! back; retention only what lies before each connector's chain start (the newest base
-//! at or before the cut-off), and never a connector's newest state.
+//! `prune` allows a margin, and stops at the hub's newest data). Nothing is deleted that
+//! a restore of an instant inside the kept window needs: compaction deletes only
+//! segments whose commits are in a minute read back; retention only what lies before each
+//! connector's chain start (the newest base at or before the cut-off), and never a
+//! connector's newest state.
 //!
 //! kill -9 anywhere: every write is one atomic PUT at a key named by its window; a
 //! minute and its sources side by side is a consistent pair (the planner takes the
@@ -626,6 +627,28 @@ impl Compactor {
 
     pub fn datahub(&self) -> DatahubId {
         self.keys.datahub
+    }
+
+    /// When `prune` calls this hub's windows finished: [`PRUNE_GRACE`] before `now`, and
+    /// never past the newest data the hub's stream holds (its newest segment or window;
+    /// with neither, its newest base). Capture sends a segment that fails again as it is, at the key stamped when
+    /// it was made, until it lands, however long the bucket is out of reach; later ones
+    /// wait behind it. So a segment still on its way is stamped after the newest one
+    /// listed, and a window ending by then can no longer change; a window after it could
+    /// (a minute or a day base written without the segment would hide its commits: the
+    /// chain refused after it, the newest state silently older). The agent's compactor
+    /// knows what it still sends and does not need this bound.
+    pub fn prune_settled(&self, now: Time) -> Time {
+        let newest_base = self
+            .index
+            .bases
+            .values()
+            .filter_map(|v| v.last())
+            .map(|b| b.name.time)
+            .max();
+        let newest = self.index.newest().or(newest_base);
+        let grace = prune_settled(now);
+        newest.map_or(grace, |n| grace.min(n))
     }
 
     /// Adds an object this agent's capture wrote (a segment or a base).
@@ -1471,7 +1494,8 @@ pub async fn hubs(bucket: &Bucket, org: &OrgSlug) -> Result<Vec<DatahubId>> {
         .collect())
 }
 
-/// When `prune` calls a window finished: `now` less [`PRUNE_GRACE`].
+/// When `prune` calls a window finished: `now` less [`PRUNE_GRACE`]. (A hub's own bound
+/// comes on top: [`Compactor::prune_settled`].)
 pub fn prune_settled(now: Time) -> Time {
     now - PRUNE_GRACE
 }

@@ -68,7 +68,7 @@ pub struct SimDb {
 }
 
 impl SimDb {
-    fn commit(&mut self, rng: &mut StdRng) {
+    pub fn commit(&mut self, rng: &mut StdRng) {
         let c = &self.conn;
         match rng.random_range(0..20) {
             // Mostly inserts (an event log), sometimes updates, deletes and a VACUUM
@@ -102,7 +102,7 @@ impl SimDb {
     }
 
     /// The database's state as a page image (WAL: checkpointed into the file first).
-    fn image(&self) -> Vec<u8> {
+    pub fn image(&self) -> Vec<u8> {
         if self.wal {
             self.conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))

@@ -32,6 +32,7 @@ mod rewrite;
 mod serve;
 mod sse;
 mod status;
+mod stream_races;
 mod untrusted;
 mod verify;
 mod webdriver;
