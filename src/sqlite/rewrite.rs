@@ -1246,10 +1246,7 @@ fn check_flushed_and_commit(
     );
     rest?;
     checked.map_err(|e| after_rewrite(path, e))?;
-    let t0 = std::time::Instant::now();
-    tx.commit()
-        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
-    tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
+    commit_rewrite(tx, path)?;
     // Closed after the commit (they could not drop its locks before either: see
     // `open_frozen`).
     drop((first, second));
@@ -1368,10 +1365,7 @@ pub fn apply_unchecked(
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| Error::sqlite(path, "cannot begin the rewrite transaction", e))?;
     let rewritten = rewrite_rows(&tx, path, &mut plan)?;
-    let t0 = std::time::Instant::now();
-    tx.commit()
-        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
-    tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
+    commit_rewrite(tx, path)?;
     Ok(Unchecked {
         plan,
         rewritten: Some(rewritten),
@@ -1812,6 +1806,11 @@ fn check_and_commit(
 ) -> Result<()> {
     let checked = checks_in_transaction(&tx, path, rewritten, plan, accept_unrewritten, structure);
     checked?;
+    commit_rewrite(tx, path)
+}
+
+/// Commits a checked rewrite.
+fn commit_rewrite(tx: rusqlite::Transaction<'_>, path: &Path) -> Result<()> {
     let t0 = std::time::Instant::now();
     tx.commit()
         .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
@@ -1865,11 +1864,7 @@ fn check_and_commit_wal(
         checked
     });
     checked?;
-    let t0 = std::time::Instant::now();
-    tx.commit()
-        .map_err(|e| Error::sqlite(path, "cannot commit the rewrite", e))?;
-    tracing::debug!("rewrite: commit took {:?}", t0.elapsed());
-    Ok(())
+    commit_rewrite(tx, path)
 }
 
 /// A check of the result that failed: the message says it was after the rewrite.
