@@ -16,6 +16,7 @@ mod continuous;
 mod demo;
 mod doctor;
 mod history;
+mod hot_journal;
 mod hostile;
 /// A hostile downloaded database, generated from bytes (shared with fuzz/).
 mod hostile_db;

@@ -1,0 +1,205 @@
+//! A rollback-journal writer killed in the middle of a commit (review 7, point 1): a real
+//! `sqlite3` shell opens a transaction too big for its two-page cache, so it writes the
+//! journal and then spills changed pages into the database file; once it has (a marker
+//! file it touches after the statement), it is killed with SIGKILL. The database file
+//! alone is then a state never committed, and the journal beside it is hot. Neither a
+//! capture look nor a backup may take that file as a state: restores give the last
+//! committed state page for page, before and after the next writer rolls the journal
+//! back; and hubvault never writes the file or the journal itself.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::both;
+use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, run, stderr};
+use crate::compaction::{manual_capture, same_pages, start_of_sim_day};
+
+fn side(db: &Path, suffix: &str) -> PathBuf {
+    hubvault::sqlite::fsio::side_path(db, suffix)
+}
+
+fn shell(db: &Path, sql: &str) -> String {
+    let o = Command::new("sqlite3")
+        .args(["-bail", "-cmd", ".timeout 5000"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The file's bytes, read by `cp` in a process of its own (no descriptor of ours).
+fn copy_of(path: &Path) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("copy");
+    let o = Command::new("cp").arg(path).arg(&to).output().unwrap();
+    assert!(o.status.success(), "cp: {o:?}");
+    std::fs::read(&to).unwrap()
+}
+
+/// A `sqlite3` shell in journal mode `mode` that updates every event and adds 400 rows
+/// of 1 KiB in one transaction with a two-page cache (so it spills into the database
+/// file before any commit), killed with SIGKILL once the statement is done and before
+/// it could commit. Returns the half-written database file's bytes.
+fn kill_writer_mid_commit(db: &Path, mode: &str) -> Vec<u8> {
+    let marker = tempfile::tempdir().unwrap();
+    let done = marker.path().join("spilled");
+    let mut child = Command::new("sqlite3")
+        .args(["-bail"])
+        .arg(db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    write!(
+        stdin,
+        "PRAGMA journal_mode={mode};\nPRAGMA cache_size=2;\nBEGIN;\n\
+         UPDATE Events SET updatedAt = 'never-committed', eventType = 'X';\n\
+         INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt) \
+         SELECT integration, source, 'uncommitted-' || value || printf('%.1000c', 'u'), 'X', 'x', 'x' \
+         FROM Events, generate_series(1, 400) WHERE Events.id = 1;\n\
+         .shell touch {}\n",
+        done.display()
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    // Bounded: 30 s for a statement that takes milliseconds on an idle machine.
+    let started = Instant::now();
+    while !done.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the writer never finished its statement"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the writer exited before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL: no rollback, no journal cleanup
+    child.wait().unwrap();
+    drop(stdin);
+    let journal = std::fs::read(side(db, "-journal")).expect("the killed writer left its journal");
+    assert!(
+        journal.first().is_some_and(|b| *b != 0),
+        "the journal is hot (non-zero header)"
+    );
+    copy_of(db)
+}
+
+fn restore_to(tb: &TestBucket, spec: &crate::fixture::Spec, at: Option<&str>, out: &Path) -> Vec<u8> {
+    let _ = std::fs::remove_file(out);
+    let mut c = cmd_private_tmp(tb);
+    c.args(["restore", "--json", "--yes", "--datahub"])
+        .arg(spec.datahub.to_string())
+        .arg("--connector")
+        .arg(spec.connector.to_string())
+        .arg("--output")
+        .arg(out);
+    if let Some(at) = at {
+        c.args(["--at", at]);
+    }
+    let o = run(&mut c);
+    assert_eq!(o.status.code(), Some(0), "restore {at:?}: {}", stderr(&o));
+    std::fs::read(out).unwrap()
+}
+
+/// Capture looks and backups while the journal is hot: nothing of the half-written file
+/// reaches the bucket; after the next writer's rollback, both resume exactly.
+fn hot_journal_is_never_taken(tb: &TestBucket, mode: &str) {
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hotj", 300);
+    assert_eq!(shell(&db, "PRAGMA journal_mode=delete;"), "delete");
+    let t0 = start_of_sim_day();
+    let clock = hubvault::clock::ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
+    let rt = crate::common::rt();
+    rt.block_on(capture.step()); // the base
+    let base = copy_of(&db);
+
+    let torn = kill_writer_mid_commit(&db, mode);
+    assert!(
+        same_pages(&torn, &base).is_err(),
+        "the killed writer changed the database file (the test's premise)"
+    );
+    let journal = copy_of(&side(&db, "-journal"));
+
+    // A capture look with the journal hot.
+    clock.set(t0 + chrono::TimeDelta::seconds(10));
+    rt.block_on(capture.step());
+    let out = tempfile::tempdir().unwrap();
+    let at = |s: i64| (t0 + chrono::TimeDelta::seconds(s)).to_rfc3339();
+    let got = restore_to(tb, &spec, Some(&at(15)), &out.path().join("at.db"));
+    same_pages(&got, &base).expect("restore --at after a look at the hot journal: the base");
+
+    // A backup with the journal hot: refused, nothing uploaded.
+    let o = run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db));
+    let said = stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "a backup of a hot-journal database: {said}");
+    assert!(
+        tb.keys("acme/datahub").is_empty(),
+        "nothing uploaded from a hot-journal database: {:?}",
+        tb.keys("acme/datahub")
+    );
+    eprintln!("backup with a hot journal said: {said}");
+
+    // hubvault wrote neither the file nor the journal.
+    assert_eq!(copy_of(&db), torn, "the database file is untouched");
+    assert_eq!(copy_of(&side(&db, "-journal")), journal, "the journal is untouched");
+
+    // The next writer (a read suffices) rolls the journal back: the base again.
+    assert_eq!(shell(&db, "SELECT count(*) FROM Events WHERE eventType = 'X';"), "0");
+    same_pages(&copy_of(&db), &base).expect("the rollback gives the base back");
+    clock.set(t0 + chrono::TimeDelta::seconds(20));
+    rt.block_on(capture.step());
+    let got = restore_to(tb, &spec, Some(&at(25)), &out.path().join("at.db"));
+    same_pages(&got, &base).expect("restore --at after the rollback: the base");
+
+    // A commit after it is captured and backed up exactly.
+    shell(&db, "UPDATE Events SET eventType = 'AFTER' WHERE id % 7 = 0;");
+    let after = copy_of(&db);
+    clock.set(t0 + chrono::TimeDelta::seconds(30));
+    rt.block_on(capture.step());
+    let got = restore_to(tb, &spec, Some(&at(35)), &out.path().join("at.db"));
+    same_pages(&got, &after).expect("restore --at after the next commit");
+    let o = run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db));
+    let r = json_of(&o, 0);
+    assert_eq!(r["decision"], "uploaded", "{r}");
+    let got = restore_to(tb, &spec, None, &out.path().join("latest.db"));
+    same_pages(&got, &after).expect("restore of the backup after the rollback");
+}
+
+fn hot_delete(tb: &TestBucket) {
+    hot_journal_is_never_taken(tb, "delete");
+}
+both!(
+    a_writer_killed_mid_commit_in_delete_mode_is_never_captured_nor_backed_up_half_written,
+    hot_delete
+);
+
+fn hot_truncate(tb: &TestBucket) {
+    hot_journal_is_never_taken(tb, "truncate");
+}
+both!(
+    a_writer_killed_mid_commit_in_truncate_mode_is_never_captured_nor_backed_up_half_written,
+    hot_truncate
+);
+
+fn hot_persist(tb: &TestBucket) {
+    hot_journal_is_never_taken(tb, "persist");
+}
+both!(
+    a_writer_killed_mid_commit_in_persist_mode_is_never_captured_nor_backed_up_half_written,
+    hot_persist
+);
