@@ -35,6 +35,15 @@ fn shell(db: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// [`shell`] in journal mode `mode` (a connection's setting, not the file's); `sql`'s
+/// output.
+fn shell_in(db: &Path, mode: &str, sql: &str) -> String {
+    let said = shell(db, &format!("PRAGMA journal_mode={mode};\n{sql}"));
+    let (set, rest) = said.split_once('\n').unwrap_or((&said, ""));
+    assert_eq!(set, mode);
+    rest.to_string()
+}
+
 /// The file's bytes, read by `cp` in a process of its own (no descriptor of ours).
 fn copy_of(path: &Path) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +105,12 @@ fn kill_writer_mid_commit(db: &Path, mode: &str) -> Vec<u8> {
     copy_of(db)
 }
 
-fn restore_to(tb: &TestBucket, spec: &crate::fixture::Spec, at: Option<&str>, out: &Path) -> Vec<u8> {
+fn restore_to(
+    tb: &TestBucket,
+    spec: &crate::fixture::Spec,
+    at: Option<&str>,
+    out: &Path,
+) -> Vec<u8> {
     let _ = std::fs::remove_file(out);
     let mut c = cmd_private_tmp(tb);
     c.args(["restore", "--json", "--yes", "--datahub"])
@@ -144,22 +158,39 @@ fn hot_journal_is_never_taken(tb: &TestBucket, mode: &str) {
     same_pages(&got, &base).expect("restore --at after a look at the hot journal: the base");
 
     // A backup with the journal hot: refused, nothing uploaded.
-    let o = run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db));
-    let said = stderr(&o);
-    assert_ne!(o.status.code(), Some(0), "a backup of a hot-journal database: {said}");
+    let doc = json_of(
+        &run(cmd_private_tmp(tb)
+            .args(["backup", "--json", "--db"])
+            .arg(&db)),
+        1,
+    );
+    assert!(
+        doc["error"].as_str().unwrap().contains("hot journal"),
+        "a backup of a hot-journal database says why: {doc}"
+    );
     assert!(
         tb.keys("acme/datahub").is_empty(),
         "nothing uploaded from a hot-journal database: {:?}",
         tb.keys("acme/datahub")
     );
-    eprintln!("backup with a hot journal said: {said}");
 
     // hubvault wrote neither the file nor the journal.
     assert_eq!(copy_of(&db), torn, "the database file is untouched");
-    assert_eq!(copy_of(&side(&db, "-journal")), journal, "the journal is untouched");
+    assert_eq!(
+        copy_of(&side(&db, "-journal")),
+        journal,
+        "the journal is untouched"
+    );
 
     // The next writer (a read suffices) rolls the journal back: the base again.
-    assert_eq!(shell(&db, "SELECT count(*) FROM Events WHERE eventType = 'X';"), "0");
+    assert_eq!(
+        shell_in(
+            &db,
+            mode,
+            "SELECT count(*) FROM Events WHERE eventType = 'X';"
+        ),
+        "0"
+    );
     same_pages(&copy_of(&db), &base).expect("the rollback gives the base back");
     clock.set(t0 + chrono::TimeDelta::seconds(20));
     rt.block_on(capture.step());
@@ -167,13 +198,30 @@ fn hot_journal_is_never_taken(tb: &TestBucket, mode: &str) {
     same_pages(&got, &base).expect("restore --at after the rollback: the base");
 
     // A commit after it is captured and backed up exactly.
-    shell(&db, "UPDATE Events SET eventType = 'AFTER' WHERE id % 7 = 0;");
+    shell_in(
+        &db,
+        mode,
+        "UPDATE Events SET eventType = 'AFTER' WHERE id % 7 = 0;",
+    );
     let after = copy_of(&db);
     clock.set(t0 + chrono::TimeDelta::seconds(30));
     rt.block_on(capture.step());
     let got = restore_to(tb, &spec, Some(&at(35)), &out.path().join("at.db"));
     same_pages(&got, &after).expect("restore --at after the next commit");
-    let o = run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db));
+    // The journal stays in truncate (empty) and persist (zeroed header) mode, and is
+    // not taken as hot.
+    let left = std::fs::read(side(&db, "-journal")).ok();
+    match mode {
+        "delete" => assert_eq!(left, None, "delete mode removes the journal"),
+        "truncate" => assert_eq!(left.map(|j| j.len()), Some(0), "truncate mode empties it"),
+        _ => assert!(
+            left.is_some_and(|j| j.len() > 28 && j[..28].iter().all(|b| *b == 0)),
+            "persist mode keeps the journal with a zeroed header"
+        ),
+    }
+    let o = run(cmd_private_tmp(tb)
+        .args(["backup", "--json", "--db"])
+        .arg(&db));
     let r = json_of(&o, 0);
     assert_eq!(r["decision"], "uploaded", "{r}");
     let got = restore_to(tb, &spec, None, &out.path().join("latest.db"));

@@ -16,10 +16,10 @@ mod continuous;
 mod demo;
 mod doctor;
 mod history;
-mod hot_journal;
 mod hostile;
 /// A hostile downloaded database, generated from bytes (shared with fuzz/).
 mod hostile_db;
+mod hot_journal;
 mod layers;
 mod package;
 mod pagerewrite;
