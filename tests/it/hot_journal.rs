@@ -280,3 +280,98 @@ both!(
     a_writer_killed_mid_commit_in_persist_mode_is_never_captured_nor_backed_up_half_written,
     hot_persist
 );
+
+/// A `sqlite3` shell in `locking_mode=EXCLUSIVE` (review 7, point 2): after its first
+/// commit it keeps the EXCLUSIVE lock for as long as it lives. A capture look and a
+/// backup meanwhile end (bounded: the test finishes) without taking anything: restore
+/// gives the state before that commit, and the backup fails, saying so. Once the shell
+/// quits, both take the committed state exactly.
+fn exclusive_writer(tb: &TestBucket) {
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "exclw", 200);
+    assert_eq!(shell(&db, "PRAGMA journal_mode=delete;"), "delete");
+    let t0 = start_of_sim_day();
+    let clock = hubvault::clock::ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
+    let rt = crate::common::rt();
+    rt.block_on(capture.step()); // the base
+    let base = copy_of(&db);
+
+    let marker = tempfile::tempdir().unwrap();
+    let done = marker.path().join("committed");
+    let mut child = Command::new("sqlite3")
+        .args(["-bail"])
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    write!(
+        stdin,
+        "PRAGMA locking_mode=EXCLUSIVE;\n\
+         UPDATE Events SET eventType = 'EXCL' WHERE id % 3 = 0;\n\
+         .shell touch {}\n",
+        done.display()
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let started = Instant::now();
+    while !done.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the writer never committed"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the writer exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let committed = copy_of(&db);
+    assert_ne!(committed[24..28], base[24..28], "the writer committed");
+
+    clock.set(t0 + chrono::TimeDelta::seconds(10));
+    rt.block_on(capture.step());
+    let out = tempfile::tempdir().unwrap();
+    let at = |s: i64| (t0 + chrono::TimeDelta::seconds(s)).to_rfc3339();
+    let got = restore_to(tb, &spec, Some(&at(15)), &out.path().join("at.db"));
+    same_pages(&got, &base).expect("restore --at a look refused by the lock: the base");
+
+    let doc = json_of(
+        &run(cmd_private_tmp(tb)
+            .args(["backup", "--json", "--db"])
+            .arg(&db)),
+        1,
+    );
+    eprintln!("backup against an EXCLUSIVE writer: {doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("locked"),
+        "the backup says the database is locked: {doc}"
+    );
+    assert!(
+        tb.keys("acme/datahub").is_empty(),
+        "nothing uploaded while the writer held its lock"
+    );
+
+    // The writer quits: its lock goes, and the state it committed is taken exactly.
+    drop(stdin);
+    child.wait().unwrap();
+    clock.set(t0 + chrono::TimeDelta::seconds(20));
+    rt.block_on(capture.step());
+    let got = restore_to(tb, &spec, Some(&at(25)), &out.path().join("at.db"));
+    same_pages(&got, &committed).expect("restore --at after the writer quit");
+    let r = json_of(
+        &run(cmd_private_tmp(tb)
+            .args(["backup", "--json", "--db"])
+            .arg(&db)),
+        0,
+    );
+    assert_eq!(r["decision"], "uploaded", "{r}");
+    let got = restore_to(tb, &spec, None, &out.path().join("latest.db"));
+    same_pages(&got, &committed).expect("restore of the backup after the writer quit");
+}
+both!(
+    a_writer_holding_an_exclusive_lock_makes_capture_wait_and_backup_fail_and_neither_hangs,
+    exclusive_writer
+);
