@@ -375,3 +375,132 @@ both!(
     a_writer_holding_an_exclusive_lock_makes_capture_wait_and_backup_fail_and_neither_hangs,
     exclusive_writer
 );
+
+/// The counter the writer of [`shell_writer_commits_while_capture_and_backup_run`] left
+/// in a restored database: rows exactly 0..n and the counter n, or a panic.
+fn committed_prefix(path: &Path, what: &str) -> i64 {
+    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let (rows, max): (i64, i64) = c
+        .query_row("SELECT count(*), coalesce(max(id), -1) FROM w", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let n: i64 = c.query_row("SELECT n FROM c", [], |r| r.get(0)).unwrap();
+    assert!(
+        rows == n && max == n - 1,
+        "{what}: {rows} rows up to {max}, counter {n}: no committed state"
+    );
+    n
+}
+
+/// A `sqlite3` shell, a process of its own, in rollback-journal mode with a 200 ms busy
+/// timeout, commits continuously (each commit adds row i to `w` and sets `c.n` to i + 1)
+/// while capture looks and backups run (review 7, point 4). Every `restore --at` a look
+/// and every restore of a backup is a committed prefix, never going back; the shell never
+/// fails (its busy timeout covers our locks: it runs with `-bail` and must exit 0 with
+/// nothing on stderr). Bounded: 5 rounds of one look and one backup.
+fn shell_writer_commits_while_capture_and_backup_run(tb: &TestBucket) {
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "shellw", 100);
+    shell(
+        &db,
+        "PRAGMA journal_mode=delete; CREATE TABLE w(id INTEGER PRIMARY KEY, pad TEXT); \
+         CREATE TABLE c(n INTEGER); INSERT INTO c VALUES (0);",
+    );
+    let t0 = start_of_sim_day();
+    let clock = hubvault::clock::ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
+    let rt = crate::common::rt();
+    rt.block_on(capture.step()); // the base
+
+    let mut child = Command::new("sqlite3")
+        .args(["-bail", "-cmd", ".timeout 200"])
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i: i64 = 0;
+            // Bounded: at most 5 000 commits, or until told to stop.
+            while i < 5_000 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let line = format!(
+                    "BEGIN; INSERT INTO w VALUES ({i}, printf('%.{}c', 'p')); \
+                     UPDATE c SET n = {}; COMMIT;\n",
+                    100 + (i % 7) * 300,
+                    i + 1
+                );
+                if stdin.write_all(line.as_bytes()).is_err() {
+                    break; // the shell is gone: its exit status says why
+                }
+                i += 1;
+                // Bursts of 5 commits, 50 ms apart: moments quiet enough for a backup
+                // (it waits for one and never holds a lock for its whole read; with
+                // bursts of 10 every 10 ms the first backup waited for the writer's end).
+                if i % 5 == 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            i
+        })
+    };
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("r.db");
+    let (mut last_look, mut last_backup, mut uploaded) = (0, 0, 0);
+    for round in 1..=5i64 {
+        std::thread::sleep(Duration::from_millis(150)); // let commits happen
+        clock.set(t0 + chrono::TimeDelta::seconds(10 * round));
+        rt.block_on(capture.step());
+        let at = (t0 + chrono::TimeDelta::seconds(10 * round + 5)).to_rfc3339();
+        restore_to(tb, &spec, Some(&at), &file);
+        let n = committed_prefix(&file, &format!("restore --at look {round}"));
+        assert!(n >= last_look, "look {round}: {n} after {last_look}");
+        last_look = n;
+        let t = Instant::now();
+        let o = run(cmd_private_tmp(tb)
+            .args(["backup", "--json", "--force", "--db"])
+            .arg(&db));
+        eprintln!("backup {round}: {:?}", t.elapsed());
+        if o.status.code() == Some(0) {
+            assert_eq!(json_of(&o, 0)["decision"], "uploaded");
+            uploaded += 1;
+            restore_to(tb, &spec, None, &file);
+            let n = committed_prefix(&file, &format!("restore of backup {round}"));
+            // Taken after the look: at least what it saw.
+            assert!(
+                n >= last_look,
+                "backup {round}: {n} before look {last_look}"
+            );
+            assert!(n >= last_backup, "backup {round}: {n} after {last_backup}");
+            last_backup = n;
+        } else {
+            eprintln!("backup {round} refused: {}", stderr(&o));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let commits = feeder.join().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "the writer failed: {:?} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!(
+        "{commits} commits; last look {last_look}, last backup {last_backup}, {uploaded} of 5 backups uploaded"
+    );
+    assert!(last_look > 0, "a look saw the writer's commits");
+    assert!(uploaded > 0, "a backup fit between the commits");
+}
+both!(
+    a_sqlite3_shell_committing_in_rollback_mode_never_fails_and_every_restore_is_a_committed_prefix,
+    shell_writer_commits_while_capture_and_backup_run
+);
