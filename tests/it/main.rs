@@ -19,6 +19,7 @@ mod history;
 mod hostile;
 /// A hostile downloaded database, generated from bytes (shared with fuzz/).
 mod hostile_db;
+mod hot_journal;
 mod layers;
 mod package;
 mod pagerewrite;
