@@ -270,11 +270,7 @@ fn seeded_writer(tb: &TestBucket) {
     let mut rng = StdRng::seed_from_u64(seed);
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
-    let spec = crate::fixture::Spec::new("sdc", "Seeded writer", 20);
-    let dir = hub.path().join(spec.connector.to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("sqlite.db");
-    crate::fixture::create(&db, &spec).unwrap();
+    let (db, spec) = crate::common::connector_db(hub.path(), "sdc", 20);
     let mut w = Writer {
         path: db.clone(),
         conn: None,
@@ -379,11 +375,7 @@ both!(
 fn resync_fails_on_a_full_tmp_dir(tb: &TestBucket) {
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
-    let spec = crate::fixture::Spec::new("sdc", "Full tmp dir", 20);
-    let dir = hub.path().join(spec.connector.to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("sqlite.db");
-    crate::fixture::create(&db, &spec).unwrap();
+    let (db, spec) = crate::common::connector_db(hub.path(), "sdc", 20);
     let mut w = Writer {
         path: db.clone(),
         conn: None,
@@ -471,11 +463,7 @@ both!(
 fn sqlite3_shell_writer(tb: &TestBucket) {
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
-    let spec = crate::fixture::Spec::new("sdc", "sqlite3 shell writer", 20);
-    let dir = hub.path().join(spec.connector.to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("sqlite.db");
-    crate::fixture::create(&db, &spec).unwrap();
+    let (db, spec) = crate::common::connector_db(hub.path(), "sdc", 20);
     let mut idle = Writer {
         path: db.clone(),
         conn: None,
@@ -584,11 +572,7 @@ fn racing_writer(tb: &TestBucket) {
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
-    let spec = crate::fixture::Spec::new("sdc", "Racing writer", 20);
-    let dir = hub.path().join(spec.connector.to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("sqlite.db");
-    crate::fixture::create(&db, &spec).unwrap();
+    let (db, spec) = crate::common::connector_db(hub.path(), "sdc", 20);
     {
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch(
