@@ -3,11 +3,15 @@
 
 use crate::error::{Error, Result};
 
-/// Runs `f` on tokio's blocking pool and waits for it.
+/// Runs `f` on tokio's blocking pool and waits for it. `f` logs where its caller logs
+/// (the caller's tracing dispatcher goes with it: a pool thread has none of its own).
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(join_error)?
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+    tokio::task::spawn_blocking(move || tracing::dispatcher::with_default(&dispatch, f))
+        .await
+        .map_err(join_error)?
 }
 
 /// A blocking task that panicked or was cancelled.

@@ -51,6 +51,9 @@ pub use crate::agent::config::DEFAULT_TICK;
 pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
 /// The per-connector marker under the connector prefix is rewritten at most this often.
 pub const MARKER_EVERY: Duration = Duration::from_secs(60);
+/// A connector whose changes could not be captured for this long (on the capture's
+/// clock) gets one warning naming why: a hot journal, a writer holding its lock.
+pub const BLOCKED_WARN: Duration = Duration::from_secs(30);
 /// A connector whose capture failed is tried again after this long.
 const FAILED_RETRY: Duration = Duration::from_secs(10);
 /// Rollback-journal observations are spaced by this many times the last one's duration.
@@ -308,6 +311,9 @@ pub struct Tracked {
     /// Since when a change was seen that could not be captured yet (busy writer, hot
     /// journal, a WAL moving faster than an image): counted in the lag.
     behind_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why, as last seen, and whether the operator was told (once per blocked period).
+    behind_why: Option<String>,
+    behind_warned: bool,
     /// Rollback-journal mode: a full scan costs O(database size), so observations are
     /// spaced by a few times the last scan's duration (commits in between are merged into
     /// one record); the loop wakes at this instant to observe a change left waiting.
@@ -358,6 +364,8 @@ impl Tracked {
             inflight_since: None,
             clock,
             behind_since: None,
+            behind_why: None,
+            behind_warned: false,
             observe_after: None,
             rollback_waiting: false,
             restart: false,
@@ -527,6 +535,7 @@ impl Tracked {
             Mode::Rollback => {
                 if self.counter == Some(header.change_counter) {
                     self.rollback_waiting = false;
+                    self.caught_up();
                     return Ok(());
                 }
                 if self.observe_after.is_some_and(|t| Instant::now() < t) {
@@ -540,6 +549,37 @@ impl Tracked {
                 Ok(())
             }
         }
+    }
+
+    /// A change was seen that could not be captured now (`why`): the lag counts from the
+    /// first such look, and past [`BLOCKED_WARN`] the operator is told once, with the
+    /// reason (a hot journal is named with its file), instead of a debug line every tick.
+    fn behind(&mut self, why: String) {
+        let now = self.clock.now();
+        let since = *self.behind_since.get_or_insert(now);
+        let blocked = (now - since).to_std().unwrap_or_default();
+        if !self.behind_warned && blocked >= BLOCKED_WARN {
+            tracing::warn!(connector = %self.connector, db = %self.db.display(),
+                "capture: nothing new captured for {}s: {why}; retrying every tick",
+                blocked.as_secs());
+            self.behind_warned = true;
+        }
+        self.behind_why = Some(why);
+    }
+
+    /// The current state was captured (or nothing changed): not behind any more.
+    fn caught_up(&mut self) {
+        if self.behind_warned {
+            let blocked = self
+                .behind_since
+                .and_then(|s| (self.clock.now() - s).to_std().ok())
+                .unwrap_or_default();
+            tracing::info!(connector = %self.connector,
+                "capture: capturing again after {}s", blocked.as_secs());
+        }
+        self.behind_since = None;
+        self.behind_why = None;
+        self.behind_warned = false;
     }
 
     /// A consistent image of the current state (the pages that differ from `table`) into
@@ -558,8 +598,10 @@ impl Tracked {
                 let stamp = FileStamp::of(&self.db);
                 let Some(t) = self.src.wal_image_into(table, sink)? else {
                     tracing::warn!(connector = %self.connector, "capture: the WAL moved during every attempt at an image; retrying at the next tick (lag grows)");
+                    self.behind("the WAL moved during every attempt at an image (a writer committing without pause)".into());
                     return Ok(None);
                 };
+                self.caught_up();
                 self.wal = match t.pos {
                     Some(p) => WalState::At(p),
                     None => WalState::Empty { shm: t.shm, stamp },
@@ -576,6 +618,7 @@ impl Tracked {
                         Ok(o) => {
                             *looked.lock_held.entry(self.connector).or_default() += o.lock_held;
                             self.counter = Some(o.change_counter);
+                            self.caught_up();
                             return Ok(Some((o.page_size, o.db_pages)));
                         }
                         Err(Skip::Raced) => continue,
@@ -585,11 +628,15 @@ impl Tracked {
                         }
                         Err(Skip::Busy(why)) => {
                             tracing::debug!(connector = %self.connector, "capture: lock not had now ({why}); next tick");
+                            self.behind(why);
                             return Ok(None);
                         }
                     }
                 }
                 tracing::debug!(connector = %self.connector, "capture: commits raced {RACE_TRIES} scans; next tick");
+                self.behind(format!(
+                    "a writer committed during each of {RACE_TRIES} scans in a row"
+                ));
                 Ok(None)
             }
         }
@@ -803,6 +850,7 @@ impl Capture {
         if self.has_pending() {
             self.upload().await;
         }
+        self.report_lag();
     }
 
     /// True if and only if a base, commits or a segment wait for an upload.
@@ -1233,8 +1281,11 @@ impl Capture {
                 .into_iter()
                 .flatten()
                 .min();
-            self.metrics
-                .update(&c.to_string(), |s| s.capture.pending_since = since);
+            self.metrics.update(&c.to_string(), |s| {
+                s.capture.pending_since = since;
+                s.capture.blocked_since = t.behind_since;
+                s.capture.blocked_why = t.behind_why.clone();
+            });
         }
     }
 }

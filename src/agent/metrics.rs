@@ -44,6 +44,10 @@ pub struct CaptureSeries {
     pub bytes_total: u64,
     /// Time SHARED locks were held on a rollback-journal database.
     pub lock_seconds_total: f64,
+    /// Since when a change seen could not be captured (a hot journal, a writer holding
+    /// its lock), and why; None while capture keeps up.
+    pub blocked_since: Option<chrono::DateTime<chrono::Utc>>,
+    pub blocked_why: Option<String>,
 }
 
 /// Shared between the agent loop (writer) and the HTTP server (reader).
@@ -112,7 +116,7 @@ impl Metrics {
             )
         };
         type Pick = fn(&Series, chrono::DateTime<chrono::Utc>) -> Option<f64>;
-        let families: [(&str, &str, &str, Pick); 13] = [
+        let families: [(&str, &str, &str, Pick); 14] = [
             (
                 "hubvault_backup_last_success_timestamp_seconds",
                 "gauge",
@@ -168,6 +172,16 @@ impl Metrics {
                 "Age of the oldest captured commit not yet in the bucket (0: none waiting).",
                 |s, now| {
                     Some(s.capture.pending_since.map_or(0.0, |t| {
+                        ((now - t).num_milliseconds().max(0)) as f64 / 1000.0
+                    }))
+                },
+            ),
+            (
+                "hubvault_capture_blocked_seconds",
+                "gauge",
+                "How long changes of the connector have been seen but could not be captured (a hot journal, a writer holding its lock; the agent's log says which); 0: capture keeps up.",
+                |s, now| {
+                    Some(s.capture.blocked_since.map_or(0.0, |t| {
                         ((now - t).num_milliseconds().max(0)) as f64 / 1000.0
                     }))
                 },

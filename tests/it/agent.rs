@@ -15,7 +15,7 @@ use hubvault::model::ids::OrgSlug;
 
 use crate::both;
 use crate::common::{
-    TestBucket, cmd_private_tmp, connector_db, hubvault, json_of, rt, run, stderr,
+    TestBucket, cmd_private_tmp, connector_db, hubvault, json_log_of, json_of, rt, run, stderr,
 };
 
 fn acme() -> OrgSlug {
@@ -677,20 +677,6 @@ both!(
     decision_lines_carry_fields
 );
 
-/// A `Write` that keeps what the log subscriber writes, for reading back.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Issue 16: three passes over a fresh connector say "skipped (fresh)" once, not three
 /// times; the upload before it is said too.
 #[test]
@@ -698,14 +684,7 @@ fn agent_says_a_repeated_skip_once_not_every_tick() {
     let tb = TestBucket::local();
     let hub = tempfile::tempdir().unwrap();
     let (_, spec) = connector_db(hub.path(), "solace", 20);
-    let buf = Captured::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    let text = json_log_of(|| {
         let mut agent = Agent::new(tb.bucket(), options(hub.path()), Metrics::new("acme"));
         let (_tx, mut rx) = tokio::sync::watch::channel(false);
         rt().block_on(async {
@@ -715,7 +694,6 @@ fn agent_says_a_repeated_skip_once_not_every_tick() {
             }
         });
     });
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     let decisions: Vec<String> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

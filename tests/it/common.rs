@@ -347,3 +347,31 @@ pub fn cmd_private_tmp(tb: &TestBucket) -> Command {
     c.env("TMPDIR", private_tmp());
     c
 }
+
+/// A `Write` that keeps what the log subscriber writes, for reading back.
+#[derive(Clone, Default)]
+struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the library logs at INFO and above while `f` runs on this thread, one JSON
+/// document a line (tracing's `fmt().json()`).
+pub fn json_log_of(f: impl FnOnce()) -> String {
+    let buf = LogBuf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+}

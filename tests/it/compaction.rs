@@ -34,6 +34,17 @@ pub fn manual_capture(
     org: &hubvault::model::ids::OrgSlug,
     clock: hubvault::clock::SharedClock,
 ) -> Capture {
+    manual_capture_into(bucket, hub, org, clock, Metrics::new("acme"))
+}
+
+/// [`manual_capture`] reporting into `metrics`.
+pub fn manual_capture_into(
+    bucket: &Bucket,
+    hub: &std::path::Path,
+    org: &hubvault::model::ids::OrgSlug,
+    clock: hubvault::clock::SharedClock,
+    metrics: std::sync::Arc<Metrics>,
+) -> Capture {
     Capture::new(
         bucket.clone(),
         CaptureOptions {
@@ -43,7 +54,7 @@ pub fn manual_capture(
             tmp_dir: Some(private_tmp().to_path_buf()),
             clock,
         },
-        Metrics::new("acme"),
+        metrics,
     )
 }
 

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::both;
 use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, run, stderr};
-use crate::compaction::{manual_capture, same_pages, start_of_sim_day};
+use crate::compaction::{manual_capture, manual_capture_into, same_pages, start_of_sim_day};
+use hubvault::agent::metrics::Metrics;
 
 fn side(db: &Path, suffix: &str) -> PathBuf {
     hubvault::sqlite::fsio::side_path(db, suffix)
@@ -151,17 +152,7 @@ fn hot_journal_is_never_taken(tb: &TestBucket, mode: &str, commit_started: bool)
 
     let mut torn = kill_writer_mid_commit(&db, mode);
     if commit_started {
-        let counter = u32::from_be_bytes(torn[24..28].try_into().unwrap()) + 1;
-        let bytes = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(bytes.path(), counter.to_be_bytes()).unwrap();
-        let o = Command::new("dd")
-            .arg(format!("if={}", bytes.path().display()))
-            .arg(format!("of={}", db.display()))
-            .args(["bs=1", "seek=24", "conv=notrunc", "status=none"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "dd: {o:?}");
-        torn = copy_of(&db);
+        torn = bump_counter(&db, &torn);
         assert_ne!(torn[24..28], base[24..28], "the counter moved");
     }
     assert!(
@@ -249,6 +240,108 @@ fn hot_journal_is_never_taken(tb: &TestBucket, mode: &str, commit_started: bool)
     same_pages(&got, &after).expect("restore of the backup after the rollback");
 }
 
+/// What a commit that had started would have done to page 1 (the change counter one up),
+/// written by `dd` in a process of its own; the file's bytes after.
+fn bump_counter(db: &Path, torn: &[u8]) -> Vec<u8> {
+    let counter = u32::from_be_bytes(torn[24..28].try_into().unwrap()) + 1;
+    let bytes = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bytes.path(), counter.to_be_bytes()).unwrap();
+    let o = Command::new("dd")
+        .arg(format!("if={}", bytes.path().display()))
+        .arg(format!("of={}", db.display()))
+        .args(["bs=1", "seek=24", "conv=notrunc", "status=none"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "dd: {o:?}");
+    copy_of(db)
+}
+
+/// Review 7's finding: a hot journal that keeps capture out was a debug line each tick.
+/// Now the lag counts from the first look that saw the change and could not take it,
+/// `hubvault_capture_blocked_seconds` says for how long, and past 30 s (the capture's
+/// clock) one warning names the journal; once the journal is rolled back, capture says
+/// it is capturing again and the gauges fall to zero.
+#[test]
+fn a_hot_journal_that_blocks_capture_is_warned_once_by_name_and_counted_in_the_lag() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "hotw", 300);
+    assert_eq!(shell(&db, "PRAGMA journal_mode=delete;"), "delete");
+    let t0 = start_of_sim_day();
+    let clock = hubvault::clock::ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let metrics = Metrics::new("acme");
+    let mut capture = manual_capture_into(
+        &tb.bucket(),
+        hub.path(),
+        &org,
+        clock.clone(),
+        metrics.clone(),
+    );
+    let rt = crate::common::rt();
+    rt.block_on(capture.step()); // the base
+    let torn = kill_writer_mid_commit(&db, "delete");
+    bump_counter(&db, &torn); // a change capture sees, and cannot take
+    let journal = side(&db, "-journal").display().to_string();
+    let capture_of = || metrics.get(&spec.connector.to_string()).unwrap().capture;
+    let at = |s: i64| t0 + chrono::TimeDelta::seconds(s);
+
+    let log = crate::common::json_log_of(|| {
+        for s in [10, 25] {
+            clock.set(at(s));
+            rt.block_on(capture.step());
+        }
+        let c = capture_of();
+        assert_eq!(
+            c.blocked_since,
+            Some(at(10)),
+            "blocked from the first look: {c:?}"
+        );
+        assert_eq!(c.pending_since, Some(at(10)), "the lag counts it: {c:?}");
+        let why = c.blocked_why.unwrap_or_default();
+        assert!(
+            why.contains("hot journal") && why.contains(&journal),
+            "{why}"
+        );
+        let text = metrics.render(at(25));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("hubvault_capture_blocked_seconds{")
+                    && l.contains(&spec.connector.to_string())
+                    && l.ends_with(" 15")),
+            "{text}"
+        );
+        for s in [40, 45, 60] {
+            clock.set(at(s));
+            rt.block_on(capture.step());
+        }
+    });
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\"") && l.contains("nothing new captured"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one warning, not one a tick: {log}");
+    assert!(
+        warned[0].contains("nothing new captured for 30s") && warned[0].contains(&journal),
+        "the warning names the journal: {}",
+        warned[0]
+    );
+
+    // The next writer rolls the journal back: capture keeps up again.
+    shell_in(&db, "delete", "SELECT count(*) FROM Events;");
+    let log = crate::common::json_log_of(|| {
+        clock.set(at(70));
+        rt.block_on(capture.step());
+    });
+    assert!(log.contains("capturing again after 60s"), "{log}");
+    let c = capture_of();
+    assert_eq!(
+        (c.blocked_since, &c.blocked_why, c.pending_since),
+        (None, &None, None),
+        "{c:?}"
+    );
+}
+
 fn hot_delete(tb: &TestBucket) {
     hot_journal_is_never_taken(tb, "delete", false);
 }
@@ -294,7 +387,9 @@ fn exclusive_writer(tb: &TestBucket) {
     let t0 = start_of_sim_day();
     let clock = hubvault::clock::ManualClock::new(t0);
     let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
+    let metrics = Metrics::new("acme");
+    let mut capture =
+        manual_capture_into(&bucket, hub.path(), &org, clock.clone(), metrics.clone());
     let rt = crate::common::rt();
     rt.block_on(capture.step()); // the base
     let base = copy_of(&db);
@@ -337,6 +432,16 @@ fn exclusive_writer(tb: &TestBucket) {
     let at = |s: i64| (t0 + chrono::TimeDelta::seconds(s)).to_rfc3339();
     let got = restore_to(tb, &spec, Some(&at(15)), &out.path().join("at.db"));
     same_pages(&got, &base).expect("restore --at a look refused by the lock: the base");
+    let why = metrics
+        .get(&spec.connector.to_string())
+        .unwrap()
+        .capture
+        .blocked_why;
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains("locking_mode=EXCLUSIVE")),
+        "the blocked capture says why: {why:?}"
+    );
 
     let doc = json_of(
         &run(cmd_private_tmp(tb)

@@ -51,6 +51,7 @@ pub const RELOCK_PAGES: usize = 256;
 /// A read-only connection used for nothing but taking and dropping SHARED locks.
 pub struct Locker {
     conn: Connection,
+    path: std::path::PathBuf,
 }
 
 /// Why an observation did not complete.
@@ -80,12 +81,42 @@ impl Locker {
             .map_err(|e| Error::sqlite(path, "cannot open the database for capture", e))?;
         conn.busy_timeout(LOCK_WAIT)
             .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
-        Ok(Locker { conn })
+        Ok(Locker {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Why the lock was refused, in words an operator can act on: a hot journal is named
+    /// with its file (it stays until a writer opens the database), anything else is
+    /// SQLite's own message ("database is locked": a writer holds the lock).
+    fn refusal(&self, e: rusqlite::Error) -> Skip {
+        let hot = e
+            .sqlite_error()
+            .is_some_and(|e| e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK);
+        if hot {
+            let mut journal = self.path.as_os_str().to_owned();
+            journal.push("-journal");
+            return Skip::Busy(format!(
+                "a hot journal is beside the database ({}), left by a writer killed in the middle of a commit; SQLite rolls it back when the connector (or `sqlite3 DB 'PRAGMA quick_check'` as the database's owner) next opens the database; do not delete it",
+                std::path::Path::new(&journal).display()
+            ));
+        }
+        let locked = matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        );
+        if locked {
+            return Skip::Busy(format!(
+                "a writer keeps the database locked ({e}): a long transaction, or a connection in `PRAGMA locking_mode=EXCLUSIVE`, which holds its lock until it closes"
+            ));
+        }
+        Skip::Busy(e.to_string())
     }
 
     /// Runs `f` under a SHARED lock; returns its value and how long the lock was held.
     fn shared<T>(&self, f: impl FnOnce() -> T) -> std::result::Result<(T, Duration), Skip> {
-        let busy = |e: rusqlite::Error| Skip::Busy(e.to_string());
+        let busy = |e: rusqlite::Error| self.refusal(e);
         self.conn.execute_batch("BEGIN").map_err(busy)?;
         // The lock is taken by this read (after waiting, up to LOCK_WAIT, while a writer
         // commits: that wait holds nothing). Held time is counted from its end; the read
