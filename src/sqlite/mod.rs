@@ -21,6 +21,7 @@ pub mod snapshot;
 pub mod spelling;
 pub mod spill;
 pub mod sqltext;
+pub mod stats;
 #[cfg(test)]
 pub(crate) mod testdb;
 pub mod twin;

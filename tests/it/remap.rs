@@ -572,3 +572,114 @@ fn remap_in_place_refuses_a_database_that_fails_integrity_check_and_changes_noth
         assert_eq!(table_rows(&db, "Events"), before, "{mode}");
     }
 }
+
+/// Rows of `sqlite_stat4` whose sample holds `id` (its text, as stored).
+fn stat4_samples_naming(db: &Path, id: &str) -> i64 {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    c.query_row(
+        "SELECT count(*) FROM sqlite_stat4 WHERE instr(sample, CAST(?1 AS BLOB)) > 0",
+        [id],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// `ANALYZE` in a SQLite built with STAT4 (as hubvault's own) keeps samples of index keys
+/// in `sqlite_stat4`: the hub id, first column of `UNIQUE(integration, ...)`. A remap
+/// used to leave them there, unseen by its final scan. Now no sample names an old id
+/// after a remap, on both rewrite paths, in place and with `--output`, and the samples
+/// are still there (recomputed from the rewritten index, not dropped).
+#[test]
+fn remap_leaves_no_old_id_in_the_planners_samples_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, spec) = connector_db(dir.path(), "sdc", 300);
+    rusqlite::Connection::open(&live)
+        .unwrap()
+        .execute_batch("ANALYZE")
+        .unwrap();
+    let old_hub = spec.datahub.to_string();
+    assert!(
+        stat4_samples_naming(&live, &old_hub) > 0,
+        "the premise: ANALYZE sampled the hub id"
+    );
+    let samples: i64 = sqlite3(&live, "SELECT count(*) FROM sqlite_stat4")
+        .parse()
+        .unwrap();
+    for (page_rewrite, output) in [("1", false), ("1", true), ("0", false), ("0", true)] {
+        let src = copy(
+            &live,
+            dir.path(),
+            &format!("src-{page_rewrite}-{output}.db"),
+        );
+        let out = dir.path().join(format!("out-{page_rewrite}-{output}.db"));
+        let (hub, conn) = (
+            DatahubId::random().to_string(),
+            ConnectorId::random().to_string(),
+        );
+        let mut cmd = hubvault();
+        cmd.env("HUBVAULT_PAGE_REWRITE", page_rewrite)
+            .args(["remap", "--json", "--db"])
+            .arg(&src)
+            .args(["--to-datahub", &hub, "--to-connector", &conn]);
+        if output {
+            cmd.arg("--output").arg(&out);
+        }
+        json_of(&run(&mut cmd), 0);
+        let result = if output { &out } else { &src };
+        let what = format!("page rewrite {page_rewrite}, --output {output}");
+        assert_eq!(stat4_samples_naming(result, &old_hub), 0, "{what}");
+        assert!(
+            stat4_samples_naming(result, &hub) > 0,
+            "{what}: new samples"
+        );
+        assert_eq!(
+            sqlite3(result, "SELECT count(*) FROM sqlite_stat4"),
+            samples.to_string(),
+            "{what}: as many samples as before"
+        );
+        assert_eq!(sqlite3(result, "PRAGMA integrity_check"), "ok", "{what}");
+    }
+}
+
+/// A sample no `ANALYZE` can compute again (its index is gone) that names the old hub id
+/// is deleted by a remap; the samples of live indexes stay.
+#[test]
+fn remap_deletes_a_planner_sample_of_a_dropped_index_that_names_an_old_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(dir.path(), "solace", 100);
+    let old_hub = spec.datahub.to_string();
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("ANALYZE").unwrap();
+        c.execute(
+            "INSERT INTO sqlite_stat4 VALUES ('Events', 'gone_index', '1', '0', '0', CAST(?1 AS BLOB))",
+            [format!("key {old_hub}")],
+        )
+        .unwrap();
+    }
+    let live: i64 = sqlite3(
+        &db,
+        "SELECT count(*) FROM sqlite_stat4 WHERE idx <> 'gone_index'",
+    )
+    .parse()
+    .unwrap();
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    json_of(&remap(&db, &hub, &conn, &[]), 0);
+    assert_eq!(stat4_samples_naming(&db, &old_hub), 0);
+    assert_eq!(
+        sqlite3(
+            &db,
+            "SELECT count(*) FROM sqlite_stat4 WHERE idx = 'gone_index'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        sqlite3(&db, "SELECT count(*) FROM sqlite_stat4"),
+        live.to_string(),
+        "the live indexes' samples stay"
+    );
+}
