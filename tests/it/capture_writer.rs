@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::both;
 use crate::common::{TestBucket, cmd_private_tmp, run, stderr};
-use crate::compaction::{manual_capture, same_pages, start_of_sim_day};
+use crate::compaction::{same_pages, sim_day_capture, start_of_sim_day};
 
 /// The connector's writer: one rusqlite connection, reopened when the test closes it.
 struct Writer {
@@ -283,11 +283,7 @@ fn seeded_writer(tb: &TestBucket) {
         .execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT)")
         .unwrap();
     w.insert(200, 300);
-    let t0 = start_of_sim_day();
-    let clock = hubvault::clock::ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
-    let rt = crate::common::rt();
+    let (t0, clock, mut capture, rt) = sim_day_capture(&bucket, hub.path());
     rt.block_on(capture.step()); // the base
     // (reference, in WAL mode at the step)
     let mut refs: Vec<(Vec<u8>, bool)> = vec![(w.reference(), w.wal)];
@@ -313,9 +309,13 @@ fn seeded_writer(tb: &TestBucket) {
     // minutes are over): every instant still restores a committed state.
     rt.block_on(async {
         clock.set(t0 + chrono::TimeDelta::seconds(10 * STEPS) + chrono::TimeDelta::minutes(3));
-        let mut c = hubvault::ops::compact::Compactor::load(&bucket, &org, spec.datahub)
-            .await
-            .unwrap();
+        let mut c = hubvault::ops::compact::Compactor::load(
+            &bucket,
+            &hubvault::model::ids::OrgSlug::parse("acme").unwrap(),
+            spec.datahub,
+        )
+        .await
+        .unwrap();
         let now = hubvault::clock::Clock::now(&*clock);
         let r = c.compact(now, now, None, false).await.unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
@@ -495,11 +495,7 @@ fn sqlite3_shell_writer(tb: &TestBucket) {
             .parse()
             .unwrap()
     };
-    let t0 = start_of_sim_day();
-    let clock = hubvault::clock::ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
-    let rt = crate::common::rt();
+    let (t0, clock, mut capture, rt) = sim_day_capture(&bucket, hub.path());
     shell("INSERT INTO cdc_rows SELECT value, printf('%.500c', 'b') FROM generate_series(0, 99);");
     rt.block_on(capture.step()); // the base
     let mut refs = vec![(idle.reference(), true)];
@@ -581,11 +577,7 @@ fn racing_writer(tb: &TestBucket) {
         )
         .unwrap();
     }
-    let t0 = start_of_sim_day();
-    let clock = hubvault::clock::ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
-    let rt = crate::common::rt();
+    let (t0, clock, mut capture, rt) = sim_day_capture(&bucket, hub.path());
     rt.block_on(capture.step()); // the base
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicI64::new(0));

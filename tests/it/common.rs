@@ -10,6 +10,8 @@ use hubvault::store::s3::S3Settings;
 
 /// Runs one test body against the local directory and against the S3 server.
 /// `both!(name, body)` makes `name_local` and `name_s3`; `body: fn(&TestBucket)`.
+/// `both!(name, |tb| expr)` does the same with `expr` as the body (`tb: &TestBucket`,
+/// names resolved in the calling module): one claim run with arguments.
 #[macro_export]
 macro_rules! both {
     ($name:ident, $body:ident) => {
@@ -21,6 +23,22 @@ macro_rules! both {
             #[test]
             fn s3() {
                 super::$body(&$crate::common::TestBucket::s3());
+            }
+        }
+    };
+    ($name:ident, |$tb:ident| $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn local() {
+                let $tb = &$crate::common::TestBucket::local();
+                $body;
+            }
+            #[test]
+            fn s3() {
+                let $tb = &$crate::common::TestBucket::s3();
+                $body;
             }
         }
     };

@@ -58,6 +58,39 @@ pub fn manual_capture_into(
     )
 }
 
+/// The set-up of a capture driven by hand: a [`ManualClock`] at [`start_of_sim_day`], a
+/// [`manual_capture`] of the hub at `hub` (org `acme`) on it, and a runtime to step it:
+/// (t0, clock, capture, runtime). The first step (the base) is the caller's.
+pub fn sim_day_capture(
+    bucket: &Bucket,
+    hub: &std::path::Path,
+) -> (
+    Time,
+    std::sync::Arc<ManualClock>,
+    Capture,
+    tokio::runtime::Runtime,
+) {
+    sim_day_capture_into(bucket, hub, Metrics::new("acme"))
+}
+
+/// [`sim_day_capture`] reporting into `metrics`.
+pub fn sim_day_capture_into(
+    bucket: &Bucket,
+    hub: &std::path::Path,
+    metrics: std::sync::Arc<Metrics>,
+) -> (
+    Time,
+    std::sync::Arc<ManualClock>,
+    Capture,
+    tokio::runtime::Runtime,
+) {
+    let t0 = start_of_sim_day();
+    let clock = ManualClock::new(t0);
+    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let capture = manual_capture_into(bucket, hub, &org, clock.clone(), metrics);
+    (t0, clock, capture, rt())
+}
+
 type Time = chrono::DateTime<chrono::Utc>;
 
 pub fn seed_of(test: &str) -> u64 {

@@ -9,13 +9,15 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::both;
 use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, run, stderr};
-use crate::compaction::{manual_capture, manual_capture_into, same_pages, start_of_sim_day};
+use crate::compaction::{same_pages, sim_day_capture, sim_day_capture_into};
+use crate::fixture::Spec;
 use hubvault::agent::metrics::Metrics;
+use tempfile::TempDir;
 
 fn side(db: &Path, suffix: &str) -> PathBuf {
     hubvault::sqlite::fsio::side_path(db, suffix)
@@ -54,13 +56,30 @@ fn copy_of(path: &Path) -> Vec<u8> {
     std::fs::read(&to).unwrap()
 }
 
-/// A `sqlite3` shell in journal mode `mode` that updates every event and adds 400 rows
-/// of 1 KiB in one transaction with a two-page cache (so it spills into the database
-/// file before any commit), killed with SIGKILL once the statement is done and before
-/// it could commit. Returns the half-written database file's bytes.
-fn kill_writer_mid_commit(db: &Path, mode: &str) -> Vec<u8> {
+/// A connector database of `events` events in rollback-journal mode (`delete`), in a hub
+/// of its own: (hub, database, spec).
+fn rollback_connector(source_type: &str, events: usize) -> (TempDir, PathBuf, Spec) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), source_type, events);
+    assert_eq!(shell(&db, "PRAGMA journal_mode=delete;"), "delete");
+    (hub, db, spec)
+}
+
+/// `hubvault backup --json --db DB` (TMPDIR private to this process).
+fn backup(tb: &TestBucket, db: &Path) -> Output {
+    run(cmd_private_tmp(tb)
+        .args(["backup", "--json", "--db"])
+        .arg(db))
+}
+
+/// A `sqlite3` shell (`-bail`, a process of its own) on `db` that runs `sql` and then
+/// touches a marker file; returns once the marker is there, the shell still running and
+/// its standard input open (it lives until that is dropped, or it is killed). Bounded:
+/// 30 s for statements that take milliseconds on an idle machine. `late` and `exited`
+/// are the failures' messages: the marker never came, or the shell exited first.
+fn shell_running(db: &Path, sql: &str, late: &str, exited: &str) -> (Child, ChildStdin) {
     let marker = tempfile::tempdir().unwrap();
-    let done = marker.path().join("spilled");
+    let done = marker.path().join("done");
     let mut child = Command::new("sqlite3")
         .args(["-bail"])
         .arg(db)
@@ -70,31 +89,34 @@ fn kill_writer_mid_commit(db: &Path, mode: &str) -> Vec<u8> {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    write!(
-        stdin,
-        "PRAGMA journal_mode={mode};\nPRAGMA cache_size=2;\nBEGIN;\n\
-         UPDATE Events SET updatedAt = 'never-committed', eventType = 'X';\n\
-         INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt) \
-         SELECT integration, source, 'uncommitted-' || value || printf('%.1000c', 'u'), 'X', 'x', 'x' \
-         FROM Events, generate_series(1, 400) WHERE Events.id = 1;\n\
-         .shell touch {}\n",
-        done.display()
-    )
-    .unwrap();
+    write!(stdin, "{sql}.shell touch {}\n", done.display()).unwrap();
     stdin.flush().unwrap();
-    // Bounded: 30 s for a statement that takes milliseconds on an idle machine.
     let started = Instant::now();
     while !done.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the writer never finished its statement"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the writer exited before it was killed"
-        );
+        assert!(started.elapsed() < Duration::from_secs(30), "{late}");
+        assert!(child.try_wait().unwrap().is_none(), "{exited}");
         std::thread::sleep(Duration::from_millis(5));
     }
+    (child, stdin)
+}
+
+/// A `sqlite3` shell in journal mode `mode` that updates every event and adds 400 rows
+/// of 1 KiB in one transaction with a two-page cache (so it spills into the database
+/// file before any commit), killed with SIGKILL once the statement is done and before
+/// it could commit. Returns the half-written database file's bytes.
+fn kill_writer_mid_commit(db: &Path, mode: &str) -> Vec<u8> {
+    let (mut child, stdin) = shell_running(
+        db,
+        &format!(
+            "PRAGMA journal_mode={mode};\nPRAGMA cache_size=2;\nBEGIN;\n\
+             UPDATE Events SET updatedAt = 'never-committed', eventType = 'X';\n\
+             INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt) \
+             SELECT integration, source, 'uncommitted-' || value || printf('%.1000c', 'u'), 'X', 'x', 'x' \
+             FROM Events, generate_series(1, 400) WHERE Events.id = 1;\n"
+        ),
+        "the writer never finished its statement",
+        "the writer exited before it was killed",
+    );
     child.kill().unwrap(); // SIGKILL: no rollback, no journal cleanup
     child.wait().unwrap();
     drop(stdin);
@@ -139,14 +161,8 @@ fn restore_to(
 /// file; without it, the look is skipped on the counter alone.
 fn hot_journal_is_never_taken(tb: &TestBucket, mode: &str, commit_started: bool) {
     let bucket = tb.bucket();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "hotj", 300);
-    assert_eq!(shell(&db, "PRAGMA journal_mode=delete;"), "delete");
-    let t0 = start_of_sim_day();
-    let clock = hubvault::clock::ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
-    let rt = crate::common::rt();
+    let (hub, db, spec) = rollback_connector("hotj", 300);
+    let (t0, clock, mut capture, rt) = sim_day_capture(&bucket, hub.path());
     rt.block_on(capture.step()); // the base
     let base = copy_of(&db);
 
@@ -170,12 +186,7 @@ fn hot_journal_is_never_taken(tb: &TestBucket, mode: &str, commit_started: bool)
     same_pages(&got, &base).expect("restore --at after a look at the hot journal: the base");
 
     // A backup with the journal hot: refused, nothing uploaded.
-    let doc = json_of(
-        &run(cmd_private_tmp(tb)
-            .args(["backup", "--json", "--db"])
-            .arg(&db)),
-        1,
-    );
+    let doc = json_of(&backup(tb, &db), 1);
     assert!(
         doc["error"].as_str().unwrap().contains("hot journal"),
         "a backup of a hot-journal database says why: {doc}"
@@ -231,9 +242,7 @@ fn hot_journal_is_never_taken(tb: &TestBucket, mode: &str, commit_started: bool)
             "persist mode keeps the journal with a zeroed header"
         ),
     }
-    let o = run(cmd_private_tmp(tb)
-        .args(["backup", "--json", "--db"])
-        .arg(&db));
+    let o = backup(tb, &db);
     let r = json_of(&o, 0);
     assert_eq!(r["decision"], "uploaded", "{r}");
     let got = restore_to(tb, &spec, None, &out.path().join("latest.db"));
@@ -264,21 +273,10 @@ fn bump_counter(db: &Path, torn: &[u8]) -> Vec<u8> {
 #[test]
 fn a_hot_journal_that_blocks_capture_is_warned_once_by_name_and_counted_in_the_lag() {
     let tb = TestBucket::local();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "hotw", 300);
-    assert_eq!(shell(&db, "PRAGMA journal_mode=delete;"), "delete");
-    let t0 = start_of_sim_day();
-    let clock = hubvault::clock::ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let (hub, db, spec) = rollback_connector("hotw", 300);
     let metrics = Metrics::new("acme");
-    let mut capture = manual_capture_into(
-        &tb.bucket(),
-        hub.path(),
-        &org,
-        clock.clone(),
-        metrics.clone(),
-    );
-    let rt = crate::common::rt();
+    let (t0, clock, mut capture, rt) =
+        sim_day_capture_into(&tb.bucket(), hub.path(), metrics.clone());
     rt.block_on(capture.step()); // the base
     let torn = kill_writer_mid_commit(&db, "delete");
     bump_counter(&db, &torn); // a change capture sees, and cannot take
@@ -342,36 +340,24 @@ fn a_hot_journal_that_blocks_capture_is_warned_once_by_name_and_counted_in_the_l
     );
 }
 
-fn hot_delete(tb: &TestBucket) {
-    hot_journal_is_never_taken(tb, "delete", false);
-}
 both!(
     a_writer_killed_mid_commit_in_delete_mode_is_never_captured_nor_backed_up_half_written,
-    hot_delete
+    |tb| hot_journal_is_never_taken(tb, "delete", false)
 );
 
-fn hot_delete_commit_started(tb: &TestBucket) {
-    hot_journal_is_never_taken(tb, "delete", true);
-}
 both!(
     a_writer_killed_after_its_commit_wrote_page_1_is_never_captured_nor_backed_up_half_written,
-    hot_delete_commit_started
+    |tb| hot_journal_is_never_taken(tb, "delete", true)
 );
 
-fn hot_truncate(tb: &TestBucket) {
-    hot_journal_is_never_taken(tb, "truncate", true);
-}
 both!(
     a_writer_killed_mid_commit_in_truncate_mode_is_never_captured_nor_backed_up_half_written,
-    hot_truncate
+    |tb| hot_journal_is_never_taken(tb, "truncate", true)
 );
 
-fn hot_persist(tb: &TestBucket) {
-    hot_journal_is_never_taken(tb, "persist", true);
-}
 both!(
     a_writer_killed_mid_commit_in_persist_mode_is_never_captured_nor_backed_up_half_written,
-    hot_persist
+    |tb| hot_journal_is_never_taken(tb, "persist", true)
 );
 
 /// A `sqlite3` shell in `locking_mode=EXCLUSIVE` (review 7, point 2): after its first
@@ -381,48 +367,19 @@ both!(
 /// quits, both take the committed state exactly.
 fn exclusive_writer(tb: &TestBucket) {
     let bucket = tb.bucket();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "exclw", 200);
-    assert_eq!(shell(&db, "PRAGMA journal_mode=delete;"), "delete");
-    let t0 = start_of_sim_day();
-    let clock = hubvault::clock::ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+    let (hub, db, spec) = rollback_connector("exclw", 200);
     let metrics = Metrics::new("acme");
-    let mut capture =
-        manual_capture_into(&bucket, hub.path(), &org, clock.clone(), metrics.clone());
-    let rt = crate::common::rt();
+    let (t0, clock, mut capture, rt) = sim_day_capture_into(&bucket, hub.path(), metrics.clone());
     rt.block_on(capture.step()); // the base
     let base = copy_of(&db);
 
-    let marker = tempfile::tempdir().unwrap();
-    let done = marker.path().join("committed");
-    let mut child = Command::new("sqlite3")
-        .args(["-bail"])
-        .arg(&db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    write!(
-        stdin,
+    let (mut child, stdin) = shell_running(
+        &db,
         "PRAGMA locking_mode=EXCLUSIVE;\n\
-         UPDATE Events SET eventType = 'EXCL' WHERE id % 3 = 0;\n\
-         .shell touch {}\n",
-        done.display()
-    )
-    .unwrap();
-    stdin.flush().unwrap();
-    let started = Instant::now();
-    while !done.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the writer never committed"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "the writer exited");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+         UPDATE Events SET eventType = 'EXCL' WHERE id % 3 = 0;\n",
+        "the writer never committed",
+        "the writer exited",
+    );
     let committed = copy_of(&db);
     assert_ne!(committed[24..28], base[24..28], "the writer committed");
 
@@ -443,12 +400,7 @@ fn exclusive_writer(tb: &TestBucket) {
         "the blocked capture says why: {why:?}"
     );
 
-    let doc = json_of(
-        &run(cmd_private_tmp(tb)
-            .args(["backup", "--json", "--db"])
-            .arg(&db)),
-        1,
-    );
+    let doc = json_of(&backup(tb, &db), 1);
     eprintln!("backup against an EXCLUSIVE writer: {doc}");
     assert!(
         doc["error"].as_str().unwrap().contains("locked"),
@@ -466,12 +418,7 @@ fn exclusive_writer(tb: &TestBucket) {
     rt.block_on(capture.step());
     let got = restore_to(tb, &spec, Some(&at(25)), &out.path().join("at.db"));
     same_pages(&got, &committed).expect("restore --at after the writer quit");
-    let r = json_of(
-        &run(cmd_private_tmp(tb)
-            .args(["backup", "--json", "--db"])
-            .arg(&db)),
-        0,
-    );
+    let r = json_of(&backup(tb, &db), 0);
     assert_eq!(r["decision"], "uploaded", "{r}");
     let got = restore_to(tb, &spec, None, &out.path().join("latest.db"));
     same_pages(&got, &committed).expect("restore of the backup after the writer quit");
@@ -514,11 +461,7 @@ fn shell_writer_commits_while_capture_and_backup_run(tb: &TestBucket) {
         "PRAGMA journal_mode=delete; CREATE TABLE w(id INTEGER PRIMARY KEY, pad TEXT); \
          CREATE TABLE c(n INTEGER); INSERT INTO c VALUES (0);",
     );
-    let t0 = start_of_sim_day();
-    let clock = hubvault::clock::ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
-    let rt = crate::common::rt();
+    let (t0, clock, mut capture, rt) = sim_day_capture(&bucket, hub.path());
     rt.block_on(capture.step()); // the base
 
     let mut child = Command::new("sqlite3")
