@@ -164,6 +164,32 @@ fn start_agent(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
     (child, rx)
 }
 
+/// [`start_agent`] on `hub`, once it says it uploaded a base (bounded: 20 s).
+fn agent_past_its_base(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
+    let (agent, rx) = start_agent(tb, hub);
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    (agent, rx)
+}
+
+/// A connector database of `events` events in a hub of its own, and a connection to it
+/// (the test's writer) that ran `sql`: (hub, database, spec, writer).
+fn connector_with_writer(
+    source_type: &str,
+    events: usize,
+    sql: &str,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    crate::fixture::Spec,
+    rusqlite::Connection,
+) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), source_type, events);
+    let w = rusqlite::Connection::open(&db).unwrap();
+    w.execute_batch(sql).unwrap();
+    (hub, db, spec, w)
+}
+
 fn wait_for(rx: &mpsc::Receiver<String>, what: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
@@ -294,8 +320,7 @@ fn writer_killed_with_the_agent(tb: &TestBucket, mode: &str, timeout: &str, ckpt
     let log = logs.path().join("writer.log");
     let mut writer = start_writer(&db, mode, timeout, &log, ckpt_every);
     let started = now_f();
-    let (mut agent, rx) = start_agent(tb, hub.path());
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let (mut agent, _rx) = agent_past_its_base(tb, hub.path());
     // Run until 25 s after the writer started (bounded: a fixed instant).
     let end = started + 25.0;
     while now_f() < end {
@@ -416,15 +441,12 @@ fn settle() {
 /// back, while captured: the newest restore equals the database; an instant between two
 /// steps gives the state of that step.
 fn checkpoint_vacuum_and_mode_switch(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "solace", 40);
-    let w = rusqlite::Connection::open(&db).unwrap();
-    w.execute_batch(
+    let (hub, db, spec, w) = connector_with_writer(
+        "solace",
+        40,
         "PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);",
-    )
-    .unwrap();
-    let (mut agent, rx) = start_agent(tb, hub.path());
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    );
+    let (mut agent, _rx) = agent_past_its_base(tb, hub.path());
     let mut next = 0i64;
     let mut insert = |n: i64| {
         for _ in 0..n {
@@ -498,13 +520,12 @@ both!(
 /// newest restore has every row; an instant while the agent was down gives the newest
 /// state captured before it, with a warning that the gap is not covered.
 fn agent_restart(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 20);
-    let w = rusqlite::Connection::open(&db).unwrap();
-    w.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);")
-        .unwrap();
-    let (mut agent, rx) = start_agent(tb, hub.path());
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let (hub, _, spec, w) = connector_with_writer(
+        "sdc",
+        20,
+        "CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);",
+    );
+    let (mut agent, _rx) = agent_past_its_base(tb, hub.path());
     let insert = |from: i64| {
         for i in from..from + 5 {
             w.execute("INSERT INTO cdc_rows VALUES (?1, 'x')", [i])
@@ -558,13 +579,12 @@ both!(
 /// Three ticks of commits, then a segment removed or damaged in the bucket: the newest
 /// restore refuses and names the range; an instant before the damage still restores.
 fn damaged_segment(tb: &TestBucket, delete: bool) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 20);
-    let w = rusqlite::Connection::open(&db).unwrap();
-    w.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);")
-        .unwrap();
-    let (mut agent, rx) = start_agent(tb, hub.path());
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let (hub, _, spec, w) = connector_with_writer(
+        "idbs-eworkbook",
+        20,
+        "CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);",
+    );
+    let (mut agent, _rx) = agent_past_its_base(tb, hub.path());
     let mut marks = Vec::new();
     for round in 0..3 {
         for i in 0..3 {
@@ -656,15 +676,14 @@ fn restore_at_refuses_a_time_it_cannot_read() {
 /// race). An object some other uploader wrote after the stream (no `latest.json` after
 /// it) still wins: capture was off since.
 fn canonical_weighed_by_read_time(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 10);
-    let w = rusqlite::Connection::open(&db).unwrap();
-    w.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT); INSERT INTO cdc_rows VALUES (1, 'old');")
-        .unwrap();
+    let (hub, db, spec, w) = connector_with_writer(
+        "sdc",
+        10,
+        "CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT); INSERT INTO cdc_rows VALUES (1, 'old');",
+    );
     let o = run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db));
     json_of(&o, 0);
-    let (mut agent, rx) = start_agent(tb, hub.path());
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let (mut agent, _rx) = agent_past_its_base(tb, hub.path());
     w.execute("INSERT INTO cdc_rows VALUES (2, 'new')", [])
         .unwrap();
     let l0 = format!("acme/stream/{}/L0", spec.datahub);
@@ -711,15 +730,13 @@ both!(
 /// A database replaced under the agent (as `hubvault restore` installs one: a rename over
 /// the path) is not followed on the old file: capture starts over on the new one.
 fn replaced_database(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 10);
-    {
-        let w = rusqlite::Connection::open(&db).unwrap();
-        w.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT); INSERT INTO cdc_rows VALUES (1, 'old');")
-            .unwrap();
-    }
-    let (mut agent, rx) = start_agent(tb, hub.path());
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let (hub, db, spec, w) = connector_with_writer(
+        "sdc",
+        10,
+        "CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT); INSERT INTO cdc_rows VALUES (1, 'old');",
+    );
+    drop(w); // closed before the agent starts
+    let (mut agent, rx) = agent_past_its_base(tb, hub.path());
     // A new file beside it, renamed over the database.
     let next = db.with_file_name("next.db");
     std::fs::copy(&db, &next).unwrap();
@@ -764,8 +781,7 @@ fn one_segment_per_tick_for_the_hub(tb: &TestBucket) {
         w.execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);")
             .unwrap();
     }
-    let (mut agent, rx) = start_agent(tb, hub.path());
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let (mut agent, rx) = agent_past_its_base(tb, hub.path());
     wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
     // Six rounds 400 ms apart (2.4 s): at one upload a tick, at most four segments for
     // the twelve commits of the two connectors.
@@ -991,15 +1007,10 @@ both!(
 /// next look captures the commit, and `restore --at` gives it after that look and not
 /// before. A look with nothing changed uploads nothing.
 fn commit_between_looks(tb: &TestBucket) {
-    use crate::compaction::{manual_capture, start_of_sim_day};
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
-    let spec = crate::fixture::Spec::new("sdc", "Opens and closes", 20);
-    let dir = hub.path().join(spec.connector.to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("sqlite.db");
-    crate::fixture::create(&db, &spec).unwrap();
-    let wal = dir.join("sqlite.db-wal");
+    let (db, spec) = connector_db(hub.path(), "sdc", 20);
+    let wal = db.with_file_name("sqlite.db-wal");
     let open_commit_close = |sql: &str| {
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch(sql).unwrap();
@@ -1015,14 +1026,10 @@ fn commit_between_looks(tb: &TestBucket) {
         .unwrap()
         .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
         .unwrap();
-    let t0 = start_of_sim_day();
-    let clock = hubvault::clock::ManualClock::new(t0);
-    let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
-    let mut capture = manual_capture(&bucket, hub.path(), &org, clock.clone());
+    let (t0, clock, mut capture, rt) = crate::compaction::sim_day_capture(&bucket, hub.path());
     let stream = format!("acme/stream/{}", spec.datahub);
     let at =
         |s: i64| rfc3339((t0 + chrono::TimeDelta::seconds(s)).timestamp_millis() as f64 / 1000.0);
-    let rt = crate::common::rt();
     rt.block_on(capture.step()); // the base
     let after_base = tb.keys(&stream);
     clock.set(t0 + chrono::TimeDelta::seconds(10));
