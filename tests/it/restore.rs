@@ -24,6 +24,19 @@ fn backup(tb: &TestBucket, db: &Path, force: bool) -> serde_json::Value {
     json_of(&run(&mut c), 0)
 }
 
+/// A connector database of `events` events in a hub of its own, backed up: (hub,
+/// database, spec, the backup's JSON).
+fn backed_up(
+    tb: &TestBucket,
+    source_type: &str,
+    events: usize,
+) -> (tempfile::TempDir, PathBuf, Spec, serde_json::Value) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), source_type, events);
+    let b = backup(tb, &db, false);
+    (hub, db, spec, b)
+}
+
 fn canonical_key(spec: &Spec) -> String {
     format!(
         "acme/datahub/{}/connector/{}/sqlite.db",
@@ -139,9 +152,7 @@ fn new_ids() -> (String, String) {
 // ---------------------------------------------------------------- round trips
 
 fn onto_new_ids(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "hrb-cellario", 300);
-    backup(tb, &db, false);
+    let (_hub, db, spec, _) = backed_up(tb, "hrb-cellario", 300);
     let events_before = crate::common::rows(&db, "Events");
     let new_hub = tempfile::tempdir().unwrap();
     let (nd, nc) = new_ids();
@@ -182,9 +193,7 @@ both!(
 );
 
 fn onto_same_ids(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 100);
-    backup(tb, &db, false);
+    let (hub, db, spec, _) = backed_up(tb, "sdc", 100);
     // After the backup the connector went on (and broke): one more event.
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("DELETE FROM Events WHERE id > 90", [])
@@ -224,9 +233,7 @@ both!(
 );
 
 fn to_output(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "solace", 40);
-    backup(tb, &db, false);
+    let (_hub, _, spec, _) = backed_up(tb, "solace", 40);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("restored.db");
     let (nd, nc) = new_ids();
@@ -252,9 +259,7 @@ fn to_output(tb: &TestBucket) {
 both!(restore_to_output_writes_a_verified_file, to_output);
 
 fn by_version_and_at(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 30);
-    let first = backup(tb, &db, false);
+    let (_hub, db, spec, first) = backed_up(tb, "idbs-eworkbook", 30);
     let v1 = first["version"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(20));
     let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -332,9 +337,7 @@ both!(
 fn canonical_ahead_of_latest_json(tb: &TestBucket) {
     // A backup cut off between the canonical object and latest.json: latest.json names
     // the version before. The canonical object matches a version manifest: verified.
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 20);
-    backup(tb, &db, false);
+    let (_hub, db, spec, _) = backed_up(tb, "sdc", 20);
     let ck = format!(
         "acme/datahub/{}/connector/{}/hubvault/latest.json",
         spec.datahub, spec.connector
@@ -403,9 +406,7 @@ fn get(tb: &TestBucket, key: &str) -> Vec<u8> {
 }
 
 fn latest_backup_fetches_its_version(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "hrb-cellario", 300);
-    let b = backup(tb, &db, false);
+    let (_hub, _, spec, b) = backed_up(tb, "hrb-cellario", 300);
     let version = b["version"].as_str().unwrap();
     // latest.json names the canonical object by the ETag the store gave our upload.
     let latest: serde_json::Value = serde_json::from_slice(&get(tb, &latest_key(&spec))).unwrap();
@@ -471,9 +472,7 @@ both!(
 fn restore_from_s3_reads_the_version_and_only_heads_the_canonical_object() {
     let proxy = crate::proxy::Proxy::s3();
     let tb = TestBucket::s3();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 2000);
-    let b = backup(&tb, &db, false);
+    let (_hub, _, spec, b) = backed_up(&tb, "sdc", 2000);
     let size = b["bytes"].as_u64().unwrap();
     let dir = tempfile::tempdir().unwrap();
     proxy.reset();
@@ -510,9 +509,7 @@ fn restore_from_s3_reads_the_version_and_only_heads_the_canonical_object() {
 }
 
 fn replaced_by_another_uploader(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 50);
-    let b = backup(tb, &db, false);
+    let (_hub, _, spec, b) = backed_up(tb, "sdc", 50);
     let dir = tempfile::tempdir().unwrap();
     // Another uploader puts an object of the same size at the key: one byte differs
     // (the version would pass its checksum; the object itself must be fetched and fail).
@@ -573,9 +570,7 @@ fn db_snapshot(tb: &TestBucket, spec: &Spec, dir: &Path) -> PathBuf {
 }
 
 fn latest_json_without_record(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "solace", 40);
-    backup(tb, &db, false);
+    let (_hub, _, spec, _) = backed_up(tb, "solace", 40);
     // latest.json as an older hubvault wrote it: no ETag record.
     let mut latest: serde_json::Value =
         serde_json::from_slice(&get(tb, &latest_key(&spec))).unwrap();
@@ -606,9 +601,7 @@ both!(
 );
 
 fn damaged_stand_in(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 30);
-    let b = backup(tb, &db, false);
+    let (_hub, _, spec, b) = backed_up(tb, "idbs-eworkbook", 30);
     let vkey = format!(
         "acme/datahub/{}/connector/{}/hubvault/versions/{}.db.zst",
         spec.datahub,
@@ -638,9 +631,7 @@ both!(
 );
 
 fn inspect_backup(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "solace", 33);
-    backup(tb, &db, false);
+    let (_hub, db, spec, _) = backed_up(tb, "solace", 33);
     let local = json_of(
         &run(hubvault().args(["inspect", "--json", "--db"]).arg(&db)),
         0,
@@ -755,9 +746,7 @@ both!(
 );
 
 fn checksum_mismatch(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 20);
-    backup(tb, &db, false);
+    let (hub, db, spec, _) = backed_up(tb, "sdc", 20);
     // Replaced behind hubvault's back by another (valid!) database of the same connector.
     rusqlite::Connection::open(&db)
         .unwrap()
@@ -939,9 +928,7 @@ fn restore_refuses_malformed_new_ids_before_touching_anything() {
 }
 
 fn held_open(tb: &TestBucket) {
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 20);
-    backup(tb, &db, false);
+    let (_hub, _, spec, _) = backed_up(tb, "sdc", 20);
     let t = old_target();
     let before = listing(t.target.parent().unwrap());
     // Another process (the connector) has the database open.
@@ -1026,9 +1013,7 @@ fn old_target_on_tmpfs(size: u64) -> (Tmpfs, OldTarget) {
 #[test]
 fn restore_refuses_a_read_only_target_directory_and_changes_nothing() {
     let tb = TestBucket::local();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 50);
-    backup(&tb, &db, false);
+    let (_hub, _, spec, _) = backed_up(&tb, "sdc", 50);
     let (fs, t) = old_target_on_tmpfs(4 << 20);
     // The lock file is created up front so only the read-only mount is under test.
     std::fs::File::create(hubvault::sqlite::lock::ConnectorLock::path_for(&t.target)).unwrap();
@@ -1046,9 +1031,7 @@ fn restore_refuses_a_read_only_target_directory_and_changes_nothing() {
 #[test]
 fn restore_refuses_a_full_target_directory_and_changes_nothing() {
     let tb = TestBucket::local();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 3000);
-    backup(&tb, &db, false);
+    let (_hub, db, spec, _) = backed_up(&tb, "sdc", 3000);
     // Room for the old database but not for the download beside it.
     let (_fs, t) = old_target_on_tmpfs(1 << 20);
     let before = listing(t.target.parent().unwrap());
@@ -1067,9 +1050,7 @@ fn restore_refuses_a_full_target_directory_and_changes_nothing() {
 #[test]
 fn restore_without_yes_and_without_a_terminal_refuses_with_exit_2() {
     let tb = TestBucket::local();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 5);
-    backup(&tb, &db, false);
+    let (hub, db, spec, _) = backed_up(&tb, "sdc", 5);
     let before = sha256_of(&db);
     let out = run(tb
         .cmd()
@@ -1090,9 +1071,7 @@ fn restore_without_yes_and_without_a_terminal_refuses_with_exit_2() {
 #[test]
 fn restore_dry_run_prints_the_plan_and_changes_nothing() {
     let tb = TestBucket::local();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 5);
-    backup(&tb, &db, false);
+    let (_hub, _, spec, _) = backed_up(&tb, "sdc", 5);
     let t = old_target();
     let before = listing(t.target.parent().unwrap());
     let out = json_of(&restore_onto(&tb, &spec, &t, &["--dry-run"]), 0);
@@ -1115,9 +1094,7 @@ fn restore_dry_run_prints_the_plan_and_changes_nothing() {
 #[test]
 fn restore_runs_the_then_hook_with_old_and_new_ids_and_the_path() {
     let tb = TestBucket::local();
-    let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 5);
-    backup(&tb, &db, false);
+    let (_hub, _, spec, _) = backed_up(&tb, "sdc", 5);
     let t = old_target();
     let env_file = t.root.join("hook.env");
     let hook = format!("env | grep ^HUBVAULT_ | sort > {}", p(&env_file));
