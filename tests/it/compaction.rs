@@ -1038,6 +1038,24 @@ impl BusyHub {
         }
         reference
     }
+
+    /// A new [`BusyHub`] [`run`](BusyHub::run) for `seconds` with the random source of
+    /// `test`'s seed, and the reference copy of a connector `d` it chose at a second
+    /// `s_ref` it drew from `s_refs`: (hub, seed, d, s_ref, reference copy).
+    fn seeded_run(
+        tb: &TestBucket,
+        test: &str,
+        seconds: i64,
+        s_refs: std::ops::Range<i64>,
+    ) -> (BusyHub, u64, usize, i64, Vec<u8>) {
+        let seed = seed_of(test);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut h = BusyHub::new(tb);
+        let d = rng.random_range(0..2usize);
+        let s_ref = rng.random_range(s_refs);
+        let reference = h.run(&mut rng, seconds, d, s_ref);
+        (h, seed, d, s_ref, reference)
+    }
 }
 
 /// The states a kill -9 can leave around a partial minute restore exactly, and the next
@@ -1047,14 +1065,10 @@ impl BusyHub {
 /// the minute). Both restore an instant of that minute equal to its reference copy.
 fn partial_minute_kill_states(tb: &TestBucket) {
     use hubvault::store::WriteMode;
-    let seed = seed_of("partial_minute_kill_states");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut h = BusyHub::new(tb);
     // A commit a second for 100 s, a pass every 10 s (the agent's); a reference copy of
     // one connector at an instant of the last minute (10:01:00.5 to 10:01:39.5).
-    let d = rng.random_range(0..2usize);
-    let s_ref = rng.random_range(60..100i64);
-    let reference = h.run(&mut rng, 100, d, s_ref);
+    let (mut h, _, d, s_ref, reference) =
+        BusyHub::seeded_run(tb, "partial_minute_kill_states", 100, 60..100);
     let BusyHub {
         bucket,
         dbs,
@@ -1191,14 +1205,9 @@ both!(
 /// the same.
 fn old_instants_list_a_page_whatever_follows(tb: &TestBucket) {
     use hubvault::store::WriteMode;
-    let seed = seed_of("old_instants_list");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut h = BusyHub::new(tb);
     // A commit a second for 80 s and the agent's passes; a reference copy of one
     // connector at a seeded second.
-    let d = rng.random_range(0..2usize);
-    let s_ref = rng.random_range(5..75i64);
-    let reference = h.run(&mut rng, 80, d, s_ref);
+    let (h, seed, d, s_ref, reference) = BusyHub::seeded_run(tb, "old_instants_list", 80, 5..75);
     let (bucket, dbs, org, rt, t0) = (&h.bucket, &h.dbs, &h.org, &h.rt, h.t0);
     let datahub = dbs[0].spec.datahub;
     let t = t0 + TimeDelta::seconds(s_ref) + TimeDelta::milliseconds(400);

@@ -18,6 +18,7 @@ use crate::common::{TestBucket, json_of, private_tmp, rt, run};
 use crate::compaction::{
     Sim, SimDb, SimSpec, manual_capture, same_pages, sim_dbs, simulate, start_of_sim_day,
 };
+use hubvault::agent::capture::Capture;
 use hubvault::ops::compact::Compactor;
 
 type Time = chrono::DateTime<chrono::Utc>;
@@ -98,15 +99,8 @@ fn a_segment_landing_after_prune_ran(tb: &TestBucket) {
     let rt = rt();
     let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
     // A commit a second on each connector through 10:00:59.5.
-    for s in 0..60 {
-        clock.set(t0 + TimeDelta::seconds(s));
-        if s > 0 {
-            for db in dbs.iter_mut() {
-                db.commit(&mut rng);
-            }
-        }
-        rt.block_on(capture.step());
-    }
+    rt.block_on(capture.step()); // the base, at t0
+    Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..60, |_| {});
     let end_of_minute: Vec<Vec<u8>> = dbs.iter().map(|d| d.image()).collect();
     // The newest segment (sent at 10:00:59.5) is still on its way: the hub lost the
     // bucket. Meanwhile an operator's prune runs (its clock is long past 10:16).
@@ -131,13 +125,7 @@ fn a_segment_landing_after_prune_ran(tb: &TestBucket) {
     rt.block_on(bucket.put_bytes(&in_flight, bytes, WriteMode::Create))
         .unwrap();
     let t1 = t0 + TimeDelta::minutes(17);
-    for s in 0..5 {
-        clock.set(t1 + TimeDelta::seconds(s));
-        for db in dbs.iter_mut() {
-            db.commit(&mut rng);
-        }
-        rt.block_on(capture.step());
-    }
+    Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t1, 0..5, |_| {});
     let newest: Vec<Vec<u8>> = dbs.iter().map(|d| d.image()).collect();
     let second = prune(tb, datahub);
     for (d, db) in dbs.iter().enumerate() {
@@ -240,42 +228,78 @@ both!(
     two_compactors_at_once
 );
 
-/// Capture of the hub from `from` to `to` by `capture`: wake-ups 1 to 30 s apart, each
-/// connector committing at two in three; reference copies of both connectors 500 ms
-/// after a wake-up (the state holds until the next) at one in five and at every wake-up
-/// within 90 s of an instant in `near`.
-#[allow(clippy::too_many_arguments)]
-fn drive(
-    rt: &tokio::runtime::Runtime,
-    clock: &ManualClock,
-    capture: &mut hubvault::agent::capture::Capture,
-    dbs: &mut [SimDb],
-    rng: &mut StdRng,
-    (from, to): (Time, Time),
-    near: &[Time],
-    refs: &mut Vec<(Time, usize, Vec<u8>)>,
-) {
-    let mut t = from;
-    let mut first = true;
-    while t < to {
-        clock.set(t);
-        if !first {
-            for db in dbs.iter_mut() {
-                if rng.random_range(0..3) > 0 {
-                    db.commit(rng);
+/// Capture driven a second at a time on a manual clock, the connectors committing between
+/// its looks.
+struct Looks<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    clock: &'a ManualClock,
+    capture: &'a mut Capture,
+    dbs: &'a mut [SimDb],
+    rng: &'a mut StdRng,
+}
+
+impl<'a> Looks<'a> {
+    fn new(
+        rt: &'a tokio::runtime::Runtime,
+        clock: &'a ManualClock,
+        capture: &'a mut Capture,
+        dbs: &'a mut [SimDb],
+        rng: &'a mut StdRng,
+    ) -> Self {
+        Looks {
+            rt,
+            clock,
+            capture,
+            dbs,
+            rng,
+        }
+    }
+
+    /// At `from + s` for each `s` in `secs`: a commit on each connector, a capture look,
+    /// then `then(s)`.
+    fn each_second(&mut self, from: Time, secs: std::ops::Range<i64>, mut then: impl FnMut(i64)) {
+        for s in secs {
+            self.clock.set(from + TimeDelta::seconds(s));
+            for db in self.dbs.iter_mut() {
+                db.commit(self.rng);
+            }
+            self.rt.block_on(self.capture.step());
+            then(s);
+        }
+    }
+
+    /// Capture of the hub from `from` to `to`: wake-ups 1 to 30 s apart, each connector
+    /// committing at two in three; reference copies of both connectors 500 ms after a
+    /// wake-up (the state holds until the next) at one in five and at every wake-up
+    /// within 90 s of an instant in `near`.
+    fn drive(
+        &mut self,
+        (from, to): (Time, Time),
+        near: &[Time],
+        refs: &mut Vec<(Time, usize, Vec<u8>)>,
+    ) {
+        let mut t = from;
+        let mut first = true;
+        while t < to {
+            self.clock.set(t);
+            if !first {
+                for db in self.dbs.iter_mut() {
+                    if self.rng.random_range(0..3) > 0 {
+                        db.commit(self.rng);
+                    }
                 }
             }
-        }
-        first = false;
-        rt.block_on(capture.step());
-        let at = t + TimeDelta::milliseconds(500);
-        let close = near.iter().any(|n| (*n - at).num_seconds().abs() <= 90);
-        if close || rng.random_range(0..5) == 0 {
-            for (i, db) in dbs.iter().enumerate() {
-                refs.push((at, i, db.image()));
+            first = false;
+            self.rt.block_on(self.capture.step());
+            let at = t + TimeDelta::milliseconds(500);
+            let close = near.iter().any(|n| (*n - at).num_seconds().abs() <= 90);
+            if close || self.rng.random_range(0..5) == 0 {
+                for (i, db) in self.dbs.iter().enumerate() {
+                    refs.push((at, i, db.image()));
+                }
             }
+            t += TimeDelta::milliseconds(self.rng.random_range(1_000..30_000));
         }
-        t += TimeDelta::milliseconds(rng.random_range(1_000..30_000));
     }
 }
 
@@ -307,30 +331,12 @@ fn retention_across_a_restart(tb: &TestBucket) {
     {
         let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
         let span = (d - m(40), d + m(20));
-        drive(
-            &rt,
-            &clock,
-            &mut capture,
-            &mut dbs,
-            &mut rng,
-            span,
-            &near,
-            &mut refs,
-        );
+        Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).drive(span, &near, &mut refs);
     }
     // The agent restarts: a new run, new generations.
     let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
     let span = (d + m(25), d + m(50));
-    drive(
-        &rt,
-        &clock,
-        &mut capture,
-        &mut dbs,
-        &mut rng,
-        span,
-        &near,
-        &mut refs,
-    );
+    Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).drive(span, &near, &mut refs);
     let newest: Vec<Vec<u8>> = dbs.iter().map(|db| db.image()).collect();
     let now = d + m(53);
     let mut c = rt
@@ -409,15 +415,8 @@ fn a_newer_version_than_the_stream(tb: &TestBucket) {
     let rt = rt();
     {
         let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-        for s in 0..10 {
-            clock.set(t0 + TimeDelta::seconds(s));
-            if s > 0 {
-                for db in dbs.iter_mut() {
-                    db.commit(&mut rng);
-                }
-            }
-            rt.block_on(capture.step());
-        }
+        rt.block_on(capture.step()); // the base, at t0
+        Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..10, |_| {});
     }
     let captured: Vec<Vec<u8>> = dbs.iter().map(|db| db.image()).collect();
     // The agent is gone; the databases change; a backup keeps a version of each.
@@ -561,18 +560,12 @@ fn a_pass_between_stamp_and_flight(tb: &TestBucket) {
         passed.lock().unwrap().recv().unwrap()
     };
     // A commit a second through 10:00:58.5, a pass every 10 s.
-    for s in 0..59 {
-        manual.set(t0 + TimeDelta::seconds(s));
-        if s > 0 {
-            for db in dbs.iter_mut() {
-                db.commit(&mut rng);
-            }
-        }
-        rt.block_on(capture.step());
+    rt.block_on(capture.step()); // the base, at t0
+    Looks::new(&rt, &manual, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..59, |s| {
         if s % 10 == 9 {
             pass();
         }
-    }
+    });
     // One connector commits at 10:00:59.999; the pass runs at 10:01:05 between the
     // stamp of its segment and its flight.
     let m_end = windows::minute_end(windows::minute_of(t0));
@@ -618,16 +611,11 @@ fn a_pass_between_stamp_and_flight(tb: &TestBucket) {
     // below pin it instead: the commit shows at 10:00:59.999 + 500 ms, not 1 ms before.
     let at_stamp: Vec<Vec<u8>> = dbs.iter().map(|db| db.image()).collect();
     // Capture goes on; passes follow.
-    for s in 6..30 {
-        manual.set(m_end + TimeDelta::seconds(s));
-        for db in dbs.iter_mut() {
-            db.commit(&mut rng);
-        }
-        rt.block_on(capture.step());
+    Looks::new(&rt, &manual, &mut capture, &mut dbs, &mut rng).each_second(m_end, 6..30, |s| {
         if s % 10 == 9 {
             pass();
         }
-    }
+    });
     let newest: Vec<Vec<u8>> = dbs.iter().map(|db| db.image()).collect();
     for (d, db) in dbs.iter().enumerate() {
         let just_before = stamp - TimeDelta::milliseconds(1);
