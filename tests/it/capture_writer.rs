@@ -15,7 +15,7 @@ use rand::{RngExt, SeedableRng};
 use std::path::{Path, PathBuf};
 
 use crate::both;
-use crate::common::{TestBucket, cmd_private_tmp, run, stderr};
+use crate::common::{TestBucket, cmd_private_tmp, restore_output, run, stderr};
 use crate::compaction::{same_pages, sim_day_capture, start_of_sim_day};
 
 /// The connector's writer: one rusqlite connection, reopened when the test closes it.
@@ -241,14 +241,8 @@ fn side(db: &Path, suffix: &str) -> PathBuf {
 /// `restore --output` of the connector at `at`; the file's bytes.
 fn restore_at(tb: &TestBucket, spec: &crate::fixture::Spec, at: &str, out: &Path) -> Vec<u8> {
     let _ = std::fs::remove_file(out);
-    let mut c = cmd_private_tmp(tb);
-    c.args(["restore", "--json", "--yes", "--datahub"])
-        .arg(spec.datahub.to_string())
-        .arg("--connector")
-        .arg(spec.connector.to_string())
-        .arg("--output")
-        .arg(out)
-        .args(["--at", at]);
+    let mut c = restore_output(cmd_private_tmp(tb), spec, out);
+    c.args(["--at", at]);
     let o = run(&mut c);
     assert_eq!(
         o.status.code(),

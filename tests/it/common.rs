@@ -366,6 +366,18 @@ pub fn cmd_private_tmp(tb: &TestBucket) -> Command {
     c
 }
 
+/// `c` (a `hubvault` command) with `restore --json --yes --datahub D --connector C
+/// --output OUT` for `spec`'s connector; the caller adds the rest (`--at`).
+pub fn restore_output(mut c: Command, spec: &Spec, out: &Path) -> Command {
+    c.args(["restore", "--json", "--yes", "--datahub"])
+        .arg(spec.datahub.to_string())
+        .arg("--connector")
+        .arg(spec.connector.to_string())
+        .arg("--output")
+        .arg(out);
+    c
+}
+
 /// A `Write` that keeps what the log subscriber writes, for reading back.
 #[derive(Clone, Default)]
 struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

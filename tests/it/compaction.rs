@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::both;
-use crate::common::{Kind, TestBucket, json_of, private_tmp, rt, run};
+use crate::common::{Kind, TestBucket, json_of, private_tmp, restore_output, rt, run};
 use crate::fixture::Spec;
 use crate::proxy::Proxy;
 
@@ -776,17 +776,12 @@ fn restore_at_cmd(
         }
         None => tb.cmd(),
     };
-    c.env("TMPDIR", private_tmp())
-        .args(["restore", "--json", "--yes", "--datahub"])
-        .arg(spec.datahub.to_string())
-        .arg("--connector")
-        .arg(spec.connector.to_string())
-        .arg("--output")
-        .arg(file)
-        .args([
-            "--at",
-            &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        ]);
+    c.env("TMPDIR", private_tmp());
+    let mut c = restore_output(c, spec, file);
+    c.args([
+        "--at",
+        &t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    ]);
     c
 }
 

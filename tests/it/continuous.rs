@@ -15,7 +15,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::both;
-use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, rows, run, stderr};
+use crate::common::{
+    TestBucket, cmd_private_tmp, connector_db, json_of, restore_output, rows, run, stderr,
+};
 
 /// The connector's user in production is not root: uid/gid 65534 (nobody).
 const CONNECTOR_UID: u32 = 65534;
@@ -246,13 +248,7 @@ fn restore(
     name: &str,
 ) -> (i32, serde_json::Value, String, PathBuf) {
     let out_path = dir.join(name);
-    let mut c = cmd_private_tmp(tb);
-    c.args(["restore", "--json", "--yes", "--datahub"])
-        .arg(spec.datahub.to_string())
-        .arg("--connector")
-        .arg(spec.connector.to_string())
-        .arg("--output")
-        .arg(&out_path);
+    let mut c = restore_output(cmd_private_tmp(tb), spec, &out_path);
     if let Some(t) = at {
         c.args(["--at", t]);
     }

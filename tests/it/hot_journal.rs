@@ -13,7 +13,9 @@ use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::both;
-use crate::common::{TestBucket, cmd_private_tmp, connector_db, json_of, run, stderr};
+use crate::common::{
+    TestBucket, cmd_private_tmp, connector_db, json_of, restore_output, run, stderr,
+};
 use crate::compaction::{same_pages, sim_day_capture, sim_day_capture_into};
 use crate::fixture::Spec;
 use hubvault::agent::metrics::Metrics;
@@ -89,7 +91,7 @@ fn shell_running(db: &Path, sql: &str, late: &str, exited: &str) -> (Child, Chil
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    write!(stdin, "{sql}.shell touch {}\n", done.display()).unwrap();
+    writeln!(stdin, "{sql}.shell touch {}", done.display()).unwrap();
     stdin.flush().unwrap();
     let started = Instant::now();
     while !done.exists() {
@@ -135,13 +137,7 @@ fn restore_to(
     out: &Path,
 ) -> Vec<u8> {
     let _ = std::fs::remove_file(out);
-    let mut c = cmd_private_tmp(tb);
-    c.args(["restore", "--json", "--yes", "--datahub"])
-        .arg(spec.datahub.to_string())
-        .arg("--connector")
-        .arg(spec.connector.to_string())
-        .arg("--output")
-        .arg(out);
+    let mut c = restore_output(cmd_private_tmp(tb), spec, out);
     if let Some(at) = at {
         c.args(["--at", at]);
     }

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::both;
-use crate::common::{TestBucket, json_of, private_tmp, rt, run};
+use crate::common::{TestBucket, cmd_private_tmp, json_of, private_tmp, restore_output, rt, run};
 use crate::compaction::{
     Sim, SimDb, SimSpec, manual_capture, same_pages, sim_dbs, simulate, start_of_sim_day,
 };
@@ -441,18 +441,11 @@ fn a_newer_version_than_the_stream(tb: &TestBucket) {
         );
         let at = chrono::Utc::now() + TimeDelta::seconds(1);
         let file = out.path().join(format!("r{i}.db"));
-        let mut c = tb.cmd();
-        c.env("TMPDIR", private_tmp())
-            .args(["restore", "--json", "--yes", "--datahub"])
-            .arg(db.spec.datahub.to_string())
-            .arg("--connector")
-            .arg(db.spec.connector.to_string())
-            .arg("--output")
-            .arg(&file)
-            .args([
-                "--at",
-                &at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ]);
+        let mut c = restore_output(cmd_private_tmp(tb), &db.spec, &file);
+        c.args([
+            "--at",
+            &at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ]);
         let doc = json_of(&run(&mut c), 0);
         same_pages(&std::fs::read(&file).unwrap(), &reference)
             .unwrap_or_else(|e| panic!("connector {i} at {at}: {e}: {doc}"));
