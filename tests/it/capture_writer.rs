@@ -28,6 +28,22 @@ struct Writer {
 }
 
 impl Writer {
+    /// The writer of `db` in WAL mode, its table `cdc_rows(id, payload)` created.
+    fn of_cdc_rows(db: &Path) -> Writer {
+        let mut w = Writer {
+            path: db.to_path_buf(),
+            conn: None,
+            next: 0,
+            wal: true,
+            page_size: 4096,
+        };
+        w.set_mode(true);
+        w.c()
+            .execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT)")
+            .unwrap();
+        w
+    }
+
     fn c(&mut self) -> &rusqlite::Connection {
         if self.conn.is_none() {
             let c = rusqlite::Connection::open(&self.path).unwrap();
@@ -265,17 +281,7 @@ fn seeded_writer(tb: &TestBucket) {
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
     let (db, spec) = crate::common::connector_db(hub.path(), "sdc", 20);
-    let mut w = Writer {
-        path: db.clone(),
-        conn: None,
-        next: 0,
-        wal: true,
-        page_size: 4096,
-    };
-    w.set_mode(true);
-    w.c()
-        .execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT)")
-        .unwrap();
+    let mut w = Writer::of_cdc_rows(&db);
     w.insert(200, 300);
     let (t0, clock, mut capture, rt) = sim_day_capture(&bucket, hub.path());
     rt.block_on(capture.step()); // the base
@@ -370,17 +376,7 @@ fn resync_fails_on_a_full_tmp_dir(tb: &TestBucket) {
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
     let (db, spec) = crate::common::connector_db(hub.path(), "sdc", 20);
-    let mut w = Writer {
-        path: db.clone(),
-        conn: None,
-        next: 0,
-        wal: true,
-        page_size: 4096,
-    };
-    w.set_mode(true);
-    w.c()
-        .execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT)")
-        .unwrap();
+    let mut w = Writer::of_cdc_rows(&db);
     w.insert(20, 300);
     // Room for the resync's image (about 5.5 MiB) but not for its pending commit too.
     let tmp = crate::reliability::disk::SmallFs::mount(8 << 20).expect(
@@ -458,31 +454,8 @@ fn sqlite3_shell_writer(tb: &TestBucket) {
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
     let (db, spec) = crate::common::connector_db(hub.path(), "sdc", 20);
-    let mut idle = Writer {
-        path: db.clone(),
-        conn: None,
-        next: 0,
-        wal: true,
-        page_size: 4096,
-    };
-    idle.set_mode(true);
-    idle.c()
-        .execute_batch("CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT)")
-        .unwrap();
-    let shell = |sql: &str| -> String {
-        let o = std::process::Command::new("sqlite3")
-            .args(["-bail", "-cmd", ".timeout 5000"])
-            .arg(&db)
-            .arg(sql)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success() && o.stderr.is_empty(),
-            "sqlite3: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let mut idle = Writer::of_cdc_rows(&db);
+    let shell = |sql: &str| -> String { crate::common::sqlite3(&db, sql) };
     let count = || -> i64 {
         shell("SELECT count(*) FROM cdc_rows;")
             .trim()

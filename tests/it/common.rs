@@ -378,6 +378,23 @@ pub fn restore_output(mut c: Command, spec: &Spec, out: &Path) -> Command {
     c
 }
 
+/// `sql` run by the `sqlite3` shell on `db` (a process of its own, `-bail`, a 5 s busy
+/// timeout), which must succeed with nothing on stderr; its output.
+pub fn sqlite3(db: &Path, sql: &str) -> String {
+    let o = Command::new("sqlite3")
+        .args(["-bail", "-cmd", ".timeout 5000"])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A `Write` that keeps what the log subscriber writes, for reading back.
 #[derive(Clone, Default)]
 struct LogBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

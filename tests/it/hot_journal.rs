@@ -25,19 +25,9 @@ fn side(db: &Path, suffix: &str) -> PathBuf {
     hubvault::sqlite::fsio::side_path(db, suffix)
 }
 
+/// [`crate::common::sqlite3`]'s output, trimmed.
 fn shell(db: &Path, sql: &str) -> String {
-    let o = Command::new("sqlite3")
-        .args(["-bail", "-cmd", ".timeout 5000"])
-        .arg(db)
-        .arg(sql)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success() && o.stderr.is_empty(),
-        "sqlite3: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    crate::common::sqlite3(db, sql).trim().to_string()
 }
 
 /// [`shell`] in journal mode `mode` (a connection's setting, not the file's); `sql`'s
