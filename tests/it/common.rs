@@ -188,7 +188,6 @@ pub fn connector_db(hub_root: &Path, source_type: &str, events: usize) -> (PathB
     (path, spec)
 }
 
-/// Runs a command, returning its output; prints it on failure to help debugging.
 /// The ids of a fixture's connector.
 pub fn spec_ids(spec: &Spec) -> hubvault::model::ids::Ids {
     hubvault::model::ids::Ids {
@@ -205,6 +204,7 @@ pub fn random_ids() -> hubvault::model::ids::Ids {
     }
 }
 
+/// Runs a command, returning its output; prints it when `HUBVAULT_TEST_VERBOSE` is set.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("the binary runs");
     if std::env::var("HUBVAULT_TEST_VERBOSE").is_ok() {
