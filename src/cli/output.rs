@@ -73,6 +73,30 @@ pub fn report_error(e: &Error, json: bool) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
+/// A `--then` hook that failed after the restore was installed: with `--json`, one
+/// document with the restore's report, the hook's result and the error, and exit 1;
+/// otherwise the error, reported as any other.
+pub fn hook_failed<R: serde::Serialize, H: serde::Serialize>(
+    json: bool,
+    report: &R,
+    hook: &H,
+    e: Error,
+) -> hubvault::Result<ExitCode> {
+    if !json {
+        return Err(e);
+    }
+    print_json(&serde_json::json!({
+        "ok": false, "restore": report, "hook": hook,
+        "error": hubvault::error::redact_userinfo(&e.to_string()),
+        "hint": e.hint(), "exit_code": 1,
+    }));
+    errln!("error: {e}");
+    if let Some(h) = e.hint() {
+        errln!("Try: {h}");
+    }
+    Ok(ExitCode::from(1))
+}
+
 /// A command line clap refused (unknown flag, missing or malformed value): exit 2, and
 /// under `--json` one JSON document on stdout like every other error. `--help` and
 /// `--version` print as usual.

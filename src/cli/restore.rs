@@ -176,17 +176,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             let r = restore::run_hook(cmd, &plan, a.then_timeout, g.json).await?;
             if !r.ok {
                 let e = restore::hook_error(&r, &plan);
-                if g.json {
-                    output::print_json(
-                        &serde_json::json!({"ok": false, "restore": report, "hook": r, "error": hubvault::error::redact_userinfo(&e.to_string()), "hint": e.hint(), "exit_code": 1}),
-                    );
-                    errln!("error: {e}");
-                    if let Some(h) = e.hint() {
-                        errln!("Try: {h}");
-                    }
-                    return Ok(ExitCode::from(1));
-                }
-                return Err(e);
+                return output::hook_failed(g.json, &report, &r, e);
             }
             Some(r)
         }

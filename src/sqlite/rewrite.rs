@@ -2003,7 +2003,7 @@ impl Rewritten {
                     "old ids are still found in the planner's samples after the rewrite: {}",
                     samples.join(", ")
                 ),
-                "nothing was changed; this is a bug: run `ANALYZE` on the database with sqlite3 and try again",
+                "nothing was changed; this is a bug in hubvault (please report it). To go on now: `sqlite3 FILE 'DELETE FROM sqlite_stat4'` drops the planner's samples (statistics only, `ANALYZE` builds them again), then run the command again",
             ));
         }
         tracing::debug!("rewrite: final scan took {:?}", t0.elapsed());

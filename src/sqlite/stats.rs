@@ -80,9 +80,10 @@ pub fn refresh_samples(conn: &Connection, path: &Path, m: &Matcher) -> Result<Ve
             if *table != "sqlite_stat4" || analyzed.contains(&idx) {
                 continue;
             }
+            // A WITHOUT ROWID table's primary key is sampled under the table's name.
             let is_index = conn
                 .query_row(
-                    "SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                    "SELECT 1 FROM sqlite_schema WHERE type IN ('index', 'table') AND name = ?1",
                     [&idx],
                     |_| Ok(()),
                 )

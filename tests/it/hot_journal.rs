@@ -538,3 +538,43 @@ both!(
     a_sqlite3_shell_committing_in_rollback_mode_never_fails_and_every_restore_is_a_committed_prefix,
     shell_writer_commits_while_capture_and_backup_run
 );
+
+/// A capture blocked by a hot journal in rollback-journal mode, whose next writer rolls
+/// the journal back and switches the database to WAL and commits: the mode changes,
+/// capture takes the WAL's state and is not blocked any more (the gauge and the lag
+/// fall to zero once the commit is in the bucket, and capture says it captures again).
+#[test]
+fn a_capture_blocked_in_rollback_mode_is_caught_up_when_the_writer_switches_to_wal() {
+    let tb = TestBucket::local();
+    let (hub, db, spec) = rollback_connector("hotwal", 300);
+    let metrics = Metrics::new("acme");
+    let (t0, clock, mut capture, rt) =
+        sim_day_capture_into(&tb.bucket(), hub.path(), metrics.clone());
+    rt.block_on(capture.step()); // the base
+    let torn = kill_writer_mid_commit(&db, "delete");
+    bump_counter(&db, &torn);
+    let capture_of = || metrics.get(&spec.connector.to_string()).unwrap().capture;
+    let at = |s: i64| t0 + chrono::TimeDelta::seconds(s);
+    let log = crate::common::json_log_of(|| {
+        for s in [10, 45] {
+            clock.set(at(s));
+            rt.block_on(capture.step());
+        }
+    });
+    assert!(log.contains("nothing new captured for 35s"), "{log}");
+    assert_eq!(capture_of().blocked_since, Some(at(10)));
+
+    shell_in(&db, "wal", "UPDATE Events SET updatedAt = 'after';");
+    let log = crate::common::json_log_of(|| {
+        clock.set(at(50));
+        rt.block_on(capture.step());
+    });
+    assert!(log.contains("capturing again after 40s"), "{log}");
+    let c = capture_of();
+    assert_eq!(
+        (c.blocked_since, &c.blocked_why, c.pending_since),
+        (None, &None, None),
+        "{c:?}"
+    );
+    assert!(c.commits_total > 0 || c.resyncs_total > 0, "{c:?}");
+}

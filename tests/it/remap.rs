@@ -683,3 +683,67 @@ fn remap_deletes_a_planner_sample_of_a_dropped_index_that_names_an_old_id() {
         "the live indexes' samples stay"
     );
 }
+
+/// `ANALYZE` files the samples of a WITHOUT ROWID table's primary key under the table's
+/// name, not an index's: with the hub id in that key, a remap must compute them again
+/// like any index's (they were deleted as if their index were gone).
+#[test]
+fn remap_computes_again_the_samples_of_a_without_rowid_primary_key_that_names_an_old_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(dir.path(), "sdc", 50);
+    let old_hub = spec.datahub.to_string();
+    sqlite3(
+        &db,
+        &format!(
+            "CREATE TABLE w(k TEXT PRIMARY KEY, n INTEGER) WITHOUT ROWID;
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300)
+             INSERT INTO w SELECT '{old_hub}/' || i, i FROM s;"
+        ),
+    );
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("ANALYZE")
+        .unwrap();
+    let before: i64 = sqlite3(&db, "SELECT count(*) FROM sqlite_stat4 WHERE idx = 'w'")
+        .parse()
+        .unwrap();
+    assert!(before > 0, "the premise: the primary key of w was sampled");
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    json_of(&remap(&db, &hub, &conn, &[]), 0);
+    assert_eq!(stat4_samples_naming(&db, &old_hub), 0);
+    assert_eq!(
+        sqlite3(
+            &db,
+            &format!(
+                "SELECT count(*) FROM sqlite_stat4 WHERE idx = 'w' AND instr(sample, CAST('{hub}' AS BLOB)) > 0"
+            )
+        ),
+        before.to_string(),
+        "the samples of w, computed again with the new id"
+    );
+}
+
+/// `sqlite_stat4` without `sqlite_stat1` (dropped by hand): the `ANALYZE` that computes
+/// the samples again creates `sqlite_stat1`, inside the rewrite; the remap still succeeds
+/// and leaves no old id in the samples.
+#[test]
+fn remap_of_samples_without_sqlite_stat1_leaves_no_old_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(dir.path(), "sdc", 300);
+    let old_hub = spec.datahub.to_string();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("ANALYZE; DROP TABLE sqlite_stat1;")
+        .unwrap();
+    assert!(stat4_samples_naming(&db, &old_hub) > 0, "the premise");
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    json_of(&remap(&db, &hub, &conn, &[]), 0);
+    assert_eq!(stat4_samples_naming(&db, &old_hub), 0);
+    assert_eq!(sqlite3(&db, "PRAGMA integrity_check"), "ok");
+}

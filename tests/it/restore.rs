@@ -1113,6 +1113,20 @@ fn restore_runs_the_then_hook_with_old_and_new_ids_and_the_path() {
     let out = restore_onto(&tb, &spec, &t, &["--then", "exit 3"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("IS installed"), "{}", stderr(&out));
+    let doc = json_of(&out, 1);
+    assert_eq!(
+        (&doc["ok"], &doc["hook"]["ok"], &doc["exit_code"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!(false),
+            &serde_json::json!(1)
+        ),
+        "one JSON document with the restore, the hook and the error: {doc}"
+    );
+    assert!(
+        doc["restore"].is_object() && doc["error"].is_string(),
+        "{doc}"
+    );
     assert_eq!(
         ids_of(&t.target),
         (t.new_datahub.clone(), t.new_connector.clone())
