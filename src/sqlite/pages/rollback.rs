@@ -88,19 +88,18 @@ impl Locker {
     }
 
     /// Why the lock was refused, in words an operator can act on: a hot journal is named
-    /// with its file (it stays until a writer opens the database), anything else is
-    /// SQLite's own message ("database is locked": a writer holds the lock).
+    /// with its file and what rolls it back (it stays until a writer opens the
+    /// database), as every command says it ([`Error::sqlite`]); a lock held is said so.
     fn refusal(&self, e: rusqlite::Error) -> Skip {
         let hot = e
             .sqlite_error()
             .is_some_and(|e| e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK);
         if hot {
-            let mut journal = self.path.as_os_str().to_owned();
-            journal.push("-journal");
-            return Skip::Busy(format!(
-                "a hot journal is beside the database ({}), left by a writer killed in the middle of a commit; SQLite rolls it back when the connector (or `sqlite3 DB 'PRAGMA quick_check'` as the database's owner) next opens the database; do not delete it",
-                std::path::Path::new(&journal).display()
-            ));
+            let e = Error::sqlite(&self.path, "cannot take a shared lock", e);
+            return Skip::Busy(match e.hint() {
+                Some(h) => format!("{e}; {h}"),
+                None => e.to_string(),
+            });
         }
         let locked = matches!(
             e.sqlite_error_code(),
