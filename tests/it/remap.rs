@@ -573,6 +573,16 @@ fn remap_in_place_refuses_a_database_that_fails_integrity_check_and_changes_noth
     }
 }
 
+/// Remaps `db` in place onto new random ids (exit 0); the new hub id.
+fn remap_to_new_ids(db: &Path) -> String {
+    let (hub, conn) = (
+        DatahubId::random().to_string(),
+        ConnectorId::random().to_string(),
+    );
+    json_of(&remap(db, &hub, &conn, &[]), 0);
+    hub
+}
+
 /// Rows of `sqlite_stat4` whose sample holds `id` (its text, as stored).
 fn stat4_samples_naming(db: &Path, id: &str) -> i64 {
     let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -664,11 +674,7 @@ fn remap_deletes_a_planner_sample_of_a_dropped_index_that_names_an_old_id() {
     )
     .parse()
     .unwrap();
-    let (hub, conn) = (
-        DatahubId::random().to_string(),
-        ConnectorId::random().to_string(),
-    );
-    json_of(&remap(&db, &hub, &conn, &[]), 0);
+    remap_to_new_ids(&db);
     assert_eq!(stat4_samples_naming(&db, &old_hub), 0);
     assert_eq!(
         sqlite3(
@@ -708,11 +714,7 @@ fn remap_computes_again_the_samples_of_a_without_rowid_primary_key_that_names_an
         .parse()
         .unwrap();
     assert!(before > 0, "the premise: the primary key of w was sampled");
-    let (hub, conn) = (
-        DatahubId::random().to_string(),
-        ConnectorId::random().to_string(),
-    );
-    json_of(&remap(&db, &hub, &conn, &[]), 0);
+    let hub = remap_to_new_ids(&db);
     assert_eq!(stat4_samples_naming(&db, &old_hub), 0);
     assert_eq!(
         sqlite3(
@@ -739,11 +741,7 @@ fn remap_of_samples_without_sqlite_stat1_leaves_no_old_id() {
         .execute_batch("ANALYZE; DROP TABLE sqlite_stat1;")
         .unwrap();
     assert!(stat4_samples_naming(&db, &old_hub) > 0, "the premise");
-    let (hub, conn) = (
-        DatahubId::random().to_string(),
-        ConnectorId::random().to_string(),
-    );
-    json_of(&remap(&db, &hub, &conn, &[]), 0);
+    remap_to_new_ids(&db);
     assert_eq!(stat4_samples_naming(&db, &old_hub), 0);
     assert_eq!(sqlite3(&db, "PRAGMA integrity_check"), "ok");
 }

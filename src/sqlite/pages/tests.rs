@@ -40,6 +40,18 @@ pub(super) fn apply(table: &mut PageTable, image: &mut Vec<u8>, d: &Diff) {
     table.resize(d.db_pages);
 }
 
+/// Applies tailed commits (4 KiB pages), in order, as [`apply`] does a diff.
+fn apply_commits(table: &mut PageTable, image: &mut Vec<u8>, cs: Vec<wal::WalCommit>) {
+    for c in cs {
+        let d = Diff {
+            page_size: 4096,
+            db_pages: c.db_pages,
+            pages: c.pages.into_iter().collect(),
+        };
+        apply(table, image, &d);
+    }
+}
+
 /// The rows of table t in an image written to a file.
 fn rows_of_image(image: &[u8]) -> Vec<(i64, String)> {
     let dir = tempfile::tempdir().unwrap();
@@ -61,20 +73,50 @@ fn rows(c: &Connection) -> Vec<(i64, String)> {
         .unwrap()
 }
 
-#[test]
-fn wal_image_without_a_connection_is_the_committed_state_and_tailing_follows_it() {
+/// A WAL database of 200 rows (no checkpoint yet) and its first image by the page
+/// reader: applied to `table` and to `image` beside it, and its position.
+struct Imaged {
+    dir: tempfile::TempDir,
+    w: Connection,
+    src: Source,
+    table: PageTable,
+    image: Vec<u8>,
+    pos: WalPos,
+}
+
+fn imaged_wal() -> Imaged {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sqlite.db");
     let w = writer(&path, true);
     insert(&w, 0, 200);
     let mut src = Source::open(&path).unwrap();
-    assert_eq!(src.header().unwrap().mode, Mode::Wal);
     let mut table = PageTable::new(4096);
     let mut image = Vec::new();
     let WalImage { diff: d, pos, .. } = src.wal_image(&table).unwrap().unwrap();
     apply(&mut table, &mut image, &d);
+    let pos = pos.expect("a WAL with frames gives a position");
+    Imaged {
+        dir,
+        w,
+        src,
+        table,
+        image,
+        pos,
+    }
+}
+
+#[test]
+fn wal_image_without_a_connection_is_the_committed_state_and_tailing_follows_it() {
+    let Imaged {
+        w,
+        mut src,
+        mut table,
+        mut image,
+        mut pos,
+        dir: _dir,
+    } = imaged_wal();
+    assert_eq!(src.header().unwrap().mode, Mode::Wal);
     assert_eq!(rows_of_image(&image), rows(&w));
-    let mut pos = pos.expect("a WAL with frames gives a position");
 
     // Three more commits, tailed: every commit seen, and the state equals the writer's.
     for k in 0..3 {
@@ -83,14 +125,7 @@ fn wal_image_without_a_connection_is_the_committed_state_and_tailing_follows_it(
     match src.wal_tail(&pos).unwrap() {
         wal::Tail::Commits(cs, p) => {
             assert_eq!(cs.len(), 3);
-            for c in cs {
-                let d = Diff {
-                    page_size: 4096,
-                    db_pages: c.db_pages,
-                    pages: c.pages.into_iter().collect(),
-                };
-                apply(&mut table, &mut image, &d);
-            }
+            apply_commits(&mut table, &mut image, cs);
             pos = p;
         }
         other => panic!("{other:?}"),
@@ -459,16 +494,14 @@ fn a_spill_sinks_index_of_a_pass_in_page_order_is_four_bytes_a_page() {
 /// and the resync's image must be the writer's state.
 #[test]
 fn commits_truncated_away_before_a_restarted_wal_are_never_skipped_by_the_tail() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sqlite.db");
-    let w = writer(&path, true);
-    insert(&w, 0, 200);
-    let mut src = Source::open(&path).unwrap();
-    let mut table = PageTable::new(4096);
-    let mut image = Vec::new();
-    let WalImage { diff: d, pos, .. } = src.wal_image(&table).unwrap().unwrap();
-    apply(&mut table, &mut image, &d);
-    let pos = pos.expect("a WAL with frames");
+    let Imaged {
+        dir,
+        w,
+        mut src,
+        mut table,
+        mut image,
+        pos,
+    } = imaged_wal();
     assert!(
         pos.frames > 2,
         "the position must be past the new WAL's frames"
@@ -491,14 +524,7 @@ fn commits_truncated_away_before_a_restarted_wal_are_never_skipped_by_the_tail()
     match src.wal_tail(&pos).unwrap() {
         wal::Tail::Discontinuous(_) => {}
         wal::Tail::Commits(cs, _) => {
-            for c in cs {
-                let d = Diff {
-                    page_size: 4096,
-                    db_pages: c.db_pages,
-                    pages: c.pages.into_iter().collect(),
-                };
-                apply(&mut table, &mut image, &d);
-            }
+            apply_commits(&mut table, &mut image, cs);
             // (Compared as a boolean: the rows would fill the screen.)
             let (got, want) = (rows_of_image(&image), rows(&w));
             assert!(
@@ -595,16 +621,14 @@ fn a_restarted_wal_caught_mid_frame_at_our_slot_is_not_taken_as_following() {
 /// the new WAL, and the state is the writer's.
 #[test]
 fn a_restart_after_a_checkpoint_of_everything_we_read_is_tailed_without_a_resync() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sqlite.db");
-    let w = writer(&path, true);
-    insert(&w, 0, 200);
-    let mut src = Source::open(&path).unwrap();
-    let mut table = PageTable::new(4096);
-    let mut image = Vec::new();
-    let WalImage { diff: d, pos, .. } = src.wal_image(&table).unwrap().unwrap();
-    apply(&mut table, &mut image, &d);
-    let pos = pos.unwrap();
+    let Imaged {
+        w,
+        mut src,
+        mut table,
+        mut image,
+        pos,
+        dir: _dir,
+    } = imaged_wal();
     w.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
         .unwrap();
     w.execute("UPDATE t SET v = 'restarted' WHERE id = 7", [])
@@ -613,14 +637,7 @@ fn a_restart_after_a_checkpoint_of_everything_we_read_is_tailed_without_a_resync
         wal::Tail::Commits(cs, next) => {
             assert_eq!(cs.len(), 1);
             assert_ne!(next.header.salts, pos.header.salts, "the WAL restarted");
-            for c in cs {
-                let d = Diff {
-                    page_size: 4096,
-                    db_pages: c.db_pages,
-                    pages: c.pages.into_iter().collect(),
-                };
-                apply(&mut table, &mut image, &d);
-            }
+            apply_commits(&mut table, &mut image, cs);
             assert!(
                 rows_of_image(&image) == rows(&w),
                 "the tailed state is the writer's"
