@@ -66,6 +66,62 @@ impl Clock for ManualClock {
     }
 }
 
+/// A clock that never goes back: when `inner` does (an NTP step, a VM resumed, an
+/// operator's `date -s`), it keeps giving the highest instant it gave until `inner`
+/// catches up, and logs one warning per step back of a second or more. Capture stamps
+/// commits, segments and bases with it: a segment stamped before the one sent ahead of
+/// it would sort into a window already compacted, or before the generation's base,
+/// where no restore reads it.
+#[derive(Debug)]
+pub struct Monotonic {
+    inner: SharedClock,
+    high: AtomicI64,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl Monotonic {
+    pub fn new(inner: SharedClock) -> SharedClock {
+        Arc::new(Monotonic {
+            inner,
+            high: AtomicI64::new(i64::MIN),
+            warned: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn keep(&self, ms: i64) -> i64 {
+        let high = self.high.fetch_max(ms, Ordering::SeqCst);
+        if ms >= high {
+            self.warned.store(false, Ordering::SeqCst);
+            return ms;
+        }
+        if high - ms >= 1000 && !self.warned.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                behind_ms = high - ms,
+                "the system clock went back: capture keeps stamping commits and segments at the newest instant it stamped until the clock catches up"
+            );
+        }
+        high
+    }
+}
+
+impl Clock for Monotonic {
+    // `now` and `now_ms` each ask `inner` the same question (a test's clock may tell
+    // them apart).
+    fn now(&self) -> Time {
+        let t = self.inner.now();
+        let ms = self.keep(t.timestamp_millis());
+        if ms == t.timestamp_millis() {
+            t
+        } else {
+            chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.keep(self.inner.now_ms())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +135,18 @@ mod tests {
         assert_eq!(c.now_ms(), t0.timestamp_millis() + 90_000);
         c.set(t0);
         assert_eq!(c.now(), t0);
+    }
+
+    #[test]
+    fn a_monotonic_clock_never_goes_back_and_follows_again_once_caught_up() {
+        let t0 = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
+        let manual = ManualClock::new(t0);
+        let c = Monotonic::new(manual.clone());
+        assert_eq!(c.now(), t0);
+        manual.advance(chrono::TimeDelta::hours(-1));
+        assert_eq!(c.now(), t0);
+        assert_eq!(c.now_ms(), t0.timestamp_millis());
+        manual.set(t0 + chrono::TimeDelta::milliseconds(5));
+        assert_eq!(c.now_ms(), t0.timestamp_millis() + 5);
     }
 }
