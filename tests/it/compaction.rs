@@ -145,6 +145,25 @@ impl SimDb {
         }
     }
 
+    /// A copy of this connector's database under the hub root `hub` (a copied disk
+    /// image), written to from here on by its own connection; its rows get ids of their
+    /// own, so the two databases differ from their next commits on.
+    pub fn copy_into(&self, hub: &std::path::Path) -> SimDb {
+        let image = self.image();
+        let dir = hub.join(self.spec.connector.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sqlite.db");
+        std::fs::write(&path, image).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        SimDb {
+            spec: self.spec.clone(),
+            path,
+            conn,
+            wal: self.wal,
+            next: self.next + 1_000_000,
+        }
+    }
+
     /// The database's state as a page image (WAL: checkpointed into the file first).
     pub fn image(&self) -> Vec<u8> {
         if self.wal {

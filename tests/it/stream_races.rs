@@ -722,3 +722,78 @@ both!(
     a_hub_clock_set_back_an_hour_while_capturing_loses_no_commit,
     a_clock_set_back
 );
+
+/// Two agents capture one hub's connectors: a copied disk image starts (or an old hub
+/// comes back after its connectors were restored onto a new one with the same datahub
+/// id) while the first agent runs. Each starts generations of its own, and the two
+/// databases differ from then on. A restore of an instant before the second started is
+/// the first's state, exactly; the newest state, or an instant after the second
+/// started, is refused with an error naming both generations: which of the two
+/// databases is the connector's is not the stream's to guess (before, the newest base
+/// won: the other hub's database, without a word).
+fn two_agents_on_one_hub(tb: &TestBucket) {
+    let mut rng = seeded("two_agents_on_one_hub");
+    let bucket = tb.bucket();
+    let hub_a = tempfile::tempdir().unwrap();
+    let hub_b = tempfile::tempdir().unwrap();
+    let mut dbs_a = sim_dbs(hub_a.path());
+    let datahub = dbs_a[0].spec.datahub;
+    let sk = StreamKeys::new(acme(), datahub);
+    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+    let clock = ManualClock::new(t0);
+    let rt = rt();
+    let mut capture_a = manual_capture(&bucket, hub_a.path(), &acme(), clock.clone());
+    rt.block_on(capture_a.step()); // A's bases, at t0
+    Looks::new(&rt, &clock, &mut capture_a, &mut dbs_a, &mut rng).each_second(t0, 1..10, |_| {});
+    let before_b: Vec<Vec<u8>> = dbs_a.iter().map(|d| d.image()).collect();
+    // The copy starts at 10:00:10.5 with its own agent (its own bases).
+    let mut dbs_b: Vec<SimDb> = dbs_a.iter().map(|d| d.copy_into(hub_b.path())).collect();
+    let mut capture_b = manual_capture(&bucket, hub_b.path(), &acme(), clock.clone());
+    for s in 10..20 {
+        clock.set(t0 + TimeDelta::seconds(s));
+        for db in dbs_a.iter_mut().chain(dbs_b.iter_mut()) {
+            db.commit(&mut rng);
+        }
+        rt.block_on(capture_a.step());
+        rt.block_on(capture_b.step());
+    }
+    for (d, (a, b)) in dbs_a.iter().zip(&dbs_b).enumerate() {
+        assert!(
+            same_pages(&a.image(), &b.image()).is_err(),
+            "connector {d}: the two databases differ"
+        );
+        let gens: Vec<String> = rt.block_on(async {
+            bucket
+                .list(&sk.bases_dir(a.spec.connector))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|o| StreamKeys::parse_base(&o.key).map(|n| n.generation))
+                .collect()
+        });
+        assert_eq!(gens.len(), 2, "connector {d}: one base per agent: {gens:?}");
+        let at = t0 + TimeDelta::seconds(9) + TimeDelta::milliseconds(400);
+        let got = try_build(&bucket, datahub, a, Some(at))
+            .unwrap_or_else(|e| panic!("connector {d} at {at}: {e}"));
+        same_pages(&got, &before_b[d]).unwrap_or_else(|e| panic!("connector {d} at {at}: {e}"));
+        for at in [None, Some(t0 + TimeDelta::seconds(15))] {
+            match try_build(&bucket, datahub, a, at) {
+                Ok(got) => panic!(
+                    "connector {d} at {at:?}: restored {} (A's newest: {:?}, B's newest: {:?})",
+                    got.len(),
+                    same_pages(&got, &a.image()),
+                    same_pages(&got, &b.image())
+                ),
+                Err(e) => {
+                    for g in &gens {
+                        assert!(e.contains(g.as_str()), "connector {d} at {at:?}: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+both!(
+    two_agents_capturing_one_hub_make_a_restore_after_the_second_started_refuse_naming_both,
+    two_agents_on_one_hub
+);
