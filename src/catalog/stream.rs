@@ -916,6 +916,32 @@ pub async fn build(bucket: &Bucket, plan: &StreamPlan, dest: &std::path::Path) -
             }
         };
         segments_read += 1;
+        // Commits of this connector in another generation after this chain's base, at
+        // or before T: a second agent captured it meanwhile (a copied disk image, an old
+        // hub back with the same datahub id). Which database is the connector's is not
+        // ours to guess.
+        let base_ms = plan.base_time.timestamp_millis();
+        if let Some(e) = h.sections().iter().find(|e| {
+            e.connector == plan.connector
+                && e.generation != plan.generation
+                && e.last_ms > base_ms
+                && at_ms_limit.is_none_or(|t| e.first_ms <= t)
+        }) {
+            return Err(Error::check(
+                format!(
+                    "two agents captured connector {} at once: {shown} holds commits of generation {} from {}, after the base of generation {} ({}) this restore starts from",
+                    plan.connector,
+                    e.generation,
+                    at_ms(e.first_ms).to_rfc3339(),
+                    plan.generation,
+                    plan.base_time.to_rfc3339(),
+                ),
+                format!(
+                    "a copied disk image, or an old hub back after its connectors were restored onto a new one with the same datahub id: stop the agent that should not run; an instant before {} restores from before the overlap (--at), or restore a kept version (`hubvault versions`)",
+                    plan.base_time.to_rfc3339()
+                ),
+            ));
+        }
         if !ours.is_empty() {
             our_runs.extend(runs.iter().map(|s| s.run.clone()));
         }
