@@ -797,3 +797,61 @@ both!(
     two_agents_capturing_one_hub_make_a_restore_after_the_second_started_refuse_naming_both,
     two_agents_on_one_hub
 );
+
+/// A hostile or damaged bucket: the newest segment of a run replaced by a copy of the
+/// one before it (an object at a plausible key, whole and checksummed, but not the one
+/// its key names). The restore of the newest state refuses naming the key, rather than
+/// taking the copy as a retried upload (its commits all applied already) and handing
+/// back the state before the replaced segment; so does an instant after it. A
+/// compaction of the minute leaves the replaced segment's commits unproven too: the
+/// restores after it still refuse.
+fn a_segment_replaced_by_its_predecessor(tb: &TestBucket) {
+    let mut rng = seeded("a_segment_replaced_by_its_predecessor");
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let sk = StreamKeys::new(acme(), datahub);
+    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+    let clock = ManualClock::new(t0);
+    let rt = rt();
+    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
+    rt.block_on(capture.step()); // the base, at t0
+    Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..10, |_| {});
+    let segs = segments(&bucket, &sk);
+    let (newest, before) = (&segs[segs.len() - 1], &segs[segs.len() - 2]);
+    let name = newest.filename().unwrap().to_string();
+    rt.block_on(async {
+        let b = bucket.get_bytes(before).await.unwrap();
+        bucket.delete(newest).await.unwrap();
+        bucket
+            .put_bytes(newest, b, WriteMode::Create)
+            .await
+            .unwrap();
+    });
+    let check = |when: &str| {
+        for (d, db) in dbs.iter().enumerate() {
+            for at in [
+                None,
+                Some(t0 + TimeDelta::seconds(9) + TimeDelta::milliseconds(400)),
+            ] {
+                match try_build(&bucket, datahub, db, at) {
+                    Ok(_) => panic!("{when}: connector {d} at {at:?}: restored"),
+                    Err(e) => assert!(e.contains(&name), "{when}: connector {d} at {at:?}: {e}"),
+                }
+            }
+        }
+    };
+    check("as replaced");
+    let now = t0 + TimeDelta::minutes(2);
+    let mut c = rt
+        .block_on(Compactor::load(&bucket, &acme(), datahub))
+        .unwrap();
+    let r = rt.block_on(c.compact(now, now, None, false)).unwrap();
+    eprintln!("{r:?}");
+    check("compacted");
+}
+both!(
+    a_segment_replaced_by_a_copy_of_its_predecessor_is_refused_by_name,
+    a_segment_replaced_by_its_predecessor
+);
