@@ -855,3 +855,68 @@ both!(
     a_segment_replaced_by_a_copy_of_its_predecessor_is_refused_by_name,
     a_segment_replaced_by_its_predecessor
 );
+
+/// The clock stepped back two seconds just after the agent's compactor finished a
+/// minute (NTP steps an offset past 128 ms): capture's stamps never go back, but its
+/// newest stamp (10:00:59.5) is inside the minute the pass at 10:01:00.2 compacted, so a
+/// segment stamped there after the step lands in a finished window, where no restore
+/// reads it. The newest state restores exactly, and the next pass reports no segment
+/// left beside its minute.
+fn a_clock_stepped_back_past_a_compacted_minute(tb: &TestBucket) {
+    use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions, PASS_EVERY};
+    let mut rng = seeded("a_clock_stepped_back_past_a_compacted_minute");
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+    let clock = ManualClock::new(t0);
+    let rt = rt();
+    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
+    let mut compactor = BackgroundCompactor::new(
+        bucket.clone(),
+        CompactorOptions {
+            org: acme(),
+            keep_within: std::time::Duration::from_secs(30 * 86_400),
+            clock: clock.clone(),
+            pass_every: PASS_EVERY,
+        },
+        capture.progress(),
+    );
+    let crt = hubvault_rt();
+    let mut pass = |at: Time| {
+        clock.set(at);
+        let r = crt.block_on(compactor.pass());
+        let minutes: usize = r.compacted.iter().map(|c| c.minutes).sum();
+        let problems: Vec<String> = r
+            .compacted
+            .iter()
+            .flat_map(|c| c.problems.clone())
+            .collect();
+        (minutes, problems)
+    };
+    rt.block_on(capture.step()); // the base, at t0
+    Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..60, |_| {});
+    let m_end = windows::minute_end(windows::minute_of(t0));
+    let (minutes, problems) = pass(m_end + TimeDelta::milliseconds(200));
+    assert!(
+        minutes == 1 && problems.is_empty(),
+        "{minutes} {problems:?}"
+    );
+    // The clock steps back two seconds; a commit on each connector is captured.
+    let back = m_end - TimeDelta::milliseconds(1_800);
+    Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(back, 0..1, |_| {});
+    let newest: Vec<Vec<u8>> = dbs.iter().map(|d| d.image()).collect();
+    for (d, db) in dbs.iter().enumerate() {
+        let got = try_build(&bucket, datahub, db, None)
+            .unwrap_or_else(|e| panic!("connector {d}, the newest state: {e}"));
+        same_pages(&got, &newest[d])
+            .unwrap_or_else(|e| panic!("connector {d}, the newest state: {e}"));
+    }
+    let (_, problems) = pass(m_end + TimeDelta::seconds(70));
+    assert!(problems.is_empty(), "{problems:?}");
+}
+both!(
+    a_clock_stepped_back_just_after_a_compacted_minute_loses_no_commit,
+    a_clock_stepped_back_past_a_compacted_minute
+);
