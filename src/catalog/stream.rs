@@ -699,6 +699,50 @@ fn broken(msg: String, restorable: Vec<String>) -> Error {
     )
 }
 
+/// An object's header must be the one its key names: a segment its run, number and
+/// stamp; a window its level, start and end. A whole, checksummed object at another's
+/// key (a copy, a replacement) would otherwise pass for it: a copy of the segment before
+/// reads as a retried upload and hides the commits the key's own segment held.
+pub fn check_names_key(key: &Path, h: &ObjectHeader, what: &str) -> Result<()> {
+    let ok = match (
+        h,
+        StreamKeys::parse_segment(key),
+        StreamKeys::parse_window(key),
+    ) {
+        (ObjectHeader::Segment(h), Some(n), _) => {
+            h.run == n.run && h.seq == n.seq && h.time_ms == n.time.timestamp_millis()
+        }
+        (ObjectHeader::Compact(h), None, Some(w)) => {
+            h.level == w.level
+                && h.start_ms == w.start.timestamp_millis()
+                && h.end_ms == w.end.timestamp_millis()
+        }
+        (_, None, None) => true,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let says = match h {
+        ObjectHeader::Segment(h) => format!(
+            "segment {:08} of agent run {} sent at {}",
+            h.seq,
+            h.run,
+            at_ms(h.time_ms).to_rfc3339()
+        ),
+        ObjectHeader::Compact(h) => format!(
+            "level {} window {} to {}",
+            h.level,
+            at_ms(h.start_ms).to_rfc3339(),
+            at_ms(h.end_ms).to_rfc3339()
+        ),
+    };
+    Err(Error::check(
+        format!("{what} is damaged: its header says it is {says}, not what its key names"),
+        "the object was replaced or copied to the wrong key; restore an instant before it, or a kept version (`hubvault versions`)",
+    ))
+}
+
 /// One object read and decoded: its header and this connector's sections.
 struct Read {
     listed: Listed,
@@ -725,9 +769,11 @@ async fn read_object(
         }
         Err(e) => return Err(e),
     };
-    let what = shown.clone();
+    let (what, key) = (shown.clone(), l.key.clone());
     let decoded = crate::blocking::blocking(move || {
-        let h = match stream::decode_object_header(&bytes, &what) {
+        let h = match stream::decode_object_header(&bytes, &what)
+            .and_then(|h| check_names_key(&key, &h, &what).map(|()| h))
+        {
             Ok(h) => h,
             Err(e) => return Ok(Err(e.to_string())),
         };

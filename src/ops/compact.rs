@@ -188,9 +188,13 @@ fn name_of(key: &Path) -> String {
 async fn spool(bucket: &Bucket, key: &Path, keep: bool, dir: &std::path::Path) -> Result<Spooled> {
     let what = bucket.shown(key);
     let dir = dir.to_path_buf();
-    let (mut s, size) = bucket
-        .read_with(key, move |r| spool_from(r, &what, keep, &dir))
-        .await?;
+    let (mut s, size) = {
+        let what = what.clone();
+        bucket
+            .read_with(key, move |r| spool_from(r, &what, keep, &dir))
+            .await?
+    };
+    stream::check_names_key(key, &s.header, &what)?;
     s.size = size;
     Ok(s)
 }
