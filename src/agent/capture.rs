@@ -162,6 +162,9 @@ struct ProgressState {
     hubs: std::collections::BTreeSet<DatahubId>,
     written: Vec<(DatahubId, object_store::path::Path, u64)>,
     in_flight: BTreeMap<DatahubId, Time>,
+    /// The latest instant [`StreamProgress::settled`] gave a compactor: windows up to it
+    /// may be written, so no segment is stamped before it (the clock may step back).
+    settled_high: Option<Time>,
 }
 
 impl StreamProgress {
@@ -185,19 +188,20 @@ impl StreamProgress {
     /// No segment of `hub` sent before this instant can still land: `now`, or the time of
     /// the segment still being sent.
     pub fn settled(&self, hub: DatahubId, now: Time) -> Time {
-        self.lock()
-            .in_flight
-            .get(&hub)
-            .map_or(now, |t| (*t).min(now))
+        let mut st = self.lock();
+        let settled = st.in_flight.get(&hub).map_or(now, |t| (*t).min(now));
+        st.settled_high = st.settled_high.max(Some(settled));
+        settled
     }
 
     /// The stamp of a segment of `hub` about to be made, read from `clock` while the
     /// segment is marked as on its way: a compactor's [`StreamProgress::settled`] is
     /// either before this (the lock) or sees the segment in flight, never a window past
-    /// the stamp without it.
+    /// the stamp without it. Never before an instant `settled` gave (a clock stepped back
+    /// would stamp it inside a window already written).
     fn begin_flight(&self, hub: DatahubId, clock: &dyn crate::clock::Clock) -> Time {
         let mut st = self.lock();
-        let now = clock.now();
+        let now = clock.now().max(st.settled_high.unwrap_or(Time::MIN_UTC));
         st.in_flight.insert(hub, now);
         now
     }
