@@ -79,15 +79,16 @@ pub struct Monotonic {
     warned: std::sync::atomic::AtomicBool,
 }
 
-impl Monotonic {
-    pub fn new(inner: SharedClock) -> SharedClock {
-        Arc::new(Monotonic {
-            inner,
-            high: AtomicI64::new(i64::MIN),
-            warned: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
+/// `inner`, never going back ([`Monotonic`]).
+pub fn monotonic(inner: SharedClock) -> SharedClock {
+    Arc::new(Monotonic {
+        inner,
+        high: AtomicI64::new(i64::MIN),
+        warned: std::sync::atomic::AtomicBool::new(false),
+    })
+}
 
+impl Monotonic {
     fn keep(&self, ms: i64) -> i64 {
         let high = self.high.fetch_max(ms, Ordering::SeqCst);
         if ms >= high {
@@ -141,7 +142,7 @@ mod tests {
     fn a_monotonic_clock_never_goes_back_and_follows_again_once_caught_up() {
         let t0 = chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap();
         let manual = ManualClock::new(t0);
-        let c = Monotonic::new(manual.clone());
+        let c = monotonic(manual.clone());
         assert_eq!(c.now(), t0);
         manual.advance(chrono::TimeDelta::hours(-1));
         assert_eq!(c.now(), t0);

@@ -819,7 +819,7 @@ impl Capture {
     pub fn new(bucket: Bucket, mut opts: CaptureOptions, metrics: Arc<Metrics>) -> Capture {
         let run = hex::encode(rand::random::<[u8; 4]>());
         // Stamps never go back within a run (the system clock may).
-        opts.clock = crate::clock::Monotonic::new(opts.clock);
+        opts.clock = crate::clock::monotonic(opts.clock);
         Capture {
             bucket,
             opts,
