@@ -920,3 +920,50 @@ both!(
     a_clock_stepped_back_just_after_a_compacted_minute_loses_no_commit,
     a_clock_stepped_back_past_a_compacted_minute
 );
+
+/// Known, not fixed (the review of 2026-11-30, evening): the clock set back an hour
+/// across an agent restart. The new run's bases and segments are stamped an hour before
+/// the old generation's, so the newest base is still the old one, and `restore` gives
+/// the state before the restart without a word (until the clock passes the old data;
+/// then it refuses, two generations after a base). Capture would need the hub's newest
+/// stamp from the bucket when it starts. Run with `--run-ignored only`.
+fn a_clock_set_back_across_a_restart(tb: &TestBucket) {
+    let mut rng = seeded("a_clock_set_back_across_a_restart");
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+    let clock = ManualClock::new(t0);
+    let rt = rt();
+    {
+        let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
+        rt.block_on(capture.step()); // the base, at t0
+        Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..30, |_| {});
+    }
+    // The agent restarts with the clock an hour behind.
+    let back = t0 - TimeDelta::hours(1);
+    clock.set(back);
+    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
+    rt.block_on(capture.step()); // new generations
+    Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(back, 1..10, |_| {});
+    for (d, db) in dbs.iter().enumerate() {
+        match try_build(&bucket, datahub, db, None) {
+            Ok(got) => same_pages(&got, &db.image())
+                .unwrap_or_else(|e| panic!("connector {d}, the newest state: {e}")),
+            Err(e) => assert!(e.contains("clock"), "connector {d}: {e}"),
+        }
+    }
+}
+mod a_clock_set_back_across_an_agent_restart_gives_the_newest_state_or_says_why {
+    #[test]
+    #[ignore = "known, not fixed: the new run's stamps sort before the old generation's"]
+    fn local() {
+        super::a_clock_set_back_across_a_restart(&crate::common::TestBucket::local());
+    }
+    #[test]
+    #[ignore = "known, not fixed: the new run's stamps sort before the old generation's"]
+    fn s3() {
+        super::a_clock_set_back_across_a_restart(&crate::common::TestBucket::s3());
+    }
+}
