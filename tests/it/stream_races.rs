@@ -921,6 +921,51 @@ both!(
     a_clock_stepped_back_past_a_compacted_minute
 );
 
+/// A hostile or damaged bucket: a connector's base replaced by the other connector's
+/// (whole, checksummed, the same hub). The restore refuses naming the base's key, at
+/// the newest state and at an instant of the chain, never builds on the other
+/// database's pages.
+fn a_base_replaced_by_another_connectors(tb: &TestBucket) {
+    let mut rng = seeded("a_base_replaced_by_another_connectors");
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let mut dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let sk = StreamKeys::new(acme(), datahub);
+    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+    let clock = ManualClock::new(t0);
+    let rt = rt();
+    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
+    rt.block_on(capture.step()); // the bases, at t0
+    Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..5, |_| {});
+    let base_of = |d: usize| {
+        rt.block_on(bucket.list(&sk.bases_dir(dbs[d].spec.connector)))
+            .unwrap()
+            .remove(0)
+            .key
+    };
+    let (victim, other) = (base_of(0), base_of(1));
+    rt.block_on(async {
+        let b = bucket.get_bytes(&other).await.unwrap();
+        bucket.delete(&victim).await.unwrap();
+        bucket
+            .put_bytes(&victim, b, WriteMode::Create)
+            .await
+            .unwrap();
+    });
+    let name = victim.filename().unwrap().to_string();
+    for at in [None, Some(t0 + TimeDelta::seconds(3))] {
+        match try_build(&bucket, datahub, &dbs[0], at) {
+            Ok(_) => panic!("at {at:?}: restored"),
+            Err(e) => assert!(e.contains(&name), "at {at:?}: {e}"),
+        }
+    }
+}
+both!(
+    a_base_replaced_by_another_connectors_is_refused_by_name,
+    a_base_replaced_by_another_connectors
+);
+
 /// Known, not fixed (the review of 2026-11-30, evening): the clock set back an hour
 /// across an agent restart. The new run's bases and segments are stamped an hour before
 /// the old generation's, so the newest base is still the old one, and `restore` gives
