@@ -80,7 +80,7 @@ pub struct Monotonic {
 }
 
 /// `inner`, never going back ([`Monotonic`]).
-pub fn monotonic(inner: SharedClock) -> SharedClock {
+pub fn monotonic(inner: SharedClock) -> Arc<Monotonic> {
     Arc::new(Monotonic {
         inner,
         high: AtomicI64::new(i64::MIN),
@@ -89,6 +89,16 @@ pub fn monotonic(inner: SharedClock) -> SharedClock {
 }
 
 impl Monotonic {
+    /// Never gives an instant before `ms` from now on: what this clock stamps must sort
+    /// after what is already in the bucket, even when the system clock is behind it
+    /// (a restart after the clock was set back). Silent: the caller says why.
+    pub fn raise_to(&self, ms: i64) {
+        if self.high.fetch_max(ms, Ordering::SeqCst) < ms {
+            // The step back is the bucket's, told by the caller: no second warning.
+            self.warned.store(true, Ordering::SeqCst);
+        }
+    }
+
     fn keep(&self, ms: i64) -> i64 {
         let high = self.high.fetch_max(ms, Ordering::SeqCst);
         if ms >= high {

@@ -132,6 +132,9 @@ impl FileStamp {
 struct PendingBase {
     header: BaseHeader,
     image: tempfile::TempPath,
+    /// Its stamp was checked against the newest instant the bucket holds of the
+    /// connector ([`Capture::floor_new_bases`]).
+    floored: bool,
 }
 
 /// A segment encoded and sent, not yet known to have landed: retried as it is (same key,
@@ -487,7 +490,11 @@ impl Tracked {
         self.pending_prev = table.checksum();
         self.table = table;
         self.generation = Some(generation);
-        self.base = Some(PendingBase { header, image });
+        self.base = Some(PendingBase {
+            header,
+            image,
+            floored: false,
+        });
         self.pending = Pending::new(&self.tmp);
         self.pending_since = None;
         self.restart = false;
@@ -809,6 +816,8 @@ pub struct Capture {
     tracked: BTreeMap<ConnectorId, Tracked>,
     in_flight: BTreeMap<DatahubId, InFlight>,
     progress: Arc<StreamProgress>,
+    /// The clock every stamp comes from (`opts.clock` is this one): it never goes back.
+    stamps: Arc<crate::clock::Monotonic>,
     last_upload: Option<Instant>,
     /// The hub root is rescanned at most once a tick: a busy writer wakes us on every
     /// write, and a connector appearing can wait a tick.
@@ -818,9 +827,12 @@ pub struct Capture {
 impl Capture {
     pub fn new(bucket: Bucket, mut opts: CaptureOptions, metrics: Arc<Metrics>) -> Capture {
         let run = hex::encode(rand::random::<[u8; 4]>());
-        // Stamps never go back within a run (the system clock may).
-        opts.clock = crate::clock::monotonic(opts.clock);
+        // Stamps never go back within a run (the system clock may), nor behind what the
+        // bucket holds (`floor_new_bases`).
+        let stamps = crate::clock::monotonic(opts.clock);
+        opts.clock = stamps.clone();
         Capture {
+            stamps,
             bucket,
             opts,
             metrics,
@@ -1033,13 +1045,55 @@ impl Capture {
         }
     }
 
+    /// A new generation's base is stamped after everything the bucket already holds of
+    /// its connector, and capture's clock is raised to that instant. After an agent
+    /// restart with the clock set back (a reboot before NTP answers, a wrong hardware
+    /// clock), the new chain would otherwise sort before the one the last run wrote: a
+    /// plain `restore` would give the state before the restart, and an instant after the
+    /// old chain would be refused as two agents at once. One [`crate::catalog::stream::span`]
+    /// (a few LISTs) per new base, before its upload; no commit of its generation is
+    /// stamped yet (the look that made the base ended there).
+    async fn floor_new_bases(&mut self) {
+        for t in self.tracked.values_mut() {
+            let Some(b) = &mut t.base else { continue };
+            if b.floored {
+                continue;
+            }
+            let h = &b.header;
+            match crate::catalog::stream::span(&self.bucket, &h.org, h.datahub, t.connector).await {
+                Ok(span) => {
+                    b.floored = true;
+                    let Some((_, newest)) = span else { continue };
+                    let newest_ms = newest.timestamp_millis();
+                    if newest_ms >= b.header.time_ms {
+                        let now = chrono::DateTime::from_timestamp_millis(b.header.time_ms)
+                            .unwrap_or_default();
+                        tracing::warn!(connector = %t.connector,
+                            "capture: the bucket holds commits of this connector up to {}, later than this machine's clock ({}): a new chain is stamped just after them, and capture keeps stamping from there until the clock catches up (check the clock: timedatectl)",
+                            newest.to_rfc3339(), now.to_rfc3339());
+                        self.stamps.raise_to(newest_ms + 1);
+                        b.header.time_ms = newest_ms + 1;
+                    }
+                }
+                // The next upload tries again: a base stamped before the chain it follows
+                // would hand back an older state.
+                Err(e) => tracing::warn!(connector = %t.connector,
+                    "capture: cannot read the newest instant of the stream before uploading a new base, retrying next tick: {e}"),
+            }
+        }
+    }
+
     /// Bases first; then, per hub, the segment still in flight (retried as it is), then
     /// one new segment with every connector's pending commits.
     async fn upload(&mut self) {
         self.last_upload = Some(Instant::now());
+        self.floor_new_bases().await;
         // Bases.
         for t in self.tracked.values_mut() {
             let Some(b) = &t.base else { continue };
+            if !b.floored {
+                continue;
+            }
             let keys = StreamKeys::new(b.header.org.clone(), b.header.datahub);
             let at = chrono::DateTime::from_timestamp_millis(b.header.time_ms).unwrap_or_default();
             let key = keys.base(t.connector, at, &b.header.generation);
