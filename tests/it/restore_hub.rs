@@ -1001,3 +1001,138 @@ both!(
     restore_hub_dry_run_reads_metadata_and_tags_from_backups_made_before_source_json,
     without_source_json
 );
+
+// ---------------------------------------------------------------- found by the review (2026-11-30, evening)
+
+/// Progress that calls `on` with (connector's index in the plan, stage) at each stage: a
+/// test's way to act between the prepare of one connector and the install of all.
+struct Hooked<F: Fn(usize, &str) + Send + Sync + 'static> {
+    on: std::sync::Arc<F>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+struct HookedBar<F: Fn(usize, &str) + Send + Sync + 'static> {
+    on: std::sync::Arc<F>,
+    index: usize,
+}
+
+impl<F: Fn(usize, &str) + Send + Sync + 'static> hubvault::progress::Progress for HookedBar<F> {
+    fn begin(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn end(&self) {}
+    fn stage(&self, what: &str) {
+        (self.on)(self.index, what)
+    }
+}
+
+impl<F: Fn(usize, &str) + Send + Sync + 'static> hubvault::progress::ProgressSet for Hooked<F> {
+    fn item(&self, _: &str) -> Box<dyn hubvault::progress::Progress> {
+        let index = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::new(HookedBar {
+            on: self.on.clone(),
+            index,
+        })
+    }
+}
+
+/// restore-hub through the library, one connector prepared at a time, `on` called at
+/// each connector's stages.
+fn execute_hooked(
+    tb: &TestBucket,
+    from: DatahubId,
+    to: DatahubId,
+    map: Vec<(ConnectorId, ConnectorId)>,
+    hub_root: &Path,
+    on: impl Fn(usize, &str) + Send + Sync + 'static,
+) -> (
+    hubvault::ops::restore_hub::HubPlan,
+    hubvault::Result<hubvault::ops::restore_hub::HubReport>,
+) {
+    use hubvault::ops::restore_hub as rh;
+    let req = rh::HubRequest {
+        org: hubvault::model::ids::OrgSlug::parse("acme").unwrap(),
+        from,
+        to,
+        map,
+        hub_root: hub_root.to_path_buf(),
+        at: None,
+        db_file: Default::default(),
+        parallel: 1,
+        accept_unrewritten: false,
+    };
+    let bucket = tb.bucket();
+    let progress = Hooked {
+        on: std::sync::Arc::new(on),
+        next: std::sync::atomic::AtomicUsize::new(0),
+    };
+    crate::common::rt().block_on(async {
+        let plan = rh::plan(&bucket, &req).await.unwrap();
+        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+        let r = rh::execute(&bucket, &plan, &progress).await;
+        (plan, r)
+    })
+}
+
+/// Onto the same hub, in place: the first connector is prepared (nobody held its
+/// database open then), then, while the second is downloaded, a process opens the first's
+/// database. restore-hub refuses a connector held open (it has no --force): it must not
+/// install that database under the running process, nor any other connector.
+fn held_open_after_its_prepare(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 50);
+    // Two connectors are enough.
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let conns = &conns[..2];
+    for (db, _) in conns {
+        backup(tb, db, false);
+    }
+    let before: Vec<(String, Vec<String>)> = conns
+        .iter()
+        .map(|(db, _)| (sha256_of(db), names(db.parent().unwrap())))
+        .collect();
+    let first_db = conns[0].0.clone();
+    let holder: std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>> =
+        Default::default();
+    let h = holder.clone();
+    let (_, result) = execute_hooked(tb, datahub, datahub, vec![], root.path(), move |i, what| {
+        if i == 1 && what == "downloading" {
+            let mut child = Command::new("sh")
+                .args(["-c", "exec 3<\"$1\"; echo open; exec sleep 60", "sh"])
+                .arg(&first_db)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Wait until the file is open.
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            *h.lock().unwrap() = Some(child);
+        }
+    });
+    let mut child = holder.lock().unwrap().take().expect("the holder was started");
+    let _ = child.kill();
+    let _ = child.wait();
+    let e = match result {
+        Ok(r) => panic!(
+            "restore-hub installed a connector whose database a process held open: {}",
+            serde_json::to_string(&r).unwrap()
+        ),
+        Err(e) => e,
+    };
+    assert_eq!(e.exit_code(), 1, "{e}");
+    assert!(e.to_string().contains("held open"), "{e}");
+    assert!(e.to_string().contains("no connector was installed"), "{e}");
+    for ((db, _), (sha, listing)) in conns.iter().zip(&before) {
+        assert_eq!(&sha256_of(db), sha, "{} changed", db.display());
+        assert_eq!(&names(db.parent().unwrap()), listing);
+    }
+}
+both!(
+    restore_hub_refuses_a_database_opened_by_a_process_after_its_prepare_and_installs_none,
+    held_open_after_its_prepare
+);
