@@ -903,6 +903,21 @@ pub async fn execute(
     let installed = {
         let stage = stage.clone();
         blocking(move || {
+            // The check of who holds a database open ran when each connector was
+            // prepared, maybe minutes ago: again now, for all of them, before any install.
+            for d in &prepared {
+                if let Ready::InPlace(p) = &d.ready {
+                    p.check_not_held_open().map_err(|e| {
+                        e.with_note(&format!(
+                            "connector {} ({:?}), so no connector was installed",
+                            d.report.old_connector, d.report.name
+                        ))
+                        .with_hint(
+                            "stop the connectors (restore-hub replaces no database a process holds open), then run it again",
+                        )
+                    })?;
+                }
+            }
             let mut out = Vec::new();
             let mut done: Vec<String> = Vec::new();
             for d in prepared {
