@@ -1136,3 +1136,78 @@ both!(
     restore_hub_refuses_a_database_opened_by_a_process_after_its_prepare_and_installs_none,
     held_open_after_its_prepare
 );
+
+/// Onto a new hub, the second connector's directory appears while the connectors are
+/// prepared (the platform deployed it): the first is installed, the second refused. The
+/// error names what is installed, and its advice works: followed to the letter (the
+/// directory that appeared moved away, the installed one moved out of the hub root as
+/// the error says, the same map), a second run restores the whole hub. A map of the
+/// remaining connectors only is no way out: it is refused as unmapped.
+fn partial_install_advice(tb: &TestBucket) {
+    let old_root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(old_root.path(), 30);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let conns = &conns[..2];
+    for (db, _) in conns {
+        backup(tb, db, false);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let new_hub = DatahubId::random();
+    let new: Vec<ConnectorId> = conns.iter().map(|_| ConnectorId::random()).collect();
+    let map: Vec<(ConnectorId, ConnectorId)> = conns
+        .iter()
+        .zip(&new)
+        .map(|((_, s), n)| (s.connector, *n))
+        .collect();
+    let squatter = root.path().join(new[1].to_string());
+    let sq = squatter.clone();
+    let (_, result) = execute_hooked(tb, datahub, new_hub, map, root.path(), move |i, what| {
+        if i == 1 && what == "ready" {
+            std::fs::create_dir(&sq).unwrap();
+        }
+    });
+    let e = result.expect_err("the second connector's directory appeared");
+    let text = e.to_string();
+    assert!(text.contains(&format!("installed before it: {}", new[0])), "{text}");
+    assert!(
+        !text.contains("with a map of those only"),
+        "advice that cannot be followed: {text}"
+    );
+    assert!(text.contains("move"), "{text}");
+    let installed = root.path().join(new[0].to_string());
+    assert_eq!(integrity(&installed.join("sqlite.db")), "ok");
+
+    let mut cmd = |maps: &[(ConnectorId, ConnectorId)]| {
+        let mut c = restore_hub(tb, datahub, root.path());
+        c.args(["--yes", "--to-datahub", &new_hub.to_string()]);
+        for (o, n) in maps {
+            c.args(["--map", &format!("{o}={n}")]);
+        }
+        run(&mut c)
+    };
+    std::fs::remove_dir(&squatter).unwrap();
+    // Only the rest: refused, every connector of the old hub needs its new id.
+    json_of(&cmd(&[(conns[1].1.connector, new[1])]), 2);
+    // The advice: the installed directory out of the hub root, the same map.
+    let aside = tempfile::tempdir().unwrap();
+    std::fs::rename(&installed, aside.path().join("moved")).unwrap();
+    let full: Vec<(ConnectorId, ConnectorId)> = conns
+        .iter()
+        .zip(&new)
+        .map(|((_, s), n)| (s.connector, *n))
+        .collect();
+    let out = json_of(&cmd(&full), 0);
+    assert_eq!(out["restore"]["connectors"].as_array().unwrap().len(), 2);
+    for n in &new {
+        assert_eq!(
+            integrity(&root.path().join(n.to_string()).join("sqlite.db")),
+            "ok"
+        );
+    }
+}
+both!(
+    restore_hub_cut_off_after_some_installs_names_them_and_gives_advice_that_finishes_the_hub,
+    partial_install_advice
+);
