@@ -24,7 +24,9 @@
 //!
 //! So a kill -9 at any point leaves each target as it was or restored (with its original
 //! kept), never half-written; a kill during the installs can leave some connectors
-//! restored and the others as they were: running restore-hub again for the rest is safe.
+//! restored and the others as they were: the error names those installed and how to
+//! finish (restore-hub again with the same map, once the directories it made are moved
+//! out of the hub root: a map of the rest only is refused).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -920,6 +922,7 @@ pub async fn execute(
             }
             let mut out = Vec::new();
             let mut done: Vec<String> = Vec::new();
+            let mut made: Vec<PathBuf> = Vec::new();
             for d in prepared {
                 let Done {
                     index,
@@ -931,12 +934,22 @@ pub async fn execute(
                     Ready::InPlace(p) => p.install().map(|kept| report.kept = kept),
                 };
                 if let Err(e) = r {
+                    // A second run restores every connector of the old hub again (a map
+                    // must name them all onto a new hub), and refuses a directory this run
+                    // moved in as present.
+                    let made: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
                     let note = if done.is_empty() {
                         "no connector was installed".to_string()
+                    } else if made.is_empty() {
+                        format!(
+                            "installed before it: {}; the others were not. To finish, run restore-hub again with the same map: it restores every connector again (what is there now is kept as before-restore)",
+                            done.join(", ")
+                        )
                     } else {
                         format!(
-                            "installed before it: {}; the others were not (run restore-hub again for them, with a map of those only)",
-                            done.join(", ")
+                            "installed before it: {}; the others were not. To finish, move the connector directories this run made ({}) out of the hub root (a second run refuses them as present), then run restore-hub again with the same map",
+                            done.join(", "),
+                            made.join(", ")
                         )
                     };
                     let _ = stage.sync();
@@ -946,6 +959,9 @@ pub async fn execute(
                     )));
                 }
                 done.push(report.new_connector.to_string());
+                if report.placement == Placement::New {
+                    made.push(report.target.parent().map(PathBuf::from).unwrap_or_default());
+                }
                 out.push((index, report));
             }
             stage.sync()?;
