@@ -1211,3 +1211,63 @@ both!(
     restore_hub_cut_off_after_some_installs_names_them_and_gives_advice_that_finishes_the_hub,
     partial_install_advice
 );
+
+/// A hostile `source.json` (written by whoever can write the bucket, or read from a
+/// connector's own database by the backup): control characters in its name and type
+/// (a terminal's escape sequences, a carriage return) never reach the operator's
+/// terminal as they are, in the plan, the list of what to create, or the report.
+fn hostile_source_json(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 10);
+    for (db, _) in &conns[1..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let (db, spec) = &conns[0];
+    backup(tb, db, false);
+    let key = format!(
+        "acme/datahub/{datahub}/connector/{}/hubvault/source.json",
+        spec.connector
+    );
+    let hostile = serde_json::json!({
+        "name": "\u{1b}[2K\rall connectors restored, no old id left\u{1b}[8m",
+        "type": "\u{1b}]0;owned\u{7}sdc\u{9b}2J",
+        "metadata": {"site": "\u{1b}[31m"},
+        "tags": ["\r"],
+    });
+    crate::common::rt()
+        .block_on(tb.bucket().put_bytes(
+            &object_store::path::Path::from(key.as_str()),
+            serde_json::to_vec(&hostile).unwrap(),
+            hubvault::store::WriteMode::Overwrite,
+        ))
+        .unwrap();
+    let clean = |o: &Output, what: &str| {
+        for (stream, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{what}: a control character reached {stream}: {text:?}"
+            );
+        }
+    };
+    let text_cmd = || {
+        let mut c = tb.cmd();
+        c.args(["restore-hub", "--datahub", &datahub.to_string()])
+            .arg("--hub-root")
+            .arg(root.path());
+        c
+    };
+    let out = run(text_cmd().arg("--dry-run"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    clean(&out, "--dry-run");
+    let out = run(text_cmd().args(["--yes", "--to-datahub", &DatahubId::random().to_string()]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    clean(&out, "the refusal for a missing map");
+    let out = run(text_cmd().arg("--yes"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    clean(&out, "the report");
+}
+both!(
+    restore_hub_never_prints_the_control_characters_of_a_hostile_source_json,
+    hostile_source_json
+);
