@@ -284,9 +284,9 @@ fn print_plan(p: &HubPlan) {
             "    name       {:?} ({})",
             c.create.name,
             if c.create.source_type.is_empty() {
-                "type unknown"
+                "type unknown".to_string()
             } else {
-                c.create.source_type.as_str()
+                restore_hub::shown(&c.create.source_type)
             }
         );
         outln!(
@@ -353,7 +353,7 @@ fn print_create_list(p: &HubPlan) {
             "  old {}  name {:?}  type {}  metadata {}  tags {}",
             c.old_connector,
             c.create.name,
-            c.create.source_type,
+            restore_hub::shown(&c.create.source_type),
             c.create.metadata,
             c.create.tags
         );
@@ -388,12 +388,15 @@ fn print_report(r: &HubReport) {
         let name: String = if c.name.is_empty() {
             c.new_connector.to_string()
         } else {
-            c.name.chars().take(30).collect()
+            restore_hub::shown(&c.name).chars().take(30).collect()
         };
         outln!(
             "  {:<30} {:<16} {:<24} {:>8} {:>10} {:>6.1}s",
             name,
-            c.source_type.chars().take(16).collect::<String>(),
+            restore_hub::shown(&c.source_type)
+                .chars()
+                .take(16)
+                .collect::<String>(),
             time(c.state_at),
             c.events
                 .map(|n| n.to_string())

@@ -713,14 +713,30 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
     })
 }
 
-/// `name (type)`, or the id when the backup says neither.
+/// `name (type)`, or the id when the backup says neither; control characters escaped.
 fn label_of(c: &SourceRecord, id: ConnectorId) -> String {
     match (c.name.is_empty(), c.source_type.is_empty()) {
-        (false, false) => format!("{}, {}", c.name, c.source_type),
-        (false, true) => c.name.clone(),
-        (true, false) => c.source_type.clone(),
+        (false, false) => format!("{}, {}", shown(&c.name), shown(&c.source_type)),
+        (false, true) => shown(&c.name),
+        (true, false) => shown(&c.source_type),
         (true, true) => id.to_string(),
     }
+}
+
+/// A name or type from a connector's source object, to be printed: its control
+/// characters escaped (`\u{1b}`), so that none reaches a terminal as it is. The source
+/// object comes from the connector's database or the bucket, neither of them trusted.
+pub fn shown(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// For the connectors whose `create` came from a label marker (backups made before
