@@ -1271,3 +1271,42 @@ both!(
     restore_hub_never_prints_the_control_characters_of_a_hostile_source_json,
     hostile_source_json
 );
+
+/// The `--then` hook cannot even be started (no `sh` on the PATH): every connector is
+/// installed by then, and the error says so (under --json, with the report of what was
+/// installed), never leaving the operator to believe nothing was restored.
+fn hook_not_started(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 10);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    for (db, _) in &conns[..2] {
+        backup(tb, db, false);
+    }
+    let no_path = tempfile::tempdir().unwrap();
+    let out = run(restore_hub(tb, datahub, root.path())
+        .args(["--yes", "--then", "true"])
+        .env("PATH", no_path.path()));
+    let doc = json_of(&out, 1);
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains("IS installed"), "{doc}");
+    assert_eq!(
+        doc["restore"]["connectors"].as_array().map(Vec::len),
+        Some(2),
+        "{doc}"
+    );
+    for (db, _) in &conns[..2] {
+        assert!(
+            names(db.parent().unwrap())
+                .iter()
+                .any(|n| n.contains("before-restore")),
+            "{} was not restored",
+            db.display()
+        );
+    }
+}
+both!(
+    restore_hub_whose_hook_cannot_start_says_every_connector_is_installed,
+    hook_not_started
+);
