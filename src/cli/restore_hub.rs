@@ -206,7 +206,17 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 outln!("running --then: {cmd}");
             }
             // Keep stdout one JSON document: the hook's output goes to stderr.
-            let r = restore_hub::run_hook(cmd, &plan, a.then_timeout, g.json).await?;
+            let r = match restore_hub::run_hook(cmd, &plan, a.then_timeout, g.json).await {
+                Ok(r) => r,
+                // Not started at all: the connectors are installed all the same.
+                Err(e) => {
+                    let e = e.with_note(&format!(
+                        "the --then command did not run; every connector IS installed under {}",
+                        plan.hub_root.display()
+                    ));
+                    return output::hook_failed(g.json, &report, &None::<()>, e);
+                }
+            };
             if !r.ok {
                 let e = restore_hub::hook_error(&r, &plan);
                 return output::hook_failed(g.json, &report, &r, e);
