@@ -1310,3 +1310,57 @@ both!(
     restore_hub_whose_hook_cannot_start_says_every_connector_is_installed,
     hook_not_started
 );
+
+/// The hub died during a new connector's first backup: its version's data landed, its
+/// manifest did not (nothing of it is restorable, nothing vouches for those bytes).
+/// restore-hub refuses the hub naming that connector (exit 1, nothing written), and its
+/// advice is one that works: no `--at` can help, and what it says to do (remove what is
+/// left of that connector, then run again) restores the others.
+fn nothing_restorable(tb: &TestBucket) {
+    let old_root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(old_root.path(), 10);
+    for (db, _) in &conns[3..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let conns = &conns[..3];
+    for (db, _) in conns {
+        backup(tb, db, false);
+    }
+    let cut = &conns[2].1;
+    let prefix = format!("acme/datahub/{datahub}/connector/{}/", cut.connector);
+    let b = tb.bucket();
+    for (key, _) in tb.keys(&prefix) {
+        if !key.ends_with(".db.zst") {
+            crate::common::rt()
+                .block_on(b.delete(&object_store::path::Path::from(key.as_str())))
+                .unwrap();
+        }
+    }
+    assert_eq!(tb.keys(&prefix).len(), 1, "only the version's data is left");
+    let root = tempfile::tempdir().unwrap();
+    let out = run(restore_hub(tb, datahub, root.path()).arg("--yes"));
+    let doc = json_of(&out, 1);
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains(&cut.connector.to_string()),
+        "{doc}"
+    );
+    let hint = doc["hint"].as_str().unwrap();
+    assert!(!hint.contains("--at"), "no --at restores it: {hint}");
+    assert!(hint.contains(prefix.trim_end_matches('/')), "{hint}");
+    assert!(names(root.path()).is_empty());
+    // The advice: what is left of it removed, then the same command.
+    for (key, _) in tb.keys(&prefix) {
+        crate::common::rt()
+            .block_on(b.delete(&object_store::path::Path::from(key.as_str())))
+            .unwrap();
+    }
+    let out = json_of(&run(restore_hub(tb, datahub, root.path()).arg("--yes")), 0);
+    assert_eq!(out["restore"]["connectors"].as_array().unwrap().len(), 2);
+}
+both!(
+    restore_hub_refusing_a_connector_with_nothing_restorable_gives_advice_that_works,
+    nothing_restorable
+);
