@@ -117,6 +117,9 @@ pub enum ProblemKind {
     BadTarget,
     /// Nothing of the connector can be restored at the common instant.
     NotRestorable,
+    /// Nothing of the connector can be restored at any instant: no complete backup (a
+    /// first backup cut off before its manifest, objects left of a removed connector).
+    NoBackup,
 }
 
 impl ProblemKind {
@@ -124,7 +127,7 @@ impl ProblemKind {
     /// for a connector the bucket cannot restore at the instant.
     pub fn exit_code(self) -> i32 {
         match self {
-            ProblemKind::NotRestorable => 1,
+            ProblemKind::NotRestorable | ProblemKind::NoBackup => 1,
             _ => 2,
         }
     }
@@ -218,18 +221,34 @@ impl HubPlan {
             .problems
             .iter()
             .any(|p| p.kind == ProblemKind::Unmapped);
-        let hint = if unmapped {
-            "create a new connector in the platform for each old one (`--dry-run` lists name, type, metadata and tags; `--dry-run --json` is a map-file template), then pass --map OLD=NEW for each, or --map-file FILE"
+        let no_backup: Vec<String> = self
+            .problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::NoBackup)
+            .filter_map(|p| p.connector)
+            .map(|c| format!("{}/datahub/{}/connector/{c}/", self.org, self.datahub))
+            .collect();
+        let only_restorability = self
+            .problems
+            .iter()
+            .all(|p| matches!(p.kind, ProblemKind::NotRestorable | ProblemKind::NoBackup));
+        let hint = if !no_backup.is_empty() && only_restorability {
+            format!(
+                "a connector with no complete backup cannot be restored at any instant; if it is not needed, remove what is left of it in the bucket ({}) and run again; otherwise restore the others one at a time with `hubvault restore`",
+                no_backup.join(", ")
+            )
+        } else if unmapped {
+            "create a new connector in the platform for each old one (`--dry-run` lists name, type, metadata and tags; `--dry-run --json` is a map-file template), then pass --map OLD=NEW for each, or --map-file FILE".to_string()
         } else if self.problems.iter().any(|p| p.kind == ProblemKind::Present) {
-            "a new connector's directory must not exist yet: check the map; if the platform already deployed the new connector, stop it and move its directory away (it holds no data yet), then run again"
+            "a new connector's directory must not exist yet: check the map; if the platform already deployed the new connector, stop it and move its directory away (it holds no data yet), then run again".to_string()
         } else if self
             .problems
             .iter()
             .all(|p| p.kind == ProblemKind::NotRestorable)
         {
-            "pick a later --at (each connector's restorable window is in `--dry-run`), or leave --at out for the newest common instant"
+            "pick a later --at (each connector's restorable window is in `--dry-run`), or leave --at out for the newest common instant".to_string()
         } else {
-            "fix the map (--map OLD=NEW once per connector of the old hub, each new id once)"
+            "fix the map (--map OLD=NEW once per connector of the old hub, each new id once)".to_string()
         };
         Some(if self.problems.iter().any(|p| p.kind.exit_code() == 2) {
             Error::usage(message, hint)
@@ -573,7 +592,7 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
         let mut usable = new.is_some();
         if w.newest.is_none() {
             problems.push(Problem {
-                kind: ProblemKind::NotRestorable,
+                kind: ProblemKind::NoBackup,
                 connector: Some(old),
                 message: format!(
                     "connector {old} ({}): no complete backup (no version with its manifest, no continuous capture)",

@@ -1348,7 +1348,7 @@ fn nothing_restorable(tb: &TestBucket) {
         "{doc}"
     );
     let hint = doc["hint"].as_str().unwrap();
-    assert!(!hint.contains("--at"), "no --at restores it: {hint}");
+    assert!(!hint.contains("pick a later --at"), "no --at restores it: {hint}");
     assert!(hint.contains(prefix.trim_end_matches('/')), "{hint}");
     assert!(names(root.path()).is_empty());
     // The advice: what is left of it removed, then the same command.
