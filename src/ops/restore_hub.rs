@@ -248,7 +248,8 @@ impl HubPlan {
         {
             "pick a later --at (each connector's restorable window is in `--dry-run`), or leave --at out for the newest common instant".to_string()
         } else {
-            "fix the map (--map OLD=NEW once per connector of the old hub, each new id once)".to_string()
+            "fix the map (--map OLD=NEW once per connector of the old hub, each new id once)"
+                .to_string()
         };
         Some(if self.problems.iter().any(|p| p.kind.exit_code() == 2) {
             Error::usage(message, hint)

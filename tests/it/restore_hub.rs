@@ -1093,8 +1093,7 @@ fn held_open_after_its_prepare(tb: &TestBucket) {
         .map(|(db, _)| (sha256_of(db), names(db.parent().unwrap())))
         .collect();
     let first_db = conns[0].0.clone();
-    let holder: std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>> =
-        Default::default();
+    let holder: std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>> = Default::default();
     let h = holder.clone();
     let (_, result) = execute_hooked(tb, datahub, datahub, vec![], root.path(), move |i, what| {
         if i == 1 && what == "downloading" {
@@ -1114,7 +1113,11 @@ fn held_open_after_its_prepare(tb: &TestBucket) {
             *h.lock().unwrap() = Some(child);
         }
     });
-    let mut child = holder.lock().unwrap().take().expect("the holder was started");
+    let mut child = holder
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the holder was started");
     let _ = child.kill();
     let _ = child.wait();
     let e = match result {
@@ -1170,7 +1173,10 @@ fn partial_install_advice(tb: &TestBucket) {
     });
     let e = result.expect_err("the second connector's directory appeared");
     let text = e.to_string();
-    assert!(text.contains(&format!("installed before it: {}", new[0])), "{text}");
+    assert!(
+        text.contains(&format!("installed before it: {}", new[0])),
+        "{text}"
+    );
     assert!(
         !text.contains("with a map of those only"),
         "advice that cannot be followed: {text}"
@@ -1179,7 +1185,7 @@ fn partial_install_advice(tb: &TestBucket) {
     let installed = root.path().join(new[0].to_string());
     assert_eq!(integrity(&installed.join("sqlite.db")), "ok");
 
-    let mut cmd = |maps: &[(ConnectorId, ConnectorId)]| {
+    let cmd = |maps: &[(ConnectorId, ConnectorId)]| {
         let mut c = restore_hub(tb, datahub, root.path());
         c.args(["--yes", "--to-datahub", &new_hub.to_string()]);
         for (o, n) in maps {
@@ -1348,7 +1354,10 @@ fn nothing_restorable(tb: &TestBucket) {
         "{doc}"
     );
     let hint = doc["hint"].as_str().unwrap();
-    assert!(!hint.contains("pick a later --at"), "no --at restores it: {hint}");
+    assert!(
+        !hint.contains("pick a later --at"),
+        "no --at restores it: {hint}"
+    );
     assert!(hint.contains(prefix.trim_end_matches('/')), "{hint}");
     assert!(names(root.path()).is_empty());
     // The advice: what is left of it removed, then the same command.
