@@ -1373,3 +1373,64 @@ both!(
     restore_hub_refusing_a_connector_with_nothing_restorable_gives_advice_that_works,
     nothing_restorable
 );
+
+/// Two connectors under continuous capture: A commits once and is idle after, B goes on
+/// committing. A's state at the common instant is its newest (nothing happened to it
+/// since its last commit): the report must not call it behind its newest, as it does not
+/// for an idle connector backed up unchanged.
+fn idle_connector_under_capture(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 20);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let (a, b) = (&conns[0], &conns[1]);
+    let (agent, _rx) = crate::continuous::agent_past_its_base(tb, root.path());
+    let mut agent = crate::continuous::Reaped(agent);
+    let commit = |db: &Path, tag: &str| {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute(
+            "INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt)
+             SELECT id, json_extract(sources, '$[0]'), ?1, 'MESSAGE_RECEIVED', '2026-11-24', '2026-11-24' FROM Integrations",
+            [tag],
+        )
+        .unwrap();
+    };
+    commit(&a.0, "a-once");
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..3 {
+        commit(&b.0, &format!("b-{i}"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    crate::continuous::sigterm_and_wait(&mut agent.0);
+    let a_events = event_count(&a.0);
+
+    let new_root = tempfile::tempdir().unwrap();
+    let new_hub = DatahubId::random();
+    let mut c = restore_hub(tb, datahub, new_root.path());
+    c.args(["--yes", "--to-datahub", &new_hub.to_string()]);
+    let mut news = Vec::new();
+    for (_, s) in [a, b] {
+        let n = ConnectorId::random();
+        c.args(["--map", &format!("{}={n}", s.connector)]);
+        news.push(n);
+    }
+    let out = json_of(&run(&mut c), 0);
+    let reports = out["restore"]["connectors"].as_array().unwrap();
+    let rep_a = reports
+        .iter()
+        .find(|r| r["old_connector"] == a.1.connector.to_string())
+        .unwrap();
+    assert!(rep_a["continuous"].is_object(), "{rep_a}");
+    let target = new_root.path().join(news[0].to_string()).join("sqlite.db");
+    assert_eq!(event_count(&target), a_events, "A is not at its newest: {rep_a}");
+    assert_eq!(
+        rep_a["behind_newest_seconds"], 0.0,
+        "A is at its newest state, yet reported behind it: {rep_a}"
+    );
+}
+both!(
+    restore_hub_does_not_call_an_idle_connector_under_capture_behind_its_newest,
+    idle_connector_under_capture
+);
