@@ -1135,6 +1135,13 @@ async fn prepare_one(
         (None, Some(v)) => Some(v.time()),
         (None, None) => c.state_at,
     };
+    // A state built from the stream holds until the instant (as far as the stream
+    // reaches): the stream observed no commit of the connector after its last one, so an
+    // idle connector is not behind its newest (as a version read again unchanged is not).
+    let holds_until = match (&fetched.continuous, &step.source.continuous, plan.instant) {
+        (Some(s), Some(p), Some(t)) => Some(s.state_time.max(t.min(p.newest_data()))),
+        _ => state_at,
+    };
     Ok((
         ready,
         ConnectorReport {
@@ -1147,7 +1154,7 @@ async fn prepare_one(
             key: fetched.key.clone(),
             instead_of: fetched.instead_of.clone(),
             version: step.source.version.clone(),
-            behind_newest_seconds: c.window.behind(state_at),
+            behind_newest_seconds: c.window.behind(holds_until),
             state_at,
             continuous: fetched.continuous.clone(),
             verified_by: fetched.verified_by,
