@@ -1434,3 +1434,43 @@ both!(
     restore_hub_does_not_call_an_idle_connector_under_capture_behind_its_newest,
     idle_connector_under_capture
 );
+
+/// `--at` later than a connector's newest restorable state (a typo of a year, or a
+/// connector whose capture stopped before the instant): nothing tells its state at that
+/// instant, so it cannot be claimed at it. The report says so for each such connector,
+/// rather than calling the hub restored at one instant without a word.
+fn at_past_the_newest(tb: &TestBucket) {
+    let old_root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(old_root.path(), 10);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    for (db, _) in &conns[..2] {
+        backup(tb, db, false);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut c = restore_hub(tb, datahub, root.path());
+    c.args(["--yes", "--at", "2099-01-01T00:00:00Z"])
+        .args(["--to-datahub", &DatahubId::random().to_string()]);
+    for (_, s) in &conns[..2] {
+        c.args([
+            "--map",
+            &format!("{}={}", s.connector, ConnectorId::random()),
+        ]);
+    }
+    let out = json_of(&run(&mut c), 0);
+    let r = &out["restore"];
+    assert_eq!(r["instant_chosen_by"], "--at", "{r}");
+    for rep in r["connectors"].as_array().unwrap() {
+        let warned = rep["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("after its newest restorable state"));
+        assert!(warned, "restored at {} without a word: {rep}", r["instant"]);
+    }
+}
+both!(
+    restore_hub_at_an_instant_past_a_connectors_newest_state_says_so_for_that_connector,
+    at_past_the_newest
+);
