@@ -1129,6 +1129,17 @@ async fn prepare_one(
     .await?;
     let (rewrite, accepted, journal_mode, check, sha256_installed, bytes, events) = p;
     warnings.extend(accepted);
+    // Past the connector's newest restorable state nothing tells what it held at the
+    // instant (an --at in the future, capture stopped before it, "first common").
+    if let (Some(t), Some(newest)) = (plan.instant, c.window.newest)
+        && t > newest
+    {
+        warnings.push(format!(
+            "the instant {} is after its newest restorable state ({}): its state at the instant is not known; it was restored to its newest",
+            t.to_rfc3339(),
+            newest.to_rfc3339()
+        ));
+    }
     bar.stage("ready");
     let state_at = match (&fetched.continuous, &step.source.version) {
         (Some(s), _) => Some(s.state_time),
