@@ -1424,7 +1424,11 @@ fn idle_connector_under_capture(tb: &TestBucket) {
         .unwrap();
     assert!(rep_a["continuous"].is_object(), "{rep_a}");
     let target = new_root.path().join(news[0].to_string()).join("sqlite.db");
-    assert_eq!(event_count(&target), a_events, "A is not at its newest: {rep_a}");
+    assert_eq!(
+        event_count(&target),
+        a_events,
+        "A is not at its newest: {rep_a}"
+    );
     assert_eq!(
         rep_a["behind_newest_seconds"], 0.0,
         "A is at its newest state, yet reported behind it: {rep_a}"
@@ -1462,11 +1466,11 @@ fn at_past_the_newest(tb: &TestBucket) {
     let r = &out["restore"];
     assert_eq!(r["instant_chosen_by"], "--at", "{r}");
     for rep in r["connectors"].as_array().unwrap() {
-        let warned = rep["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w.as_str().unwrap().contains("after its newest restorable state"));
+        let warned = rep["warnings"].as_array().unwrap().iter().any(|w| {
+            w.as_str()
+                .unwrap()
+                .contains("after its newest restorable state")
+        });
         assert!(warned, "restored at {} without a word: {rep}", r["instant"]);
     }
 }
