@@ -1478,3 +1478,71 @@ both!(
     restore_hub_at_an_instant_past_a_connectors_newest_state_says_so_for_that_connector,
     at_past_the_newest
 );
+
+/// A under continuous capture until the agent stops; seconds later A changes and a plain
+/// backup keeps it (version VA, A's newest state). B has plain backups only, one before
+/// and one after VA. The newest common instant is VA's: A's state then is VA, not the
+/// older state the stream ended with (the stream holds nothing after it: capture had
+/// stopped, however recently).
+fn stream_then_version_within_a_minute(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 20);
+    let (a, b) = (&conns[0], &conns[1]);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    // B is not under capture: outside the hub root the agent watches.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let b_db = elsewhere.path().join("sqlite.db");
+    std::fs::rename(&b.0, &b_db).unwrap();
+    let _ = std::fs::rename(b.0.with_extension("db-wal"), b_db.with_extension("db-wal"));
+    std::fs::remove_dir_all(b.0.parent().unwrap()).unwrap();
+    backup(tb, &b_db, false);
+    let commit = |db: &Path, tag: &str| {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute(
+            "INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt)
+             SELECT id, json_extract(sources, '$[0]'), ?1, 'MESSAGE_RECEIVED', '2026-11-24', '2026-11-24' FROM Integrations",
+            [tag],
+        )
+        .unwrap();
+    };
+    {
+        let (agent, _rx) = crate::continuous::agent_past_its_base(tb, root.path());
+        let mut agent = crate::continuous::Reaped(agent);
+        commit(&a.0, "captured");
+        std::thread::sleep(Duration::from_secs(3));
+        crate::continuous::sigterm_and_wait(&mut agent.0);
+    }
+    commit(&a.0, "after-capture");
+    let va = backup(tb, &a.0, true);
+    assert_eq!(va["new_version"], true, "{va}");
+    let a_events = event_count(&a.0);
+    std::thread::sleep(Duration::from_millis(1100));
+    commit(&b_db, "b-later");
+    backup(tb, &b_db, true);
+
+    let new_root = tempfile::tempdir().unwrap();
+    let new_a = ConnectorId::random();
+    let mut c = restore_hub(tb, datahub, new_root.path());
+    c.args(["--yes", "--to-datahub", &DatahubId::random().to_string()])
+        .args(["--map", &format!("{}={new_a}", a.1.connector)])
+        .args([
+            "--map",
+            &format!("{}={}", b.1.connector, ConnectorId::random()),
+        ]);
+    let out = json_of(&run(&mut c), 0);
+    let r = &out["restore"];
+    assert_eq!(r["instant_chosen_by"], "newest common", "{r}");
+    let target = new_root.path().join(new_a.to_string()).join("sqlite.db");
+    assert_eq!(
+        event_count(&target),
+        a_events,
+        "A is not its state at the instant (its version {}): {r}",
+        va["version"]
+    );
+}
+both!(
+    restore_hub_gives_a_connector_its_version_taken_just_after_its_capture_stopped,
+    stream_then_version_within_a_minute
+);
