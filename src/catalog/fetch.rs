@@ -129,18 +129,15 @@ pub async fn canonical_state(
     (canonical.last_modified, None)
 }
 
-/// How long the stream may hold nothing before T before a restore `--at T` asks whether
-/// a kept version is newer: a live capture uploads a commit within a tick (at most a
-/// few seconds), so instants of a busy stream cost no request more.
-const STREAM_QUIET: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
-
-/// For `--at T`: the stream's plan, unless the stream holds nothing after T and nothing
-/// in the last [`STREAM_QUIET`] before it (capture was not running, or the connector was
-/// idle) while a complete kept version was snapshotted after the stream's newest data and
-/// at or before T: that version is the newer state at T (capture stopped, the database
-/// changed, a backup kept it), as for the newest state ([`choose`]'s canonical rule).
-/// Costs one GET (`latest.json`) when the stream is quiet, and one LIST when it is older
-/// than the newest version.
+/// For `--at T`: the stream's plan, unless the stream holds nothing after T (capture was
+/// not running, or the connector was idle) while a complete kept version was
+/// snapshotted after the stream's newest data and at or before T: that version is the
+/// newer state at T (capture stopped, the database changed, a backup kept it), as for the
+/// newest state ([`choose`]'s canonical rule). However recently capture stopped: a
+/// version taken seconds after the stream's end holds commits the stream never saw
+/// (restore-hub's newest common instant is often exactly such a version's time). Costs
+/// one GET (`latest.json`) when nothing after T is in the stream, and one LIST when
+/// `latest.json` is newer than the stream.
 async fn stream_or_newer_version(
     bucket: &Bucket,
     ck: &ConnectorKey,
@@ -148,7 +145,7 @@ async fn stream_or_newer_version(
     t: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<StreamPlan>> {
     let known = p.newest_data();
-    if p.straddler.is_some() || t - known <= STREAM_QUIET {
+    if p.straddler.is_some() {
         return Ok(Some(p));
     }
     if history::read_latest(bucket, ck)

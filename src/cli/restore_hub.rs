@@ -206,7 +206,17 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 outln!("running --then: {cmd}");
             }
             // Keep stdout one JSON document: the hook's output goes to stderr.
-            let r = restore_hub::run_hook(cmd, &plan, a.then_timeout, g.json).await?;
+            let r = match restore_hub::run_hook(cmd, &plan, a.then_timeout, g.json).await {
+                Ok(r) => r,
+                // Not started at all: the connectors are installed all the same.
+                Err(e) => {
+                    let e = e.with_note(&format!(
+                        "the --then command did not run; every connector IS installed under {}",
+                        plan.hub_root.display()
+                    ));
+                    return output::hook_failed(g.json, &report, &None::<()>, e);
+                }
+            };
             if !r.ok {
                 let e = restore_hub::hook_error(&r, &plan);
                 return output::hook_failed(g.json, &report, &r, e);
@@ -284,9 +294,9 @@ fn print_plan(p: &HubPlan) {
             "    name       {:?} ({})",
             c.create.name,
             if c.create.source_type.is_empty() {
-                "type unknown"
+                "type unknown".to_string()
             } else {
-                c.create.source_type.as_str()
+                restore_hub::shown(&c.create.source_type)
             }
         );
         outln!(
@@ -353,7 +363,7 @@ fn print_create_list(p: &HubPlan) {
             "  old {}  name {:?}  type {}  metadata {}  tags {}",
             c.old_connector,
             c.create.name,
-            c.create.source_type,
+            restore_hub::shown(&c.create.source_type),
             c.create.metadata,
             c.create.tags
         );
@@ -388,12 +398,15 @@ fn print_report(r: &HubReport) {
         let name: String = if c.name.is_empty() {
             c.new_connector.to_string()
         } else {
-            c.name.chars().take(30).collect()
+            restore_hub::shown(&c.name).chars().take(30).collect()
         };
         outln!(
             "  {:<30} {:<16} {:<24} {:>8} {:>10} {:>6.1}s",
             name,
-            c.source_type.chars().take(16).collect::<String>(),
+            restore_hub::shown(&c.source_type)
+                .chars()
+                .take(16)
+                .collect::<String>(),
             time(c.state_at),
             c.events
                 .map(|n| n.to_string())

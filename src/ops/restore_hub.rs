@@ -24,7 +24,9 @@
 //!
 //! So a kill -9 at any point leaves each target as it was or restored (with its original
 //! kept), never half-written; a kill during the installs can leave some connectors
-//! restored and the others as they were: running restore-hub again for the rest is safe.
+//! restored and the others as they were: the error names those installed and how to
+//! finish (restore-hub again with the same map, once the directories it made are moved
+//! out of the hub root: a map of the rest only is refused).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -115,6 +117,9 @@ pub enum ProblemKind {
     BadTarget,
     /// Nothing of the connector can be restored at the common instant.
     NotRestorable,
+    /// Nothing of the connector can be restored at any instant: no complete backup (a
+    /// first backup cut off before its manifest, objects left of a removed connector).
+    NoBackup,
 }
 
 impl ProblemKind {
@@ -122,7 +127,7 @@ impl ProblemKind {
     /// for a connector the bucket cannot restore at the instant.
     pub fn exit_code(self) -> i32 {
         match self {
-            ProblemKind::NotRestorable => 1,
+            ProblemKind::NotRestorable | ProblemKind::NoBackup => 1,
             _ => 2,
         }
     }
@@ -216,18 +221,35 @@ impl HubPlan {
             .problems
             .iter()
             .any(|p| p.kind == ProblemKind::Unmapped);
-        let hint = if unmapped {
-            "create a new connector in the platform for each old one (`--dry-run` lists name, type, metadata and tags; `--dry-run --json` is a map-file template), then pass --map OLD=NEW for each, or --map-file FILE"
+        let no_backup: Vec<String> = self
+            .problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::NoBackup)
+            .filter_map(|p| p.connector)
+            .map(|c| format!("{}/datahub/{}/connector/{c}/", self.org, self.datahub))
+            .collect();
+        let only_restorability = self
+            .problems
+            .iter()
+            .all(|p| matches!(p.kind, ProblemKind::NotRestorable | ProblemKind::NoBackup));
+        let hint = if !no_backup.is_empty() && only_restorability {
+            format!(
+                "a connector with no complete backup cannot be restored at any instant; if it is not needed, remove what is left of it in the bucket ({}) and run again; otherwise restore the others one at a time with `hubvault restore`",
+                no_backup.join(", ")
+            )
+        } else if unmapped {
+            "create a new connector in the platform for each old one (`--dry-run` lists name, type, metadata and tags; `--dry-run --json` is a map-file template), then pass --map OLD=NEW for each, or --map-file FILE".to_string()
         } else if self.problems.iter().any(|p| p.kind == ProblemKind::Present) {
-            "a new connector's directory must not exist yet: check the map; if the platform already deployed the new connector, stop it and move its directory away (it holds no data yet), then run again"
+            "a new connector's directory must not exist yet: check the map; if the platform already deployed the new connector, stop it and move its directory away (it holds no data yet), then run again".to_string()
         } else if self
             .problems
             .iter()
             .all(|p| p.kind == ProblemKind::NotRestorable)
         {
-            "pick a later --at (each connector's restorable window is in `--dry-run`), or leave --at out for the newest common instant"
+            "pick a later --at (each connector's restorable window is in `--dry-run`), or leave --at out for the newest common instant".to_string()
         } else {
             "fix the map (--map OLD=NEW once per connector of the old hub, each new id once)"
+                .to_string()
         };
         Some(if self.problems.iter().any(|p| p.kind.exit_code() == 2) {
             Error::usage(message, hint)
@@ -571,7 +593,7 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
         let mut usable = new.is_some();
         if w.newest.is_none() {
             problems.push(Problem {
-                kind: ProblemKind::NotRestorable,
+                kind: ProblemKind::NoBackup,
                 connector: Some(old),
                 message: format!(
                     "connector {old} ({}): no complete backup (no version with its manifest, no continuous capture)",
@@ -711,14 +733,30 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
     })
 }
 
-/// `name (type)`, or the id when the backup says neither.
+/// `name (type)`, or the id when the backup says neither; control characters escaped.
 fn label_of(c: &SourceRecord, id: ConnectorId) -> String {
     match (c.name.is_empty(), c.source_type.is_empty()) {
-        (false, false) => format!("{}, {}", c.name, c.source_type),
-        (false, true) => c.name.clone(),
-        (true, false) => c.source_type.clone(),
+        (false, false) => format!("{}, {}", shown(&c.name), shown(&c.source_type)),
+        (false, true) => shown(&c.name),
+        (true, false) => shown(&c.source_type),
         (true, true) => id.to_string(),
     }
+}
+
+/// A name or type from a connector's source object, to be printed: its control
+/// characters escaped (`\u{1b}`), so that none reaches a terminal as it is. The source
+/// object comes from the connector's database or the bucket, neither of them trusted.
+pub fn shown(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// For the connectors whose `create` came from a label marker (backups made before
@@ -903,8 +941,24 @@ pub async fn execute(
     let installed = {
         let stage = stage.clone();
         blocking(move || {
+            // The check of who holds a database open ran when each connector was
+            // prepared, maybe minutes ago: again now, for all of them, before any install.
+            for d in &prepared {
+                if let Ready::InPlace(p) = &d.ready {
+                    p.check_not_held_open().map_err(|e| {
+                        e.with_note(&format!(
+                            "connector {} ({:?}), so no connector was installed",
+                            d.report.old_connector, d.report.name
+                        ))
+                        .with_hint(
+                            "stop the connectors (restore-hub replaces no database a process holds open), then run it again",
+                        )
+                    })?;
+                }
+            }
             let mut out = Vec::new();
             let mut done: Vec<String> = Vec::new();
+            let mut made: Vec<PathBuf> = Vec::new();
             for d in prepared {
                 let Done {
                     index,
@@ -916,12 +970,22 @@ pub async fn execute(
                     Ready::InPlace(p) => p.install().map(|kept| report.kept = kept),
                 };
                 if let Err(e) = r {
+                    // A second run restores every connector of the old hub again (a map
+                    // must name them all onto a new hub), and refuses a directory this run
+                    // moved in as present.
+                    let made: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
                     let note = if done.is_empty() {
                         "no connector was installed".to_string()
+                    } else if made.is_empty() {
+                        format!(
+                            "installed before it: {}; the others were not. To finish, run restore-hub again with the same map: it restores every connector again (what is there now is kept as before-restore)",
+                            done.join(", ")
+                        )
                     } else {
                         format!(
-                            "installed before it: {}; the others were not (run restore-hub again for them, with a map of those only)",
-                            done.join(", ")
+                            "installed before it: {}; the others were not. To finish, move the connector directories this run made ({}) out of the hub root (a second run refuses them as present), then run restore-hub again with the same map",
+                            done.join(", "),
+                            made.join(", ")
                         )
                     };
                     let _ = stage.sync();
@@ -931,6 +995,9 @@ pub async fn execute(
                     )));
                 }
                 done.push(report.new_connector.to_string());
+                if report.placement == Placement::New {
+                    made.push(report.target.parent().map(PathBuf::from).unwrap_or_default());
+                }
                 out.push((index, report));
             }
             stage.sync()?;
@@ -1062,11 +1129,29 @@ async fn prepare_one(
     .await?;
     let (rewrite, accepted, journal_mode, check, sha256_installed, bytes, events) = p;
     warnings.extend(accepted);
+    // Past the connector's newest restorable state nothing tells what it held at the
+    // instant (an --at in the future, capture stopped before it, "first common").
+    if let (Some(t), Some(newest)) = (plan.instant, c.window.newest)
+        && t > newest
+    {
+        warnings.push(format!(
+            "the instant {} is after its newest restorable state ({}): its state at the instant is not known; it was restored to its newest",
+            t.to_rfc3339(),
+            newest.to_rfc3339()
+        ));
+    }
     bar.stage("ready");
     let state_at = match (&fetched.continuous, &step.source.version) {
         (Some(s), _) => Some(s.state_time),
         (None, Some(v)) => Some(v.time()),
         (None, None) => c.state_at,
+    };
+    // A state built from the stream holds until the instant (as far as the stream
+    // reaches): the stream observed no commit of the connector after its last one, so an
+    // idle connector is not behind its newest (as a version read again unchanged is not).
+    let holds_until = match (&fetched.continuous, &step.source.continuous, plan.instant) {
+        (Some(s), Some(p), Some(t)) => Some(s.state_time.max(t.min(p.newest_data()))),
+        _ => state_at,
     };
     Ok((
         ready,
@@ -1080,7 +1165,7 @@ async fn prepare_one(
             key: fetched.key.clone(),
             instead_of: fetched.instead_of.clone(),
             version: step.source.version.clone(),
-            behind_newest_seconds: c.window.behind(state_at),
+            behind_newest_seconds: c.window.behind(holds_until),
             state_at,
             continuous: fetched.continuous.clone(),
             verified_by: fetched.verified_by,

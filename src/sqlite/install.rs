@@ -633,6 +633,17 @@ impl Prepared {
         &self.staging.target
     }
 
+    /// Checks again that no process holds the target or its side files open: the check
+    /// under the lock ([`Staging::open`]) may be long past when a caller prepares several
+    /// databases before it installs any (`restore-hub`). Blocking.
+    pub fn check_not_held_open(&self) -> Result<()> {
+        let found = holders(&self.staging.target);
+        if found.is_empty() {
+            return Ok(());
+        }
+        Err(held_open_error(&self.staging.target, &found))
+    }
+
     /// Installs the prepared database (step 3 of the module's contract) and removes the
     /// work directory. Blocking: run it on the blocking pool. Returns what was kept.
     pub fn install(mut self) -> Result<Vec<Kept>> {

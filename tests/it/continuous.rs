@@ -119,7 +119,7 @@ fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn sigterm_and_wait(child: &mut Child) {
+pub(crate) fn sigterm_and_wait(child: &mut Child) {
     // SAFETY: as above.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -135,7 +135,7 @@ fn sigterm_and_wait(child: &mut Child) {
 }
 
 /// The agent on `hub` with JSON logs on stderr, and a channel of its log messages.
-fn start_agent(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
+pub(crate) fn start_agent(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
     let mut child = cmd_private_tmp(tb)
         .args([
             "agent",
@@ -167,7 +167,7 @@ fn start_agent(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
 }
 
 /// [`start_agent`] on `hub`, once it says it uploaded a base (bounded: 20 s).
-fn agent_past_its_base(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
+pub(crate) fn agent_past_its_base(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
     let (agent, rx) = start_agent(tb, hub);
     wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
     (agent, rx)
@@ -227,7 +227,7 @@ fn lines_until(rx: &mpsc::Receiver<String>, what: &str, limit: Duration) -> Vec<
 
 /// A child process killed (and reaped) if it still runs when the test ends, as when an
 /// assertion fails before the test stopped it: no agent outlives its test.
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -533,12 +533,15 @@ fn agent_restart(tb: &TestBucket) {
     let out = tempfile::tempdir().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        // From the stream (an instant, not the newest: the agent's own 24-hour backup
-        // may hold the rows before the stream does).
+        // From the stream: the agent's own 24-hour backup may hold the rows before the
+        // stream does, and an instant past the stream's end takes such a newer version.
         let _ = std::fs::remove_file(out.path().join("first.db"));
         let now = rfc3339(now_f());
-        let (code, _, _, r) = restore(tb, &spec, Some(&now), out.path(), "first.db");
-        if code == 0 && ids_in(&r) == (0..5).collect::<Vec<_>>() {
+        let (code, v, _, r) = restore(tb, &spec, Some(&now), out.path(), "first.db");
+        if code == 0
+            && v["restore"]["continuous"].is_object()
+            && ids_in(&r) == (0..5).collect::<Vec<_>>()
+        {
             break;
         }
         assert!(

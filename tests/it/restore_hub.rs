@@ -1001,3 +1001,548 @@ both!(
     restore_hub_dry_run_reads_metadata_and_tags_from_backups_made_before_source_json,
     without_source_json
 );
+
+// ---------------------------------------------------------------- found by the review (2026-11-30, evening)
+
+/// Progress that calls `on` with (connector's index in the plan, stage) at each stage: a
+/// test's way to act between the prepare of one connector and the install of all.
+struct Hooked<F: Fn(usize, &str) + Send + Sync + 'static> {
+    on: std::sync::Arc<F>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+struct HookedBar<F: Fn(usize, &str) + Send + Sync + 'static> {
+    on: std::sync::Arc<F>,
+    index: usize,
+}
+
+impl<F: Fn(usize, &str) + Send + Sync + 'static> hubvault::progress::Progress for HookedBar<F> {
+    fn begin(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn end(&self) {}
+    fn stage(&self, what: &str) {
+        (self.on)(self.index, what)
+    }
+}
+
+impl<F: Fn(usize, &str) + Send + Sync + 'static> hubvault::progress::ProgressSet for Hooked<F> {
+    fn item(&self, _: &str) -> Box<dyn hubvault::progress::Progress> {
+        let index = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::new(HookedBar {
+            on: self.on.clone(),
+            index,
+        })
+    }
+}
+
+/// restore-hub through the library, one connector prepared at a time, `on` called at
+/// each connector's stages.
+fn execute_hooked(
+    tb: &TestBucket,
+    from: DatahubId,
+    to: DatahubId,
+    map: Vec<(ConnectorId, ConnectorId)>,
+    hub_root: &Path,
+    on: impl Fn(usize, &str) + Send + Sync + 'static,
+) -> (
+    hubvault::ops::restore_hub::HubPlan,
+    hubvault::Result<hubvault::ops::restore_hub::HubReport>,
+) {
+    use hubvault::ops::restore_hub as rh;
+    let req = rh::HubRequest {
+        org: hubvault::model::ids::OrgSlug::parse("acme").unwrap(),
+        from,
+        to,
+        map,
+        hub_root: hub_root.to_path_buf(),
+        at: None,
+        db_file: Default::default(),
+        parallel: 1,
+        accept_unrewritten: false,
+    };
+    let bucket = tb.bucket();
+    let progress = Hooked {
+        on: std::sync::Arc::new(on),
+        next: std::sync::atomic::AtomicUsize::new(0),
+    };
+    crate::common::rt().block_on(async {
+        let plan = rh::plan(&bucket, &req).await.unwrap();
+        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+        let r = rh::execute(&bucket, &plan, &progress).await;
+        (plan, r)
+    })
+}
+
+/// Onto the same hub, in place: the first connector is prepared (nobody held its
+/// database open then), then, while the second is downloaded, a process opens the first's
+/// database. restore-hub refuses a connector held open (it has no --force): it must not
+/// install that database under the running process, nor any other connector.
+fn held_open_after_its_prepare(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 50);
+    // Two connectors are enough.
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let conns = &conns[..2];
+    for (db, _) in conns {
+        backup(tb, db, false);
+    }
+    let before: Vec<(String, Vec<String>)> = conns
+        .iter()
+        .map(|(db, _)| (sha256_of(db), names(db.parent().unwrap())))
+        .collect();
+    let first_db = conns[0].0.clone();
+    let holder: std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>> = Default::default();
+    let h = holder.clone();
+    let (_, result) = execute_hooked(tb, datahub, datahub, vec![], root.path(), move |i, what| {
+        if i == 1 && what == "downloading" {
+            let mut child = Command::new("sh")
+                .args(["-c", "exec 3<\"$1\"; echo open; exec sleep 60", "sh"])
+                .arg(&first_db)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Wait until the file is open.
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            *h.lock().unwrap() = Some(child);
+        }
+    });
+    let mut child = holder
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the holder was started");
+    let _ = child.kill();
+    let _ = child.wait();
+    let e = match result {
+        Ok(r) => panic!(
+            "restore-hub installed a connector whose database a process held open: {}",
+            serde_json::to_string(&r).unwrap()
+        ),
+        Err(e) => e,
+    };
+    assert_eq!(e.exit_code(), 1, "{e}");
+    assert!(e.to_string().contains("held open"), "{e}");
+    assert!(e.to_string().contains("no connector was installed"), "{e}");
+    for ((db, _), (sha, listing)) in conns.iter().zip(&before) {
+        assert_eq!(&sha256_of(db), sha, "{} changed", db.display());
+        assert_eq!(&names(db.parent().unwrap()), listing);
+    }
+}
+both!(
+    restore_hub_refuses_a_database_opened_by_a_process_after_its_prepare_and_installs_none,
+    held_open_after_its_prepare
+);
+
+/// Onto a new hub, the second connector's directory appears while the connectors are
+/// prepared (the platform deployed it): the first is installed, the second refused. The
+/// error names what is installed, and its advice works: followed to the letter (the
+/// directory that appeared moved away, the installed one moved out of the hub root as
+/// the error says, the same map), a second run restores the whole hub. A map of the
+/// remaining connectors only is no way out: it is refused as unmapped.
+fn partial_install_advice(tb: &TestBucket) {
+    let old_root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(old_root.path(), 30);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let conns = &conns[..2];
+    for (db, _) in conns {
+        backup(tb, db, false);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let new_hub = DatahubId::random();
+    let new: Vec<ConnectorId> = conns.iter().map(|_| ConnectorId::random()).collect();
+    let map: Vec<(ConnectorId, ConnectorId)> = conns
+        .iter()
+        .zip(&new)
+        .map(|((_, s), n)| (s.connector, *n))
+        .collect();
+    let squatter = root.path().join(new[1].to_string());
+    let sq = squatter.clone();
+    let (_, result) = execute_hooked(tb, datahub, new_hub, map, root.path(), move |i, what| {
+        if i == 1 && what == "ready" {
+            std::fs::create_dir(&sq).unwrap();
+        }
+    });
+    let e = result.expect_err("the second connector's directory appeared");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("installed before it: {}", new[0])),
+        "{text}"
+    );
+    assert!(
+        !text.contains("with a map of those only"),
+        "advice that cannot be followed: {text}"
+    );
+    assert!(text.contains("move"), "{text}");
+    let installed = root.path().join(new[0].to_string());
+    assert_eq!(integrity(&installed.join("sqlite.db")), "ok");
+
+    let cmd = |maps: &[(ConnectorId, ConnectorId)]| {
+        let mut c = restore_hub(tb, datahub, root.path());
+        c.args(["--yes", "--to-datahub", &new_hub.to_string()]);
+        for (o, n) in maps {
+            c.args(["--map", &format!("{o}={n}")]);
+        }
+        run(&mut c)
+    };
+    std::fs::remove_dir(&squatter).unwrap();
+    // Only the rest: refused, every connector of the old hub needs its new id.
+    json_of(&cmd(&[(conns[1].1.connector, new[1])]), 2);
+    // The advice: the installed directory out of the hub root, the same map.
+    let aside = tempfile::tempdir().unwrap();
+    std::fs::rename(&installed, aside.path().join("moved")).unwrap();
+    let full: Vec<(ConnectorId, ConnectorId)> = conns
+        .iter()
+        .zip(&new)
+        .map(|((_, s), n)| (s.connector, *n))
+        .collect();
+    let out = json_of(&cmd(&full), 0);
+    assert_eq!(out["restore"]["connectors"].as_array().unwrap().len(), 2);
+    for n in &new {
+        assert_eq!(
+            integrity(&root.path().join(n.to_string()).join("sqlite.db")),
+            "ok"
+        );
+    }
+}
+both!(
+    restore_hub_cut_off_after_some_installs_names_them_and_gives_advice_that_finishes_the_hub,
+    partial_install_advice
+);
+
+/// A hostile `source.json` (written by whoever can write the bucket, or read from a
+/// connector's own database by the backup): control characters in its name and type
+/// (a terminal's escape sequences, a carriage return) never reach the operator's
+/// terminal as they are, in the plan, the list of what to create, or the report.
+fn hostile_source_json(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 10);
+    for (db, _) in &conns[1..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let (db, spec) = &conns[0];
+    backup(tb, db, false);
+    let key = format!(
+        "acme/datahub/{datahub}/connector/{}/hubvault/source.json",
+        spec.connector
+    );
+    let hostile = serde_json::json!({
+        "name": "\u{1b}[2K\rall connectors restored, no old id left\u{1b}[8m",
+        "type": "\u{1b}]0;owned\u{7}sdc\u{9b}2J",
+        "metadata": {"site": "\u{1b}[31m"},
+        "tags": ["\r"],
+    });
+    crate::common::rt()
+        .block_on(tb.bucket().put_bytes(
+            &object_store::path::Path::from(key.as_str()),
+            serde_json::to_vec(&hostile).unwrap(),
+            hubvault::store::WriteMode::Overwrite,
+        ))
+        .unwrap();
+    let clean = |o: &Output, what: &str| {
+        for (stream, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{what}: a control character reached {stream}: {text:?}"
+            );
+        }
+    };
+    let text_cmd = || {
+        let mut c = tb.cmd();
+        c.args(["restore-hub", "--datahub", &datahub.to_string()])
+            .arg("--hub-root")
+            .arg(root.path());
+        c
+    };
+    let out = run(text_cmd().arg("--dry-run"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    clean(&out, "--dry-run");
+    let out = run(text_cmd().args(["--yes", "--to-datahub", &DatahubId::random().to_string()]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    clean(&out, "the refusal for a missing map");
+    let out = run(text_cmd().arg("--yes"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    clean(&out, "the report");
+}
+both!(
+    restore_hub_never_prints_the_control_characters_of_a_hostile_source_json,
+    hostile_source_json
+);
+
+/// The `--then` hook cannot even be started (no `sh` on the PATH): every connector is
+/// installed by then, and the error says so (under --json, with the report of what was
+/// installed), never leaving the operator to believe nothing was restored.
+fn hook_not_started(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 10);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    for (db, _) in &conns[..2] {
+        backup(tb, db, false);
+    }
+    let no_path = tempfile::tempdir().unwrap();
+    let out = run(restore_hub(tb, datahub, root.path())
+        .args(["--yes", "--then", "true"])
+        .env("PATH", no_path.path()));
+    let doc = json_of(&out, 1);
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains("IS installed"), "{doc}");
+    assert_eq!(
+        doc["restore"]["connectors"].as_array().map(Vec::len),
+        Some(2),
+        "{doc}"
+    );
+    for (db, _) in &conns[..2] {
+        assert!(
+            names(db.parent().unwrap())
+                .iter()
+                .any(|n| n.contains("before-restore")),
+            "{} was not restored",
+            db.display()
+        );
+    }
+}
+both!(
+    restore_hub_whose_hook_cannot_start_says_every_connector_is_installed,
+    hook_not_started
+);
+
+/// The hub died during a new connector's first backup: its version's data landed, its
+/// manifest did not (nothing of it is restorable, nothing vouches for those bytes).
+/// restore-hub refuses the hub naming that connector (exit 1, nothing written), and its
+/// advice is one that works: no `--at` can help, and what it says to do (remove what is
+/// left of that connector, then run again) restores the others.
+fn nothing_restorable(tb: &TestBucket) {
+    let old_root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(old_root.path(), 10);
+    for (db, _) in &conns[3..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let conns = &conns[..3];
+    for (db, _) in conns {
+        backup(tb, db, false);
+    }
+    let cut = &conns[2].1;
+    let prefix = format!("acme/datahub/{datahub}/connector/{}/", cut.connector);
+    let b = tb.bucket();
+    for (key, _) in tb.keys(&prefix) {
+        if !key.ends_with(".db.zst") {
+            crate::common::rt()
+                .block_on(b.delete(&object_store::path::Path::from(key.as_str())))
+                .unwrap();
+        }
+    }
+    assert_eq!(tb.keys(&prefix).len(), 1, "only the version's data is left");
+    let root = tempfile::tempdir().unwrap();
+    let out = run(restore_hub(tb, datahub, root.path()).arg("--yes"));
+    let doc = json_of(&out, 1);
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains(&cut.connector.to_string()),
+        "{doc}"
+    );
+    let hint = doc["hint"].as_str().unwrap();
+    assert!(
+        !hint.contains("pick a later --at"),
+        "no --at restores it: {hint}"
+    );
+    assert!(hint.contains(prefix.trim_end_matches('/')), "{hint}");
+    assert!(names(root.path()).is_empty());
+    // The advice: what is left of it removed, then the same command.
+    for (key, _) in tb.keys(&prefix) {
+        crate::common::rt()
+            .block_on(b.delete(&object_store::path::Path::from(key.as_str())))
+            .unwrap();
+    }
+    let out = json_of(&run(restore_hub(tb, datahub, root.path()).arg("--yes")), 0);
+    assert_eq!(out["restore"]["connectors"].as_array().unwrap().len(), 2);
+}
+both!(
+    restore_hub_refusing_a_connector_with_nothing_restorable_gives_advice_that_works,
+    nothing_restorable
+);
+
+/// Two connectors under continuous capture: A commits once and is idle after, B goes on
+/// committing. A's state at the common instant is its newest (nothing happened to it
+/// since its last commit): the report must not call it behind its newest, as it does not
+/// for an idle connector backed up unchanged.
+fn idle_connector_under_capture(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 20);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let (a, b) = (&conns[0], &conns[1]);
+    let (agent, _rx) = crate::continuous::agent_past_its_base(tb, root.path());
+    let mut agent = crate::continuous::Reaped(agent);
+    let commit = |db: &Path, tag: &str| {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute(
+            "INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt)
+             SELECT id, json_extract(sources, '$[0]'), ?1, 'MESSAGE_RECEIVED', '2026-11-24', '2026-11-24' FROM Integrations",
+            [tag],
+        )
+        .unwrap();
+    };
+    commit(&a.0, "a-once");
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..3 {
+        commit(&b.0, &format!("b-{i}"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    crate::continuous::sigterm_and_wait(&mut agent.0);
+    let a_events = event_count(&a.0);
+
+    let new_root = tempfile::tempdir().unwrap();
+    let new_hub = DatahubId::random();
+    let mut c = restore_hub(tb, datahub, new_root.path());
+    c.args(["--yes", "--to-datahub", &new_hub.to_string()]);
+    let mut news = Vec::new();
+    for (_, s) in [a, b] {
+        let n = ConnectorId::random();
+        c.args(["--map", &format!("{}={n}", s.connector)]);
+        news.push(n);
+    }
+    let out = json_of(&run(&mut c), 0);
+    let reports = out["restore"]["connectors"].as_array().unwrap();
+    let rep_a = reports
+        .iter()
+        .find(|r| r["old_connector"] == a.1.connector.to_string())
+        .unwrap();
+    assert!(rep_a["continuous"].is_object(), "{rep_a}");
+    let target = new_root.path().join(news[0].to_string()).join("sqlite.db");
+    assert_eq!(
+        event_count(&target),
+        a_events,
+        "A is not at its newest: {rep_a}"
+    );
+    assert_eq!(
+        rep_a["behind_newest_seconds"], 0.0,
+        "A is at its newest state, yet reported behind it: {rep_a}"
+    );
+}
+both!(
+    restore_hub_does_not_call_an_idle_connector_under_capture_behind_its_newest,
+    idle_connector_under_capture
+);
+
+/// `--at` later than a connector's newest restorable state (a typo of a year, or a
+/// connector whose capture stopped before the instant): nothing tells its state at that
+/// instant, so it cannot be claimed at it. The report says so for each such connector,
+/// rather than calling the hub restored at one instant without a word.
+fn at_past_the_newest(tb: &TestBucket) {
+    let old_root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(old_root.path(), 10);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    for (db, _) in &conns[..2] {
+        backup(tb, db, false);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut c = restore_hub(tb, datahub, root.path());
+    c.args(["--yes", "--at", "2099-01-01T00:00:00Z"])
+        .args(["--to-datahub", &DatahubId::random().to_string()]);
+    for (_, s) in &conns[..2] {
+        c.args([
+            "--map",
+            &format!("{}={}", s.connector, ConnectorId::random()),
+        ]);
+    }
+    let out = json_of(&run(&mut c), 0);
+    let r = &out["restore"];
+    assert_eq!(r["instant_chosen_by"], "--at", "{r}");
+    for rep in r["connectors"].as_array().unwrap() {
+        let warned = rep["warnings"].as_array().unwrap().iter().any(|w| {
+            w.as_str()
+                .unwrap()
+                .contains("after its newest restorable state")
+        });
+        assert!(warned, "restored at {} without a word: {rep}", r["instant"]);
+    }
+}
+both!(
+    restore_hub_at_an_instant_past_a_connectors_newest_state_says_so_for_that_connector,
+    at_past_the_newest
+);
+
+/// A under continuous capture until the agent stops; seconds later A changes and a plain
+/// backup keeps it (version VA, A's newest state). B has plain backups only, one before
+/// and one after VA. The newest common instant is VA's: A's state then is VA, not the
+/// older state the stream ended with (the stream holds nothing after it: capture had
+/// stopped, however recently).
+fn stream_then_version_within_a_minute(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 20);
+    let (a, b) = (&conns[0], &conns[1]);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    // B is not under capture: outside the hub root the agent watches.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let b_db = elsewhere.path().join("sqlite.db");
+    std::fs::rename(&b.0, &b_db).unwrap();
+    let _ = std::fs::rename(b.0.with_extension("db-wal"), b_db.with_extension("db-wal"));
+    std::fs::remove_dir_all(b.0.parent().unwrap()).unwrap();
+    backup(tb, &b_db, false);
+    let commit = |db: &Path, tag: &str| {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute(
+            "INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt)
+             SELECT id, json_extract(sources, '$[0]'), ?1, 'MESSAGE_RECEIVED', '2026-11-24', '2026-11-24' FROM Integrations",
+            [tag],
+        )
+        .unwrap();
+    };
+    {
+        let (agent, _rx) = crate::continuous::agent_past_its_base(tb, root.path());
+        let mut agent = crate::continuous::Reaped(agent);
+        commit(&a.0, "captured");
+        std::thread::sleep(Duration::from_secs(3));
+        crate::continuous::sigterm_and_wait(&mut agent.0);
+    }
+    commit(&a.0, "after-capture");
+    let va = backup(tb, &a.0, true);
+    assert_eq!(va["new_version"], true, "{va}");
+    let a_events = event_count(&a.0);
+    std::thread::sleep(Duration::from_millis(1100));
+    commit(&b_db, "b-later");
+    backup(tb, &b_db, true);
+
+    let new_root = tempfile::tempdir().unwrap();
+    let new_a = ConnectorId::random();
+    let mut c = restore_hub(tb, datahub, new_root.path());
+    c.args(["--yes", "--to-datahub", &DatahubId::random().to_string()])
+        .args(["--map", &format!("{}={new_a}", a.1.connector)])
+        .args([
+            "--map",
+            &format!("{}={}", b.1.connector, ConnectorId::random()),
+        ]);
+    let out = json_of(&run(&mut c), 0);
+    let r = &out["restore"];
+    assert_eq!(r["instant_chosen_by"], "newest common", "{r}");
+    let target = new_root.path().join(new_a.to_string()).join("sqlite.db");
+    assert_eq!(
+        event_count(&target),
+        a_events,
+        "A is not its state at the instant (its version {}): {r}",
+        va["version"]
+    );
+}
+both!(
+    restore_hub_gives_a_connector_its_version_taken_just_after_its_capture_stopped,
+    stream_then_version_within_a_minute
+);
