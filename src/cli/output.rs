@@ -97,6 +97,19 @@ pub fn hook_failed<R: serde::Serialize, H: serde::Serialize>(
     Ok(ExitCode::from(1))
 }
 
+/// A `--then` hook that could not even be started (no shell, a bad `PATH`): the restore
+/// is installed all the same, and the error says what is (`installed`), with
+/// [`hook_failed`]'s report and no hook result.
+pub fn hook_not_started<R: serde::Serialize>(
+    json: bool,
+    report: &R,
+    e: Error,
+    installed: &str,
+) -> hubvault::Result<ExitCode> {
+    let e = e.with_note(&format!("the --then command did not run; {installed}"));
+    hook_failed(json, report, &None::<()>, e)
+}
+
 /// A command line clap refused (unknown flag, missing or malformed value): exit 2, and
 /// under `--json` one JSON document on stdout like every other error. `--help` and
 /// `--version` print as usual.

@@ -173,7 +173,17 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 outln!("running --then: {cmd}");
             }
             // Keep stdout one JSON document: the hook's output goes to stderr.
-            let r = restore::run_hook(cmd, &plan, a.then_timeout, g.json).await?;
+            let r = match restore::run_hook(cmd, &plan, a.then_timeout, g.json).await {
+                Ok(r) => r,
+                // Not started at all: the database is installed all the same.
+                Err(e) => {
+                    let installed = format!(
+                        "the restored database IS installed at {}",
+                        plan.target.display()
+                    );
+                    return output::hook_not_started(g.json, &report, e, &installed);
+                }
+            };
             if !r.ok {
                 let e = restore::hook_error(&r, &plan);
                 return output::hook_failed(g.json, &report, &r, e);

@@ -210,11 +210,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 Ok(r) => r,
                 // Not started at all: the connectors are installed all the same.
                 Err(e) => {
-                    let e = e.with_note(&format!(
-                        "the --then command did not run; every connector IS installed under {}",
+                    let installed = format!(
+                        "every connector IS installed under {}",
                         plan.hub_root.display()
-                    ));
-                    return output::hook_failed(g.json, &report, &None::<()>, e);
+                    );
+                    return output::hook_not_started(g.json, &report, e, &installed);
                 }
             };
             if !r.ok {

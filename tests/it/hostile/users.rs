@@ -422,6 +422,46 @@ fn the_then_hook_is_stopped_at_its_timeout_and_the_failure_says_so() {
     assert!(doc["error"].as_str().unwrap().contains("soon"), "{doc}");
 }
 
+/// The hook cannot even be started (no `sh` on the PATH): the database is installed by
+/// then, and the error says so (with the report under --json), never leaving the
+/// operator to believe nothing was restored (restore-hub's fix, for `restore` too).
+#[test]
+fn a_then_hook_that_cannot_start_says_the_database_is_installed() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 5);
+    backup(&tb, &db);
+    let no_path = tempfile::tempdir().unwrap();
+    let out = run(tb.cmd().env("PATH", no_path.path()).args([
+        "restore",
+        "--json",
+        "--yes",
+        "--datahub",
+        &spec.datahub.to_string(),
+        "--connector",
+        &spec.connector.to_string(),
+        "--hub-root",
+        p(hub.path()),
+        "--then",
+        "true",
+    ]));
+    let doc = json_of(&out, 1);
+    let err = doc["error"].as_str().unwrap();
+    assert!(err.contains("IS installed"), "{doc}");
+    assert!(err.contains(p(&db)), "names the database: {doc}");
+    assert_eq!(doc["restore"]["target"].as_str(), Some(p(&db)), "{doc}");
+    assert!(
+        std::fs::read_dir(hub.path().join(spec.connector.to_string()))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("before-restore")),
+        "the database was not restored"
+    );
+}
+
 #[test]
 fn a_failed_then_hook_is_reported_with_its_exit_code_and_the_tail_of_its_output() {
     let tb = TestBucket::local();
