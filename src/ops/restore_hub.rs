@@ -55,6 +55,10 @@ use crate::store::Bucket;
 
 type Time = chrono::DateTime<chrono::Utc>;
 
+/// What to do about a connector whose database a process holds open (restore-hub has no
+/// `--force`: it replaces no database under a running connector).
+const HELD_OPEN_HINT: &str = "stop the connectors (restore-hub replaces no database a process holds open), then run it again";
+
 /// `instant_chosen_by` without `--at`: the newest instant every connector can be restored
 /// to (the minimum of their newest restorable instants)…
 pub const NEWEST_COMMON: &str = "newest common";
@@ -950,9 +954,7 @@ pub async fn execute(
                             "connector {} ({:?}), so no connector was installed",
                             d.report.old_connector, d.report.name
                         ))
-                        .with_hint(
-                            "stop the connectors (restore-hub replaces no database a process holds open), then run it again",
-                        )
+                        .with_hint(HELD_OPEN_HINT)
                     })?;
                 }
             }
@@ -1051,7 +1053,16 @@ async fn prepare_one(
             let target = stage.staged_path(&name).join(plan.db_file.as_str());
             Staging::open_in(dir, target).await?
         }
-        Placement::InPlace => Staging::open(&step.target, Some(&plan.hub_root), false).await?,
+        Placement::InPlace => Staging::open(&step.target, Some(&plan.hub_root), false)
+            .await
+            // `restore`'s refusal offers --force, which restore-hub does not have.
+            .map_err(|e| {
+                if install::is_held_open(&e) {
+                    e.with_hint(HELD_OPEN_HINT)
+                } else {
+                    e
+                }
+            })?,
     };
     bar.stage("downloading");
     // A state built from the stream is put together in memory (catalog::stream): one at a

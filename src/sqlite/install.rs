@@ -702,6 +702,12 @@ pub fn make_connector_dir(root: &SafeDir, name: &OsStr) -> Result<SafeDir> {
     Ok(dir)
 }
 
+/// True if and only if `e` is the refusal of a target a process holds open (a caller
+/// without `--force` gives its own hint).
+pub fn is_held_open(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::ResourceBusy)
+}
+
 fn held_open_error(target: &Path, holders: &[Holder]) -> Error {
     let who: Vec<String> = holders
         .iter()

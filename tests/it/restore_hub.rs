@@ -1546,3 +1546,52 @@ both!(
     restore_hub_gives_a_connector_its_version_taken_just_after_its_capture_stopped,
     stream_then_version_within_a_minute
 );
+
+/// A connector whose database a process holds open when restore-hub starts: refused
+/// (exit 1), nothing changed, and the hint is one restore-hub can follow (it has no
+/// `--force`, which `restore`'s refusal offers).
+fn held_open_from_the_start(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub(root.path(), 20);
+    for (db, _) in &conns[2..] {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    let conns = &conns[..2];
+    for (db, _) in conns {
+        backup(tb, db, false);
+    }
+    let before: Vec<String> = conns.iter().map(|(db, _)| sha256_of(db)).collect();
+    let mut holder = Command::new("sh")
+        .args(["-c", "exec 3<\"$1\"; echo open; exec sleep 60", "sh"])
+        .arg(&conns[1].0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let out = run(restore_hub(tb, datahub, root.path()).arg("--yes"));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let doc = json_of(&out, 1);
+    assert!(
+        doc["error"].as_str().unwrap().contains("held open"),
+        "{doc}"
+    );
+    let hint = doc["hint"].as_str().unwrap();
+    assert!(
+        !hint.contains("--force"),
+        "restore-hub has no --force: {hint}"
+    );
+    assert!(hint.contains("stop the connectors"), "{hint}");
+    for ((db, _), sha) in conns.iter().zip(&before) {
+        assert_eq!(&sha256_of(db), sha, "{} changed", db.display());
+    }
+}
+both!(
+    restore_hub_refusing_a_database_held_open_gives_a_hint_it_can_follow,
+    held_open_from_the_start
+);
