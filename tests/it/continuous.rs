@@ -119,7 +119,7 @@ fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn sigterm_and_wait(child: &mut Child) {
+pub(crate) fn sigterm_and_wait(child: &mut Child) {
     // SAFETY: as above.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -135,7 +135,7 @@ fn sigterm_and_wait(child: &mut Child) {
 }
 
 /// The agent on `hub` with JSON logs on stderr, and a channel of its log messages.
-fn start_agent(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
+pub(crate) fn start_agent(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
     let mut child = cmd_private_tmp(tb)
         .args([
             "agent",
@@ -192,7 +192,7 @@ fn connector_with_writer(
     (hub, db, spec, w)
 }
 
-fn wait_for(rx: &mpsc::Receiver<String>, what: &str, limit: Duration) -> String {
+pub(crate) fn wait_for(rx: &mpsc::Receiver<String>, what: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -227,7 +227,7 @@ fn lines_until(rx: &mpsc::Receiver<String>, what: &str, limit: Duration) -> Vec<
 
 /// A child process killed (and reaped) if it still runs when the test ends, as when an
 /// assertion fails before the test stopped it: no agent outlives its test.
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {

@@ -418,11 +418,21 @@ impl Side {
     }
 }
 
+/// Read-only, never through a link, and only a regular file: the name is in a
+/// connector's directory, whose user may put a FIFO there at any moment (`O_NONBLOCK`:
+/// an `open` of a FIFO with no writer never returns; it changes nothing for a file).
 fn open_ro(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
 }
 
 /// Read-only descriptors of databases' files, one per file, shared by every [`Source`]

@@ -598,3 +598,56 @@ fn a_user_restores_to_an_output_in_a_directory_root_owns_and_keeps_the_file() {
     assert_eq!(std::fs::metadata(&out_file).unwrap().uid(), USER);
     assert_eq!(count(&out_file, "SELECT count(*) FROM Events"), 5);
 }
+
+// ------------------------------------------------------------- 12. the agent's capture loop
+
+/// A connector directory of [`USER`] (a new connector id) beside the others in `hub`.
+fn user_connector_dir(hub: &Path) -> std::path::PathBuf {
+    let dir = hub.join(hubvault::model::ids::ConnectorId::random().to_string());
+    std::fs::create_dir(&dir).unwrap();
+    give_to_user(&dir);
+    dir
+}
+
+/// Waits (at most `limit`) for a segment of `hub`'s stream beyond the `before` ones.
+fn new_segment(tb: &TestBucket, prefix: &str, before: usize, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if tb.keys(prefix).len() > before {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The user makes its `sqlite.db` a FIFO: capture opens the connector's files itself, and
+/// an `open` of a FIFO with no writer never returns. The other connectors' commits must
+/// still reach the bucket, and the agent must still stop at SIGTERM.
+#[test]
+fn a_fifo_at_one_connectors_database_never_stops_the_capture_of_the_others() {
+    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, spec) = connector_db(hub.path(), "sdc", 10);
+    let w = rusqlite::Connection::open(&db).unwrap();
+    w.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY);")
+        .unwrap();
+    let (agent, rx) = start_agent(&tb, hub.path());
+    let mut agent = Reaped(agent);
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    // The user's connector appears with a FIFO for a database (discovery: every tick, 1 s).
+    let dir = user_connector_dir(hub.path());
+    let mut mk = Command::new("mkfifo");
+    mk.arg(dir.join("sqlite.db"));
+    assert!(as_user(&mk).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(3));
+    let prefix = format!("acme/stream/{}/L0", spec.datahub);
+    let before = tb.keys(&prefix).len();
+    w.execute("INSERT INTO cdc_rows VALUES (1)", []).unwrap();
+    assert!(
+        new_segment(&tb, &prefix, before, Duration::from_secs(15)),
+        "the other connector's commit never reached the bucket"
+    );
+    sigterm_and_wait(&mut agent.0);
+}
