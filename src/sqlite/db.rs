@@ -83,6 +83,38 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, None)
 }
 
+/// Opens a connector's live database read-only, never through a symbolic link: its
+/// directory belongs to the connector's user, who may put a link at its name, and SQLite
+/// opening the file behind it as root would read it and create its `-wal` and `-shm`
+/// there. A link is refused by name; one planted after that check is refused by SQLite
+/// (`SQLITE_OPEN_NOFOLLOW`, given the path with its directory resolved, since that flag
+/// refuses a link in any part of the path: a hub root reached through a link is fine).
+pub fn open_live(path: &Path) -> Result<Connection> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::db(
+                path,
+                "is a symbolic link; a connector's database is never opened through one",
+                "replace the link by the real file (a connector's user could point it anywhere)",
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(Error::io(path, "cannot read the database", e)),
+    }
+    let resolved = match (path.file_name(), crate::sqlite::fsio::parent_dir(path)) {
+        (Some(name), dir) => std::fs::canonicalize(dir)
+            .map_err(|e| Error::io(dir, "cannot resolve the directory", e))?
+            .join(name),
+        (None, _) => path.to_path_buf(),
+    };
+    open_at(
+        path,
+        &resolved,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        None,
+    )
+}
+
 /// Opens a database for writing (a file we own: a snapshot, a download, a remap copy).
 pub fn open_read_write(path: &Path) -> Result<Connection> {
     open(path, OpenFlags::SQLITE_OPEN_READ_WRITE, None)
@@ -115,8 +147,13 @@ pub fn open_scratch(path: &Path) -> Result<Connection> {
 /// and virtual tables marked harmless; our own SQL functions are direct-only).
 /// `setup` runs before that, on our own settings only.
 fn open(path: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection> {
+    open_at(path, &not_a_uri(path), mode, setup)
+}
+
+/// [`open`] of the file at `at`, named `path` in errors.
+fn open_at(path: &Path, at: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection> {
     let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(not_a_uri(path), flags)
+    let conn = Connection::open_with_flags(at, flags)
         .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;

@@ -651,3 +651,52 @@ fn a_fifo_at_one_connectors_database_never_stops_the_capture_of_the_others() {
     );
     sigterm_and_wait(&mut agent.0);
 }
+
+/// The user replaces its `sqlite.db` by a link to a root-only WAL database (one naming
+/// its own connector, so no id check stops it): root's backup (the agent's pass) and
+/// `doctor` must refuse the link, never open the database behind it (SQLite opening it
+/// creates its `-wal` and `-shm` in root's directory) and upload nothing.
+#[test]
+fn root_never_opens_a_database_through_a_link_planted_at_sqlite_db() {
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, _) = connector_db(hub.path(), "sdc", 10);
+    let dir = db.parent().unwrap().to_path_buf();
+    give_to_user(&dir);
+    // Root's own copy of the database, in a directory only root may enter (tempdir: 0700).
+    let secret = tempfile::tempdir().unwrap();
+    let copy = secret.path().join("copy.db");
+    std::fs::copy(&db, &copy).unwrap();
+    {
+        let c = rusqlite::Connection::open(&copy).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    }
+    assert_eq!(names(secret.path()), ["copy.db"]);
+    let mut ln = Command::new("ln");
+    ln.arg("-sf").arg(&copy).arg(&db);
+    assert!(as_user(&ln).status().unwrap().success());
+    assert!(db.is_symlink());
+    let out = run(crate::common::cmd_private_tmp(&tb)
+        .args(["backup", "--json", "--force", "--db"])
+        .arg(&db));
+    let doc = json_of(&out, 1);
+    assert!(
+        doc["error"].as_str().unwrap().contains("symbolic link"),
+        "{doc}"
+    );
+    assert_eq!(
+        names(secret.path()),
+        ["copy.db"],
+        "root's backup opened the database behind the link"
+    );
+    assert!(tb.keys("").is_empty(), "nothing uploaded");
+    let out = run(crate::common::cmd_private_tmp(&tb)
+        .args(["doctor", "--json", "--hub-root"])
+        .arg(hub.path()));
+    assert_no_panic("doctor", &out);
+    assert_eq!(
+        names(secret.path()),
+        ["copy.db"],
+        "root's doctor opened the database behind the link"
+    );
+}
