@@ -78,6 +78,82 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes SQLite's unix VFS open every file without blocking and refuse a FIFO or a
+/// socket (once per process; every connection hubvault opens goes through here first).
+///
+/// A connector's user may put a FIFO at any name in its directory, and SQLite opens
+/// `-journal` by name (read-only, to see whether it is hot) whenever a connection takes
+/// a lock on a rollback-journal database: an `open` of a FIFO with no writer never
+/// returns, and root's capture or backup would hang there for good. No check before the
+/// open can close that window (the user swaps the name in between); the open itself can:
+/// SQLite's system call `open` is replaced (`xSetSystemCall`, its documented hook) by one
+/// with `O_NONBLOCK` that refuses what is not a regular file, a directory or a device.
+/// SQLite sees a file it cannot open (`SQLITE_CANTOPEN`); a `-journal` it cannot open
+/// counts as hot, so the lock is refused as for a crashed writer, and nothing waits.
+pub fn harden_vfs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        type Open =
+            unsafe extern "C" fn(*const libc::c_char, libc::c_int, libc::c_int) -> libc::c_int;
+        // SAFETY: `sqlite3_vfs_find` initialises SQLite and returns the default (unix) VFS
+        // or null; `xSetSystemCall` stores the pointer SQLite calls as `open(path, flags,
+        // mode)`, which `open_no_fifo` is.
+        let rc = unsafe {
+            let vfs = rusqlite::ffi::sqlite3_vfs_find(std::ptr::null());
+            match vfs.as_ref().and_then(|v| v.xSetSystemCall) {
+                Some(set) => set(
+                    vfs,
+                    c"open".as_ptr(),
+                    Some(std::mem::transmute::<Open, unsafe extern "C" fn()>(
+                        open_no_fifo,
+                    )),
+                ),
+                None => rusqlite::ffi::SQLITE_NOTFOUND,
+            }
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::warn!(
+                rc,
+                "cannot make SQLite refuse FIFOs in connectors' directories"
+            );
+        }
+    });
+}
+
+/// SQLite's `open`, never blocking on a FIFO: see [`harden_vfs`].
+unsafe extern "C" fn open_no_fifo(
+    path: *const libc::c_char,
+    flags: libc::c_int,
+    mode: libc::c_int,
+) -> libc::c_int {
+    // SAFETY: `path` is SQLite's NUL-terminated name; the rest are plain syscalls on the
+    // descriptor just opened.
+    unsafe {
+        let fd = libc::open(path, flags | libc::O_NONBLOCK, mode as libc::c_uint);
+        if fd < 0 {
+            return fd;
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        let kind = if libc::fstat(fd, &mut st) == 0 {
+            st.st_mode & libc::S_IFMT
+        } else {
+            0
+        };
+        if kind == libc::S_IFIFO || kind == libc::S_IFSOCK || kind == 0 {
+            libc::close(fd);
+            *libc::__errno_location() = libc::ENXIO;
+            return -1;
+        }
+        if flags & libc::O_NONBLOCK == 0 {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            if fl >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+        }
+        fd
+    }
+}
+
 /// Opens a database read-only. The caller has checked that it is SQLite.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
     open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, None)
@@ -152,6 +228,7 @@ fn open(path: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection>
 
 /// [`open`] of the file at `at`, named `path` in errors.
 fn open_at(path: &Path, at: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection> {
+    harden_vfs();
     let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(at, flags)
         .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
@@ -196,6 +273,7 @@ pub fn open_frozen(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    harden_vfs();
     let conn = Connection::open_with_flags(uri, flags)
         .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
     lock_down(&conn).map_err(|e| Error::sqlite(path, "cannot lock the connection down", e))?;

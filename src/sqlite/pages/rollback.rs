@@ -77,6 +77,7 @@ pub struct Observed {
 impl Locker {
     pub fn open(path: &Path) -> Result<Locker> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        crate::sqlite::db::harden_vfs();
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| Error::sqlite(path, "cannot open the database for capture", e))?;
         conn.busy_timeout(LOCK_WAIT)

@@ -700,3 +700,62 @@ fn root_never_opens_a_database_through_a_link_planted_at_sqlite_db() {
         "root's doctor opened the database behind the link"
     );
 }
+
+/// The user of a rollback-journal connector puts a FIFO at its `sqlite.db-journal`: any
+/// SQLite connection that takes a lock on the database opens that name to see whether it
+/// is a hot journal, and an `open` of a FIFO with no writer never returns. Root's
+/// capture (its SHARED locks) and root's backup of that connector must not hang on it:
+/// the other connectors' commits still reach the bucket, the backup ends within a bound
+/// and says what is wrong, and the agent stops at SIGTERM.
+#[test]
+fn a_fifo_at_a_connectors_journal_never_hangs_roots_capture_or_backup() {
+    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, spec) = connector_db(hub.path(), "sdc", 10);
+    let w = rusqlite::Connection::open(&db).unwrap();
+    w.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY);")
+        .unwrap();
+    let (agent, rx) = start_agent(&tb, hub.path());
+    let mut agent = Reaped(agent);
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    // The user's rollback-journal connector, built aside and moved in whole.
+    let aside = open_tempdir();
+    let (db_a, _) = connector_db(aside.path(), "solace", 10);
+    {
+        let c = rusqlite::Connection::open(&db_a).unwrap();
+        c.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    }
+    let dir_a = db_a.parent().unwrap();
+    give_to_user(dir_a);
+    let mut mk = Command::new("mkfifo");
+    mk.arg(side(&db_a, "-journal"));
+    assert!(as_user(&mk).status().unwrap().success());
+    let moved = hub.path().join(dir_a.file_name().unwrap());
+    std::fs::rename(dir_a, &moved).unwrap();
+    let db_a = moved.join("sqlite.db");
+    std::thread::sleep(Duration::from_secs(3));
+    let prefix = format!("acme/stream/{}/L0", spec.datahub);
+    let before = tb.keys(&prefix).len();
+    w.execute("INSERT INTO cdc_rows VALUES (1)", []).unwrap();
+    assert!(
+        new_segment(&tb, &prefix, before, Duration::from_secs(15)),
+        "the other connector's commit never reached the bucket"
+    );
+    let child = crate::common::cmd_private_tmp(&tb)
+        .args(["backup", "--json", "--force", "--db"])
+        .arg(&db_a)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish_within(child, Duration::from_secs(30), "root's backup");
+    let doc = json_of(&out, 1);
+    // Named for what it is: no hot journal to keep ("do not delete" would be false).
+    let err = doc["error"].as_str().unwrap();
+    assert!(
+        err.contains("not a regular file") && !err.contains("hot journal"),
+        "{doc}"
+    );
+    sigterm_and_wait(&mut agent.0);
+}
