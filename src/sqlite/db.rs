@@ -39,6 +39,7 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Fails unless `path` is a regular file that starts with SQLite's header.
 pub fn check_is_sqlite(path: &Path) -> Result<()> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let meta = std::fs::metadata(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             return Error::usage(
@@ -61,7 +62,11 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
         ));
     }
     let mut head = [0u8; 16];
-    let n = std::fs::File::open(path)
+    // O_NONBLOCK: a FIFO put at the name since the check above must not hang us.
+    let n = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| Error::io(path, "cannot read the database", e))?;
     if n < 16 || &head != SQLITE_MAGIC {
@@ -159,6 +164,19 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, None)
 }
 
+/// Fails if `path` is a symbolic link (anything else, a missing file too, is left to the
+/// checks that follow).
+pub fn refuse_link(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::db(
+            path,
+            "is a symbolic link; a connector's database is never opened through one",
+            "replace the link by the real file (a connector's user could point it anywhere)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Opens a connector's live database read-only, never through a symbolic link: its
 /// directory belongs to the connector's user, who may put a link at its name, and SQLite
 /// opening the file behind it as root would read it and create its `-wal` and `-shm`
@@ -166,17 +184,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
 /// (`SQLITE_OPEN_NOFOLLOW`, given the path with its directory resolved, since that flag
 /// refuses a link in any part of the path: a hub root reached through a link is fine).
 pub fn open_live(path: &Path) -> Result<Connection> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Err(Error::db(
-                path,
-                "is a symbolic link; a connector's database is never opened through one",
-                "replace the link by the real file (a connector's user could point it anywhere)",
-            ));
-        }
-        Ok(_) => {}
-        Err(e) => return Err(Error::io(path, "cannot read the database", e)),
-    }
+    refuse_link(path)?;
     let resolved = match (path.file_name(), crate::sqlite::fsio::parent_dir(path)) {
         (Some(name), dir) => std::fs::canonicalize(dir)
             .map_err(|e| Error::io(dir, "cannot resolve the directory", e))?
