@@ -271,13 +271,17 @@ impl Error {
             };
             let mut side_file = path.as_os_str().to_owned();
             side_file.push(side);
-            // SQLite counts a side file it cannot open as hot: a FIFO or a link put there
-            // (its opens refuse both) is no journal, and "do not delete it" would be false.
-            let odd = std::fs::symlink_metadata(&side_file).is_ok_and(|m| !m.is_file());
+            // SQLite counts a side file it cannot open as hot: a link, a FIFO or a file
+            // with a second name put there (its opens refuse them all, see
+            // `sqlite::db::harden_vfs`) is no journal, and "do not delete it" would be false.
+            let odd = std::fs::symlink_metadata(&side_file).is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                !m.is_file() || m.nlink() > 1
+            });
             if odd {
                 return Error::Database {
                     message: format!(
-                        "{what}: {} is not a regular file (a link, FIFO or socket), so SQLite cannot tell whether it holds a transaction to roll back; the database is not read",
+                        "{what}: {} is not a regular file SQLite made (it is a symbolic or hard link, a FIFO or a socket), so SQLite cannot tell whether it holds a transaction to roll back; the database is not read",
                         std::path::Path::new(&side_file).display()
                     ),
                     path,

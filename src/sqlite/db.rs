@@ -93,6 +93,9 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
 /// open can close that window (the user swaps the name in between); the open itself can:
 /// SQLite's system call `open` is replaced (`xSetSystemCall`, its documented hook) by one
 /// with `O_NONBLOCK` that refuses what is not a regular file, a directory or a device.
+/// It also refuses a `-journal`, `-wal` or `-shm` with more than one name: SQLite run as
+/// root gives every one it opens to the database's owner (`fchown`) and resets a `-shm`,
+/// and a hard link there (to a root file its user may write) would hand that file over.
 /// SQLite sees a file it cannot open (`SQLITE_CANTOPEN`); a `-journal` it cannot open
 /// counts as hot, so the lock is refused as for a crashed writer, and nothing waits.
 pub fn harden_vfs() {
@@ -144,7 +147,15 @@ unsafe extern "C" fn open_no_fifo(
         } else {
             0
         };
-        if kind == libc::S_IFIFO || kind == libc::S_IFSOCK || kind == 0 {
+        // A side file with a second name is a hard link someone made (SQLite never
+        // does): SQLite run as root would give it to the database's owner and reset it.
+        let linked_side = kind == libc::S_IFREG && st.st_nlink > 1 && {
+            let name = std::ffi::CStr::from_ptr(path).to_bytes();
+            [&b"-journal"[..], b"-wal", b"-shm"]
+                .iter()
+                .any(|s| name.ends_with(s))
+        };
+        if kind == libc::S_IFIFO || kind == libc::S_IFSOCK || kind == 0 || linked_side {
             libc::close(fd);
             *libc::__errno_location() = libc::ENXIO;
             return -1;

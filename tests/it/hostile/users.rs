@@ -759,3 +759,45 @@ fn a_fifo_at_a_connectors_journal_never_hangs_roots_capture_or_backup() {
     );
     sigterm_and_wait(&mut agent.0);
 }
+
+/// The user hard-links a root-owned file it may write (mode 0666, the hub's file system)
+/// at its WAL database's `-shm` and `-wal`: SQLite, run as root, gives every `-wal` and
+/// `-shm` it opens to the database's owner (`fchown`) and resets the `-shm`. Root's
+/// backup must never do either to a file with another name (row 18's rule, for the side
+/// files SQLite opens).
+#[test]
+fn root_never_gives_away_or_resets_a_root_file_hard_linked_at_a_side_file() {
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, _) = connector_db(hub.path(), "sdc", 10);
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    }
+    give_to_user(db.parent().unwrap());
+    for s in ["-shm", "-wal"] {
+        let _ = std::fs::remove_file(side(&db, s));
+        let precious = hub.path().join(format!("root-only{s}"));
+        std::fs::write(&precious, b"root's").unwrap();
+        std::fs::set_permissions(
+            &precious,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        let mut ln = Command::new("ln");
+        ln.arg(&precious).arg(side(&db, s));
+        assert!(as_user(&ln).status().unwrap().success(), "{s}");
+        let out = run(crate::common::cmd_private_tmp(&tb)
+            .args(["backup", "--json", "--force", "--db"])
+            .arg(&db));
+        assert_no_panic("backup", &out);
+        let m = std::fs::metadata(&precious).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (0, 0),
+            "{s}: the linked root file was given away"
+        );
+        assert_eq!(std::fs::read(&precious).unwrap(), b"root's", "{s}: written");
+        std::fs::remove_file(side(&db, s)).unwrap();
+    }
+}
