@@ -801,3 +801,31 @@ fn root_never_gives_away_or_resets_a_root_file_hard_linked_at_a_side_file() {
         std::fs::remove_file(side(&db, s)).unwrap();
     }
 }
+
+/// A connector whose database capture cannot open (here the user's FIFO) is retried at
+/// every discovery, once a tick: the reason is logged once, not 86,400 times a day.
+#[test]
+fn a_connector_capture_cannot_open_is_logged_once_not_every_tick() {
+    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    connector_db(hub.path(), "sdc", 10);
+    let (agent, rx) = start_agent(&tb, hub.path());
+    let mut agent = Reaped(agent);
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let dir = user_connector_dir(hub.path());
+    let mut mk = Command::new("mkfifo");
+    mk.arg(dir.join("sqlite.db"));
+    assert!(as_user(&mk).status().unwrap().success());
+    // Five ticks (1 s each): five discoveries that cannot open it.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut said = Vec::new();
+    while let Ok(msg) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        if msg.contains("cannot open the database for capture") {
+            said.push(msg);
+        }
+    }
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(said[0].contains("not a regular file"), "{said:#?}");
+    sigterm_and_wait(&mut agent.0);
+}
