@@ -829,3 +829,45 @@ fn a_connector_capture_cannot_open_is_logged_once_not_every_tick() {
     assert!(said[0].contains("not a regular file"), "{said:#?}");
     sigterm_and_wait(&mut agent.0);
 }
+
+/// The user of a WAL connector swaps new files in at its `-wal`, again and again, each
+/// kept alive under another name: root's capture opens each one it sees. Its open
+/// descriptors must stay bounded (a service's limit is 1,024), or it stops protecting
+/// every connector.
+#[test]
+fn files_swapped_in_at_a_connectors_wal_never_pile_up_roots_open_descriptors() {
+    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, _) = connector_db(hub.path(), "sdc", 10);
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    }
+    let dir = db.parent().unwrap().to_path_buf();
+    give_to_user(&dir);
+    let (agent, rx) = start_agent(&tb, hub.path());
+    let mut agent = Reaped(agent);
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds(agent.0.id());
+    // 600 swaps, 20 ms apart (12 s): each file keeps a second name in the directory.
+    let script = format!(
+        "cd {} && for i in $(seq 1 600); do printf x > k$i; ln k$i t$i; mv t$i sqlite.db-wal; sleep 0.02; done",
+        dir.display()
+    );
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &script]);
+    assert!(as_user(&sh).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = fds(agent.0.id());
+    assert!(
+        after < before + 50,
+        "descriptors: {before} before, {after} after 600 swaps"
+    );
+    sigterm_and_wait(&mut agent.0);
+}
