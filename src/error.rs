@@ -271,6 +271,27 @@ impl Error {
             };
             let mut side_file = path.as_os_str().to_owned();
             side_file.push(side);
+            // SQLite counts a side file it cannot open as hot: a link, a FIFO or a file
+            // with a second name put there (its opens refuse them all, see
+            // `sqlite::db::harden_vfs`) is no journal, and "do not delete it" would be false.
+            let odd = std::fs::symlink_metadata(&side_file).is_ok_and(|m| {
+                use std::os::unix::fs::MetadataExt;
+                !m.is_file() || m.nlink() > 1
+            });
+            if odd {
+                return Error::Database {
+                    message: format!(
+                        "{what}: {} is not a regular file SQLite made (it is a symbolic or hard link, a FIFO or a socket), so SQLite cannot tell whether it holds a transaction to roll back; the database is not read",
+                        std::path::Path::new(&side_file).display()
+                    ),
+                    path,
+                    hint: format!(
+                        "SQLite never makes such a file: ask who put it there, then remove {}",
+                        std::path::Path::new(&side_file).display()
+                    ),
+                    source: Some(source),
+                };
+            }
             return Error::Database {
                 message: format!(
                     "{what}: {what_left} is beside it ({}), left by a process that crashed or was killed in the middle of a transaction; hubvault opens a live database read-only and may not repair it",

@@ -822,6 +822,9 @@ pub struct Capture {
     /// The hub root is rescanned at most once a tick: a busy writer wakes us on every
     /// write, and a connector appearing can wait a tick.
     last_discovery: Option<Instant>,
+    /// Connectors whose files could not be opened, and why, as last logged: discovery
+    /// retries them every tick, and says so again only when the reason changes.
+    unopened: BTreeMap<ConnectorId, String>,
 }
 
 impl Capture {
@@ -843,6 +846,7 @@ impl Capture {
             progress: Arc::new(StreamProgress::default()),
             last_upload: None,
             last_discovery: None,
+            unopened: BTreeMap::new(),
         }
     }
 
@@ -968,6 +972,7 @@ impl Capture {
             }
         };
         let present: Vec<ConnectorId> = found.iter().map(|d| d.connector).collect();
+        self.unopened.retain(|c, _| present.contains(c));
         self.tracked.retain(|c, t| {
             let keep = present.contains(c);
             if !keep {
@@ -981,8 +986,17 @@ impl Capture {
                 match Tracked::new(d.connector, d.db.clone(), tmp, self.opts.clock.clone()) {
                     Ok(t) => {
                         e.insert(t);
+                        if self.unopened.remove(&d.connector).is_some() {
+                            tracing::info!(connector = %d.connector, "capture: working again");
+                        }
                     }
-                    Err(err) => tracing::warn!(connector = %d.connector, "capture: {err}"),
+                    Err(err) => {
+                        let msg = err.to_string();
+                        if self.unopened.get(&d.connector) != Some(&msg) {
+                            tracing::warn!(connector = %d.connector, "capture: {msg} (retrying every tick)");
+                            self.unopened.insert(d.connector, msg);
+                        }
+                    }
                 }
             }
         }

@@ -118,8 +118,9 @@ pub async fn run(
     let live = {
         let db_path = db_path.to_path_buf();
         blocking(move || {
+            db::refuse_link(&db_path)?;
             db::check_is_sqlite(&db_path)?;
-            let conn = db::open_read_only(&db_path)?;
+            let conn = db::open_live(&db_path)?;
             let info = db::read_info(&conn, &db_path)?;
             db::require_connector_tables(&conn, &db_path)?;
             Ok(info)

@@ -483,8 +483,9 @@ pub fn check_hub(hub_root: &Path, dbs: &[(String, PathBuf)]) -> (Vec<Check>, u64
         };
         largest = largest.max(meta.len());
         let owner = format!("owner {} ({})", user_name(meta.uid()), meta.uid());
-        let seen = crate::sqlite::db::check_is_sqlite(db).and_then(|()| {
-            let conn = crate::sqlite::db::open_read_only(db)?;
+        let seen = crate::sqlite::db::refuse_link(db).and_then(|()| {
+            crate::sqlite::db::check_is_sqlite(db)?;
+            let conn = crate::sqlite::db::open_live(db)?;
             let info = crate::sqlite::db::read_info(&conn, db)?;
             let mode: String = conn
                 .query_row("PRAGMA journal_mode", [], |r| r.get(0))

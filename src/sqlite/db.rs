@@ -39,6 +39,7 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// Fails unless `path` is a regular file that starts with SQLite's header.
 pub fn check_is_sqlite(path: &Path) -> Result<()> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let meta = std::fs::metadata(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             return Error::usage(
@@ -61,7 +62,11 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
         ));
     }
     let mut head = [0u8; 16];
-    let n = std::fs::File::open(path)
+    // O_NONBLOCK: a FIFO put at the name since the check above must not hang us.
+    let n = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| Error::io(path, "cannot read the database", e))?;
     if n < 16 || &head != SQLITE_MAGIC {
@@ -78,9 +83,131 @@ pub fn check_is_sqlite(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes SQLite's unix VFS open every file without blocking and refuse a FIFO or a
+/// socket (once per process; every connection hubvault opens goes through here first).
+///
+/// A connector's user may put a FIFO at any name in its directory, and SQLite opens
+/// `-journal` by name (read-only, to see whether it is hot) whenever a connection takes
+/// a lock on a rollback-journal database: an `open` of a FIFO with no writer never
+/// returns, and root's capture or backup would hang there for good. No check before the
+/// open can close that window (the user swaps the name in between); the open itself can:
+/// SQLite's system call `open` is replaced (`xSetSystemCall`, its documented hook) by one
+/// with `O_NONBLOCK` that refuses what is not a regular file, a directory or a device.
+/// It also refuses a `-journal`, `-wal` or `-shm` with more than one name: SQLite run as
+/// root gives every one it opens to the database's owner (`fchown`) and resets a `-shm`,
+/// and a hard link there (to a root file its user may write) would hand that file over.
+/// SQLite sees a file it cannot open (`SQLITE_CANTOPEN`); a `-journal` it cannot open
+/// counts as hot, so the lock is refused as for a crashed writer, and nothing waits.
+pub fn harden_vfs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        type Open =
+            unsafe extern "C" fn(*const libc::c_char, libc::c_int, libc::c_int) -> libc::c_int;
+        // SAFETY: `sqlite3_vfs_find` initialises SQLite and returns the default (unix) VFS
+        // or null; `xSetSystemCall` stores the pointer SQLite calls as `open(path, flags,
+        // mode)`, which `open_no_fifo` is.
+        let rc = unsafe {
+            let vfs = rusqlite::ffi::sqlite3_vfs_find(std::ptr::null());
+            match vfs.as_ref().and_then(|v| v.xSetSystemCall) {
+                Some(set) => set(
+                    vfs,
+                    c"open".as_ptr(),
+                    Some(std::mem::transmute::<Open, unsafe extern "C" fn()>(
+                        open_no_fifo,
+                    )),
+                ),
+                None => rusqlite::ffi::SQLITE_NOTFOUND,
+            }
+        };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::warn!(
+                rc,
+                "cannot make SQLite refuse FIFOs in connectors' directories"
+            );
+        }
+    });
+}
+
+/// SQLite's `open`, never blocking on a FIFO: see [`harden_vfs`].
+unsafe extern "C" fn open_no_fifo(
+    path: *const libc::c_char,
+    flags: libc::c_int,
+    mode: libc::c_int,
+) -> libc::c_int {
+    // SAFETY: `path` is SQLite's NUL-terminated name; the rest are plain syscalls on the
+    // descriptor just opened.
+    unsafe {
+        let fd = libc::open(path, flags | libc::O_NONBLOCK, mode as libc::c_uint);
+        if fd < 0 {
+            return fd;
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        let kind = if libc::fstat(fd, &mut st) == 0 {
+            st.st_mode & libc::S_IFMT
+        } else {
+            0
+        };
+        // A side file with a second name is a hard link someone made (SQLite never
+        // does): SQLite run as root would give it to the database's owner and reset it.
+        let linked_side = kind == libc::S_IFREG && st.st_nlink > 1 && {
+            let name = std::ffi::CStr::from_ptr(path).to_bytes();
+            [&b"-journal"[..], b"-wal", b"-shm"]
+                .iter()
+                .any(|s| name.ends_with(s))
+        };
+        if kind == libc::S_IFIFO || kind == libc::S_IFSOCK || kind == 0 || linked_side {
+            libc::close(fd);
+            *libc::__errno_location() = libc::ENXIO;
+            return -1;
+        }
+        if flags & libc::O_NONBLOCK == 0 {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            if fl >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+        }
+        fd
+    }
+}
+
 /// Opens a database read-only. The caller has checked that it is SQLite.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
     open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, None)
+}
+
+/// Fails if `path` is a symbolic link (anything else, a missing file too, is left to the
+/// checks that follow).
+pub fn refuse_link(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::db(
+            path,
+            "is a symbolic link; a connector's database is never opened through one",
+            "replace the link by the real file (a connector's user could point it anywhere)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Opens a connector's live database read-only, never through a symbolic link: its
+/// directory belongs to the connector's user, who may put a link at its name, and SQLite
+/// opening the file behind it as root would read it and create its `-wal` and `-shm`
+/// there. A link is refused by name; one planted after that check is refused by SQLite
+/// (`SQLITE_OPEN_NOFOLLOW`, given the path with its directory resolved, since that flag
+/// refuses a link in any part of the path: a hub root reached through a link is fine).
+pub fn open_live(path: &Path) -> Result<Connection> {
+    refuse_link(path)?;
+    let resolved = match (path.file_name(), crate::sqlite::fsio::parent_dir(path)) {
+        (Some(name), dir) => std::fs::canonicalize(dir)
+            .map_err(|e| Error::io(dir, "cannot resolve the directory", e))?
+            .join(name),
+        (None, _) => path.to_path_buf(),
+    };
+    open_at(
+        path,
+        &resolved,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        None,
+    )
 }
 
 /// Opens a database for writing (a file we own: a snapshot, a download, a remap copy).
@@ -115,8 +242,14 @@ pub fn open_scratch(path: &Path) -> Result<Connection> {
 /// and virtual tables marked harmless; our own SQL functions are direct-only).
 /// `setup` runs before that, on our own settings only.
 fn open(path: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection> {
+    open_at(path, &not_a_uri(path), mode, setup)
+}
+
+/// [`open`] of the file at `at`, named `path` in errors.
+fn open_at(path: &Path, at: &Path, mode: OpenFlags, setup: Option<&str>) -> Result<Connection> {
+    harden_vfs();
     let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(not_a_uri(path), flags)
+    let conn = Connection::open_with_flags(at, flags)
         .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
@@ -159,6 +292,7 @@ pub fn open_frozen(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    harden_vfs();
     let conn = Connection::open_with_flags(uri, flags)
         .map_err(|e| Error::sqlite(path, "cannot open the database", e))?;
     lock_down(&conn).map_err(|e| Error::sqlite(path, "cannot lock the connection down", e))?;

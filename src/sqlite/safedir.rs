@@ -16,9 +16,10 @@
 //!   itself and never replace what is already there.
 //!
 //! SQLite itself opens every file with `O_NOFOLLOW` and, when run as root, gives the
-//! `-journal`/`-wal`/`-shm` it creates to the database's owner with `fchown` (its
-//! `os_unix.c`, checked in the bundled 3.54 source); the files hubvault creates follow
-//! the same rules here.
+//! `-journal`/`-wal`/`-shm` it opens (not only those it creates) to the database's owner
+//! with `fchown` (its `os_unix.c`, checked in the bundled 3.54 source): hubvault's
+//! replacement of SQLite's `open` (`db::harden_vfs`) refuses such a file with a second
+//! name, and FIFOs. The files hubvault creates follow the same rules here.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

@@ -431,7 +431,7 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                 // Opening a WAL database can create its -wal and -shm. Run as root, SQLite
                 // gives them to the database file's owner itself (fchown on the new
                 // descriptor, in os_unix.c), so a connector is never locked out of them.
-                let conn = db::open_read_only(db)?;
+                let conn = db::open_live(db)?;
                 let q = |e| Error::sqlite(db, "cannot read the database", e);
                 // A first read sets up the wal-index if no connection had.
                 conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))

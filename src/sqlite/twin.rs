@@ -98,7 +98,7 @@ pub fn open_on_snapshot(
 /// wal-index) and holds no transaction: [`begin_read`] then takes its snapshot with
 /// nothing else in between.
 pub fn open_parked(path: &Path) -> Result<Connection> {
-    let conn = db::open_read_only(path)?;
+    let conn = db::open_live(path)?;
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
         .map_err(|e| Error::sqlite(path, "cannot read the database", e))?;
     Ok(conn)

@@ -192,7 +192,7 @@ fn connector_with_writer(
     (hub, db, spec, w)
 }
 
-fn wait_for(rx: &mpsc::Receiver<String>, what: &str, limit: Duration) -> String {
+pub(crate) fn wait_for(rx: &mpsc::Receiver<String>, what: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -418,47 +418,63 @@ impl Side {
     }
 }
 
+/// Read-only, never through a link, and only a regular file: the name is in a
+/// connector's directory, whose user may put a FIFO there at any moment (`O_NONBLOCK`:
+/// an `open` of a FIFO with no writer never returns; it changes nothing for a file).
 fn open_ro(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
 }
 
 /// Read-only descriptors of databases' files, one per file, shared by every [`Source`]
-/// of this process and closed only once the file is deleted and no `Source` uses it.
+/// of this process and closed only once no `Source` uses it and the file is no longer at
+/// the name it was opened at (deleted, or replaced by another file).
 /// Closing ANY descriptor of a file drops every POSIX lock this process holds on it,
 /// SQLite's own included: a backup's `Source` that closed its descriptors when done
 /// would drop the locks of a connection of the same process (another backup's read
 /// transaction, a test's writer, whose `-shm` another process may then truncate under
-/// its mapping). Keyed by (device, inode).
+/// its mapping). A file no longer at its name is one our connections, which open by
+/// name, no longer reach; keeping it would let a connector's user who swaps file after
+/// file in at `-wal` (each kept alive under another name) pile up root's descriptors
+/// until every open fails. Keyed by (device, inode).
 static KEPT: std::sync::Mutex<Vec<Kept>> = std::sync::Mutex::new(Vec::new());
 
-/// (device, inode) and the descriptor kept for it.
-type Kept = ((u64, u64), Arc<File>);
+/// (device, inode), the name it was opened at, and the descriptor kept for it.
+type Kept = ((u64, u64), PathBuf, Arc<File>);
+
+/// True if and only if the file at `path` now is (device, inode) `key`.
+fn still_at(path: &Path, key: (u64, u64)) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == key)
+}
 
 /// The kept descriptor of the file at `path` (opened read-only, `O_NOFOLLOW`).
 fn open_kept(path: &Path) -> std::io::Result<Arc<File>> {
     let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-    // Deleted files nobody reads: no connection of ours can hold a lock on them.
-    kept.retain(|(_, f)| Arc::strong_count(f) > 1 || f.metadata().is_ok_and(|m| m.nlink() > 0));
+    kept.retain(|(k, at, f)| Arc::strong_count(f) > 1 || still_at(at, *k));
     let m = std::fs::symlink_metadata(path)?;
-    if let Some((_, f)) = kept.iter().find(|(k, _)| *k == (m.dev(), m.ino())) {
+    if let Some((_, _, f)) = kept.iter().find(|(k, _, _)| *k == (m.dev(), m.ino())) {
         return Ok(f.clone());
     }
-    let f = open_ro(path)?;
+    let f = Arc::new(open_ro(path)?);
     let m = f.metadata()?;
     let key = (m.dev(), m.ino());
-    if let Some((_, old)) = kept.iter().find(|(k, _)| *k == key) {
-        // Replaced between the stat and the open by a file we hold already: this new
-        // descriptor must not be closed either.
-        let old = old.clone();
-        std::mem::forget(f);
-        return Ok(old);
-    }
-    let f = Arc::new(f);
-    kept.push((key, f.clone()));
-    Ok(f)
+    // Replaced between the stat and the open by a file we hold already: this new
+    // descriptor is kept too (closing it could drop locks), under the same rule.
+    let old = kept
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, _, f)| f.clone());
+    kept.push((key, path.to_path_buf(), f.clone()));
+    Ok(old.unwrap_or(f))
 }
 
 /// One connector database's files, held open for the connector's life.

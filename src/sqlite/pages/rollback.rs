@@ -33,7 +33,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 use crate::model::stream::{PageTable, page_hash};
@@ -76,9 +76,9 @@ pub struct Observed {
 
 impl Locker {
     pub fn open(path: &Path) -> Result<Locker> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| Error::sqlite(path, "cannot open the database for capture", e))?;
+        // Never through a link: the file was opened `O_NOFOLLOW` earlier, and the name
+        // may have been replaced by one since.
+        let conn = crate::sqlite::db::open_live(path)?;
         conn.busy_timeout(LOCK_WAIT)
             .map_err(|e| Error::sqlite(path, "busy_timeout", e))?;
         Ok(Locker {

@@ -646,3 +646,27 @@ fn a_restart_after_a_checkpoint_of_everything_we_read_is_tailed_without_a_resync
         wal::Tail::Discontinuous(why) => panic!("a plain restart resynced: {why}"),
     }
 }
+
+/// Capture's lock-taking connection opens the path it is given lazily, after the file
+/// was opened `O_NOFOLLOW`: a link put at the name meanwhile (the connector's user owns
+/// the directory) must be refused, and nothing created beside the file it points at.
+#[test]
+fn the_lockers_connection_never_opens_a_database_through_a_link() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("x.db");
+    drop(writer(&target, true));
+    assert!(!side_path(&target, "-shm").exists());
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("sqlite.db");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let refused = rollback::Locker::open(&link)
+        .err()
+        .expect("a link is refused");
+    assert!(refused.to_string().contains("symbolic link"), "{refused}");
+    let mut names: Vec<_> = std::fs::read_dir(elsewhere.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["x.db"]);
+}

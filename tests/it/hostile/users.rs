@@ -638,3 +638,276 @@ fn a_user_restores_to_an_output_in_a_directory_root_owns_and_keeps_the_file() {
     assert_eq!(std::fs::metadata(&out_file).unwrap().uid(), USER);
     assert_eq!(count(&out_file, "SELECT count(*) FROM Events"), 5);
 }
+
+// ------------------------------------------------------------- 12. the agent's capture loop
+
+/// A connector directory of [`USER`] (a new connector id) beside the others in `hub`.
+fn user_connector_dir(hub: &Path) -> std::path::PathBuf {
+    let dir = hub.join(hubvault::model::ids::ConnectorId::random().to_string());
+    std::fs::create_dir(&dir).unwrap();
+    give_to_user(&dir);
+    dir
+}
+
+/// Waits (at most `limit`) for a segment of `hub`'s stream beyond the `before` ones.
+fn new_segment(tb: &TestBucket, prefix: &str, before: usize, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if tb.keys(prefix).len() > before {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The user makes its `sqlite.db` a FIFO: capture opens the connector's files itself, and
+/// an `open` of a FIFO with no writer never returns. The other connectors' commits must
+/// still reach the bucket, and the agent must still stop at SIGTERM.
+#[test]
+fn a_fifo_at_one_connectors_database_never_stops_the_capture_of_the_others() {
+    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, spec) = connector_db(hub.path(), "sdc", 10);
+    let w = rusqlite::Connection::open(&db).unwrap();
+    w.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY);")
+        .unwrap();
+    let (agent, rx) = start_agent(&tb, hub.path());
+    let mut agent = Reaped(agent);
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    // The user's connector appears with a FIFO for a database (discovery: every tick, 1 s).
+    let dir = user_connector_dir(hub.path());
+    let mut mk = Command::new("mkfifo");
+    mk.arg(dir.join("sqlite.db"));
+    assert!(as_user(&mk).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(3));
+    let prefix = format!("acme/stream/{}/L0", spec.datahub);
+    let before = tb.keys(&prefix).len();
+    w.execute("INSERT INTO cdc_rows VALUES (1)", []).unwrap();
+    assert!(
+        new_segment(&tb, &prefix, before, Duration::from_secs(15)),
+        "the other connector's commit never reached the bucket"
+    );
+    sigterm_and_wait(&mut agent.0);
+}
+
+/// The user replaces its `sqlite.db` by a link to a root-only WAL database (one naming
+/// its own connector, so no id check stops it): root's backup (the agent's pass) and
+/// `doctor` must refuse the link, never open the database behind it (SQLite opening it
+/// creates its `-wal` and `-shm` in root's directory) and upload nothing.
+#[test]
+fn root_never_opens_a_database_through_a_link_planted_at_sqlite_db() {
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, _) = connector_db(hub.path(), "sdc", 10);
+    let dir = db.parent().unwrap().to_path_buf();
+    give_to_user(&dir);
+    // Root's own copy of the database, in a directory only root may enter (tempdir: 0700).
+    let secret = tempfile::tempdir().unwrap();
+    let copy = secret.path().join("copy.db");
+    std::fs::copy(&db, &copy).unwrap();
+    {
+        let c = rusqlite::Connection::open(&copy).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    }
+    assert_eq!(names(secret.path()), ["copy.db"]);
+    let mut ln = Command::new("ln");
+    ln.arg("-sf").arg(&copy).arg(&db);
+    assert!(as_user(&ln).status().unwrap().success());
+    assert!(db.is_symlink());
+    let out = run(crate::common::cmd_private_tmp(&tb)
+        .args(["backup", "--json", "--force", "--db"])
+        .arg(&db));
+    let doc = json_of(&out, 1);
+    assert!(
+        doc["error"].as_str().unwrap().contains("symbolic link"),
+        "{doc}"
+    );
+    assert_eq!(
+        names(secret.path()),
+        ["copy.db"],
+        "root's backup opened the database behind the link"
+    );
+    assert!(tb.keys("").is_empty(), "nothing uploaded");
+    let out = run(crate::common::cmd_private_tmp(&tb)
+        .args(["doctor", "--json", "--hub-root"])
+        .arg(hub.path()));
+    assert_no_panic("doctor", &out);
+    assert_eq!(
+        names(secret.path()),
+        ["copy.db"],
+        "root's doctor opened the database behind the link"
+    );
+}
+
+/// The user of a rollback-journal connector puts a FIFO at its `sqlite.db-journal`: any
+/// SQLite connection that takes a lock on the database opens that name to see whether it
+/// is a hot journal, and an `open` of a FIFO with no writer never returns. Root's
+/// capture (its SHARED locks) and root's backup of that connector must not hang on it:
+/// the other connectors' commits still reach the bucket, the backup ends within a bound
+/// and says what is wrong, and the agent stops at SIGTERM.
+#[test]
+fn a_fifo_at_a_connectors_journal_never_hangs_roots_capture_or_backup() {
+    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, spec) = connector_db(hub.path(), "sdc", 10);
+    let w = rusqlite::Connection::open(&db).unwrap();
+    w.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY);")
+        .unwrap();
+    let (agent, rx) = start_agent(&tb, hub.path());
+    let mut agent = Reaped(agent);
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    // The user's rollback-journal connector, built aside and moved in whole.
+    let aside = open_tempdir();
+    let (db_a, _) = connector_db(aside.path(), "solace", 10);
+    {
+        let c = rusqlite::Connection::open(&db_a).unwrap();
+        c.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    }
+    let dir_a = db_a.parent().unwrap();
+    give_to_user(dir_a);
+    let mut mk = Command::new("mkfifo");
+    mk.arg(side(&db_a, "-journal"));
+    assert!(as_user(&mk).status().unwrap().success());
+    let moved = hub.path().join(dir_a.file_name().unwrap());
+    std::fs::rename(dir_a, &moved).unwrap();
+    let db_a = moved.join("sqlite.db");
+    std::thread::sleep(Duration::from_secs(3));
+    let prefix = format!("acme/stream/{}/L0", spec.datahub);
+    let before = tb.keys(&prefix).len();
+    w.execute("INSERT INTO cdc_rows VALUES (1)", []).unwrap();
+    assert!(
+        new_segment(&tb, &prefix, before, Duration::from_secs(15)),
+        "the other connector's commit never reached the bucket"
+    );
+    let child = crate::common::cmd_private_tmp(&tb)
+        .args(["backup", "--json", "--force", "--db"])
+        .arg(&db_a)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish_within(child, Duration::from_secs(30), "root's backup");
+    let doc = json_of(&out, 1);
+    // Named for what it is: no hot journal to keep ("do not delete" would be false).
+    let err = doc["error"].as_str().unwrap();
+    assert!(
+        err.contains("not a regular file") && !err.contains("hot journal"),
+        "{doc}"
+    );
+    sigterm_and_wait(&mut agent.0);
+}
+
+/// The user hard-links a root-owned file it may write (mode 0666, the hub's file system)
+/// at its WAL database's `-shm` and `-wal`: SQLite, run as root, gives every `-wal` and
+/// `-shm` it opens to the database's owner (`fchown`) and resets the `-shm`. Root's
+/// backup must never do either to a file with another name (row 18's rule, for the side
+/// files SQLite opens).
+#[test]
+fn root_never_gives_away_or_resets_a_root_file_hard_linked_at_a_side_file() {
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, _) = connector_db(hub.path(), "sdc", 10);
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    }
+    give_to_user(db.parent().unwrap());
+    for s in ["-shm", "-wal"] {
+        let _ = std::fs::remove_file(side(&db, s));
+        let precious = hub.path().join(format!("root-only{s}"));
+        std::fs::write(&precious, b"root's").unwrap();
+        std::fs::set_permissions(
+            &precious,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        let mut ln = Command::new("ln");
+        ln.arg(&precious).arg(side(&db, s));
+        assert!(as_user(&ln).status().unwrap().success(), "{s}");
+        let out = run(crate::common::cmd_private_tmp(&tb)
+            .args(["backup", "--json", "--force", "--db"])
+            .arg(&db));
+        assert_no_panic("backup", &out);
+        let m = std::fs::metadata(&precious).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (0, 0),
+            "{s}: the linked root file was given away"
+        );
+        assert_eq!(std::fs::read(&precious).unwrap(), b"root's", "{s}: written");
+        std::fs::remove_file(side(&db, s)).unwrap();
+    }
+}
+
+/// A connector whose database capture cannot open (here the user's FIFO) is retried at
+/// every discovery, once a tick: the reason is logged once, not 86,400 times a day.
+#[test]
+fn a_connector_capture_cannot_open_is_logged_once_not_every_tick() {
+    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    connector_db(hub.path(), "sdc", 10);
+    let (agent, rx) = start_agent(&tb, hub.path());
+    let mut agent = Reaped(agent);
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let dir = user_connector_dir(hub.path());
+    let mut mk = Command::new("mkfifo");
+    mk.arg(dir.join("sqlite.db"));
+    assert!(as_user(&mk).status().unwrap().success());
+    // Five ticks (1 s each): five discoveries that cannot open it.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut said = Vec::new();
+    while let Ok(msg) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        if msg.contains("cannot open the database for capture") {
+            said.push(msg);
+        }
+    }
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(said[0].contains("not a regular file"), "{said:#?}");
+    sigterm_and_wait(&mut agent.0);
+}
+
+/// The user of a WAL connector swaps new files in at its `-wal`, again and again, each
+/// kept alive under another name: root's capture opens each one it sees. Its open
+/// descriptors must stay bounded (a service's limit is 1,024), or it stops protecting
+/// every connector.
+#[test]
+fn files_swapped_in_at_a_connectors_wal_never_pile_up_roots_open_descriptors() {
+    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    let tb = TestBucket::local();
+    let hub = open_tempdir();
+    let (db, _) = connector_db(hub.path(), "sdc", 10);
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    }
+    let dir = db.parent().unwrap().to_path_buf();
+    give_to_user(&dir);
+    let (agent, rx) = start_agent(&tb, hub.path());
+    let mut agent = Reaped(agent);
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let fds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds(agent.0.id());
+    // 600 swaps, 20 ms apart (12 s): each file keeps a second name in the directory.
+    let script = format!(
+        "cd {} && for i in $(seq 1 600); do printf x > k$i; ln k$i t$i; mv t$i sqlite.db-wal; sleep 0.02; done",
+        dir.display()
+    );
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &script]);
+    assert!(as_user(&sh).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = fds(agent.0.id());
+    assert!(
+        after < before + 50,
+        "descriptors: {before} before, {after} after 600 swaps"
+    );
+    sigterm_and_wait(&mut agent.0);
+}
