@@ -135,6 +135,8 @@ struct PendingBase {
     /// Its stamp was checked against the newest instant the bucket holds of the
     /// connector ([`Capture::floor_new_bases`]).
     floored: bool,
+    /// Why that check failed last (warned once, not every tick).
+    floor_failed: Option<String>,
 }
 
 /// A segment encoded and sent, not yet known to have landed: retried as it is (same key,
@@ -494,6 +496,7 @@ impl Tracked {
             header,
             image,
             floored: false,
+            floor_failed: None,
         });
         self.pending = Pending::new(&self.tmp);
         self.pending_since = None;
@@ -1091,8 +1094,14 @@ impl Capture {
                 }
                 // The next upload tries again: a base stamped before the chain it follows
                 // would hand back an older state.
-                Err(e) => tracing::warn!(connector = %t.connector,
-                    "capture: cannot read the newest instant of the stream before uploading a new base, retrying next tick: {e}"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    if b.floor_failed.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!(connector = %t.connector,
+                            "capture: cannot read the newest instant of the stream before uploading a new base, retrying every tick: {msg}");
+                        b.floor_failed = Some(msg);
+                    }
+                }
             }
         }
     }
