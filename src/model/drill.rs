@@ -30,6 +30,24 @@ pub struct DrillRecord {
     pub warnings: Vec<String>,
     pub tool: String,
     pub host: String,
+    /// The continuous stream's newest state, drilled too when the connector has one.
+    /// (Absent in records written before streams were drilled.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamDrill>,
+}
+
+/// The drill of a connector's continuous stream: its newest state built from the bucket
+/// as `restore` builds it (chain checked), then checked as a download is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamDrill {
+    /// The instant of the newest state (its newest commit).
+    pub state_time: chrono::DateTime<chrono::Utc>,
+    /// The chain's start the state was built from.
+    pub base: String,
+    pub commits: u64,
+    /// `integrity_check` or `quick_check`, when it passed; `None` when the state could
+    /// not be built or failed its check (the drill's problems say why).
+    pub check: Option<String>,
 }
 
 impl DrillRecord {

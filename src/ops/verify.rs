@@ -10,7 +10,10 @@
 //! 3. `PRAGMA integrity_check` (and `foreign_key_check`) on the download;
 //! 4. the ids inside (`Integrations.id`, `sources[0].id`) are those in the key, and the
 //!    tables `Integrations` and `Events` exist;
-//! 5. the result goes to `hubvault/drills/{stamp}-{ok|failed}.json` (so `status` sees
+//! 5. when the connector has a continuous stream, its newest state is built from the
+//!    bucket as `restore` builds it (the chain checked) and checked as in steps 3 and 4
+//!    (`stream` in the record): a damaged or missing stream object fails the drill;
+//! 6. the result goes to `hubvault/drills/{stamp}-{ok|failed}.json` (so `status` sees
 //!    it from the key alone), and only the newest few drill records are kept.
 //!
 //! A drill that could not be carried out proves nothing about the backup and is NOT
@@ -25,11 +28,11 @@ use std::path::PathBuf;
 use rand::seq::IndexedRandom;
 use serde::Serialize;
 
-use crate::catalog::history;
 use crate::catalog::inventory::{self, Listed, Scope};
+use crate::catalog::{history, stream};
 use crate::error::{Error, Result};
-pub use crate::model::drill::DrillRecord;
 use crate::model::drill::FORMAT as DRILL_FORMAT;
+pub use crate::model::drill::{DrillRecord, StreamDrill};
 use crate::model::layout::{self, ConnectorKey};
 use crate::model::manifest::{self, Manifest};
 use crate::progress::NoProgress;
@@ -236,6 +239,7 @@ async fn drill(
         warnings: Vec::new(),
         tool: manifest::tool(),
         host: manifest::host_name(),
+        stream: None,
     };
     let Some((file, _)) = &l.canonical else {
         r.key = ck.canonical(&Default::default()).to_string();
@@ -289,8 +293,87 @@ async fn drill(
         }
         Err(e) => r.problems.push(format!("the check task failed: {e}")),
     }
+    // The download is checked: its space goes to the stream's state.
+    let _ = std::fs::remove_file(&local);
+    drill_stream(bucket, ck, tmp.path(), &mut r).await?;
     r.ok = r.problems.is_empty();
     Ok(r)
+}
+
+/// Step 5: the continuous stream's newest state, when the connector has a stream. One
+/// that cannot be built (an object damaged, missing or at another's key, two agents
+/// capturing at once) or that fails the checks is a problem of the backup; a bucket that
+/// does not answer, or a full local disk, proves nothing (`Err`).
+async fn drill_stream(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    dir: &std::path::Path,
+    r: &mut DrillRecord,
+) -> std::result::Result<(), Inconclusive> {
+    let inconclusive = |e: &Error| e.store_failure().is_some() || matches!(e, Error::Io { .. });
+    let plan = match stream::plan(bucket, &ck.org, ck.datahub, ck.connector, None).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(()),
+        Err(e) if inconclusive(&e) => {
+            return Err(Inconclusive::from_error(
+                "cannot list the continuous stream",
+                &e,
+            ));
+        }
+        Err(e) => {
+            r.problems
+                .push(format!("the continuous stream cannot be planned: {e}"));
+            return Ok(());
+        }
+    };
+    let dest = dir.join("stream-newest.db");
+    let mut drilled = StreamDrill {
+        state_time: plan.newest_data(),
+        base: plan.base.clone(),
+        commits: 0,
+        check: None,
+    };
+    match stream::build(bucket, &plan, &dest).await {
+        Ok(built) => {
+            drilled.state_time = built.state_time;
+            drilled.commits = built.commits;
+            // A plain file, as `restore` makes it (WAL header bytes would have SQLite
+            // look for a -wal beside it).
+            let (file, ck) = (dest.clone(), ck.clone());
+            let checked = crate::blocking::blocking(move || {
+                use std::os::unix::fs::FileExt;
+                if built.pages > 0 {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&file)
+                        .and_then(|f| f.write_all_at(&[1, 1], 18))
+                        .map_err(|e| Error::io(&file, "cannot write the built state", e))?;
+                }
+                check_database(&file, &ck)
+            })
+            .await
+            .map_err(|e| Inconclusive::from_error("cannot check the stream's newest state", &e))?;
+            let (check, problems) = checked;
+            drilled.check = check;
+            r.problems.extend(problems.into_iter().map(|p| {
+                format!(
+                    "the continuous stream's newest state ({}): {p}",
+                    drilled.state_time.to_rfc3339()
+                )
+            }));
+        }
+        Err(e) if inconclusive(&e) => {
+            return Err(Inconclusive::from_error(
+                "cannot build the continuous stream's newest state",
+                &e,
+            ));
+        }
+        Err(e) => r.problems.push(format!(
+            "the continuous stream's newest state cannot be restored: {e}"
+        )),
+    }
+    r.stream = Some(drilled);
+    Ok(())
 }
 
 /// Step 2: which manifest, if any, vouches for the downloaded bytes. `Err` when none

@@ -594,6 +594,14 @@ fn damaged_segment(tb: &TestBucket, delete: bool) {
         marks.push(now_f());
     }
     sigterm_and_wait(&mut agent);
+    // The drill of the whole stream, before the damage: its newest state built and checked.
+    let drill = verify_connector(tb, &spec, 0);
+    assert_eq!(drill["ok"], true, "{drill}");
+    assert_eq!(
+        drill["stream"]["check"], "integrity_check",
+        "the stream's newest state is drilled: {drill}"
+    );
+    assert!(drill["stream"]["commits"].as_u64() > Some(0), "{drill}");
     let prefix = format!("acme/stream/{}/L0", spec.datahub);
     let segs: Vec<String> = tb.keys(&prefix).into_iter().map(|(k, _)| k).collect();
     assert!(segs.len() >= 3, "{segs:?}");
@@ -611,6 +619,14 @@ fn damaged_segment(tb: &TestBucket, delete: bool) {
                 .unwrap();
         }
     });
+    // `verify` finds the damage before a restore needs the stream (exit 3, a failed drill).
+    let drill = verify_connector(tb, &spec, 3);
+    assert_eq!(drill["ok"], false, "{drill}");
+    let problems = drill["problems"].to_string();
+    assert!(
+        problems.contains("continuous stream") && problems.contains("broken between"),
+        "{drill}"
+    );
     let out = tempfile::tempdir().unwrap();
     let (code, v, err, _) = restore(tb, &spec, None, out.path(), "newest.db");
     assert_eq!(code, 1, "{v} {err} {:?}", tb.keys("acme/stream"));
@@ -629,6 +645,20 @@ fn damaged_segment(tb: &TestBucket, delete: bool) {
     assert_eq!(code, 0, "{err} {:?}", tb.keys("acme/stream"));
     assert!(named.as_str() < rfc3339(marks[0]).as_str(), "{named}");
     assert_eq!(ids_in(&r), vec![0, 1, 2]);
+}
+
+/// `hubvault verify --json` of the connector; its drill, after the exit code `code`.
+fn verify_connector(tb: &TestBucket, spec: &crate::fixture::Spec, code: i32) -> serde_json::Value {
+    let out = run(cmd_private_tmp(tb).args([
+        "verify",
+        "--json",
+        "--datahub",
+        &spec.datahub.to_string(),
+        "--connector",
+        &spec.connector.to_string(),
+    ]));
+    let doc = json_of(&out, code);
+    doc["drills"][0].clone()
 }
 
 fn deleted_segment(tb: &TestBucket) {
