@@ -414,8 +414,7 @@ fn a_newer_version_than_the_stream(tb: &TestBucket) {
     let clock = ManualClock::new(t0);
     let rt = rt();
     {
-        let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-        rt.block_on(capture.step()); // the base, at t0
+        let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the base, at t0
         Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..10, |_| {});
     }
     let captured: Vec<Vec<u8>> = dbs.iter().map(|db| db.image()).collect();
@@ -714,6 +713,49 @@ fn assert_restores(
     same_pages(&got, want).unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
+/// Capture of `hub` into `bucket` on `clock`, its first look taken.
+fn started_capture(
+    rt: &tokio::runtime::Runtime,
+    bucket: &Bucket,
+    hub: &std::path::Path,
+    clock: &std::sync::Arc<ManualClock>,
+) -> Capture {
+    let mut capture = manual_capture(bucket, hub, &acme(), clock.clone());
+    rt.block_on(capture.step());
+    capture
+}
+
+/// The object at `key` replaced by a whole copy of the one at `source` (a hostile or
+/// damaged bucket).
+fn replace_by_a_copy(
+    rt: &tokio::runtime::Runtime,
+    bucket: &Bucket,
+    key: &object_store::path::Path,
+    source: &object_store::path::Path,
+) {
+    rt.block_on(async {
+        let b = bucket.get_bytes(source).await.unwrap();
+        bucket.delete(key).await.unwrap();
+        bucket.put_bytes(key, b, WriteMode::Create).await.unwrap();
+    });
+}
+
+/// The restore of connector `db` at `at` is refused with an error naming `name`; a
+/// failure names `what`.
+fn assert_refused_naming(
+    bucket: &Bucket,
+    datahub: DatahubId,
+    db: &SimDb,
+    at: Option<Time>,
+    name: &str,
+    what: &str,
+) {
+    match try_build(bucket, datahub, db, at) {
+        Ok(_) => panic!("{what}: restored"),
+        Err(e) => assert!(e.contains(name), "{what}: {e}"),
+    }
+}
+
 /// The hub's clock is set back an hour while capture runs (an NTP step, a VM resumed):
 /// two and a half minutes of capture, the finished minutes compacted, then five more
 /// commits a connector with the clock an hour behind. The newest state restores exactly
@@ -723,8 +765,7 @@ fn assert_restores(
 /// no problem.
 fn a_clock_set_back(tb: &TestBucket) {
     let (mut rng, bucket, hub, mut dbs, datahub, t0, clock, rt) = one_hub(tb, "a_clock_set_back");
-    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-    rt.block_on(capture.step()); // the base, at t0
+    let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the base, at t0
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..149, |_| {});
     let earlier: Vec<Vec<u8>> = dbs.iter().map(|d| d.image()).collect();
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 149..150, |_| {});
@@ -857,30 +898,20 @@ fn a_segment_replaced_by_its_predecessor(tb: &TestBucket) {
     let (mut rng, bucket, hub, mut dbs, datahub, t0, clock, rt) =
         one_hub(tb, "a_segment_replaced_by_its_predecessor");
     let sk = StreamKeys::new(acme(), datahub);
-    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-    rt.block_on(capture.step()); // the base, at t0
+    let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the base, at t0
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..10, |_| {});
     let segs = segments(&bucket, &sk);
     let (newest, before) = (&segs[segs.len() - 1], &segs[segs.len() - 2]);
     let name = newest.filename().unwrap().to_string();
-    rt.block_on(async {
-        let b = bucket.get_bytes(before).await.unwrap();
-        bucket.delete(newest).await.unwrap();
-        bucket
-            .put_bytes(newest, b, WriteMode::Create)
-            .await
-            .unwrap();
-    });
+    replace_by_a_copy(&rt, &bucket, newest, before);
     let check = |when: &str| {
         for (d, db) in dbs.iter().enumerate() {
             for at in [
                 None,
                 Some(t0 + TimeDelta::seconds(9) + TimeDelta::milliseconds(400)),
             ] {
-                match try_build(&bucket, datahub, db, at) {
-                    Ok(_) => panic!("{when}: connector {d} at {at:?}: restored"),
-                    Err(e) => assert!(e.contains(&name), "{when}: connector {d} at {at:?}: {e}"),
-                }
+                let what = format!("{when}: connector {d} at {at:?}");
+                assert_refused_naming(&bucket, datahub, db, at, &name, &what);
             }
         }
     };
@@ -966,8 +997,7 @@ fn a_base_replaced_by_another_connectors(tb: &TestBucket) {
     let (mut rng, bucket, hub, mut dbs, datahub, t0, clock, rt) =
         one_hub(tb, "a_base_replaced_by_another_connectors");
     let sk = StreamKeys::new(acme(), datahub);
-    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-    rt.block_on(capture.step()); // the bases, at t0
+    let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the bases, at t0
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..5, |_| {});
     let base_of = |d: usize| {
         rt.block_on(bucket.list(&sk.bases_dir(dbs[d].spec.connector)))
@@ -976,20 +1006,10 @@ fn a_base_replaced_by_another_connectors(tb: &TestBucket) {
             .key
     };
     let (victim, other) = (base_of(0), base_of(1));
-    rt.block_on(async {
-        let b = bucket.get_bytes(&other).await.unwrap();
-        bucket.delete(&victim).await.unwrap();
-        bucket
-            .put_bytes(&victim, b, WriteMode::Create)
-            .await
-            .unwrap();
-    });
+    replace_by_a_copy(&rt, &bucket, &victim, &other);
     let name = victim.filename().unwrap().to_string();
     for at in [None, Some(t0 + TimeDelta::seconds(3))] {
-        match try_build(&bucket, datahub, &dbs[0], at) {
-            Ok(_) => panic!("at {at:?}: restored"),
-            Err(e) => assert!(e.contains(&name), "at {at:?}: {e}"),
-        }
+        assert_refused_naming(&bucket, datahub, &dbs[0], at, &name, &format!("at {at:?}"));
     }
 }
 both!(
@@ -1006,15 +1026,13 @@ fn a_clock_set_back_across_a_restart(tb: &TestBucket) {
     let (mut rng, bucket, hub, mut dbs, datahub, t0, clock, rt) =
         one_hub(tb, "a_clock_set_back_across_a_restart");
     {
-        let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-        rt.block_on(capture.step()); // the base, at t0
+        let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the base, at t0
         Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..30, |_| {});
     }
     // The agent restarts with the clock an hour behind.
     let back = t0 - TimeDelta::hours(1);
     clock.set(back);
-    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-    rt.block_on(capture.step()); // new generations
+    let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // new generations
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(back, 1..10, |_| {});
     for (d, db) in dbs.iter().enumerate() {
         assert_restores(
