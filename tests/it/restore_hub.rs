@@ -1004,6 +1004,53 @@ both!(
 
 // ---------------------------------------------------------------- found by the review (2026-11-30, evening)
 
+/// A hub of `hub`'s connectors under `root` (`events` events each), all but the first
+/// `keep` removed from it.
+fn hub_of(root: &Path, events: usize, keep: usize) -> (DatahubId, Vec<(PathBuf, Spec)>) {
+    let (datahub, mut conns) = hub(root, events);
+    for (db, _) in conns.drain(keep..) {
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+    (datahub, conns)
+}
+
+/// A plain backup of each of `conns`.
+fn back_up(tb: &TestBucket, conns: &[(PathBuf, Spec)]) {
+    for (db, _) in conns {
+        backup(tb, db, false);
+    }
+}
+
+/// A commit of one event (external id `tag`) on `db`.
+fn commit_event(db: &Path, tag: &str) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute(
+        "INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt)
+         SELECT id, json_extract(sources, '$[0]'), ?1, 'MESSAGE_RECEIVED', '2026-11-24', '2026-11-24' FROM Integrations",
+        [tag],
+    )
+    .unwrap();
+}
+
+/// A process holding `db` open for reading (up to a minute), returned once it has it
+/// open. The caller kills and reaps it.
+fn hold_open(db: &Path) -> std::process::Child {
+    let mut child = Command::new("sh")
+        .args(["-c", "exec 3<\"$1\"; echo open; exec sleep 60", "sh"])
+        .arg(db)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the file is open.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child
+}
+
 /// Progress that calls `on` with (connector's index in the plan, stage) at each stage: a
 /// test's way to act between the prepare of one connector and the install of all.
 struct Hooked<F: Fn(usize, &str) + Send + Sync + 'static> {
@@ -1079,15 +1126,9 @@ fn execute_hooked(
 /// install that database under the running process, nor any other connector.
 fn held_open_after_its_prepare(tb: &TestBucket) {
     let root = tempfile::tempdir().unwrap();
-    let (datahub, conns) = hub(root.path(), 50);
     // Two connectors are enough.
-    for (db, _) in &conns[2..] {
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
-    }
-    let conns = &conns[..2];
-    for (db, _) in conns {
-        backup(tb, db, false);
-    }
+    let (datahub, conns) = hub_of(root.path(), 50, 2);
+    back_up(tb, &conns);
     let before: Vec<(String, Vec<String>)> = conns
         .iter()
         .map(|(db, _)| (sha256_of(db), names(db.parent().unwrap())))
@@ -1097,20 +1138,7 @@ fn held_open_after_its_prepare(tb: &TestBucket) {
     let h = holder.clone();
     let (_, result) = execute_hooked(tb, datahub, datahub, vec![], root.path(), move |i, what| {
         if i == 1 && what == "downloading" {
-            let mut child = Command::new("sh")
-                .args(["-c", "exec 3<\"$1\"; echo open; exec sleep 60", "sh"])
-                .arg(&first_db)
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            // Wait until the file is open.
-            let mut line = String::new();
-            std::io::BufRead::read_line(
-                &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-                &mut line,
-            )
-            .unwrap();
-            *h.lock().unwrap() = Some(child);
+            *h.lock().unwrap() = Some(hold_open(&first_db));
         }
     });
     let mut child = holder
@@ -1148,14 +1176,8 @@ both!(
 /// remaining connectors only is no way out: it is refused as unmapped.
 fn partial_install_advice(tb: &TestBucket) {
     let old_root = tempfile::tempdir().unwrap();
-    let (datahub, conns) = hub(old_root.path(), 30);
-    for (db, _) in &conns[2..] {
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
-    }
-    let conns = &conns[..2];
-    for (db, _) in conns {
-        backup(tb, db, false);
-    }
+    let (datahub, conns) = hub_of(old_root.path(), 30, 2);
+    back_up(tb, &conns);
     let root = tempfile::tempdir().unwrap();
     let new_hub = DatahubId::random();
     let new: Vec<ConnectorId> = conns.iter().map(|_| ConnectorId::random()).collect();
@@ -1224,10 +1246,7 @@ both!(
 /// terminal as they are, in the plan, the list of what to create, or the report.
 fn hostile_source_json(tb: &TestBucket) {
     let root = tempfile::tempdir().unwrap();
-    let (datahub, conns) = hub(root.path(), 10);
-    for (db, _) in &conns[1..] {
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
-    }
+    let (datahub, conns) = hub_of(root.path(), 10, 1);
     let (db, spec) = &conns[0];
     backup(tb, db, false);
     let key = format!(
@@ -1283,13 +1302,8 @@ both!(
 /// installed), never leaving the operator to believe nothing was restored.
 fn hook_not_started(tb: &TestBucket) {
     let root = tempfile::tempdir().unwrap();
-    let (datahub, conns) = hub(root.path(), 10);
-    for (db, _) in &conns[2..] {
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
-    }
-    for (db, _) in &conns[..2] {
-        backup(tb, db, false);
-    }
+    let (datahub, conns) = hub_of(root.path(), 10, 2);
+    back_up(tb, &conns);
     let no_path = tempfile::tempdir().unwrap();
     let out = run(restore_hub(tb, datahub, root.path())
         .args(["--yes", "--then", "true"])
@@ -1324,14 +1338,8 @@ both!(
 /// left of that connector, then run again) restores the others.
 fn nothing_restorable(tb: &TestBucket) {
     let old_root = tempfile::tempdir().unwrap();
-    let (datahub, conns) = hub(old_root.path(), 10);
-    for (db, _) in &conns[3..] {
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
-    }
-    let conns = &conns[..3];
-    for (db, _) in conns {
-        backup(tb, db, false);
-    }
+    let (datahub, conns) = hub_of(old_root.path(), 10, 3);
+    back_up(tb, &conns);
     let cut = &conns[2].1;
     let prefix = format!("acme/datahub/{datahub}/connector/{}/", cut.connector);
     let b = tb.bucket();
@@ -1380,26 +1388,14 @@ both!(
 /// for an idle connector backed up unchanged.
 fn idle_connector_under_capture(tb: &TestBucket) {
     let root = tempfile::tempdir().unwrap();
-    let (datahub, conns) = hub(root.path(), 20);
-    for (db, _) in &conns[2..] {
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
-    }
+    let (datahub, conns) = hub_of(root.path(), 20, 2);
     let (a, b) = (&conns[0], &conns[1]);
     let (agent, _rx) = crate::continuous::agent_past_its_base(tb, root.path());
     let mut agent = crate::continuous::Reaped(agent);
-    let commit = |db: &Path, tag: &str| {
-        let conn = rusqlite::Connection::open(db).unwrap();
-        conn.execute(
-            "INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt)
-             SELECT id, json_extract(sources, '$[0]'), ?1, 'MESSAGE_RECEIVED', '2026-11-24', '2026-11-24' FROM Integrations",
-            [tag],
-        )
-        .unwrap();
-    };
-    commit(&a.0, "a-once");
+    commit_event(&a.0, "a-once");
     std::thread::sleep(Duration::from_secs(3));
     for i in 0..3 {
-        commit(&b.0, &format!("b-{i}"));
+        commit_event(&b.0, &format!("b-{i}"));
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(3));
@@ -1445,13 +1441,8 @@ both!(
 /// rather than calling the hub restored at one instant without a word.
 fn at_past_the_newest(tb: &TestBucket) {
     let old_root = tempfile::tempdir().unwrap();
-    let (datahub, conns) = hub(old_root.path(), 10);
-    for (db, _) in &conns[2..] {
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
-    }
-    for (db, _) in &conns[..2] {
-        backup(tb, db, false);
-    }
+    let (datahub, conns) = hub_of(old_root.path(), 10, 2);
+    back_up(tb, &conns);
     let root = tempfile::tempdir().unwrap();
     let mut c = restore_hub(tb, datahub, root.path());
     c.args(["--yes", "--at", "2099-01-01T00:00:00Z"])
@@ -1486,11 +1477,8 @@ both!(
 /// stopped, however recently).
 fn stream_then_version_within_a_minute(tb: &TestBucket) {
     let root = tempfile::tempdir().unwrap();
-    let (datahub, conns) = hub(root.path(), 20);
+    let (datahub, conns) = hub_of(root.path(), 20, 2);
     let (a, b) = (&conns[0], &conns[1]);
-    for (db, _) in &conns[2..] {
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
-    }
     // B is not under capture: outside the hub root the agent watches.
     let elsewhere = tempfile::tempdir().unwrap();
     let b_db = elsewhere.path().join("sqlite.db");
@@ -1498,28 +1486,19 @@ fn stream_then_version_within_a_minute(tb: &TestBucket) {
     let _ = std::fs::rename(b.0.with_extension("db-wal"), b_db.with_extension("db-wal"));
     std::fs::remove_dir_all(b.0.parent().unwrap()).unwrap();
     backup(tb, &b_db, false);
-    let commit = |db: &Path, tag: &str| {
-        let conn = rusqlite::Connection::open(db).unwrap();
-        conn.execute(
-            "INSERT INTO Events (integration, source, externalId, eventType, createdAt, updatedAt)
-             SELECT id, json_extract(sources, '$[0]'), ?1, 'MESSAGE_RECEIVED', '2026-11-24', '2026-11-24' FROM Integrations",
-            [tag],
-        )
-        .unwrap();
-    };
     {
         let (agent, _rx) = crate::continuous::agent_past_its_base(tb, root.path());
         let mut agent = crate::continuous::Reaped(agent);
-        commit(&a.0, "captured");
+        commit_event(&a.0, "captured");
         std::thread::sleep(Duration::from_secs(3));
         crate::continuous::sigterm_and_wait(&mut agent.0);
     }
-    commit(&a.0, "after-capture");
+    commit_event(&a.0, "after-capture");
     let va = backup(tb, &a.0, true);
     assert_eq!(va["new_version"], true, "{va}");
     let a_events = event_count(&a.0);
     std::thread::sleep(Duration::from_millis(1100));
-    commit(&b_db, "b-later");
+    commit_event(&b_db, "b-later");
     backup(tb, &b_db, true);
 
     let new_root = tempfile::tempdir().unwrap();
@@ -1552,27 +1531,10 @@ both!(
 /// `--force`, which `restore`'s refusal offers).
 fn held_open_from_the_start(tb: &TestBucket) {
     let root = tempfile::tempdir().unwrap();
-    let (datahub, conns) = hub(root.path(), 20);
-    for (db, _) in &conns[2..] {
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
-    }
-    let conns = &conns[..2];
-    for (db, _) in conns {
-        backup(tb, db, false);
-    }
+    let (datahub, conns) = hub_of(root.path(), 20, 2);
+    back_up(tb, &conns);
     let before: Vec<String> = conns.iter().map(|(db, _)| sha256_of(db)).collect();
-    let mut holder = Command::new("sh")
-        .args(["-c", "exec 3<\"$1\"; echo open; exec sleep 60", "sh"])
-        .arg(&conns[1].0)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut holder = hold_open(&conns[1].0);
     let out = run(restore_hub(tb, datahub, root.path()).arg("--yes"));
     let _ = holder.kill();
     let _ = holder.wait();

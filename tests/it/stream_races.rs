@@ -414,8 +414,7 @@ fn a_newer_version_than_the_stream(tb: &TestBucket) {
     let clock = ManualClock::new(t0);
     let rt = rt();
     {
-        let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-        rt.block_on(capture.step()); // the base, at t0
+        let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the base, at t0
         Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..10, |_| {});
     }
     let captured: Vec<Vec<u8>> = dbs.iter().map(|db| db.image()).collect();
@@ -662,6 +661,101 @@ fn try_build(
     })
 }
 
+/// One simulated hub of two connectors (`sim_dbs`) with a random datahub, to be captured
+/// into `tb`'s bucket on a manual clock set at 10:00:00.5 of the simulated day: the
+/// random source (seeded, named after `test`), the bucket, the hub's folder, its
+/// databases, its datahub, that instant, the clock and a runtime.
+type OneHub = (
+    StdRng,
+    Bucket,
+    tempfile::TempDir,
+    Vec<SimDb>,
+    DatahubId,
+    Time,
+    std::sync::Arc<ManualClock>,
+    tokio::runtime::Runtime,
+);
+fn one_hub(tb: &TestBucket, test: &str) -> OneHub {
+    let rng = seeded(test);
+    let bucket = tb.bucket();
+    let hub = tempfile::tempdir().unwrap();
+    let dbs = sim_dbs(hub.path());
+    let datahub = dbs[0].spec.datahub;
+    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
+    let clock = ManualClock::new(t0);
+    (rng, bucket, hub, dbs, datahub, t0, clock, rt())
+}
+
+/// A compaction pass over the hub at `now` (settled at `now`, no horizon), as the
+/// operator's `prune` runs it.
+fn compact_at(
+    rt: &tokio::runtime::Runtime,
+    bucket: &Bucket,
+    datahub: DatahubId,
+    now: Time,
+) -> hubvault::ops::compact::CompactReport {
+    let mut c = rt
+        .block_on(Compactor::load(bucket, &acme(), datahub))
+        .unwrap();
+    rt.block_on(c.compact(now, now, None, false)).unwrap()
+}
+
+/// Connector `db` at `at` restores to `want`, page for page; a failure names `what`.
+fn assert_restores(
+    bucket: &Bucket,
+    datahub: DatahubId,
+    db: &SimDb,
+    at: Option<Time>,
+    want: &[u8],
+    what: &str,
+) {
+    let got = try_build(bucket, datahub, db, at).unwrap_or_else(|e| panic!("{what}: {e}"));
+    same_pages(&got, want).unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// Capture of `hub` into `bucket` on `clock`, its first look taken.
+fn started_capture(
+    rt: &tokio::runtime::Runtime,
+    bucket: &Bucket,
+    hub: &std::path::Path,
+    clock: &std::sync::Arc<ManualClock>,
+) -> Capture {
+    let mut capture = manual_capture(bucket, hub, &acme(), clock.clone());
+    rt.block_on(capture.step());
+    capture
+}
+
+/// The object at `key` replaced by a whole copy of the one at `source` (a hostile or
+/// damaged bucket).
+fn replace_by_a_copy(
+    rt: &tokio::runtime::Runtime,
+    bucket: &Bucket,
+    key: &object_store::path::Path,
+    source: &object_store::path::Path,
+) {
+    rt.block_on(async {
+        let b = bucket.get_bytes(source).await.unwrap();
+        bucket.delete(key).await.unwrap();
+        bucket.put_bytes(key, b, WriteMode::Create).await.unwrap();
+    });
+}
+
+/// The restore of connector `db` at `at` is refused with an error naming `name`; a
+/// failure names `what`.
+fn assert_refused_naming(
+    bucket: &Bucket,
+    datahub: DatahubId,
+    db: &SimDb,
+    at: Option<Time>,
+    name: &str,
+    what: &str,
+) {
+    match try_build(bucket, datahub, db, at) {
+        Ok(_) => panic!("{what}: restored"),
+        Err(e) => assert!(e.contains(name), "{what}: {e}"),
+    }
+}
+
 /// The hub's clock is set back an hour while capture runs (an NTP step, a VM resumed):
 /// two and a half minutes of capture, the finished minutes compacted, then five more
 /// commits a connector with the clock an hour behind. The newest state restores exactly
@@ -670,25 +764,14 @@ fn try_build(
 /// them), as does an instant before the step, and a compaction pass afterwards reports
 /// no problem.
 fn a_clock_set_back(tb: &TestBucket) {
-    let mut rng = seeded("a_clock_set_back");
-    let bucket = tb.bucket();
-    let hub = tempfile::tempdir().unwrap();
-    let mut dbs = sim_dbs(hub.path());
-    let datahub = dbs[0].spec.datahub;
-    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
-    let clock = ManualClock::new(t0);
-    let rt = rt();
-    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-    rt.block_on(capture.step()); // the base, at t0
+    let (mut rng, bucket, hub, mut dbs, datahub, t0, clock, rt) = one_hub(tb, "a_clock_set_back");
+    let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the base, at t0
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..149, |_| {});
     let earlier: Vec<Vec<u8>> = dbs.iter().map(|d| d.image()).collect();
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 149..150, |_| {});
     let before_step: Vec<Vec<u8>> = dbs.iter().map(|d| d.image()).collect();
     let now = t0 + TimeDelta::seconds(150);
-    let mut c = rt
-        .block_on(Compactor::load(&bucket, &acme(), datahub))
-        .unwrap();
-    let r = rt.block_on(c.compact(now, now, None, false)).unwrap();
+    let r = compact_at(&rt, &bucket, datahub, now);
     assert!(r.problems.is_empty() && r.minutes == 2, "{r:?}");
     // The clock steps back an hour; the connectors go on committing.
     let back = now - TimeDelta::hours(1);
@@ -699,23 +782,29 @@ fn a_clock_set_back(tb: &TestBucket) {
             same_pages(&before_step[d], &newest[d]).is_err(),
             "the database changed"
         );
-        let got = try_build(&bucket, datahub, db, None)
-            .unwrap_or_else(|e| panic!("connector {d}, the newest state: {e}"));
-        same_pages(&got, &newest[d])
-            .unwrap_or_else(|e| panic!("connector {d}, the newest state: {e}"));
+        assert_restores(
+            &bucket,
+            datahub,
+            db,
+            None,
+            &newest[d],
+            &format!("connector {d}, the newest state"),
+        );
         // The commits after the step are stamped at the newest instant stamped before
         // it (10:02:29.5, the clock never goes back for capture): an instant before that
         // one is as it was.
         let at = now - TimeDelta::seconds(1) - TimeDelta::milliseconds(1);
-        let got = try_build(&bucket, datahub, db, Some(at))
-            .unwrap_or_else(|e| panic!("connector {d} at {at}: {e}"));
-        same_pages(&got, &earlier[d]).unwrap_or_else(|e| panic!("connector {d} at {at}: {e}"));
+        assert_restores(
+            &bucket,
+            datahub,
+            db,
+            Some(at),
+            &earlier[d],
+            &format!("connector {d} at {at}"),
+        );
     }
     let later = back + TimeDelta::seconds(10);
-    let mut c = rt
-        .block_on(Compactor::load(&bucket, &acme(), datahub))
-        .unwrap();
-    let r = rt.block_on(c.compact(later, later, None, false)).unwrap();
+    let r = compact_at(&rt, &bucket, datahub, later);
     assert!(r.problems.is_empty(), "{r:?}");
 }
 both!(
@@ -806,48 +895,29 @@ both!(
 /// compaction of the minute leaves the replaced segment's commits unproven too: the
 /// restores after it still refuse.
 fn a_segment_replaced_by_its_predecessor(tb: &TestBucket) {
-    let mut rng = seeded("a_segment_replaced_by_its_predecessor");
-    let bucket = tb.bucket();
-    let hub = tempfile::tempdir().unwrap();
-    let mut dbs = sim_dbs(hub.path());
-    let datahub = dbs[0].spec.datahub;
+    let (mut rng, bucket, hub, mut dbs, datahub, t0, clock, rt) =
+        one_hub(tb, "a_segment_replaced_by_its_predecessor");
     let sk = StreamKeys::new(acme(), datahub);
-    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
-    let clock = ManualClock::new(t0);
-    let rt = rt();
-    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-    rt.block_on(capture.step()); // the base, at t0
+    let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the base, at t0
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..10, |_| {});
     let segs = segments(&bucket, &sk);
     let (newest, before) = (&segs[segs.len() - 1], &segs[segs.len() - 2]);
     let name = newest.filename().unwrap().to_string();
-    rt.block_on(async {
-        let b = bucket.get_bytes(before).await.unwrap();
-        bucket.delete(newest).await.unwrap();
-        bucket
-            .put_bytes(newest, b, WriteMode::Create)
-            .await
-            .unwrap();
-    });
+    replace_by_a_copy(&rt, &bucket, newest, before);
     let check = |when: &str| {
         for (d, db) in dbs.iter().enumerate() {
             for at in [
                 None,
                 Some(t0 + TimeDelta::seconds(9) + TimeDelta::milliseconds(400)),
             ] {
-                match try_build(&bucket, datahub, db, at) {
-                    Ok(_) => panic!("{when}: connector {d} at {at:?}: restored"),
-                    Err(e) => assert!(e.contains(&name), "{when}: connector {d} at {at:?}: {e}"),
-                }
+                let what = format!("{when}: connector {d} at {at:?}");
+                assert_refused_naming(&bucket, datahub, db, at, &name, &what);
             }
         }
     };
     check("as replaced");
     let now = t0 + TimeDelta::minutes(2);
-    let mut c = rt
-        .block_on(Compactor::load(&bucket, &acme(), datahub))
-        .unwrap();
-    let r = rt.block_on(c.compact(now, now, None, false)).unwrap();
+    let r = compact_at(&rt, &bucket, datahub, now);
     eprintln!("{r:?}");
     check("compacted");
 }
@@ -864,14 +934,8 @@ both!(
 /// left beside its minute.
 fn a_clock_stepped_back_past_a_compacted_minute(tb: &TestBucket) {
     use hubvault::agent::compactor::{BackgroundCompactor, CompactorOptions, PASS_EVERY};
-    let mut rng = seeded("a_clock_stepped_back_past_a_compacted_minute");
-    let bucket = tb.bucket();
-    let hub = tempfile::tempdir().unwrap();
-    let mut dbs = sim_dbs(hub.path());
-    let datahub = dbs[0].spec.datahub;
-    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
-    let clock = ManualClock::new(t0);
-    let rt = rt();
+    let (mut rng, bucket, hub, mut dbs, datahub, t0, clock, rt) =
+        one_hub(tb, "a_clock_stepped_back_past_a_compacted_minute");
     let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
     let mut compactor = BackgroundCompactor::new(
         bucket.clone(),
@@ -908,10 +972,14 @@ fn a_clock_stepped_back_past_a_compacted_minute(tb: &TestBucket) {
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(back, 0..1, |_| {});
     let newest: Vec<Vec<u8>> = dbs.iter().map(|d| d.image()).collect();
     for (d, db) in dbs.iter().enumerate() {
-        let got = try_build(&bucket, datahub, db, None)
-            .unwrap_or_else(|e| panic!("connector {d}, the newest state: {e}"));
-        same_pages(&got, &newest[d])
-            .unwrap_or_else(|e| panic!("connector {d}, the newest state: {e}"));
+        assert_restores(
+            &bucket,
+            datahub,
+            db,
+            None,
+            &newest[d],
+            &format!("connector {d}, the newest state"),
+        );
     }
     let (_, problems) = pass(m_end + TimeDelta::seconds(70));
     assert!(problems.is_empty(), "{problems:?}");
@@ -926,17 +994,10 @@ both!(
 /// the newest state and at an instant of the chain, never builds on the other
 /// database's pages.
 fn a_base_replaced_by_another_connectors(tb: &TestBucket) {
-    let mut rng = seeded("a_base_replaced_by_another_connectors");
-    let bucket = tb.bucket();
-    let hub = tempfile::tempdir().unwrap();
-    let mut dbs = sim_dbs(hub.path());
-    let datahub = dbs[0].spec.datahub;
+    let (mut rng, bucket, hub, mut dbs, datahub, t0, clock, rt) =
+        one_hub(tb, "a_base_replaced_by_another_connectors");
     let sk = StreamKeys::new(acme(), datahub);
-    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
-    let clock = ManualClock::new(t0);
-    let rt = rt();
-    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-    rt.block_on(capture.step()); // the bases, at t0
+    let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the bases, at t0
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..5, |_| {});
     let base_of = |d: usize| {
         rt.block_on(bucket.list(&sk.bases_dir(dbs[d].spec.connector)))
@@ -945,20 +1006,10 @@ fn a_base_replaced_by_another_connectors(tb: &TestBucket) {
             .key
     };
     let (victim, other) = (base_of(0), base_of(1));
-    rt.block_on(async {
-        let b = bucket.get_bytes(&other).await.unwrap();
-        bucket.delete(&victim).await.unwrap();
-        bucket
-            .put_bytes(&victim, b, WriteMode::Create)
-            .await
-            .unwrap();
-    });
+    replace_by_a_copy(&rt, &bucket, &victim, &other);
     let name = victim.filename().unwrap().to_string();
     for at in [None, Some(t0 + TimeDelta::seconds(3))] {
-        match try_build(&bucket, datahub, &dbs[0], at) {
-            Ok(_) => panic!("at {at:?}: restored"),
-            Err(e) => assert!(e.contains(&name), "at {at:?}: {e}"),
-        }
+        assert_refused_naming(&bucket, datahub, &dbs[0], at, &name, &format!("at {at:?}"));
     }
 }
 both!(
@@ -972,30 +1023,26 @@ both!(
 /// state before the restart without a word. Capture now stamps a new base after the
 /// newest instant the bucket holds of its connector, and goes on from there.
 fn a_clock_set_back_across_a_restart(tb: &TestBucket) {
-    let mut rng = seeded("a_clock_set_back_across_a_restart");
-    let bucket = tb.bucket();
-    let hub = tempfile::tempdir().unwrap();
-    let mut dbs = sim_dbs(hub.path());
-    let datahub = dbs[0].spec.datahub;
-    let t0 = start_of_sim_day() + TimeDelta::hours(10) + TimeDelta::milliseconds(500);
-    let clock = ManualClock::new(t0);
-    let rt = rt();
+    let (mut rng, bucket, hub, mut dbs, datahub, t0, clock, rt) =
+        one_hub(tb, "a_clock_set_back_across_a_restart");
     {
-        let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-        rt.block_on(capture.step()); // the base, at t0
+        let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // the base, at t0
         Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(t0, 1..30, |_| {});
     }
     // The agent restarts with the clock an hour behind.
     let back = t0 - TimeDelta::hours(1);
     clock.set(back);
-    let mut capture = manual_capture(&bucket, hub.path(), &acme(), clock.clone());
-    rt.block_on(capture.step()); // new generations
+    let mut capture = started_capture(&rt, &bucket, hub.path(), &clock); // new generations
     Looks::new(&rt, &clock, &mut capture, &mut dbs, &mut rng).each_second(back, 1..10, |_| {});
     for (d, db) in dbs.iter().enumerate() {
-        let got = try_build(&bucket, datahub, db, None)
-            .unwrap_or_else(|e| panic!("connector {d}, the newest state: {e}"));
-        same_pages(&got, &db.image())
-            .unwrap_or_else(|e| panic!("connector {d}, the newest state: {e}"));
+        assert_restores(
+            &bucket,
+            datahub,
+            db,
+            None,
+            &db.image(),
+            &format!("connector {d}, the newest state"),
+        );
     }
 }
 mod a_clock_set_back_across_an_agent_restart_still_restores_the_newest_state {

@@ -661,34 +661,72 @@ fn new_segment(tb: &TestBucket, prefix: &str, before: usize, limit: Duration) ->
     false
 }
 
+/// `db` put in journal mode `mode` (`WAL`, `DELETE`).
+fn set_journal_mode(db: &Path, mode: &str) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.pragma_update(None, "journal_mode", mode).unwrap();
+}
+
+/// A FIFO made at `path` by [`USER`].
+fn mkfifo_as_user(path: &Path) {
+    let mut mk = Command::new("mkfifo");
+    mk.arg(path);
+    assert!(as_user(&mk).status().unwrap().success());
+}
+
+/// The agent on `hub`, past its first bases (at most 20 s), killed if the test ends
+/// before it is stopped; and its log lines.
+fn agent_past_its_base(
+    tb: &TestBucket,
+    hub: &Path,
+) -> (crate::continuous::Reaped, std::sync::mpsc::Receiver<String>) {
+    use crate::continuous::{Reaped, start_agent, wait_for};
+    let (agent, rx) = start_agent(tb, hub);
+    let agent = Reaped(agent); // killed if the wait fails
+    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    (agent, rx)
+}
+
+/// The test's writer on `db` (WAL), with a table of its own to commit to.
+fn cdc_writer(db: &Path) -> rusqlite::Connection {
+    let w = rusqlite::Connection::open(db).unwrap();
+    w.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY);")
+        .unwrap();
+    w
+}
+
+/// A commit by `w` on the connector of `spec` reaches the bucket (a new segment of its
+/// hub's stream) within 15 s.
+fn assert_a_commit_reaches_the_bucket(
+    tb: &TestBucket,
+    w: &rusqlite::Connection,
+    spec: &crate::fixture::Spec,
+) {
+    let prefix = format!("acme/stream/{}/L0", spec.datahub);
+    let before = tb.keys(&prefix).len();
+    w.execute("INSERT INTO cdc_rows VALUES (1)", []).unwrap();
+    assert!(
+        new_segment(tb, &prefix, before, Duration::from_secs(15)),
+        "the other connector's commit never reached the bucket"
+    );
+}
+
 /// The user makes its `sqlite.db` a FIFO: capture opens the connector's files itself, and
 /// an `open` of a FIFO with no writer never returns. The other connectors' commits must
 /// still reach the bucket, and the agent must still stop at SIGTERM.
 #[test]
 fn a_fifo_at_one_connectors_database_never_stops_the_capture_of_the_others() {
-    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    use crate::continuous::sigterm_and_wait;
     let tb = TestBucket::local();
     let hub = open_tempdir();
     let (db, spec) = connector_db(hub.path(), "sdc", 10);
-    let w = rusqlite::Connection::open(&db).unwrap();
-    w.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY);")
-        .unwrap();
-    let (agent, rx) = start_agent(&tb, hub.path());
-    let mut agent = Reaped(agent);
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let w = cdc_writer(&db);
+    let (mut agent, _rx) = agent_past_its_base(&tb, hub.path());
     // The user's connector appears with a FIFO for a database (discovery: every tick, 1 s).
     let dir = user_connector_dir(hub.path());
-    let mut mk = Command::new("mkfifo");
-    mk.arg(dir.join("sqlite.db"));
-    assert!(as_user(&mk).status().unwrap().success());
+    mkfifo_as_user(&dir.join("sqlite.db"));
     std::thread::sleep(Duration::from_secs(3));
-    let prefix = format!("acme/stream/{}/L0", spec.datahub);
-    let before = tb.keys(&prefix).len();
-    w.execute("INSERT INTO cdc_rows VALUES (1)", []).unwrap();
-    assert!(
-        new_segment(&tb, &prefix, before, Duration::from_secs(15)),
-        "the other connector's commit never reached the bucket"
-    );
+    assert_a_commit_reaches_the_bucket(&tb, &w, &spec);
     sigterm_and_wait(&mut agent.0);
 }
 
@@ -707,10 +745,7 @@ fn root_never_opens_a_database_through_a_link_planted_at_sqlite_db() {
     let secret = tempfile::tempdir().unwrap();
     let copy = secret.path().join("copy.db");
     std::fs::copy(&db, &copy).unwrap();
-    {
-        let c = rusqlite::Connection::open(&copy).unwrap();
-        c.pragma_update(None, "journal_mode", "WAL").unwrap();
-    }
+    set_journal_mode(&copy, "WAL");
     assert_eq!(names(secret.path()), ["copy.db"]);
     let mut ln = Command::new("ln");
     ln.arg("-sf").arg(&copy).arg(&db);
@@ -749,39 +784,24 @@ fn root_never_opens_a_database_through_a_link_planted_at_sqlite_db() {
 /// and says what is wrong, and the agent stops at SIGTERM.
 #[test]
 fn a_fifo_at_a_connectors_journal_never_hangs_roots_capture_or_backup() {
-    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    use crate::continuous::sigterm_and_wait;
     let tb = TestBucket::local();
     let hub = open_tempdir();
     let (db, spec) = connector_db(hub.path(), "sdc", 10);
-    let w = rusqlite::Connection::open(&db).unwrap();
-    w.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY);")
-        .unwrap();
-    let (agent, rx) = start_agent(&tb, hub.path());
-    let mut agent = Reaped(agent);
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let w = cdc_writer(&db);
+    let (mut agent, _rx) = agent_past_its_base(&tb, hub.path());
     // The user's rollback-journal connector, built aside and moved in whole.
     let aside = open_tempdir();
     let (db_a, _) = connector_db(aside.path(), "solace", 10);
-    {
-        let c = rusqlite::Connection::open(&db_a).unwrap();
-        c.pragma_update(None, "journal_mode", "DELETE").unwrap();
-    }
+    set_journal_mode(&db_a, "DELETE");
     let dir_a = db_a.parent().unwrap();
     give_to_user(dir_a);
-    let mut mk = Command::new("mkfifo");
-    mk.arg(side(&db_a, "-journal"));
-    assert!(as_user(&mk).status().unwrap().success());
+    mkfifo_as_user(&side(&db_a, "-journal"));
     let moved = hub.path().join(dir_a.file_name().unwrap());
     std::fs::rename(dir_a, &moved).unwrap();
     let db_a = moved.join("sqlite.db");
     std::thread::sleep(Duration::from_secs(3));
-    let prefix = format!("acme/stream/{}/L0", spec.datahub);
-    let before = tb.keys(&prefix).len();
-    w.execute("INSERT INTO cdc_rows VALUES (1)", []).unwrap();
-    assert!(
-        new_segment(&tb, &prefix, before, Duration::from_secs(15)),
-        "the other connector's commit never reached the bucket"
-    );
+    assert_a_commit_reaches_the_bucket(&tb, &w, &spec);
     let child = crate::common::cmd_private_tmp(&tb)
         .args(["backup", "--json", "--force", "--db"])
         .arg(&db_a)
@@ -810,10 +830,7 @@ fn root_never_gives_away_or_resets_a_root_file_hard_linked_at_a_side_file() {
     let tb = TestBucket::local();
     let hub = open_tempdir();
     let (db, _) = connector_db(hub.path(), "sdc", 10);
-    {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.pragma_update(None, "journal_mode", "WAL").unwrap();
-    }
+    set_journal_mode(&db, "WAL");
     give_to_user(db.parent().unwrap());
     for s in ["-shm", "-wal"] {
         let _ = std::fs::remove_file(side(&db, s));
@@ -846,17 +863,13 @@ fn root_never_gives_away_or_resets_a_root_file_hard_linked_at_a_side_file() {
 /// every discovery, once a tick: the reason is logged once, not 86,400 times a day.
 #[test]
 fn a_connector_capture_cannot_open_is_logged_once_not_every_tick() {
-    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    use crate::continuous::sigterm_and_wait;
     let tb = TestBucket::local();
     let hub = open_tempdir();
     connector_db(hub.path(), "sdc", 10);
-    let (agent, rx) = start_agent(&tb, hub.path());
-    let mut agent = Reaped(agent);
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let (mut agent, rx) = agent_past_its_base(&tb, hub.path());
     let dir = user_connector_dir(hub.path());
-    let mut mk = Command::new("mkfifo");
-    mk.arg(dir.join("sqlite.db"));
-    assert!(as_user(&mk).status().unwrap().success());
+    mkfifo_as_user(&dir.join("sqlite.db"));
     // Five ticks (1 s each): five discoveries that cannot open it.
     let until = Instant::now() + Duration::from_secs(5);
     let mut said = Vec::new();
@@ -876,19 +889,14 @@ fn a_connector_capture_cannot_open_is_logged_once_not_every_tick() {
 /// every connector.
 #[test]
 fn files_swapped_in_at_a_connectors_wal_never_pile_up_roots_open_descriptors() {
-    use crate::continuous::{Reaped, sigterm_and_wait, start_agent, wait_for};
+    use crate::continuous::sigterm_and_wait;
     let tb = TestBucket::local();
     let hub = open_tempdir();
     let (db, _) = connector_db(hub.path(), "sdc", 10);
-    {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.pragma_update(None, "journal_mode", "WAL").unwrap();
-    }
+    set_journal_mode(&db, "WAL");
     let dir = db.parent().unwrap().to_path_buf();
     give_to_user(&dir);
-    let (agent, rx) = start_agent(&tb, hub.path());
-    let mut agent = Reaped(agent);
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let (mut agent, _rx) = agent_past_its_base(&tb, hub.path());
     let fds = |pid: u32| {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
