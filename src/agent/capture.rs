@@ -963,6 +963,9 @@ impl Capture {
             self.discover(watcher).await;
         }
         self.look_at_files().await;
+        // A base made by this look is stamped right away, before a later look stamps
+        // commits on top of it (uploads come at most once a tick).
+        self.floor_new_bases().await;
     }
 
     async fn discover(&mut self, watcher: Option<&Watcher>) {
@@ -1025,6 +1028,12 @@ impl Capture {
                 if t.retry_after.is_some_and(|r| Instant::now() < r) {
                     continue;
                 }
+                // Its base's stamp is not known yet (the bucket's newest instant could not
+                // be read): no commit is stamped before it is. The files are looked at
+                // again once it is (a resync if the WAL moved on meanwhile).
+                if t.base.as_ref().is_some_and(|b| !b.floored) {
+                    continue;
+                }
                 match t.look(&org, &tmp, &mut looked) {
                     Ok(()) => {
                         t.retry_after = None;
@@ -1068,8 +1077,8 @@ impl Capture {
     /// clock), the new chain would otherwise sort before the one the last run wrote: a
     /// plain `restore` would give the state before the restart, and an instant after the
     /// old chain would be refused as two agents at once. One [`crate::catalog::stream::span`]
-    /// (a few LISTs) per new base, before its upload; no commit of its generation is
-    /// stamped yet (the look that made the base ended there).
+    /// (a few LISTs) per new base, right after the look that made it and before its
+    /// upload: no commit of its generation is stamped until it is done.
     async fn floor_new_bases(&mut self) {
         for t in self.tracked.values_mut() {
             let Some(b) = &mut t.base else { continue };
