@@ -205,6 +205,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         from: datahub,
         to: new_datahub,
         map,
+        exclude: Vec::new(),
         hub_root: new_hub_root.clone(),
         at: None,
         db_file: DbFileName::default(),

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hubvault::model::ids::{DatahubId, OrgSlug};
+use hubvault::model::ids::{ConnectorId, DatahubId, OrgSlug};
 use hubvault::model::layout::DbFileName;
 use hubvault::ops::restore_hub::{self, HubPlan, HubReport, HubRequest, Placement, ProblemKind};
 use hubvault::{Error, Result};
@@ -29,6 +29,11 @@ pub struct Args {
     /// `--dry-run --json` document with each new_connector filled in.
     #[arg(long, value_name = "FILE")]
     map_file: Option<PathBuf>,
+    /// Leave this connector of the old hub out (repeat once per connector): not restored,
+    /// no new id needed, no part in the common instant. For a connector removed from the
+    /// hub, whose old backups would otherwise hold the instant back.
+    #[arg(long, value_name = "OLD")]
+    exclude: Vec<String>,
     /// The hub's root directory: connectors go to <DIR>/<newConnectorId>/sqlite.db (or
     /// set HUBVAULT_HUB_ROOT).
     #[arg(long, value_name = "DIR")]
@@ -95,6 +100,11 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     for m in &a.map {
         map.push(restore_hub::parse_map_entry(m, &format!("--map {m}"))?);
     }
+    let exclude = a
+        .exclude
+        .iter()
+        .map(|c| ConnectorId::parse(c).map_err(|e| super::flag(e, "--exclude")))
+        .collect::<Result<Vec<_>>>()?;
     let at = match &a.at {
         None => None,
         Some(t) => Some(
@@ -112,6 +122,7 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         from,
         to,
         map,
+        exclude,
         hub_root,
         at,
         db_file: DbFileName::default(),
@@ -281,6 +292,10 @@ fn print_plan(p: &HubPlan) {
         }
     );
     outln!("  connectors {}", p.connectors.len());
+    if !p.excluded.is_empty() {
+        let ids: Vec<String> = p.excluded.iter().map(|c| c.to_string()).collect();
+        outln!("  left out   {} (--exclude)", ids.join(", "));
+    }
     for c in &p.connectors {
         outln!("");
         outln!(

@@ -66,6 +66,13 @@ pub const NEWEST_COMMON: &str = "newest common";
 /// every connector has a state (each connector's state then is its newest at or before it).
 pub const FIRST_COMMON: &str = "first common";
 
+/// Without `--at`, a connector whose newest restorable instant is this far before the
+/// newest of the hub's others holds the common instant back that far: the plan is
+/// refused ([`ProblemKind::HeldBack`]) rather than every other connector set back days.
+/// Twice the platform's 24-hour backup rule: connectors backed up by that rule alone
+/// are at most about a day apart.
+pub const HELD_BACK_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(48);
+
 /// Connectors prepared at once by default: downloads overlap with the checks and
 /// rewrites of others, on a machine of two cores.
 pub const DEFAULT_PARALLEL: usize = 4;
@@ -84,6 +91,9 @@ pub struct HubRequest {
     /// Old connector id to new, as given (`--map`, `--map-file`), in order: duplicates
     /// are the plan's to find.
     pub map: Vec<(ConnectorId, ConnectorId)>,
+    /// Connectors of the old hub left out (`--exclude`): not restored, no new id needed,
+    /// no part in the common instant (a connector removed from the hub long ago).
+    pub exclude: Vec<ConnectorId>,
     pub hub_root: PathBuf,
     /// The common instant; `None`: the newest every connector can be restored to.
     pub at: Option<Time>,
@@ -124,6 +134,10 @@ pub enum ProblemKind {
     /// Nothing of the connector can be restored at any instant: no complete backup (a
     /// first backup cut off before its manifest, objects left of a removed connector).
     NoBackup,
+    /// Without `--at`: the connector's newest state is more than [`HELD_BACK_AFTER`]
+    /// before the newest of the hub's others (removed from the hub, or no longer backed
+    /// up), so the common instant would set every other connector back as far.
+    HeldBack,
 }
 
 impl ProblemKind {
@@ -131,7 +145,7 @@ impl ProblemKind {
     /// for a connector the bucket cannot restore at the instant.
     pub fn exit_code(self) -> i32 {
         match self {
-            ProblemKind::NotRestorable | ProblemKind::NoBackup => 1,
+            ProblemKind::NotRestorable | ProblemKind::NoBackup | ProblemKind::HeldBack => 1,
             _ => 2,
         }
     }
@@ -195,6 +209,8 @@ pub struct HubPlan {
     /// `--at`, [`NEWEST_COMMON`] or [`FIRST_COMMON`].
     pub instant_chosen_by: &'static str,
     pub connectors: Vec<ConnectorPlan>,
+    /// Connectors of the old hub left out with `--exclude`.
+    pub excluded: Vec<ConnectorId>,
     pub problems: Vec<Problem>,
     /// How many connectors are prepared at once.
     pub parallel: usize,
@@ -232,11 +248,24 @@ impl HubPlan {
             .filter_map(|p| p.connector)
             .map(|c| format!("{}/datahub/{}/connector/{c}/", self.org, self.datahub))
             .collect();
-        let only_restorability = self
+        let only_restorability = self.problems.iter().all(|p| p.kind.exit_code() == 1);
+        let held_back: Vec<String> = self
             .problems
             .iter()
-            .all(|p| matches!(p.kind, ProblemKind::NotRestorable | ProblemKind::NoBackup));
-        let hint = if !no_backup.is_empty() && only_restorability {
+            .filter(|p| p.kind == ProblemKind::HeldBack)
+            .filter_map(|p| p.connector)
+            .map(|c| format!("--exclude {c}"))
+            .collect();
+        let hint = if !held_back.is_empty() && only_restorability {
+            let at = self
+                .instant
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default();
+            format!(
+                "if a connector that holds the hub back was removed from it, leave it out ({}); to restore every connector at that instant anyway, pass --at {at}",
+                held_back.join(" ")
+            )
+        } else if !no_backup.is_empty() && only_restorability {
             format!(
                 "a connector with no complete backup cannot be restored at any instant; if it is not needed, remove what is left of it in the bucket ({}) and run again; otherwise restore the others one at a time with `hubvault restore`",
                 no_backup.join(", ")
@@ -560,8 +589,24 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
         )));
     }
     let new_hub = req.from != req.to;
+    let (listed, excluded, mut problems) = exclude(listed, req);
+    if listed.is_empty() && problems.is_empty() {
+        return Err(Error::usage(
+            format!(
+                "every connector backed up under hub {} is left out with --exclude: nothing to restore",
+                req.from
+            ),
+            "leave out only the connectors that are not to come back (`--dry-run` lists them)",
+        ));
+    }
     let ids: Vec<ConnectorId> = listed.iter().map(|l| l.ck.connector).collect();
-    let (map, mut problems) = resolve_map(&ids, &req.map, new_hub);
+    // A map entry of an excluded connector is the problem `exclude` reported.
+    let given: Vec<(ConnectorId, ConnectorId)> = (req.map.iter())
+        .filter(|(old, _)| !excluded.contains(old))
+        .copied()
+        .collect();
+    let (map, map_problems) = resolve_map(&ids, &given, new_hub);
+    problems.extend(map_problems);
 
     // Windows and labels, a few connectors at a time.
     let looked_up: Vec<(Window, (SourceRecord, &'static str))> =
@@ -589,12 +634,39 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
         }
     };
 
+    // Without --at, a connector far behind the others (removed from the hub long ago,
+    // or its backups stopped) would take every other connector back with it.
+    let held_back_before = match (req.at, chosen_by) {
+        (None, NEWEST_COMMON) => looked_up
+            .iter()
+            .filter_map(|(w, _)| w.newest)
+            .max()
+            .map(|top| (top, top - HELD_BACK_AFTER)),
+        _ => None,
+    };
+
     let mut connectors = Vec::new();
     let mut steps: Vec<Option<(ConnectorKey, crate::catalog::fetch::Source)>> = Vec::new();
     for (l, (w, (create, create_from))) in listed.iter().zip(looked_up) {
         let old = l.ck.connector;
         let new = map.get(&old).copied();
         let mut usable = new.is_some();
+        if let (Some((top, before)), Some(newest)) = (held_back_before, w.newest)
+            && newest < before
+        {
+            problems.push(Problem {
+                kind: ProblemKind::HeldBack,
+                connector: Some(old),
+                message: format!(
+                    "connector {old} ({}): its newest state is from {}, {} before the newest of the hub's other connectors ({}); restored together at one instant, every other connector would go back as far",
+                    label_of(&create, old),
+                    newest.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    crate::model::time::fmt_age((top - newest).to_std().unwrap_or_default()),
+                    top.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ),
+            });
+            usable = false;
+        }
         if w.newest.is_none() {
             problems.push(Problem {
                 kind: ProblemKind::NoBackup,
@@ -730,11 +802,42 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
         instant,
         instant_chosen_by: chosen_by,
         connectors,
+        excluded,
         problems,
         parallel: req.parallel.max(1),
         accept_unrewritten: req.accept_unrewritten,
         db_file: req.db_file.clone(),
     })
+}
+
+/// The hub's connectors without those `--exclude` leaves out, the ids left out, and a
+/// problem for each excluded id the hub does not have or the map also names.
+fn exclude(listed: Vec<Listed>, req: &HubRequest) -> (Vec<Listed>, Vec<ConnectorId>, Vec<Problem>) {
+    let out: BTreeSet<ConnectorId> = req.exclude.iter().copied().collect();
+    let mut problems = Vec::new();
+    for c in &out {
+        if !listed.iter().any(|l| l.ck.connector == *c) {
+            problems.push(Problem {
+                kind: ProblemKind::Unknown,
+                connector: Some(*c),
+                message: format!("--exclude {c}: connector {c} has no backup under the old hub"),
+            });
+        } else if let Some((_, new)) = req.map.iter().find(|(old, _)| old == c) {
+            problems.push(Problem {
+                kind: ProblemKind::MappedTwice,
+                connector: Some(*c),
+                message: format!(
+                    "connector {c} is both left out (--exclude {c}) and mapped (--map {c}={new}): keep one"
+                ),
+            });
+        }
+    }
+    let excluded = out.iter().copied().collect();
+    let kept = listed
+        .into_iter()
+        .filter(|l| !out.contains(&l.ck.connector))
+        .collect();
+    (kept, excluded, problems)
 }
 
 /// `name (type)`, or the id when the backup says neither; control characters escaped.

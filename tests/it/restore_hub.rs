@@ -1101,6 +1101,7 @@ fn execute_hooked(
         from,
         to,
         map,
+        exclude: Vec::new(),
         hub_root: hub_root.to_path_buf(),
         at: None,
         db_file: Default::default(),
@@ -1556,4 +1557,106 @@ fn held_open_from_the_start(tb: &TestBucket) {
 both!(
     restore_hub_refusing_a_database_held_open_gives_a_hint_it_can_follow,
     held_open_from_the_start
+);
+
+/// A connector removed from the hub days ago keeps its old backups in the bucket. Without
+/// `--at`, the newest common instant would be its last state, and every other connector
+/// would be restored days back: refused instead (exit 1, nothing written), naming it, with
+/// a hint that gives both ways on. `--exclude` leaves it out and the others come back at
+/// their newest; `--at` the instant the hint names restores every connector there, as
+/// asked. Here connector 1 was last captured at 10:00 three days ago (a manual clock),
+/// connector 0 backed up now.
+fn held_back(tb: &TestBucket) {
+    let (_rng, bucket, hub, dbs, datahub, t0, clock, rt) =
+        crate::stream_races::one_hub(tb, "held_back");
+    drop(crate::stream_races::started_capture(
+        &rt,
+        &bucket,
+        hub.path(),
+        &clock,
+    ));
+    backup(tb, &dbs[0].path, true);
+    let (kept, gone) = (&dbs[0].spec.connector, &dbs[1].spec.connector);
+
+    let new_root = tempfile::tempdir().unwrap();
+    let out = run(restore_hub(tb, datahub, new_root.path()).arg("--yes"));
+    let doc = json_of(&out, 1);
+    let error = doc["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("connector {gone}")) && error.contains("newest state is from"),
+        "{doc}"
+    );
+    assert!(!error.contains(&format!("connector {kept}")), "{doc}");
+    let hint = doc["hint"].as_str().unwrap();
+    assert!(hint.contains(&format!("--exclude {gone}")), "{hint}");
+    let at = hint.rsplit("--at ").next().unwrap().trim();
+    let at_time =
+        chrono::DateTime::parse_from_rfc3339(at).unwrap_or_else(|e| panic!("{hint}: {e}"));
+    assert!(
+        at_time >= t0 && at_time < t0 + chrono::TimeDelta::hours(1),
+        "{hint}"
+    );
+    assert!(
+        names(new_root.path()).is_empty(),
+        "refused, yet something was written"
+    );
+
+    // An --exclude the hub does not have, or one the map names too: exit 2, nothing done.
+    let stranger = ConnectorId::random();
+    let out = run(restore_hub(tb, datahub, new_root.path()).args([
+        "--yes",
+        "--exclude",
+        &stranger.to_string(),
+    ]));
+    let doc = json_of(&out, 2);
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("--exclude {stranger}")),
+        "{doc}"
+    );
+    let out = run(restore_hub(tb, datahub, new_root.path()).args([
+        "--yes",
+        "--exclude",
+        &gone.to_string(),
+        "--map",
+        &format!("{gone}={gone}"),
+    ]));
+    let doc = json_of(&out, 2);
+    assert!(
+        doc["error"].as_str().unwrap().contains("both left out"),
+        "{doc}"
+    );
+    assert!(names(new_root.path()).is_empty());
+
+    // Left out: the other connector at its newest (its backup of now), nothing of it.
+    let out = run(restore_hub(tb, datahub, new_root.path()).args([
+        "--yes",
+        "--exclude",
+        &gone.to_string(),
+    ]));
+    let doc = json_of(&out, 0);
+    let r = &doc["restore"];
+    assert_eq!(r["connectors"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(names(new_root.path()), vec![kept.to_string()], "{r}");
+    let restored = new_root.path().join(kept.to_string()).join("sqlite.db");
+    assert_eq!(tables(&restored, &[]), tables(&dbs[0].path, &[]), "{r}");
+
+    // At the instant the hint names: both, each at its state then.
+    let other_root = tempfile::tempdir().unwrap();
+    let out = run(restore_hub(tb, datahub, other_root.path()).args(["--yes", "--at", at]));
+    let doc = json_of(&out, 0);
+    assert_eq!(
+        doc["restore"]["connectors"].as_array().unwrap().len(),
+        2,
+        "{doc}"
+    );
+    let mut want = vec![kept.to_string(), gone.to_string()];
+    want.sort();
+    assert_eq!(names(other_root.path()), want);
+}
+both!(
+    restore_hub_refuses_an_instant_held_back_days_by_a_removed_connector_and_exclude_leaves_it_out,
+    held_back
 );

@@ -665,7 +665,7 @@ fn try_build(
 /// into `tb`'s bucket on a manual clock set at 10:00:00.5 of the simulated day: the
 /// random source (seeded, named after `test`), the bucket, the hub's folder, its
 /// databases, its datahub, that instant, the clock and a runtime.
-type OneHub = (
+pub(crate) type OneHub = (
     StdRng,
     Bucket,
     tempfile::TempDir,
@@ -675,7 +675,7 @@ type OneHub = (
     std::sync::Arc<ManualClock>,
     tokio::runtime::Runtime,
 );
-fn one_hub(tb: &TestBucket, test: &str) -> OneHub {
+pub(crate) fn one_hub(tb: &TestBucket, test: &str) -> OneHub {
     let rng = seeded(test);
     let bucket = tb.bucket();
     let hub = tempfile::tempdir().unwrap();
@@ -714,7 +714,7 @@ fn assert_restores(
 }
 
 /// Capture of `hub` into `bucket` on `clock`, its first look taken.
-fn started_capture(
+pub(crate) fn started_capture(
     rt: &tokio::runtime::Runtime,
     bucket: &Bucket,
     hub: &std::path::Path,
