@@ -168,8 +168,16 @@ pub(crate) fn start_agent(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver
 
 /// [`start_agent`] on `hub`, once it says it uploaded a base (bounded: 20 s).
 pub(crate) fn agent_past_its_base(tb: &TestBucket, hub: &Path) -> (Child, mpsc::Receiver<String>) {
-    let (agent, rx) = start_agent(tb, hub);
-    wait_for(&rx, "capture: base uploaded", Duration::from_secs(20));
+    let (mut agent, rx) = start_agent(tb, hub);
+    // A wait that fails must not leave the agent running after the test.
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(&rx, "capture: base uploaded", Duration::from_secs(20))
+    }));
+    if let Err(panic) = waited {
+        let _ = agent.kill();
+        let _ = agent.wait();
+        std::panic::resume_unwind(panic);
+    }
     (agent, rx)
 }
 
