@@ -712,10 +712,12 @@ impl Tracked {
         let mut was_spilled = self.pending.body.spilled();
         let start = self.pending.body.len();
         let mut page = vec![0u8; h.page_size as usize];
-        // Each commit's page hashes, in the order of its frames (their page numbers).
-        let mut read: Vec<(u64, Vec<u128>)> = Vec::with_capacity(commits.len());
+        // Each commit's page hashes, in the order of its frames (their page numbers), and
+        // the database's size its page 1 says, if it wrote page 1.
+        let mut read: Vec<(u64, Vec<u128>, Option<u32>)> = Vec::with_capacity(commits.len());
         for c in commits {
             let mark = self.pending.begin()?;
+            let mut size = None;
             let mut hashes = Vec::with_capacity(c.frames.len());
             for (p, n) in &c.frames {
                 let ok = match frames.read(&h, *n, *p, &mut page) {
@@ -733,18 +735,25 @@ impl Tracked {
                     self.pending.abandon(start)?;
                     return Err(e);
                 }
+                if *p == 1 {
+                    size = Some(crate::sqlite::pages::db_size(&page, c.db_pages));
+                }
                 hashes.push(page_hash(*p, &page));
             }
-            read.push((mark, hashes));
+            read.push((mark, hashes, size));
         }
-        for (c, (mark, hashes)) in commits.iter().zip(read) {
+        for (c, (mark, hashes, size)) in commits.iter().zip(read) {
             for ((p, _), hash) in c.frames.iter().zip(&hashes) {
                 self.table.set(*p, *hash);
             }
-            self.table.resize(c.db_pages);
+            // The commit frame gives the pager's count, which counts the pages of a file
+            // longer than its database; SQLite's size is in page 1, which every commit
+            // that changes it writes: a commit without page 1 leaves the size as it was.
+            let db_pages = size.unwrap_or_else(|| self.table.pages().min(c.db_pages));
+            self.table.resize(db_pages);
             let after = self.table.checksum();
             self.pending
-                .end(mark, time_ms, c.db_pages, after, hashes.len() as u32)?;
+                .end(mark, time_ms, db_pages, after, hashes.len() as u32)?;
             self.pushed(was_spilled);
             was_spilled = self.pending.body.spilled();
         }

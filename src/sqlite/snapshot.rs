@@ -277,9 +277,13 @@ fn copy_thread(
         }
         let ps = start.first.header.page_size as u64;
         let copy = &start.copy;
-        let got = rollback::confirm_full(&held.src, &start.locker, &start.first, &mut |p, b| {
-            copy.read_exact_at(b, (p as u64 - 1) * ps)
-        });
+        let got = rollback::confirm_full(
+            &held.src,
+            &start.locker,
+            &start.first,
+            plan.pages,
+            &mut |p, b| copy.read_exact_at(b, (p as u64 - 1) * ps),
+        );
         match got {
             Ok(Ok(held)) => {
                 tracing::debug!(lock_held = ?held, bytes = at, elapsed = ?started.elapsed(),
@@ -544,6 +548,9 @@ fn pin_rollback(
     let mut plan = ImagePlan::file(&src)?;
     plan.page_size = first.header.page_size;
     plan.pages = first.pages();
+    // Cut to the size page 1 says (a file may be longer than its database); page 1 is
+    // re-read under lock #2, so a size read from a page 1 changed meanwhile is a race.
+    let plan = plan.sized(&src)?;
     // Opened now, on an empty file: they read nothing until the copy is confirmed, and
     // SQLite reads a file it has never read from scratch.
     let conn = db::open_read_only(&tmp)?;

@@ -476,3 +476,74 @@ fn backup_refuses_relative_and_root_file_urls_and_invalid_s3_bucket_names() {
     assert!(stderr(&out).contains(&want), "{}", stderr(&out));
     assert!(!Path::new("/acme").exists() && !Path::new("/relative").exists());
 }
+
+/// A database whose file is longer than the database: SQLite's own preallocation
+/// (`SQLITE_FCNTL_CHUNK_SIZE`, which some applications set) grows the file in chunks, so
+/// past the pages the header counts lie bytes no reader sees. SQLite takes the size from
+/// the header; so does the backup (it used to count the file's pages, and every backup of
+/// such a database failed: "the checks saw N pages, the image has M"). In WAL and in
+/// rollback-journal mode, the backup succeeds and the canonical object is the database's
+/// pages exactly, every row there.
+fn longer_file_than_database(tb: &TestBucket) {
+    for journal in ["delete", "wal"] {
+        let hub = tempfile::tempdir().unwrap();
+        let (db, spec) = connector_db(hub.path(), "sdc", 50);
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.pragma_update(None, "journal_mode", journal).unwrap();
+        let mut chunk: std::ffi::c_int = 1 << 20;
+        // SAFETY: a live connection's handle, the documented file control and its int.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_file_control(
+                conn.handle(),
+                c"main".as_ptr(),
+                rusqlite::ffi::SQLITE_FCNTL_CHUNK_SIZE,
+                (&mut chunk as *mut std::ffi::c_int).cast(),
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        conn.execute_batch(
+            "CREATE TABLE grown(n INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 300)
+             INSERT INTO grown SELECT n, hex(randomblob(40)) FROM c;",
+        )
+        .unwrap();
+        if journal == "wal" {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+        let count = |pragma: &str| -> u64 {
+            let n: i64 = conn.query_row(pragma, [], |r| r.get(0)).unwrap();
+            n as u64
+        };
+        let (pages, ps) = (count("PRAGMA page_count"), count("PRAGMA page_size"));
+        let len = std::fs::metadata(&db).unwrap().len();
+        assert!(
+            len > pages * ps,
+            "{journal}: the file ({len}) is longer than the database ({pages} pages)"
+        );
+
+        let r = backup(tb, &db, &[]);
+        assert_eq!(r["decision"], "uploaded", "{journal}: {r}");
+        let got = tempfile::tempdir().unwrap();
+        let dl = got.path().join("sqlite.db");
+        download_with_foreign_client(tb, &canonical(&spec), &dl);
+        assert_eq!(
+            std::fs::metadata(&dl).unwrap().len(),
+            pages * ps,
+            "{journal}"
+        );
+        assert_eq!(
+            sqlite3_cli(&dl, "PRAGMA integrity_check"),
+            "ok",
+            "{journal}"
+        );
+        for table in ["Integrations", "Events", "grown"] {
+            assert_eq!(rows(&dl, table), rows(&db, table), "{journal}: {table}");
+        }
+        drop(conn);
+    }
+}
+both!(
+    a_file_longer_than_its_database_backs_up_as_the_database_in_both_journal_modes,
+    longer_file_than_database
+);

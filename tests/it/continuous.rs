@@ -1092,3 +1092,73 @@ both!(
     a_commit_made_and_checkpointed_between_two_looks_is_captured_at_the_next,
     commit_between_looks
 );
+
+/// A database longer than its file says (SQLite's chunk-size preallocation: the writer
+/// sets `SQLITE_FCNTL_CHUNK_SIZE`, the file grows 1 MiB at a time) is captured as the
+/// database SQLite sees: in WAL and in rollback-journal mode, with commits that grow it
+/// (page 1 written) and one that only updates a row (page 1 untouched in WAL mode), the
+/// newest restore has every row, and is the database's pages, not the file's.
+fn chunked_file(tb: &TestBucket) {
+    for mode in ["wal", "delete"] {
+        let (hub, db, spec, w) = connector_with_writer(
+            "sdc",
+            20,
+            &format!(
+                "PRAGMA journal_mode={mode}; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);"
+            ),
+        );
+        let mut chunk: std::ffi::c_int = 1 << 20;
+        // SAFETY: a live connection's handle, the documented file control and its int.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_file_control(
+                w.handle(),
+                c"main".as_ptr(),
+                rusqlite::ffi::SQLITE_FCNTL_CHUNK_SIZE,
+                (&mut chunk as *mut std::ffi::c_int).cast(),
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        w.execute("INSERT INTO cdc_rows VALUES (0, 'first')", [])
+            .unwrap();
+        if mode == "wal" {
+            w.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+        let (mut agent, _rx) = agent_past_its_base(tb, hub.path());
+        for i in 1..=20i64 {
+            w.execute(
+                "INSERT INTO cdc_rows VALUES (?1, ?2)",
+                rusqlite::params![i, "v".repeat(700)],
+            )
+            .unwrap();
+        }
+        settle();
+        w.execute("UPDATE cdc_rows SET payload = 'changed' WHERE id = 7", [])
+            .unwrap();
+        settle();
+        std::thread::sleep(Duration::from_millis(1200));
+        sigterm_and_wait(&mut agent);
+        let pages: i64 = w.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        let ps: i64 = w.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        if mode == "delete" {
+            let len = std::fs::metadata(&db).unwrap().len();
+            assert!(
+                len > (pages * ps) as u64,
+                "{mode}: the file is longer than the database"
+            );
+        }
+        let out = tempfile::tempdir().unwrap();
+        let (code, _, err, r) = restore(tb, &spec, None, out.path(), "newest.db");
+        assert_eq!(code, 0, "{mode}: {err}");
+        assert_eq!(rows(&r, "cdc_rows"), rows(&db, "cdc_rows"), "{mode}");
+        assert_eq!(
+            std::fs::metadata(&r).unwrap().len(),
+            (pages * ps) as u64,
+            "{mode}: the restored file is the database's pages"
+        );
+    }
+}
+both!(
+    continuous_capture_of_a_file_longer_than_its_database_restores_the_database,
+    chunked_file
+);

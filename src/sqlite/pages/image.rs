@@ -54,13 +54,26 @@ impl ImagePlan {
             .metadata()
             .map_err(|e| Error::io(src.path(), "cannot stat the database", e))?
             .len();
-        Ok(ImagePlan {
+        ImagePlan {
             page_size: h.page_size,
             pages: (len / h.page_size as u64) as u32,
             mode: h.mode,
             wal: None,
             index: None,
-        })
+        }
+        .sized(src)
+    }
+
+    /// The plan cut to the database's size as SQLite takes it from page 1's header
+    /// ([`crate::sqlite::pages::db_size`]): a file may be longer than its database.
+    pub fn sized(mut self, src: &Source) -> Result<ImagePlan> {
+        let mut page1 = vec![0u8; self.page_size as usize];
+        let got = self
+            .reader(src, false)
+            .read_pages(&mut page1)
+            .map_err(|e| Error::io(src.path(), "cannot read the database", e))?;
+        self.pages = crate::sqlite::pages::db_size(&page1[..got], self.pages);
+        Ok(self)
     }
 
     /// Bytes of the image.
@@ -252,13 +265,14 @@ pub fn pin_wal(
             end();
             continue;
         }
-        return Ok(Some(ImagePlan {
+        let plan = ImagePlan {
             page_size: ps,
             pages: h.pages,
             mode: Mode::Wal,
             wal: Some((wal_file, wh, idx.frames)),
             index: Some(h),
-        }));
+        };
+        return plan.sized(src).map(Some);
     }
     Err(Error::db(
         &path,

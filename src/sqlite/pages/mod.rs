@@ -330,6 +330,26 @@ impl DbHeader {
     }
 }
 
+/// The database's size in pages as SQLite's b-tree layer takes it (sqlite3.c,
+/// `lockBtree`), given page 1 of the state (at least its first 96 bytes) and the pager's
+/// count (`pager_pages`: the WAL's last commit, else the file's pages): the size in page
+/// 1's header (offset 28) when it is valid, i.e. non-zero and written by a SQLite that
+/// keeps it (the change counter at offset 24 equals the version-valid-for number at
+/// offset 92); else the pager's count. The backup API, `page_count` and every reader use
+/// this size: pages of a longer file past it (SQLite's chunk-size preallocation,
+/// `SQLITE_FCNTL_CHUNK_SIZE`, or a tool that extended the file) are no part of the
+/// database. A header size past the pager's count is SQLite's "malformed" (kept, so the
+/// checks say so).
+pub fn db_size(page1: &[u8], pager_pages: u32) -> u32 {
+    if page1.len() < 96 || page1[24..28] != page1[92..96] {
+        return pager_pages;
+    }
+    match u32::from_be_bytes(page1[28..32].try_into().expect("4")) {
+        0 => pager_pages,
+        n => n,
+    }
+}
+
 /// The pages that differ from a known state ([`PageTable`]), and the size after.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Diff {
@@ -650,6 +670,9 @@ impl Source {
                 .len();
             let file_pages = (len / ps as u64) as u32;
             sink.restart(ps)?;
+            // Page 1 of the image (the file's, then the WAL's newest): its header says
+            // the database's size.
+            let mut page1 = Vec::new();
             // Pass over the file: only pages that differ from the table.
             let mut buf = vec![0u8; ps as usize * 64];
             let mut pgno = 1u32;
@@ -658,6 +681,9 @@ impl Source {
                 let want = n as usize * ps as usize;
                 let got = read_full(&self.db, &mut buf[..want], (pgno as u64 - 1) * ps as u64)
                     .map_err(|e| self.io("cannot read the database", e))?;
+                if pgno == 1 {
+                    page1 = buf[..got.min(ps as usize)].to_vec();
+                }
                 for (i, page) in buf[..got].chunks_exact(ps as usize).enumerate() {
                     let p = pgno + i as u32;
                     if !same_size || table.get(p) != Some(page_hash(p, page)) {
@@ -700,6 +726,9 @@ impl Source {
                         {
                             continue 'attempt; // restarted meanwhile
                         }
+                        if p == 1 {
+                            page1.clone_from(&page);
+                        }
                         sink.page(p, &page)?;
                     }
                     let pos = WalPos {
@@ -717,6 +746,7 @@ impl Source {
             if h3.map(|h| h.raw) != h1.map(|h| h.raw) || (h1.is_none() && shm1 != shm3) {
                 continue;
             }
+            let db_pages = db_size(&page1, db_pages);
             sink.finish(db_pages, file_pages)?;
             return Ok(Some(WalTaken {
                 page_size: ps,

@@ -285,11 +285,14 @@ pub fn observe_into(
     let io = |e| Error::io(src.path(), "cannot read the database", e);
     sink.restart(h.page_size)?;
     // 2. Unlocked scan: candidates go to the sink now, and are re-read under lock #2.
+    // The database ends where page 1's header says (`db_size`), which may be before the
+    // file's end; page 1 is re-read under lock #2, and the stamp vouches for the size.
+    let mut db_pages = file_pages;
     let mut candidates: Vec<u32> = Vec::new();
     let mut buf = vec![0u8; ps * 64];
     let mut pgno = 1u32;
-    while pgno <= file_pages {
-        let n = (file_pages - pgno + 1).min(64);
+    while pgno <= file_pages.min(db_pages) {
+        let n = (file_pages.min(db_pages) - pgno + 1).min(64);
         let want = n as usize * ps;
         let got = read_full(
             src.db_file(),
@@ -297,8 +300,14 @@ pub fn observe_into(
             (pgno as u64 - 1) * ps as u64,
         )
         .map_err(io)?;
+        if pgno == 1 {
+            db_pages = super::db_size(&buf[..got.min(ps)], file_pages);
+        }
         for (i, page) in buf[..got].chunks_exact(ps).enumerate() {
             let p = pgno + i as u32;
+            if p > db_pages {
+                break;
+            }
             if p == 1 || !same_size || table.get(p) != Some(page_hash(p, page)) {
                 candidates.push(p);
                 sink.page(p, page)?;
@@ -307,7 +316,7 @@ pub fn observe_into(
         if got < want {
             return Ok(Err(Skip::Raced));
         }
-        if pgno == 1 && n < file_pages {
+        if pgno == 1 && n < file_pages.min(db_pages) {
             seam::at(src.path(), Point::Reading);
         }
         pgno += n;
@@ -335,11 +344,11 @@ pub fn observe_into(
     if !ok {
         return Ok(Err(Skip::Raced));
     }
-    sink.finish(file_pages, file_pages)?;
+    sink.finish(db_pages, file_pages)?;
     Ok(Ok(ObservedInto {
         change_counter: h.change_counter,
         page_size: h.page_size,
-        db_pages: file_pages,
+        db_pages,
         lock_held: held1 + held2,
     }))
 }
@@ -359,7 +368,8 @@ pub fn counter(src: &Source, locker: &Locker) -> std::result::Result<Stamp, Skip
 /// [`Stamp`] (change counter, size, time of the last write) must still be `first`'s
 /// (taken under lock #1 with [`counter`]), and page 1 (every page, for a database of at
 /// most [`RELOCK_PAGES`] pages, as [`observe_into`] re-reads its candidates) re-read there
-/// must equal what was streamed, which `streamed` reads back into its buffer.
+/// must equal what was streamed, which `streamed` reads back into its buffer. `pages`:
+/// the image's size (page 1's header may end the database before the file's end).
 /// `Ok(Err(Skip::Raced))`: the file was written meanwhile (a commit, or a transaction
 /// that spilled pages and rolled back), the image is not a committed state. Returns how
 /// long the lock was held.
@@ -367,10 +377,10 @@ pub fn confirm_full(
     src: &Source,
     locker: &Locker,
     first: &Stamp,
+    pages: u32,
     streamed: &mut dyn FnMut(u32, &mut [u8]) -> std::io::Result<()>,
 ) -> Result<std::result::Result<Duration, Skip>> {
     let ps = first.header.page_size as usize;
-    let pages = first.pages();
     let relock = if pages as usize <= RELOCK_PAGES {
         pages
     } else {

@@ -670,3 +670,22 @@ fn the_lockers_connection_never_opens_a_database_through_a_link() {
     names.sort();
     assert_eq!(names, ["x.db"]);
 }
+
+#[test]
+fn the_database_size_is_page_ones_when_valid_else_the_pagers() {
+    let mut p1 = vec![0u8; 100];
+    p1[28..32].copy_from_slice(&28u32.to_be_bytes());
+    p1[24..28].copy_from_slice(&5u32.to_be_bytes());
+    p1[92..96].copy_from_slice(&5u32.to_be_bytes());
+    // Valid: the header's size, shorter or longer than the pager's count.
+    assert_eq!(super::db_size(&p1, 256), 28);
+    assert_eq!(super::db_size(&p1, 10), 28);
+    // Written by a SQLite that does not keep it (counter and version-valid-for differ).
+    p1[92..96].copy_from_slice(&4u32.to_be_bytes());
+    assert_eq!(super::db_size(&p1, 256), 256);
+    // Zero, or no page 1 at all (an empty file).
+    p1[92..96].copy_from_slice(&5u32.to_be_bytes());
+    p1[28..32].copy_from_slice(&0u32.to_be_bytes());
+    assert_eq!(super::db_size(&p1, 256), 256);
+    assert_eq!(super::db_size(&[], 0), 0);
+}
