@@ -44,7 +44,7 @@ pub struct Args {
     )]
     version_id: Option<String>,
     /// The state as of this instant: RFC 3339 (zone optional, UTC assumed), a date, or a
-    /// duration ago (15m, "2h ago"). From continuous capture where it covers the instant,
+    /// duration ago (15m, "2h ago"), or now. From continuous capture where it covers the instant,
     /// else the newest version taken at or before it.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,

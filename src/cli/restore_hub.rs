@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     hub_root: Option<PathBuf>,
     /// The common instant: RFC 3339 (zone optional, UTC assumed), a date, or a duration
-    /// ago (15m, "2h ago"). Default: the newest instant every connector can be restored to.
+    /// ago (15m, "2h ago"), or now. Default: the newest instant every connector can be restored to.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
     /// List the connectors (name, type, metadata, tags, ids: what to create in the

@@ -28,7 +28,7 @@ pub fn fmt_age(d: Duration) -> String {
 /// Parses `restore --at TIME`: RFC 3339 (`2026-11-24T07:00:00Z`, `…+01:00`), the same
 /// without a zone (UTC assumed; `T` or a space; seconds and fractions optional), a date
 /// (`2026-11-24`: its first instant, UTC), or a duration ago (`15m`, `2h ago`,
-/// `1h 30m ago`). `now` is passed in so the result is testable.
+/// `1h 30m ago`), or `now`. `now` is passed in so the result is testable.
 pub fn parse_instant(
     s: &str,
     now: chrono::DateTime<chrono::Utc>,
@@ -37,6 +37,9 @@ pub fn parse_instant(
     let t = s.trim();
     if t.is_empty() {
         return Err("empty".into());
+    }
+    if t.eq_ignore_ascii_case("now") {
+        return Ok(now);
     }
     if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
         return Ok(d.to_utc());
@@ -102,6 +105,8 @@ mod tests {
         assert_eq!(at("15m").unwrap(), "2026-11-24T11:45:00+00:00");
         assert_eq!(at("2h ago").unwrap(), "2026-11-24T10:00:00+00:00");
         assert_eq!(at("1h 30m ago").unwrap(), "2026-11-24T10:30:00+00:00");
+        assert_eq!(at("now").unwrap(), "2026-11-24T12:00:00+00:00");
+        assert_eq!(at(" NOW ").unwrap(), "2026-11-24T12:00:00+00:00");
         for bad in ["", "yesterday-ish", "2026-13-01", "ago", "12:00"] {
             assert!(at(bad).is_err(), "{bad:?}");
         }

@@ -262,7 +262,7 @@ impl HubPlan {
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                 .unwrap_or_default();
             format!(
-                "if a connector that holds the hub back was removed from it, leave it out ({}); to restore every connector at that instant anyway, pass --at {at}",
+                "if a connector that holds the hub back was removed from it, leave it out ({}); to restore each connector at its newest state instead (no common instant), pass --at now; to restore every connector at that instant anyway, pass --at {at}",
                 held_back.join(" ")
             )
         } else if !no_backup.is_empty() && only_restorability {

@@ -1643,6 +1643,24 @@ fn held_back(tb: &TestBucket) {
     let restored = new_root.path().join(kept.to_string()).join("sqlite.db");
     assert_eq!(tables(&restored, &[]), tables(&dbs[0].path, &[]), "{r}");
 
+    // `--at now`, as the hint offers: each at its newest (the one behind with a warning
+    // that its state at the instant is not known).
+    let now_root = tempfile::tempdir().unwrap();
+    assert!(hint.contains("--at now"), "{hint}");
+    let out = run(restore_hub(tb, datahub, now_root.path()).args(["--yes", "--at", "now"]));
+    let doc = json_of(&out, 0);
+    let restored = now_root.path().join(kept.to_string()).join("sqlite.db");
+    assert_eq!(tables(&restored, &[]), tables(&dbs[0].path, &[]), "{doc}");
+    let behind = (doc["restore"]["connectors"].as_array().unwrap().iter())
+        .find(|c| c["old_connector"] == gone.to_string())
+        .unwrap();
+    assert!(
+        behind["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("not known")),
+        "{doc}"
+    );
+
     // At the instant the hint names: both, each at its state then.
     let other_root = tempfile::tempdir().unwrap();
     let out = run(restore_hub(tb, datahub, other_root.path()).args(["--yes", "--at", at]));
