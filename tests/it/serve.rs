@@ -453,6 +453,10 @@ fn serve_with_a_token_refuses_requests_without_it_and_serves_them_with_it() {
         "{cookie}"
     );
     let pair = cookie.split(';').next().unwrap();
+    // The redirect stays on this server: `//host` would send the browser elsewhere.
+    let away = get(&u(&format!("//evil.example/x?token={TOKEN}")), &[]);
+    assert_eq!(away.status, 303);
+    assert_eq!(away.header("location"), Some("/evil.example/x"));
     let with_cookie = get(&u("/?state=stale"), &[("cookie", pair)]);
     assert_eq!(with_cookie.status, 200);
     assert!(!with_cookie.body.contains(TOKEN));
