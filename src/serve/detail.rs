@@ -181,7 +181,8 @@ pub async fn load(
             }
         })
         .collect();
-    let last_drill_record = match drill_marks.last() {
+    // The record of the drill the row calls the last (not one stamped in the future).
+    let last_drill_record = match &row.status.last_drill {
         Some(d) => match bucket.get_bytes(&d.key).await {
             Ok(b) => DrillRecord::from_json(&b),
             Err(e) if e.is_not_found() => None,

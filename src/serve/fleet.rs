@@ -705,6 +705,34 @@ mod tests {
         );
     }
 
+    /// One object written with a stamp in the future (a hostile writer, or a clock off by
+    /// years) must not stand for every drill after it.
+    #[test]
+    fn a_drill_stamped_in_the_future_does_not_hide_a_failed_drill_of_now() {
+        let hub = DatahubId::random();
+        let mut objects = listed(
+            hub,
+            "drilled",
+            &["2026-11-24T10:00:00Z"],
+            Some("2026-11-24T10:00:00Z"),
+        );
+        let ck = parse_key_of(&objects[0]);
+        let failed = crate::model::layout::stamp(t("2026-11-24T11:00:00Z"));
+        objects.push(obj(ck.drill(&failed, false), "2026-11-24T11:00:00Z", 10));
+        let forged = crate::model::layout::stamp(t("2099-01-01T00:00:00Z"));
+        objects.push(obj(ck.drill(&forged, true), "2026-11-01T00:00:00Z", 10));
+        let f = fleet(objects);
+        let r = &f.connectors[0];
+        assert_eq!(r.status.state, State::Broken, "{:?}", r.status);
+        let last = r.status.last_drill.as_ref().unwrap();
+        assert_eq!((last.stamp.as_str(), last.ok), (failed.as_str(), false));
+        assert_eq!(f.summary.broken, 1);
+    }
+
+    fn parse_key_of(o: &ObjectInfo) -> ConnectorKey {
+        crate::model::layout::parse_key(&o.key).unwrap().0
+    }
+
     #[test]
     fn a_hub_with_a_connector_that_has_nothing_restorable_has_no_common_instant() {
         let hub = DatahubId::random();
