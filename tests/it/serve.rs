@@ -706,3 +706,81 @@ fn serve_shows_the_last_good_read_and_why_when_the_bucket_fails_on_s3() {
     assert_eq!(api.json()["ok"], false);
     assert!(api.json()["hint"].is_string());
 }
+
+/// The largest the serve process may grow while it shows a connector whose small
+/// objects (its drill record, `latest.json`, a version manifest) are 512 MiB each.
+const HOSTILE_PAGE_MEMORY: u64 = 192 << 20;
+
+/// The peak resident memory of a process (`VmHWM`), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// Review of serve: anyone who can write under a connector's prefix decides how big its
+/// drill record, `latest.json` and version manifests are. The connector page reads them
+/// whole; a 512 MiB one must not be read into memory (the server would run out of it on
+/// a few page loads), and the page still answers, with those facts unknown.
+#[test]
+fn serve_shows_a_connector_whose_small_objects_are_huge_without_reading_them_whole() {
+    use hubvault::model::layout::{VersionId, stamp};
+    use hubvault::store::WriteMode;
+    let tb = TestBucket::local();
+    let ck = ConnectorKey::new(
+        OrgSlug::parse("acme").unwrap(),
+        DatahubId::random(),
+        hubvault::model::ids::ConnectorId::random(),
+    );
+    let now = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let v = VersionId::new(now, &"ab".repeat(32));
+    let huge = [
+        ck.latest_manifest(),
+        ck.version_manifest(&v),
+        ck.drill(&stamp(now), true),
+    ];
+    let bucket = tb.bucket();
+    for key in huge.iter().chain([
+        &ck.label("sdc", "Huge records"),
+        &ck.canonical(&Default::default()),
+        &ck.version_data(&v),
+    ]) {
+        rt().block_on(bucket.put_bytes(key, bytes::Bytes::from_static(b"{}"), WriteMode::Create))
+            .unwrap();
+    }
+    for key in &huge {
+        let path = tb.dir.as_ref().unwrap().path().join(key.as_ref());
+        // Sparse: 512 MiB to read, nothing on the disk.
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+    }
+    let s = Served::start(tb.cmd(), &["--refresh", "1h"]);
+    let api = get(&format!("{}/api/connectors/{}", s.url, ck.connector), &[]);
+    assert_eq!(api.status, 200, "{}", api.body);
+    let doc = api.json();
+    assert_eq!(doc["versions"].as_array().unwrap().len(), 1, "{doc:#}");
+    assert!(doc["versions"][0]["size"].is_null(), "{doc:#}");
+    assert!(doc["last_drill_record"].is_null(), "{doc:#}");
+    assert_eq!(doc["drills"][0]["ok"], true);
+    let page = get(&format!("{}/connectors/{}", s.url, ck.connector), &[]);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Huge records"));
+    let peak = peak_memory(s.child.id());
+    assert!(
+        peak < HOSTILE_PAGE_MEMORY,
+        "serve grew to {} MiB showing one connector",
+        peak >> 20
+    );
+}
