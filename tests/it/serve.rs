@@ -784,3 +784,133 @@ fn serve_shows_a_connector_whose_small_objects_are_huge_without_reading_them_who
         peak >> 20
     );
 }
+
+/// Review of serve, in a real browser: names, types and drill problems are the bucket's,
+/// so anyone who can write under a connector's prefix chooses them. Markup in them is
+/// shown as text on every page (the fleet, after filter as you type swaps the table in,
+/// the hub, the connector) and never becomes an element, a handler or a style; an
+/// `alert` would leave the browser with an open dialog and fail the next call.
+#[test]
+fn serve_shows_hostile_names_types_and_drill_problems_as_text_in_a_real_browser() {
+    use hubvault::model::drill::DrillRecord;
+    use hubvault::model::layout::stamp;
+    use hubvault::store::WriteMode;
+    let tb = TestBucket::local();
+    let hub = DatahubId::random();
+    let hostile = [
+        ("sdc", "</script><script>alert(1)</script>"),
+        ("'><svg onload=alert(3)>", "\"><img src=x onerror=alert(2)>"),
+        (
+            "<style>body{display:none}</style>",
+            "javascript:alert(4)//<a href=javascript:alert(5)>x</a>",
+        ),
+    ];
+    let bucket = tb.bucket();
+    let put = |key: &object_store::path::Path, body: Vec<u8>| {
+        rt().block_on(bucket.put_bytes(key, bytes::Bytes::from(body), WriteMode::Create))
+            .unwrap();
+    };
+    let mut cks = Vec::new();
+    for (ty, name) in hostile {
+        let ck = ConnectorKey::new(
+            OrgSlug::parse("acme").unwrap(),
+            hub,
+            hubvault::model::ids::ConnectorId::random(),
+        );
+        put(&ck.label(ty, name), Vec::new());
+        put(
+            &ck.canonical(&Default::default()),
+            b"not a database".to_vec(),
+        );
+        cks.push(ck);
+    }
+    // A failed drill whose record's problems and warnings are markup.
+    let at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let record = DrillRecord {
+        format: 1,
+        time: at,
+        ok: false,
+        key: "k".into(),
+        sha256: None,
+        size: None,
+        version: None,
+        matched: None,
+        check: None,
+        problems: vec!["<iframe src=javascript:alert(6)></iframe>".into()],
+        warnings: vec!["<b id=pwned>bold</b>".into()],
+        tool: "<script>alert(7)</script>".into(),
+        host: "h".into(),
+        stream: None,
+    };
+    put(&cks[1].drill(&stamp(at), false), record.to_json());
+
+    let s = Served::start(tb.cmd(), &["--refresh", "1h"]);
+    let b = Browser::start();
+    // Elements only a hostile text could have made (the chart is the page's own SVG).
+    let injected = |b: &Browser| -> Vec<String> {
+        b.script(
+            "return Array.from(document.querySelectorAll('img, iframe, svg:not(.chart), style, b, \
+             script:not([src]), a[href^=\"javascript\"], [onload], [onerror]')).map(e => e.outerHTML);",
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+    };
+    let names = |b: &Browser| b.texts("#fleet-table tbody td.name > a");
+    b.goto(&format!("{}/", s.url));
+    b.wait_until("three rows", |b| names(b).len() == 3);
+    let mut shown = names(&b);
+    shown.sort();
+    let mut want: Vec<String> = hostile.iter().map(|(_, n)| n.to_string()).collect();
+    want.sort();
+    assert_eq!(shown, want, "names are shown as their text");
+    assert_eq!(injected(&b), Vec::<String>::new());
+    let types = b.texts("select[name=type] option");
+    for (ty, _) in hostile {
+        assert!(types.iter().any(|t| t == ty), "{ty:?} in {types:?}");
+    }
+    assert!(
+        b.displayed(&b.one("#fleet-table")),
+        "no injected style hid the page"
+    );
+
+    // Filter as you type: app.js swaps the server's table in.
+    b.type_text(&b.one("#q"), "alert(");
+    b.wait_until("the filtered table", |b| {
+        b.url().contains("q=alert") && names(b).len() == 3
+    });
+    assert_eq!(injected(&b), Vec::<String>::new());
+
+    b.goto(&format!("{}/hubs/{hub}", s.url));
+    b.wait_until("the hub's table", |b| names(b).len() == 3);
+    assert_eq!(injected(&b), Vec::<String>::new());
+
+    for (ck, (ty, name)) in cks.iter().zip(hostile) {
+        b.goto(&format!("{}/connectors/{}", s.url, ck.connector));
+        b.wait_until("the connector page", |b| !b.texts("h1").is_empty());
+        let h1 = b.texts("h1")[0].clone();
+        assert!(h1.starts_with(name) && h1.contains(ty), "{h1:?}");
+        assert_eq!(injected(&b), Vec::<String>::new(), "{name}");
+        assert_eq!(
+            b.script("return document.title"),
+            format!("{name} · hubvault")
+        );
+    }
+    let problems = b.texts("p.problem, p.note");
+    assert!(
+        problems.is_empty(),
+        "the last page is the third connector's: {problems:?}"
+    );
+    b.goto(&format!("{}/connectors/{}", s.url, cks[1].connector));
+    b.wait_until("the drill's problems", |b| !b.texts("p.problem").is_empty());
+    let p = b.texts("p.problem, p.note");
+    assert!(
+        p.iter()
+            .any(|t| t.contains("<iframe src=javascript:alert(6)></iframe>"))
+            && p.iter().any(|t| t.contains("<b id=pwned>bold</b>")),
+        "{p:?}"
+    );
+    assert_eq!(injected(&b), Vec::<String>::new());
+}
