@@ -914,3 +914,63 @@ fn serve_shows_hostile_names_types_and_drill_problems_as_text_in_a_real_browser(
     );
     assert_eq!(injected(&b), Vec::<String>::new());
 }
+
+/// Review of serve: a connection that never finishes a request (a client that sends
+/// part of its headers, or nothing, or went away behind a NAT after a page load) held a
+/// task and a file descriptor for ever; enough of them (a slow client's loop, or weeks of
+/// laptops closing) exhaust the descriptors and the page stops answering. Each must be
+/// closed once the header timeout (20 s) has passed, with 15 s to spare for a busy
+/// machine.
+#[test]
+fn serve_closes_connections_that_do_not_send_a_request_in_time() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let tb = TestBucket::local();
+    let s = Served::start(tb.cmd(), &[]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let open = || {
+        let c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        c
+    };
+    let started = Instant::now();
+    let mut partial = open();
+    partial
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let silent = open();
+    let mut kept = open();
+    kept.write_all(b"GET /assets/style.css HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = vec![0u8; 64 << 10];
+    let n = kept.read(&mut answer).unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    for (what, mut c) in [
+        ("partial headers", partial),
+        ("nothing sent", silent),
+        ("idle after an answer", kept),
+    ] {
+        let mut rest = Vec::new();
+        // Ends (EOF or reset) when the server closes; a read timeout means it did not.
+        let closed = match c.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => {
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut
+            }
+        };
+        assert!(closed, "{what}: still open after {:?}", started.elapsed());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(35),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    // The server still answers.
+    assert_eq!(get(&format!("{}/assets/app.js", s.url), &[]).status, 200);
+}
