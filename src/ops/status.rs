@@ -158,7 +158,7 @@ pub async fn run(
     })
 }
 
-/// True if and only if `stamp` (a drill's or a version's) is later than `now` by more
+/// True if and only if a drill's `stamp` is later than `now` by more
 /// than the clock skew S3 tolerates (doctor's `SKEW_PROBLEM`).
 pub fn stamped_in_the_future(stamp: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
     chrono::NaiveDateTime::parse_from_str(stamp, crate::model::layout::VersionId::STAMP_FORMAT)

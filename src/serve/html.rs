@@ -601,8 +601,10 @@ pub fn connector_body(
     if d.versions.len() > shown.len() {
         let _ = write!(
             out,
-            r#"<p class="note">{} older versions are not shown: <code>hubvault versions --datahub {} --connector {}</code> lists them all.</p>"#,
+            r#"<p class="note">{} older versions are not shown: <code>hubvault versions --bucket {} --org {} --datahub {} --connector {}</code> lists them all.</p>"#,
             d.versions.len() - shown.len(),
+            esc(&crate::serve::fleet::shell_word(bucket)),
+            s.org,
             s.datahub,
             s.connector
         );
@@ -751,6 +753,7 @@ mod tests {
             body.contains("99800 older versions are not shown"),
             "says how many are left out"
         );
+        assert!(body.contains("99800 older drills are not shown"));
     }
 
     #[test]
