@@ -55,10 +55,14 @@ pub async fn list_versions(bucket: &Bucket, ck: &ConnectorKey) -> Result<Vec<Ver
     Ok(by_id.into_values().rev().collect())
 }
 
+/// The most a manifest may take: they are a few KiB (one row count per table), and
+/// anyone who can write to the bucket could make one a GiB.
+pub const MANIFEST_MAX_BYTES: u64 = 16 << 20;
+
 /// Reads and checks the manifest of one version.
 pub async fn read_manifest(bucket: &Bucket, ck: &ConnectorKey, id: &VersionId) -> Result<Manifest> {
     let key = ck.version_manifest(id);
-    let bytes = bucket.get_bytes(&key).await?;
+    let bytes = bucket.get_bytes_max(&key, MANIFEST_MAX_BYTES).await?;
     let m = Manifest::from_json(&bytes, key.as_ref())?;
     if &m.version != id || m.connector_key() != *ck {
         return Err(Error::check(
@@ -78,7 +82,7 @@ pub async fn read_manifest(bucket: &Bucket, ck: &ConnectorKey, id: &VersionId) -
 /// manifest.
 pub async fn read_latest(bucket: &Bucket, ck: &ConnectorKey) -> Option<Manifest> {
     let key = ck.latest_manifest();
-    match bucket.get_bytes(&key).await {
+    match bucket.get_bytes_max(&key, MANIFEST_MAX_BYTES).await {
         Ok(bytes) => match Manifest::from_json(&bytes, key.as_ref()) {
             Ok(m) => Some(m),
             Err(e) => {

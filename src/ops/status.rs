@@ -158,12 +158,27 @@ pub async fn run(
     })
 }
 
+/// True if and only if a drill's `stamp` is later than `now` by more
+/// than the clock skew S3 tolerates (doctor's `SKEW_PROBLEM`).
+pub fn stamped_in_the_future(stamp: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::NaiveDateTime::parse_from_str(stamp, crate::model::layout::VersionId::STAMP_FORMAT)
+        .is_ok_and(|t| t.and_utc() > now + crate::ops::doctor::SKEW_PROBLEM)
+}
+
 /// The status of one listed connector as of `now` (what [`run`] does for each; the web
 /// page judges the listings it keeps).
 pub fn judge(l: Listed, max_age: Duration, now: chrono::DateTime<chrono::Utc>) -> ConnectorStatus {
     let mut problems = Vec::new();
     let complete = l.versions.values().filter(|(d, m)| *d && *m).count();
-    let last_drill = l.drills.last().cloned();
+    // A stamp further ahead than any clock S3 takes requests from is not a drill that
+    // happened: one such object (hostile, or a clock off by years) would otherwise stand
+    // for every drill after it.
+    let last_drill = l
+        .drills
+        .iter()
+        .rev()
+        .find(|d| !stamped_in_the_future(&d.stamp, now))
+        .cloned();
     let age = l.canonical.as_ref().map(|(_, o)| {
         (now - o.last_modified)
             .to_std()

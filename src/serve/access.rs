@@ -160,8 +160,16 @@ impl Access {
                     return Verdict::Refuse;
                 }
                 let rest = rest.finish();
+                // One leading slash: a browser goes to another server for `//host` or
+                // `/\host` (tabs and newlines in between are dropped first).
+                let path = format!(
+                    "/{}",
+                    path.trim_start_matches(|c: char| c == '/'
+                        || c == '\\'
+                        || c.is_ascii_control())
+                );
                 let location = if rest.is_empty() {
-                    path.to_string()
+                    path
                 } else {
                     format!("{path}?{rest}")
                 };
@@ -295,6 +303,40 @@ mod tests {
             Verdict::SetCookie { location, .. } if location == "/hubs/x"
         ));
         assert_eq!(j(None, None, Some("token=wrong")), Verdict::Refuse);
+    }
+
+    #[test]
+    fn the_redirect_after_token_never_leaves_this_server() {
+        let a = access();
+        // A browser reads `//host` and `/\host` (any mix of slashes and backslashes)
+        // as another server.
+        for path in [
+            "//evil.example",
+            "/\\evil.example",
+            "///evil.example/x",
+            "/\\/evil.example",
+            "/\t/evil.example",
+        ] {
+            let Verdict::SetCookie { location, .. } = a.judge(
+                None,
+                None,
+                Some("hub.example"),
+                path,
+                Some(&format!("token={T}&state=stale")),
+            ) else {
+                panic!("{path}: the right token sets the cookie");
+            };
+            let rest = location.strip_prefix('/').expect("a path on this server");
+            assert!(
+                rest.starts_with("evil.example"),
+                "{path} -> {location}: the browser would leave for another server"
+            );
+            assert!(location.ends_with("?state=stale"), "{location}");
+        }
+        assert!(matches!(
+            a.judge(None, None, None, "/hubs/x/", Some(&format!("token={T}"))),
+            Verdict::SetCookie { location, .. } if location == "/hubs/x/"
+        ));
     }
 
     #[test]

@@ -69,6 +69,8 @@ impl Row {
             .iter()
             .filter(|(_, (data, manifest))| *data && *manifest)
             .map(|(v, _)| v.time())
+            // A key stamped past any clock S3 takes requests from is no state of now.
+            .filter(|t| *t <= now + crate::ops::doctor::SKEW_PROBLEM)
             .collect();
         let canonical = l
             .canonical
@@ -703,6 +705,56 @@ mod tests {
             )),
             "{cmd}"
         );
+    }
+
+    /// One object written with a stamp in the future (a hostile writer, or a clock off by
+    /// years) must not stand for every drill after it.
+    #[test]
+    fn a_drill_stamped_in_the_future_does_not_hide_a_failed_drill_of_now() {
+        let hub = DatahubId::random();
+        let mut objects = listed(
+            hub,
+            "drilled",
+            &["2026-11-24T10:00:00Z"],
+            Some("2026-11-24T10:00:00Z"),
+        );
+        let ck = parse_key_of(&objects[0]);
+        let failed = crate::model::layout::stamp(t("2026-11-24T11:00:00Z"));
+        objects.push(obj(ck.drill(&failed, false), "2026-11-24T11:00:00Z", 10));
+        let forged = crate::model::layout::stamp(t("2099-01-01T00:00:00Z"));
+        objects.push(obj(ck.drill(&forged, true), "2026-11-01T00:00:00Z", 10));
+        let f = fleet(objects);
+        let r = &f.connectors[0];
+        assert_eq!(r.status.state, State::Broken, "{:?}", r.status);
+        let last = r.status.last_drill.as_ref().unwrap();
+        assert_eq!((last.stamp.as_str(), last.ok), (failed.as_str(), false));
+        assert_eq!(f.summary.broken, 1);
+    }
+
+    #[test]
+    fn a_version_stamped_in_the_future_is_not_the_newest_restorable_instant() {
+        let hub = DatahubId::random();
+        // A stale connector (its canonical object three days old) and a version whose
+        // key says 2099: the row must not say "restorable up to 2099, 0 s ago".
+        let f = fleet(listed(
+            hub,
+            "stale",
+            &["2026-11-21T12:00:00Z", "2099-01-01T00:00:00Z"],
+            Some("2026-11-21T12:00:00Z"),
+        ));
+        let r = &f.connectors[0];
+        assert_eq!(r.status.state, State::Stale);
+        assert_eq!(r.newest_restorable, Some(t("2026-11-21T12:00:00Z")));
+        assert_eq!(r.newest_restorable_age_seconds, Some(3.0 * 86400.0));
+        assert_eq!(r.restorable_window.unwrap().to, t("2026-11-21T12:00:00Z"));
+        assert_eq!(
+            f.hub(&hub, None).unwrap().common_instant,
+            Some(t("2026-11-21T12:00:00Z"))
+        );
+    }
+
+    fn parse_key_of(o: &ObjectInfo) -> ConnectorKey {
+        crate::model::layout::parse_key(&o.key).unwrap().0
     }
 
     #[test]

@@ -20,6 +20,9 @@ use crate::serve::fleet::{
     Choices, Fleet, HubView, Query, Row, STATE_FILTERS, Selection, SortKey, instant, state_word,
 };
 
+/// Versions the connector page shows (table and chart), newest first.
+pub const VERSIONS_SHOWN: usize = 200;
+
 /// Text safe inside HTML elements and quoted attributes.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -552,13 +555,14 @@ pub fn connector_body(
     }
     out.push_str(r#"<p class="hint">Onto a new connector: add <code>--to-datahub NEW --to-connector NEW</code>. An older state: <code>--version ID</code> (below) or <code>--at TIME</code>. <code>--dry-run</code> shows the plan without touching anything.</p></section>"#);
 
-    let sizes: Vec<(DateTime<Utc>, u64)> = d
-        .versions
+    // The newest versions only: a connector may keep 100,000 (`hubvault versions` lists
+    // them all), and every one would be a row and a point on every load.
+    let shown = &d.versions[..d.versions.len().min(VERSIONS_SHOWN)];
+    let sizes: Vec<(DateTime<Utc>, u64)> = shown
         .iter()
         .filter_map(|v| Some((v.snapshot_at, v.size?)))
         .collect();
-    let mut points: Vec<DateTime<Utc>> = d
-        .versions
+    let mut points: Vec<DateTime<Utc>> = shown
         .iter()
         .filter(|v| v.complete)
         .map(|v| v.snapshot_at)
@@ -575,7 +579,7 @@ pub fn connector_body(
         r#"<section><h2>Versions ({})</h2><table class="versions"><thead><tr><th>Version</th><th>Snapshot</th><th>Size</th><th>Stored</th><th>Events</th><th>Note</th></tr></thead><tbody>"#,
         d.versions.len()
     );
-    for v in &d.versions {
+    for v in shown {
         let note = match (v.complete, v.current) {
             (_, true) => "current (the canonical object)",
             (true, false) => "",
@@ -593,7 +597,19 @@ pub fn connector_body(
                 .unwrap_or_else(|| "—".into()),
         );
     }
-    out.push_str("</tbody></table></section>");
+    out.push_str("</tbody></table>");
+    if d.versions.len() > shown.len() {
+        let _ = write!(
+            out,
+            r#"<p class="note">{} older versions are not shown: <code>hubvault versions --bucket {} --org {} --datahub {} --connector {}</code> lists them all.</p>"#,
+            d.versions.len() - shown.len(),
+            esc(&crate::serve::fleet::shell_word(bucket)),
+            s.org,
+            s.datahub,
+            s.connector
+        );
+    }
+    out.push_str("</section>");
 
     let _ = write!(
         out,
@@ -614,7 +630,7 @@ pub fn connector_body(
         out.push_str(
             r#"<table class="drills"><thead><tr><th>When</th><th>Result</th></tr></thead><tbody>"#,
         );
-        for dr in &d.drills {
+        for dr in d.drills.iter().take(VERSIONS_SHOWN) {
             let result = if dr.ok {
                 r#"<span class="mark mark-ok">ok</span>"#
             } else {
@@ -627,6 +643,13 @@ pub fn connector_body(
             );
         }
         out.push_str("</tbody></table>");
+        if d.drills.len() > VERSIONS_SHOWN {
+            let _ = write!(
+                out,
+                r#"<p class="note">{} older drills are not shown.</p>"#,
+                d.drills.len() - VERSIONS_SHOWN
+            );
+        }
     }
     out.push_str("</section>");
     out
@@ -653,6 +676,84 @@ mod tests {
             esc(r#"<script>alert("x")</script> & 'y'"#),
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
         );
+    }
+
+    /// Review of serve: a connector with 100,000 kept versions (no prune for years, or
+    /// keys written by someone else) made a 20 MB connector page, rebuilt on every load.
+    #[test]
+    fn a_connector_with_100000_versions_has_a_page_of_bounded_size() {
+        use crate::catalog::inventory::{Scope, group};
+        use crate::model::ids::{ConnectorId, DatahubId, OrgSlug};
+        use crate::model::layout::{ConnectorKey, VersionId};
+        use crate::serve::detail::VersionPoint;
+        use crate::serve::fleet::Row;
+        use crate::store::ObjectInfo;
+        let ck = ConnectorKey::new(
+            OrgSlug::parse("acme").unwrap(),
+            DatahubId::random(),
+            ConnectorId::random(),
+        );
+        let first = DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let ids: Vec<VersionId> = (0..100_000i64)
+            .map(|i| VersionId::new(first + chrono::Duration::minutes(i), &format!("{i:012x}")))
+            .collect();
+        let now = ids.last().unwrap().time() + chrono::Duration::minutes(1);
+        let obj = |key| ObjectInfo {
+            key,
+            size: 10,
+            last_modified: now,
+            e_tag: None,
+        };
+        let mut objects = vec![obj(ck.canonical(&Default::default()))];
+        for v in &ids {
+            objects.push(obj(ck.version_data(v)));
+            objects.push(obj(ck.version_manifest(v)));
+        }
+        let listed = group(objects, &Scope::default()).remove(0);
+        let max_age = Duration::from_secs(86400);
+        let d = Detail {
+            row: Row::from_listed(listed, max_age, now),
+            checked_at: now,
+            versions: ids
+                .iter()
+                .rev()
+                .map(|v| VersionPoint {
+                    version: v.clone(),
+                    snapshot_at: v.time(),
+                    size: Some(4096),
+                    stored_size: Some(10),
+                    events: Some(1),
+                    complete: true,
+                    current: false,
+                })
+                .collect(),
+            drills: ids
+                .iter()
+                .rev()
+                .map(|v| crate::serve::detail::DrillPoint {
+                    stamp: v.to_string()[..20].to_string(),
+                    at: Some(v.time()),
+                    ok: true,
+                })
+                .collect(),
+            last_drill_record: None,
+            continuous_window: None,
+        };
+        let body = connector_body(&d, None, "s3://b", max_age);
+        assert!(body.len() < 256 << 10, "{} bytes", body.len());
+        assert!(
+            body.contains(&ids[99_999].to_string()),
+            "the newest is shown"
+        );
+        assert!(!body.contains(&ids[0].to_string()));
+        assert!(body.contains("Versions (100000)"));
+        assert!(
+            body.contains("99800 older versions are not shown"),
+            "says how many are left out"
+        );
+        assert!(body.contains("99800 older drills are not shown"));
     }
 
     #[test]

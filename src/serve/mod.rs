@@ -23,6 +23,7 @@ pub mod routes;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -39,6 +40,11 @@ pub async fn bind(addr: SocketAddr, access: &access::Access) -> Result<tokio::ne
     })
 }
 
+/// A connection must send a whole request head within this (idle ones included, between
+/// requests): one that does not is closed, so clients that stall or vanish cannot pile
+/// up and use every file descriptor.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves `app` on `listener` until `shutdown` completes; then lets requests in flight
 /// finish. The first read of the bucket starts at once, so the first page is quick.
 pub async fn serve(
@@ -50,12 +56,44 @@ pub async fn serve(
     tokio::spawn(async move {
         warm.fleet().await;
     });
-    let addr = listener.local_addr().ok();
-    axum::serve(listener, routes::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| {
-            let addr = addr.map(|a| a.to_string()).unwrap_or_default();
-            Error::io(addr, "serving the web page", e)
-        })
+    let router = routes::router(app);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            got = listener.accept() => match got {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before it was taken:
+                    // wait a little rather than spin, as axum::serve does.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut stopping = stopping.clone();
+        conns.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = stop.send(true);
+    while conns.join_next().await.is_some() {}
+    Ok(())
 }

@@ -335,6 +335,39 @@ impl Bucket {
         got.bytes().await.map_err(|e| self.err("GET", key, e))
     }
 
+    /// As [`Bucket::get_bytes`], for an object anyone who can write to the bucket could
+    /// make huge: past `max` bytes it is refused (a check error, as for a damaged object)
+    /// without being read further.
+    pub async fn get_bytes_max(&self, key: &Path, max: u64) -> Result<Bytes> {
+        let got = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| self.err("GET", key, e))?;
+        let too_big = |size: u64| {
+            Error::check(
+                format!(
+                    "{} is {size} bytes or more; an object of this kind is at most {max}",
+                    self.shown(key)
+                ),
+                "it was not written by hubvault: `hubvault verify` checks the backups",
+            )
+        };
+        if got.meta.size > max {
+            return Err(too_big(got.meta.size));
+        }
+        let mut out = Vec::with_capacity(got.meta.size as usize);
+        let mut body = got.into_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.err("GET", key, e))?;
+            if (out.len() + chunk.len()) as u64 > max {
+                return Err(too_big((out.len() + chunk.len()) as u64));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    }
+
     /// Streams the object at `key` into `dest` (created or truncated), decoding it, and
     /// returns the sha256 of the plain bytes written. Fails, rather than returning a
     /// short file, if the body ends before the size the store announced; `dest` is

@@ -453,6 +453,10 @@ fn serve_with_a_token_refuses_requests_without_it_and_serves_them_with_it() {
         "{cookie}"
     );
     let pair = cookie.split(';').next().unwrap();
+    // The redirect stays on this server: `//host` would send the browser elsewhere.
+    let away = get(&u(&format!("//evil.example/x?token={TOKEN}")), &[]);
+    assert_eq!(away.status, 303);
+    assert_eq!(away.header("location"), Some("/evil.example/x"));
     let with_cookie = get(&u("/?state=stale"), &[("cookie", pair)]);
     assert_eq!(with_cookie.status, 200);
     assert!(!with_cookie.body.contains(TOKEN));
@@ -701,4 +705,272 @@ fn serve_shows_the_last_good_read_and_why_when_the_bucket_fails_on_s3() {
     assert_eq!(api.status, 502);
     assert_eq!(api.json()["ok"], false);
     assert!(api.json()["hint"].is_string());
+}
+
+/// The largest the serve process may grow while it shows a connector whose small
+/// objects (its drill record, `latest.json`, a version manifest) are 512 MiB each.
+const HOSTILE_PAGE_MEMORY: u64 = 192 << 20;
+
+/// The peak resident memory of a process (`VmHWM`), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// Review of serve: anyone who can write under a connector's prefix decides how big its
+/// drill record, `latest.json` and version manifests are. The connector page reads them
+/// whole; a 512 MiB one must not be read into memory (the server would run out of it on
+/// a few page loads), and the page still answers, with those facts unknown.
+#[test]
+fn serve_shows_a_connector_whose_small_objects_are_huge_without_reading_them_whole() {
+    use hubvault::model::layout::{VersionId, stamp};
+    use hubvault::store::WriteMode;
+    let tb = TestBucket::local();
+    let ck = ConnectorKey::new(
+        OrgSlug::parse("acme").unwrap(),
+        DatahubId::random(),
+        hubvault::model::ids::ConnectorId::random(),
+    );
+    let now = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let v = VersionId::new(now, &"ab".repeat(32));
+    let huge = [
+        ck.latest_manifest(),
+        ck.version_manifest(&v),
+        ck.drill(&stamp(now), true),
+    ];
+    let bucket = tb.bucket();
+    for key in huge.iter().chain([
+        &ck.label("sdc", "Huge records"),
+        &ck.canonical(&Default::default()),
+        &ck.version_data(&v),
+    ]) {
+        rt().block_on(bucket.put_bytes(key, bytes::Bytes::from_static(b"{}"), WriteMode::Create))
+            .unwrap();
+    }
+    for key in &huge {
+        let path = tb.dir.as_ref().unwrap().path().join(key.as_ref());
+        // Sparse: 512 MiB to read, nothing on the disk.
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+    }
+    let s = Served::start(tb.cmd(), &["--refresh", "1h"]);
+    let api = get(&format!("{}/api/connectors/{}", s.url, ck.connector), &[]);
+    assert_eq!(api.status, 200, "{}", api.body);
+    let doc = api.json();
+    assert_eq!(doc["versions"].as_array().unwrap().len(), 1, "{doc:#}");
+    assert!(doc["versions"][0]["size"].is_null(), "{doc:#}");
+    assert!(doc["last_drill_record"].is_null(), "{doc:#}");
+    assert_eq!(doc["drills"][0]["ok"], true);
+    let page = get(&format!("{}/connectors/{}", s.url, ck.connector), &[]);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Huge records"));
+    let peak = peak_memory(s.child.id());
+    assert!(
+        peak < HOSTILE_PAGE_MEMORY,
+        "serve grew to {} MiB showing one connector",
+        peak >> 20
+    );
+}
+
+/// Review of serve, in a real browser: names, types and drill problems are the bucket's,
+/// so anyone who can write under a connector's prefix chooses them. Markup in them is
+/// shown as text on every page (the fleet, after filter as you type swaps the table in,
+/// the hub, the connector) and never becomes an element, a handler or a style; an
+/// `alert` would leave the browser with an open dialog and fail the next call.
+#[test]
+fn serve_shows_hostile_names_types_and_drill_problems_as_text_in_a_real_browser() {
+    use hubvault::model::drill::DrillRecord;
+    use hubvault::model::layout::stamp;
+    use hubvault::store::WriteMode;
+    let tb = TestBucket::local();
+    let hub = DatahubId::random();
+    let hostile = [
+        ("sdc", "</script><script>alert(1)</script>"),
+        ("'><svg onload=alert(3)>", "\"><img src=x onerror=alert(2)>"),
+        (
+            "<style>body{display:none}</style>",
+            "javascript:alert(4)//<a href=javascript:alert(5)>x</a>",
+        ),
+    ];
+    let bucket = tb.bucket();
+    let put = |key: &object_store::path::Path, body: Vec<u8>| {
+        rt().block_on(bucket.put_bytes(key, bytes::Bytes::from(body), WriteMode::Create))
+            .unwrap();
+    };
+    let mut cks = Vec::new();
+    for (ty, name) in hostile {
+        let ck = ConnectorKey::new(
+            OrgSlug::parse("acme").unwrap(),
+            hub,
+            hubvault::model::ids::ConnectorId::random(),
+        );
+        put(&ck.label(ty, name), Vec::new());
+        put(
+            &ck.canonical(&Default::default()),
+            b"not a database".to_vec(),
+        );
+        cks.push(ck);
+    }
+    // A failed drill whose record's problems and warnings are markup.
+    let at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let record = DrillRecord {
+        format: 1,
+        time: at,
+        ok: false,
+        key: "k".into(),
+        sha256: None,
+        size: None,
+        version: None,
+        matched: None,
+        check: None,
+        problems: vec!["<iframe src=javascript:alert(6)></iframe>".into()],
+        warnings: vec!["<b id=pwned>bold</b>".into()],
+        tool: "<script>alert(7)</script>".into(),
+        host: "h".into(),
+        stream: None,
+    };
+    put(&cks[1].drill(&stamp(at), false), record.to_json());
+
+    let s = Served::start(tb.cmd(), &["--refresh", "1h"]);
+    let b = Browser::start();
+    // Elements only a hostile text could have made (the chart is the page's own SVG).
+    let injected = |b: &Browser| -> Vec<String> {
+        b.script(
+            "return Array.from(document.querySelectorAll('img, iframe, svg:not(.chart), style, b, \
+             script:not([src]), a[href^=\"javascript\"], [onload], [onerror]')).map(e => e.outerHTML);",
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+    };
+    let names = |b: &Browser| b.texts("#fleet-table tbody td.name > a");
+    b.goto(&format!("{}/", s.url));
+    b.wait_until("three rows", |b| names(b).len() == 3);
+    let mut shown = names(&b);
+    shown.sort();
+    let mut want: Vec<String> = hostile.iter().map(|(_, n)| n.to_string()).collect();
+    want.sort();
+    assert_eq!(shown, want, "names are shown as their text");
+    assert_eq!(injected(&b), Vec::<String>::new());
+    let types = b.texts("select[name=type] option");
+    for (ty, _) in hostile {
+        assert!(types.iter().any(|t| t == ty), "{ty:?} in {types:?}");
+    }
+    assert!(
+        b.displayed(&b.one("#fleet-table")),
+        "no injected style hid the page"
+    );
+
+    // Filter as you type: app.js swaps the server's table in.
+    b.type_text(&b.one("#q"), "alert(");
+    b.wait_until("the filtered table", |b| {
+        b.url().contains("q=alert") && names(b).len() == 3
+    });
+    assert_eq!(injected(&b), Vec::<String>::new());
+
+    b.goto(&format!("{}/hubs/{hub}", s.url));
+    b.wait_until("the hub's table", |b| names(b).len() == 3);
+    assert_eq!(injected(&b), Vec::<String>::new());
+
+    for (ck, (ty, name)) in cks.iter().zip(hostile) {
+        b.goto(&format!("{}/connectors/{}", s.url, ck.connector));
+        b.wait_until("the connector page", |b| !b.texts("h1").is_empty());
+        let h1 = b.texts("h1")[0].clone();
+        assert!(h1.starts_with(name) && h1.contains(ty), "{h1:?}");
+        assert_eq!(injected(&b), Vec::<String>::new(), "{name}");
+        assert_eq!(
+            b.script("return document.title"),
+            format!("{name} · hubvault")
+        );
+    }
+    let problems = b.texts("p.problem, p.note");
+    assert!(
+        problems.is_empty(),
+        "the last page is the third connector's: {problems:?}"
+    );
+    b.goto(&format!("{}/connectors/{}", s.url, cks[1].connector));
+    b.wait_until("the drill's problems", |b| !b.texts("p.problem").is_empty());
+    let p = b.texts("p.problem, p.note");
+    assert!(
+        p.iter()
+            .any(|t| t.contains("<iframe src=javascript:alert(6)></iframe>"))
+            && p.iter().any(|t| t.contains("<b id=pwned>bold</b>")),
+        "{p:?}"
+    );
+    assert_eq!(injected(&b), Vec::<String>::new());
+}
+
+/// Review of serve: a connection that never finishes a request (a client that sends
+/// part of its headers, or nothing, or went away behind a NAT after a page load) held a
+/// task and a file descriptor for ever; enough of them (a slow client's loop, or weeks of
+/// laptops closing) exhaust the descriptors and the page stops answering. Each must be
+/// closed once the header timeout (20 s) has passed, with 15 s to spare for a busy
+/// machine.
+#[test]
+fn serve_closes_connections_that_do_not_send_a_request_in_time() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let tb = TestBucket::local();
+    let s = Served::start(tb.cmd(), &[]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let open = || {
+        let c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        c
+    };
+    let started = Instant::now();
+    let mut partial = open();
+    partial
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let silent = open();
+    let mut kept = open();
+    kept.write_all(b"GET /assets/style.css HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = vec![0u8; 64 << 10];
+    let n = kept.read(&mut answer).unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    for (what, mut c) in [
+        ("partial headers", partial),
+        ("nothing sent", silent),
+        ("idle after an answer", kept),
+    ] {
+        let mut rest = Vec::new();
+        // Ends (EOF or reset) when the server closes; a read timeout means it did not.
+        let closed = match c.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => {
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut
+            }
+        };
+        assert!(closed, "{what}: still open after {:?}", started.elapsed());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(35),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    // The server still answers.
+    assert_eq!(get(&format!("{}/assets/app.js", s.url), &[]).status, 200);
 }
