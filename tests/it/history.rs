@@ -538,3 +538,75 @@ fn prune_removes_the_staging_files_killed_uploads_left_a_day_ago_and_nothing_els
     listed_now.retain(|(k, _)| !k.ends_with("notes#v1"));
     assert_eq!(listed_now, listed_before, "no object was touched");
 }
+
+/// Two real backups of one connector (the second after a change): their version ids,
+/// oldest first.
+fn two_real_versions(tb: &TestBucket, db: &std::path::Path) -> [String; 2] {
+    let first = backup(tb, db, &[])["version"].as_str().unwrap().to_string();
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute("INSERT INTO SequelizeMeta VALUES ('later')", [])
+        .unwrap();
+    let second = backup(tb, db, &["--force"])["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    [first, second]
+}
+
+/// The newest version damaged in two ways a listing cannot see: its manifest is not a
+/// manifest, or its data object was replaced by other bytes. `prune --keep-last 1` must
+/// still keep the newest GOOD version (the one before), whole: the canonical object is
+/// the platform's, which its own upload overwrites, so that version may be the only good
+/// state left.
+fn newest_good_survives_a_damaged_newest(tb: &TestBucket) {
+    for damage in ["manifest", "data"] {
+        let hub = tempfile::tempdir().unwrap();
+        let (db, spec) = connector_db(hub.path(), "sdc", 50);
+        let ck = ck_of(&spec);
+        let [good, damaged] = two_real_versions(tb, &db);
+        let damaged_id = VersionId::parse(&damaged).unwrap();
+        let b = tb.bucket();
+        rt().block_on(async {
+            let (key, bytes) = match damage {
+                "manifest" => (ck.version_manifest(&damaged_id), b"{\"format\":".to_vec()),
+                _ => (ck.version_data(&damaged_id), b"not zstd at all".to_vec()),
+            };
+            b.put_bytes(&key, bytes, WriteMode::Overwrite).await.unwrap();
+        });
+        let flags = [
+            "--datahub",
+            &spec.datahub.to_string(),
+            "--connector",
+            &spec.connector.to_string(),
+        ];
+        let doc = json_of(
+            &run(tb
+                .cmd()
+                .args(["prune", "--json", "--keep-last", "1"])
+                .args(flags)),
+            0,
+        );
+        let left = version_keys(tb, &ck);
+        for suffix in [".db.zst", ".json"] {
+            assert!(
+                left.contains(&format!("{}/{good}{suffix}", ck.versions_dir())),
+                "{damage} of the newest damaged: the newest good version {good} lost its {suffix}: {left:?}\n{doc}"
+            );
+        }
+        // And it restores.
+        let out = hub.path().join(format!("restored-{damage}.db"));
+        json_of(
+            &run(tb
+                .cmd()
+                .args(["restore", "--json", "--yes", "--version", &good, "--output"])
+                .arg(&out)
+                .args(flags)),
+            0,
+        );
+    }
+}
+both!(
+    prune_keeps_the_newest_good_version_when_the_newest_is_damaged,
+    newest_good_survives_a_damaged_newest
+);
