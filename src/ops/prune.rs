@@ -3,8 +3,10 @@
 //! One LIST of the scope's prefix finds every version; `latest.json` of each connector
 //! names the version the canonical object equals. Never removed, whatever the policy:
 //! the canonical object and `latest.json` (prune only ever deletes under
-//! `hubvault/versions/`), the newest complete version, and the version the canonical
-//! object equals. A version whose data or manifest is missing (what a backup cut off
+//! `hubvault/versions/`), the newest complete version, the newest good one (its manifest
+//! reads and describes it, its data is the size the manifest recorded: a damaged newest
+//! version must not leave nothing restorable), and the version the canonical object
+//! equals. A version whose data or manifest is missing (what a backup cut off
 //! between the two leaves) is removed once it is older than a day, and never counted by
 //! the policy.
 //!
@@ -87,6 +89,11 @@ pub async fn prune(
             .map(|id| (*id).clone())
             .collect();
         let mut protected: Vec<VersionId> = complete.first().cloned().into_iter().collect();
+        // The listing cannot tell a damaged newest version from a good one: the newest
+        // one a restore can use is kept as well.
+        if let Some(v) = newest_good_version(bucket, ck, &complete).await {
+            protected.push(v);
+        }
         if let Some(latest) = history::read_latest(bucket, ck).await {
             protected.push(latest.version);
         }
@@ -193,6 +200,28 @@ pub async fn sweep_staging(bucket: &Bucket, scope: &Scope, dry_run: bool) -> Res
         }
     }
     Ok(sweep)
+}
+
+/// The newest of `complete` (newest first) a restore can use: its manifest reads and
+/// describes it, and its data object is as large as the manifest says it stored. One GET
+/// and one HEAD a version looked at; the newest usually passes. (A same-size corruption
+/// is for `verify`'s checksum to find.)
+async fn newest_good_version(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    complete: &[VersionId],
+) -> Option<VersionId> {
+    for id in complete {
+        let Ok(m) = history::read_manifest(bucket, ck, id).await else {
+            continue;
+        };
+        if let Ok(Some(data)) = bucket.head(&ck.version_data(id)).await
+            && data.size == m.stored_size
+        {
+            return Some(id.clone());
+        }
+    }
+    None
 }
 
 /// The version named by the newest successful drill record, if any (one GET).

@@ -572,7 +572,9 @@ fn newest_good_survives_a_damaged_newest(tb: &TestBucket) {
                 "manifest" => (ck.version_manifest(&damaged_id), b"{\"format\":".to_vec()),
                 _ => (ck.version_data(&damaged_id), b"not zstd at all".to_vec()),
             };
-            b.put_bytes(&key, bytes, WriteMode::Overwrite).await.unwrap();
+            b.put_bytes(&key, bytes, WriteMode::Overwrite)
+                .await
+                .unwrap();
         });
         let flags = [
             "--datahub",
