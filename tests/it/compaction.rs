@@ -1592,7 +1592,10 @@ fn dry_run_of_retention_over_a_damaged_chain_start(tb: &TestBucket) {
             .any(|p| p.as_str().unwrap().contains("cannot be read back")),
         "{real}"
     );
-    assert_eq!(planned, deleted, "the dry run is the plan\ndry: {dry}\nreal: {real}");
+    assert_eq!(
+        planned, deleted,
+        "the dry run is the plan\ndry: {dry}\nreal: {real}"
+    );
 }
 both!(
     prune_dry_run_over_a_damaged_chain_start_lists_what_the_real_run_deletes,
