@@ -612,3 +612,54 @@ both!(
     prune_keeps_the_newest_good_version_when_the_newest_is_damaged,
     newest_good_survives_a_damaged_newest
 );
+
+/// A backup on a host whose clock is two days behind is between its two uploads: the
+/// data of its version is in the bucket, just written, and its manifest is coming. The
+/// version's id says two days old, the bucket says seconds. `prune` must not take it for
+/// what a backup cut off a day ago left: deleting its data under the backup leaves a
+/// manifest (and `latest.json`) promising data that is gone.
+fn incomplete_version_just_written_under_an_old_id(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    backup(tb, &db, &[]);
+    let ck = ck_of(&spec);
+    let two_days_ago = (chrono::Utc::now() - chrono::TimeDelta::days(2))
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    let writing = seed_versions(tb, &ck, &[&two_days_ago], false);
+    let doc = json_of(
+        &run(tb.cmd().args(["prune", "--json", "--keep-last", "5"])),
+        0,
+    );
+    assert_eq!(
+        doc["connectors"][0]["incomplete"],
+        serde_json::json!([]),
+        "{doc}"
+    );
+    assert!(
+        version_keys(tb, &ck).contains(&ck.version_data(&writing[0]).to_string()),
+        "a backup may be writing it now: {doc}"
+    );
+    // Once the bucket too says it was written more than a day ago, it goes (a local
+    // directory's objects can be aged; S3's cannot).
+    if let Some(dir) = &tb.dir {
+        set_mtime(
+            &dir.path().join(ck.version_data(&writing[0]).as_ref()),
+            std::time::Duration::from_secs(25 * 3600),
+        );
+        let doc = json_of(
+            &run(tb.cmd().args(["prune", "--json", "--keep-last", "5"])),
+            0,
+        );
+        assert_eq!(
+            doc["connectors"][0]["incomplete"],
+            serde_json::json!([writing[0].to_string()]),
+            "{doc}"
+        );
+        assert!(!version_keys(tb, &ck).contains(&ck.version_data(&writing[0]).to_string()));
+    }
+}
+both!(
+    prune_spares_an_incomplete_version_the_bucket_got_within_a_day_whatever_its_id_says,
+    incomplete_version_just_written_under_an_old_id
+);
