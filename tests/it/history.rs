@@ -198,17 +198,28 @@ fn incomplete_versions_go_after_a_day(tb: &TestBucket) {
         .to_string();
     let old = seed_versions(tb, &ck, &["2026-01-01 00:00"], false);
     let fresh = seed_versions(tb, &ck, &[&recent], false);
+    // Old by the bucket's record too (a local directory's objects can be aged, S3's
+    // cannot: there the old one is just written, and stays; see
+    // `incomplete_version_just_written_under_an_old_id`).
+    if let Some(dir) = &tb.dir {
+        set_mtime(
+            &dir.path().join(ck.version_data(&old[0]).as_ref()),
+            std::time::Duration::from_secs(25 * 3600),
+        );
+    }
     let doc = json_of(
         &run(tb.cmd().args(["prune", "--json", "--keep-last", "5"])),
         0,
     );
-    assert_eq!(
-        doc["connectors"][0]["incomplete"],
-        serde_json::json!([old[0].to_string()]),
-        "{doc}"
-    );
     let left = version_keys(tb, &ck);
-    assert!(!left.iter().any(|k| k.contains(old[0].as_str())));
+    if tb.dir.is_some() {
+        assert_eq!(
+            doc["connectors"][0]["incomplete"],
+            serde_json::json!([old[0].to_string()]),
+            "{doc}"
+        );
+        assert!(!left.iter().any(|k| k.contains(old[0].as_str())));
+    }
     assert!(
         left.iter().any(|k| k.contains(fresh[0].as_str())),
         "a backup may be writing it now"
