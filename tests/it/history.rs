@@ -674,3 +674,34 @@ both!(
     prune_spares_an_incomplete_version_the_bucket_got_within_a_day_whatever_its_id_says,
     incomplete_version_just_written_under_an_old_id
 );
+
+/// A version stamped a year ahead (a host whose clock was set a year forward, put right
+/// since) sorts first for every rule: `--keep-last 1` keeps it, and still keeps the
+/// version the canonical object equals (the real newest) whole.
+fn a_future_version_does_not_cost_the_real_newest(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    let ck = ck_of(&spec);
+    let ahead = (chrono::Utc::now() + chrono::TimeDelta::days(365))
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    let future = seed_versions(tb, &ck, &[&ahead], true);
+    let [_, newest] = two_real_versions(tb, &db);
+    let doc = json_of(
+        &run(tb.cmd().args(["prune", "--json", "--keep-last", "1"])),
+        0,
+    );
+    let left = version_keys(tb, &ck);
+    for suffix in [".db.zst", ".json"] {
+        assert!(
+            left.contains(&format!("{}/{newest}{suffix}", ck.versions_dir())),
+            "{left:?}\n{doc}"
+        );
+    }
+    assert!(left.contains(&ck.version_data(&future[0]).to_string()));
+    assert_eq!(doc["versions_removed"], 1, "{doc}");
+}
+both!(
+    prune_keeps_the_real_newest_beside_a_version_stamped_a_year_ahead,
+    a_future_version_does_not_cost_the_real_newest
+);
