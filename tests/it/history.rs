@@ -705,3 +705,62 @@ both!(
     prune_keeps_the_real_newest_beside_a_version_stamped_a_year_ahead,
     a_future_version_does_not_cost_the_real_newest
 );
+
+/// Two prunes with different rules at once (an operator's and the agent's after an
+/// upload): both finish, the newest version stays whole, and no version is left half
+/// deleted (each deletes what it planned, data then manifest; a delete of what the other
+/// took already is no error).
+fn two_prunes_at_once(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    let ck = ck_of(&spec);
+    seed_versions(
+        tb,
+        &ck,
+        &[
+            "2026-11-01 10:00",
+            "2026-11-02 10:00",
+            "2026-11-02 11:00",
+            "2026-11-03 10:00",
+            "2026-11-04 10:00",
+            "2026-11-05 10:00",
+        ],
+        true,
+    );
+    let newest = backup(tb, &db, &[])["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let children: Vec<std::process::Child> = [["--keep-last", "2"], ["--keep-daily", "3"]]
+        .iter()
+        .map(|rule| {
+            tb.cmd()
+                .args(["prune", "--json"])
+                .args(rule)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        json_of(&out, 0);
+    }
+    let left = version_keys(tb, &ck);
+    for suffix in [".db.zst", ".json"] {
+        assert!(
+            left.contains(&format!("{}/{newest}{suffix}", ck.versions_dir())),
+            "{left:?}"
+        );
+    }
+    let data = left.iter().filter(|k| k.ends_with(".db.zst")).count();
+    let manifests = left.iter().filter(|k| k.ends_with(".json")).count();
+    assert_eq!(data, manifests, "a version left half deleted: {left:?}");
+    // At most what the stricter of the two keeps, plus the newest.
+    assert!(data <= 3, "{left:?}");
+}
+both!(
+    two_prunes_at_once_keep_the_newest_whole_and_leave_no_version_half_deleted,
+    two_prunes_at_once
+);
