@@ -764,3 +764,50 @@ both!(
     two_prunes_at_once_keep_the_newest_whole_and_leave_no_version_half_deleted,
     two_prunes_at_once
 );
+
+/// A stranger's object beside the versions whose name only DECODES to a version's
+/// (`{id}%2Ejson`: S3 keeps the `%` as it is). It is not a version of ours: prune must not
+/// count it (here: as the manifest of a version whose data is gone, an incomplete
+/// version "removed" again at every run while the object stays), and never delete it.
+fn a_strangers_object_that_decodes_to_a_version_name(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    backup(tb, &db, &[]);
+    let ck = ck_of(&spec);
+    let id = VersionId::parse("20260101T000000.000Z-0123456789ab").unwrap();
+    let stranger = format!("{}/{}%2Ejson", ck.versions_dir(), id);
+    let key = object_store::path::Path::parse(&stranger).unwrap();
+    rt().block_on(
+        tb.bucket()
+            .put_bytes(&key, b"not ours".to_vec(), WriteMode::Overwrite),
+    )
+    .unwrap();
+    let listed: Vec<String> = tb
+        .keys(ck.versions_dir().as_ref())
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(listed.contains(&stranger), "{listed:?}");
+    for _ in 0..2 {
+        let doc = json_of(
+            &run(tb.cmd().args(["prune", "--json", "--keep-last", "5"])),
+            0,
+        );
+        assert_eq!(doc["versions_removed"], 0, "{doc}");
+        assert_eq!(
+            doc["connectors"][0]["delete"],
+            serde_json::json!([]),
+            "{doc}"
+        );
+    }
+    let listed: Vec<String> = tb
+        .keys(ck.versions_dir().as_ref())
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(listed.contains(&stranger), "{listed:?}");
+}
+both!(
+    prune_neither_counts_nor_deletes_a_strangers_object_whose_name_decodes_to_a_version,
+    a_strangers_object_that_decodes_to_a_version_name
+);
