@@ -336,7 +336,20 @@ pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
         },
         _ => return None,
     };
-    Some((ck, kind))
+    // Only a key this module writes: one whose parts decode to ours but are written
+    // otherwise (`{id}%2Ejson`, a hub id with `%2D`) is a stranger's, and the key rebuilt
+    // from it would name another object. (Labels carry encoded names: not rebuilt.)
+    let rebuilt = match &kind {
+        KeyKind::Canonical(f) => ck.canonical(f),
+        KeyKind::LatestManifest => ck.latest_manifest(),
+        KeyKind::Source => ck.source(),
+        KeyKind::VersionData(v) => ck.version_data(v),
+        KeyKind::VersionManifest(v) => ck.version_manifest(v),
+        KeyKind::Drill { stamp, ok } => ck.drill(stamp, *ok),
+        KeyKind::StreamMarker => ck.stream_marker(),
+        KeyKind::Label { .. } => return Some((ck, kind)),
+    };
+    (rebuilt.as_ref() == key.as_ref()).then_some((ck, kind))
 }
 
 /// Where a hub's continuous stream lives: `{org}/stream/{datahubId}/`, OUTSIDE
