@@ -627,6 +627,21 @@ mod tests {
     }
 
     #[test]
+    fn a_key_whose_parts_only_decode_to_ours_is_not_ours() {
+        let id = VersionId::parse("20261124T070102.123Z-ab12cd34ef56").unwrap();
+        let ours = ck().version_manifest(&id);
+        assert!(parse_key(&ours).is_some());
+        for other in [
+            ours.as_ref().replace(".json", "%2Ejson"),
+            ours.as_ref().replace("6f1c2a9e-", "6f1c2a9e%2D"),
+            ours.as_ref().replace("/versions/", "/version%73/"),
+        ] {
+            let key = Path::parse(&other).unwrap();
+            assert_eq!(parse_key(&key), None, "{other}");
+        }
+    }
+
+    #[test]
     fn canonical_key_is_exactly_the_platforms_layout() {
         assert_eq!(
             ck().canonical(&DbFileName::default()).as_ref(),
