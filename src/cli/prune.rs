@@ -58,8 +58,9 @@ pub struct Args {
     #[command(flatten)]
     policy: PolicyArgs,
     /// How far back point-in-time restore reaches: each hub's continuous stream is
-    /// compacted, and what no instant within this span needs is deleted (default 7d;
-    /// the stream is per hub, so --connector selects its hub).
+    /// compacted, and what no instant within this span needs is deleted (default:
+    /// keep_within of [retention] in the config file, else 7d; the stream is per hub, so
+    /// --connector selects its hub).
     #[arg(long, value_name = "DURATION")]
     keep_within: Option<String>,
     /// List exactly what would be deleted, and delete nothing.
@@ -85,7 +86,26 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             "pass at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly (kept versions), or --keep-within (the continuous window, 7d by default)",
         ));
     }
-    let keep_within = hubvault::agent::config::parse_keep_within(a.keep_within.as_deref(), "")?;
+    // The host's config file (HUBVAULT_CONFIG or the default, if there): the window its
+    // agent keeps is the window, unless --keep-within says otherwise (7d without either).
+    let (path, explicit) = match std::env::var_os("HUBVAULT_CONFIG") {
+        Some(p) if !p.is_empty() => (std::path::PathBuf::from(p), true),
+        _ => (
+            std::path::PathBuf::from(hubvault::agent::config::DEFAULT_CONFIG_PATH),
+            false,
+        ),
+    };
+    let file = hubvault::agent::config::load_file(&path, explicit)?;
+    let keep_within = match (
+        &a.keep_within,
+        file.retention.as_ref().and_then(|r| r.keep_within.as_ref()),
+    ) {
+        (None, Some(w)) => hubvault::agent::config::parse_keep_within(
+            Some(w),
+            &format!(" (from {})", path.display()),
+        )?,
+        (given, _) => hubvault::agent::config::parse_keep_within(given.as_deref(), "")?,
+    };
     let bucket = g.bucket()?;
     let versions = if policy.is_empty() {
         None

@@ -336,7 +336,20 @@ pub fn parse_key(key: &Path) -> Option<(ConnectorKey, KeyKind)> {
         },
         _ => return None,
     };
-    Some((ck, kind))
+    // Only a key this module writes: one whose parts decode to ours but are written
+    // otherwise (`{id}%2Ejson`, a hub id with `%2D`) is a stranger's, and the key rebuilt
+    // from it would name another object. (Labels carry encoded names: not rebuilt.)
+    let rebuilt = match &kind {
+        KeyKind::Canonical(f) => ck.canonical(f),
+        KeyKind::LatestManifest => ck.latest_manifest(),
+        KeyKind::Source => ck.source(),
+        KeyKind::VersionData(v) => ck.version_data(v),
+        KeyKind::VersionManifest(v) => ck.version_manifest(v),
+        KeyKind::Drill { stamp, ok } => ck.drill(stamp, *ok),
+        KeyKind::StreamMarker => ck.stream_marker(),
+        KeyKind::Label { .. } => return Some((ck, kind)),
+    };
+    (rebuilt.as_ref() == key.as_ref()).then_some((ck, kind))
 }
 
 /// Where a hub's continuous stream lives: `{org}/stream/{datahubId}/`, OUTSIDE
@@ -611,6 +624,21 @@ mod tests {
             DatahubId::parse("6f1c2a9e-4b7d-4e1a-9c3f-2d8e5b7a1c01").unwrap(),
             ConnectorId::parse("0b5e7d1a-93c2-4f6b-8a1e-7c4d2f9e3a10").unwrap(),
         )
+    }
+
+    #[test]
+    fn a_key_whose_parts_only_decode_to_ours_is_not_ours() {
+        let id = VersionId::parse("20261124T070102.123Z-ab12cd34ef56").unwrap();
+        let ours = ck().version_manifest(&id);
+        assert!(parse_key(&ours).is_some());
+        for other in [
+            ours.as_ref().replace(".json", "%2Ejson"),
+            ours.as_ref().replace("6f1c2a9e-", "6f1c2a9e%2D"),
+            ours.as_ref().replace("/versions/", "/version%73/"),
+        ] {
+            let key = Path::parse(&other).unwrap();
+            assert_eq!(parse_key(&key), None, "{other}");
+        }
     }
 
     #[test]

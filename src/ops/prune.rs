@@ -3,10 +3,13 @@
 //! One LIST of the scope's prefix finds every version; `latest.json` of each connector
 //! names the version the canonical object equals. Never removed, whatever the policy:
 //! the canonical object and `latest.json` (prune only ever deletes under
-//! `hubvault/versions/`), the newest complete version, and the version the canonical
-//! object equals. A version whose data or manifest is missing (what a backup cut off
-//! between the two leaves) is removed once it is older than a day, and never counted by
-//! the policy.
+//! `hubvault/versions/`), the newest complete version, the newest good one (its manifest
+//! reads and describes it, its data is the size the manifest recorded: a damaged newest
+//! version must not leave nothing restorable), and the version the canonical object
+//! equals. A version whose data or manifest is missing (what a backup cut off
+//! between the two leaves) is removed once it is older than a day, by its id AND by the
+//! bucket's last-modified of what is there (a backup on a host whose clock is behind
+//! writes ids that look old), and never counted by the policy.
 //!
 //! The newest version a restore drill (`hubvault verify`) verified is kept as well.
 //!
@@ -87,6 +90,11 @@ pub async fn prune(
             .map(|id| (*id).clone())
             .collect();
         let mut protected: Vec<VersionId> = complete.first().cloned().into_iter().collect();
+        // The listing cannot tell a damaged newest version from a good one: the newest
+        // one a restore can use is kept as well.
+        if let Some(v) = newest_good_version(bucket, ck, &complete).await {
+            protected.push(v);
+        }
         if let Some(latest) = history::read_latest(bucket, ck).await {
             protected.push(latest.version);
         }
@@ -94,13 +102,16 @@ pub async fn prune(
             protected.push(v);
         }
         let verdicts = retention::apply(policy, &complete, &protected);
-        let incomplete: Vec<VersionId> = ids
-            .iter()
-            .filter(|id| {
-                listed.versions[**id] != (true, true) && now - id.time() > INCOMPLETE_GRACE
-            })
-            .map(|id| (*id).clone())
-            .collect();
+        let mut incomplete: Vec<VersionId> = Vec::new();
+        for id in ids.iter().filter(|id| {
+            listed.versions[**id] != (true, true) && now - id.time() > INCOMPLETE_GRACE
+        }) {
+            // The id's time is the backing-up host's clock: the bucket must also say the
+            // objects were written more than a day ago.
+            if written_before(bucket, ck, id, listed.versions[*id], now - INCOMPLETE_GRACE).await {
+                incomplete.push((*id).clone());
+            }
+        }
         let mut delete = Vec::new();
         for id in verdicts
             .iter()
@@ -193,6 +204,55 @@ pub async fn sweep_staging(bucket: &Bucket, scope: &Scope, dry_run: bool) -> Res
         }
     }
     Ok(sweep)
+}
+
+/// The newest of `complete` (newest first) a restore can use: its manifest reads and
+/// describes it, and its data object is as large as the manifest says it stored. One GET
+/// and one HEAD a version looked at; the newest usually passes. (A same-size corruption
+/// is for `verify`'s checksum to find.)
+async fn newest_good_version(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    complete: &[VersionId],
+) -> Option<VersionId> {
+    for id in complete {
+        let Ok(m) = history::read_manifest(bucket, ck, id).await else {
+            continue;
+        };
+        if let Ok(Some(data)) = bucket.head(&ck.version_data(id)).await
+            && data.size == m.stored_size
+        {
+            return Some(id.clone());
+        }
+    }
+    None
+}
+
+/// True if and only if each object of the incomplete version `id` that is there
+/// (`present`: data, manifest) was last written before `before` by the bucket's record
+/// (a HEAD each; one that cannot be read counts as recent).
+async fn written_before(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    id: &VersionId,
+    present: (bool, bool),
+    before: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let keys = [
+        (present.0, ck.version_data(id)),
+        (present.1, ck.version_manifest(id)),
+    ];
+    for (there, key) in keys {
+        if !there {
+            continue;
+        }
+        match bucket.head(&key).await {
+            Ok(Some(o)) if o.last_modified < before => {}
+            Ok(None) => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The version named by the newest successful drill record, if any (one GET).

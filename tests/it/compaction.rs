@@ -1532,3 +1532,125 @@ fn random_blob(rng: &mut StdRng) -> Vec<u8> {
     rand::Rng::fill_bytes(rng, &mut b);
     b
 }
+
+/// The chain start retention keeps is damaged: the real run deletes nothing it stands on
+/// (it says so), and `--dry-run` must list exactly that, not what an intact base would
+/// let go.
+fn dry_run_of_retention_over_a_damaged_chain_start(tb: &TestBucket) {
+    let seed = seed_of("dry_run_of_retention_over_a_damaged_chain_start");
+    let bucket = tb.bucket();
+    let d = windows::day_of(chrono::Utc::now()) - TimeDelta::days(2);
+    let spec = SimSpec {
+        start: d - TimeDelta::minutes(50),
+        hours: 2,
+        bursts_per_hour: 4,
+        instants: 1,
+        instants_after: None,
+        compact: true,
+    };
+    let sim = simulate(&bucket, &spec, seed);
+    let hub = sim.dbs[0].spec.datahub;
+    let prefix = format!("acme/stream/{hub}");
+    // The day's base of the first connector: the chain start of a cut-off after it.
+    let day_base = tb
+        .keys(&prefix)
+        .into_iter()
+        .map(|(k, _)| k)
+        .find(|k| {
+            StreamKeys::parse_base(&object_store::path::Path::from(k.as_str()))
+                .is_some_and(|b| b.time == d)
+                && k.contains(&sim.dbs[0].spec.connector.to_string())
+        })
+        .expect("the day's base");
+    rt().block_on(bucket.put_bytes(
+        &object_store::path::Path::from(day_base.as_str()),
+        b"not a base".to_vec(),
+        hubvault::store::bucket::WriteMode::Overwrite,
+    ))
+    .unwrap();
+    let cutoff = d + TimeDelta::minutes(20);
+    let keep = format!("{}s", (chrono::Utc::now() - cutoff).num_seconds());
+    let prune = |dry: bool| {
+        let mut c = tb.cmd();
+        c.env("TMPDIR", private_tmp())
+            .args(["prune", "--json", "--keep-within", &keep, "--datahub"])
+            .arg(hub.to_string());
+        if dry {
+            c.arg("--dry-run");
+        }
+        json_of(&run(&mut c), 0)
+    };
+    let dry = prune(true);
+    let real = prune(false);
+    let planned = &dry["stream"][0]["retained"]["delete"];
+    let deleted = &real["stream"][0]["retained"]["delete"];
+    assert!(
+        real["stream"][0]["retained"]["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("cannot be read back")),
+        "{real}"
+    );
+    assert_eq!(
+        planned, deleted,
+        "the dry run is the plan\ndry: {dry}\nreal: {real}"
+    );
+}
+both!(
+    prune_dry_run_over_a_damaged_chain_start_lists_what_the_real_run_deletes,
+    dry_run_of_retention_over_a_damaged_chain_start
+);
+
+/// The hub's config file keeps a 30-day window (`keep_within = "30d"`, what its agent
+/// keeps); an operator trims the kept versions there with `prune --keep-daily 1` and no
+/// `--keep-within`. The stream's instants of ten days ago are inside that window and
+/// must still restore: prune takes the file's window, as `agent` does, not 7d.
+fn prune_on_the_hub_keeps_the_window_its_config_file_keeps(tb: &TestBucket) {
+    let seed = seed_of("prune_on_the_hub_keeps_the_window_its_config_file_keeps");
+    let bucket = tb.bucket();
+    let spec = SimSpec {
+        start: windows::day_of(chrono::Utc::now()) - TimeDelta::days(10) + TimeDelta::hours(1),
+        hours: 1,
+        bursts_per_hour: 4,
+        instants: 4,
+        instants_after: None,
+        compact: true,
+    };
+    let sim = simulate(&bucket, &spec, seed);
+    let hub = sim.dbs[0].spec.datahub;
+    // The hub's agent has kept compacting since: a day base every day up to today.
+    rt().block_on(async {
+        let org = hubvault::model::ids::OrgSlug::parse("acme").unwrap();
+        let mut c = Compactor::load(&bucket, &org, hub).await.unwrap();
+        let now = chrono::Utc::now();
+        let r = c.compact(now, now, None, false).await.unwrap();
+        assert!(r.bases + r.bases_copied >= 18, "{r:?}");
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hubvault.toml");
+    std::fs::write(&config, "[retention]\nkeep_within = \"30d\"\n").unwrap();
+    let doc = json_of(
+        &run(tb
+            .cmd()
+            .env("TMPDIR", private_tmp())
+            .env("HUBVAULT_CONFIG", &config)
+            .args(["prune", "--json", "--keep-daily", "1", "--datahub"])
+            .arg(hub.to_string())),
+        0,
+    );
+    let out = tempfile::tempdir().unwrap();
+    assert!(!sim.refs.is_empty());
+    for (n, (t, i, reference)) in sim.refs.iter().enumerate() {
+        let s = &sim.dbs[*i].spec;
+        let file = out.path().join(format!("p{n}.db"));
+        let restored = json_of(&run(&mut restore_at_cmd(tb, None, s, &file, *t)), 0);
+        let want = PageTable::of_image(4096, reference).checksum().hex();
+        assert_eq!(restored["restore"]["continuous"]["checksum"], want, "{t}");
+    }
+    assert_eq!(doc["keep_within"], "30days", "{doc}");
+}
+both!(
+    prune_without_keep_within_takes_the_window_of_the_hubs_config_file,
+    prune_on_the_hub_keeps_the_window_its_config_file_keeps
+);
