@@ -165,9 +165,22 @@ pub fn load_file(path: &Path, explicit: bool) -> Result<Layer> {
 /// Parses the text of a config file read from `path`.
 pub fn parse(text: &str, path: &Path) -> Result<Layer> {
     toml::from_str(text).map_err(|e| {
+        // The message alone may name neither the key nor its place ("duplicate key",
+        // "invalid type: integer `3600`, expected a string"): say the line, as written.
+        let at = e
+            .span()
+            .filter(|s| text.is_char_boundary(s.start.min(text.len())))
+            .map(|s| {
+                let start = s.start.min(text.len());
+                let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or("").trim();
+                let n = text[..start].matches('\n').count() + 1;
+                format!(" line {n} ({line:?})")
+            })
+            .unwrap_or_default();
         Error::usage(
             format!(
-                "config file {}: {}",
+                "config file {}{at}: {}",
                 path.display(),
                 e.message().trim_end()
             ),
@@ -512,6 +525,27 @@ mod tests {
             "{text}"
         );
         assert_eq!(err.exit_code(), 2);
+    }
+
+    /// Review of the operator's first day: a value of the wrong type or a key given
+    /// twice said only "invalid type: integer `3600`, expected a string" or "duplicate
+    /// key", naming neither the key nor where it is.
+    #[test]
+    fn a_wrong_type_or_a_repeated_key_is_refused_naming_the_key_and_its_line() {
+        for (text, key, line) in [
+            ("bucket = \"file:///b\"\ninterval = 3600\n", "interval", 2),
+            ("jitter = \"0.1\"\n", "jitter", 1),
+            ("tick = \"1s\"\norg = \"a\"\ntick = \"2s\"\n", "tick", 3),
+            ("[retention]\nkeep_daily = -1\n", "keep_daily", 2),
+        ] {
+            let err = parse(text, Path::new("/etc/h.toml")).unwrap_err();
+            let t = err.to_string();
+            assert!(
+                t.contains(&format!("/etc/h.toml line {line}")) && t.contains(key),
+                "{text:?}: {t}"
+            );
+            assert_eq!(err.exit_code(), 2);
+        }
     }
 
     #[test]
