@@ -166,17 +166,17 @@ pub fn check_credentials(var: impl Fn(&str) -> Option<String>, agent_env: &Path)
                 .into_iter()
                 .rev()
                 .collect();
-            return Check::ok(
-                name,
-                format!(
-                    "AWS_ACCESS_KEY_ID (…{tail}) and AWS_SECRET_ACCESS_KEY{}",
-                    if set("AWS_SESSION_TOKEN").is_some() {
-                        " and AWS_SESSION_TOKEN"
-                    } else {
-                        ""
-                    }
-                ),
-            );
+            let detail = format!("AWS_ACCESS_KEY_ID (…{tail}) and AWS_SECRET_ACCESS_KEY");
+            if set("AWS_SESSION_TOKEN").is_some() {
+                // Temporary keys: the round trip below works today, the agent's service
+                // fails every backup once they expire (an hour to a day or so).
+                return Check::warning(
+                    name,
+                    format!("{detail} and AWS_SESSION_TOKEN: temporary credentials"),
+                    "keys with a session token expire (in hours), and the agent does not renew them: give its service long-lived keys (without AWS_SESSION_TOKEN), an instance role or web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)",
+                );
+            }
+            return Check::ok(name, detail);
         }
         (Some(_), None) | (None, Some(_)) => {
             return Check::problem(
@@ -568,8 +568,13 @@ pub fn check_tmp(tmp: &Path, largest: u64) -> Check {
 
 /// The agent's systemd unit, when systemd runs here. Blocking (runs `systemctl`).
 pub fn check_unit(unit: &str) -> Check {
+    check_unit_with(Path::new("systemctl"), unit)
+}
+
+/// [`check_unit`] with the `systemctl` program at `systemctl` (tests).
+pub fn check_unit_with(systemctl: &Path, unit: &str) -> Check {
     let name = "agent service";
-    let out = match std::process::Command::new("systemctl")
+    let out = match std::process::Command::new(systemctl)
         .args(["is-active", unit])
         .output()
     {
@@ -577,7 +582,25 @@ pub fn check_unit(unit: &str) -> Check {
         Err(_) => return Check::skipped(name, "no systemctl on this machine"),
     };
     let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // Between the restarts of an agent that keeps exiting (Restart=on-failure), the unit
+    // is "activating" too, in the sub-state auto-restart: not running at all.
+    let sub_state = || {
+        std::process::Command::new(systemctl)
+            .args(["show", "-p", "SubState", "--value", unit])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
     match state.as_str() {
+        "activating" if sub_state() == "auto-restart" => Check::problem(
+            name,
+            format!(
+                "{unit} keeps failing: systemd is waiting to restart it (activating, auto-restart)"
+            ),
+            format!(
+                "see why it exits: journalctl -u {unit} -n 50; fix it, then systemctl restart {unit}"
+            ),
+        ),
         "active" | "activating" | "reloading" => Check::ok(name, format!("{unit} is {state}")),
         "failed" => Check::problem(
             name,
@@ -717,6 +740,60 @@ mod tests {
         let c = check_credentials(env(&[("AWS_PROFILE", "prod")]), none);
         assert_eq!(c.state, CheckState::Warning);
         assert!(c.hint.unwrap().contains("does not read ~/.aws"));
+    }
+
+    /// Review of the operator's first day: a session token makes the keys temporary
+    /// (an hour to a day); the doctor said ok, and the agent's service failed every
+    /// backup once they expired.
+    #[test]
+    fn credentials_with_a_session_token_are_a_warning_that_they_expire() {
+        let c = check_credentials(
+            |n: &str| match n {
+                "AWS_ACCESS_KEY_ID" => Some("ASIAEXAMPLE1234".into()),
+                "AWS_SECRET_ACCESS_KEY" => Some("s3cr3t".into()),
+                "AWS_SESSION_TOKEN" => Some("tok".into()),
+                _ => None,
+            },
+            Path::new("/nonexistent/agent.env"),
+        );
+        assert_eq!(c.state, CheckState::Warning, "{c:?}");
+        assert!(c.detail.contains("AWS_SESSION_TOKEN"), "{c:?}");
+        assert!(c.hint.as_deref().unwrap().contains("expire"), "{c:?}");
+    }
+
+    /// A fake `systemctl` answering `is-active` with `active_state` and `show -p
+    /// SubState --value` with `sub_state`.
+    fn fake_systemctl(dir: &Path, active_state: &str, sub_state: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("systemctl");
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in is-active) echo {active_state}; [ {active_state} = active ];; show) echo {sub_state};; esac\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// Review of the operator's first day: an agent that exits at once (a bad setting:
+    /// exit 2) is restarted by systemd every 30 s, and between restarts the unit is
+    /// "activating" (sub-state auto-restart): the doctor said ok. A unit that is really
+    /// starting stays ok.
+    #[test]
+    fn an_agent_unit_restarting_after_failures_is_a_problem() {
+        let d = tempfile::tempdir().unwrap();
+        let c = check_unit_with(&fake_systemctl(d.path(), "activating", "auto-restart"), "u");
+        assert_eq!(c.state, CheckState::Problem, "{c:?}");
+        assert!(
+            c.hint.as_deref().unwrap().contains("journalctl -u u"),
+            "{c:?}"
+        );
+        let c = check_unit_with(&fake_systemctl(d.path(), "activating", "start"), "u");
+        assert_eq!(c.state, CheckState::Ok, "{c:?}");
+        let c = check_unit_with(&fake_systemctl(d.path(), "active", "running"), "u");
+        assert_eq!(c.state, CheckState::Ok, "{c:?}");
     }
 
     #[test]
