@@ -702,3 +702,65 @@ fn agent_says_a_repeated_skip_once_not_every_tick() {
         .collect();
     assert_eq!(decisions, ["uploaded", "skipped_fresh"], "{text}");
 }
+
+/// Review of the operator's first day: a second agent on a hub (one started by hand
+/// beside the service) captured the hub as a second generation, and a restore of any
+/// instant after it started refused (two agents at once). The second now refuses to
+/// start, naming the hub root (exit 1); `--once`, which does not capture, still runs
+/// beside the service (the per-connector lock orders their backups).
+#[test]
+fn a_second_agent_on_a_hub_refuses_to_start_naming_the_hub_root() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    connector_db(hub.path(), "sdc", 20);
+    let mut first = cmd_private_tmp(&tb)
+        .args(["agent", "--log-format", "json", "--hub-root"])
+        .arg(hub.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut first);
+    wait_for_log(&rx, "agent started", Duration::from_secs(30));
+    let mut second = cmd_private_tmp(&tb)
+        .args(["agent", "--hub-root"])
+        .arg(hub.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a second agent that runs on is killed, and the test fails below.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let once = run(cmd_private_tmp(&tb)
+        .args(["agent", "--once", "--hub-root"])
+        .arg(hub.path()));
+    sigterm(&first);
+    wait_bounded(&mut first, Duration::from_secs(60));
+    let status = status.expect("the second agent was still running after 30 s");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&hub.path().display().to_string())
+            && err.contains("another hubvault agent")
+            && err.contains("Try:"),
+        "{err}"
+    );
+    assert_eq!(once.status.code(), Some(0), "{}", stderr(&once));
+}
