@@ -764,3 +764,44 @@ fn a_second_agent_on_a_hub_refuses_to_start_naming_the_hub_root() {
     );
     assert_eq!(once.status.code(), Some(0), "{}", stderr(&once));
 }
+
+/// Review of the operator's first day: after a skip the next check came one interval
+/// later whatever the backup's age, so at the 24-hour edge a backup got up to one
+/// interval plus its jitter (1h 6m by default) past --max-age before it was uploaded:
+/// past the 25 h alert AGENT.md advises. A connector is now checked again no later than
+/// when its backup turns --max-age old.
+fn checked_again_before_stale(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    connector_db(hub.path(), "sdc", 20);
+    let mut o = options(hub.path());
+    o.interval = Duration::from_secs(10 * 3600);
+    o.max_age = Duration::from_secs(3600);
+    o.jitter = 0.5;
+    let mut agent = Agent::new(tb.bucket(), o, Metrics::new("acme"));
+    let (_tx, mut rx) = tokio::sync::watch::channel(false);
+    rt().block_on(async {
+        let p = agent.pass(&mut rx).await.unwrap();
+        assert_eq!(p.attempts[0].result, Outcome::Uploaded, "{p:?}");
+        let latest = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let due = agent.next_due().unwrap();
+        assert!(
+            due <= latest,
+            "next check {:?} after the backup turns an hour old",
+            due - latest
+        );
+        agent.make_all_due();
+        let p = agent.pass(&mut rx).await.unwrap();
+        assert_eq!(p.attempts[0].result, Outcome::Skipped, "{p:?}");
+        let latest = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let due = agent.next_due().unwrap();
+        assert!(
+            due <= latest,
+            "after a skip, next check {:?} after the backup turns an hour old",
+            due - latest
+        );
+    });
+}
+both!(
+    agent_checks_a_connector_again_before_its_backup_turns_max_age_old,
+    checked_again_before_stale
+);
