@@ -628,6 +628,25 @@ pub fn check_unit_with(systemctl: &Path, unit: &str) -> Check {
     }
 }
 
+/// The value of `var` in the `Environment=` of `unit`, as `systemctl show` gives it
+/// (the agent's service sets `HUBVAULT_TMP_DIR` there, which a shell never sees).
+/// None when systemd does not answer or the unit does not set it. Blocking.
+pub fn unit_environment(systemctl: &Path, unit: &str, var: &str) -> Option<String> {
+    let out = std::process::Command::new(systemctl)
+        .args(["show", "-p", "Environment", "--value", unit])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("{var}=");
+    text.split_whitespace()
+        .find_map(|w| {
+            w.trim_matches('"')
+                .strip_prefix(&prefix)
+                .map(str::to_string)
+        })
+        .filter(|v| !v.is_empty())
+}
+
 /// `12.3 MiB`, `4.0 GiB`: for the report.
 fn bytes_text(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
