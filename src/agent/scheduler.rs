@@ -425,15 +425,29 @@ impl Agent {
     /// first check soon after it appears.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let rescan = self.opts.interval.min(Duration::from_secs(60));
+        // Why the last pass could not list the hub root: said once, not every rescan.
+        let mut unlisted: Option<String> = None;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
             match self.pass(&mut shutdown).await {
                 Ok(r) if r.interrupted => return Ok(()),
-                Ok(_) => {}
+                Ok(_) => {
+                    if unlisted.take().is_some() {
+                        tracing::info!(hub_root = %self.opts.hub_root.display(), "the hub root can be listed again");
+                    }
+                }
                 // The hub root can vanish for a moment (remount); try again later.
-                Err(e) => tracing::error!("{e}"),
+                Err(e) => {
+                    let why = e.to_string();
+                    if unlisted.as_deref() == Some(why.as_str()) {
+                        tracing::debug!("{why}");
+                    } else {
+                        tracing::error!("{why}");
+                        unlisted = Some(why);
+                    }
+                }
             }
             let wake = self
                 .next_due()

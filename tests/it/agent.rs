@@ -805,3 +805,49 @@ both!(
     agent_checks_a_connector_again_before_its_backup_turns_max_age_old,
     checked_again_before_stale
 );
+
+/// Review of the operator's first day: with the hub root gone (unmounted, moved), the
+/// agent logged "cannot list the hub root" at ERROR on every tick of capture (86,400
+/// lines a day at the default tick) and once a minute from the schedule. It is now said
+/// once by each, and once more when the hub root can be listed again.
+#[test]
+fn a_hub_root_gone_while_the_agent_runs_is_said_once_not_every_tick() {
+    let tb = TestBucket::local();
+    let top = tempfile::tempdir().unwrap();
+    let hub = top.path().join("hub");
+    std::fs::create_dir(&hub).unwrap();
+    connector_db(&hub, "sdc", 5);
+    let mut agent = cmd_private_tmp(&tb)
+        .args([
+            "agent",
+            "--log-format",
+            "json",
+            "--tick",
+            "100ms",
+            "--hub-root",
+        ])
+        .arg(&hub)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut agent);
+    wait_for_log(&rx, "uploaded:", Duration::from_secs(60));
+    let away = top.path().join("away");
+    std::fs::rename(&hub, &away).unwrap();
+    // Thirty ticks without the hub root.
+    std::thread::sleep(Duration::from_secs(3));
+    let said: Vec<String> = rx
+        .try_iter()
+        .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+        .collect();
+    std::fs::rename(&away, &hub).unwrap();
+    let back = said.len() <= 2;
+    if back {
+        wait_for_log(&rx, "can be listed again", Duration::from_secs(30));
+    }
+    sigterm(&agent);
+    wait_bounded(&mut agent, Duration::from_secs(60));
+    // One from capture, one from the schedule (each its own loop).
+    assert!(back, "{} warnings and errors: {said:#?}", said.len());
+}
