@@ -851,3 +851,55 @@ fn a_hub_root_gone_while_the_agent_runs_is_said_once_not_every_tick() {
     // One from capture, one from the schedule (each its own loop).
     assert!(back, "{} warnings and errors: {said:#?}", said.len());
 }
+
+/// Review of the operator's first day: INSTALL.md sets bucket and org in
+/// /etc/hubvault/hubvault.toml, `doctor` passes and the agent runs from it, and the next
+/// step, `hubvault status`, failed with exit 2 "no bucket given" (so did `backup` in a
+/// connector's start-up, which the file says reads it, `versions` and `verify`): only
+/// the agent, doctor and serve took bucket and org from the file. Every command now
+/// does, under flags and environment.
+#[test]
+fn the_config_files_bucket_and_org_serve_every_command_of_the_first_day() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 20);
+    let cfg = hub.path().join("hubvault.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "bucket = \"{}\"\norg = \"acme\"\nhub_root = \"{}\"\n",
+            tb.url,
+            hub.path().display()
+        ),
+    )
+    .unwrap();
+    let cmd = || {
+        let mut c = hubvault();
+        c.env("TMPDIR", crate::common::private_tmp())
+            .env("HUBVAULT_CONFIG", &cfg);
+        c
+    };
+    let once = run(cmd().args(["agent", "--once"]));
+    assert_eq!(once.status.code(), Some(0), "{}", stderr(&once));
+    let status = run(cmd().args(["status", "--json"]));
+    let doc = json_of(&status, 0);
+    assert!(
+        doc.to_string().contains(&spec.connector.to_string()),
+        "{doc:#}"
+    );
+    let backup = run(cmd().arg("backup").arg("--db").arg(&db));
+    assert_eq!(backup.status.code(), Some(0), "{}", stderr(&backup));
+    let versions = run(cmd().args([
+        "versions",
+        "--datahub",
+        &spec.datahub.to_string(),
+        "--connector",
+        &spec.connector.to_string(),
+    ]));
+    assert_eq!(versions.status.code(), Some(0), "{}", stderr(&versions));
+    let verify = run(cmd().arg("verify"));
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+    // The environment still wins over the file.
+    let other = run(cmd().env("HUBVAULT_ORG", "beta").args(["status", "--json"]));
+    assert_eq!(other.status.code(), Some(3), "{}", stderr(&other));
+}
