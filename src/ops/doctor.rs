@@ -516,12 +516,14 @@ pub fn check_hub(hub_root: &Path, dbs: &[(String, PathBuf)]) -> (Vec<Check>, u64
                             info.connector
                         ),
                     ));
-                } else if !dir_writable(crate::sqlite::fsio::parent_dir(db)) {
-                    out.push(Check::problem(
-                        name,
-                        detail,
-                        "this user cannot write the connector's directory (the backup's lock file goes there): run as root, as the agent does",
-                    ));
+                } else if let Err(e) = dir_writable(crate::sqlite::fsio::parent_dir(db)) {
+                    // Root cannot write a read-only mount either: say which it is.
+                    let hint = if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+                        "the connector's directory is on a file system mounted read-only (the backup's lock file goes there): remount it read-write"
+                    } else {
+                        "this user cannot write the connector's directory (the backup's lock file goes there): run as root, as the agent does"
+                    };
+                    out.push(Check::problem(name, detail, hint));
                 } else {
                     out.push(Check::ok(name, detail));
                 }
@@ -663,13 +665,17 @@ fn bytes_text(n: u64) -> String {
     }
 }
 
-fn dir_writable(dir: &Path) -> bool {
+/// Ok if this user may write in `dir`; else why not (EACCES, EROFS, ...).
+fn dir_writable(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn free_bytes(dir: &Path) -> Option<u64> {

@@ -299,3 +299,52 @@ fn doctor_checks_the_temp_dir_the_agents_unit_sets() {
         "{detail}"
     );
 }
+
+/// Review of the operator's first day: a hub root on a read-only mount made the doctor,
+/// run as root, say "this user cannot write the connector's directory: run as root, as
+/// the agent does", advice root cannot follow. It now says the file system is mounted
+/// read-only.
+#[test]
+fn doctor_on_a_read_only_hub_root_says_it_is_mounted_read_only() {
+    let mnt = tempfile::tempdir().unwrap();
+    let mount = |args: &[&str]| {
+        let out = Command::new("mount")
+            .args(args)
+            .arg(mnt.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs and needs root (CAP_SYS_ADMIN); the suite runs as root: {out:?}"
+        );
+    };
+    mount(&["-t", "tmpfs", "-o", "size=16m", "tmpfs"]);
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).output();
+        }
+    }
+    let _unmount = Unmount(mnt.path());
+    let mut spec = crate::fixture::Spec::new("sdc", "read-only test", 20);
+    spec.wal = false;
+    let dir = mnt.path().join(spec.connector.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    crate::fixture::create(&dir.join("sqlite.db"), &spec).unwrap();
+    mount(&["-o", "remount,ro"]);
+    let tb = TestBucket::local();
+    let conf = empty_config(tb.dir.as_ref().unwrap().path());
+    let out = run(cmd_private_tmp(&tb)
+        .args(["doctor", "--json", "--config"])
+        .arg(&conf)
+        .arg("--hub-root")
+        .arg(mnt.path()));
+    let doc = json_of(&out, 1);
+    let c = check(&doc, "connector");
+    assert_eq!(c["state"], "problem", "{doc:#}");
+    let hint = c["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("mounted read-only") && !hint.contains("run as root"),
+        "{hint}"
+    );
+}
