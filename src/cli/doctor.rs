@@ -147,6 +147,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         },
         Err(e) => checks.push(Check::failed("server-side encryption", e)),
     }
+    if let Some(c) = doctor::check_agent_env(std::path::Path::new(AGENT_ENV)) {
+        checks.push(c);
+    }
     if is_s3 {
         checks.push(doctor::check_credentials(
             |n| std::env::var(n).ok(),

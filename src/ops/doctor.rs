@@ -218,7 +218,39 @@ pub fn check_credentials(var: impl Fn(&str) -> Option<String>, agent_env: &Path)
     )
 }
 
-/// What the round trip found, for the caller to show.
+/// The agent's environment file (`agent_env`), when it holds a secret that users other
+/// than its owner may read: a warning (it does not stop backups). None otherwise.
+pub fn check_agent_env(agent_env: &Path) -> Option<Check> {
+    use std::os::unix::fs::PermissionsExt;
+    const SECRETS: [&str; 3] = [
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+    ];
+    let mode = std::fs::metadata(agent_env).ok()?.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(agent_env).ok()?;
+    let key = text.lines().find_map(|l| {
+        let l = l.trim();
+        let l = l.strip_prefix("export ").unwrap_or(l);
+        let (k, v) = l.split_once('=')?;
+        (!l.starts_with('#') && !v.trim().is_empty())
+            .then(|| SECRETS.iter().copied().find(|s| *s == k.trim()))
+            .flatten()
+    })?;
+    Some(Check::warning(
+        "agent environment",
+        format!(
+            "{} holds {key} and is mode {mode:o}: users other than its owner may read it",
+            agent_env.display()
+        ),
+        format!("chmod 600 {}", agent_env.display()),
+    ))
+}
+
+/// What the round trip found, for the caller to show./// What the round trip found, for the caller to show.
 struct Probe {
     sent: chrono::DateTime<chrono::Utc>,
     answered: chrono::DateTime<chrono::Utc>,
@@ -784,6 +816,37 @@ mod tests {
         assert_eq!(c.state, CheckState::Warning, "{c:?}");
         assert!(c.detail.contains("AWS_SESSION_TOKEN"), "{c:?}");
         assert!(c.hint.as_deref().unwrap().contains("expire"), "{c:?}");
+    }
+
+    /// Review of the operator's first day: /etc/hubvault/agent.env copied without
+    /// `install -m 600` (mode 644) holds the secret key for every user of the hub to
+    /// read; the doctor said nothing. Now a warning naming the file, the key and chmod.
+    #[test]
+    fn an_agent_env_with_a_secret_that_others_may_read_is_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.env");
+        std::fs::write(
+            &p,
+            "# AWS_SECRET_ACCESS_KEY=...\nAWS_REGION=us-east-1\nAWS_SECRET_ACCESS_KEY=s3cr3t\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = check_agent_env(&p).expect("a check");
+        assert_eq!(c.state, CheckState::Warning, "{c:?}");
+        assert!(
+            c.detail.contains("AWS_SECRET_ACCESS_KEY")
+                && c.detail.contains("644")
+                && !c.detail.contains("s3cr3t"),
+            "{c:?}"
+        );
+        assert!(c.hint.as_deref().unwrap().contains("chmod 600"), "{c:?}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_agent_env(&p).is_none());
+        // The example as installed: every secret commented out.
+        std::fs::write(&p, include_str!("../../dist/agent.env")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_agent_env(&p).is_none());
     }
 
     /// A fake `systemctl` answering `is-active` with `active_state` and `show -p
