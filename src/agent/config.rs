@@ -239,6 +239,19 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
             .as_ref()
             .is_some_and(|r| r.keep_within.is_some())
     });
+    // A path from the file is read by commands run from anywhere (the agent's service
+    // from /): relative, it would name another directory for each.
+    for (key, p) in [
+        (
+            "hub_root",
+            given.hub_root.is_none().then_some(&file.hub_root),
+        ),
+        ("tmp_dir", given.tmp_dir.is_none().then_some(&file.tmp_dir)),
+    ] {
+        if let Some(Some(p)) = p {
+            absolute_in_file(key, p, file_name)?;
+        }
+    }
     let l = given.over(file);
     let sse =
         crate::store::s3::Sse::parse(l.sse.as_deref(), l.sse_kms_key_id.as_deref(), &where_sse)?;
@@ -328,6 +341,25 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
         retention: l.retention.map(|r| r.policy()).filter(|p| !p.is_empty()),
         sse,
     })
+}
+
+/// A path the config file (`file_name`) gives for `key` must be absolute: a relative
+/// one would mean another directory to every command's working directory.
+pub fn absolute_in_file(key: &str, p: &Path, file_name: &Path) -> Result<()> {
+    if p.is_absolute() {
+        return Ok(());
+    }
+    Err(Error::usage(
+        format!(
+            "{key} = {:?} (from {}): a relative path",
+            p.display().to_string(),
+            file_name.display()
+        ),
+        format!(
+            "write an absolute path in {}, e.g. {key} = \"/var/datahub\": a relative one means another directory to each command (the agent's service runs from /)",
+            file_name.display()
+        ),
+    ))
 }
 
 /// The default continuous window.
@@ -546,6 +578,55 @@ mod tests {
             );
             assert_eq!(err.exit_code(), 2);
         }
+    }
+
+    /// Review of the operator's first day: `hub_root = "datahub"` in the file meant
+    /// /datahub to the agent's service (run from /) and ~/datahub to `sudo hubvault
+    /// doctor` in root's home: the doctor checked one directory, the agent backed up
+    /// another. A relative path in the file is now refused by name; on the command line
+    /// it stays relative to where the command runs.
+    #[test]
+    fn a_relative_path_in_the_file_is_refused_by_name() {
+        let hub = dir();
+        for (key, line) in [
+            ("hub_root", "hub_root = \"datahub\"\n".to_string()),
+            (
+                "tmp_dir",
+                format!(
+                    "hub_root = \"{}\"\ntmp_dir = \"var/tmp\"\n",
+                    hub.path().display()
+                ),
+            ),
+        ] {
+            let file = file_layer(&format!("bucket = \"file:///b\"\norg = \"o\"\n{line}"));
+            let err = resolve(Layer::default(), file, Path::new("/etc/h.toml")).unwrap_err();
+            let t = err.to_string();
+            assert!(
+                t.contains(key) && t.contains("/etc/h.toml") && t.contains("relative"),
+                "{t}"
+            );
+            assert_eq!(err.exit_code(), 2);
+        }
+        // Given on the command line, a relative hub root is the caller's to mean.
+        let cwd = std::env::current_dir().unwrap();
+        let rel = pathdiff(hub.path(), &cwd);
+        let given = Layer {
+            hub_root: Some(rel),
+            ..Default::default()
+        };
+        let file = file_layer("bucket = \"file:///b\"\norg = \"o\"\nhub_root = \"datahub\"\n");
+        resolve(given, file, Path::new("/etc/h.toml")).unwrap();
+    }
+
+    /// `path` relative to `base` (both absolute), through `..` as needed.
+    fn pathdiff(path: &Path, base: &Path) -> PathBuf {
+        let mut up = PathBuf::new();
+        let mut b = base.to_path_buf();
+        while !path.starts_with(&b) {
+            up.push("..");
+            b.pop();
+        }
+        up.join(path.strip_prefix(&b).unwrap())
     }
 
     #[test]

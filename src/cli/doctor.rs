@@ -115,7 +115,18 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             None
         }
     };
-    let hub_root = a.hub_root.clone().or(file.hub_root.clone());
+    let hub_root = match (&a.hub_root, &file.hub_root) {
+        (Some(h), _) => Some(h.clone()),
+        (None, Some(h)) => match config::absolute_in_file("hub_root", h, &path) {
+            Ok(()) => Some(h.clone()),
+            Err(e) => {
+                config_ok = false;
+                checks.push(Check::failed("configuration", &e));
+                None
+            }
+        },
+        (None, None) => None,
+    };
     if config_ok {
         parts.push(file_note.clone());
         checks.push(Check::ok("configuration", parts.join("; ")));
