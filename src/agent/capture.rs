@@ -837,6 +837,8 @@ pub struct Capture {
     /// Connectors whose files could not be opened, and why, as last logged: discovery
     /// retries them every tick, and says so again only when the reason changes.
     unopened: BTreeMap<ConnectorId, String>,
+    /// Why the hub root could not be listed, as last logged: said once, not every tick.
+    unlisted: Option<String>,
 }
 
 impl Capture {
@@ -859,6 +861,7 @@ impl Capture {
             last_upload: None,
             last_discovery: None,
             unopened: BTreeMap::new(),
+            unlisted: None,
         }
     }
 
@@ -982,10 +985,19 @@ impl Capture {
         let found = match blocking(move || discover(&root)).await {
             Ok(f) => f,
             Err(e) => {
-                tracing::error!("capture: {e}");
+                let why = e.to_string();
+                if self.unlisted.as_deref() == Some(why.as_str()) {
+                    tracing::debug!("capture: {why}");
+                } else {
+                    tracing::error!("capture: {why}");
+                    self.unlisted = Some(why);
+                }
                 return;
             }
         };
+        if self.unlisted.take().is_some() {
+            tracing::info!(hub_root = %self.opts.hub_root.display(), "capture: the hub root can be listed again");
+        }
         let present: Vec<ConnectorId> = found.iter().map(|d| d.connector).collect();
         self.unopened.retain(|c, _| present.contains(c));
         self.tracked.retain(|c, t| {

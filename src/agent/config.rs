@@ -165,9 +165,22 @@ pub fn load_file(path: &Path, explicit: bool) -> Result<Layer> {
 /// Parses the text of a config file read from `path`.
 pub fn parse(text: &str, path: &Path) -> Result<Layer> {
     toml::from_str(text).map_err(|e| {
+        // The message alone may name neither the key nor its place ("duplicate key",
+        // "invalid type: integer `3600`, expected a string"): say the line, as written.
+        let at = e
+            .span()
+            .filter(|s| text.is_char_boundary(s.start.min(text.len())))
+            .map(|s| {
+                let start = s.start.min(text.len());
+                let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or("").trim();
+                let n = text[..start].matches('\n').count() + 1;
+                format!(" line {n} ({line:?})")
+            })
+            .unwrap_or_default();
         Error::usage(
             format!(
-                "config file {}: {}",
+                "config file {}{at}: {}",
                 path.display(),
                 e.message().trim_end()
             ),
@@ -226,6 +239,19 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
             .as_ref()
             .is_some_and(|r| r.keep_within.is_some())
     });
+    // A path from the file is read by commands run from anywhere (the agent's service
+    // from /): relative, it would name another directory for each.
+    for (key, p) in [
+        (
+            "hub_root",
+            given.hub_root.is_none().then_some(&file.hub_root),
+        ),
+        ("tmp_dir", given.tmp_dir.is_none().then_some(&file.tmp_dir)),
+    ] {
+        if let Some(Some(p)) = p {
+            absolute_in_file(key, p, file_name)?;
+        }
+    }
     let l = given.over(file);
     let sse =
         crate::store::s3::Sse::parse(l.sse.as_deref(), l.sse_kms_key_id.as_deref(), &where_sse)?;
@@ -315,6 +341,25 @@ pub fn resolve(given: Layer, file: Layer, file_name: &Path) -> Result<AgentConfi
         retention: l.retention.map(|r| r.policy()).filter(|p| !p.is_empty()),
         sse,
     })
+}
+
+/// A path the config file (`file_name`) gives for `key` must be absolute: a relative
+/// one would mean another directory to every command's working directory.
+pub fn absolute_in_file(key: &str, p: &Path, file_name: &Path) -> Result<()> {
+    if p.is_absolute() {
+        return Ok(());
+    }
+    Err(Error::usage(
+        format!(
+            "{key} = {:?} (from {}): a relative path",
+            p.display().to_string(),
+            file_name.display()
+        ),
+        format!(
+            "write an absolute path in {}, e.g. {key} = \"/var/datahub\": a relative one means another directory to each command (the agent's service runs from /)",
+            file_name.display()
+        ),
+    ))
 }
 
 /// The default continuous window.
@@ -512,6 +557,76 @@ mod tests {
             "{text}"
         );
         assert_eq!(err.exit_code(), 2);
+    }
+
+    /// Review of the operator's first day: a value of the wrong type or a key given
+    /// twice said only "invalid type: integer `3600`, expected a string" or "duplicate
+    /// key", naming neither the key nor where it is.
+    #[test]
+    fn a_wrong_type_or_a_repeated_key_is_refused_naming_the_key_and_its_line() {
+        for (text, key, line) in [
+            ("bucket = \"file:///b\"\ninterval = 3600\n", "interval", 2),
+            ("jitter = \"0.1\"\n", "jitter", 1),
+            ("tick = \"1s\"\norg = \"a\"\ntick = \"2s\"\n", "tick", 3),
+            ("[retention]\nkeep_daily = -1\n", "keep_daily", 2),
+        ] {
+            let err = parse(text, Path::new("/etc/h.toml")).unwrap_err();
+            let t = err.to_string();
+            assert!(
+                t.contains(&format!("/etc/h.toml line {line}")) && t.contains(key),
+                "{text:?}: {t}"
+            );
+            assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    /// Review of the operator's first day: `hub_root = "datahub"` in the file meant
+    /// /datahub to the agent's service (run from /) and ~/datahub to `sudo hubvault
+    /// doctor` in root's home: the doctor checked one directory, the agent backed up
+    /// another. A relative path in the file is now refused by name; on the command line
+    /// it stays relative to where the command runs.
+    #[test]
+    fn a_relative_path_in_the_file_is_refused_by_name() {
+        let hub = dir();
+        for (key, line) in [
+            ("hub_root", "hub_root = \"datahub\"\n".to_string()),
+            (
+                "tmp_dir",
+                format!(
+                    "hub_root = \"{}\"\ntmp_dir = \"var/tmp\"\n",
+                    hub.path().display()
+                ),
+            ),
+        ] {
+            let file = file_layer(&format!("bucket = \"file:///b\"\norg = \"o\"\n{line}"));
+            let err = resolve(Layer::default(), file, Path::new("/etc/h.toml")).unwrap_err();
+            let t = err.to_string();
+            assert!(
+                t.contains(key) && t.contains("/etc/h.toml") && t.contains("relative"),
+                "{t}"
+            );
+            assert_eq!(err.exit_code(), 2);
+        }
+        // Given on the command line, a relative hub root is the caller's to mean.
+        let cwd = std::env::current_dir().unwrap();
+        let rel = pathdiff(hub.path(), &cwd);
+        let given = Layer {
+            hub_root: Some(rel),
+            ..Default::default()
+        };
+        let file = file_layer("bucket = \"file:///b\"\norg = \"o\"\nhub_root = \"datahub\"\n");
+        resolve(given, file, Path::new("/etc/h.toml")).unwrap();
+    }
+
+    /// `path` relative to `base` (both absolute), through `..` as needed.
+    fn pathdiff(path: &Path, base: &Path) -> PathBuf {
+        let mut up = PathBuf::new();
+        let mut b = base.to_path_buf();
+        while !path.starts_with(&b) {
+            up.push("..");
+            b.pop();
+        }
+        up.join(path.strip_prefix(&b).unwrap())
     }
 
     #[test]

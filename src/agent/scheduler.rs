@@ -5,9 +5,11 @@
 //!   `sqlite.db`. The hub root is rescanned before every pass, so new connectors are
 //!   picked up and removed ones forgotten (their metrics too).
 //! - Schedule: each connector has its own due time. After a success it is due again one
-//!   interval later, after a failure sooner (`retry_base`, doubling per consecutive
-//!   failure, never past the interval). Every wait is jittered by ±`jitter` of itself,
-//!   so a fleet of hubs started together does not hit the bucket in the same second.
+//!   interval later, or when its backup turns `max_age` old if that comes sooner (the
+//!   24-hour rule's edge: never an interval past it); after a failure sooner
+//!   (`retry_base`, doubling per consecutive failure, never past the interval). Every
+//!   interval is jittered by ±`jitter` of itself, so a fleet of hubs started together
+//!   does not hit the bucket in the same second.
 //! - One at a time: connectors are backed up one after another (a hub's connectors need
 //!   its cores more than we do), and each backup takes the connector's lock
 //!   ([`crate::lock`]), so the agent never races a `hubvault backup` started by the
@@ -333,7 +335,22 @@ impl Agent {
             }
             Some(Ok(r)) => {
                 slot.consecutive_failures = 0;
-                slot.due = Instant::now() + jittered(self.opts.interval, self.opts.jitter);
+                // Checked again one interval later, but no later than when the backup at
+                // the key turns max_age old: else it can go one interval (plus jitter)
+                // past it before it is uploaded. Never sooner than a second from now;
+                // max_age 0 (upload at every check) keeps the interval.
+                let age = match r.decision {
+                    Decision::Uploaded => Duration::ZERO,
+                    Decision::Skipped => {
+                        Duration::from_secs_f64(r.previous_age_seconds.unwrap_or(0.0).max(0.0))
+                    }
+                };
+                let mut wait = jittered(self.opts.interval, self.opts.jitter);
+                if !self.opts.max_age.is_zero() {
+                    let stale_in = self.opts.max_age.saturating_sub(age);
+                    wait = wait.min(stale_in.max(Duration::from_secs(1)));
+                }
+                slot.due = Instant::now() + wait;
                 let now = chrono::Utc::now();
                 let mut need_size = false;
                 self.metrics.update(&id, |s| {
@@ -408,15 +425,29 @@ impl Agent {
     /// first check soon after it appears.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let rescan = self.opts.interval.min(Duration::from_secs(60));
+        // Why the last pass could not list the hub root: said once, not every rescan.
+        let mut unlisted: Option<String> = None;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
             match self.pass(&mut shutdown).await {
                 Ok(r) if r.interrupted => return Ok(()),
-                Ok(_) => {}
+                Ok(_) => {
+                    if unlisted.take().is_some() {
+                        tracing::info!(hub_root = %self.opts.hub_root.display(), "the hub root can be listed again");
+                    }
+                }
                 // The hub root can vanish for a moment (remount); try again later.
-                Err(e) => tracing::error!("{e}"),
+                Err(e) => {
+                    let why = e.to_string();
+                    if unlisted.as_deref() == Some(why.as_str()) {
+                        tracing::debug!("{why}");
+                    } else {
+                        tracing::error!("{why}");
+                        unlisted = Some(why);
+                    }
+                }
             }
             let wake = self
                 .next_due()

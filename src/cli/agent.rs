@@ -100,6 +100,15 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     opts.retention = cfg.retention;
     opts.shutdown_grace = cfg.shutdown_grace;
 
+    // One long-running agent per hub: a second one would capture the hub as a second
+    // generation, and a restore of any instant after it started refuses. `--once` does
+    // not capture (the per-connector lock orders its backups), so it may run beside one.
+    let _hub_lock = if a.once {
+        None
+    } else {
+        Some(lock_hub(&cfg.hub_root)?)
+    };
+
     let (tx, mut rx) = watch::channel(false);
     tokio::spawn(forward_signals(tx));
 
@@ -185,6 +194,26 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     }
     tracing::info!("agent stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Takes the hub's agent lock: `flock` on the hub root directory itself (read access is
+/// enough, nothing is written there), held as long as the returned file is open; the
+/// kernel drops it when the agent dies.
+fn lock_hub(hub_root: &std::path::Path) -> Result<std::fs::File> {
+    let dir = std::fs::File::open(hub_root)
+        .map_err(|e| Error::io(hub_root, "cannot open the hub root", e))?;
+    match dir.try_lock() {
+        Ok(()) => Ok(dir),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Io {
+            path: hub_root.to_path_buf(),
+            message: "another hubvault agent is running on this hub (it holds the hub root's lock); two would capture it as two generations, and a restore of any instant after the second started would refuse".into(),
+            hint: "stop the other agent first (systemctl status hubvault-agent; ps -C hubvault -f), or run this one with --once, which may run beside it".into(),
+            source: std::io::Error::new(std::io::ErrorKind::WouldBlock, "locked"),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::io(hub_root, "cannot lock the hub root", e))
+        }
+    }
 }
 
 /// How often the stream compactor passes: `HUBVAULT_COMPACT_EVERY` (not a flag: tests

@@ -45,7 +45,6 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     // Every flag is checked before anything is touched.
     let datahub = a.datahub.as_deref().map(DatahubId::parse).transpose()?;
     let connector = a.connector.as_deref().map(ConnectorId::parse).transpose()?;
-    let org = g.org()?;
     let (path, explicit) = match &a.config {
         Some(p) => (p.clone(), true),
         None => (
@@ -54,6 +53,15 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         ),
     };
     let file = hubvault::agent::config::load_file(&path, explicit)?;
+    let org = g.org_with_file(&file, &path)?.ok_or_else(|| {
+        hubvault::Error::usage(
+            "no org given",
+            format!(
+                "pass --org SLUG (or set HUBVAULT_ORG, or org = \"...\" in {})",
+                path.display()
+            ),
+        )
+    })?;
     let bucket = g.bucket_with_file(&file, &path)?;
     let mut opts = BackupOptions::new(a.db, org);
     opts.datahub = datahub;

@@ -115,7 +115,18 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
             None
         }
     };
-    let hub_root = a.hub_root.clone().or(file.hub_root.clone());
+    let hub_root = match (&a.hub_root, &file.hub_root) {
+        (Some(h), _) => Some(h.clone()),
+        (None, Some(h)) => match config::absolute_in_file("hub_root", h, &path) {
+            Ok(()) => Some(h.clone()),
+            Err(e) => {
+                config_ok = false;
+                checks.push(Check::failed("configuration", &e));
+                None
+            }
+        },
+        (None, None) => None,
+    };
     if config_ok {
         parts.push(file_note.clone());
         checks.push(Check::ok("configuration", parts.join("; ")));
@@ -147,6 +158,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
         },
         Err(e) => checks.push(Check::failed("server-side encryption", e)),
     }
+    if let Some(c) = doctor::check_agent_env(std::path::Path::new(AGENT_ENV)) {
+        checks.push(c);
+    }
     if is_s3 {
         checks.push(doctor::check_credentials(
             |n| std::env::var(n).ok(),
@@ -177,11 +191,9 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     }
 
     // The hub: its root, every connector database, room for snapshots.
-    let tmp = a
-        .tmp_dir
-        .clone()
-        .or(file.tmp_dir.clone())
-        .unwrap_or_else(std::env::temp_dir);
+    // As the agent's service will see it: its unit sets HUBVAULT_TMP_DIR (dist/), which
+    // this shell does not have.
+    let tmp = a.tmp_dir.clone().or(file.tmp_dir.clone());
     let hub_checks = hubvault::blocking::blocking(move || {
         let mut out = Vec::new();
         let mut largest = 0;
@@ -204,7 +216,19 @@ pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
                 Err(e) => out.push(Check::failed("hub root", &e)),
             },
         }
-        out.push(doctor::check_tmp(&tmp, largest));
+        let systemctl = std::path::Path::new("systemctl");
+        let (tmp, from_unit) = match tmp {
+            Some(t) => (t, false),
+            None => match doctor::unit_environment(systemctl, UNIT, "HUBVAULT_TMP_DIR") {
+                Some(t) => (PathBuf::from(t), true),
+                None => (std::env::temp_dir(), false),
+            },
+        };
+        let mut c = doctor::check_tmp(&tmp, largest);
+        if from_unit {
+            c.detail = format!("{} (HUBVAULT_TMP_DIR of the {UNIT} unit)", c.detail);
+        }
+        out.push(c);
         out.push(doctor::check_unit(UNIT));
         Ok(out)
     })

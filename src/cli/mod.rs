@@ -170,45 +170,51 @@ enum Command {
 }
 
 impl Global {
-    pub fn bucket(&self) -> Result<Bucket> {
-        let url = self.bucket.as_deref().ok_or_else(|| {
-            Error::usage(
-                "no bucket given",
-                "pass --bucket s3://bucket-name or --bucket file:///abs/dir (or set HUBVAULT_BUCKET)",
-            )
-        })?;
-        // The host's config file (HUBVAULT_CONFIG or the default, if there) may ask
-        // for server-side encryption: every command that writes must honour it.
-        let (path, explicit) = match std::env::var_os("HUBVAULT_CONFIG") {
+    /// The host's config file (HUBVAULT_CONFIG or the default, if there) and its path:
+    /// under flags and environment it gives bucket, org and server-side encryption to
+    /// every command, as it does to the agent.
+    fn host_file(&self) -> Result<(hubvault::agent::config::Layer, std::path::PathBuf)> {
+        let (path, explicit) = self.host_file_path();
+        let file = hubvault::agent::config::load_file(&path, explicit)?;
+        Ok((file, path))
+    }
+
+    /// The host's config file's path, and whether it was named (HUBVAULT_CONFIG).
+    fn host_file_path(&self) -> (std::path::PathBuf, bool) {
+        match std::env::var_os("HUBVAULT_CONFIG") {
             Some(p) if !p.is_empty() => (std::path::PathBuf::from(p), true),
             _ => (
                 std::path::PathBuf::from(hubvault::agent::config::DEFAULT_CONFIG_PATH),
                 false,
             ),
-        };
-        let file = if self.sse.is_some() || self.sse_kms_key_id.is_some() {
-            Default::default()
-        } else {
-            hubvault::agent::config::load_file(&path, explicit)?
-        };
-        let s3 = self.s3_settings(Some((
-            file.sse.as_deref(),
-            file.sse_kms_key_id.as_deref(),
-            &path,
-        )))?;
-        Bucket::open_with(url, &s3)
+        }
     }
 
-    /// As [`Global::bucket`], with the SSE settings of a config file already read.
+    pub fn bucket(&self) -> Result<Bucket> {
+        let (file, path) =
+            if self.bucket.is_some() && (self.sse.is_some() || self.sse_kms_key_id.is_some()) {
+                // Nothing of the file would be used (flags win over its SSE as a whole).
+                (Default::default(), self.host_file_path().0)
+            } else {
+                self.host_file()?
+            };
+        self.bucket_with_file(&file, &path)
+    }
+
+    /// As [`Global::bucket`], with a config file already read (its bucket under
+    /// `--bucket` and HUBVAULT_BUCKET, its SSE settings under theirs).
     pub fn bucket_with_file(
         &self,
         file: &hubvault::agent::config::Layer,
         path: &std::path::Path,
     ) -> Result<Bucket> {
-        let url = self.bucket.as_deref().ok_or_else(|| {
+        let url = self.bucket.as_deref().or(file.bucket.as_deref()).ok_or_else(|| {
             Error::usage(
                 "no bucket given",
-                "pass --bucket s3://bucket-name or --bucket file:///abs/dir (or set HUBVAULT_BUCKET)",
+                format!(
+                    "pass --bucket s3://bucket-name or --bucket file:///abs/dir (or set HUBVAULT_BUCKET, or bucket = \"...\" in {})",
+                    path.display()
+                ),
             )
         })?;
         let s3 = self.s3_settings(Some((
@@ -238,11 +244,45 @@ impl Global {
     }
 
     pub fn org(&self) -> Result<OrgSlug> {
-        let org = self
-            .org
-            .as_deref()
-            .ok_or_else(|| Error::usage("no org given", "pass --org SLUG (or set HUBVAULT_ORG)"))?;
-        OrgSlug::parse(org)
+        if let Some(o) = &self.org {
+            return OrgSlug::parse(o);
+        }
+        let (file, path) = self.host_file()?;
+        self.org_with_file(&file, &path)?.ok_or_else(|| {
+            Error::usage(
+                "no org given",
+                format!(
+                    "pass --org SLUG (or set HUBVAULT_ORG, or org = \"...\" in {})",
+                    path.display()
+                ),
+            )
+        })
+    }
+
+    /// `--org` (or HUBVAULT_ORG), else the config file's org, if any (`status` and
+    /// `verify` take the whole bucket without one).
+    pub fn org_or_none(&self) -> Result<Option<OrgSlug>> {
+        if let Some(o) = &self.org {
+            return OrgSlug::parse(o).map(Some);
+        }
+        let (file, path) = self.host_file()?;
+        self.org_with_file(&file, &path)
+    }
+
+    /// `--org` (or HUBVAULT_ORG), else the org of `file` (read from `path`).
+    pub fn org_with_file(
+        &self,
+        file: &hubvault::agent::config::Layer,
+        path: &std::path::Path,
+    ) -> Result<Option<OrgSlug>> {
+        match (&self.org, &file.org) {
+            (Some(o), _) => OrgSlug::parse(o).map(Some),
+            (None, Some(o)) => OrgSlug::parse(o).map(Some).map_err(|e| {
+                let hint = e.hint().unwrap_or("write a lowercase slug").to_string();
+                Error::usage(format!("org (from {}): {e}", path.display()), hint)
+            }),
+            (None, None) => Ok(None),
+        }
     }
 }
 

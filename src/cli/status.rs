@@ -2,7 +2,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hubvault::Result;
-use hubvault::model::ids::{ConnectorId, DatahubId, OrgSlug};
+use hubvault::model::ids::{ConnectorId, DatahubId};
 use hubvault::model::time::fmt_age;
 use hubvault::ops::status::{self, Scope, State};
 
@@ -39,11 +39,7 @@ enum SortBy {
 }
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
-    let org = if a.all_orgs {
-        None
-    } else {
-        g.org.as_deref().map(OrgSlug::parse).transpose()?
-    };
+    let org = if a.all_orgs { None } else { g.org_or_none()? };
     let scope = Scope {
         org,
         datahub: a.datahub.as_deref().map(DatahubId::parse).transpose()?,

@@ -2,7 +2,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hubvault::Result;
-use hubvault::model::ids::OrgSlug;
 use hubvault::ops::verify::{self, VerifyOptions};
 
 use super::{Global, output};
@@ -21,9 +20,7 @@ pub struct Args {
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let opts = VerifyOptions {
-        scope: a
-            .scope
-            .scope(g.org.as_deref().map(OrgSlug::parse).transpose()?)?,
+        scope: a.scope.scope(g.org_or_none()?)?,
         sample: a.sample,
         tmp_dir: a.tmp_dir,
     };

@@ -166,17 +166,17 @@ pub fn check_credentials(var: impl Fn(&str) -> Option<String>, agent_env: &Path)
                 .into_iter()
                 .rev()
                 .collect();
-            return Check::ok(
-                name,
-                format!(
-                    "AWS_ACCESS_KEY_ID (…{tail}) and AWS_SECRET_ACCESS_KEY{}",
-                    if set("AWS_SESSION_TOKEN").is_some() {
-                        " and AWS_SESSION_TOKEN"
-                    } else {
-                        ""
-                    }
-                ),
-            );
+            let detail = format!("AWS_ACCESS_KEY_ID (…{tail}) and AWS_SECRET_ACCESS_KEY");
+            if set("AWS_SESSION_TOKEN").is_some() {
+                // Temporary keys: the round trip below works today, the agent's service
+                // fails every backup once they expire (an hour to a day or so).
+                return Check::warning(
+                    name,
+                    format!("{detail} and AWS_SESSION_TOKEN: temporary credentials"),
+                    "keys with a session token expire (in hours), and the agent does not renew them: give its service long-lived keys (without AWS_SESSION_TOKEN), an instance role or web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)",
+                );
+            }
+            return Check::ok(name, detail);
         }
         (Some(_), None) | (None, Some(_)) => {
             return Check::problem(
@@ -218,7 +218,39 @@ pub fn check_credentials(var: impl Fn(&str) -> Option<String>, agent_env: &Path)
     )
 }
 
-/// What the round trip found, for the caller to show.
+/// The agent's environment file (`agent_env`), when it holds a secret that users other
+/// than its owner may read: a warning (it does not stop backups). None otherwise.
+pub fn check_agent_env(agent_env: &Path) -> Option<Check> {
+    use std::os::unix::fs::PermissionsExt;
+    const SECRETS: [&str; 3] = [
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+    ];
+    let mode = std::fs::metadata(agent_env).ok()?.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(agent_env).ok()?;
+    let key = text.lines().find_map(|l| {
+        let l = l.trim();
+        let l = l.strip_prefix("export ").unwrap_or(l);
+        let (k, v) = l.split_once('=')?;
+        (!l.starts_with('#') && !v.trim().is_empty())
+            .then(|| SECRETS.iter().copied().find(|s| *s == k.trim()))
+            .flatten()
+    })?;
+    Some(Check::warning(
+        "agent environment",
+        format!(
+            "{} holds {key} and is mode {mode:o}: users other than its owner may read it",
+            agent_env.display()
+        ),
+        format!("chmod 600 {}", agent_env.display()),
+    ))
+}
+
+/// What the round trip found, for the caller to show./// What the round trip found, for the caller to show.
 struct Probe {
     sent: chrono::DateTime<chrono::Utc>,
     answered: chrono::DateTime<chrono::Utc>,
@@ -516,12 +548,14 @@ pub fn check_hub(hub_root: &Path, dbs: &[(String, PathBuf)]) -> (Vec<Check>, u64
                             info.connector
                         ),
                     ));
-                } else if !dir_writable(crate::sqlite::fsio::parent_dir(db)) {
-                    out.push(Check::problem(
-                        name,
-                        detail,
-                        "this user cannot write the connector's directory (the backup's lock file goes there): run as root, as the agent does",
-                    ));
+                } else if let Err(e) = dir_writable(crate::sqlite::fsio::parent_dir(db)) {
+                    // Root cannot write a read-only mount either: say which it is.
+                    let hint = if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+                        "the connector's directory is on a file system mounted read-only (the backup's lock file goes there): remount it read-write"
+                    } else {
+                        "this user cannot write the connector's directory (the backup's lock file goes there): run as root, as the agent does"
+                    };
+                    out.push(Check::problem(name, detail, hint));
                 } else {
                     out.push(Check::ok(name, detail));
                 }
@@ -568,8 +602,13 @@ pub fn check_tmp(tmp: &Path, largest: u64) -> Check {
 
 /// The agent's systemd unit, when systemd runs here. Blocking (runs `systemctl`).
 pub fn check_unit(unit: &str) -> Check {
+    check_unit_with(Path::new("systemctl"), unit)
+}
+
+/// [`check_unit`] with the `systemctl` program at `systemctl` (tests).
+pub fn check_unit_with(systemctl: &Path, unit: &str) -> Check {
     let name = "agent service";
-    let out = match std::process::Command::new("systemctl")
+    let out = match std::process::Command::new(systemctl)
         .args(["is-active", unit])
         .output()
     {
@@ -577,7 +616,25 @@ pub fn check_unit(unit: &str) -> Check {
         Err(_) => return Check::skipped(name, "no systemctl on this machine"),
     };
     let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // Between the restarts of an agent that keeps exiting (Restart=on-failure), the unit
+    // is "activating" too, in the sub-state auto-restart: not running at all.
+    let sub_state = || {
+        std::process::Command::new(systemctl)
+            .args(["show", "-p", "SubState", "--value", unit])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
     match state.as_str() {
+        "activating" if sub_state() == "auto-restart" => Check::problem(
+            name,
+            format!(
+                "{unit} keeps failing: systemd is waiting to restart it (activating, auto-restart)"
+            ),
+            format!(
+                "see why it exits: journalctl -u {unit} -n 50; fix it, then systemctl restart {unit}"
+            ),
+        ),
         "active" | "activating" | "reloading" => Check::ok(name, format!("{unit} is {state}")),
         "failed" => Check::problem(
             name,
@@ -605,6 +662,25 @@ pub fn check_unit(unit: &str) -> Check {
     }
 }
 
+/// The value of `var` in the `Environment=` of `unit`, as `systemctl show` gives it
+/// (the agent's service sets `HUBVAULT_TMP_DIR` there, which a shell never sees).
+/// None when systemd does not answer or the unit does not set it. Blocking.
+pub fn unit_environment(systemctl: &Path, unit: &str, var: &str) -> Option<String> {
+    let out = std::process::Command::new(systemctl)
+        .args(["show", "-p", "Environment", "--value", unit])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("{var}=");
+    text.split_whitespace()
+        .find_map(|w| {
+            w.trim_matches('"')
+                .strip_prefix(&prefix)
+                .map(str::to_string)
+        })
+        .filter(|v| !v.is_empty())
+}
+
 /// `12.3 MiB`, `4.0 GiB`: for the report.
 fn bytes_text(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -621,13 +697,17 @@ fn bytes_text(n: u64) -> String {
     }
 }
 
-fn dir_writable(dir: &Path) -> bool {
+/// Ok if this user may write in `dir`; else why not (EACCES, EROFS, ...).
+fn dir_writable(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn free_bytes(dir: &Path) -> Option<u64> {
@@ -717,6 +797,91 @@ mod tests {
         let c = check_credentials(env(&[("AWS_PROFILE", "prod")]), none);
         assert_eq!(c.state, CheckState::Warning);
         assert!(c.hint.unwrap().contains("does not read ~/.aws"));
+    }
+
+    /// Review of the operator's first day: a session token makes the keys temporary
+    /// (an hour to a day); the doctor said ok, and the agent's service failed every
+    /// backup once they expired.
+    #[test]
+    fn credentials_with_a_session_token_are_a_warning_that_they_expire() {
+        let c = check_credentials(
+            |n: &str| match n {
+                "AWS_ACCESS_KEY_ID" => Some("ASIAEXAMPLE1234".into()),
+                "AWS_SECRET_ACCESS_KEY" => Some("s3cr3t".into()),
+                "AWS_SESSION_TOKEN" => Some("tok".into()),
+                _ => None,
+            },
+            Path::new("/nonexistent/agent.env"),
+        );
+        assert_eq!(c.state, CheckState::Warning, "{c:?}");
+        assert!(c.detail.contains("AWS_SESSION_TOKEN"), "{c:?}");
+        assert!(c.hint.as_deref().unwrap().contains("expire"), "{c:?}");
+    }
+
+    /// Review of the operator's first day: /etc/hubvault/agent.env copied without
+    /// `install -m 600` (mode 644) holds the secret key for every user of the hub to
+    /// read; the doctor said nothing. Now a warning naming the file, the key and chmod.
+    #[test]
+    fn an_agent_env_with_a_secret_that_others_may_read_is_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.env");
+        std::fs::write(
+            &p,
+            "# AWS_SECRET_ACCESS_KEY=...\nAWS_REGION=us-east-1\nAWS_SECRET_ACCESS_KEY=s3cr3t\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = check_agent_env(&p).expect("a check");
+        assert_eq!(c.state, CheckState::Warning, "{c:?}");
+        assert!(
+            c.detail.contains("AWS_SECRET_ACCESS_KEY")
+                && c.detail.contains("644")
+                && !c.detail.contains("s3cr3t"),
+            "{c:?}"
+        );
+        assert!(c.hint.as_deref().unwrap().contains("chmod 600"), "{c:?}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_agent_env(&p).is_none());
+        // The example as installed: every secret commented out.
+        std::fs::write(&p, include_str!("../../dist/agent.env")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_agent_env(&p).is_none());
+    }
+
+    /// A fake `systemctl` answering `is-active` with `active_state` and `show -p
+    /// SubState --value` with `sub_state`.
+    fn fake_systemctl(dir: &Path, active_state: &str, sub_state: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("systemctl");
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in is-active) echo {active_state}; [ {active_state} = active ];; show) echo {sub_state};; esac\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// Review of the operator's first day: an agent that exits at once (a bad setting:
+    /// exit 2) is restarted by systemd every 30 s, and between restarts the unit is
+    /// "activating" (sub-state auto-restart): the doctor said ok. A unit that is really
+    /// starting stays ok.
+    #[test]
+    fn an_agent_unit_restarting_after_failures_is_a_problem() {
+        let d = tempfile::tempdir().unwrap();
+        let c = check_unit_with(&fake_systemctl(d.path(), "activating", "auto-restart"), "u");
+        assert_eq!(c.state, CheckState::Problem, "{c:?}");
+        assert!(
+            c.hint.as_deref().unwrap().contains("journalctl -u u"),
+            "{c:?}"
+        );
+        let c = check_unit_with(&fake_systemctl(d.path(), "activating", "start"), "u");
+        assert_eq!(c.state, CheckState::Ok, "{c:?}");
+        let c = check_unit_with(&fake_systemctl(d.path(), "active", "running"), "u");
+        assert_eq!(c.state, CheckState::Ok, "{c:?}");
     }
 
     #[test]

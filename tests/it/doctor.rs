@@ -254,3 +254,97 @@ fn doctor_warns_of_staging_files_killed_uploads_left_in_a_local_bucket() {
     );
     assert!(old.exists(), "the doctor removes nothing");
 }
+
+/// Review of the operator's first day: the unit runs the agent with
+/// `HUBVAULT_TMP_DIR=/var/tmp` (its `Environment=`), which `sudo hubvault doctor` in a
+/// shell never sees: it checked TMPDIR or /tmp instead (a small tmpfs on many hubs: a
+/// problem where the agent is fine, or ok where the agent's own directory has no room).
+/// Without --tmp-dir, HUBVAULT_TMP_DIR or tmp_dir, it now checks the unit's.
+#[test]
+fn doctor_checks_the_temp_dir_the_agents_unit_sets() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    connector_db(hub.path(), "sdc", 5);
+    let conf = empty_config(hub.path());
+    let bin = tempfile::tempdir().unwrap();
+    let units_tmp = hub.path().join("no-such-tmp");
+    let fake = bin.path().join("systemctl");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n is-active) echo active;;\n show) echo 'HUBVAULT_TMP_DIR={} OTHER=x';;\nesac\n",
+            units_tmp.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = run(cmd_private_tmp(&tb)
+        .env_remove("HUBVAULT_TMP_DIR")
+        .env("PATH", path)
+        .args(["doctor", "--json", "--config"])
+        .arg(&conf)
+        .arg("--hub-root")
+        .arg(hub.path()));
+    let doc = json_of(&out, 1);
+    let c = check(&doc, "space for temp files");
+    assert_eq!(c["state"], "problem", "{doc:#}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&units_tmp.display().to_string()) && detail.contains("hubvault-agent"),
+        "{detail}"
+    );
+}
+
+/// Review of the operator's first day: a hub root on a read-only mount made the doctor,
+/// run as root, say "this user cannot write the connector's directory: run as root, as
+/// the agent does", advice root cannot follow. It now says the file system is mounted
+/// read-only.
+#[test]
+fn doctor_on_a_read_only_hub_root_says_it_is_mounted_read_only() {
+    let mnt = tempfile::tempdir().unwrap();
+    let mount = |args: &[&str]| {
+        let out = Command::new("mount")
+            .args(args)
+            .arg(mnt.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs and needs root (CAP_SYS_ADMIN); the suite runs as root: {out:?}"
+        );
+    };
+    mount(&["-t", "tmpfs", "-o", "size=16m", "tmpfs"]);
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).output();
+        }
+    }
+    let _unmount = Unmount(mnt.path());
+    let mut spec = crate::fixture::Spec::new("sdc", "read-only test", 20);
+    spec.wal = false;
+    let dir = mnt.path().join(spec.connector.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    crate::fixture::create(&dir.join("sqlite.db"), &spec).unwrap();
+    mount(&["-o", "remount,ro"]);
+    let tb = TestBucket::local();
+    let conf = empty_config(tb.dir.as_ref().unwrap().path());
+    let out = run(cmd_private_tmp(&tb)
+        .args(["doctor", "--json", "--config"])
+        .arg(&conf)
+        .arg("--hub-root")
+        .arg(mnt.path()));
+    let doc = json_of(&out, 1);
+    let c = check(&doc, "connector");
+    assert_eq!(c["state"], "problem", "{doc:#}");
+    let hint = c["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("mounted read-only") && !hint.contains("run as root"),
+        "{hint}"
+    );
+}
