@@ -22,6 +22,11 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 /// A clock shared by the tasks of one agent.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// How far ahead of now a time from the bucket may be and still be believed: S3 refuses
+/// requests signed 15 minutes off, so no honest writer's clock was further ahead than
+/// this. A stamp past it (a forged key, a clock set far ahead) is not "the newest".
+pub const STORE_SKEW_LIMIT: std::time::Duration = std::time::Duration::from_secs(14 * 60);
+
 /// The system's UTC clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
