@@ -1705,8 +1705,11 @@ fn held_back_first_common(tb: &TestBucket) {
     backup(tb, &added, true);
     // The long-lived connector, changed since the capture and backed up after it.
     let conn = rusqlite::Connection::open(&kept.path).unwrap();
-    conn.execute("INSERT INTO cdc_rows VALUES (424242, 'since the capture')", [])
-        .unwrap();
+    conn.execute(
+        "INSERT INTO cdc_rows VALUES (424242, 'since the capture')",
+        [],
+    )
+    .unwrap();
     drop(conn);
     backup(tb, &kept.path, true);
 
