@@ -1730,3 +1730,40 @@ both!(
     restore_hub_refuses_a_first_common_instant_held_back_days_by_a_removed_connector,
     held_back_first_common
 );
+
+/// One connector's history holds a version stamped a year ahead (its host's clock was set
+/// a year forward for a while, put right since; or a stranger's key). The held-back
+/// refusal measures every other connector against it: each would be "a year behind the
+/// newest of the hub's others", the plan refused with their own ids as the ones to
+/// leave out. A key stamped past any clock S3 accepts requests from is no state of now
+/// (as `serve` takes it): the plan stands, every connector in it, no problem.
+fn held_back_by_a_future_stamp(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub_of(root.path(), 10, 3);
+    back_up(tb, &conns);
+    let ahead = chrono::Utc::now() + chrono::TimeDelta::days(365);
+    let id = hubvault::model::layout::VersionId::new(ahead, &format!("{:064x}", 7));
+    let ck = hubvault::model::layout::ConnectorKey::new(
+        hubvault::model::ids::OrgSlug::parse("acme").unwrap(),
+        datahub,
+        conns[0].1.connector,
+    );
+    crate::common::rt().block_on(async {
+        let b = tb.bucket();
+        for key in [ck.version_data(&id), ck.version_manifest(&id)] {
+            b.put_bytes(&key, b"{}".to_vec(), hubvault::store::WriteMode::Overwrite)
+                .await
+                .unwrap();
+        }
+    });
+    let new_root = tempfile::tempdir().unwrap();
+    let out = run(restore_hub(tb, datahub, new_root.path()).arg("--dry-run"));
+    let doc = json_of(&out, 0);
+    let plan = &doc["plan"];
+    assert_eq!(plan["problems"].as_array().map(Vec::len), Some(0), "{doc}");
+    assert_eq!(plan["connectors"].as_array().map(Vec::len), Some(3), "{doc}");
+}
+both!(
+    restore_hub_is_not_held_back_by_a_version_stamped_a_year_ahead,
+    held_back_by_a_future_stamp
+);
