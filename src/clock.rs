@@ -10,6 +10,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 pub type Time = chrono::DateTime<chrono::Utc>;
 
+/// The clock skew S3 tolerates, less a minute: a request signed 15 minutes off is refused,
+/// so an instant later than this past now was stamped by no clock S3 took a write from
+/// (doctor's problem threshold; status, serve and restore-hub leave such stamps out of
+/// "now").
+pub const SKEW_PROBLEM: std::time::Duration = std::time::Duration::from_secs(14 * 60);
+
 /// Where "now" comes from.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Time;
