@@ -1761,7 +1761,11 @@ fn held_back_by_a_future_stamp(tb: &TestBucket) {
     let doc = json_of(&out, 0);
     let plan = &doc["plan"];
     assert_eq!(plan["problems"].as_array().map(Vec::len), Some(0), "{doc}");
-    assert_eq!(plan["connectors"].as_array().map(Vec::len), Some(3), "{doc}");
+    assert_eq!(
+        plan["connectors"].as_array().map(Vec::len),
+        Some(3),
+        "{doc}"
+    );
 }
 both!(
     restore_hub_is_not_held_back_by_a_version_stamped_a_year_ahead,
