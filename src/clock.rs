@@ -10,6 +10,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 pub type Time = chrono::DateTime<chrono::Utc>;
 
+/// The clock skew S3 tolerates, less a minute: a request signed 15 minutes off is refused,
+/// so an instant later than this past now was stamped by no clock S3 took a write from
+/// (doctor's problem threshold; status, serve and restore-hub leave such stamps out of
+/// "now").
+pub const SKEW_PROBLEM: std::time::Duration = std::time::Duration::from_secs(14 * 60);
+
 /// Where "now" comes from.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Time;
@@ -21,11 +27,6 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 
 /// A clock shared by the tasks of one agent.
 pub type SharedClock = Arc<dyn Clock>;
-
-/// How far ahead of now a time from the bucket may be and still be believed: S3 refuses
-/// requests signed 15 minutes off, so no honest writer's clock was further ahead than
-/// this. A stamp past it (a forged key, a clock set far ahead) is not "the newest".
-pub const STORE_SKEW_LIMIT: std::time::Duration = std::time::Duration::from_secs(14 * 60);
 
 /// The system's UTC clock.
 #[derive(Clone, Copy, Debug, Default)]

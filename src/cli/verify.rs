@@ -10,6 +10,9 @@ use super::{Global, output};
 pub struct Args {
     #[command(flatten)]
     scope: super::ScopeArgs,
+    /// Every org in the bucket, whatever --org, HUBVAULT_ORG or the config file say.
+    #[arg(long)]
+    all_orgs: bool,
     /// Drill N backups picked at random instead of all.
     #[arg(long, value_name = "N")]
     sample: Option<usize>,
@@ -20,7 +23,9 @@ pub struct Args {
 
 pub async fn run(a: Args, g: &Global) -> Result<ExitCode> {
     let opts = VerifyOptions {
-        scope: a.scope.scope(g.org_or_none()?)?,
+        scope: a
+            .scope
+            .scope(if a.all_orgs { None } else { g.org_or_none()? })?,
         sample: a.sample,
         tmp_dir: a.tmp_dir,
     };

@@ -32,7 +32,7 @@ use crate::store::{Bucket, WriteMode};
 /// Past this the clock skew is shown as a warning.
 pub const SKEW_WARN: Duration = Duration::from_secs(60);
 /// Past this the clock skew is a problem: S3 refuses requests signed 15 minutes off.
-pub const SKEW_PROBLEM: Duration = crate::clock::STORE_SKEW_LIMIT;
+pub use crate::clock::SKEW_PROBLEM;
 /// The folder of the round trip's object, under the org.
 pub const PROBE_DIR: &str = "hubvault-doctor";
 

@@ -635,14 +635,22 @@ pub async fn plan(bucket: &Bucket, req: &HubRequest) -> Result<HubPlan> {
     };
 
     // Without --at, a connector far behind the others (removed from the hub long ago,
-    // or its backups stopped) would take every other connector back with it.
-    let held_back_before = match (req.at, chosen_by) {
-        (None, NEWEST_COMMON) => looked_up
+    // or its backups stopped) would take every other connector back with it: at the
+    // newest common instant, and at the first common one too (a connector added since
+    // the removal makes its first backup the instant, days after the removed one's
+    // newest, and before the newest of the others).
+    // A state stamped past any clock S3 takes requests from (a host clock set ahead for
+    // a while, a stranger's key) is no state of now: measured against it, every other
+    // connector would be "held back".
+    let future = chrono::Utc::now() + crate::clock::SKEW_PROBLEM;
+    let held_back_before = match req.at {
+        None => looked_up
             .iter()
             .filter_map(|(w, _)| w.newest)
+            .filter(|t| *t <= future)
             .max()
             .map(|top| (top, top - HELD_BACK_AFTER)),
-        _ => None,
+        Some(_) => None,
     };
 
     let mut connectors = Vec::new();

@@ -70,7 +70,7 @@ impl Row {
             .filter(|(_, (data, manifest))| *data && *manifest)
             .map(|(v, _)| v.time())
             // A key stamped past any clock S3 takes requests from is no state of now.
-            .filter(|t| *t <= now + crate::clock::STORE_SKEW_LIMIT)
+            .filter(|t| *t <= now + crate::clock::SKEW_PROBLEM)
             .collect();
         let canonical = l
             .canonical

@@ -903,3 +903,42 @@ fn the_config_files_bucket_and_org_serve_every_command_of_the_first_day() {
     let other = run(cmd().env("HUBVAULT_ORG", "beta").args(["status", "--json"]));
     assert_eq!(other.status.code(), Some(3), "{}", stderr(&other));
 }
+
+/// Since the config file's org serves every command, `hubvault verify` with no `--org`
+/// on a machine whose file sets one (a bastion that runs `serve` from it) drills that
+/// org alone, where it drilled the whole bucket; `status` has `--all-orgs` for that, and
+/// so has `verify` now: with it, every org's backups are drilled.
+#[test]
+fn verify_all_orgs_drills_every_org_whatever_the_config_files_org() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 20);
+    let other_hub = tempfile::tempdir().unwrap();
+    let (other_db, other) = connector_db(other_hub.path(), "solace", 20);
+    let cfg = hub.path().join("hubvault.toml");
+    std::fs::write(&cfg, format!("bucket = \"{}\"\norg = \"acme\"\n", tb.url)).unwrap();
+    let cmd = || {
+        let mut c = hubvault();
+        c.env("TMPDIR", crate::common::private_tmp())
+            .env("HUBVAULT_CONFIG", &cfg);
+        c
+    };
+    let b = run(cmd().arg("backup").arg("--db").arg(&db));
+    assert_eq!(b.status.code(), Some(0), "{}", stderr(&b));
+    let b = run(cmd()
+        .env("HUBVAULT_ORG", "beta")
+        .arg("backup")
+        .arg("--db")
+        .arg(&other_db));
+    assert_eq!(b.status.code(), Some(0), "{}", stderr(&b));
+    // The file's org alone without it.
+    let doc = json_of(&run(cmd().args(["verify", "--json"])), 0);
+    let text = doc.to_string();
+    assert!(text.contains(&spec.connector.to_string()), "{doc:#}");
+    assert!(!text.contains(&other.connector.to_string()), "{doc:#}");
+    let doc = json_of(&run(cmd().args(["verify", "--json", "--all-orgs"])), 0);
+    let text = doc.to_string();
+    for s in [&spec, &other] {
+        assert!(text.contains(&s.connector.to_string()), "{doc:#}");
+    }
+}

@@ -1678,3 +1678,96 @@ both!(
     restore_hub_refuses_an_instant_held_back_days_by_a_removed_connector_and_exclude_leaves_it_out,
     held_back
 );
+
+/// The held-back refusal holds when the default instant is the "first common" one too. A
+/// connector removed days ago (captured at 10:00 three days ago, nothing since) and one
+/// added since (its first backup now) make the earliest instant at which every connector
+/// has a state the new one's first backup: the newest of the hub's others (backed up a
+/// moment later, with a row added since the capture) would be restored as it was three
+/// days ago, with no word of it. Refused instead (exit 1, nothing written), naming the
+/// removed connector, as for the newest common instant.
+fn held_back_first_common(tb: &TestBucket) {
+    let (_rng, bucket, hub, dbs, datahub, _t0, clock, rt) =
+        crate::stream_races::one_hub(tb, "held_back_first_common");
+    drop(crate::stream_races::started_capture(
+        &rt,
+        &bucket,
+        hub.path(),
+        &clock,
+    ));
+    let (kept, gone) = (&dbs[0], &dbs[1].spec.connector);
+    // Added to the hub after the removal: its first backup now.
+    let added_dir = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new("solace", "added since", 5);
+    spec.datahub = datahub;
+    let added = added_dir.path().join("sqlite.db");
+    fixture::create(&added, &spec).unwrap();
+    backup(tb, &added, true);
+    // The long-lived connector, changed since the capture and backed up after it.
+    let conn = rusqlite::Connection::open(&kept.path).unwrap();
+    conn.execute(
+        "INSERT INTO cdc_rows VALUES (424242, 'since the capture')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    backup(tb, &kept.path, true);
+
+    let new_root = tempfile::tempdir().unwrap();
+    let out = run(restore_hub(tb, datahub, new_root.path()).arg("--yes"));
+    let doc = json_of(&out, 1);
+    let error = doc["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("connector {gone}")) && error.contains("newest state is from"),
+        "{doc}"
+    );
+    assert!(
+        names(new_root.path()).is_empty(),
+        "refused, yet something was written"
+    );
+}
+both!(
+    restore_hub_refuses_a_first_common_instant_held_back_days_by_a_removed_connector,
+    held_back_first_common
+);
+
+/// One connector's history holds a version stamped a year ahead (its host's clock was set
+/// a year forward for a while, put right since; or a stranger's key). The held-back
+/// refusal measures every other connector against it: each would be "a year behind the
+/// newest of the hub's others", the plan refused with their own ids as the ones to
+/// leave out. A key stamped past any clock S3 accepts requests from is no state of now
+/// (as `serve` takes it): the plan stands, every connector in it, no problem.
+fn held_back_by_a_future_stamp(tb: &TestBucket) {
+    let root = tempfile::tempdir().unwrap();
+    let (datahub, conns) = hub_of(root.path(), 10, 3);
+    back_up(tb, &conns);
+    let ahead = chrono::Utc::now() + chrono::TimeDelta::days(365);
+    let id = hubvault::model::layout::VersionId::new(ahead, &format!("{:064x}", 7));
+    let ck = hubvault::model::layout::ConnectorKey::new(
+        hubvault::model::ids::OrgSlug::parse("acme").unwrap(),
+        datahub,
+        conns[0].1.connector,
+    );
+    crate::common::rt().block_on(async {
+        let b = tb.bucket();
+        for key in [ck.version_data(&id), ck.version_manifest(&id)] {
+            b.put_bytes(&key, b"{}".to_vec(), hubvault::store::WriteMode::Overwrite)
+                .await
+                .unwrap();
+        }
+    });
+    let new_root = tempfile::tempdir().unwrap();
+    let out = run(restore_hub(tb, datahub, new_root.path()).arg("--dry-run"));
+    let doc = json_of(&out, 0);
+    let plan = &doc["plan"];
+    assert_eq!(plan["problems"].as_array().map(Vec::len), Some(0), "{doc}");
+    assert_eq!(
+        plan["connectors"].as_array().map(Vec::len),
+        Some(3),
+        "{doc}"
+    );
+}
+both!(
+    restore_hub_is_not_held_back_by_a_version_stamped_a_year_ahead,
+    held_back_by_a_future_stamp
+);
