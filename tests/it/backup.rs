@@ -490,17 +490,7 @@ fn longer_file_than_database(tb: &TestBucket) {
         let (db, spec) = connector_db(hub.path(), "sdc", 50);
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.pragma_update(None, "journal_mode", journal).unwrap();
-        let mut chunk: std::ffi::c_int = 1 << 20;
-        // SAFETY: a live connection's handle, the documented file control and its int.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_file_control(
-                conn.handle(),
-                c"main".as_ptr(),
-                rusqlite::ffi::SQLITE_FCNTL_CHUNK_SIZE,
-                (&mut chunk as *mut std::ffi::c_int).cast(),
-            )
-        };
-        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        crate::common::set_chunk_size(&conn, 1 << 20);
         conn.execute_batch(
             "CREATE TABLE grown(n INTEGER PRIMARY KEY, v TEXT);
              WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 300)

@@ -422,3 +422,20 @@ pub fn json_log_of(f: impl FnOnce()) -> String {
     tracing::subscriber::with_default(subscriber, f);
     String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
 }
+
+/// SQLite's chunk-size preallocation on `conn`'s database (`SQLITE_FCNTL_CHUNK_SIZE`, as
+/// some applications set it): the file then grows `bytes` at a time, and is longer than
+/// the database.
+pub fn set_chunk_size(conn: &rusqlite::Connection, bytes: i32) {
+    let mut chunk: std::ffi::c_int = bytes;
+    // SAFETY: a live connection's handle, the documented file control and its int.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_CHUNK_SIZE,
+            (&mut chunk as *mut std::ffi::c_int).cast(),
+        )
+    };
+    assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+}

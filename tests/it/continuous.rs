@@ -1107,17 +1107,7 @@ fn chunked_file(tb: &TestBucket) {
                 "PRAGMA journal_mode={mode}; CREATE TABLE cdc_rows(id INTEGER PRIMARY KEY, payload TEXT);"
             ),
         );
-        let mut chunk: std::ffi::c_int = 1 << 20;
-        // SAFETY: a live connection's handle, the documented file control and its int.
-        let rc = unsafe {
-            rusqlite::ffi::sqlite3_file_control(
-                w.handle(),
-                c"main".as_ptr(),
-                rusqlite::ffi::SQLITE_FCNTL_CHUNK_SIZE,
-                (&mut chunk as *mut std::ffi::c_int).cast(),
-            )
-        };
-        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        crate::common::set_chunk_size(&w, 1 << 20);
         w.execute("INSERT INTO cdc_rows VALUES (0, 'first')", [])
             .unwrap();
         if mode == "wal" {

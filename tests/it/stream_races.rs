@@ -1083,17 +1083,7 @@ fn chunked_shrink_and_grow(tb: &TestBucket) {
         .iter()
         .map(|d| {
             let c = rusqlite::Connection::open(&d.path).unwrap();
-            let mut chunk: std::ffi::c_int = 64 << 10;
-            // SAFETY: a live connection's handle, the documented file control and its int.
-            let rc = unsafe {
-                rusqlite::ffi::sqlite3_file_control(
-                    c.handle(),
-                    c"main".as_ptr(),
-                    rusqlite::ffi::SQLITE_FCNTL_CHUNK_SIZE,
-                    (&mut chunk as *mut std::ffi::c_int).cast(),
-                )
-            };
-            assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+            crate::common::set_chunk_size(&c, 64 << 10);
             c
         })
         .collect();
