@@ -81,19 +81,32 @@ pub async fn read_manifest(bucket: &Bucket, ck: &ConnectorKey, id: &VersionId) -
 /// damaged one is treated as absent: the next upload writes a new version and a new
 /// manifest.
 pub async fn read_latest(bucket: &Bucket, ck: &ConnectorKey) -> Option<Manifest> {
-    let key = ck.latest_manifest();
-    match bucket.get_bytes_max(&key, MANIFEST_MAX_BYTES).await {
-        Ok(bytes) => match Manifest::from_json(&bytes, key.as_ref()) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::warn!("{e}; treating it as absent");
-                None
-            }
-        },
-        Err(e) if e.is_not_found() => None,
+    match try_read_latest(bucket, ck).await {
+        Ok(m) => m,
         Err(e) => {
             tracing::warn!("{e}; treating it as absent");
             None
+        }
+    }
+}
+
+/// As [`read_latest`], but a bucket that did not answer (anything but "not found") is
+/// an error rather than "absent": for a caller that deletes by the answer (`prune`).
+pub async fn try_read_latest(bucket: &Bucket, ck: &ConnectorKey) -> Result<Option<Manifest>> {
+    let key = ck.latest_manifest();
+    match bucket.get_bytes_max(&key, MANIFEST_MAX_BYTES).await {
+        Ok(bytes) => match Manifest::from_json(&bytes, key.as_ref()) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => {
+                tracing::warn!("{e}; treating it as absent");
+                Ok(None)
+            }
+        },
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) if e.store_failure().is_some() => Err(e),
+        Err(e) => {
+            tracing::warn!("{e}; treating it as absent");
+            Ok(None)
         }
     }
 }

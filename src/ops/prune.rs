@@ -92,13 +92,22 @@ pub async fn prune(
         let mut protected: Vec<VersionId> = complete.first().cloned().into_iter().collect();
         // The listing cannot tell a damaged newest version from a good one: the newest
         // one a restore can use is kept as well.
-        if let Some(v) = newest_good_version(bucket, ck, &complete).await {
+        // Each of these reads decides what is kept: one the bucket did not answer stops
+        // the prune before anything is deleted (a guess could delete the only version a
+        // restore can use).
+        if let Some(v) = newest_good_version(bucket, ck, &complete)
+            .await
+            .map_err(unsure)?
+        {
             protected.push(v);
         }
-        if let Some(latest) = history::read_latest(bucket, ck).await {
+        if let Some(latest) = history::try_read_latest(bucket, ck).await.map_err(unsure)? {
             protected.push(latest.version);
         }
-        if let Some(v) = last_verified_version(bucket, &listed).await {
+        if let Some(v) = last_verified_version(bucket, &listed)
+            .await
+            .map_err(unsure)?
+        {
             protected.push(v);
         }
         let verdicts = retention::apply(policy, &complete, &protected);
@@ -209,23 +218,45 @@ pub async fn sweep_staging(bucket: &Bucket, scope: &Scope, dry_run: bool) -> Res
 /// The newest of `complete` (newest first) a restore can use: its manifest reads and
 /// describes it, and its data object is as large as the manifest says it stored. One GET
 /// and one HEAD a version looked at; the newest usually passes. (A same-size corruption
-/// is for `verify`'s checksum to find.)
+/// is for `verify`'s checksum to find.) A version found missing or damaged is passed
+/// over; one the bucket did not answer for is an error, never taken as damaged.
 async fn newest_good_version(
     bucket: &Bucket,
     ck: &ConnectorKey,
     complete: &[VersionId],
-) -> Option<VersionId> {
+) -> Result<Option<VersionId>> {
     for id in complete {
-        let Ok(m) = history::read_manifest(bucket, ck, id).await else {
-            continue;
+        let m = match history::read_manifest(bucket, ck, id).await {
+            Ok(m) => m,
+            Err(e) if unanswered(&e) => return Err(e),
+            Err(_) => continue,
         };
-        if let Ok(Some(data)) = bucket.head(&ck.version_data(id)).await
-            && data.size == m.stored_size
-        {
-            return Some(id.clone());
+        match bucket.head(&ck.version_data(id)).await {
+            Ok(Some(data)) if data.size == m.stored_size => return Ok(Some(id.clone())),
+            Ok(_) => {}
+            Err(e) if unanswered(&e) => return Err(e),
+            Err(_) => {}
         }
     }
-    None
+    Ok(None)
+}
+
+/// True if the bucket did not answer the request (it failed, refused or timed out), as
+/// opposed to answering that the object is not there.
+fn unanswered(e: &Error) -> bool {
+    e.store_failure()
+        .is_some_and(|f| f != crate::error::StoreFailure::NotFound)
+}
+
+/// The error of a prune that could not read what decides which versions it keeps.
+fn unsure(e: Error) -> Error {
+    Error::check(
+        format!(
+            "{e}; nothing was deleted: prune reads which version is the newest good one, \
+             the canonical object's and the last verified one before it deletes any"
+        ),
+        "check that the bucket is reachable and these credentials may read it, then run prune again",
+    )
 }
 
 /// True if and only if each object of the incomplete version `id` that is there
@@ -255,11 +286,17 @@ async fn written_before(
     true
 }
 
-/// The version named by the newest successful drill record, if any (one GET).
-async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Option<VersionId> {
-    let mark = listed.drills.iter().rev().find(|d| d.ok)?;
-    let bytes = bucket.get_bytes(&mark.key).await.ok()?;
-    DrillRecord::from_json(&bytes)?.version
+/// The version named by the newest successful drill record, if any (one GET). A record
+/// gone or unreadable names none; a bucket that did not answer is an error.
+async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Result<Option<VersionId>> {
+    let Some(mark) = listed.drills.iter().rev().find(|d| d.ok) else {
+        return Ok(None);
+    };
+    match bucket.get_bytes(&mark.key).await {
+        Ok(bytes) => Ok(DrillRecord::from_json(&bytes).and_then(|d| d.version)),
+        Err(e) if unanswered(&e) => Err(e),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Applies `policy` to one connector after a backup uploaded to it, and returns how many

@@ -74,8 +74,9 @@ fn version_keys(tb: &TestBucket, ck: &ConnectorKey) -> BTreeSet<String> {
 
 fn dry_run_lists_exactly_what_prune_deletes(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
-    let (db, spec) = connector_db(hub.path(), "sdc", 100);
-    backup(tb, &db, &[]);
+    // Only seeded versions: a real backup's id is today's, and which of the seeded ones
+    // the rules keep beside it would depend on the day the test runs.
+    let (_db, spec) = connector_db(hub.path(), "sdc", 100);
     let ck = ck_of(&spec);
     // Gaps, several on one day, a month and a year boundary.
     seed_versions(
@@ -134,8 +135,8 @@ fn dry_run_lists_exactly_what_prune_deletes(tb: &TestBucket) {
         .cloned()
         .collect();
     assert_eq!(after, expected);
-    // restic's rules: daily keeps today's real backup, 11-20 23:00, 11-19; monthly keeps
-    // the newest of November (today's) and of October (10-31 23:30).
+    // restic's rules: daily keeps 11-20 23:00, 11-19 and 11-01; monthly keeps the newest
+    // of November (11-20 23:00) and of October (10-31 23:30).
     let kept: Vec<String> = after
         .iter()
         .filter(|k| k.ends_with(".json"))
@@ -143,6 +144,7 @@ fn dry_run_lists_exactly_what_prune_deletes(tb: &TestBucket) {
         .collect();
     assert!(kept.contains(&"20261120T2300".to_string()), "{kept:?}");
     assert!(kept.contains(&"20261119T1200".to_string()), "{kept:?}");
+    assert!(kept.contains(&"20261101T0030".to_string()), "{kept:?}");
     assert!(kept.contains(&"20261031T2330".to_string()), "{kept:?}");
     assert!(!kept.contains(&"20261120T0800".to_string()), "{kept:?}");
     assert!(!kept.contains(&"20251231T2359".to_string()), "{kept:?}");
@@ -623,6 +625,85 @@ both!(
     prune_keeps_the_newest_good_version_when_the_newest_is_damaged,
     newest_good_survives_a_damaged_newest
 );
+
+/// The newest version damaged (its data replaced by other bytes), and the bucket failing
+/// every read of the older versions' manifests (500 after the retries): prune cannot tell
+/// which version is the newest good one, so it must delete nothing and say which key it
+/// could not read. Deleting by the rules alone would keep only the damaged newest one,
+/// and leave nothing a restore can use.
+#[test]
+fn prune_deletes_nothing_when_it_cannot_read_which_version_is_the_newest_good_one() {
+    let tb = TestBucket::s3();
+    let proxy = crate::proxy::Proxy::s3();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    let ck = ck_of(&spec);
+    let [oldest, good] = two_real_versions(&tb, &db);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("INSERT INTO SequelizeMeta VALUES ('newest')", [])
+        .unwrap();
+    let damaged = backup(&tb, &db, &["--force"])["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let damaged_id = VersionId::parse(&damaged).unwrap();
+    rt().block_on(async {
+        tb.bucket()
+            .put_bytes(
+                &ck.version_data(&damaged_id),
+                b"not zstd at all".to_vec(),
+                WriteMode::Overwrite,
+            )
+            .await
+            .unwrap();
+    });
+    let before = version_keys(&tb, &ck);
+    for id in [&oldest, &good] {
+        proxy.inject(
+            "GET",
+            &format!("{id}.json"),
+            crate::proxy::Fault::Status500,
+            1000,
+        );
+    }
+    let out = proxy
+        .cmd(&tb)
+        .args(["prune", "--keep-last", "1", "--datahub"])
+        .arg(spec.datahub.to_string())
+        .arg("--connector")
+        .arg(spec.connector.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{good}.json")) && stderr.contains("nothing was deleted"),
+        "the error names the key it could not read and says nothing was deleted: {stderr}"
+    );
+    assert_eq!(version_keys(&tb, &ck), before, "{stderr}");
+    // Once the bucket answers again, the same prune keeps the newest good version.
+    proxy.reset();
+    let again = run(proxy
+        .cmd(&tb)
+        .args(["prune", "--keep-last", "1", "--datahub"])
+        .arg(spec.datahub.to_string())
+        .arg("--connector")
+        .arg(spec.connector.to_string()));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let left = version_keys(&tb, &ck);
+    assert!(
+        left.contains(
+            &ck.version_data(&VersionId::parse(&good).unwrap())
+                .to_string()
+        ),
+        "{left:?}"
+    );
+}
 
 /// A backup on a host whose clock is two days behind is between its two uploads: the
 /// data of its version is in the bucket, just written, and its manifest is coming. The
