@@ -29,6 +29,12 @@ pub fn fmt_age(d: Duration) -> String {
 /// without a zone (UTC assumed; `T` or a space; seconds and fractions optional), a date
 /// (`2026-11-24`: its first instant, UTC), or a duration ago (`15m`, `2h ago`,
 /// `1h 30m ago`), or `now`. `now` is passed in so the result is testable.
+///
+/// `now` is read as `now` plus [`crate::clock::SKEW_PROBLEM`] (14 minutes): "everything
+/// the bucket holds", which is what an operator asking for now means. A state stamped by
+/// a hub whose clock ran a little ahead of this machine's is in the bucket already; taken
+/// as the bare clock, `now` left it out and gave the state before it, with no word. No
+/// clock S3 accepts writes from stamps further ahead than that.
 pub fn parse_instant(
     s: &str,
     now: chrono::DateTime<chrono::Utc>,
@@ -39,7 +45,7 @@ pub fn parse_instant(
         return Err("empty".into());
     }
     if t.eq_ignore_ascii_case("now") {
-        return Ok(now);
+        return Ok(now + crate::clock::SKEW_PROBLEM);
     }
     if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
         return Ok(d.to_utc());
@@ -105,8 +111,9 @@ mod tests {
         assert_eq!(at("15m").unwrap(), "2026-11-24T11:45:00+00:00");
         assert_eq!(at("2h ago").unwrap(), "2026-11-24T10:00:00+00:00");
         assert_eq!(at("1h 30m ago").unwrap(), "2026-11-24T10:30:00+00:00");
-        assert_eq!(at("now").unwrap(), "2026-11-24T12:00:00+00:00");
-        assert_eq!(at(" NOW ").unwrap(), "2026-11-24T12:00:00+00:00");
+        // `now` takes in what a clock up to 14 minutes ahead stamped.
+        assert_eq!(at("now").unwrap(), "2026-11-24T12:14:00+00:00");
+        assert_eq!(at(" NOW ").unwrap(), "2026-11-24T12:14:00+00:00");
         for bad in ["", "yesterday-ish", "2026-13-01", "ago", "12:00"] {
             assert!(at(bad).is_err(), "{bad:?}");
         }

@@ -705,6 +705,68 @@ fn prune_deletes_nothing_when_it_cannot_read_which_version_is_the_newest_good_on
     );
 }
 
+/// A hub whose clock ran a minute ahead of the restoring machine's stamped its newest
+/// version a minute "in the future". `restore --at now` asks for everything the bucket
+/// holds: it must give that version, not the one before it (which lacks the newest row)
+/// with no word of it.
+fn at_now_takes_a_version_stamped_ahead(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 20);
+    let ck = ck_of(&spec);
+    let [_, newest] = two_real_versions(tb, &db);
+    let newest = VersionId::parse(&newest).unwrap();
+    rt().block_on(async {
+        let b = tb.bucket();
+        let mut m = hubvault::catalog::history::read_manifest(&b, &ck, &newest)
+            .await
+            .unwrap();
+        let ahead = VersionId::new(
+            chrono::Utc::now() + chrono::TimeDelta::seconds(60),
+            &m.sha256,
+        );
+        m.version = ahead.clone();
+        let data = b.get_bytes(&ck.version_data(&newest)).await.unwrap();
+        b.put_bytes(
+            &ck.version_data(&ahead),
+            data.to_vec(),
+            WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
+        b.put_bytes(
+            &ck.version_manifest(&ahead),
+            m.to_json(),
+            WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
+        for key in [ck.version_data(&newest), ck.version_manifest(&newest)] {
+            b.delete(&key).await.unwrap();
+        }
+    });
+    let out = hub.path().join("at-now.db");
+    let doc = json_of(
+        &run(tb
+            .cmd()
+            .args(["restore", "--json", "--yes", "--at", "now", "--datahub"])
+            .arg(spec.datahub.to_string())
+            .arg("--connector")
+            .arg(spec.connector.to_string())
+            .arg("--output")
+            .arg(&out)),
+        0,
+    );
+    let names = rows(&out, "SequelizeMeta");
+    assert!(
+        names.iter().any(|r| r["name"] == "later"),
+        "the newest version (stamped a minute ahead) was not the one restored: {names:?}\n{doc}"
+    );
+}
+both!(
+    restore_at_now_takes_a_version_stamped_a_minute_ahead,
+    at_now_takes_a_version_stamped_ahead
+);
+
 /// A backup on a host whose clock is two days behind is between its two uploads: the
 /// data of its version is in the bucket, just written, and its manifest is coming. The
 /// version's id says two days old, the bucket says seconds. `prune` must not take it for
