@@ -835,4 +835,173 @@ mod tests {
         assert!(uploaded.is_committed_prefix("c"), "{uploaded:?}");
         assert_eq!(testdb::rows_now(&s.db).count, ROWS + 1, "the commit landed");
     }
+
+    /// Runs `change` once on the writer when the first attempt's unlocked copy has read
+    /// its first batch; returns the backup's report, the uploaded rows, and the attempts
+    /// that reached lock #2 (a rollback-journal read) or the number of pins.
+    fn backup_changed_mid_copy(
+        s: &Setup,
+        change: impl FnOnce(&rusqlite::Connection) + Send + 'static,
+    ) -> (BackupReport, Rows, u32) {
+        let attempts = Arc::new(Mutex::new(0u32));
+        let _hook = {
+            let (w, attempts) = (s.writer.clone(), attempts.clone());
+            let mut change = Some(change);
+            seam::set(&s.db, move |at| {
+                let mut n = attempts.lock().unwrap();
+                match at {
+                    Point::Reading if *n == 0 => {
+                        if let Some(f) = change.take() {
+                            f(&writer(&w));
+                        }
+                    }
+                    Point::BeforeLock2 | Point::WalPinned => *n += 1,
+                    _ => {}
+                }
+            })
+        };
+        let (report, uploaded) = backup(s);
+        let n = *attempts.lock().unwrap();
+        (report, uploaded, n)
+    }
+
+    fn page_size_of(path: &Path) -> u32 {
+        let b = std::fs::read(path).unwrap();
+        match u16::from_be_bytes([b[16], b[17]]) {
+            1 => 65536,
+            n => n as u32,
+        }
+    }
+
+    /// A rollback-journal database changed during the backup's unlocked copy in every way
+    /// that changes its size or its layout (a VACUUM to another page size, a shrink by a
+    /// delete and VACUUM, a growth by a large insert, a switch to WAL mode): the torn copy
+    /// is refused and the backup uploads the database as it is after the change, whole.
+    #[test]
+    fn a_rollback_backup_whose_copy_a_vacuum_a_resize_or_a_switch_to_wal_races_uploads_the_state_after_it()
+     {
+        type Change = Box<dyn FnOnce(&rusqlite::Connection) + Send>;
+        let changes: Vec<(&str, Change, u32, &str)> = vec![
+            (
+                "VACUUM to 1024-byte pages",
+                Box::new(|w| w.execute_batch("PRAGMA page_size=1024; VACUUM").unwrap()),
+                1024,
+                "delete",
+            ),
+            (
+                "shrunk",
+                Box::new(|w| {
+                    w.execute_batch("DELETE FROM Events WHERE n > 100; VACUUM")
+                        .unwrap()
+                }),
+                4096,
+                "delete",
+            ),
+            (
+                "grown",
+                Box::new(|w| testdb::commit_rows(w, ROWS + 1, ROWS)),
+                4096,
+                "delete",
+            ),
+            (
+                "switched to WAL",
+                Box::new(|w| {
+                    let m: String = w
+                        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                        .unwrap();
+                    assert_eq!(m, "wal");
+                    testdb::commit_rows(w, ROWS + 1, 5);
+                }),
+                4096,
+                "wal",
+            ),
+        ];
+        for (what, change, page_size, mode) in changes {
+            let s = setup();
+            let (report, uploaded, attempts) = backup_changed_mid_copy(&s, change);
+            assert_eq!(attempts, 2, "{what}: the torn copy was refused, once");
+            assert_eq!(report.check, Some("integrity_check"), "{what}");
+            assert_eq!(uploaded, testdb::rows_now(&s.db), "{what}");
+            assert!(uploaded.is_committed_prefix("c"), "{what}: {uploaded:?}");
+            let object = s.bucket_dir.join(&report.key);
+            assert_eq!(page_size_of(&object), page_size, "{what}");
+            let latest = Manifest::from_json(
+                &std::fs::read(
+                    s.bucket_dir
+                        .join(report.key.trim_end_matches("sqlite.db"))
+                        .join("hubvault/latest.json"),
+                )
+                .unwrap(),
+                "latest.json",
+            )
+            .unwrap();
+            assert_eq!(latest.journal_mode, mode, "{what}");
+            assert_eq!(latest.page_size, page_size as u64, "{what}");
+            assert_eq!(
+                latest.size,
+                std::fs::metadata(&object).unwrap().len(),
+                "{what}"
+            );
+        }
+    }
+
+    /// A WAL database whose writers, once the backup's snapshot is pinned, VACUUM it, run
+    /// every kind of checkpoint (PASSIVE copies what it may; RESTART and TRUNCATE wait
+    /// for the backup's reader and give up), change the page size (refused in WAL mode)
+    /// and commit: with frames not yet in the file, and with every frame in the file (the
+    /// reader reads the file alone, under which the WAL may restart): the upload is the
+    /// pinned state, checked.
+    #[test]
+    fn a_wal_backup_uploads_the_pinned_state_whatever_vacuums_and_checkpoints_run_after_the_pin() {
+        for backfilled in [false, true] {
+            let s = setup_in(true);
+            if backfilled {
+                let busy: i64 = writer(&s.writer)
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(busy, 0);
+            }
+            let pinned = testdb::rows_now(&s.db);
+            let done = Arc::new(Mutex::new(false));
+            let _hook = {
+                let (w, db, done) = (s.writer.clone(), s.db.clone(), done.clone());
+                seam::set(&s.db, move |at| {
+                    let mut done = done.lock().unwrap();
+                    if at != Point::WalPinned || *done {
+                        return;
+                    }
+                    *done = true;
+                    let w = writer(&w);
+                    testdb::commit_rows(&w, ROWS + 1, 50);
+                    w.execute_batch("DELETE FROM Events WHERE n % 2 = 0; VACUUM")
+                        .unwrap();
+                    let other = rusqlite::Connection::open(&db).unwrap();
+                    other
+                        .busy_timeout(std::time::Duration::from_millis(20))
+                        .unwrap();
+                    for mode in ["PASSIVE", "RESTART", "TRUNCATE", "PASSIVE"] {
+                        // Busy or not, it must not move what the pinned reader sees.
+                        let _ =
+                            other.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                                r.get::<_, i64>(0)
+                            });
+                        testdb::commit_rows(&w, ROWS + 1000, 1);
+                        w.execute("DELETE FROM Events WHERE n = ?1", [ROWS as i64 + 1000])
+                            .unwrap();
+                    }
+                    w.execute_batch("PRAGMA page_size=1024; VACUUM").unwrap();
+                    testdb::commit_rows(&w, ROWS + 2000, 3);
+                })
+            };
+            let (report, uploaded) = backup(&s);
+            assert!(*done.lock().unwrap());
+            assert_eq!(report.check, Some("integrity_check"));
+            assert_eq!(
+                uploaded, pinned,
+                "backfilled={backfilled}: the upload is the pinned state"
+            );
+            let now = testdb::rows_now(&s.db);
+            assert_eq!(now.count, ROWS / 2 + 25 + 3, "the writers' commits landed");
+        }
+    }
 }
