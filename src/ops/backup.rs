@@ -1004,4 +1004,133 @@ mod tests {
             assert_eq!(now.count, ROWS / 2 + 25 + 3, "the writers' commits landed");
         }
     }
+
+    /// A writer that, seeded, does everything a connector or an operator may do to the
+    /// database while backups run one after another: commits that insert, delete and
+    /// rewrite rows, a transaction that spills pages into the file and rolls back,
+    /// VACUUM, every checkpoint kind, the journal mode switched WAL <-> DELETE, the page
+    /// size changed by a VACUUM. It logs the rows of every state it committed. Every
+    /// backup uploads exactly one of them, checked. Bounded: 6 backups, the writer stops
+    /// after them (or 30 s).
+    #[test]
+    fn backups_under_a_writer_that_vacuums_checkpoints_and_switches_modes_upload_only_states_it_committed()
+     {
+        for seed in [1u64, 2, 3] {
+            let s = setup_in(seed % 2 == 0);
+            let committed = Arc::new(Mutex::new(vec![testdb::rows_now(&s.db)]));
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let writer_thread = {
+                let (w, db, committed, stop) = (
+                    s.writer.clone(),
+                    s.db.clone(),
+                    committed.clone(),
+                    stop.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    let mut rnd = move |n: u64| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x % n
+                    };
+                    let (mut next, mut ops) = (ROWS + 1, 0u32);
+                    let started = std::time::Instant::now();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && started.elapsed() < Duration::from_secs(30)
+                    {
+                        let w = writer(&w);
+                        let log = |w: &rusqlite::Connection| {
+                            committed.lock().unwrap().push(testdb::rows(w))
+                        };
+                        match rnd(10) {
+                            0..=2 => {
+                                let k = 1 + rnd(300);
+                                testdb::commit_rows(&w, next, k);
+                                next += k;
+                                log(&w);
+                            }
+                            3 => {
+                                let m = 2 + rnd(5);
+                                w.execute(
+                                    "DELETE FROM Events WHERE n % ?1 = ?2",
+                                    [m as i64, rnd(m) as i64],
+                                )
+                                .unwrap();
+                                log(&w);
+                            }
+                            4 => {
+                                let mark = ['d', 'e', 'f'][rnd(3) as usize];
+                                w.execute(
+                                    "UPDATE Events SET payload = printf('%.*c', ?1, ?2) WHERE n % 3 = 0",
+                                    rusqlite::params![testdb::PAYLOAD as i64, mark.to_string()],
+                                )
+                                .unwrap();
+                                log(&w);
+                            }
+                            5 => w.execute_batch("VACUUM").unwrap(),
+                            6 => {
+                                let mode =
+                                    ["PASSIVE", "FULL", "RESTART", "TRUNCATE"][rnd(4) as usize];
+                                w.busy_timeout(Duration::from_millis(20)).unwrap();
+                                let _ = w.query_row(
+                                    &format!("PRAGMA wal_checkpoint({mode})"),
+                                    [],
+                                    |r| r.get::<_, i64>(0),
+                                );
+                                w.busy_timeout(Duration::from_secs(5)).unwrap();
+                            }
+                            7 => {
+                                // Refused (busy) while a backup's WAL reader is pinned.
+                                let mode = if rnd(2) == 0 { "WAL" } else { "DELETE" };
+                                w.busy_timeout(Duration::from_millis(20)).unwrap();
+                                let _ =
+                                    w.query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| {
+                                        r.get::<_, String>(0)
+                                    });
+                                w.busy_timeout(Duration::from_secs(5)).unwrap();
+                            }
+                            8 => {
+                                // Takes effect in rollback-journal mode only.
+                                let ps = [1024, 2048, 4096, 8192][rnd(4) as usize];
+                                w.execute_batch(&format!("PRAGMA page_size={ps}; VACUUM"))
+                                    .unwrap();
+                            }
+                            _ => {
+                                let mode: String = w
+                                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                                    .unwrap();
+                                if mode == "delete" {
+                                    let to = next.saturating_sub(1).max(1);
+                                    testdb::spill_open_transaction(&w, &db, 1, to, 'U');
+                                    w.execute_batch("ROLLBACK").unwrap();
+                                    w.execute_batch("PRAGMA cache_size=-2000").unwrap();
+                                }
+                            }
+                        }
+                        drop(w);
+                        ops += 1;
+                        std::thread::sleep(Duration::from_millis(rnd(4)));
+                    }
+                    ops
+                })
+            };
+            let mut uploaded = Vec::new();
+            for _ in 0..6 {
+                let (report, rows) = backup(&s);
+                assert_eq!(report.decision, Decision::Uploaded);
+                uploaded.push(rows);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let ops = writer_thread.join().unwrap();
+            assert!(ops > 0, "seed {seed}: the writer ran");
+            let committed = committed.lock().unwrap();
+            for (i, u) in uploaded.iter().enumerate() {
+                assert!(
+                    committed.contains(u),
+                    "seed {seed}: backup {i} uploaded {u:?}, a state the writer never committed"
+                );
+            }
+        }
+    }
 }
