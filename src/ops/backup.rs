@@ -1133,4 +1133,103 @@ mod tests {
             }
         }
     }
+
+    /// Moves `from` and its `-wal` and `-shm` to `to` (and its side names).
+    fn move_with_side_files(from: &Path, to: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let (a, b) = (
+                crate::sqlite::fsio::side_path(from, suffix),
+                crate::sqlite::fsio::side_path(to, suffix),
+            );
+            if a.exists() {
+                std::fs::rename(a, b).unwrap();
+            }
+        }
+    }
+
+    /// The database at the path is replaced, with its side files, by another WAL
+    /// database (a restore by hand, a connector that rebuilds its database) after the
+    /// backup's page reader opened the old file and before its connection opened the
+    /// path: the reader's file and the connection's are two databases. The backup must
+    /// not upload the old file's pages under the new one's WAL frames (which the checks,
+    /// run on the new database, pass): it uploads the new database whole.
+    #[test]
+    fn a_wal_database_replaced_by_another_after_the_reader_opened_it_is_never_uploaded_mixed() {
+        let s = setup_in(true);
+        // The new database: the same connector (its ids) as a restore by hand would put
+        // back, an older state of it: its pages in its file, and its newest commits (a
+        // few rows deleted, new pages, page 1) in its WAL only.
+        let other = tempfile::tempdir().unwrap();
+        let new_db = other.path().join("sqlite.db");
+        writer(&s.writer)
+            .execute("VACUUM INTO ?1", [new_db.to_str().unwrap()])
+            .unwrap();
+        {
+            // The old database moves on (every row rewritten in place, 'd'), its pages in
+            // its file: a mixed image would show them.
+            let w = writer(&s.writer);
+            w.execute(
+                "UPDATE Events SET payload = printf('%.*c', ?1, 'd')",
+                [testdb::PAYLOAD as i64],
+            )
+            .unwrap();
+            let busy: i64 = w
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(busy, 0);
+        }
+        let new_writer = rusqlite::Connection::open(&new_db).unwrap();
+        new_writer
+            .pragma_update(None, "journal_mode", "wal")
+            .unwrap();
+        new_writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .unwrap();
+        new_writer
+            .execute("DELETE FROM Events WHERE n % 100 = 0", [])
+            .unwrap();
+        testdb::commit_rows(&new_writer, ROWS + 1, 500);
+        let new_rows = testdb::rows_now(&new_db);
+        let aside = other.path().join("old.db");
+        let replaced = Arc::new(Mutex::new(false));
+        let _hook = {
+            let (db, new_db, replaced) = (s.db.clone(), new_db.clone(), replaced.clone());
+            seam::set(&s.db, move |at| {
+                let mut done = replaced.lock().unwrap();
+                if at == Point::Opened && !*done {
+                    *done = true;
+                    move_with_side_files(&db, &aside);
+                    move_with_side_files(&new_db, &db);
+                }
+            })
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let bucket = Bucket::open(&format!("file://{}", s.bucket_dir.display())).unwrap();
+        let mut opts = s.opts.clone();
+        // The new database names other ids than the one the backup read first.
+        opts.datahub = None;
+        let got = rt.block_on(run(&bucket, &opts, &crate::progress::NoProgress));
+        assert!(*replaced.lock().unwrap());
+        drop(new_writer);
+        match got {
+            Ok(report) => {
+                let uploaded = s.bucket_dir.join(&report.key);
+                let c = rusqlite::Connection::open_with_flags(
+                    &uploaded,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                let ok: String = c
+                    .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(ok, "ok", "the upload is a mix of two databases");
+                assert_eq!(testdb::rows_of_file(&uploaded), new_rows);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

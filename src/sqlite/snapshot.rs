@@ -430,6 +430,7 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
     db::check_is_sqlite(db)?;
     let mut src = Source::open(db)?;
     for _ in 0..4 {
+        seam::at(db, Point::Opened);
         match src.header()?.mode {
             Mode::Wal => {
                 // Opening a WAL database can create its -wal and -shm. Run as root, SQLite
