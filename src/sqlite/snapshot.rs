@@ -454,6 +454,15 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                     },
                 )?;
                 let Some(plan) = plan else { continue };
+                if src.replaced() {
+                    // Another file was renamed in at the path since the reader opened the
+                    // old one: the connection (and the -shm and -wal, opened by name) may
+                    // be the new database's, the file's pages the old one's. Start over
+                    // on the file there now.
+                    drop(conn);
+                    src = Source::open(db)?;
+                    continue;
+                }
                 seam::at(db, Point::WalPinned);
                 let (twin, checks) = match twin::open_on_snapshot(&conn, db)? {
                     Ok(t) => (Some(t), Checks::TwinBySnapshot),
