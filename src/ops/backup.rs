@@ -1232,4 +1232,79 @@ mod tests {
             Err(e) => panic!("{e}"),
         }
     }
+
+    /// Closes every connection of ours to `db` (the last one checkpoints and removes the
+    /// WAL) and opens `w` anew with a read: a fresh, empty WAL and a fresh wal-index, whose
+    /// header holds no salt and no size, the same for any database.
+    fn fresh_empty_wal(w: &mut rusqlite::Connection, db: &Path) {
+        *w = rusqlite::Connection::open_in_memory().unwrap();
+        assert!(!crate::sqlite::fsio::side_path(db, "-wal").exists());
+        *w = rusqlite::Connection::open(db).unwrap();
+        w.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        testdb::rows(w);
+        assert_eq!(
+            std::fs::metadata(crate::sqlite::fsio::side_path(db, "-wal"))
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    /// The database at the path replaced (with its side files) by another state of the
+    /// same connector, of as many pages, right after the backup pinned a snapshot of an
+    /// empty WAL: the second checking connection, opened by name, is proven "the same
+    /// state" by the wal-index header alone, which for a fresh empty WAL is the same for
+    /// any database. Its checks (foreign keys, ids, row counts) must not be the other
+    /// database's: what the manifest records is what the uploaded object holds.
+    #[test]
+    fn a_database_replaced_after_an_empty_wal_was_pinned_is_never_checked_on_the_new_one() {
+        let s = setup_in(true);
+        let other = tempfile::tempdir().unwrap();
+        let new_db = other.path().join("sqlite.db");
+        let mut new_writer = {
+            let w = writer(&s.writer);
+            w.execute("VACUUM INTO ?1", [new_db.to_str().unwrap()])
+                .unwrap();
+            let n = rusqlite::Connection::open(&new_db).unwrap();
+            n.pragma_update(None, "journal_mode", "wal").unwrap();
+            // Fewer rows, as many pages (no VACUUM).
+            n.execute("DELETE FROM Events WHERE n % 10 = 0", [])
+                .unwrap();
+            n
+        };
+        fresh_empty_wal(&mut writer(&s.writer), &s.db);
+        fresh_empty_wal(&mut new_writer, &new_db);
+        let pages = |db: &Path| std::fs::metadata(db).unwrap().len();
+        assert_eq!(pages(&s.db), pages(&new_db), "as many pages");
+        let aside = other.path().join("old.db");
+        let replaced = Arc::new(Mutex::new(false));
+        let _hook = {
+            let (db, new_db, replaced) = (s.db.clone(), new_db.clone(), replaced.clone());
+            seam::set(&s.db, move |at| {
+                let mut done = replaced.lock().unwrap();
+                if at == Point::WalPinned && !*done {
+                    *done = true;
+                    move_with_side_files(&db, &aside);
+                    move_with_side_files(&new_db, &db);
+                }
+            })
+        };
+        let (report, uploaded) = backup(&s);
+        assert!(*replaced.lock().unwrap());
+        drop(new_writer);
+        let latest = Manifest::from_json(
+            &std::fs::read(
+                s.bucket_dir
+                    .join(report.key.trim_end_matches("sqlite.db"))
+                    .join("hubvault/latest.json"),
+            )
+            .unwrap(),
+            "latest.json",
+        )
+        .unwrap();
+        assert_eq!(
+            latest.rows["Events"], uploaded.count,
+            "the manifest counts the rows of the object it describes"
+        );
+    }
 }
