@@ -522,7 +522,10 @@ fn twin_by_header(
         return Ok(None);
     }
     twin::begin_read(&conn, db)?;
-    Ok((src.shm_header().map_err(io)? == Some(pinned)).then_some(conn))
+    // The header does not name the database (a fresh empty WAL's is the same for any):
+    // the connection, opened by name, must have opened the file the reader holds.
+    let same = src.shm_header().map_err(io)? == Some(pinned) && !src.replaced();
+    Ok(same.then_some(conn))
 }
 
 /// The rollback-journal route: lock #1 (change counter and size), a temp file for the
