@@ -1307,4 +1307,59 @@ mod tests {
             "the manifest counts the rows of the object it describes"
         );
     }
+
+    /// As the WAL case above, in rollback-journal mode: a database renamed in at the path
+    /// after the page reader opened the old file. The reader's locks are taken by name
+    /// (on the new file), its stamps and pages read from the old one, which nothing
+    /// writes any more: the upload is one database whole, and the manifest counts its rows.
+    #[test]
+    fn a_rollback_database_replaced_after_the_reader_opened_it_uploads_one_database_whole() {
+        let s = setup();
+        let other = tempfile::tempdir().unwrap();
+        let new_db = other.path().join("sqlite.db");
+        {
+            let w = writer(&s.writer);
+            w.execute("VACUUM INTO ?1", [new_db.to_str().unwrap()])
+                .unwrap();
+            let n = rusqlite::Connection::open(&new_db).unwrap();
+            n.execute("DELETE FROM Events WHERE n % 10 = 0", [])
+                .unwrap();
+            w.execute(
+                "UPDATE Events SET payload = printf('%.*c', ?1, 'd')",
+                [testdb::PAYLOAD as i64],
+            )
+            .unwrap();
+        }
+        let (old_rows, new_rows) = (testdb::rows_now(&s.db), testdb::rows_now(&new_db));
+        let aside = other.path().join("old.db");
+        let replaced = Arc::new(Mutex::new(false));
+        let _hook = {
+            let (db, new_db, replaced) = (s.db.clone(), new_db.clone(), replaced.clone());
+            seam::set(&s.db, move |at| {
+                let mut done = replaced.lock().unwrap();
+                if at == Point::Opened && !*done {
+                    *done = true;
+                    move_with_side_files(&db, &aside);
+                    move_with_side_files(&new_db, &db);
+                }
+            })
+        };
+        let (report, uploaded) = backup(&s);
+        assert!(*replaced.lock().unwrap());
+        assert!(
+            uploaded == old_rows || uploaded == new_rows,
+            "{uploaded:?} is neither database"
+        );
+        let latest = Manifest::from_json(
+            &std::fs::read(
+                s.bucket_dir
+                    .join(report.key.trim_end_matches("sqlite.db"))
+                    .join("hubvault/latest.json"),
+            )
+            .unwrap(),
+            "latest.json",
+        )
+        .unwrap();
+        assert_eq!(latest.rows["Events"], uploaded.count);
+    }
 }
