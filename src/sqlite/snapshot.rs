@@ -430,6 +430,7 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
     db::check_is_sqlite(db)?;
     let mut src = Source::open(db)?;
     for _ in 0..4 {
+        seam::at(db, Point::Opened);
         match src.header()?.mode {
             Mode::Wal => {
                 // Opening a WAL database can create its -wal and -shm. Run as root, SQLite
@@ -453,6 +454,15 @@ pub fn pin(db: &Path, tmp_dir: &Path) -> Result<Pinned> {
                     },
                 )?;
                 let Some(plan) = plan else { continue };
+                if src.replaced() {
+                    // Another file was renamed in at the path since the reader opened the
+                    // old one: the connection (and the -shm and -wal, opened by name) may
+                    // be the new database's, the file's pages the old one's. Start over
+                    // on the file there now.
+                    drop(conn);
+                    src = Source::open(db)?;
+                    continue;
+                }
                 seam::at(db, Point::WalPinned);
                 let (twin, checks) = match twin::open_on_snapshot(&conn, db)? {
                     Ok(t) => (Some(t), Checks::TwinBySnapshot),
@@ -512,7 +522,10 @@ fn twin_by_header(
         return Ok(None);
     }
     twin::begin_read(&conn, db)?;
-    Ok((src.shm_header().map_err(io)? == Some(pinned)).then_some(conn))
+    // The header does not name the database (a fresh empty WAL's is the same for any):
+    // the connection, opened by name, must have opened the file the reader holds.
+    let same = src.shm_header().map_err(io)? == Some(pinned) && !src.replaced();
+    Ok(same.then_some(conn))
 }
 
 /// The rollback-journal route: lock #1 (change counter and size), a temp file for the

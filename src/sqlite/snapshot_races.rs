@@ -247,3 +247,160 @@ fn a_wal_restarted_under_the_pin_makes_sqlite_refuse_the_snapshot_and_the_first_
     assert_eq!(p.checks, Checks::One(NoTwin::Refused));
     assert_same_state(&p, &db);
 }
+
+/// A database shape the page reader must read as SQLite does: page size, bytes reserved
+/// at the end of every page, auto_vacuum, text encoding.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    page_size: u32,
+    reserve: i32,
+    auto_vacuum: &'static str,
+    encoding: &'static str,
+}
+
+const SHAPES: &[Shape] = &[
+    Shape {
+        page_size: 512,
+        reserve: 0,
+        auto_vacuum: "NONE",
+        encoding: "UTF-8",
+    },
+    Shape {
+        page_size: 65536,
+        reserve: 0,
+        auto_vacuum: "NONE",
+        encoding: "UTF-8",
+    },
+    Shape {
+        page_size: 4096,
+        reserve: 32,
+        auto_vacuum: "NONE",
+        encoding: "UTF-8",
+    },
+    Shape {
+        page_size: 1024,
+        reserve: 0,
+        auto_vacuum: "FULL",
+        encoding: "UTF-16le",
+    },
+    Shape {
+        page_size: 4096,
+        reserve: 8,
+        auto_vacuum: "INCREMENTAL",
+        encoding: "UTF-16be",
+    },
+];
+
+/// A connector database (the tables of `testdb`) of `shape`, in WAL or rollback mode,
+/// and its writer. The rows go in before the mode is set, so a WAL then holds only what
+/// the caller commits after.
+fn shaped_db(path: &Path, shape: Shape, wal: bool) -> Connection {
+    let c = Connection::open(path).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    if shape.reserve > 0 {
+        let mut n: std::ffi::c_int = shape.reserve;
+        // SAFETY: a live connection's handle, the documented file control and its int.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_file_control(
+                c.handle(),
+                c"main".as_ptr(),
+                rusqlite::ffi::SQLITE_FCNTL_RESERVE_BYTES,
+                (&mut n as *mut std::ffi::c_int).cast(),
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+    }
+    c.execute_batch(&format!(
+        "PRAGMA page_size={}; PRAGMA auto_vacuum={}; PRAGMA encoding='{}';",
+        shape.page_size, shape.auto_vacuum, shape.encoding
+    ))
+    .unwrap();
+    let (hub, conn) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    c.execute_batch(&format!(
+        "CREATE TABLE Integrations(id TEXT PRIMARY KEY, type TEXT, sources TEXT);
+         INSERT INTO Integrations VALUES ('{hub}', 'solace', '[{{\"id\":\"{conn}\",\"type\":\"solace\"}}]');
+         CREATE TABLE Events(n INTEGER PRIMARY KEY, payload TEXT NOT NULL);"
+    ))
+    .unwrap();
+    testdb::commit_rows(&c, 1, ROWS);
+    let mode = if wal { "wal" } else { "delete" };
+    let got: String = c
+        .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(got, mode);
+    c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    let q = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(q("PRAGMA page_size"), shape.page_size as i64, "{shape:?}");
+    let reserved = std::fs::read(path).unwrap()[20];
+    assert_eq!(reserved as i32, shape.reserve, "{shape:?}");
+    c
+}
+
+/// Pins `path`, reads the image and runs the checks on two threads, as a backup does;
+/// returns the image and what the checks said.
+fn image_and_checks(path: &Path, tmp: &Path) -> (Vec<u8>, snapshot::Checked) {
+    let p = snapshot::pin(path, tmp).unwrap();
+    let (image, checker) = p.split(true);
+    let check = std::thread::spawn(move || checker.check());
+    let mut bytes = Vec::new();
+    image.reader().read_to_end(&mut bytes).unwrap();
+    let checked = check.join().unwrap().unwrap();
+    (bytes, checked)
+}
+
+/// Every shape, in both journal modes, after commits that shrink the database (a large
+/// delete: with auto_vacuum FULL the file shrinks at the commit, else the freelist
+/// grows; INCREMENTAL then gives some pages back) and grow it again, kept in the WAL in
+/// WAL mode: the image is byte for byte the database SQLite has (the file once every
+/// frame is checkpointed, page 1 saying rollback mode), the checks pass on it and count
+/// its rows and pages.
+#[test]
+fn every_page_size_reserve_auto_vacuum_and_encoding_images_as_the_database_sqlite_has() {
+    for &shape in SHAPES {
+        for wal in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("sqlite.db");
+            let tmp = dir.path().join("tmp");
+            std::fs::create_dir(&tmp).unwrap();
+            let w = shaped_db(&path, shape, wal);
+            w.execute_batch("DELETE FROM Events WHERE n % 3 != 0 OR n > 1500")
+                .unwrap();
+            if shape.auto_vacuum == "INCREMENTAL" {
+                w.query_row("PRAGMA incremental_vacuum(7)", [], |_| Ok(()))
+                    .ok();
+            }
+            testdb::commit_rows(&w, ROWS + 1, 40);
+            let frames = wal_path(&path)
+                .metadata()
+                .map(|m| m.len())
+                .unwrap_or_default();
+            assert_eq!(frames > 0, wal, "{shape:?}: the WAL holds the commits");
+
+            let (image, checked) = image_and_checks(&path, &tmp);
+            let what = format!("{shape:?} wal={wal}");
+            assert_eq!(checked.check, "integrity_check", "{what}");
+            assert_eq!(checked.page_size, shape.page_size as u64, "{what}");
+            assert_eq!(
+                checked.page_count * checked.page_size,
+                image.len() as u64,
+                "{what}"
+            );
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), &image).unwrap();
+            assert_eq!(testdb::rows_of_file(f.path()), testdb::rows(&w), "{what}");
+            assert_eq!(checked.rows["Events"], testdb::rows(&w).count, "{what}");
+
+            if wal {
+                checkpoint(&w, "TRUNCATE");
+            }
+            let mut file = std::fs::read(&path).unwrap();
+            file[18] = 1;
+            file[19] = 1;
+            assert!(file.len() >= image.len(), "{what}");
+            assert!(
+                file[..image.len()] == image[..],
+                "{what}: the image differs from the database SQLite wrote"
+            );
+        }
+    }
+}

@@ -537,3 +537,37 @@ both!(
     a_file_longer_than_its_database_backs_up_as_the_database_in_both_journal_modes,
     longer_file_than_database
 );
+
+/// The structural check switches from `integrity_check` to `quick_check` only past
+/// `HUBVAULT_FULL_CHECK_MAX_BYTES`: a database of exactly that size gets the full check,
+/// one byte over it the quick one, and either uploads; an unparsable value is refused.
+#[test]
+fn a_database_of_exactly_the_full_check_limit_gets_integrity_check_and_one_byte_over_quick_check() {
+    let tb = TestBucket::local();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, _) = connector_db(hub.path(), "sdc", 400);
+    // The image's size: the database's pages (the WAL checkpointed into the file).
+    let size = {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let n = |p: &str| -> u64 { c.query_row(p, [], |r| r.get::<_, i64>(0)).unwrap() as u64 };
+        n("PRAGMA page_count") * n("PRAGMA page_size")
+    };
+    for (limit, check) in [(size, "integrity_check"), (size - 1, "quick_check")] {
+        let out = run(tb
+            .cmd()
+            .env("HUBVAULT_FULL_CHECK_MAX_BYTES", limit.to_string())
+            .args(["backup", "--force", "--json", "--db"])
+            .arg(&db));
+        let r = json_of(&out, 0);
+        assert_eq!(r["bytes"], size, "{r}");
+        assert_eq!(r["check"], check, "limit {limit}: {r}");
+    }
+    let out = run(tb
+        .cmd()
+        .env("HUBVAULT_FULL_CHECK_MAX_BYTES", "512MiB")
+        .args(["backup", "--force", "--json", "--db"])
+        .arg(&db));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -14,6 +14,9 @@
 /// Where a read is when [`at`] is called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Point {
+    /// A backup's snapshot: the page reader opened the database file; no connection of
+    /// ours is open on it yet.
+    Opened,
     /// Rollback-journal mode: SHARED lock #1 was released; nothing read yet.
     Unlocked,
     /// Rollback-journal mode: the unlocked read has read its first batch, not all.
