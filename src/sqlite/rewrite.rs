@@ -1502,7 +1502,8 @@ pub fn apply_unchecked_pages(
 /// with SQL before the pages are touched; `Ok(Err(why))` when the database holds what
 /// only the SQL path handles: an old id in the schema's SQL (views and triggers are
 /// created again there), a virtual table or its shadow tables, a table with generated
-/// columns, an old id in a `WITHOUT ROWID` table.
+/// columns, an old id in a `WITHOUT ROWID` table, a column default holding an old id in
+/// a BLOB literal.
 #[allow(clippy::type_complexity)]
 fn page_specs(
     conn: &Connection,

@@ -2243,9 +2243,17 @@ fn random_database(path: &Path, seed: u64) -> (Ids, Ids) {
             ));
         }
         if rng.random_bool(0.3) {
-            // Rows shorter than the table: a column added later.
+            // Rows shorter than the table: a column added later, its default an id in a
+            // BLOB literal or none.
+            let default = if rng.random_bool(0.5) {
+                let id = spelling_of(&mut rng, &ids[0], false);
+                let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+                format!(" DEFAULT x'{hex}'")
+            } else {
+                String::new()
+            };
             conn.execute_batch(&format!(
-                "ALTER TABLE t{t} ADD COLUMN late TEXT; UPDATE t{t} SET late = c0 WHERE rowid % 3 = 0;"
+                "ALTER TABLE t{t} ADD COLUMN late TEXT{default}; UPDATE t{t} SET late = c0 WHERE rowid % 3 = 0;"
             ))
             .unwrap();
         }
@@ -2347,7 +2355,8 @@ fn same_result(case: &str, a: &PathResult, b: &PathResult) {
 /// case, inside JSON and paths, in BLOBs as text, UTF-16 text and raw bytes, near the
 /// local part's end and the overflow seams), the new ids, numbers, NULLs, empty
 /// values; page sizes 512 to 65536, 0, 8 or 32 reserved bytes, each text encoding,
-/// freelists, rows shorter than their table, planner samples; new hub ids whose
+/// freelists, rows shorter than their table (the column's default an id in a BLOB
+/// literal, or none), planner samples; new hub ids whose
 /// unhyphenated spelling reads as a number. The page path (a private copy, and in place
 /// in both journal modes) gives what the SQL path gives: the same refusal or the same
 /// counts, rows and index entries, `integrity_check` ok; where it refuses, it wrote
