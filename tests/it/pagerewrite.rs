@@ -2460,3 +2460,142 @@ fn page_rewrite_equals_the_sql_rewrite_on_seeded_random_databases() {
         "{done} of {cases} cases taken by the page path"
     );
 }
+
+/// A varint of the file format at `b[at..]`: its value and length.
+fn file_varint(b: &[u8], at: usize) -> (u64, usize) {
+    let mut v = 0u64;
+    for i in 0..9 {
+        let x = b[at + i];
+        if i == 8 {
+            return ((v << 8) | x as u64, 9);
+        }
+        v = (v << 7) | (x & 0x7f) as u64;
+        if x & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    unreachable!()
+}
+
+/// A hostile file the first pass cannot see through: the overflow page of a table the
+/// rewrite walks is cross-linked with the last overflow page of a `WITHOUT ROWID` table
+/// it does not walk (no id there as SQL reads it: only the tail of one, whose head ends
+/// the rewritten value's local part). The first pass claims the pages of the trees it
+/// walks only, so the second one writes the new id's tail into the other table's page.
+/// What stops it is the structure check of the result, which always runs
+/// (`integrity_check`, or `quick_check`, which sees the cross-link too): the restore's
+/// check fails (nothing to install), and in place, in both journal modes, the rewrite
+/// fails and every row is as it was.
+#[test]
+fn a_cross_link_with_a_tree_the_rewrite_does_not_walk_is_caught_by_the_check_of_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new("sdc", "Cross", 5);
+    let probe = base(dir.path(), &spec, "");
+    let u = Connection::open(&probe)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        .unwrap() as usize;
+    std::fs::remove_file(&probe).unwrap();
+    // `big`'s one row: a 4-byte record header, then a body whose local part (M + 100
+    // bytes of payload) ends with the first 20 characters of the hub id; the rest fills
+    // one overflow page exactly.
+    let m = (u - 12) * 32 / 255 - 23;
+    let local = m + 100;
+    let n = local + (u - 4) - 4;
+    let hub = spec.datahub.to_string();
+    let mut body = "a".repeat(local - 4 - 20);
+    body.push_str(&hub[..20]);
+    body.push_str(&"b".repeat(n - body.len()));
+    let src = base(
+        dir.path(),
+        &spec,
+        &format!(
+            "CREATE TABLE big(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO big VALUES (1, '{body}');
+             CREATE TABLE w(k TEXT PRIMARY KEY, body TEXT) WITHOUT ROWID;
+             INSERT INTO w VALUES ('k', '{}');",
+            "c".repeat(3 * u)
+        ),
+    );
+    let conn = Connection::open(&src).unwrap();
+    let root = |name: &str| -> usize {
+        conn.query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as usize
+    };
+    let (big_root, w_root) = (root("big"), root("w"));
+    drop(conn);
+    let mut b = std::fs::read(&src).unwrap();
+    let page = |p: usize| (p - 1) * u;
+    let u32_at = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+    // `big`'s cell: payload size, rowid, the local part, then its overflow pointer.
+    let at = page(big_root);
+    assert_eq!(b[at], 0x0D);
+    let c = at + u16::from_be_bytes([b[at + 8], b[at + 9]]) as usize;
+    let (p, l1) = file_varint(&b, c);
+    let (_, l2) = file_varint(&b, c + l1);
+    assert_eq!(p as usize, 4 + n);
+    let big_ptr = c + l1 + l2 + local;
+    // `w`'s cell (an index leaf): payload size, the local part, its overflow chain.
+    let at = page(w_root);
+    assert_eq!(b[at], 0x0A);
+    let c = at + u16::from_be_bytes([b[at + 8], b[at + 9]]) as usize;
+    let (p, l1) = file_varint(&b, c);
+    let (x, mm) = ((u - 12) * 64 / 255 - 23, m);
+    let k = mm + (p as usize - mm) % (u - 4);
+    let w_local = if k <= x { k } else { mm };
+    let mut w_last = u32_at(&b, c + l1 + w_local) as usize;
+    while u32_at(&b, page(w_last)) != 0 {
+        w_last = u32_at(&b, page(w_last)) as usize;
+    }
+    // The cross-link, and the id's tail at the start of `w`'s last overflow page.
+    b[big_ptr..big_ptr + 4].copy_from_slice(&(w_last as u32).to_be_bytes());
+    let tail = page(w_last) + 4;
+    b[tail..tail + 16].copy_from_slice(&hub.as_bytes()[20..]);
+    std::fs::write(&src, &b).unwrap();
+    let conn = db::open_read_only(&src).unwrap();
+    let ws: String = conn
+        .query_row("SELECT body FROM w", [], |r| r.get(0))
+        .unwrap();
+    assert!(ws.contains(&hub[20..]) && !ws.contains(&hub));
+    let bs: String = conn
+        .query_row("SELECT body FROM big", [], |r| r.get(0))
+        .unwrap();
+    assert!(bs.contains(&hub), "the id straddles the cross-linked page");
+    // `quick_check` (the check past 512 MiB) sees the cross-link too.
+    let quick: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .unwrap();
+    assert!(quick.contains("2nd reference to page"), "{quick}");
+    drop(conn);
+    // The restore's rewrite of a private copy (the page path first): its check fails.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&src, &copy).unwrap();
+    let mut conn = db::open_scratch(&copy).unwrap();
+    let to = new_ids();
+    let u = rewrite::apply_unchecked_switched(&mut conn, &copy, ids(&spec), to, false).unwrap();
+    conn.close().unwrap();
+    // The page path took it: the new id's tail is in `w`'s page.
+    let after = std::fs::read(&copy).unwrap();
+    let t = to.datahub.to_string();
+    assert_eq!(&after[tail..tail + 16], &t.as_bytes()[20..]);
+    let e = u.check(&copy).unwrap_err().to_string();
+    assert!(e.contains("2nd reference to page"), "{e}");
+    // In place: the rewrite fails and nothing changed.
+    for mode in ["DELETE", "WAL"] {
+        let c = dir.path().join(format!("in-place-{mode}.db"));
+        std::fs::copy(&src, &c).unwrap();
+        let mut conn = db::open_read_write(&c).unwrap();
+        let _: String = conn
+            .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+            .unwrap();
+        let before = content(&c);
+        let r = rewrite::apply_switched(&mut conn, &c, ids(&spec), to, false);
+        conn.close().unwrap();
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("2nd reference to page"), "{mode}: {e}");
+        assert_eq!(content(&c), before, "{mode}");
+    }
+}
