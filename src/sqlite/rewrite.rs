@@ -2240,6 +2240,17 @@ mod tests {
     }
 
     #[test]
+    fn blob_literals_are_decoded_in_either_case_and_malformed_ones_skipped() {
+        assert_eq!(blob_literals("x'41'"), vec![b"A".to_vec()]);
+        assert_eq!(
+            blob_literals("(CAST(X'4142' AS TEXT)) || x'4' || x'4g'"),
+            vec![b"AB".to_vec()]
+        );
+        assert_eq!(blob_literals("'x'"), Vec::<Vec<u8>>::new());
+        assert_eq!(blob_literals("x''"), vec![Vec::<u8>::new()]);
+    }
+
+    #[test]
     fn swapped_or_equal_new_ids_are_refused() {
         let from = new_ids();
         let swapped = Ids {
