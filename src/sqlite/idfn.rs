@@ -151,10 +151,12 @@ impl ToSql for Out {
 
 /// True if SQLite would store `text` as a number in a column of numeric affinity: it
 /// reads as a decimal integer or real, spaces around it allowed (conservative: Rust's
-/// float syntax also takes `inf` and `nan`, which only makes the refusal wider).
+/// float syntax also takes `inf` and `nan`, which only makes the refusal wider). SQLite's
+/// spaces are `sqlite3Isspace`'s: 0x09 to 0x0D and 0x20, the vertical tab (0x0B)
+/// included, which `char::is_ascii_whitespace` leaves out.
 pub(crate) fn reads_as_number(text: &[u8]) -> bool {
     std::str::from_utf8(text).is_ok_and(|t| {
-        let t = t.trim_matches(|c: char| c.is_ascii_whitespace());
+        let t = t.trim_matches(|c: char| matches!(c, '\t'..='\r' | ' '));
         !t.is_empty() && t.parse::<f64>().is_ok()
     })
 }

@@ -25,7 +25,8 @@
 //! - what is not the B-trees of the named tables (indexes, `sqlite_schema`, the freelist,
 //!   other tables) is never read for ids nor written: the caller refuses beforehand what
 //!   this cannot handle (ids in `WITHOUT ROWID` tables, virtual tables, generated columns,
-//!   ids in the schema's SQL), and rebuilds the indexes afterwards.
+//!   ids in the schema's SQL, a column default holding an old id, which rows older than
+//!   the column read without holding it), and rebuilds the indexes afterwards.
 //!
 //! An index of a changed column is then patched in place by
 //! [`patch_indexes_in_transaction`] when that is provably the index `REINDEX` would build

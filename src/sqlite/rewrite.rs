@@ -1502,7 +1502,8 @@ pub fn apply_unchecked_pages(
 /// with SQL before the pages are touched; `Ok(Err(why))` when the database holds what
 /// only the SQL path handles: an old id in the schema's SQL (views and triggers are
 /// created again there), a virtual table or its shadow tables, a table with generated
-/// columns, an old id in a `WITHOUT ROWID` table.
+/// columns, an old id in a `WITHOUT ROWID` table, a column default holding an old id in
+/// a BLOB literal.
 #[allow(clippy::type_complexity)]
 fn page_specs(
     conn: &Connection,
@@ -1512,7 +1513,8 @@ fn page_specs(
     new: &[uuid::Uuid],
 ) -> Result<std::result::Result<(Vec<Table>, Vec<pagerewrite::TableSpec>), String>> {
     let refused = |why: String| Ok(Err(why));
-    schema_pass(&schema_rows(conn, path)?, &Matcher::new(old, None), plan);
+    let look = Matcher::new(old, None);
+    schema_pass(&schema_rows(conn, path)?, &look, plan);
     if !plan.schema_objects.is_empty() || !plan.blockers.is_empty() {
         return refused("an old id in the schema's SQL".into());
     }
@@ -1550,6 +1552,17 @@ fn page_specs(
             }
             continue;
         }
+        // Rows written before a column was added (ALTER TABLE ADD COLUMN) do not hold
+        // it: SQLite reads them with its default, and the pages hold nothing to rewrite
+        // (the SQL path's UPDATE writes the rewritten value into them). A default that
+        // spells an old id as text is in the schema's SQL (refused above); one in a BLOB
+        // literal spells it in hex.
+        if let Some(c) = blob_default_naming(conn, path, &t.name, &look)? {
+            return refused(format!(
+                "table {}: the default of column {c} holds an old id (in a BLOB literal)",
+                t.name
+            ));
+        }
         let root: i64 = conn
             .query_row(
                 "SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?1",
@@ -1573,6 +1586,56 @@ fn page_specs(
     }
     drop(f);
     Ok(Ok((all, specs)))
+}
+
+/// The first column of `table` whose default holds an old id of `m` in a BLOB literal
+/// (`x'…'`, decoded: any spelling, or the raw bytes).
+fn blob_default_naming(
+    conn: &Connection,
+    path: &Path,
+    table: &str,
+    m: &Matcher,
+) -> Result<Option<String>> {
+    let defaults: Vec<(String, String)> = conn
+        .prepare("SELECT name, dflt_value FROM pragma_table_xinfo(?1) WHERE dflt_value IS NOT NULL")
+        .and_then(|mut s| {
+            s.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+        .map_err(|e| scan_error(path, table, e))?;
+    Ok(defaults
+        .into_iter()
+        .find(|(_, d)| blob_literals(d).iter().any(|b| m.is_match(Kind::Blob, b)))
+        .map(|(c, _)| c))
+}
+
+/// The bytes of every BLOB literal (`x'…'` or `X'…'`) in SQL text `sql` (one inside a
+/// string literal too: only a wider refusal).
+fn blob_literals(sql: &str) -> Vec<Vec<u8>> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 2 < b.len() {
+        if matches!(b[i], b'x' | b'X') && b[i + 1] == b'\'' {
+            let start = i + 2;
+            let mut j = start;
+            while j < b.len() && b[j].is_ascii_hexdigit() {
+                j += 1;
+            }
+            if j < b.len() && b[j] == b'\'' && (j - start) % 2 == 0 {
+                out.push(
+                    (start..j)
+                        .step_by(2)
+                        .map(|k| u8::from_str_radix(&sql[k..k + 2], 16).unwrap_or(0))
+                        .collect(),
+                );
+                i = j + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 /// After the pages of `specs` were rewritten (`done`): the plan noted as the SQL path
@@ -2174,6 +2237,17 @@ mod tests {
             assert!(recreatable(&m, kind, "v", sql.as_bytes()).is_err(), "{sql}");
         }
         assert!(recreatable(&m, Creates::View, "V", b"CREATE VIEW v AS SELECT 1").is_ok());
+    }
+
+    #[test]
+    fn blob_literals_are_decoded_in_either_case_and_malformed_ones_skipped() {
+        assert_eq!(blob_literals("x'41'"), vec![b"A".to_vec()]);
+        assert_eq!(
+            blob_literals("(CAST(X'4142' AS TEXT)) || x'4' || x'4g'"),
+            vec![b"AB".to_vec()]
+        );
+        assert_eq!(blob_literals("'x'"), Vec::<Vec<u8>>::new());
+        assert_eq!(blob_literals("x''"), vec![Vec::<u8>::new()]);
     }
 
     #[test]

@@ -764,6 +764,110 @@ fn page_rewrite_refuses_a_new_id_that_would_read_as_a_number_only_where_a_numeri
     }
 }
 
+/// SQLite reads text as a number with any of its spaces around it, the vertical tab
+/// (0x0B) included, which Rust's `is_ascii_whitespace` leaves out: a value of the old id
+/// between vertical tabs, in a column of numeric affinity, with a new id of decimal
+/// digits, would be stored as a number by the SQL path's `UPDATE` (the id lost to a
+/// REAL) and kept TEXT by the page path. Both must refuse it, in each encoding, with
+/// nothing written; the same value between other spaces is refused already.
+#[test]
+fn a_new_id_that_reads_as_a_number_between_vertical_tabs_is_refused_by_both_paths() {
+    let to = Ids {
+        datahub: DatahubId::parse("11111111-2222-4333-8444-555555555555").unwrap(),
+        connector: ConnectorId::parse("66666666-7777-4888-8999-aaaaaaaaaaaa").unwrap(),
+    };
+    for enc in [None, Some("UTF-16le"), Some("UTF-16be")] {
+        for space in ["char(11)", "char(9)"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut spec = Spec::new("hrb-cellario", "Tabs", 5);
+            spec.encoding = enc;
+            let plain = spec.datahub.as_uuid().simple().to_string();
+            let src = base(
+                dir.path(),
+                &spec,
+                &format!(
+                    "CREATE TABLE Links (hub UUID, note TEXT);
+                     INSERT INTO Links VALUES ({space} || '{plain}' || {space}, 'x');"
+                ),
+            );
+            let before = std::fs::read(&src).unwrap();
+            let copy = dir.path().join("pages.db");
+            std::fs::copy(&src, &copy).unwrap();
+            let mut conn = db::open_scratch(&copy).unwrap();
+            match rewrite::apply_unchecked_pages(&mut conn, &copy, ids(&spec), to, false).unwrap() {
+                PageOutcome::Refused(w) => {
+                    assert!(
+                        w.contains("column hub") && w.contains("number"),
+                        "{enc:?} {space}: {w}"
+                    )
+                }
+                PageOutcome::Done(_) => panic!("{enc:?} {space}: the page path did not refuse"),
+            }
+            drop(conn);
+            assert_eq!(std::fs::read(&copy).unwrap()[100..], before[100..]);
+            let sql = dir.path().join("sql.db");
+            std::fs::copy(&src, &sql).unwrap();
+            let mut conn = db::open_scratch(&sql).unwrap();
+            let e = match rewrite::apply_unchecked(&mut conn, &sql, ids(&spec), to, false) {
+                Ok(_) => panic!("{enc:?} {space}: the SQL path did not refuse"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                e.contains("would be stored as a number"),
+                "{enc:?} {space}: {e}"
+            );
+        }
+    }
+}
+
+/// A column added by `ALTER TABLE ... ADD COLUMN` is not in the rows written before it:
+/// SQLite reads those rows with the column's default. A BLOB literal default
+/// (`x'3666...'`) spells an old id in hex, which the search of the schema's SQL does not
+/// see. The SQL path's `UPDATE` writes the rewritten value into each such row; the page
+/// path rewrites what the records hold, so it left them reading the old id, and the
+/// final scan (it reads again the columns the rewrite changed) did not see it. The page
+/// path must refuse, with nothing written, and the rewrite as a restore runs it (the
+/// page path first) must leave no old id readable anywhere.
+#[test]
+fn a_default_that_holds_an_old_id_in_a_blob_literal_is_left_to_the_sql_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new("sdc", "Default", 10);
+    let hex = |s: String| -> String { s.bytes().map(|b| format!("{b:02x}")).collect() };
+    let src = base(
+        dir.path(),
+        &spec,
+        &format!(
+            "CREATE TABLE late(n INTEGER); INSERT INTO late VALUES (1), (2), (3);
+             ALTER TABLE late ADD COLUMN hub BLOB DEFAULT x'{}';
+             ALTER TABLE late ADD COLUMN src TEXT DEFAULT 'none';",
+            hex(format!("/hubs/{}/", spec.datahub))
+        ),
+    );
+    let old = [spec.datahub.to_string(), spec.connector.to_string()];
+    let conn = db::open_read_only(&src).unwrap();
+    assert!(!rewrite::scan_ids(&conn, &src, &old).unwrap().is_empty());
+    drop(conn);
+    refused(&src, ids(&spec), "default");
+    let out = dir.path().join("switched.db");
+    std::fs::copy(&src, &out).unwrap();
+    let to = new_ids();
+    let mut conn = db::open_scratch(&out).unwrap();
+    let u = rewrite::apply_unchecked_switched(&mut conn, &out, ids(&spec), to, false).unwrap();
+    conn.close().unwrap();
+    u.check(&out).unwrap();
+    let conn = db::open_read_only(&out).unwrap();
+    assert_eq!(rewrite::scan_ids(&conn, &out, &old).unwrap(), vec![]);
+    let hubs: Vec<Vec<u8>> = conn
+        .prepare("SELECT hub FROM late")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let want = format!("/hubs/{}/", to.datahub).into_bytes();
+    assert_eq!(hubs, vec![want.clone(), want.clone(), want]);
+}
+
 /// Rows with the old ids in `table.column`, as `conn` sees them.
 fn old_rows(conn: &Connection, spec: &Spec) -> i64 {
     conn.query_row(
@@ -1811,5 +1915,691 @@ fn samples_are_computed_again_on_every_path_in_each_encoding_and_for_odd_index_n
                 );
             }
         }
+    }
+}
+
+// --- Review of the id rewrite on the pages (2026-12-01): the page path against the SQL
+// path on seeded random databases.
+
+/// A seeded id in lowercase canonical form (v4 bits set); with `digits`, its
+/// unhyphenated spelling is decimal digits only (it reads as a number).
+fn seeded_id(rng: &mut rand::rngs::StdRng, digits: bool) -> String {
+    let hex = b"0123456789abcdef";
+    let mut s: Vec<u8> = (0..32)
+        .map(|_| {
+            if digits {
+                b'0' + rng.random_range(0..10u8)
+            } else {
+                hex[rng.random_range(0..16usize)]
+            }
+        })
+        .collect();
+    s[12] = b'4';
+    s[16] = if digits {
+        b'8'
+    } else {
+        b"89ab"[rng.random_range(0..4usize)]
+    };
+    let s = String::from_utf8(s).unwrap();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..]
+    )
+}
+
+/// One spelling of `id`: hyphenated or not, lowercase or uppercase, or (when `mixed`)
+/// mixed case.
+fn spelling_of(rng: &mut rand::rngs::StdRng, id: &str, mixed: bool) -> String {
+    let form = if rng.random_bool(0.5) {
+        id.to_string()
+    } else {
+        id.replace('-', "")
+    };
+    match rng.random_range(0..if mixed { 5 } else { 4 }) {
+        0 | 1 => form,
+        2 | 3 => form.to_ascii_uppercase(),
+        _ => {
+            // Mixed: the first letter upper, the rest lower (all digits: lowercase).
+            let mut done = false;
+            form.chars()
+                .map(|c| {
+                    if !done && c.is_ascii_alphabetic() {
+                        done = true;
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// What a random database is made of: its ids and page layout.
+struct Shape {
+    ids: [String; 2],
+    /// Ids already in the new form somewhere (a value naming the new hub, say).
+    new: [String; 2],
+    page: usize,
+    reserved: u8,
+    mixed: bool,
+}
+
+impl Shape {
+    /// Text with ids at random places and near the page and overflow seams (the local
+    /// part's end for a table leaf, X = U-35 or M, then every U-4 bytes).
+    fn long_text(&self, rng: &mut rand::rngs::StdRng) -> String {
+        let u = self.page - self.reserved as usize;
+        let m = (u - 12) * 32 / 255 - 23;
+        // Mostly under a page (at 64 KiB pages, long values make the test slow), a quarter
+        // up to three pages, past every seam.
+        let len = if rng.random_bool(0.25) {
+            rng.random_range(0..3 * self.page)
+        } else {
+            rng.random_range(0..self.page.min(4096))
+        };
+        let mut seams: Vec<usize> = vec![u - 35, m];
+        for k in 1..4 {
+            seams.push(m + k * (u - 4));
+        }
+        let mut out = String::new();
+        while out.len() < len {
+            let target = if rng.random_bool(0.5) {
+                seams[rng.random_range(0..seams.len())].saturating_sub(rng.random_range(0..40usize))
+            } else {
+                out.len() + rng.random_range(0..300usize)
+            };
+            while out.len() < target {
+                out.push(char::from(b'a' + rng.random_range(0..26u8)));
+            }
+            let id = &self.ids[rng.random_range(0..2usize)];
+            out.push_str(&spelling_of(rng, id, self.mixed));
+        }
+        out
+    }
+
+    /// One value for a column whose mode is `mode`: 0 anything, 1 one of few values.
+    fn value(&self, rng: &mut rand::rngs::StdRng) -> rusqlite::types::Value {
+        use rusqlite::types::Value;
+        let id = self.ids[rng.random_range(0..2usize)].clone();
+        match rng.random_range(0..17) {
+            0 => Value::Null,
+            1 => Value::Integer(rng.random_range(-1000..1000)),
+            2 => Value::Real(rng.random_range(0..1000) as f64 / 7.0),
+            3 => Value::Text(["", "x", "abc", "5", " "][rng.random_range(0..5usize)].into()),
+            4 | 5 => Value::Text(spelling_of(rng, &id, self.mixed)),
+            6 => Value::Text(format!(
+                "{{\"hub\":\"{}\",\"path\":\"/hubs/{}/c.json\"}}",
+                spelling_of(rng, &id, self.mixed),
+                spelling_of(rng, &id, false)
+            )),
+            7 | 8 => Value::Text(self.long_text(rng)),
+            9 => Value::Blob(self.long_text(rng).into_bytes()),
+            10 => Value::Blob(spelling_of(rng, &id, self.mixed).into_bytes()),
+            11 => {
+                // UTF-16 text of an id in a BLOB, either byte order.
+                let s = spelling_of(rng, &id, false);
+                let be = rng.random_bool(0.5);
+                Value::Blob(
+                    s.encode_utf16()
+                        .flat_map(|u| if be { u.to_be_bytes() } else { u.to_le_bytes() })
+                        .collect(),
+                )
+            }
+            12 if self.mixed => {
+                Value::Blob(uuid::Uuid::parse_str(&id).unwrap().as_bytes().to_vec())
+            }
+            13 => {
+                let n = rng.random_range(0..2usize);
+                Value::Text(spelling_of(rng, &self.new[n], false))
+            }
+            14 => Value::Blob(Vec::new()),
+            15 => {
+                // SQLite's spaces around an id (a number, with a new id of digits).
+                let sp = [" ", "\t", "\x0b", "\x0c", "\r\n"][rng.random_range(0..5usize)];
+                Value::Text(format!("{sp}{}{sp}", spelling_of(rng, &id, false)))
+            }
+            _ => Value::Text(format!("x/{}", spelling_of(rng, &id, self.mixed))),
+        }
+    }
+}
+
+/// A seeded random database at `path` (see [`page_rewrite_equals_the_sql_rewrite_on_seeded_random_databases`]);
+/// its old ids and the new ids.
+fn random_database(path: &Path, seed: u64) -> (Ids, Ids) {
+    use rusqlite::types::Value;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let digits = rng.random_bool(0.2);
+    let ids = [seeded_id(&mut rng, false), seeded_id(&mut rng, false)];
+    let new = [seeded_id(&mut rng, digits), seeded_id(&mut rng, false)];
+    let page = [512, 1024, 4096, 8192, 65536][rng.random_range(0..5usize)];
+    let reserved = [0u8, 0, 8, 32][rng.random_range(0..4usize)];
+    let s = Shape {
+        ids: ids.clone(),
+        new: new.clone(),
+        page,
+        reserved,
+        mixed: rng.random_bool(0.3),
+    };
+    let conn = Connection::open(path).unwrap();
+    let enc = ["UTF-8", "UTF-16le", "UTF-16be"][rng.random_range(0..3usize)];
+    conn.execute_batch(&format!(
+        "PRAGMA page_size = {page}; PRAGMA encoding = '{enc}';"
+    ))
+    .unwrap();
+    let mut r: std::ffi::c_int = reserved.into();
+    // SAFETY: a live connection's handle, the documented file control and its int.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_RESERVE_BYTES,
+            (&mut r as *mut std::ffi::c_int).cast(),
+        )
+    };
+    assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+    let types = [
+        "TEXT",
+        "BLOB",
+        "",
+        "INTEGER",
+        "UUID",
+        "TEXT COLLATE NOCASE",
+        "TEXT COLLATE RTRIM",
+        "NUMERIC",
+        "VARCHAR(36)",
+    ];
+    // A parent of text keys (ids among them), for the foreign keys below.
+    let keys: Vec<Value> = (0..8)
+        .map(|i| {
+            Value::Text(format!(
+                "k{i}/{}",
+                spelling_of(&mut rng, &ids[i % 2], false)
+            ))
+        })
+        .collect();
+    conn.execute_batch("CREATE TABLE par(k TEXT PRIMARY KEY, v)")
+        .unwrap();
+    // What the checks read the new ids back from.
+    conn.execute(
+        "CREATE TABLE Integrations(id TEXT PRIMARY KEY, sources TEXT, type TEXT)",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO Integrations VALUES (?1, ?2, 'sdc')",
+        [&ids[0], &format!("[{{\"id\":\"{}\"}}]", ids[1])],
+    )
+    .unwrap();
+    for k in &keys {
+        conn.execute("INSERT INTO par VALUES (?1, 1)", [k]).unwrap();
+    }
+    let ntables = rng.random_range(2..5);
+    for t in 0..ntables {
+        let ipk = rng.random_bool(0.5);
+        let ncols = rng.random_range(2..6);
+        // Per column: its type, and 0 anything, 1 one value in every row (an id
+        // spelling: the index patch's case), 2 few values, 3 a foreign key to par.
+        let cols: Vec<(String, u8)> = (0..ncols)
+            .map(|_| {
+                (
+                    types[rng.random_range(0..types.len())].to_string(),
+                    rng.random_range(0..4u8),
+                )
+            })
+            .collect();
+        let mut decl: Vec<String> = Vec::new();
+        if ipk {
+            decl.push("id INTEGER PRIMARY KEY".into());
+        }
+        for (i, (ty, mode)) in cols.iter().enumerate() {
+            decl.push(if *mode == 3 {
+                format!("c{i} TEXT REFERENCES par(k)")
+            } else {
+                format!("c{i} {ty}")
+            });
+        }
+        conn.execute_batch(&format!("CREATE TABLE t{t}({})", decl.join(", ")))
+            .unwrap();
+        let constant: Vec<Value> = cols
+            .iter()
+            .map(|_| Value::Text(spelling_of(&mut rng, &ids[0], false)))
+            .collect();
+        let few: Vec<Vec<Value>> = cols
+            .iter()
+            .map(|_| (0..3).map(|_| s.value(&mut rng)).collect())
+            .collect();
+        let rows = rng.random_range(5..40);
+        let marks: Vec<String> = (1..=ncols).map(|i| format!("?{i}")).collect();
+        let names: Vec<String> = (0..ncols).map(|i| format!("c{i}")).collect();
+        let ins = format!(
+            "INSERT INTO t{t}({}) VALUES ({})",
+            names.join(", "),
+            marks.join(", ")
+        );
+        for _ in 0..rows {
+            let vals: Vec<Value> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (_, mode))| match mode {
+                    1 => constant[i].clone(),
+                    2 => few[i][rng.random_range(0..3usize)].clone(),
+                    3 => {
+                        if rng.random_bool(0.2) {
+                            Value::Null
+                        } else {
+                            keys[rng.random_range(0..keys.len())].clone()
+                        }
+                    }
+                    _ => s.value(&mut rng),
+                })
+                .collect();
+            conn.execute(&ins, rusqlite::params_from_iter(vals))
+                .unwrap();
+        }
+        // Indexes: plain columns (DESC, collations, several columns, UNIQUE), partial and
+        // expression ones.
+        for x in 0..rng.random_range(0..5) {
+            let n = rng.random_range(1..=ncols.min(3));
+            let mut key: Vec<String> = (0..n)
+                .map(|_| {
+                    let c = format!("c{}", rng.random_range(0..ncols));
+                    let coll = [
+                        "",
+                        "",
+                        " COLLATE NOCASE",
+                        " COLLATE RTRIM",
+                        " COLLATE BINARY",
+                    ][rng.random_range(0..5usize)];
+                    let dir = ["", "", " DESC", " ASC"][rng.random_range(0..4usize)];
+                    format!("{c}{coll}{dir}")
+                })
+                .collect();
+            if rng.random_bool(0.15) {
+                let c = rng.random_range(0..ncols);
+                key.push(
+                    [
+                        format!("lower(c{c})"),
+                        format!("substr(c{c}, 2, 40)"),
+                        format!("length(c{c})"),
+                    ][rng.random_range(0..3usize)]
+                    .clone(),
+                );
+            }
+            let unique = if rng.random_bool(0.3) { "UNIQUE " } else { "" };
+            let partial = if rng.random_bool(0.15) {
+                format!(" WHERE c{} IS NOT NULL", rng.random_range(0..ncols))
+            } else {
+                String::new()
+            };
+            // A UNIQUE index the rows already break is not created.
+            let _ = conn.execute_batch(&format!(
+                "CREATE {unique}INDEX t{t}_i{x} ON t{t}({}){partial}",
+                key.join(", ")
+            ));
+        }
+        if rng.random_bool(0.3) {
+            // Rows shorter than the table: a column added later, its default an id in a
+            // BLOB literal or none.
+            let default = match rng.random_range(0..4) {
+                0 => {
+                    let id = spelling_of(&mut rng, &ids[0], false);
+                    let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+                    format!(" DEFAULT x'{hex}'")
+                }
+                1 => " DEFAULT x'00ff'".to_string(),
+                _ => String::new(),
+            };
+            conn.execute_batch(&format!(
+                "ALTER TABLE t{t} ADD COLUMN late TEXT{default}; UPDATE t{t} SET late = c0 WHERE rowid % 3 = 0;"
+            ))
+            .unwrap();
+        }
+        if rng.random_bool(0.3) {
+            conn.execute_batch(&format!("DELETE FROM t{t} WHERE rowid % 4 = 1"))
+                .unwrap();
+        }
+    }
+    if rng.random_bool(0.5) {
+        // A freelist: pages of a dropped table, ids in them.
+        conn.execute_batch("CREATE TABLE junk(v)").unwrap();
+        for _ in 0..20 {
+            conn.execute("INSERT INTO junk VALUES (?1)", [s.long_text(&mut rng)])
+                .unwrap();
+        }
+        conn.execute_batch("DROP TABLE junk").unwrap();
+    }
+    if rng.random_bool(0.3) {
+        conn.execute_batch("ANALYZE").unwrap();
+    }
+    let got: (i64, String) = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .and_then(|p| conn.query_row("PRAGMA encoding", [], |r| Ok((p, r.get(0)?))))
+        .unwrap();
+    assert_eq!(got, (page as i64, enc.to_string()));
+    drop(conn);
+    assert_eq!(std::fs::read(path).unwrap()[20], reserved, "reserved bytes");
+    let parse = |p: &[String; 2]| Ids {
+        datahub: DatahubId::parse(&p[0]).unwrap(),
+        connector: ConnectorId::parse(&p[1]).unwrap(),
+    };
+    (parse(&ids), parse(&new))
+}
+
+/// The plain-column indexes of `path` (no expression, no `WHERE`): each one's entries in
+/// B-tree order ([`index_entries`]).
+fn plain_index_entries(path: &Path) -> Vec<(String, Vec<String>)> {
+    let conn = db::open_read_only(path).unwrap();
+    let names: Vec<String> = conn
+        .prepare(
+            "SELECT s.name FROM sqlite_schema AS s WHERE s.type = 'index'
+               AND s.tbl_name NOT LIKE 'sqlite%'
+               AND NOT EXISTS (SELECT 1 FROM pragma_index_xinfo(s.name) WHERE cid = -2)
+               AND NOT (SELECT partial FROM pragma_index_list(s.tbl_name) AS l WHERE l.name = s.name)
+             ORDER BY s.name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    names
+        .into_iter()
+        .map(|n| {
+            let e = index_entries(&conn, &n);
+            (n, e)
+        })
+        .collect()
+}
+
+/// The outcome of one path: its plan, rows and plain indexes, or its error.
+type PathResult = Result<(RewritePlan, Rows, Vec<(String, Vec<String>)>), String>;
+
+fn path_result(path: &Path, plan: hubvault::error::Result<RewritePlan>) -> PathResult {
+    let plan = plan.map_err(|e| e.to_string())?;
+    integrity_and_foreign_keys(path);
+    Ok((plan, content(path), plain_index_entries(path)))
+}
+
+/// `a` and `b` agree: both failed, or both gave the same counts, rows and indexes.
+fn same_result(case: &str, a: &PathResult, b: &PathResult) {
+    match (a, b) {
+        (Err(_), Err(_)) => {}
+        (Ok((pa, ra, ia)), Ok((pb, rb, ib))) => {
+            assert_eq!(pa.changes, pb.changes, "{case}: counts");
+            assert_eq!(pa.unrewritten, pb.unrewritten, "{case}: unrewritten");
+            assert_eq!(pa.accepted_unrewritten, pb.accepted_unrewritten, "{case}");
+            assert!(ra == rb, "{case}: the rows differ");
+            for ((na, ea), (nb, eb)) in ia.iter().zip(ib) {
+                assert_eq!(na, nb, "{case}");
+                assert!(ea == eb, "{case}: index {na} differs");
+            }
+            assert_eq!(ia.len(), ib.len(), "{case}");
+        }
+        (a, b) => panic!(
+            "{case}: one path failed, the other did not: {:?} / {:?}",
+            a.as_ref().err(),
+            b.as_ref().err()
+        ),
+    }
+}
+
+/// Differential: seeded random databases (seeds 20261201 on, or from `HUBVAULT_SEED`; 12
+/// cases, or `HUBVAULT_CASES`):
+/// several ROWID tables with and without an INTEGER PRIMARY KEY, columns of every
+/// affinity and of NOCASE and RTRIM collation, indexes of plain columns (several
+/// columns, DESC, collations, UNIQUE), partial and expression indexes, a foreign key;
+/// values holding the ids in every spelling (hyphenated or not, lower, upper and mixed
+/// case, inside JSON and paths, in BLOBs as text, UTF-16 text and raw bytes, near the
+/// local part's end and the overflow seams), the new ids, numbers, NULLs, empty
+/// values; page sizes 512 to 65536, 0, 8 or 32 reserved bytes, each text encoding,
+/// freelists, rows shorter than their table (the column's default an id in a BLOB
+/// literal, another BLOB or none), planner samples; new hub ids whose
+/// unhyphenated spelling reads as a number. The page path (a private copy, and in place
+/// in both journal modes) gives what the SQL path gives: the same refusal or the same
+/// counts, rows and index entries, `integrity_check` ok; where it refuses, it wrote
+/// nothing, and the SQL rewrite on that same file gives the SQL path's result.
+#[test]
+fn page_rewrite_equals_the_sql_rewrite_on_seeded_random_databases() {
+    let seed: u64 = std::env::var("HUBVAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261201);
+    let (mut done, mut refused) = (0, 0);
+    let cases: u64 = std::env::var("HUBVAULT_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    for case in 0..cases {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.db");
+        let (from, to) = random_database(&src, seed + case);
+        let accept = case % 3 != 0;
+        let case = format!("seed {}", seed + case);
+        let original = std::fs::read(&src).unwrap();
+        // The SQL path, the reference.
+        let a = dir.path().join("sql.db");
+        std::fs::copy(&src, &a).unwrap();
+        let mut conn = db::open_scratch(&a).unwrap();
+        let u = rewrite::apply_unchecked(&mut conn, &a, from, to, accept);
+        conn.close().unwrap();
+        let sql = path_result(&a, u.and_then(|u| u.check(&a)));
+        // The page path on a private copy.
+        let b = dir.path().join("pages.db");
+        std::fs::copy(&src, &b).unwrap();
+        let mut conn = db::open_scratch(&b).unwrap();
+        let pages = match rewrite::apply_unchecked_pages(&mut conn, &b, from, to, accept) {
+            Ok(PageOutcome::Done(u)) => {
+                conn.close().unwrap();
+                done += 1;
+                path_result(&b, u.check(&b))
+            }
+            Ok(PageOutcome::Refused(why)) => {
+                refused += 1;
+                if std::env::var("HUBVAULT_TEST_VERBOSE").is_ok() {
+                    eprintln!("{case}: refused: {why}");
+                }
+                assert_eq!(
+                    std::fs::read(&b).unwrap()[100..],
+                    original[100..],
+                    "{case}: refused ({why}) but the file changed"
+                );
+                let u = rewrite::apply_unchecked(&mut conn, &b, from, to, accept);
+                conn.close().unwrap();
+                path_result(&b, u.and_then(|u| u.check(&b)))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if std::env::var("HUBVAULT_TEST_VERBOSE").is_ok() {
+            eprintln!(
+                "{case}: sql {:?} pages {:?}",
+                sql.as_ref().err(),
+                pages.as_ref().err()
+            );
+        }
+        same_result(&case, &sql, &pages);
+        // In place, in both journal modes.
+        for mode in ["DELETE", "WAL"] {
+            let c = dir.path().join(format!("in-place-{mode}.db"));
+            std::fs::copy(&src, &c).unwrap();
+            let mut conn = db::open_read_write(&c).unwrap();
+            let _: String = conn
+                .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+                .unwrap();
+            let before = content(&c);
+            let r = rewrite::apply_pages(&mut conn, &c, from, to, accept);
+            conn.close().unwrap();
+            let got = match r {
+                Ok(Ok(plan)) => path_result(&c, Ok(plan)),
+                Ok(Err(why)) => {
+                    assert_eq!(
+                        content(&c),
+                        before,
+                        "{case}, {mode}: refused ({why}) but changed"
+                    );
+                    let mut conn = db::open_read_write(&c).unwrap();
+                    let r = rewrite::apply(&mut conn, &c, from, to, accept);
+                    conn.close().unwrap();
+                    path_result(&c, r)
+                }
+                Err(e) => {
+                    assert_eq!(
+                        content(&c),
+                        before,
+                        "{case}, {mode}: failed ({e}) but changed"
+                    );
+                    Err(e.to_string())
+                }
+            };
+            same_result(&format!("{case}, in place, {mode}"), &sql, &got);
+        }
+    }
+    eprintln!("page path: {done} done, {refused} refused");
+    assert!(
+        2 * done >= cases,
+        "{done} of {cases} cases taken by the page path"
+    );
+}
+
+/// A varint of the file format at `b[at..]`: its value and length.
+fn file_varint(b: &[u8], at: usize) -> (u64, usize) {
+    let mut v = 0u64;
+    for i in 0..9 {
+        let x = b[at + i];
+        if i == 8 {
+            return ((v << 8) | x as u64, 9);
+        }
+        v = (v << 7) | (x & 0x7f) as u64;
+        if x & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    unreachable!()
+}
+
+/// A hostile file the first pass cannot see through: the overflow page of a table the
+/// rewrite walks is cross-linked with the last overflow page of a `WITHOUT ROWID` table
+/// it does not walk (no id there as SQL reads it: only the tail of one, whose head ends
+/// the rewritten value's local part). The first pass claims the pages of the trees it
+/// walks only, so the second one writes the new id's tail into the other table's page.
+/// What stops it is the structure check of the result, which always runs
+/// (`integrity_check`, or `quick_check`, which sees the cross-link too): the restore's
+/// check fails (nothing to install), and in place, in both journal modes, the rewrite
+/// fails and every row is as it was.
+#[test]
+fn a_cross_link_with_a_tree_the_rewrite_does_not_walk_is_caught_by_the_check_of_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new("sdc", "Cross", 5);
+    let probe = base(dir.path(), &spec, "");
+    let u = Connection::open(&probe)
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+        .unwrap() as usize;
+    std::fs::remove_file(&probe).unwrap();
+    // `big`'s one row: a 4-byte record header, then a body whose local part (M + 100
+    // bytes of payload) ends with the first 20 characters of the hub id; the rest fills
+    // one overflow page exactly.
+    let m = (u - 12) * 32 / 255 - 23;
+    let local = m + 100;
+    let n = local + (u - 4) - 4;
+    let hub = spec.datahub.to_string();
+    let mut body = "a".repeat(local - 4 - 20);
+    body.push_str(&hub[..20]);
+    body.push_str(&"b".repeat(n - body.len()));
+    let src = base(
+        dir.path(),
+        &spec,
+        &format!(
+            "CREATE TABLE big(id INTEGER PRIMARY KEY, body TEXT); INSERT INTO big VALUES (1, '{body}');
+             CREATE TABLE w(k TEXT PRIMARY KEY, body TEXT) WITHOUT ROWID;
+             INSERT INTO w VALUES ('k', '{}');",
+            "c".repeat(3 * u)
+        ),
+    );
+    let conn = Connection::open(&src).unwrap();
+    let root = |name: &str| -> usize {
+        conn.query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as usize
+    };
+    let (big_root, w_root) = (root("big"), root("w"));
+    drop(conn);
+    let mut b = std::fs::read(&src).unwrap();
+    let page = |p: usize| (p - 1) * u;
+    let u32_at = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+    // `big`'s cell: payload size, rowid, the local part, then its overflow pointer.
+    let at = page(big_root);
+    assert_eq!(b[at], 0x0D);
+    let c = at + u16::from_be_bytes([b[at + 8], b[at + 9]]) as usize;
+    let (p, l1) = file_varint(&b, c);
+    let (_, l2) = file_varint(&b, c + l1);
+    assert_eq!(p as usize, 4 + n);
+    let big_ptr = c + l1 + l2 + local;
+    // `w`'s cell (an index leaf): payload size, the local part, its overflow chain.
+    let at = page(w_root);
+    assert_eq!(b[at], 0x0A);
+    let c = at + u16::from_be_bytes([b[at + 8], b[at + 9]]) as usize;
+    let (p, l1) = file_varint(&b, c);
+    let (x, mm) = ((u - 12) * 64 / 255 - 23, m);
+    let k = mm + (p as usize - mm) % (u - 4);
+    let w_local = if k <= x { k } else { mm };
+    let mut w_last = u32_at(&b, c + l1 + w_local) as usize;
+    while u32_at(&b, page(w_last)) != 0 {
+        w_last = u32_at(&b, page(w_last)) as usize;
+    }
+    // The cross-link, and the id's tail at the start of `w`'s last overflow page.
+    b[big_ptr..big_ptr + 4].copy_from_slice(&(w_last as u32).to_be_bytes());
+    let tail = page(w_last) + 4;
+    b[tail..tail + 16].copy_from_slice(&hub.as_bytes()[20..]);
+    std::fs::write(&src, &b).unwrap();
+    let conn = db::open_read_only(&src).unwrap();
+    let ws: String = conn
+        .query_row("SELECT body FROM w", [], |r| r.get(0))
+        .unwrap();
+    assert!(ws.contains(&hub[20..]) && !ws.contains(&hub));
+    let bs: String = conn
+        .query_row("SELECT body FROM big", [], |r| r.get(0))
+        .unwrap();
+    assert!(bs.contains(&hub), "the id straddles the cross-linked page");
+    // `quick_check` (the check past 512 MiB) sees the cross-link too.
+    let quick: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .unwrap();
+    assert!(quick.contains("2nd reference to page"), "{quick}");
+    drop(conn);
+    // The restore's rewrite of a private copy (the page path first): its check fails.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&src, &copy).unwrap();
+    let mut conn = db::open_scratch(&copy).unwrap();
+    let to = new_ids();
+    let u = rewrite::apply_unchecked_switched(&mut conn, &copy, ids(&spec), to, false).unwrap();
+    conn.close().unwrap();
+    // The page path took it: the new id's tail is in `w`'s page.
+    let after = std::fs::read(&copy).unwrap();
+    let t = to.datahub.to_string();
+    assert_eq!(&after[tail..tail + 16], &t.as_bytes()[20..]);
+    let e = u.check(&copy).unwrap_err().to_string();
+    assert!(e.contains("2nd reference to page"), "{e}");
+    // In place: the rewrite fails and nothing changed.
+    for mode in ["DELETE", "WAL"] {
+        let c = dir.path().join(format!("in-place-{mode}.db"));
+        std::fs::copy(&src, &c).unwrap();
+        let mut conn = db::open_read_write(&c).unwrap();
+        let _: String = conn
+            .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+            .unwrap();
+        let before = content(&c);
+        let r = rewrite::apply_switched(&mut conn, &c, ids(&spec), to, false);
+        conn.close().unwrap();
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("2nd reference to page"), "{mode}: {e}");
+        assert_eq!(content(&c), before, "{mode}");
     }
 }
