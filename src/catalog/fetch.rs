@@ -107,26 +107,30 @@ async fn canonical_state_time(
     bucket: &Bucket,
     ck: &ConnectorKey,
     canonical: &crate::store::ObjectInfo,
-) -> chrono::DateTime<chrono::Utc> {
-    canonical_state(bucket, ck, canonical).await.0
+) -> Result<chrono::DateTime<chrono::Utc>> {
+    Ok(canonical_state(bucket, ck, canonical).await?.0)
 }
 
 /// [`canonical_state_time`]'s answer, with the `latest.json` it came from when our backup
 /// wrote the object (`None`: its upload time). `restore-hub`'s window
 /// ([`crate::catalog::window`]) weighs a connector's newest state by the same rule.
+///
+/// A `latest.json` the bucket did not answer for is an error, not "absent": taken for
+/// absent, the canonical object's upload time would stand for its state, which can be
+/// later than a newer state in the stream, and a restore would pick the older one.
 pub async fn canonical_state(
     bucket: &Bucket,
     ck: &ConnectorKey,
     canonical: &crate::store::ObjectInfo,
-) -> (chrono::DateTime<chrono::Utc>, Option<Manifest>) {
-    let ours = match bucket.head(&ck.latest_manifest()).await {
-        Ok(Some(l)) => l.last_modified >= canonical.last_modified,
-        _ => false,
+) -> Result<(chrono::DateTime<chrono::Utc>, Option<Manifest>)> {
+    let ours = match bucket.head(&ck.latest_manifest()).await? {
+        Some(l) => l.last_modified >= canonical.last_modified,
+        None => false,
     };
-    if ours && let Some(m) = history::read_latest(bucket, ck).await {
-        return (m.snapshot_at.min(canonical.last_modified), Some(m));
+    if ours && let Some(m) = history::try_read_latest(bucket, ck).await? {
+        return Ok((m.snapshot_at.min(canonical.last_modified), Some(m)));
     }
-    (canonical.last_modified, None)
+    Ok((canonical.last_modified, None))
 }
 
 /// For `--at T`: the stream's plan, unless the stream holds nothing after T (capture was
@@ -148,8 +152,8 @@ async fn stream_or_newer_version(
     if p.straddler.is_some() {
         return Ok(Some(p));
     }
-    if history::read_latest(bucket, ck)
-        .await
+    if history::try_read_latest(bucket, ck)
+        .await?
         .is_none_or(|m| m.snapshot_at <= known)
     {
         return Ok(Some(p));
@@ -222,7 +226,7 @@ pub async fn choose(
                 // is newer than anything it holds (capture was off since).
                 let newest = p.newest_segment.unwrap_or(p.base_time).max(p.base_time);
                 let canonical_state = match &canonical {
-                    Some(c) => Some(canonical_state_time(bucket, ck, c).await),
+                    Some(c) => Some(canonical_state_time(bucket, ck, c).await?),
                     None => None,
                 };
                 if canonical_state.is_none_or(|t| t <= newest) {
@@ -236,7 +240,9 @@ pub async fn choose(
                     "check --org, --datahub and --connector (the OLD ids of the backup); `aws s3 ls` or `hubvault status` list the backups".into(),
                 ));
             };
-            let latest = history::read_latest(bucket, ck).await;
+            // Unanswered is an error here: taken for absent, it would make our own backup
+            // read as another uploader's (legacy) and skip its sha256.
+            let latest = history::try_read_latest(bucket, ck).await?;
             let complete: Vec<VersionId> = history::list_versions(bucket, ck)
                 .await?
                 .into_iter()

@@ -81,7 +81,7 @@ pub async fn of(bucket: &Bucket, listed: &Listed) -> Result<Window> {
     // latest.json names the newest version and says when its content was last read.
     let version_read_again = match (&listed.canonical, versions.first()) {
         (Some((_, info)), Some((t, id))) if listed.latest_manifest => {
-            match fetch::canonical_state(bucket, ck, info).await {
+            match fetch::canonical_state(bucket, ck, info).await? {
                 (read, Some(m)) if &m.version == id && read > *t => Some(read),
                 _ => None,
             }

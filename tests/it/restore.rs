@@ -389,6 +389,58 @@ both!(
     legacy_backup
 );
 
+/// Our own backup whose kept versions are gone (pruned by another tool), and the bucket
+/// failing every GET of `latest.json` (500 after the retries). Taken for absent, that
+/// manifest made the backup read as another uploader's: restored as "legacy", its sha256
+/// never compared. The restore must fail instead, naming `latest.json`, and install
+/// nothing.
+#[test]
+fn restore_fails_naming_latest_json_when_the_bucket_does_not_answer_for_it() {
+    let tb = TestBucket::s3();
+    let proxy = crate::proxy::Proxy::s3();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 25);
+    json_of(
+        &run(tb.cmd().args(["backup", "--json", "--db"]).arg(&db)),
+        0,
+    );
+    let versions: Vec<String> = tb
+        .keys(&format!(
+            "acme/datahub/{}/connector/{}/hubvault/versions/",
+            spec.datahub, spec.connector
+        ))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!versions.is_empty());
+    rt().block_on(async {
+        let b = tb.bucket();
+        for k in &versions {
+            b.delete(&object_store::path::Path::from(k.as_str()))
+                .await
+                .unwrap();
+        }
+    });
+    proxy.inject("GET", "latest.json", crate::proxy::Fault::Status500, 1000);
+    let new_hub = tempfile::tempdir().unwrap();
+    let (nd, nc) = new_ids();
+    let out = run(proxy
+        .cmd(&tb)
+        .args(["restore", "--json", "--yes"])
+        .args(["--datahub", &spec.datahub.to_string()])
+        .args(["--connector", &spec.connector.to_string()])
+        .args(onto(&nd, &nc, new_hub.path())));
+    let doc = json_of(&out, 1);
+    assert!(
+        doc["error"].as_str().unwrap().contains("latest.json"),
+        "{doc}"
+    );
+    assert!(
+        std::fs::read_dir(new_hub.path()).unwrap().next().is_none(),
+        "nothing is installed: {doc}"
+    );
+}
+
 // ------------------------------------------- the latest backup, fetched as its version
 
 /// `acme/.../hubvault/latest.json` of `spec`.
