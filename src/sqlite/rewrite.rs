@@ -414,6 +414,20 @@ fn schema_pass(rows: &[SchemaRow], m: &Matcher, plan: &mut RewritePlan) -> Vec<R
     let mut any_view = false;
     for r in rows {
         let Some(sql) = &r.sql else { continue };
+        // An id spelled in hex (`x'…'`: a column default, a CHECK, a view's constant) is
+        // no text the tally below finds; left in place, the schema would go on naming the
+        // old hub (rows inserted later take such a default). Refused as a text spelling
+        // in a table's SQL is.
+        if blob_literals(&String::from_utf8_lossy(sql))
+            .iter()
+            .any(|b| m.is_match(Kind::Blob, b))
+        {
+            plan.blockers.push(format!(
+                "the SQL of {} {} names an old id in a BLOB literal (x'...')",
+                r.kind, r.name
+            ));
+            continue;
+        }
         let t = m.tally(Kind::Utf8Text, sql);
         if t.is_empty() {
             continue;
@@ -1502,8 +1516,7 @@ pub fn apply_unchecked_pages(
 /// with SQL before the pages are touched; `Ok(Err(why))` when the database holds what
 /// only the SQL path handles: an old id in the schema's SQL (views and triggers are
 /// created again there), a virtual table or its shadow tables, a table with generated
-/// columns, an old id in a `WITHOUT ROWID` table, a column default holding an old id in
-/// a BLOB literal.
+/// columns, an old id in a `WITHOUT ROWID` table.
 #[allow(clippy::type_complexity)]
 fn page_specs(
     conn: &Connection,
@@ -1553,16 +1566,9 @@ fn page_specs(
             continue;
         }
         // Rows written before a column was added (ALTER TABLE ADD COLUMN) do not hold
-        // it: SQLite reads them with its default, and the pages hold nothing to rewrite
-        // (the SQL path's UPDATE writes the rewritten value into them). A default that
-        // spells an old id as text is in the schema's SQL (refused above); one in a BLOB
-        // literal spells it in hex.
-        if let Some(c) = blob_default_naming(conn, path, &t.name, &look)? {
-            return refused(format!(
-                "table {}: the default of column {c} holds an old id (in a BLOB literal)",
-                t.name
-            ));
-        }
+        // it: SQLite reads them with its default, and the pages hold nothing to rewrite.
+        // A default that names an old id, as text or in a BLOB literal, is in the
+        // schema's SQL: refused above.
         let root: i64 = conn
             .query_row(
                 "SELECT rootpage FROM sqlite_schema WHERE type = 'table' AND name = ?1",
@@ -1586,27 +1592,6 @@ fn page_specs(
     }
     drop(f);
     Ok(Ok((all, specs)))
-}
-
-/// The first column of `table` whose default holds an old id of `m` in a BLOB literal
-/// (`x'…'`, decoded: any spelling, or the raw bytes).
-fn blob_default_naming(
-    conn: &Connection,
-    path: &Path,
-    table: &str,
-    m: &Matcher,
-) -> Result<Option<String>> {
-    let defaults: Vec<(String, String)> = conn
-        .prepare("SELECT name, dflt_value FROM pragma_table_xinfo(?1) WHERE dflt_value IS NOT NULL")
-        .and_then(|mut s| {
-            s.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
-        .map_err(|e| scan_error(path, table, e))?;
-    Ok(defaults
-        .into_iter()
-        .find(|(_, d)| blob_literals(d).iter().any(|b| m.is_match(Kind::Blob, b)))
-        .map(|(c, _)| c))
 }
 
 /// The bytes of every BLOB literal (`x'…'` or `X'…'`) in SQL text `sql` (one inside a
