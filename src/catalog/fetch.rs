@@ -366,7 +366,8 @@ pub struct Fetched {
     pub verified_by: String,
     /// True if and only if no manifest could vouch (a backup of the platform's own upload).
     pub legacy: bool,
-    /// The journal mode to put back, when the fetch learnt it (the stream's base says).
+    /// The journal mode to put back, when the fetch learnt it (the stream's base says, or
+    /// the version manifest that vouched for a canonical object ahead of `latest.json`).
     pub journal_mode: Option<String>,
     /// For a state built from the stream: when it was captured, and what was read.
     pub continuous: Option<ContinuousState>,
@@ -476,14 +477,16 @@ async fn fetch_object(
             "the object was damaged or replaced after the backup; restore an older version (`hubvault versions`, then --version ID) and run `hubvault verify`",
         )
     };
-    let (verified_by, legacy) = match &chosen.expected {
+    // The journal mode to put back is the one of the manifest that vouched for the bytes
+    // when that is not `latest.json` (the chosen one's, from `latest.json`, otherwise).
+    let (verified_by, legacy, journal_mode) = match &chosen.expected {
         Expected::Version { sha256, manifest } => {
             if *sha256 != got.sha256 {
                 return Err(mismatch(&format!(
                     "its manifest {manifest} records {sha256}"
                 )));
             }
-            (manifest.clone(), false)
+            (manifest.clone(), false, None)
         }
         Expected::SameAsCanonical { sha256, manifest } => {
             if *sha256 != got.sha256 {
@@ -491,16 +494,16 @@ async fn fetch_object(
                     "{manifest} records {sha256} for the canonical object this version stands in for"
                 )));
             }
-            (manifest.clone(), false)
+            (manifest.clone(), false, None)
         }
-        Expected::Legacy => ("none (legacy backup, no manifest)".to_string(), true),
+        Expected::Legacy => ("none (legacy backup, no manifest)".to_string(), true, None),
         Expected::Chain { .. } => unreachable!("a stream is fetched by fetch_stream"),
         Expected::Canonical { latest_sha256, .. } => {
             if latest_sha256.as_deref() == Some(got.sha256.as_str()) {
-                (chosen.ck.latest_manifest().to_string(), false)
+                (chosen.ck.latest_manifest().to_string(), false, None)
             } else {
                 match version_with_sha(bucket, &chosen.ck, &got.sha256).await? {
-                    Some(key) => (key, false),
+                    Some((key, m)) => (key, false, Some(m.journal_mode)),
                     None => {
                         return Err(mismatch(&format!(
                             "which neither latest.json ({}) nor any version manifest records",
@@ -532,7 +535,7 @@ async fn fetch_object(
         bytes: got.plain_bytes,
         verified_by,
         legacy,
-        journal_mode: None,
+        journal_mode,
         continuous: None,
         warnings: Vec::new(),
     })
@@ -601,11 +604,15 @@ async fn fetch_stream(
     .await
 }
 
-/// The manifest key of a complete version whose sha256 is `sha`, if any. The version id
-/// carries the first 12 hex digits, so at most a few manifests are read.
-async fn version_with_sha(bucket: &Bucket, ck: &ConnectorKey, sha: &str) -> Result<Option<String>> {
+/// The manifest key and manifest of a complete version whose sha256 is `sha`, if any. The
+/// version id carries the first 12 hex digits, so at most a few manifests are read.
+async fn version_with_sha(
+    bucket: &Bucket,
+    ck: &ConnectorKey,
+    sha: &str,
+) -> Result<Option<(String, Manifest)>> {
     let versions = history::list_versions(bucket, ck).await?;
     let complete = versions.iter().filter(|v| v.is_complete()).map(|v| &v.id);
     let (found, _) = history::find_by_sha(bucket, ck, complete, sha).await;
-    Ok(found.map(|id| ck.version_manifest(&id).to_string()))
+    Ok(found.map(|m| (ck.version_manifest(&m.version).to_string(), m)))
 }

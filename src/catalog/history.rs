@@ -130,20 +130,20 @@ pub async fn last_drill(bucket: &Bucket, ck: &ConnectorKey) -> Result<Option<Dri
 /// Of the given versions, the first whose manifest records `sha256`: the second half of
 /// how a canonical object is verified (its sha matches `latest.json` or a version
 /// manifest, docs/DESIGN.md). Only ids carrying the sha's prefix are read, one GET each;
-/// manifests that cannot be read come back as warnings.
+/// manifests that cannot be read come back as warnings. Gives the manifest found.
 pub async fn find_by_sha<'a>(
     bucket: &Bucket,
     ck: &ConnectorKey,
     ids: impl IntoIterator<Item = &'a VersionId>,
     sha256: &str,
-) -> (Option<VersionId>, Vec<Error>) {
+) -> (Option<Manifest>, Vec<Error>) {
     let mut warnings = Vec::new();
     for id in ids
         .into_iter()
         .filter(|id| sha256.starts_with(id.sha_prefix()))
     {
         match read_manifest(bucket, ck, id).await {
-            Ok(m) if m.sha256 == sha256 => return (Some(m.version), warnings),
+            Ok(m) if m.sha256 == sha256 => return (Some(m), warnings),
             Ok(_) => {}
             Err(e) => warnings.push(e),
         }

@@ -419,7 +419,7 @@ async fn match_manifest(
             unreadable = Some(e);
         }
     }
-    if let Some(v) = found {
+    if let Some(v) = found.map(|m| m.version) {
         r.matched = Some(format!("versions/{v}.json"));
         r.version = Some(v);
         return Ok(());

@@ -346,10 +346,17 @@ fn canonical_ahead_of_latest_json(tb: &TestBucket) {
     let old_latest = rt()
         .block_on(b.get_bytes(&object_store::path::Path::from(ck.as_str())))
         .unwrap();
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute("DELETE FROM Events WHERE id > 5", [])
+    // The second backup also in the other journal mode: the restore must put back the
+    // mode of the manifest that vouched for the bytes, not latest.json's.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
+    let other = if mode == "wal" { "delete" } else { "wal" };
+    conn.query_row(&format!("PRAGMA journal_mode={other}"), [], |_| Ok(()))
+        .unwrap();
+    conn.execute("DELETE FROM Events WHERE id > 5", []).unwrap();
+    drop(conn);
     let second = backup(tb, &db, true);
     put(tb, &ck, old_latest.to_vec());
     let dir = tempfile::tempdir().unwrap();
@@ -358,9 +365,15 @@ fn canonical_ahead_of_latest_json(tb: &TestBucket) {
     let by = out["restore"]["verified_by"].as_str().unwrap();
     assert!(by.contains(second["version"].as_str().unwrap()), "{by}");
     assert_eq!(count(&f, "SELECT count(*) FROM Events"), 5);
+    assert_eq!(out["restore"]["journal_mode"], other, "{out}");
+    let restored: String = rusqlite::Connection::open(&f)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(restored, other);
 }
 both!(
-    restore_accepts_a_canonical_object_that_matches_a_version_manifest_not_latest_json,
+    restore_accepts_a_canonical_object_that_matches_a_version_manifest_not_latest_json_and_puts_back_its_journal_mode,
     canonical_ahead_of_latest_json
 );
 
