@@ -571,3 +571,50 @@ fn a_database_of_exactly_the_full_check_limit_gets_integrity_check_and_one_byte_
         .arg(&db));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A connector keeps the backups of one database file: latest.json names it, and a backup
+/// of another file of the same connector is refused (exit 2). With the bucket failing
+/// every GET of `latest.json` (500 after the retries), the backup took the manifest for
+/// absent: it skipped that check, uploaded the other file into the history and put a
+/// `latest.json` naming it over ours. It must fail instead, naming `latest.json`, and
+/// leave `latest.json` as it was.
+#[test]
+fn backup_fails_naming_latest_json_when_the_bucket_does_not_answer_for_it() {
+    let tb = TestBucket::s3();
+    let proxy = crate::proxy::Proxy::s3();
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 25);
+    backup(&tb, &db, &[]);
+    let latest_key = format!(
+        "acme/datahub/{}/connector/{}/hubvault/latest.json",
+        spec.datahub, spec.connector
+    );
+    let get = |key: &str| {
+        let b = tb.bucket();
+        crate::common::rt()
+            .block_on(b.get_bytes(&object_store::path::Path::from(key)))
+            .unwrap()
+    };
+    let latest_before = get(&latest_key);
+    let other = db.with_file_name("other.db");
+    std::fs::copy(&db, &other).unwrap();
+    // Answered, the rule holds: another file of the connector is refused.
+    let out = run(tb.cmd().args(["backup", "--json", "--db"]).arg(&other));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    proxy.inject("GET", "latest.json", crate::proxy::Fault::Status500, 1000);
+    let out = run(proxy
+        .cmd(&tb)
+        .args(["backup", "--json", "--db"])
+        .arg(&other));
+    let doc = json_of(&out, 1);
+    assert!(
+        doc["error"].as_str().unwrap().contains("latest.json"),
+        "{doc}"
+    );
+    assert_eq!(
+        get(&latest_key),
+        latest_before,
+        "latest.json still names the connector's own database file"
+    );
+}
