@@ -187,8 +187,10 @@ pub async fn run(
         }
     };
 
-    // One history per connector, of one database file (docs/DESIGN.md).
-    let latest = history::read_latest(bucket, &ck).await;
+    // One history per connector, of one database file (docs/DESIGN.md). A latest.json
+    // the bucket did not answer for is an error, not "absent": taken for absent, that
+    // check is skipped and the latest.json this backup puts replaces ours.
+    let latest = history::try_read_latest(bucket, &ck).await?;
     if let Some(m) = &latest {
         check_same_db_file(m, &file, db_path, &ck)?;
     }
