@@ -377,6 +377,54 @@ both!(
     canonical_ahead_of_latest_json
 );
 
+/// A backup cut off between the canonical object and latest.json (the object is ahead),
+/// and the bucket failing every GET of the version manifest that vouches for the object
+/// (500 after the retries). The restore reported a checksum mismatch, "damaged or
+/// replaced after the backup; restore an older version": the newest backup, intact,
+/// called damaged and an older state offered. It must fail naming the manifest the
+/// bucket did not answer for, with no word of a mismatch, and install nothing.
+#[test]
+fn restore_fails_naming_the_version_manifest_the_bucket_does_not_answer_for_not_a_mismatch() {
+    let tb = TestBucket::s3();
+    let proxy = crate::proxy::Proxy::s3();
+    let (_hub, db, spec, _) = backed_up(&tb, "sdc", 20);
+    let latest = format!(
+        "acme/datahub/{}/connector/{}/hubvault/latest.json",
+        spec.datahub, spec.connector
+    );
+    let old_latest = rt()
+        .block_on(
+            tb.bucket()
+                .get_bytes(&object_store::path::Path::from(latest.as_str())),
+        )
+        .unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM Events WHERE id > 5", []).unwrap();
+    drop(conn);
+    let second = backup(&tb, &db, true);
+    let second = second["version"].as_str().unwrap().to_string();
+    put(&tb, &latest, old_latest.to_vec());
+    proxy.inject(
+        "GET",
+        &format!("versions/{second}.json"),
+        crate::proxy::Fault::Status500,
+        1000,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.db");
+    let out = run(proxy
+        .cmd(&tb)
+        .args(["restore", "--json", "--yes"])
+        .args(["--datahub", &spec.datahub.to_string()])
+        .args(["--connector", &spec.connector.to_string()])
+        .args(["--output", p(&f)]));
+    let doc = json_of(&out, 1);
+    let err = doc["error"].as_str().unwrap();
+    assert!(err.contains(&format!("versions/{second}.json")), "{doc}");
+    assert!(!err.contains("mismatch"), "{doc}");
+    assert!(!f.exists(), "nothing is installed: {doc}");
+}
+
 fn legacy_backup(tb: &TestBucket) {
     // Uploaded by the old system: the plain file at the seed's key, no hubvault/ folder.
     let hub = tempfile::tempdir().unwrap();
