@@ -605,7 +605,10 @@ async fn fetch_stream(
 }
 
 /// The manifest key and manifest of a complete version whose sha256 is `sha`, if any. The
-/// version id carries the first 12 hex digits, so at most a few manifests are read.
+/// version id carries the first 12 hex digits, so at most a few manifests are read. None
+/// found while a manifest the bucket did not answer for may be the one is an error, not
+/// "none": taken for none, the object read as damaged (a checksum mismatch, "restore an
+/// older version").
 async fn version_with_sha(
     bucket: &Bucket,
     ck: &ConnectorKey,
@@ -613,6 +616,14 @@ async fn version_with_sha(
 ) -> Result<Option<(String, Manifest)>> {
     let versions = history::list_versions(bucket, ck).await?;
     let complete = versions.iter().filter(|v| v.is_complete()).map(|v| &v.id);
-    let (found, _) = history::find_by_sha(bucket, ck, complete, sha).await;
+    let (found, unread) = history::find_by_sha(bucket, ck, complete, sha).await;
+    if found.is_none()
+        && let Some(e) = unread.into_iter().find(|e| {
+            e.store_failure()
+                .is_some_and(|f| f != crate::error::StoreFailure::NotFound)
+        })
+    {
+        return Err(e);
+    }
     Ok(found.map(|m| (ck.version_manifest(&m.version).to_string(), m)))
 }
