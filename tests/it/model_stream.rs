@@ -329,7 +329,7 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
     let t0 = start_of_sim_day() + TimeDelta::hours(16) + TimeDelta::milliseconds(250);
     let clock = ManualClock::new(t0);
     let end_by = t0 + TimeDelta::hours(30);
-    let mut agent = start_agent(&bucket, hub.path(), &clock);
+    let mut agent = Some(start_agent(&bucket, hub.path(), &clock));
     let mut log: Vec<String> = Vec::new();
     // Stamps are never before this (the run's floor: see the module's doc).
     let mut floor = t0;
@@ -338,6 +338,35 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
     let mut cutoff: Option<Time> = None;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     let steps = 160;
+    let mut down = 0u32;
+    // `hubvault prune --keep-within` as an operator's cron runs it, at one round in 50:
+    // compaction of what is finished, then retention.
+    let operator_prune = |rng: &mut StdRng,
+                          now: Time,
+                          cutoff: &mut Option<Time>,
+                          chain_starts: &mut BTreeMap<ConnectorId, Time>,
+                          counts: &mut BTreeMap<&str, usize>,
+                          log: &mut Vec<String>| {
+        if rng.random_range(0..50) != 0 {
+            return;
+        }
+        let cut = now - KEEP_WITHIN;
+        let (c, r) = rt.block_on(async {
+            let mut p = Compactor::load(&bucket, &acme(), datahub).await.unwrap();
+            let settled = p.prune_settled(now);
+            let c = p
+                .compact(now, settled, Some(compact::horizon(cut)), false)
+                .await
+                .unwrap();
+            (c, p.retain(cut, false).await.unwrap())
+        });
+        assert!(c.problems.is_empty(), "prune at {now}: {:?}", c.problems);
+        assert!(r.problems.is_empty(), "prune at {now}: {:?}", r.problems);
+        *cutoff = (*cutoff).max(Some(cut));
+        chain_starts.extend(r.chain_starts);
+        *counts.entry("prune").or_default() += 1;
+        log.push(format!("prune at {now}"));
+    };
     for step in 0..steps {
         if clock.now() >= end_by {
             break;
@@ -385,21 +414,60 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
                 log.push(format!("connector {i}: {what}"));
             }
         }
-        // Sometimes the agent restarts: a new capture run (new generations).
-        if step > 0 && rng.random_range(0..40) == 0 {
-            agent = start_agent(&bucket, hub.path(), &clock);
+        // Sometimes the agent restarts: a new capture run (new generations), at once or
+        // after being down for a few rounds (the connectors go on committing meanwhile).
+        let mut restarting = false;
+        if step > 0 && down == 0 && agent.is_some() && rng.random_range(0..25) == 0 {
+            agent = None;
+            restarting = true;
+            down = if rng.random_bool(0.5) {
+                0
+            } else {
+                rng.random_range(1..6)
+            };
             *counts.entry("restart").or_default() += 1;
-            log.push("agent restart".into());
+            log.push(format!("agent stops (down for {down} rounds)"));
         }
         // The clock: mostly forward by up to 20 s, sometimes the same stamp again,
         // sometimes hours on (an idle hub, a night).
         let by = match rng.random_range(0..30) {
+            _ if restarting && rng.random_bool(0.3) => TimeDelta::zero(),
             0..=2 => TimeDelta::zero(),
             3 | 4 => TimeDelta::minutes(rng.random_range(10..240)),
             5 => TimeDelta::seconds(rng.random_range(30..300)),
+            // To a window's edge (a minute's, ten minutes', an hour's, a day's), or 1 ms
+            // either side: where compaction cuts.
+            6 | 7 => {
+                let now = clock.now();
+                let ms = now.timestamp_millis();
+                let next = |unit: i64| (ms / unit + 1) * unit;
+                // A day's edge only when it is near (a night is hours already).
+                let unit = match rng.random_range(0..10) {
+                    0..=4 => 60_000i64,
+                    5..=7 => 600_000,
+                    _ if next(86_400_000) - ms <= 3 * 3_600_000 => 86_400_000,
+                    _ => 3_600_000,
+                };
+                let edge = next(unit) + rng.random_range(-1..=1);
+                TimeDelta::milliseconds((edge - ms).max(0))
+            }
             _ => TimeDelta::milliseconds(rng.random_range(150..20_000)),
         };
         clock.advance(by);
+        let now = clock.now();
+        if down > 0 {
+            down -= 1;
+            operator_prune(
+                &mut rng,
+                now,
+                &mut cutoff,
+                &mut chain_starts,
+                &mut counts,
+                &mut log,
+            );
+            continue;
+        }
+        let agent = agent.get_or_insert_with(|| start_agent(&bucket, hub.path(), &clock));
         rt.block_on(agent.capture.step());
         if agent.fresh {
             agent.fresh = false;
@@ -409,7 +477,6 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
                 .iter()
                 .filter_map(|c| c.looks.last().map(|l| l.0))
                 .max();
-            let now = clock.now();
             let most = match newest_before {
                 Some(n) if n >= now => n + TimeDelta::milliseconds(1),
                 _ => now,
@@ -431,12 +498,15 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
         log.push(format!("look at {}", stamp.format("%dT%H:%M:%S%.3f")));
         // The agent's compactor passes every 10 s of its clock; an operator's prune now
         // and then.
-        let now = clock.now();
         if now - last_pass >= TimeDelta::seconds(10) {
             last_pass = now;
             let r = rt.block_on(agent.compactor.pass());
             for c in &r.compacted {
                 assert!(c.problems.is_empty(), "pass at {now}: {:?}", c.problems);
+                *counts.entry("minutes").or_default() += c.minutes;
+                *counts.entry("partials").or_default() += c.partials;
+                *counts.entry("marks").or_default() += c.marks;
+                *counts.entry("day bases").or_default() += c.bases + c.bases_copied;
             }
             for r in &r.retained {
                 assert!(
@@ -446,27 +516,18 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
                 );
                 cutoff = cutoff.max(r.cutoff);
                 chain_starts.extend(r.chain_starts.clone());
+                *counts.entry("retention deletes").or_default() += r.delete.len();
             }
             *counts.entry("pass").or_default() += 1;
         }
-        if rng.random_range(0..50) == 0 {
-            let cut = now - KEEP_WITHIN;
-            let (c, r) = rt.block_on(async {
-                let mut p = Compactor::load(&bucket, &acme(), datahub).await.unwrap();
-                let settled = p.prune_settled(now);
-                let c = p
-                    .compact(now, settled, Some(compact::horizon(cut)), false)
-                    .await
-                    .unwrap();
-                (c, p.retain(cut, false).await.unwrap())
-            });
-            assert!(c.problems.is_empty(), "prune at {now}: {:?}", c.problems);
-            assert!(r.problems.is_empty(), "prune at {now}: {:?}", r.problems);
-            cutoff = cutoff.max(Some(cut));
-            chain_starts.extend(r.chain_starts);
-            *counts.entry("prune").or_default() += 1;
-            log.push(format!("prune at {now}"));
-        }
+        operator_prune(
+            &mut rng,
+            now,
+            &mut cutoff,
+            &mut chain_starts,
+            &mut counts,
+            &mut log,
+        );
     }
     let end = clock.now();
     eprintln!(
@@ -502,6 +563,10 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
             let gap = (w[1] - w[0]).num_milliseconds();
             if gap > 1 {
                 instants.push(w[0] + TimeDelta::milliseconds(rng.random_range(1..gap)));
+                // The last instant before the next commit, now and then.
+                if rng.random_range(0..3) == 0 {
+                    instants.push(w[1] - TimeDelta::milliseconds(1));
+                }
             }
         }
         for t in instants {
