@@ -153,6 +153,15 @@ impl Conn {
     }
 }
 
+/// Chain starts as retention reported them: each connector's newest (a later retention
+/// with a longer window, or a stale listing, reports an older one that is gone).
+fn merge_starts(into: &mut BTreeMap<ConnectorId, Time>, from: &BTreeMap<ConnectorId, Time>) {
+    for (c, t) in from {
+        let e = into.entry(*c).or_insert(*t);
+        *e = (*e).max(*t);
+    }
+}
+
 /// What happened, in order (printed when a check fails).
 fn tail(log: &[String]) -> String {
     let from = log.len().saturating_sub(80);
@@ -340,7 +349,12 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
     let mut chain_starts: BTreeMap<ConnectorId, Time> = BTreeMap::new();
     let mut cutoff: Option<Time> = None;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    let steps = 160;
+    // Rounds (a look each, unless the agent is down); `HUBVAULT_MODEL_ROUNDS` for a
+    // longer life by hand.
+    let steps: usize = std::env::var("HUBVAULT_MODEL_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(160);
     let mut down = 0u32;
     let mut last_prune: Option<Time> = None;
     // `hubvault prune --keep-within` as an operator's cron runs it, at one round in 50:
@@ -355,7 +369,14 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
         if rng.random_range(0..50) != 0 {
             return false;
         }
-        let cut = now - KEEP_WITHIN;
+        // Mostly the agent's window; sometimes a shorter one (an operator elsewhere,
+        // without the hub's config file, passing --keep-within).
+        let keep = if rng.random_range(0..3) == 0 {
+            TimeDelta::hours(2)
+        } else {
+            KEEP_WITHIN
+        };
+        let cut = now - keep;
         let (c, r) = rt.block_on(async {
             let mut p = Compactor::load(&bucket, &acme(), datahub).await.unwrap();
             let settled = p.prune_settled(now);
@@ -368,9 +389,9 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
         assert!(c.problems.is_empty(), "prune at {now}: {:?}", c.problems);
         assert!(r.problems.is_empty(), "prune at {now}: {:?}", r.problems);
         *cutoff = (*cutoff).max(Some(cut));
-        chain_starts.extend(r.chain_starts);
+        merge_starts(chain_starts, &r.chain_starts);
         *counts.entry("prune").or_default() += 1;
-        log.push(format!("prune at {now}"));
+        log.push(format!("prune at {now}, keep within {keep}"));
         true
     };
     for step in 0..steps {
@@ -562,7 +583,7 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
                     r.problems
                 );
                 cutoff = cutoff.max(r.cutoff);
-                chain_starts.extend(r.chain_starts.clone());
+                merge_starts(&mut chain_starts, &r.chain_starts);
                 *counts.entry("retention deletes").or_default() += r.delete.len();
             }
             *counts.entry("pass").or_default() += 1;
@@ -602,7 +623,7 @@ pub fn whole_life(tb: &TestBucket, seed: u64) {
     assert!(c.problems.is_empty(), "the last prune: {:?}", c.problems);
     assert!(r.problems.is_empty(), "the last prune: {:?}", r.problems);
     cutoff = cutoff.max(r.cutoff);
-    chain_starts.extend(r.chain_starts);
+    merge_starts(&mut chain_starts, &r.chain_starts);
     eprintln!(
         "seed {seed}: {:?}, simulated {} to {end}, cut-off {cutoff:?}, chain starts {chain_starts:?}, {:.1}s",
         counts,
