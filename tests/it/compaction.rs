@@ -164,6 +164,11 @@ impl SimDb {
         }
     }
 
+    /// The connector's own connection (the writer), for tests that write it themselves.
+    pub fn conn(&self) -> &rusqlite::Connection {
+        &self.conn
+    }
+
     /// The database's state as a page image (WAL: checkpointed into the file first).
     pub fn image(&self) -> Vec<u8> {
         if self.wal {

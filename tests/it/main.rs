@@ -21,6 +21,7 @@ mod hostile;
 mod hostile_db;
 mod hot_journal;
 mod layers;
+mod model_stream;
 mod package;
 mod pagerewrite;
 mod props;
