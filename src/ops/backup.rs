@@ -927,16 +927,7 @@ mod tests {
             assert!(uploaded.is_committed_prefix("c"), "{what}: {uploaded:?}");
             let object = s.bucket_dir.join(&report.key);
             assert_eq!(page_size_of(&object), page_size, "{what}");
-            let latest = Manifest::from_json(
-                &std::fs::read(
-                    s.bucket_dir
-                        .join(report.key.trim_end_matches("sqlite.db"))
-                        .join("hubvault/latest.json"),
-                )
-                .unwrap(),
-                "latest.json",
-            )
-            .unwrap();
+            let latest = latest_of(&s, &report);
             assert_eq!(latest.journal_mode, mode, "{what}");
             assert_eq!(latest.page_size, page_size as u64, "{what}");
             assert_eq!(
@@ -1137,6 +1128,47 @@ mod tests {
     }
 
     /// Moves `from` and its `-wal` and `-shm` to `to` (and its side names).
+    /// The manifest `latest.json` of the backup `report` describes, read from the bucket.
+    fn latest_of(s: &Setup, report: &BackupReport) -> Manifest {
+        Manifest::from_json(
+            &std::fs::read(
+                s.bucket_dir
+                    .join(report.key.trim_end_matches("sqlite.db"))
+                    .join("hubvault/latest.json"),
+            )
+            .unwrap(),
+            "latest.json",
+        )
+        .unwrap()
+    }
+
+    /// Once, when the backup of `db` reaches `point`: `db` (with its side files) moved to
+    /// `aside`, `new_db` moved in at its path. Gives whether it happened, and the hook
+    /// (the swap is armed while it lives).
+    fn swap_at(
+        db: &Path,
+        point: Point,
+        new_db: &Path,
+        aside: &Path,
+    ) -> (Arc<Mutex<bool>>, seam::Hook) {
+        let replaced = Arc::new(Mutex::new(false));
+        let (at_path, new_db, aside, done) = (
+            db.to_path_buf(),
+            new_db.to_path_buf(),
+            aside.to_path_buf(),
+            replaced.clone(),
+        );
+        let hook = seam::set(db, move |at| {
+            let mut done = done.lock().unwrap();
+            if at == point && !*done {
+                *done = true;
+                move_with_side_files(&at_path, &aside);
+                move_with_side_files(&new_db, &at_path);
+            }
+        });
+        (replaced, hook)
+    }
+
     fn move_with_side_files(from: &Path, to: &Path) {
         for suffix in ["", "-wal", "-shm"] {
             let (a, b) = (
@@ -1193,18 +1225,7 @@ mod tests {
         testdb::commit_rows(&new_writer, ROWS + 1, 500);
         let new_rows = testdb::rows_now(&new_db);
         let aside = other.path().join("old.db");
-        let replaced = Arc::new(Mutex::new(false));
-        let _hook = {
-            let (db, new_db, replaced) = (s.db.clone(), new_db.clone(), replaced.clone());
-            seam::set(&s.db, move |at| {
-                let mut done = replaced.lock().unwrap();
-                if at == Point::Opened && !*done {
-                    *done = true;
-                    move_with_side_files(&db, &aside);
-                    move_with_side_files(&new_db, &db);
-                }
-            })
-        };
+        let (replaced, _hook) = swap_at(&s.db, Point::Opened, &new_db, &aside);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -1279,31 +1300,11 @@ mod tests {
         let pages = |db: &Path| std::fs::metadata(db).unwrap().len();
         assert_eq!(pages(&s.db), pages(&new_db), "as many pages");
         let aside = other.path().join("old.db");
-        let replaced = Arc::new(Mutex::new(false));
-        let _hook = {
-            let (db, new_db, replaced) = (s.db.clone(), new_db.clone(), replaced.clone());
-            seam::set(&s.db, move |at| {
-                let mut done = replaced.lock().unwrap();
-                if at == Point::WalPinned && !*done {
-                    *done = true;
-                    move_with_side_files(&db, &aside);
-                    move_with_side_files(&new_db, &db);
-                }
-            })
-        };
+        let (replaced, _hook) = swap_at(&s.db, Point::WalPinned, &new_db, &aside);
         let (report, uploaded) = backup(&s);
         assert!(*replaced.lock().unwrap());
         drop(new_writer);
-        let latest = Manifest::from_json(
-            &std::fs::read(
-                s.bucket_dir
-                    .join(report.key.trim_end_matches("sqlite.db"))
-                    .join("hubvault/latest.json"),
-            )
-            .unwrap(),
-            "latest.json",
-        )
-        .unwrap();
+        let latest = latest_of(&s, &report);
         assert_eq!(
             latest.rows["Events"], uploaded.count,
             "the manifest counts the rows of the object it describes"
@@ -1334,34 +1335,14 @@ mod tests {
         }
         let (old_rows, new_rows) = (testdb::rows_now(&s.db), testdb::rows_now(&new_db));
         let aside = other.path().join("old.db");
-        let replaced = Arc::new(Mutex::new(false));
-        let _hook = {
-            let (db, new_db, replaced) = (s.db.clone(), new_db.clone(), replaced.clone());
-            seam::set(&s.db, move |at| {
-                let mut done = replaced.lock().unwrap();
-                if at == Point::Opened && !*done {
-                    *done = true;
-                    move_with_side_files(&db, &aside);
-                    move_with_side_files(&new_db, &db);
-                }
-            })
-        };
+        let (replaced, _hook) = swap_at(&s.db, Point::Opened, &new_db, &aside);
         let (report, uploaded) = backup(&s);
         assert!(*replaced.lock().unwrap());
         assert!(
             uploaded == old_rows || uploaded == new_rows,
             "{uploaded:?} is neither database"
         );
-        let latest = Manifest::from_json(
-            &std::fs::read(
-                s.bucket_dir
-                    .join(report.key.trim_end_matches("sqlite.db"))
-                    .join("hubvault/latest.json"),
-            )
-            .unwrap(),
-            "latest.json",
-        )
-        .unwrap();
+        let latest = latest_of(&s, &report);
         assert_eq!(latest.rows["Events"], uploaded.count);
     }
 }
