@@ -187,3 +187,62 @@ both!(
     verify_samples_n_at_random_and_refuses_bad_flags,
     sample_and_bad_flags
 );
+
+/// A backup cut off between the canonical object and `latest.json` (the object is
+/// ahead, `latest.json` names the backup before), and the data object of the version
+/// whose manifest vouches for the canonical object gone. `restore` checks the object
+/// against complete versions only (data and manifest) and refuses it as a checksum
+/// mismatch; the drill counted the manifest alone and said "ok", naming that version.
+fn manifest_without_data(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "idbs-eworkbook", 30);
+    let backup = || {
+        json_of(
+            &run(cmd_private_tmp(tb)
+                .args(["backup", "--json", "--force", "--db"])
+                .arg(&db)),
+            0,
+        )
+    };
+    backup();
+    let prefix = format!(
+        "acme/datahub/{}/connector/{}/hubvault",
+        spec.datahub, spec.connector
+    );
+    let latest = Path::from(format!("{prefix}/latest.json"));
+    let b = tb.bucket();
+    let old_latest = rt().block_on(b.get_bytes(&latest)).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM Events WHERE id > 5", []).unwrap();
+    drop(conn);
+    let second = backup()["version"].as_str().unwrap().to_string();
+    rt().block_on(async {
+        b.put_bytes(
+            &latest,
+            old_latest.to_vec(),
+            hubvault::store::bucket::WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
+        b.delete(&Path::from(format!("{prefix}/versions/{second}.db.zst")))
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&mut crate::common::restore_output(
+        cmd_private_tmp(tb),
+        &spec,
+        &dir.path().join("r.db"),
+    ));
+    assert_ne!(out.status.code(), Some(0), "restore refuses it");
+    let said = format!("{}{}", crate::common::stdout(&out), stderr(&out));
+    assert!(said.contains("mismatch"), "{said}");
+    let doc = json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 3);
+    let d = &doc["drills"][0];
+    assert_eq!(d["ok"], false, "{d}");
+    assert_ne!(d["version"], second.as_str(), "{d}");
+}
+both!(
+    verify_fails_a_canonical_object_vouched_for_only_by_a_version_whose_data_is_gone,
+    manifest_without_data
+);
