@@ -411,8 +411,14 @@ async fn match_manifest(
             }
         }
     }
-    let with_manifest = l.versions.iter().filter(|(_, (_, m))| *m).map(|(v, _)| v);
-    let (found, errors) = history::find_by_sha(bucket, ck, with_manifest, sha).await;
+    // Complete versions only (data and manifest), as `restore` checks the object
+    // (`fetch::version_with_sha`): a manifest whose data is gone vouches for nothing there.
+    let complete = l
+        .versions
+        .iter()
+        .filter(|(_, (d, m))| *d && *m)
+        .map(|(v, _)| v);
+    let (found, errors) = history::find_by_sha(bucket, ck, complete, sha).await;
     for e in errors {
         r.warnings.push(e.to_string());
         if e.store_failure().is_some() {
