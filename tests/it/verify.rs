@@ -246,3 +246,66 @@ both!(
     verify_fails_a_canonical_object_vouched_for_only_by_a_version_whose_data_is_gone,
     manifest_without_data
 );
+
+/// `versions` showed the newest drill by the greatest stamp in its key: one record
+/// stamped years ahead, saying ok on the version, made it show that version drilled ok
+/// after its real newest drill FAILED (`status` and `serve` already leave such a record
+/// out).
+fn versions_beside_a_drill_stamped_ahead(tb: &TestBucket) {
+    let (_hub, spec, key) = backed_up(tb);
+    let doc = json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 0);
+    let version = doc["drills"][0]["version"].as_str().unwrap().to_string();
+    let passed = drill_keys(tb, &spec)[0].clone();
+    let b = tb.bucket();
+    rt().block_on(async {
+        let record = b.get_bytes(&Path::from(passed.as_str())).await.unwrap();
+        let ahead = passed.replace(
+            passed.rsplit('/').next().unwrap(),
+            "20990101T000000.000Z-ok.json",
+        );
+        b.put_bytes(
+            &Path::from(ahead.as_str()),
+            record.to_vec(),
+            hubvault::store::bucket::WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
+        // Damage the object: the next drill fails.
+        let mut bytes = b
+            .get_bytes(&Path::from(key.as_str()))
+            .await
+            .unwrap()
+            .to_vec();
+        let mid = bytes.len() / 2;
+        for x in &mut bytes[mid..mid + 64] {
+            *x ^= 0x5a;
+        }
+        b.put_bytes(
+            &Path::from(key.as_str()),
+            bytes,
+            hubvault::store::bucket::WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    });
+    json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 3);
+    let out = run(cmd_private_tmp(tb).args([
+        "versions",
+        "--json",
+        "--datahub",
+        &spec.datahub.to_string(),
+        "--connector",
+        &spec.connector.to_string(),
+    ]));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = doc.to_string();
+    assert!(text.contains(&version), "{text}");
+    assert!(
+        !text.contains(r#""ok":true"#),
+        "no version shows a passed drill: {text}"
+    );
+}
+both!(
+    versions_shows_no_passed_drill_from_a_record_stamped_years_ahead,
+    versions_beside_a_drill_stamped_ahead
+);
