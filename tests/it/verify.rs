@@ -309,3 +309,30 @@ both!(
     versions_shows_no_passed_drill_from_a_record_stamped_years_ahead,
     versions_beside_a_drill_stamped_ahead
 );
+
+/// The bucket failing every GET of `latest.json` (500 after the retries): the drill
+/// matched the object against the version manifests instead and said "ok", with the
+/// unanswered read a warning, so a `latest.json` that names another connector (a failed
+/// drill when the bucket answers) went unchecked, and `restore` of the same state fails
+/// on that read. It must be "not drilled" (exit 1), nothing recorded.
+#[test]
+fn verify_does_not_drill_when_the_bucket_does_not_answer_for_latest_json() {
+    let tb = TestBucket::s3();
+    let proxy = crate::proxy::Proxy::s3();
+    let (_hub, spec, _) = backed_up(&tb);
+    proxy.inject("GET", "latest.json", crate::proxy::Fault::Status500, 1000);
+    let out = run(proxy
+        .cmd(&tb)
+        .env("TMPDIR", crate::common::private_tmp())
+        .args(["verify", "--json"]));
+    let doc = json_of(&out, 1);
+    assert_eq!(doc["summary"]["ok"], 0, "{doc}");
+    assert_eq!(doc["summary"]["not_drilled"], 1, "{doc}");
+    assert!(
+        doc["not_drilled"][0]["reason"]
+            .to_string()
+            .contains("latest.json"),
+        "{doc}"
+    );
+    assert!(drill_keys(&tb, &spec).is_empty(), "nothing recorded");
+}
