@@ -18,8 +18,8 @@
 //!
 //! A drill that could not be carried out proves nothing about the backup and is NOT
 //! recorded: a download that failed (the bucket unreachable or erring after the
-//! retries, a body cut short), a manifest that could not be read when nothing else
-//! vouched for the bytes, and local failures (no temp directory, a full disk). Those are
+//! retries, a body cut short), a `latest.json` the bucket did not answer for, a manifest
+//! that could not be read when nothing else vouched for the bytes, and local failures (no temp directory, a full disk). Those are
 //! reported as "not drilled", local ones named as local, and make the command fail
 //! (exit 1) unless a drill found a broken backup (exit 3).
 
@@ -403,12 +403,12 @@ async fn match_manifest(
                 Ok(m) => latest_says = Some(m.sha256),
                 Err(e) => r.warnings.push(e.to_string()),
             },
-            Err(e) => {
-                r.warnings.push(format!("cannot read {key}: {e}"));
-                if e.store_failure().is_some() {
-                    unreadable = Some(e);
-                }
+            // Unanswered proves nothing (`restore` fails on it too): what it says is
+            // unchecked (another connector's `latest.json` fails the drill).
+            Err(e) if e.store_failure().is_some() && !e.is_not_found() => {
+                return Err(Inconclusive::from_error(&format!("cannot read {key}"), &e));
             }
+            Err(e) => r.warnings.push(format!("cannot read {key}: {e}")),
         }
     }
     // Complete versions only (data and manifest), as `restore` checks the object
