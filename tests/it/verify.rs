@@ -336,3 +336,38 @@ fn verify_does_not_drill_when_the_bucket_does_not_answer_for_latest_json() {
     );
     assert!(drill_keys(&tb, &spec).is_empty(), "nothing recorded");
 }
+
+/// Anyone who can write under a connector decides the size of its `latest.json`; the
+/// drill read it whole (a sparse 512 MiB one grew `verify` past 512 MiB, on a bastion
+/// that drills every connector), where `restore` and `serve` refuse a manifest over
+/// 16 MiB before reading its body. The drill must stay small and still pass: the object
+/// is vouched for by its version manifest.
+#[test]
+fn verify_does_not_read_a_huge_latest_json_whole() {
+    let tb = TestBucket::local();
+    let (_hub, spec, _) = backed_up(&tb);
+    let latest = tb.dir.as_ref().unwrap().path().join(format!(
+        "acme/datahub/{}/connector/{}/hubvault/latest.json",
+        spec.datahub, spec.connector
+    ));
+    std::fs::File::options()
+        .write(true)
+        .open(&latest)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    let doc = json_of(&run(cmd_private_tmp(&tb).args(["verify", "--json"])), 0);
+    assert_eq!(doc["summary"]["ok"], 1, "{doc}");
+    // The peak resident memory of the largest child this test waited for (`backup` of
+    // a 60-event database and `verify`).
+    let peak_kib = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_CHILDREN, &mut u), 0);
+        u.ru_maxrss as u64
+    };
+    assert!(
+        peak_kib < 192 << 10,
+        "verify grew to {} MiB",
+        peak_kib >> 10
+    );
+}
