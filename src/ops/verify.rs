@@ -389,7 +389,10 @@ async fn match_manifest(
     let mut unreadable: Option<Error> = None;
     if l.latest_manifest {
         let key = ck.latest_manifest();
-        match bucket.get_bytes(&key).await {
+        match bucket
+            .get_bytes_max(&key, history::MANIFEST_MAX_BYTES)
+            .await
+        {
             Ok(bytes) => match Manifest::from_json(&bytes, key.as_ref()) {
                 Ok(m) if m.connector_key() != *ck => r.problems.push(format!(
                     "{key} describes {}, not this connector",
