@@ -371,3 +371,35 @@ fn verify_does_not_read_a_huge_latest_json_whole() {
         peak_kib >> 10
     );
 }
+
+/// `prune` read the newest ok drill record whole to learn the version it protects: a
+/// sparse 512 MiB record grew it past 512 MiB (`backup` runs prune after each upload).
+/// Such a record names no version; prune must stay small and finish.
+#[test]
+fn prune_does_not_read_a_huge_drill_record_whole() {
+    let tb = TestBucket::local();
+    let (_hub, spec, _) = backed_up(&tb);
+    json_of(&run(cmd_private_tmp(&tb).args(["verify", "--json"])), 0);
+    let record = tb
+        .dir
+        .as_ref()
+        .unwrap()
+        .path()
+        .join(&drill_keys(&tb, &spec)[0]);
+    std::fs::File::options()
+        .write(true)
+        .open(&record)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    json_of(
+        &run(cmd_private_tmp(&tb).args(["prune", "--json", "--keep-last", "1"])),
+        0,
+    );
+    let peak_kib = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_CHILDREN, &mut u), 0);
+        u.ru_maxrss as u64
+    };
+    assert!(peak_kib < 192 << 10, "prune grew to {} MiB", peak_kib >> 10);
+}
