@@ -287,7 +287,7 @@ async fn written_before(
 }
 
 /// The version named by the newest successful drill record, if any (one GET). A record
-/// gone or unreadable names none; a bucket that did not answer is an error. A record
+/// gone, unreadable or over 1 MiB names none; a bucket that did not answer is an error. A record
 /// stamped in the future is not a drill that happened (as for `status`).
 async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Result<Option<VersionId>> {
     let now = chrono::Utc::now();
@@ -299,7 +299,10 @@ async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Result<Optio
     else {
         return Ok(None);
     };
-    match bucket.get_bytes(&mark.key).await {
+    match bucket
+        .get_bytes_max(&mark.key, history::DRILL_RECORD_MAX_BYTES)
+        .await
+    {
         Ok(bytes) => Ok(DrillRecord::from_json(&bytes).and_then(|d| d.version)),
         Err(e) if unanswered(&e) => Err(e),
         Err(_) => Ok(None),
