@@ -403,3 +403,54 @@ fn prune_does_not_read_a_huge_drill_record_whole() {
     };
     assert!(peak_kib < 192 << 10, "prune grew to {} MiB", peak_kib >> 10);
 }
+
+/// The bucket refusing the PUT of one connector's drill record (500 after the retries)
+/// ended the whole run with that error (exit 1): a broken backup another drill of the
+/// run had found was neither shown nor made the exit 3. The run must go on: the broken
+/// one FAILED (exit 3), the connector whose record could not be written reported as not
+/// drilled (nothing recorded for it).
+#[test]
+fn verify_reports_a_failed_drill_when_another_connectors_record_cannot_be_written() {
+    let tb = TestBucket::s3();
+    let proxy = crate::proxy::Proxy::s3();
+    let (_hub, broken, key) = backed_up(&tb);
+    let (_hub2, fine, _) = backed_up(&tb);
+    let b = tb.bucket();
+    rt().block_on(async {
+        let mut bytes = b
+            .get_bytes(&Path::from(key.as_str()))
+            .await
+            .unwrap()
+            .to_vec();
+        let mid = bytes.len() / 2;
+        for x in &mut bytes[mid..mid + 64] {
+            *x ^= 0x5a;
+        }
+        b.put_bytes(
+            &Path::from(key.as_str()),
+            bytes,
+            hubvault::store::bucket::WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    });
+    proxy.inject(
+        "PUT",
+        &format!("{}/hubvault/drills/", fine.connector),
+        crate::proxy::Fault::Status500,
+        1000,
+    );
+    let out = run(proxy
+        .cmd(&tb)
+        .env("TMPDIR", crate::common::private_tmp())
+        .args(["verify", "--json"]));
+    let doc = json_of(&out, 3);
+    assert_eq!(doc["summary"]["failed"], 1, "{doc}");
+    assert_eq!(doc["drills"][0]["connector"], broken.connector.to_string());
+    assert_eq!(doc["summary"]["not_drilled"], 1, "{doc}");
+    assert_eq!(
+        doc["not_drilled"][0]["connector"],
+        fine.connector.to_string()
+    );
+    assert!(drill_keys(&tb, &fine).is_empty());
+}
