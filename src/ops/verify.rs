@@ -56,7 +56,8 @@ pub struct Drill {
     pub org: crate::model::ids::OrgSlug,
     pub datahub: crate::model::ids::DatahubId,
     pub connector: crate::model::ids::ConnectorId,
-    /// Where the record was written.
+    /// Where the record was written (empty when the bucket refused it: a failed drill
+    /// is still reported, its warnings say so).
     pub record_key: String,
     #[serde(flatten)]
     pub record: DrillRecord,
@@ -173,17 +174,51 @@ pub async fn run(bucket: &Bucket, opts: &VerifyOptions) -> Result<VerifyReport> 
                 continue;
             }
         };
+        let mut record = record;
         let record_key = l.ck.drill(&layout::stamp(record.time), record.ok);
-        bucket
+        // A record the bucket refuses does not end the run (a broken backup another drill
+        // found would go unreported). An ok drill unrecorded proves nothing to `status`:
+        // not drilled. A failed one is still a broken backup: reported (exit 3).
+        let record_key = match bucket
             .put_bytes(&record_key, record.to_json(), WriteMode::Overwrite)
-            .await?;
-        prune_drills(bucket, l).await?;
-        tracing::info!(connector = %l.ck.connector, ok = record.ok, "drill recorded at {record_key}");
+            .await
+        {
+            Ok(_) => {
+                if let Err(e) = prune_drills(bucket, l).await {
+                    tracing::warn!(connector = %l.ck.connector, "cannot remove old drill records: {e}");
+                }
+                tracing::info!(connector = %l.ck.connector, ok = record.ok, "drill recorded at {record_key}");
+                record_key.to_string()
+            }
+            Err(e) if record.ok => {
+                let why = Inconclusive::from_error(
+                    "the drill passed, but its record could not be written",
+                    &e,
+                );
+                tracing::warn!(connector = %l.ck.connector, "not drilled: {}", why.reason);
+                not_drilled.push(NotDrilled {
+                    org: l.ck.org.clone(),
+                    datahub: l.ck.datahub,
+                    connector: l.ck.connector,
+                    key: record.key.clone(),
+                    local: why.local,
+                    reason: why.reason,
+                    hint: why.hint,
+                });
+                continue;
+            }
+            Err(e) => {
+                record.warnings.push(format!(
+                    "this drill's record could not be written to {record_key}: {e}"
+                ));
+                String::new()
+            }
+        };
         drills.push(Drill {
             org: l.ck.org.clone(),
             datahub: l.ck.datahub,
             connector: l.ck.connector,
-            record_key: record_key.to_string(),
+            record_key,
             record,
         });
     }
