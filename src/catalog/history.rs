@@ -111,17 +111,27 @@ pub async fn try_read_latest(bucket: &Bucket, ck: &ConnectorKey) -> Result<Optio
     }
 }
 
-/// The newest drill record of a connector (one LIST of its drills, one GET).
+/// The most a drill record may take (a few KiB when hubvault writes it).
+pub const DRILL_RECORD_MAX_BYTES: u64 = 1 << 20;
+
+/// The newest drill record of a connector (one LIST of its drills, one GET). A record
+/// stamped in the future is not a drill that happened (as for `status`).
 pub async fn last_drill(bucket: &Bucket, ck: &ConnectorKey) -> Result<Option<DrillRecord>> {
+    let now = chrono::Utc::now();
     let newest = bucket
         .list(&ck.drills_dir())
         .await?
         .into_iter()
-        .filter(|o| matches!(parse_key(&o.key), Some((_, KeyKind::Drill { .. }))))
+        .filter(|o| match parse_key(&o.key) {
+            Some((_, KeyKind::Drill { stamp, .. })) => {
+                !crate::model::drill::stamped_in_the_future(&stamp, now)
+            }
+            _ => false,
+        })
         .max_by(|a, b| a.key.cmp(&b.key));
     let Some(obj) = newest else { return Ok(None) };
     Ok(bucket
-        .get_bytes(&obj.key)
+        .get_bytes_max(&obj.key, DRILL_RECORD_MAX_BYTES)
         .await
         .ok()
         .and_then(|b| DrillRecord::from_json(&b)))

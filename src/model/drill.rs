@@ -63,3 +63,11 @@ impl DrillRecord {
         serde_json::from_slice(bytes).ok()
     }
 }
+
+/// True if and only if a drill's `stamp` is later than `now` by more than the clock skew
+/// S3 tolerates ([`crate::clock::SKEW_PROBLEM`]): not a drill that happened (`status`
+/// and `prune` leave it out; one such record would stand for every drill after it).
+pub fn stamped_in_the_future(stamp: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::NaiveDateTime::parse_from_str(stamp, VersionId::STAMP_FORMAT)
+        .is_ok_and(|t| t.and_utc() > now + crate::clock::SKEW_PROBLEM)
+}

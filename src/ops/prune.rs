@@ -23,7 +23,7 @@ pub use crate::catalog::inventory::Scope;
 use crate::catalog::inventory::{self, Listed};
 use crate::catalog::retention::{self, Policy};
 use crate::error::{Error, Result};
-use crate::model::drill::DrillRecord;
+use crate::model::drill::{DrillRecord, stamped_in_the_future};
 use crate::model::ids::{ConnectorId, DatahubId};
 use crate::model::layout::StreamKeys;
 use crate::model::layout::{ConnectorKey, VersionId};
@@ -287,12 +287,22 @@ async fn written_before(
 }
 
 /// The version named by the newest successful drill record, if any (one GET). A record
-/// gone or unreadable names none; a bucket that did not answer is an error.
+/// gone, unreadable or over 1 MiB names none; a bucket that did not answer is an error. A record
+/// stamped in the future is not a drill that happened (as for `status`).
 async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Result<Option<VersionId>> {
-    let Some(mark) = listed.drills.iter().rev().find(|d| d.ok) else {
+    let now = chrono::Utc::now();
+    let Some(mark) = listed
+        .drills
+        .iter()
+        .rev()
+        .find(|d| d.ok && !stamped_in_the_future(&d.stamp, now))
+    else {
         return Ok(None);
     };
-    match bucket.get_bytes(&mark.key).await {
+    match bucket
+        .get_bytes_max(&mark.key, history::DRILL_RECORD_MAX_BYTES)
+        .await
+    {
         Ok(bytes) => Ok(DrillRecord::from_json(&bytes).and_then(|d| d.version)),
         Err(e) if unanswered(&e) => Err(e),
         Err(_) => Ok(None),

@@ -158,12 +158,7 @@ pub async fn run(
     })
 }
 
-/// True if and only if a drill's `stamp` is later than `now` by more
-/// than the clock skew S3 tolerates ([`crate::clock::SKEW_PROBLEM`]).
-pub fn stamped_in_the_future(stamp: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
-    chrono::NaiveDateTime::parse_from_str(stamp, crate::model::layout::VersionId::STAMP_FORMAT)
-        .is_ok_and(|t| t.and_utc() > now + crate::clock::SKEW_PROBLEM)
-}
+pub use crate::model::drill::stamped_in_the_future;
 
 /// The status of one listed connector as of `now` (what [`run`] does for each; the web
 /// page judges the listings it keeps).

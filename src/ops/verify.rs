@@ -18,8 +18,8 @@
 //!
 //! A drill that could not be carried out proves nothing about the backup and is NOT
 //! recorded: a download that failed (the bucket unreachable or erring after the
-//! retries, a body cut short), a manifest that could not be read when nothing else
-//! vouched for the bytes, and local failures (no temp directory, a full disk). Those are
+//! retries, a body cut short), a `latest.json` the bucket did not answer for, a manifest
+//! that could not be read when nothing else vouched for the bytes, and local failures (no temp directory, a full disk). Those are
 //! reported as "not drilled", local ones named as local, and make the command fail
 //! (exit 1) unless a drill found a broken backup (exit 3).
 
@@ -56,7 +56,8 @@ pub struct Drill {
     pub org: crate::model::ids::OrgSlug,
     pub datahub: crate::model::ids::DatahubId,
     pub connector: crate::model::ids::ConnectorId,
-    /// Where the record was written.
+    /// Where the record was written (empty when the bucket refused it: a failed drill
+    /// is still reported, its warnings say so).
     pub record_key: String,
     #[serde(flatten)]
     pub record: DrillRecord,
@@ -173,17 +174,51 @@ pub async fn run(bucket: &Bucket, opts: &VerifyOptions) -> Result<VerifyReport> 
                 continue;
             }
         };
+        let mut record = record;
         let record_key = l.ck.drill(&layout::stamp(record.time), record.ok);
-        bucket
+        // A record the bucket refuses does not end the run (a broken backup another drill
+        // found would go unreported). An ok drill unrecorded proves nothing to `status`:
+        // not drilled. A failed one is still a broken backup: reported (exit 3).
+        let record_key = match bucket
             .put_bytes(&record_key, record.to_json(), WriteMode::Overwrite)
-            .await?;
-        prune_drills(bucket, l).await?;
-        tracing::info!(connector = %l.ck.connector, ok = record.ok, "drill recorded at {record_key}");
+            .await
+        {
+            Ok(_) => {
+                if let Err(e) = prune_drills(bucket, l).await {
+                    tracing::warn!(connector = %l.ck.connector, "cannot remove old drill records: {e}");
+                }
+                tracing::info!(connector = %l.ck.connector, ok = record.ok, "drill recorded at {record_key}");
+                record_key.to_string()
+            }
+            Err(e) if record.ok => {
+                let why = Inconclusive::from_error(
+                    "the drill passed, but its record could not be written",
+                    &e,
+                );
+                tracing::warn!(connector = %l.ck.connector, "not drilled: {}", why.reason);
+                not_drilled.push(NotDrilled {
+                    org: l.ck.org.clone(),
+                    datahub: l.ck.datahub,
+                    connector: l.ck.connector,
+                    key: record.key.clone(),
+                    local: why.local,
+                    reason: why.reason,
+                    hint: why.hint,
+                });
+                continue;
+            }
+            Err(e) => {
+                record.warnings.push(format!(
+                    "this drill's record could not be written to {record_key}: {e}"
+                ));
+                String::new()
+            }
+        };
         drills.push(Drill {
             org: l.ck.org.clone(),
             datahub: l.ck.datahub,
             connector: l.ck.connector,
-            record_key: record_key.to_string(),
+            record_key,
             record,
         });
     }
@@ -389,7 +424,10 @@ async fn match_manifest(
     let mut unreadable: Option<Error> = None;
     if l.latest_manifest {
         let key = ck.latest_manifest();
-        match bucket.get_bytes(&key).await {
+        match bucket
+            .get_bytes_max(&key, history::MANIFEST_MAX_BYTES)
+            .await
+        {
             Ok(bytes) => match Manifest::from_json(&bytes, key.as_ref()) {
                 Ok(m) if m.connector_key() != *ck => r.problems.push(format!(
                     "{key} describes {}, not this connector",
@@ -403,16 +441,22 @@ async fn match_manifest(
                 Ok(m) => latest_says = Some(m.sha256),
                 Err(e) => r.warnings.push(e.to_string()),
             },
-            Err(e) => {
-                r.warnings.push(format!("cannot read {key}: {e}"));
-                if e.store_failure().is_some() {
-                    unreadable = Some(e);
-                }
+            // Unanswered proves nothing (`restore` fails on it too): what it says is
+            // unchecked (another connector's `latest.json` fails the drill).
+            Err(e) if e.store_failure().is_some() && !e.is_not_found() => {
+                return Err(Inconclusive::from_error(&format!("cannot read {key}"), &e));
             }
+            Err(e) => r.warnings.push(format!("cannot read {key}: {e}")),
         }
     }
-    let with_manifest = l.versions.iter().filter(|(_, (_, m))| *m).map(|(v, _)| v);
-    let (found, errors) = history::find_by_sha(bucket, ck, with_manifest, sha).await;
+    // Complete versions only (data and manifest), as `restore` checks the object
+    // (`fetch::version_with_sha`): a manifest whose data is gone vouches for nothing there.
+    let complete = l
+        .versions
+        .iter()
+        .filter(|(_, (d, m))| *d && *m)
+        .map(|(v, _)| v);
+    let (found, errors) = history::find_by_sha(bucket, ck, complete, sha).await;
     for e in errors {
         r.warnings.push(e.to_string());
         if e.store_failure().is_some() {

@@ -401,6 +401,47 @@ both!(
     prune_keeps_the_drill_verified_version
 );
 
+/// One drill record stamped years ahead (a clock off by years, or anyone who can write
+/// under the connector) stood, for `prune`, for the newest successful drill: the version
+/// the real drill verified lost its protection and was pruned. `status` already leaves
+/// such a record out.
+fn prune_keeps_the_drill_verified_version_beside_a_drill_stamped_ahead(tb: &TestBucket) {
+    let hub = tempfile::tempdir().unwrap();
+    let (db, spec) = connector_db(hub.path(), "sdc", 50);
+    let ck = ck_of(&spec);
+    let verified = backup(tb, &db, &[])["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    json_of(&run(tb.cmd().args(["verify", "--json"])), 0);
+    rt().block_on(tb.bucket().put_bytes(
+        &ck.drill("20990101T000000.000Z", true),
+        b"{}".to_vec(),
+        WriteMode::Overwrite,
+    ))
+    .unwrap();
+    for i in 0..2 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute("INSERT INTO SequelizeMeta VALUES (?1)", [format!("f{i}")])
+            .unwrap();
+        backup(tb, &db, &["--force"]);
+    }
+    let doc = json_of(
+        &run(tb.cmd().args(["prune", "--json", "--keep-last", "1"])),
+        0,
+    );
+    let left = version_keys(tb, &ck);
+    assert!(
+        left.iter().any(|k| k.contains(&verified)),
+        "the newest drill-verified version is protected: {doc}"
+    );
+}
+both!(
+    prune_protects_the_drill_verified_version_whatever_a_drill_stamped_years_ahead_says,
+    prune_keeps_the_drill_verified_version_beside_a_drill_stamped_ahead
+);
+
 fn config_retention_applies_to_backup_and_agent(tb: &TestBucket) {
     let hub = tempfile::tempdir().unwrap();
     let (db, spec) = connector_db(hub.path(), "solace", 50);
