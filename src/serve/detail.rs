@@ -24,8 +24,6 @@ use crate::store::Bucket;
 
 /// Manifests read for the chart and the table, newest versions first.
 pub const MANIFESTS_READ: usize = 60;
-/// The most a drill record may take (a few KiB when hubvault writes it).
-const DRILL_RECORD_MAX_BYTES: u64 = 1 << 20;
 /// Kept manifest facts across all connectors; past this the memo starts over.
 const MEMO_MAX: usize = 50_000;
 
@@ -185,7 +183,10 @@ pub async fn load(
         .collect();
     // The record of the drill the row calls the last (not one stamped in the future).
     let last_drill_record = match &row.status.last_drill {
-        Some(d) => match bucket.get_bytes_max(&d.key, DRILL_RECORD_MAX_BYTES).await {
+        Some(d) => match bucket
+            .get_bytes_max(&d.key, history::DRILL_RECORD_MAX_BYTES)
+            .await
+        {
             Ok(b) => DrillRecord::from_json(&b),
             Err(e) if e.store_failure().is_some() && !e.is_not_found() => return Err(e),
             // Gone, or too big to be one: no record.
