@@ -93,11 +93,15 @@ pub fn sim_day_capture_into(
 
 type Time = chrono::DateTime<chrono::Utc>;
 
+/// The seed of a simulated test: 13, or `HUBVAULT_SEED` to sweep others (printed, so a
+/// failure names its seed). Never random by default: a CI run must be the run it was
+/// before (a random default once drew a database smaller than the buffers the test is
+/// about, and failed a fresh clone).
 pub fn seed_of(test: &str) -> u64 {
     let seed = std::env::var("HUBVAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
+        .unwrap_or(13u64);
     eprintln!("{test}: HUBVAULT_SEED={seed}");
     seed
 }
