@@ -433,6 +433,14 @@ impl Error {
         )
     }
 
+    /// True if and only if the bucket did not answer the request (it failed, refused or
+    /// timed out), as opposed to answering that the object is not there. Code that deletes
+    /// or installs by a read's answer must not take such a failure for "absent".
+    pub fn is_unanswered(&self) -> bool {
+        self.store_failure()
+            .is_some_and(|f| f != StoreFailure::NotFound)
+    }
+
     /// Why a bucket request failed; `None` for errors that are not the bucket's.
     pub fn store_failure(&self) -> Option<StoreFailure> {
         match self {

@@ -618,10 +618,7 @@ async fn version_with_sha(
     let complete = versions.iter().filter(|v| v.is_complete()).map(|v| &v.id);
     let (found, unread) = history::find_by_sha(bucket, ck, complete, sha).await;
     if found.is_none()
-        && let Some(e) = unread.into_iter().find(|e| {
-            e.store_failure()
-                .is_some_and(|f| f != crate::error::StoreFailure::NotFound)
-        })
+        && let Some(e) = unread.into_iter().find(Error::is_unanswered)
     {
         return Err(e);
     }

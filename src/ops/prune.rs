@@ -228,24 +228,17 @@ async fn newest_good_version(
     for id in complete {
         let m = match history::read_manifest(bucket, ck, id).await {
             Ok(m) => m,
-            Err(e) if unanswered(&e) => return Err(e),
+            Err(e) if e.is_unanswered() => return Err(e),
             Err(_) => continue,
         };
         match bucket.head(&ck.version_data(id)).await {
             Ok(Some(data)) if data.size == m.stored_size => return Ok(Some(id.clone())),
             Ok(_) => {}
-            Err(e) if unanswered(&e) => return Err(e),
+            Err(e) if e.is_unanswered() => return Err(e),
             Err(_) => {}
         }
     }
     Ok(None)
-}
-
-/// True if the bucket did not answer the request (it failed, refused or timed out), as
-/// opposed to answering that the object is not there.
-fn unanswered(e: &Error) -> bool {
-    e.store_failure()
-        .is_some_and(|f| f != crate::error::StoreFailure::NotFound)
 }
 
 /// The error of a prune that could not read what decides which versions it keeps.
@@ -304,7 +297,7 @@ async fn last_verified_version(bucket: &Bucket, listed: &Listed) -> Result<Optio
         .await
     {
         Ok(bytes) => Ok(DrillRecord::from_json(&bytes).and_then(|d| d.version)),
-        Err(e) if unanswered(&e) => Err(e),
+        Err(e) if e.is_unanswered() => Err(e),
         Err(_) => Ok(None),
     }
 }

@@ -55,25 +55,7 @@ both!(
 fn corrupted_object_fails(tb: &TestBucket) {
     let (_hub, spec, key) = backed_up(tb);
     let b = tb.bucket();
-    rt().block_on(async {
-        let mut bytes = b
-            .get_bytes(&Path::from(key.as_str()))
-            .await
-            .unwrap()
-            .to_vec();
-        // Damage one page in the middle: same size, different content.
-        let mid = bytes.len() / 2;
-        for x in &mut bytes[mid..mid + 64] {
-            *x ^= 0x5a;
-        }
-        b.put_bytes(
-            &Path::from(key.as_str()),
-            bytes,
-            hubvault::store::bucket::WriteMode::Overwrite,
-        )
-        .await
-        .unwrap();
-    });
+    damage_middle(&b, &key);
     let out = run(cmd_private_tmp(tb).args(["verify", "--json"]));
     let doc = json_of(&out, 3);
     assert_eq!(doc["summary"]["failed"], 1);
@@ -270,24 +252,9 @@ fn versions_beside_a_drill_stamped_ahead(tb: &TestBucket) {
         )
         .await
         .unwrap();
-        // Damage the object: the next drill fails.
-        let mut bytes = b
-            .get_bytes(&Path::from(key.as_str()))
-            .await
-            .unwrap()
-            .to_vec();
-        let mid = bytes.len() / 2;
-        for x in &mut bytes[mid..mid + 64] {
-            *x ^= 0x5a;
-        }
-        b.put_bytes(
-            &Path::from(key.as_str()),
-            bytes,
-            hubvault::store::bucket::WriteMode::Overwrite,
-        )
-        .await
-        .unwrap();
     });
+    // Damage the object: the next drill fails.
+    damage_middle(&b, &key);
     json_of(&run(cmd_private_tmp(tb).args(["verify", "--json"])), 3);
     let out = run(cmd_private_tmp(tb).args([
         "versions",
@@ -416,24 +383,7 @@ fn verify_reports_a_failed_drill_when_another_connectors_record_cannot_be_writte
     let (_hub, broken, key) = backed_up(&tb);
     let (_hub2, fine, _) = backed_up(&tb);
     let b = tb.bucket();
-    rt().block_on(async {
-        let mut bytes = b
-            .get_bytes(&Path::from(key.as_str()))
-            .await
-            .unwrap()
-            .to_vec();
-        let mid = bytes.len() / 2;
-        for x in &mut bytes[mid..mid + 64] {
-            *x ^= 0x5a;
-        }
-        b.put_bytes(
-            &Path::from(key.as_str()),
-            bytes,
-            hubvault::store::bucket::WriteMode::Overwrite,
-        )
-        .await
-        .unwrap();
-    });
+    damage_middle(&b, &key);
     proxy.inject(
         "PUT",
         &format!("{}/hubvault/drills/", fine.connector),
@@ -453,4 +403,22 @@ fn verify_reports_a_failed_drill_when_another_connectors_record_cannot_be_writte
         fine.connector.to_string()
     );
     assert!(drill_keys(&tb, &fine).is_empty());
+}
+
+/// Damages 64 bytes in the middle of the object at `key`: same size, different content.
+fn damage_middle(b: &hubvault::store::Bucket, key: &str) {
+    rt().block_on(async {
+        let mut bytes = b.get_bytes(&Path::from(key)).await.unwrap().to_vec();
+        let mid = bytes.len() / 2;
+        for x in &mut bytes[mid..mid + 64] {
+            *x ^= 0x5a;
+        }
+        b.put_bytes(
+            &Path::from(key),
+            bytes,
+            hubvault::store::bucket::WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
+    });
 }
